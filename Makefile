@@ -1,0 +1,33 @@
+# The two commands (see README): `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test services bench screenshots clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## Set up and run the app on the local backend with the built-in vLLM simulator.
+run: $(STAMP)
+	$(VENV)/bin/sweepdeck
+
+## Set up (venv + test services where we may install them) and run the whole test suite.
+test: $(STAMP) services
+	$(PY) -m pytest -q
+
+## Install the Debian packages the integration tests start (sshd, SLURM, PostgreSQL) when root.
+services:
+	@bash scripts/install-services.sh
+
+bench: $(STAMP)
+	@for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+screenshots: $(STAMP)
+	$(PY) scripts/screenshots.py
+
+clean:
+	rm -rf $(VENV) build dist

@@ -1,0 +1,552 @@
+"""ExperimentSpec: what to run, and where each value came from.
+
+Every field records its :class:`Source` and the value it replaced, so a review
+can list exactly what changed from the catalog or base values file
+("CHANGES FROM values.yaml") and classify it as MATCH / SUBSET / OVERRIDE.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import shlex
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from config.catalog import Catalogs, ModelInfo, WorkloadProfile, dns_label, make_workload
+from config.errors import SweepdeckError
+
+DEFAULT_MAX_MODEL_LEN = 4096
+DEFAULT_MAX_NUM_SEQS = 256
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+
+# Characters that have a meaning to a shell. User values never reach a shell
+# string (remote commands are built with shlex.join), but values that end up
+# in names, paths and labels are refused early with a clear message.
+SHELL_META = re.compile(r"[;&|`$<>(){}\[\]*?!\\'\"\n\r\t #~]")
+
+
+class Source(StrEnum):
+    """Where a field's value came from."""
+
+    DEFAULT = "default"          # sweepdeck's built-in default
+    CATALOG = "catalog"          # known-models.yaml / workload-presets.yaml
+    VALUES = "values.yaml"       # the base values file of a profile
+    USER = "user"                # typed by the user (CLI flag, quick command, form)
+    AUTO = "auto-configured"     # derived by sweepdeck or the pipeline
+    FIX = "recovery fix"         # chosen in the recovery dialog
+
+
+USER_SOURCES = (Source.USER, Source.FIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Provenance of one field: its source and the value it replaced."""
+
+    source: Source
+    base: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The vLLM server configuration."""
+
+    image: str
+    tp: int = 1
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
+    extra_args: tuple[str, ...] = ()
+
+    def serve_args(self) -> list[str]:
+        """vLLM ``serve`` arguments for these settings (without the model)."""
+        args = [
+            f"--tensor-parallel-size={self.tp}",
+            f"--max-model-len={self.max_model_len}",
+            f"--max-num-batched-tokens={self.max_num_batched_tokens}",
+            f"--max-num-seqs={self.max_num_seqs}",
+        ]
+        return args + list(self.extra_args)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One difference between the spec and its base values."""
+
+    field: str
+    base: Any
+    value: Any
+    source: Source
+
+    @property
+    def kind(self) -> str:
+        """MATCH, SUBSET or OVERRIDE, in the BLIS skill's sense."""
+        if self.base == self.value:
+            return "MATCH"
+        base, value = self.base, self.value
+        if isinstance(base, (list, tuple)):
+            vals = value if isinstance(value, (list, tuple)) else [value]
+            if vals and all(v in base for v in vals):
+                return "SUBSET"
+        return "OVERRIDE"
+
+    def describe(self) -> str:
+        if self.kind == "MATCH":
+            return f"{self.field}: {_fmt(self.value)} (matches base)"
+        return f"{self.field}: {_fmt(self.base)} -> {_fmt(self.value)} ({self.kind}, {self.source})"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(v) for v in value) + "]" if value else "(none)"
+    return "(none)" if value is None else str(value)
+
+
+# Field paths a spec exposes to set()/get(), changes() and Fix.changes.
+ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args")
+TOP_FIELDS = ("model", "backend", "profile", "namespace", "experiment_id", "workload")
+FIELDS = TOP_FIELDS + tuple(f"engine.{f}" for f in ENGINE_FIELDS) + ("tp_sweep",)
+# Choices with no base to differ from (a first pick of model or workload is not a change).
+_CHOICES = ("model", "workload", "namespace", "experiment_id", "profile", "backend")
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSpec:
+    """Everything needed to run one experiment, with provenance.
+
+    Use :func:`build_spec` to make one and :meth:`set` to change a field; both
+    keep :attr:`origins` right.
+    """
+
+    model: str
+    backend: str
+    workload: WorkloadProfile
+    engine: EngineSettings
+    experiment_id: str
+    profile: str | None = None
+    namespace: str | None = None
+    parent: str | None = None
+    tp_sweep: tuple[int, ...] = ()
+    origins: dict[str, Origin] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- access
+
+    def get(self, path: str) -> Any:
+        if path.startswith("engine."):
+            return getattr(self.engine, path.split(".", 1)[1])
+        if path == "workload":
+            return self.workload.app
+        return getattr(self, path)
+
+    def source(self, path: str) -> Source:
+        origin = self.origins.get(path)
+        return origin.source if origin else Source.DEFAULT
+
+    def set(self, path: str, value: Any, source: Source = Source.USER) -> "ExperimentSpec":
+        """A copy with ``path`` set to ``value``, recording the source and the old value.
+
+        The first change keeps the original base, so a field changed twice
+        still diffs against the catalog/values value.
+
+        Raises:
+            SweepdeckError: unknown field or invalid value.
+        """
+        if path not in FIELDS:
+            raise SweepdeckError(f"Unknown setting {path!r}.", "Settings: " + ", ".join(FIELDS))
+        value = _validate_field(path, value)
+        old = self.get(path)
+        prior = self.origins.get(path)
+        base = prior.base if prior and prior.source in USER_SOURCES else old
+        origins = dict(self.origins)
+        origins[path] = Origin(source, base)
+        if path.startswith("engine."):
+            new = replace(self, engine=replace(self.engine, **{path.split(".", 1)[1]: value}), origins=origins)
+        elif path == "workload":
+            if not isinstance(value, WorkloadProfile):
+                raise SweepdeckError("workload must be a workload profile.")
+            origins[path] = Origin(source, base)
+            new = replace(self, workload=value, origins=origins)
+        else:
+            new = replace(self, **{path: value}, origins=origins)
+        return new
+
+    def changes(self) -> list[Change]:
+        """Fields whose value the user (or a recovery fix) changed from the base."""
+        out = []
+        for path in FIELDS:
+            origin = self.origins.get(path)
+            if origin and origin.source in USER_SOURCES:
+                value = self.get(path)
+                if origin.base is None and path in _CHOICES:
+                    continue
+                if origin.base != value:
+                    out.append(Change(path, origin.base, value, origin.source))
+        return out
+
+    def diff(self, other: "ExperimentSpec") -> list[Change]:
+        """Fields that differ between ``other`` (the base) and this spec."""
+        out = []
+        for path in FIELDS:
+            a, b = other.get(path), self.get(path)
+            if a != b:
+                out.append(Change(path, a, b, self.source(path)))
+        return out
+
+    def serve_command(self, base_command: list[str] | None = None, port: int | None = None, host: str | None = None) -> list[str]:
+        """The vLLM serve argv (``vllm serve MODEL ...`` unless a base command is given)."""
+        argv = list(base_command or ["vllm", "serve"]) + [self.model]
+        if host:
+            argv += ["--host", host]
+        if port:
+            argv += ["--port", str(port)]
+        return argv + self.engine.serve_args()
+
+    def summary_lines(self) -> list[tuple[str, str]]:
+        """(label, value) pairs in the BLIS skill's summary order."""
+        w, e = self.workload, self.engine
+        rows = [
+            ("Experiment ID", self.experiment_id),
+            ("Backend", self.backend + (f" ({self.profile})" if self.profile else "")),
+        ]
+        if self.namespace:
+            rows.append(("Namespace", self.namespace))
+        rows += [
+            ("Model", self.model),
+            ("Workload", w.app),
+            ("Max Requests", str(w.max_requests)),
+            ("Rate", f"{w.rate:g} ({w.rate_type})"),
+            ("Prompt Tokens", f"{w.prompt_tokens} (stdev {w.prompt_tokens_stdev}, {w.prompt_tokens_min}-{w.prompt_tokens_max})"),
+            ("Output Tokens", f"{w.output_tokens} (stdev {w.output_tokens_stdev}, {w.output_tokens_min}-{w.output_tokens_max})"),
+            ("Image", e.image),
+            ("Tensor Parallel", str(e.tp) + (f" (sweep {list(self.tp_sweep)})" if self.tp_sweep else "")),
+            ("Max Model Len", str(e.max_model_len)),
+            ("Max Batch Tokens", str(e.max_num_batched_tokens)),
+            ("Max Num Seqs", str(e.max_num_seqs)),
+            ("Additional Args", " ".join(e.extra_args) or "(none)"),
+        ]
+        return rows
+
+    # ------------------------------------------------------------ persistence
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "model": self.model,
+            "backend": self.backend,
+            "profile": self.profile,
+            "namespace": self.namespace,
+            "experiment_id": self.experiment_id,
+            "parent": self.parent,
+            "tp_sweep": list(self.tp_sweep),
+            "workload": asdict(self.workload),
+            "engine": {**asdict(self.engine), "extra_args": list(self.engine.extra_args)},
+            "origins": {k: {"source": str(o.source), "base": _plain(o.base)} for k, o in self.origins.items()},
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
+        try:
+            workload = WorkloadProfile(**data["workload"])
+            engine_data = dict(data["engine"])
+            engine_data["extra_args"] = tuple(engine_data.get("extra_args") or ())
+            engine = EngineSettings(**engine_data)
+            origins = {
+                k: Origin(Source(v["source"]), _unplain(v.get("base")))
+                for k, v in (data.get("origins") or {}).items()
+            }
+            return cls(
+                model=data["model"],
+                backend=data["backend"],
+                workload=workload,
+                engine=engine,
+                experiment_id=data["experiment_id"],
+                profile=data.get("profile"),
+                namespace=data.get("namespace"),
+                parent=data.get("parent"),
+                tp_sweep=tuple(data.get("tp_sweep") or ()),
+                origins=origins,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SweepdeckError(f"Saved experiment spec is malformed ({exc}).") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, WorkloadProfile):
+        return {"__workload__": asdict(value)}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict) and "__workload__" in value:
+        return WorkloadProfile(**value["__workload__"])
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _positive_int(path: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise SweepdeckError(f"{path} must be a positive integer, got {value!r}.")
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*\d+\s*", value):
+            raise SweepdeckError(f"{path} must be a positive integer, got {value!r}.", f"Example: {path.split('.')[-1]}=4")
+        value = int(value)
+    if not isinstance(value, int) or value <= 0:
+        raise SweepdeckError(f"{path} must be a positive integer, got {value!r}.", f"Example: {path.split('.')[-1]}=4")
+    return value
+
+
+def check_safe(label: str, value: str, allow: str = "") -> str:
+    """Refuse values with shell metacharacters or control characters.
+
+    Args:
+        label: What the value is, for the message (``model``, ``namespace``).
+        value: The user's text.
+        allow: Metacharacters that are legitimate for this value.
+    """
+    bad = sorted({c for c in value if SHELL_META.match(c) and c not in allow})
+    if bad or not value.isprintable():
+        shown = ", ".join(repr(c) for c in bad) or "control characters"
+        raise SweepdeckError(
+            f"The {label} {value!r} contains characters that are not allowed ({shown}).",
+            f"Use only letters, digits and -._/:@+= in a {label}.",
+        )
+    return value
+
+
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
+
+
+def _validate_field(path: str, value: Any) -> Any:
+    if path in ("engine.tp", "engine.max_model_len", "engine.max_num_batched_tokens", "engine.max_num_seqs"):
+        return _positive_int(path, value)
+    if path == "engine.image":
+        value = str(value).strip()
+        if not _IMAGE_RE.match(value):
+            raise SweepdeckError(
+                f"Image {value!r} is not a valid image reference.", "Example: ghcr.io/myorg/vllm:v1"
+            )
+        return value
+    if path == "engine.extra_args":
+        if isinstance(value, str):
+            try:
+                value = shlex.split(value)
+            except ValueError as exc:
+                raise SweepdeckError(f"Cannot parse vLLM arguments {value!r}: {exc}.") from None
+        args = tuple(str(a) for a in value)
+        for arg in args:
+            if not arg.startswith("-"):
+                raise SweepdeckError(f"vLLM argument {arg!r} must start with --.", "Example: --enable-prefix-caching")
+            check_safe("vLLM argument", arg, allow="")
+        return args
+    if path == "experiment_id":
+        value = str(value)
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
+            raise SweepdeckError(
+                f"Experiment id {value!r} is not DNS-safe.",
+                "Use lower-case letters, digits and '-', at most 63 characters, starting and ending alphanumeric.",
+            )
+        return value
+    if path == "namespace" and value is not None:
+        value = str(value)
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
+            raise SweepdeckError(f"Namespace {value!r} is not a valid Kubernetes namespace name.")
+        return value
+    if path == "model":
+        return check_safe("model", str(value).strip(), allow="")
+    if path == "tp_sweep":
+        return tuple(_positive_int("tp", v) for v in value)
+    return value
+
+
+def default_experiment_id(model: ModelInfo, workload: str, today: _dt.date | None = None) -> str:
+    """``{date}-{model-short}-{workload}``, DNS-safe (e.g. ``nov23-llama-2-7b-hf-chatbot``)."""
+    day = today or _dt.date.today()
+    stamp = day.strftime("%b%d").lower()
+    return dns_label(f"{stamp}-{model.short}-{workload}")
+
+
+def build_spec(
+    catalogs: Catalogs,
+    model: str,
+    *,
+    backend: str = "local",
+    workload: str | WorkloadProfile | None = None,
+    model_choice: str | None = None,
+    profile: str | None = None,
+    namespace: str | None = None,
+    experiment_id: str | None = None,
+    tp: int | str | None = None,
+    max_model_len: int | str | None = None,
+    max_num_batched_tokens: int | str | None = None,
+    max_num_seqs: int | str | None = None,
+    image: str | None = None,
+    extra_args: list[str] | tuple[str, ...] | str | None = None,
+    base_values: dict[str, Any] | None = None,
+    today: _dt.date | None = None,
+) -> ExperimentSpec:
+    """Resolve user input against the catalogs into a validated spec.
+
+    Values are layered: sweepdeck defaults < catalog recommendations < the
+    base values file (``stack.MAX_MODEL_LEN``...) < user overrides. Each field
+    records which layer it came from.
+
+    Args:
+        catalogs: Loaded catalogs.
+        model: Model id or alias (an ambiguous alias needs ``model_choice``).
+        workload: Preset name/keyword, or a ready profile; default ``chatbot``.
+        base_values: A parsed values.yaml (BLIS format) to take defaults from.
+
+    Raises:
+        SweepdeckError: unknown/ambiguous model, unknown workload, bad values,
+            or max_model_len above the model's limit.
+    """
+    info = catalogs.models.resolve(model, model_choice)
+    origins: dict[str, Origin] = {"model": Origin(Source.USER, None)}
+    base_app = _values_workload_app(base_values)
+    if isinstance(workload, WorkloadProfile):
+        prof = workload
+        origins["workload"] = Origin(Source.USER, base_app)
+    else:
+        preset = catalogs.workloads.match(workload or base_app or "chatbot")
+        prof = preset.profile
+        origins["workload"] = Origin(Source.CATALOG if workload is None else Source.USER, base_app)
+
+    def pick(name: str, catalog_value: Any, default: Any) -> Any:
+        if catalog_value is not None:
+            origins[f"engine.{name}"] = Origin(Source.CATALOG)
+            return catalog_value
+        origins[f"engine.{name}"] = Origin(Source.DEFAULT)
+        return default
+
+    engine = EngineSettings(
+        image=pick("image", catalogs.models.default_image, "vllm/vllm-openai:latest"),
+        tp=pick("tp", info.tp[0] if info.tp else None, 1),
+        max_model_len=pick("max_model_len", info.max_model_len, DEFAULT_MAX_MODEL_LEN),
+        max_num_batched_tokens=pick("max_num_batched_tokens", info.max_num_batched_tokens, DEFAULT_MAX_NUM_BATCHED_TOKENS),
+        max_num_seqs=pick("max_num_seqs", info.max_num_seqs, DEFAULT_MAX_NUM_SEQS),
+        extra_args=("--trust-remote-code",) if info.trust_remote_code else (),
+    )
+    origins["engine.extra_args"] = Origin(Source.CATALOG if info.trust_remote_code else Source.DEFAULT)
+    tp_sweep: tuple[int, ...] = ()
+    if base_values:
+        engine, tp_sweep, prof = _apply_values(base_values, engine, prof, origins, workload is None)
+
+    spec = ExperimentSpec(
+        model=info.id,
+        backend=backend,
+        workload=prof,
+        engine=engine,
+        experiment_id=default_experiment_id(info, prof.app, today),
+        profile=profile,
+        namespace=None,
+        tp_sweep=tp_sweep,
+        origins=origins,
+    )
+    spec = replace(spec, origins={**spec.origins, "experiment_id": Origin(Source.AUTO)})
+    if namespace is not None:
+        spec = spec.set("namespace", namespace)
+    if experiment_id is not None:
+        spec = spec.set("experiment_id", experiment_id)
+    for name, value in (
+        ("tp", tp),
+        ("max_model_len", max_model_len),
+        ("max_num_batched_tokens", max_num_batched_tokens),
+        ("max_num_seqs", max_num_seqs),
+        ("image", image),
+    ):
+        if value is not None:
+            spec = spec.set(f"engine.{name}", value)
+    if extra_args:
+        parsed = _validate_field("engine.extra_args", extra_args)
+        for arg in parsed:
+            catalogs.vllm_args.check(arg)
+        merged = tuple(dict.fromkeys(spec.engine.extra_args + parsed))
+        spec = spec.set("engine.extra_args", merged)
+    if spec.tp_sweep and tp is not None:
+        spec = spec.set("tp_sweep", (spec.engine.tp,))
+    check_limits(spec, info)
+    return spec
+
+
+def check_limits(spec: ExperimentSpec, info: ModelInfo) -> None:
+    """Raise if the engine settings exceed what the model can do."""
+    limit = info.context_limit
+    if limit and spec.engine.max_model_len > limit:
+        raise SweepdeckError(
+            f"max_model_len {spec.engine.max_model_len} is above {info.id}'s limit of {limit} tokens.",
+            f"Use max_model_len={limit} or less.",
+        )
+
+
+def _apply_values(
+    values: dict[str, Any],
+    engine: EngineSettings,
+    prof: WorkloadProfile,
+    origins: dict[str, Origin],
+    take_workload: bool,
+) -> tuple[EngineSettings, tuple[int, ...], WorkloadProfile]:
+    """Layer a BLIS-format values.yaml (``stack.*``) over the catalog settings."""
+    stack = values.get("stack") or {}
+    if not isinstance(stack, dict):
+        raise SweepdeckError("values file: 'stack' must be a mapping.")
+    updates: dict[str, Any] = {}
+    for key, name in (
+        ("MAX_MODEL_LEN", "max_model_len"),
+        ("MAX_NUM_BATCHED_TOKENS", "max_num_batched_tokens"),
+        ("MAX_NUM_SEQS", "max_num_seqs"),
+    ):
+        if key in stack:
+            updates[name] = _positive_int(f"stack.{key}", stack[key])
+            origins[f"engine.{name}"] = Origin(Source.VALUES)
+    tps = ((stack.get("treatments") or {}).get("tensorParallelism")) or []
+    sweep: tuple[int, ...] = ()
+    if tps:
+        sweep = tuple(_positive_int("stack.treatments.tensorParallelism", t) for t in tps)
+        updates["tp"] = sweep[0]
+        origins["engine.tp"] = Origin(Source.VALUES)
+        origins["tp_sweep"] = Origin(Source.VALUES)
+    image = _values_image(values)
+    if image:
+        updates["image"] = image
+        origins["engine.image"] = Origin(Source.VALUES)
+    wl = stack.get("workload")
+    if take_workload and isinstance(wl, dict) and isinstance(wl.get("profile"), dict):
+        prof = make_workload(str(wl.get("app", "values")), wl["profile"], source="values file: stack.workload")
+        origins["workload"] = Origin(Source.VALUES)
+    return replace(engine, **updates), sweep, prof
+
+
+def _values_workload_app(values: dict[str, Any] | None) -> str | None:
+    try:
+        return str(values["stack"]["workload"]["app"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+
+
+def _values_image(values: dict[str, Any]) -> str | None:
+    """The vLLM image where BLIS values keep it: decode.containers[name=vllm].image."""
+    try:
+        containers = values["stack"]["model"]["helmValues"]["decode"]["containers"]
+    except (KeyError, TypeError):
+        return None
+    for container in containers or []:
+        if isinstance(container, dict) and container.get("name") == "vllm" and container.get("image"):
+            return str(container["image"])
+    return None
+
+
+def custom_workload(catalogs: Catalogs, **values: Any) -> WorkloadProfile:
+    """Shortcut for :meth:`WorkloadCatalog.custom` (``prompt``/``output`` accepted as names)."""
+    renamed = {{"prompt": "prompt_tokens", "output": "output_tokens"}.get(k, k): v for k, v in values.items()}
+    return catalogs.workloads.custom(**renamed)
+
+
+__all__ = [
+    "Change", "EngineSettings", "ExperimentSpec", "Origin", "Source", "build_spec",
+    "check_limits", "check_safe", "custom_workload", "default_experiment_id", "make_workload",
+]
