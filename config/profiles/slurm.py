@@ -1,0 +1,28 @@
+"""Options of a ``slurm`` profile (e.g. ``alvis``)."""
+
+from config.schema import REQUIRED, Field, duration, port, positive, safe_word, string_list
+
+FIELDS = {
+    "backend": Field(str, "slurm", choices=("slurm",)),
+    "description": Field(str, ""),
+    "ssh_host": Field(str, REQUIRED, "an SSH host or ~/.ssh/config alias", check=safe_word),
+    "ssh_port": Field(int, None, "SSH port (default from ~/.ssh/config or 22)", check=port),
+    "ssh_user": Field(str, None, "SSH user (default from ~/.ssh/config)", check=safe_word),
+    "ssh_config": Field(str, None, "path to an ssh config file (default ~/.ssh/config)"),
+    "ssh_key": Field(str, None, "path to a private key (default: agent / ssh config)"),
+    "known_hosts": Field(str, None, "known_hosts file (default ~/.ssh/known_hosts)"),
+    "account": Field(str, None, "SLURM account (#SBATCH --account)", check=safe_word),
+    "partition": Field(str, None, "SLURM partition", check=safe_word),
+    "gpus": Field(str, None, "GPU request, e.g. A40:1 (#SBATCH --gpus-per-node)", check=safe_word),
+    "time": Field(str, "1:00:00", "default job duration", check=duration),
+    "container": Field(str, "vllm serve", "server command prefix, e.g. apptainer exec IMAGE.sif vllm serve"),
+    "modules": Field(list, [], "module lines run before the server", check=string_list),
+    "workdir": Field(str, "~/.sweepdeck/runs", "remote run directory root on the shared filesystem"),
+    "local_port": Field(int, 58000, "local tunnel port", check=port),
+    "models": Field(str, None, "models.json catalog (name -> path, max_model_len, description)"),
+    "default_model": Field(str, "gpt-oss-20b", "model used when none is given", check=safe_word),
+    "poll_interval": Field(float, 5.0, "seconds between squeue polls", check=positive),
+    "start_timeout": Field(float, 600.0, "seconds a job may stay pending", check=positive),
+    "ready_timeout": Field(float, 600.0, "seconds the server may take to become ready", check=positive),
+    "connect_timeout": Field(float, 30.0, "SSH connect / tunnel test timeout in seconds", check=positive),
+}

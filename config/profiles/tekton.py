@@ -1,0 +1,22 @@
+"""Options of a ``tekton`` profile."""
+
+from config.schema import Field, dns_name, positive, string_list
+
+FIELDS = {
+    "backend": Field(str, "tekton", choices=("tekton",)),
+    "description": Field(str, ""),
+    "kubeconfig": Field(str, None, "kubeconfig path (default $KUBECONFIG or ~/.kube/config)"),
+    "context": Field(str, None, "kubeconfig context (default: current)"),
+    "namespace": Field(str, None, "namespace to run in", check=dns_name),
+    "blis_repo": Field(str, None, "a checkout of the BLIS repo to take the template/values/pipelinerun from"),
+    "template": Field(str, None, "pipeline template (.yaml.j2); default: sweepdeck's BLIS template"),
+    "values": Field(str, None, "base values.yaml; default: sweepdeck's"),
+    "pipelinerun": Field(str, None, "base pipelinerun.yaml"),
+    "gpu_product": Field(str, "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.product label value"),
+    "pipeline_timeout": Field(str, "6h", "PipelineRun timeouts.pipeline"),
+    "task_timeout": Field(str, "5h30m", "PipelineRun timeouts.tasks"),
+    "service_account": Field(str, "helm-installer", "taskRunTemplate.serviceAccountName"),
+    "secrets": Field(list, ["hf-secret", "s3-secret"], check=string_list),
+    "pvcs": Field(list, ["model-pvc", "data-pvc"], check=string_list),
+    "watch_timeout": Field(float, 300.0, check=positive),
+}

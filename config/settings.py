@@ -1,0 +1,194 @@
+"""The user config file: backend profiles, catalog dir, key bindings.
+
+Lives at ``$XDG_CONFIG_HOME/sweepdeck/config.yaml`` (``--config`` for another).
+Example::
+
+    catalog_dir: ~/blis/.claude/config     # your own known-models.yaml etc.
+    default_backend: local
+    keys:                                  # binding id -> key (see ? in the app)
+      new_experiment: ctrl+n
+    local:                                 # the embedded default profile
+      server: sim
+      port: 8000
+    profiles:
+      alvis:
+        backend: slurm
+        ssh_host: alvis2
+        account: NAISS2025-22-1522
+        gpus: "A40:1"
+        container: apptainer exec /apps/containers/vLLM/vllm-0.11.0.sif vllm serve
+        models: ~/alvis-vllm/models.json
+      mert:
+        backend: tekton
+        namespace: mert
+
+It is only ever read; sweepdeck never writes the user's config.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config.catalog import Catalogs, load_catalogs, load_yaml
+from config.errors import ConfigError, SweepdeckError
+from config.profiles import BACKENDS, fields_for
+from config.schema import REQUIRED, Field, validate
+
+TOP_FIELDS = {
+    "catalog_dir": Field(str, None, "directory with known-models.yaml, workload-presets.yaml, vllm-args.yaml"),
+    "default_backend": Field(str, "local", choices=BACKENDS),
+    "default_profile": Field(str, None, "profile used when none is named"),
+    "keys": Field(dict, {}, "binding id -> key"),
+    "theme": Field(str, None, "a Textual theme name"),
+    "log_line_cap": Field(int, 100_000, "lines kept in the log pane", check=lambda v: None if v >= 1000 else "at least 1000"),
+    "local": Field(dict, {}, "options of the embedded local backend"),
+    "profiles": Field(dict, {}, "named backend profiles"),
+}
+
+
+def config_path() -> Path:
+    env = os.environ.get("SWEEPDECK_CONFIG")
+    if env:
+        return Path(env)
+    from platformdirs import user_config_path
+
+    return user_config_path("sweepdeck") / "config.yaml"
+
+
+@dataclass(slots=True)
+class Profile:
+    """A validated backend profile (``profile["ssh_host"]``...)."""
+
+    name: str
+    backend: str
+    options: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.options[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.options.get(key)
+        return default if value is None else value
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything from the user config, validated, with defaults."""
+
+    path: Path | None = None
+    catalog_dir: Path | None = None
+    default_backend: str = "local"
+    default_profile: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+    theme: str | None = None
+    log_line_cap: int = 100_000
+    local: Profile = field(default_factory=lambda: Profile("local", "local", validate(fields_for("local"), {}, "", "local")))
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    _catalogs: Catalogs | None = None
+
+    @property
+    def catalogs(self) -> Catalogs:
+        if self._catalogs is None:
+            self._catalogs = load_catalogs(self.catalog_dir)
+        return self._catalogs
+
+    def profile(self, name: str | None, backend: str | None = None) -> Profile:
+        """Find a profile by name; ``None`` gives the default for ``backend``.
+
+        Raises:
+            SweepdeckError: no such profile, or it is for another backend.
+        """
+        if name is None:
+            backend = backend or self.default_backend
+            if backend == "local":
+                return self.local
+            candidates = [p for p in self.profiles.values() if p.backend == backend]
+            if self.default_profile in self.profiles and self.profiles[self.default_profile].backend == backend:
+                return self.profiles[self.default_profile]
+            if len(candidates) == 1:
+                return candidates[0]
+            if not candidates:
+                # A backend with no profile runs on its defaults where it can.
+                return Profile(backend, backend, validate_profile(backend, {"backend": backend}, self.path, backend, lenient=True))
+            raise SweepdeckError(
+                f"Several {backend} profiles exist: {', '.join(p.name for p in candidates)}.",
+                "Name one with --profile.",
+            )
+        if name == "local":
+            return self.local
+        if name not in self.profiles:
+            known = ", ".join(sorted(self.profiles)) or "(none)"
+            raise SweepdeckError(
+                f"No profile named {name!r} in {self.path or 'the config'}.",
+                f"Profiles: {known}. Add one under 'profiles:' in {config_path()}.",
+            )
+        prof = self.profiles[name]
+        if backend and prof.backend != backend:
+            raise SweepdeckError(f"Profile {name!r} is for the {prof.backend} backend, not {backend}.")
+        return prof
+
+
+def validate_profile(backend: str, data: dict[str, Any], path: Path | str | None, where: str, lenient: bool = False) -> dict[str, Any]:
+    fields = fields_for(backend)
+    if lenient:
+        # Defaults only: required keys without a value stay None.
+        fields = {k: Field(f.type, None if f.default is REQUIRED else f.default, f.help, f.choices, f.check) for k, f in fields.items()}
+    return validate(fields, data, path or "config", where)
+
+
+def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None = None) -> Settings:
+    """Read and validate the user config (a missing default file is fine).
+
+    Args:
+        path: Config file (``--config``); must exist when given.
+        catalog_dir: ``--catalog-dir``; wins over the file's ``catalog_dir``.
+
+    Raises:
+        SweepdeckError / ConfigError: unreadable or invalid config, naming the
+            file, the key and what is expected.
+    """
+    explicit = path is not None
+    cfg = Path(path).expanduser() if path else config_path()
+    data: Any = {}
+    if cfg.exists():
+        data = load_yaml(cfg) or {}
+    elif explicit:
+        raise SweepdeckError(f"Config file {cfg} does not exist.", "Check the --config path.")
+    top = validate(TOP_FIELDS, data, cfg, "")
+    local = Profile("local", "local", validate(fields_for("local"), top["local"], cfg, "local"))
+    profiles: dict[str, Profile] = {}
+    for name, body in (top["profiles"] or {}).items():
+        where = f"profiles.{name}"
+        if not isinstance(body, dict):
+            raise ConfigError(cfg, where, "a mapping with at least 'backend'", body)
+        backend = body.get("backend")
+        if backend not in BACKENDS:
+            raise ConfigError(cfg, f"{where}.backend", "one of " + ", ".join(BACKENDS), backend)
+        profiles[str(name)] = Profile(str(name), backend, validate_profile(backend, body, cfg, where))
+    for binding, key in (top["keys"] or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(cfg, f"keys.{binding}", "a key name such as ctrl+n or f5", key)
+    default_profile = top["default_profile"]
+    if default_profile and default_profile not in profiles and default_profile != "local":
+        raise ConfigError(cfg, "default_profile", "the name of a profile under 'profiles'", default_profile)
+    cat_dir = catalog_dir or top["catalog_dir"]
+    settings = Settings(
+        path=cfg if cfg.exists() else None,
+        catalog_dir=Path(cat_dir).expanduser() if cat_dir else None,
+        default_backend=top["default_backend"],
+        default_profile=default_profile,
+        keys=dict(top["keys"] or {}),
+        theme=top["theme"],
+        log_line_cap=top["log_line_cap"],
+        local=local,
+        profiles=profiles,
+    )
+    if settings.catalog_dir is not None and not settings.catalog_dir.is_dir():
+        raise SweepdeckError(
+            f"Catalog directory {settings.catalog_dir} does not exist.",
+            "Fix catalog_dir in the config or the --catalog-dir option.",
+        )
+    return settings
