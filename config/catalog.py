@@ -35,6 +35,10 @@ def load_yaml(path: Path) -> Any:
         raise SweepdeckError(f"{path}: file not found.", "Check the path (or --catalog-dir).") from None
     except OSError as exc:
         raise SweepdeckError(f"{path}: cannot read ({exc.strerror}).") from None
+    except UnicodeDecodeError as exc:
+        raise SweepdeckError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}).", f"Fix {path.name} and try again."
+        ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -172,12 +176,24 @@ class ModelCatalog:
         for mid in list(models):
             own = tuple(a for a, t in aliases.items() if t == mid)
             models[mid] = replace(models[mid], aliases=own)
+        for alias, entry in ambiguous.items():
+            for opt in entry["options"]:
+                if not isinstance(opt["id"], str):
+                    raise ConfigError(path, f"ambiguous_aliases.{alias}.options.id", "a model id string", opt["id"])
+                if opt["id"] not in models:
+                    models[opt["id"]] = ModelInfo(id=opt["id"])
+        image = data.get("default_vllm_image") or "vllm/vllm-openai:latest"
+        if not isinstance(image, str):
+            raise ConfigError(path, "default_vllm_image", "an image reference string", image)
+        custom_images = data.get("custom_images") or {}
+        if not isinstance(custom_images, dict):
+            raise ConfigError(path, "custom_images", "a mapping of name to {image, tags, ...}", custom_images)
         return cls(
             models=models,
             aliases=aliases,
             ambiguous={str(k).lower(): v for k, v in ambiguous.items()},
-            default_image=str(data.get("default_vllm_image") or "vllm/vllm-openai:latest"),
-            custom_images=data.get("custom_images") or {},
+            default_image=image,
+            custom_images=custom_images,
             path=path,
         )
 
@@ -213,6 +229,11 @@ class ModelCatalog:
             return self.models[by_lower[low]]
         if low in self.aliases:
             return self.models[self.aliases[low]]
+        if low not in self.ambiguous:
+            # The part after the org ("Llama-2-7b-hf") names a model when it is unique.
+            by_short = [m for m in self.models if m.rsplit("/", 1)[-1].lower() == low]
+            if len(by_short) == 1:
+                return self.models[by_short[0]]
         if low in self.ambiguous:
             entry = self.ambiguous[low]
             if choice:
@@ -364,20 +385,22 @@ class WorkloadPreset:
 
 @dataclass(slots=True)
 class WorkloadCatalog:
+    """The presets by name and the custom-workload template."""
+
     presets: dict[str, WorkloadPreset]
     custom_defaults: dict[str, Any]
     path: Path | None = None
+    custom_required: tuple[str, ...] = ("prompt_tokens", "output_tokens")
 
     @classmethod
     def load(cls, path: Path) -> "WorkloadCatalog":
         data = load_yaml(path)
         if not isinstance(data, dict) or not isinstance(data.get("mappings"), dict):
             raise ConfigError(path, "mappings", "a mapping of preset name to {keywords, description, profile}")
-        use_cases = {
-            e.get("name"): e.get("use_case", "")
-            for e in (data.get("preset_summary") or [])
-            if isinstance(e, dict)
-        }
+        summary = data.get("preset_summary") or []
+        if not isinstance(summary, list):
+            raise ConfigError(path, "preset_summary", "a list of {name, prompt, output, use_case}", summary)
+        use_cases = {e.get("name"): e.get("use_case", "") for e in summary if isinstance(e, dict)}
         presets: dict[str, WorkloadPreset] = {}
         for name, entry in data["mappings"].items():
             where = f"mappings.{name}"
@@ -399,12 +422,25 @@ class WorkloadCatalog:
                 profile=profile,
                 use_case=str(use_cases.get(name, "")),
             )
-        defaults = {}
+        defaults: dict[str, Any] = {}
         template = data.get("custom_workload_template") or {}
-        for key, spec in (template.get("optional_params") or {}).items():
+        if not isinstance(template, dict):
+            raise ConfigError(path, "custom_workload_template", "a mapping with required_params and optional_params", template)
+        optional = template.get("optional_params") or {}
+        if not isinstance(optional, dict):
+            raise ConfigError(path, "custom_workload_template.optional_params", "a mapping of parameter to {default, description}", optional)
+        for key, spec in optional.items():
             if isinstance(spec, dict):
                 defaults[key] = spec.get("default")
-        return cls(presets=presets, custom_defaults=defaults, path=path)
+        required = template.get("required_params") or ["prompt_tokens", "output_tokens"]
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise ConfigError(path, "custom_workload_template.required_params", "a list of parameter names", required)
+        # Check the template's defaults now, not when a user first asks for a custom workload.
+        try:
+            make_workload("custom", {k: v for k, v in defaults.items() if v is not None}, source=f"{path}: custom_workload_template")
+        except SweepdeckError as exc:
+            raise SweepdeckError(exc.message, f"Fix {path.name} and try again.") from None
+        return cls(presets=presets, custom_defaults=defaults, path=path, custom_required=tuple(required))
 
     def match(self, text: str) -> WorkloadPreset:
         """Find a preset by name, keyword or a close spelling.
@@ -433,10 +469,29 @@ class WorkloadCatalog:
         close = difflib.get_close_matches(word, list(self.presets), n=1, cutoff=0.75)
         if close:
             return self.presets[close[0]]
+        by_keyword = {k: p for p in self.presets.values() for k in p.keywords}
+        close = difflib.get_close_matches(word, list(by_keyword), n=1, cutoff=0.8)
+        if close:
+            return by_keyword[close[0]]
         raise UnknownWorkload(text, list(self.presets))
 
+    def words(self) -> list[str]:
+        """Every preset name and keyword (for suggestions)."""
+        return sorted(set(self.presets) | {k for p in self.presets.values() for k in p.keywords})
+
     def custom(self, **values: Any) -> WorkloadProfile:
-        """A custom workload; unspecified fields take the template's defaults."""
+        """A custom workload; unspecified fields take the template's defaults.
+
+        Raises:
+            SweepdeckError: a required parameter (``prompt_tokens``,
+                ``output_tokens``) is missing or a value is invalid.
+        """
+        missing = [r for r in self.custom_required if values.get(r) is None]
+        if missing:
+            raise SweepdeckError(
+                f"A custom workload needs {' and '.join(missing)}.",
+                "Example: custom workload prompt_tokens=500 output_tokens=200",
+            )
         merged = {k: v for k, v in self.custom_defaults.items() if v is not None}
         merged.update(values)
         return make_workload("custom", merged, source="custom workload")
@@ -470,27 +525,38 @@ class VllmArgCatalog:
         data = load_yaml(path)
         if not isinstance(data, dict) or not isinstance(data.get("categories"), dict):
             raise ConfigError(path, "categories", "a mapping of category to a list of arguments")
-        auto = set(data.get("auto_configured_args") or [])
-        custom = set(data.get("custom_image_args") or [])
+        lists = {}
+        for key in ("auto_configured_args", "custom_image_args"):
+            value = data.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(path, key, "a list of argument names", value)
+            lists[key] = set(value)
+        auto, custom = lists["auto_configured_args"], lists["custom_image_args"]
+        recipes = data.get("recipes") or {}
+        if not isinstance(recipes, dict):
+            raise ConfigError(path, "recipes", "a mapping of recipe name to {description, args}", recipes)
         args: dict[str, VllmArg] = {}
         for cat, entries in data["categories"].items():
             if not isinstance(entries, list):
                 raise ConfigError(path, f"categories.{cat}", "a list of arguments", entries)
             for i, entry in enumerate(entries):
                 name = _need(entry, "name", str, path, f"categories.{cat}[{i}]", "an argument name like --max-model-len")
+                allowed = entry.get("values") or ()
+                if not isinstance(allowed, (list, tuple)):
+                    raise ConfigError(path, f"categories.{cat}[{i}].values", "a list of allowed values", allowed)
                 args[name] = VllmArg(
                     name=name,
                     type=str(entry.get("type", "string")),
                     description=str(entry.get("description", "")),
                     category=str(cat),
                     default=entry.get("default"),
-                    values=tuple(entry.get("values") or ()),
+                    values=tuple(str(v) for v in allowed),
                     values_yaml_path=entry.get("values_yaml_path"),
                     notes=str(entry.get("notes", "")),
                     auto_configured=bool(entry.get("auto_configured")) or name in auto,
                     requires_custom_image=bool(entry.get("requires_custom_image")) or name in custom,
                 )
-        return cls(args=args, recipes=data.get("recipes") or {}, path=path)
+        return cls(args=args, recipes=recipes, path=path)
 
     def check(self, arg: str) -> str:
         """Validate one ``--name[=value]`` argument against the reference.

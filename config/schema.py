@@ -6,6 +6,7 @@ Every error names the file, the key and what was expected (see
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,12 @@ def validate(fields: dict[str, Field], data: Any, path: Path | str, where: str) 
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, where, "a mapping of settings", data)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(path, key, "a known setting; known: " + ", ".join(sorted(fields)))
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        close = difflib.get_close_matches(str(unknown[0]), list(fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(path, key, f"a known setting{hint}; known: " + ", ".join(sorted(fields)))
     out: dict[str, Any] = {}
     for name, field in fields.items():
         key = f"{where}.{name}" if where else name

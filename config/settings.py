@@ -28,6 +28,7 @@ It is only ever read; sweepdeck never writes the user's config.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,11 @@ TOP_FIELDS = {
 }
 
 
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
 def config_path() -> Path:
+    """The user config file: ``$SWEEPDECK_CONFIG`` or ``$XDG_CONFIG_HOME/sweepdeck/config.yaml``."""
     env = os.environ.get("SWEEPDECK_CONFIG")
     if env:
         return Path(env)
@@ -150,18 +155,22 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
         SweepdeckError / ConfigError: unreadable or invalid config, naming the
             file, the key and what is expected.
     """
-    explicit = path is not None
+    explicit = path is not None or bool(os.environ.get("SWEEPDECK_CONFIG"))
     cfg = Path(path).expanduser() if path else config_path()
     data: Any = {}
     if cfg.exists():
         data = load_yaml(cfg) or {}
     elif explicit:
-        raise SweepdeckError(f"Config file {cfg} does not exist.", "Check the --config path.")
+        raise SweepdeckError(f"Config file {cfg} does not exist.", "Check the --config path (or $SWEEPDECK_CONFIG).")
     top = validate(TOP_FIELDS, data, cfg, "")
     local = Profile("local", "local", validate(fields_for("local"), top["local"], cfg, "local"))
     profiles: dict[str, Profile] = {}
     for name, body in (top["profiles"] or {}).items():
         where = f"profiles.{name}"
+        if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
+            raise ConfigError(cfg, where, "a profile name of letters, digits, '-', '_' and '.'", name)
+        if name == "local":
+            raise ConfigError(cfg, where, "a name other than 'local' (configure the local backend under the top-level 'local:' key)")
         if not isinstance(body, dict):
             raise ConfigError(cfg, where, "a mapping with at least 'backend'", body)
         backend = body.get("backend")
@@ -174,10 +183,24 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
     default_profile = top["default_profile"]
     if default_profile and default_profile not in profiles and default_profile != "local":
         raise ConfigError(cfg, "default_profile", "the name of a profile under 'profiles'", default_profile)
-    cat_dir = catalog_dir or top["catalog_dir"]
+    if catalog_dir:
+        cat_dir: Path | None = Path(catalog_dir).expanduser()
+        if not cat_dir.is_dir():
+            raise SweepdeckError(
+                f"Catalog directory {cat_dir} does not exist.", "Pass an existing directory to --catalog-dir."
+            )
+    elif top["catalog_dir"]:
+        cat_dir = Path(top["catalog_dir"]).expanduser()
+        if not cat_dir.is_absolute():
+            # Relative to the config file, not to wherever sweepdeck is started.
+            cat_dir = cfg.parent / cat_dir
+        if not cat_dir.is_dir():
+            raise ConfigError(cfg, "catalog_dir", "an existing directory", top["catalog_dir"])
+    else:
+        cat_dir = None
     settings = Settings(
         path=cfg if cfg.exists() else None,
-        catalog_dir=Path(cat_dir).expanduser() if cat_dir else None,
+        catalog_dir=cat_dir,
         default_backend=top["default_backend"],
         default_profile=default_profile,
         keys=dict(top["keys"] or {}),
@@ -186,9 +209,4 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
         local=local,
         profiles=profiles,
     )
-    if settings.catalog_dir is not None and not settings.catalog_dir.is_dir():
-        raise SweepdeckError(
-            f"Catalog directory {settings.catalog_dir} does not exist.",
-            "Fix catalog_dir in the config or the --catalog-dir option.",
-        )
     return settings

@@ -98,6 +98,17 @@ class Change:
         return f"{self.field}: {_fmt(self.base)} -> {_fmt(self.value)} ({self.kind}, {self.source})"
 
 
+def _fit_range(values: dict[str, Any], name: str) -> None:
+    """Widen min/max when a new mean falls outside them (the preset's range was for its own mean)."""
+    mean = values[name]
+    if not isinstance(mean, int) or isinstance(mean, bool):
+        return
+    if values.get(f"{name}_max") is not None and mean > values[f"{name}_max"]:
+        values[f"{name}_max"] = mean * 2
+    if values.get(f"{name}_min") is not None and mean < values[f"{name}_min"]:
+        values[f"{name}_min"] = 1
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(str(v) for v in value) + "]" if value else "(none)"
@@ -107,7 +118,27 @@ def _fmt(value: Any) -> str:
 # Field paths a spec exposes to set()/get(), changes() and Fix.changes.
 ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args")
 TOP_FIELDS = ("model", "backend", "profile", "namespace", "experiment_id", "workload")
-FIELDS = TOP_FIELDS + tuple(f"engine.{f}" for f in ENGINE_FIELDS) + ("tp_sweep",)
+# Single workload numbers (``workload.rate``...) so a tweak to a preset shows up
+# as its own change instead of hiding behind an unchanged preset name.
+WORKLOAD_FIELDS = tuple(f for f in WorkloadProfile.__dataclass_fields__ if f != "app")
+FIELDS = (
+    TOP_FIELDS
+    + tuple(f"engine.{f}" for f in ENGINE_FIELDS)
+    + ("tp_sweep",)
+    + tuple(f"workload.{f}" for f in WORKLOAD_FIELDS)
+)
+BACKEND_NAMES = ("local", "slurm", "tekton", "argo")
+# vLLM flags the spec owns as fields; as free-form extra args they would be
+# passed twice with conflicting values.
+ENGINE_FLAGS = {
+    "--tensor-parallel-size": "tp",
+    "-tp": "tp",
+    "--max-model-len": "max_model_len",
+    "--max-num-seqs": "max_num_seqs",
+    "--max-num-batched-tokens": "max_num_batched_tokens",
+}
+# Flags the backend sets itself (where the server listens, what it serves).
+BACKEND_FLAGS = ("--host", "--port", "--model")
 # Choices with no base to differ from (a first pick of model or workload is not a change).
 _CHOICES = ("model", "workload", "namespace", "experiment_id", "profile", "backend")
 
@@ -134,8 +165,14 @@ class ExperimentSpec:
     # ---------------------------------------------------------------- access
 
     def get(self, path: str) -> Any:
+        """The value at a field path (``engine.tp``, ``workload.rate``, ``namespace``...).
+
+        ``workload`` gives the workload's name; ``self.workload`` is the profile.
+        """
         if path.startswith("engine."):
             return getattr(self.engine, path.split(".", 1)[1])
+        if path.startswith("workload."):
+            return getattr(self.workload, path.split(".", 1)[1])
         if path == "workload":
             return self.workload.app
         return getattr(self, path)
@@ -148,7 +185,11 @@ class ExperimentSpec:
         """A copy with ``path`` set to ``value``, recording the source and the old value.
 
         The first change keeps the original base, so a field changed twice
-        still diffs against the catalog/values value.
+        still diffs against the catalog/values value. TP and the TP sweep stay
+        consistent: setting ``engine.tp`` while a sweep exists narrows the sweep
+        to that TP, and setting ``tp_sweep`` makes its first entry the TP.
+        Setting ``workload`` to a new profile forgets earlier ``workload.*``
+        tweaks (they belonged to the old profile).
 
         Raises:
             SweepdeckError: unknown field or invalid value.
@@ -156,34 +197,61 @@ class ExperimentSpec:
         if path not in FIELDS:
             raise SweepdeckError(f"Unknown setting {path!r}.", "Settings: " + ", ".join(FIELDS))
         value = _validate_field(path, value)
+        new = self._set_one(path, value, source)
+        if path == "engine.tp" and new.tp_sweep and new.tp_sweep != (value,):
+            new = new._set_one("tp_sweep", (value,), source)
+        elif path == "tp_sweep" and value and new.engine.tp != value[0]:
+            new = new._set_one("engine.tp", value[0], source)
+        return new
+
+    def _set_one(self, path: str, value: Any, source: Source) -> "ExperimentSpec":
         old = self.get(path)
         prior = self.origins.get(path)
         base = prior.base if prior and prior.source in USER_SOURCES else old
         origins = dict(self.origins)
         origins[path] = Origin(source, base)
         if path.startswith("engine."):
-            new = replace(self, engine=replace(self.engine, **{path.split(".", 1)[1]: value}), origins=origins)
-        elif path == "workload":
+            return replace(self, engine=replace(self.engine, **{path.split(".", 1)[1]: value}), origins=origins)
+        if path.startswith("workload."):
+            name = path.split(".", 1)[1]
+            values = {k: getattr(self.workload, k) for k in WORKLOAD_FIELDS}
+            values[name] = value
+            if name in ("prompt_tokens", "output_tokens"):
+                _fit_range(values, name)
+            profile = make_workload(self.workload.app, values, source="workload")
+            return replace(self, workload=profile, origins=origins)
+        if path == "workload":
             if not isinstance(value, WorkloadProfile):
                 raise SweepdeckError("workload must be a workload profile.")
-            origins[path] = Origin(source, base)
-            new = replace(self, workload=value, origins=origins)
-        else:
-            new = replace(self, **{path: value}, origins=origins)
-        return new
+            for key in [k for k in origins if k.startswith("workload.")]:
+                del origins[key]
+            return replace(self, workload=value, origins=origins)
+        return replace(self, **{path: value}, origins=origins)
 
-    def changes(self) -> list[Change]:
-        """Fields whose value the user (or a recovery fix) changed from the base."""
+    def user_fields(self) -> list[Change]:
+        """Every field the user (or a recovery fix) set, including unchanged ones.
+
+        Each :class:`Change` says MATCH, SUBSET or OVERRIDE against the base.
+        A first choice with nothing to compare to (a model picked when no base
+        named one) is left out.
+        """
         out = []
         for path in FIELDS:
             origin = self.origins.get(path)
-            if origin and origin.source in USER_SOURCES:
-                value = self.get(path)
-                if origin.base is None and path in _CHOICES:
-                    continue
-                if origin.base != value:
-                    out.append(Change(path, origin.base, value, origin.source))
+            if not origin or origin.source not in USER_SOURCES:
+                continue
+            if origin.base is None and path in _CHOICES:
+                continue
+            out.append(Change(path, origin.base, self.get(path), origin.source))
+        swept = {c.field for c in out if c.field == "tp_sweep" and c.kind != "MATCH"}
+        if swept:
+            # TP follows the sweep; the sweep's SUBSET/OVERRIDE says it all.
+            out = [c for c in out if c.field != "engine.tp"]
         return out
+
+    def changes(self) -> list[Change]:
+        """Fields whose value the user (or a recovery fix) changed from the base."""
+        return [c for c in self.user_fields() if c.kind != "MATCH"]
 
     def diff(self, other: "ExperimentSpec") -> list[Change]:
         """Fields that differ between ``other`` (the base) and this spec."""
@@ -337,11 +405,24 @@ def _validate_field(path: str, value: Any) -> Any:
                 value = shlex.split(value)
             except ValueError as exc:
                 raise SweepdeckError(f"Cannot parse vLLM arguments {value!r}: {exc}.") from None
+        if not isinstance(value, (list, tuple)):
+            raise SweepdeckError(f"vLLM arguments must be a list, got {value!r}.")
         args = tuple(str(a) for a in value)
         for arg in args:
             if not arg.startswith("-"):
                 raise SweepdeckError(f"vLLM argument {arg!r} must start with --.", "Example: --enable-prefix-caching")
             check_safe("vLLM argument", arg, allow="")
+            flag = arg.partition("=")[0]
+            if flag in ENGINE_FLAGS:
+                raise SweepdeckError(
+                    f"{flag} is an engine setting, not an extra argument.",
+                    f"Set {ENGINE_FLAGS[flag]} instead (e.g. {ENGINE_FLAGS[flag]}=4).",
+                )
+            if flag in BACKEND_FLAGS:
+                raise SweepdeckError(
+                    f"{flag} is set by the backend and cannot be an extra argument.",
+                    "Change the port/host in the profile instead.",
+                )
         return args
     if path == "experiment_id":
         value = str(value)
@@ -358,16 +439,66 @@ def _validate_field(path: str, value: Any) -> Any:
         return value
     if path == "model":
         return check_safe("model", str(value).strip(), allow="")
+    if path == "backend":
+        if value not in BACKEND_NAMES:
+            raise SweepdeckError(f"Unknown backend {value!r}.", "Backends: " + ", ".join(BACKEND_NAMES))
+        return value
+    if path == "profile" and value is not None:
+        value = str(value)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
+            raise SweepdeckError(
+                f"Profile name {value!r} is not valid.", "Use letters, digits, '-', '_' and '.'."
+            )
+        return value
+    if path.startswith("workload."):
+        return value  # make_workload validates the whole profile
     if path == "tp_sweep":
+        if isinstance(value, (int, str)):
+            value = [value]
         return tuple(_positive_int("tp", v) for v in value)
     return value
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
 def default_experiment_id(model: ModelInfo, workload: str, today: _dt.date | None = None) -> str:
-    """``{date}-{model-short}-{workload}``, DNS-safe (e.g. ``nov23-llama-2-7b-hf-chatbot``)."""
+    """``{date}-{model-short}-{workload}``, DNS-safe (e.g. ``nov23-llama-2-7b-hf-chatbot``).
+
+    The month is spelled from a fixed table, not ``strftime('%b')``, so a
+    non-English locale cannot change (or break) the id.
+    """
     day = today or _dt.date.today()
-    stamp = day.strftime("%b%d").lower()
+    stamp = f"{_MONTHS[day.month - 1]}{day.day:02d}"
     return dns_label(f"{stamp}-{model.short}-{workload}")
+
+
+def split_engine_args(args: list[str] | tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """Separate the engine flags (``--max-model-len=2048``...) from true extra args.
+
+    ``--max-model-len 2048`` (value as the next item) is accepted too.
+
+    Returns:
+        ({field: value}, remaining args)
+    """
+    engine: dict[str, str] = {}
+    rest: list[str] = []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = str(items[i])
+        flag, eq, value = arg.partition("=")
+        if flag in ENGINE_FLAGS:
+            if not eq:
+                if i + 1 >= len(items):
+                    raise SweepdeckError(f"{flag} needs a value.", f"Example: {flag}=4")
+                value = str(items[i + 1])
+                i += 1
+            engine[ENGINE_FLAGS[flag]] = value
+        else:
+            rest.append(arg)
+        i += 1
+    return engine, rest
 
 
 def build_spec(
@@ -461,14 +592,21 @@ def build_spec(
     ):
         if value is not None:
             spec = spec.set(f"engine.{name}", value)
+    if isinstance(extra_args, str):
+        try:
+            extra_args = shlex.split(extra_args)
+        except ValueError as exc:
+            raise SweepdeckError(f"Cannot parse vLLM arguments {extra_args!r}: {exc}.") from None
+    if extra_args:
+        routed, extra_args = split_engine_args(extra_args)
+        for name, value in routed.items():
+            spec = spec.set(f"engine.{name}", value)
     if extra_args:
         parsed = _validate_field("engine.extra_args", extra_args)
         for arg in parsed:
             catalogs.vllm_args.check(arg)
         merged = tuple(dict.fromkeys(spec.engine.extra_args + parsed))
         spec = spec.set("engine.extra_args", merged)
-    if spec.tp_sweep and tp is not None:
-        spec = spec.set("tp_sweep", (spec.engine.tp,))
     check_limits(spec, info)
     return spec
 
@@ -549,4 +687,5 @@ def custom_workload(catalogs: Catalogs, **values: Any) -> WorkloadProfile:
 __all__ = [
     "Change", "EngineSettings", "ExperimentSpec", "Origin", "Source", "build_spec",
     "check_limits", "check_safe", "custom_workload", "default_experiment_id", "make_workload",
+    "split_engine_args",
 ]

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_common(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command is None:
+        if args.subcommand is None:
             from tui.commands import tui_main
 
             return tui_main(args)
-        module = importlib.import_module(COMMANDS[args.command])
+        module = importlib.import_module(COMMANDS[args.subcommand])
         return int(module.main(args) or 0)
     except SweepdeckError as exc:
         print(f"[ERROR] {exc.message}", file=sys.stderr)

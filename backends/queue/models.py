@@ -1,0 +1,92 @@
+"""Tables of the work queue (SQLAlchemy 2 declarative).
+
+``benchmark_configs`` is the queue: one row per configuration of the sweep
+matrix with its status (pending → running → completed | failed). The indexes
+are chosen for the two hot queries: the claim (pending, by priority, per
+model version) and the progress count (per model version and status).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+STATUSES = ("pending", "running", "completed", "failed")
+WORKLOADS = ("chatbot", "qa", "summarization", "code-generation", "creative-writing")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class HardwareConfig(Base):
+    __tablename__ = "hardware_configs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    gpu_type: Mapped[str] = mapped_column(String(100), default="")
+    gpu_count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Framework(Base):
+    __tablename__ = "frameworks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    version: Mapped[str] = mapped_column(String(50), default="")
+
+
+class BenchmarkConfig(Base):
+    __tablename__ = "benchmark_configs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"))
+    hardware_config_id: Mapped[int] = mapped_column(ForeignKey("hardware_configs.id"))
+    framework_id: Mapped[int] = mapped_column(ForeignKey("frameworks.id"))
+    workload_type: Mapped[str] = mapped_column(String(50))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    sequence_length: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+    __table_args__ = (
+        # Re-running populate must not duplicate the matrix.
+        UniqueConstraint(
+            "model_version_id", "hardware_config_id", "framework_id", "workload_type",
+            "batch_size", "sequence_length", name="uq_config_cell",
+        ),
+        # The claim: pending rows of any model version in priority order.
+        Index("ix_configs_claim", "status", "priority", "id"),
+        # Progress and per-status listings per model version.
+        Index("ix_configs_mv_status", "model_version_id", "status"),
+        # Stale detection.
+        Index("ix_configs_running_started", "status", "started_at"),
+    )
+
+
+class BenchmarkResult(Base):
+    __tablename__ = "benchmark_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Nullable like the seed's migration: results predating the queue have no config.
+    config_id: Mapped[int | None] = mapped_column(ForeignKey("benchmark_configs.id"), nullable=True, index=True)
+    model_version_id: Mapped[str] = mapped_column(String(64), index=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,133 @@
+"""The queue store against SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from backends.queue.store import Conflict, Matrix, NotFound, priority
+from config.errors import SweepdeckError
+
+pytestmark = pytest.mark.services
+
+SMALL = Matrix(hardware=("H100:1", "A100:2"), frameworks=("vllm",), batch_sizes=(1, 8), sequence_lengths=(1024, 4096))
+
+
+async def test_populate_counts_and_is_idempotent(store):
+    dry = await store.populate("mv-1", SMALL, dry_run=True)
+    assert dry["total"] == 2 * 1 * 5 * 2 * 2 == 40
+    assert (await store.progress("mv-1"))["total"] == 0  # dry run writes nothing
+    first = await store.populate("mv-1", SMALL)
+    again = await store.populate("mv-1", SMALL)
+    assert (first["created"], first["existing"]) == (40, 0)
+    assert (again["created"], again["existing"]) == (0, 40)
+    p = await store.progress("mv-1")
+    assert p == {"model_version_id": "mv-1", "total": 40, "pending": 40, "running": 0, "completed": 0, "failed": 0, "progress_pct": 0.0}
+
+
+async def test_default_matrix_is_1800(store):
+    info = await store.populate("mv-d", dry_run=True)
+    assert info["total"] == 10 * 3 * 5 * 4 * 3 == 1800
+
+
+async def test_claim_in_priority_order_and_threshold(store):
+    await store.populate("mv-1", SMALL)
+    batch = await store.claim(5)
+    prios = [c["priority"] for c in batch]
+    assert prios == sorted(prios) and prios[0] == priority("chatbot", 1, 1024) == 100
+    assert all(c["status"] == "running" and c["started_at"] for c in batch)
+    assert await store.claim(10, priority_threshold=50) == []
+    high = await store.claim(500, priority_threshold=199)
+    assert high and all(c["workload_type"] == "chatbot" for c in high)
+
+
+async def test_priority_penalises_batches_and_sequences():
+    assert priority("chatbot", 1, 1024) < priority("chatbot", 8, 1024) < priority("qa", 1, 1024)
+    assert priority("chatbot", 1, 1024) < priority("chatbot", 1, 4096)
+
+
+async def test_claim_limit_validated(store):
+    with pytest.raises(SweepdeckError):
+        await store.claim(0)
+    with pytest.raises(SweepdeckError):
+        await store.claim(501)
+
+
+async def test_status_transitions(store):
+    await store.populate("mv-1", SMALL)
+    pending = (await store.list_configs("mv-1", "pending", limit=1))[0]
+    with pytest.raises(Conflict):
+        await store.set_status(pending["id"], "completed")  # never claimed
+    c = (await store.claim(1))[0]
+    done = await store.set_status(c["id"], "completed")
+    assert done["status"] == "completed" and done["completed_at"]
+    with pytest.raises(Conflict):
+        await store.set_status(c["id"], "running")
+    with pytest.raises(NotFound):
+        await store.set_status(999_999, "completed")
+    c2 = (await store.claim(1))[0]
+    failed = await store.set_status(c2["id"], "failed", "OOM killed during inference")
+    assert failed["error_message"] == "OOM killed during inference"
+    assert await store.failures("mv-1") == [{"error_message": "OOM killed during inference", "count": 1}]
+    p = await store.progress("mv-1")
+    assert (p["completed"], p["failed"], p["progress_pct"]) == (1, 1, 5.0)
+
+
+async def test_reset_stale_retries_then_fails(store):
+    await store.populate("mv-1", SMALL)
+    claimed = await store.claim(3)
+    assert await store.reset_stale(timeout_minutes=60) == {"reset": 0, "failed": 0}  # not old enough
+    r = await store.reset_stale(timeout_minutes=0, max_retries=1)
+    assert r == {"reset": 3, "failed": 0}
+    again = await store.claim(3)
+    assert {c["id"] for c in again} == {c["id"] for c in claimed}
+    assert all(c["retry_count"] == 1 for c in again)
+    r = await store.reset_stale(timeout_minutes=0, max_retries=1)
+    assert r == {"reset": 0, "failed": 3}
+    groups = await store.failures("mv-1")
+    assert groups[0]["count"] == 3 and "retries" in groups[0]["error_message"]
+
+
+async def test_concurrent_claimers_never_share_a_config(store):
+    m = Matrix(hardware=tuple(f"hw{i}:1" for i in range(50)))  # 9,000 configs
+    await store.populate("mv-big", m)
+    claimers = 100 if store.is_pg else 8
+
+    async def claimer(n):
+        got = []
+        while True:
+            batch = await store.claim(100, worker=f"w{n}")
+            if not batch:
+                return got
+            got.extend(c["id"] for c in batch)
+
+    results = await asyncio.gather(*(claimer(n) for n in range(claimers)))
+    ids = [i for r in results for i in r]
+    assert len(ids) == len(set(ids)) == 9000
+    # Asserted from the database too: each row records the one worker that claimed it.
+    rows = await store.list_configs("mv-big", "running", limit=10000)
+    owner = {r["id"]: r["worker"] for r in rows}
+    for n, got in enumerate(results):
+        assert all(owner[i] == f"w{n}" for i in got)
+
+
+async def test_breakdown_and_results(store):
+    await store.populate("mv-1", SMALL)
+    c = (await store.claim(1))[0]
+    rid = await store.add_result(c["id"], {"ttft_ms": 12.5})
+    assert rid > 0
+    res = await store.results("mv-1")
+    assert res[0]["config_id"] == c["id"] and res[0]["metrics"] == {"ttft_ms": 12.5}
+    by_wl = {b["workload_type"]: b for b in await store.breakdown("mv-1")}
+    assert set(by_wl) == {"chatbot", "qa", "summarization", "code-generation", "creative-writing"}
+    assert by_wl["chatbot"]["running"] == 1 and by_wl["chatbot"]["pending"] == 7
+    with pytest.raises(NotFound):
+        await store.add_result(10**7, {})
+
+
+async def test_matrix_validation(store):
+    with pytest.raises(SweepdeckError, match="empty"):
+        await store.populate("mv", Matrix(frameworks=()))
+    with pytest.raises(SweepdeckError, match="positive"):
+        await store.populate("mv", Matrix(batch_sizes=(0,)))

@@ -1,0 +1,153 @@
+"""``sweepdeck queue``: the Argo work-queue service and its reference worker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("queue", help="the database-backed work queue (serve, populate, progress, reset-stale, worker)")
+    qs = p.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
+
+    def db(parser):
+        parser.add_argument("--db", help="database URL: sqlite:///PATH (default: the XDG data dir) or postgresql+asyncpg://USER@HOST:PORT/DB")
+
+    s = qs.add_parser("serve", help="serve the HTTP API (OpenAPI at /docs)")
+    db(s)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+
+    pop = qs.add_parser("populate", help="create the config matrix for a model version")
+    db(pop)
+    pop.add_argument("model_version_id", metavar="MVID")
+    pop.add_argument("--dry-run", action="store_true", help="print the expected count and its breakdown only")
+    pop.add_argument("--hardware", help="comma-separated hardware configs (GPU:count)")
+    pop.add_argument("--frameworks", help="comma-separated frameworks")
+    pop.add_argument("--workloads", help="comma-separated workload types")
+    pop.add_argument("--batch-sizes", help="comma-separated integers (default 1,2,4,8)")
+    pop.add_argument("--sequence-lengths", help="comma-separated integers (default 1024,2048,4096)")
+
+    pr = qs.add_parser("progress", help="progress of a model version")
+    db(pr)
+    pr.add_argument("model_version_id", metavar="MVID")
+    pr.add_argument("--json", action="store_true")
+
+    rs = qs.add_parser("reset-stale", help="return configs running too long to pending (spot recovery)")
+    db(rs)
+    rs.add_argument("--timeout-minutes", type=float, default=120)
+    rs.add_argument("--max-retries", type=int, default=3)
+
+    w = qs.add_parser("worker", help="claim and run configs until the queue is empty")
+    w.add_argument("--api-url", required=True, help="queue API base URL, e.g. http://queue:8080")
+    w.add_argument("--batch-size", type=int, default=100)
+    w.add_argument("--model-version-id", help="only this model version")
+    w.add_argument("--priority-threshold", type=int)
+    w.add_argument("--endpoint", help="OpenAI-compatible server to run each config against")
+    w.add_argument("--model", help="model name at the endpoint")
+    w.add_argument("--command", help="command template run per config, e.g. 'bench --bs {batch_size}'")
+    w.add_argument("--max-requests", type=int, help="requests per config with --endpoint")
+
+
+def _csv(text: str | None, cast=str):
+    if text is None:
+        return None
+    from config.errors import SweepdeckError
+
+    try:
+        values = tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SweepdeckError(f"Cannot read {text!r} as a comma-separated list of {cast.__name__}s.") from None
+    return values
+
+
+def main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    action = args.queue_command
+    if action == "serve":
+        return _serve(args)
+    if action == "worker":
+        return asyncio.run(_worker(args))
+    return asyncio.run(_db_action(args))
+
+
+def _store(args):
+    from backends.queue.store import QueueStore, default_db_url
+
+    return QueueStore(args.db or default_db_url())
+
+
+async def _db_action(args) -> int:
+    from backends.queue.store import Matrix
+
+    store = _store(args)
+    try:
+        await store.create()
+        if args.queue_command == "populate":
+            m = Matrix()
+            for name, cast in (("hardware", str), ("frameworks", str), ("workloads", str), ("batch_sizes", int), ("sequence_lengths", int)):
+                values = _csv(getattr(args, name), cast)
+                if values is not None:
+                    setattr(m, name, values)
+            info = await store.populate(args.model_version_id, m, dry_run=args.dry_run)
+            print("Benchmark Matrix Population")
+            print(f"Model Version ID: {args.model_version_id}")
+            print(f"Hardware Configs: {info['hardware_configs']}")
+            print(f"Frameworks: {info['frameworks']}")
+            print(f"Workloads: {info['workloads']}")
+            print(f"Batch Sizes: {info['batch_sizes']}")
+            print(f"Sequence Lengths: {info['sequence_lengths']}")
+            print(f"Expected Total: {info['total']:,} configs")
+            if args.dry_run:
+                print("(dry run: nothing written)")
+            else:
+                print(f"✓ Created {info['created']:,} benchmark configurations ({info['existing']:,} already existed).")
+        elif args.queue_command == "progress":
+            p = await store.progress(args.model_version_id)
+            if args.json:
+                print(json.dumps(p))
+            else:
+                print(f"{p['model_version_id']}: {p['completed'] + p['failed']:,}/{p['total']:,} ({p['progress_pct']:.2f}%)  "
+                      f"pending {p['pending']:,} · running {p['running']:,} · completed {p['completed']:,} · failed {p['failed']:,}")
+        elif args.queue_command == "reset-stale":
+            r = await store.reset_stale(args.timeout_minutes, args.max_retries)
+            print(f"[INFO] reset {r['reset']} stale configs to pending; {r['failed']} failed after {args.max_retries} retries")
+    finally:
+        await store.close()
+    return 0
+
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from backends.queue.api import create_app
+
+    app = create_app(_store(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+async def _worker(args) -> int:
+    import asyncio
+    import signal
+
+    from backends.queue.worker import QueueWorker
+
+    worker = QueueWorker(
+        api_url=args.api_url,
+        batch_size=args.batch_size,
+        model_version_id=args.model_version_id,
+        priority_threshold=args.priority_threshold,
+        endpoint=args.endpoint,
+        model=args.model,
+        command=args.command,
+        max_requests=args.max_requests,
+        on_log=lambda line: print(line, flush=True),
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, worker.stop)
+    counts = await worker.run()
+    print(f"[INFO] worker finished: {counts['completed']} completed, {counts['failed']} failed, {counts['released']} returned to pending", flush=True)
+    return 0
