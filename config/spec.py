@@ -357,14 +357,15 @@ def _unplain(value: Any) -> Any:
 
 
 def _positive_int(path: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise SweepdeckError(f"{path} must be a positive integer, got {value!r}.")
-    if isinstance(value, str):
-        if not re.fullmatch(r"\s*\d+\s*", value):
-            raise SweepdeckError(f"{path} must be a positive integer, got {value!r}.", f"Example: {path.split('.')[-1]}=4")
+    """An int > 0 from an int or a digit string; the message names the setting (``tp``, not ``engine.tp``)."""
+    label = path[len("engine."):] if path.startswith("engine.") else path
+    example = f"Example: {label.split('.')[-1]}=4"
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
         value = int(value)
-    if not isinstance(value, int) or value <= 0:
-        raise SweepdeckError(f"{path} must be a positive integer, got {value!r}.", f"Example: {path.split('.')[-1]}=4")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SweepdeckError(f"{label} must be a positive integer, got {value!r}.", example)
     return value
 
 

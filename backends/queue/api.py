@@ -36,6 +36,7 @@ class BatchRequest(BaseModel):
 class StatusUpdate(BaseModel):
     status: Literal["pending", "running", "completed", "failed"]
     error_message: str | None = Field(None, max_length=4000)
+    metrics: dict[str, Any] | None = Field(None, description="result, stored atomically with a completed/failed status")
 
 
 class ResultBody(BaseModel):
@@ -80,7 +81,7 @@ def create_app(store: QueueStore, *, create_tables: bool = True) -> FastAPI:
     @r.post("/configs/{config_id}/status")
     async def set_status(config_id: int, body: StatusUpdate) -> dict[str, Any]:
         try:
-            return await store.set_status(config_id, body.status, body.error_message)
+            return await store.set_status(config_id, body.status, body.error_message, body.metrics)
         except SweepdeckError as exc:
             raise fail(exc) from None
 

@@ -309,8 +309,12 @@ class QueueStore:
 
     # ----------------------------------------------------------------- status
 
-    async def set_status(self, config_id: int, status: str, error_message: str | None = None) -> dict[str, Any]:
-        """Record a worker's report.
+    async def set_status(self, config_id: int, status: str, error_message: str | None = None, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record a worker's report (and its result, in the same transaction).
+
+        Storing the result with the status change means a worker killed
+        between the two can never leave a result for a config that is then
+        run again: each completed config has exactly one result row.
 
         Raises:
             NotFound: no such config.
@@ -325,6 +329,8 @@ class QueueStore:
             if (cfg.status, status) not in ALLOWED:
                 raise Conflict(f"Config {config_id} is {cfg.status}; it cannot become {status}.")
             cfg.status = status
+            if metrics is not None and status in ("completed", "failed"):
+                s.add(BenchmarkResult(config_id=config_id, model_version_id=cfg.model_version_id, metrics=metrics))
             if status == "completed":
                 cfg.completed_at, cfg.error_message = _now(), None
             elif status == "failed":

@@ -155,9 +155,10 @@ class QueueWorker:
                             raise
                         finally:
                             self._current = None
-                        if metrics:
-                            await client.post(f"{base}/configs/{config['id']}/results", json={"metrics": metrics})
-                        r = await client.post(f"{base}/configs/{config['id']}/status", json={"status": status, "error_message": error})
+                        r = await client.post(
+                            f"{base}/configs/{config['id']}/status",
+                            json={"status": status, "error_message": error, "metrics": metrics},
+                        )
                         r.raise_for_status()
                         pending.remove(config["id"])
                         self.counts[status] += 1
