@@ -38,6 +38,17 @@ def add_parser(sub) -> None:
     rs.add_argument("--timeout-minutes", type=float, default=120)
     rs.add_argument("--max-retries", type=int, default=3)
 
+    pr2 = qs.add_parser("populate-remote", help="populate through the queue API (the workflow's first step)")
+    pr2.add_argument("--api-url", required=True)
+    pr2.add_argument("model_version_id", metavar="MVID")
+    pr2.add_argument("--dry-run", action="store_true")
+
+    rep = qs.add_parser("report", help="aggregate and rank a model version's results (the workflow's last step)")
+    rep.add_argument("--api-url", required=True)
+    rep.add_argument("model_version_id", metavar="MVID")
+    rep.add_argument("--metric", default="output_tokens_per_s", help="result metric to rank by (higher is better)")
+    rep.add_argument("--top", type=int, default=20)
+
     w = qs.add_parser("worker", help="claim and run configs until the queue is empty")
     w.add_argument("--api-url", required=True, help="queue API base URL, e.g. http://queue:8080")
     w.add_argument("--batch-size", type=int, default=100)
@@ -69,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
         return _serve(args)
     if action == "worker":
         return asyncio.run(_worker(args))
+    if action in ("populate-remote", "report"):
+        return _remote(args)
     return asyncio.run(_db_action(args))
 
 
@@ -151,3 +164,47 @@ async def _worker(args) -> int:
     counts = await worker.run()
     print(f"[INFO] worker finished: {counts['completed']} completed, {counts['failed']} failed, {counts['released']} returned to pending", flush=True)
     return 0
+
+
+def _remote(args) -> int:
+    """The workflow's populate and finalize steps, through the HTTP API."""
+    import httpx
+
+    from config.errors import SweepdeckError
+
+    base = args.api_url.rstrip("/") + "/api/v1/workflow"
+    try:
+        with httpx.Client(timeout=120) as client:
+            if args.queue_command == "populate-remote":
+                r = client.post(f"{base}/populate/{args.model_version_id}", params={"dry_run": args.dry_run})
+                r.raise_for_status()
+                info = r.json()
+                print(f"Expected Total: {info['total']:,} configs; created {info['created']:,}, existing {info['existing']:,}")
+                return 0
+            progress = client.get(f"{base}/progress/{args.model_version_id}").json()
+            configs = {c["id"]: c for c in client.get(f"{base}/configs/{args.model_version_id}", params={"limit": 10000}).json()}
+            results = client.get(f"{base}/results/{args.model_version_id}", params={"limit": 100000}).json()
+    except httpx.HTTPError as exc:
+        raise SweepdeckError(f"Queue API at {args.api_url} failed: {exc}.") from None
+    print(f"{progress['completed']:,} completed, {progress['failed']:,} failed of {progress['total']:,} ({progress['progress_pct']:.2f}%)")
+    print(ranking(configs, results, args.metric, args.top))
+    return 0
+
+
+def ranking(configs: dict, results: list, metric: str, top: int) -> str:
+    """Mean of ``metric`` per hardware × framework × workload, best first, as text lines."""
+    groups: dict[tuple, list[float]] = {}
+    for res in results:
+        cfg = configs.get(res.get("config_id"))
+        value = (res.get("metrics") or {}).get(metric)
+        if cfg is None or not isinstance(value, (int, float)):
+            continue
+        key = (cfg["hardware_config_id"], cfg["framework_id"], cfg["workload_type"])
+        groups.setdefault(key, []).append(float(value))
+    if not groups:
+        return f"(no results with metric {metric!r})"
+    rows = sorted(((sum(v) / len(v), k, len(v)) for k, v in groups.items()), reverse=True)[:top]
+    lines = [f"{'rank':>4}  {'hardware':>8}  {'framework':>9}  {'workload':<17} {metric:>22}  n"]
+    for i, (mean, (hw, fw, wl), n) in enumerate(rows, 1):
+        lines.append(f"{i:>4}  {hw:>8}  {fw:>9}  {wl:<17} {mean:>22.2f}  {n}")
+    return "\n".join(lines)
