@@ -115,8 +115,8 @@ _alias("workload.random_seed", "seed")
 _alias("workload.max_seconds", "seconds", "duration", "max_duration")
 _alias("workload.max_concurrency", "concurrency")
 
-# Keys that only count as keys in key=value form: as bare words they are filler
-# ("chatbot workload with ...") or too common to take the next word.
+# Words that only count as keys in key=value form: as bare words they are
+# filler ("chatbot workload with ...", "the llama2-7b model").
 _EQ_ONLY = {"model", "workload"}
 # ``--flag`` spellings that are sweepdeck settings rather than vLLM arguments.
 _FLAG_KEYS = {
@@ -497,12 +497,18 @@ def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_cho
             continue
         # key value ----------------------------------------------------------
         path = _key_path(low)
-        if path is not None and path not in _EQ_ONLY:
+        if path is not None and _norm(low) not in _EQ_ONLY:
             j = i + 1
             while j < len(words) and words[j].lower() in ("to", "=", "of", "is"):
                 j += 1
             value = words[j] if j < len(words) else None
             takes = value is not None and (path not in _NUM_PATHS or _looks_numeric(path, value))
+            if path in ("backend", "profile") and cmd.value(path) is not None and (
+                value is None or path == "backend" and value.lower() not in BACKEND_NAMES
+            ):
+                # "on the local backend", "the alvis profile": already said.
+                i += 1
+                continue
             if takes:
                 _set_key(cmd, catalogs, low, value, direction, f"{word} {value}")
                 direction = None
@@ -628,6 +634,8 @@ def _set_key(cmd: QuickCommand, catalogs: Catalogs, key: str, value: str, direct
         else:
             cmd.workload = catalogs.workloads.match(value).name
         return
+    if path == "backend":
+        value = value.lower()
     if path == "engine.tp":
         items = [v for v in value.strip("[]").split(",") if v]
         if len(items) > 1 or value.startswith("["):

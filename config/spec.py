@@ -111,7 +111,9 @@ def _fit_range(values: dict[str, Any], name: str) -> None:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(str(v) for v in value) + "]" if value else "(none)"
+        return "[" + ", ".join(_fmt(v) for v in value) + "]" if value else "(none)"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return "(none)" if value is None else str(value)
 
 
@@ -208,6 +210,10 @@ class ExperimentSpec:
         old = self.get(path)
         prior = self.origins.get(path)
         base = prior.base if prior and prior.source in USER_SOURCES else old
+        if prior and prior.source in USER_SOURCES and base is None and path in _CHOICES and source != prior.source:
+            # A recovery fix that changes the user's own first choice (the model,
+            # the workload) is a change from that choice.
+            base = old
         origins = dict(self.origins)
         origins[path] = Origin(source, base)
         if path.startswith("engine."):
@@ -387,7 +393,10 @@ def check_safe(label: str, value: str, allow: str = "") -> str:
     return value
 
 
-_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
+# registry[:port]/repository (lower case) [:tag] [@digest]
+_IMAGE_RE = re.compile(
+    r"^[a-z0-9][a-z0-9._\-/:]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{6,64})?$"
+)
 
 
 def _validate_field(path: str, value: Any) -> Any:

@@ -74,11 +74,27 @@ class BenchmarkConfig(Base):
         ),
         # The claim: pending rows of any model version in priority order.
         Index("ix_configs_claim", "status", "priority", "id"),
-        # Progress and per-status listings per model version.
-        Index("ix_configs_mv_status", "model_version_id", "status"),
+        # Claims and per-status listings of one model version.
+        Index("ix_configs_mv_status", "model_version_id", "status", "priority", "id"),
         # Stale detection.
         Index("ix_configs_running_started", "status", "started_at"),
     )
+
+
+class StatusCount(Base):
+    """Configs per model version and status, kept in step with every transition.
+
+    Progress is read from here in O(1): counting a million rows per poll would
+    not keep a live sweep view fast. Every write that changes a config's status
+    adjusts these rows in the same transaction, in (model version, status)
+    order so concurrent writers cannot deadlock.
+    """
+
+    __tablename__ = "status_counts"
+
+    model_version_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class BenchmarkResult(Base):

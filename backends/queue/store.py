@@ -30,6 +30,7 @@ from backends.queue.models import (
     Framework,
     HardwareConfig,
     ModelVersion,
+    StatusCount,
 )
 from config.errors import SweepdeckError
 
@@ -255,6 +256,11 @@ class QueueStore:
             for chunk in _chunks(rows, 5000):
                 await s.execute(stmt, chunk)
             after = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
+            if before == 0:
+                for status in STATUSES:
+                    await s.merge(StatusCount(model_version_id=model_version_id, status=status, n=0))
+                await s.flush()
+            await _bump(s, {(model_version_id, "pending"): int(after - before)})
         return {**info, "created": int(after - before), "existing": int(before)}
 
     async def _ensure(self, s, model, names: Iterable[str]) -> dict[str, int]:
@@ -303,6 +309,12 @@ class QueueStore:
             )
         async with self.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
+            if rows:
+                delta: dict[tuple[str, str], int] = {}
+                for r in rows:
+                    delta[(r.model_version_id, "pending")] = delta.get((r.model_version_id, "pending"), 0) - 1
+                    delta[(r.model_version_id, "running")] = delta.get((r.model_version_id, "running"), 0) + 1
+                await _bump(conn, delta)
         out = [_row(r) for r in rows]
         out.sort(key=lambda r: (r["priority"], r["id"]))
         return out
@@ -328,6 +340,7 @@ class QueueStore:
                 raise NotFound(f"No config with id {config_id}.")
             if (cfg.status, status) not in ALLOWED:
                 raise Conflict(f"Config {config_id} is {cfg.status}; it cannot become {status}.")
+            await _bump(s, {(cfg.model_version_id, cfg.status): -1, (cfg.model_version_id, status): 1})
             cfg.status = status
             if metrics is not None and status in ("completed", "failed"):
                 s.add(BenchmarkResult(config_id=config_id, model_version_id=cfg.model_version_id, metrics=metrics))
@@ -346,10 +359,12 @@ class QueueStore:
         if not config_ids:
             return 0
         async with self.engine.begin() as conn:
-            res = await conn.execute(
-                update(C).where(C.id.in_(config_ids), C.status == "running").values(status="pending", started_at=None, worker=None)
-            )
-        return res.rowcount or 0
+            rows = (await conn.execute(
+                update(C).where(C.id.in_(config_ids), C.status == "running")
+                .values(status="pending", started_at=None, worker=None).returning(C.model_version_id)
+            )).all()
+            await _bump(conn, _moves(rows, "running", "pending"))
+        return len(rows)
 
     async def reset_stale(self, timeout_minutes: float = 120, max_retries: int = 3) -> dict[str, int]:
         """Running configs older than the timeout go back to pending (retry + 1),
@@ -359,16 +374,21 @@ class QueueStore:
         cutoff = _now() - dt.timedelta(minutes=timeout_minutes)
         stale = and_(C.status == "running", C.started_at <= cutoff)
         async with self.engine.begin() as conn:
-            failed = await conn.execute(
+            failed = (await conn.execute(
                 update(C).where(stale, C.retry_count >= max_retries).values(
                     status="failed", completed_at=_now(), retry_count=C.retry_count + 1,
                     error_message=f"stale: still running after {timeout_minutes:g} min, {max_retries} retries used",
-                )
-            )
-            reset = await conn.execute(
+                ).returning(C.model_version_id)
+            )).all()
+            reset = (await conn.execute(
                 update(C).where(stale).values(status="pending", started_at=None, worker=None, retry_count=C.retry_count + 1)
-            )
-        return {"reset": reset.rowcount or 0, "failed": failed.rowcount or 0}
+                .returning(C.model_version_id)
+            )).all()
+            delta = _moves(failed, "running", "failed")
+            for key, n in _moves(reset, "running", "pending").items():
+                delta[key] = delta.get(key, 0) + n
+            await _bump(conn, delta)
+        return {"reset": len(reset), "failed": len(failed)}
 
     # ------------------------------------------------------------------ reads
 
@@ -376,7 +396,7 @@ class QueueStore:
         """total, pending, running, completed, failed, progress_pct."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
-                select(C.status, func.count()).where(C.model_version_id == model_version_id).group_by(C.status)
+                select(StatusCount.status, StatusCount.n).where(StatusCount.model_version_id == model_version_id)
             )).all()
         counts = {s: 0 for s in STATUSES}
         counts.update({s: int(n) for s, n in rows})
@@ -384,6 +404,16 @@ class QueueStore:
         done = counts["completed"] + counts["failed"]
         return {"model_version_id": model_version_id, "total": total, **counts,
                 "progress_pct": round(100.0 * done / total, 2) if total else 0.0}
+
+    async def recount(self, model_version_id: str) -> dict[str, int]:
+        """Status counts by scanning the configs (slow; checks the kept counts)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(C.status, func.count()).where(C.model_version_id == model_version_id).group_by(C.status)
+            )).all()
+        counts = {s: 0 for s in STATUSES}
+        counts.update({s: int(n) for s, n in rows})
+        return counts
 
     async def list_configs(self, model_version_id: str, status: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         if status is not None and status not in STATUSES:
@@ -452,6 +482,25 @@ class QueueStore:
                  "created_at": r.created_at.isoformat() if r.created_at else None}
                 for r in (await s.scalars(q)).all()
             ]
+
+
+def _moves(rows, old: str, new: str) -> dict[tuple[str, str], int]:
+    delta: dict[tuple[str, str], int] = {}
+    for (mv,) in rows:
+        delta[(mv, old)] = delta.get((mv, old), 0) - 1
+        delta[(mv, new)] = delta.get((mv, new), 0) + 1
+    return delta
+
+
+async def _bump(conn, delta: dict[tuple[str, str], int]) -> None:
+    """Apply count changes in a fixed order (no deadlocks between writers)."""
+    for (mv, status), n in sorted(delta.items()):
+        if n:
+            await conn.execute(
+                update(StatusCount)
+                .where(StatusCount.model_version_id == mv, StatusCount.status == status)
+                .values(n=StatusCount.n + n)
+            )
 
 
 def _chunks(rows: list, size: int):

@@ -59,10 +59,13 @@ class GenRequest:
     prompt_tokens: int
     max_tokens: int
     ignore_eos: bool = False
+    # the "model" emits EOS after this many tokens (0 = never); ignored with ignore_eos
+    stop_after: int = 0
 
     def output_tokens(self, eos_after: int) -> int:
-        if eos_after > 0 and not self.ignore_eos:
-            return min(self.max_tokens, eos_after)
+        natural = self.stop_after or eos_after
+        if natural > 0 and not self.ignore_eos:
+            return min(self.max_tokens, natural)
         return self.max_tokens
 
 
@@ -109,6 +112,7 @@ class Engine:
         self.kv_used = 0
         self.finished = 0
         self.dead = False
+        self.stopping = False  # server shutting down: in-flight requests end early
         self.on_dead = on_dead
         self.scale = opts.time_scale
         # since the last stats line (for the periodic log)
@@ -202,7 +206,7 @@ class Engine:
                         delay = deadline - loop.time()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                    if self.dead:
+                    if self.dead or self.stopping:
                         raise EngineDeadError()
                     now = time.monotonic()
                     metrics.itl.observe(now - last)

@@ -131,3 +131,18 @@ async def test_matrix_validation(store):
         await store.populate("mv", Matrix(frameworks=()))
     with pytest.raises(SweepdeckError, match="positive"):
         await store.populate("mv", Matrix(batch_sizes=(0,)))
+
+
+async def test_kept_counts_match_a_recount_after_mixed_writes(store):
+    await store.populate("mv-c", SMALL)
+    await store.populate("mv-d", SMALL)
+    batches = await asyncio.gather(*(store.claim(7) for _ in range(4)))
+    ids = [c["id"] for b in batches for c in b]
+    await store.set_status(ids[0], "completed")
+    await store.set_status(ids[1], "failed", "x")
+    await store.set_status(ids[1], "pending")
+    await store.release(ids[2:5])
+    await store.reset_stale(timeout_minutes=0, max_retries=0)
+    for mv in ("mv-c", "mv-d"):
+        p = await store.progress(mv)
+        assert {k: p[k] for k in ("pending", "running", "completed", "failed")} == await store.recount(mv)

@@ -1,0 +1,161 @@
+"""Every key binding of the app, by id, with its default key.
+
+A user remaps keys in their config (``keys: {new_experiment: ctrl+n}``); the
+ids are Textual binding ids, so :meth:`textual.app.App.set_keymap` does the
+substitution (the way posting does it). The help dialog (``?``) and the
+command palette list the same table, so nothing is hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+from config.errors import SweepdeckError
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One binding.
+
+    Args:
+        id: Stable id users remap in ``keys:``.
+        key: Default key(s), Textual spelling, comma-separated for alternatives.
+        action: Textual action string.
+        description: Short footer text.
+        scope: Where it works: ``app``, ``runs``, ``wizard``, ``model``,
+            ``workload``, ``review``, ``summary``, ``preflight``.
+        show: Show in the footer (everything is always in help).
+        priority: Fire even when an input has focus.
+        palette: Offer in the command palette.
+        help: Longer text for help and the palette.
+    """
+
+    id: str
+    key: str
+    action: str
+    description: str
+    scope: str = "app"
+    show: bool = True
+    priority: bool = False
+    palette: bool = True
+    help: str = ""
+
+    def binding(self) -> Binding:
+        return Binding(
+            self.key,
+            self.action,
+            self.description,
+            show=self.show,
+            priority=self.priority,
+            id=self.id,
+            tooltip=self.help,
+        )
+
+
+KEYS: tuple[KeySpec, ...] = (
+    # app-wide
+    KeySpec("quit", "q", "app.request_quit", "Quit", help="Quit (asks what to do with live runs)"),
+    KeySpec("interrupt", "ctrl+c", "app.request_quit", "Quit", show=False, priority=True, palette=False,
+            help="Ctrl+C: same as quit, works everywhere"),
+    KeySpec("help", "question_mark", "app.show_help", "Help", help="List every key binding"),
+    KeySpec("quick_command", "colon", "app.quick_command", "Quick cmd",
+            help="Type an experiment in one line: llama3-70b chatbot TP=4"),
+    KeySpec("show_runs", "ctrl+h", "app.show_runs", "Runs", show=False,
+            help="Go back to the runs list (the current screen stays open in the background)"),
+    # runs (home)
+    KeySpec("new_experiment", "n", "new_experiment", "New", scope="runs", help="Start the new-experiment wizard"),
+    KeySpec("open_run", "enter", "open_run", "Open", scope="runs", help="Open the selected run"),
+    KeySpec("attach_run", "a", "attach_run", "Attach", scope="runs", help="Attach to a detached run"),
+    KeySpec("delete_run", "d", "delete_run", "Delete", scope="runs", help="Delete a finished run's record"),
+    KeySpec("filter_runs", "slash", "filter_runs", "Filter", scope="runs", help="Filter the runs list"),
+    KeySpec("refresh_runs", "ctrl+r", "refresh_runs", "Refresh", scope="runs", show=False,
+            help="Re-read the run store"),
+    # wizard (every step)
+    KeySpec("wizard_next", "ctrl+right,f8", "next_step", "Next", scope="wizard", priority=True,
+            help="Next step (Launch on the pre-flight step)"),
+    KeySpec("wizard_back", "escape,ctrl+left", "previous_step", "Back", scope="wizard",
+            help="Previous step (closes the wizard on the first step)"),
+    # model step
+    KeySpec("filter_models", "slash", "focus_filter", "Filter", scope="model", help="Filter models by id or alias"),
+    # workload step
+    KeySpec("custom_workload", "c", "custom", "Custom", scope="workload", help="Edit a custom workload"),
+    KeySpec("preset_workload", "p", "presets", "Presets", scope="workload", help="Choose a preset workload"),
+    # vLLM review step
+    KeySpec("edit_value", "e", "edit", "Edit", scope="review", help="Edit the selected value"),
+    KeySpec("add_arg", "plus", "add_arg", "Add arg", scope="review", help="Add a vLLM argument"),
+    KeySpec("remove_arg", "x", "remove_arg", "Remove", scope="review", help="Remove the selected argument / undo a change"),
+    KeySpec("confirm_changes", "y", "confirm", "Confirm", scope="review",
+            help="Confirm the CHANGED / NEW settings (required before continuing)"),
+    # summary step
+    KeySpec("edit_id", "i", "edit_id", "Exp. id", scope="summary", help="Change the experiment id"),
+    KeySpec("choose_backend", "b", "choose_backend", "Backend", scope="summary", help="Choose the backend / profile"),
+    # pre-flight step
+    KeySpec("rerun_preflight", "r", "rerun", "Re-run", scope="preflight", help="Run the pre-flight checks again"),
+    KeySpec("override_warnings", "o", "override", "Override warn", scope="preflight",
+            help="Launch despite warnings (failures always block)"),
+    KeySpec("launch", "l", "launch", "Launch", scope="preflight", help="Launch the experiment"),
+)
+
+BY_ID: dict[str, KeySpec] = {k.id: k for k in KEYS}
+
+SCOPE_TITLES = {
+    "app": "Everywhere",
+    "runs": "Runs",
+    "wizard": "New experiment (every step)",
+    "model": "Model step",
+    "workload": "Workload step",
+    "review": "vLLM review step",
+    "summary": "Summary step",
+    "preflight": "Pre-flight step",
+}
+
+
+def bindings(scope: str) -> list[Binding]:
+    """Textual bindings for one scope."""
+    return [k.binding() for k in KEYS if k.scope == scope]
+
+
+def keymap(keys: dict[str, str], extra_ids: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
+    """Validate a user's ``keys:`` table (binding id → key).
+
+    Args:
+        keys: From the user config.
+        extra_ids: Binding ids defined elsewhere (monitor screen...).
+
+    Raises:
+        SweepdeckError: an id nobody defines (with close ids as hint).
+    """
+    import difflib
+
+    known = set(BY_ID) | set(extra_ids)
+    out = {}
+    for binding_id, key in keys.items():
+        if binding_id not in known:
+            close = difflib.get_close_matches(binding_id, sorted(known), n=3)
+            raise SweepdeckError(
+                f"keys.{binding_id}: no key binding has this id.",
+                ("Did you mean: " + ", ".join(close) + "? " if close else "") + "Press ? in the app to see every id.",
+            )
+        out[binding_id] = key
+    return out
+
+
+def effective_key(spec: KeySpec, user_keys: dict[str, str]) -> str:
+    """The key in force for ``spec`` after the user's remapping."""
+    return user_keys.get(spec.id, spec.key)
+
+
+def display_key(key: str) -> str:
+    """Human spelling of a Textual key list (``question_mark`` → ``?``)."""
+    names = {
+        "question_mark": "?", "colon": ":", "slash": "/", "plus": "+", "escape": "esc",
+        "enter": "enter", "minus": "-", "space": "space",
+    }
+    parts = []
+    for one in key.split(","):
+        one = one.strip()
+        *mod, last = one.split("+")
+        parts.append("+".join(mod + [names.get(last, last)]))
+    return " / ".join(parts)
