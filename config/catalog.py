@@ -227,7 +227,9 @@ class ModelCatalog:
         by_lower = {m.lower(): m for m in self.models}
         if low in by_lower:
             return self.models[by_lower[low]]
-        if low in self.aliases:
+        # An ambiguous alias is asked about even if a (user's) catalog also lists
+        # it as a plain alias: never guess.
+        if low in self.aliases and low not in self.ambiguous:
             return self.models[self.aliases[low]]
         if low not in self.ambiguous:
             # The part after the org ("Llama-2-7b-hf") names a model when it is unique.

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
 FILLER = frozenset(
     """run with workload using use a an the in on for and please experiment model benchmark
-    set change make to at of via me start launch deploy then also "=" : , sweepdeck
+    set change make to at of via me start launch deploy then also "=" : , sweepdeck enable
     /blis-data-collector /blis it is be by""".replace('"', "").split()
 )
 
@@ -117,7 +117,7 @@ _alias("workload.max_concurrency", "concurrency")
 
 # Words that only count as keys in key=value form: as bare words they are
 # filler ("chatbot workload with ...", "the llama2-7b model").
-_EQ_ONLY = {"model", "workload"}
+_EQ_ONLY = {"model", "workload", "name"}
 # ``--flag`` spellings that are sweepdeck settings rather than vLLM arguments.
 _FLAG_KEYS = {
     "tp", "tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
@@ -132,7 +132,25 @@ _K_PATHS = {"engine.max_model_len", "engine.max_num_batched_tokens"}
 _RATE_WORDS = {**{r: r for r in RATE_TYPES}, "sync": "synchronous"}
 _DOWN = {"reduce", "lower", "decrease", "shrink", "cut"}
 _UP = {"increase", "raise", "bump", "grow"}
-_REMOVE = {"remove", "drop", "without", "unset"}
+_REMOVE = {"remove", "drop", "without", "unset", "disable", "no"}
+# Plain-words spellings of common vLLM flags ("with prefix caching").
+_PHRASES = {
+    ("prefix", "caching"): "--enable-prefix-caching",
+    ("chunked", "prefill"): "--enable-chunked-prefill",
+    ("enforce", "eager"): "--enforce-eager",
+    ("eager", "mode"): "--enforce-eager",
+    ("trust", "remote", "code"): "--trust-remote-code",
+    ("remote", "code"): "--trust-remote-code",
+}
+
+
+def _phrase(words: list[str], i: int) -> tuple[str, int] | None:
+    """The flag spelled by the words at ``i`` and how many words it takes."""
+    for phrase, flag in sorted(_PHRASES.items(), key=lambda kv: -len(kv[0])):
+        got = tuple(w.lower() for w in words[i:i + len(phrase)])
+        if got == phrase:
+            return flag, len(phrase)
+    return None
 # Characters refused in any word, except the brackets of ``tp=[2,4]``.
 _META = re.compile(r"[;&|`$<>(){}*?!\\'\"#~\s]")
 
@@ -439,7 +457,7 @@ def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_cho
                 f"{token!r} contains characters that are not allowed ({shown}).",
                 "Values may use letters, digits and - . _ / : @ + = , only.",
             )
-        word = token.rstrip(",:")
+        word = token.rstrip(",:.") if not token.startswith(".") else token.rstrip(",:")
         if word:
             words.append(word)
     cmd = QuickCommand(text=raw, model_choice=model_choice)
@@ -484,10 +502,20 @@ def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_cho
             i += 1
             continue
         if low in _REMOVE:
+            spelled = _phrase(words, i + 1)
+            if spelled:
+                cmd.remove_args.append(spelled[0])
+                i += 1 + spelled[1]
+                continue
             if nxt is None or not nxt.startswith("--"):
                 raise SweepdeckError(f"{low} what? Give a vLLM argument.", "Example: remove --enforce-eager")
             cmd.remove_args.append(nxt.partition("=")[0])
             i += 2
+            continue
+        spelled = _phrase(words, i)
+        if spelled:
+            _add_arg(cmd, catalogs, spelled[0])
+            i += spelled[1]
             continue
         # "custom image X" / "custom workload ..." --------------------------------
         if low == "custom":
@@ -499,7 +527,7 @@ def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_cho
         path = _key_path(low)
         if path is not None and _norm(low) not in _EQ_ONLY:
             j = i + 1
-            while j < len(words) and words[j].lower() in ("to", "=", "of", "is"):
+            while j < len(words) and words[j].lower() in ("to", "=", "of", "is", "size", "length", "len"):
                 j += 1
             value = words[j] if j < len(words) else None
             takes = value is not None and (path not in _NUM_PATHS or _looks_numeric(path, value))
@@ -530,6 +558,7 @@ def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_cho
         # numbers: "4 gpus" ----------------------------------------------------------
         if low.isdigit() and nxt and nxt.lower() in ("gpu", "gpus"):
             _set_key(cmd, catalogs, "tp", low, direction, f"{word} {nxt}")
+            direction = None
             i += 2
             continue
         if low in BACKEND_NAMES:

@@ -121,8 +121,8 @@ def duration(value: Any) -> str | None:
 
     try:
         parse_slurm_duration(str(value))
-    except ValueError as exc:
-        return str(exc)
+    except ValueError:
+        return "a SLURM duration: H:MM:SS (e.g. 1:00:00) or D-HH:MM:SS (e.g. 1-12:00:00)"
     return None
 
 

@@ -101,6 +101,8 @@ class Change:
 def _fit_range(values: dict[str, Any], name: str) -> None:
     """Widen min/max when a new mean falls outside them (the preset's range was for its own mean)."""
     mean = values[name]
+    if isinstance(mean, str) and mean.strip().isdigit():
+        mean = values[name] = int(mean)
     if not isinstance(mean, int) or isinstance(mean, bool):
         return
     if values.get(f"{name}_max") is not None and mean > values[f"{name}_max"]:
@@ -190,8 +192,10 @@ class ExperimentSpec:
         still diffs against the catalog/values value. TP and the TP sweep stay
         consistent: setting ``engine.tp`` while a sweep exists narrows the sweep
         to that TP, and setting ``tp_sweep`` makes its first entry the TP.
-        Setting ``workload`` to a new profile forgets earlier ``workload.*``
-        tweaks (they belonged to the old profile).
+        Setting ``workload`` to a profile of another name forgets earlier
+        ``workload.*`` tweaks (they belonged to the old profile); a profile of
+        the same name (a custom workload re-described) records each number
+        that differs as a ``workload.*`` change.
 
         Raises:
             SweepdeckError: unknown field or invalid value.
@@ -199,12 +203,28 @@ class ExperimentSpec:
         if path not in FIELDS:
             raise SweepdeckError(f"Unknown setting {path!r}.", "Settings: " + ", ".join(FIELDS))
         value = _validate_field(path, value)
+        if path == "workload" and isinstance(value, WorkloadProfile) and value.app == self.workload.app:
+            # Same name, other numbers (a custom workload re-described): the
+            # numbers that differ are the changes.
+            return self._set_workload_numbers(value, source)
         new = self._set_one(path, value, source)
         if path == "engine.tp" and new.tp_sweep and new.tp_sweep != (value,):
             new = new._set_one("tp_sweep", (value,), source)
         elif path == "tp_sweep" and value and new.engine.tp != value[0]:
             new = new._set_one("engine.tp", value[0], source)
         return new
+
+    def _set_workload_numbers(self, profile: WorkloadProfile, source: Source) -> "ExperimentSpec":
+        origins = dict(self.origins)
+        for name in WORKLOAD_FIELDS:
+            old, new = getattr(self.workload, name), getattr(profile, name)
+            if old == new:
+                continue
+            key = f"workload.{name}"
+            prior = origins.get(key)
+            base = prior.base if prior and prior.source in USER_SOURCES else old
+            origins[key] = Origin(source, base)
+        return replace(self, workload=profile, origins=origins)
 
     def _set_one(self, path: str, value: Any, source: Source) -> "ExperimentSpec":
         old = self.get(path)
@@ -546,6 +566,8 @@ def build_spec(
         SweepdeckError: unknown/ambiguous model, unknown workload, bad values,
             or max_model_len above the model's limit.
     """
+    backend = _validate_field("backend", backend)
+    profile = _validate_field("profile", profile)
     info = catalogs.models.resolve(model, model_choice)
     origins: dict[str, Origin] = {"model": Origin(Source.USER, None)}
     base_app = _values_workload_app(base_values)

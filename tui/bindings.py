@@ -62,7 +62,7 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("help", "question_mark", "app.show_help", "Help", help="List every key binding"),
     KeySpec("quick_command", "colon", "app.quick_command", "Quick cmd",
             help="Type an experiment in one line: llama3-70b chatbot TP=4"),
-    KeySpec("show_runs", "ctrl+h", "app.show_runs", "Runs", show=False,
+    KeySpec("show_runs", "ctrl+o", "app.show_runs", "Runs", show=False,
             help="Go back to the runs list (the current screen stays open in the background)"),
     # runs (home)
     KeySpec("new_experiment", "n", "new_experiment", "New", scope="runs", help="Start the new-experiment wizard"),

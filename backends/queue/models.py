@@ -82,19 +82,21 @@ class BenchmarkConfig(Base):
 
 
 class StatusCount(Base):
-    """Configs per model version and status, kept in step with every transition.
+    """Configs per status of one model version, kept in step with every transition.
 
     Progress is read from here in O(1): counting a million rows per poll would
     not keep a live sweep view fast. Every write that changes a config's status
-    adjusts these rows in the same transaction, in (model version, status)
-    order so concurrent writers cannot deadlock.
+    adjusts this one row per model version in the same transaction (one row,
+    so concurrent writers queue on it briefly but can never deadlock).
     """
 
     __tablename__ = "status_counts"
 
     model_version_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), primary_key=True)
-    n: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class BenchmarkResult(Base):

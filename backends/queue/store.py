@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import and_, event, func, select, update
+from sqlalchemy import and_, event, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from backends.queue.models import (
@@ -256,9 +256,8 @@ class QueueStore:
             for chunk in _chunks(rows, 5000):
                 await s.execute(stmt, chunk)
             after = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
-            if before == 0:
-                for status in STATUSES:
-                    await s.merge(StatusCount(model_version_id=model_version_id, status=status, n=0))
+            if await s.get(StatusCount, model_version_id) is None:
+                s.add(StatusCount(model_version_id=model_version_id))
                 await s.flush()
             await _bump(s, {(model_version_id, "pending"): int(after - before)})
         return {**info, "created": int(after - before), "existing": int(before)}
@@ -298,8 +297,34 @@ class QueueStore:
             "sequence_length", "status", "priority", "created_at", "started_at", "completed_at",
             "error_message", "retry_count", "worker")]
         if self.is_pg:
-            picked = pick.with_for_update(skip_locked=True).cte("picked")
-            stmt = update(C).where(C.id == picked.c.id).values(**values).returning(*cols)
+            # One statement, one round trip: pick (skipping rows other claimers
+            # hold), mark running, and move the kept counts.
+            mv_cond = "AND model_version_id = :mv" if model_version_id is not None else ""
+            thr_cond = "AND priority <= :thr" if priority_threshold is not None else ""
+            sql = text(f"""
+                WITH picked AS (
+                    SELECT id FROM benchmark_configs
+                    WHERE status = 'pending' {mv_cond} {thr_cond}
+                    ORDER BY priority, id LIMIT :lim
+                    FOR UPDATE SKIP LOCKED),
+                claimed AS (
+                    UPDATE benchmark_configs c SET status = 'running', started_at = :now, worker = :worker
+                    FROM picked WHERE c.id = picked.id
+                    RETURNING c.*),
+                moved AS (
+                    SELECT model_version_id, count(*) AS k FROM claimed GROUP BY model_version_id),
+                counted AS (
+                    UPDATE status_counts s
+                    SET pending = s.pending - moved.k, running = s.running + moved.k
+                    FROM moved WHERE s.model_version_id = moved.model_version_id)
+                SELECT * FROM claimed""")
+            params = {"lim": limit, "now": values["started_at"], "worker": worker}
+            if model_version_id is not None:
+                params["mv"] = model_version_id
+            if priority_threshold is not None:
+                params["thr"] = priority_threshold
+            async with self.engine.begin() as conn:
+                rows = (await conn.execute(sql, params)).all()
         else:
             stmt = (
                 update(C)
@@ -307,14 +332,10 @@ class QueueStore:
                 .values(**values)
                 .returning(*cols)
             )
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(stmt)).all()
-            if rows:
-                delta: dict[tuple[str, str], int] = {}
-                for r in rows:
-                    delta[(r.model_version_id, "pending")] = delta.get((r.model_version_id, "pending"), 0) - 1
-                    delta[(r.model_version_id, "running")] = delta.get((r.model_version_id, "running"), 0) + 1
-                await _bump(conn, delta)
+            async with self.engine.begin() as conn:
+                rows = (await conn.execute(stmt)).all()
+                if rows:
+                    await _bump(conn, _moves([(r.model_version_id,) for r in rows], "pending", "running"))
         out = [_row(r) for r in rows]
         out.sort(key=lambda r: (r["priority"], r["id"]))
         return out
@@ -395,11 +416,11 @@ class QueueStore:
     async def progress(self, model_version_id: str) -> dict[str, Any]:
         """total, pending, running, completed, failed, progress_pct."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(StatusCount.status, StatusCount.n).where(StatusCount.model_version_id == model_version_id)
-            )).all()
-        counts = {s: 0 for s in STATUSES}
-        counts.update({s: int(n) for s, n in rows})
+            row = (await conn.execute(
+                select(StatusCount.pending, StatusCount.running, StatusCount.completed, StatusCount.failed)
+                .where(StatusCount.model_version_id == model_version_id)
+            )).first()
+        counts = dict(zip(STATUSES, (int(v) for v in row))) if row else {s: 0 for s in STATUSES}
         total = sum(counts.values())
         done = counts["completed"] + counts["failed"]
         return {"model_version_id": model_version_id, "total": total, **counts,
@@ -493,14 +514,14 @@ def _moves(rows, old: str, new: str) -> dict[tuple[str, str], int]:
 
 
 async def _bump(conn, delta: dict[tuple[str, str], int]) -> None:
-    """Apply count changes in a fixed order (no deadlocks between writers)."""
-    for (mv, status), n in sorted(delta.items()):
+    """Apply count changes: one UPDATE of one row per model version, in a fixed order."""
+    per_mv: dict[str, dict[str, int]] = {}
+    for (mv, status), n in delta.items():
         if n:
-            await conn.execute(
-                update(StatusCount)
-                .where(StatusCount.model_version_id == mv, StatusCount.status == status)
-                .values(n=StatusCount.n + n)
-            )
+            per_mv.setdefault(mv, {})[status] = per_mv.get(mv, {}).get(status, 0) + n
+    for mv in sorted(per_mv):
+        values = {status: getattr(StatusCount, status) + n for status, n in per_mv[mv].items()}
+        await conn.execute(update(StatusCount).where(StatusCount.model_version_id == mv).values(**values))
 
 
 def _chunks(rows: list, size: int):

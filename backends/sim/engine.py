@@ -19,10 +19,15 @@ Timing model (every duration is multiplied by ``SimOptions.time_scale``, which i
   so it grows with the running batch, which ``max_num_seqs`` caps.
 * Deadlines are absolute (start + sum of delays), so scheduler jitter does not
   accumulate over a long output.
-* **Output length** is ``max_tokens``; without ``ignore_eos`` and with
-  ``--eos-after N`` the output stops (``finish_reason: stop``) after N tokens.
+* **Output length** is ``max_tokens`` (``finish_reason: length``); without
+  ``ignore_eos`` and with ``--eos-after N`` the output stops after N tokens
+  (``finish_reason: stop``). Completions default to 16 tokens (OpenAI/vLLM);
+  chat requests without ``max_tokens`` stop "naturally" after 256 tokens.
 * **Prompt length** is estimated as one token per whitespace-separated word
-  (see :func:`count_prompt_tokens`); a client may pass the exact count.
+  (see :func:`count_prompt_tokens`; chat: summed over the messages' text, no
+  template overhead); a client may pass the exact count as the extra request
+  field ``"sim_prompt_tokens": N`` (or send token ids). A request whose
+  prompt + max_tokens exceeds ``max_model_len`` gets vLLM's HTTP 400.
 * **KV cache usage** is (prompt + generated tokens of running requests) /
   KV-cache capacity (``--kv-cache-tokens``, default 131072 x TP).
 
@@ -106,7 +111,7 @@ class Engine:
 
     def __init__(self, opts: SimOptions, on_dead: Callable[[], None] | None = None):
         self.opts = opts
-        self.metrics = Metrics(opts.served_model_name)
+        self.metrics = Metrics(opts.served_model_name, opts.kv_tokens // 16)
         self.running = 0
         self.waiting: collections.deque[asyncio.Future] = collections.deque()
         self.kv_used = 0
@@ -191,7 +196,7 @@ class Engine:
             if scale:
                 deadline = loop.time() + ttft_seconds(opts, req.prompt_tokens)
                 await asyncio.sleep(max(deadline - loop.time(), 0))
-            if self.dead:
+            if self.dead or self.stopping:
                 raise EngineDeadError()
             now = time.monotonic()
             metrics.ttft.observe(now - arrival)
@@ -202,7 +207,7 @@ class Engine:
             for i in range(n_out):
                 if i:
                     if scale:
-                        deadline += itl_seconds(opts, self.running) * 1.0
+                        deadline += itl_seconds(opts, self.running)
                         delay = deadline - loop.time()
                         if delay > 0:
                             await asyncio.sleep(delay)

@@ -96,9 +96,14 @@ CONTEXT_TOO_LONG_TEMPLATE = (
 )
 
 
-def oom_lines(model: str, tp: int, load: float, budget: int) -> list[str]:
-    """Traceback of a CUDA OOM during the engine's memory profiling run."""
-    over = max(load / budget, 1.0)
+def oom_lines(over: float) -> list[str]:
+    """Traceback of a CUDA OOM during the engine's memory profiling run.
+
+    Args:
+        over: how far the settings exceed the budget (load / budget); sets the
+            "Tried to allocate" figure.
+    """
+    over = max(over, 1.0)
     alloc = min(2.0 * over, 40.0)
     free = 0.42
     used = 79.19 - free
@@ -185,3 +190,49 @@ def engine_crash_lines() -> list[str]:
         "    valid_sampled_token_ids = sampled_token_ids.tolist()",
         *ENGINE_CRASH_CAUSE.splitlines(),
     ]
+
+
+# The substring a diagnosis rule can key on for each --fail mode.
+MARKERS = {
+    "oom": OOM_MARKER,
+    "model-not-found": MODEL_NOT_FOUND_MARKER,
+    "trust-remote-code": TRUST_REMOTE_CODE_MARKER,
+    "crash-after": ENGINE_DEAD,
+}
+
+
+def failure_lines(mode: str, model: str = "meta-llama/Llama-2-7b-hf") -> list[str]:
+    """The failure lines the simulator prints for ``--fail MODE`` (realistic log excerpts for tests).
+
+    Startup failures print exactly these on stderr. For ``crash-after`` the engine-core
+    traceback goes to stdout with vLLM's logger prefix on each line and the
+    ``EngineDeadError`` traceback to stderr; here they are returned unprefixed.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`FAIL_MODES`.
+    """
+    if mode == "oom":
+        return ["Process EngineCore_DP0:", *oom_lines(2.0), *ENGINE_INIT_FAILED_TB]
+    if mode == "model-not-found":
+        return model_not_found_lines(model)
+    if mode == "trust-remote-code":
+        return trust_remote_code_lines(model)
+    if mode == "crash-after":
+        return [*engine_crash_lines(), *ENGINE_DEAD_TB]
+    raise ValueError(f"unknown failure mode {mode!r}; choose from {', '.join(FAIL_MODES)}")
+
+
+ENGINE_INIT_FAILED_TB = [
+    "Traceback (most recent call last):",
+    '  File "/usr/local/bin/vllm", line 10, in <module>',
+    "    sys.exit(main())",
+    '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/utils.py", line 782, in wait_for_engine_startup',
+    "    raise RuntimeError(",
+    ENGINE_INIT_FAILED,
+]
+ENGINE_DEAD_TB = [
+    "Traceback (most recent call last):",
+    '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/async_llm.py", line 439, in output_handler',
+    "    outputs = await engine_core.get_output_async()",
+    ENGINE_DEAD,
+]

@@ -50,8 +50,9 @@ class Histogram:
 class Metrics:
     """The counters, gauges and histograms the simulated engine updates."""
 
-    def __init__(self, model_name: str):
+    def __init__(self, model_name: str, num_gpu_blocks: int = 0):
         self.model_name = model_name
+        self.num_gpu_blocks = num_gpu_blocks
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.success: dict[str, int] = {"stop": 0, "length": 0, "abort": 0}
@@ -84,6 +85,12 @@ class Metrics:
             out.append(f"# TYPE {metric} histogram")
             out.extend(hist.lines(metric, labels))
 
+        out.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
+        out.append("# TYPE vllm:cache_config_info gauge")
+        out.append(
+            f'vllm:cache_config_info{{block_size="16",cache_dtype="auto",enable_prefix_caching="True",'
+            f'engine="0",gpu_memory_utilization="0.9",num_gpu_blocks="{self.num_gpu_blocks}"}} 1.0'
+        )
         gauge("vllm:num_requests_running", "Number of requests in model execution batches.", running)
         gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting)
         gauge("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", kv_usage)

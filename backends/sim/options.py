@@ -61,7 +61,6 @@ VLLM_BOOLEAN_FLAGS = frozenset(
         "--ray-workers-use-nsight",
         "--worker-use-ray",
         "--disable-async-output-proc",
-        "--enable-sleep-mode",
         "--fully-sharded-loras",
         "--multi-step-stream-outputs",
         "--no-enable-prefix-caching",
@@ -85,10 +84,11 @@ token-id list, else one token per whitespace-separated word of the text.
 
 Failures (--fail):
   oom               CUDA out of memory at startup, exit 1, but only while
-                    max_model_len * max_num_seqs / tensor_parallel_size exceeds
-                    --oom-budget (default 524288: fails for a 7B model at
-                    4096 x 256 on TP=1; halving max_model_len or max_num_seqs,
-                    or TP=2, fixes it)
+                    max_model_len * max_num_seqs / tensor_parallel_size
+                    exceeds --oom-budget. Default budget: 3/4 of that product
+                    at the model's catalog recommendation (so the catalog
+                    settings fail, and halving max_model_len or max_num_seqs,
+                    or doubling TP, succeeds); 524288 for other models.
   model-not-found   Hugging Face "not a valid model identifier", exit 1
   trust-remote-code transformers' trust_remote_code error, exit 1 -- does not
                     happen when --trust-remote-code is given (that is the fix)
@@ -113,7 +113,7 @@ class SimOptions:
     trust_remote_code: bool = False
     fail: str | None = None
     crash_after: int = 0
-    oom_budget: int = DEFAULT_OOM_BUDGET
+    oom_budget: int | None = None  # None: derived from the catalog (see oom_budget_for)
     startup_delay: float = 0.3
     speed: float = 1.0
     ttft_ms: float = 20.0
@@ -150,6 +150,38 @@ class SimOptions:
     def oom_load(self) -> float:
         """The number the OOM rule compares with --oom-budget."""
         return self.max_model_len * self.max_num_seqs / self.tensor_parallel_size
+
+    def oom_fails(self) -> bool:
+        """Whether ``--fail oom`` fails with these settings (the documented rule)."""
+        return self.fail == "oom" and self.oom_load > oom_budget_for(self.model, self.oom_budget)
+
+
+def catalog_model_id(model: str) -> str:
+    """The model id in a Hugging Face cache path (``.../models--org--name/snapshots/...``)."""
+    match = re.search(r"models--([^/]+?)--([^/]+)", model)
+    return f"{match.group(1)}/{match.group(2)}" if match else model
+
+
+def oom_budget_for(model: str, explicit: int | None) -> int:
+    """The budget of the ``--fail oom`` rule.
+
+    ``explicit`` (``--oom-budget``) wins. Otherwise 3/4 of
+    ``max_model_len * max_num_seqs / tp`` at the model's catalog recommendation
+    (first recommended TP), so the recommended settings fail and halving
+    max_model_len or max_num_seqs, or doubling TP, passes. A model the catalog
+    does not know (or does not give settings for) gets DEFAULT_OOM_BUDGET.
+    """
+    if explicit:
+        return explicit
+    try:
+        from config.catalog import DATA_DIR, MODELS_FILE, ModelCatalog
+
+        info = ModelCatalog.load(DATA_DIR / MODELS_FILE).resolve(catalog_model_id(model))
+    except Exception:  # noqa: BLE001 - unknown/ambiguous model or unreadable catalog: use the default
+        return DEFAULT_OOM_BUDGET
+    if not info.max_model_len or not info.max_num_seqs:
+        return DEFAULT_OOM_BUDGET
+    return int(0.75 * info.max_model_len * info.max_num_seqs / info.tp[0])
 
 
 class SimUsageError(Exception):
@@ -219,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--disable-uvicorn-access-log", action="store_true", help="(default in the simulator)")
     s = p.add_argument_group("simulator options")
     s.add_argument("--fail", metavar="MODE", help="oom | model-not-found | trust-remote-code | crash-after N (see above)")
-    s.add_argument("--oom-budget", type=_positive, default=DEFAULT_OOM_BUDGET, metavar="TOKENS", help=f"budget of the oom rule (default {DEFAULT_OOM_BUDGET})")
+    s.add_argument("--oom-budget", type=_positive, default=None, metavar="TOKENS", help="budget of the oom rule (default: see above)")
     s.add_argument("--startup-delay", type=_nonneg_float, default=0.3, metavar="SECONDS", help="simulated model load time (default 0.3)")
     s.add_argument("--speed", type=_nonneg_float, default=1.0, metavar="FACTOR", help="divide every simulated duration by FACTOR (default 1; 0 = no latency at all)")
     s.add_argument("--ttft-ms", type=_nonneg_float, default=20.0, metavar="MS", help="base time to first token (default 20)")
@@ -323,10 +355,7 @@ def parse_args(argv: list[str]) -> SimOptions:
     parser = build_parser()
     kept, ignored = split_argv(list(argv), _takes_value(parser))
 
-    errors: list[str] = []
-
-    def fail(message: str) -> None:  # argparse would print usage and sys.exit(2)
-        errors.append(message)
+    def fail(message: str) -> None:  # instead of argparse's print-usage-and-sys.exit(2)
         raise SimUsageError(message)
 
     parser.error = fail  # type: ignore[method-assign]

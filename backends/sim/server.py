@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import os
 import signal
 import socket
 import sys
@@ -29,7 +28,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from backends.sim import failures, logs
 from backends.sim.engine import TOKEN_TEXTS, Engine, EngineDeadError, GenRequest, count_prompt_tokens
-from backends.sim.options import SimOptions
+from backends.sim.options import SimOptions, oom_budget_for
 
 VLLM_VERSION = "0.11.0"
 # Chat requests without max_tokens would, in vLLM, run to the context limit unless the
@@ -354,8 +353,14 @@ class SimApp:
                 async for token in tokens:
                     parts.append(token)
         except EngineDeadError:
-            raise ApiError(500, failures.ENGINE_DEAD_MESSAGE, "InternalServerError") from None
+            raise self.dead_error() from None
         return "".join(parts), self.engine.finish_reason(req), len(parts)
+
+    def dead_error(self) -> ApiError:
+        """What a request gets when the engine died (500) or the server is stopping (503)."""
+        if self.engine.dead:
+            return ApiError(500, failures.ENGINE_DEAD_MESSAGE, "InternalServerError")
+        return ApiError(503, "The server is shutting down.", "ServiceUnavailableError")
 
     async def stream(self, send, req, head, include_usage, rid, created, model, obj, chat: bool) -> None:
         """SSE in OpenAI chunk format, one token per chunk, ending with ``data: [DONE]``."""
@@ -390,9 +395,12 @@ class SimApp:
                     if _disconnected(send):
                         return  # aclosing releases the slot
         except EngineDeadError:
-            err = ApiError(500, failures.ENGINE_DEAD_MESSAGE, "InternalServerError")
+            err = self.dead_error()
             if not started:
-                await self.send_raw(send, 500, err.body())
+                await self.send_raw(send, err.status, err.body())
+                return
+            if not engine.dead:  # server shutting down: cut the stream, as a real server does
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
@@ -486,6 +494,15 @@ def _engine_config_line(opts: SimOptions) -> str:
     )
 
 
+def _weights_gib(model: str) -> float:
+    """bf16 weight size guessed from the model name ("...-7b-..." -> 7e9 params x 2 bytes)."""
+    import re
+
+    match = re.search(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", model.rsplit("/", 1)[-1])
+    params = float(match.group(1)) if match else 0.125
+    return params * 2e9 / 2**30
+
+
 class _Stop:
     """Signal handling before uvicorn takes over: SIGTERM/SIGINT end startup, exit 0."""
 
@@ -522,7 +539,6 @@ async def serve(opts: SimOptions) -> int:
     loop = asyncio.get_running_loop()
     stop = _Stop(loop)
     stop.install()
-    pid = os.getpid()
 
     logs.info("api_server.py:1839", f"vLLM API server version {VLLM_VERSION}")
     logs.info("utils.py:233", f"non-default args: {opts.non_default!r}")
@@ -587,28 +603,21 @@ async def serve(opts: SimOptions) -> int:
         if await stop.sleep(opts.startup_delay * 0.7):
             return _stopped_during_startup()
         loaded = time.monotonic() - t0
+        weights = _weights_gib(opts.model) / opts.tensor_parallel_size
         logs.info("default_loader.py:267", f"Loading weights took {loaded:.2f} seconds", core)
-        logs.info("gpu_model_runner.py:2653", f"Model loading took 12.5523 GiB and {loaded + 0.01:.6f} seconds", core)
+        logs.info("gpu_model_runner.py:2653", f"Loading model weights took {weights:.4f} GiB and {loaded + 0.01:.6f} seconds", core)
         if await stop.sleep(opts.startup_delay * 0.3):
             return _stopped_during_startup()
-        if opts.fail == "oom" and opts.oom_load > opts.oom_budget:
+        if opts.oom_fails():
             logs.error("core.py:708", "EngineCore failed to start.", core)
-            lines = failures.oom_lines(opts.model, opts.tensor_parallel_size, opts.oom_load, opts.oom_budget)
+            lines = failures.oom_lines(opts.oom_load / oom_budget_for(opts.model, opts.oom_budget))
             logs.stderr_lines(["Process EngineCore_DP0:", *lines])
-            logs.stderr_lines(
-                [
-                    "Traceback (most recent call last):",
-                    '  File "/usr/local/bin/vllm", line 10, in <module>',
-                    "    sys.exit(main())",
-                    '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/utils.py", line 782, in wait_for_engine_startup',
-                    "    raise RuntimeError(",
-                    failures.ENGINE_INIT_FAILED,
-                ]
-            )
+            logs.stderr_lines(failures.ENGINE_INIT_FAILED_TB)
             return failures.EXIT_STARTUP_FAILURE
         kv = opts.kv_tokens
-        logs.info("gpu_worker.py:298", f"Available KV cache memory: {kv * 0.000125 * 8 / 8:.2f} GiB", core)
+        logs.info("gpu_worker.py:298", f"Available KV cache memory: {kv * 0.000125 / opts.tensor_parallel_size:.2f} GiB", core)
         logs.info("kv_cache_utils.py:1087", f"GPU KV cache size: {kv:,} tokens", core)
+        logs.info("executor_base.py:112", f"# GPU blocks: {kv // 16}, # CPU blocks: {2048 * opts.tensor_parallel_size}", core)
         logs.info(
             "kv_cache_utils.py:1091",
             f"Maximum concurrency for {opts.max_model_len:,} tokens per request: {kv / opts.max_model_len:.2f}x",
@@ -620,7 +629,7 @@ async def serve(opts: SimOptions) -> int:
         logs.info("loggers.py:147", f"Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: {kv // 16}")
         logs.info("api_server.py:1634", "Supported_tasks: ['generate']")
         shown = opts.host or "0.0.0.0"
-        logs.info("api_server.py:1912", f"Starting vLLM API server 0 on http://{shown}:{port}")
+        logs.info("api_server.py:1912", f"Starting vLLM API server on http://{shown}:{port}")
         logs.info("launcher.py:34", "Available routes are:")
         for route, methods in (
             ("/health", "GET"),
@@ -639,14 +648,7 @@ async def serve(opts: SimOptions) -> int:
         def on_dead() -> None:
             logs.error("core.py:710", "\n".join(failures.engine_crash_lines()), core)
             logs.error("async_llm.py:480", "AsyncLLM output_handler failed.")
-            logs.stderr_lines(
-                [
-                    "Traceback (most recent call last):",
-                    '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/async_llm.py", line 439, in output_handler',
-                    "    outputs = await engine_core.get_output_async()",
-                    failures.ENGINE_DEAD,
-                ]
-            )
+            logs.stderr_lines(failures.ENGINE_DEAD_TB)
             logs.vlog("CRITICAL", "launcher.py:116", failures.ENGINE_TERMINATING)
             if server is not None:
                 server.exit_code = failures.EXIT_ENGINE_DEAD
@@ -667,4 +669,3 @@ async def serve(opts: SimOptions) -> int:
         with contextlib.suppress(OSError):
             sock.close()
         sys.stdout.flush()
-        _ = pid

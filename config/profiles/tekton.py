@@ -19,4 +19,10 @@ FIELDS = {
     "secrets": Field(list, ["hf-secret", "s3-secret"], check=string_list),
     "pvcs": Field(list, ["model-pvc", "data-pvc"], check=string_list),
     "watch_timeout": Field(float, 300.0, check=positive),
+    "gpu_label": Field(str, "nvidia.com/gpu.product", "node label that names the GPU product"),
+    "results_path": Field(str, "/mnt/exp", "where data-pvc is mounted to copy results from"),
+    "reader_image": Field(str, "registry.access.redhat.com/ubi9/ubi-minimal:latest", "image of the short-lived pod that reads data-pvc (needs tar)"),
+    "expected_minutes": Field(dict, {}, "expected minutes per task name prefix (download-model: 30...), for 2x over-time alerts"),
+    "delete_after": Field(bool, False, "delete the PipelineRun after results are copied"),
+    "copy_results": Field(bool, True, "copy results from data-pvc into the run store when the run ends"),
 }

@@ -276,3 +276,16 @@ def test_binary_catalog_file(tmp_path):
     (tmp_path / "vllm-args.yaml").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(SweepdeckError, match="UTF-8"):
         load_catalogs(tmp_path).vllm_args
+
+
+def test_ambiguous_wins_over_a_plain_alias(tmp_path):
+    (tmp_path / "known-models.yaml").write_text(
+        "aliases:\n  llama-70b: meta-llama/Llama-2-70b-hf\n"
+        "ambiguous_aliases:\n  llama-70b:\n    options:\n      - {id: meta-llama/Llama-2-70b-hf, label: L2}\n"
+        "      - {id: meta-llama/Llama-3.3-70B-Instruct, label: L3}\n    prompt: Which?\n"
+    )
+    models = load_catalogs(tmp_path).models
+    with pytest.raises(AmbiguousModel, match="Which"):
+        models.resolve("llama-70b")
+    # Options that have no recommended settings are still models one can choose.
+    assert models.resolve("llama-70b", "L3").id == "meta-llama/Llama-3.3-70B-Instruct"

@@ -181,6 +181,8 @@ def test_more_forms(cats):
     sweep = q("llama2-7b tp=[1,2] code", cats).spec
     assert sweep.tp_sweep == (1, 2) and sweep.engine.tp == 1 and sweep.workload.app == "codesweep"
     assert q("llama2-7b 2 gpus", cats).spec.engine.tp == 2
+    sized = q("llama2-7b batch size 64 context length 2048 name=run-7", cats).spec
+    assert (sized.engine.max_num_seqs, sized.engine.max_model_len, sized.experiment_id) == (64, 2048, "run-7")
     assert q("llama2-7b model=llama2-7b 'chatbot'", cats).spec.workload.app == "chatbot"
 
 
@@ -329,6 +331,12 @@ def test_fix_several_at_once_and_remove(cats, failed):
     assert replaced.engine.extra_args == ("--dtype=bfloat16",)
 
 
+def test_fix_prompt_beyond_the_preset_range(cats, failed):
+    fixed = apply_quick(failed, "prompt=5000", cats)
+    w = fixed.workload
+    assert (w.prompt_tokens, w.prompt_tokens_max) == (5000, 10000)
+
+
 def test_fix_source_can_be_user(cats, failed):
     fixed = apply_quick(failed, "tp=4", cats, source=Source.USER)
     assert fixed.changes()[0].source == Source.USER
@@ -368,3 +376,12 @@ def test_real_catalogs_work_too():
     real = load_catalogs(FIXTURES / "catalogs")
     spec = parse_quick("llama3-70b chatbot workload with TP=4 in namespace mert", real).spec
     assert spec.model == "meta-llama/Llama-3.3-70B-Instruct" and spec.engine.tp == 4
+
+
+def test_flags_in_plain_words(cats, failed):
+    spec = q("llama2-7b chatbot with prefix caching and trust remote code in namespace mert.", cats).spec
+    assert spec.engine.extra_args == ("--enable-prefix-caching", "--trust-remote-code")
+    assert spec.namespace == "mert"  # the full stop is not part of the name
+    with_eager = apply_quick(failed, "enforce eager", cats)
+    assert with_eager.engine.extra_args == ("--enforce-eager",)
+    assert apply_quick(with_eager, "without eager mode", cats).engine.extra_args == ()

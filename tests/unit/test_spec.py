@@ -152,6 +152,15 @@ def test_workload_fields_are_changes_of_their_own(cats):
         spec.set("workload.rate_type", "bursty")
 
 
+def test_same_workload_name_other_numbers(cats):
+    first = custom_workload(cats, prompt=500, output=100)
+    spec = build_spec(cats, "llama2-7b", workload=first, today=TODAY)
+    again = spec.set("workload", custom_workload(cats, prompt=200, output=100), Source.FIX)
+    assert again.workload.prompt_tokens == 200
+    fields = {c.field: (c.base, c.value) for c in again.changes()}
+    assert fields == {"workload.prompt_tokens": (500, 200), "workload.prompt_tokens_max": (1000, 400)}
+
+
 def test_default_experiment_id(cats):
     spec = build_spec(cats, "llama2-7b", workload="chatbot", today=TODAY)
     assert spec.experiment_id == "nov23-llama-2-7b-hf-chatbot"

@@ -1,0 +1,269 @@
+"""From an ExperimentSpec to the manifests of one BLIS run (nothing is applied here).
+
+The user's files (a BLIS checkout's template, ``values.yaml`` and
+``pipelinerun.yaml``, or the profile's own paths) are only *read*; the
+effective values, the PipelineRun and the rendered Pipeline are new documents
+(:class:`Build`) that the backend writes to the run store.
+
+Where vLLM settings live in BLIS values:
+
+* TP values: ``stack.treatments.tensorParallelism`` (one branch per value);
+* ``stack.MAX_MODEL_LEN`` / ``MAX_NUM_BATCHED_TOKENS`` / ``MAX_NUM_SEQS``;
+* the image: ``stack.model.helmValues.decode.containers[name=vllm].image`` and
+  the image of the init container that installs into the vLLM image;
+* extra vLLM arguments: ``decode.containers[name="vllm"].args=ARG`` overrides
+  appended to every deploy-model task of the rendered Pipeline;
+* the workload: ``stack.workload`` (guidellm) — the ``inference-perf`` form
+  (``workload.harness: inference-perf``, ``workload.profile``,
+  ``workload.treatments``) is kept as the values give it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from backends.tekton.render import dump, load_yaml_file, merge_pipelinerun, render_text
+from config.errors import SweepdeckError
+
+if TYPE_CHECKING:
+    from config.settings import Profile
+    from config.spec import ExperimentSpec
+
+PACKAGE_TEMPLATE = "tekton/blis/pipeline.yaml.j2"
+DEFAULT_EXPECTED_MINUTES = {
+    "download-model": 30, "install-": 10, "create-exp-config": 2, "deploy-otel-collector": 5,
+    "deploy-model": 30, "run-workload": 120, "delete-model": 5, "delete-otel-collector": 5,
+    "upload": 15, "finally-": 5,
+}
+
+
+@dataclass
+class Sources:
+    """Where the template, base values and base PipelineRun come from (read only)."""
+
+    template: Path
+    values: Path
+    pipelinerun: Path | None
+    tasks_dirs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def from_profile(cls, profile: "Profile") -> "Sources":
+        from templates.render import template_path
+
+        repo = Path(profile.get("blis_repo")).expanduser() if profile.get("blis_repo") else None
+        template = profile.get("template")
+        values = profile.get("values")
+        pr = profile.get("pipelinerun")
+        tasks_dirs: list[Path] = []
+        if repo:
+            if not repo.is_dir():
+                raise SweepdeckError(f"blis_repo {repo} is not a directory.", "Fix 'blis_repo' in the tekton profile.")
+            template = template or repo / "tektoncsample" / "blis" / "data_pipeline.yaml.j2"
+            values = values or repo / "tektoncsample" / "blis" / "values.yaml"
+            pr = pr or repo / "tektoncsample" / "blis" / "pipelinerun.yaml"
+            tasks_dirs = [d for d in (repo / "tekton" / "steps", repo / "tekton" / "tasks") if d.is_dir()]
+        if not tasks_dirs:
+            tasks_dirs = [template_path("tekton/stepactions"), template_path("tekton/tasks")]
+        return cls(
+            template=Path(template).expanduser() if template else template_path(PACKAGE_TEMPLATE),
+            values=Path(values).expanduser() if values else Path(__file__).resolve().parents[2] / "config" / "data" / "values.yaml",
+            pipelinerun=Path(pr).expanduser() if pr and Path(pr).expanduser().exists() else None,
+            tasks_dirs=tasks_dirs,
+        )
+
+    def base_values(self) -> dict[str, Any]:
+        values = load_yaml_file(self.values, "Values file") or {}
+        if not isinstance(values, dict):
+            raise SweepdeckError(f"Values file {self.values} must be a YAML mapping.")
+        return values
+
+    def base_pipelinerun(self) -> dict[str, Any] | None:
+        return load_yaml_file(self.pipelinerun, "PipelineRun file") if self.pipelinerun else None
+
+
+@dataclass
+class Build:
+    """Everything one launch applies."""
+
+    values: dict[str, Any]
+    pipeline: dict[str, Any]
+    pipelinerun: dict[str, Any]
+    resources: list[dict[str, Any]]
+    tps: list[int]
+    changes: list[str]
+
+    @property
+    def task_names(self) -> list[str]:
+        spec = self.pipeline.get("spec") or {}
+        return [t["name"] for t in (spec.get("tasks") or []) + (spec.get("finally") or [])]
+
+    def files(self) -> dict[str, str]:
+        """Run-store files: name -> text."""
+        return {
+            "values.yaml": yaml.safe_dump(self.values, sort_keys=False),
+            "pipeline.yaml": dump(self.pipeline),
+            "pipelinerun.yaml": dump(self.pipelinerun),
+            "resources.yaml": yaml.safe_dump_all(self.resources, sort_keys=False),
+            "changes.txt": "\n".join(self.changes) + "\n",
+        }
+
+
+def effective_values(base: dict[str, Any], spec: "ExperimentSpec") -> dict[str, Any]:
+    """The base values with the spec's settings written where BLIS keeps them (a new dict)."""
+    values = copy.deepcopy(base)
+    stack = values.setdefault("stack", {})
+    if not isinstance(stack, dict):
+        raise SweepdeckError("values file: 'stack' must be a mapping.")
+    e = spec.engine
+    stack.setdefault("treatments", {})["tensorParallelism"] = list(spec.tp_sweep or (e.tp,))
+    stack["MAX_MODEL_LEN"] = e.max_model_len
+    stack["MAX_NUM_BATCHED_TOKENS"] = e.max_num_batched_tokens
+    stack["MAX_NUM_SEQS"] = e.max_num_seqs
+    harness = ((values.get("workload") or {}).get("harness")) or "guidellm"
+    values.setdefault("workload", {})["harness"] = harness
+    if harness == "guidellm":
+        stack["workload"] = spec.workload.to_values()
+    set_image(values, e.image)
+    # one Pipeline per experiment: runs with different values never overwrite each other
+    values.setdefault("experiment", {})["name"] = spec.experiment_id
+    return values
+
+
+def set_image(values: dict[str, Any], image: str) -> None:
+    """Put ``image`` into decode.containers[name=vllm] and the init container built on the same image."""
+    helm = (((values.get("stack") or {}).get("model") or {}).get("helmValues")) or {}
+    decode = helm.get("decode") if isinstance(helm, dict) else None
+    if not isinstance(decode, dict):
+        return
+    old = None
+    for c in decode.get("containers") or []:
+        if isinstance(c, dict) and c.get("name") == "vllm":
+            old = c.get("image")
+            c["image"] = image
+    inits = [c for c in decode.get("initContainers") or [] if isinstance(c, dict)]
+    for c in inits:
+        # the init container installs into the vLLM image's Python: it must match
+        if c.get("image") == old or len(inits) == 1:
+            c["image"] = image
+
+
+def add_vllm_args(pipeline: dict[str, Any], args: list[str] | tuple[str, ...]) -> int:
+    """Append ``decode.containers[name="vllm"].args=ARG`` overrides to each deploy-model task."""
+    touched = 0
+    for task in (pipeline.get("spec") or {}).get("tasks") or []:
+        if (task.get("taskRef") or {}).get("name") != "deploy-model":
+            continue
+        for p in task.setdefault("params", []):
+            if p.get("name") == "overrides":
+                break
+        else:
+            p = {"name": "overrides", "value": []}
+            task["params"].append(p)
+        p["value"] = list(p.get("value") or []) + [f'decode.containers[name="vllm"].args={a}' for a in args]
+        touched += 1
+    return touched
+
+
+def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: str, base: dict[str, Any] | None) -> dict[str, Any]:
+    """The PipelineRun: name = experiment id; params experimentId, model, namespace; BLIS workspaces."""
+    ns = spec.namespace or profile.get("namespace")
+    pr = copy.deepcopy(base) if base else {}
+    meta = {
+        "name": spec.experiment_id,
+        "namespace": ns,
+        "labels": {"app.kubernetes.io/managed-by": "sweepdeck", "sweepdeck.io/experiment": spec.experiment_id},
+    }
+    if spec.parent:
+        meta["annotations"] = {"sweepdeck.io/parent": spec.parent}
+    secrets = list(profile.get("secrets") or ["hf-secret", "s3-secret"]) + ["hf-secret", "s3-secret"]
+    pvcs = list(profile.get("pvcs") or ["model-pvc", "data-pvc"]) + ["model-pvc", "data-pvc"]
+    workspaces = [
+        {"name": "model-cache", "persistentVolumeClaim": {"claimName": pvcs[0]}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": pvcs[1]}},
+        {"name": "hf-credentials", "secret": {"secretName": secrets[0], "items": [{"key": "HF_TOKEN", "path": "HF_TOKEN"}]}},
+        {"name": "target-credentials", "secret": {"secretName": secrets[1], "items": [
+            {"key": "AWS_ACCESS_KEY_ID", "path": "AWS_ACCESS_KEY_ID"},
+            {"key": "AWS_SECRET_ACCESS_KEY", "path": "AWS_SECRET_ACCESS_KEY"},
+        ]}},
+    ]
+    spec_part = pr.get("spec") or {}
+    spec_part.pop("pipelineSpec", None)
+    spec_part["pipelineRef"] = {"name": pipeline_name}
+    spec_part["params"] = [
+        {"name": "experimentId", "value": spec.experiment_id},
+        {"name": "model", "value": spec.model},
+        {"name": "namespace", "value": ns},
+    ] + [p for p in spec_part.get("params") or [] if p.get("name") in ("stack", "workload")]
+    spec_part["workspaces"] = workspaces
+    spec_part["timeouts"] = {"pipeline": profile.get("pipeline_timeout", "6h"), "tasks": profile.get("task_timeout", "5h30m")}
+    spec_part.setdefault("taskRunTemplate", {})["serviceAccountName"] = profile.get("service_account", "helm-installer")
+    return {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": meta, "spec": spec_part}
+
+
+def resources_for(pipeline: dict[str, Any], dirs: list[Path]) -> list[dict[str, Any]]:
+    """The Tasks and StepActions the pipeline refers to (taskRef names, then their step refs)."""
+    available: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in dirs:
+        for path in sorted(Path(d).glob("*.y*ml")):
+            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                if isinstance(doc, dict) and doc.get("kind") in ("Task", "StepAction"):
+                    available[(doc["kind"], doc["metadata"]["name"])] = doc
+    spec = pipeline.get("spec") or {}
+    wanted = []
+    for task in (spec.get("tasks") or []) + (spec.get("finally") or []):
+        ref = task.get("taskRef") or {}
+        if ref.get("name") and not ref.get("resolver") and ref["name"] not in wanted:
+            wanted.append(ref["name"])
+    out, missing = [], []
+    steps: list[str] = []
+    for name in wanted:
+        doc = available.get(("Task", name))
+        if doc is None:
+            missing.append(name)
+            continue
+        out.append(doc)
+        for step in (doc.get("spec") or {}).get("steps") or []:
+            ref = (step.get("ref") or {}).get("name")
+            if ref and ref not in steps:
+                steps.append(ref)
+    actions = [available[("StepAction", s)] for s in steps if ("StepAction", s) in available]
+    if missing:
+        raise SweepdeckError(
+            "The pipeline refers to Tasks sweepdeck does not have: " + ", ".join(missing) + ".",
+            "Point the profile's blis_repo at a checkout with tekton/tasks/, or fix the template's taskRef names.",
+        )
+    return actions + out
+
+
+def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = None) -> Build:
+    """Render everything for ``spec`` (reads the sources, writes nothing)."""
+    sources = sources or Sources.from_profile(profile)
+    base_pr = sources.base_pipelinerun()
+    base = sources.base_values()
+    values = effective_values(merge_pipelinerun(base, base_pr), spec)
+    try:
+        template = sources.template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SweepdeckError(f"Cannot read the template {sources.template}: {exc.strerror}.") from None
+    pipeline = render_text(template, values, sources.template.name)
+    pipeline.setdefault("metadata", {})
+    if spec.engine.extra_args:
+        add_vllm_args(pipeline, spec.engine.extra_args)
+    name = pipeline["metadata"].get("name") or spec.experiment_id
+    pr = pipelinerun_for(spec, profile, name, base_pr)
+    resources = resources_for(pipeline, sources.tasks_dirs)
+    changes = [c.describe() + f"  [{c.kind}]" for c in spec.user_fields()]
+    return Build(values, pipeline, pr, resources, list(spec.tp_sweep or (spec.engine.tp,)), changes)
+
+
+def expected_seconds(task: str, profile: "Profile") -> float | None:
+    """Expected duration of a pipeline task from the profile (minutes by name prefix)."""
+    table = dict(DEFAULT_EXPECTED_MINUTES)
+    table.update({str(k): v for k, v in (profile.get("expected_minutes") or {}).items()})
+    best = max((p for p in table if task.startswith(p)), key=len, default=None)
+    return float(table[best]) * 60 if best else None

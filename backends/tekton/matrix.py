@@ -1,0 +1,185 @@
+"""Matrix PipelineRuns: count their combinations and limit how many run at once.
+
+A Tekton matrix task (``matrix.params`` and/or ``matrix.include``) fans out
+into every combination at the same time. :func:`transform` rewrites such a
+PipelineRun (the Tekton PoC's ``transform-pr``):
+
+* ``unroll=[P1, P2]``: one task per combination of the values of P1, P2, each
+  keeping a matrix over the remaining parameters; they run one after another
+  (or ``limit`` at a time);
+* ``limit=N`` without ``unroll``: full expansion, one task per combination, at
+  most N running at once: *barrier* (each batch of N waits for the whole
+  previous batch) or *sliding window* (task i waits for task i-N).
+
+Tasks that ran after the matrix task now run after all of its replacements.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from backends.tekton.render import dns
+from config.errors import SweepdeckError
+
+Combo = list[dict[str, Any]]  # [{"name": ..., "value": ...}, ...]
+
+
+def _spec(pr: dict[str, Any]) -> dict[str, Any]:
+    spec = (pr.get("spec") or {}).get("pipelineSpec")
+    if not isinstance(spec, dict):
+        raise SweepdeckError(
+            "The PipelineRun has no embedded spec.pipelineSpec to transform.",
+            "transform-pr works on PipelineRuns whose matrix task is inline (pipelineSpec.tasks).",
+        )
+    return spec
+
+
+def matrix_tasks(pr: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tasks of the PipelineRun's pipelineSpec that carry a matrix."""
+    return [t for t in _spec(pr).get("tasks") or [] if isinstance(t, dict) and t.get("matrix")]
+
+
+def combinations(matrix: dict[str, Any]) -> list[tuple[str | None, Combo]]:
+    """Every combination a matrix runs, in Tekton's order: ``(include name, params)``.
+
+    ``matrix.params`` gives the Cartesian product (parameter order as written,
+    values in order); a ``matrix.include`` entry adds its extra params to the
+    combinations it agrees with, or is a combination of its own.
+    """
+    params = matrix.get("params") or []
+    names = [p["name"] for p in params]
+    combos: list[tuple[str | None, Combo]] = []
+    if params:
+        for values in itertools.product(*[list(p.get("value") or []) for p in params]):
+            combos.append((None, [{"name": n, "value": v} for n, v in zip(names, values)]))
+    base = len(combos)
+    for entry in matrix.get("include") or []:
+        extra = list(entry.get("params") or [])
+        overlap = [p for p in extra if p["name"] in names]
+        added = [p for p in extra if p["name"] not in names]
+        merged = False
+        for i in range(base):
+            label, combo = combos[i]
+            current = {c["name"]: c["value"] for c in combo}
+            if all(current.get(p["name"]) == p["value"] for p in overlap):
+                # no overlap: the extras go into every combination; else only where they agree
+                combos[i] = (label or entry.get("name"), combo + copy.deepcopy(added))
+                merged = True
+        if not merged:
+            combos.append((entry.get("name"), copy.deepcopy(extra)))
+    return combos
+
+
+def count(pr: dict[str, Any]) -> int:
+    """How many TaskRuns the matrix tasks of ``pr`` start (for done/total progress)."""
+    return sum(len(combinations(t["matrix"])) for t in matrix_tasks(pr))
+
+
+def transform(
+    pr: dict[str, Any],
+    unroll: list[str] | None = None,
+    limit: int | None = None,
+    sliding_window: bool = False,
+    task: str | None = None,
+) -> dict[str, Any]:
+    """A new PipelineRun with the matrix task unrolled / expanded (see module docs).
+
+    Raises:
+        SweepdeckError: no matrix task, an unknown parameter to unroll, a bad limit.
+    """
+    if limit is not None and limit < 1:
+        raise SweepdeckError(f"-n must be at least 1, not {limit}.")
+    if not unroll and limit is None:
+        raise SweepdeckError("Nothing to do.", "Give --unroll P1,P2 and/or -n N.")
+    out = copy.deepcopy(pr)
+    spec = _spec(out)
+    candidates = [t for t in spec.get("tasks") or [] if isinstance(t, dict) and t.get("matrix")]
+    if task:
+        candidates = [t for t in candidates if t.get("name") == task]
+    if not candidates:
+        raise SweepdeckError("The PipelineRun has no matrix task" + (f" named {task!r}." if task else "."))
+    if len(candidates) > 1:
+        raise SweepdeckError(
+            "The PipelineRun has several matrix tasks: " + ", ".join(t["name"] for t in candidates) + ".",
+            "Choose one with --task NAME.",
+        )
+    original = candidates[0]
+    if unroll:
+        new_tasks = _unroll(original, unroll)
+    else:
+        new_tasks = _expand(original)
+    _sequence(new_tasks, original.get("runAfter") or [], limit or 1, sliding_window)
+    names = [t["name"] for t in new_tasks]
+    tasks: list[dict[str, Any]] = []
+    for t in spec.get("tasks") or []:
+        if t is original:
+            tasks.extend(new_tasks)
+            continue
+        after = t.get("runAfter")
+        if after and original["name"] in after:
+            t["runAfter"] = [a for a in after if a != original["name"]] + names
+        tasks.append(t)
+    spec["tasks"] = tasks
+    return out
+
+
+def _unroll(task: dict[str, Any], unroll: list[str]) -> list[dict[str, Any]]:
+    matrix = task["matrix"]
+    params = matrix.get("params") or []
+    by_name = {p["name"]: p for p in params}
+    unknown = [u for u in unroll if u not in by_name]
+    if unknown:
+        known = ", ".join(by_name) or "(none: the matrix only has include entries)"
+        raise SweepdeckError(f"Cannot unroll {', '.join(unknown)}: not a matrix parameter of {task['name']}.", f"Matrix parameters: {known}.")
+    keep = [p for p in params if p["name"] not in unroll]
+    out = []
+    for values in itertools.product(*[list(by_name[u].get("value") or []) for u in unroll]):
+        t = copy.deepcopy(task)
+        t["name"] = dns(task["name"] + "-" + "-".join(str(v) for v in values))
+        t["params"] = list(t.get("params") or []) + [{"name": u, "value": v} for u, v in zip(unroll, values)]
+        new_matrix = {k: v for k, v in matrix.items() if k not in ("params", "include")}
+        if keep:
+            new_matrix["params"] = copy.deepcopy(keep)
+        includes = [i for i in matrix.get("include") or [] if _agrees(i, dict(zip(unroll, values)))]
+        if includes:
+            new_matrix["include"] = copy.deepcopy(includes)
+        if new_matrix.get("params") or new_matrix.get("include"):
+            t["matrix"] = new_matrix
+        else:
+            t.pop("matrix", None)
+        out.append(t)
+    return out
+
+
+def _agrees(include: dict[str, Any], fixed: dict[str, Any]) -> bool:
+    return all(fixed.get(p["name"], p["value"]) == p["value"] for p in include.get("params") or [])
+
+
+def _expand(task: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    width = len(str(max(0, len(combinations(task["matrix"])) - 1)))
+    for i, (_label, combo) in enumerate(combinations(task["matrix"])):
+        t = copy.deepcopy(task)
+        t.pop("matrix", None)
+        t["name"] = dns(f"{task['name']}-{i:0{width}d}")
+        t["params"] = list(t.get("params") or []) + copy.deepcopy(combo)
+        out.append(t)
+    return out
+
+
+def _sequence(tasks: list[dict[str, Any]], first_after: list[str], limit: int, sliding: bool) -> None:
+    """Set runAfter so at most ``limit`` of ``tasks`` run at once."""
+    for i, t in enumerate(tasks):
+        if i < limit:
+            after = list(first_after)
+        elif sliding:
+            after = [tasks[i - limit]["name"]]
+        else:
+            batch = i // limit
+            after = [x["name"] for x in tasks[(batch - 1) * limit: batch * limit]]
+        if after:
+            t["runAfter"] = after
+        else:
+            t.pop("runAfter", None)

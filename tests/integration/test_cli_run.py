@@ -1,0 +1,316 @@
+"""`sweepdeck run` / `runs` / `attach` as real subprocesses with the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(sys.executable).parent / "sweepdeck"
+CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "tui.cli"]
+FAST = ["--sim-arg=--speed=0", "--sim-arg=--startup-delay=0.05", "--rate", "200"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweepdeck(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        CMD + list(args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL, env=env
+    )
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def processes_with(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd and not gone(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def runs_dir() -> Path:
+    return Path(os.environ["SWEEPDECK_STATE_DIR"]) / "runs"
+
+
+def server_pid(run_id: str) -> int:
+    session = (runs_dir() / run_id / "session").read_text()
+    return int(dict(line.split("=", 1) for line in session.splitlines() if "=" in line)["PID"])
+
+
+def wait_gone(pid: int, seconds: float = 5.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if gone(pid):
+            return True
+        time.sleep(0.05)
+    return gone(pid)
+
+
+def test_run_succeeds_and_leaves_nothing_running():
+    port = free_port()
+    res = sweepdeck(
+        "run", "--backend", "local", "--model", "qwen-1.5b", "--workload", "chatbot", "--max-requests", "20",
+        "--yes", "--port", str(port), "--experiment-id", "cli-ok", *FAST,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    out = res.stdout
+    assert "[VLLM OUT]" in out and "[VLLM ERR] INFO:     Application startup complete." in out
+    assert "✓ Port" in out and "[INFO] Endpoint ready: http://127.0.0.1:" in out
+    assert "Finished: succeeded. 20 requests completed" in out
+    assert "Summary" in out and "TTFT (ms)" in out and "20 completed, 0 failed" in out
+    assert "\x1b[" not in out  # no colour codes when not a terminal
+    assert "Traceback" not in res.stderr
+    assert wait_gone(server_pid("cli-ok"))
+    assert processes_with(f"--port {port}") == []
+    results = json.loads((runs_dir() / "cli-ok" / "results" / "results.json").read_text())
+    assert results["summary"]["completed"] == 20
+    # runs lists it; attach replays it
+    listed = [json.loads(line) for line in sweepdeck("runs", "--json").stdout.splitlines()]
+    (row,) = [r for r in listed if r["id"] == "cli-ok"]
+    assert row["state"] == "succeeded" and row["model"] == "Qwen/Qwen2.5-Math-1.5B" and row["duration_s"] > 0
+    table = sweepdeck("runs")
+    assert table.returncode == 0 and "cli-ok" in table.stdout and "succeeded" in table.stdout
+    again = sweepdeck("attach", "cli-ok")
+    assert again.returncode == 0 and "[VLLM OUT]" in again.stdout and "Finished: succeeded" in again.stdout
+
+
+def test_sim_oom_prints_diagnosis_and_fixes():
+    port = free_port()
+    res = sweepdeck(
+        "run", "--model", "qwen-1.5b", "--max-requests", "5", "--yes", "--port", str(port),
+        "--sim-fail", "oom", "--experiment-id", "cli-oom", *FAST,
+    )
+    assert res.returncode == 1
+    out = res.stdout
+    assert "[ERROR] Diagnosis: CUDA out of memory" in out
+    assert "1. Increase TP: TP=1 -> TP=2 (doubles GPU memory)   [re-run with --tp 2]" in out
+    assert "2. Reduce context: max_model_len=4096 -> 2048" in out
+    assert "3. Reduce batch: max_num_seqs=256 -> 128" in out
+    assert "4. Both: reduce context and batch" in out
+    assert "[ERROR] failed: CUDA out of memory" in res.stderr and "Traceback" not in res.stderr
+    assert wait_gone(server_pid("cli-oom"))
+    meta = json.loads((runs_dir() / "cli-oom" / "meta.json").read_text())
+    assert meta["state"] == "failed" and meta["diagnoses"] == ["cuda-oom"]
+
+
+def test_json_lines_and_model_choice():
+    port = free_port()
+    res = sweepdeck(
+        "run", "--model", "llama-7b", "--model-choice", "meta-llama/Llama-2-7b-hf", "--max-requests", "3",
+        "--yes", "--json", "--port", str(port), "--experiment-id", "cli-json", *FAST,
+    )
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "Spec" and "Check" in types and "LogLine" in types and "Endpoint" in types
+    assert types[-2:] == ["Finished", "Result"]
+    assert events[0]["model"] == "meta-llama/Llama-2-7b-hf"
+    assert events[-1]["exit_code"] == 0 and events[-1]["run_id"] == "cli-json"
+
+
+def _start(port: int, run_id: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        CMD + ["run", "--model", "qwen-1.5b", "--max-requests", "5000", "--rate", "20", "--yes", "--port", str(port),
+               "--experiment-id", run_id, "--sim-arg=--startup-delay=0.05", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT,
+    )
+
+
+def _wait_for(proc: subprocess.Popen, text: str, seconds: float = 20) -> str:
+    """Read stdout until ``text`` appears (returns what was read)."""
+    buf = b""
+    end = time.monotonic() + seconds
+    while text.encode() not in buf:
+        left = end - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            raise AssertionError(f"{text!r} never appeared: {buf.decode()[-2000:]}")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            buf += os.read(proc.stdout.fileno(), 65536)
+    return buf.decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_cleans_up_and_exits_nonzero(sig):
+    port = free_port()
+    run_id = f"cli-sig-{sig.name.lower()}"
+    proc = _start(port, run_id)
+    try:
+        _wait_for(proc, "[INFO] Progress:")
+        pid = server_pid(run_id)
+        assert not gone(pid)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig
+    assert wait_gone(pid) and processes_with(f"--port {port}") == []
+    assert "Traceback" not in err.decode()
+    assert f"Stopped by {sig.name}" in out.decode()
+    meta = json.loads((runs_dir() / run_id / "meta.json").read_text())
+    assert meta["state"] == "cancelled"
+
+
+def test_detach_on_exit_keeps_server_for_attach():
+    port = free_port()
+    proc = _start(port, "cli-detach", "--detach-on-exit")
+    try:
+        _wait_for(proc, "[INFO] Endpoint ready")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    pid = server_pid("cli-detach")
+    try:
+        assert proc.returncode == 0 and "sweepdeck attach cli-detach" in out.decode()
+        assert not gone(pid)
+        res = sweepdeck("attach", "cli-detach", "--stop", timeout=30)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr
+        assert "Re-attached to the server of cli-detach" in res.stdout
+        assert wait_gone(pid)
+        gone_again = sweepdeck("attach", "cli-detach")
+        assert gone_again.returncode == 0 and "Stopped with --stop" in gone_again.stdout
+    finally:
+        if not gone(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+BAD_INPUTS = {
+    "unknown model": (["--model", "no-such-model-zz"], "Unknown model 'no-such-model-zz'"),
+    "ambiguous alias": (["--model", "llama-7b"], "--model-choice"),
+    "unknown workload": (["--model", "qwen-1.5b", "--workload", "zzz-nope"], "Unknown workload 'zzz-nope'"),
+    "tp zero": (["--model", "qwen-1.5b", "--tp", "0"], "tp must be a positive integer"),
+    "tp text": (["--model", "qwen-1.5b", "--tp", "abc"], "tp must be a positive integer"),
+    "max_model_len above limit": (["--model", "qwen-1.5b", "--max-model-len", "999999"], "above"),
+    "bad custom workload": (["--model", "qwen-1.5b", "--custom-workload", "prompt=abc output=5"], "whole number"),
+    "bad sim fail": (["--model", "qwen-1.5b", "--sim-fail", "explode"], "Unknown --sim-fail mode"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_message(case, private_dirs):
+    args, expected = BAD_INPUTS[case]
+    port = free_port()
+    before = _snapshot(private_dirs)
+    res = sweepdeck("run", *args, "--yes", "--port", str(port))
+    assert res.returncode != 0
+    assert expected in res.stderr, res.stderr
+    assert res.stderr.startswith("[ERROR] ")
+    assert "Traceback" not in res.stderr
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+    assert processes_with(f"--port {port}") == []
+    assert _snapshot(private_dirs) == before
+
+
+def test_busy_port_names_holder_and_next_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        res = sweepdeck("run", "--model", "qwen-1.5b", "--yes", "--port", str(port))
+    assert res.returncode == 3
+    assert f"✗ Port {port} free — 127.0.0.1:{port} is in use by pid {os.getpid()}" in res.stdout
+    assert "Pre-flight failed" in res.stderr and "--port" in res.stderr and "Traceback" not in res.stderr
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_server_command_not_found():
+    env = dict(os.environ, PATH="/nonexistent")
+    res = sweepdeck("run", "--model", "qwen-1.5b", "--yes", "--server", "vllm", "--port", str(free_port()), env=env)
+    assert res.returncode == 3
+    assert "'vllm' not found on PATH" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_malformed_catalog_is_named_and_left_alone(tmp_path):
+    cat = tmp_path / "catalog"
+    cat.mkdir()
+    bad = cat / "known-models.yaml"
+    bad.write_text("aliases:\n  qwen-1.5b: [unclosed\n")
+    before = bad.read_bytes()
+    res = sweepdeck("--catalog-dir", str(cat), "run", "--model", "qwen-1.5b", "--yes")
+    assert res.returncode == 2
+    assert "known-models.yaml" in res.stderr and "malformed YAML" in res.stderr and "Traceback" not in res.stderr
+    assert bad.read_bytes() == before
+
+
+def test_no_tty_without_yes_refuses():
+    res = sweepdeck("run", "--model", "qwen-1.5b", "--port", str(free_port()))
+    assert res.returncode == 2
+    assert "no terminal to ask on" in res.stderr and "--yes" in res.stderr
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_attach_unknown_run():
+    res = sweepdeck("attach", "no-such-run")
+    assert res.returncode == 2 and "No saved run 'no-such-run'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_prompt_on_a_terminal_can_decline():
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            CMD + ["run", "--model", "qwen-1.5b", "--port", str(free_port())],
+            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        )
+        os.write(master, b"n\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 2
+    out, err = out.decode(), err.decode()
+    assert "Experiment ID" in out and "Pre-flight checks:" in out and "Proceed? [Y/n]" in out
+    assert "Not started." in err and "Traceback" not in err
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_retry_with_a_suggested_fix():
+    port = free_port()
+    first = sweepdeck("run", "--model", "qwen-1.5b", "--max-requests", "3", "--yes", "--port", str(port),
+                      "--sim-fail", "oom", "--experiment-id", "cli-retry", *FAST)
+    assert first.returncode == 1
+    bad = sweepdeck("run", "--retry", "cli-retry", "--fix", "9", "--yes")
+    assert bad.returncode == 2 and "has 4 suggested fixes, not 9" in bad.stderr and "3. Reduce batch" in bad.stderr
+    res = sweepdeck("run", "--retry", "cli-retry", "--fix", "3", "--yes", "--port", str(port), "--sim-fail", "oom", *FAST)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr
+    assert "engine.max_num_seqs: 256 -> 128 (OVERRIDE, recovery fix)" in res.stdout
+    meta = json.loads((runs_dir() / "cli-retry-fix" / "meta.json").read_text())
+    assert meta["parent"] == "cli-retry" and meta["state"] == "succeeded"

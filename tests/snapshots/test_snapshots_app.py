@@ -1,0 +1,227 @@
+"""SVG snapshots of every screen and dialog of the app shell and the wizard.
+
+At 80×24 (works over SSH) and 160×48 (shines). Deterministic: fixed date,
+fixed clock, UTC, a fixed run store, fake backend, cursor blink off.
+Update with ``pytest tests/snapshots/test_snapshots_app.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from backends.base import Check
+from tests.tui.app_fakes import make_app, seed_store
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def seeded():
+    seed_store(Path(os.environ["SWEEPDECK_STATE_DIR"]))
+
+
+def freeze(app) -> None:
+    """No blinking cursors in a snapshot."""
+    for screen in app.screen_stack:
+        for box in screen.query(Input):
+            box.cursor_blink = False
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.pause()
+    freeze(pilot.app)
+    await pilot.pause()
+
+
+async def to_model(pilot, text: str = "") -> None:
+    await pilot.press("n")
+    await pilot.pause()
+    if text:
+        await pilot.press(*text)
+
+
+async def to_workload(pilot) -> None:
+    await to_model(pilot, "qwen-1.5b")
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def to_review(pilot) -> None:
+    await to_workload(pilot)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def to_review_changed(pilot) -> None:
+    await to_review(pilot)
+    wizard = pilot.app.screen
+    table = wizard.query_one("#review-table", DataTable)
+    table.move_cursor(row=table.get_row_index("engine.max_model_len"))
+    await pilot.press("e", "ctrl+u", *"2048", "enter")
+    await pilot.press("plus", *"--enable-prefix-caching", "enter")
+    await pilot.pause()
+
+
+async def to_summary(pilot) -> None:
+    await to_review_changed(pilot)
+    await pilot.press("y", "f8")
+
+
+async def to_preflight(pilot) -> None:
+    await to_summary(pilot)
+    await pilot.press("f8")
+    await pilot.pause()
+    await pilot.pause()
+
+
+def flows():
+    async def runs(pilot):
+        await settle(pilot)
+
+    async def model(pilot):
+        await to_model(pilot)
+        await settle(pilot)
+
+    async def model_filtered(pilot):
+        await to_model(pilot, "70b")
+        await settle(pilot)
+
+    async def disambiguation(pilot):
+        await to_model(pilot, "llama-7b")
+        await pilot.press("enter")
+        await settle(pilot)
+
+    async def workload(pilot):
+        await to_workload(pilot)
+        await settle(pilot)
+
+    async def workload_custom_error(pilot):
+        await to_workload(pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        pilot.app.screen.query_one("#custom-prompt_tokens", Input).value = "abc"
+        await settle(pilot)
+
+    async def review(pilot):
+        await to_review(pilot)
+        await settle(pilot)
+
+    async def review_changed(pilot):
+        await to_review_changed(pilot)
+        await settle(pilot)
+
+    async def review_editing(pilot):
+        await to_review(pilot)
+        await pilot.press("plus", *"--gpu-memory-utilization=lots", "enter")
+        await settle(pilot)
+
+    async def summary(pilot):
+        await to_summary(pilot)
+        await settle(pilot)
+
+    async def preflight(pilot):
+        await to_preflight(pilot)
+        await settle(pilot)
+
+    async def help_dialog(pilot):
+        await pilot.press("question_mark")
+        await settle(pilot)
+
+    async def quick_command(pilot):
+        await pilot.press("colon", *"llama2-7b chatbot tp=zero", "enter")
+        await settle(pilot)
+
+    async def quit_dialog(pilot):
+        await to_preflight(pilot)
+        await pilot.press("o", "l")
+        await pilot.pause()
+        await pilot.press("escape")  # monitor → runs list, the run stays live
+        await pilot.pause()
+        await pilot.press("q")
+        await settle(pilot)
+
+    async def backend_choice(pilot):
+        await to_review(pilot)
+        await pilot.press("f8", "b")
+        await settle(pilot)
+
+    async def review_tekton(pilot):
+        await to_review(pilot)
+        await pilot.press("f8", "b")
+        await pilot.pause()
+        dialog = pilot.app.screen
+        options = dialog.query_one("#choice-options")
+        options.highlighted = [o.id for o in options.options].index("tekton:mert")
+        await pilot.press("enter", "escape")  # → tekton profile, back to the review
+        await settle(pilot)
+
+    async def experiment_id_dialog(pilot):
+        await to_review(pilot)
+        await pilot.press("f8", "i", "ctrl+u", *"Bad_ID", "enter")
+        await settle(pilot)
+
+    async def cleanup_screen(pilot):
+        from tui.screens.dialogs import CleanupScreen
+
+        await pilot.pause()
+        pilot.app.push_screen(CleanupScreen(["run nov23-qwen2-5-math-1-5b-chatbot (running)", "stop local server (pid 4242)"]))
+        await settle(pilot)
+
+    async def confirm_delete(pilot):
+        await pilot.pause()
+        table = pilot.app.screen.query_one("#runs-table", DataTable)
+        table.move_cursor(row=table.get_row_index("nov22-llama-2-7b-hf-summarization"))
+        await pilot.press("d")
+        await settle(pilot)
+
+    return {name: fn for name, fn in locals().items() if callable(fn)}
+
+
+FLOWS = flows()
+CHECKS = [
+    Check("Simulator available", "pass", "python -m backends.sim"),
+    Check("Port 8000 free", "warn", "8000 is used by pid 4242 (uvicorn)", "Use local.port: 8001 or stop pid 4242"),
+    Check("Model cached", "fail", "Qwen/Qwen2.5-Math-1.5B is not in the HF cache", "huggingface-cli download Qwen/Qwen2.5-Math-1.5B"),
+]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_empty(snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size, run_before=FLOWS["runs"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("flow", ["runs", "confirm_delete"])
+def test_runs_screens(snap_compare, seeded, size, flow):
+    assert snap_compare(make_app(), terminal_size=size, run_before=FLOWS[flow])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(
+    "flow",
+    [
+        "model", "model_filtered", "disambiguation", "workload", "workload_custom_error",
+        "review", "review_changed", "review_editing", "summary", "preflight",
+        "help_dialog", "quick_command", "quit_dialog", "backend_choice", "review_tekton", "experiment_id_dialog",
+        "cleanup_screen",
+    ],
+)
+def test_wizard_and_dialogs(snap_compare, size, flow):
+    checks = [c for c in CHECKS if c.status != "fail"] if flow == "quit_dialog" else CHECKS
+    app = make_app(checks=checks, with_profiles=flow in ("backend_choice", "review_tekton"))
+    assert snap_compare(app, terminal_size=size, run_before=FLOWS[flow])

@@ -1,0 +1,189 @@
+"""A scripted backend and app helpers for the run-monitor tests.
+
+:class:`ScriptedBackend` follows the Backend protocol; its ``events`` plays a
+script of events and :class:`Gate` steps (the test opens a gate to let the
+rest through), so every test decides exactly what the monitor has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+from typing import Any
+
+from backends.base import Check, Run
+from backends.events import Endpoint, Finished, LogLine, Metrics, Phase, Progress
+
+FIXED_TODAY = _dt.date(2026, 11, 23)
+FIXED_NOW = 1795423200.0  # 2026-11-23 10:00:00 UTC
+
+
+class Gate:
+    """A script step that waits until the test calls :meth:`open`."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reached = asyncio.Event()
+
+    def open(self) -> None:
+        self.event.set()
+
+
+class ScriptedBackend:
+    """Plays ``script`` (events and Gates) for every launch; records calls.
+
+    Args:
+        script: Events / Gates, or a callable ``(run) -> list`` for per-run scripts.
+        name: Backend name.
+    """
+
+    def __init__(self, script: Any, name: str = "local", checks: list[Check] | None = None) -> None:
+        self.script = script
+        self.name = name
+        self.checks = checks or [Check("ok", "pass")]
+        self.launched: list = []
+        self.cancelled: list = []
+        self.cleaned: list = []
+        self.live: set[str] = set()
+        self._cancel: dict[str, asyncio.Event] = {}
+
+    async def preflight(self, spec):
+        return list(self.checks)
+
+    async def launch(self, spec, store=None):
+        self.launched.append(spec)
+        run = Run(spec.experiment_id, self.name, spec, store, handle={"pid": 0}, started=FIXED_NOW)
+        self.live.add(run.id)
+        self._cancel[run.id] = asyncio.Event()
+        return run
+
+    async def events(self, run):
+        script = self.script(run) if callable(self.script) else self.script
+        cancel = self._cancel[run.id]
+        for step in script:
+            if isinstance(step, Gate):
+                step.reached.set()
+                waiter = asyncio.ensure_future(step.event.wait())
+                stopper = asyncio.ensure_future(cancel.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if cancel.is_set():
+                    yield Finished("cancelled", "cancelled")
+                    return
+                continue
+            if isinstance(step, list):
+                for event in step:
+                    yield event
+                await asyncio.sleep(0)
+                continue
+            yield step
+        if not any(isinstance(s, Finished) for s in script):
+            await cancel.wait()
+            yield Finished("cancelled", "cancelled")
+
+    async def cancel(self, run):
+        self.cancelled.append(run.id)
+        self._cancel[run.id].set()
+
+    async def cleanup(self, run):
+        self.cleaned.append(run.id)
+        self.live.discard(run.id)
+
+    async def attach(self, saved):
+        raise NotImplementedError
+
+
+def log_lines(n: int, start: int = 0, *, err_every: int = 3, source: str = "vllm") -> list[LogLine]:
+    """``n`` numbered lines; every ``err_every``-th one on stderr."""
+    return [
+        LogLine(f"line {i:06d} INFO engine step {i}", "err" if i % err_every == 0 else "out", source, ts=FIXED_NOW + i / 1000)
+        for i in range(start, start + n)
+    ]
+
+
+def running_script(gate: Gate | None = None) -> list:
+    """Server starting → ready → endpoint → workload metrics; then waits at ``gate``."""
+    t = FIXED_NOW
+    steps: list = [
+        Phase("server", "starting", "python -m backends.sim serve", kind="server", started=t, ts=t),
+        log_lines(40),
+        Phase("server", "ready", "http://127.0.0.1:8000", kind="server", started=t, ts=t + 5),
+        Endpoint("http://127.0.0.1:8000", True, "Qwen/Qwen2.5-Math-1.5B", "pid 4242", ts=t + 5),
+        Phase("workload", "running", "chatbot: 100 requests", kind="workload", started=t + 5, expected_s=60, ts=t + 5),
+        Progress(100, pending=50, running=8, completed=40, failed=2, ts=t + 20),
+        Metrics(completed=40, failed=2, in_flight=8, elapsed_s=15, ttft_ms_mean=42.5, ttft_ms_p50=40.0, ttft_ms_p90=61.2,
+                itl_ms_mean=11.8, itl_ms_p90=15.1, latency_ms_mean=950.0, latency_ms_p90=1400.0,
+                requests_per_s=2.7, output_tokens_per_s=310.0, ts=t + 20),
+        Metrics(completed=60, failed=2, in_flight=8, elapsed_s=20, ttft_ms_mean=44.0, ttft_ms_p50=41.0, ttft_ms_p90=63.0,
+                itl_ms_mean=12.0, itl_ms_p90=15.5, latency_ms_mean=960.0, latency_ms_p90=1410.0,
+                requests_per_s=3.0, output_tokens_per_s=345.0, ts=t + 25),
+    ]
+    if gate is not None:
+        steps.append(gate)
+    return steps
+
+
+def oom_script() -> list:
+    """The vLLM startup lines and a CUDA OOM (the session's diagnosis raises the Alert)."""
+    t = FIXED_NOW
+    return [
+        Phase("server", "starting", "vllm serve", kind="server", started=t, ts=t),
+        LogLine("INFO 11-23 10:00:01 [api_server.py:1] vLLM API server version 0.11.0", ts=t + 1),
+        LogLine("INFO 11-23 10:00:02 [gpu_model_runner.py:1] Loading model weights took 2.9 GiB", ts=t + 2),
+        LogLine("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total "
+                "capacity of 79.19 GiB of which 1.06 GiB is free.", "err", ts=t + 3),
+        Phase("server", "exited", "exit code 1", kind="server", started=t, finished=t + 4, ts=t + 4),
+        Finished("failed", "CUDA out of memory", ts=t + 4),
+    ]
+
+
+def ok_script() -> list:
+    t = FIXED_NOW
+    return [
+        Phase("server", "ready", "", kind="server", started=t, ts=t),
+        Endpoint("http://127.0.0.1:8000", True, "m", ts=t),
+        LogLine("relaunched fine", ts=t),
+        Finished("succeeded", "done", ts=t + 1),
+    ]
+
+
+def make_spec(model: str = "qwen-1.5b", workload: str = "chatbot", **kw):
+    from config.catalog import load_catalogs
+    from config.spec import build_spec
+
+    return build_spec(load_catalogs(), model, workload=workload, today=FIXED_TODAY, **kw)
+
+
+def make_app(backend, *, registry=None, store=None, log_line_cap: int | None = None, **kw):
+    """The real SweepdeckApp with the real controller and monitor, on ``backend``."""
+    from backends.cleanup import CleanupRegistry
+    from config.settings import Settings
+    from tui.app import SweepdeckApp
+
+    settings = Settings()
+    if log_line_cap is not None:
+        settings.log_line_cap = log_line_cap
+    app = SweepdeckApp(
+        settings,
+        {backend.name: backend},
+        registry=registry if registry is not None else CleanupRegistry(),
+        today=FIXED_TODAY,
+        clock=lambda: FIXED_NOW + 30,
+        install_signals=False,
+        cleanup_timeout=5.0,
+        store=store,
+        **kw,
+    )
+    return app
+
+
+async def wait_for(pilot, predicate, timeout: float = 5.0, step: float = 0.02) -> None:
+    """Let the app run until ``predicate()`` is true (fails the test after ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {getattr(predicate, '__name__', predicate)}")
+        await pilot.pause(step)
+

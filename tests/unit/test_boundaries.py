@@ -1,0 +1,123 @@
+"""Dependency direction: ``tui → backends → templates, config``.
+
+Each check runs in a fresh interpreter, imports the package and every module
+under it (found with pkgutil; a module that fails to import fails the test),
+and looks at ``sys.modules`` after each import so the message names the module
+that pulled in what it must not. The only modules not imported are
+``__main__`` modules (importing one runs the program); the test compares the
+walk with the files on disk so nothing else can be missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_PROBE = textwrap.dedent(
+    """
+    import importlib, json, pkgutil, sys
+
+    packages, forbidden = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    del sys.argv[1:]  # a module that reads argv at import must not see ours
+    imported, errors, leaks = [], [], []
+
+    def onerror(name):
+        errors.append(f"{name}: {sys.exc_info()[1]!r}")
+
+    def check(name):
+        bad = sorted({m.split(".")[0] for m in sys.modules} & set(forbidden))
+        if bad and not leaks:
+            leaks.append(f"importing {name} loaded {', '.join(bad)}")
+
+    for pkg_name in packages:
+        try:
+            pkg = importlib.import_module(pkg_name)
+        except Exception as exc:
+            errors.append(f"{pkg_name}: {exc!r}")
+            continue
+        imported.append(pkg_name)
+        check(pkg_name)
+        if not hasattr(pkg, "__path__"):
+            continue
+        for info in pkgutil.walk_packages(pkg.__path__, pkg_name + ".", onerror=onerror):
+            if info.name.endswith(".__main__"):
+                continue  # importing it runs the program; the test lists these explicitly
+            try:
+                importlib.import_module(info.name)
+            except Exception as exc:
+                errors.append(f"{info.name}: {exc!r}")
+                continue
+            imported.append(info.name)
+            check(info.name)
+    print(json.dumps({"imported": imported, "errors": errors, "leaks": leaks}))
+    """
+)
+
+
+def probe(packages: list[str], forbidden: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(packages), json.dumps(forbidden)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [
+        ("config", ["textual", "tui", "backends", "templates"]),
+        ("templates", ["textual", "tui", "backends"]),
+        ("backends", ["textual", "tui"]),
+    ],
+)
+def test_core_packages_import_without_textual(package, forbidden):
+    result = probe([package], forbidden)
+    assert not result["errors"], "modules that failed to import: " + "; ".join(result["errors"])
+    assert not result["leaks"], result["leaks"]
+    assert package in result["imported"]
+    # The walk really walked: every .py file under the package was imported.
+    on_disk = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / package).rglob("*.py")
+        if "__pycache__" not in p.parts and p.name != "__main__.py"
+    }
+    missing = sorted(on_disk - set(result["imported"]))
+    assert not missing, f"modules not reached by the walk (missing __init__.py?): {missing}"
+
+
+def test_headless_cli_imports_without_textual():
+    result = probe(["tui.cli", "tui.commands"], ["textual"])
+    assert not result["errors"], "; ".join(result["errors"])
+    assert not result["leaks"], result["leaks"]
+    assert "tui.cli" in result["imported"]
+    commands = {p.stem for p in (ROOT / "tui" / "commands").glob("*.py") if p.stem != "__init__"}
+    assert {f"tui.commands.{c}" for c in commands} <= set(result["imported"])
+
+
+def test_probe_would_catch_a_leak(tmp_path):
+    # The probe itself must be able to fail: a package that imports json is seen.
+    pkg = tmp_path / "leaky"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "inner.py").write_text("import sqlite3\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(["leaky"]), json.dumps(["sqlite3"])],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["leaks"] == ["importing leaky.inner loaded sqlite3"]

@@ -1,0 +1,334 @@
+"""The lifecycle driver with a fake in-test backend (no processes, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import pytest
+
+from backends import diagnosis as dg
+from backends import session as session_mod
+from backends.base import Check, Run
+from backends.cleanup import CleanupRegistry
+from backends.events import Alert, Finished, Fix, LogLine, Notice, Phase, Progress
+from backends.session import PreflightFailed, Session, apply_fix, check_preflight, drive
+from backends.store import RunStore
+from config.catalog import load_catalogs
+from config.errors import SweepdeckError
+from config.spec import Source, build_spec
+
+OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB."
+DEAD = "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue."
+
+
+class FakeBackend:
+    """Yields a scripted list of events; records every call."""
+
+    name = "local"
+
+    def __init__(self, script=(), checks=None, registry=None, hang=False, ignore_cancel=False, launch_error=None):
+        self.script = list(script)
+        self.checks = checks if checks is not None else [Check("ok", "pass")]
+        self.registry = registry
+        self.hang = hang
+        self.ignore_cancel = ignore_cancel
+        self.launch_error = launch_error
+        self.calls: list[str] = []
+        self.undone: list[str] = []
+        self._cancel = asyncio.Event()
+
+    async def preflight(self, spec):
+        self.calls.append("preflight")
+        return self.checks
+
+    async def launch(self, spec, store=None):
+        self.calls.append("launch")
+        if self.registry is not None:
+            self.registry.register("fake job", lambda: self.undone.append("job"), detachable=True)
+            self.registry.register("fake tunnel", lambda: self.undone.append("tunnel"), detachable=False)
+        if self.launch_error:
+            raise self.launch_error
+        return Run(spec.experiment_id, self.name, spec, store, handle={"job_id": 42, "host": "h"})
+
+    async def events(self, run):
+        for event in self.script:
+            yield event
+            await asyncio.sleep(0)
+        if self.hang:
+            if self.ignore_cancel:
+                await asyncio.Event().wait()
+            await self._cancel.wait()
+            yield Finished("cancelled", "the job was cancelled.")
+
+    async def cancel(self, run):
+        self.calls.append("cancel")
+        self._cancel.set()
+
+    async def cleanup(self, run):
+        self.calls.append("cleanup")
+
+    async def attach(self, saved):  # pragma: no cover - not used here
+        raise NotImplementedError
+
+
+@pytest.fixture
+def spec():
+    return build_spec(load_catalogs(), "llama2-7b", workload="chatbot", tp=2, experiment_id="exp-1")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RunStore(tmp_path / "state")
+
+
+@pytest.fixture
+def registry():
+    return CleanupRegistry()
+
+
+def saved_events(store, run_id):
+    lines = (store.root / run_id / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+async def test_success_path_saves_events_and_meta(spec, store, registry):
+    script = [
+        Phase("job 42", "RUNNING", kind="job"),
+        LogLine("INFO: Application startup complete."),
+        Progress(total=2, completed=2),
+        Finished("succeeded", "2 requests", summary={"completed": 2}),
+    ]
+    backend = FakeBackend(script, registry=registry)
+    seen = []
+    result = await drive(backend, spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    assert result.outcome == "succeeded" and result.exit_code == 0
+    assert backend.calls == ["preflight", "launch", "cleanup"]
+    assert sorted(backend.undone) == ["job", "tunnel"]  # the registry ran once
+    assert not registry.live()
+    assert isinstance(seen[0], Notice) and "Launched exp-1" in seen[0].message
+    assert [type(e).__name__ for e in seen[1:]] == ["Phase", "LogLine", "Progress", "Finished"]
+    types = [e["type"] for e in saved_events(store, "exp-1")]
+    assert types == ["Notice", "Phase", "LogLine", "Progress", "Finished"]
+    meta = store.get("exp-1").meta
+    assert meta["state"] == "succeeded" and meta["summary"] == {"completed": 2} and meta["finished"]
+    session = store.get("exp-1").session()
+    assert session["JOB_ID"] == "42" and session["BACKEND"] == "local"
+    assert oct(os.stat(store.root / "exp-1" / "session").st_mode & 0o777) == "0o600"
+
+
+async def test_one_alert_per_distinct_diagnosis_with_fixes(spec, store, registry):
+    script = [LogLine("INFO loading"), LogLine(OOM, "err"), LogLine(OOM, "err"), LogLine(DEAD, "err"), Finished("failed", "")]
+    seen = []
+    result = await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    alerts = [e for e in seen if isinstance(e, Alert)]
+    assert [a.diagnosis for a in alerts] == [dg.CUDA_OOM]  # engine death is an echo of the OOM
+    assert alerts[0].fixes[0].changes == {"engine.tp": 4}
+    assert result.outcome == "failed" and result.exit_code == 1
+    assert result.message.startswith("CUDA out of memory")  # empty backend message takes the diagnosis
+    assert store.get("exp-1").meta["diagnoses"] == [dg.CUDA_OOM]
+    # the alert comes right after the line that triggered it
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds[kinds.index("Alert") - 1] == "LogLine"
+
+
+async def test_secondary_diagnosis_reported_when_alone(spec, store, registry):
+    script = [LogLine(DEAD, "err"), Finished("failed", "server exited")]
+    seen = []
+    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    alerts = [e for e in seen if isinstance(e, Alert)]
+    assert [a.diagnosis for a in alerts] == [dg.ENGINE_DEAD]
+    assert [type(e).__name__ for e in seen][-2:] == ["Alert", "Finished"]
+
+
+async def test_backend_alert_is_not_repeated(spec, store, registry):
+    own = dg.alert_for(dg.diagnose_line(OOM), spec)
+    script = [own, LogLine(OOM, "err"), Finished("failed", "oom")]
+    seen = []
+    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    assert len([e for e in seen if isinstance(e, Alert)]) == 1
+
+
+async def test_failing_preflight_creates_nothing(spec, store, registry):
+    backend = FakeBackend(checks=[Check("Port 8000 free", "fail", "in use by pid 7", "use --port 8001"), Check("Model", "pass")])
+    with pytest.raises(PreflightFailed) as err:
+        await drive(backend, spec, store=store, assume_yes=True, install_signals=False, registry=registry)
+    assert "Port 8000 free: in use by pid 7" in err.value.message and "--port 8001" in err.value.hint
+    assert backend.calls == ["preflight"]
+    assert not store.exists("exp-1")
+
+
+async def test_warnings_need_acceptance(spec, store, registry):
+    checks = [Check("Tensor parallel", "warn", "TP=2 on local")]
+    with pytest.raises(PreflightFailed, match="need your confirmation"):
+        await drive(FakeBackend(checks=checks), spec, store=store, install_signals=False, registry=registry)
+    asked = []
+
+    def no(c):
+        asked.append(c)
+        return False
+
+    with pytest.raises(SweepdeckError, match="Not started"):
+        await drive(FakeBackend(checks=checks), spec, store=store, confirm=no, install_signals=False, registry=registry)
+    assert asked and not store.exists("exp-1")
+    result = await drive(
+        FakeBackend([Finished("succeeded")], checks=checks), spec, store=store, confirm=lambda c: True,
+        install_signals=False, registry=registry,
+    )
+    assert result.outcome == "succeeded"
+
+
+def test_check_preflight_lists_every_failure():
+    checks = [Check("a", "fail", "x", "fix a"), Check("b", "fail", "y", "fix b"), Check("c", "warn")]
+    with pytest.raises(PreflightFailed) as err:
+        check_preflight(checks, allow_warnings=True)
+    assert "2 blocking" in err.value.message and "a: x" in err.value.message and "b: y" in err.value.message
+    check_preflight([Check("c", "warn")], allow_warnings=True)
+
+
+async def test_experiment_id_collision(spec, store, registry):
+    store.create(spec)
+    backend = FakeBackend([Finished("succeeded")])
+    with pytest.raises(SweepdeckError, match="already used") as err:
+        await drive(backend, spec, store=store, assume_yes=True, install_signals=False, registry=registry)
+    assert "exp-1-2" in err.value.hint
+    assert "launch" not in backend.calls
+
+
+async def test_launch_error_cleans_up_and_records(spec, store, registry):
+    backend = FakeBackend(registry=registry, launch_error=SweepdeckError("sbatch refused the job"))
+    with pytest.raises(SweepdeckError, match="sbatch refused"):
+        await drive(backend, spec, store=store, assume_yes=True, install_signals=False, registry=registry)
+    assert sorted(backend.undone) == ["job", "tunnel"]
+    meta = store.get("exp-1").meta
+    assert meta["state"] == "failed" and "sbatch refused" in meta["message"]
+
+
+async def test_cancel_runs_cleanup_once(spec, store, registry):
+    backend = FakeBackend([LogLine("working")], registry=registry, hang=True)
+    session = Session(backend, spec, store=store, registry=registry)
+    await session.launch()
+    task = asyncio.create_task(session.follow())
+    await asyncio.sleep(0.05)
+    session.request_cancel("cancelled by the user")
+    session.request_cancel("again")  # idempotent
+    result = await asyncio.wait_for(task, 5)
+    assert result.outcome == "cancelled" and result.exit_code == 1
+    assert "Cancelled by the user" in result.message
+    assert backend.calls.count("cancel") == 1 and backend.calls.count("cleanup") == 1
+    assert sorted(backend.undone) == ["job", "tunnel"]
+    assert store.get("exp-1").state == "cancelled"
+
+
+async def test_backend_ignoring_cancel_is_abandoned(spec, store, registry, monkeypatch):
+    monkeypatch.setattr(session_mod, "CANCEL_GRACE", 0.2)
+    backend = FakeBackend(registry=registry, hang=True, ignore_cancel=True)
+    session = Session(backend, spec, store=store, registry=registry)
+    await session.launch()
+    task = asyncio.create_task(session.follow())
+    await asyncio.sleep(0.05)
+    session.request_cancel("stop")
+    result = await asyncio.wait_for(task, 5)
+    assert result.outcome == "cancelled"
+    assert sorted(backend.undone) == ["job", "tunnel"]
+
+
+async def test_signal_cancels_cleans_and_exits_nonzero(spec, store, registry):
+    backend = FakeBackend([LogLine("working")], registry=registry, hang=True)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, os.kill, os.getpid(), signal.SIGTERM)
+    result = await asyncio.wait_for(drive(backend, spec, store=store, assume_yes=True, registry=registry), 5)
+    assert result.outcome == "cancelled" and result.signal == signal.SIGTERM
+    assert result.exit_code == 128 + signal.SIGTERM
+    assert "SIGTERM" in result.message
+    assert sorted(backend.undone) == ["job", "tunnel"]
+    # the loop's handlers were removed again
+    assert loop.remove_signal_handler(signal.SIGTERM) is False
+    assert loop.remove_signal_handler(signal.SIGHUP) is False
+
+
+async def test_detach_keeps_the_run(spec, store, registry):
+    backend = FakeBackend([LogLine("working")], registry=registry, hang=True)
+    seen = []
+    session = Session(backend, spec, store=store, registry=registry, on_event=seen.append)
+    await session.launch()
+    task = asyncio.create_task(session.follow())
+    await asyncio.sleep(0.05)
+    session.request_detach()
+    result = await asyncio.wait_for(task, 5)
+    assert result.outcome == "detached" and result.exit_code == 0
+    assert backend.undone == ["tunnel"]  # the job is kept, the local listener is not
+    assert "cleanup" not in backend.calls and "cancel" not in backend.calls
+    assert registry.pending() == []  # the kept undo is dropped, not run later
+    record = store.get("exp-1")
+    assert record.state == "detached" and record.live
+    assert record.session()["JOB_ID"] == "42"
+    assert "sweepdeck attach exp-1" in seen[-1].message
+
+
+async def test_signal_detaches_when_asked(spec, store, registry):
+    backend = FakeBackend([LogLine("working")], registry=registry, hang=True)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, os.kill, os.getpid(), signal.SIGHUP)
+    result = await asyncio.wait_for(
+        drive(backend, spec, store=store, assume_yes=True, registry=registry, detach_on_signal=True), 5
+    )
+    assert result.outcome == "detached" and backend.undone == ["tunnel"]
+
+
+async def test_stream_ending_without_finished_is_a_failure(spec, store, registry):
+    result = await drive(FakeBackend([LogLine("x")]), spec, store=store, assume_yes=True, install_signals=False, registry=registry)
+    assert result.outcome == "failed" and "without a result" in result.message
+
+
+def test_apply_fix_records_source_and_parent(spec, store):
+    fix = Fix("Increase TP", {"engine.tp": 4}, "TP=2 -> TP=4")
+    new = apply_fix(spec, fix, store)
+    assert new.engine.tp == 4 and new.source("engine.tp") == Source.FIX
+    assert new.parent == "exp-1" and new.experiment_id == "exp-1-fix"
+    # the change still diffs against the catalog value, as every user change does
+    assert any(c.field == "engine.tp" and c.base == 1 and c.value == 4 and c.source == Source.FIX for c in new.changes())
+    store.create(new)
+    again = apply_fix(new, Fix("Reduce batch", {"engine.max_num_seqs": 128}), store)
+    assert again.experiment_id == "exp-1-fix-2" and again.parent == "exp-1-fix"
+    assert again.engine.tp == 4 and again.engine.max_num_seqs == 128
+    with pytest.raises(SweepdeckError, match="no automatic change"):
+        apply_fix(spec, Fix("Check the model"), store)
+
+
+class DetachHookBackend(FakeBackend):
+    """Like the SLURM backend: its detach hook ends the event stream itself."""
+
+    async def detach(self, run):
+        self.calls.append("detach")
+        self._cancel.set()
+
+    async def events(self, run):
+        yield LogLine("working")
+        await self._cancel.wait()
+
+
+async def test_detach_hook_ending_the_stream_is_a_detach(spec, store, registry):
+    backend = DetachHookBackend(registry=registry)
+    session = Session(backend, spec, store=store, registry=registry)
+    await session.launch()
+    task = asyncio.create_task(session.follow())
+    await asyncio.sleep(0.05)
+    session.request_detach()
+    result = await asyncio.wait_for(task, 5)
+    assert result.outcome == "detached" and "detach" in backend.calls
+    assert store.get("exp-1").state == "detached"
+
+
+async def test_backend_creating_its_own_run_dir(spec, store, registry):
+    class OwnStore(FakeBackend):
+        async def launch(self, spec):  # the older signature: no store argument
+            self.calls.append("launch")
+            return Run(spec.experiment_id, self.name, spec, store.create(spec, backend=self.name))
+
+    result = await drive(OwnStore([Finished("succeeded")]), spec, store=store, assume_yes=True, install_signals=False, registry=registry)
+    assert result.outcome == "succeeded" and store.get("exp-1").state == "succeeded"
+    with pytest.raises(SweepdeckError, match="already used"):
+        await drive(OwnStore([Finished("succeeded")]), spec, store=store, assume_yes=True, install_signals=False, registry=registry)

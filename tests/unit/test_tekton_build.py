@@ -1,0 +1,104 @@
+"""From a spec to the BLIS run's values, Pipeline, PipelineRun and Tasks (no cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from backends.tekton.build import Sources, add_vllm_args, build, effective_values, expected_seconds, set_image
+from config.settings import Profile, load_settings, validate_profile
+from config.spec import build_spec
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tekton"
+
+
+@pytest.fixture
+def base():
+    return yaml.safe_load((FIX / "blis-values.yaml").read_text())
+
+
+@pytest.fixture
+def profile(tmp_path):
+    opts = validate_profile("tekton", {"backend": "tekton", "namespace": "mert",
+                                       "values": str(FIX / "blis-values.yaml"), "pipelinerun": str(FIX / "blis-pipelinerun.yaml")}, None, "t")
+    return Profile("t", "tekton", opts)
+
+
+@pytest.fixture
+def spec(base):
+    settings = load_settings()
+    return build_spec(settings.catalogs, "meta-llama/Llama-2-7b-hf", backend="tekton", namespace="mert",
+                      experiment_id="exp9", base_values=base)
+
+
+def test_effective_values_subset_override_and_image(base, spec):
+    spec = spec.set("tp_sweep", (4,)).set("engine.max_model_len", 2048).set("engine.image", "quay.io/x/vllm:1")
+    kinds = {c.field: c.kind for c in spec.user_fields()}
+    assert kinds["tp_sweep"] == "SUBSET" and kinds["engine.max_model_len"] == "OVERRIDE"
+    values = effective_values(base, spec)
+    assert values["stack"]["treatments"]["tensorParallelism"] == [4]
+    assert values["stack"]["MAX_MODEL_LEN"] == 2048
+    decode = values["stack"]["model"]["helmValues"]["decode"]
+    assert decode["containers"][0]["image"] == "quay.io/x/vllm:1"
+    assert decode["initContainers"][0]["image"] == "quay.io/x/vllm:1"
+    assert values["experiment"]["name"] == "exp9"
+    assert base["stack"]["treatments"]["tensorParallelism"] == [2, 4]  # the base is not changed
+
+
+def test_match_when_nothing_changes(base, spec):
+    assert [c.field for c in spec.changes()] == ["experiment_id"]  # only the chosen id differs
+    values = effective_values(base, spec)
+    assert values["stack"]["treatments"]["tensorParallelism"] == [2, 4]
+    assert values["stack"]["workload"]["app"] == "chatsweep"
+
+
+def test_inference_perf_values_are_kept(base, spec):
+    base["workload"] = {"harness": "inference-perf", "profile": "shared_prefix_synthetic.yaml", "treatments": [{"question_len": 100}]}
+    base["stack"]["workload"] = {"app": "keep-me"}
+    values = effective_values(base, spec)
+    assert values["workload"]["harness"] == "inference-perf" and values["stack"]["workload"] == {"app": "keep-me"}
+
+
+def test_set_image_leaves_unrelated_init_containers():
+    values = {"stack": {"model": {"helmValues": {"decode": {
+        "containers": [{"name": "vllm", "image": "a"}, {"name": "side", "image": "s"}],
+        "initContainers": [{"name": "deps", "image": "a"}, {"name": "other", "image": "busybox"}]}}}}}
+    set_image(values, "b")
+    decode = values["stack"]["model"]["helmValues"]["decode"]
+    assert [c["image"] for c in decode["containers"]] == ["b", "s"]
+    assert [c["image"] for c in decode["initContainers"]] == ["b", "busybox"]
+
+
+def test_build_pipeline_pipelinerun_and_resources(spec, profile):
+    spec = spec.set("engine.extra_args", ("--trust-remote-code", "--enable-prefix-caching"))
+    b = build(spec, profile, Sources.from_profile(profile))
+    assert b.tps == [2, 4] and len(b.task_names) == 20
+    deploy = [t for t in b.pipeline["spec"]["tasks"] if t["taskRef"]["name"] == "deploy-model"]
+    assert len(deploy) == 2
+    for t in deploy:
+        overrides = next(p["value"] for p in t["params"] if p["name"] == "overrides")
+        assert overrides[-2:] == ['decode.containers[name="vllm"].args=--trust-remote-code',
+                                  'decode.containers[name="vllm"].args=--enable-prefix-caching']
+    pr = b.pipelinerun
+    assert pr["metadata"]["name"] == "exp9" and pr["spec"]["pipelineRef"] == {"name": "exp9"}
+    assert [w["name"] for w in pr["spec"]["workspaces"]] == ["model-cache", "data", "hf-credentials", "target-credentials"]
+    assert pr["spec"]["taskRunTemplate"]["serviceAccountName"] == "helm-installer"
+    kinds = [(r["kind"], r["metadata"]["name"]) for r in b.resources]
+    assert ("StepAction", "helm-upgrade") in kinds and ("Task", "deploy-model") in kinds and ("Task", "upload-s3") in kinds
+    assert ("Task", "guidellm-load-generator") not in kinds  # only what the pipeline refers to
+    assert set(b.files()) == {"values.yaml", "pipeline.yaml", "pipelinerun.yaml", "resources.yaml", "changes.txt"}
+
+
+def test_add_vllm_args_creates_overrides_param():
+    pipeline = {"spec": {"tasks": [{"name": "d", "taskRef": {"name": "deploy-model"}, "params": []}, {"name": "x", "taskRef": {"name": "other"}}]}}
+    assert add_vllm_args(pipeline, ["--a"]) == 1
+    assert pipeline["spec"]["tasks"][0]["params"] == [{"name": "overrides", "value": ['decode.containers[name="vllm"].args=--a']}]
+
+
+def test_expected_seconds(profile):
+    assert expected_seconds("deploy-model-tp2", profile) == 30 * 60
+    assert expected_seconds("finally-delete-model-tp2", profile) == 5 * 60
+    p2 = Profile("t", "tekton", {**profile.options, "expected_minutes": {"deploy-model": 3}})
+    assert expected_seconds("deploy-model-tp4", p2) == 180

@@ -1,0 +1,492 @@
+"""The full-screen app: runs list, wizard, monitor, dialogs; quit and cleanup.
+
+Backends are injected: :class:`SweepdeckApp` takes a mapping of backend name
+to a Backend instance or a factory ``(name, profile) -> Backend`` (or one
+factory for all). :func:`run_app` uses the real registry
+(:func:`backends.registry.get_backend`); tests pass fakes.
+
+Leaving never strands anything: quit/ctrl+c with anything live asks
+"clean up everything" (default) / "detach" / "cancel"; SIGTERM and SIGHUP
+clean up and exit. Cleanup is bounded in time: each live run gets a share,
+stuck steps are forced, then the process-wide registry runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable
+
+from textual.app import App
+from textual.screen import Screen
+
+from backends.base import Backend
+from backends.cleanup import REGISTRY, CleanupRegistry, install_signal_handlers
+from backends.store import RunStore
+from config.errors import SweepdeckError
+from tui import bindings as keys
+from tui.palette import SweepdeckCommands
+from tui.screens.dialogs import (
+    QUIT_CLEANUP,
+    QUIT_DETACH,
+    CleanupScreen,
+    HelpDialog,
+    QuickCommandDialog,
+    QuitDialog,
+)
+from tui.screens.runs import RunsScreen
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from config.spec import ExperimentSpec
+    from tui.screens.runs import RunRow
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[str, "str | None"], Backend]
+Backends = Mapping[str, "Backend | BackendFactory"] | BackendFactory | None
+
+#: Seconds the whole cleanup on quit may take before stuck steps are forced.
+CLEANUP_TIMEOUT = 10.0
+
+
+def _default_controller_factory(backend, spec=None, **kw):
+    from tui.controller import RunController
+
+    return RunController(backend, spec, **kw)
+
+
+def _controller_options(settings: "Settings") -> dict[str, Any]:
+    """Settings the real RunController takes beyond the agreed interface."""
+    options: dict[str, Any] = {"log_line_cap": settings.log_line_cap}
+    try:
+        options["default_image"] = settings.catalogs.models.default_image
+    except SweepdeckError:
+        pass
+    return options
+
+
+def _default_monitor_factory(controller) -> Screen:
+    from tui.screens.monitor import RunMonitorScreen
+
+    return RunMonitorScreen(controller)
+
+
+class SweepdeckApp(App[int]):
+    """sweepdeck's Textual app.
+
+    Args:
+        settings: Loaded user settings (catalogs, profiles, keys, theme).
+        backends: Injected backends (see module doc); default: the registry.
+        store: Run store (default: the XDG state dir / ``SWEEPDECK_STATE_DIR``).
+        registry: Cleanup registry (default: the process-wide one).
+        today: Fixed date for experiment ids (snapshots).
+        clock: Time source for durations (snapshots).
+        controller_factory: ``(backend, spec, *, store, registry[, record]) -> RunController``.
+        monitor_factory: ``controller -> Screen``.
+        install_signals: Route SIGTERM/SIGHUP to cleanup + exit.
+        cleanup_timeout: Bound of the cleanup on quit, seconds.
+    """
+
+    TITLE = "sweepdeck"
+    CSS_PATH = ["styles/app.tcss", "styles/wizard.tcss"]
+    COMMANDS = App.COMMANDS | {SweepdeckCommands}
+    BINDINGS = keys.bindings("app")
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        settings: "Settings",
+        backends: Backends = None,
+        *,
+        store: RunStore | None = None,
+        registry: CleanupRegistry | None = None,
+        today: _dt.date | None = None,
+        clock: Callable[[], float] | None = None,
+        controller_factory: Callable[..., Any] | None = None,
+        monitor_factory: Callable[[Any], Screen] | None = None,
+        install_signals: bool = True,
+        cleanup_timeout: float = CLEANUP_TIMEOUT,
+    ) -> None:
+        user_keys = keys.keymap(settings.keys, _other_binding_ids()) if settings.keys else {}
+        if "palette" in user_keys:
+            # Textual reads the palette key from this attribute in App.__init__.
+            self.COMMAND_PALETTE_BINDING = user_keys["palette"]
+        super().__init__()
+        self.settings = settings
+        self.user_keys = {k: v for k, v in user_keys.items() if k != "palette"}
+        if self.user_keys:
+            self.set_keymap(self.user_keys)
+        self._backends_arg = backends
+        self._backend_cache: dict[tuple[str, str | None], Backend] = {}
+        self.store = store or RunStore()
+        self.registry = registry if registry is not None else REGISTRY
+        self.today = today
+        self.clock = clock or time.time
+        if controller_factory is None:
+            options = _controller_options(settings)
+
+            def controller_factory(backend, spec=None, **kw):
+                return _default_controller_factory(backend, spec, **options, **kw)
+
+        self.controller_factory = controller_factory
+        self.monitor_factory = monitor_factory or _default_monitor_factory
+        self.install_signals = install_signals
+        self.cleanup_timeout = cleanup_timeout
+        self.controllers: list[Any] = []
+        self._restore_signals: Callable[[], None] | None = None
+        self._quitting = False
+        self.cleanup_outcomes: list[Any] = []
+        if settings.theme:
+            try:
+                self.theme = settings.theme
+            except Exception:
+                log.warning("unknown theme %r", settings.theme)
+
+    # ------------------------------------------------------------- lifecycle
+
+    def on_mount(self) -> None:
+        self.push_screen(RunsScreen())
+        if self.install_signals:
+            try:
+                self._restore_signals = install_signal_handlers(
+                    asyncio.get_running_loop(), self._on_signal, (signal.SIGTERM, signal.SIGHUP)
+                )
+            except Exception as exc:  # pragma: no cover - platform specific
+                log.warning("signal handlers not installed: %s", exc)
+
+    def on_unmount(self) -> None:
+        if self._restore_signals is not None:
+            self._restore_signals()
+            self._restore_signals = None
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """SIGTERM/SIGHUP: clean up everything (bounded) and exit; a second one exits at once.
+
+        Runs in the loop's signal callback: hop onto the app's message queue so
+        the cleanup runs in the app's context.
+        """
+        self.call_next(self._handle_signal, sig)
+
+    def _handle_signal(self, sig: signal.Signals) -> None:
+        if self._quitting:
+            self.exit(return_code=128 + int(sig))
+            return
+        self.run_worker(self.cleanup_and_exit(return_code=128 + int(sig)), name=f"signal {sig.name}", exit_on_error=False)
+
+    # -------------------------------------------------------------- backends
+
+    def backend_for(self, name: str, profile: str | None = None) -> Backend:
+        """The backend for ``name``/``profile``, created once and reused.
+
+        Raises:
+            SweepdeckError: no such backend (or it cannot be created).
+        """
+        key = (name, profile)
+        if key in self._backend_cache:
+            return self._backend_cache[key]
+        source = self._backends_arg
+        if source is None:
+            from backends.registry import get_backend
+
+            backend = get_backend(self.settings, name, profile)
+        elif isinstance(source, Mapping):
+            if name not in source:
+                raise SweepdeckError(
+                    f"The {name} backend is not available in this session.",
+                    "Available: " + ", ".join(sorted(source)),
+                )
+            value = source[name]
+            backend = value if isinstance(value, Backend) and not isinstance(value, type) else value(name, profile)
+        else:
+            backend = source(name, profile)
+        self._backend_cache[key] = backend
+        return backend
+
+    # ------------------------------------------------------------------ runs
+
+    def launch_spec(self, spec: "ExperimentSpec") -> Any:
+        """Start a run for ``spec`` (pre-flight done) and show its monitor."""
+        backend = self.backend_for(spec.backend, spec.profile)
+        controller = self.controller_factory(backend, spec, store=self.store, registry=self.registry)
+        self.controllers.append(controller)
+        self._drive(controller, "start")
+        self._show_monitor(controller, replace_wizard=True)
+        return controller
+
+    def open_run(self, row: "RunRow") -> Any:
+        """Open a runs-table row: the live monitor, attach a detached run, or replay a finished one."""
+        if row.controller is not None:
+            self._show_monitor(row.controller)
+            return row.controller
+        if row.state == "detached":
+            return self.attach_run(row)
+        if row.record is None:
+            raise SweepdeckError(f"No saved record for {row.id}.")
+        backend = self._record_backend(row.record)
+        controller = self.controller_factory(backend, None, store=self.store, registry=self.registry, record=row.record)
+        # attach() of a finished record replays its saved events read-only.
+        self._drive(controller, "attach")
+        self._show_monitor(controller)
+        return controller
+
+    def attach_run(self, row: "RunRow") -> Any:
+        """Re-open a detached run: a controller attached to its saved session."""
+        if row.record is None:
+            raise SweepdeckError(f"No saved session for {row.id}.")
+        backend = self._record_backend(row.record)
+        controller = self.controller_factory(backend, None, store=self.store, registry=self.registry, record=row.record)
+        self.controllers.append(controller)
+        self._drive(controller, "attach")
+        self._show_monitor(controller)
+        return controller
+
+    def _record_backend(self, record) -> Backend:
+        name = record.meta.get("backend") or record.backend
+        return self.backend_for(name, record.meta.get("profile"))
+
+    def _drive(self, controller: Any, method: str) -> None:
+        """Run ``controller.start()``/``attach()`` in an app worker (it outlives screens)."""
+
+        async def drive() -> None:
+            try:
+                await getattr(controller, method)()
+            except SweepdeckError as exc:
+                self.show_error(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # shown, not fatal: the app must stay usable to clean up
+                log.exception("run %s failed", method)
+                self.notify(f"{type(exc).__name__}: {exc}", title=f"Run {method} failed", severity="error", timeout=15)
+
+        self.run_worker(drive(), group="controllers", name=f"{method} run", exit_on_error=False)
+
+    def _show_monitor(self, controller: Any, replace_wizard: bool = False) -> None:
+        try:
+            screen = self.monitor_factory(controller)
+        except ImportError as exc:
+            self.notify(f"The run monitor is not available ({exc}).", severity="error")
+            return
+        if replace_wizard:
+            from tui.screens.wizard import WizardScreen
+
+            while isinstance(self.screen, WizardScreen) or (len(self.screen_stack) > 2 and not isinstance(self.screen, RunsScreen)):
+                self.pop_screen()
+        self.push_screen(screen)
+
+    def show_error(self, exc: SweepdeckError) -> None:
+        self.notify(exc.message + (f"\n{exc.hint}" if exc.hint else ""), title="Error", severity="error", timeout=10)
+
+    # --------------------------------------------------------------- actions
+
+    def action_new_experiment(self) -> None:
+        from tui.screens.wizard import WizardScreen, WizardState
+
+        state = WizardState(self.settings.catalogs, settings=self.settings, store=self.store, today=self.today,
+                            backend=self.settings.default_backend or "local", profile=self._default_profile())
+        self.push_screen(WizardScreen(state))
+
+    def _default_profile(self) -> str | None:
+        default = self.settings.default_profile
+        if default and default != "local":
+            return default
+        return None
+
+    def action_quick_command(self) -> None:
+        def done(spec: "ExperimentSpec | None") -> None:
+            if spec is not None:
+                self.open_wizard_with(spec)
+
+        self.push_screen(QuickCommandDialog(self.settings.catalogs, self.settings, today=self.today), done)
+
+    def open_wizard_with(self, spec: "ExperimentSpec", start: str = "review") -> None:
+        """Open the wizard on ``start`` with ``spec`` filled in."""
+        from tui.screens.wizard import WizardScreen, WizardState
+
+        state = WizardState.from_spec(spec, self.settings.catalogs, settings=self.settings, store=self.store, today=self.today)
+        if isinstance(self.screen, WizardScreen):
+            # A quick command replaces the wizard in progress instead of stacking a second one.
+            self.pop_screen()
+        self.push_screen(WizardScreen(state, start=start))
+
+    def action_show_help(self) -> None:
+        if isinstance(self.screen, HelpDialog):
+            return
+        self.push_screen(HelpDialog(self.user_keys, self._other_rows()))
+
+    def _other_rows(self) -> list[tuple[str, str, str, str]]:
+        """Bindings of the current screen that :mod:`tui.bindings` does not list."""
+        rows = []
+        known = {k.id for k in keys.KEYS}
+        screen = self.screen
+        title = getattr(screen, "sub_title", "") or type(screen).__name__
+        seen = set()
+        try:
+            active = screen.active_bindings
+        except Exception:
+            return rows
+        for key, active_binding in active.items():
+            binding = active_binding.binding
+            if binding.id in known or binding.system or not binding.description:
+                continue
+            if (binding.id, binding.action) in seen:
+                continue
+            seen.add((binding.id, binding.action))
+            rows.append((str(title), keys.display_key(key), binding.id or "—", binding.tooltip or binding.description))
+        return rows
+
+    def action_show_runs(self) -> None:
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, RunsScreen):
+            self.pop_screen()
+
+    async def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q, the palette) goes through the same dialog."""
+        await self.action_request_quit()
+
+    async def action_request_quit(self) -> None:
+        if self._quitting:
+            return
+        if isinstance(self.screen, (QuitDialog, CleanupScreen)):
+            return
+        live = self.live_items()
+        if not live:
+            self.exit(return_code=0)
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == QUIT_CLEANUP:
+                self.run_worker(self.cleanup_and_exit(), name="cleanup", exit_on_error=False)
+            elif choice == QUIT_DETACH:
+                self.run_worker(self.detach_and_exit(), name="detach", exit_on_error=False)
+
+        self.push_screen(QuitDialog(live), chosen)
+
+    # --------------------------------------------------------------- cleanup
+
+    def live_items(self) -> list[str]:
+        """What would be left behind: live runs, then other registered undos."""
+        items = []
+        for ctrl in self.controllers:
+            if getattr(ctrl, "live", False):
+                run = getattr(ctrl, "run", None)
+                spec = getattr(ctrl, "spec", None)
+                name = getattr(run, "id", None) or getattr(spec, "experiment_id", None) or "run"
+                items.append(f"run {name} ({getattr(ctrl, 'state', 'live')})")
+        if self.registry.live():
+            items.extend(self.registry.pending())
+        return items
+
+    def anything_live(self) -> bool:
+        return bool(self.live_items())
+
+    async def cleanup_all(self, timeout: float | None = None) -> list[Any]:
+        """Clean up every live run, then the registry; bounded by ``timeout`` in total.
+
+        A controller whose cleanup does not finish in its share is abandoned
+        (its registered undos are then forced by the registry run).
+        """
+        budget = self.cleanup_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        outcomes: list[Any] = []
+        live = [c for c in self.controllers if getattr(c, "live", False)]
+        for ctrl in live:
+            left = deadline - time.monotonic()
+            if left <= 0.5:
+                break
+            share = max(0.5, min(left - 0.5, budget * 0.8))
+            try:
+                result = await asyncio.wait_for(ctrl.cleanup(timeout=share), timeout=share + 0.5)
+                outcomes.extend(result or [])
+            except asyncio.TimeoutError:
+                log.warning("cleanup of %s timed out; forcing", getattr(ctrl, "run", ctrl))
+            except Exception as exc:
+                log.warning("cleanup of %s failed: %s", getattr(ctrl, "run", ctrl), exc)
+        self.workers.cancel_group(self, "controllers")
+        left = max(1.0, deadline - time.monotonic())
+        outcomes.extend(await self.registry.run(left))
+        self.cleanup_outcomes = outcomes
+        return outcomes
+
+    async def cleanup_and_exit(self, return_code: int = 0) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        await self.push_screen(CleanupScreen(self.live_items()))
+        try:
+            await self.cleanup_all()
+        finally:
+            self.exit(return_code=return_code)
+
+    async def detach_and_exit(self) -> None:
+        """Keep runs going (their sessions are saved); undo only what cannot outlive us."""
+        if self._quitting:
+            return
+        self._quitting = True
+        await self.push_screen(CleanupScreen(self.live_items(), verb="Detaching"))
+        try:
+            detached = []
+            for ctrl in self.controllers:
+                if getattr(ctrl, "live", False):
+                    try:
+                        ctrl.detach()
+                        detached.append(ctrl)
+                    except Exception as exc:
+                        log.warning("detach of %s failed: %s", getattr(ctrl, "run", ctrl), exc)
+            self.registry.detach()
+            # Let each run's event follower notice the detach and save its session state.
+            deadline = time.monotonic() + 3.0
+            while any(getattr(c, "live", False) for c in detached) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            self.workers.cancel_group(self, "controllers")
+            self.cleanup_outcomes = await self.registry.run(min(5.0, self.cleanup_timeout))
+        finally:
+            self.exit(return_code=0)
+
+
+def _other_binding_ids() -> set[str]:
+    """Binding ids defined by screens and widgets outside :mod:`tui.bindings` (for keymap validation)."""
+    import importlib
+
+    from textual.dom import DOMNode
+
+    for module in ("tui.screens.monitor", "tui.screens.recovery", "tui.screens.dialogs", "tui.screens.wizard.steps"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    ids: set[str] = set()
+    todo = [DOMNode]
+    seen = set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        for binding in cls.__dict__.get("BINDINGS", []) or []:
+            bid = getattr(binding, "id", None)
+            if bid:
+                ids.add(bid)
+    ids.add("palette")
+    return ids
+
+
+def run_app(args: Any) -> int:
+    """``sweepdeck`` with no subcommand: load settings and run the app on the real backends."""
+    from config.settings import load_settings
+
+    settings = load_settings(getattr(args, "config", None), getattr(args, "catalog_dir", None))
+    settings.catalogs.validate()
+    app = SweepdeckApp(settings)
+    try:
+        result = app.run()
+    finally:
+        # Last line of defence (a crash inside the app): nothing registered may outlive us.
+        if app.registry.live() and not app.registry.detached:
+            app.registry.run_sync(CLEANUP_TIMEOUT)
+    code = app.return_code if app.return_code is not None else result
+    return int(code or 0)

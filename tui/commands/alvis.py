@@ -1,0 +1,388 @@
+"""``sweepdeck alvis connect``: the Alvis ``vllm-connect.sh`` workflow on the slurm backend.
+
+Prints the original script's messages (``[INFO] Checking SSH connection to
+alvis2...``, ``Job submitted: 5382685``, ``✓ Connection successful! ...``,
+``[VLLM OUT] ...``, ``[INFO] Cancelling job N...``, ``[INFO] Cleaned up
+successfully``). Import-light: everything heavy is imported inside ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+PROFILE_EXAMPLE = """\
+profile (in the sweepdeck config file, profiles: section):
+  alvis:
+    backend: slurm
+    ssh_host: alvis2                  # an ~/.ssh/config alias works (user, key, ProxyJump)
+    account: NAISS2025-22-1522
+    gpus: "A40:1"                     # leave out for a CPU-only profile
+    container: apptainer exec /apps/containers/vLLM/vllm-0.11.0.sif vllm serve
+    models: ~/alvis-vllm/models.json  # name -> path, max_model_len, description
+    workdir: ~/.sweepdeck/runs        # run directories on the shared filesystem
+    local_port: 58000
+
+examples:
+  sweepdeck alvis connect                       # default model, 1:00:00
+  sweepdeck alvis connect -m gpt-oss-20b -t 2:00:00
+  sweepdeck alvis connect --detach              # leave it serving; later: --attach
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("alvis", help="connect to a vLLM server run as a SLURM job over SSH (the Alvis workflow)")
+    acts = p.add_subparsers(dest="alvis_command", metavar="ACTION", required=True)
+    c = acts.add_parser(
+        "connect",
+        help="submit a vLLM job, wait for it, tunnel to it and stream its logs (Ctrl+C cancels the job)",
+        description="Submit a vLLM job on the cluster, wait for it, open an SSH tunnel to it on "
+                    "localhost and stream its logs. Ctrl+C (or SIGTERM/SIGHUP) cancels the job and cleans up.",
+        epilog=PROFILE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("-m", "--model", metavar="MODEL_NAME", help="model from the profile's models.json (default: the profile's default_model)")
+    c.add_argument("-t", "--time", metavar="DURATION", help="job duration, H:MM:SS or D-HH:MM:SS (default: the profile's time)")
+    c.add_argument("--list-models", action="store_true", help="list the models in models.json and exit")
+    c.add_argument("--profile", metavar="NAME", help="slurm profile (default: 'alvis', or the only slurm profile)")
+    c.add_argument("--port", type=int, metavar="PORT", help="local tunnel port (default: the profile's local_port, 58000)")
+    c.add_argument("--detach", action="store_true", help="once the server answers, leave the job running and exit (reattach with --attach)")
+    c.add_argument("--attach", nargs="?", const="", metavar="RUN", help="re-open a detached job of this profile (the newest, or RUN)")
+    c.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+
+def main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    if args.alvis_command == "connect":
+        return asyncio.run(_connect(args))
+    return 2
+
+
+# ------------------------------------------------------------------ printing
+
+
+def say(text: str = "", err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+class Printer:
+    """Events as the original script's lines (or JSON lines with ``--json``)."""
+
+    def __init__(self, as_json: bool = False) -> None:
+        self.as_json = as_json
+        self.broken = False
+        self.endpoint = None
+        self.cleanup_problems: list[str] = []
+        self.last_alert = ""
+
+    def __call__(self, event) -> None:
+        from backends.events import Alert, Endpoint, Finished, LogLine, Metrics, Notice, Phase, Progress, to_dict
+
+        if isinstance(event, Notice) and event.level != "info" and event.message.startswith("cleanup "):
+            self.cleanup_problems.append(event.message.removeprefix("cleanup "))
+        if self.as_json:
+            import json
+
+            say(json.dumps(to_dict(event), default=str))
+            if isinstance(event, Endpoint):
+                self.endpoint = event
+            return
+        if isinstance(event, LogLine):
+            say(f"[VLLM {'ERR' if event.stream == 'err' else 'OUT'}] {event.text}")
+        elif isinstance(event, Notice):
+            if event.message.startswith("Launched "):
+                return  # the job id line says it
+            tag = {"warning": "WARN", "error": "ERROR"}.get(event.level, "INFO")
+            say(f"[{tag}] {event.message}")
+        elif isinstance(event, Phase):
+            self._phase(event)
+        elif isinstance(event, Endpoint):
+            self.endpoint = event
+            say(f"✓ Connection successful! Server available at {event.url}")
+            say()
+        elif isinstance(event, Alert):
+            tag = {"warning": "WARN", "info": "INFO"}.get(event.severity, "ERROR")
+            self.last_alert = event.message
+            say(f"[{tag}] {event.message}")
+            for n, fix in enumerate(event.fixes, 1):
+                say(f"  fix {n}: {fix.label}" + (f" — {fix.description}" if fix.description else ""))
+        elif isinstance(event, Progress):
+            say(f"[INFO] Workload: {event.done}/{event.total} requests ({event.failed} failed)")
+        elif isinstance(event, Metrics):
+            return
+        elif isinstance(event, Finished):
+            if event.outcome == "failed" and not self.last_alert.startswith(event.message):
+                say(f"[ERROR] {event.message}")
+            elif event.outcome in ("succeeded", "detached") and event.message:
+                say(f"[INFO] {event.message}")
+
+    def _phase(self, event) -> None:
+        if event.kind == "job":
+            job = event.unit.removeprefix("job ")
+            if event.state == "SUBMITTED":
+                say(f"Job submitted: {job}")
+            elif event.state == "PENDING":
+                if event.detail:
+                    say(f"[INFO] Job {job} is pending ({event.detail})")
+            elif event.state == "RUNNING":
+                say(f"[INFO] Job is running on node: {event.detail}")
+            else:
+                say(f"[INFO] Job {job}: {event.state}" + (f" ({event.detail})" if event.detail else ""))
+        elif event.kind in ("tunnel", "ssh"):
+            if event.state == "broken":
+                self.broken = True
+                say(f"[WARN] SSH connection lost ({event.detail}); reconnecting...")
+            elif event.state == "up" and self.broken:
+                self.broken = False
+                what = "tunnel re-opened on " + event.unit.removeprefix("tunnel ") if event.kind == "tunnel" else "connection restored"
+                say(f"[INFO] SSH reconnected; {what}")
+
+
+# ------------------------------------------------------------------ connect
+
+
+def _pick_profile(settings, name: str | None):
+    from config.errors import SweepdeckError
+
+    if name:
+        return settings.profile(name, "slurm")
+    if "alvis" in settings.profiles and settings.profiles["alvis"].backend == "slurm":
+        return settings.profiles["alvis"]
+    slurm = [p for p in settings.profiles.values() if p.backend == "slurm"]
+    if len(slurm) == 1:
+        return slurm[0]
+    if not slurm:
+        from config.settings import config_path
+
+        raise SweepdeckError(
+            "No slurm profile is configured.",
+            f"Add one under 'profiles:' in {config_path()}, e.g. alvis: {{backend: slurm, ssh_host: alvis2, "
+            "gpus: 'A40:1', container: 'apptainer exec /apps/containers/vLLM/vllm-0.11.0.sif vllm serve', models: ~/alvis-vllm/models.json}",
+        )
+    raise SweepdeckError("Several slurm profiles exist: " + ", ".join(p.name for p in slurm) + ".", "Name one with --profile.")
+
+
+async def _connect(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from backends.cleanup import REGISTRY, install_signal_handlers
+    from backends.session import Session
+    from backends.slurm import SlurmBackend
+    from backends.slurm.catalog import ModelNotInCatalog
+    from config.durations import format_slurm_duration, parse_slurm_duration
+    from config.errors import SweepdeckError
+    from config.settings import Profile, load_settings
+
+    settings = load_settings(args.config, args.catalog_dir)
+    profile = _pick_profile(settings, args.profile)
+    options = dict(profile.options)
+    if args.time is not None:
+        try:
+            options["time"] = format_slurm_duration(parse_slurm_duration(args.time))
+        except ValueError as exc:
+            raise SweepdeckError(f"Invalid duration: {exc}.", "Example: -t 2:00:00 or -t 1-12:00:00") from None
+    if args.port is not None:
+        if not 1 <= args.port <= 65535:
+            raise SweepdeckError(f"--port {args.port} is not a TCP port.", "Use a port between 1024 and 65535.")
+        options["local_port"] = args.port
+    profile = Profile(profile.name, profile.backend, options)
+    backend = SlurmBackend(settings, profile)
+    printer = Printer(args.json)
+
+    if args.list_models:
+        catalog = backend.catalog()
+        if catalog.path is None:
+            raise SweepdeckError(f"Profile {profile.name} has no models.json.", "Set 'models' in the profile.")
+        say("Available models:")
+        for line in catalog.listing():
+            say(f"  - {line}")
+        return 0
+
+    try:
+        if args.attach is not None:
+            return await _attach(args, backend, printer)
+        model = args.model or profile.get("default_model", "gpt-oss-20b")
+        say(f"[INFO] Checking SSH connection to {profile['ssh_host']}...")
+        check = await backend.check_ssh()
+        if not check.ok:
+            say(f"[ERROR] {check.detail}", err=True)
+            if check.fix:
+                say(f"  {check.fix}", err=True)
+            return 1
+        say("[INFO] SSH connection successful")
+        say(f"[INFO] Loading model configuration for: {model}")
+        try:
+            entry = backend.resolve_model(model)
+        except ModelNotInCatalog as exc:
+            say(f"[ERROR] {exc.message}", err=True)
+            say("[INFO] Available models:")
+            for line in exc.available:
+                say(f"  - {line}")
+            return 1
+        say(f"[INFO] Model path: {entry.path}")
+        for check in (backend.check_duration(), backend.check_port(), await backend.check_existing()):
+            if check.ok:
+                continue
+            offer = _offer(check)
+            if offer == "port":
+                nxt = check.data["next_free_port"]
+                profile = Profile(profile.name, profile.backend, {**profile.options, "local_port": nxt})
+                backend.profile = profile
+                say(f"[INFO] Using local port {nxt}")
+                continue
+            if offer == "attach":
+                args.attach = check.data.get("run_id") or ""
+                return await _attach(args, backend, printer)
+            return _preflight_failed(check, backend)
+        spec = backend.make_spec(model)
+        duration = backend.duration()
+        session = Session(backend, spec, on_event=printer)
+        job = {"id": None}
+
+        def on_signal(sig: signal.Signals) -> None:
+            if session.run is not None and not session.cancelled:
+                say(f"[INFO] Cancelling job {session.run.handle.get('job_id')}...")
+                job["announced"] = True
+            session.request_cancel(f"stopped by {signal.Signals(sig).name}", int(sig))
+
+        restore = install_signal_handlers(asyncio.get_running_loop(), on_signal)
+        try:
+            say(f"[INFO] Submitting job (duration: {duration})...")
+            try:
+                await session.launch()
+            except SweepdeckError as exc:
+                say(f"[ERROR] {exc.message}", err=True)
+                if exc.hint:
+                    say(f"  {exc.hint}", err=True)
+                return 1
+            job["id"] = session.run.handle.get("job_id")
+            if args.detach:
+                _detach_when_serving(session, printer)
+            result = await session.follow()
+        finally:
+            if session.run is not None and not session._closed:
+                await session.close()
+            restore()
+        return _report(result, job, printer)
+    finally:
+        await backend.close()
+        await REGISTRY.run(10)
+
+
+def _detach_when_serving(session, printer) -> None:
+    """With --detach: once the Endpoint is shown, detach (the job keeps running)."""
+    from backends.events import Endpoint
+
+    inner = session.on_event
+
+    def on_event(event) -> None:
+        inner(event)
+        if isinstance(event, Endpoint):
+            session.request_detach()
+
+    session.on_event = on_event
+
+
+def _report(result, job: dict, printer: Printer) -> int:
+    job_id = job.get("id")
+    if result.outcome == "detached":
+        run = result.run
+        say(f"[INFO] Detached: job {job_id} keeps running" + (f" and serving at {printer.endpoint.url}" if printer.endpoint else "") + ".")
+        say(f"[INFO] Reattach with: sweepdeck alvis connect --attach {run.id if run else ''}".rstrip())
+        return 0
+    if job_id:
+        if result.outcome == "cancelled" and not job.get("announced"):
+            say(f"[INFO] Cancelling job {job_id}...")  # stopped before the job id was known to the handler
+        if printer.cleanup_problems:
+            say(f"[WARN] Cleanup of job {job_id} incomplete: " + "; ".join(printer.cleanup_problems))
+            say(f"[WARN] Check with: squeue --me -j {job_id} (and scancel {job_id} if it is still there)")
+            return 1
+        say(f"[INFO] Cleaned up job {job_id}")
+        say("[INFO] Cleaned up successfully")
+    # Ctrl+C is how a serving session normally ends: not an error.
+    return 0 if result.outcome in ("succeeded", "cancelled") else 1
+
+
+def _offer(check) -> str | None:
+    """On a terminal, offer the way out of a failed check: the next free port, or attaching."""
+    if not sys.stdin.isatty():
+        return None
+    if check.data.get("next_free_port"):
+        say(f"[WARN] {check.detail}")
+        question = f"Use the next free port, {check.data['next_free_port']}, instead? [Y/n] "
+        kind = "port"
+    elif check.data.get("job_id"):
+        say(f"[WARN] {check.detail}")
+        question = "Attach to it instead of submitting another? [Y/n] "
+        kind = "attach"
+    else:
+        return None
+    try:
+        answer = input(question).strip().lower()
+    except EOFError:
+        return None
+    return kind if answer in ("", "y", "yes") else None
+
+
+def _preflight_failed(check, backend) -> int:
+    say(f"[ERROR] {check.name}: {check.detail}", err=True)
+    if "next_free_port" in check.data:
+        holder = check.data.get("holder")
+        if holder:
+            say(f"[INFO] Port is held by {holder}; stop it (e.g. kill {holder.rsplit('pid ', 1)[-1].rstrip(')')}) or use another port.")
+        nxt = check.data.get("next_free_port")
+        if nxt:
+            say(f"[INFO] Next free port: {nxt} (use --port {nxt})")
+        return 1
+    if check.data.get("job_id"):
+        run_id = check.data.get("run_id")
+        say(f"[INFO] Attach to it instead with: sweepdeck alvis connect --attach{' ' + run_id if run_id else ''}")
+        say(f"[INFO] Or cancel it with: scancel {check.data['job_id']}")
+        return 1
+    if check.fix:
+        say(f"  {check.fix}", err=True)
+    return 1
+
+
+async def _attach(args, backend, printer) -> int:
+    import asyncio
+    import signal
+
+    from backends.cleanup import install_signal_handlers
+    from backends.session import Session
+    from backends.store import RunStore
+    from config.errors import SweepdeckError
+
+    if args.attach:
+        record = RunStore().get(args.attach)
+    else:
+        runs = backend.live_runs()
+        if not runs:
+            raise SweepdeckError(f"No detached job of profile {backend.profile.name} to attach to.",
+                                 "Start one with: sweepdeck alvis connect")
+        record = runs[0]
+    say(f"[INFO] Attaching to run {record.id} (job {record.session().get('JOB_ID')})...")
+    run = await backend.attach(record)
+    session = Session(backend, run.spec, on_event=printer)
+    session.run = run
+    job = {"id": run.handle["job_id"]}
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not session.cancelled:
+            say(f"[INFO] Cancelling job {job['id']}...")
+            job["announced"] = True
+        session.request_cancel(f"stopped by {signal.Signals(sig).name}", int(sig))
+
+    restore = install_signal_handlers(asyncio.get_running_loop(), on_signal)
+    try:
+        if args.detach:
+            _detach_when_serving(session, printer)
+        result = await session.follow()
+    finally:
+        if not session._closed:
+            await session.close()
+        restore()
+    return _report(result, job, printer)

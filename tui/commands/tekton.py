@@ -1,0 +1,286 @@
+"""``sweepdeck tekton``: render templates, transform matrix PipelineRuns, install shared tasks, run.
+
+Examples::
+
+    sweepdeck tekton render -t pipeline.yaml.j2 -f values.yaml -r pipelinerun.yaml -o pipeline.yaml
+    sweepdeck tekton transform-pr pipelinerun-matrix.yaml --unroll gaiePluginConfig -n 2 -o pr.yaml
+    sweepdeck tekton install-shared
+    sweepdeck tekton preflight llama2-7b -n mert
+    sweepdeck tekton run llama2-7b -n mert --tp 2,4 --yes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("tekton", help="Tekton: render (tektonc), transform-pr, install-shared, preflight, run")
+    ts = p.add_subparsers(dest="tekton_command", metavar="ACTION", required=True)
+
+    r = ts.add_parser("render", help="render a tektonc pipeline template (loop nodes, two Jinja passes)")
+    r.add_argument("-t", "--template", help="pipeline template (.yaml.j2); default: sweepdeck's BLIS pipeline")
+    r.add_argument("-f", "--values", required=True, help="values file (YAML)")
+    r.add_argument("-r", "--pipelinerun", help="PipelineRun whose 'stack'/'workload' params are merged into the values")
+    r.add_argument("-o", "--out", help="output file (default: stdout)")
+    r.add_argument("--explain", action="store_true", help="print the task/runAfter table to stderr")
+
+    t = ts.add_parser("transform-pr", help="limit a matrix PipelineRun's parallelism (unroll / barrier / sliding window)")
+    t.add_argument("input", metavar="IN", help="PipelineRun with a matrix task")
+    t.add_argument("--unroll", help="comma-separated matrix parameters to unroll into one task per value")
+    t.add_argument("-n", type=int, dest="limit", help="at most N tasks running at once")
+    t.add_argument("--sliding-window", action="store_true", help="with -n: a task waits for the one N places before it (default: barrier batches)")
+    t.add_argument("--task", help="the matrix task to transform when there are several")
+    t.add_argument("-o", "--out", help="output file (default: stdout)")
+
+    rp = ts.add_parser("run-pr", help="launch a (matrix) PipelineRun, optionally transformed like transform-pr, and watch it (done/total)")
+    rp.add_argument("input", metavar="IN", help="PipelineRun file (e.g. a factor x level matrix)")
+    rp.add_argument("--namespace", help="namespace to run in (default: the profile's)")
+    rp.add_argument("-p", "--profile", help="tekton profile name")
+    rp.add_argument("--unroll", help="comma-separated matrix parameters to unroll")
+    rp.add_argument("-n", type=int, dest="limit", help="at most N tasks running at once")
+    rp.add_argument("--sliding-window", action="store_true")
+    rp.add_argument("--task", help="the matrix task to transform when there are several")
+    rp.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+    i = ts.add_parser("install-shared", help="apply the shared guidellm-load-generator Task to the 'pipelines' namespace")
+    i.add_argument("--namespace", default="pipelines")
+    _cluster_args(i)
+    i.add_argument("--dry-run", action="store_true", help="print the Task instead of applying it")
+
+    for name, text in (("preflight", "check the cluster for an experiment (read-only)"), ("run", "launch and watch an experiment (headless)")):
+        c = ts.add_parser(name, help=text)
+        c.add_argument("model", help="model id or alias")
+        c.add_argument("-n", "--namespace", help="namespace to run in (default: the profile's)")
+        c.add_argument("-p", "--profile", help="tekton profile name")
+        c.add_argument("-w", "--workload", help="workload preset (default: the values file's)")
+        c.add_argument("--tp", help="tensor parallel values, comma separated (a subset of values.yaml's, or new ones)")
+        c.add_argument("--id", dest="experiment_id", help="experiment id (default: date-model-workload)")
+        c.add_argument("--image", help="vLLM image")
+        c.add_argument("--max-model-len", type=int)
+        c.add_argument("--vllm-args", help="extra vLLM arguments, quoted as one string")
+        c.add_argument("--yes", action="store_true", help="do not ask before creating a missing namespace or launching")
+        if name == "run":
+            c.add_argument("--render-only", metavar="DIR", help="write the effective values, Pipeline, PipelineRun and Tasks to DIR; apply nothing")
+            c.add_argument("--delete-after", action="store_true", help="delete the PipelineRun after copying results")
+            c.add_argument("--json", action="store_true", help="print events as JSON lines")
+            c.add_argument("--detach-on-exit", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP keep the PipelineRun (reattach with: sweepdeck attach ID)")
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context (default: current)")
+
+
+def main(args: argparse.Namespace) -> int:
+    action = args.tekton_command
+    if action == "render":
+        return _render(args)
+    if action == "transform-pr":
+        return _transform(args)
+    if action == "install-shared":
+        return _install_shared(args)
+    if action == "run-pr":
+        return _run_pr(args)
+    return _run_command(args)
+
+
+def _write(text: str, out: str | None) -> None:
+    if out:
+        from pathlib import Path
+
+        Path(out).expanduser().write_text(text, encoding="utf-8")
+        print(f"[INFO] wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from backends.tekton.render import dump, render_files, task_table
+    from templates.render import template_path
+
+    template = args.template or str(template_path("tekton/blis/pipeline.yaml.j2"))
+    doc, _values = render_files(template, args.values, args.pipelinerun)
+    if args.explain:
+        for section, name, after in task_table(doc):
+            print(f"{section:<8} {name:<50} {after}", file=sys.stderr)
+    _write(dump(doc), args.out)
+    return 0
+
+
+def _transform(args: argparse.Namespace) -> int:
+    from backends.tekton.matrix import count, transform
+    from backends.tekton.render import dump, load_yaml_file
+
+    pr = load_yaml_file(args.input, "PipelineRun file")
+    if not isinstance(pr, dict):
+        from config.errors import SweepdeckError
+
+        raise SweepdeckError(f"{args.input} is not a PipelineRun (a YAML mapping).")
+    unroll = [u.strip() for u in args.unroll.split(",") if u.strip()] if args.unroll else None
+    out = transform(pr, unroll=unroll, limit=args.limit, sliding_window=args.sliding_window, task=args.task)
+    print(f"[INFO] {count(pr)} combinations; {len(out['spec']['pipelineSpec']['tasks'])} tasks", file=sys.stderr)
+    _write(dump(out), args.out)
+    return 0
+
+
+def _install_shared(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import yaml
+
+    from templates.render import render
+
+    task = yaml.safe_load(render("tekton/tasks/guidellm-load-generator.yaml"))
+    task["metadata"]["namespace"] = args.namespace
+    if args.dry_run:
+        sys.stdout.write(yaml.safe_dump(task, sort_keys=False))
+        return 0
+    from backends.tekton.install import install_shared
+
+    for line in asyncio.run(install_shared(task, args.namespace, args.kubeconfig, args.context)):
+        print(f"[INFO] {line}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace):
+    """Settings, profile, spec (against the profile's base values) and backend."""
+    import shlex
+
+    from backends.tekton import TektonBackend
+    from backends.tekton.build import Sources
+    from backends.tekton.render import merge_pipelinerun
+    from config.errors import SweepdeckError
+    from config.settings import Profile, load_settings
+    from config.spec import build_spec
+
+    settings = load_settings(args.config, args.catalog_dir)
+    profile = settings.profile(args.profile, "tekton")
+    sources = Sources.from_profile(profile)
+    base = merge_pipelinerun(sources.base_values(), sources.base_pipelinerun())
+    extra = None
+    if args.vllm_args:
+        try:
+            extra = shlex.split(args.vllm_args)
+        except ValueError as exc:
+            raise SweepdeckError(f"Cannot parse --vllm-args {args.vllm_args!r}: {exc}.") from None
+    spec = build_spec(
+        settings.catalogs, args.model, backend="tekton", workload=args.workload, profile=profile.name,
+        namespace=args.namespace or profile.get("namespace"), experiment_id=args.experiment_id,
+        image=args.image, max_model_len=args.max_model_len, extra_args=extra, base_values=base,
+    )
+    if args.tp:
+        try:
+            tps = tuple(int(t) for t in args.tp.split(",") if t.strip())
+        except ValueError:
+            raise SweepdeckError(f"--tp takes comma-separated integers, not {args.tp!r}.", "Example: --tp 2,4") from None
+        spec = spec.set("tp_sweep", tps)
+    if getattr(args, "delete_after", False):
+        profile = Profile(profile.name, profile.backend, {**profile.options, "delete_after": True})
+    return settings, spec, TektonBackend(settings, profile)
+
+
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+async def _offer_namespace(backend, spec, printer, assume_yes: bool):
+    """Run the checks; create a missing namespace when the user agrees (or --yes)."""
+    checks = await backend.preflight(spec)
+    missing = next((c.data["create_namespace"] for c in checks if c.data.get("create_namespace")), None)
+    if missing and (assume_yes or _ask(f"Namespace {missing} does not exist. Create it?")):
+        await backend.create_namespace(missing)
+        from backends.events import Notice
+
+        printer(Notice(f"namespace {missing} created"))
+        checks = await backend.preflight(spec)
+    return checks
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from backends.base import blocking
+    from backends.session import drive
+    from tui.headless import HeadlessPrinter
+
+    _settings, spec, backend = _prepare(args)
+    if getattr(args, "render_only", None):
+        from pathlib import Path
+
+        out = Path(args.render_only).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in backend.build(spec).files().items():
+            (out / name).write_text(text, encoding="utf-8")
+            print(f"[INFO] wrote {out / name}")
+        return 0
+    printer = HeadlessPrinter(json_mode=getattr(args, "json", False), spec=spec)
+    printer.spec_summary(spec)
+    if args.tekton_command == "preflight":
+        checks = asyncio.run(_offer_namespace(backend, spec, printer, args.yes))
+        printer.checks(checks)
+        printer.flush()
+        return 3 if blocking(checks) else 0
+
+    async def go():
+        await _offer_namespace(backend, spec, printer, args.yes)
+        return await drive(
+            backend, spec, on_event=printer, on_checks=printer.checks,
+            confirm=None if args.yes else (lambda checks: _ask("Proceed?")),
+            assume_yes=args.yes, detach_on_signal=args.detach_on_exit,
+        )
+
+    result = asyncio.run(go())
+    printer.result(result)
+    return result.exit_code
+
+
+def _run_pr(args: argparse.Namespace) -> int:
+    """Launch a PipelineRun file (transformed when asked) and print its events until it ends."""
+    import asyncio
+
+    from backends.events import Finished, Notice
+    from backends.tekton import TektonBackend
+    from backends.tekton.matrix import count, transform
+    from backends.tekton.render import load_yaml_file
+    from config.errors import SweepdeckError
+    from config.settings import load_settings
+    from tui.headless import HeadlessPrinter
+
+    pr = load_yaml_file(args.input, "PipelineRun file")
+    if not isinstance(pr, dict) or pr.get("kind") != "PipelineRun":
+        raise SweepdeckError(f"{args.input} is not a PipelineRun.")
+    if args.unroll or args.limit is not None:
+        unroll = [u.strip() for u in args.unroll.split(",") if u.strip()] if args.unroll else None
+        pr = transform(pr, unroll=unroll, limit=args.limit, sliding_window=args.sliding_window, task=args.task)
+    settings = load_settings(args.config, args.catalog_dir)
+    profile = settings.profile(args.profile, "tekton")
+    namespace = args.namespace or profile.get("namespace")
+    if not namespace:
+        raise SweepdeckError("No namespace.", "Give --namespace NS or set 'namespace' in the tekton profile.")
+    backend = TektonBackend(settings, profile)
+    printer = HeadlessPrinter(json_mode=args.json, progress_every=0.0)
+
+    async def go() -> int:
+        run = await backend.launch_pipelinerun(pr, namespace)
+        printer(Notice(f"PipelineRun {run.handle['pipelinerun']} created in {namespace}: {count(pr) or len(run.handle['tasks'])} matrix combinations, {len(run.handle['tasks'])} TaskRuns"))
+        outcome = "failed"
+        try:
+            async for ev in backend.events(run):
+                printer(ev)
+                if isinstance(ev, Finished):
+                    outcome = ev.outcome
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            await backend.cancel(run)
+            printer(Notice("cancel requested (CancelledRunFinally)", "warning"))
+            outcome = "cancelled"
+        printer.flush()
+        return 0 if outcome == "succeeded" else 1
+
+    return asyncio.run(go())

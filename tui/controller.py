@@ -1,0 +1,587 @@
+"""One run as the TUI sees it: drive it, keep its recent history, feed screens.
+
+:class:`RunController` wraps the lifecycle driver (:class:`backends.session.Session`):
+``start()`` launches and follows a new run, ``attach()`` follows a detached run
+again (or replays a finished run's ``events.jsonl`` read-only), ``cancel()``,
+``cleanup()`` and ``detach()`` end it, and ``relaunch(fix)`` starts the fixed
+experiment that the recovery dialog asks for.
+
+Screens do not see single events. Every event is folded into the
+controller's bounded history (the last ``log_line_cap`` log lines, the latest
+state per unit of work, the latest metrics...) and queued; at most every
+``flush_interval`` seconds the queue goes to the subscribers as one
+:class:`EventBatch`, in which a burst of status changes has already collapsed
+to the latest state per unit. A screen that subscribes late (the monitor is
+opened again from the runs list) first gets the whole history as one batch.
+
+This module imports no Textual: it is the seam the headless tests and the
+benchmarks drive directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from backends.cleanup import REGISTRY, CleanupRegistry
+from backends.events import (
+    Alert,
+    Endpoint,
+    Event,
+    Finished,
+    Fix,
+    LogLine,
+    Metrics,
+    Notice,
+    Phase,
+    Progress,
+)
+from config.errors import SweepdeckError
+
+if TYPE_CHECKING:
+    from backends.base import Backend, Run
+    from backends.session import Session
+    from backends.store import RunRecord, RunStore
+    from config.spec import ExperimentSpec
+
+log = logging.getLogger(__name__)
+
+#: Lines kept per run when the settings say nothing (``settings.log_line_cap``).
+DEFAULT_LOG_LINE_CAP = 100_000
+#: Seconds between two deliveries to the screens (log lines are batched this long).
+FLUSH_INTERVAL = 0.05
+#: Throughput samples kept for the sparkline.
+METRICS_HISTORY = 120
+#: Notices kept (the monitor shows the latest few).
+NOTICES_KEPT = 50
+
+LIVE_STATES = ("launching", "running", "cancelling")
+
+Subscriber = Callable[["EventBatch"], Any]
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """What happened since the last delivery, already collapsed.
+
+    Args:
+        lines: New log lines, oldest first (never more than the line cap).
+        dropped: Lines that arrived but were dropped before delivery (line cap).
+        phases: Latest Phase per unit changed in this batch, in first-seen order.
+        metrics: Metrics events of this batch (the last is the current one).
+        progress: Latest Progress, if any.
+        endpoint: Latest Endpoint, if any.
+        alerts: Alerts, in order.
+        notices: Notices, in order.
+        finished: The run's Finished event, if it came.
+        state: The controller's state after this batch.
+        reset: The batch replaces everything shown so far (history replay,
+            a switch to another run).
+    """
+
+    lines: list[LogLine] = field(default_factory=list)
+    dropped: int = 0
+    phases: dict[str, Phase] = field(default_factory=dict)
+    metrics: list[Metrics] = field(default_factory=list)
+    progress: Progress | None = None
+    endpoint: Endpoint | None = None
+    alerts: list[Alert] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    finished: Finished | None = None
+    state: str = ""
+    reset: bool = False
+    state_changed: bool = False
+    throughput: list[float] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.lines or self.phases or self.metrics or self.progress or self.endpoint
+            or self.alerts or self.notices or self.finished or self.reset or self.state_changed
+        )
+
+
+class RunController:
+    """Drives one run and keeps what the monitor shows.
+
+    Args:
+        backend: The backend the run uses.
+        spec: The resolved spec (None when opening a saved ``record``).
+        store: The run store.
+        record: A saved run to attach to or replay.
+        registry: Cleanup registry (the process-wide one by default).
+        log_line_cap: Log lines kept (older ones are dropped).
+        flush_interval: Seconds between deliveries to subscribers.
+        default_image: The catalog's default image (for image-pull fixes).
+    """
+
+    def __init__(
+        self,
+        backend: "Backend",
+        spec: "ExperimentSpec | None" = None,
+        *,
+        store: "RunStore",
+        record: "RunRecord | None" = None,
+        registry: CleanupRegistry = REGISTRY,
+        log_line_cap: int = DEFAULT_LOG_LINE_CAP,
+        flush_interval: float = FLUSH_INTERVAL,
+        default_image: str | None = None,
+    ) -> None:
+        if spec is None and record is not None:
+            try:
+                spec = record.spec()
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("cannot read the spec of %s: %s", record.id, exc)
+        self.backend = backend
+        self.spec = spec
+        self.store = store
+        self.record = record
+        self.registry = registry
+        self.flush_interval = flush_interval
+        self.default_image = default_image
+        self.run: "Run | None" = None
+        self.session: "Session | None" = None
+        self.state = record.state if record is not None else "created"
+        self.read_only = False
+        self.parent: RunController | None = None
+        self.fix: Fix | None = None
+        self.child: RunController | None = None
+        # history (bounded)
+        self.logs: deque[LogLine] = deque(maxlen=max(1, int(log_line_cap)))
+        self._trim_at = 2 * self.logs.maxlen
+        self.log_total = 0
+        self.phases: dict[str, Phase] = {}
+        self.metrics: Metrics | None = None
+        self.throughput: deque[float] = deque(maxlen=METRICS_HISTORY)
+        self.progress: Progress | None = None
+        self.endpoint: Endpoint | None = None
+        self.alerts: list[Alert] = []
+        self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
+        self.finished: Finished | None = None
+        self.started_at: float | None = record.started if record is not None else None
+        # delivery
+        self._subscribers: list[Subscriber] = []
+        self._pending = EventBatch()
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._follow: asyncio.Task | None = None
+        self._launched = False
+        self._detaching = False
+        self._attached = False
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def id(self) -> str:
+        if self.run is not None:
+            return self.run.id
+        if self.spec is not None:
+            return self.spec.experiment_id
+        return self.record.id if self.record is not None else "run"
+
+    @property
+    def live(self) -> bool:
+        """True while the run or its resources are alive (something to clean up or detach)."""
+        if self.read_only:
+            return False
+        if self._follow is not None and not self._follow.done():
+            return True
+        return self.state in LIVE_STATES
+
+    @property
+    def needs_replay(self) -> bool:
+        """A saved, not detached run nobody has loaded yet (the monitor replays it)."""
+        return self.record is not None and not self._attached and self.session is None and self.record.state != "detached"
+
+    @property
+    def log_line_cap(self) -> int:
+        return self.logs.maxlen or DEFAULT_LOG_LINE_CAP
+
+    def set_log_line_cap(self, cap: int) -> None:
+        """Change how many lines are kept (the newest stay)."""
+        cap = max(1, int(cap))
+        if cap != self.logs.maxlen:
+            self.logs = deque(self.logs, maxlen=cap)
+        self._trim_at = 2 * cap
+
+    # ----------------------------------------------------------- subscribers
+
+    def subscribe(self, callback: Subscriber, *, replay: bool = True) -> Callable[[], None]:
+        """Deliver batches to ``callback``; with ``replay`` it first gets the history as one batch.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        if replay:
+            # what is queued is already in the history: deliver it to the others
+            # first, or the new subscriber would get it twice
+            self.flush()
+            callback(self.snapshot())
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def snapshot(self) -> EventBatch:
+        """Everything kept so far as one ``reset`` batch."""
+        return EventBatch(
+            lines=list(self.logs),
+            dropped=max(0, self.log_total - len(self.logs)),
+            phases=dict(self.phases),
+            metrics=[self.metrics] if self.metrics is not None else [],
+            progress=self.progress,
+            endpoint=self.endpoint,
+            alerts=list(self.alerts),
+            notices=list(self.notices),
+            finished=self.finished,
+            state=self.state,
+            reset=True,
+            throughput=list(self.throughput),
+        )
+
+    # ---------------------------------------------------------------- events
+
+    def on_event(self, event: Event) -> None:
+        """Fold one event into the history and queue it for the next delivery."""
+        pending = self._pending
+        if type(event) is LogLine:  # the hot path: one append (history is updated per batch)
+            lines = pending.lines
+            lines.append(event)
+            if len(lines) > self._trim_at:
+                self._trim_pending()
+            if self._flush_handle is None:
+                self._schedule()
+            return
+        if isinstance(event, Phase):
+            self.phases[event.unit] = event
+            pending.phases[event.unit] = event  # a burst collapses to the latest per unit
+        elif isinstance(event, Metrics):
+            self.metrics = event
+            self.throughput.append(float(event.output_tokens_per_s or 0.0))
+            pending.metrics.append(event)
+        elif isinstance(event, Progress):
+            self.progress = pending.progress = event
+        elif isinstance(event, Endpoint):
+            self.endpoint = pending.endpoint = event
+        elif isinstance(event, Alert):
+            self.alerts.append(event)
+            pending.alerts.append(event)
+        elif isinstance(event, Notice):
+            self.notices.append(event)
+            pending.notices.append(event)
+        elif isinstance(event, Finished):
+            self.finished = pending.finished = event
+            self.state = event.outcome
+        else:  # an event type a newer backend adds: shown as a notice
+            note = Notice(f"{type(event).__name__}: {event}")
+            self.notices.append(note)
+            pending.notices.append(note)
+        self._schedule()
+
+    def _trim_pending(self) -> None:
+        """Keep queued lines within the cap while nothing is delivered (a producer that never yields)."""
+        lines = self._pending.lines
+        cap = self.log_line_cap
+        excess = lines[:-cap]
+        self.logs.extend(excess)
+        self.log_total += len(excess)
+        self._pending.dropped += len(excess)
+        del lines[:-cap]
+
+    def on_events(self, events) -> None:
+        """Fold many events (a replay) at once."""
+        for event in events:
+            self.on_event(event)
+
+    def _schedule(self) -> None:
+        if self._flush_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_handle = loop.call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Deliver what is queued now (the timer calls this)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch, self._pending = self._pending, EventBatch()
+        if batch.lines:
+            self.logs.extend(batch.lines)
+            self.log_total += len(batch.lines)
+        cap = self.log_line_cap
+        if len(batch.lines) > cap:
+            batch.dropped += len(batch.lines) - cap
+            del batch.lines[:-cap]
+        batch.state = self.state
+        if batch.empty:
+            return
+        for callback in list(self._subscribers):
+            try:
+                callback(batch)
+            except Exception:  # one broken screen must not stop the run being followed
+                log.exception("subscriber failed")
+
+    def _set_state(self, state: str) -> None:
+        """Change the state; the change alone is worth a delivery (the header shows it)."""
+        if state != self.state:
+            self.state = state
+            self._pending.state_changed = True
+            self._schedule()
+
+    # ------------------------------------------------------------- lifecycle
+
+    def _make_session(self, spec: "ExperimentSpec") -> "Session":
+        from backends.session import Session
+
+        return Session(
+            self.backend, spec, store=self.store, on_event=self.on_event, registry=self.registry,
+            default_image=self.default_image,
+        )
+
+    async def launch(self) -> "Run":
+        """Launch the run (pre-flight already done); ``start`` then follows it.
+
+        Raises:
+            SweepdeckError: the id is taken or the launch failed (nothing is left running).
+        """
+        if self._launched:
+            assert self.run is not None
+            return self.run
+        if self.spec is None:
+            raise SweepdeckError("Nothing to launch: this run has no spec.")
+        self.session = self._make_session(self.spec)
+        self._set_state("launching")
+        self.started_at = time.time()
+        try:
+            self.run = await self.session.launch()
+        except BaseException as exc:
+            self._set_state("failed")
+            message = exc.message if isinstance(exc, SweepdeckError) else str(exc)
+            self.on_event(Finished("failed", f"Launch failed: {message}"))
+            self.flush()
+            raise
+        self._launched = True
+        self.started_at = self.run.started
+        self._set_state("running")
+        return self.run
+
+    async def start(self) -> None:
+        """Launch (unless :meth:`launch` already did) and follow the run until it ends."""
+        await self.launch()
+        await self._follow_session()
+
+    async def _follow_session(self) -> None:
+        assert self.session is not None
+        # The follow runs in its own task: cancelling the caller's worker (the app
+        # quitting, detaching) must not cancel the session half-way; cleanup/detach
+        # end it properly instead.
+        self._follow = asyncio.ensure_future(self.session.follow())
+        try:
+            result = await asyncio.shield(self._follow)
+        except asyncio.CancelledError:
+            if not self._detaching and not self._follow.done():
+                self.session.request_cancel("the monitor was closed")
+            raise
+        finally:
+            self.flush()
+        if self._detaching:
+            self._set_state("detached")
+        elif result is not None:
+            self._set_state(result.outcome)
+        self.flush()
+
+    async def attach(self) -> None:
+        """Show a saved run: follow a detached one again, or replay a finished one read-only.
+
+        Raises:
+            SweepdeckError: the detached run cannot be re-attached (its saved
+                events are still shown).
+        """
+        if self.record is None:
+            raise SweepdeckError("Nothing to attach to: no saved run.")
+        if self._attached:
+            return
+        self._attached = True
+        from backends.store import RunDir
+
+        run_dir = RunDir(self.record.path)
+        events = list(run_dir.events())
+        self.on_events(events)
+        stamps = [e.ts for e in events[:50] if getattr(e, "ts", None)]
+        if stamps:
+            # the run began with its first event (or when its record was made, if earlier)
+            self.started_at = min([*stamps, *([self.started_at] if self.started_at else [])])
+        if self.record.state != "detached":
+            self.read_only = True
+            self._set_state(self.record.state)
+            self.flush()
+            return
+        self.flush()
+        try:
+            self.run = await self.backend.attach(self.record)
+        except SweepdeckError as exc:
+            self.on_event(Notice(exc.message + (f" {exc.hint}" if exc.hint else ""), "error"))
+            self.read_only = True
+            self.flush()
+            raise
+        self.spec = self.run.spec or self.spec
+        self.session = self._make_session(self.run.spec)
+        self.session.run = self.run
+        self._launched = True
+        self.finished = None
+        self._set_state("running")
+        self.run.store.update_meta(state="running")
+        await self._follow_session()
+
+    async def cancel(self) -> None:
+        """Ask the run to stop; its events end with a ``cancelled`` Finished."""
+        if self.session is None or not self.live:
+            return
+        self._set_state("cancelling")
+        self.session.request_cancel("cancelled by the user")
+
+    async def cleanup(self, timeout: float = 10.0) -> list:
+        """Stop the run and remove what it created, within ``timeout`` seconds.
+
+        A follow that does not end in time (a stuck backend) is abandoned and
+        the session is closed directly; undos that still hang are forced by
+        the registry. Returns the registry's outcomes (may be empty).
+        """
+        deadline = time.monotonic() + timeout
+        outcomes: list = []
+        session = self.session
+        if session is not None and not self.read_only:
+            # the session's own cleanup (backend cleanup + registry) must fit our budget
+            session.cleanup_timeout = max(0.5, timeout * 0.8)
+            if self._follow is not None and not self._follow.done():
+                session.request_cancel("cleaned up")
+                await asyncio.wait([self._follow], timeout=max(0.1, timeout * 0.6))
+                if not self._follow.done():
+                    # a stuck backend: stop waiting for its events; undo (and force) what
+                    # was registered now, then close the session ourselves
+                    log.warning("run %s did not stop in time; abandoning its event stream", self.id)
+                    self._follow.cancel()
+                    if self.registry.live() and not self.registry.detached:
+                        outcomes = await self.registry.run(max(0.2, (deadline - time.monotonic()) * 0.5))
+            if not session._closed:
+                left = max(0.2, deadline - time.monotonic())
+                session.cleanup_timeout = left * 0.8
+                closing = asyncio.ensure_future(session.close())
+                # bounded: the session gives its registry at least 1 s, after which it
+                # forces what hangs; a close that still hangs then is abandoned
+                await asyncio.wait([closing], timeout=max(left, 1.2))
+        left = deadline - time.monotonic()
+        if self.registry.live() and not self.registry.detached:
+            outcomes += await self.registry.run(max(0.1, left))
+        if self.state in LIVE_STATES or self.state == "created":
+            self._set_state("cancelled")
+        self.flush()
+        return outcomes
+
+    def detach(self) -> None:
+        """Stop following; keep the run going (reattach later)."""
+        if self.session is None or not self.live:
+            return
+        self._detaching = True
+        self.session.request_detach()
+        self._set_state("detached")
+        self.flush()
+
+    # -------------------------------------------------------------- relaunch
+
+    def fixed_spec(self, fix: "Fix | ExperimentSpec") -> "ExperimentSpec":
+        """The spec to relaunch with: ``fix`` applied under a new id, parent recorded."""
+        if self.spec is None:
+            raise SweepdeckError("This run has no spec to fix.")
+        from backends.session import apply_fix
+        from config.spec import ExperimentSpec, Source
+
+        if isinstance(fix, Fix):
+            return apply_fix(self.spec, fix, self.store)
+        if not isinstance(fix, ExperimentSpec):
+            raise TypeError(f"fix must be a Fix or an ExperimentSpec, not {type(fix).__name__}")
+        new = fix
+        if new.experiment_id == self.spec.experiment_id or self.store.exists(new.experiment_id):
+            root = re.sub(r"-fix(-\d+)?$", "", self.spec.experiment_id)[:59].rstrip("-")
+            new = new.set("experiment_id", self.store.free_id(f"{root}-fix"), Source.AUTO)
+        return dataclasses.replace(new, parent=self.spec.experiment_id)
+
+    async def relaunch(self, fix: "Fix | ExperimentSpec", *, label: str | None = None) -> "RunController":
+        """Stop this run (if still live), launch the fixed experiment, and return its controller.
+
+        The new run gets a new experiment id with this one as its parent; the
+        fix is recorded in both runs' ``meta.json`` (``fix`` / ``relaunched_as``).
+        The returned controller is launched but not yet followed: call its
+        :meth:`start` (in a worker) to follow it.
+
+        Raises:
+            SweepdeckError: the fix cannot be applied, pre-flight fails, or the launch fails.
+        """
+        new_spec = self.fixed_spec(fix)
+        if self.live:
+            await self.cleanup()
+        else:
+            # the old run's session closed already; make sure nothing of it is left
+            if self.session is not None and not self.session._closed:
+                await self.cleanup()
+        from backends.session import check_preflight
+
+        checks = await self.backend.preflight(new_spec)
+        check_preflight(checks, allow_warnings=True)
+        child = RunController(
+            self.backend, new_spec, store=self.store, registry=self.registry,
+            log_line_cap=self.log_line_cap, flush_interval=self.flush_interval,
+            default_image=self.default_image,
+        )
+        child.parent = self
+        if isinstance(fix, Fix):
+            child.fix = fix
+        else:
+            changes = {c.field: c.value for c in _fix_changes(self.spec, new_spec)}
+            child.fix = Fix(label or "Custom fix", changes, ", ".join(f"{k}={v}" for k, v in changes.items()))
+        await child.launch()
+        record = {"label": child.fix.label, "changes": _plain(child.fix.changes), "description": child.fix.description}
+        assert child.run is not None
+        child.run.store.update_meta(parent=self.id, fix=record)
+        try:
+            self.store.open(self.id).update_meta(relaunched_as=child.id, fix=record)
+        except SweepdeckError:
+            pass  # the old run has no directory (it never launched)
+        self.child = child
+        child.on_event(Notice(f"Relaunched {self.id} as {child.id} with fix: {child.fix.label}"
+                              + (f" ({child.fix.description})" if child.fix.description else "")))
+        return child
+
+
+def _fix_changes(old: "ExperimentSpec | None", new: "ExperimentSpec") -> list:
+    if old is None:
+        return []
+    try:
+        return [c for c in new.diff(old) if c.field not in ("experiment_id", "parent")]
+    except Exception:  # noqa: BLE001 - the record is informative only
+        return []
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+__all__ = ["DEFAULT_LOG_LINE_CAP", "EventBatch", "RunController"]

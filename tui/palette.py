@@ -1,0 +1,105 @@
+"""The command palette (ctrl+p): every action of the app by name.
+
+Lists the app-wide actions from :mod:`tui.bindings`, plus every binding
+active on the current screen (so screens built elsewhere, such as the run
+monitor, appear without registering anything here). Each hit shows its key.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterator
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from tui import bindings as keys
+
+
+# Names in the palette (the footer's short words are too terse out of context).
+TITLES = {
+    "quit": "Quit",
+    "help": "Help: list every key",
+    "quick_command": "Quick command",
+    "show_runs": "Go to the runs list",
+    "new_experiment": "New experiment",
+    "open_run": "Open run",
+    "attach_run": "Attach to run",
+    "delete_run": "Delete run record",
+    "filter_runs": "Filter runs",
+    "refresh_runs": "Refresh runs",
+    "wizard_next": "Next step",
+    "wizard_back": "Previous step",
+    "filter_models": "Filter models",
+    "custom_workload": "Custom workload",
+    "preset_workload": "Preset workloads",
+    "edit_value": "Edit value",
+    "add_arg": "Add vLLM argument",
+    "remove_arg": "Remove argument / undo change",
+    "confirm_changes": "Confirm changes",
+    "edit_id": "Change experiment id",
+    "choose_backend": "Choose backend / profile",
+    "rerun_preflight": "Re-run pre-flight checks",
+    "override_warnings": "Override pre-flight warnings",
+    "launch": "Launch",
+}
+
+
+class SweepdeckCommands(Provider):
+    """Commands for the screen the palette was opened from."""
+
+    def commands(self) -> Iterator[tuple[str, str, str, object]]:
+        """``(name, help, key, callback)`` for every action available now."""
+        screen = self.screen
+        app = self.app
+        user_keys = getattr(app, "user_keys", {})
+        seen: set[str] = set()
+        for spec in keys.KEYS:
+            if not spec.palette or spec.scope != "app":
+                continue
+            seen.add(spec.action.removeprefix("app."))
+            key = keys.display_key(keys.effective_key(spec, user_keys))
+            yield TITLES.get(spec.id, spec.description), spec.help, key, partial(screen.run_action, spec.action)
+        # "New experiment" works from every screen, not only from the runs list.
+        if "new_experiment" not in seen:
+            seen.add("new_experiment")
+            yield "New experiment", "Start the new-experiment wizard", "", partial(app.run_action, "new_experiment")
+        try:
+            # Every node from the focused widget up to the app (not only the
+            # binding that wins a key: "enter" opens a run *and* selects a row).
+            chain = list(screen._binding_chain)
+        except Exception:
+            chain = []
+        for node, bindings_map in chain:
+            for key, bindings in bindings_map.key_to_bindings.items():
+                for binding in bindings:
+                    action = binding.action.removeprefix("app.").removeprefix("screen.")
+                    if action in seen or not binding.description or binding.system:
+                        continue
+                    if not binding.show and binding.id not in keys.BY_ID:
+                        continue  # widget internals (cursor moves...)
+                    seen.add(action)
+                    spec = keys.BY_ID.get(binding.id or "")
+                    help_text = (spec.help if spec else "") or binding.tooltip or binding.description
+                    shown_key = keys.effective_key(spec, user_keys) if spec else key
+                    yield (
+                        TITLES.get(binding.id or "", binding.description),
+                        help_text,
+                        keys.display_key(shown_key),
+                        partial(_run, node, binding.action),
+                    )
+
+    async def discover(self) -> Hits:
+        for name, help_text, key, callback in self.commands():
+            yield DiscoveryHit(f"{name}  ({key})" if key else name, callback, help=help_text)  # type: ignore[arg-type]
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, key, callback in self.commands():
+            shown = f"{name}  ({key})" if key else name
+            score = max(matcher.match(shown), matcher.match(help_text) * 0.8)
+            if score > 0:
+                yield Hit(score, matcher.highlight(shown), callback, help=help_text)  # type: ignore[arg-type]
+
+
+async def _run(node, action: str) -> None:
+    await node.run_action(action)

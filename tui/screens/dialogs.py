@@ -1,0 +1,480 @@
+"""Modal dialogs: quit, model disambiguation, confirm, quick command, help.
+
+Every dialog answers with :meth:`ModalScreen.dismiss`; escape always means
+"cancel" and every choice has a key, so no dialog needs a mouse.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, Any, Callable
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from config.errors import AmbiguousModel, SweepdeckError
+from tui import bindings as keys
+
+if TYPE_CHECKING:
+    from config.catalog import Catalogs, ModelInfo
+    from config.settings import Settings
+    from config.spec import ExperimentSpec
+
+
+# ----------------------------------------------------------------------- quit
+
+QUIT_CLEANUP = "cleanup"
+QUIT_DETACH = "detach"
+QUIT_CANCEL = "cancel"
+
+
+class QuitDialog(ModalScreen[str]):
+    """Quit with something live: clean up (default), detach, or cancel.
+
+    Args:
+        live: Short descriptions of what is live (run ids, cleanup labels).
+    """
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [
+        Binding("c", "choose('cleanup')", "Clean up", id="quit_dialog_cleanup"),
+        Binding("d", "choose('detach')", "Detach", id="quit_dialog_detach"),
+        Binding("escape,n", "choose('cancel')", "Cancel", id="quit_dialog_cancel"),
+        Binding("left,up", "app.focus_previous", "Previous choice", show=False, id="quit_dialog_previous"),
+        Binding("right,down", "app.focus_next", "Next choice", show=False, id="quit_dialog_next"),
+    ]
+
+    def __init__(self, live: list[str]) -> None:
+        super().__init__()
+        self.live = live
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="quit-dialog", classes="dialog"):
+            yield Label("Quit sweepdeck?", classes="dialog-title")
+            shown = self.live[:6]
+            more = len(self.live) - len(shown)
+            lines = ["Still live:"] + [f"  • {item}" for item in shown]
+            if more > 0:
+                lines.append(f"  … and {more} more")
+            yield Static("\n".join(lines), id="quit-live")
+            yield Static(
+                "Clean up stops and removes everything this session started. "
+                "Detach keeps runs going; reattach later with  a  on the runs list "
+                "or `sweepdeck attach`.",
+                classes="dialog-help",
+            )
+            with Vertical(classes="dialog-buttons-vertical"):
+                yield Button("Clean up everything  \\[c]", id="quit-cleanup", variant="error", compact=True)
+                yield Button("Detach (keep running; reattach later)  \\[d]", id="quit-detach", variant="primary", compact=True)
+                yield Button("Cancel  \\[esc]", id="quit-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#quit-cleanup", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        choice = (event.button.id or "quit-cancel").removeprefix("quit-")
+        self.dismiss(choice)
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+
+class CleanupScreen(ModalScreen[None]):
+    """Shown while cleanup runs (it is bounded; the app exits afterwards)."""
+
+    DEFAULT_CLASSES = "dialog-screen"
+
+    def __init__(self, pending: list[str], verb: str = "Cleaning up") -> None:
+        super().__init__()
+        self.pending = pending
+        self.verb = verb
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="cleanup-dialog", classes="dialog"):
+            yield Label(f"{self.verb}…", classes="dialog-title")
+            body = "\n".join(f"  • {p}" for p in self.pending[:8]) or "  (nothing left to do)"
+            yield Static(body, id="cleanup-pending")
+            yield Static("This takes at most a few seconds; stuck steps are forced.", classes="dialog-help")
+
+
+# ------------------------------------------------------------ disambiguation
+
+
+def model_details(info: "ModelInfo") -> str:
+    """One line of facts about a model: context, size, download time, TP."""
+    parts = []
+    if info.context_limit:
+        parts.append(f"context {info.context_limit:,}")
+    if info.size_gb is not None:
+        parts.append(f"{info.size_gb:g} GB")
+    if info.download_time:
+        parts.append(f"download {info.download_time}")
+    if info.tp:
+        parts.append("TP " + ",".join(str(t) for t in info.tp))
+    return " · ".join(parts) or "no recommended settings in the catalog"
+
+
+class DisambiguationDialog(ModalScreen["str | None"]):
+    """Ask which model an ambiguous alias means; answers the chosen model id.
+
+    Args:
+        alias: What the user typed (``llama-7b``).
+        prompt: The catalog's question (``Did you mean Llama 2 (7B) or Llama 3 (8B)?``).
+        options: The catalog's option dicts (id, label, description).
+        infos: The matching :class:`ModelInfo` per option id.
+    """
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="disambiguation_cancel")]
+
+    def __init__(self, alias: str, prompt: str, options: list[dict], infos: dict[str, "ModelInfo"]) -> None:
+        super().__init__()
+        self.alias = alias
+        self.prompt = prompt
+        self.options = options
+        self.infos = infos
+
+    @classmethod
+    def for_alias(cls, catalogs: "Catalogs", alias: str) -> "DisambiguationDialog":
+        entry = catalogs.models.ambiguous[alias.strip().lower()]
+        infos = {i.id: i for i in catalogs.models.options(alias)}
+        return cls(alias, entry.get("prompt", "Which model do you mean?"), entry["options"], infos)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="disambiguation-dialog", classes="dialog"):
+            yield Label(f"“{self.alias}” is ambiguous", classes="dialog-title")
+            yield Static(self.prompt, id="disambiguation-prompt")
+            items = []
+            for n, opt in enumerate(self.options, 1):
+                info = self.infos.get(opt["id"])
+                text = Text()
+                text.append(f"{n}. {opt.get('label') or opt['id']}", style="bold")
+                text.append(f" · {opt['id']}\n")
+                if opt.get("description"):
+                    text.append(f"   {opt['description']}\n")
+                if info is not None:
+                    text.append(f"   {model_details(info)}")
+                    if info.large:
+                        text.append(f"\n   ⚠ WARNING: {info.download_warning()}", style="bold")
+                items.append(Option(text, id=opt["id"]))
+            yield OptionList(*items, id="disambiguation-options")
+            yield Static("↑/↓ choose · enter select · 1-9 pick by number · esc cancel", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        options.highlighted = 0
+        options.focus()
+
+    def on_key(self, event) -> None:
+        if event.character and event.character.isdigit():
+            n = int(event.character)
+            if 1 <= n <= len(self.options):
+                event.stop()
+                self.dismiss(self.options[n - 1]["id"])
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+# -------------------------------------------------------------------- confirm
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """A yes/no question; escape and ``n`` answer no."""
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm_yes"),
+        Binding("escape,n", "answer(False)", "No", id="confirm_no"),
+        Binding("left", "app.focus_previous", "Previous choice", show=False, id="confirm_previous"),
+        Binding("right", "app.focus_next", "Next choice", show=False, id="confirm_next"),
+    ]
+
+    def __init__(self, title: str, message: str, yes: str = "Yes", no: str = "No") -> None:
+        super().__init__()
+        self.title_text = title
+        self.message = message
+        self.yes = yes
+        self.no = no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-dialog", classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.message, id="confirm-message")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self.yes}  \\[y]", id="confirm-yes", variant="error", compact=True)
+                yield Button(f"{self.no}  \\[n]", id="confirm-no", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        # The safe answer has the focus.
+        self.query_one("#confirm-no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+# -------------------------------------------------------------- quick command
+
+QUICK_EXAMPLES = (
+    "llama3-70b chatbot TP=4 in namespace mert",
+    "qwen-1.5b summarization max_model_len=8k --enable-prefix-caching",
+    "llama2-7b custom prompt=500 output=100 max_requests=20",
+)
+
+
+class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
+    """``:`` — one line of the quick-command grammar → a filled-in spec.
+
+    An ambiguous alias opens the disambiguation dialog and then parses again
+    with the choice; any error is shown under the input and nothing changes.
+
+    Args:
+        catalogs: Loaded catalogs.
+        settings: User settings (profile names, ``on alvis``).
+        today: Date for the default experiment id.
+        parse: Injected parser (``config.quick.parse_quick`` by default).
+        taken: Returns True when an experiment id is already used in the run store.
+    """
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="quick_cancel")]
+
+    def __init__(
+        self,
+        catalogs: "Catalogs",
+        settings: "Settings | None" = None,
+        *,
+        today: _dt.date | None = None,
+        text: str = "",
+        parse: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.catalogs = catalogs
+        self.settings = settings
+        self.today = today
+        self.initial = text
+        self._parse = parse
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="quick-dialog", classes="dialog"):
+            yield Label("Quick command", classes="dialog-title")
+            yield Input(self.initial, placeholder=QUICK_EXAMPLES[0], id="quick-input")
+            yield Static("", id="quick-error")
+            yield Static(
+                "Model, workload and settings in any order, e.g.\n"
+                + "\n".join(f"  {e}" for e in QUICK_EXAMPLES)
+                + "\nenter: open the vLLM review with this spec · esc: cancel",
+                classes="dialog-help",
+            )
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def show_error(self, exc: SweepdeckError) -> None:
+        text = Text("✗ ERROR: ", style="bold")
+        text.append(exc.message)
+        if exc.hint:
+            text.append("\n  " + exc.hint)
+        error = self.query_one("#quick-error", Static)
+        error.update(text)
+        error.add_class("shown")
+
+    def parse(self, text: str, model_choice: str | None = None) -> "ExperimentSpec":
+        parse = self._parse
+        if parse is None:
+            from config.quick import parse_quick as parse
+        cmd = parse(text, self.catalogs, settings=self.settings, model_choice=model_choice, today=self.today)
+        if cmd.spec is None:
+            raise SweepdeckError(
+                f"No model in {text!r}.", "Start with a model, e.g. " + QUICK_EXAMPLES[0]
+            )
+        return cmd.spec
+
+    @on(Input.Submitted, "#quick-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            self.show_error(SweepdeckError("Type a quick command first.", "Example: " + QUICK_EXAMPLES[0]))
+            return
+        self._try(text, None)
+
+    def _try(self, text: str, choice: str | None) -> None:
+        try:
+            spec = self.parse(text, choice)
+        except AmbiguousModel as exc:
+            dialog = DisambiguationDialog.for_alias(self.catalogs, exc.alias)
+
+            def chosen(model_id: str | None) -> None:
+                if model_id:
+                    self._try(text, model_id)
+                else:
+                    self.query_one(Input).focus()
+
+            self.app.push_screen(dialog, chosen)
+            return
+        except SweepdeckError as exc:
+            self.show_error(exc)
+            return
+        except Exception as exc:  # a parser bug must not take the app down
+            self.show_error(SweepdeckError(f"Cannot parse {text!r} ({type(exc).__name__}: {exc}).", "Rephrase it, or use n for the wizard."))
+            return
+        self.dismiss(spec)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+# ----------------------------------------------------------------------- help
+
+
+class HelpDialog(ModalScreen[None]):
+    """Every key binding with its id (for remapping) and key.
+
+    Args:
+        user_keys: The user's remapping (binding id → key).
+        other: Extra ``(scope title, key, id, description)`` rows — bindings of
+            the screen underneath that are not in :mod:`tui.bindings`.
+    """
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
+
+    def __init__(self, user_keys: dict[str, str], other: list[tuple[str, str, str, str]] | None = None) -> None:
+        super().__init__()
+        self.user_keys = user_keys
+        self.other = other or []
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        out = []
+        for spec in keys.KEYS:
+            key = keys.effective_key(spec, self.user_keys)
+            out.append((keys.SCOPE_TITLES.get(spec.scope, spec.scope), keys.display_key(key), spec.id, spec.help or spec.description))
+        out.append(("Everywhere", "ctrl+p", "palette", "Command palette: every action by name"))
+        out.extend(self.other)
+        return out
+
+    def render_keys(self) -> Text:
+        text = Text()
+        last = None
+        for where, key, bid, what in self.rows():
+            if where != last:
+                last = where
+                text.append(("\n" if text else "") + where + "\n", style="bold underline")
+            text.append(f"  {key:<16}", style="bold")
+            text.append(f"{bid:<20}", style="italic")
+            text.append(f"{what}\n")
+        return text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-dialog", classes="dialog"):
+            yield Label("Keys", classes="dialog-title")
+            with VerticalScroll(id="help-scroll"):
+                yield Static(self.render_keys(), id="help-keys")
+            yield Static(
+                "Remap a key in your config by its id:  keys: {new_experiment: ctrl+n}  · ↑/↓ scroll · esc closes",
+                classes="dialog-help",
+            )
+
+    def on_mount(self) -> None:
+        self.query_one("#help-scroll").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+# ---------------------------------------------------------------- text input
+
+
+class TextInputDialog(ModalScreen["str | None"]):
+    """Ask for one line of text, validated by ``check`` (raises SweepdeckError)."""
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="input_cancel")]
+
+    def __init__(self, title: str, value: str = "", *, help: str = "", check: Callable[[str], Any] | None = None) -> None:
+        super().__init__()
+        self.title_text = title
+        self.value = value
+        self.help = help
+        self.check = check
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="input-dialog", classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(self.value, id="input-dialog-input")
+            yield Static("", id="input-dialog-error")
+            if self.help:
+                yield Static(self.help, classes="dialog-help")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        if self.check is not None:
+            try:
+                self.check(value)
+            except SweepdeckError as exc:
+                error = self.query_one("#input-dialog-error", Static)
+                error.update(Text("✗ ERROR: " + exc.message + (f"\n  {exc.hint}" if exc.hint else "")))
+                error.add_class("shown")
+                return
+        self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChoiceDialog(ModalScreen["str | None"]):
+    """Pick one of several ``(id, label)`` choices."""
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="choice_cancel")]
+
+    def __init__(self, title: str, choices: list[tuple[str, str]], current: str | None = None) -> None:
+        super().__init__()
+        self.title_text = title
+        self.choices = choices
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="choice-dialog", classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield OptionList(*(Option(label, id=cid) for cid, label in self.choices), id="choice-options")
+            yield Static("enter select · esc cancel", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        ids = [c for c, _ in self.choices]
+        options.highlighted = ids.index(self.current) if self.current in ids else 0
+        options.focus()
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+__all__ = [
+    "ChoiceDialog", "CleanupScreen", "ConfirmDialog", "DisambiguationDialog", "HelpDialog",
+    "QuickCommandDialog", "QuitDialog", "TextInputDialog", "model_details",
+    "QUIT_CANCEL", "QUIT_CLEANUP", "QUIT_DETACH",
+]

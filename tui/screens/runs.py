@@ -1,0 +1,438 @@
+"""The home screen: every run, live and saved.
+
+Rows come from the run store (``meta.json`` of every run directory) merged
+with the app's live controllers (a live controller's state wins over what
+its directory says). The table is refreshed on a slow timer and after
+every action; unchanged rows are not redrawn.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.fuzzy import FuzzySearch
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from config.errors import SweepdeckError
+from tui import bindings as keys
+from tui.screens import themed
+from tui.screens.dialogs import ConfirmDialog
+
+if TYPE_CHECKING:
+    from tui.app import SweepdeckApp
+
+# State → (icon, word). Words carry the state; icons help; colour is extra.
+STATES: dict[str, tuple[str, str]] = {
+    "running": ("●", "running"),
+    "succeeded": ("✓", "succeeded"),
+    "failed": ("✗", "failed"),
+    "cancelled": ("⊘", "cancelled"),
+    "detached": ("⏸", "detached"),
+    "created": ("◌", "starting"),
+    "launching": ("◌", "starting"),
+    "starting": ("◌", "starting"),
+    "pending": ("◌", "pending"),
+    "cleaning": ("◌", "cleaning"),
+    "cancelling": ("◌", "cancelling"),
+}
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+STATE_STYLES = {
+    "running": "bold $accent",
+    "succeeded": "$success",
+    "failed": "bold $error",
+    "cancelled": "$text-muted",
+    "detached": "italic $warning",
+}
+
+
+def state_label(state: str, app: Any = None) -> Text:
+    """``● running``: icon and word carry the state; the theme colour only helps."""
+    icon, word = STATES.get(state, ("?", state or "unknown"))
+    return themed(app, f"{icon} {word}", STATE_STYLES.get(state, ""))
+
+
+def format_started(ts: float | None) -> str:
+    if not ts:
+        return "—"
+    return time.strftime("%b %d %H:%M", time.localtime(ts))
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "—"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+@dataclass(slots=True)
+class RunRow:
+    """One line of the runs table."""
+
+    id: str
+    backend: str
+    model: str
+    workload: str
+    state: str
+    started: float | None
+    finished: float | None
+    controller: Any = None
+    record: Any = None
+
+    @property
+    def live(self) -> bool:
+        if self.controller is not None:
+            return bool(getattr(self.controller, "live", False))
+        return self.state not in FINISHED and self.state != "detached"
+
+    def cells(self, now: float, app: Any = None) -> tuple:
+        end = self.finished if self.finished else (now if self.state not in FINISHED + ("detached",) else None)
+        duration = end - self.started if (self.started and end) else None
+        model = self.model.rsplit("/", 1)[-1]
+        return (
+            state_label(self.state, app),
+            self.id,
+            model,
+            self.workload,
+            self.backend,
+            format_started(self.started),
+            format_duration(duration),
+        )
+
+    def haystack(self) -> str:
+        return " ".join((self.id, self.backend, self.model, self.workload, self.state))
+
+
+def collect_rows(store, controllers: list, records: list | None = None) -> list[RunRow]:
+    """Saved runs and live controllers, newest first; a controller overrides its record."""
+    rows: dict[str, RunRow] = {}
+    if records is None:
+        try:
+            records = store.list()
+        except OSError:
+            records = []
+    for rec in records:
+        rows[rec.id] = RunRow(
+            id=rec.id,
+            backend=rec.backend + (f"/{rec.meta['profile']}" if rec.meta.get("profile") else ""),
+            model=rec.model,
+            workload=rec.workload,
+            state=rec.state,
+            started=rec.started,
+            finished=rec.finished,
+            record=rec,
+        )
+    for ctrl in controllers:
+        run = getattr(ctrl, "run", None)
+        spec = getattr(run, "spec", None) or getattr(ctrl, "spec", None)
+        record = getattr(ctrl, "record", None)
+        run_id = getattr(run, "id", None) or getattr(spec, "experiment_id", None) or getattr(record, "id", None)
+        if not run_id:
+            continue
+        old = rows.get(run_id)
+        state = getattr(ctrl, "state", None) or (old.state if old else "created")
+        rows[run_id] = RunRow(
+            id=run_id,
+            backend=(old.backend if old else getattr(spec, "backend", "?")),
+            model=(old.model if old else getattr(spec, "model", "")),
+            workload=(old.workload if old else getattr(getattr(spec, "workload", None), "app", "")),
+            state=state,
+            started=(old.started if old else getattr(run, "started", None)),
+            finished=(old.finished if old and state in FINISHED else None),
+            controller=ctrl,
+            record=old.record if old else record,
+        )
+    return sorted(rows.values(), key=lambda r: (r.started or 0), reverse=True)
+
+
+class RunsScreen(Screen):
+    """Home: the runs table, a filter, and the keys to start or open runs."""
+
+    SCOPE = "runs"
+    BINDINGS = keys.bindings("runs")
+    COLUMNS = ("State", "Run", "Model", "Workload", "Backend", "Started", "Duration")
+    # Columns shown by terminal width (widest first); the detail line under the
+    # table always names the selected run's model and state in full.
+    LAYOUTS = ((118, (0, 1, 2, 3, 4, 5, 6)), (96, (0, 1, 2, 3, 5, 6)), (0, (0, 1, 3, 6)))
+    REFRESH_SECONDS = 1.0
+    # The run store is re-read when its directory changes, and at least this often
+    # (a detached run's state changes inside its own directory).
+    STORE_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[RunRow] = []
+        self._shown: list[tuple] = []
+        self._fuzzy = FuzzySearch()
+        self._cols: tuple[int, ...] = ()
+        self._records: list | None = None
+        self._records_key: tuple = ()
+
+    @property
+    def sd_app(self) -> "SweepdeckApp":
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="runs-body"):
+            yield Input(placeholder="filter runs (id, model, workload, state) — esc clears", id="runs-filter")
+            yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="runs-empty")
+            yield Static("", id="runs-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Runs"
+        self._layout(self.app.size.width)
+        self.refresh_rows()
+        self.set_interval(self.REFRESH_SECONDS, self.refresh_rows)
+        self.query_one(DataTable).focus()
+
+    def on_screen_resume(self) -> None:
+        self._records = None  # runs may have finished while another screen was shown
+        self.refresh_rows()
+
+    # ------------------------------------------------------------------ rows
+
+    def on_resize(self, event) -> None:
+        if self._layout(event.size.width):
+            self.refresh_rows()
+
+    def _layout(self, width: int) -> bool:
+        """Pick the columns for ``width``; True when they changed."""
+        cols = next(c for w, c in self.LAYOUTS if width >= w)
+        if cols == self._cols:
+            return False
+        self._cols = cols
+        table = self.query_one("#runs-table", DataTable)
+        table.clear(columns=True)
+        for i in cols:
+            table.add_column(self.COLUMNS[i], key=self.COLUMNS[i])
+        self._shown = []
+        return True
+
+    def key_for(self, binding_id: str) -> str:
+        return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], self.sd_app.user_keys))
+
+    def refresh_rows(self) -> None:
+        """Re-read the store and the controllers; redraw only what changed."""
+        app = self.sd_app
+        self.rows = collect_rows(app.store, app.controllers, self._saved_runs())
+        query = self.query_one("#runs-filter", Input).value.strip()
+        rows = self.rows
+        if query:
+            scored = []
+            for row in rows:
+                hay = row.haystack()
+                score = 1000.0 if query.lower() in hay.lower() else self._fuzzy.match(query, hay)[0]
+                if score > 0:
+                    scored.append((score, row))
+            rows = [r for _, r in sorted(scored, key=lambda sr: -sr[0])]
+        now = app.clock()
+        shown = [(r.id, tuple(c for i, c in enumerate(r.cells(now, app)) if i in self._cols)) for r in rows]
+        table = self.query_one("#runs-table", DataTable)
+        if [s[0] for s in shown] == [s[0] for s in self._shown]:
+            for (run_id, cells), (_, old) in zip(shown, self._shown):
+                for col, (new_cell, old_cell) in enumerate(zip(cells, old)):
+                    if str(new_cell) != str(old_cell):
+                        table.update_cell(run_id, table.ordered_columns[col].key, new_cell, update_width=True)
+        else:
+            current = self.selected_id()
+            table.clear()
+            for run_id, cells in shown:
+                table.add_row(*cells, key=run_id)
+            if current is not None:
+                ids = [s[0] for s in shown]
+                if current in ids:
+                    table.move_cursor(row=ids.index(current))
+        self._shown = shown
+        self._update_empty(query)
+        self._update_detail()
+
+    def _saved_runs(self) -> list:
+        """The store's records, re-read only when something may have changed."""
+        store = self.sd_app.store
+        try:
+            stamp = store.root.stat().st_mtime_ns
+        except OSError:
+            stamp = 0
+        key = (stamp, int(time.monotonic() // self.STORE_SECONDS), len(self.sd_app.controllers))
+        if self._records is None or key != self._records_key:
+            try:
+                self._records = store.list()
+            except OSError:
+                self._records = []
+            self._records_key = key
+        return self._records
+
+    def _update_empty(self, query: str) -> None:
+        empty = self.query_one("#runs-empty", Static)
+        if self._shown:
+            empty.display = False
+            return
+        empty.display = True
+        if query:
+            empty.update(f"No run matches “{query}”. Press esc to clear the filter.")
+        else:
+            empty.update(
+                "No runs yet.\n\n"
+                f"Press  {self.key_for('new_experiment')}  to start a new experiment,\n"
+                f"       {self.key_for('quick_command')}  to type one in a line (llama3-70b chatbot TP=4),\n"
+                f"       {self.key_for('help')}  for every key."
+            )
+
+    def selected_row(self) -> RunRow | None:
+        run_id = self.selected_id()
+        for row in self.rows:
+            if row.id == run_id:
+                return row
+        return None
+
+    def selected_id(self) -> str | None:
+        table = self.query_one("#runs-table", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
+
+    def _update_detail(self) -> None:
+        detail = self.query_one("#runs-detail", Static)
+        row = self.selected_row()
+        if row is None:
+            detail.update("")
+            return
+        hint = []
+        if row.controller is not None and row.live:
+            hint.append(f"{self.key_for('open_run')}: watch")
+        elif row.state == "detached":
+            hint.append(f"{self.key_for('attach_run')}: attach")
+        else:
+            hint.append(f"{self.key_for('open_run')}: replay")
+        if row.state in FINISHED and row.controller is None:
+            hint.append(f"{self.key_for('delete_run')}: delete")
+        icon, word = STATES.get(row.state, ("?", row.state))
+        detail.update(f"{row.id} · {row.model} · {word.upper()} · " + " · ".join(hint))
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _highlighted(self) -> None:
+        self._update_detail()
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _selected(self) -> None:
+        self.action_open_run()
+
+    # --------------------------------------------------------------- filter
+
+    def action_filter_runs(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self) -> None:
+        self.refresh_rows()
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#runs-table", DataTable).focus()
+
+    def on_key(self, event) -> None:
+        box = self.query_one("#runs-filter", Input)
+        if event.key == "escape" and (box.has_focus or box.value):
+            event.stop()
+            box.value = ""
+            box.remove_class("shown")
+            self.query_one("#runs-table", DataTable).focus()
+        elif event.key == "down" and box.has_focus:
+            event.stop()
+            self.query_one("#runs-table", DataTable).focus()
+
+    # -------------------------------------------------------------- actions
+
+    def action_refresh_runs(self) -> None:
+        self._shown = []
+        self._records = None
+        self.refresh_rows()
+
+    def action_new_experiment(self) -> None:
+        self.sd_app.action_new_experiment()
+
+    def action_open_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            self.notify("No run selected. Press n to start one.", severity="warning")
+            return
+        try:
+            self.sd_app.open_run(row)
+        except SweepdeckError as exc:
+            self.sd_app.show_error(exc)
+
+    def action_attach_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            self.notify("No run selected.", severity="warning")
+            return
+        if row.controller is not None and row.live:
+            self.sd_app.open_run(row)
+            return
+        if row.state in FINISHED:
+            self.notify(f"{row.id} is {row.state}; only detached (or live) runs can be attached.", severity="warning")
+            return
+        try:
+            self.sd_app.attach_run(row)
+        except SweepdeckError as exc:
+            self.sd_app.show_error(exc)
+
+    def action_delete_run(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            self.notify("No run selected.", severity="warning")
+            return
+        if row.live or row.state not in FINISHED:
+            self.notify(
+                f"{row.id} is {row.state}; only finished runs can be deleted. Attach and clean it up first.",
+                severity="warning",
+            )
+            return
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.sd_app.store.delete(row.id)
+            except SweepdeckError as exc:
+                self.sd_app.show_error(exc)
+                return
+            self.sd_app.controllers[:] = [c for c in self.sd_app.controllers if getattr(getattr(c, "run", None), "id", None) != row.id]
+            self._records = None
+            self.notify(f"Deleted the record of {row.id} ({getattr(row.record, 'path', '')}).")
+            self.refresh_rows()
+
+        self.app.push_screen(
+            ConfirmDialog(
+                "Delete run record?",
+                f"Delete the saved record of {row.id} ({STATES.get(row.state, ('', row.state))[1]})?\n\n"
+                "Its saved spec, event log and results are removed from the run store. "
+                "This cannot be undone.",
+                yes="Delete",
+                no="Keep",
+            ),
+            answer,
+        )

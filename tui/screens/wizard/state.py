@@ -1,0 +1,385 @@
+"""The wizard's state: the choices made so far and the spec they build.
+
+No Textual here, so the rules (what carries over when the model changes,
+what needs an explicit confirmation, what the review shows) are unit-testable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config.catalog import DATA_DIR, Catalogs, ModelInfo, WorkloadProfile, load_yaml
+from config.errors import SweepdeckError
+from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits
+
+# Resources the BLIS pipeline gives the vLLM container (Step 4 of the skill).
+RESOURCES = (("Memory", "128Gi (limit/request)"), ("CPU", "32 (limit/request)"))
+
+SOURCE_WORDS = {
+    Source.DEFAULT: "default",
+    Source.CATALOG: "catalog",
+    Source.VALUES: "values.yaml",
+    Source.USER: "you",
+    Source.AUTO: "auto-configured",
+    Source.FIX: "recovery fix",
+}
+
+ENGINE_ROWS = (
+    ("engine.tp", "--tensor-parallel-size"),
+    ("engine.max_model_len", "--max-model-len"),
+    ("engine.max_num_batched_tokens", "--max-num-batched-tokens"),
+    ("engine.max_num_seqs", "--max-num-seqs"),
+)
+
+
+def base_values_for(settings: Any, backend: str, profile: str | None) -> dict | None:
+    """The base values file the backend's profile layers under the user's values.
+
+    Only the Kubernetes backends use a BLIS ``values.yaml``; local and SLURM
+    start from the catalog.
+    """
+    if backend not in ("tekton", "argo") or settings is None:
+        return None
+    path: Path | None = None
+    try:
+        prof = settings.profile(profile, backend)
+        if prof.get("values"):
+            path = Path(str(prof.get("values"))).expanduser()
+    except SweepdeckError:
+        pass
+    data = load_yaml(path or DATA_DIR / "values.yaml")
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(slots=True)
+class ReviewRow:
+    """One line of the vLLM review.
+
+    Attributes:
+        key: Row id (``engine.tp``, ``arg:--enforce-eager``, ``image:init``...).
+        label: What is shown on the left (``--max-model-len``).
+        value: The value in force.
+        source: Where it came from (``catalog``, ``values.yaml``, ``you``...).
+        status: ``CHANGED``, ``NEW``, ``REMOVED`` or ''.
+        base: The value it replaced (for CHANGED).
+        editable: Field path to edit, or None.
+        section: ``image``, ``args`` or ``resources``.
+    """
+
+    key: str
+    label: str
+    value: str
+    source: str
+    status: str = ""
+    base: str = ""
+    editable: str | None = None
+    section: str = "args"
+
+
+@dataclass
+class WizardState:
+    """Choices so far; :attr:`spec` is rebuilt from them when a choice changes."""
+
+    catalogs: Catalogs
+    settings: Any = None
+    store: Any = None
+    today: _dt.date | None = None
+    model: str | None = None
+    model_choice: str | None = None
+    workload: str | WorkloadProfile | None = None
+    backend: str = "local"
+    profile: str | None = None
+    spec: ExperimentSpec | None = None
+    confirmed: tuple = ()
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_spec(cls, spec: ExperimentSpec, catalogs: Catalogs, **kw: Any) -> "WizardState":
+        """State for a ready spec (from the quick command)."""
+        workload: str | WorkloadProfile = spec.workload if spec.workload.custom else spec.workload.app
+        state = cls(catalogs, model=spec.model, workload=workload, backend=spec.backend, profile=spec.profile, **kw)
+        state.spec = state._free_id(spec)
+        return state
+
+    # ------------------------------------------------------------- choices
+
+    @property
+    def info(self) -> ModelInfo | None:
+        if self.spec is None:
+            return None
+        return self.catalogs.models.resolve(self.spec.model)
+
+    def choose_model(self, name: str, choice: str | None = None) -> ExperimentSpec:
+        """Pick a model (an ambiguous alias needs ``choice``)."""
+        return self.rebuild(model=name, model_choice=choice)
+
+    def choose_workload(self, workload: str | WorkloadProfile) -> ExperimentSpec:
+        return self.rebuild(workload=workload)
+
+    def choose_backend(self, backend: str, profile: str | None) -> ExperimentSpec:
+        return self.rebuild(backend=backend, profile=profile)
+
+    def rebuild(self, **changes: Any) -> ExperimentSpec:
+        """Build the spec again with ``changes``, keeping the user's own edits.
+
+        Edits that no longer fit (max_model_len above the new model's limit)
+        are dropped and listed in :attr:`notes`.
+
+        Raises:
+            SweepdeckError: the new choice itself is invalid (nothing changes).
+        """
+        model = changes.get("model", self.model)
+        if model is None:
+            raise SweepdeckError("Choose a model first.")
+        choice = changes.get("model_choice", self.model_choice if "model" not in changes else None)
+        workload = changes.get("workload", self.workload)
+        backend = changes.get("backend", self.backend)
+        profile = changes.get("profile", self.profile)
+        new = build_spec(
+            self.catalogs,
+            model,
+            backend=backend,
+            workload=workload,
+            model_choice=choice,
+            profile=profile,
+            base_values=base_values_for(self.settings, backend, profile),
+            today=self.today,
+        )
+        notes: list[str] = []
+        old = self.spec
+        if old is not None:
+            workload_changed = "workload" in changes and _workload_key(workload) != _workload_key(self.workload)
+            for ch in old.user_fields():
+                if ch.field in ("model", "workload", "backend", "profile"):
+                    continue
+                if ch.field.startswith("workload.") and workload_changed:
+                    continue
+                try:
+                    candidate = new.set(ch.field, ch.value, ch.source)
+                    check_limits(candidate, self.catalogs.models.resolve(candidate.model))
+                    new = candidate
+                except SweepdeckError as exc:
+                    notes.append(f"Dropped your {ch.field} = {ch.value}: {exc.message}")
+        new = self._free_id(new)
+        self.model, self.model_choice, self.workload = model, choice, workload
+        self.backend, self.profile = backend, profile
+        self.spec = new
+        self.notes = notes
+        return new
+
+    def _free_id(self, spec: ExperimentSpec) -> ExperimentSpec:
+        """A generated id that a saved run already uses gets a ``-2`` suffix."""
+        if self.store is None or spec.source("experiment_id") != Source.AUTO:
+            return spec
+        free = self.store.free_id(spec.experiment_id)
+        if free != spec.experiment_id:
+            spec = spec.set("experiment_id", free, Source.AUTO)
+        return spec
+
+    # -------------------------------------------------------------- editing
+
+    def need_spec(self) -> ExperimentSpec:
+        if self.spec is None:
+            raise SweepdeckError("Choose a model first.")
+        return self.spec
+
+    def edit(self, path: str, value: Any) -> ExperimentSpec:
+        """Set one field as the user's value (validated; nothing changes on error)."""
+        spec = self.need_spec()
+        new = spec.set(path, value, Source.USER)
+        check_limits(new, self.catalogs.models.resolve(new.model))
+        self.spec = new
+        return new
+
+    def add_args(self, text: str) -> tuple[ExperimentSpec, list[str]]:
+        """Add vLLM arguments (``--enforce-eager --gpu-memory-utilization=0.9``).
+
+        Returns:
+            The new spec and warnings for arguments the reference does not know.
+
+        Raises:
+            SweepdeckError: unparsable text, a value of the wrong type, an
+                engine flag (``--max-model-len``: edit the field instead).
+        """
+        spec = self.need_spec()
+        try:
+            args = shlex.split(text)
+        except ValueError as exc:
+            raise SweepdeckError(f"Cannot parse {text!r}: {exc}.") from None
+        if not args:
+            raise SweepdeckError("Type an argument, e.g. --enable-prefix-caching.")
+        # `--flag value` → `--flag=value` (the reference and the spec use =).
+        joined: list[str] = []
+        for arg in args:
+            if joined and not arg.startswith("-") and "=" not in joined[-1]:
+                joined[-1] = f"{joined[-1]}={arg}"
+            else:
+                joined.append(arg)
+        warnings = []
+        for arg in joined:
+            if not arg.startswith("--"):
+                raise SweepdeckError(f"vLLM argument {arg!r} must start with --.", "Example: --enable-prefix-caching")
+            warning = self.catalogs.vllm_args.check(arg)
+            if warning:
+                warnings.append(warning)
+        names = {a.partition("=")[0] for a in joined}
+        kept = tuple(a for a in spec.engine.extra_args if a.partition("=")[0] not in names)
+        new = spec.set("engine.extra_args", kept + tuple(joined), Source.USER)
+        self.spec = new
+        return new, warnings
+
+    def remove_arg(self, arg: str) -> ExperimentSpec:
+        spec = self.need_spec()
+        new = spec.set("engine.extra_args", tuple(a for a in spec.engine.extra_args if a != arg), Source.USER)
+        self.spec = new
+        return new
+
+    def restore_arg(self, arg: str) -> ExperimentSpec:
+        spec = self.need_spec()
+        new = spec.set("engine.extra_args", spec.engine.extra_args + (arg,), Source.USER)
+        self.spec = new
+        return new
+
+    def revert(self, path: str) -> ExperimentSpec:
+        """Undo the user's change to ``path`` (back to the catalog/values value)."""
+        spec = self.need_spec()
+        origin = spec.origins.get(path)
+        if origin is None or origin.source not in USER_SOURCES:
+            return spec
+        new = spec.set(path, origin.base, Source.USER)
+        self.spec = new
+        return new
+
+    # --------------------------------------------------------- confirmation
+
+    def pending_changes(self) -> tuple:
+        """A signature of the engine changes that need confirming (empty: none)."""
+        spec = self.spec
+        if spec is None:
+            return ()
+        return tuple(
+            (c.field, _hashable(c.value)) for c in spec.changes() if c.field.startswith("engine.") or c.field == "tp_sweep"
+        )
+
+    @property
+    def needs_confirmation(self) -> bool:
+        pending = self.pending_changes()
+        return bool(pending) and pending != self.confirmed
+
+    def confirm(self) -> None:
+        self.confirmed = self.pending_changes()
+
+    def unconfirm(self) -> None:
+        self.confirmed = ()
+
+    # --------------------------------------------------------------- review
+
+    def review_rows(self) -> list[ReviewRow]:
+        """The vLLM configuration the way the BLIS skill shows it (Step 4)."""
+        spec = self.need_spec()
+        rows: list[ReviewRow] = []
+        image_status, image_base = _status(spec, "engine.image")
+        image_source = _source_word(spec, "engine.image")
+        rows.append(ReviewRow("engine.image", "Image (main container)", spec.engine.image, image_source,
+                              image_status, image_base, "engine.image", "image"))
+        rows.append(ReviewRow("image:init", "Image (init container)", spec.engine.image, image_source,
+                              image_status, image_base, "engine.image", "image"))
+        for path, flag in ENGINE_ROWS:
+            status, base = _status(spec, path)
+            value = str(spec.get(path))
+            if path == "engine.tp" and spec.tp_sweep:
+                value += f" (sweep {', '.join(str(t) for t in spec.tp_sweep)})"
+            rows.append(ReviewRow(path, flag, value, _source_word(spec, path), status, base, path))
+        rows.extend(self._auto_rows(spec))
+        origin = spec.origins.get("engine.extra_args")
+        base_args: tuple = spec.engine.extra_args
+        if origin is not None and origin.source in USER_SOURCES:
+            base_args = tuple(origin.base or ())
+        for arg in spec.engine.extra_args:
+            if arg in base_args:
+                src = _source_word(spec, "engine.extra_args") if origin is None or origin.source not in USER_SOURCES else "catalog"
+                rows.append(ReviewRow(f"arg:{arg}", arg, "", src, "", "", None))
+            else:
+                rows.append(ReviewRow(f"arg:{arg}", arg, "", "you", "NEW", "", None))
+        for arg in base_args:
+            if arg not in spec.engine.extra_args:
+                rows.append(ReviewRow(f"removed:{arg}", arg, "", "you", "REMOVED", "", None))
+        gpus = f"{spec.engine.tp} (via TP={spec.engine.tp})"
+        for name, value in RESOURCES:
+            rows.append(ReviewRow(f"res:{name}", name, value, self._resource_source(spec), "", "", None, "resources"))
+        tp_status, tp_base = _status(spec, "engine.tp")
+        # GPUs follow TP: editing this row edits TP.
+        rows.append(ReviewRow("res:GPUs", "GPUs", gpus, "= TP", tp_status, tp_base, "engine.tp", "resources"))
+        return rows
+
+    def _resource_source(self, spec: ExperimentSpec) -> str:
+        return "not enforced" if spec.backend == "local" else "template"
+
+    def _auto_rows(self, spec: ExperimentSpec) -> list[ReviewRow]:
+        """Arguments the backend sets itself (shown, never editable here)."""
+        if spec.backend == "local":
+            prof = self.settings.profile(spec.profile, "local") if self.settings is not None else None
+            host = prof.get("host", "127.0.0.1") if prof is not None else "127.0.0.1"
+            port = prof.get("port", 8000) if prof is not None else 8000
+            return [
+                ReviewRow("auto:--host", "--host", str(host), "auto-configured"),
+                ReviewRow("auto:--port", "--port", f"{port} (or next free)", "auto-configured"),
+            ]
+        if spec.backend == "slurm":
+            return [ReviewRow("auto:--port", "--port", "free port on the node", "auto-configured")]
+        return [ReviewRow("auto:--otlp-traces-endpoint", "--otlp-traces-endpoint", "(pipeline collector)", "auto-configured")]
+
+    # -------------------------------------------------------------- summary
+
+    def summary_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The skill's Step 6 summary: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
+        spec = self.need_spec()
+        lines = dict(spec.summary_lines())
+        core = ["Experiment ID", "Backend", "Namespace", "Model"]
+        work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens"]
+        engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Additional Args"]
+
+        def pick(names: list[str]) -> list[tuple[str, str]]:
+            return [(n, lines[n]) for n in names if n in lines]
+
+        return [("CORE SETTINGS", pick(core)), ("WORKLOAD", pick(work)), ("vLLM ENGINE", pick(engine))]
+
+    def changes_title(self) -> str:
+        spec = self.need_spec()
+        if any(o.source == Source.VALUES for o in spec.origins.values()):
+            return "CHANGES FROM values.yaml"
+        return "CHANGES FROM THE CATALOG DEFAULTS"
+
+    def change_lines(self) -> list[tuple[str, str]]:
+        """``(MATCH|SUBSET|OVERRIDE, description)`` for every value the user set."""
+        spec = self.need_spec()
+        return [(c.kind, c.describe()) for c in spec.user_fields()]
+
+
+def _workload_key(workload: Any) -> Any:
+    return workload if isinstance(workload, (str, type(None))) else ("custom", workload)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, WorkloadProfile):
+        return ("workload", value.app)
+    return value
+
+
+def _source_word(spec: ExperimentSpec, path: str) -> str:
+    return SOURCE_WORDS.get(spec.source(path), str(spec.source(path)))
+
+
+def _status(spec: ExperimentSpec, path: str) -> tuple[str, str]:
+    origin = spec.origins.get(path)
+    if origin is None or origin.source not in USER_SOURCES:
+        return "", ""
+    if origin.base == spec.get(path):
+        return "", ""
+    return "CHANGED", "" if origin.base is None else str(origin.base)
