@@ -227,14 +227,30 @@ RULES: tuple[Rule, ...] = (
 
 RULES_BY_ID = {r.rule_id: r for r in RULES}
 
-# Cheap pre-filter: a line with none of these words cannot match any rule, so
-# the (many) ordinary INFO lines cost one regex search instead of ~40.
-_PREFILTER = re.compile(
-    r"memory|cuda|cublas|kv cache|image|manifest|fatal|gated|repo|access|model|identifier|config|"
-    r"trust_remote_code|execute the|nvidia|nodes are available|node configuration|gres|time limit|"
-    r"deadline|timeout|ready|timed out|errno 98|oom|engine|nccl|huggingface",
-    re.IGNORECASE,
+# Cheap pre-filter: every rule pattern contains one of these literals (lower case),
+# so a line without any of them cannot match and costs one lower() plus plain
+# substring tests (~5 µs) instead of ~50 case-insensitive regex searches (~50 µs).
+# Keep it specific: words such as "engine" or "model" occur in most vLLM lines.
+# tests/unit/test_diagnosis.py checks that each pattern's examples pass this filter.
+_KEYWORDS = (
+    "outofmemory", "out of memory", "out_of_memory", "memory for the cache", "cublas_status_alloc",
+    "kv cache", "imagepull", "invalidimagename", "pull image", "pulling image", "manifest unknown",
+    "fatal:", "gated", "access to model", "401 client error", "valid model identifier",
+    "repositorynotfound", "repository not found", "does not exist", "invalid repository id",
+    "config.json", "load the configuration", "requires you to execute", "trust_remote_code",
+    "nvidia.com/gpu", "nodes are available", "node configuration", "generic resource",
+    "time limit", "deadlineexceeded", "runtimeout", "never became ready", "timed out waiting",
+    "errno 98", "oomkilled", "oom-kill", "oom_kill", "kill event", "enginedeaderror", "encountered a fatal error",
+    "engine core initialization failed", "engine failed", "illegal memory access", "nccl error",
 )
+
+
+def _may_match(text: str) -> bool:
+    low = text.lower()
+    for word in _KEYWORDS:
+        if word in low:
+            return True
+    return False
 
 
 def _make(rule: Rule, evidence: str) -> Diagnosis:
@@ -243,7 +259,7 @@ def _make(rule: Rule, evidence: str) -> Diagnosis:
 
 def diagnose_line(text: str) -> Diagnosis | None:
     """The failure one log line shows, or None for an ordinary line."""
-    if not text or not _PREFILTER.search(text):
+    if not text or not _may_match(text):
         return None
     for rule in RULES:
         if rule.match_line(text):

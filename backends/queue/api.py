@@ -106,8 +106,9 @@ def create_app(store: QueueStore, *, create_tables: bool = True) -> FastAPI:
         status: Literal["pending", "running", "completed", "failed"] | None = None,
         limit: int = Query(100, ge=1, le=10000),
         offset: int = Query(0, ge=0),
+        error_message: str | None = Query(None, description="only configs with exactly this error (a failure group)"),
     ) -> list[dict[str, Any]]:
-        return await store.list_configs(model_version_id, status, limit, offset)
+        return await store.list_configs(model_version_id, status, limit, offset, error_message)
 
     @r.get("/results/{model_version_id}")
     async def results(model_version_id: str, limit: int = Query(1000, ge=1, le=100000)) -> list[dict[str, Any]]:

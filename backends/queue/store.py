@@ -436,12 +436,17 @@ class QueueStore:
         counts.update({s: int(n) for s, n in rows})
         return counts
 
-    async def list_configs(self, model_version_id: str, status: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    async def list_configs(self, model_version_id: str, status: str | None = None, limit: int = 100, offset: int = 0,
+                           error_message: str | None = None) -> list[dict[str, Any]]:
+        """Configs of a model version, optionally by status and exact error message (a failure group)."""
         if status is not None and status not in STATUSES:
             raise SweepdeckError(f"status must be one of {', '.join(STATUSES)}, got {status!r}.")
         q = select(C).where(C.model_version_id == model_version_id)
         if status:
             q = q.where(C.status == status)
+        if error_message is not None:
+            # failures() reports a NULL message as "(no message)"; map it back
+            q = q.where(C.error_message.is_(None) if error_message == "(no message)" else C.error_message == error_message)
         q = q.order_by(C.priority, C.id).limit(limit).offset(offset)
         async with self.sessions() as s:
             return [_row(c) for c in (await s.scalars(q)).all()]

@@ -255,3 +255,33 @@ def test_alert_for(catalogs):
     assert alert.fixes[0].changes == {"engine.tp": 4}
     assert "CUDA out of memory" in alert.evidence
     assert alert.message.startswith("CUDA out of memory:")
+
+
+def _corpus() -> list[str]:
+    """Every log line this module tests, failing and ordinary."""
+    texts = [OOM_TRACE, KV_CACHE_OOM, HF_NOT_FOUND, TRUST_TRACE, KUBELET_IMAGE, SLURM_TIMEOUT, ENGINE_DEAD]
+    lines = [line for text in texts for line in text.splitlines()]
+    lines += list(SCHEDULER) if isinstance(SCHEDULER, (list, tuple)) else [SCHEDULER]
+    return lines + list(NORMAL_LINES)
+
+
+def test_prefilter_never_hides_a_match():
+    # the keyword pre-filter is an optimisation only: any line some rule pattern
+    # matches must get through it, or diagnose_line would silently miss a failure
+    hits = 0
+    for line in _corpus():
+        if any(p.search(line) for rule in dg.RULES for p in rule.patterns):
+            hits += 1
+            assert dg._may_match(line), line
+    assert hits >= 10
+
+
+@pytest.mark.parametrize("rule", dg.RULES, ids=lambda r: r.rule_id)
+def test_every_pattern_has_a_prefilter_keyword(rule):
+    # build a line from each pattern's literal text and check the filter lets it in
+    import re as _re
+
+    for pattern in rule.patterns:
+        literal = _re.sub(r"\\[bsdw]|[\\()?*+.\[\]|^$]", " ", pattern.pattern)
+        literal = " ".join(literal.split())
+        assert any(word in pattern.pattern.lower().replace("\\", "") or word in literal.lower() for word in dg._KEYWORDS), pattern.pattern

@@ -1,0 +1,219 @@
+"""Read a work-queue sweep over the queue's HTTP API.
+
+One :class:`SweepReader` per (queue URL, model version). It is the only place that
+knows the queue API's read paths, so the Argo backend (which turns snapshots into
+:class:`~backends.events.Sweep` events), ``sweepdeck argo watch`` and the TUI sweep
+view all see the same numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import httpx
+
+from backends.events import Sweep
+from config.errors import SweepdeckError
+
+API = "/api/v1/workflow"
+
+
+class QueueUnavailable(SweepdeckError):
+    """The work-queue API did not answer or answered with an error."""
+
+
+class SweepReader:
+    """Read progress, failures, stale configs and breakdowns of one model version.
+
+    Args:
+        base_url: The queue API's base URL (``http://queue:8080``).
+        model_version_id: The model version being swept.
+        stale_after_min: Running longer than this counts as stale (reset-stale's timeout).
+        rate_window_min: Window for configs-per-minute.
+        client: An ``httpx.AsyncClient`` to share (tests, the backend); one is made if not given.
+        timeout: Per-request timeout in seconds.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model_version_id: str,
+        *,
+        stale_after_min: float = 120.0,
+        rate_window_min: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model_version_id = str(model_version_id)
+        self.stale_after_min = stale_after_min
+        self.rate_window_min = rate_window_min
+        self._own = client is None
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        if self._own:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> "SweepReader":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ----------------------------------------------------------------- requests
+
+    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+        url = self.base_url + path
+        try:
+            resp = await self._client.request(method, url, **kw)
+        except httpx.HTTPError as exc:
+            raise QueueUnavailable(
+                f"The work-queue API at {self.base_url} did not answer ({type(exc).__name__}: {exc or 'no detail'}).",
+                "Start it with `sweepdeck queue serve --db URL` or set the profile's queue_url.",
+            ) from None
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise QueueUnavailable(f"{method} {path} → HTTP {resp.status_code}: {detail}")
+        return resp.json()
+
+    async def health(self) -> bool:
+        """True if ``/health`` answers ok."""
+        try:
+            return (await self._request("GET", "/health")).get("status") == "ok"
+        except QueueUnavailable:
+            return False
+
+    async def progress(self) -> dict[str, Any]:
+        return await self._request("GET", f"{API}/progress/{self.model_version_id}")
+
+    async def failures(self) -> list[dict[str, Any]]:
+        return await self._request("GET", f"{API}/failures/{self.model_version_id}")
+
+    async def failed_configs(self, error_message: str, limit: int = 500) -> list[dict[str, Any]]:
+        """The configs of one failure group (drill-in)."""
+        return await self._request(
+            "GET", f"{API}/configs/{self.model_version_id}",
+            params={"status": "failed", "error_message": error_message, "limit": limit},
+        )
+
+    async def stale(self) -> list[dict[str, Any]]:
+        return await self._request(
+            "GET", f"{API}/stale/{self.model_version_id}", params={"older_than_minutes": self.stale_after_min})
+
+    async def breakdown(self, by: str) -> list[dict[str, Any]]:
+        return await self._request("GET", f"{API}/breakdown/{self.model_version_id}", params={"by": by})
+
+    async def rate(self) -> float:
+        data = await self._request(
+            "GET", f"{API}/rate/{self.model_version_id}", params={"window_minutes": self.rate_window_min})
+        return float(data.get("configs_per_minute", 0.0))
+
+    async def reset_stale(self, timeout_minutes: float | None = None, max_retries: int = 3) -> dict[str, int]:
+        """Return stale running configs to pending (past ``max_retries`` → failed)."""
+        minutes = self.stale_after_min if timeout_minutes is None else timeout_minutes
+        return await self._request(
+            "POST", f"{API}/maintenance/reset-stale", params={"timeout_minutes": minutes, "max_retries": max_retries})
+
+    async def populate(self, *, dry_run: bool) -> dict[str, int]:
+        """Populate the default matrix for this model version (``dry_run`` → counts only)."""
+        return await self._request(
+            "POST", f"{API}/populate/{self.model_version_id}", params={"dry_run": str(dry_run).lower()})
+
+    # ----------------------------------------------------------------- snapshot
+
+    async def snapshot(self, *, details: bool = True) -> Sweep:
+        """Everything the sweep view shows, read concurrently.
+
+        Args:
+            details: Also read failures, stale configs and breakdowns (the group-by
+                queries); ``False`` reads only the O(1) counts and the rate.
+        """
+        if details:
+            prog, rate, fails, stale, by_wl, by_prio = await asyncio.gather(
+                self.progress(), self.rate(), self.failures(), self.stale(),
+                self.breakdown("workload_type"), self.breakdown("priority"))
+        else:
+            prog, rate = await asyncio.gather(self.progress(), self.rate())
+            fails, stale, by_wl, by_prio = [], [], [], []
+        remaining = int(prog["pending"]) + int(prog["running"])
+        eta = remaining / rate * 60.0 if rate > 0 else None
+        return Sweep(
+            model_version_id=self.model_version_id,
+            total=int(prog["total"]), pending=int(prog["pending"]), running=int(prog["running"]),
+            completed=int(prog["completed"]), failed=int(prog["failed"]),
+            configs_per_min=rate, eta_s=eta if remaining else 0.0,
+            failures=fails, stale=stale, by_workload=by_wl, by_priority=by_prio,
+            stale_after_min=self.stale_after_min,
+        )
+
+
+# --------------------------------------------------------------------- text form
+
+def fmt_duration(seconds: float | None) -> str:
+    """``1h02m``, ``4m10s``, ``12s``; ``—`` when unknown."""
+    if seconds is None:
+        return "—"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def bar(pct: float, width: int = 30) -> str:
+    """A text progress bar that reads without colour: ``[#########.........]``."""
+    filled = int(round(width * max(0.0, min(100.0, pct)) / 100.0))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def progress_line(s: Sweep) -> str:
+    """One line: bar, %, counts, rate, ETA (what ``argo watch`` prints each tick)."""
+    return (
+        f"{bar(s.pct)} {s.pct:5.1f}%  {s.done}/{s.total}  "
+        f"pending {s.pending}  running {s.running}  completed {s.completed}  failed {s.failed}  "
+        f"{s.configs_per_min:.1f} configs/min  ETA {fmt_duration(s.eta_s)}"
+    )
+
+
+def detail_lines(s: Sweep, *, limit: int = 5) -> list[str]:
+    """Failure groups, stale configs and breakdowns as indented text lines."""
+    out: list[str] = []
+    if s.failures:
+        out.append("Failures by error:")
+        out += [f"  {f['count']:>6}  {f['error_message']}" for f in s.failures[:limit]]
+        if len(s.failures) > limit:
+            out.append(f"  … {len(s.failures) - limit} more groups")
+    if s.stale:
+        out.append(f"Stale (running > {s.stale_after_min:g} min): {len(s.stale)} — reset with `sweepdeck queue reset-stale`")
+        out += [f"  #{c['id']} {c.get('workload_type', '')} started {_age(c.get('started_at'))} ago, retries {c.get('retry_count', 0)}"
+                for c in s.stale[:limit]]
+    if s.by_workload:
+        out.append("By workload:")
+        out += [_breakdown_line(str(r["workload_type"]), r) for r in s.by_workload]
+    return out
+
+
+def _breakdown_line(key: str, r: dict[str, Any]) -> str:
+    total = sum(int(r.get(k, 0)) for k in ("pending", "running", "completed", "failed"))
+    done = int(r.get("completed", 0)) + int(r.get("failed", 0))
+    pct = 100.0 * done / total if total else 0.0
+    return f"  {key:<18} {done:>6}/{total:<6} {pct:5.1f}%  failed {r.get('failed', 0)}"
+
+
+def _age(started: str | None) -> str:
+    if not started:
+        return "?"
+    try:
+        t = dt.datetime.fromisoformat(str(started))
+    except ValueError:
+        return "?"
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return fmt_duration((dt.datetime.now(dt.timezone.utc) - t).total_seconds())
