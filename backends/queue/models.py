@@ -81,18 +81,26 @@ class BenchmarkConfig(Base):
     )
 
 
+#: Counter rows per model version. Every status change adjusts one of them, chosen
+#: at random, so 100 concurrent claimers do not all queue on a single hot row.
+COUNT_SHARDS = 16
+
+
 class StatusCount(Base):
     """Configs per status of one model version, kept in step with every transition.
 
-    Progress is read from here in O(1): counting a million rows per poll would
-    not keep a live sweep view fast. Every write that changes a config's status
-    adjusts this one row per model version in the same transaction (one row,
-    so concurrent writers queue on it briefly but can never deadlock).
+    Progress is read from here in O(1) (a sum over :data:`COUNT_SHARDS` rows):
+    counting a million rows per poll would not keep a live sweep view fast. Every
+    write that changes a config's status adjusts one shard row per model version in
+    the same transaction, as its last step — one counter row per transaction, so
+    concurrent writers can never deadlock on them. A shard's own numbers may go
+    negative; only the sum over the shards means anything.
     """
 
     __tablename__ = "status_counts"
 
     model_version_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
     pending: Mapped[int] = mapped_column(Integer, default=0)
     running: Mapped[int] = mapped_column(Integer, default=0)
     completed: Mapped[int] = mapped_column(Integer, default=0)

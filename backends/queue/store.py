@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,6 +31,7 @@ from backends.queue.models import (
     Framework,
     HardwareConfig,
     ModelVersion,
+    COUNT_SHARDS,
     StatusCount,
 )
 from config.errors import SweepdeckError
@@ -210,6 +212,15 @@ class QueueStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def warm(self, n: int) -> None:
+        """Open ``n`` pooled connections now (a server does this once; benchmarks too)."""
+        n = min(n, self.pool_size * 2) if self.is_pg else 1
+        conns = [await self.engine.connect() for _ in range(n)]
+        for conn in conns:
+            await conn.exec_driver_sql("SELECT 1")
+        for conn in conns:
+            await conn.close()
+
     # ----------------------------------------------------------- population
 
     async def populate(self, model_version_id: str, matrix: Matrix | None = None, *, dry_run: bool = False) -> dict[str, int]:
@@ -256,9 +267,11 @@ class QueueStore:
             for chunk in _chunks(rows, 5000):
                 await s.execute(stmt, chunk)
             after = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
-            if await s.get(StatusCount, model_version_id) is None:
-                s.add(StatusCount(model_version_id=model_version_id))
-                await s.flush()
+            have = set((await s.scalars(
+                select(StatusCount.shard).where(StatusCount.model_version_id == model_version_id))).all())
+            s.add_all(StatusCount(model_version_id=model_version_id, shard=k, pending=0, running=0, completed=0, failed=0)
+                      for k in range(COUNT_SHARDS) if k not in have)
+            await s.flush()
             await _bump(s, {(model_version_id, "pending"): int(after - before)})
         return {**info, "created": int(after - before), "existing": int(before)}
 
@@ -316,9 +329,9 @@ class QueueStore:
                 counted AS (
                     UPDATE status_counts s
                     SET pending = s.pending - moved.k, running = s.running + moved.k
-                    FROM moved WHERE s.model_version_id = moved.model_version_id)
+                    FROM moved WHERE s.model_version_id = moved.model_version_id AND s.shard = :shard)
                 SELECT * FROM claimed""")
-            params = {"lim": limit, "now": values["started_at"], "worker": worker}
+            params = {"lim": limit, "now": values["started_at"], "worker": worker, "shard": random.randrange(COUNT_SHARDS)}
             if model_version_id is not None:
                 params["mv"] = model_version_id
             if priority_threshold is not None:
@@ -417,10 +430,11 @@ class QueueStore:
         """total, pending, running, completed, failed, progress_pct."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(
-                select(StatusCount.pending, StatusCount.running, StatusCount.completed, StatusCount.failed)
+                select(func.sum(StatusCount.pending), func.sum(StatusCount.running),
+                       func.sum(StatusCount.completed), func.sum(StatusCount.failed))
                 .where(StatusCount.model_version_id == model_version_id)
             )).first()
-        counts = dict(zip(STATUSES, (int(v) for v in row))) if row else {s: 0 for s in STATUSES}
+        counts = dict(zip(STATUSES, (int(v or 0) for v in row))) if row else {s: 0 for s in STATUSES}
         total = sum(counts.values())
         done = counts["completed"] + counts["failed"]
         return {"model_version_id": model_version_id, "total": total, **counts,
@@ -519,14 +533,15 @@ def _moves(rows, old: str, new: str) -> dict[tuple[str, str], int]:
 
 
 async def _bump(conn, delta: dict[tuple[str, str], int]) -> None:
-    """Apply count changes: one UPDATE of one row per model version, in a fixed order."""
+    """Apply count changes: one UPDATE of one random shard row per model version, in a fixed order."""
     per_mv: dict[str, dict[str, int]] = {}
     for (mv, status), n in delta.items():
         if n:
             per_mv.setdefault(mv, {})[status] = per_mv.get(mv, {}).get(status, 0) + n
     for mv in sorted(per_mv):
         values = {status: getattr(StatusCount, status) + n for status, n in per_mv[mv].items()}
-        await conn.execute(update(StatusCount).where(StatusCount.model_version_id == mv).values(**values))
+        await conn.execute(update(StatusCount).where(
+            StatusCount.model_version_id == mv, StatusCount.shard == random.randrange(COUNT_SHARDS)).values(**values))
 
 
 def _chunks(rows: list, size: int):
