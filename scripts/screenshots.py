@@ -5,12 +5,14 @@ The app runs headless (``App.run_test``) on the real local backend with the
 built-in vLLM simulator, in a private state directory, and is driven with
 keys the way a user would: new experiment → model → workload → vLLM review →
 summary → pre-flight → launch → run monitor; a ``--fail oom`` run for the
-recovery dialog; quit with a live run for the quit dialog. Nothing is left
-running afterwards (every run is cleaned up through the quit dialog).
+recovery dialog; quit with a live run for the quit dialog; an Argo sweep
+(the real ``argo`` backend on the tests' fake Kubernetes API server, real
+queue workers and queue API) for the sweep view. Nothing is left running
+afterwards (every run is cleaned up through the quit dialog).
 
 Usage::
 
-    make screenshots            # or: .venv/bin/python scripts/screenshots.py [--out DIR]
+    make screenshots            # or: .venv/bin/python scripts/screenshots.py [--out DIR] [--only sweep]
 """
 
 from __future__ import annotations
@@ -200,9 +202,142 @@ async def recovery_flow(shoot: Shooter, state: Path) -> None:
         await wait_for(lambda: app.return_code is not None, 30, "cleanup and exit")
 
 
+#: The fake benchmark each sweep config runs (argv words are formatted one by one, so no braces here).
+SWEEP_BENCH = """#!/bin/sh
+# $1 id  $2 batch size  $3 sequence length
+id=$1; bs=$2; seq=$3
+if [ $((id % 61)) -eq 0 ]; then sleep 60; fi  # a stuck worker: its batch turns stale
+sleep 0.$((id % 4 + 2))
+if [ "$bs" -eq 8 ] && [ "$seq" -eq 4096 ] && [ $((id % 2)) -eq 0 ]; then
+  echo "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB" >&2; exit 1; fi
+if [ $((id % 41)) -eq 0 ]; then echo "timeout: the vLLM server was not ready after 600 s" >&2; exit 1; fi
+if [ $((id % 53)) -eq 0 ]; then echo "guidellm: connection refused (http://vllm-0:8000/v1)" >&2; exit 1; fi
+echo "config $id: 1432.5 tok/s"
+"""
+
+SWEEP_SIZE = (160, 48)
+
+
+async def sweep_flow(shoot: Shooter, state: Path) -> None:
+    """An Argo work-queue sweep: the sweep view, a failure group, the reset-stale question.
+
+    The real ``argo`` backend talks to the fake Kubernetes API server of the
+    tests (``tests/support/fakekube``: no cluster runs here) whose Argo test
+    controller starts the worker pods; each runs the real reference worker
+    (``QueueWorker``) against a real queue API (FastAPI + SQLite on a free
+    port), with a small shell script as the benchmark. Shot at 160×48, where
+    the sweep view shows every section at once.
+    """
+    import httpx
+    import yaml
+
+    from backends.argo import ArgoBackend
+    from backends.argo.backend import sweep_spec
+    from backends.cleanup import CleanupRegistry
+    from backends.store import RunStore
+    from config.settings import load_settings
+    from tests.integration.queue.conftest import ApiServer
+    from tests.support.fakekube import start_fake_kube
+    from tests.support.fakekube.argo_controller import ArgoController, install_argo_crds
+    from tui.app import SweepdeckApp
+    from tui.screens.dialogs import ConfirmDialog
+    from tui.screens.sweep import FailureGroupScreen, SweepMonitorScreen
+
+    ns, mvid = "sweeps", "llama3-70b-v2"
+    work = state / "sweep"
+    work.mkdir()
+    bench = work / "bench.sh"
+    bench.write_text(SWEEP_BENCH)
+
+    def run_pod(ctx):
+        if ctx.template != "worker":
+            return NotImplemented  # populate / finalize: the controller's default
+        import threading
+
+        from backends.queue.worker import QueueWorker
+
+        async def go():
+            worker = QueueWorker(api_url=ctx.arg("--api-url"), batch_size=int(ctx.arg("--batch-size")),
+                                 model_version_id=ctx.arg("--model-version-id"), name=ctx.pod, on_log=ctx.log,
+                                 command=f"sh {bench} {{id}} {{batch_size}} {{sequence_length}}")
+            loop = asyncio.get_running_loop()
+
+            def stop_on_sigterm() -> None:
+                ctx.stopped.wait()
+                try:
+                    loop.call_soon_threadsafe(worker.stop)
+                except RuntimeError:
+                    pass
+
+            threading.Thread(target=stop_on_sigterm, daemon=True).start()
+            return await worker.run()
+
+        asyncio.run(go())
+        return True
+
+    fake = start_fake_kube(work / "kubeconfig", namespace=ns)
+    controller = None
+    try:
+        install_argo_crds(fake)
+        fake.ensure_namespace(ns)
+        controller = ArgoController(fake, step=0.05, run_pod=run_pod).start()
+        with ApiServer(f"sqlite:///{work / 'queue.db'}") as api:
+            matrix = {"hardware": ["H100-80GB:1", "A100-80GB:1", "L40S:1", "A40:1"], "frameworks": ["vllm", "sglang", "tgi"]}
+            httpx.post(f"{api.url}/api/v1/workflow/populate/{mvid}", json=matrix, timeout=30).raise_for_status()
+            config = work / "config.yaml"
+            config.write_text(yaml.safe_dump({"profiles": {"sweep": {
+                "backend": "argo", "namespace": ns, "kubeconfig": str(fake.kubeconfig), "queue_url": api.url,
+                "model_version_id": mvid, "max_parallel_pods": 12, "batch_size": 4, "poll_interval": 0.5,
+                "stale_after_min": 0.1,
+            }}}))
+            settings = load_settings(config)
+            profile = settings.profile("sweep", "argo")
+            registry = CleanupRegistry()
+            backend = ArgoBackend(settings, profile, registry=registry)
+            spec = sweep_spec(settings, profile, model_version_id=mvid, experiment_id=f"sweep-{mvid}")
+            app = SweepdeckApp(settings, {"argo": backend}, store=RunStore(state), registry=registry,
+                               install_signals=False)
+            async with app.run_test(size=SWEEP_SIZE) as pilot:
+                ctrl = app.launch_spec(spec)
+
+                def interesting() -> bool:
+                    s = ctrl.sweep
+                    return s is not None and s.pct >= 40 and len(s.failures) >= 3 and len(s.stale) >= 1
+
+                await wait_for(interesting, 180, "a sweep with failures and stale configs")
+                screen = pilot.app.screen
+                assert isinstance(screen, SweepMonitorScreen), screen
+                await shoot(pilot, "sweep")
+                await pilot.press("enter")
+                await wait_for(lambda: isinstance(pilot.app.screen, FailureGroupScreen) and pilot.app.screen.loaded,
+                               30, "the failure group")
+                await shoot(pilot, "sweep-failure-group")
+                await pilot.press("escape")
+                await pilot.pause()
+                await pilot.press("R")
+                await wait_for(lambda: isinstance(pilot.app.screen, ConfirmDialog), 10, "the reset question")
+                await shoot(pilot, "dialog-reset-stale")
+                await pilot.press("n")
+                await pilot.pause()
+                await pilot.press("q")
+                await pilot.pause()
+                if app.return_code is None:
+                    await pilot.press("enter")  # clean up everything: the Workflow is deleted
+                await wait_for(lambda: app.return_code is not None, 30, "cleanup and exit")
+    finally:
+        if controller is not None:
+            controller.stop()
+        fake.stop()
+
+
+FLOWS = {"main": main_flow, "recovery": recovery_flow, "sweep": sweep_flow}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots", help="output directory")
+    parser.add_argument("--only", choices=sorted(FLOWS), action="append",
+                        help="regenerate only this flow's screenshots (repeatable; default: every flow)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.pop("NO_COLOR", None)
@@ -210,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sweepdeck-shots-") as tmp:
         os.environ["SWEEPDECK_STATE_DIR"] = tmp
         state = Path(tmp)
-        asyncio.run(main_flow(shoot, state))
-        asyncio.run(recovery_flow(shoot, state))
+        for name, flow in FLOWS.items():
+            if not args.only or name in args.only:
+                asyncio.run(flow(shoot, state))
     from backends.cleanup import REGISTRY
 
     if REGISTRY.live():  # never leave a simulator behind, whatever happened above

@@ -71,6 +71,11 @@ def _controller_options(settings: "Settings") -> dict[str, Any]:
 
 
 def _default_monitor_factory(controller) -> Screen:
+    from tui.screens.sweep import SweepMonitorScreen, is_sweep_run
+
+    if is_sweep_run(controller):
+        # an Argo work-queue sweep: the monitor with the sweep view on top
+        return SweepMonitorScreen(controller)
     from tui.screens.monitor import RunMonitorScreen
 
     return RunMonitorScreen(controller)
@@ -453,7 +458,8 @@ def _other_binding_ids() -> set[str]:
 
     from textual.dom import DOMNode
 
-    for module in ("tui.screens.monitor", "tui.screens.recovery", "tui.screens.dialogs", "tui.screens.wizard.steps"):
+    for module in ("tui.screens.monitor", "tui.screens.sweep", "tui.screens.recovery", "tui.screens.dialogs",
+                   "tui.screens.wizard.steps"):
         try:
             importlib.import_module(module)
         except ImportError:

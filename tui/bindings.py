@@ -96,6 +96,19 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("override_warnings", "o", "override", "Override warn", scope="preflight",
             help="Launch despite warnings (failures always block)"),
     KeySpec("launch", "l", "launch", "Launch", scope="preflight", help="Launch the experiment"),
+    # the sweep view (the run monitor of an Argo work-queue sweep)
+    KeySpec("sweep_reset_stale", "R", "reset_stale", "Reset stale", scope="sweep",
+            help="Return stale running configs to pending (asks first; past the retry limit they fail)"),
+    KeySpec("sweep_next_section", "right_square_bracket", "sweep_section(1)", "Section", scope="sweep",
+            help="Next sweep section: failures, stale, workloads, priorities, nodes"),
+    KeySpec("sweep_previous_section", "left_square_bracket", "sweep_section(-1)", "Prev section", scope="sweep",
+            show=False, help="Previous sweep section"),
+    KeySpec("sweep_toggle", "5", "toggle_pane('sweep')", "Sweep", scope="sweep", show=False,
+            help="Show / hide the sweep pane"),
+    KeySpec("sweep_open_group", "enter", "select_cursor", "Drill in", scope="sweep_failures",
+            help="List the configs of the selected failure group"),
+    KeySpec("sweep_group_close", "escape,q", "close", "Close", scope="sweep_group", help="Close the failure group"),
+    KeySpec("sweep_group_reload", "r", "reload", "Reload", scope="sweep_group", help="Read the group's configs again"),
 )
 
 BY_ID: dict[str, KeySpec] = {k.id: k for k in KEYS}
@@ -109,6 +122,9 @@ SCOPE_TITLES = {
     "review": "vLLM review step",
     "summary": "Summary step",
     "preflight": "Pre-flight step",
+    "sweep": "Sweep view (Argo runs)",
+    "sweep_failures": "Sweep view: failure groups",
+    "sweep_group": "Failure group (drill-in)",
 }
 
 
@@ -152,6 +168,7 @@ def display_key(key: str) -> str:
     names = {
         "question_mark": "?", "colon": ":", "slash": "/", "plus": "+", "escape": "esc",
         "enter": "enter", "minus": "-", "space": "space",
+        "left_square_bracket": "[", "right_square_bracket": "]",
     }
     parts = []
     for one in key.split(","):

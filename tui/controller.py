@@ -41,6 +41,7 @@ from backends.events import (
     Notice,
     Phase,
     Progress,
+    Sweep,
 )
 from config.errors import SweepdeckError
 
@@ -83,6 +84,7 @@ class EventBatch:
         state: The controller's state after this batch.
         reset: The batch replaces everything shown so far (history replay,
             a switch to another run).
+        sweep: Latest work-queue Sweep snapshot, if any (a burst collapses to the last).
     """
 
     lines: list[LogLine] = field(default_factory=list)
@@ -98,12 +100,14 @@ class EventBatch:
     reset: bool = False
     state_changed: bool = False
     throughput: list[float] | None = None
+    sweep: Sweep | None = None
 
     @property
     def empty(self) -> bool:
         return not (
             self.lines or self.phases or self.metrics or self.progress or self.endpoint
             or self.alerts or self.notices or self.finished or self.reset or self.state_changed
+            or self.sweep is not None
         )
 
 
@@ -160,6 +164,7 @@ class RunController:
         self.metrics: Metrics | None = None
         self.throughput: deque[float] = deque(maxlen=METRICS_HISTORY)
         self.progress: Progress | None = None
+        self.sweep: Sweep | None = None
         self.endpoint: Endpoint | None = None
         self.alerts: list[Alert] = []
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
@@ -245,6 +250,7 @@ class RunController:
             state=self.state,
             reset=True,
             throughput=list(self.throughput),
+            sweep=self.sweep,
         )
 
     # ---------------------------------------------------------------- events
@@ -269,6 +275,9 @@ class RunController:
             pending.metrics.append(event)
         elif isinstance(event, Progress):
             self.progress = pending.progress = event
+        elif isinstance(event, Sweep):
+            # snapshots are complete: only the newest of a burst is worth drawing
+            self.sweep = pending.sweep = event
         elif isinstance(event, Endpoint):
             self.endpoint = pending.endpoint = event
         elif isinstance(event, Alert):

@@ -41,6 +41,13 @@ TITLES = {
     "rerun_preflight": "Re-run pre-flight checks",
     "override_warnings": "Override pre-flight warnings",
     "launch": "Launch",
+    "sweep_reset_stale": "Reset stale configs (back to pending)",
+    "sweep_next_section": "Sweep: next section",
+    "sweep_previous_section": "Sweep: previous section",
+    "sweep_toggle": "Show / hide the sweep pane",
+    "sweep_open_group": "Drill into the failure group",
+    "sweep_group_close": "Close the failure group",
+    "sweep_group_reload": "Reload the failure group",
 }
 
 

@@ -8,9 +8,16 @@ FIELDS = {
     "kubeconfig": Field(str, None, "kubeconfig path (default $KUBECONFIG or ~/.kube/config)"),
     "context": Field(str, None, "kubeconfig context"),
     "namespace": Field(str, "argo", "namespace the workflows run in", check=dns_name),
-    "queue_url": Field(str, "http://127.0.0.1:8080", "base URL of the work-queue API"),
-    "model_version_id": Field(int, None, "model version to sweep"),
+    "queue_url": Field(str, "http://127.0.0.1:8080", "base URL of the work-queue API, as sweepdeck reaches it"),
+    "api_base_url": Field(str, None, "base URL of the work-queue API as the worker pods reach it (default: queue_url)"),
+    # An opaque id ("llama3-70b-v2", a UUID); a bare number in YAML is accepted and used as text.
+    "model_version_id": Field((str, int), None, "model version to sweep (an opaque id such as llama3-70b-v2)"),
     "batch_size": Field(int, 100, check=positive),
     "max_parallel_pods": Field(int, 50, check=positive),
+    "image": Field(str, None, "image the workflow's steps run (default: the template's sweepdeck:latest)"),
+    "endpoint": Field(str, None, "OpenAI-compatible server the workers benchmark (default: the template's)"),
     "poll_interval": Field(float, 2.0, "seconds between queue progress reads", check=positive),
+    "stale_after_min": Field(float, 120.0, "running longer than this many minutes counts as stale", check=positive),
+    "watch_timeout": Field(float, 300.0, "seconds each Kubernetes watch request stays open", check=positive),
+    "delete_after": Field(bool, False, "delete the Workflow after it finishes (a live one is always deleted on cleanup)"),
 }

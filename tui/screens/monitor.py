@@ -119,6 +119,7 @@ class RunMonitorScreen(Screen):
         cap = self._line_cap()
         yield Static("", id="monitor-header")
         yield Static("", id="monitor-alert")
+        yield from self.compose_extra()
         with Horizontal(id="monitor-top"):
             yield Pane("1 Status", StatusView(clock=self._clock, id="status-view"),
                        Static("", id="status-alerts"), id="pane-status")
@@ -133,6 +134,10 @@ class RunMonitorScreen(Screen):
             id="pane-logs",
         )
         yield Footer()
+
+    def compose_extra(self) -> ComposeResult:
+        """Panes a specialised monitor puts above the status row (the sweep view); none here."""
+        return iter(())
 
     def _clock(self) -> float:
         clock = getattr(self.app, "clock", None)
@@ -264,11 +269,18 @@ class RunMonitorScreen(Screen):
         banner_text.append(f" {icon} {worst.severity.upper()} ", style="bold reverse")
         head = worst.message.split(": ", 1)[0] if worst.diagnosis else worst.message.split(". ")[0]
         banner_text.append(" " + head)
-        if worst.diagnosis and worst.fixes:
-            banner_text.append("  — r: recovery options", style="bold")
+        hint = self._alert_hint(worst)
+        if hint:
+            banner_text.append(hint, style="bold")
         banner.update(banner_text)
         banner.set_class(worst.severity == "error", "-error")
         banner.display = True
+
+    def _alert_hint(self, alert: Alert) -> str:
+        """What the banner suggests doing about ``alert`` (empty: nothing)."""
+        if alert.diagnosis and alert.fixes:
+            return "  — r: recovery options"
+        return ""
 
     def _show_notice(self, notice: Notice) -> None:
         if notice.level in ("warning", "error"):

@@ -60,8 +60,10 @@ code, reason, times)`` to script API errors, ``requests`` /
 Controllers
 -----------
 :mod:`tests.support.fakekube.tekton_controller` advances PipelineRuns, TaskRuns
-and vLLM pods like Tekton + llm-d and scripts failures; an Argo controller can
-follow the same pattern (``subscribe()`` + ``patch(..., status_only=True)``).
+and vLLM pods like Tekton + llm-d and scripts failures;
+:mod:`tests.support.fakekube.argo_controller` advances Argo Workflows (status.phase,
+status.nodes, worker pods with logs, retries, shutdown) the same way
+(``subscribe()`` + ``patch(..., status_only=True)``).
 
 Fixture
 -------

@@ -1,0 +1,186 @@
+"""``sweepdeck argo watch`` over a real queue API, and ``sweepdeck argo submit`` against the fake API server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress
+from tui.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+A = "argoproj.io/v1alpha1"
+
+
+def settle(api, *, complete=6, fail=2, error="CUDA out of memory"):
+    """Claim 10 configs; complete some, fail some with ``error``; the rest stay running."""
+    batch = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 10, "model_version_id": MVID}).json()
+    for c in batch[:complete]:
+        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", json={"status": "completed"}).raise_for_status()
+    for c in batch[complete:complete + fail]:
+        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", json={"status": "failed", "error_message": error}).raise_for_status()
+    return batch
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+# ----------------------------------------------------------------------------- watch
+
+
+def test_watch_once_prints_progress_and_details(api, capsys):
+    populate(api)
+    settle(api)
+    assert main(["argo", "watch", MVID, "--queue-url", api.url, "--once"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = out[0]
+    assert f"{MVID} [" in line and f"8/{SMALL_TOTAL}" in line and " 20.0%" in line
+    assert "pending 30  running 2  completed 6  failed 2" in line and "configs/min" in line and "ETA" in line
+    assert "Failures by error:" in out and "       2  CUDA out of memory" in out
+    assert "By workload:" in out and any(row.strip().startswith("chatbot") for row in out)
+
+
+def test_watch_once_unpopulated_says_how_to_populate(api, capsys):
+    assert main(["argo", "watch", "mv-empty", "--queue-url", api.url, "--once"]) == 1
+    out = capsys.readouterr().out
+    assert "0/0" in out and "sweepdeck queue populate mv-empty" in out
+
+
+def test_watch_follows_until_the_sweep_finishes(api):
+    import io
+
+    from backends.queue.worker import QueueWorker
+    from tui.commands.argo import watch
+
+    populate(api)
+    out = io.StringIO()
+
+    async def go():
+        worker = QueueWorker(api_url=api.url, batch_size=5, model_version_id=MVID, command="true", on_log=lambda _l: None)
+        watching = asyncio.create_task(watch(api.url, MVID, interval=0.05, out=out))
+        await worker.run()
+        return await asyncio.wait_for(watching, 10)
+
+    assert asyncio.run(go()) == 0
+    lines = out.getvalue().splitlines()
+    progress_lines = [line for line in lines if f"/{SMALL_TOTAL}" in line and "configs/min" in line]
+    assert len(progress_lines) >= 2 and f"{SMALL_TOTAL}/{SMALL_TOTAL}" in progress_lines[-1]
+    assert lines[-1] == f"[INFO] sweep of {MVID} finished: {SMALL_TOTAL} completed, 0 failed of {SMALL_TOTAL}"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["argo", "watch", "a/b", "--once"], "Model version id 'a/b' is not usable."),
+    (["argo", "watch", MVID, "--once", "--interval", "0"], "--interval must be positive"),
+    (["argo", "watch", MVID, "--once", "--queue-url", "DEAD"], "did not answer"),
+])
+def test_watch_bad_input_is_one_readable_message(argv, expected, capsys):
+    argv = [dead_url() if a == "DEAD" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- submit
+
+
+@pytest.mark.fakeapi
+def test_submit_dry_run_prints_the_manifest_and_submits_nothing(config_file, fake_kube, api, capsys):
+    fake_kube.reset_requests()
+    assert main(["--config", str(config_file), "argo", "submit", "--profile", "sweep", "--model-version-id", "mv9",
+                 "--max-parallel-pods", "7", "--dry-run"]) == 0
+    wf = yaml.safe_load(capsys.readouterr().out)
+    assert wf["kind"] == "Workflow" and wf["metadata"]["generateName"] == "model-benchmark-pipeline-v2-"
+    assert "name" not in wf["metadata"] and wf["metadata"]["namespace"] == NS
+    params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
+    assert params["model-version-id"] == "mv9" and params["max-parallel-pods"] == "7" and params["api-base-url"] == api.url
+    assert fake_kube.request_count() == 0
+
+
+@pytest.mark.fakeapi
+def test_submit_bad_batch_size_is_readable(config_file, capsys):
+    assert main(["--config", str(config_file), "argo", "submit", "--batch-size", "900", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "batch_size must be an integer from 1 to 500" in err and "Traceback" not in err
+
+
+@pytest.mark.fakeapi
+def test_submit_runs_preflight_then_watches_to_the_end(config_file, cluster, api, capsys):
+    populate(api)
+    cluster.workers.command = "true"
+    assert main(["--config", str(config_file), "argo", "submit", "--id", "cli-sweep", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "[INFO] Pre-flight checks:" in out and f"Model version {MVID}" in out
+    assert "[INFO] workflow model-benchmark-pipeline-v2-" in out and ": Succeeded" in out
+    assert "[INFO] node worker(2:2): Succeeded" in out
+    assert "[SWEEP] " in out and f"{SMALL_TOTAL}/{SMALL_TOTAL}" in out
+    assert "[INFO] Finished: succeeded." in out
+    assert progress(api)["completed"] == SMALL_TOTAL
+
+
+@pytest.mark.fakeapi
+async def test_submit_offers_to_populate_with_the_dry_run_count(backend, spec, cluster, api):
+    from backends.events import Notice
+    from tui.commands.argo import _offer_populate
+
+    said = []
+    await _offer_populate(backend, spec, said.append, populate=True)
+    assert progress(api)["total"] == 1800
+    assert isinstance(said[0], Notice) and said[0].message.startswith(f"populated {MVID}: 1,800 configs created (1,800 (10 hardware")
+    said.clear()
+    await _offer_populate(backend, spec, said.append, populate=True)  # already populated: nothing to do
+    assert said == [] and progress(api)["total"] == 1800
+
+
+def _submit_process(config_file, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "--config", str(config_file), "argo", "submit", "--yes", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )
+
+
+def _wait_for_line(proc, needle: str, timeout: float = 30) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    proc.kill()
+    raise AssertionError(f"{needle!r} not seen:\n" + "".join(lines))
+
+
+@pytest.mark.fakeapi
+@pytest.mark.parametrize("detach", [False, True])
+def test_submit_sigterm_stops_the_workflow_unless_detached(config_file, cluster, api, detach):
+    populate(api)
+    cluster.controller.hang["worker"] = True
+    proc = _submit_process(config_file, *(["--detach"] if detach else []))
+    _wait_for_line(proc, "node worker(2:2): Running")
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    [wf] = cluster.list(A, "Workflow", NS)
+    if detach:
+        assert proc.returncode == 0, rest
+        assert "Reattach with: sweepdeck attach" in rest
+        assert wf["status"]["phase"] == "Running" and "shutdown" not in wf["spec"]
+    else:
+        assert proc.returncode == 128 + signal.SIGTERM, rest
+        assert "Cancelled" in rest
+        assert wf["spec"]["shutdown"] == "Stop" and wf["status"]["phase"] == "Failed"
+        assert not [p for p in cluster.list("v1", "Pod", NS) if p["status"]["phase"] == "Running"]

@@ -1,0 +1,276 @@
+"""``sweepdeck argo``: submit a work-queue sweep as an Argo Workflow, and watch sweeps.
+
+Examples::
+
+    sweepdeck argo watch llama3-70b-v2 --queue-url http://127.0.0.1:8080
+    sweepdeck argo watch llama3-70b-v2 --once
+    sweepdeck argo submit --profile lab --model-version-id llama3-70b-v2 --dry-run
+    sweepdeck argo submit --profile lab --model-version-id llama3-70b-v2 --populate --yes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("argo", help="Argo: submit a work-queue sweep workflow (submit) and follow a sweep's progress (watch)")
+    acts = p.add_subparsers(dest="argo_command", metavar="ACTION", required=True)
+
+    w = acts.add_parser("watch", help="print a model version's sweep progress until it finishes (Ctrl+C stops watching)")
+    w.add_argument("model_version_id", metavar="MVID", help="model version id")
+    w.add_argument("-p", "--profile", help="argo profile to take queue_url / poll_interval / stale_after_min from")
+    w.add_argument("--queue-url", help="work-queue API base URL (default: the profile's queue_url)")
+    w.add_argument("--interval", type=float, help="seconds between reads (default: the profile's poll_interval)")
+    w.add_argument("--stale-after", type=float, metavar="MIN", help="running longer than MIN minutes counts as stale")
+    w.add_argument("--once", action="store_true", help="print one reading (with details) and exit")
+    w.add_argument("--json", action="store_true", help="one JSON Sweep snapshot per line")
+
+    s = acts.add_parser("submit", help="pre-flight, submit the benchmark Workflow and watch it until it ends")
+    s.add_argument("-p", "--profile", help="argo profile name")
+    s.add_argument("--model-version-id", metavar="MVID", help="model version to sweep (default: the profile's)")
+    s.add_argument("-n", "--namespace", help="namespace (default: the profile's)")
+    s.add_argument("--queue-url", help="work-queue API base URL (default: the profile's queue_url)")
+    s.add_argument("--max-parallel-pods", type=int, help="worker pods (default: the profile's)")
+    s.add_argument("--batch-size", type=int, help="configs per claim, 1-500 (default: the profile's)")
+    s.add_argument("--model", help="model name the workers ask for at their endpoint")
+    s.add_argument("--id", dest="experiment_id", help="experiment id (default: sweep-MVID-time)")
+    s.add_argument("--dry-run", action="store_true", help="print the Workflow manifest; submit nothing")
+    s.add_argument("--populate", action="store_true", help="populate the model version's default matrix first if it has no configs")
+    s.add_argument("--yes", action="store_true", help="accept pre-flight warnings and do not ask")
+    s.add_argument("--detach", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP keep the Workflow running (reattach: sweepdeck attach ID)")
+    s.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.argo_command == "watch":
+        return _watch_command(args)
+    return _submit_command(args)
+
+
+def _profile(args: argparse.Namespace, **overrides):
+    from config.settings import Profile, load_settings
+
+    settings = load_settings(args.config, args.catalog_dir)
+    profile = settings.profile(args.profile, "argo")
+    extra = {k: v for k, v in overrides.items() if v is not None}
+    if extra:
+        profile = Profile(profile.name, profile.backend, {**profile.options, **extra})
+    return settings, profile
+
+
+def _positive(value: float | None, flag: str) -> None:
+    if value is not None and value <= 0:
+        from config.errors import SweepdeckError
+
+        raise SweepdeckError(f"{flag} must be positive, got {value:g}.")
+
+
+def _say(text: str, out=None) -> None:
+    stream = out or sys.stdout
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except BrokenPipeError:  # `... | head`: stop printing quietly
+        pass
+
+
+# ----------------------------------------------------------------------- watch
+
+
+def _watch_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from backends.argo.workflow import check_model_version_id
+
+    _positive(args.interval, "--interval")
+    _positive(args.stale_after, "--stale-after")
+    _settings, profile = _profile(args)
+    mvid = check_model_version_id(args.model_version_id)
+    url = args.queue_url or profile.get("queue_url") or "http://127.0.0.1:8080"
+    interval = args.interval or float(profile.get("poll_interval", 2.0))
+    stale = args.stale_after or float(profile.get("stale_after_min", 120.0))
+    return asyncio.run(watch(url, mvid, interval=interval, stale_after_min=stale, once=args.once, json_mode=args.json))
+
+
+async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: float = 120.0, once: bool = False,
+                json_mode: bool = False, out=None) -> int:
+    """Print progress lines until the sweep has nothing pending or running (0), or once.
+
+    Counts are read every ``interval`` seconds; the failure groups, stale configs and
+    breakdowns (group-by queries) every 5th read, and at the start and the end.
+
+    Returns:
+        0 when the sweep is done (or ``once`` read it); 1 when ``once`` finds no configs.
+
+    Raises:
+        SweepdeckError: the queue API does not answer on the first read.
+    """
+    import asyncio
+    import json
+    import time
+
+    from backends.argo.backend import DETAIL_EVERY
+    from backends.argo.sweep import QueueUnavailable, SweepReader, detail_lines, progress_line
+    from backends.events import to_dict
+
+    def show(snap, details: bool) -> None:
+        if json_mode:
+            _say(json.dumps(to_dict(snap), default=str), out)
+            return
+        _say(f"[{time.strftime('%H:%M:%S')}] {snap.model_version_id} {progress_line(snap)}", out)
+        if details:
+            for line in detail_lines(snap):
+                _say(line, out)
+
+    tick = 0
+    down = False
+    async with SweepReader(url, mvid, stale_after_min=stale_after_min) as reader:
+        while True:
+            details = once or tick % DETAIL_EVERY == 0
+            try:
+                snap = await reader.snapshot(details=details)
+            except QueueUnavailable as exc:
+                if tick == 0 or once:
+                    raise
+                if not down:
+                    _say(f"[WARN] {exc.message} (retrying every {interval:g} s)", out)
+                down = True
+                tick += 1
+                await asyncio.sleep(interval)
+                continue
+            if down:
+                _say("[INFO] the work-queue API answers again", out)
+                down = False
+            finished = snap.total > 0 and snap.pending == 0 and snap.running == 0
+            if finished and not details:
+                snap = await reader.snapshot(details=True)  # the end shows the failure groups
+                details = True
+            show(snap, details)
+            if snap.total == 0:
+                if tick == 0 or once:
+                    _say(f"[WARN] model version {mvid} has no configs at {url} yet; populate it with: sweepdeck queue populate {mvid}", out)
+                if once:
+                    return 1
+            elif finished:
+                if not json_mode:
+                    _say(f"[INFO] sweep of {mvid} finished: {snap.completed:,} completed, {snap.failed:,} failed of {snap.total:,}", out)
+                return 0
+            if once:
+                return 0
+            tick += 1
+            await asyncio.sleep(interval)
+
+
+# ---------------------------------------------------------------------- submit
+
+
+class SweepPrinter:
+    """A :class:`~tui.headless.HeadlessPrinter` that also prints Sweep snapshots as progress lines.
+
+    A line is printed when the counts change, at most every ``every`` seconds (always
+    for the last one); the failure/stale detail lines when they change.
+    """
+
+    def __init__(self, inner, every: float = 2.0) -> None:
+        self.inner = inner
+        self.every = every
+        self._last = 0.0
+        self._last_counts: tuple | None = None
+        self._last_details: list[str] | None = None
+
+    def __call__(self, event) -> None:
+        import dataclasses
+        import time
+
+        from backends.argo.sweep import detail_lines, progress_line
+        from backends.events import Sweep
+
+        if not isinstance(event, Sweep) or self.inner.json_mode:
+            self.inner(event)
+            return
+        counts = (event.total, event.pending, event.running, event.completed, event.failed)
+        now = time.monotonic()
+        last = event.total > 0 and event.pending == 0 and event.running == 0
+        if counts != self._last_counts and (last or now - self._last >= self.every):
+            self._last, self._last_counts = now, counts
+            _say(f"[SWEEP] {progress_line(event)}", self.inner.out)
+        # failure groups and stale configs only: the breakdowns would repeat every few seconds
+        details = detail_lines(dataclasses.replace(event, by_workload=[], by_priority=[]))
+        if details and details != self._last_details:
+            self._last_details = details
+            for line in details:
+                _say(line, self.inner.out)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+async def _offer_populate(backend, spec, printer, *, populate: bool) -> None:
+    """Populate an empty model version when asked (--populate, or yes on a terminal), showing the count first."""
+    from backends.argo.backend import populate_text
+    from backends.argo.sweep import QueueUnavailable
+    from backends.events import Notice
+
+    if not (populate or sys.stdin.isatty()):
+        return
+    mvid = backend.model_version_id(spec)
+    reader = backend.reader(mvid)
+    try:
+        try:
+            if int((await reader.progress()).get("total", 0)) > 0:
+                return
+            info = await reader.populate(dry_run=True)
+        except QueueUnavailable:
+            return  # pre-flight reports it
+        would = populate_text(mvid, info)
+        if populate or _ask(f"Model version {mvid} has no configs. Populate it with {would} configs?"):
+            done = await reader.populate(dry_run=False)
+            printer(Notice(f"populated {mvid}: {done['created']:,} configs created ({would})"))
+    finally:
+        await reader.aclose()
+
+
+def _submit_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from backends.argo import ArgoBackend
+    from backends.argo.backend import sweep_spec
+    from backends.argo.workflow import yaml_dump
+    from backends.session import drive
+    from tui.headless import HeadlessPrinter
+
+    settings, profile = _profile(
+        args, model_version_id=args.model_version_id, queue_url=args.queue_url, namespace=args.namespace,
+        max_parallel_pods=args.max_parallel_pods, batch_size=args.batch_size,
+    )
+    backend = ArgoBackend(settings, profile)
+    spec = sweep_spec(settings, profile, model_version_id=backend.model_version_id(), model=args.model,
+                      experiment_id=args.experiment_id, namespace=args.namespace)
+    if args.dry_run:
+        sys.stdout.write(yaml_dump(backend.manifest(spec)))
+        return 0
+    inner = HeadlessPrinter(json_mode=args.json, spec=spec)
+    printer = SweepPrinter(inner, every=float(profile.get("poll_interval", 2.0)))
+
+    async def go():
+        await _offer_populate(backend, spec, printer, populate=args.populate)
+        return await drive(
+            backend, spec, on_event=printer, on_checks=inner.checks,
+            confirm=(lambda checks: _ask("Submit the workflow?")) if not args.yes and sys.stdin.isatty() else None,
+            assume_yes=args.yes, detach_on_signal=args.detach,
+        )
+
+    result = asyncio.run(go())
+    inner.result(result)
+    return result.exit_code
