@@ -23,6 +23,25 @@ CheckStatus = Literal["pass", "warn", "fail"]
 
 
 @dataclass(slots=True)
+class Remedy:
+    """An action pre-flight can take for the user to clear a check (asked first, never automatic).
+
+    Args:
+        id: What to do, as the backend's :meth:`Backend.remedy` knows it
+            (``create_namespace``, ``populate``).
+        label: A short name for a key hint or a button (``Create namespace mert``).
+        question: The confirmation shown before it is done; says exactly what
+            will change (``Populate llama3-70b-v2 with 1,800 configs (…)?``).
+        args: What the backend needs to do it (``{"namespace": "mert"}``).
+    """
+
+    id: str
+    label: str
+    question: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class Check:
     """One pre-flight check result.
 
@@ -33,6 +52,8 @@ class Check:
         detail: What was found.
         fix: What to do about a warn/fail (may be a command or YAML to apply).
         data: Machine-readable extras (e.g. ``{"next_free_port": 58001}``).
+        remedy: An action the backend can take to clear this check, offered
+            to the user (see :meth:`Backend.remedy`); None when only the user can.
     """
 
     name: str
@@ -40,6 +61,7 @@ class Check:
     detail: str = ""
     fix: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    remedy: Remedy | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,8 +114,15 @@ class Backend(Protocol):
         """Yield events until (and including) one Finished."""
         ...
 
-    async def cancel(self, run: Run) -> None:
-        """Ask the run to stop gracefully."""
+    async def cancel(self, run: Run, *, graceful: bool = True) -> None:
+        """Ask the run to stop.
+
+        Args:
+            run: The run.
+            graceful: Let the run's own clean-up steps run first (Tekton's
+                ``finally`` tasks, Argo's exit handler); False stops at once
+                where the backend makes a difference (``Cancelled``).
+        """
         ...
 
     async def cleanup(self, run: Run) -> None:
@@ -103,3 +132,20 @@ class Backend(Protocol):
     async def attach(self, saved: "RunRecord") -> Run:
         """Re-open a detached run from its saved session."""
         ...
+
+
+async def apply_remedy(backend: Backend, spec: "ExperimentSpec", remedy: Remedy) -> str:
+    """Carry out a pre-flight :class:`Remedy` the user confirmed; returns what was done.
+
+    Backends that offer remedies implement ``async remedy(spec, remedy) -> str``
+    (it is not part of the protocol: most backends have nothing to offer).
+
+    Raises:
+        SweepdeckError: the backend cannot do it, or doing it failed.
+    """
+    from config.errors import SweepdeckError
+
+    handler = getattr(backend, "remedy", None)
+    if handler is None:
+        raise SweepdeckError(f"The {backend.name} backend cannot {remedy.label.lower()}.", "Do it by hand, then re-run pre-flight.")
+    return await handler(spec, remedy)

@@ -666,7 +666,8 @@ class LocalBackend:
             server.log_dir = run.store.path
             server.detaching = True
 
-    async def cancel(self, run: Run) -> None:
+    async def cancel(self, run: Run, *, graceful: bool = True) -> None:
+        # graceful or not, the same: the workload stops and the server gets SIGTERM
         server = self._servers.get(run.id)
         if server is None or server.cancelled:
             return

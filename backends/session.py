@@ -173,6 +173,7 @@ class Session:
         self._diagnosed: set[str] = set()
         self._held: list[dg.Diagnosis] = []  # secondary diagnoses, reported only if nothing better shows up
         self._cancel_reason: str | None = None
+        self._cancel_graceful = True
         self._detach = False
         self._pump: asyncio.Task | None = None
         self._closed = False
@@ -369,11 +370,17 @@ class Session:
 
     # ------------------------------------------------------ cancel / detach
 
-    def request_cancel(self, reason: str = "cancelled by the user", sig: int | None = None) -> None:
-        """Ask the run to stop (safe to call from a signal handler, more than once)."""
+    def request_cancel(self, reason: str = "cancelled by the user", sig: int | None = None, *,
+                       graceful: bool = True) -> None:
+        """Ask the run to stop (safe to call from a signal handler, more than once).
+
+        ``graceful=False`` asks the backend to skip its own clean-up steps
+        (see :meth:`backends.base.Backend.cancel`); the cleanup registry runs either way.
+        """
         if self._cancel_reason is not None:
             return
         self._cancel_reason = reason
+        self._cancel_graceful = graceful
         if sig is not None:
             self.signal = sig
         if self.run is not None and self._pump is not None and not self._pump.done():
@@ -382,7 +389,7 @@ class Session:
     async def _cancel_run(self) -> None:
         assert self.run is not None
         try:
-            await asyncio.wait_for(self.backend.cancel(self.run), timeout=CANCEL_GRACE)
+            await asyncio.wait_for(self.backend.cancel(self.run, graceful=self._cancel_graceful), timeout=CANCEL_GRACE)
         except BaseException as exc:  # noqa: BLE001 - cancel is best effort; cleanup follows
             log.warning("cancel failed: %s", exc)
         if self._pump is not None and not self._pump.done():

@@ -396,8 +396,8 @@ class SlurmBackend:
         self.sessions[run.id] = session
         return session.events()
 
-    async def cancel(self, run: Run) -> None:
-        """scancel the job (its events then end with a ``cancelled`` Finished)."""
+    async def cancel(self, run: Run, *, graceful: bool = True) -> None:
+        """scancel the job (graceful or not: SLURM signals and ends it the same way) (its events then end with a ``cancelled`` Finished)."""
         job_id = run.handle.get("job_id")
         if not job_id or run.handle.get("cancelled"):
             return

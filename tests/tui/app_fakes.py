@@ -50,7 +50,7 @@ class FakeBackend:
         yield Endpoint("http://127.0.0.1:8000/v1", model=run.spec.model)
         yield Finished("succeeded")
 
-    async def cancel(self, run):
+    async def cancel(self, run, *, graceful=True):
         pass
 
     async def cleanup(self, run):

@@ -82,7 +82,7 @@ class ScriptedBackend:
             await cancel.wait()
             yield Finished("cancelled", "cancelled")
 
-    async def cancel(self, run):
+    async def cancel(self, run, *, graceful=True):
         self.cancelled.append(run.id)
         self._cancel[run.id].set()
 

@@ -63,7 +63,7 @@ class FakeBackend:
             await self._cancel.wait()
             yield Finished("cancelled", "the job was cancelled.")
 
-    async def cancel(self, run):
+    async def cancel(self, run, *, graceful=True):
         self.calls.append("cancel")
         self._cancel.set()
 
