@@ -28,6 +28,7 @@ bench: $(STAMP)
 
 screenshots: $(STAMP)
 	$(PY) scripts/screenshots.py
+	$(PY) scripts/readme.py
 
 clean:
 	rm -rf $(VENV) build dist

@@ -169,6 +169,7 @@ def display_key(key: str) -> str:
         "question_mark": "?", "colon": ":", "slash": "/", "plus": "+", "escape": "esc",
         "enter": "enter", "minus": "-", "space": "space",
         "left_square_bracket": "[", "right_square_bracket": "]",
+        "equals_sign": "=", "greater_than_sign": ">", "less_than_sign": "<", "exclamation_mark": "!",
     }
     parts = []
     for one in key.split(","):

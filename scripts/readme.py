@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Regenerate README.md's keys table and screens gallery from the real app.
+
+The keys come from the same places the help dialog (``?``) reads: the
+binding table in :mod:`tui.bindings` and the ``BINDINGS`` that screens and
+widgets declare themselves (run monitor, log pane, recovery and other dialogs).
+The screens are the SVGs in ``screenshots/`` (made by ``scripts/screenshots.py``),
+each with its caption from :data:`CAPTIONS`.
+
+Usage::
+
+    .venv/bin/python scripts/readme.py            # rewrite README.md in place
+    .venv/bin/python scripts/readme.py --check    # exit 1 if README.md is out of date
+
+``make screenshots`` runs both scripts. ``tests/tui/test_readme.py`` runs the
+check, so a binding added without regenerating the README fails the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+README = ROOT / "README.md"
+SHOTS = ROOT / "screenshots"
+
+#: Screens and dialogs that declare their own bindings, in the order the README lists them.
+OWN_BINDINGS = (
+    ("tui.screens.monitor", "RunMonitorScreen", "Run monitor"),
+    ("tui.widgets.logview", "LogView", "Run monitor: log pane"),
+    ("tui.screens.recovery", "RecoveryDialog", "Recovery dialog"),
+    ("tui.screens.dialogs", "QuitDialog", "Quit dialog"),
+    ("tui.screens.dialogs", "ConfirmDialog", "Confirmation dialogs"),
+    ("tui.screens.dialogs", "DisambiguationDialog", "Which-model dialog"),
+    ("tui.screens.dialogs", "QuickCommandDialog", "Quick command (:)"),
+    ("tui.screens.dialogs", "TextInputDialog", "Text input dialogs"),
+    ("tui.screens.dialogs", "ChoiceDialog", "Choice dialogs"),
+    ("tui.screens.dialogs", "HelpDialog", "Help (?)"),
+    ("tui.screens.wizard.steps", "EditInput", "vLLM review: value editor"),
+)
+
+#: Screenshot stem → caption; a stem not listed gets its name as caption (and a
+#: warning), so a new screenshot never goes missing from the README.
+CAPTIONS = {
+    "runs-empty": "Runs (home), first start: nothing saved yet",
+    "runs": "Runs (home): active and past runs with state words and icons",
+    "wizard-1-model": "Wizard 1/5, model: catalog with fuzzy filter, size, recommended TP, context",
+    "wizard-1-model-large": "A model over 50 GB: the download-time warning",
+    "dialog-disambiguation": "An ambiguous alias (llama-70b): the user chooses, never a guess",
+    "wizard-2-workload": "Wizard 2/5, workload: the eight presets",
+    "wizard-2-workload-custom-error": "Custom workload form with inline validation",
+    "wizard-3-review": "Wizard 3/5, vLLM review: every argument with its source; changes highlighted",
+    "wizard-quick-command-review": "The review filled in from a quick command",
+    "dialog-quick-command": "Quick command (:) in the one-line grammar",
+    "wizard-4-summary": "Wizard 4/5, summary with the changes from the base values",
+    "wizard-5-preflight": "Wizard 5/5, pre-flight: pass / warn / fail with detail and fix",
+    "monitor": "Run monitor: status, logs, metrics with throughput sparkline, endpoint",
+    "monitor-finished": "Run monitor after the workload finished, with the results summary",
+    "monitor-failed": "Run monitor of a failed run (CUDA OOM diagnosed)",
+    "dialog-recovery": "Recovery dialog: the diagnosis, current settings and suggested fixes",
+    "dialog-quit": "Quit with live runs: clean up, detach or cancel",
+    "dialog-confirm-delete": "Deleting a finished run's record asks first",
+    "dialog-help": "Help (?): every binding with the id to remap it by",
+    "command-palette": "Command palette (ctrl+p): every action by name",
+    "sweep": "Argo sweep view: progress, rate, ETA, failure groups, stale configs, breakdowns",
+    "sweep-failure-group": "A failure group drilled into: its configs",
+    "dialog-reset-stale": "Reset stale configs asks first",
+}
+
+KEYS_BEGIN, KEYS_END = "<!-- keys:begin (scripts/readme.py) -->", "<!-- keys:end -->"
+SHOTS_BEGIN, SHOTS_END = "<!-- screens:begin (scripts/readme.py) -->", "<!-- screens:end -->"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def key_rows() -> list[tuple[str, str, str, str]]:
+    """(where, key, id, what) for every binding a user can press or remap."""
+    from tui import bindings as keys
+
+    rows = [(keys.SCOPE_TITLES.get(k.scope, k.scope), keys.display_key(k.key), k.id, k.help or k.description)
+            for k in keys.KEYS]
+    rows.append(("Everywhere", "ctrl+p", "palette", "Command palette: every action by name"))
+    known = {k.id for k in keys.KEYS}
+    for module, cls_name, title in OWN_BINDINGS:
+        cls = getattr(importlib.import_module(module), cls_name, None)
+        if cls is None:
+            raise SystemExit(f"scripts/readme.py: {module}.{cls_name} is gone; update OWN_BINDINGS")
+        seen = set()
+        for binding in cls.__dict__.get("BINDINGS", []) or []:
+            bid = getattr(binding, "id", None)
+            if not bid or bid in known or bid in seen or not binding.description:
+                continue
+            seen.add(bid)
+            rows.append((title, keys.display_key(binding.key), bid, binding.tooltip or binding.description))
+    return rows
+
+
+def keys_section() -> str:
+    lines = [
+        "Every binding has an id; remap it in the config (`keys: {new_experiment: ctrl+n}`).",
+        "`?` in the app shows the same table with your remapping applied.",
+        "",
+        "| where | key | id | what it does |",
+        "|---|---|---|---|",
+    ]
+    last = None
+    for where, key, bid, what in key_rows():
+        lines.append(f"| {'' if where == last else _cell(where)} | `{_cell(key)}` | `{bid}` | {_cell(what)} |")
+        last = where
+    return "\n".join(lines)
+
+
+def screens_section() -> str:
+    stems = sorted(p.stem for p in SHOTS.glob("*.svg"))
+    order = [s for s in CAPTIONS if s in stems] + [s for s in stems if s not in CAPTIONS]
+    lines = ["Made by `make screenshots` from the real app on the built-in simulator (and the Argo sweep on",
+             "the tests' fake Kubernetes API with real queue workers). Every screen also has an SVG",
+             "snapshot test at 80×24 and 160×48 under `tests/snapshots/`.", ""]
+    for stem in order:
+        caption = CAPTIONS.get(stem)
+        if caption is None:
+            print(f"scripts/readme.py: no caption for screenshots/{stem}.svg (add one to CAPTIONS)", file=sys.stderr)
+            caption = stem
+        lines.append(f"**{caption}**\n\n![{caption}](screenshots/{stem}.svg)\n")
+    return "\n".join(lines).rstrip()
+
+
+def replace_between(text: str, begin: str, end: str, body: str) -> str:
+    try:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+    except ValueError:
+        raise SystemExit(f"scripts/readme.py: README.md lacks the markers {begin} … {end}")
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def render(text: str) -> str:
+    text = replace_between(text, KEYS_BEGIN, KEYS_END, keys_section())
+    return replace_between(text, SHOTS_BEGIN, SHOTS_END, screens_section())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if README.md is out of date")
+    args = parser.parse_args(argv)
+    current = README.read_text()
+    new = render(current)
+    if args.check:
+        if new != current:
+            print("README.md is out of date: run .venv/bin/python scripts/readme.py", file=sys.stderr)
+            return 1
+        return 0
+    if new != current:
+        README.write_text(new)
+        print("README.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
