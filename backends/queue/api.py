@@ -17,10 +17,10 @@ Bad bodies get FastAPI's 422 with the field and the reason.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from backends.queue.store import Conflict, Matrix, NotFound, QueueStore
 from config.errors import SweepdeckError
@@ -43,12 +43,41 @@ class ResultBody(BaseModel):
     metrics: dict[str, Any]
 
 
+#: A populate body may not ask for more configs than this in one call (rows are built in memory).
+MAX_MATRIX_CONFIGS = 1_000_000
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+PositiveInt = Annotated[int, Field(gt=0, le=1_000_000)]
+
+
+def _unique(values: list[Any] | None) -> list[Any] | None:
+    if values is not None:
+        dupes = sorted({str(v) for v in values if values.count(v) > 1})
+        if dupes:
+            raise ValueError(f"duplicate values: {', '.join(dupes)}")
+    return values
+
+
 class MatrixBody(BaseModel):
-    hardware: list[str] | None = None
-    frameworks: list[str] | None = None
-    workloads: list[str] | None = None
-    batch_sizes: list[int] | None = None
-    sequence_lengths: list[int] | None = None
+    """The sweep matrix; a dimension left out takes the default. Each given one is a
+    non-empty list of distinct values (strings non-blank, sizes positive integers)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt dimension must not silently use the default
+
+    hardware: list[Name] | None = Field(None, min_length=1, max_length=1000, description="hardware configs, GPU:count")
+    frameworks: list[Name] | None = Field(None, min_length=1, max_length=1000)
+    workloads: list[Name] | None = Field(None, min_length=1, max_length=1000)
+    batch_sizes: list[PositiveInt] | None = Field(None, min_length=1, max_length=1000)
+    sequence_lengths: list[PositiveInt] | None = Field(None, min_length=1, max_length=1000)
+
+    _distinct = field_validator("hardware", "frameworks", "workloads", "batch_sizes", "sequence_lengths")(_unique)
+
+    @model_validator(mode="after")
+    def _not_too_big(self) -> "MatrixBody":
+        n = self.matrix().count
+        if n > MAX_MATRIX_CONFIGS:
+            raise ValueError(f"the matrix would create {n:,} configs; at most {MAX_MATRIX_CONFIGS:,} per populate call")
+        return self
 
     def matrix(self) -> Matrix:
         m = Matrix()

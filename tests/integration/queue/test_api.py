@@ -50,5 +50,33 @@ def test_errors_are_clear(api):
         assert r.status_code == 409 and "pending" in r.json()["detail"]
         r = c.post(f"{W}/configs/{pending['id']}/status", json={"status": "exploded"})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "status"
-        r = c.post(f"{W}/populate/mv2", json={"batch_sizes": [0]})
-        assert r.status_code == 400 and "positive" in r.json()["detail"]
+        assert c.get(f"{W}/progress/mv2").json()["total"] == 0
+
+
+@pytest.mark.parametrize("body,field,reason", [
+    ({"batch_sizes": [0]}, ["batch_sizes", 0], "greater than 0"),
+    ({"batch_sizes": [-4]}, ["batch_sizes", 0], "greater than 0"),
+    ({"batch_sizes": []}, ["batch_sizes"], "at least 1 item"),
+    ({"sequence_lengths": [1024, "long"]}, ["sequence_lengths", 1], "valid integer"),
+    ({"sequence_lengths": [1.5]}, ["sequence_lengths", 0], "valid integer"),
+    ({"hardware": []}, ["hardware"], "at least 1 item"),
+    ({"hardware": ["H100:1", "  "]}, ["hardware", 1], "at least 1 character"),
+    ({"frameworks": ["vllm", "vllm"]}, ["frameworks"], "duplicate values: vllm"),
+    ({"workloads": "chatbot"}, ["workloads"], "valid list"),
+    ({"batch_size": [1]}, ["batch_size"], "Extra inputs are not permitted"),
+    ({"hardware": [f"h{i}" for i in range(1000)], "frameworks": [f"f{i}" for i in range(1000)]}, [], "at most 1,000,000"),
+])
+def test_bad_populate_body_is_422_naming_the_field(api, body, field, reason):
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        for dry_run in (True, False):
+            r = c.post(f"{W}/populate/mv2", params={"dry_run": dry_run}, json=body)
+            assert r.status_code == 422, r.text
+            [err] = r.json()["detail"]
+            assert err["loc"] == ["body", *field] and reason in err["msg"], err
+        assert c.get(f"{W}/progress/mv2").json()["total"] == 0  # nothing written
+
+
+def test_partial_populate_body_keeps_the_other_defaults(api):
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        r = c.post(f"{W}/populate/mv3", params={"dry_run": True}, json={"batch_sizes": [1], "sequence_lengths": [2048]})
+        assert r.status_code == 200 and r.json()["total"] == 10 * 3 * 5 * 1 * 1
