@@ -522,7 +522,8 @@ class LocalBackend:
                     outcome = Finished(
                         "failed",
                         f"The server never became ready within {ready_timeout:g} s; it was stopped. "
-                        "Raise ready_timeout in the local profile, or read the server log above.",
+                        "Raise the timeout (--ready-timeout SECONDS, or ready_timeout in the local profile), "
+                        "or read the server log above.",
                     )
                     break
                 if kind == "lines":

@@ -314,3 +314,51 @@ def test_retry_with_a_suggested_fix():
     assert "engine.max_num_seqs: 256 -> 128 (OVERRIDE, recovery fix)" in res.stdout
     meta = json.loads((runs_dir() / "cli-retry-fix" / "meta.json").read_text())
     assert meta["parent"] == "cli-retry" and meta["state"] == "succeeded"
+
+
+def _assert_clean_failure(res, private_dirs, before, port: int) -> None:
+    """One readable message, no traceback, nothing running, no user file changed."""
+    assert res.returncode != 0
+    ours = [line for line in (res.stdout + res.stderr).splitlines() if not line.startswith("[VLLM ")]
+    assert not any("Traceback" in line for line in ours)  # the server's own traceback is shown as its log
+    assert "[ERROR] " in res.stderr
+    assert processes_with(f"--port {port}") == []
+    user_files = {k: v for k, v in _snapshot(private_dirs).items() if "/state/" not in k}
+    assert user_files == {k: v for k, v in before.items() if "/state/" not in k}
+
+
+def test_endpoint_never_ready_is_stopped_with_a_clear_message(private_dirs):
+    """The server starts but never answers in time: stopped, told why and what to do."""
+    port = free_port()
+    before = _snapshot(private_dirs)
+    res = sweepdeck("run", "--model", "qwen-1.5b", "--yes", "--port", str(port), "--ready-timeout", "1.5",
+                    "--sim-arg=--startup-delay=60")
+    _assert_clean_failure(res, private_dirs, before, port)
+    assert "ready" in res.stderr.lower() and "--ready-timeout" in res.stdout + res.stderr, res.stdout[-1500:] + res.stderr
+
+
+def test_server_exiting_during_startup_is_reported_with_its_diagnosis(private_dirs):
+    """vLLM's own "model not found" exit during startup: diagnosed, non-zero, nothing left."""
+    port = free_port()
+    before = _snapshot(private_dirs)
+    res = sweepdeck("run", "--model", "qwen-1.5b", "--yes", "--port", str(port), "--sim-fail", "model-not-found",
+                    *FAST[:2])
+    _assert_clean_failure(res, private_dirs, before, port)
+    assert "[VLLM ERR]" in res.stdout
+    assert "exited" in (res.stdout + res.stderr).lower()
+    assert "not found" in (res.stdout + res.stderr).lower()
+
+
+def test_busy_port_and_missing_command_change_no_user_file(private_dirs):
+    before = _snapshot(private_dirs)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        busy = sweepdeck("run", "--model", "qwen-1.5b", "--yes", "--port", str(port))
+    missing = sweepdeck("run", "--model", "qwen-1.5b", "--yes", "--server", "vllm", "--port", str(free_port()),
+                        env=dict(os.environ, PATH="/nonexistent"))
+    for res in (busy, missing):
+        assert res.returncode == 3 and "Traceback" not in res.stderr
+    assert _snapshot(private_dirs) == before
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
