@@ -206,6 +206,10 @@ class QueueStore:
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(Base.metadata.create_all)
+                # create_all skips tables that exist: add indexes a newer release defines to an older database
+                for table in Base.metadata.sorted_tables:
+                    for index in table.indexes:
+                        await conn.run_sync(lambda sync, ix=index: ix.create(sync, checkfirst=True))
         except OSError as exc:
             raise SweepdeckError(f"Cannot reach the queue database: {exc}.", "Check --db / the server.") from None
 
@@ -492,11 +496,15 @@ class QueueStore:
             entry[status] = int(n)
         return list(out.values())
 
+    @staticmethod
+    def rate_query(model_version_id: str, since: dt.datetime):
+        """The count behind :meth:`completion_rate` (a range scan of ``ix_configs_mv_status_completed``)."""
+        return select(func.count()).select_from(C).where(
+            C.model_version_id == model_version_id, C.status.in_(("completed", "failed")), C.completed_at >= since)
+
     async def completion_rate(self, model_version_id: str, window_minutes: float = 5) -> float:
         """Configs finished per minute over the last window."""
-        since = _now() - dt.timedelta(minutes=window_minutes)
-        q = select(func.count()).select_from(C).where(
-            C.model_version_id == model_version_id, C.status.in_(("completed", "failed")), C.completed_at >= since)
+        q = self.rate_query(model_version_id, _now() - dt.timedelta(minutes=window_minutes))
         async with self.engine.connect() as conn:
             n = await conn.scalar(q)
         return float(n or 0) / window_minutes

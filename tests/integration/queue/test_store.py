@@ -146,3 +146,52 @@ async def test_kept_counts_match_a_recount_after_mixed_writes(store):
     for mv in ("mv-c", "mv-d"):
         p = await store.progress(mv)
         assert {k: p[k] for k in ("pending", "running", "completed", "failed")} == await store.recount(mv)
+
+
+async def test_completion_rate_uses_its_index_not_every_finished_row(store):
+    import datetime as dt
+
+    from sqlalchemy import text, update
+
+    from backends.queue.models import BenchmarkConfig as C
+
+    m = Matrix(hardware=tuple(f"hw{i}:1" for i in range(20)))  # 3,600 configs
+    await store.populate("mv-r", m)
+    await store.populate("mv-other", SMALL)
+    old = dt.datetime(2020, 1, 1)
+    async with store.engine.begin() as conn:  # a long sweep: almost everything finished long ago
+        await conn.execute(update(C).where(C.model_version_id == "mv-r").values(status="completed", completed_at=old))
+    done = (await store.claim(5, model_version_id="mv-r"))  # nothing pending: claims nothing
+    assert done == []
+    async with store.engine.begin() as conn:
+        await conn.execute(text("ANALYZE"))
+    since = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=5)
+    q = store.rate_query("mv-r", since).compile(store.engine.sync_engine, compile_kwargs={"literal_binds": True})
+    async with store.engine.connect() as conn:
+        if store.is_pg:
+            plan = "\n".join(r[0] for r in (await conn.execute(text(f"EXPLAIN {q}"))).all())
+        else:
+            plan = "\n".join(str(r[-1]) for r in (await conn.execute(text(f"EXPLAIN QUERY PLAN {q}"))).all())
+    assert "ix_configs_mv_status_completed" in plan, plan
+    assert "Seq Scan" not in plan and "SCAN benchmark_configs" not in plan, plan
+    if not store.is_pg:
+        assert "completed_at>" in plan.replace(" ", ""), plan  # a range on completed_at, not a filter afterwards
+    assert await store.completion_rate("mv-r", 5) == 0.0
+    async with store.engine.begin() as conn:
+        await conn.execute(update(C).where(C.model_version_id == "mv-r", C.id % 100 == 0)
+                           .values(completed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)))
+    assert await store.completion_rate("mv-r", 5) == 36 / 5
+
+
+async def test_create_adds_new_indexes_to_an_existing_database(store):
+    from sqlalchemy import text
+
+    async with store.engine.begin() as conn:
+        await conn.execute(text("DROP INDEX ix_configs_mv_status_completed"))
+    await store.create()
+    async with store.engine.connect() as conn:
+        if store.is_pg:
+            found = await conn.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_configs_mv_status_completed'"))
+        else:
+            found = await conn.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'ix_configs_mv_status_completed'"))
+    assert found == 1
