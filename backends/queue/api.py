@@ -8,7 +8,7 @@ All under ``/api/v1/workflow``:
 * ``GET  progress/{model_version_id}`` → total, pending, running, completed, failed, progress_pct
 * ``POST maintenance/reset-stale?timeout_minutes=120&max_retries=3``
 * ``GET  configs/{model_version_id}?status=&limit=&offset=``
-* ``GET  results/{model_version_id}``, ``GET failures/{mvid}``, ``GET breakdown/{mvid}?by=``, ``GET stale/{mvid}``
+* ``GET  results/{model_version_id}?limit=&offset=``, ``GET failures/{mvid}``, ``GET breakdown/{mvid}?by=``, ``GET stale/{mvid}``
 * ``POST populate/{model_version_id}?dry_run=`` with an optional matrix body
 
 Bad bodies get FastAPI's 422 with the field and the reason.
@@ -140,8 +140,9 @@ def create_app(store: QueueStore, *, create_tables: bool = True) -> FastAPI:
         return await store.list_configs(model_version_id, status, limit, offset, error_message)
 
     @r.get("/results/{model_version_id}")
-    async def results(model_version_id: str, limit: int = Query(1000, ge=1, le=100000)) -> list[dict[str, Any]]:
-        return await store.results(model_version_id, limit)
+    async def results(model_version_id: str, limit: int = Query(1000, ge=1, le=100000),
+                      offset: int = Query(0, ge=0)) -> list[dict[str, Any]]:
+        return await store.results(model_version_id, limit, offset)
 
     @r.get("/failures/{model_version_id}")
     async def failures(model_version_id: str) -> list[dict[str, Any]]:

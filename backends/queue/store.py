@@ -521,9 +521,9 @@ class QueueStore:
             await s.flush()
             return res.id
 
-    async def results(self, model_version_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    async def results(self, model_version_id: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         q = (select(BenchmarkResult).where(BenchmarkResult.model_version_id == model_version_id)
-             .order_by(BenchmarkResult.id).limit(limit))
+             .order_by(BenchmarkResult.id).limit(limit).offset(offset))
         async with self.sessions() as s:
             return [
                 {"id": r.id, "config_id": r.config_id, "metrics": r.metrics,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+#: Rows per listing request of `queue report` (the API allows at most 10,000 configs a page).
+PAGE_SIZE = 10_000
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("queue", help="the database-backed work queue (serve, populate, progress, reset-stale, worker)")
@@ -48,6 +51,7 @@ def add_parser(sub) -> None:
     rep.add_argument("model_version_id", metavar="MVID")
     rep.add_argument("--metric", default="output_tokens_per_s", help="result metric to rank by (higher is better)")
     rep.add_argument("--top", type=int, default=20)
+    rep.add_argument("--page-size", type=int, default=PAGE_SIZE, help=f"configs/results per API request (1-10000, default {PAGE_SIZE})")
 
     w = qs.add_parser("worker", help="claim and run configs until the queue is empty")
     w.add_argument("--api-url", required=True, help="queue API base URL, e.g. http://queue:8080")
@@ -181,14 +185,31 @@ def _remote(args) -> int:
                 info = r.json()
                 print(f"Expected Total: {info['total']:,} configs; created {info['created']:,}, existing {info['existing']:,}")
                 return 0
-            progress = client.get(f"{base}/progress/{args.model_version_id}").json()
-            configs = {c["id"]: c for c in client.get(f"{base}/configs/{args.model_version_id}", params={"limit": 10000}).json()}
-            results = client.get(f"{base}/results/{args.model_version_id}", params={"limit": 100000}).json()
+            if not 1 <= args.page_size <= 10_000:
+                raise SweepdeckError(f"--page-size must be 1-10000, got {args.page_size}.")
+            r = client.get(f"{base}/progress/{args.model_version_id}")
+            r.raise_for_status()
+            progress = r.json()
+            configs = {c["id"]: c for c in _pages(client, f"{base}/configs/{args.model_version_id}", args.page_size)}
+            results = list(_pages(client, f"{base}/results/{args.model_version_id}", args.page_size))
     except httpx.HTTPError as exc:
         raise SweepdeckError(f"Queue API at {args.api_url} failed: {exc}.") from None
     print(f"{progress['completed']:,} completed, {progress['failed']:,} failed of {progress['total']:,} ({progress['progress_pct']:.2f}%)")
     print(ranking(configs, results, args.metric, args.top))
     return 0
+
+
+def _pages(client, url: str, size: int):
+    """Every row of a listing endpoint, ``size`` at a time (``limit``/``offset``) until a short page."""
+    offset = 0
+    while True:
+        r = client.get(url, params={"limit": size, "offset": offset})
+        r.raise_for_status()
+        page = r.json()
+        yield from page
+        if len(page) < size:
+            return
+        offset += size
 
 
 def ranking(configs: dict, results: list, metric: str, top: int) -> str:
