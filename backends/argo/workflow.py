@@ -120,7 +120,8 @@ def build_workflow(
         experiment_id: Labels the Workflow so the run can be found again.
         api_base_url: The queue API as the worker pods reach it.
         batch_size: Configs per claim (the queue API allows 1–500).
-        max_parallel_pods: Worker pods (the ``withSequence`` count).
+        max_parallel_pods: Worker pods (the ``withSequence`` count) and ``spec.parallelism``,
+            the most pods the Workflow runs at once.
         namespace: Set in ``metadata.namespace`` when given.
         image / endpoint / model: Optional overrides of the template's defaults.
 
@@ -142,6 +143,9 @@ def build_workflow(
     set_parameter(doc, "batch-size", batch_size)
     set_parameter(doc, "api-base-url", str(api_base_url).rstrip("/"))
     set_parameter(doc, "max-parallel-pods", max_parallel_pods)
+    # The worker pool's bound. An integer field in Argo's CRD (a parameter string fails
+    # validation), so the number is written here rather than templated.
+    doc["spec"]["parallelism"] = max_parallel_pods
     for name, value in (("image", image), ("endpoint", endpoint), ("model", model)):
         if value:
             set_parameter(doc, name, value)

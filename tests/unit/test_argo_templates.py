@@ -59,3 +59,20 @@ def test_ranking_orders_by_metric():
     assert "40.00" in text[1] and text[1].split()[1] == "2"
     assert "10.00" in text[2]
     assert "no results" in ranking(configs, [], "x", 5)
+
+
+def test_template_parallelism_is_an_integer():
+    wf = yaml.safe_load((ARGO / "benchmark-workflow.yaml").read_text())
+    params = {p["name"]: p.get("value") for p in wf["spec"]["arguments"]["parameters"]}
+    # Argo's CRD types parallelism as an integer: a {{...}} string would be rejected
+    assert isinstance(wf["spec"]["parallelism"], int) and wf["spec"]["parallelism"] == int(params["max-parallel-pods"])
+
+
+def test_submitted_manifest_sets_parallelism_from_max_parallel_pods():
+    from backends.argo.workflow import build_workflow, parameters
+
+    for pods in (1, 7, 200):
+        wf = build_workflow(model_version_id="mv1", experiment_id="e1", api_base_url="http://queue:8080", max_parallel_pods=pods)
+        assert wf["spec"]["parallelism"] == pods and type(wf["spec"]["parallelism"]) is int
+        assert parameters(wf)["max-parallel-pods"] == str(pods)
+        assert "{{" not in yaml.safe_dump(wf["spec"]["parallelism"])
