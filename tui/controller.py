@@ -461,12 +461,19 @@ class RunController:
         self._set_state("cancelling")
         self.session.request_cancel("cancelled by the user")
 
-    async def cleanup(self, timeout: float = 10.0) -> list:
+    async def cleanup(self, timeout: float = 10.0, *, graceful: bool = True) -> list:
         """Stop the run and remove what it created, within ``timeout`` seconds.
 
         A follow that does not end in time (a stuck backend) is abandoned and
         the session is closed directly; undos that still hang are forced by
         the registry. Returns the registry's outcomes (may be empty).
+
+        Args:
+            timeout: Seconds the whole stop + cleanup may take.
+            graceful: False stops the run at once, skipping its own clean-up
+                steps (Tekton ``finally`` tasks); see
+                :meth:`backends.base.Backend.cancel`. What sweepdeck itself
+                created is removed either way.
         """
         deadline = time.monotonic() + timeout
         outcomes: list = []
@@ -475,7 +482,9 @@ class RunController:
             # the session's own cleanup (backend cleanup + registry) must fit our budget
             session.cleanup_timeout = max(0.5, timeout * 0.8)
             if self._follow is not None and not self._follow.done():
-                session.request_cancel("cleaned up")
+                if not graceful:
+                    self._set_state("cancelling")
+                session.request_cancel("stopped at once" if not graceful else "cleaned up", graceful=graceful)
                 await asyncio.wait([self._follow], timeout=max(0.1, timeout * 0.6))
                 if not self._follow.done():
                     # a stuck backend: stop waiting for its events; undo (and force) what

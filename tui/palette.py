@@ -48,6 +48,7 @@ TITLES = {
     "sweep_open_group": "Drill into the failure group",
     "sweep_group_close": "Close the failure group",
     "sweep_group_reload": "Reload the failure group",
+    "monitor_stop_now": "Stop the run at once (skip its clean-up steps)",
 }
 
 

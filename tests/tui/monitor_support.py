@@ -43,6 +43,8 @@ class ScriptedBackend:
         self.checks = checks or [Check("ok", "pass")]
         self.launched: list = []
         self.cancelled: list = []
+        #: ``(run id, graceful)`` of every cancel call, in order.
+        self.cancel_calls: list[tuple[str, bool]] = []
         self.cleaned: list = []
         self.live: set[str] = set()
         self._cancel: dict[str, asyncio.Event] = {}
@@ -84,6 +86,7 @@ class ScriptedBackend:
 
     async def cancel(self, run, *, graceful=True):
         self.cancelled.append(run.id)
+        self.cancel_calls.append((run.id, graceful))
         self._cancel[run.id].set()
 
     async def cleanup(self, run):

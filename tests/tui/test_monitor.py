@@ -299,6 +299,61 @@ async def test_stop_run_asks_then_cancels_and_cleans_up():
         await wait_for(pilot, lambda: "⊘ cancelled" in str(screen.query_one("#monitor-header").render()))
 
 
+async def test_stop_now_asks_then_cancels_without_grace():
+    backend = ScriptedBackend(running_script(Gate()))
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        ctrl, screen = await _launch(app, pilot)
+        await pilot.press("X")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        message = str(app.screen.query_one("#confirm-message").render())
+        assert "at once, skipping the run's own clean-up steps (Tekton finally tasks)?" in message
+        await pilot.press("n")
+        await pilot.pause()
+        assert ctrl.live and backend.cancel_calls == []
+        await pilot.press("X")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not ctrl.live and ctrl.id in backend.cleaned)
+        assert backend.cancel_calls == [(ctrl.id, False)]
+        assert ctrl.state == "cancelled"
+
+
+async def test_stop_run_stays_graceful():
+    backend = ScriptedBackend(running_script(Gate()))
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        ctrl, screen = await _launch(app, pilot)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not ctrl.live and ctrl.id in backend.cleaned)
+        assert backend.cancel_calls == [(ctrl.id, True)]
+
+
+async def test_tunnel_broken_and_reconnecting_read_without_colour():
+    t = FIXED_NOW
+    unit = "tunnel 127.0.0.1:58000"
+    gate = Gate()
+    script = [Phase(unit, "up", "alvis7-07:41084", kind="tunnel", ts=t),
+              Phase(unit, "broken", "SSH connection to alvis2 lost", kind="tunnel", ts=t + 1), gate,
+              Phase(unit, "reconnecting", "attempt 1", kind="tunnel", ts=t + 2), Gate()]
+    app = make_app(ScriptedBackend(script))
+    async with app.run_test(size=(120, 40)) as pilot:
+        ctrl, screen = await _launch(app, pilot)
+        status = screen.query_one(StatusView)
+        await wait_for(pilot, lambda: status.phase(unit) is not None and status.phase(unit).state == "broken")
+        row = status.row_text(status.phase(unit)).plain
+        assert row.startswith("✘ broken") and "SSH connection to alvis2 lost" in row
+        assert "✘ 1" in screen.query_one("#pane-status").border_title
+        gate.open()
+        await wait_for(pilot, lambda: status.phase(unit).state == "reconnecting")
+        row = status.row_text(status.phase(unit)).plain
+        assert row.startswith("↻ reconnecting") and "attempt 1" in row
+        assert "↻ 1" in screen.query_one("#pane-status").border_title
+        await ctrl.cleanup(2.0)
+
+
 async def test_status_duration_without_a_start_uses_first_sighting():
     t = FIXED_NOW
     script = [Phase("workload", "running", "no start given", kind="workload", ts=t + 10),
@@ -314,3 +369,13 @@ async def test_status_duration_without_a_start_uses_first_sighting():
         assert crashed.startswith("✘ exited") and "20s" in crashed
         assert status.row_text(status.phase("server2")).plain.startswith("✔ exited")
         await ctrl.cleanup(2.0)
+
+
+def test_link_states_have_their_own_categories():
+    from tui.widgets.status import ICONS, TERMINAL, state_category
+
+    assert state_category("broken") == "broken" and ICONS["broken"] != ICONS["other"]
+    assert state_category("reconnecting") == "retrying" and ICONS["retrying"] != ICONS["other"]
+    # a broken link may come back: not a final state (its duration keeps ticking)
+    assert "broken" not in TERMINAL and "retrying" not in TERMINAL
+    assert state_category("SUBMITTED") == "pending"

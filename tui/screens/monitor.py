@@ -80,6 +80,8 @@ class RunMonitorScreen(Screen):
         Binding("s", "save_log", "Save log", id="monitor_save_log"),
         Binding("r", "recovery", "Recover", id="monitor_recovery"),
         Binding("x", "cancel_run", "Stop run", id="monitor_cancel_run"),
+        Binding("X", "stop_now", "Stop now", show=False, id="monitor_stop_now",
+                tooltip="Stop at once, skipping the run's own clean-up steps (asks first)"),
         Binding("z", "maximize_pane", "Max", id="monitor_maximize"),
         Binding("1", "toggle_pane('status')", "Status", show=False, id="monitor_toggle_status"),
         Binding("2", "toggle_pane('logs')", "Logs", show=False, id="monitor_toggle_logs"),
@@ -295,7 +297,7 @@ class RunMonitorScreen(Screen):
         counts = self.query_one("#status-view", StatusView).counts()
         total = sum(counts.values())
         parts = [f"{total:,} unit" + ("" if total == 1 else "s")]
-        for cat in ("running", "busy", "pending", "ok", "failed", "cancelled"):
+        for cat in ("running", "busy", "pending", "retrying", "broken", "ok", "failed", "cancelled"):
             if counts.get(cat):
                 parts.append(f"{ICONS[cat]} {counts[cat]:,}")
         self.query_one("#pane-status", Pane).border_title = "1 Status · " + " ".join(parts)
@@ -550,6 +552,28 @@ class RunMonitorScreen(Screen):
 
         self.app.push_screen(ConfirmDialog("Stop the run?", f"Stop {c.id} and remove what it created?",
                                            yes="Stop", no="Keep running"), answer)
+
+    def action_stop_now(self) -> None:
+        """Stop the run at once (``graceful=False``), after a confirmation."""
+        from tui.screens.dialogs import ConfirmDialog
+
+        c = self.controller
+        if not c.live:
+            self.notify("This run is not live.", timeout=3)
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.app.run_worker(c.cleanup(graceful=False), name=f"stop now {c.id}", exit_on_error=False)
+                self.notify(f"Stopping {c.id} at once…", timeout=4)
+
+        self.app.push_screen(
+            ConfirmDialog("Stop at once?",
+                          f"Stop {c.id} at once, skipping the run's own clean-up steps (Tekton finally tasks)? "
+                          "What sweepdeck created is still removed.",
+                          yes="Stop now", no="Keep running"),
+            answer,
+        )
 
     def action_recovery(self) -> None:
         alert = next((a for a in reversed(self.alerts) if a.diagnosis), None)

@@ -24,13 +24,18 @@ from backends.events import Alert, Phase
 
 #: state word (lower case) -> category
 _CATEGORIES = {
-    **dict.fromkeys(("pending", "queued", "created", "waiting", "configuring", "scheduled", "held", "new"), "pending"),
+    **dict.fromkeys(("pending", "queued", "created", "waiting", "configuring", "scheduled", "held", "new", "submitted"), "pending"),
     **dict.fromkeys(("starting", "launching", "stopping", "completing", "cancelling", "initializing", "pulling"), "busy"),
     **dict.fromkeys(("running", "ready", "serving", "started", "active", "in_progress", "workload", "up"), "running"),
     **dict.fromkeys(("succeeded", "completed", "complete", "done", "success", "finished", "ok"), "ok"),
     **dict.fromkeys(("failed", "error", "timeout", "oom", "node_fail", "out_of_memory", "crashloopbackoff",
                      "boot_fail", "deadline", "errored", "lost"), "failed"),
     **dict.fromkeys(("cancelled", "canceled", "stopped", "preempted", "skipped", "aborted", "detached"), "cancelled"),
+    # A live link that is down (an SSH tunnel whose connection dropped): failure-like,
+    # but not terminal -- the unit keeps its ticking duration and may come back.
+    **dict.fromkeys(("broken", "disconnected", "unreachable"), "broken"),
+    # Trying to get it back (reconnect with backoff): in progress, with a warning.
+    **dict.fromkeys(("reconnecting", "retrying"), "retrying"),
 }
 
 ICONS = {
@@ -40,6 +45,8 @@ ICONS = {
     "ok": "✔",
     "failed": "✘",
     "cancelled": "⊘",
+    "broken": "✘",
+    "retrying": "↻",
     "overtime": "⚠",
     "other": "•",
 }
@@ -51,7 +58,8 @@ _EXIT_CODE = re.compile(r"exit code (-?\d+)")
 
 
 def state_category(state: str, detail: str = "") -> str:
-    """``pending`` / ``busy`` / ``running`` / ``ok`` / ``failed`` / ``cancelled`` / ``other``.
+    """``pending`` / ``busy`` / ``running`` / ``ok`` / ``failed`` / ``cancelled`` /
+    ``broken`` / ``retrying`` / ``other``.
 
     ``exited`` counts as ok only with exit code 0 in ``detail``.
     """
@@ -247,7 +255,8 @@ class StatusView(ScrollView, can_focus=True):
         name = phase.unit if len(phase.unit) <= self._name_width else phase.unit[: self._name_width - 1] + "…"
         text = Text(no_wrap=True, end="")
         style_name = {"ok": "status--ok", "failed": "status--failed", "running": "status--running",
-                      "busy": "status--running", "pending": "status--pending"}.get(category, "status--dim")
+                      "busy": "status--running", "pending": "status--pending", "broken": "status--failed",
+                      "retrying": "status--overtime"}.get(category, "status--dim")
         if over:
             style_name = "status--overtime"
         text.append(f"{state:<14.14} ", self.get_component_rich_style(style_name))
