@@ -208,19 +208,23 @@ async def test_failed_node_alerts_and_fails(backend, spec, cluster, api):
     assert fin.summary["configs"]["failed"] == 8
 
 
-async def test_cancel_stops_workers_and_returns_their_configs(backend, spec, cluster, api):
+@pytest.mark.parametrize("graceful,strategy", [(True, "Stop"), (False, "Terminate")])
+async def test_cancel_stops_workers_and_returns_their_configs(backend, spec, cluster, api, graceful, strategy):
+    """graceful → Argo's Stop (exit handlers still run), else Terminate (they do not)."""
     populate(api)
     cluster.workers.command = "sleep 0.2"
     run = await backend.launch(spec)
+    cluster.reset_requests()
 
     async def on_event(ev):
-        if isinstance(ev, LogLine) and "claimed" in ev.text:
-            await backend.cancel(run)
+        if isinstance(ev, LogLine) and "claimed" in ev.text and not backend._stopping:
+            await backend.cancel(run, graceful=graceful)
 
     events = await collect(backend, run, on_event=on_event)
     assert events[-1].outcome == "cancelled", events[-1]
     wf = cluster.get(A, "Workflow", run.handle["workflow"], NS)
-    assert wf["spec"]["shutdown"] == "Stop" and wf["status"]["message"] == "Stopped with strategy 'Stop'"
+    assert wf["spec"]["shutdown"] == strategy and wf["status"]["message"] == f"Stopped with strategy '{strategy}'"
+    assert cluster.request_count("PATCH", f"/workflows/{run.handle['workflow']}") == 1  # one request over HTTP
     prog = progress(api)
     assert prog["running"] == 0 and prog["pending"] > 0, prog  # SIGTERM'd workers handed their batch back
     assert not any(isinstance(e, Alert) and e.kind == "workflow-failed" for e in events)
