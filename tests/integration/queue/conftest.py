@@ -20,6 +20,7 @@ def pg_url():
 
 
 _PG_DB_COUNTER = iter(range(1, 10_000))
+PG_POOL = 100
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -36,7 +37,9 @@ async def store(request, tmp_path):
         conn = await asyncpg.connect(admin)
         await conn.execute(f"CREATE DATABASE {name}")
         await conn.close()
-        st = QueueStore(base.rsplit("/", 1)[0] + "/" + name, pool_size=10)
+        # 100 pooled connections (the pool opens them lazily): the concurrency test's 100
+        # claimers each hold their own, as 100 worker pods would (max_connections is 300).
+        st = QueueStore(base.rsplit("/", 1)[0] + "/" + name, pool_size=PG_POOL)
     await st.create()
     yield st
     await st.close()

@@ -90,9 +90,28 @@ async def test_reset_stale_retries_then_fails(store):
 
 
 async def test_concurrent_claimers_never_share_a_config(store):
+    from sqlalchemy import event, text
+
     m = Matrix(hardware=tuple(f"hw{i}:1" for i in range(50)))  # 9,000 configs
     await store.populate("mv-big", m)
     claimers = 100 if store.is_pg else 8
+    if store.is_pg:
+        await store.warm(claimers)  # 100 server connections, opened before the race
+        async with store.engine.connect() as conn:
+            connected = await conn.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"))
+        assert connected >= claimers
+    held = {"now": 0, "peak": 0}
+
+    def checkout(*_):
+        held["now"] += 1
+        held["peak"] = max(held["peak"], held["now"])
+
+    def checkin(*_):
+        held["now"] -= 1
+
+    event.listen(store.engine.sync_engine.pool, "checkout", checkout)
+    event.listen(store.engine.sync_engine.pool, "checkin", checkin)
 
     async def claimer(n):
         got = []
@@ -102,14 +121,24 @@ async def test_concurrent_claimers_never_share_a_config(store):
                 return got
             got.extend(c["id"] for c in batch)
 
-    results = await asyncio.gather(*(claimer(n) for n in range(claimers)))
+    try:
+        results = await asyncio.gather(*(claimer(n) for n in range(claimers)))
+    finally:
+        event.remove(store.engine.sync_engine.pool, "checkout", checkout)
+        event.remove(store.engine.sync_engine.pool, "checkin", checkin)
+    if store.is_pg:
+        # every claimer had its own connection at once: none waited for a shared one
+        assert held["peak"] == claimers, held
     ids = [i for r in results for i in r]
     assert len(ids) == len(set(ids)) == 9000
-    # Asserted from the database too: each row records the one worker that claimed it.
+    # Asserted from the database: each of the 9,000 rows is running, claimed by one worker,
+    # and that worker got it (a row handed to two workers would show the later one only).
     rows = await store.list_configs("mv-big", "running", limit=10000)
+    assert len(rows) == 9000 and (await store.recount("mv-big"))["running"] == 9000
     owner = {r["id"]: r["worker"] for r in rows}
     for n, got in enumerate(results):
         assert all(owner[i] == f"w{n}" for i in got)
+    assert sum(len(got) for got in results) == len(owner)
 
 
 async def test_breakdown_and_results(store):
