@@ -96,6 +96,8 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("override_warnings", "o", "override", "Override warn", scope="preflight",
             help="Launch despite warnings (failures always block)"),
     KeySpec("launch", "l", "launch", "Launch", scope="preflight", help="Launch the experiment"),
+    KeySpec("apply_remedy", "f", "remedy", "Fix it", scope="preflight",
+            help="Let the backend fix the selected failing check (e.g. create the namespace); asks first"),
     # the sweep view (the run monitor of an Argo work-queue sweep)
     KeySpec("sweep_reset_stale", "R", "reset_stale", "Reset stale", scope="sweep",
             help="Return stale running configs to pending (asks first; past the retry limit they fail)"),

@@ -41,6 +41,7 @@ TITLES = {
     "rerun_preflight": "Re-run pre-flight checks",
     "override_warnings": "Override pre-flight warnings",
     "launch": "Launch",
+    "apply_remedy": "Pre-flight: apply the offered fix",
     "sweep_reset_stale": "Reset stale configs (back to pending)",
     "sweep_next_section": "Sweep: next section",
     "sweep_previous_section": "Sweep: previous section",

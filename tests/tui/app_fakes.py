@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from backends.base import Check, Run
+from backends.base import Check, Remedy, Run
 from backends.events import Endpoint, Finished
 
 FIXED_TODAY = _dt.date(2026, 11, 23)
@@ -58,6 +58,41 @@ class FakeBackend:
 
     async def attach(self, saved):
         raise NotImplementedError
+
+
+class RemedyBackend(FakeBackend):
+    """A backend whose namespace check fails until its remedy (create the namespace) is applied.
+
+    ``remedy_error`` makes the remedy raise that error instead (nothing changes).
+    """
+
+    def __init__(self, name: str = "local", remedy_error: Exception | None = None) -> None:
+        super().__init__(name)
+        self.namespace_exists = False
+        self.remedied: list[tuple] = []
+        self.remedy_error = remedy_error
+
+    async def preflight(self, spec):
+        self.preflighted.append(spec)
+        await asyncio.sleep(0)
+        checks = [Check("Cluster reachable", "pass", "fake cluster")]
+        if self.namespace_exists:
+            checks.append(Check("Namespace mert", "pass", "exists"))
+        else:
+            checks.append(Check(
+                "Namespace mert", "fail", "does not exist", "kubectl create namespace mert",
+                remedy=Remedy("create_namespace", "Create namespace mert",
+                              "Create the namespace mert on the cluster?", {"namespace": "mert"}),
+            ))
+        return checks
+
+    async def remedy(self, spec, remedy):
+        self.remedied.append((spec.experiment_id, remedy.id, dict(remedy.args)))
+        await asyncio.sleep(0)
+        if self.remedy_error is not None:
+            raise self.remedy_error
+        self.namespace_exists = True
+        return f"namespace {remedy.args['namespace']} created"
 
 
 class FakeController:

@@ -530,3 +530,99 @@ async def test_launch_error_keeps_the_wizard_and_says_why():
         assert app.screen is wizard and wizard.index == 4
         assert "already used" in text_of(wizard.query_one("#wizard-status", Static))
         assert app.controllers == []
+
+
+# ---------------------------------------------------------- pre-flight remedies
+
+
+async def to_preflight(pilot, app) -> tuple[WizardScreen, PreflightStep]:
+    wizard = await to_review(pilot)
+    await pilot.press("f8", "f8")
+    step = wizard.query_one(PreflightStep)
+    for _ in range(50):
+        await pilot.pause()
+        if step.checks is not None:
+            break
+    assert step.checks is not None
+    return wizard, step
+
+
+async def test_preflight_remedy_runs_once_after_confirming_then_checks_rerun():
+    from tests.tui.app_fakes import RemedyBackend
+    from tui.screens.dialogs import ConfirmDialog
+
+    backend = RemedyBackend()
+    app = make_app(backend=backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        wizard, step = await to_preflight(pilot, app)
+        fix = text_of(wizard.query_one("#preflight-fix", Static))
+        assert "f: Create namespace mert" in fix
+        # the footer offers it too, by its binding id
+        assert "apply_remedy" in {b.binding.id for b in wizard.active_bindings.values()}
+        runs_before = len(backend.preflighted)
+        await pilot.press("f")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmDialog)
+        assert "Create the namespace mert on the cluster?" in text_of(dialog.query_one("#confirm-message", Static))
+        assert backend.remedied == []  # asked, not done
+        await pilot.press("y")
+        for _ in range(50):
+            await pilot.pause()
+            if step.checks is not None and len(backend.preflighted) > runs_before:
+                break
+        assert app.screen is wizard
+        assert backend.remedied == [(wizard.state.spec.experiment_id, "create_namespace", {"namespace": "mert"})]
+        assert len(backend.preflighted) == runs_before + 1  # pre-flight ran again
+        assert [c.status for c in step.checks] == ["pass", "pass"]
+        assert any("namespace mert created" in n.message for n in app._notifications)
+        assert "f: " not in text_of(wizard.query_one("#preflight-fix", Static))
+        assert "apply_remedy" not in {b.binding.id for b in wizard.active_bindings.values()}
+        await pilot.press("f")  # nothing left to remedy: no dialog, nothing done
+        await pilot.pause()
+        assert app.screen is wizard and len(backend.remedied) == 1
+
+
+async def test_preflight_remedy_declined_changes_nothing():
+    from tests.tui.app_fakes import RemedyBackend
+    from tui.screens.dialogs import ConfirmDialog
+
+    backend = RemedyBackend()
+    app = make_app(backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        wizard, step = await to_preflight(pilot, app)
+        runs_before = len(backend.preflighted)
+        await pilot.press("f")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.screen is wizard
+        assert backend.remedied == [] and not backend.namespace_exists
+        assert len(backend.preflighted) == runs_before
+        assert [c.status for c in step.checks] == ["pass", "fail"]
+        assert "BLOCKED" in text_of(wizard.query_one("#preflight-verdict", Static))
+
+
+async def test_preflight_remedy_error_is_a_readable_notification():
+    from config.errors import SweepdeckError
+    from tests.tui.app_fakes import RemedyBackend
+
+    backend = RemedyBackend(remedy_error=SweepdeckError("Forbidden: cannot create namespaces.", "Ask your cluster admin."))
+    app = make_app(backend=backend)
+    async with app.run_test(size=SIZE) as pilot:
+        wizard, step = await to_preflight(pilot, app)
+        runs_before = len(backend.preflighted)
+        await pilot.press("f")
+        await pilot.pause()
+        await pilot.press("y")
+        for _ in range(50):
+            await pilot.pause()
+            if step.checks is not None and len(backend.preflighted) > runs_before:
+                break
+        assert len(backend.remedied) == 1
+        errors = [n for n in app._notifications if n.severity == "error"]
+        assert errors and "Forbidden: cannot create namespaces." in errors[-1].message
+        assert "Ask your cluster admin." in errors[-1].message and "Traceback" not in errors[-1].message
+        assert app.screen is wizard and [c.status for c in step.checks] == ["pass", "fail"]

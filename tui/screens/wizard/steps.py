@@ -20,10 +20,10 @@ from config.catalog import RATE_TYPES, ModelInfo
 from config.errors import SweepdeckError
 from tui import bindings as keys
 from tui.screens import themed
-from tui.screens.dialogs import ChoiceDialog, DisambiguationDialog, TextInputDialog, model_details
+from tui.screens.dialogs import ChoiceDialog, ConfirmDialog, DisambiguationDialog, TextInputDialog, model_details
 
 if TYPE_CHECKING:
-    from backends.base import Check
+    from backends.base import Check, Remedy
     from tui.screens.wizard import WizardScreen
     from tui.screens.wizard.state import WizardState
 
@@ -810,16 +810,40 @@ class PreflightStep(Step):
     def _highlight(self) -> None:
         self.show_fix()
 
+    def _ordered(self) -> list["Check"]:
+        """The checks, the highlighted one first."""
+        if not self.checks:
+            return []
+        table = self.query_one("#preflight-table", DataTable)
+        first = self.checks[min(max(table.cursor_row, 0), len(self.checks) - 1)]
+        return [first] + [c for c in self.checks if c is not first]
+
+    def remedy_check(self) -> "Check | None":
+        """The check the remedy key acts on: the highlighted one if it offers a remedy, else the first that does."""
+        if self.running:
+            return None
+        return next((c for c in self._ordered() if c.status != "pass" and c.remedy is not None), None)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The footer shows the remedy key only while there is something it would do.
+        if action == "remedy":
+            return self.remedy_check() is not None
+        return True
+
     def show_fix(self) -> None:
-        """The fix of every check that did not pass (the highlighted one first)."""
+        """The fix of every check that did not pass (the highlighted one first), and the remedy on offer."""
         box = self.query_one("#preflight-fix", Static)
+        self.wizard.refresh_bindings()
         if not self.checks:
             box.update("")
             return
-        table = self.query_one("#preflight-table", DataTable)
-        first = self.checks[min(max(table.cursor_row, 0), len(self.checks) - 1)]
-        ordered = [first] + [c for c in self.checks if c is not first]
+        ordered = self._ordered()
         text = Text()
+        offered = self.remedy_check()
+        if offered is not None and offered.remedy is not None:
+            # First line: the box is short at 80x24 and this is the one thing to press.
+            text.append(f"{self.key_for('apply_remedy')}: {offered.remedy.label}", style="bold reverse")
+            text.append(f"  (fixes “{offered.name}”; asks first)")
         for check in ordered:
             if check.status == "pass" or not check.fix:
                 continue
@@ -843,6 +867,12 @@ class PreflightStep(Step):
         launch = self.key_for("launch")
         if self.checks is None:
             verdict.update("Running the pre-flight checks…")
+        elif self.failures and self.remedy_check() is not None:
+            verdict.update(Text(
+                f"✗ BLOCKED: {len(self.failures)} check(s) failed. Press {self.key_for('apply_remedy')} to let sweepdeck "
+                f"fix it, or fix them yourself and press {self.key_for('rerun_preflight')} to re-run.",
+                style="bold",
+            ))
         elif self.failures:
             verdict.update(Text(
                 f"✗ BLOCKED: {len(self.failures)} check(s) failed. Fix them and press {self.key_for('rerun_preflight')} "
@@ -859,6 +889,44 @@ class PreflightStep(Step):
             verdict.update(Text(f"! WARNINGS OVERRIDDEN. Press {launch} to launch.", style="bold"))
         else:
             verdict.update(Text(f"✓ ALL {len(self.checks)} CHECKS PASSED. Press {launch} to launch.", style="bold"))
+
+    def action_remedy(self) -> None:
+        """Offer the remedy of :meth:`remedy_check`; it runs only after a yes."""
+        check = self.remedy_check()
+        if check is None or check.remedy is None:
+            self.app.notify("No failing check here has a fix sweepdeck can apply.")
+            return
+        remedy = check.remedy
+        spec = self.state.need_spec()
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._apply_remedy(spec, remedy)
+
+        self.app.push_screen(ConfirmDialog(remedy.label, remedy.question), answered)
+
+    @work(exclusive=True, group="preflight-remedy", exit_on_error=False)
+    async def _apply_remedy(self, spec, remedy: "Remedy") -> None:
+        """Carry out a confirmed remedy, say what happened, then run the checks again."""
+        from backends.base import apply_remedy
+
+        self.running = True  # launch stays blocked until the checks ran again
+        self.refresh_bindings()
+        self.query_one("#preflight-verdict", Static).update(Text(f"… {remedy.label}…", style="bold"))
+        try:
+            backend = self.app.backend_for(spec.backend, spec.profile)  # type: ignore[attr-defined]
+            message = await apply_remedy(backend, spec, remedy)
+        except SweepdeckError as exc:
+            self.app.notify(exc.message + (f"\n{exc.hint}" if exc.hint else ""), title=f"{remedy.label}: not done",
+                            severity="error", timeout=10)
+        except Exception as exc:  # a backend bug: say it, keep the wizard usable
+            self.app.notify(f"{type(exc).__name__}: {exc}", title=f"{remedy.label}: failed", severity="error", timeout=10)
+        else:
+            self.app.notify(message or f"{remedy.label}: done.", title=remedy.label)
+        if spec is self.state.spec:
+            self.run_checks()
+        else:
+            self.running = False
 
     def action_override(self) -> None:
         if self.failures:
