@@ -5,7 +5,9 @@
   key; a host never seen before is trusted on first use and appended. Host key
   checking is never switched off.
 * :func:`connect` maps every connection failure to one :class:`SweepdeckError`
-  (authentication, unknown host name, refused, timeout, changed host key).
+  (authentication, unknown host name, refused, timeout, changed host key) and
+  opens a ProxyJump from the ssh config itself, so every hop gets the same
+  key, known_hosts and accept-new policy as the target.
 * :class:`Remote` wraps the connection: quoted-argv commands, a local port
   forward that is re-opened on the same port after a reconnect, and a watcher
   that reconnects with backoff when the connection drops and tells its
@@ -129,9 +131,113 @@ class HostKeys:
 # ---------------------------------------------------------------------- connect
 
 
-async def connect(target: SshTarget, host_keys: HostKeys | None = None, **kwargs: Any) -> asyncssh.SSHClientConnection:
-    """Open an SSH connection; every failure becomes one readable SweepdeckError."""
+#: Jump hosts followed at most (a ProxyJump of a jump host counts too): a loop in ssh_config ends here.
+MAX_JUMPS = 8
+
+
+def config_paths(target: SshTarget) -> list[str]:
+    """The OpenSSH client config files asyncssh reads for ``target`` (the same default it uses)."""
+    if target.config:
+        return [os.path.expanduser(target.config)]
+    default = os.path.expanduser("~/.ssh/config")
+    return [default] if os.access(default, os.R_OK) else []
+
+
+def proxy_jump(target: SshTarget) -> list[str]:
+    """The ProxyJump hops (``[user@]host[:port]``, first first) for ``target.host`` in its ssh config."""
+    paths = config_paths(target)
+    if not paths:
+        return []
+    try:
+        import getpass
+
+        from asyncssh.config import SSHClientConfig
+
+        config = SSHClientConfig.load(
+            None, paths, False, False, False, getpass.getuser(), target.user or (), target.host, target.port or ())
+    except (OSError, asyncssh.Error, ValueError) as exc:
+        raise SweepdeckError(f"Cannot read the SSH config {paths[0]}: {_reason(exc)}.",
+                             "Fix the file (or the profile's ssh_config).") from None
+    value = config.get("ProxyJump")
+    if not value or str(value).lower() == "none":
+        return []
+    return [hop.strip() for hop in str(value).split(",") if hop.strip()]
+
+
+def _hop_target(spec: str, target: SshTarget) -> SshTarget:
+    """A jump host as a target: its own user/port (or its ssh_config's), the profile's key and known_hosts."""
+    user, _, host = spec.rpartition("@")
+    port: int | None = None
+    if host.startswith("[") and "]" in host:  # [v6addr]:port
+        inner, _, rest = host[1:].partition("]")
+        host, port = inner, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    elif host.count(":") == 1:
+        name, _, port_text = host.partition(":")
+        if not port_text.isdigit():
+            raise SweepdeckError(f"ProxyJump {spec!r} for {target.host}: {port_text!r} is not a port.",
+                                 "Fix ProxyJump in your ssh config: [user@]host[:port], comma-separated.")
+        host, port = name, int(port_text)
+    return SshTarget(host, port, user or None, target.config, target.key, target.known_hosts, target.connect_timeout)
+
+
+async def _open_jumps(target: SshTarget, host_keys: HostKeys, depth: int) -> asyncssh.SSHClientConnection | None:
+    """Connect to ``target``'s ProxyJump hops ourselves, under our host-key policy and key.
+
+    asyncssh would open them from ssh_config with only ``config=``: the hop
+    would use another known_hosts, no accept-new, and not the profile's key.
+    Returns the last hop's connection (None: no jump).
+    """
+    hops = proxy_jump(target)
+    if not hops:
+        return None
+    if depth >= MAX_JUMPS:
+        raise SweepdeckError(f"SSH to {target.host}: more than {MAX_JUMPS} jump hosts (a ProxyJump loop in the ssh config?).",
+                             "Check ProxyJump in " + (config_paths(target) or ["~/.ssh/config"])[0] + ".")
+    conn: asyncssh.SSHClientConnection | None = None
+    try:
+        for n, spec in enumerate(hops):
+            hop = _hop_target(spec, target)
+            try:
+                # The first hop may itself be reached through its own ProxyJump (OpenSSH does that too).
+                nxt = await connect(hop, host_keys, _depth=depth + 1, **({"tunnel": conn} if conn is not None else {}))
+            except SweepdeckError as exc:
+                raise SweepdeckError(f"Jump host {spec} (ProxyJump for {target.host}): {exc.message}", exc.hint) from None
+            if conn is not None:
+                nxt.set_tunnel(conn)  # closing the outer hop closes the ones under it
+            conn = nxt
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    return conn
+
+
+async def connect(target: SshTarget, host_keys: HostKeys | None = None, *, _depth: int = 0,
+                  **kwargs: Any) -> asyncssh.SSHClientConnection:
+    """Open an SSH connection; every failure becomes one readable SweepdeckError.
+
+    A ProxyJump in the ssh config is followed here, hop by hop, with the same
+    key, known_hosts and accept-new policy as the target (``tunnel=`` in
+    ``kwargs`` skips that: the caller chose the way).
+    """
     host_keys = host_keys or HostKeys(Path(target.known_hosts))
+    jump = None
+    if "tunnel" not in kwargs:
+        jump = await _open_jumps(target, host_keys, _depth)
+        # Always pass tunnel=: without it asyncssh would open the config's ProxyJump itself.
+        kwargs["tunnel"] = jump
+    try:
+        conn = await _connect_one(target, host_keys, **kwargs)
+    except BaseException:
+        if jump is not None:
+            jump.close()
+        raise
+    if jump is not None:
+        conn.set_tunnel(jump)  # the jump connection lives and dies with this one
+    return conn
+
+
+async def _connect_one(target: SshTarget, host_keys: HostKeys, **kwargs: Any) -> asyncssh.SSHClientConnection:
     options: dict[str, Any] = {
         "known_hosts": host_keys.load(),
         "client_factory": host_keys.client_factory(),
