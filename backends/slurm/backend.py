@@ -266,7 +266,15 @@ class SlurmBackend:
             return Check("Job duration", "fail", exc.message, exc.hint)
         return Check("Job duration", "pass", value)
 
-    def check_port(self, port: int | None = None) -> Check:
+    def check_port(self, port: int | None = None, *, flag: str | None = None) -> Check:
+        """Is the tunnel's local port free?
+
+        Args:
+            port: The port (default: the profile's ``local_port``).
+            flag: The command-line option that sets the port where the check
+                is shown (``--port`` on ``alvis connect``); without one the fix
+                names the profile's ``local_port`` setting (``sweepdeck run``, the TUI).
+        """
         port = port or self.local_port()
         name = f"Local port {port} free"
         if port_free(port):
@@ -274,7 +282,12 @@ class SlurmBackend:
         holder = port_holder(port)
         nxt = next_free_port(port)
         detail = f"port {port} is in use" + (f" by {holder}" if holder else "")
-        fix = (f"Stop {holder}, or use " if holder else "Free it, or use ") + (f"the next free port: --port {nxt}" if nxt else "another local_port")
+        if flag:
+            way = f"the next free port: {flag} {nxt}" if nxt else f"another port with {flag}"
+        else:
+            way = (f"the next free port: set local_port: {nxt}" if nxt else "another port: set local_port") \
+                + f" in profile {self.profile.name} of your sweepdeck config"
+        fix = (f"Stop {holder}, or use " if holder else "Free it, or use ") + way
         return Check(name, "fail", detail, fix, data={"holder": holder, "next_free_port": nxt})
 
     async def check_existing(self) -> Check:

@@ -223,7 +223,7 @@ async def _connect(args: argparse.Namespace) -> int:
                 say(f"  - {line}")
             return 1
         say(f"[INFO] Model path: {entry.path}")
-        for check in (backend.check_duration(), backend.check_port(), await backend.check_existing()):
+        for check in (backend.check_duration(), backend.check_port(flag="--port"), await backend.check_existing()):
             if check.ok:
                 continue
             offer = _offer(check)
