@@ -23,23 +23,28 @@ _PG_DB_COUNTER = iter(range(1, 10_000))
 PG_POOL = 100
 
 
+async def _new_pg_database(base: str) -> str:
+    import asyncpg
+
+    name = f"t{next(_PG_DB_COUNTER)}"
+    conn = await asyncpg.connect(base.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request, tmp_path):
     """A fresh, empty store on each database (PostgreSQL: a new database per test)."""
     if request.param == "sqlite":
         st = QueueStore(f"sqlite:///{tmp_path / 'queue.db'}")
     else:
-        base = request.getfixturevalue("pg_url")
-        import asyncpg
-
-        name = f"t{next(_PG_DB_COUNTER)}"
-        admin = base.replace("postgresql+asyncpg://", "postgresql://")
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f"CREATE DATABASE {name}")
-        await conn.close()
+        url = await _new_pg_database(request.getfixturevalue("pg_url"))
         # 100 pooled connections (the pool opens them lazily): the concurrency test's 100
         # claimers each hold their own, as 100 worker pods would (max_connections is 300).
-        st = QueueStore(base.rsplit("/", 1)[0] + "/" + name, pool_size=PG_POOL)
+        st = QueueStore(url, pool_size=PG_POOL)
     await st.create()
     yield st
     await st.close()
@@ -78,4 +83,16 @@ class ApiServer:
 @pytest.fixture
 def api(tmp_path):
     with ApiServer(f"sqlite:///{tmp_path / 'api.db'}") as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api_db(request, tmp_path):
+    """The API over real HTTP on each database (PostgreSQL: a new database per test)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'api.db'}"
+    else:
+        url = asyncio.run(_new_pg_database(request.getfixturevalue("pg_url")))
+    with ApiServer(url) as server:
+        server.db = request.param
         yield server

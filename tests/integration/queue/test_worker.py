@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,30 +35,92 @@ def _populate(api, hardware=6):
     assert httpx.post(f"{api.url}{W}/populate/mv1", json=body, timeout=10).json()["created"] == hardware * 2 * 5 * 2
 
 
-def test_spot_kill_then_reset_stale_completes_every_config_once(api, tmp_path):
-    _populate(api)  # 120 configs
-    workers = [_worker(api, "--batch-size", "8", "--command", "sleep 0.03") for _ in range(5)]
-    time.sleep(1.5)
-    victim = workers[0]  # 20% of the workers die like a spot instance: SIGKILL, no goodbye
-    victim.kill()
-    victim.wait()
-    for w in workers[1:]:
+def _configs(api, **params) -> list[dict]:
+    return httpx.get(f"{api.url}{W}/configs/mv1", params={"limit": 10000, **params}, timeout=10).json()
+
+
+def _name(proc) -> str:
+    return f"{socket.gethostname()}-{proc.pid}"  # the worker's default name
+
+
+def _spot_kill(proc) -> None:
+    """SIGKILL a worker and the config command it runs (the whole node goes away, no goodbye)."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    proc.kill()
+    proc.wait()
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_until(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def test_spot_kill_then_reset_stale_completes_or_fails_every_config_once(api_db):
+    """Kill 20% of the workers mid-batch; reset-stale returns their configs. A second
+    interruption of some retried configs uses up their retries: those end failed."""
+    api = api_db
+    _populate(api, hardware=10)  # 200 configs
+    workers = [_worker(api, "--batch-size", "5", "--command", "sleep 0.1") for _ in range(10)]
+    victims, survivors = workers[:2], workers[2:]
+
+    def mid_batch():  # each victim has finished a config and still holds claimed ones
+        rows = _configs(api)
+        return all(
+            any(c["worker"] == _name(v) and c["status"] == "running" for c in rows)
+            and any(c["worker"] == _name(v) and c["status"] == "completed" for c in rows)
+            for v in victims)
+
+    _wait_until(mid_batch, "both victims are mid-batch")
+    for v in victims:
+        _spot_kill(v)
+    for w in survivors:
         assert w.wait(timeout=60) == 0
-    prog = httpx.get(f"{api.url}{W}/progress/mv1").json()
-    assert prog["running"] > 0, "the killed worker's batch should be stranded as running"
-    stranded = {c["id"] for c in httpx.get(f"{api.url}{W}/configs/mv1", params={"status": "running"}).json()}
-    r = httpx.post(f"{api.url}{W}/maintenance/reset-stale", params={"timeout_minutes": 0}).json()
-    assert r["reset"] == len(stranded)
+    stranded = _configs(api, status="running")
+    assert stranded and {c["worker"] for c in stranded} <= {_name(v) for v in victims}
+    assert len({c["worker"] for c in stranded}) == 2, "each victim died holding configs"
+    first = {c["id"] for c in stranded}
+    r = httpx.post(f"{api.url}{W}/maintenance/reset-stale", params={"timeout_minutes": 0, "max_retries": 1}).json()
+    assert r == {"reset": len(first), "failed": 0}
+
+    # Second interruption: a worker claims half of the returned configs and dies too.
+    half = len(first) // 2
+    unlucky = _worker(api, "--batch-size", str(half), "--command", "sleep 30")
+    held = _wait_until(lambda: [c["id"] for c in _configs(api, status="running") if c["worker"] == _name(unlucky)],
+                       "the second victim holds its batch")
+    assert len(held) == half
+    _spot_kill(unlucky)
     rescue = _worker(api, "--batch-size", "50", "--command", "true")
-    assert rescue.wait(timeout=60) == 0
+    assert rescue.wait(timeout=60) == 0  # runs the other half: the unlucky batch still looks running
+    r = httpx.post(f"{api.url}{W}/maintenance/reset-stale", params={"timeout_minutes": 0, "max_retries": 1}).json()
+    assert r == {"reset": 0, "failed": half}  # their one retry was used
+
+    rows = {c["id"]: c for c in _configs(api)}
     prog = httpx.get(f"{api.url}{W}/progress/mv1").json()
-    assert prog["completed"] == prog["total"] == 120 and prog["running"] == prog["pending"] == 0
-    # every config completed exactly once: one result row each
+    assert (prog["total"], prog["completed"], prog["failed"], prog["running"], prog["pending"]) == (200, 200 - half, half, 0, 0)
+    failed = {i for i, c in rows.items() if c["status"] == "failed"}
+    assert failed == set(held) and failed < first
+    for i in failed:  # failed with its retries recorded
+        assert rows[i]["retry_count"] == 2 and "1 retries used" in rows[i]["error_message"], rows[i]
+    retried_ok = {i for i, c in rows.items() if c["status"] == "completed" and c["retry_count"] == 1}
+    assert retried_ok == first - failed and retried_ok, "the completed-after-a-retry branch is reached"
+    assert all(c["retry_count"] == 0 for i, c in rows.items() if i not in first)
+    # every completed config completed exactly once: one result row each, none for the failed
     results = httpx.get(f"{api.url}{W}/results/mv1", params={"limit": 1000}).json()
     ids = [r["config_id"] for r in results]
-    assert len(ids) == len(set(ids)) == 120
-    retried = [c for c in httpx.get(f"{api.url}{W}/configs/mv1", params={"limit": 1000}).json() if c["retry_count"]]
-    assert {c["id"] for c in retried} == stranded
+    assert len(ids) == len(set(ids)) and set(ids) == {i for i, c in rows.items() if c["status"] == "completed"}
 
 
 def test_sigterm_returns_unfinished_configs(api):
