@@ -16,12 +16,12 @@ import json
 import os
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Metrics, Notice, Phase, Progress, to_dict
 
 if TYPE_CHECKING:
-    from backends.base import Check
+    from backends.base import Check, Remedy
     from backends.session import SessionResult
     from config.spec import ExperimentSpec
 
@@ -63,6 +63,52 @@ def fix_flags(changes: dict[str, Any], current_extra: tuple[str, ...] = ()) -> s
 
 def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def remedies_for(failing: list["Check"]) -> list["Remedy"]:
+    """The remedies that could clear every blocking check ([] when some check has none).
+
+    A check whose ``data["blocked_by"]`` names a check with a remedy counts
+    as covered: it can only be decided again once that remedy is done (a
+    secret in a namespace that does not exist yet).
+    """
+    with_remedy = {c.name: c.remedy for c in failing if c.remedy is not None}
+    if not failing or not with_remedy:
+        return []
+    for c in failing:
+        if c.remedy is None and c.data.get("blocked_by") not in with_remedy:
+            return []
+    return list(with_remedy.values())
+
+
+async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix: bool,
+                         ask: "Callable[[str], bool] | None") -> bool:
+    """Carry out the pre-flight remedies when the user agrees; True if any was done.
+
+    Only when pre-flight fails on checks that all have a remedy (see
+    :func:`remedies_for`). Each is done without asking with ``fix`` (``--fix``),
+    else after ``ask(question)`` says yes; with neither, nothing is done.
+
+    Args:
+        backend: The backend that made the checks.
+        spec: The spec they were made for.
+        checks: The pre-flight results (or just the failing ones).
+        on_event: Gets a :class:`Notice` saying what was done.
+        fix: Do it without asking.
+        ask: Asks a yes/no question (None: there is nobody to ask).
+
+    Raises:
+        SweepdeckError: a remedy failed (its message says why).
+    """
+    from backends.base import apply_remedy, blocking
+
+    done = False
+    for remedy in remedies_for(blocking(checks)):
+        if not fix and (ask is None or not ask(remedy.question)):
+            return done
+        on_event(Notice(await apply_remedy(backend, spec, remedy)))
+        done = True
+    return done
 
 
 class HeadlessPrinter:
@@ -204,7 +250,9 @@ class HeadlessPrinter:
     def checks(self, checks: list["Check"]) -> None:
         if self.json_mode:
             for c in checks:
-                self._json({"type": "Check", "name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix, "data": c.data})
+                self._json({"type": "Check", "name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix, "data": c.data,
+                            "remedy": {"id": c.remedy.id, "label": c.remedy.label, "question": c.remedy.question, "args": c.remedy.args}
+                            if c.remedy is not None else None})
             return
         self._line("[INFO] Pre-flight checks:")
         for c in checks:
@@ -212,6 +260,8 @@ class HeadlessPrinter:
             self._line(f"  {self._sym[c.status]} {c.name}{detail}")
             if c.fix and c.status != "pass":
                 self._line(f"      fix: {c.fix}")
+            if c.remedy is not None and c.status != "pass":
+                self._line(f"      sweepdeck can do it: {c.remedy.label} (asked first; --fix does it without asking)")
         self.flush()
 
     def spec_summary(self, spec: "ExperimentSpec") -> None:
@@ -319,3 +369,50 @@ def print_summary_table(out: IO[str], result: "SessionResult", summary: dict[str
         for label, stats in rows:
             table.add_row(label, *(_ms(stats.get(col)) for col in ("mean", "median", "p90", "p99")))
         console.print(table)
+    print_benchmarks_table(out, summary.get("results"))
+
+
+def _trio(stats: Any) -> str:
+    """``mean / p50 / p99`` of a summary's stats dict."""
+    if not isinstance(stats, dict):
+        return "-"
+    return " / ".join(_ms(stats.get(k)) for k in ("mean", "median", "p99"))
+
+
+def _rate(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_benchmarks_table(out: IO[str], results: Any) -> None:
+    """The harness reports' rows (one per branch and benchmark/rate), as the backend summarised them.
+
+    ``results`` is ``{branch: {"harness", "report", "benchmarks": [row...]} | {"error": ...}}``
+    (:func:`backends.tekton.reports.summarize`); anything else prints nothing.
+    """
+    from rich import box
+    from rich.table import Table
+
+    if not isinstance(results, dict):
+        return
+    branches = [(label, r) for label, r in results.items() if isinstance(r, dict) and (r.get("benchmarks") or r.get("error"))]
+    if not branches:
+        return
+    console = make_console(out, width=150)  # nine columns: wider than the 100 of the other tables
+    harnesses = sorted({str(r.get("harness")) for _, r in branches if r.get("harness")})
+    table = Table(box=box.SIMPLE_HEAD, title="Benchmarks" + (f" ({', '.join(harnesses)})" if harnesses else ""), title_justify="left")
+    for col, justify in (("run", "left"), ("benchmark", "left"), ("ok", "right"), ("failed", "right"), ("req/s", "right"),
+                         ("out tok/s", "right"), ("TTFT ms mean/p50/p99", "right"), ("ITL ms mean/p50/p99", "right"),
+                         ("latency ms p50/p99", "right")):
+        table.add_column(col, justify=justify)
+    for label, r in branches:
+        if r.get("error"):
+            table.add_row(label, f"not copied: {r['error']}", "", "", "", "", "", "", "")
+            continue
+        for row in r["benchmarks"]:
+            lat = row.get("latency_ms") or {}
+            table.add_row(
+                label, str(row.get("name", "")), str(row.get("completed", 0)), str(row.get("failed", 0)),
+                _rate(row.get("requests_per_s"), 2), _rate(row.get("output_tokens_per_s"), 1),
+                _trio(row.get("ttft_ms")), _trio(row.get("itl_ms")), f"{_ms(lat.get('median'))} / {_ms(lat.get('p99'))}",
+            )
+    console.print(table)

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from backends.base import Check, Run
+from backends.base import Check, Remedy, Run
 from backends.cleanup import REGISTRY, CleanupRegistry
 from backends.events import Alert, Event, Finished, LogLine, Notice, Phase, Progress
 from backends.kube import Kube, KubeError, WatchEvent
 from backends.tekton.build import Build, Sources, build, expected_seconds
 from backends.tekton.install import apply_all
+from backends.tekton.reports import summarize as summarize_report
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
@@ -175,22 +176,27 @@ class TektonBackend:
             checks.append(Check("Values", "fail", exc.message, exc.hint))
             build_ = None
         if await kube.get("", "v1", "namespaces", ns) is None:
-            checks.append(Check(f"Namespace {ns}", "fail", "does not exist", f"sweepdeck can create it for you, or: kubectl create namespace {ns}",
-                                data={"create_namespace": ns}))
+            checks.append(Check(
+                f"Namespace {ns}", "fail", "does not exist", f"sweepdeck can create it for you (--fix), or: kubectl create namespace {ns}",
+                remedy=Remedy("create_namespace", label=f"Create namespace {ns}",
+                              question=f"Namespace {ns} does not exist. Create it?", args={"namespace": ns}),
+            ))
             ns_ok = False
         else:
             checks.append(Check(f"Namespace {ns}", "pass", "exists"))
             ns_ok = True
         for secret in self.profile.get("secrets") or ["hf-secret", "s3-secret"]:
             if not ns_ok:
-                checks.append(Check(f"Secret {secret}", "fail", f"namespace {ns} does not exist"))
+                # blocked_by: this check is decided again once the named check's remedy is done
+                checks.append(Check(f"Secret {secret}", "fail", f"namespace {ns} does not exist", data={"blocked_by": f"Namespace {ns}"}))
                 continue
             present = await kube.exists("secrets", secret, ns)  # metadata only: the data is never read
             keys = "--from-literal=HF_TOKEN=<your token>" if "hf" in secret else "--from-literal=AWS_ACCESS_KEY_ID=<id> --from-literal=AWS_SECRET_ACCESS_KEY=<key>"
             checks.append(Check(f"Secret {secret}", "pass" if present else "fail", "exists" if present else "not found",
                                 "" if present else f"kubectl create secret generic {secret} -n {ns} {keys}"))
         for pvc in self.profile.get("pvcs") or ["model-pvc", "data-pvc"]:
-            checks.append(await self._check_pvc(kube, ns, pvc) if ns_ok else Check(f"PVC {pvc}", "fail", f"namespace {ns} does not exist"))
+            checks.append(await self._check_pvc(kube, ns, pvc) if ns_ok else Check(f"PVC {pvc}", "fail", f"namespace {ns} does not exist",
+                                                                                      data={"blocked_by": f"Namespace {ns}"}))
         checks.append(await self._check_gpus(kube, spec))
         if ns_ok:
             checks.append(await self._check_id(kube, ns, spec.experiment_id))
@@ -257,6 +263,24 @@ class TektonBackend:
         names = {p["metadata"]["name"] for p in await kube.list(*TEKTON, "pipelineruns", ns, metadata_only=True)}
         free = next(f"{run_id[:58]}-{n}" for n in range(2, 10_000) if f"{run_id[:58]}-{n}" not in names)
         return Check("Experiment id", "fail", f"a PipelineRun {run_id} already exists in {ns}", f"Use another id, e.g. {free}", data={"free_id": free})
+
+    async def remedy(self, spec: "ExperimentSpec", remedy: Remedy) -> str:
+        """Carry out a pre-flight remedy the user confirmed (see :func:`backends.base.apply_remedy`).
+
+        Returns:
+            What was done, for the user (``Namespace mert created``).
+
+        Raises:
+            SweepdeckError: an unknown remedy, or the API refused it.
+        """
+        if remedy.id == "create_namespace":
+            ns = str(remedy.args.get("namespace") or self.namespace(spec))
+            try:
+                await self.create_namespace(ns)
+            except KubeError as exc:
+                raise SweepdeckError(f"Cannot create namespace {ns}: {exc.message}", exc.hint or f"Ask a cluster admin: kubectl create namespace {ns}") from None
+            return f"Namespace {ns} created"
+        raise SweepdeckError(f"The tekton backend has no remedy {remedy.id!r}.", "Do it by hand, then re-run pre-flight.")
 
     async def create_namespace(self, name: str) -> None:
         """Create a missing namespace (offered by the namespace check)."""
@@ -333,7 +357,7 @@ class TektonBackend:
             path = store.root / store.free_id(name)
             path.mkdir()
             run_dir = RunDir(path)
-            run_dir.update_meta(id=path.name, backend=self.name, state="created", started=time.time(), pipelinerun=name)
+            run_dir.update_meta(id=path.name, backend=self.name, state="created", started=time.time(), pipelinerun=name, namespace=namespace)
         run_dir.write_rendered("pipelinerun.yaml", yaml_dump(body))
         try:
             await kube.create(*TEKTON, "pipelineruns", body, namespace)
@@ -674,7 +698,7 @@ class TektonBackend:
                 except KubeError as exc:
                     copied[label] = {"error": exc.message}
                     continue
-                copied[label] = {"files": len(files), **_harness_summary(files)}
+                copied[label] = {"files": len(files), **summarize_report(files)}
             return copied
         finally:
             await kube.delete("", "v1", "pods", pod_name, ns)
@@ -757,17 +781,3 @@ def _unit_name(tr: dict[str, Any], pipelinerun: str) -> str:
         if suffix.isdigit():
             return f"{task}-{suffix}"
     return task or name
-
-
-def _harness_summary(files: list[Path]) -> dict[str, Any]:
-    """Headline numbers from a harness report among the copied files, if any."""
-    for path in files:
-        if path.suffix == ".json" and ("guidellm" in path.name or "results" in path.name or "summary" in path.name):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict):
-                flat = {k: v for k, v in data.items() if isinstance(v, (int, float, str))}
-                return {"report": path.name, **dict(list(flat.items())[:8])}
-    return {}

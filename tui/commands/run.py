@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 
 SIM_FAILS = ("oom", "model-not-found", "trust-remote-code", "crash-after=N")
+FIX_PREFLIGHT = "preflight"  # bare --fix: carry out pre-flight remedies (--fix N is a recovery fix)
+REMEDY_ROUNDS = 3  # a remedy can uncover another one (namespace, then ...); never loop for ever
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +38,11 @@ def add_parser(subparsers) -> None:
     )
     what.add_argument("--max-requests", metavar="N", help="number of requests to send")
     what.add_argument("--retry", metavar="RUN", help="relaunch a saved run's spec (with --fix N: apply its diagnosis' fix N)")
-    what.add_argument("--fix", metavar="N", help="with --retry: the number of the suggested fix to apply")
+    what.add_argument(
+        "--fix", metavar="N", nargs="?", const=FIX_PREFLIGHT,
+        help="alone: do what pre-flight offers to fix (e.g. create a missing namespace) without asking; "
+        "--fix N with --retry: apply the saved run's suggested fix N",
+    )
     what.add_argument("--rate", metavar="R", help="request rate (requests/s) of the workload")
     where = p.add_argument_group("where")
     where.add_argument("--backend", "-b", help="local, slurm, tekton or argo (default: the config's default_backend)")
@@ -101,18 +107,48 @@ def main(args: argparse.Namespace) -> int:
             return False
         return answer in ("", "y", "yes")
 
-    result = asyncio.run(
-        drive(
-            backend,
-            spec,
-            on_event=printer,
-            on_checks=printer.checks,
-            confirm=None if args.yes else confirm,
-            assume_yes=args.yes,
-            detach_on_signal=args.detach_on_exit,
-            default_image=_default_image(settings),
-        )
-    )
+    def ask(question: str) -> bool:
+        """A yes/no question before a pre-flight remedy (default no)."""
+        out = sys.stderr if args.json else sys.stdout
+        try:
+            out.write(f"{question} [y/N] ")
+            out.flush()
+            answer = sys.stdin.readline()
+        except (EOFError, OSError):
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    async def go():
+        from backends.session import PreflightFailed
+        from tui.headless import offer_remedies, remedies_for
+
+        for round_ in range(REMEDY_ROUNDS + 1):
+            try:
+                return await drive(
+                    backend,
+                    spec,
+                    on_event=printer,
+                    on_checks=printer.checks,
+                    confirm=None if args.yes else confirm,
+                    assume_yes=args.yes,
+                    detach_on_signal=args.detach_on_exit,
+                    default_image=_default_image(settings),
+                )
+            except PreflightFailed as exc:
+                fix = args.fix == FIX_PREFLIGHT
+                interactive = sys.stdin.isatty()
+                remedies = remedies_for([c for c in exc.checks if c.status == "fail"])
+                if not remedies or round_ == REMEDY_ROUNDS:
+                    raise
+                if not fix and not interactive:
+                    labels = "; ".join(r.label for r in remedies)
+                    raise PreflightFailed(exc.message, f"{exc.hint} Or let sweepdeck do it: re-run with --fix ({labels}).".strip(),
+                                          exc.checks) from None
+                if not await offer_remedies(backend, spec, exc.checks, printer, fix=fix, ask=ask if interactive else None):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    result = asyncio.run(go())
     printer.result(result)
     return result.exit_code
 
@@ -143,8 +179,9 @@ def prepare(args: argparse.Namespace):
         spec = _retry_spec(args)
         backend_name = args.backend or spec.backend
         return _finish(args, settings, spec, backend_name)
-    if args.fix:
-        raise SweepdeckError("--fix needs --retry RUN (the run whose diagnosis suggested the fix).")
+    if args.fix not in (None, FIX_PREFLIGHT):
+        raise SweepdeckError("--fix N needs --retry RUN (the run whose diagnosis suggested the fix).",
+                             "Use --fix alone to let sweepdeck fix what pre-flight reports.")
     if not args.model:
         raise SweepdeckError("No model given.", "Name one with --model (e.g. --model qwen-1.5b), or relaunch a run with --retry RUN.")
     workload = args.workload
@@ -222,7 +259,7 @@ def _retry_spec(args):
     spec = record.spec()
     alerts = [e for e in store.open(args.retry).events() if isinstance(e, Alert) and e.fixes]
     fix = None
-    if args.fix is not None:
+    if args.fix not in (None, FIX_PREFLIGHT):
         if not alerts:
             raise SweepdeckError(f"Run {args.retry!r} has no suggested fixes.", "Retry it without --fix, or change settings with flags.")
         fixes = alerts[0].fixes

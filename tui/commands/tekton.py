@@ -7,6 +7,7 @@ Examples::
     sweepdeck tekton install-shared
     sweepdeck tekton preflight llama2-7b -n mert
     sweepdeck tekton run llama2-7b -n mert --tp 2,4 --yes
+    sweepdeck tekton cancel 20260101-llama2-7b-chatbot --now
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def add_parser(sub) -> None:
     rp.add_argument("--task", help="the matrix task to transform when there are several")
     rp.add_argument("--json", action="store_true", help="print events as JSON lines")
 
+    k = ts.add_parser("cancel", help="cancel a saved run's PipelineRun (finally clean-ups run; --now stops them too)")
+    k.add_argument("run_id", metavar="RUN-ID", help="run id (see: sweepdeck runs)")
+    k.add_argument("--now", action="store_true", help="spec.status Cancelled: stop at once, skipping the finally tasks")
+    k.add_argument("-p", "--profile", help="tekton profile name (default: the run's)")
+
     i = ts.add_parser("install-shared", help="apply the shared guidellm-load-generator Task to the 'pipelines' namespace")
     i.add_argument("--namespace", default="pipelines")
     _cluster_args(i)
@@ -60,7 +66,8 @@ def add_parser(sub) -> None:
         c.add_argument("--image", help="vLLM image")
         c.add_argument("--max-model-len", type=int)
         c.add_argument("--vllm-args", help="extra vLLM arguments, quoted as one string")
-        c.add_argument("--yes", action="store_true", help="do not ask before creating a missing namespace or launching")
+        c.add_argument("--yes", action="store_true", help="do not ask before launching; accept pre-flight warnings")
+        c.add_argument("--fix", action="store_true", help="do what pre-flight offers (create a missing namespace) without asking")
         if name == "run":
             c.add_argument("--render-only", metavar="DIR", help="write the effective values, Pipeline, PipelineRun and Tasks to DIR; apply nothing")
             c.add_argument("--delete-after", action="store_true", help="delete the PipelineRun after copying results")
@@ -83,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
         return _install_shared(args)
     if action == "run-pr":
         return _run_pr(args)
+    if action == "cancel":
+        return _cancel(args)
     return _run_command(args)
 
 
@@ -190,15 +199,12 @@ def _ask(question: str) -> bool:
         return False
 
 
-async def _offer_namespace(backend, spec, printer, assume_yes: bool):
-    """Run the checks; create a missing namespace when the user agrees (or --yes)."""
-    checks = await backend.preflight(spec)
-    missing = next((c.data["create_namespace"] for c in checks if c.data.get("create_namespace")), None)
-    if missing and (assume_yes or _ask(f"Namespace {missing} does not exist. Create it?")):
-        await backend.create_namespace(missing)
-        from backends.events import Notice
+async def _offer_remedies(backend, spec, printer, fix: bool):
+    """Run the checks; carry out the remedies they offer when the user agrees (or ``--fix``)."""
+    from tui.headless import offer_remedies
 
-        printer(Notice(f"namespace {missing} created"))
+    checks = await backend.preflight(spec)
+    if await offer_remedies(backend, spec, checks, printer, fix=fix, ask=_ask):
         checks = await backend.preflight(spec)
     return checks
 
@@ -223,13 +229,13 @@ def _run_command(args: argparse.Namespace) -> int:
     printer = HeadlessPrinter(json_mode=getattr(args, "json", False), spec=spec)
     printer.spec_summary(spec)
     if args.tekton_command == "preflight":
-        checks = asyncio.run(_offer_namespace(backend, spec, printer, args.yes))
+        checks = asyncio.run(_offer_remedies(backend, spec, printer, args.fix or args.yes))
         printer.checks(checks)
         printer.flush()
         return 3 if blocking(checks) else 0
 
     async def go():
-        await _offer_namespace(backend, spec, printer, args.yes)
+        await _offer_remedies(backend, spec, printer, args.fix or args.yes)
         return await drive(
             backend, spec, on_event=printer, on_checks=printer.checks,
             confirm=None if args.yes else (lambda checks: _ask("Proceed?")),
@@ -245,7 +251,7 @@ def _run_pr(args: argparse.Namespace) -> int:
     """Launch a PipelineRun file (transformed when asked) and print its events until it ends."""
     import asyncio
 
-    from backends.events import Finished, Notice
+    from backends.events import Notice
     from backends.tekton import TektonBackend
     from backends.tekton.matrix import count, transform
     from backends.tekton.render import load_yaml_file
@@ -270,17 +276,117 @@ def _run_pr(args: argparse.Namespace) -> int:
     async def go() -> int:
         run = await backend.launch_pipelinerun(pr, namespace)
         printer(Notice(f"PipelineRun {run.handle['pipelinerun']} created in {namespace}: {count(pr) or len(run.handle['tasks'])} matrix combinations, {len(run.handle['tasks'])} TaskRuns"))
-        outcome = "failed"
-        try:
-            async for ev in backend.events(run):
-                printer(ev)
-                if isinstance(ev, Finished):
-                    outcome = ev.outcome
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            await backend.cancel(run)
-            printer(Notice("cancel requested (CancelledRunFinally)", "warning"))
-            outcome = "cancelled"
+        outcome = await follow_with_cancel(backend, run, printer)
         printer.flush()
         return 0 if outcome == "succeeded" else 1
+
+    return asyncio.run(go())
+
+
+async def follow_with_cancel(backend, run, printer) -> str:
+    """Print a run's events until it ends; Ctrl+C cancels it, a second Ctrl+C stops it at once.
+
+    The first SIGINT (or SIGTERM) sets ``CancelledRunFinally`` and keeps
+    watching, so the finally clean-ups are seen to run; a second SIGINT sets
+    ``Cancelled`` (the finally tasks are stopped too); a third stops watching.
+
+    Returns:
+        The run's outcome (``cancelled`` when it was stopped before a Finished).
+    """
+    import asyncio
+    import signal
+
+    from backends.events import Finished, Notice
+
+    loop = asyncio.get_running_loop()
+    name = run.handle["pipelinerun"]
+    watcher = asyncio.current_task()
+    requests: list[asyncio.Task] = []
+    presses = 0
+
+    def on_signal(sig: int) -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            printer(Notice(f"Cancelling PipelineRun {name} (finally tasks run; Ctrl+C again to stop at once)…"))
+            requests.append(loop.create_task(backend.cancel(run, graceful=True)))
+        elif presses == 2:
+            printer(Notice(f"Stopping PipelineRun {name} at once (Cancelled: finally tasks are stopped too)…", "warning"))
+            requests.append(loop.create_task(backend.cancel(run, graceful=False)))
+        elif watcher is not None:
+            watcher.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    outcome = "failed"
+    try:
+        async for ev in backend.events(run):
+            printer(ev)
+            if isinstance(ev, Finished):
+                outcome = ev.outcome
+    except asyncio.CancelledError:
+        printer(Notice(f"stopped watching PipelineRun {name} (it may still be running)", "warning"))
+        outcome = "cancelled"
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        for task in requests:
+            try:
+                await asyncio.wait_for(task, 10)
+            except Exception as exc:  # noqa: BLE001 - the cancel request is reported, not fatal
+                printer(Notice(f"cancel request failed: {exc}", "warning"))
+    return outcome
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    """``sweepdeck tekton cancel RUN-ID [--now]``: set the saved run's PipelineRun ``spec.status``."""
+    import asyncio
+
+    from backends.base import Run
+    from backends.store import RunDir, RunStore
+    from backends.tekton import TektonBackend
+    from backends.tekton.backend import TEKTON, succeeded_condition
+    from config.errors import SweepdeckError
+    from config.settings import load_settings
+
+    record = RunStore().get(args.run_id)
+    if record.backend != "tekton":
+        raise SweepdeckError(f"Run {args.run_id} ran on the {record.backend} backend, not tekton.", "Cancel it with: sweepdeck attach " + args.run_id + " (then Ctrl+C)")
+    settings = load_settings(args.config, args.catalog_dir)
+    session = record.session()
+    spec = None
+    try:
+        spec = record.spec()
+    except (SweepdeckError, OSError, ValueError):
+        pass  # a run-pr run has no spec; its PipelineRun is in the run's meta
+    profile = settings.profile(args.profile or (spec.profile if spec is not None else None), "tekton")
+    backend = TektonBackend(settings, profile)
+
+    async def go() -> int:
+        if session.get("PIPELINERUN"):
+            run = await backend.attach(record)
+        elif record.meta.get("pipelinerun") and record.meta.get("namespace"):
+            run = Run(record.id, "tekton", spec, RunDir(record.path), {"pipelinerun": record.meta["pipelinerun"], "namespace": record.meta["namespace"]})
+        else:
+            raise SweepdeckError(f"Run {args.run_id} has no saved PipelineRun to cancel.")
+        ns, name = run.handle["namespace"], run.handle["pipelinerun"]
+        pr = await backend.kube().get(*TEKTON, "pipelineruns", name, ns)
+        if pr is None:
+            raise SweepdeckError(f"PipelineRun {name} no longer exists in {ns}.", "Nothing to cancel.")
+        status, reason, _ = succeeded_condition(pr)
+        if status in ("True", "False"):
+            print(f"[INFO] PipelineRun {name} in {ns} has already finished ({reason}); nothing to cancel.")
+            return 0
+        await backend.cancel(run, graceful=not args.now)
+        value = "Cancelled (finally tasks skipped)" if args.now else "CancelledRunFinally (finally tasks run)"
+        print(f"[INFO] PipelineRun {name} in {ns}: spec.status set to {value}.")
+        if session.get("PIPELINERUN"):
+            print(f"[INFO] Follow it with: sweepdeck attach {record.id}")
+        return 0
 
     return asyncio.run(go())

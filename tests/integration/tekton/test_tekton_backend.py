@@ -58,7 +58,12 @@ async def test_preflight_missing_namespace_and_tekton(backend, spec, fake_kube):
     fake_kube._types = {k: v for k, v in fake_kube._types.items() if k[0] != "tekton.dev"}
     by = {c.name: c for c in await backend.preflight(spec)}
     assert by["Tekton installed"].status == "fail"
-    assert by["Namespace mert"].status == "fail" and by["Namespace mert"].data == {"create_namespace": "mert"}
+    ns_check = by["Namespace mert"]
+    assert ns_check.status == "fail" and ns_check.remedy is not None
+    assert (ns_check.remedy.id, ns_check.remedy.label, ns_check.remedy.args) == ("create_namespace", "Create namespace mert", {"namespace": "mert"})
+    assert "mert" in ns_check.remedy.question
+    # what cannot be checked without the namespace says so (and is decided again after the remedy)
+    assert by["Secret hf-secret"].data == {"blocked_by": "Namespace mert"} and by["PVC data-pvc"].data == {"blocked_by": "Namespace mert"}
     assert by["GPUs"].status == "fail"
 
 
@@ -109,7 +114,10 @@ async def test_launch_watch_success_copies_results(backend, spec, cluster, user_
     assert prog.total == 20 and prog.completed == 20
     results = run.store.results_dir
     assert (results / "exp1-2" / "guidellm-results.json").exists() and (results / "exp1-4" / "exp-config.json").exists()
-    assert fin.summary["results"]["exp1-4"]["output_tokens_per_s"] == 1234.5
+    tp4 = fin.summary["results"]["exp1-4"]
+    assert tp4["harness"] == "guidellm" and tp4["report"] == "guidellm-results.json"
+    assert [b["name"] for b in tp4["benchmarks"]] == ["synchronous", "constant@5/s"]
+    assert tp4["benchmarks"][1]["completed"] == 297 and tp4["benchmarks"][1]["ttft_ms"]["p99"] == 142.6
     assert not cluster.exists("v1", "Pod", "sweepdeck-results-exp1", "mert")
     assert backend.registry.pending() == []
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in user_files.iterdir()} == before
@@ -174,6 +182,61 @@ async def test_cancel_gracefully_runs_finally(backend, spec, cluster):
     pr = cluster.get("tekton.dev/v1", "PipelineRun", "exp1", "mert")
     assert pr["spec"]["status"] == "CancelledRunFinally"
     assert any(isinstance(e, Phase) and e.unit == "finally-delete-model-tp4" and e.state == "Succeeded" for e in seen)
+
+
+async def test_cancel_now_skips_finally(backend, spec, cluster):
+    """cancel(graceful=False): spec.status Cancelled, and no finally task ever runs."""
+    cluster.controller.hang["run-workload"] = True
+    run = await backend.launch(spec)
+    seen = []
+
+    async def watch():
+        async for ev in backend.events(run):
+            seen.append(ev)
+            if isinstance(ev, Phase) and ev.unit == "run-workload-tp2" and ev.state == "Running":
+                await backend.cancel(run, graceful=False)
+
+    await asyncio.wait_for(watch(), 20)
+    assert isinstance(seen[-1], Finished) and seen[-1].outcome == "cancelled"
+    pr = cluster.get("tekton.dev/v1", "PipelineRun", "exp1", "mert")
+    assert pr["spec"]["status"] == "Cancelled"
+    taskruns = [t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in cluster.list("tekton.dev/v1", "TaskRun", "mert")]
+    assert "run-workload-tp2" in taskruns and not [t for t in taskruns if t.startswith("finally-")]
+    assert not any(isinstance(e, Phase) and e.unit.startswith("finally-") for e in seen)
+
+
+async def test_cancel_escalates_from_graceful_to_now(backend, spec, cluster):
+    """A graceful cancel whose finally tasks hang, then Cancelled: the finally tasks are stopped too."""
+    cluster.controller.hang["run-workload"] = True
+    cluster.controller.hang["finally-delete-model"] = True
+    run = await backend.launch(spec)
+    seen = []
+
+    async def watch():
+        async for ev in backend.events(run):
+            seen.append(ev)
+            if isinstance(ev, Phase) and ev.unit == "run-workload-tp2" and ev.state == "Running":
+                await backend.cancel(run)
+            if isinstance(ev, Phase) and ev.unit == "finally-delete-model-tp2" and ev.state == "Running":
+                await backend.cancel(run, graceful=False)
+
+    await asyncio.wait_for(watch(), 20)
+    assert seen[-1].outcome == "cancelled"
+    assert cluster.get("tekton.dev/v1", "PipelineRun", "exp1", "mert")["spec"]["status"] == "Cancelled"
+    tr = cluster.get("tekton.dev/v1", "TaskRun", "exp1-finally-delete-model-tp2", "mert")
+    assert tr["status"]["conditions"][0]["reason"] == "TaskRunCancelled"
+
+
+async def test_remedy_creates_the_namespace(backend, spec, fake_kube):
+    from backends.base import apply_remedy
+    from config.errors import SweepdeckError
+
+    check = next(c for c in await backend.preflight(spec) if c.name == "Namespace mert")
+    assert await apply_remedy(backend, spec, check.remedy) == "Namespace mert created"
+    assert fake_kube.exists("v1", "Namespace", "mert")
+    assert next(c for c in await backend.preflight(spec) if c.name == "Namespace mert").status == "pass"
+    with pytest.raises(SweepdeckError, match="no remedy 'populate'"):
+        await apply_remedy(backend, spec, type(check.remedy)("populate", "Populate", "?"))
 
 
 async def test_cleanup_registry_cancels_and_attach(backend, spec, cluster, settings):

@@ -38,6 +38,7 @@ from typing import Any, Callable
 from tests.support.fakekube.server import ApiError, FakeKube
 
 T = "tekton.dev/v1"
+GUIDELLM_REPORT = Path(__file__).resolve().parents[2] / "fixtures" / "tekton" / "reports" / "guidellm-0.3-benchmarks.json"
 
 VLLM_START = [
     "INFO 01-01 00:00:01 [api_server.py:1885] vLLM API server version 0.11.0",
@@ -133,6 +134,10 @@ class TektonController:
                 if wanted in ("Cancelled", "CancelledRunFinally", "StoppedRunFinally") and not run["cancel"]:
                     run["cancel"] = wanted
                     self._later(0, lambda: self._cancel(key))
+                elif wanted == "Cancelled" and run["cancel"] in ("CancelledRunFinally", "StoppedRunFinally"):
+                    # Tekton: Cancelled after a graceful cancel stops the finally tasks too
+                    run["cancel"] = wanted
+                    self._later(0, lambda: self._cancel(key, finally_too=True))
             elif etype == "DELETED":
                 self._runs.pop(key, None)
         elif kind == "Pod" and etype == "ADDED" and meta.get("name", "").startswith("sweepdeck-results-"):
@@ -358,7 +363,8 @@ class TektonController:
                 label = self._label(key, name)
                 out = self.results_root / label
                 out.mkdir(parents=True, exist_ok=True)
-                (out / "guidellm-results.json").write_text('{"requests_completed": 50, "output_tokens_per_s": 1234.5}')
+                # a real guidellm 0.3 report (two benchmarks: synchronous, constant@5/s)
+                (out / "guidellm-results.json").write_bytes(GUIDELLM_REPORT.read_bytes())
                 (out / "exp-config.json").write_text('{"tp": "%s"}' % label.rsplit("-", 1)[-1])
             if task_ref == "delete-model":
                 pod = f"{self._label(key, name)}-decode-0"[:63]
@@ -391,13 +397,18 @@ class TektonController:
         self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Succeeded" if ok else "Failed"}}, ns)
         self._advance(key)
 
-    def _cancel(self, key: tuple[str, str]) -> None:
+    def _cancel(self, key: tuple[str, str], finally_too: bool = False) -> None:
         run = self._runs.get(key)
         if run is None or run["done"]:
             return
         ns = key[0]
         for name, t in run["tasks"].items():
-            if t["state"] == "running" and not t.get("finally") and t.get("children"):
+            if finally_too and t.get("finally") and t["state"] == "running" and not t.get("children"):
+                t["state"] = "cancelled"
+                self.fake.patch(T, "TaskRun", t["tr"], {"status": {"completionTime": _now(), "conditions": [
+                    {"type": "Succeeded", "status": "False", "reason": "TaskRunCancelled", "message": "TaskRun was cancelled"}]}}, ns, status_only=True)
+                self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Failed"}}, ns)
+            elif t["state"] == "running" and not t.get("finally") and t.get("children"):
                 t["state"] = "cancelled"
                 for tr in t["children"]:
                     self.fake.patch(T, "TaskRun", tr, {"status": {"conditions": [
