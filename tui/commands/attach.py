@@ -94,5 +94,14 @@ async def _attach(args: argparse.Namespace) -> int:
         result: SessionResult = await session.follow()
     finally:
         restore()
+    stopped = args.stop and result.outcome == "cancelled"
+    if stopped:
+        import io
+
+        printer.err = io.StringIO()  # the stop was asked for: no "[ERROR] cancelled" line
     printer.result(result)
+    if stopped and not args.json:
+        job = (run.handle or {}).get("job_id")
+        printer._line(f"[INFO] Stopped {record.id}: " + (f"job {job} cancelled and cleaned up" if job else "cleaned up"))
+        printer.flush()
     return 0 if result.outcome in ("detached",) or (args.stop and result.outcome == "cancelled") else result.exit_code

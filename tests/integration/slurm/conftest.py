@@ -119,9 +119,13 @@ class ProfileFactory:
 
     def cli(self, *args: str, **popen) -> subprocess.Popen:
         """``sweepdeck --config CFG alvis connect ARGS`` as a subprocess (stdout+stderr merged)."""
+        return self.sweepdeck("alvis", "connect", *args, **popen)
+
+    def sweepdeck(self, *args: str, **popen) -> subprocess.Popen:
+        """``sweepdeck --config CFG ARGS`` as a subprocess (stdout+stderr merged)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "--config", str(self.config_path), "alvis", "connect", *args],
+            [sys.executable, "-m", "tui.cli", "--config", str(self.config_path), *args],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
         )
 

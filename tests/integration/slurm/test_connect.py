@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -50,6 +51,21 @@ class Output:
             if text in line:
                 return line
 
+    def wait_for_count(self, text: str, count: int, timeout: float = 30) -> None:
+        """Wait until ``count`` lines contain ``text`` (a replay printed the first ones)."""
+        deadline = time.monotonic() + timeout
+        while sum(text in ln for ln in self.lines) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"fewer than {count} lines with {text!r} in {timeout}s; output:\n" + self.text)
+            try:
+                line = self._q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"process ended before {count} lines with {text!r}; output:\n" + self.text)
+            self.lines.append(line)
+
     def finish(self, timeout: float = 30) -> int:
         rc = self.proc.wait(timeout)
         while True:
@@ -81,14 +97,39 @@ def _alive(pid: int) -> bool:
     return stat != "Z"
 
 
+def _job_id(out: Output) -> str:
+    """The job id the command reported (submitted, or the one it attached to)."""
+    match = re.search(r"Job submitted: (\d+)|\(job (\d+)\)", out.text)
+    assert match, out.text
+    return match.group(1) or match.group(2)
+
+
 def _interrupt_and_check(out: Output, prof, sig=signal.SIGINT) -> None:
+    job_id = _job_id(out)
     out.proc.send_signal(sig)
     rc = out.finish(40)
     assert rc == 0, out.text
-    assert "[INFO] Cancelling job" in out.text
+    assert f"[INFO] Cancelling job {job_id}..." in out.text
+    assert f"[INFO] Cleaned up job {job_id}" in out.text
     assert "[INFO] Cleaned up successfully" in out.text
     assert prof.jobs_left() == [], "job left in squeue"
     assert port_free(prof.local_port), "tunnel listener left on the local port"
+
+
+def _listeners(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp* spells them) of the sockets listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            parts = row.split()
+            addr, _, hexport = parts[1].rpartition(":")
+            if parts[3] == "0A" and int(hexport, 16) == port:
+                found.append(addr)
+    return found
 
 
 def test_clean_run_default_model_and_ctrl_c_cleanup(slurm_profile):
@@ -357,3 +398,85 @@ def test_server_ready_timeout_cancels_and_shows_stderr_tail(slurm_profile):
     assert "Last lines of vllm.out:" in out.text and "vLLM API server" in out.text.split("Last lines of vllm.out:")[1]
     assert "Connection successful" not in out.text
     assert prof.jobs_left() == [] and port_free(prof.local_port)
+
+
+def test_ctrl_c_while_pending_cancels_the_job(slurm_profile):
+    prof = slurm_profile
+    prof.write(sbatch_args=["--hold"], start_timeout=120.0)
+    out = Output(prof.cli())
+    try:
+        out.wait_for("is pending (JobHeldUser)", 40)
+        job_id = _job_id(out)
+        assert prof.jobs() == [f"{job_id} PENDING"]
+        _interrupt_and_check(out, prof)
+        assert "Connection successful" not in out.text
+    finally:
+        if out.proc.poll() is None:
+            out.proc.kill()
+
+
+def test_tunnel_listens_on_loopback_only(slurm_profile):
+    prof = slurm_profile
+    prof.write()
+    out = Output(prof.cli())
+    try:
+        out.wait_for("✓ Connection successful!", 60)
+        # one listener, on 127.0.0.1 (0100007F) -- not 0.0.0.0, not [::]
+        assert _listeners(prof.local_port) == ["0100007F"]
+        assert _served_models(prof.local_port) == ["openai/gpt-oss-20b"]
+        # another loopback address of this machine gets no answer: nothing listens on every interface
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", prof.local_port), timeout=3).close()
+        _interrupt_and_check(out, prof)
+    finally:
+        if out.proc.poll() is None:
+            out.proc.kill()
+
+
+def test_sweepdeck_attach_a_detached_run_then_stop(slurm_profile):
+    """`sweepdeck attach RUN` follows a detached slurm run (new log lines, tunnel); `--stop` cancels its job."""
+    prof = slurm_profile
+    prof.write()
+    out = Output(prof.cli("--detach"))
+    assert out.finish(60) == 0, out.text
+    job_id = _job_id(out)
+    run_id = out.wait_for("Reattach with: sweepdeck alvis connect --attach ").rsplit(" ", 1)[1]
+    assert prof.jobs() == [f"{job_id} RUNNING"] and port_free(prof.local_port)
+    run_dir = prof.cluster.base / "home" / "runs" / run_id
+    assert (run_dir / "vllm.out").exists()
+
+    # attach: the saved events, then the live run again (tunnel, new lines)
+    att = Output(prof.sweepdeck("attach", run_id))
+    try:
+        att.wait_for(f"[INFO] Run {run_id}: slurm,")
+        # the first Endpoint line is the replay of the saved events; the second is the tunnel re-opened now
+        att.wait_for_count(f"[INFO] Endpoint ready: http://localhost:{prof.local_port}", 2, 60)
+        assert _served_models(prof.local_port) == ["openai/gpt-oss-20b"]
+        with open(run_dir / "vllm.out", "a") as fh:
+            fh.write("marker line written while attached\n")
+        att.wait_for("[VLLM OUT] marker line written while attached", 20)
+        # Ctrl+C on attach detaches again: the job keeps running, the tunnel closes
+        att.proc.send_signal(signal.SIGINT)
+        assert att.finish(40) == 0, att.text
+    finally:
+        if att.proc.poll() is None:
+            att.proc.kill()
+    assert att.text.count("[VLLM OUT] marker line written while attached") == 1
+    assert prof.jobs() == [f"{job_id} RUNNING"]
+    assert port_free(prof.local_port), "tunnel left open after detaching"
+
+    # --stop: cancels the job and cleans up
+    stop = Output(prof.sweepdeck("attach", run_id, "--stop"))
+    rc = stop.finish(60)
+    assert rc == 0, stop.text
+    assert f"Stopped with --stop: Job {job_id} cancelled" in stop.text
+    # the stop was asked for: reported as done, not as an error
+    assert "[ERROR]" not in stop.text
+    assert f"[INFO] Stopped {run_id}: job {job_id} cancelled and cleaned up" in stop.text
+    assert prof.jobs_left() == [], "job left in squeue after --stop"
+    r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=prof.cluster.env, capture_output=True, text=True)
+    assert r.stdout.strip() in ("", "CANCELLED", "COMPLETING") or "Invalid job id" in r.stderr
+    assert port_free(prof.local_port), "tunnel listener left on the local port"
+    from backends.store import RunStore
+
+    assert RunStore().get(run_id).state == "cancelled"
