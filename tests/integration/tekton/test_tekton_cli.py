@@ -134,3 +134,122 @@ def test_render_only_writes_files_and_applies_nothing(fake_kube, config_file, tm
     assert "tp_sweep: [2, 4] -> [4]" in changes and "[SUBSET]" in changes and "engine.image" in changes and "[OVERRIDE]" in changes
     assert fake_kube.list("tekton.dev/v1", "Pipeline") == [] and fake_kube.request_count() == 0
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in user_files.iterdir()} == before
+
+
+def test_preflight_fix_creates_the_namespace(fake_kube, config_file, capsys):
+    # GPUs without a remedy fail: nothing is done
+    assert main(["tekton", "preflight", "meta-llama/Llama-2-7b-hf", "--id", "cli0", "--fix"]) == 3
+    assert "created" not in capsys.readouterr().out and not fake_kube.exists("v1", "Namespace", "newns")
+    # only the namespace (and what it blocks) fails: --fix creates it
+    fake_kube.add_node("gpu-0", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8)
+    assert main(["tekton", "preflight", "meta-llama/Llama-2-7b-hf", "--id", "cli0", "--fix"]) == 3  # secrets etc. still missing
+    out = capsys.readouterr().out
+    assert "[INFO] Namespace newns created" in out and fake_kube.exists("v1", "Namespace", "newns")
+    assert "✓ Namespace newns" in out or "ok Namespace newns" in out
+
+
+def test_cancel_saved_run_now_and_gracefully(fake_kube, config_file, capsys):
+    """`sweepdeck tekton cancel RUN-ID [--now]` on runs in the run store (attach from the session file)."""
+    import asyncio
+
+    from backends.cleanup import CleanupRegistry
+    from backends.tekton import TektonBackend
+    from config.settings import load_settings
+    from config.spec import build_spec
+    from tests.integration.tekton.conftest import seed
+    from tests.support.fakekube.tekton_controller import TektonController
+
+    seed(fake_kube, ns="newns")
+    ctl = TektonController(fake_kube, step=0.03).start()
+    ctl.hang["download-model"] = True
+    settings = load_settings(config_file)
+    try:
+        for exp in ("now1", "soft1"):
+            backend = TektonBackend(settings, settings.profile("lab", "tekton"), registry=CleanupRegistry())
+            spec = build_spec(settings.catalogs, "meta-llama/Llama-2-7b-hf", backend="tekton", profile="lab",
+                              namespace="newns", experiment_id=exp, tp=2)
+            asyncio.run(backend.launch(spec))
+        fake_kube.wait_for(lambda: fake_kube.exists("tekton.dev/v1", "TaskRun", "now1-download-model", "newns"))
+        assert main(["tekton", "cancel", "now1", "--now"]) == 0
+        assert "spec.status set to Cancelled (finally tasks skipped)" in capsys.readouterr().out
+        assert main(["tekton", "cancel", "soft1"]) == 0
+        assert "CancelledRunFinally" in capsys.readouterr().out
+
+        def reason(name):
+            pr = fake_kube.get("tekton.dev/v1", "PipelineRun", name, "newns")
+            return next((c["reason"] for c in (pr.get("status") or {}).get("conditions") or [] if c["status"] == "False"), None)
+
+        fake_kube.wait_for(lambda: reason("now1") == "Cancelled" and reason("soft1") == "Cancelled")
+        assert fake_kube.get("tekton.dev/v1", "PipelineRun", "now1", "newns")["spec"]["status"] == "Cancelled"
+        assert fake_kube.get("tekton.dev/v1", "PipelineRun", "soft1", "newns")["spec"]["status"] == "CancelledRunFinally"
+        tasks = lambda pr: {t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in fake_kube.list(  # noqa: E731
+            "tekton.dev/v1", "TaskRun", "newns", label_selector=f"tekton.dev/pipelineRun={pr}")}
+        assert not [t for t in tasks("now1") if t.startswith("finally-")]  # --now: finally skipped
+        assert "finally-delete-model-tp2" in tasks("soft1")  # graceful: the finally clean-ups ran
+        # a finished run: nothing to do, said so
+        assert main(["tekton", "cancel", "now1", "--now"]) == 0
+        assert "already finished (Cancelled)" in capsys.readouterr().out
+    finally:
+        ctl.stop()
+    assert main(["tekton", "cancel", "no-such-run"]) != 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_run_pr_second_ctrl_c_stops_finally_at_once(fake_kube, config_file, tmp_path):
+    """Real SIGINTs to `sweepdeck tekton run-pr`: the first cancels gracefully, the second sets Cancelled."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from tests.support.fakekube.tekton_controller import TektonController
+
+    fake_kube.ensure_namespace("newns")
+    pr = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "sig1"}, "spec": {"pipelineSpec": {
+        "tasks": [{"name": "work", "taskSpec": {"steps": [{"name": "run", "image": "busybox", "script": "sleep 3600"}]}}],
+        "finally": [{"name": "cleanup", "taskSpec": {"steps": [{"name": "run", "image": "busybox", "script": "sleep 3600"}]}}],
+    }}}
+    src = tmp_path / "pr.yaml"
+    src.write_text(yaml.safe_dump(pr))
+    ctl = TektonController(fake_kube, step=0.03).start()
+    ctl.hang["work"] = ctl.hang["cleanup"] = True
+    script = Path(sys.executable).parent / "sweepdeck"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "tui.cli"]
+    proc = subprocess.Popen(cmd + ["tekton", "run-pr", str(src)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NO_COLOR": "1"}, cwd=Path(__file__).resolve().parents[3])
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+
+    def wait_line(text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in s for s in seen):
+            try:
+                seen.append(lines.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"no {text!r} in:\n" + "".join(seen)) from None
+
+    try:
+        wait_line("work: Running")
+        proc.send_signal(signal.SIGINT)
+        wait_line("Ctrl+C again to stop at once")
+        wait_line("cleanup: Running")  # graceful: the finally task started
+        assert fake_kube.get("tekton.dev/v1", "PipelineRun", "sig1", "newns")["spec"]["status"] == "CancelledRunFinally"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ctl.stop()
+    while not lines.empty():
+        seen.append(lines.get())
+    text = "".join(seen)
+    assert "[INFO] Cancelling PipelineRun sig1 (finally tasks run; Ctrl+C again to stop at once)…" in text
+    assert "Stopping PipelineRun sig1 at once" in text and "Traceback" not in text
+    assert fake_kube.get("tekton.dev/v1", "PipelineRun", "sig1", "newns")["spec"]["status"] == "Cancelled"
+    cleanup = fake_kube.get("tekton.dev/v1", "TaskRun", "sig1-cleanup", "newns")
+    assert cleanup["status"]["conditions"][0]["reason"] == "TaskRunCancelled"
