@@ -98,7 +98,7 @@ class SweepdeckApp(App[int]):
     """
 
     TITLE = "sweepdeck"
-    CSS_PATH = ["styles/app.tcss", "styles/wizard.tcss"]
+    CSS_PATH = ["styles/app.tcss", "styles/wizard.tcss", "styles/matrix.tcss"]
     COMMANDS = App.COMMANDS | {SweepdeckCommands}
     BINDINGS = keys.bindings("app")
     ENABLE_COMMAND_PALETTE = True
@@ -214,9 +214,16 @@ class SweepdeckApp(App[int]):
 
     # ------------------------------------------------------------------ runs
 
-    def launch_spec(self, spec: "ExperimentSpec") -> Any:
-        """Start a run for ``spec`` (pre-flight done) and show its monitor."""
-        backend = self.backend_for(spec.backend, spec.profile)
+    def launch_spec(self, spec: "ExperimentSpec", backend: Backend | None = None) -> Any:
+        """Start a run for ``spec`` (pre-flight done) and show its monitor.
+
+        Args:
+            spec: What to run.
+            backend: A launch variant of the spec's backend (a matrix
+                PipelineRun: :class:`tui.matrix_launch.MatrixLaunch`); default:
+                the spec's backend/profile.
+        """
+        backend = backend or self.backend_for(spec.backend, spec.profile)
         controller = self.controller_factory(backend, spec, store=self.store, registry=self.registry)
         self.controllers.append(controller)
         self._drive(controller, "start")
@@ -294,6 +301,14 @@ class SweepdeckApp(App[int]):
         state = WizardState(self.settings.catalogs, settings=self.settings, store=self.store, today=self.today,
                             backend=self.settings.default_backend or "local", profile=self._default_profile())
         self.push_screen(WizardScreen(state))
+
+    def action_matrix_sweep(self, path: str = "") -> None:
+        """Open the Tekton matrix sweep screen (a PipelineRun file → as is / unrolled / N at once)."""
+        from tui.screens.matrix import MatrixScreen
+
+        if isinstance(self.screen, MatrixScreen):
+            return
+        self.push_screen(MatrixScreen(path))
 
     def _default_profile(self) -> str | None:
         default = self.settings.default_profile

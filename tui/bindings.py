@@ -72,6 +72,14 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("filter_runs", "slash", "filter_runs", "Filter", scope="runs", help="Filter the runs list"),
     KeySpec("refresh_runs", "ctrl+r", "refresh_runs", "Refresh", scope="runs", show=False,
             help="Re-read the run store"),
+    KeySpec("matrix_sweep", "m", "app.matrix_sweep", "Matrix", scope="runs",
+            help="Launch a Tekton matrix PipelineRun (as is, unrolled, or N at once)"),
+    # Tekton matrix sweep screen
+    KeySpec("matrix_go", "f8", "launch", "Launch", scope="matrix", priority=True,
+            help="Check the cluster and launch the matrix PipelineRun as chosen"),
+    KeySpec("matrix_unroll", "space", "toggle_unroll", "Unroll", scope="matrix_params",
+            help="Unroll the highlighted matrix parameter (or stop unrolling it)"),
+    KeySpec("matrix_close", "escape", "close", "Back", scope="matrix", help="Close the matrix screen"),
     # wizard (every step)
     KeySpec("wizard_next", "ctrl+right,f8", "next_step", "Next", scope="wizard", priority=True,
             help="Next step (Launch on the pre-flight step)"),
@@ -124,6 +132,8 @@ SCOPE_TITLES = {
     "review": "vLLM review step",
     "summary": "Summary step",
     "preflight": "Pre-flight step",
+    "matrix": "Tekton matrix sweep",
+    "matrix_params": "Tekton matrix sweep: parameter table",
     "sweep": "Sweep view (Argo runs)",
     "sweep_failures": "Sweep view: failure groups",
     "sweep_group": "Failure group (drill-in)",

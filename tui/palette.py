@@ -27,6 +27,10 @@ TITLES = {
     "delete_run": "Delete run record",
     "filter_runs": "Filter runs",
     "refresh_runs": "Refresh runs",
+    "matrix_sweep": "Tekton matrix sweep: launch a matrix PipelineRun",
+    "matrix_go": "Matrix sweep: launch",
+    "matrix_unroll": "Matrix sweep: unroll the highlighted parameter",
+    "matrix_close": "Matrix sweep: close",
     "wizard_next": "Next step",
     "wizard_back": "Previous step",
     "filter_models": "Filter models",
@@ -96,6 +100,10 @@ class SweepdeckCommands(Provider):
                         keys.display_key(shown_key),
                         partial(_run, node, binding.action),
                     )
+        # The matrix sweep too (after the screen's own bindings: on the runs list it shows its key).
+        if "matrix_sweep" not in seen and hasattr(app, "action_matrix_sweep"):
+            spec = keys.BY_ID["matrix_sweep"]
+            yield TITLES["matrix_sweep"], spec.help, "", partial(app.run_action, "matrix_sweep")
 
     async def discover(self) -> Hits:
         for name, help_text, key, callback in self.commands():
