@@ -1,4 +1,4 @@
-"""SVG snapshots of the run monitor (running, with an alert) and the recovery dialog.
+"""SVG snapshots of the run monitor (running, with an alert, a slurm run) and the recovery dialog.
 
 At 80×24 and 160×48; deterministic: fixed date and clock, scripted events with
 fixed timestamps, no live timing. Update with
@@ -12,7 +12,18 @@ import time
 import pytest
 from textual.widgets import Input
 
-from tests.tui.monitor_support import Gate, ScriptedBackend, make_app, make_spec, oom_script, running_script, wait_for
+from tests.tui.monitor_support import (
+    SLURM_TUNNEL,
+    Gate,
+    ScriptedBackend,
+    make_app,
+    make_spec,
+    oom_script,
+    running_script,
+    slurm_script,
+    slurm_spec,
+    wait_for,
+)
 from tui.screens.monitor import RunMonitorScreen
 from tui.screens.recovery import RecoveryDialog
 
@@ -92,6 +103,31 @@ def test_monitor_log_search_and_scrolled(snap_compare, size):
         await wait_for(pilot, _monitor_ready(app, lambda s: s.logview.line_count == 40))
         await pilot.press("slash", *"step 2", "enter")
         await pilot.press("n")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("stage", ["broken", "up"])
+@pytest.mark.parametrize("size", SIZES)
+def test_monitor_slurm_run(snap_compare, size, stage):
+    """A slurm job serving through its tunnel: while the SSH link is broken, and after it came back."""
+    gates = {name: Gate() for name in ("pending", "serving", "broken", "reconnecting", "up")}
+    for name in ("pending", "serving", "broken", "reconnecting", "up"):
+        if name == stage:
+            break
+        gates[name].open()
+    app = make_app(ScriptedBackend(slurm_script(gates), name="slurm"))
+
+    async def run_before(pilot):
+        app.launch_spec(slurm_spec())
+
+        def reached(screen) -> bool:
+            phase = screen.query_one("#status-view").phase(SLURM_TUNNEL)
+            return phase is not None and phase.state == stage and screen.logview.line_count == (6 if stage == "broken" else 8)
+
+        await wait_for(pilot, _monitor_ready(app, reached))
+        app.clear_notifications()
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)

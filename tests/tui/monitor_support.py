@@ -190,3 +190,84 @@ async def wait_for(pilot, predicate, timeout: float = 5.0, step: float = 0.02) -
             raise AssertionError(f"timed out waiting for {getattr(predicate, '__name__', predicate)}")
         await pilot.pause(step)
 
+
+
+# ---------------------------------------------------------------- slurm runs
+
+SLURM_JOB = "5382685"
+SLURM_NODE = "alvis7-07"
+SLURM_SERVER = f"{SLURM_NODE}:41084"
+SLURM_TUNNEL = "tunnel 127.0.0.1:58000"
+SLURM_URL = "http://localhost:58000"
+
+
+def slurm_spec(experiment_id: str = "alvis-1123-100000-gpt-oss-20b"):
+    """A spec shaped like :meth:`backends.slurm.SlurmBackend.make_spec` makes (models.json name, profile)."""
+    from config.catalog import load_catalogs
+    from config.spec import EngineSettings, ExperimentSpec, Origin, Source
+
+    workload = load_catalogs().workloads.match("chatbot").profile
+    engine = EngineSettings(image="apptainer exec /apps/containers/vLLM/vllm-0.11.0.sif vllm serve", max_model_len=10000)
+    return ExperimentSpec(
+        model="gpt-oss-20b", backend="slurm", workload=workload, engine=engine, experiment_id=experiment_id,
+        profile="alvis", origins={"model": Origin(Source.USER), "engine.max_model_len": Origin(Source.CATALOG)},
+    )
+
+
+def slurm_script(gates: dict[str, Gate]) -> list:
+    """The events :class:`backends.slurm.backend._RunSession` emits, in its order and shapes.
+
+    Waits at ``gates[name]`` for each name given: ``pending`` (job PENDING on
+    Resources), ``serving`` (tunnel up, endpoint, logs), ``broken`` (SSH lost),
+    ``reconnecting`` (backoff attempt), ``up`` (tunnel back, more lines).
+    """
+    from backends.events import Notice
+
+    t = FIXED_NOW
+    job = f"job {SLURM_JOB}"
+    server = f"server {SLURM_SERVER}"
+
+    def gate(name: str) -> list:
+        return [gates[name]] if name in gates else []
+
+    first_lines = [
+        LogLine("(APIServer pid=20037) INFO 11-23 10:00:05 [api_server.py:1839] vLLM API server version 0.11.0",
+                "out", "vllm", ts=t + 5),
+        LogLine("(EngineCore_DP0 pid=20037) INFO 11-23 10:00:09 [default_loader.py:267] Loading weights took 3.91 seconds",
+                "out", "vllm", ts=t + 9),
+        LogLine("(APIServer pid=20037) INFO 11-23 10:00:12 [api_server.py:1912] Starting vLLM API server on http://0.0.0.0:41084",
+                "out", "vllm", ts=t + 12),
+        LogLine("INFO:     Started server process [20037]", "err", "vllm", ts=t + 12),
+        LogLine("INFO:     Waiting for application startup.", "err", "vllm", ts=t + 12),
+        LogLine("INFO:     Application startup complete.", "err", "vllm", ts=t + 12),
+    ]
+    later_lines = [
+        LogLine('INFO:     127.0.0.1:52114 - "GET /v1/models HTTP/1.1" 200 OK', "err", "vllm", ts=t + 25),
+        LogLine("(APIServer pid=20037) INFO 11-23 10:00:26 [loggers.py:123] Engine 000: Avg prompt throughput: 0.0 tokens/s, "
+                "Avg generation throughput: 0.0 tokens/s, Running: 0 reqs", "out", "vllm", ts=t + 26),
+    ]
+    return [
+        Phase(job, "SUBMITTED", kind="job", ts=t - 60),
+        Notice("Waiting for job to start...", ts=t - 60),
+        Phase(job, "PENDING", "Resources", kind="job", ts=t - 59),
+        *gate("pending"),
+        Phase(job, "RUNNING", SLURM_NODE, kind="job", started=t, ts=t),
+        Notice("Waiting for server address...", ts=t),
+        Notice(f"Server address: {SLURM_SERVER}", ts=t + 4),
+        Phase(server, "STARTING", job, kind="server", ts=t + 4),
+        Notice("Establishing SSH tunnel (local port 58000)...", ts=t + 13),
+        Phase(SLURM_TUNNEL, "up", f"{SLURM_SERVER}", kind="tunnel", ts=t + 13),
+        Notice("Testing connection...", ts=t + 13),
+        Phase(server, "READY", SLURM_URL, kind="server", ts=t + 14),
+        Endpoint(SLURM_URL, True, "openai/gpt-oss-20b", f"job {SLURM_JOB} on {SLURM_NODE}", ts=t + 14),
+        Notice("Streaming logs (Ctrl+C to stop and cleanup)...", ts=t + 14),
+        first_lines,
+        *gate("serving"),
+        Phase(SLURM_TUNNEL, "broken", "SSH connection to alvis2 lost", kind="tunnel", ts=t + 20),
+        *gate("broken"),
+        Phase(SLURM_TUNNEL, "reconnecting", "attempt 1", kind="tunnel", ts=t + 21),
+        *gate("reconnecting"),
+        Phase(SLURM_TUNNEL, "up", "reconnected to alvis2", kind="tunnel", ts=t + 22),
+        later_lines,
+        *gate("up"),
+    ]

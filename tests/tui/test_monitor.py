@@ -5,7 +5,21 @@ from __future__ import annotations
 import json
 
 from backends.events import Finished, LogLine, Phase
-from tests.tui.monitor_support import FIXED_NOW, Gate, ScriptedBackend, log_lines, make_app, make_spec, running_script, wait_for
+from tests.tui.monitor_support import (
+    FIXED_NOW,
+    SLURM_JOB,
+    SLURM_TUNNEL,
+    SLURM_URL,
+    Gate,
+    ScriptedBackend,
+    log_lines,
+    make_app,
+    make_spec,
+    running_script,
+    slurm_script,
+    slurm_spec,
+    wait_for,
+)
 from tui.screens.dialogs import ConfirmDialog, QuitDialog, TextInputDialog
 from tui.screens.monitor import RunMonitorScreen
 from tui.widgets.endpoint import EndpointPanel
@@ -379,3 +393,51 @@ def test_link_states_have_their_own_categories():
     # a broken link may come back: not a final state (its duration keeps ticking)
     assert "broken" not in TERMINAL and "retrying" not in TERMINAL
     assert state_category("SUBMITTED") == "pending"
+
+
+async def test_slurm_run_job_server_tunnel_and_logs():
+    """A slurm run as the backend reports it: PENDING (Resources) → RUNNING on a node, tunnel up → broken → reconnecting → up."""
+    gates = {name: Gate() for name in ("pending", "serving", "broken", "reconnecting", "up")}
+    backend = ScriptedBackend(slurm_script(gates), name="slurm")
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        ctrl, screen = await _launch(app, pilot, slurm_spec())
+        status = screen.query_one(StatusView)
+        job = f"job {SLURM_JOB}"
+
+        def row(unit: str) -> str:
+            return status.row_text(status.phase(unit)).plain
+
+        await wait_for(pilot, lambda: status.phase(job) is not None and status.phase(job).state == "PENDING")
+        assert row(job).startswith("◌ PENDING") and "Resources" in row(job)
+        header = str(screen.query_one("#monitor-header").render())
+        assert "slurm" in header and "gpt-oss-20b" in header
+
+        gates["pending"].open()
+        view = screen.query_one(LogView)
+        endpoint = screen.query_one(EndpointPanel)
+        await wait_for(pilot, lambda: endpoint.endpoint is not None and view.line_count == 6)
+        assert row(job).startswith("▶ RUNNING") and "alvis7-07" in row(job)
+        assert row("server alvis7-07:41084").startswith("▶ READY") and SLURM_URL in row("server alvis7-07:41084")
+        assert row(SLURM_TUNNEL).startswith("▶ up") and "alvis7-07:41084" in row(SLURM_TUNNEL)
+        assert endpoint.endpoint.url == SLURM_URL and "job 5382685 on alvis7-07" in endpoint.endpoint.detail
+        assert "✔ reachable" in str(endpoint.render())
+        await pilot.pause()
+        shown = view.visible_text()
+        assert "[VLLM OUT] (APIServer pid=20037) INFO 11-23 10:00:05 [api_server.py:1839] vLLM API server version 0.11.0" in shown
+        assert shown[-1] == "[VLLM ERR] INFO:     Application startup complete."
+
+        gates["serving"].open()
+        await wait_for(pilot, lambda: status.phase(SLURM_TUNNEL).state == "broken")
+        assert row(SLURM_TUNNEL).startswith("✘ broken") and "SSH connection to alvis2 lost" in row(SLURM_TUNNEL)
+        gates["broken"].open()
+        await wait_for(pilot, lambda: status.phase(SLURM_TUNNEL).state == "reconnecting")
+        assert row(SLURM_TUNNEL).startswith("↻ reconnecting") and "attempt 1" in row(SLURM_TUNNEL)
+        gates["reconnecting"].open()
+        await wait_for(pilot, lambda: status.phase(SLURM_TUNNEL).state == "up" and view.line_count == 8)
+        assert row(SLURM_TUNNEL).startswith("▶ up") and "reconnected to alvis2" in row(SLURM_TUNNEL)
+        # one row per unit, however often its state changed
+        assert [p.unit for p in status.units] == [job, "server alvis7-07:41084", SLURM_TUNNEL]
+        assert ctrl.live
+        await ctrl.cleanup(2.0)
+        assert backend.cancel_calls == [(ctrl.id, True)]
