@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from backends.argo.sweep import QueueUnavailable, SweepReader
 from backends.argo.workflow import (
-    CRD_NAME, EXPERIMENT_LABEL, GROUP, MODEL_VERSION_LABEL, PLURAL, VERSION, WORKFLOW_LABEL,
+    CRD_NAME, EXPERIMENT_LABEL, GROUP, MODEL_VERSION_ANNOTATION, MODEL_VERSION_LABEL, PLURAL, VERSION, WORKFLOW_LABEL,
     check_model_version_id, label_value, workflow_for, yaml_dump,
 )
 from backends.base import Check, Run
@@ -89,6 +89,34 @@ def populate_text(mvid: str, info: dict[str, Any]) -> str:
         f"{info.get('sequence_lengths', '?')} sequence lengths",
     ]
     return f"{fmt_count(int(info.get('total', 0)))} ({' × '.join(parts)})"
+
+
+def workflow_phase_event(wf: dict[str, Any]) -> Phase:
+    """The Workflow itself as a ``kind="workflow"`` :class:`Phase`."""
+    status = wf.get("status") or {}
+    return Phase((wf.get("metadata") or {}).get("name", ""), workflow_phase(wf), status.get("message") or "", kind="workflow",
+                 started=parse_time(status.get("startedAt")), finished=parse_time(status.get("finishedAt")))
+
+
+def node_phases(wf: dict[str, Any]) -> list[tuple[str, Phase]]:
+    """``(node id, Phase)`` of each node in ``status.nodes``, in start order.
+
+    Grouping nodes (they mirror their children) and the root node (the Workflow
+    itself) are left out; a ``Retry`` node's retries are its attempts past the first.
+    """
+    name = (wf.get("metadata") or {}).get("name")
+    nodes = [n for n in ((wf.get("status") or {}).get("nodes") or {}).values()
+             if n.get("type") not in GROUP_NODES and n.get("id") != name]
+    nodes.sort(key=lambda n: (n.get("startedAt") or "", n.get("name") or ""))
+    out = []
+    for node in nodes:
+        retries = max(0, len(node.get("children") or []) - 1) if node.get("type") == "Retry" else 0
+        nid = node.get("id") or node.get("name") or ""
+        out.append((nid, Phase(
+            node.get("displayName") or node.get("name") or nid, node.get("phase") or "Pending", node.get("message") or "",
+            kind="node", started=parse_time(node.get("startedAt")), finished=parse_time(node.get("finishedAt")), retries=retries,
+        )))
+    return out
 
 
 @dataclass
@@ -319,6 +347,22 @@ class ArgoBackend:
         finally:
             await reader.aclose()
 
+    async def find_workflow(self, model_version_id: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The newest Workflow sweeping ``model_version_id`` (found by its model-version label), or None.
+
+        Raises:
+            KubeError: the cluster cannot be reached or listed.
+        """
+        ns = namespace or self.namespace()
+        value = label_value(model_version_id)
+        if value is not None:
+            items = await self.kube().list(*ARGO, ns, label_selector=f"{MODEL_VERSION_LABEL}={value}")
+        else:  # not a label value: the annotation holds the full id
+            items = [w for w in await self.kube().list(*ARGO, ns, label_selector="app.kubernetes.io/managed-by=sweepdeck")
+                     if ((w.get("metadata") or {}).get("annotations") or {}).get(MODEL_VERSION_ANNOTATION) == model_version_id]
+        items.sort(key=lambda w: ((w.get("metadata") or {}).get("creationTimestamp") or "", (w.get("metadata") or {}).get("name") or ""))
+        return items[-1] if items else None
+
     async def create_namespace(self, name: str) -> None:
         """Create a missing namespace (offered by the namespace check)."""
         try:
@@ -489,20 +533,12 @@ class ArgoBackend:
                 state.shown["__workflow__"] = key
                 events.append(Phase(wf_name, phase, status.get("message") or "", kind="workflow",
                                     started=parse_time(status.get("startedAt")), finished=parse_time(status.get("finishedAt"))))
-            nodes = [n for n in (status.get("nodes") or {}).values()
-                     if n.get("type") not in GROUP_NODES and n.get("id") != wf_name]  # the root node is the workflow itself
-            nodes.sort(key=lambda n: (n.get("startedAt") or "", n.get("name") or ""))
-            for node in nodes:
-                retries = max(0, len(node.get("children") or []) - 1) if node.get("type") == "Retry" else 0
-                nkey = (node.get("phase") or "Pending", node.get("message") or "", node.get("finishedAt"), retries)
-                nid = node.get("id") or node.get("name") or ""
+            for nid, node in node_phases(wf):
+                nkey = (node.state, node.detail, node.finished, node.retries)
                 if state.shown.get(nid) == nkey:
                     continue
                 state.shown[nid] = nkey
-                events.append(Phase(
-                    node.get("displayName") or node.get("name") or nid, nkey[0], nkey[1], kind="node",
-                    started=parse_time(node.get("startedAt")), finished=parse_time(node.get("finishedAt")), retries=retries,
-                ))
+                events.append(node)
             if phase in TERMINAL:
                 return events, wf
         return events, None

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 import httpx
 
-from backends.events import Sweep
+from backends.events import Phase, Sweep
 from config.errors import SweepdeckError
 
 API = "/api/v1/workflow"
@@ -183,7 +184,7 @@ def progress_line(s: Sweep) -> str:
 
 
 def detail_lines(s: Sweep, *, limit: int = 5) -> list[str]:
-    """Failure groups, stale configs and breakdowns as indented text lines."""
+    """Failure groups, stale configs and the breakdowns by workload and by priority as indented text lines."""
     out: list[str] = []
     if s.failures:
         out.append("Failures by error:")
@@ -197,6 +198,45 @@ def detail_lines(s: Sweep, *, limit: int = 5) -> list[str]:
     if s.by_workload:
         out.append("By workload:")
         out += [_breakdown_line(str(r["workload_type"]), r) for r in s.by_workload]
+    if s.by_priority:
+        out.append("By priority:")
+        rows = sorted(s.by_priority, key=lambda r: int(r.get("priority", 0)))
+        out += [_breakdown_line(str(r["priority"]), r) for r in rows[:limit * 4]]
+        if len(rows) > limit * 4:
+            out.append(f"  … {len(rows) - limit * 4} more priorities")
+    return out
+
+
+def node_lines(workflow: Phase | None, nodes: list[Phase], now: float | None = None) -> list[str]:
+    """The Workflow and its nodes as text: name, phase, duration, retries, message (the sweep view's node table).
+
+    Args:
+        workflow: The Workflow's own phase (``kind="workflow"``).
+        nodes: Its nodes, in start order.
+        now: Epoch seconds for the durations of running nodes (default: the clock).
+    """
+    now = time.time() if now is None else now
+
+    def duration(p: Phase) -> str:
+        if p.started is None:
+            return "—"
+        end = p.finished if p.finished is not None else now
+        return fmt_duration(max(0.0, end - p.started))
+
+    out: list[str] = []
+    if workflow is not None:
+        line = f"Workflow {workflow.unit}: {workflow.state} ({duration(workflow)})"
+        out.append(line + (f" — {workflow.detail}" if workflow.detail else ""))
+    if nodes:
+        width = min(40, max(len(p.unit) for p in nodes))
+        out.append("Nodes:")
+        for p in nodes:
+            line = f"  {p.unit:<{width}}  {p.state:<10} {duration(p):>7}"
+            if p.retries:
+                line += f"  retries {p.retries}"
+            if p.detail:
+                line += f"  {' '.join(p.detail.split())[:160]}"
+            out.append(line)
     return out
 
 

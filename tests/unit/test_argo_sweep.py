@@ -96,3 +96,36 @@ def test_manifest_refuses_values_argo_or_the_queue_would_reject(kwargs, message)
     with pytest.raises(SweepdeckError) as exc:
         build_workflow(**args)
     assert message in exc.value.message
+
+
+def test_detail_lines_break_down_by_priority_in_priority_order():
+    rows = [{"priority": p, "pending": 2, "running": 0, "completed": 1, "failed": 1} for p in (210, 100, 105)]
+    lines = detail_lines(Sweep("mv1", total=12, by_priority=rows), limit=5)
+    start = lines.index("By priority:")
+    assert [line.split()[0] for line in lines[start + 1:]] == ["100", "105", "210"]
+    assert lines[start + 1] == "  100                     2/4       50.0%  failed 1"
+    many = [{"priority": p, "pending": 1} for p in range(30)]
+    lines = detail_lines(Sweep("mv1", total=30, by_priority=many), limit=5)
+    assert len(lines) == 1 + 20 + 1 and lines[-1] == "  … 10 more priorities"
+
+
+def test_node_lines_show_phase_duration_retries_and_message():
+    from backends.argo.sweep import node_lines
+    from backends.events import Phase
+
+    wf = Phase("model-benchmark-pipeline-v2-abcde", "Running", "", kind="workflow", started=1000.0)
+    nodes = [
+        Phase("populate", "Succeeded", "", kind="node", started=1000.0, finished=1004.0),
+        Phase("worker(0:0)", "Running", "", kind="node", started=1005.0, retries=1),
+        Phase("worker(0:0)(0)", "Failed", "OOMKilled\n(exit code 137)", kind="node", started=1005.0, finished=1010.0),
+        Phase("finalize", "Pending", "", kind="node"),
+    ]
+    lines = node_lines(wf, nodes, now=1100.0)
+    assert lines[0] == "Workflow model-benchmark-pipeline-v2-abcde: Running (1m40s)"
+    assert lines[1] == "Nodes:"
+    assert lines[2] == "  populate        Succeeded       4s"
+    assert lines[3] == "  worker(0:0)     Running      1m35s  retries 1"
+    assert lines[4] == "  worker(0:0)(0)  Failed          5s  OOMKilled (exit code 137)"
+    assert lines[5] == "  finalize        Pending          —"
+    done = Phase("wf", "Failed", "child 'x' failed", kind="workflow", started=0.0, finished=62.0)
+    assert node_lines(done, []) == ["Workflow wf: Failed (1m02s) — child 'x' failed"]

@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     w.add_argument("--queue-url", help="work-queue API base URL (default: the profile's queue_url)")
     w.add_argument("--interval", type=float, help="seconds between reads (default: the profile's poll_interval)")
     w.add_argument("--stale-after", type=float, metavar="MIN", help="running longer than MIN minutes counts as stale")
+    w.add_argument("-n", "--namespace", help="namespace of the sweep's Workflow (default: the profile's)")
+    w.add_argument("--no-workflow", action="store_true", help="queue progress only: do not look the Workflow up in the cluster")
     w.add_argument("--once", action="store_true", help="print one reading (with details) and exit")
     w.add_argument("--json", action="store_true", help="one JSON Sweep snapshot per line")
 
@@ -86,20 +88,50 @@ def _watch_command(args: argparse.Namespace) -> int:
 
     _positive(args.interval, "--interval")
     _positive(args.stale_after, "--stale-after")
-    _settings, profile = _profile(args)
+    settings, profile = _profile(args, namespace=args.namespace)
     mvid = check_model_version_id(args.model_version_id)
     url = args.queue_url or profile.get("queue_url") or "http://127.0.0.1:8080"
     interval = args.interval or float(profile.get("poll_interval", 2.0))
     stale = args.stale_after or float(profile.get("stale_after_min", 120.0))
-    return asyncio.run(watch(url, mvid, interval=interval, stale_after_min=stale, once=args.once, json_mode=args.json))
+    find = None if args.no_workflow else _workflow_finder(settings, profile, mvid)
+    return asyncio.run(watch(url, mvid, interval=interval, stale_after_min=stale, once=args.once, json_mode=args.json,
+                             find_workflow=find))
+
+
+def _has_kubeconfig(profile) -> bool:
+    import os
+
+    if profile.get("kubeconfig") or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
+    return os.path.exists(os.path.expanduser(path))
+
+
+def _workflow_finder(settings, profile, mvid: str):
+    """``async () -> Workflow | None`` over the Kubernetes API, or None when there is no kubeconfig to use."""
+    if not _has_kubeconfig(profile):
+        return None
+    from backends.argo import ArgoBackend
+    from backends.cleanup import CleanupRegistry
+
+    backend = ArgoBackend(settings, profile, registry=CleanupRegistry())  # reads only: nothing to clean up
+
+    async def find():
+        return await backend.find_workflow(mvid)
+
+    return find
 
 
 async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: float = 120.0, once: bool = False,
-                json_mode: bool = False, out=None) -> int:
+                json_mode: bool = False, out=None, find_workflow=None) -> int:
     """Print progress lines until the sweep has nothing pending or running (0), or once.
 
     Counts are read every ``interval`` seconds; the failure groups, stale configs and
-    breakdowns (group-by queries) every 5th read, and at the start and the end.
+    breakdowns (group-by queries) every 5th read, and at the start and the end. With
+    ``find_workflow`` (``async () -> Workflow dict | None``) the sweep's Workflow is read
+    at each reading too, and its node states (phase, duration, retries, message) are
+    printed at the start and the end, with the details, and whenever a node changes —
+    what the TUI sweep view shows, as lines.
 
     Returns:
         0 when the sweep is done (or ``once`` read it); 1 when ``once`` finds no configs.
@@ -111,18 +143,55 @@ async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: 
     import json
     import time
 
-    from backends.argo.backend import DETAIL_EVERY
-    from backends.argo.sweep import QueueUnavailable, SweepReader, detail_lines, progress_line
+    from backends.argo.backend import DETAIL_EVERY, node_phases, workflow_phase_event
+    from backends.argo.sweep import QueueUnavailable, SweepReader, detail_lines, node_lines, progress_line
     from backends.events import to_dict
+    from backends.kube import KubeError
+    from config.errors import SweepdeckError
 
-    def show(snap, details: bool) -> None:
+    wf_state = {"key": None, "warned": False, "missing": False}
+
+    async def workflow_lines(details: bool) -> list[str]:
+        """The Workflow's lines when they are due (details, or a node changed); JSON mode: its Phase events."""
+        if find_workflow is None:
+            return []
+        try:
+            wf = await find_workflow()
+        except (KubeError, SweepdeckError) as exc:
+            if wf_state["warned"]:
+                return []
+            wf_state["warned"] = True
+            return [f"[WARN] cannot read the sweep's Workflow: {exc.message} (showing the queue only)"]
+        wf_state["warned"] = False
+        if wf is None:
+            if wf_state["missing"]:
+                return []
+            wf_state["missing"] = True
+            return [f"[INFO] no Workflow is labelled with model version {mvid} (submitted with: sweepdeck argo submit)"]
+        wf_state["missing"] = False
+        top = workflow_phase_event(wf)
+        nodes = [p for _nid, p in node_phases(wf)]
+        key = (top.unit, top.state, top.detail, tuple((p.unit, p.state, p.detail, p.retries, p.finished) for p in nodes))
+        if key == wf_state["key"] and not details:
+            return []
+        wf_state["key"] = key
+        if json_mode:
+            return [json.dumps(to_dict(p), default=str) for p in (top, *nodes)]
+        return node_lines(top, nodes)
+
+    async def show(snap, details: bool) -> None:
+        extra = await workflow_lines(details)
         if json_mode:
             _say(json.dumps(to_dict(snap), default=str), out)
+            for line in extra:
+                _say(line, out)
             return
         _say(f"[{time.strftime('%H:%M:%S')}] {snap.model_version_id} {progress_line(snap)}", out)
         if details:
             for line in detail_lines(snap):
                 _say(line, out)
+        for line in extra:
+            _say(line, out)
 
     tick = 0
     down = False
@@ -147,7 +216,7 @@ async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: 
             if finished and not details:
                 snap = await reader.snapshot(details=True)  # the end shows the failure groups
                 details = True
-            show(snap, details)
+            await show(snap, details)
             if snap.total == 0:
                 if tick == 0 or once:
                     _say(f"[WARN] model version {mvid} has no configs at {url} yet; populate it with: sweepdeck queue populate {mvid}", out)

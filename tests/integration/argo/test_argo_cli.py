@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -91,6 +92,66 @@ def test_watch_bad_input_is_one_readable_message(argv, expected, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.fakeapi
+def test_watch_prints_the_workflows_node_states_and_priorities(config_file, cluster, api, backend, spec, capsys):
+    """With a profile, watch looks the Workflow up by its model-version label: the sweep view's lines."""
+    populate(api)
+    cluster.controller.hang["worker"] = True
+    cluster.controller.fail("worker(1:1)", "OOMKilled (exit code 137)", times=1)
+    run = asyncio.run(backend.launch(spec))
+    try:
+        name = run.handle["workflow"]
+        cluster.wait_for(lambda: sum(
+            n["phase"] == "Running" and n["type"] == "Pod"
+            for n in (cluster.get(A, "Workflow", name, NS).get("status") or {}).get("nodes", {}).values()) == 3, timeout=15)
+        settle(api)
+        assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert "By priority:" in out
+        prio = out[out.index("By priority:") + 1:]
+        # chatbot, batch 1, 1024 tokens: 2 hardware configs, claimed first and completed by settle()
+        assert prio[0] == "  100                     2/2      100.0%  failed 0"
+        assert f"Workflow {name}: Running (" in "\n".join(out)
+        nodes = out[out.index("Nodes:") + 1:]
+        by_name = {line.split()[0]: line.split() for line in nodes}
+        assert by_name["populate"][1] == "Succeeded"
+        assert by_name["worker(0:0)"][1] == "Running" and by_name["worker(2:2)"][1] == "Running"
+        assert by_name["worker(1:1)"][1:2] == ["Running"] and "retries" in by_name["worker(1:1)"]
+        assert " ".join(by_name["worker(1:1)(0)"][1:]).endswith("OOMKilled (exit code 137)")
+        assert by_name["worker(1:1)(0)"][1] == "Failed"
+
+        # --json: the Sweep snapshot, then the Workflow and its nodes as Phase events
+        assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once", "--json"]) == 0
+        docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert docs[0]["type"] == "Sweep" and docs[0]["by_priority"]
+        assert docs[1]["type"] == "Phase" and docs[1]["kind"] == "workflow" and docs[1]["unit"] == name
+        assert {d["unit"] for d in docs[2:]} >= {"populate", "worker(0:0)", "worker(1:1)(0)"}
+
+        # --no-workflow: the queue only, no request to the cluster
+        cluster.reset_requests()
+        assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once", "--no-workflow"]) == 0
+        assert "Nodes:" not in capsys.readouterr().out and cluster.request_count() == 0
+    finally:
+        asyncio.run(backend.cleanup(run))
+
+
+@pytest.mark.fakeapi
+def test_watch_without_a_workflow_or_cluster_still_shows_the_queue(config_file, fake_kube, api, capsys):
+    from tests.support.fakekube.argo_controller import install_argo_crds
+
+    install_argo_crds(fake_kube)
+    fake_kube.ensure_namespace(NS)
+    populate(api)
+    assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert f"/{SMALL_TOTAL}" in out and f"[INFO] no Workflow is labelled with model version {MVID}" in out
+    fake_kube.fail_next("GET", r"/workflows", 503, "ServiceUnavailable", times=100)
+    assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert f"/{SMALL_TOTAL}" in out and "[WARN] cannot read the sweep's Workflow:" in out and "showing the queue only" in out
+    assert "Traceback" not in out
 
 
 # ----------------------------------------------------------------------------- submit
