@@ -53,22 +53,50 @@ class Sources:
 
     @classmethod
     def from_profile(cls, profile: "Profile") -> "Sources":
+        """The profile's files; with ``blis_repo``, the BLIS checkout's, laid out as upstream keeps them.
+
+        A checkout of inference-sim/tektonc-data-collection has::
+
+            tektoncsample/<sample>/data_pipeline.yaml.j2   (some samples: pipeline.yaml.j2)
+            tektoncsample/<sample>/values.yaml
+            tektoncsample/<sample>/pipelinerun.yaml
+            tekton/tasks/*.yaml, tekton/steps/*.yaml       (Tasks, StepActions)
+            .claude/config/*.yaml                          (catalogs: settings' catalog_dir)
+
+        ``<sample>`` is the profile's ``blis_sample`` (``blis``; ``blis-inference-perf``
+        for the inference-perf harness). Explicit ``template``/``values``/``pipelinerun``
+        options win. The checkout's Tasks override sweepdeck's of the same name;
+        sweepdeck's fill in the ones it lacks (``install-guidellm``... are not in it).
+        """
         from templates.render import template_path
 
+        ours = [template_path("tekton/stepactions"), template_path("tekton/tasks")]
         repo = Path(profile.get("blis_repo")).expanduser() if profile.get("blis_repo") else None
         template = profile.get("template")
         values = profile.get("values")
         pr = profile.get("pipelinerun")
-        tasks_dirs: list[Path] = []
+        tasks_dirs = list(ours)
         if repo:
             if not repo.is_dir():
                 raise SweepdeckError(f"blis_repo {repo} is not a directory.", "Fix 'blis_repo' in the tekton profile.")
-            template = template or repo / "tektoncsample" / "blis" / "data_pipeline.yaml.j2"
-            values = values or repo / "tektoncsample" / "blis" / "values.yaml"
-            pr = pr or repo / "tektoncsample" / "blis" / "pipelinerun.yaml"
-            tasks_dirs = [d for d in (repo / "tekton" / "steps", repo / "tekton" / "tasks") if d.is_dir()]
-        if not tasks_dirs:
-            tasks_dirs = [template_path("tekton/stepactions"), template_path("tekton/tasks")]
+            sample_name = profile.get("blis_sample") or "blis"
+            sample = repo / "tektoncsample" / sample_name
+            if not (template and values) and not sample.is_dir():
+                have = sorted(d.name for d in (repo / "tektoncsample").iterdir() if d.is_dir()) if (repo / "tektoncsample").is_dir() else []
+                raise SweepdeckError(
+                    f"blis_repo {repo} has no tektoncsample/{sample_name}/ directory.",
+                    ("Set 'blis_sample' to one of: " + ", ".join(have)) if have
+                    else "Point 'blis_repo' at a checkout of the BLIS repo (tektonc-data-collection), or set template/values.",
+                )
+            if not template:
+                found = [sample / n for n in ("data_pipeline.yaml.j2", "pipeline.yaml.j2") if (sample / n).is_file()]
+                template = found[0] if found else None  # none: sweepdeck's own BLIS template
+            if not values:
+                values = sample / "values.yaml"
+                if not values.is_file():
+                    raise SweepdeckError(f"blis_repo: {values} does not exist.", "Set 'values' in the tekton profile.")
+            pr = pr or sample / "pipelinerun.yaml"
+            tasks_dirs += [d for d in (repo / "tekton" / "steps", repo / "tekton" / "tasks") if d.is_dir()]
         return cls(
             template=Path(template).expanduser() if template else template_path(PACKAGE_TEMPLATE),
             values=Path(values).expanduser() if values else Path(__file__).resolve().parents[2] / "config" / "data" / "values.yaml",
@@ -206,7 +234,10 @@ def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: s
 
 
 def resources_for(pipeline: dict[str, Any], dirs: list[Path]) -> list[dict[str, Any]]:
-    """The Tasks and StepActions the pipeline refers to (taskRef names, then their step refs)."""
+    """The Tasks and StepActions the pipeline refers to (taskRef names, then their step refs).
+
+    A name found in several ``dirs`` is taken from the last (a BLIS checkout's over sweepdeck's).
+    """
     available: dict[tuple[str, str], dict[str, Any]] = {}
     for d in dirs:
         for path in sorted(Path(d).glob("*.y*ml")):

@@ -102,3 +102,82 @@ def test_expected_seconds(profile):
     assert expected_seconds("finally-delete-model-tp2", profile) == 5 * 60
     p2 = Profile("t", "tekton", {**profile.options, "expected_minutes": {"deploy-model": 3}})
     assert expected_seconds("deploy-model-tp4", p2) == 180
+
+
+@pytest.fixture
+def blis_checkout(tmp_path):
+    """A BLIS checkout laid out as inference-sim/tektonc-data-collection is (see tests/fixtures/tekton/README.md).
+
+    The values and pipelinerun are the upstream files; the template is sweepdeck's
+    under the upstream name with one description changed (to see it is the one
+    read), and tekton/tasks/ holds the checkout's own deploy-model Task.
+    """
+    from templates.render import template_path
+
+    repo = tmp_path / "tektonc-data-collection"
+    sample = repo / "tektoncsample" / "blis"
+    sample.mkdir(parents=True)
+    (sample / "values.yaml").write_bytes((FIX / "blis-values.yaml").read_bytes())
+    (sample / "pipelinerun.yaml").write_bytes((FIX / "blis-pipelinerun.yaml").read_bytes())
+    template = template_path("tekton/blis/pipeline.yaml.j2").read_text()
+    assert "description: Models, shared by every model server" in template
+    (sample / "data_pipeline.yaml.j2").write_text(template.replace("description: Models, shared by every model server",
+                                                                   "description: Models (the user's template)"))
+    (repo / "tekton" / "tasks").mkdir(parents=True)
+    (repo / "tekton" / "steps").mkdir()
+    task = yaml.safe_load(template_path("tekton/tasks/deploy-model.yaml").read_text())
+    task["metadata"].setdefault("labels", {})["origin"] = "user-checkout"
+    (repo / "tekton" / "tasks" / "deploy-model.yaml").write_text(yaml.safe_dump(task))
+    config = repo / ".claude" / "config"
+    config.mkdir(parents=True)
+    cats = Path(__file__).resolve().parents[1] / "fixtures" / "catalogs"
+    for name in ("known-models.yaml", "workload-presets.yaml", "vllm-args.yaml"):
+        (config / name).write_bytes((cats / name).read_bytes())
+    (repo / "tektoncsample" / "blis-inference-perf").mkdir()
+    return repo
+
+
+def _snapshot(root):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_blis_repo_layout_is_read_and_never_changed(blis_checkout, spec):
+    before = _snapshot(blis_checkout)
+    opts = validate_profile("tekton", {"backend": "tekton", "namespace": "mert", "blis_repo": str(blis_checkout)}, None, "repo")
+    profile = Profile("repo", "tekton", opts)
+    sources = Sources.from_profile(profile)
+    sample = blis_checkout / "tektoncsample" / "blis"
+    assert (sources.template, sources.values, sources.pipelinerun) == (
+        sample / "data_pipeline.yaml.j2", sample / "values.yaml", sample / "pipelinerun.yaml")
+    b = build(spec.set("tp_sweep", (4,)).set("engine.image", "quay.io/x/vllm:2"), profile, sources)
+    workspaces = {w["name"]: w.get("description") for w in b.pipeline["spec"]["workspaces"]}
+    assert workspaces["model-cache"] == "Models (the user's template)"
+    assert b.values["stack"]["treatments"]["tensorParallelism"] == [4]
+    by_name = {(r["kind"], r["metadata"]["name"]): r for r in b.resources}
+    assert by_name[("Task", "deploy-model")]["metadata"]["labels"]["origin"] == "user-checkout"  # the checkout's Task wins
+    assert ("Task", "install-guidellm") in by_name and ("StepAction", "helm-upgrade") in by_name  # sweepdeck's fill in
+    b.files()  # everything the run store would get
+    assert _snapshot(blis_checkout) == before
+
+
+def test_blis_repo_sample_choice_and_errors(blis_checkout, tmp_path):
+    from config.errors import SweepdeckError
+
+    def sources(**extra):
+        opts = validate_profile("tekton", {"backend": "tekton", "namespace": "mert", "blis_repo": str(blis_checkout), **extra}, None, "r")
+        return Sources.from_profile(Profile("r", "tekton", opts))
+
+    with pytest.raises(SweepdeckError, match="no tektoncsample/calibration/") as err:
+        sources(blis_sample="calibration")
+    assert "blis, blis-inference-perf" in err.value.hint
+    with pytest.raises(SweepdeckError, match="values.yaml does not exist"):
+        sources(blis_sample="blis-inference-perf")
+    (blis_checkout / "tektoncsample" / "blis-inference-perf" / "values.yaml").write_text("stack: {}\n")
+    s = sources(blis_sample="blis-inference-perf")
+    from backends.tekton.build import PACKAGE_TEMPLATE
+    from templates.render import template_path
+
+    assert s.template == template_path(PACKAGE_TEMPLATE)  # no template in that sample: sweepdeck's
+    assert s.pipelinerun is None
+    with pytest.raises(SweepdeckError, match="is not a directory"):
+        sources(blis_repo=str(tmp_path / "nope"))
