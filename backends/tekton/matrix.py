@@ -29,6 +29,14 @@ Combo = list[dict[str, Any]]  # [{"name": ..., "value": ...}, ...]
 def _spec(pr: dict[str, Any]) -> dict[str, Any]:
     spec = (pr.get("spec") or {}).get("pipelineSpec")
     if not isinstance(spec, dict):
+        ref = (pr.get("spec") or {}).get("pipelineRef")
+        if isinstance(ref, dict):
+            what = f"pipelineRef {ref.get('name')!r}" if ref.get("name") else f"a pipelineRef through the {ref.get('resolver', '?')} resolver"
+            raise SweepdeckError(
+                f"The PipelineRun refers to its Pipeline ({what}); transform-pr cannot change a Pipeline it does not have.",
+                "Supported: a PipelineRun with the Pipeline embedded as spec.pipelineSpec and the matrix task under its tasks. "
+                "Embed the Pipeline's spec (e.g. from the Pipeline YAML) as spec.pipelineSpec, then transform.",
+            )
         raise SweepdeckError(
             "The PipelineRun has no embedded spec.pipelineSpec to transform.",
             "transform-pr works on PipelineRuns whose matrix task is inline (pipelineSpec.tasks).",
@@ -73,7 +81,9 @@ def combinations(matrix: dict[str, Any]) -> list[tuple[str | None, Combo]]:
 
 
 def count(pr: dict[str, Any]) -> int:
-    """How many TaskRuns the matrix tasks of ``pr`` start (for done/total progress)."""
+    """How many TaskRuns the matrix tasks of ``pr`` start (for done/total progress; 0 for a pipelineRef)."""
+    if not isinstance((pr.get("spec") or {}).get("pipelineSpec"), dict):
+        return 0  # the Pipeline is on the cluster: its matrix is not known here
     return sum(len(combinations(t["matrix"])) for t in matrix_tasks(pr))
 
 
@@ -99,6 +109,14 @@ def transform(
     if task:
         candidates = [t for t in candidates if t.get("name") == task]
     if not candidates:
+        in_finally = [t["name"] for t in spec.get("finally") or [] if isinstance(t, dict) and t.get("matrix") and (not task or t.get("name") == task)]
+        if in_finally:
+            # Tekton forbids runAfter in finally: their order cannot be limited
+            raise SweepdeckError(
+                f"The matrix task {in_finally[0]!r} is in finally; transform-pr only limits matrix tasks under pipelineSpec.tasks.",
+                "Finally tasks all start together and cannot have runAfter, so their parallelism cannot be limited. "
+                "Move the matrix task to spec.pipelineSpec.tasks (runAfter the tasks it follows), or run it as it is.",
+            )
         raise SweepdeckError("The PipelineRun has no matrix task" + (f" named {task!r}." if task else "."))
     if len(candidates) > 1:
         raise SweepdeckError(

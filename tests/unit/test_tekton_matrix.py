@@ -91,6 +91,22 @@ def test_errors():
         transform({"spec": {"pipelineRef": {"name": "x"}}}, limit=1)
 
 
+def test_pipelineref_and_finally_matrix_are_refused_saying_what_works():
+    with pytest.raises(SweepdeckError, match="refers to its Pipeline \\(pipelineRef 'x'\\)") as err:
+        transform({"spec": {"pipelineRef": {"name": "x"}}}, limit=1)
+    assert "spec.pipelineSpec" in err.value.hint
+    with pytest.raises(SweepdeckError, match="cluster resolver"):
+        transform({"spec": {"pipelineRef": {"resolver": "cluster", "params": []}}}, limit=1)
+    assert count({"spec": {"pipelineRef": {"name": "x"}}}) == 0  # run-pr can still launch it
+    pr = load("tekton-poc-pipelinerun-matrix.yaml")
+    spec = pr["spec"]["pipelineSpec"]
+    spec["finally"] = spec.pop("tasks")
+    spec["tasks"] = [{"name": "prepare", "taskRef": {"name": "prepare"}}]
+    with pytest.raises(SweepdeckError, match="is in finally; transform-pr only limits matrix tasks under pipelineSpec.tasks") as err:
+        transform(pr, limit=2)
+    assert "cannot have runAfter" in err.value.hint
+
+
 def test_cli_transform(tmp_path, capsys):
     from tui.cli import main
 
