@@ -78,3 +78,69 @@ async def test_launch_on_real_cluster(real_kube):
         assert isinstance(last, Finished) and last.outcome == "succeeded", last
     finally:
         await backend.cleanup(run)
+
+
+def _namespace_or_skip() -> str:
+    ns = os.environ.get("SWEEPDECK_CLUSTER_NAMESPACE")
+    if not ns or os.environ.get("SWEEPDECK_CLUSTER_LAUNCH") != "1":
+        pytest.skip("set SWEEPDECK_CLUSTER_NAMESPACE and SWEEPDECK_CLUSTER_LAUNCH=1 to change things on a real cluster")
+    return ns
+
+
+def _tiny_pipelinerun(name: str) -> dict:
+    """A PipelineRun with one long main task and one finally task (busybox; no GPUs)."""
+    step = {"name": "run", "image": "busybox:1.36", "script": "sleep 600"}
+    done = {"name": "run", "image": "busybox:1.36", "script": "echo cleaned"}
+    return {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": name}, "spec": {"pipelineSpec": {
+        "tasks": [{"name": "work", "taskSpec": {"steps": [step]}}],
+        "finally": [{"name": "cleanup", "taskSpec": {"steps": [done]}}],
+    }}}
+
+
+@pytest.mark.parametrize("graceful", [True, False], ids=["finally-runs", "now"])
+async def test_cancel_on_real_cluster(real_kube, graceful):
+    """CancelledRunFinally runs the finally task; Cancelled skips it (a busybox PipelineRun, deleted afterwards)."""
+    import time
+
+    from backends.events import Finished
+    from backends.tekton.backend import TEKTON
+
+    ns = _namespace_or_skip()
+    backend, _spec = _backend_and_spec(ns)
+    name = f"sweepdeck-ci-cancel-{'soft' if graceful else 'now'}-{int(time.time()) % 100000}"
+    run = await backend.launch_pipelinerun(_tiny_pipelinerun(name), ns)
+    try:
+        cancelled = False
+        last = None
+        async for ev in backend.events(run):
+            last = ev
+            if not cancelled and getattr(ev, "unit", "") == "work" and getattr(ev, "state", "") == "Running":
+                await backend.cancel(run, graceful=graceful)
+                cancelled = True
+        assert isinstance(last, Finished) and last.outcome == "cancelled", last
+        pr = await real_kube.get(*TEKTON, "pipelineruns", name, ns)
+        assert pr["spec"]["status"] == ("CancelledRunFinally" if graceful else "Cancelled")
+        trs = await real_kube.list(*TEKTON, "taskruns", ns, label_selector=f"tekton.dev/pipelineRun={name}")
+        ran = {t["metadata"]["labels"].get("tekton.dev/pipelineTask") for t in trs}
+        assert ("cleanup" in ran) is graceful
+    finally:
+        await real_kube.delete(*TEKTON, "pipelineruns", name, ns)
+
+
+async def test_install_shared_on_real_cluster(real_kube):
+    """install-shared applies the guidellm Task to a namespace (create, then update in place)."""
+    import yaml
+
+    from backends.tekton.backend import TEKTON
+    from backends.tekton.install import install_shared
+    from templates.render import render
+
+    ns = os.environ.get("SWEEPDECK_CLUSTER_SHARED_NAMESPACE") or _namespace_or_skip()
+    task = yaml.safe_load(render("tekton/tasks/guidellm-load-generator.yaml"))
+    task["metadata"]["namespace"] = ns
+    first = await install_shared(task, ns, KUBECONFIG.split(os.pathsep)[0], os.environ.get("SWEEPDECK_CLUSTER_CONTEXT"))
+    again = await install_shared(task, ns, KUBECONFIG.split(os.pathsep)[0], os.environ.get("SWEEPDECK_CLUSTER_CONTEXT"))
+    assert any("guidellm-load-generator" in line for line in first)
+    assert any("updated" in line for line in again)
+    got = await real_kube.get(*TEKTON, "tasks", "guidellm-load-generator", ns)
+    assert [r["name"] for r in got["spec"]["results"]] == ["benchmark-report", "log-file"]
