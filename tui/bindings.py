@@ -72,7 +72,7 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("filter_runs", "slash", "filter_runs", "Filter", scope="runs", help="Filter the runs list"),
     KeySpec("refresh_runs", "ctrl+r", "refresh_runs", "Refresh", scope="runs", show=False,
             help="Re-read the run store"),
-    KeySpec("matrix_sweep", "m", "app.matrix_sweep", "Matrix", scope="runs",
+    KeySpec("matrix_sweep", "m", "app.matrix_sweep", "Matrix", scope="runs", show=False,
             help="Launch a Tekton matrix PipelineRun (as is, unrolled, or N at once)"),
     # Tekton matrix sweep screen
     KeySpec("matrix_go", "f8", "launch", "Launch", scope="matrix", priority=True,

@@ -189,6 +189,18 @@ def flows():
         await pilot.press("d")
         await settle(pilot)
 
+    async def command_palette(pilot):
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"run")
+        # the palette searches in a worker; wait until its hits are listed
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if pilot.app.screen.query("CommandList") and pilot.app.screen.query_one("CommandList").option_count:
+                break
+        await settle(pilot)
+
     return {name: fn for name, fn in locals().items() if callable(fn)}
 
 
@@ -206,7 +218,7 @@ def test_runs_empty(snap_compare, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("flow", ["runs", "confirm_delete"])
+@pytest.mark.parametrize("flow", ["runs", "confirm_delete", "command_palette"])
 def test_runs_screens(snap_compare, seeded, size, flow):
     assert snap_compare(make_app(), terminal_size=size, run_before=FLOWS[flow])
 

@@ -292,6 +292,7 @@ class RunsScreen(Screen):
                 "No runs yet.\n\n"
                 f"Press  {self.key_for('new_experiment')}  to start a new experiment,\n"
                 f"       {self.key_for('quick_command')}  to type one in a line (llama3-70b chatbot TP=4),\n"
+                f"       {self.key_for('matrix_sweep')}  to launch a Tekton matrix PipelineRun,\n"
                 f"       {self.key_for('help')}  for every key."
             )
 
