@@ -31,7 +31,7 @@ from backends.argo.workflow import (
     CRD_NAME, EXPERIMENT_LABEL, GROUP, MODEL_VERSION_ANNOTATION, MODEL_VERSION_LABEL, PLURAL, VERSION, WORKFLOW_LABEL,
     check_model_version_id, label_value, workflow_for, yaml_dump,
 )
-from backends.base import Check, Run
+from backends.base import Check, Remedy, Run
 from backends.cleanup import REGISTRY, CleanupRegistry
 from backends.events import Alert, Event, Finished, Fix, LogLine, Notice, Phase, Sweep
 from backends.kube import Kube, KubeError, WatchEvent
@@ -81,14 +81,18 @@ def fmt_count(n: int) -> str:
     return f"{n:,}"
 
 
-def populate_text(mvid: str, info: dict[str, Any]) -> str:
-    """``9,000 (10 hardware configs × 3 frameworks × …)`` from a populate dry run."""
-    parts = [
+def populate_breakdown(info: dict[str, Any]) -> str:
+    """``10 hardware configs × 3 frameworks × …`` from a populate dry run."""
+    return " × ".join([
         f"{info.get('hardware_configs', '?')} hardware configs", f"{info.get('frameworks', '?')} frameworks",
         f"{info.get('workloads', '?')} workloads", f"{info.get('batch_sizes', '?')} batch sizes",
         f"{info.get('sequence_lengths', '?')} sequence lengths",
-    ]
-    return f"{fmt_count(int(info.get('total', 0)))} ({' × '.join(parts)})"
+    ])
+
+
+def populate_text(mvid: str, info: dict[str, Any]) -> str:
+    """``9,000 (10 hardware configs × 3 frameworks × …)`` from a populate dry run."""
+    return f"{fmt_count(int(info.get('total', 0)))} ({populate_breakdown(info)})"
 
 
 def workflow_phase_event(wf: dict[str, Any]) -> Phase:
@@ -277,9 +281,12 @@ class ArgoBackend:
         except KubeError as exc:
             return Check(f"Namespace {ns}", "warn", f"cannot read it: {exc.message}", exc.hint)
         if found is None:
+            where = f"context {kube.context}" if kube.context else kube.server
             return Check(f"Namespace {ns}", "fail", "does not exist",
                          f"Create it (kubectl create namespace {ns}) and install Argo's workflow RBAC there, or set 'namespace' in the argo profile.",
-                         data={"create_namespace": ns})
+                         remedy=Remedy("create_namespace", f"Create namespace {ns}",
+                                       f"Create namespace {ns} ({where})? Argo's workflow service account and RBAC there are up to you.",
+                                       {"namespace": ns}))
         return Check(f"Namespace {ns}", "pass", "exists")
 
     async def _check_experiment(self, kube: Kube, ns: str, experiment_id: str) -> Check:
@@ -325,16 +332,23 @@ class ArgoBackend:
                 return out + [Check(f"Model version {mvid}", "fail", exc.message, exc.hint)]
             total = int(prog.get("total", 0))
             if total == 0:
+                remedy = None
                 try:
                     info = await reader.populate(dry_run=True)
+                except QueueUnavailable as exc:
+                    would = f"(dry run failed: {exc.message})"  # no count to show: nothing offered
+                else:
                     would = populate_text(mvid, info)
                     expected = int(info.get("total", 0))
-                except QueueUnavailable as exc:
-                    would, expected = f"(dry run failed: {exc.message})", 0
+                    remedy = Remedy(
+                        "populate", f"Populate {mvid}",
+                        f"Model version {mvid} has no configs. Populate it with {fmt_count(expected)} configs ({populate_breakdown(info)})?",
+                        {"model_version_id": mvid, "expected": expected},
+                    )
                 return out + [Check(
                     f"Model version {mvid}", "fail", "has no configs in the queue",
                     f"Model version {mvid!r} has no configs. `sweepdeck queue populate {mvid}` would create {would}.",
-                    data={"populate": mvid, "expected": expected},
+                    remedy=remedy,
                 )]
             left = int(prog.get("pending", 0)) + int(prog.get("running", 0))
             counts = (f"{fmt_count(total)} configs: {fmt_count(int(prog.get('pending', 0)))} pending, "
@@ -363,13 +377,49 @@ class ArgoBackend:
         items.sort(key=lambda w: ((w.get("metadata") or {}).get("creationTimestamp") or "", (w.get("metadata") or {}).get("name") or ""))
         return items[-1] if items else None
 
-    async def create_namespace(self, name: str) -> None:
-        """Create a missing namespace (offered by the namespace check)."""
+    async def create_namespace(self, name: str) -> bool:
+        """Create a missing namespace (offered by the namespace check); False if it already existed."""
         try:
             await self.kube().create("", "v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         except KubeError as exc:
             if exc.status != 409:
                 raise
+            return False
+        return True
+
+    async def remedy(self, spec: "ExperimentSpec", remedy: Remedy) -> str:
+        """Carry out a pre-flight remedy the user confirmed (see :func:`backends.base.apply_remedy`).
+
+        ``create_namespace`` creates the namespace through the Kubernetes API;
+        ``populate`` populates the model version's default matrix through the queue API.
+
+        Returns:
+            What was done, as one line.
+
+        Raises:
+            SweepdeckError: an unknown remedy, or the API refused or did not answer.
+        """
+        if remedy.id == "create_namespace":
+            ns = str(remedy.args.get("namespace") or "")
+            if not ns:
+                raise SweepdeckError("The create_namespace remedy names no namespace.")
+            try:
+                created = await self.create_namespace(ns)
+            except KubeError as exc:
+                raise SweepdeckError(f"Could not create namespace {ns}: {exc.message}", exc.hint) from None
+            return f"created namespace {ns}" if created else f"namespace {ns} already exists"
+        if remedy.id == "populate":
+            mvid = check_model_version_id(remedy.args.get("model_version_id") or self.model_version_id(spec))
+            async with self.reader(mvid) as reader:
+                try:
+                    done = await reader.populate(dry_run=False)
+                except QueueUnavailable as exc:
+                    raise SweepdeckError(f"Could not populate {mvid}: {exc.message}", exc.hint) from None
+            text = f"populated {mvid}: {fmt_count(int(done.get('created', 0)))} configs created ({populate_breakdown(done)})"
+            if done.get("existing"):
+                text += f", {fmt_count(int(done['existing']))} already there"
+            return text
+        raise SweepdeckError(f"The argo backend has no remedy {remedy.id!r}.", "Do it by hand, then re-run pre-flight.")
 
     # ------------------------------------------------------------------ launch
 

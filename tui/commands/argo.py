@@ -5,7 +5,10 @@ Examples::
     sweepdeck argo watch llama3-70b-v2 --queue-url http://127.0.0.1:8080
     sweepdeck argo watch llama3-70b-v2 --once
     sweepdeck argo submit --profile lab --model-version-id llama3-70b-v2 --dry-run
-    sweepdeck argo submit --profile lab --model-version-id llama3-70b-v2 --populate --yes
+    sweepdeck argo submit --profile lab --model-version-id llama3-70b-v2 --populate --create-namespace --yes
+
+Pre-flight's remedies (populate an empty model version, create a missing namespace)
+are asked on a terminal, showing what will change, or taken with their flags.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def add_parser(sub) -> None:
     s.add_argument("--id", dest="experiment_id", help="experiment id (default: sweep-MVID-time)")
     s.add_argument("--dry-run", action="store_true", help="print the Workflow manifest; submit nothing")
     s.add_argument("--populate", action="store_true", help="populate the model version's default matrix first if it has no configs")
+    s.add_argument("--create-namespace", action="store_true", help="create the namespace first if it does not exist")
+    s.add_argument("--fix", action="store_true", help="carry out every remedy pre-flight offers (--populate and --create-namespace)")
     s.add_argument("--yes", action="store_true", help="accept pre-flight warnings and do not ask")
     s.add_argument("--detach", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP keep the Workflow running (reattach: sweepdeck attach ID)")
     s.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -285,29 +290,44 @@ def _ask(question: str) -> bool:
         return False
 
 
-async def _offer_populate(backend, spec, printer, *, populate: bool) -> None:
-    """Populate an empty model version when asked (--populate, or yes on a terminal), showing the count first."""
-    from backends.argo.backend import populate_text
-    from backends.argo.sweep import QueueUnavailable
-    from backends.events import Notice
+#: Pre-flight → remedies → pre-flight again, at most this many times.
+REMEDY_ROUNDS = 2
 
-    if not (populate or sys.stdin.isatty()):
-        return
-    mvid = backend.model_version_id(spec)
-    reader = backend.reader(mvid)
-    try:
-        try:
-            if int((await reader.progress()).get("total", 0)) > 0:
-                return
-            info = await reader.populate(dry_run=True)
-        except QueueUnavailable:
-            return  # pre-flight reports it
-        would = populate_text(mvid, info)
-        if populate or _ask(f"Model version {mvid} has no configs. Populate it with {would} configs?"):
-            done = await reader.populate(dry_run=False)
-            printer(Notice(f"populated {mvid}: {done['created']:,} configs created ({would})"))
-    finally:
-        await reader.aclose()
+
+async def _apply_remedies(backend, spec, checks, printer, *, accept: set[str], interactive: bool) -> bool:
+    """Carry out the remedies of a failed pre-flight; True if all were done (pre-flight is then run again).
+
+    Only when every blocking check has a remedy (:func:`tui.headless.remedies_for`):
+    nothing is changed for a launch that would fail anyway. A remedy is done when its
+    id is in ``accept`` (``--populate``, ``--create-namespace``, ``--fix``: all), or
+    when the user says yes to its question (which shows what will change) on a terminal.
+
+    Raises:
+        SweepdeckError: a remedy failed.
+    """
+    from backends.base import apply_remedy
+    from backends.events import Notice
+    from tui.headless import remedies_for
+
+    remedies = remedies_for([c for c in checks if c.status == "fail"])
+    if not remedies:
+        return False
+    for remedy in remedies:
+        if remedy.id not in accept and not (interactive and _ask(remedy.question)):
+            return False
+        printer(Notice(await apply_remedy(backend, spec, remedy)))
+    return True
+
+
+def _remedy_hint(checks) -> str:
+    from tui.headless import remedies_for
+
+    flags = {"populate": "--populate", "create_namespace": "--create-namespace"}
+    remedies = remedies_for([c for c in checks if c.status == "fail"])
+    if not remedies:
+        return ""
+    wanted = " ".join(dict.fromkeys(flags.get(r.id, "--fix") for r in remedies))
+    return f"Or let sweepdeck do it: re-run with {wanted} ({'; '.join(r.label for r in remedies)})."
 
 
 def _submit_command(args: argparse.Namespace) -> int:
@@ -332,13 +352,28 @@ def _submit_command(args: argparse.Namespace) -> int:
     inner = HeadlessPrinter(json_mode=args.json, spec=spec)
     printer = SweepPrinter(inner, every=float(profile.get("poll_interval", 2.0)))
 
+    accept = {name for name, on in (("populate", args.populate), ("create_namespace", args.create_namespace)) if on}
+    if args.fix:
+        accept |= {"populate", "create_namespace"}
+
     async def go():
-        await _offer_populate(backend, spec, printer, populate=args.populate)
-        return await drive(
-            backend, spec, on_event=printer, on_checks=inner.checks,
-            confirm=(lambda checks: _ask("Submit the workflow?")) if not args.yes and sys.stdin.isatty() else None,
-            assume_yes=args.yes, detach_on_signal=args.detach,
-        )
+        from backends.session import PreflightFailed
+
+        for round_ in range(REMEDY_ROUNDS + 1):
+            try:
+                return await drive(
+                    backend, spec, on_event=printer, on_checks=inner.checks,
+                    confirm=(lambda checks: _ask("Submit the workflow?")) if not args.yes and sys.stdin.isatty() else None,
+                    assume_yes=args.yes, detach_on_signal=args.detach,
+                )
+            except PreflightFailed as exc:
+                if round_ == REMEDY_ROUNDS or not await _apply_remedies(
+                        backend, spec, exc.checks, printer, accept=accept, interactive=sys.stdin.isatty()):
+                    hint = _remedy_hint(exc.checks)
+                    if hint and round_ < REMEDY_ROUNDS:
+                        raise PreflightFailed(exc.message, f"{exc.hint} {hint}".strip(), exc.checks) from None
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     result = asyncio.run(go())
     inner.result(result)

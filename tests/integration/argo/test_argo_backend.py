@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import pytest
 
+from backends.base import apply_remedy
 from backends.events import Alert, Finished, LogLine, Notice, Phase, Sweep
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress, with_options
 from tests.support.fakekube.argo_controller import remove_argo
@@ -74,10 +75,32 @@ async def test_preflight_missing_namespace(backend, spec, cluster, api):
     cluster.delete("v1", "Namespace", NS)
     by = {c.name: c for c in await backend.preflight(spec)}
     check = by[f"Namespace {NS}"]
-    assert check.status == "fail" and check.data == {"create_namespace": NS}
-    assert f"kubectl create namespace {NS}" in check.fix
-    await backend.create_namespace(NS)
+    assert check.status == "fail" and f"kubectl create namespace {NS}" in check.fix
+    r = check.remedy
+    assert (r.id, r.label, r.args) == ("create_namespace", f"Create namespace {NS}", {"namespace": NS})
+    assert r.question.startswith(f"Create namespace {NS} (context ") and "RBAC" in r.question
+    assert not cluster.exists("v1", "Namespace", NS)  # pre-flight only offers it
+    assert await apply_remedy(backend, spec, r) == f"created namespace {NS}"
     assert cluster.exists("v1", "Namespace", NS)
+    assert await backend.remedy(spec, r) == f"namespace {NS} already exists"  # idempotent
+    by = {c.name: c for c in await backend.preflight(spec)}
+    assert by[f"Namespace {NS}"].status == "pass" and by[f"Namespace {NS}"].remedy is None
+
+
+async def test_remedy_failures_are_readable(backend, spec, cluster, api):
+    from backends.base import Remedy
+    from config.errors import SweepdeckError
+
+    cluster.delete("v1", "Namespace", NS)
+    cluster.fail_next("POST", r"/namespaces$", 403, "Forbidden")
+    with pytest.raises(SweepdeckError, match=f"Could not create namespace {NS}:"):
+        await backend.remedy(spec, Remedy("create_namespace", "x", "?", {"namespace": NS}))
+    assert not cluster.exists("v1", "Namespace", NS)
+    with pytest.raises(SweepdeckError, match="no remedy 'reboot'"):
+        await backend.remedy(spec, Remedy("reboot", "Reboot", "?"))
+    down = with_options(backend, queue_url="http://127.0.0.1:9")  # discard port: nothing answers
+    with pytest.raises(SweepdeckError, match=f"Could not populate {MVID}: .*did not answer"):
+        await down.remedy(spec, Remedy("populate", "p", "?", {"model_version_id": MVID}))
 
 
 async def test_preflight_queue_down(backend, spec, cluster):
@@ -100,10 +123,16 @@ async def test_preflight_unpopulated_model_version_shows_dry_run_count(backend, 
     # the default matrix: 10 hardware × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths
     assert check.fix == (f"Model version '{MVID}' has no configs. `sweepdeck queue populate {MVID}` would create 1,800 "
                          "(10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths).")
-    assert check.data == {"populate": MVID, "expected": 1800}
+    r = check.remedy
+    assert (r.id, r.label, r.args) == ("populate", f"Populate {MVID}", {"model_version_id": MVID, "expected": 1800})
+    assert r.question == (f"Model version {MVID} has no configs. Populate it with 1,800 configs "
+                          "(10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths)?")
     assert progress(api)["total"] == 0  # the dry run created nothing
-    await backend.populate(spec)
+    assert await apply_remedy(backend, spec, r) == (
+        f"populated {MVID}: 1,800 configs created (10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths)")
     assert progress(api)["total"] == 1800
+    assert (await backend.remedy(spec, r)).endswith("0 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
+                                                    "4 batch sizes × 3 sequence lengths), 1,800 already there")
     by = {c.name: c for c in await backend.preflight(spec)}
     assert by[f"Model version {MVID}"].status == "pass"
 
@@ -292,6 +321,11 @@ async def test_watch_relists_after_410_gone(backend, spec, cluster, api):
 
     async def on_event(ev):
         if not expired and isinstance(ev, Phase) and ev.unit.startswith("worker(") and ev.state == "Running":
+            # the event may come from the first list, before both watches are open: wait for them
+            for _ in range(200):
+                if len(cluster._watchers) >= 2:
+                    break
+                await asyncio.sleep(0.01)
             cluster.reset_requests()
             # every open watch ends; resuming from its resourceVersion now answers 410 Gone
             expired.append(cluster.expire_watches())

@@ -192,17 +192,24 @@ def test_submit_runs_preflight_then_watches_to_the_end(config_file, cluster, api
 
 
 @pytest.mark.fakeapi
-async def test_submit_offers_to_populate_with_the_dry_run_count(backend, spec, cluster, api):
-    from backends.events import Notice
-    from tui.commands.argo import _offer_populate
+def test_submit_without_remedy_flags_changes_nothing_and_names_them(config_file, cluster, api, capsys):
+    cluster.delete("v1", "Namespace", NS)
+    assert main(["--config", str(config_file), "argo", "submit", "--id", "rem0", "--yes"]) == 3
+    cap = capsys.readouterr()
+    assert "re-run with --create-namespace --populate (Create namespace sweeps; Populate mv1)" in cap.err
+    assert "Traceback" not in cap.err
+    assert not cluster.exists("v1", "Namespace", NS) and progress(api)["total"] == 0  # nothing changed
+    assert cluster.list(A, "Workflow", NS) == []
 
-    said = []
-    await _offer_populate(backend, spec, said.append, populate=True)
-    assert progress(api)["total"] == 1800
-    assert isinstance(said[0], Notice) and said[0].message.startswith(f"populated {MVID}: 1,800 configs created (1,800 (10 hardware")
-    said.clear()
-    await _offer_populate(backend, spec, said.append, populate=True)  # already populated: nothing to do
-    assert said == [] and progress(api)["total"] == 1800
+
+@pytest.mark.fakeapi
+def test_submit_remedy_fails_when_something_else_blocks(config_file, cluster, api, capsys):
+    """A launch that fails anyway (the experiment id is taken) changes nothing, even with --fix."""
+    cluster.create({"apiVersion": A, "kind": "Workflow", "metadata": {
+        "name": "old", "namespace": NS, "labels": {"sweepdeck.io/experiment": "taken"}}, "spec": {"entrypoint": "x", "templates": []}})
+    assert main(["--config", str(config_file), "argo", "submit", "--id", "taken", "--yes", "--fix"]) == 3
+    assert "already belongs to experiment taken" in capsys.readouterr().out
+    assert progress(api)["total"] == 0
 
 
 def _submit_process(config_file, *extra):
@@ -245,3 +252,22 @@ def test_submit_sigterm_stops_the_workflow_unless_detached(config_file, cluster,
         assert "Cancelled" in rest
         assert wf["spec"]["shutdown"] == "Stop" and wf["status"]["phase"] == "Failed"
         assert not [p for p in cluster.list("v1", "Pod", NS) if p["status"]["phase"] == "Running"]
+
+
+@pytest.mark.fakeapi
+def test_submit_remedy_flags_create_the_namespace_and_populate(config_file, cluster, api):
+    """Pre-flight offers both remedies; with their flags they are done, pre-flight passes, the Workflow runs."""
+    cluster.delete("v1", "Namespace", NS)
+    cluster.controller.hang["worker"] = True
+    proc = _submit_process(config_file, "--id", "rem1", "--populate", "--create-namespace")
+    lines = _wait_for_line(proc, "node worker(2:2): Running")
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    out = "".join(lines) + rest
+    assert f"[INFO] created namespace {NS}" in out
+    assert (f"[INFO] populated {MVID}: 1,800 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
+            "4 batch sizes × 3 sequence lengths)") in out
+    assert out.index("created namespace") < out.index("populated") < out.index("[INFO] workflow model-benchmark-pipeline-v2-")
+    assert cluster.exists("v1", "Namespace", NS) and progress(api)["total"] == 1800
+    [wf] = cluster.list(A, "Workflow", NS)
+    assert wf["metadata"]["labels"]["sweepdeck.io/experiment"] == "rem1"
