@@ -451,31 +451,81 @@ def local_app(registry: CleanupRegistry, sim_args: list[str] | None = None, **lo
     return SweepdeckApp(settings, {"local": backend}, registry=registry, today=FIXED_TODAY, install_signals=False)
 
 
-async def wizard_to_launch(pilot, requests: str = "4") -> None:
-    """Model qwen-1.5b → a short custom workload → review → summary → pre-flight → launch."""
-    await pilot.press("n")
-    await pilot.pause()
-    await pilot.press(*"qwen-1.5b", "enter")
-    await pilot.pause()
-    await pilot.press("c")
-    await pilot.pause()
-    screen = pilot.app.screen
+async def wizard_to_launch(pilot, requests: str = "4", *, model: str = "qwen-1.5b", choice: str | None = None,
+                           preset: str | None = None, edit: tuple[str, str] | None = None) -> None:
+    """Model → workload → vLLM review → summary → pre-flight → launch, asserting each step on the way.
+
+    Args:
+        requests: max_requests of the short custom workload (when no ``preset``).
+        model: What to type in the model filter.
+        choice: ``model`` is an ambiguous alias: the option label to pick in the disambiguation dialog.
+        preset: Take this workload preset instead of the custom form.
+        edit: ``(review row key, value)`` to change on the review step; the change must show
+            as CHANGED, block Next until confirmed, and reach the summary.
+    """
     from textual.widgets import Input, Select
 
-    screen.query_one("#custom-prompt_tokens", Input).value = "32"
-    screen.query_one("#custom-output_tokens", Input).value = "16"
-    screen.query_one("#custom-max_requests", Input).value = requests
-    screen.query_one("#custom-rate", Input).value = "20"
-    screen.query_one("#custom-rate_type", Select).value = "constant"
-    await pilot.pause()
-    await pilot.press("f8")  # → review
-    await pilot.pause()
-    await pilot.press("f8")  # → summary
-    await pilot.pause()
-    await pilot.press("f8")  # → pre-flight
+    from tui.screens.dialogs import DisambiguationDialog
     from tui.screens.wizard.steps import PreflightStep
 
-    step = screen.query_one(PreflightStep)
+    app = pilot.app
+    await pilot.press("n")
+    await pilot.pause()
+    wizard = app.screen
+    assert isinstance(wizard, WizardScreen)
+    await pilot.press(*model, "enter")
+    await pilot.pause()
+    if choice is not None:
+        dialog = app.screen
+        assert isinstance(dialog, DisambiguationDialog), f"{model} should be ambiguous"
+        options = dialog.query_one("#disambiguation-options")
+        labels = [str(o.prompt) for o in options.options]
+        index = next(i for i, label in enumerate(labels) if choice in label)
+        await pilot.press(*["down"] * index, "enter")
+        await pilot.pause()
+        assert app.screen is wizard
+    assert wizard.index == 1, "the model step should have moved on to the workload"
+    if preset is not None:
+        names = list(wizard.state.catalogs.workloads.presets)
+        wizard.query_one("#workload-table", DataTable).move_cursor(row=names.index(preset))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert wizard.state.spec.workload.app == preset
+    else:
+        await pilot.press("c")
+        await pilot.pause()
+        wizard.query_one("#custom-prompt_tokens", Input).value = "32"
+        wizard.query_one("#custom-output_tokens", Input).value = "16"
+        wizard.query_one("#custom-max_requests", Input).value = requests
+        wizard.query_one("#custom-rate", Input).value = "20"
+        wizard.query_one("#custom-rate_type", Select).value = "constant"
+        await pilot.pause()
+        await pilot.press("f8")  # → review
+        await pilot.pause()
+    assert wizard.index == 2
+    if edit is not None:
+        row, value = edit
+        table = wizard.query_one("#review-table", DataTable)
+        table.move_cursor(row=table.get_row_index(row))
+        await pilot.press("e", "ctrl+u", *value, "enter")
+        await pilot.pause()
+        cells = [str(c) for c in table.get_row(row)]
+        assert cells[1] == value and cells[2] == "CHANGED", cells  # highlighted as a change
+        assert "NOT CONFIRMED" in text_of(wizard.query_one("#review-confirm", Static))
+        await pilot.press("f8")  # refused until confirmed
+        await pilot.pause()
+        assert wizard.index == 2 and "CONFIRM FIRST" in text_of(wizard.query_one("#wizard-status", Static))
+        await pilot.press("y")
+        await pilot.pause()
+        assert "CONFIRMED" in text_of(wizard.query_one("#review-confirm", Static))
+    await pilot.press("f8")  # → summary
+    await pilot.pause()
+    assert wizard.index == 3
+    if edit is not None:
+        summary = text_of(wizard.query_one("#summary-body", Static))
+        assert f"{edit[0]}: " in summary and f"-> {edit[1]}" in summary, summary
+    await pilot.press("f8")  # → pre-flight
+    step = wizard.query_one(PreflightStep)
     await _wait(lambda: step.checks is not None, 20, "pre-flight checks")
     assert not step.failures, [(c.name, c.detail) for c in step.failures]
     await pilot.press("l")
@@ -599,3 +649,42 @@ async def test_detach_then_attach_in_a_new_session_on_simulator():
     finally:
         if not _proc_gone(pid):
             os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+async def test_end_to_end_ambiguous_alias_preset_edit_launch_then_quit_cleans_up():
+    """The whole flow on the real local backend with the simulator, keyboard only."""
+    from tui.screens.monitor import RunMonitorScreen
+
+    registry = CleanupRegistry()
+    app = local_app(registry, sim_args=["--speed", "20"], keep_server=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wizard_to_launch(pilot, model="llama-7b", choice="Llama 2 7B", preset="chatbot",
+                               edit=("engine.max_num_seqs", "32"))
+        monitor = app.screen
+        assert isinstance(monitor, RunMonitorScreen)
+        ctrl = monitor.controller
+        assert ctrl.spec.model == "meta-llama/Llama-2-7b-hf" and ctrl.spec.workload.app == "chatbot"
+        assert ctrl.spec.engine.max_num_seqs == 32
+        await _wait(lambda: ctrl.run is not None, 30, "the launch")
+        pid = ctrl.run.handle["pid"]
+        assert not _proc_gone(pid)
+        # the simulator was started with the edited, confirmed value
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        assert b"--max-num-seqs=32" in argv, argv
+        await _wait(lambda: ctrl.endpoint is not None, 60, "the Endpoint event")
+        assert ctrl.endpoint.url.startswith("http://127.0.0.1:")
+        await _wait(lambda: ctrl.log_total > 0, 10, "log lines")
+        await _wait(lambda: ctrl.metrics is not None and ctrl.metrics.completed > 0, 60, "metrics")
+        first = ctrl.metrics.completed
+        await _wait(lambda: ctrl.metrics.completed > first, 30, "the metrics to update")
+        await pilot.pause(0.2)
+        assert "Llama-2-7b-hf" in text_of(monitor.query_one("#monitor-header", Static))
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitDialog)
+        await pilot.press("enter")  # clean up everything (the default)
+        await _wait(lambda: app.return_code is not None, 20, "the app to exit")
+    await _wait(lambda: _proc_gone(pid), 5, f"simulator pid {pid} to be gone")
+    assert not registry.live()
