@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+import threading
+
 import httpx
 import pytest
 
+from backends.queue.store import QueueStore
+from backends.queue.worker import PROMPT_SHARE
 from tui.cli import main
 
 pytestmark = pytest.mark.services
@@ -58,3 +67,135 @@ def test_results_listing_has_offset(api):
         paged = [r["id"] for off in (0, 8, 16) for r in c.get(f"{W}/results/mv1", params={"limit": 8, "offset": off}).json()]
         assert len(whole) == 20 and paged == whole
         assert c.get(f"{W}/results/mv1", params={"offset": -1}).status_code == 422
+
+
+# ----------------------------------------------------------------------------- serve, reset-stale, worker --endpoint
+
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui.cli", "queue", *args], capture_output=True, text=True, timeout=timeout)
+
+
+class _Serve:
+    """``sweepdeck queue serve --port 0`` as a real process; its URL read from uvicorn's line."""
+
+    def __init__(self, db: str) -> None:
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "queue", "serve", "--db", db, "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            m = re.search(r"Uvicorn running on (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self) -> str:
+        self._ready.wait(30)
+        assert self.url, "queue serve did not start:\n" + "\n".join(self.lines)
+        return self.url
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(5)
+
+
+def test_serve_is_a_real_http_server_over_the_given_database(tmp_path):
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    server = _Serve(db)
+    try:
+        url = server.wait_ready()
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.get("/health").json() == {"status": "ok"}
+            assert c.get("/docs").status_code == 200 and "/api/v1/workflow/progress/{model_version_id}" in c.get("/openapi.json").json()["paths"]
+            assert c.post(f"{W}/populate/mv1", json=MATRIX).json()["created"] == 20
+            assert len(c.post(f"{W}/configs/get-batch", json={"limit": 5}).json()) == 5
+            assert c.post(f"{W}/populate/mv1", json={"batch_sizes": [0]}).status_code == 422
+    finally:
+        code = server.stop()
+    # uvicorn shuts down cleanly on SIGTERM, then re-raises the signal (so its exit says why it stopped)
+    assert code in (0, -signal.SIGTERM) and "INFO:     Application shutdown complete." in server.lines, server.lines
+    # what was served is in the database file: another client reads it directly
+    r = _cli("progress", "mv1", "--db", db, "--json")
+    assert r.returncode == 0 and '"running": 5' in r.stdout and '"pending": 15' in r.stdout
+
+
+def test_serve_bad_database_url_is_one_message():
+    r = _cli("serve", "--db", "mysql://x/y", "--port", "0", timeout=30)
+    assert r.returncode == 2 and "Unsupported database URL 'mysql://x/y'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_reset_stale_cli_returns_then_fails_stranded_configs(tmp_path):
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert _cli("populate", "mv1", "--db", db, "--hardware", "H100:1", "--frameworks", "vllm",
+                "--batch-sizes", "1", "--sequence-lengths", "1024").returncode == 0  # 5 configs
+
+    async def claim(n):
+        store = QueueStore(db)
+        try:
+            return [c["id"] for c in await store.claim(n)]
+        finally:
+            await store.close()
+
+    first = asyncio.run(claim(3))
+    r = _cli("reset-stale", "--db", db, "--timeout-minutes", "60")
+    assert r.returncode == 0 and "reset 0 stale configs" in r.stdout  # not stale yet
+    r = _cli("reset-stale", "--db", db, "--timeout-minutes", "0", "--max-retries", "1")
+    assert r.returncode == 0 and "[INFO] reset 3 stale configs to pending; 0 failed after 1 retries" in r.stdout
+    assert sorted(asyncio.run(claim(3))) == sorted(first)  # the same configs come back first (priority order)
+    r = _cli("reset-stale", "--db", db, "--timeout-minutes", "0", "--max-retries", "1")
+    assert "[INFO] reset 0 stale configs to pending; 3 failed after 1 retries" in r.stdout
+    r = _cli("progress", "mv1", "--db", db)
+    assert "pending 2 · running 0 · completed 0 · failed 3" in r.stdout
+    r = _cli("reset-stale", "--db", db, "--timeout-minutes", "-1")
+    assert r.returncode == 2 and "must not be negative" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from tests.integration.test_loadgen_sim import SimProcess
+
+    s = SimProcess("--ttft-ms", "2", "--itl-ms", "1", "--max-num-seqs", "16")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_worker_endpoint_mode_runs_each_config_against_the_simulator(api, sim):
+    from tests.integration.test_loadgen_sim import MODEL
+
+    small = {"hardware": ["H100:1"], "frameworks": ["vllm"], "batch_sizes": [1, 2], "sequence_lengths": [64]}  # 10 configs
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        assert c.post(f"{W}/populate/mv1", json=small).json()["created"] == 10
+    w = subprocess.run([sys.executable, "-m", "tui.cli", "queue", "worker", "--api-url", api.url, "--batch-size", "4",
+                        "--endpoint", sim.url, "--model", MODEL, "--max-requests", "3"], capture_output=True, text=True, timeout=120)
+    assert w.returncode == 0, w.stdout + w.stderr
+    assert "[INFO] worker finished: 10 completed, 0 failed, 0 returned to pending" in w.stdout
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        prog = c.get(f"{W}/progress/mv1").json()
+        assert (prog["completed"], prog["failed"], prog["pending"], prog["running"]) == (10, 0, 0, 0)
+        configs = {cfg["id"]: cfg for cfg in c.get(f"{W}/configs/mv1", params={"limit": 100}).json()}
+        results = c.get(f"{W}/results/mv1").json()
+    assert sorted(r["config_id"] for r in results) == sorted(configs)  # one result per config
+    for r in results:
+        m, cfg = r["metrics"], configs[r["config_id"]]
+        assert m["completed"] == m["count"] == 3 and m["failed"] == 0
+        # the cell's sequence length split into prompt and output tokens, sent to the server for real
+        prompt = int(64 * PROMPT_SHARE[cfg["workload_type"]])
+        assert (m["total_prompt_tokens"], m["total_output_tokens"]) == (3 * prompt, 3 * (64 - prompt)), (cfg, m)
+        assert m["mode"] == f"{cfg['batch_size']} concurrent"  # the batch size is the concurrency
+        assert m["output_tokens_per_s"] > 0 and m["ttft_ms"]["max"] > 0
