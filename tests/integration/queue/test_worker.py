@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -14,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends.queue.store import Matrix, QueueStore
 from backends.queue.worker import format_command, workload_for
 from config.errors import SweepdeckError
 
