@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     db(s)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--claim-concurrency", type=int, default=4, metavar="N",
+                   help="PostgreSQL: claim transactions let into the database at once (more claimers wait; "
+                        "about the database server's core count is fastest; 0: no limit)")
 
     pop = qs.add_parser("populate", help="create the config matrix for a model version")
     db(pop)
@@ -89,10 +92,10 @@ def main(args: argparse.Namespace) -> int:
     return asyncio.run(_db_action(args))
 
 
-def _store(args):
+def _store(args, **options):
     from backends.queue.store import QueueStore, default_db_url
 
-    return QueueStore(args.db or default_db_url())
+    return QueueStore(args.db or default_db_url(), **options)
 
 
 async def _db_action(args) -> int:
@@ -140,7 +143,11 @@ def _serve(args) -> int:
 
     from backends.queue.api import create_app
 
-    app = create_app(_store(args))
+    if args.claim_concurrency < 0:
+        from config.errors import SweepdeckError
+
+        raise SweepdeckError(f"--claim-concurrency must be 0 or more, got {args.claim_concurrency}.")
+    app = create_app(_store(args, claim_concurrency=args.claim_concurrency or None))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -43,8 +43,9 @@ async def store(request, tmp_path):
     else:
         url = await _new_pg_database(request.getfixturevalue("pg_url"))
         # 100 pooled connections (the pool opens them lazily): the concurrency test's 100
-        # claimers each hold their own, as 100 worker pods would (max_connections is 300).
-        st = QueueStore(url, pool_size=PG_POOL)
+        # claimers each hold their own, as 100 worker pods would (max_connections is 300),
+        # and no claim gate: the race tests put every claim in the database at once.
+        st = QueueStore(url, pool_size=PG_POOL, claim_concurrency=None)
     await st.create()
     yield st
     await st.close()

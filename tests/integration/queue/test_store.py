@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from backends.queue.store import Conflict, Matrix, NotFound, priority
+from backends.queue.store import Conflict, Matrix, NotFound, QueueStore, priority
 from config.errors import SweepdeckError
 
 pytestmark = pytest.mark.services
@@ -87,6 +87,47 @@ async def test_reset_stale_retries_then_fails(store):
     assert r == {"reset": 0, "failed": 3}
     groups = await store.failures("mv-1")
     assert groups[0]["count"] == 3 and "retries" in groups[0]["error_message"]
+
+
+async def test_claim_gate_limits_claims_in_the_database_and_keeps_exactly_once(pg_url):
+    """The default gate (PostgreSQL only: SQLite serialises writers itself).
+
+    100 claimers, at most 4 claims in the database at once, every config handed out once.
+    """
+    from sqlalchemy import event
+
+    from tests.integration.queue.conftest import _new_pg_database
+
+    gated = QueueStore(await _new_pg_database(pg_url), pool_size=10)
+    assert gated.claim_concurrency == 4
+    try:
+        await gated.create()
+        await gated.populate("mv-gate", Matrix(hardware=tuple(f"hw{i}:1" for i in range(10))))  # 1,800
+        held = {"now": 0, "peak": 0}
+
+        def checkout(*_):
+            held["now"] += 1
+            held["peak"] = max(held["peak"], held["now"])
+
+        def checkin(*_):
+            held["now"] -= 1
+
+        event.listen(gated.engine.sync_engine.pool, "checkout", checkout)
+        event.listen(gated.engine.sync_engine.pool, "checkin", checkin)
+
+        async def claimer(n):
+            got = []
+            while batch := await gated.claim(20, worker=f"g{n}"):
+                got.extend(c["id"] for c in batch)
+            return got
+
+        results = await asyncio.gather(*(claimer(n) for n in range(100)))
+        assert 1 <= held["peak"] <= 4, held
+        ids = [i for r in results for i in r]
+        assert len(ids) == len(set(ids)) == 1800
+        assert (await gated.recount("mv-gate"))["running"] == 1800
+    finally:
+        await gated.close()
 
 
 async def test_concurrent_claimers_never_share_a_config(store):
