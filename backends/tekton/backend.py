@@ -105,12 +105,18 @@ class _RunState:
     deadlines: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # task -> (due, started, expected)
     logs_shown: set[str] = field(default_factory=set)
     pipelinerun: dict[str, Any] | None = None
+    task_logs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task row -> followed (pod, container)
 
 
 class TektonBackend:
     """Runs BLIS experiments on Tekton (see module docs)."""
 
     name = "tekton"
+    #: How many TaskRun step logs a ready PipelineRun (a matrix sweep) follows at
+    #: once, so a 36-way fan-out opens 2 log streams, not 36: a free place goes to
+    #: the most recently started running TaskRun. A failing TaskRun's step log is
+    #: read at once anyway.
+    task_log_follows = 2
 
     def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
         self.settings = settings
@@ -336,7 +342,7 @@ class TektonBackend:
         ``handle["tasks"]`` counts every TaskRun the matrix fans out into, for done/total progress.
         """
         from backends.store import RunDir, RunStore
-        from backends.tekton.matrix import combinations
+        from backends.tekton.matrix import facts, units
 
         kube = self.kube()
         name = (pr.get("metadata") or {}).get("name")
@@ -346,11 +352,8 @@ class TektonBackend:
         body.setdefault("metadata", {})["namespace"] = namespace
         labels = body["metadata"].setdefault("labels", {})
         labels.setdefault("app.kubernetes.io/managed-by", "sweepdeck")
-        tasks: list[str] = []
-        for section in ("tasks", "finally"):
-            for t in ((body.get("spec") or {}).get("pipelineSpec") or {}).get(section) or []:
-                n = len(combinations(t["matrix"])) if t.get("matrix") else 0
-                tasks += [f"{t['name']}-{i}" for i in range(n)] if n else [t["name"]]
+        tasks = units(body)
+        shape = facts(body)
         if run_dir is None:
             store = RunStore()
             store.root.mkdir(parents=True, exist_ok=True)
@@ -366,11 +369,13 @@ class TektonBackend:
             if exc.status == 409:
                 raise SweepdeckError(f"A PipelineRun {name} already exists in {namespace}.", "Rename it (metadata.name).") from None
             raise
-        handle = {"namespace": namespace, "pipelinerun": name, "tps": [], "tasks": tasks}
+        # "matrix" marks a ready PipelineRun: its TaskRuns' step logs are followed (no vLLM pods)
+        handle = {"namespace": namespace, "pipelinerun": name, "tps": [], "tasks": tasks, "matrix": shape}
         run = Run(run_dir.id, self.name, None, run_dir, handle)  # type: ignore[arg-type]
         self._tokens[run.id] = self.registry.register(f"cancel PipelineRun {name} in {namespace}", lambda: self.cancel(run), detachable=True)
         run_dir.write_session({"BACKEND": self.name, "NAMESPACE": namespace, "PIPELINERUN": name, "CONTEXT": kube.context or ""})
-        run_dir.update_meta(state="running", namespace=namespace)
+        run_dir.update_meta(state="running", namespace=namespace, pipelinerun=name,
+                            matrix={"tasks": shape["tasks"], "taskruns": shape["taskruns"]})
         return run
 
     # ------------------------------------------------------------------ events
@@ -407,6 +412,10 @@ class TektonBackend:
                 if tag == "log":
                     for ev in item:
                         yield self._record(run, ev)
+                    continue
+                if tag == "log-end":
+                    if run.handle.get("matrix") is not None:
+                        self._follow_tasks(run, state, queue)
                     continue
                 events, finished_pr = await self._handle(run, state, tag, item, queue, total)
                 for ev in events:
@@ -517,6 +526,8 @@ class TektonBackend:
                 state.outcome[name] = "completed" if st == "True" else "failed" if st == "False" else "running"
                 self._track_deadline(state, name, tr)
                 events += await self._task_events(run, state, name, tr)
+            if run.handle.get("matrix") is not None:
+                self._follow_tasks(run, state, queue)
             counts = Counter(state.outcome.values())  # O(tasks) in C; cheap even at 10,000 rows
             total_now = max(total, len(state.tasks))
             done = counts["running"] + counts["completed"] + counts["failed"]
@@ -550,7 +561,7 @@ class TektonBackend:
         )]
         if st == "False" and reason not in CANCELLED and name not in state.logs_shown:
             state.logs_shown.add(name)
-            events += await self._failed_task_log(run, name, tr)
+            events += await self._failed_task_log(run, state, name, tr)
             from backends import diagnosis
 
             found = diagnosis.diagnose_state("task", "Failed", reason, message)
@@ -561,7 +572,7 @@ class TektonBackend:
                 events.append(Alert("task-failed", f"Task {name} failed: {reason} {message}".strip(), "error", evidence=message))
         return events
 
-    async def _failed_task_log(self, run: Run, name: str, tr: dict[str, Any]) -> list[Event]:
+    async def _failed_task_log(self, run: Run, state: _RunState, name: str, tr: dict[str, Any]) -> list[Event]:
         """The failing step's log, shown at once (the skill's `tkn tr logs`)."""
         status = tr.get("status") or {}
         pod = status.get("podName")
@@ -572,6 +583,8 @@ class TektonBackend:
         out: list[Event] = []
         for step in failing[:1]:
             container = step.get("container") or f"step-{step.get('name')}"
+            if state.task_logs.get(name) == (pod, container):
+                return []  # that log is being followed: its lines (and their diagnosis) come from there
             try:
                 text = await self.kube().read_log(run.handle["namespace"], pod, container, tail_lines=100)
             except KubeError as exc:
@@ -582,8 +595,50 @@ class TektonBackend:
             found = diagnosis.primary(diagnosis.diagnose_lines(lines))
             if found:
                 out.append(diagnosis.alert_for(found, run.spec))
-            out += [LogLine(line, "err", f"task/{name}") for line in lines]
+            source = self._task_source(run, state, name, tr)
+            out += [LogLine(line, "err", source) for line in lines]
         return out
+
+    @staticmethod
+    def _task_source(run: Run, state: _RunState, name: str, tr: dict[str, Any]) -> str:
+        """A task row's log source: ``task/<row>``, and for a matrix TaskRun its combination
+        (``task/run-experiment-7 question_len=100,output_len=50``)."""
+        task = ((tr.get("metadata") or {}).get("labels") or {}).get("tekton.dev/pipelineTask") or name
+        shape = run.handle.get("matrix") or {}
+        names = (shape.get("params") or {}).get(task)
+        if names is None and state.pipelinerun is not None:  # not known at launch (e.g. a BLIS run): from the watch
+            from backends.tekton.matrix import facts
+
+            names = facts(state.pipelinerun)["params"].get(task)
+        if not names:
+            return f"task/{name}"
+        values = {p.get("name"): p.get("value") for p in (tr.get("spec") or {}).get("params") or [] if isinstance(p, dict)}
+        combo = ",".join(f"{n}={values[n]}" for n in names if n in values)
+        return f"task/{name} {combo}" if combo else f"task/{name}"
+
+    def _follow_tasks(self, run: Run, state: _RunState, queue: asyncio.Queue) -> None:
+        """Follow running TaskRuns' step logs, at most :attr:`task_log_follows` at once
+        (newest first; a follow is never stopped for a newer one, so no stream churns)."""
+        free = self.task_log_follows - sum(1 for p, _ in state.task_logs.values() if not state.following[p].done())
+        if free <= 0:
+            return
+        waiting = []
+        for name, tr in state.tasks.items():
+            status = tr.get("status") or {}
+            # Tekton lists the steps once the pod exists: until then a later update names the container
+            if name in state.task_logs or not status.get("podName") or not status.get("steps") or state.outcome.get(name) != "running":
+                continue
+            waiting.append((parse_time(status.get("startTime")) or 0.0, name, tr))
+        waiting.sort(key=lambda w: w[0], reverse=True)
+        for _, name, tr in waiting[:free]:
+            status = tr["status"]
+            steps = status["steps"]
+            step = next((s for s in steps if "running" in s), None) or next((s for s in steps if "terminated" not in s), steps[-1])
+            container = step.get("container") or f"step-{step.get('name')}"
+            pod = status["podName"]
+            state.task_logs[name] = (pod, container)
+            state.following[pod] = asyncio.create_task(
+                self._follow(run, state, pod, container, self._task_source(run, state, name, tr), queue))
 
     def _pod_events(self, run: Run, state: _RunState, pod: dict[str, Any], queue: asyncio.Queue) -> list[Event]:
         from backends import diagnosis
@@ -630,6 +685,8 @@ class TektonBackend:
             await queue.put(("log", [Notice(f"log of {pod} ended: {exc.message}", "warning")]))
         except asyncio.CancelledError:
             raise
+        finally:
+            queue.put_nowait(("log-end", pod))  # a matrix run gives the free place to another TaskRun
 
     async def _finish(self, run: Run, state: _RunState, pr: dict[str, Any]) -> AsyncIterator[Event]:
         status, reason, message = succeeded_condition(pr) if not pr.get("deleted") else ("False", "Deleted", "")
@@ -753,20 +810,37 @@ class TektonBackend:
         session = saved.session()
         if not session.get("PIPELINERUN"):
             raise SweepdeckError(f"Run {saved.id} has no saved Tekton session.")
-        store = RunDir(saved.path)
-        pipeline = {}
-        try:
-            import yaml
+        import yaml
 
-            pipeline = yaml.safe_load((saved.path / "rendered" / "pipeline.yaml").read_text()) or {}
-        except (OSError, ValueError):
-            pass
-        spec_part = pipeline.get("spec") or {}
-        tasks = [t["name"] for t in (spec_part.get("tasks") or []) + (spec_part.get("finally") or [])]
-        handle = {
+        from backends.tekton.matrix import facts, units
+
+        store = RunDir(saved.path)
+        handle: dict[str, Any] = {
             "namespace": session["NAMESPACE"], "pipelinerun": session["PIPELINERUN"],
-            "tps": [int(t) for t in session.get("TPS", "").split(",") if t], "tasks": tasks,
+            "tps": [int(t) for t in session.get("TPS", "").split(",") if t],
         }
+        rendered = saved.path / "rendered" / "pipeline.yaml"
+        if rendered.exists():  # a BLIS run: its rendered Pipeline names the tasks
+            try:
+                pipeline = yaml.safe_load(rendered.read_text()) or {}
+            except (OSError, ValueError):
+                pipeline = {}
+            spec_part = pipeline.get("spec") or {}
+            handle["tasks"] = [t["name"] for t in (spec_part.get("tasks") or []) + (spec_part.get("finally") or [])]
+        else:
+            # A ready PipelineRun (a matrix sweep) has no rendered Pipeline: its own
+            # pipelineSpec gives the TaskRuns, as created on the cluster (else as saved).
+            pr = None
+            try:
+                pr = await self.kube().get(*TEKTON, "pipelineruns", handle["pipelinerun"], handle["namespace"])
+            except KubeError:
+                pass
+            if pr is None:
+                try:
+                    pr = yaml.safe_load((saved.path / "rendered" / "pipelinerun.yaml").read_text()) or {}
+                except (OSError, ValueError):
+                    pr = {}
+            handle["tasks"], handle["matrix"] = units(pr), facts(pr)
         return Run(saved.id, self.name, saved.spec(), store, handle, started=saved.started or time.time())
 
 

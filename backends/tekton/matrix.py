@@ -87,6 +87,46 @@ def count(pr: dict[str, Any]) -> int:
     return sum(len(combinations(t["matrix"])) for t in matrix_tasks(pr))
 
 
+def units(pr: dict[str, Any]) -> list[str]:
+    """The row name of every TaskRun the PipelineRun starts: ``<task>-<i>`` per matrix
+    combination, else the task's name; ``tasks`` then ``finally`` ([] for a pipelineRef)."""
+    spec = (pr.get("spec") or {}).get("pipelineSpec")
+    if not isinstance(spec, dict):
+        return []
+    out: list[str] = []
+    for section in ("tasks", "finally"):
+        for t in spec.get(section) or []:
+            if not isinstance(t, dict) or "name" not in t:
+                continue
+            n = len(combinations(t["matrix"])) if t.get("matrix") else 0
+            out += [f"{t['name']}-{i}" for i in range(n)] if n else [t["name"]]
+    return out
+
+
+def facts(pr: dict[str, Any]) -> dict[str, Any]:
+    """What a monitor shows of a ready PipelineRun and what its log sources need.
+
+    Returns:
+        ``tasks`` (pipeline tasks, finally excluded), ``taskruns`` (what
+        :func:`units` counts), ``combinations`` (TaskRuns of the matrix tasks)
+        and ``params`` (matrix task → the names of its matrix parameters,
+        those that tell its TaskRuns apart).
+    """
+    spec = (pr.get("spec") or {}).get("pipelineSpec")
+    if not isinstance(spec, dict):
+        return {"tasks": 0, "taskruns": 0, "combinations": 0, "params": {}}
+    tasks = [t for t in spec.get("tasks") or [] if isinstance(t, dict) and "name" in t]
+    params: dict[str, list[str]] = {}
+    for t in tasks + [t for t in spec.get("finally") or [] if isinstance(t, dict) and "name" in t]:
+        m = t.get("matrix")
+        if m:
+            names = [p["name"] for p in m.get("params") or []]
+            for entry in m.get("include") or []:
+                names += [p["name"] for p in entry.get("params") or [] if p["name"] not in names]
+            params[t["name"]] = names
+    return {"tasks": len(tasks), "taskruns": len(units(pr)), "combinations": count(pr), "params": params}
+
+
 def transform(
     pr: dict[str, Any],
     unroll: list[str] | None = None,

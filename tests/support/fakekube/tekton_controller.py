@@ -274,7 +274,12 @@ class TektonController:
         self._later(duration, lambda: self._finish_task(key, name, failure))
 
     def _start_matrix(self, key: tuple[str, str], name: str, labels: dict[str, str]) -> None:
-        """A matrix task fans out into one TaskRun per combination, named ``<pr>-<task>-<i>``."""
+        """A matrix task fans out into one TaskRun per combination, named ``<pr>-<task>-<i>``,
+        each with a step pod (container ``step-run``) that logs its combination.
+
+        ``fail`` scripts a child by its row name (``<task>-<i>``, exact): its step
+        exits 1, and the matrix task (so the PipelineRun) fails.
+        """
         from backends.tekton.matrix import combinations
 
         ns, pr_name = key
@@ -283,21 +288,39 @@ class TektonController:
         t["children"] = []
         for i, (_label, combo) in enumerate(combos):
             tr = f"{pr_name}-{name}-{i}"
-            t["children"].append(tr)
+            pod = f"{tr}-pod"[:63]
+            t["children"].append((tr, pod, f"{name}-{i}"))
             self.fake.create({"apiVersion": T, "kind": "TaskRun", "metadata": {"name": tr, "namespace": ns, "labels": labels},
                               "spec": {"params": (t["def"].get("params") or []) + combo},
-                              "status": {"startTime": _now(), "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}})
+                              "status": {"podName": pod, "startTime": _now(),
+                                         "steps": [{"name": "run", "container": "step-run", "running": {"startedAt": _now()}}],
+                                         "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}})
+            try:
+                self.fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"tekton.dev/taskRun": tr, **labels}},
+                                  "spec": {"containers": [{"name": "step-run"}]}, "status": {"phase": "Running"}})
+            except ApiError:
+                pass
+            shown = " ".join(f"{c['name']}={c['value']}" for c in combo)
+            self.fake.append_log(ns, pod, f"[{name}-{i}] starting {shown}", container="step-run")
 
         def finish() -> None:
             if t["state"] != "running":
                 return
-            for tr in t["children"]:
-                self.fake.patch(T, "TaskRun", tr, {"status": {"completionTime": _now(), "conditions": [
-                    {"type": "Succeeded", "status": "True", "reason": "Succeeded"}]}}, ns, status_only=True)
-            t["state"] = "succeeded"
+            failed = False
+            for tr, pod, row in t["children"]:
+                bad = self.failures.get(row)
+                failed = failed or bad is not None
+                self.fake.append_log(ns, pod, f"error: {bad[1] or 'step failed'}" if bad else f"[{row}] done", container="step-run")
+                cond = ({"type": "Succeeded", "status": "False", "reason": "Failed", "message": '"step-run" exited with code 1'} if bad
+                        else {"type": "Succeeded", "status": "True", "reason": "Succeeded"})
+                step = {"name": "run", "container": "step-run", "terminated": {"exitCode": 1 if bad else 0, "reason": "Error" if bad else "Completed"}}
+                self.fake.patch(T, "TaskRun", tr, {"status": {"completionTime": _now(), "conditions": [cond], "steps": [step]}}, ns, status_only=True)
+                self.fake.patch("v1", "Pod", pod, {"status": {"phase": "Failed" if bad else "Succeeded"}}, ns)
+            t["state"] = "failed" if failed else "succeeded"
             self._advance(key)
 
-        self._later(self._match(self.durations, name) or self.step, finish)
+        if not self._match(self.hang, name):
+            self._later(self._match(self.durations, name) or self.step, finish)
 
     def _label(self, key: tuple[str, str], name: str) -> str:
         run = self._runs[key]
@@ -410,9 +433,10 @@ class TektonController:
                 self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Failed"}}, ns)
             elif t["state"] == "running" and not t.get("finally") and t.get("children"):
                 t["state"] = "cancelled"
-                for tr in t["children"]:
+                for tr, pod, _row in t["children"]:
                     self.fake.patch(T, "TaskRun", tr, {"status": {"conditions": [
                         {"type": "Succeeded", "status": "False", "reason": "TaskRunCancelled"}]}}, ns, status_only=True)
+                    self.fake.patch("v1", "Pod", pod, {"status": {"phase": "Failed"}}, ns)
             elif t["state"] == "running" and not t.get("finally"):
                 t["state"] = "cancelled"
                 self.fake.patch(T, "TaskRun", t["tr"], {"status": {"completionTime": _now(), "conditions": [
