@@ -1,7 +1,8 @@
-"""Durations as users write them: SLURM times and Kubernetes/Tekton-style ``1h30m``."""
+"""Durations as users write them (SLURM times, Kubernetes/Tekton-style ``1h30m``) and timestamps as APIs send them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 _SLURM_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
@@ -64,3 +65,39 @@ def parse_go_duration(text: str) -> int:
         raise ValueError(f"{text!r} is not a duration like 6h, 5h30m or 90s")
     h, mi, s = (int(g or 0) for g in m.groups())
     return h * 3600 + mi * 60 + s
+
+
+def parse_timestamp(text: object) -> float | None:
+    """An RFC 3339 / ISO 8601 timestamp (``2026-01-01T00:00:00Z``; naive means UTC) → epoch seconds.
+
+    Kubernetes and Argo send ``…Z``; the work queue sends naive UTC. None when
+    absent or unreadable (a status field not set yet is normal, not an error).
+    """
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.timestamp()
+
+
+def format_elapsed(seconds: float | None, missing: str = "—") -> str:
+    """How long something took or has run: ``42s``, ``3m05s``, ``1h02m``, ``2d03h``.
+
+    Args:
+        seconds: The span; None or negative means unknown.
+        missing: What to show for an unknown span (``—`` on screen, ``-`` in plain text output).
+    """
+    if seconds is None or seconds < 0:
+        return missing
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"

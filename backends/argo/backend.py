@@ -19,7 +19,6 @@ and finalizes. This backend
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import time
@@ -35,6 +34,7 @@ from backends.base import Check, Remedy, Run
 from backends.cleanup import REGISTRY, CleanupRegistry
 from backends.events import Alert, Event, Finished, Fix, LogLine, Notice, Phase, Sweep
 from backends.kube import Kube, KubeError, WatchEvent
+from config.durations import parse_timestamp
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
@@ -54,19 +54,6 @@ DETAIL_EVERY = 5
 #: A Sweep is emitted at least this often even when nothing changed (fresh rate/ETA).
 SWEEP_HEARTBEAT_S = 30.0
 ROLE_LABEL = "sweepdeck/role"
-
-
-def parse_time(text: str | None) -> float | None:
-    """RFC 3339 (``2026-01-01T00:00:00Z``) → epoch seconds; None when absent or unreadable."""
-    if not text:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
 
 
 def workflow_phase(wf: dict[str, Any]) -> str:
@@ -99,7 +86,7 @@ def workflow_phase_event(wf: dict[str, Any]) -> Phase:
     """The Workflow itself as a ``kind="workflow"`` :class:`Phase`."""
     status = wf.get("status") or {}
     return Phase((wf.get("metadata") or {}).get("name", ""), workflow_phase(wf), status.get("message") or "", kind="workflow",
-                 started=parse_time(status.get("startedAt")), finished=parse_time(status.get("finishedAt")))
+                 started=parse_timestamp(status.get("startedAt")), finished=parse_timestamp(status.get("finishedAt")))
 
 
 def node_phases(wf: dict[str, Any]) -> list[tuple[str, Phase]]:
@@ -118,7 +105,7 @@ def node_phases(wf: dict[str, Any]) -> list[tuple[str, Phase]]:
         nid = node.get("id") or node.get("name") or ""
         out.append((nid, Phase(
             node.get("displayName") or node.get("name") or nid, node.get("phase") or "Pending", node.get("message") or "",
-            kind="node", started=parse_time(node.get("startedAt")), finished=parse_time(node.get("finishedAt")), retries=retries,
+            kind="node", started=parse_timestamp(node.get("startedAt")), finished=parse_timestamp(node.get("finishedAt")), retries=retries,
         )))
     return out
 
@@ -582,7 +569,7 @@ class ArgoBackend:
             if state.shown.get("__workflow__") != key:
                 state.shown["__workflow__"] = key
                 events.append(Phase(wf_name, phase, status.get("message") or "", kind="workflow",
-                                    started=parse_time(status.get("startedAt")), finished=parse_time(status.get("finishedAt"))))
+                                    started=parse_timestamp(status.get("startedAt")), finished=parse_timestamp(status.get("finishedAt"))))
             for nid, node in node_phases(wf):
                 nkey = (node.state, node.detail, node.finished, node.retries)
                 if state.shown.get(nid) == nkey:

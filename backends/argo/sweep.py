@@ -9,13 +9,13 @@ view all see the same numbers.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from typing import Any
 
 import httpx
 
 from backends.events import Phase, Sweep
+from config.durations import format_elapsed, parse_timestamp
 from config.errors import SweepdeckError
 
 API = "/api/v1/workflow"
@@ -156,16 +156,7 @@ class SweepReader:
 
 # --------------------------------------------------------------------- text form
 
-def fmt_duration(seconds: float | None) -> str:
-    """``1h02m``, ``4m10s``, ``12s``; ``—`` when unknown."""
-    if seconds is None:
-        return "—"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+fmt_duration = format_elapsed  # the name the sweep code and view use
 
 
 def bar(pct: float, width: int = 30) -> str:
@@ -248,12 +239,5 @@ def _breakdown_line(key: str, r: dict[str, Any]) -> str:
 
 
 def _age(started: str | None) -> str:
-    if not started:
-        return "?"
-    try:
-        t = dt.datetime.fromisoformat(str(started))
-    except ValueError:
-        return "?"
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return fmt_duration((dt.datetime.now(dt.timezone.utc) - t).total_seconds())
+    t = parse_timestamp(started)
+    return "?" if t is None else fmt_duration(time.time() - t)

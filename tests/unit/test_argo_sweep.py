@@ -13,7 +13,7 @@ from config.errors import SweepdeckError
 
 
 @pytest.mark.parametrize("seconds,text", [
-    (None, "—"), (0, "0s"), (12.4, "12s"), (59.6, "1m00s"), (250, "4m10s"), (3600, "1h00m"), (3720, "1h02m"), (90061, "25h01m"),
+    (None, "—"), (0, "0s"), (12.4, "12s"), (59.6, "1m00s"), (250, "4m10s"), (3600, "1h00m"), (3720, "1h02m"), (90061, "1d01h"),
 ])
 def test_fmt_duration(seconds, text):
     assert fmt_duration(seconds) == text

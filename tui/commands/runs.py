@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from config.durations import format_elapsed
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,16 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    return format_elapsed(seconds, missing="-")
 
 
 def rows(records) -> list[dict]:

@@ -20,6 +20,7 @@ from textual.fuzzy import FuzzySearch
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from config.durations import format_elapsed
 from config.errors import SweepdeckError
 from tui import bindings as keys
 from tui.screens import themed
@@ -66,17 +67,7 @@ def format_started(ts: float | None) -> str:
     return time.strftime("%b %d %H:%M", time.localtime(ts))
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "—"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+format_duration = format_elapsed
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from backends.events import Alert, Phase
+from config.durations import format_elapsed
 
 #: state word (lower case) -> category
 _CATEGORIES = {
@@ -72,18 +73,7 @@ def state_category(state: str, detail: str = "") -> str:
     return _CATEGORIES.get(word, "other")
 
 
-def format_duration(seconds: float | None) -> str:
-    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``; ``—`` when unknown."""
-    if seconds is None or seconds < 0:
-        return "—"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+format_duration = format_elapsed
 
 
 class StatusView(ScrollView, can_focus=True):

@@ -24,7 +24,6 @@ section at once in a grid.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable
@@ -38,6 +37,7 @@ from textual.widgets import DataTable, Static
 from textual.widgets.data_table import ColumnKey
 
 from backends.argo.sweep import fmt_duration
+from config.durations import parse_timestamp
 from backends.events import Phase, Sweep
 from tui import bindings as keys
 from tui.widgets.status import ICONS, TERMINAL, state_category
@@ -77,19 +77,6 @@ def one_line(text: Any, limit: int = CELL_MAX) -> str:
     """``text`` on one line (newlines shown as ``⏎``), at most ``limit`` characters."""
     flat = " ⏎ ".join(part.strip() for part in str(text if text is not None else "").splitlines() if part.strip())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def parse_started(value: Any) -> float | None:
-    """The queue's ``started_at`` (ISO 8601, naive means UTC) as epoch seconds."""
-    if not value:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
 
 
 def mini_bar(done: int, total: int, width: int = 10) -> str:
@@ -623,7 +610,7 @@ class SweepView(Vertical):
         now = self.clock()
         rows = []
         for c in stale:
-            started = parse_started(c.get("started_at"))
+            started = parse_timestamp(c.get("started_at"))
             rows.append((str(c.get("id")), (
                 Text(f"#{c.get('id')}"),
                 Text(str(c.get("workload_type") or "—")),
@@ -735,5 +722,5 @@ _CATEGORY_WORDS = {
 
 __all__ = [
     "FailuresTable", "GLYPHS", "SECTIONS", "SweepProgress", "SweepTable", "SweepView", "WIDE_MIN_HEIGHT",
-    "WIDE_MIN_WIDTH", "mini_bar", "one_line", "parse_started",
+    "WIDE_MIN_WIDTH", "mini_bar", "one_line",
 ]
