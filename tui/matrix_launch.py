@@ -42,6 +42,41 @@ MODES: tuple[tuple[Mode, str], ...] = (
 #: PipelineRun params that name the model (the Tekton PoC uses ``model-id``).
 MODEL_PARAMS = ("model-id", "model", "modelName", "model_name")
 
+#: ``spec.workload.app`` of a matrix sweep's experiment record (see :func:`matrix_spec`):
+#: what marks a run as a matrix run, live, attached or replayed.
+MATRIX_APP = "matrix"
+
+
+def is_matrix(spec: "ExperimentSpec | None") -> bool:
+    """Whether ``spec`` records a matrix sweep (no engine settings of its own apply)."""
+    return spec is not None and spec.workload.app == MATRIX_APP
+
+
+def matrix_facts(spec: "ExperimentSpec", handle: dict[str, Any] | None, meta: dict[str, Any] | None) -> str:
+    """The monitor header's facts of a matrix run: ``4 tasks · 36 combinations · PipelineRun NAME in NS``.
+
+    The counts come first: at 80 columns the header ends about there.
+
+    Args:
+        spec: The run's experiment record (namespace; combinations = its requests).
+        handle: The live or attached run's handle (the Tekton backend's
+            ``pipelinerun``, ``namespace`` and ``matrix`` facts), if any.
+        meta: The run store's meta (a replay has no handle), if any.
+    """
+    handle, meta = handle or {}, meta or {}
+    name = handle.get("pipelinerun") or meta.get("pipelinerun") or spec.experiment_id
+    ns = handle.get("namespace") or meta.get("namespace") or spec.namespace
+    shape = handle.get("matrix") or meta.get("matrix") or {}
+    parts = []
+    tasks = shape.get("tasks")
+    if tasks:
+        parts.append(f"{tasks} task{'s' if tasks != 1 else ''}")
+    combos = spec.workload.max_requests or shape.get("taskruns")
+    if combos:
+        parts.append(f"{combos} combinations")
+    parts.append(f"PipelineRun {name}" + (f" in {ns}" if ns else ""))
+    return " · ".join(parts)
+
 
 @dataclass(slots=True)
 class MatrixParam:
@@ -273,7 +308,7 @@ def matrix_spec(matrix: MatrixFile, *, profile: str | None, namespace: str, stor
     return ExperimentSpec(
         model=str(model) if model else "(set by the PipelineRun)",
         backend="tekton",
-        workload=WorkloadProfile(app="matrix", rate_type="matrix", max_requests=matrix.total, rate=0),
+        workload=WorkloadProfile(app=MATRIX_APP, rate_type="matrix", max_requests=matrix.total, rate=0),
         engine=EngineSettings(image="(set by the PipelineRun)"),
         experiment_id=store.free_id(name),
         profile=profile,
@@ -347,4 +382,4 @@ class MatrixLaunch:
         return await self.tekton.attach(saved)
 
 
-__all__ = ["MODES", "MatrixFile", "MatrixLaunch", "MatrixParam", "MatrixPlan", "matrix_spec"]
+__all__ = ["MATRIX_APP", "MODES", "MatrixFile", "MatrixLaunch", "MatrixParam", "MatrixPlan", "is_matrix", "matrix_facts", "matrix_spec"]

@@ -13,6 +13,7 @@ import asyncio
 import calendar
 import json
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -817,7 +818,8 @@ class TektonBackend:
         store = RunDir(saved.path)
         handle: dict[str, Any] = {
             "namespace": session["NAMESPACE"], "pipelinerun": session["PIPELINERUN"],
-            "tps": [int(t) for t in session.get("TPS", "").split(",") if t],
+            # "2,4" as launch wrote it, or "[2, 4]" once the session driver saved the handle
+            "tps": [int(t) for t in re.findall(r"\d+", session.get("TPS", ""))],
         }
         rendered = saved.path / "rendered" / "pipeline.yaml"
         if rendered.exists():  # a BLIS run: its rendered Pipeline names the tasks

@@ -1,4 +1,4 @@
-"""SVG snapshots of the run monitor (running, with an alert, a slurm run) and the recovery dialog.
+"""SVG snapshots of the run monitor (running, with an alert, a slurm run, a Tekton matrix sweep) and the recovery dialog.
 
 At 80×24 and 160×48; deterministic: fixed date and clock, scripted events with
 fixed timestamps, no live timing. Update with
@@ -8,11 +8,13 @@ fixed timestamps, no live timing. Update with
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input
 
 from tests.tui.monitor_support import (
+    FIXED_NOW,
     SLURM_TUNNEL,
     Gate,
     ScriptedBackend,
@@ -127,6 +129,61 @@ def test_monitor_slurm_run(snap_compare, size, stage):
             return phase is not None and phase.state == stage and screen.logview.line_count == (6 if stage == "broken" else 8)
 
         await wait_for(pilot, _monitor_ready(app, reached))
+        app.clear_notifications()
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+# ---------------------------------------------------------------- a Tekton matrix sweep
+
+MATRIX_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "tekton" / "tekton-poc-pipelinerun-matrix.yaml"
+
+
+class MatrixScriptedBackend(ScriptedBackend):
+    """The scripted backend with the handle the Tekton backend gives a matrix PipelineRun."""
+
+    async def launch(self, spec, store=None):
+        run = await super().launch(spec, store)
+        run.handle = {"namespace": "mert", "pipelinerun": "experiment-matrix-run", "tps": [],
+                      "tasks": [f"t-{i}" for i in range(36)], "matrix": {"tasks": 4, "taskruns": 36, "combinations": 36, "params": {}}}
+        return run
+
+
+def matrix_script(gate: Gate) -> list:
+    """The unrolled matrix, first batch of two tasks: 9 TaskRuns done, 9 running; step logs with their combination."""
+    from backends.events import LogLine, Phase, Progress
+
+    t = FIXED_NOW
+
+    steps: list = [Phase("PipelineRun experiment-matrix-run", "Running", "Tasks Completed: 0", kind="pipelinerun", started=t, ts=t)]
+    for i in range(9):
+        steps.append(Phase(f"run-experiment-inf-sche-none-yaml-{i}", "Succeeded", kind="task", started=t + 1, finished=t + 12, ts=t + 12))
+        steps.append(Phase(f"run-experiment-inf-sche-prefix-yaml-{i}", "Running", kind="task", started=t + 13, ts=t + 13))
+    src = "task/run-experiment-inf-sche-prefix-yaml-8 question_len=1000,output_len=1000"
+    steps.append([LogLine(text, "out", src, ts=t + 14 + n) for n, text in enumerate((
+        "[run-experiment-inf-sche-prefix-yaml-8] starting question_len=1000 output_len=1000",
+        "deploying the stack (gaiePluginConfig=inf-sche-prefix.yaml)",
+        "waiting for the inference pool to be ready",
+    ))])
+    steps.append(Progress(36, pending=18, running=9, completed=9, ts=t + 20))
+    steps.append(gate)
+    return steps
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_monitor_matrix_run(snap_compare, size):
+    """A matrix PipelineRun: its facts in the header (no engine fields), done/total visible at 80×24."""
+    from backends.store import RunStore
+    from tui.matrix_launch import MatrixFile, matrix_spec
+
+    app = make_app(MatrixScriptedBackend(matrix_script(Gate()), name="tekton"))
+    spec = matrix_spec(MatrixFile.load(MATRIX_FILE), profile=None, namespace="mert", store=RunStore())
+
+    async def run_before(pilot):
+        app.launch_spec(spec)
+        await wait_for(pilot, _monitor_ready(app, lambda s: s.query_one("#metrics-panel").progress is not None
+                                             and s.logview.line_count == 3))
         app.clear_notifications()
         await settle(pilot)
 

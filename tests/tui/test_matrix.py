@@ -7,6 +7,7 @@ tests' fake API server with its Tekton controller advancing the TaskRuns.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -86,6 +87,7 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
     registry = CleanupRegistry()
     app = tekton_app(fake_kube, tmp_path, registry)
     ctl = TektonController(fake_kube, step=0.03).start()
+    ctl.durations["run-experiment-"] = 0.3  # long enough for the step logs to be followed
     try:
         async with app.run_test(size=SIZE) as pilot:
             screen = await open_matrix(pilot, matrix_file)
@@ -118,8 +120,19 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             await _wait(lambda: ctrl.state == "succeeded", 60, "the matrix run to succeed")
             await pilot.pause(0.2)
             assert ctrl.progress is not None and (ctrl.progress.done, ctrl.progress.total) == (36, 36)
-            label = monitor.query_one(MetricsPanel).query_one("#metrics-progress-label")
+            panel = monitor.query_one(MetricsPanel)
+            label = panel.query_one("#metrics-progress-label")
             assert "36/36 done" in str(label.render())
+            assert panel.children[0] is label  # no load-generator metrics: progress comes first
+            # the header has the matrix's facts, not engine fields that do not apply
+            header = text_of(monitor.query_one("#monitor-header", Static))
+            assert "4 tasks · 36 combinations · PipelineRun experiment-matrix-run in mert" in header, header
+            assert "TP=" not in header and "max_model_len" not in header
+            # the running TaskRuns' step logs reached the log pane, named by task and combination
+            sources = {line.source for line in ctrl.logs}
+            assert sources and all(re.fullmatch(r"task/run-experiment-inf-sche-[a-z]+-yaml-\d question_len=\d+,output_len=\d+", s)
+                                   for s in sources), sources
+            assert monitor.logview.line_count == len(ctrl.logs) > 0
             # the PipelineRun on the cluster is the transformed one
             pr = fake_kube.get("tekton.dev/v1", "PipelineRun", "experiment-matrix-run", NS)
             tasks = pr["spec"]["pipelineSpec"]["tasks"]
@@ -211,3 +224,97 @@ async def test_matrix_screen_from_the_command_palette(fake_kube, tmp_path):  # n
         await pilot.pause()
         assert isinstance(app.screen, MatrixScreen)
         assert app.screen.query_one("#matrix-namespace", Input).value == NS  # from the lab profile
+
+
+async def launch_unroll_plus_2(pilot, matrix_file):
+    """Load the file, unroll gaiePluginConfig, at most 2 at once, F8: the run monitor."""
+    from tui.screens.monitor import RunMonitorScreen
+
+    screen = await open_matrix(pilot, matrix_file)
+    await pilot.press("space", "tab")
+    await pilot.pause()
+    await pilot.press("down", "down", "enter")
+    await pilot.pause()
+    screen.query_one("#matrix-limit", Input).value = "2"
+    await pilot.pause()
+    await pilot.press("f8")
+    await _wait(lambda: isinstance(pilot.app.screen, RunMonitorScreen), 20, "the run monitor")
+    return pilot.app.screen
+
+
+async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fake_kube, tmp_path, matrix_file):  # noqa: F811
+    """Detach a running matrix sweep, attach in a new session: done/total is still n/36 (fake-API test)."""
+    from backends.cleanup import CleanupRegistry
+    from backends.store import RunStore
+    from tui.screens.dialogs import QuitDialog
+    from tui.widgets.metrics import MetricsPanel
+
+    fake_kube.ensure_namespace(NS)
+    ctl = TektonController(fake_kube, step=0.03).start()
+    ctl.hang["run-experiment-inf-sche-prefix-yaml"] = True  # the first batch never ends
+    try:
+        app = tekton_app(fake_kube, tmp_path, CleanupRegistry())
+        async with app.run_test(size=SIZE) as pilot:
+            monitor = await launch_unroll_plus_2(pilot, matrix_file)
+            ctrl = monitor.controller
+            await _wait(lambda: ctrl.progress is not None and ctrl.progress.completed == 9, 30, "the first task's 9 TaskRuns")
+            assert ctrl.progress.total == 36
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, QuitDialog)
+            await pilot.press("d")
+            await _wait(lambda: app.return_code is not None, 20, "the app to exit")
+        assert RunStore().get("experiment-matrix-run").state == "detached"
+        pr = fake_kube.get("tekton.dev/v1", "PipelineRun", "experiment-matrix-run", NS)
+        assert "status" not in pr["spec"]  # detach does not cancel
+
+        app2 = tekton_app(fake_kube, tmp_path, CleanupRegistry())
+        async with app2.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            await pilot.press("a")
+            await pilot.pause()
+            ctrl2 = app2.controllers[0]
+            await _wait(lambda: ctrl2.live and ctrl2.progress is not None and ctrl2.progress.running == 9, 30, "the attach")
+            assert (ctrl2.progress.done, ctrl2.progress.total) == (9, 36)
+            monitor2 = app2.screen
+            await pilot.pause(0.2)
+            assert "9/36 done" in str(monitor2.query_one(MetricsPanel).query_one("#metrics-progress-label").render())
+            header = text_of(monitor2.query_one("#monitor-header", Static))
+            assert "4 tasks · 36 combinations · PipelineRun experiment-matrix-run in mert" in header, header
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app2.screen, QuitDialog)
+            await pilot.press("enter")  # clean up: cancels the PipelineRun
+            await _wait(lambda: app2.return_code is not None, 20, "the app to exit")
+        pr = fake_kube.get("tekton.dev/v1", "PipelineRun", "experiment-matrix-run", NS)
+        assert pr["spec"].get("status") in ("CancelledRunFinally", "Cancelled")
+    finally:
+        ctl.stop()
+
+
+async def test_metrics_panel_puts_progress_first_only_without_metrics():
+    """Progress but no Metrics (a matrix sweep): progress on top; Metrics arrive: the usual order again."""
+    from textual.app import App
+
+    from backends.events import Metrics, Progress
+    from tui.widgets.metrics import MetricsPanel
+
+    class Host(App):
+        def compose(self):
+            yield MetricsPanel(id="metrics-panel")
+
+    async with Host().run_test(size=(60, 12)) as pilot:
+        panel = pilot.app.query_one(MetricsPanel)
+        order = lambda: [w.id for w in panel.children]  # noqa: E731
+        usual = ["metrics-numbers", "metrics-spark-label", "metrics-spark", "metrics-progress-label", "metrics-progress"]
+        assert order() == usual
+        panel.update_progress(Progress(36, pending=27, running=9))
+        await pilot.pause()
+        assert order()[:2] == ["metrics-progress-label", "metrics-progress"]
+        assert panel.query_one("#metrics-progress-label").region.y < panel.query_one("#metrics-numbers").region.y
+        panel.update_metrics([Metrics(completed=3, output_tokens_per_s=10.0)])
+        await pilot.pause()
+        assert order() == usual
+        panel.reset()
+        await pilot.pause()
+        assert order() == usual

@@ -31,6 +31,7 @@ from textual.widgets import Footer, Input, Static
 from backends.events import Alert, Endpoint, Fix, Notice
 from config.errors import SweepdeckError
 from tui.controller import EventBatch, RunController
+from tui.matrix_launch import is_matrix, matrix_facts
 from tui.widgets.endpoint import EndpointPanel
 from tui.widgets.logview import LogView
 from tui.widgets.metrics import MetricsPanel
@@ -318,7 +319,12 @@ class RunMonitorScreen(Screen):
         backend = getattr(c.backend, "name", "") or (c.record.backend if c.record else "")
         if backend:
             text.append(f" · {backend}")
-        if spec is not None:
+        if is_matrix(spec):
+            # the PipelineRun sets the engine per task: its own facts instead of TP/max_model_len
+            text.append(" · " + matrix_facts(spec, c.run.handle if c.run is not None else None,
+                                             c.record.meta if c.record is not None else None))
+            text.append(f" · {spec.model}", style="dim")
+        elif spec is not None:
             text.append(f" · {spec.model} · {spec.workload.app}")
             e = spec.engine
             text.append(f" · TP={e.tp} max_model_len={e.max_model_len} max_num_seqs={e.max_num_seqs}", style="dim")

@@ -67,6 +67,20 @@ class MetricsPanel(Vertical):
             self.total = total
             self._show_progress(self.metrics.completed + self.metrics.failed if self.metrics else 0, total)
 
+    def _order(self) -> None:
+        """Progress first while a run has Progress but no load-generator Metrics (a matrix
+        sweep, a task pipeline): a short pane (80×24) then still shows ``n/total done``."""
+        numbers = self.query_one("#metrics-numbers", Static)
+        label = self.query_one("#metrics-progress-label", Label)
+        bar = self.query_one("#metrics-progress", ProgressBar)
+        first = self.progress is not None and self.metrics is None
+        if first and self.children[0] is not label:
+            self.move_child(label, before=numbers)
+            self.move_child(bar, after=label)
+        elif not first and self.children[0] is label:
+            self.move_child(label, after=self.query_one("#metrics-spark", Sparkline))
+            self.move_child(bar, after=label)
+
     def reset(self) -> None:
         self.metrics = None
         self.progress = None
@@ -76,6 +90,7 @@ class MetricsPanel(Vertical):
         self.query_one("#metrics-spark-label", Label).update("Throughput (tok/s): no samples")
         self.query_one("#metrics-progress", ProgressBar).update(total=None, progress=0)
         self.query_one("#metrics-progress-label", Label).update("Progress: —")
+        self._order()
 
     def update_metrics(self, samples: list[Metrics], history: list[float] | None = None) -> None:
         """Apply a batch of Metrics events (the last one is current).
@@ -102,9 +117,11 @@ class MetricsPanel(Vertical):
         )
         if self.progress is None and self.total:
             self._show_progress(m.completed + m.failed, self.total, m.failed)
+        self._order()
 
     def update_progress(self, progress: Progress) -> None:
         self.progress = progress
+        self._order()
         self._show_progress(progress.done, progress.total, progress.failed, progress.running, progress.pending)
 
     def _show_progress(self, done: int, total: int, failed: int = 0, running: int | None = None,
