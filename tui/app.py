@@ -220,7 +220,7 @@ class SweepdeckApp(App[int]):
         Args:
             spec: What to run.
             backend: A launch variant of the spec's backend (a matrix
-                PipelineRun: :class:`tui.matrix_launch.MatrixLaunch`); default:
+                PipelineRun: :class:`backends.tekton.launch_matrix.MatrixLaunch`); default:
                 the spec's backend/profile.
         """
         backend = backend or self.backend_for(spec.backend, spec.profile)

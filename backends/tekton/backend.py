@@ -10,7 +10,6 @@ last resourceVersion and re-list on 410 Gone; nothing polls.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import json
 import logging
 import re
@@ -27,6 +26,7 @@ from backends.kube import Kube, KubeError, WatchEvent
 from backends.tekton.build import Build, Sources, build, expected_seconds
 from backends.tekton.install import apply_all
 from backends.tekton.reports import summarize as summarize_report
+from config.durations import parse_timestamp
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
@@ -46,16 +46,6 @@ def yaml_dump(doc: Any) -> str:
     import yaml
 
     return yaml.safe_dump(doc, sort_keys=False, width=float("inf"))
-
-
-def parse_time(text: str | None) -> float | None:
-    """RFC 3339 ``2026-01-01T00:00:00Z`` → epoch seconds."""
-    if not text:
-        return None
-    try:
-        return float(calendar.timegm(time.strptime(text.replace(".000", "")[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
 
 
 def succeeded_condition(obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -468,7 +458,7 @@ class TektonBackend:
         state.deadlines.pop(name, None)
         if name in state.overtime or succeeded_condition(tr)[0] in ("True", "False"):
             return
-        started = parse_time((tr.get("status") or {}).get("startTime"))
+        started = parse_timestamp((tr.get("status") or {}).get("startTime"))
         expected = expected_seconds(name, self.profile)
         if started and expected:
             state.deadlines[name] = (started + 2 * expected, started, expected)
@@ -506,8 +496,8 @@ class TektonBackend:
                 if state.shown.get("__pr__") != key:
                     state.shown["__pr__"] = key
                     events.append(Phase(f"PipelineRun {run.handle['pipelinerun']}", task_state(pr), message, kind="pipelinerun",
-                                        started=parse_time((pr.get("status") or {}).get("startTime")),
-                                        finished=parse_time((pr.get("status") or {}).get("completionTime"))))
+                                        started=parse_timestamp((pr.get("status") or {}).get("startTime")),
+                                        finished=parse_timestamp((pr.get("status") or {}).get("completionTime"))))
                 if status in ("True", "False"):
                     return events, pr
             return events, None
@@ -557,8 +547,8 @@ class TektonBackend:
             return []
         state.shown[name] = shown
         events: list[Event] = [Phase(
-            name, task_state(tr), message, kind="task", started=parse_time(status.get("startTime")),
-            finished=parse_time(status.get("completionTime")), retries=retries, expected_s=expected_seconds(name, self.profile),
+            name, task_state(tr), message, kind="task", started=parse_timestamp(status.get("startTime")),
+            finished=parse_timestamp(status.get("completionTime")), retries=retries, expected_s=expected_seconds(name, self.profile),
         )]
         if st == "False" and reason not in CANCELLED and name not in state.logs_shown:
             state.logs_shown.add(name)
@@ -629,7 +619,7 @@ class TektonBackend:
             # Tekton lists the steps once the pod exists: until then a later update names the container
             if name in state.task_logs or not status.get("podName") or not status.get("steps") or state.outcome.get(name) != "running":
                 continue
-            waiting.append((parse_time(status.get("startTime")) or 0.0, name, tr))
+            waiting.append((parse_timestamp(status.get("startTime")) or 0.0, name, tr))
         waiting.sort(key=lambda w: w[0], reverse=True)
         for _, name, tr in waiting[:free]:
             status = tr["status"]
@@ -651,7 +641,7 @@ class TektonBackend:
         if state.shown.get(f"pod/{pname}") != key:
             state.shown[f"pod/{pname}"] = key
             events.append(Phase(f"pod/{pname}", st, " ".join(p for p in (reason, message) if p), kind="pod",
-                                started=parse_time((pod.get("status") or {}).get("startTime"))))
+                                started=parse_timestamp((pod.get("status") or {}).get("startTime"))))
             if reason:
                 found = diagnosis.diagnose_state("pod", st, reason, message)
                 if found and (pname, found.rule_id) not in state.alerted:

@@ -175,7 +175,7 @@ def matrix_script(gate: Gate) -> list:
 def test_monitor_matrix_run(snap_compare, size):
     """A matrix PipelineRun: its facts in the header (no engine fields), done/total visible at 80×24."""
     from backends.store import RunStore
-    from tui.matrix_launch import MatrixFile, matrix_spec
+    from backends.tekton.launch_matrix import MatrixFile, matrix_spec
 
     app = make_app(MatrixScriptedBackend(matrix_script(Gate()), name="tekton"))
     spec = matrix_spec(MatrixFile.load(MATRIX_FILE), profile=None, namespace="mert", store=RunStore())

@@ -242,3 +242,13 @@ async def test_save_writes_the_shown_lines_and_never_overwrites_silently(tmp_pat
         assert len(target.read_text().splitlines()) == 9  # unchanged
         assert view.save(target, overwrite=True) == 3
         assert len(target.read_text().splitlines()) == 3
+
+
+def test_a_long_source_is_shortened_on_screen_and_kept_whole_when_saved():
+    """A matrix TaskRun's source (task + combination) must not push the text off an 80-column line."""
+    source = "task/run-experiment-inf-sche-prefix-yaml-8 question_len=1000,output_len=1000"
+    line = LogLine("step 3/7 done", "out", source)
+    shown = line_prefix(line)
+    assert len(shown) <= 40 and shown.startswith("[TASK/RUN-EXP") and "…" in shown and shown.endswith("=1000 OUT] ")
+    assert plain_line(line) == f"[{source.upper()} OUT] step 3/7 done"
+    assert line_prefix(LogLine("x", "err", "vllm")) == "[VLLM ERR] "

@@ -311,10 +311,11 @@ async def test_metrics_panel_puts_progress_first_only_without_metrics():
         panel.update_progress(Progress(36, pending=27, running=9))
         await pilot.pause()
         assert order()[:2] == ["metrics-progress-label", "metrics-progress"]
-        assert panel.query_one("#metrics-progress-label").region.y < panel.query_one("#metrics-numbers").region.y
+        assert panel.query_one("#metrics-progress-label").region.y == 0
+        assert not panel.query_one("#metrics-numbers").display  # no "no measurements yet" under the progress
         panel.update_metrics([Metrics(completed=3, output_tokens_per_s=10.0)])
         await pilot.pause()
-        assert order() == usual
+        assert order() == usual and panel.query_one("#metrics-numbers").display
         panel.reset()
         await pilot.pause()
         assert order() == usual

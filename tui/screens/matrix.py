@@ -8,7 +8,7 @@ table), full expansion with at most N at once (barrier or sliding window),
 or unroll + N. A preview line says what that makes ("12 tasks, each a matrix
 of 3, one after another"). Launch checks the cluster, then goes through the
 app's one launch path (:meth:`tui.app.SweepdeckApp.launch_spec` with a
-:class:`~tui.matrix_launch.MatrixLaunch`) to the run monitor, whose progress
+:class:`~backends.tekton.launch_matrix.MatrixLaunch`) to the run monitor, whose progress
 shows done/total.
 """
 
@@ -25,7 +25,7 @@ from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, R
 
 from config.errors import SweepdeckError
 from tui import bindings as keys
-from tui.matrix_launch import MODES, MatrixFile, MatrixLaunch, MatrixPlan, matrix_spec
+from backends.tekton.launch_matrix import MODES, MatrixFile, MatrixLaunch, MatrixPlan, matrix_spec
 
 if TYPE_CHECKING:
     from backends.base import Check

@@ -31,7 +31,7 @@ from textual.widgets import Footer, Input, Static
 from backends.events import Alert, Endpoint, Fix, Notice
 from config.errors import SweepdeckError
 from tui.controller import EventBatch, RunController
-from tui.matrix_launch import is_matrix, matrix_facts
+from backends.tekton.launch_matrix import is_matrix, matrix_facts
 from tui.widgets.endpoint import EndpointPanel
 from tui.widgets.logview import LogView
 from tui.widgets.metrics import MetricsPanel

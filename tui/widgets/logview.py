@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections import deque
+from functools import lru_cache
 from operator import attrgetter
 
 from rich.cells import cell_len
@@ -45,14 +46,34 @@ DEFAULT_CAP = 100_000
 _TEXT = attrgetter("text")
 
 
-def line_prefix(line: LogLine) -> str:
-    """``[VLLM OUT] `` / ``[VLLM ERR] `` (the source, upper-cased, and the stream)."""
-    return f"[{(line.source or 'log').upper()} {'ERR' if line.stream == 'err' else 'OUT'}] "
+#: Longest source shown in a line's prefix; a longer one (a matrix TaskRun with its
+#: combination) keeps its start and end, so the text still starts on an 80-column line.
+SOURCE_SHOWN = 28
+
+
+@lru_cache(maxsize=256)
+def _shown_source(source: str, full: bool = False) -> str:
+    source = source.upper()
+    if full or len(source) <= SOURCE_SHOWN:
+        return source
+    keep = SOURCE_SHOWN - 1
+    return source[: keep // 2] + "…" + source[-(keep - keep // 2):]
+
+
+def line_prefix(line: LogLine, *, full: bool = False) -> str:
+    """``[VLLM OUT] `` / ``[VLLM ERR] `` (the source, upper-cased, and the stream).
+
+    Args:
+        line: The line.
+        full: The whole source however long (a saved log); on screen a source
+            longer than :data:`SOURCE_SHOWN` is shortened in the middle.
+    """
+    return f"[{_shown_source(line.source or 'log', full)} {'ERR' if line.stream == 'err' else 'OUT'}] "
 
 
 def plain_line(line: LogLine) -> str:
-    """The line as shown and saved: prefix + text (control characters made visible)."""
-    return line_prefix(line) + _CONTROL("\ufffd", line.text.expandtabs())
+    """The line as saved: the full prefix + text (control characters made visible)."""
+    return line_prefix(line, full=True) + _CONTROL("\ufffd", line.text.expandtabs())
 
 
 class LogView(ScrollView, can_focus=True):

@@ -80,6 +80,10 @@ class MetricsPanel(Vertical):
         elif not first and self.children[0] is label:
             self.move_child(label, after=self.query_one("#metrics-spark", Sparkline))
             self.move_child(bar, after=label)
+        # nothing measured yet and progress to show: the empty measurement lines would only
+        # say "no measurements" under it; they come back with the first Metrics
+        for widget in (numbers, self.query_one("#metrics-spark-label", Label), self.query_one("#metrics-spark", Sparkline)):
+            widget.display = not first
 
     def reset(self) -> None:
         self.metrics = None

@@ -26,7 +26,7 @@ SOURCE = re.compile(r"^task/(run-experiment-\S+-\d+) question_len=(\d+),output_l
 
 def unrolled(limit: int = 2) -> "tuple[object, dict]":
     """The Tekton PoC matrix (4 × 3 × 3), gaiePluginConfig unrolled, at most ``limit`` tasks at once."""
-    from tui.matrix_launch import MatrixFile, MatrixPlan
+    from backends.tekton.launch_matrix import MatrixFile, MatrixPlan
 
     matrix = MatrixFile.load(FIX / "tekton-poc-pipelinerun-matrix.yaml")
     return matrix, MatrixPlan("unroll_limit", ("gaiePluginConfig",), limit).pipelinerun(matrix)
@@ -35,7 +35,7 @@ def unrolled(limit: int = 2) -> "tuple[object, dict]":
 def run_dir_for(matrix):
     """The run directory the session driver would make (spec.json, meta) for the matrix launch."""
     from backends.store import RunStore
-    from tui.matrix_launch import matrix_spec
+    from backends.tekton.launch_matrix import matrix_spec
 
     store = RunStore()
     spec = matrix_spec(matrix, profile="lab", namespace=NS, store=store)

@@ -1,11 +1,11 @@
-"""Launching a Tekton matrix PipelineRun from the TUI: the file, the choice, the launch.
+"""Launching a Tekton matrix PipelineRun (the TUI's matrix screen): the file, the choice, the launch.
 
 The headless ``sweepdeck tekton run-pr`` and the TUI's matrix screen make the
 same choice (:mod:`backends.tekton.matrix`): run the matrix as it is, unroll
 some parameters into one task per value, or expand it fully with at most N
 tasks at once (barrier or sliding window), or unroll *and* limit.
 
-Nothing here imports Textual. :class:`MatrixLaunch` is a :class:`~backends.base.Backend`
+:class:`MatrixLaunch` is a :class:`~backends.base.Backend`
 for one ready PipelineRun (it creates it with
 :meth:`~backends.tekton.TektonBackend.launch_pipelinerun` and delegates the
 rest to the Tekton backend), so the app's one launch path — a
