@@ -5,7 +5,9 @@ The app runs headless (``App.run_test``) on the real local backend with the
 built-in vLLM simulator, in a private state directory, and is driven with
 keys the way a user would: new experiment → model → workload → vLLM review →
 summary → pre-flight → launch → run monitor; a ``--fail oom`` run for the
-recovery dialog; quit with a live run for the quit dialog; an Argo sweep
+recovery dialog; quit with a live run for the quit dialog; Tekton (the real
+``tekton`` backend on the tests' fake Kubernetes API server) for a pre-flight
+remedy and the matrix sweep screen; an Argo sweep
 (the real ``argo`` backend on the tests' fake Kubernetes API server, real
 queue workers and queue API) for the sweep view. Nothing is left running
 afterwards (every run is cleaned up through the quit dialog).
@@ -128,6 +130,16 @@ async def main_flow(shoot: Shooter, state: Path) -> None:
         await shoot(pilot, "wizard-3-review")
         await pilot.press("y", "f8")
         await shoot(pilot, "wizard-4-summary")
+        await pilot.press("i")
+        await pilot.pause()
+        await shoot(pilot, "dialog-experiment-id")
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("b")
+        await pilot.pause()
+        await shoot(pilot, "dialog-backend-choice")
+        await pilot.press("escape")
+        await pilot.pause()
         await through_preflight(pilot, from_review=False)
         await shoot(pilot, "wizard-5-preflight")
         await pilot.press("l")
@@ -177,6 +189,10 @@ async def main_flow(shoot: Shooter, state: Path) -> None:
         await pilot.press("q")
         await shoot(pilot, "dialog-quit")
         await pilot.press("enter")
+        from tui.screens.dialogs import CleanupScreen
+
+        if isinstance(pilot.app.screen, CleanupScreen):  # shown while the registry runs (often only a moment)
+            pilot.app.save_screenshot(filename="dialog-cleanup.svg", path=str(shoot.out))
         await wait_for(lambda: app.return_code is not None, 30, "cleanup and exit")
 
 
@@ -330,7 +346,90 @@ async def sweep_flow(shoot: Shooter, state: Path) -> None:
         fake.stop()
 
 
-FLOWS = {"main": main_flow, "recovery": recovery_flow, "sweep": sweep_flow}
+async def tekton_flow(shoot: Shooter, state: Path) -> None:
+    """Tekton on the tests' fake Kubernetes API (no cluster runs here): a pre-flight remedy and a matrix sweep.
+
+    The real ``tekton`` backend and app; the fake API server's Tekton test
+    controller advances the TaskRuns. The namespace is missing at first, so
+    pre-flight offers to create it (``f``); then the Tekton PoC's 36-combination
+    matrix PipelineRun is launched from the matrix screen, unrolled over one
+    parameter with two tasks at once.
+    """
+    import yaml
+    from textual.widgets import Input
+
+    from backends.cleanup import CleanupRegistry
+    from backends.store import RunStore
+    from config.settings import load_settings
+    from tests.support.fakekube import start_fake_kube
+    from tests.support.fakekube.tekton_controller import TektonController
+    from tui.app import SweepdeckApp
+    from tui.screens.dialogs import ConfirmDialog
+    from tui.screens.matrix import MatrixScreen
+    from tui.screens.monitor import RunMonitorScreen
+
+    ns = "mert"
+    work = state / "tekton"
+    work.mkdir()
+    matrix_file = work / "pipelinerun-matrix.yaml"
+    matrix_file.write_bytes((ROOT / "tests" / "fixtures" / "tekton" / "tekton-poc-pipelinerun-matrix.yaml").read_bytes())
+    fake = start_fake_kube(work / "kubeconfig", namespace=ns)
+    for i in range(2):
+        fake.add_node(f"gpu-{i}", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8)
+    controller = TektonController(fake, step=0.4).start()
+    try:
+        config = work / "config.yaml"
+        config.write_text(yaml.safe_dump({"default_backend": "tekton", "default_profile": "lab", "profiles": {"lab": {
+            "backend": "tekton", "namespace": ns, "kubeconfig": str(fake.kubeconfig)}}}))
+        settings = load_settings(config)
+        registry = CleanupRegistry()
+        from backends.tekton import TektonBackend
+
+        backend = TektonBackend(settings, settings.profile("lab", "tekton"), registry=registry)
+        app = SweepdeckApp(settings, {"tekton": backend}, store=RunStore(state), registry=registry, install_signals=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("colon", *"llama2-7b chatbot in namespace mert", "enter")
+            await pilot.pause()
+            await through_preflight(pilot)
+            await shoot(pilot, "wizard-5-preflight-remedy")
+            await pilot.press("f")
+            await wait_for(lambda: isinstance(pilot.app.screen, ConfirmDialog), 10, "the remedy question")
+            await shoot(pilot, "dialog-remedy")
+            await pilot.press("y")
+            await wait_for(lambda: fake.exists("v1", "Namespace", ns), 10, "the namespace")
+            from tui.screens.runs import RunsScreen
+
+            while not isinstance(pilot.app.screen, RunsScreen):  # back through the wizard's steps, then close it
+                await pilot.press("escape")
+                await pilot.pause()
+            await pilot.press("m")
+            await wait_for(lambda: isinstance(pilot.app.screen, MatrixScreen), 10, "the matrix screen")
+            screen = pilot.app.screen
+            screen.query_one("#matrix-path", Input).value = str(matrix_file)
+            await pilot.press("enter")
+            await pilot.pause()
+            await pilot.press("space", "tab")
+            await pilot.pause()
+            await pilot.press("down", "down", "enter")
+            await pilot.pause()
+            screen.query_one("#matrix-limit", Input).value = "2"
+            await shoot(pilot, "matrix")
+            await pilot.press("f8")
+            await wait_for(lambda: isinstance(pilot.app.screen, RunMonitorScreen), 20, "the run monitor")
+            ctrl = pilot.app.screen.controller
+            await wait_for(lambda: ctrl.progress is not None and 9 <= ctrl.progress.done < 36, 90, "matrix progress")
+            await shoot(pilot, "monitor-matrix")
+            await pilot.press("q")
+            await pilot.pause()
+            if app.return_code is None:
+                await pilot.press("enter")  # clean up everything: the PipelineRun is cancelled
+            await wait_for(lambda: app.return_code is not None, 30, "cleanup and exit")
+    finally:
+        controller.stop()
+        fake.stop()
+
+
+FLOWS = {"main": main_flow, "recovery": recovery_flow, "sweep": sweep_flow, "tekton": tekton_flow}
 
 
 def main(argv: list[str] | None = None) -> int:
