@@ -174,7 +174,7 @@ class TektonBackend:
             build_ = None
         if await kube.get("", "v1", "namespaces", ns) is None:
             checks.append(Check(
-                f"Namespace {ns}", "fail", "does not exist", f"sweepdeck can create it for you (--fix), or: kubectl create namespace {ns}",
+                f"Namespace {ns}", "fail", "does not exist", f"kubectl create namespace {ns}, or let sweepdeck create it (it asks first)",
                 remedy=Remedy("create_namespace", label=f"Create namespace {ns}",
                               question=f"Namespace {ns} does not exist. Create it?", args={"namespace": ns}),
             ))
