@@ -20,6 +20,9 @@ from config.errors import SweepdeckError
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_MAX_NUM_SEQS = 256
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+# The vLLM container's memory and CPU (limit = request), as the BLIS values give them.
+DEFAULT_MEMORY = "128Gi"
+DEFAULT_CPU = "32"
 
 # Characters that have a meaning to a shell. User values never reach a shell
 # string (remote commands are built with shlex.join), but values that end up
@@ -59,6 +62,8 @@ class EngineSettings:
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     extra_args: tuple[str, ...] = ()
+    memory: str = DEFAULT_MEMORY  # Kubernetes quantity (128Gi); limit and request
+    cpu: str = DEFAULT_CPU        # cores (32, 0.5) or millicores (500m); limit and request
 
     def serve_args(self) -> list[str]:
         """vLLM ``serve`` arguments for these settings (without the model)."""
@@ -120,7 +125,7 @@ def _fmt(value: Any) -> str:
 
 
 # Field paths a spec exposes to set()/get(), changes() and Fix.changes.
-ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args")
+ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args", "memory", "cpu")
 TOP_FIELDS = ("model", "backend", "profile", "namespace", "experiment_id", "workload")
 # Single workload numbers (``workload.rate``...) so a tweak to a preset shows up
 # as its own change instead of hiding behind an unchanged preset name.
@@ -419,7 +424,29 @@ _IMAGE_RE = re.compile(
 )
 
 
-def _validate_field(path: str, value: Any) -> Any:
+# Kubernetes quantities: 128Gi, 128G, 512Mi, 1e9 (bytes); CPU: 32, 0.5, 500m.
+_MEMORY_RE = re.compile(r"(\d+(\.\d+)?|\.\d+)([KMGTPE]i|[kKMGTPE]|e\d+)?")
+_CPU_RE = re.compile(r"(\d+(\.\d+)?|\.\d+)m?")
+
+
+def _quantity(label: str, value: Any, pattern: re.Pattern[str], kind: str, example: str) -> str:
+    """A positive Kubernetes quantity as text (``64Gi``, ``500m``); the message names ``label``."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SweepdeckError(f"{label} must be {kind}, got {value!r}.", example)
+    text = _fmt(value).strip() if not isinstance(value, str) else value.strip()
+    number = re.match(r"[\d.]*", text).group(0)  # type: ignore[union-attr]
+    if not pattern.fullmatch(text) or float(number or 0) <= 0:
+        raise SweepdeckError(f"{label} must be {kind}, got {value!r}.", example)
+    return text
+
+
+def _validate_field(path: str, value: Any, where: str | None = None) -> Any:
+    if path == "engine.memory":
+        return _quantity(where or "memory", value, _MEMORY_RE, "a positive Kubernetes memory quantity",
+                         "Example: memory=64Gi (or 128G, 512Mi)")
+    if path == "engine.cpu":
+        return _quantity(where or "cpu", value, _CPU_RE, "a positive number of cores or millicores",
+                         "Example: cpu=16 (or 0.5, 500m)")
     if path in ("engine.tp", "engine.max_model_len", "engine.max_num_batched_tokens", "engine.max_num_seqs"):
         return _positive_int(path, value)
     if path == "engine.image":
@@ -545,6 +572,8 @@ def build_spec(
     max_model_len: int | str | None = None,
     max_num_batched_tokens: int | str | None = None,
     max_num_seqs: int | str | None = None,
+    memory: str | None = None,
+    cpu: str | int | float | None = None,
     image: str | None = None,
     extra_args: list[str] | tuple[str, ...] | str | None = None,
     base_values: dict[str, Any] | None = None,
@@ -593,6 +622,8 @@ def build_spec(
         max_num_batched_tokens=pick("max_num_batched_tokens", info.max_num_batched_tokens, DEFAULT_MAX_NUM_BATCHED_TOKENS),
         max_num_seqs=pick("max_num_seqs", info.max_num_seqs, DEFAULT_MAX_NUM_SEQS),
         extra_args=("--trust-remote-code",) if info.trust_remote_code else (),
+        memory=pick("memory", None, DEFAULT_MEMORY),
+        cpu=pick("cpu", None, DEFAULT_CPU),
     )
     origins["engine.extra_args"] = Origin(Source.CATALOG if info.trust_remote_code else Source.DEFAULT)
     tp_sweep: tuple[int, ...] = ()
@@ -620,6 +651,8 @@ def build_spec(
         ("max_model_len", max_model_len),
         ("max_num_batched_tokens", max_num_batched_tokens),
         ("max_num_seqs", max_num_seqs),
+        ("memory", memory),
+        ("cpu", cpu),
         ("image", image),
     ):
         if value is not None:
@@ -684,6 +717,9 @@ def _apply_values(
     if image:
         updates["image"] = image
         origins["engine.image"] = Origin(Source.VALUES)
+    for name, value in values_resources(values).items():
+        updates[name] = _validate_field(f"engine.{name}", value, where=f"values file: decode.containers[name=vllm].resources {name}")
+        origins[f"engine.{name}"] = Origin(Source.VALUES)
     wl = stack.get("workload")
     if take_workload and isinstance(wl, dict) and isinstance(wl.get("profile"), dict):
         prof = make_workload(str(wl.get("app", "values")), wl["profile"], source="values file: stack.workload")
@@ -708,6 +744,32 @@ def _values_image(values: dict[str, Any]) -> str | None:
         if isinstance(container, dict) and container.get("name") == "vllm" and container.get("image"):
             return str(container["image"])
     return None
+
+
+def _vllm_container(values: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        containers = values["stack"]["model"]["helmValues"]["decode"]["containers"]
+    except (KeyError, TypeError):
+        return None
+    for container in containers or []:
+        if isinstance(container, dict) and container.get("name") == "vllm":
+            return container
+    return None
+
+
+def values_resources(values: dict[str, Any]) -> dict[str, str]:
+    """``memory``/``cpu`` of decode.containers[name=vllm].resources (limits, else requests).
+
+    Only the keys the values file sets are returned (none: the defaults stand).
+    """
+    container = _vllm_container(values) or {}
+    resources = container.get("resources") if isinstance(container.get("resources"), dict) else {}
+    out: dict[str, str] = {}
+    for part in ("requests", "limits"):  # limits last: they win
+        section = resources.get(part)
+        if isinstance(section, dict):
+            out.update({k: str(section[k]) for k in ("memory", "cpu") if section.get(k) is not None})
+    return out
 
 
 def custom_workload(catalogs: Catalogs, **values: Any) -> WorkloadProfile:

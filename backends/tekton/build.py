@@ -11,6 +11,8 @@ Where vLLM settings live in BLIS values:
 * ``stack.MAX_MODEL_LEN`` / ``MAX_NUM_BATCHED_TOKENS`` / ``MAX_NUM_SEQS``;
 * the image: ``stack.model.helmValues.decode.containers[name=vllm].image`` and
   the image of the init container that installs into the vLLM image;
+* memory and CPU: ``decode.containers[name=vllm].resources.limits`` and
+  ``.requests`` (``memory``, ``cpu``; both get the spec's value);
 * extra vLLM arguments: ``decode.containers[name="vllm"].args=ARG`` overrides
   appended to every deploy-model task of the rendered Pipeline;
 * the workload: ``stack.workload`` (guidellm) — the ``inference-perf`` form
@@ -29,6 +31,7 @@ import yaml
 
 from backends.tekton.render import dump, load_yaml_file, merge_pipelinerun, render_text
 from config.errors import SweepdeckError
+from config.spec import values_resources
 
 if TYPE_CHECKING:
     from config.settings import Profile
@@ -157,6 +160,7 @@ def effective_values(base: dict[str, Any], spec: "ExperimentSpec") -> dict[str, 
     if harness == "guidellm":
         stack["workload"] = spec.workload.to_values()
     set_image(values, e.image)
+    set_resources(values, e.memory, e.cpu)
     # one Pipeline per experiment: runs with different values never overwrite each other
     values.setdefault("experiment", {})["name"] = spec.experiment_id
     return values
@@ -178,6 +182,32 @@ def set_image(values: dict[str, Any], image: str) -> None:
         # the init container installs into the vLLM image's Python: it must match
         if c.get("image") == old or len(inits) == 1:
             c["image"] = image
+
+
+def set_resources(values: dict[str, Any], memory: str, cpu: str) -> None:
+    """Put ``memory``/``cpu`` into the limits and requests of decode.containers[name=vllm].
+
+    A value equal to what the values file already gives (its limits, else
+    requests) is left alone, so an untouched file keeps its own layout (and a
+    request deliberately below its limit); a changed value goes into both.
+    """
+    helm = (((values.get("stack") or {}).get("model") or {}).get("helmValues")) or {}
+    decode = helm.get("decode") if isinstance(helm, dict) else None
+    if not isinstance(decode, dict):
+        return
+    current = values_resources(values)
+    wanted = {k: v for k, v in (("memory", memory), ("cpu", cpu)) if current.get(k) != v}
+    if not wanted:
+        return
+    for c in decode.get("containers") or []:
+        if not (isinstance(c, dict) and c.get("name") == "vllm"):
+            continue
+        if not isinstance(c.get("resources"), dict):
+            c["resources"] = {}
+        for part in ("limits", "requests"):
+            if not isinstance(c["resources"].get(part), dict):
+                c["resources"][part] = {}
+            c["resources"][part].update(wanted)
 
 
 def add_vllm_args(pipeline: dict[str, Any], args: list[str] | tuple[str, ...]) -> int:

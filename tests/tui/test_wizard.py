@@ -250,6 +250,44 @@ async def test_review_edit_is_highlighted_and_must_be_confirmed():
         assert "Max Model Len:    2048" in summary
 
 
+async def test_review_memory_edit_is_validated_marked_and_confirmed():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        wizard = await to_review(pilot)
+        table = wizard.query_one("#review-table", DataTable)
+        assert review_cells(wizard, "res:Memory")[1:] == ["128Gi (limit/request)", "", "not enforced"]
+        table.move_cursor(row=table.get_row_index("res:Memory"))
+        await pilot.press("e")
+        await pilot.pause()
+        edit = wizard.query_one("#review-edit", Input)
+        assert edit.has_focus and edit.value == "128Gi"
+        edit.value = "64 gigs"
+        await pilot.press("enter")
+        await pilot.pause()
+        error = text_of(wizard.query_one("#review-error", Static))
+        assert "memory must be a positive Kubernetes memory quantity" in error and "64Gi" in error
+        assert wizard.state.spec.engine.memory == "128Gi"
+        assert not wizard.state.pending_changes()
+        edit.value = "64Gi"
+        await pilot.press("enter")
+        await pilot.pause()
+        cells = review_cells(wizard, "res:Memory")
+        assert cells[1] == "64Gi (limit/request)" and cells[2] == "CHANGED"
+        # recorded, but the local backend says it does not enforce it
+        assert cells[3] == "you, not enforced (was 128Gi)"
+        spec = wizard.state.spec
+        assert spec.engine.memory == "64Gi" and spec.source("engine.memory") == "user"
+        assert review_cells(wizard, "res:CPU")[1:3] == ["32 (limit/request)", ""]
+        await pilot.press("f8")
+        await pilot.pause()
+        assert wizard.index == 2
+        assert "CONFIRM FIRST" in text_of(wizard.query_one("#wizard-status", Static))
+        await pilot.press("y", "f8")
+        await pilot.pause()
+        assert wizard.index == 3
+        assert "engine.memory: 128Gi -> 64Gi" in text_of(wizard.query_one("#summary-body", Static))
+
+
 async def test_review_add_argument_validated_and_marked_new():
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -387,7 +425,9 @@ async def test_choosing_a_tekton_profile_layers_values_yaml():
         await pilot.pause()
         assert review_cells(wizard, "engine.max_model_len")[3] == "values.yaml"
         assert review_cells(wizard, "auto:--otlp-traces-endpoint")[3] == "auto-configured"
-        assert review_cells(wizard, "res:Memory")[3] == "template"
+        # the tekton profile's values file gives the vllm container's memory/CPU
+        assert review_cells(wizard, "res:Memory")[1:] == ["128Gi (limit/request)", "", "values.yaml"]
+        assert review_cells(wizard, "res:CPU")[3] == "values.yaml"
 
 
 # -------------------------------------------------------------- pre-flight

@@ -193,6 +193,49 @@ def test_experiment_id_must_be_dns_safe(cats, bad):
         build_spec(cats, "llama2-7b", experiment_id=bad)
 
 
+def test_memory_and_cpu_defaults_values_and_user(cats, values):
+    spec = build_spec(cats, "llama3-8b", today=TODAY)
+    assert (spec.engine.memory, spec.engine.cpu) == ("128Gi", "32")
+    assert spec.source("engine.memory") == spec.source("engine.cpu") == Source.DEFAULT
+    custom = yaml.safe_load(yaml.safe_dump(values))
+    vllm = next(c for c in custom["stack"]["model"]["helmValues"]["decode"]["containers"] if c["name"] == "vllm")
+    vllm["resources"] = {"limits": {"memory": "64Gi", "cpu": 16}, "requests": {"memory": "32Gi", "cpu": "8"}}
+    spec = build_spec(cats, "llama3-8b", backend="tekton", base_values=custom, today=TODAY)
+    assert (spec.engine.memory, spec.engine.cpu) == ("64Gi", "16")  # the limits win
+    assert spec.source("engine.memory") == spec.source("engine.cpu") == Source.VALUES
+    assert spec.changes() == []
+    spec = spec.set("engine.memory", "512Mi").set("engine.cpu", 0.5)
+    changes = {c.field: c for c in spec.changes()}
+    assert (changes["engine.memory"].base, changes["engine.memory"].value) == ("64Gi", "512Mi")
+    assert changes["engine.cpu"].value == "0.5" and changes["engine.cpu"].source == Source.USER
+    assert build_spec(cats, "llama3-8b", memory="128G", cpu="500m", today=TODAY).engine.cpu == "500m"
+    old = spec.to_dict()
+    del old["engine"]["memory"], old["engine"]["cpu"]  # a spec saved before these fields
+    assert ExperimentSpec.from_dict(old).engine.memory == "128Gi"
+
+
+@pytest.mark.parametrize("memory", ["64gb", "0Gi", "lots", "-1Gi", "", True])
+def test_memory_must_be_a_quantity(cats, memory):
+    with pytest.raises(SweepdeckError, match="memory must be a positive Kubernetes memory quantity") as err:
+        build_spec(cats, "llama2-7b", memory=memory)
+    assert "64Gi" in err.value.hint
+
+
+@pytest.mark.parametrize("cpu", ["0", "-2", "two", "500Mi", "2 cores", 0])
+def test_cpu_must_be_cores_or_millicores(cats, cpu):
+    with pytest.raises(SweepdeckError, match="cpu must be a positive number of cores or millicores") as err:
+        build_spec(cats, "llama2-7b").set("engine.cpu", cpu)
+    assert "500m" in err.value.hint
+
+
+def test_bad_resources_in_the_values_file_name_the_place(cats, values):
+    custom = yaml.safe_load(yaml.safe_dump(values))
+    vllm = next(c for c in custom["stack"]["model"]["helmValues"]["decode"]["containers"] if c["name"] == "vllm")
+    vllm["resources"] = {"limits": {"memory": "a lot"}}
+    with pytest.raises(SweepdeckError, match=r"values file: decode.containers\[name=vllm\].resources memory"):
+        build_spec(cats, "llama3-8b", backend="tekton", base_values=custom, today=TODAY)
+
+
 def test_round_trip(cats, values):
     spec = build_spec(
         cats, "llama3-8b", backend="tekton", base_values=values, workload="chatbot", tp=4,

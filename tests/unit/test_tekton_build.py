@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from backends.tekton.build import Sources, add_vllm_args, build, effective_values, expected_seconds, set_image
+from backends.tekton.build import (
+    Sources, add_vllm_args, build, effective_values, expected_seconds, set_image, set_resources,
+)
 from config.settings import Profile, load_settings, validate_profile
 from config.spec import build_spec
 
@@ -69,6 +72,46 @@ def test_set_image_leaves_unrelated_init_containers():
     decode = values["stack"]["model"]["helmValues"]["decode"]
     assert [c["image"] for c in decode["containers"]] == ["b", "s"]
     assert [c["image"] for c in decode["initContainers"]] == ["b", "busybox"]
+
+
+def _vllm(values):
+    return next(c for c in values["stack"]["model"]["helmValues"]["decode"]["containers"] if c["name"] == "vllm")
+
+
+def test_memory_and_cpu_read_from_values_and_overridden_in_limits_and_requests(base, spec):
+    assert (spec.engine.memory, spec.engine.cpu) == ("128Gi", "32")
+    assert spec.source("engine.memory") == "values.yaml" and spec.source("engine.cpu") == "values.yaml"
+    untouched = effective_values(base, spec)
+    assert _vllm(untouched)["resources"] == _vllm(base)["resources"]  # the file's own text ("32") stays
+    changed = spec.set("engine.memory", "64Gi").set("engine.cpu", "500m")
+    values = effective_values(base, changed)
+    res = _vllm(values)["resources"]
+    assert res["limits"] == {"memory": "64Gi", "cpu": "500m"} and res["requests"] == {"memory": "64Gi", "cpu": "500m"}
+    assert _vllm(base)["resources"]["limits"] == {"memory": "128Gi", "cpu": "32"}  # the base is not changed
+    # what the deploy-model task hands to helm: the rendered Pipeline's config param
+    from backends.tekton.render import render_text
+    from templates.render import template_path
+
+    pipeline = render_text(template_path("tekton/blis/pipeline.yaml.j2").read_text(), values, "pipeline.yaml.j2")
+    deploy = next(t for t in pipeline["spec"]["tasks"] if t["taskRef"]["name"] == "deploy-model")
+    config = json.loads(next(p["value"] for p in deploy["params"] if p["name"] == "config"))
+    assert _vllm({"stack": {"model": {"helmValues": config}}})["resources"]["requests"]["memory"] == "64Gi"
+
+
+def test_set_resources_keeps_other_keys_and_adds_missing_sections():
+    values = {"stack": {"model": {"helmValues": {"decode": {"containers": [
+        {"name": "vllm", "resources": {"limits": {"memory": "128Gi", "cpu": "32", "nvidia.com/gpu": "1"}}},
+        {"name": "side", "resources": {"limits": {"memory": "1Gi"}}}]}}}}}
+    set_resources(values, "64Gi", "32")
+    vllm, side = values["stack"]["model"]["helmValues"]["decode"]["containers"]
+    # only the changed value is written, into both limits and requests; the GPU count stays
+    assert vllm["resources"] == {"limits": {"memory": "64Gi", "cpu": "32", "nvidia.com/gpu": "1"},
+                                 "requests": {"memory": "64Gi"}}
+    assert side["resources"] == {"limits": {"memory": "1Gi"}}
+    bare = {"stack": {"model": {"helmValues": {"decode": {"containers": [{"name": "vllm"}]}}}}}
+    set_resources(bare, "128Gi", "32")  # no resources in the file: the review's defaults are made true
+    assert bare["stack"]["model"]["helmValues"]["decode"]["containers"][0]["resources"] == {
+        "limits": {"memory": "128Gi", "cpu": "32"}, "requests": {"memory": "128Gi", "cpu": "32"}}
 
 
 def test_build_pipeline_pipelinerun_and_resources(spec, profile):

@@ -16,8 +16,8 @@ from config.catalog import DATA_DIR, Catalogs, ModelInfo, WorkloadProfile, load_
 from config.errors import SweepdeckError
 from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits
 
-# Resources the BLIS pipeline gives the vLLM container (Step 4 of the skill).
-RESOURCES = (("Memory", "128Gi (limit/request)"), ("CPU", "32 (limit/request)"))
+# The vLLM container's resources (Step 4 of the skill): field, label. GPUs follow TP.
+RESOURCES = (("engine.memory", "Memory"), ("engine.cpu", "CPU"))
 
 SOURCE_WORDS = {
     Source.DEFAULT: "default",
@@ -309,15 +309,27 @@ class WizardState:
             if arg not in spec.engine.extra_args:
                 rows.append(ReviewRow(f"removed:{arg}", arg, "", "you", "REMOVED", "", None))
         gpus = f"{spec.engine.tp} (via TP={spec.engine.tp})"
-        for name, value in RESOURCES:
-            rows.append(ReviewRow(f"res:{name}", name, value, self._resource_source(spec), "", "", None, "resources"))
+        for path, name in RESOURCES:
+            status, base = _status(spec, path)
+            rows.append(ReviewRow(f"res:{name}", name, f"{spec.get(path)} (limit/request)",
+                                  self._resource_source(spec, path), status, base, path, "resources"))
         tp_status, tp_base = _status(spec, "engine.tp")
         # GPUs follow TP: editing this row edits TP.
         rows.append(ReviewRow("res:GPUs", "GPUs", gpus, "= TP", tp_status, tp_base, "engine.tp", "resources"))
         return rows
 
-    def _resource_source(self, spec: ExperimentSpec) -> str:
-        return "not enforced" if spec.backend == "local" else "template"
+    def _resource_source(self, spec: ExperimentSpec, path: str) -> str:
+        """Where memory/CPU came from; only tekton applies them (the values file's vllm container).
+
+        The other backends record an edit (it shows as CHANGED and is kept in
+        the spec) but do not enforce it: the simulator and a local vLLM take
+        what the machine has, SLURM and Argo do not read these values.
+        """
+        word = _source_word(spec, path)
+        if spec.backend == "tekton":
+            return word
+        note = "not enforced" if spec.backend == "local" else f"not applied by {spec.backend}"
+        return f"{word}, {note}" if spec.source(path) in USER_SOURCES else note
 
     def _auto_rows(self, spec: ExperimentSpec) -> list[ReviewRow]:
         """Arguments the backend sets itself (shown, never editable here)."""

@@ -590,7 +590,10 @@ class ReviewStep(Step):
                 for warning in warnings:
                     self.app.notify(warning, severity="warning")
             elif self._editing:
-                self.state.edit(self._editing, text)
+                spec = self.state.edit(self._editing, text)
+                if self._editing in ("engine.memory", "engine.cpu") and spec.backend != "tekton":
+                    # Recorded in the spec (and the run's record), but nothing applies it here.
+                    self.app.notify(f"Recorded; the {spec.backend} backend does not enforce memory/CPU.")
         except SweepdeckError as exc:
             error.update(error_text(exc))
             return
