@@ -92,6 +92,8 @@ _alias(
     "max_num_batched_tokens", "max_batched_tokens", "batched_tokens", "max_batch_tokens", "batch_tokens",
 )
 _alias("engine.image", "image", "vllm_image", "container_image")
+_alias("engine.memory", "memory", "mem")
+_alias("engine.cpu", "cpu", "cpus")
 _alias("namespace", "namespace", "ns")
 _alias("backend", "backend")
 _alias("profile", "profile")
@@ -121,7 +123,7 @@ _EQ_ONLY = {"model", "workload", "name"}
 # ``--flag`` spellings that are sweepdeck settings rather than vLLM arguments.
 _FLAG_KEYS = {
     "tp", "tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-    "image", "namespace", "backend", "profile", "experiment_id", "model", "workload",
+    "image", "namespace", "backend", "profile", "experiment_id", "model", "workload", "memory", "cpu",
 }
 _INT_PATHS = {
     "engine.tp", "engine.max_model_len", "engine.max_num_seqs", "engine.max_num_batched_tokens",
@@ -608,6 +610,8 @@ def _label(path: str) -> str:
 def _example(path: str) -> str:
     examples = {
         "engine.image": "image ghcr.io/myorg/vllm:v1",
+        "engine.memory": "memory=64Gi",
+        "engine.cpu": "cpu=16",
         "namespace": "namespace mert",
         "backend": "backend tekton",
         "profile": "profile alvis",
@@ -650,7 +654,7 @@ def _set_key(cmd: QuickCommand, catalogs: Catalogs, key: str, value: str, direct
         raise SweepdeckError(
             f"Unknown setting {key!r} in {shown!r}.",
             ("Did you mean: " + ", ".join(close) + "? " if close else "")
-            + "Settings: tp, max_model_len, max_num_seqs, max_num_batched_tokens, image, namespace, "
+            + "Settings: tp, max_model_len, max_num_seqs, max_num_batched_tokens, image, memory, cpu, namespace, "
             "backend, profile, id, prompt, output, max_requests, rate, rate_type, concurrency.",
         )
     if path == "model":

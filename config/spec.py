@@ -323,6 +323,7 @@ class ExperimentSpec:
             ("Max Model Len", str(e.max_model_len)),
             ("Max Batch Tokens", str(e.max_num_batched_tokens)),
             ("Max Num Seqs", str(e.max_num_seqs)),
+            ("Resources", f"memory {e.memory}, CPU {e.cpu}, GPUs {e.tp} (= TP)"),
             ("Additional Args", " ".join(e.extra_args) or "(none)"),
         ]
         return rows

@@ -32,6 +32,8 @@ FIX_FLAGS = {
     "engine.max_num_seqs": "--max-num-seqs",
     "engine.max_num_batched_tokens": "--max-num-batched-tokens",
     "engine.image": "--image",
+    "engine.memory": "--memory",
+    "engine.cpu": "--cpu",
     "workload.max_requests": "--max-requests",
     "model": "--model",
 }

@@ -220,6 +220,8 @@ BAD_INPUTS = {
     "max_model_len above limit": (["--model", "qwen-1.5b", "--max-model-len", "999999"], "above"),
     "bad custom workload": (["--model", "qwen-1.5b", "--custom-workload", "prompt=abc output=5"], "whole number"),
     "bad sim fail": (["--model", "qwen-1.5b", "--sim-fail", "explode"], "Unknown --sim-fail mode"),
+    "bad memory": (["--model", "qwen-1.5b", "--memory", "lots"], "memory"),
+    "bad cpu": (["--model", "qwen-1.5b", "--cpu", "-2"], "cpu"),
 }
 
 

@@ -385,3 +385,21 @@ def test_flags_in_plain_words(cats, failed):
     with_eager = apply_quick(failed, "enforce eager", cats)
     assert with_eager.engine.extra_args == ("--enforce-eager",)
     assert apply_quick(with_eager, "without eager mode", cats).engine.extra_args == ()
+
+
+@pytest.mark.parametrize("text", [
+    "llama2-7b chatbot memory=64Gi cpu=16",
+    "llama2-7b chatbot --memory 64Gi --cpu 16",
+    "llama2-7b chatbot mem 64Gi cpus 16",
+])
+def test_memory_and_cpu(cats, text):
+    spec = q(text, cats).spec
+    assert (spec.engine.memory, str(spec.engine.cpu)) == ("64Gi", "16")
+    assert spec.source("engine.memory") == Source.USER
+    assert spec.engine.extra_args == ()  # sweepdeck settings, not vLLM arguments
+
+
+def test_bad_memory_names_the_setting_and_an_example(cats):
+    with pytest.raises(SweepdeckError) as err:
+        q("llama2-7b memory=lots", cats)
+    assert "memory" in err.value.message and "64Gi" in (err.value.message + (err.value.hint or ""))

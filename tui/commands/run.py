@@ -55,6 +55,8 @@ def add_parser(subparsers) -> None:
     eng.add_argument("--max-num-seqs", metavar="N")
     eng.add_argument("--max-num-batched-tokens", metavar="N")
     eng.add_argument("--image", help="vLLM container image")
+    eng.add_argument("--memory", metavar="QTY", help="vLLM container memory limit/request, e.g. 64Gi (tekton applies it)")
+    eng.add_argument("--cpu", metavar="N", help="vLLM container CPU limit/request, e.g. 16 or 500m (tekton applies it)")
     eng.add_argument(
         "--vllm-arg",
         action="append",
@@ -204,6 +206,8 @@ def prepare(args: argparse.Namespace):
             max_num_batched_tokens=args.max_num_batched_tokens,
             max_num_seqs=args.max_num_seqs,
             image=args.image,
+            memory=args.memory,
+            cpu=args.cpu,
             extra_args=_extra_args(args) or None,
         )
     except AmbiguousModel as exc:
@@ -279,6 +283,7 @@ def _retry_spec(args):
     for flag, path in (
         ("tp", "engine.tp"), ("max_model_len", "engine.max_model_len"), ("max_num_seqs", "engine.max_num_seqs"),
         ("max_num_batched_tokens", "engine.max_num_batched_tokens"), ("image", "engine.image"),
+        ("memory", "engine.memory"), ("cpu", "engine.cpu"),
     ):
         if getattr(args, flag) is not None:
             new = new.set(path, getattr(args, flag))

@@ -353,7 +353,7 @@ class WizardState:
         lines = dict(spec.summary_lines())
         core = ["Experiment ID", "Backend", "Namespace", "Model"]
         work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens"]
-        engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Additional Args"]
+        engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources", "Additional Args"]
 
         def pick(names: list[str]) -> list[tuple[str, str]]:
             return [(n, lines[n]) for n in names if n in lines]
