@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import re
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from backends import diagnosis as dg
 from backends.base import Check, Run
 from backends.cleanup import REGISTRY, CleanupRegistry
-from backends.events import Alert, Endpoint, Event, Finished, LogLine, Notice, Phase
+from backends.events import Endpoint, Event, Finished, LogLine, Notice, Phase
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:

@@ -16,7 +16,6 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from backends.base import Check, Remedy, Run

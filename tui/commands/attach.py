@@ -50,11 +50,8 @@ async def _attach(args: argparse.Namespace) -> int:
     printer = HeadlessPrinter(json_mode=args.json, spec=spec)
     if not args.json:
         printer._line(f"[INFO] Run {record.id}: {record.backend}, {record.model or '?'}, {record.workload or '?'}, state {record.state}")
-    last: Finished | None = None
     for event in run_dir.events():
         printer(event)
-        if isinstance(event, Finished):
-            last = event
     live = record.state not in TERMINAL_STATES and record.state != "created"
     if not live or args.no_follow or spec is None:
         if not args.json and live:

@@ -28,7 +28,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from backends.events import Alert, Endpoint, Fix, Notice
+from backends.events import Alert, Fix, Notice
 from config.errors import SweepdeckError
 from tui.controller import EventBatch, RunController
 from backends.tekton.launch_matrix import is_matrix, matrix_facts

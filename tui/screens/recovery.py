@@ -22,7 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from backends.events import Alert, Fix
+from backends.events import Alert
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:

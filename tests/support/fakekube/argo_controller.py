@@ -34,9 +34,6 @@ CustomResourceDefinitions and creates Argo's, as installing Argo does.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import queue as _queue
 import re
 import threading
 import time
@@ -44,6 +41,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tests.support.fakekube.controller import ControllerLoop
 from tests.support.fakekube.server import ApiError, FakeKube, ResourceType
 
 A = "argoproj.io/v1alpha1"
@@ -115,78 +113,32 @@ class PodContext:
         return default
 
 
-class ArgoController:
+class ArgoController(ControllerLoop):
     """Drives Argo Workflows in a fake API server from a background thread."""
 
     def __init__(self, fake: FakeKube, *, step: float = 0.05, run_pod: Callable[[PodContext], Any] | None = None) -> None:
-        self.fake = fake
+        super().__init__(fake, "argo-controller")
         self.step = step
         self.run_pod = run_pod
         self.failures: dict[str, tuple[str, int | None]] = {}
         self.hang: dict[str, bool] = {}
-        self.errors: list[str] = []
         self.pods_started: list[str] = []
         self._runs: dict[tuple[str, str], dict[str, Any]] = {}
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._stop = threading.Event()
-        self._queue = fake.subscribe()
-        self._thread = threading.Thread(target=self._loop, name="argo-controller", daemon=True)
         self._hooks: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ control
 
-    def start(self) -> "ArgoController":
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
-        self._stop.set()
-        for run in list(self._runs.values()):
+        for run in list(self._runs.values()):  # pods running user code stop first
             for ctx in run.get("ctx", {}).values():
                 ctx.stopped.set()
-        self._queue.put(None)
-        self._thread.join(5)
+        super().stop()
         for t in self._hooks:
             t.join(5)
-        self.fake.unsubscribe(self._queue)
 
     def fail(self, node: str, message: str = "Error (exit code 1)", times: int | None = None) -> None:
         """Fail the pods of the node named (or prefixed) ``node``: the first ``times`` attempts, or all."""
         self.failures[node] = (message, times)
-
-    def _match(self, table: dict[str, Any], name: str) -> Any:
-        best = max((k for k in table if name == k or name.startswith(k)), key=len, default=None)
-        return table[best] if best is not None else None
-
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
-
-    def _call_soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the controller thread (from a hook thread)."""
-        self._queue.put(("__call__", fn))
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            timeout = max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else 0.5
-            try:
-                item = self._queue.get(timeout=timeout)
-            except _queue.Empty:
-                item = False
-            if item is None:
-                return
-            try:
-                if item and item[0] == "__call__":
-                    item[1]()
-                elif item:
-                    self._on_event(*item)
-                while self._heap and self._heap[0][0] <= time.monotonic():
-                    _, _, fn = heapq.heappop(self._heap)
-                    fn()
-            except ApiError as exc:  # an object deleted under us: carry on
-                self.errors.append(f"{exc.code} {exc.message}")
-            except Exception as exc:  # pragma: no cover - shown in test failures
-                self.errors.append(repr(exc))
 
     # ------------------------------------------------------------------ events
 

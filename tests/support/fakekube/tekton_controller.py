@@ -26,15 +26,12 @@ seconds) makes a task's startTime older, for over-time alerts.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import queue as _queue
 import re
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from tests.support.fakekube.controller import ControllerLoop
 from tests.support.fakekube.server import ApiError, FakeKube
 
 T = "tekton.dev/v1"
@@ -57,11 +54,11 @@ def _now(offset: float = 0.0) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - offset))
 
 
-class TektonController:
+class TektonController(ControllerLoop):
     """Drives Tekton objects in a fake API server from a background thread."""
 
     def __init__(self, fake: FakeKube, *, step: float = 0.05, results_root: Path | None = None, vllm_logs: bool = True) -> None:
-        self.fake = fake
+        super().__init__(fake, "tekton-controller")
         self.step = step
         self.results_root = results_root
         self.vllm_logs = vllm_logs
@@ -70,55 +67,12 @@ class TektonController:
         self.hang: dict[str, bool] = {}
         self.backdate: dict[str, float] = {}
         self._runs: dict[tuple[str, str], dict[str, Any]] = {}
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._stop = threading.Event()
-        self._queue = fake.subscribe()
-        self._thread = threading.Thread(target=self._loop, name="tekton-controller", daemon=True)
-        self.errors: list[str] = []
 
     # ------------------------------------------------------------------ control
-
-    def start(self) -> "TektonController":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._queue.put(None)
-        self._thread.join(5)
-        self.fake.unsubscribe(self._queue)
 
     def fail(self, task: str, kind: str, message: str = "") -> None:
         """Make the task named (or prefixed) ``task`` fail the ``kind`` way (see module docs)."""
         self.failures[task] = (kind, message)
-
-    def _match(self, table: dict[str, Any], name: str) -> Any:
-        best = max((k for k in table if name == k or name.startswith(k)), key=len, default=None)
-        return table[best] if best is not None else None
-
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            timeout = max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else 0.5
-            try:
-                item = self._queue.get(timeout=timeout)
-            except _queue.Empty:
-                item = False
-            if item is None:
-                return
-            try:
-                if item:
-                    self._on_event(*item)
-                while self._heap and self._heap[0][0] <= time.monotonic():
-                    _, _, fn = heapq.heappop(self._heap)
-                    fn()
-            except ApiError as exc:  # an object deleted under us: carry on
-                self.errors.append(f"{exc.code} {exc.message}")
-            except Exception as exc:  # pragma: no cover - shown in test failures
-                self.errors.append(repr(exc))
 
     # ------------------------------------------------------------------ events
 
