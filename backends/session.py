@@ -378,6 +378,10 @@ class Session:
         (see :meth:`backends.base.Backend.cancel`); the cleanup registry runs either way.
         """
         if self._cancel_reason is not None:
+            if not graceful and self._cancel_graceful and self.run is not None:
+                # a harder second request (a second Ctrl+C): stop at once, skipping the run's own clean-up steps
+                self._cancel_graceful = False
+                asyncio.get_running_loop().create_task(self._cancel_now())
             return
         self._cancel_reason = reason
         self._cancel_graceful = graceful
@@ -397,6 +401,13 @@ class Session:
             await asyncio.wait([self._pump], timeout=1.0)
             if not self._pump.done():
                 self._pump.cancel()
+
+    async def _cancel_now(self) -> None:
+        assert self.run is not None
+        try:
+            await asyncio.wait_for(self.backend.cancel(self.run, graceful=False), timeout=CANCEL_GRACE)
+        except BaseException as exc:  # noqa: BLE001 - best effort; the registry's cleanup follows anyway
+            log.warning("cancel (at once) failed: %s", exc)
 
     def request_detach(self) -> None:
         """Stop following; keep the run (and its session file) for ``attach``."""
@@ -518,12 +529,21 @@ async def drive(
     loop = asyncio.get_running_loop()
     restore = lambda: None  # noqa: E731
 
+    signals_seen = 0
+
     def on_signal(sig: signal.Signals) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
         name = signal.Signals(sig).name
         if detach_on_signal and session.run is not None:
             session.request_detach()
-        else:
+        elif signals_seen == 1:
             session.request_cancel(f"stopped by {name}", int(sig))
+            if on_event is not None and session.run is not None:
+                on_event(Notice(f"Stopping {session.run.id} and cleaning up (again: stop at once, "
+                                "skipping the run's own clean-up steps such as Tekton finally tasks)."))
+        else:  # the second signal while stopping: the user wants it gone now
+            session.request_cancel(f"stopped by {name}", int(sig), graceful=False)
 
     if install_signals:
         restore = install_signal_handlers(loop, on_signal)

@@ -38,6 +38,7 @@ class FakeBackend:
         self.launch_error = launch_error
         self.calls: list[str] = []
         self.undone: list[str] = []
+        self.cancel_modes: list[bool] = []
         self._cancel = asyncio.Event()
 
     async def preflight(self, spec):
@@ -65,6 +66,7 @@ class FakeBackend:
 
     async def cancel(self, run, *, graceful=True):
         self.calls.append("cancel")
+        self.cancel_modes.append(graceful)
         self._cancel.set()
 
     async def cleanup(self, run):
@@ -220,6 +222,37 @@ async def test_cancel_runs_cleanup_once(spec, store, registry):
     assert backend.calls.count("cancel") == 1 and backend.calls.count("cleanup") == 1
     assert sorted(backend.undone) == ["job", "tunnel"]
     assert store.get("exp-1").state == "cancelled"
+
+
+async def test_a_harder_second_cancel_stops_at_once(spec, store, registry):
+    """Graceful first; a second request with graceful=False reaches the backend once; more change nothing."""
+    backend = FakeBackend([LogLine("working")], registry=registry, hang=True, ignore_cancel=True)
+    session = Session(backend, spec, store=store, registry=registry)
+    await session.launch()
+    task = asyncio.create_task(session.follow())
+    await asyncio.sleep(0.05)
+    session.request_cancel("stopped by SIGINT")
+    await asyncio.sleep(0.05)
+    session.request_cancel("stopped by SIGINT", graceful=False)
+    session.request_cancel("stopped by SIGINT", graceful=False)  # a third: nothing more to escalate
+    result = await asyncio.wait_for(task, 10)
+    assert result.outcome == "cancelled"
+    assert backend.cancel_modes == [True, False]
+    assert sorted(backend.undone) == ["job", "tunnel"]
+
+
+async def test_second_signal_escalates_and_the_first_says_how(spec, store, registry):
+    backend = FakeBackend([LogLine("working")], registry=registry, hang=True, ignore_cancel=True)
+    seen = []
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, os.kill, os.getpid(), signal.SIGINT)
+    loop.call_later(0.3, os.kill, os.getpid(), signal.SIGINT)
+    result = await asyncio.wait_for(drive(backend, spec, store=store, on_event=seen.append, assume_yes=True,
+                                          registry=registry), 10)
+    assert result.outcome == "cancelled" and result.signal == signal.SIGINT
+    assert backend.cancel_modes == [True, False]
+    notices = [e.message for e in seen if isinstance(e, Notice)]
+    assert any("again: stop at once" in m for m in notices), notices
 
 
 async def test_backend_ignoring_cancel_is_abandoned(spec, store, registry, monkeypatch):
