@@ -7,54 +7,14 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import pytest
 
 from backends.loadgen import WorkloadRunner, run_workload
 from config.catalog import make_workload
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL = "facebook/opt-125m"
-
-
-class SimProcess:
-    """``python -m backends.sim`` on 127.0.0.1, a free port; output drained by a thread."""
-
-    def __init__(self, *args: str) -> None:
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self._ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backends.sim", MODEL, "--host", "127.0.0.1", "--port", "0",
-             "--startup-delay", "0", "--disable-log-stats", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            m = re.search(r"Uvicorn running on (http://\S+)", line)
-            if m:
-                self.url = m.group(1)
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float = 20.0) -> str:
-        self._ready.wait(timeout)
-        assert self.url, "simulator did not start:\n" + "\n".join(self.lines[-30:])
-        return self.url
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+from tests.support.processes import SIM_MODEL as MODEL
+from tests.support.processes import ROOT, SimProcess
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,14 @@ Update with ``pytest tests/snapshots/test_snapshots_app.py --snapshot-update``.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input
 
 from backends.base import Check
+from tests.snapshots import SIZES
 from tests.tui.app_fakes import make_app, seed_store
-
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.fixture

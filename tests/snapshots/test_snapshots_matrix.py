@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
+from tests.snapshots import SIZES
 from tests.tui.app_fakes import make_app
 
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tekton"
 
 

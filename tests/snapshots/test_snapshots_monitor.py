@@ -7,12 +7,12 @@ fixed timestamps, no live timing. Update with
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import Input
 
+from tests.snapshots import SIZES
 from tests.tui.monitor_support import (
     FIXED_NOW,
     SLURM_TUNNEL,
@@ -28,17 +28,6 @@ from tests.tui.monitor_support import (
 )
 from tui.screens.monitor import RunMonitorScreen
 from tui.screens.recovery import RecoveryDialog
-
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 async def settle(pilot) -> None:

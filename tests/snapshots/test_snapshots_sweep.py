@@ -8,26 +8,14 @@ timestamps, a fake reader. Update with
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.snapshots import SIZES
 from tests.snapshots.test_snapshots_monitor import settle
 from tests.tui.monitor_support import make_app, wait_for
 from tests.tui.sweep_support import FakeReader, argo_backend, argo_spec, sweep_script
 from tui.screens.dialogs import ConfirmDialog
 from tui.screens.sweep import FailureGroupScreen, SweepMonitorScreen
-
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def _app():

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
 import sys
-import threading
 
 import httpx
 import pytest
 
 from backends.queue.store import QueueStore
 from backends.queue.worker import PROMPT_SHARE
+from tests.support.processes import UvicornProcess
 from tui.cli import main
 
 pytestmark = pytest.mark.services
@@ -77,44 +76,10 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tui.cli", "queue", *args], capture_output=True, text=True, timeout=timeout)
 
 
-class _Serve:
-    """``sweepdeck queue serve --port 0`` as a real process; its URL read from uvicorn's line."""
-
-    def __init__(self, db: str) -> None:
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self._ready = threading.Event()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "queue", "serve", "--db", db, "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            m = re.search(r"Uvicorn running on (http://\S+)", line)
-            if m:
-                self.url = m.group(1)
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self) -> str:
-        self._ready.wait(30)
-        assert self.url, "queue serve did not start:\n" + "\n".join(self.lines)
-        return self.url
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(5)
-
-
 def test_serve_is_a_real_http_server_over_the_given_database(tmp_path):
     db = f"sqlite:///{tmp_path / 'served.db'}"
-    server = _Serve(db)
+    server = UvicornProcess([sys.executable, "-m", "tui.cli", "queue", "serve", "--db", db, "--port", "0"],
+                            what="queue serve")
     try:
         url = server.wait_ready()
         with httpx.Client(base_url=url, timeout=10) as c:
@@ -165,7 +130,7 @@ def test_reset_stale_cli_returns_then_fails_stranded_configs(tmp_path):
 
 @pytest.fixture(scope="module")
 def sim():
-    from tests.integration.test_loadgen_sim import SimProcess
+    from tests.support.processes import SimProcess
 
     s = SimProcess("--ttft-ms", "2", "--itl-ms", "1", "--max-num-seqs", "16")
     try:

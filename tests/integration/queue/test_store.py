@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
 from backends.queue.store import Conflict, Matrix, NotFound, QueueStore, priority
 from config.errors import SweepdeckError
+
+
+@contextlib.contextmanager
+def pool_checkouts(store: QueueStore):
+    """Count the store's pooled connections held at once while the block runs: ``{"now", "peak"}``."""
+    from sqlalchemy import event
+
+    held = {"now": 0, "peak": 0}
+
+    def checkout(*_):
+        held["now"] += 1
+        held["peak"] = max(held["peak"], held["now"])
+
+    def checkin(*_):
+        held["now"] -= 1
+
+    pool = store.engine.sync_engine.pool
+    event.listen(pool, "checkout", checkout)
+    event.listen(pool, "checkin", checkin)
+    try:
+        yield held
+    finally:
+        event.remove(pool, "checkout", checkout)
+        event.remove(pool, "checkin", checkin)
 
 pytestmark = pytest.mark.services
 
@@ -94,8 +119,6 @@ async def test_claim_gate_limits_claims_in_the_database_and_keeps_exactly_once(p
 
     100 claimers, at most 4 claims in the database at once, every config handed out once.
     """
-    from sqlalchemy import event
-
     from tests.integration.queue.conftest import _new_pg_database
 
     gated = QueueStore(await _new_pg_database(pg_url), pool_size=10)
@@ -103,17 +126,6 @@ async def test_claim_gate_limits_claims_in_the_database_and_keeps_exactly_once(p
     try:
         await gated.create()
         await gated.populate("mv-gate", Matrix(hardware=tuple(f"hw{i}:1" for i in range(10))))  # 1,800
-        held = {"now": 0, "peak": 0}
-
-        def checkout(*_):
-            held["now"] += 1
-            held["peak"] = max(held["peak"], held["now"])
-
-        def checkin(*_):
-            held["now"] -= 1
-
-        event.listen(gated.engine.sync_engine.pool, "checkout", checkout)
-        event.listen(gated.engine.sync_engine.pool, "checkin", checkin)
 
         async def claimer(n):
             got = []
@@ -121,7 +133,8 @@ async def test_claim_gate_limits_claims_in_the_database_and_keeps_exactly_once(p
                 got.extend(c["id"] for c in batch)
             return got
 
-        results = await asyncio.gather(*(claimer(n) for n in range(100)))
+        with pool_checkouts(gated) as held:
+            results = await asyncio.gather(*(claimer(n) for n in range(100)))
         assert 1 <= held["peak"] <= 4, held
         ids = [i for r in results for i in r]
         assert len(ids) == len(set(ids)) == 1800
@@ -131,7 +144,7 @@ async def test_claim_gate_limits_claims_in_the_database_and_keeps_exactly_once(p
 
 
 async def test_concurrent_claimers_never_share_a_config(store):
-    from sqlalchemy import event, text
+    from sqlalchemy import text
 
     m = Matrix(hardware=tuple(f"hw{i}:1" for i in range(50)))  # 9,000 configs
     await store.populate("mv-big", m)
@@ -142,17 +155,6 @@ async def test_concurrent_claimers_never_share_a_config(store):
             connected = await conn.scalar(text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"))
         assert connected >= claimers
-    held = {"now": 0, "peak": 0}
-
-    def checkout(*_):
-        held["now"] += 1
-        held["peak"] = max(held["peak"], held["now"])
-
-    def checkin(*_):
-        held["now"] -= 1
-
-    event.listen(store.engine.sync_engine.pool, "checkout", checkout)
-    event.listen(store.engine.sync_engine.pool, "checkin", checkin)
 
     async def claimer(n):
         got = []
@@ -162,11 +164,8 @@ async def test_concurrent_claimers_never_share_a_config(store):
                 return got
             got.extend(c["id"] for c in batch)
 
-    try:
+    with pool_checkouts(store) as held:
         results = await asyncio.gather(*(claimer(n) for n in range(claimers)))
-    finally:
-        event.remove(store.engine.sync_engine.pool, "checkout", checkout)
-        event.remove(store.engine.sync_engine.pool, "checkin", checkin)
     if store.is_pg:
         # every claimer had its own connection at once: none waited for a shared one
         assert held["peak"] == claimers, held
