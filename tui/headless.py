@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Collection
 from typing import IO, TYPE_CHECKING, Any, Callable
 
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Metrics, Notice, Phase, Progress, to_dict
@@ -83,12 +84,31 @@ def remedies_for(failing: list["Check"]) -> list["Remedy"]:
     return list(with_remedy.values())
 
 
-async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix: bool,
+def ask_yes_no(question: str, out: IO[str] | None = None) -> bool:
+    """Ask on the terminal (default no); False at once when stdin is not a terminal.
+
+    Args:
+        question: Shown with `` [y/N] ``.
+        out: Where the question goes (stderr keeps ``--json`` output clean); stdout by default.
+    """
+    if not sys.stdin.isatty():
+        return False
+    out = out or sys.stdout
+    try:
+        out.write(f"{question} [y/N] ")
+        out.flush()
+        answer = sys.stdin.readline()
+    except (EOFError, OSError):
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix: "bool | Collection[str]",
                          ask: "Callable[[str], bool] | None") -> bool:
-    """Carry out the pre-flight remedies when the user agrees; True if any was done.
+    """Carry out the pre-flight remedies when the user agrees; True if every one was done.
 
     Only when pre-flight fails on checks that all have a remedy (see
-    :func:`remedies_for`). Each is done without asking with ``fix`` (``--fix``),
+    :func:`remedies_for`). Each is done without asking when ``fix`` says so,
     else after ``ask(question)`` says yes; with neither, nothing is done.
 
     Args:
@@ -96,7 +116,8 @@ async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix:
         spec: The spec they were made for.
         checks: The pre-flight results (or just the failing ones).
         on_event: Gets a :class:`Notice` saying what was done.
-        fix: Do it without asking.
+        fix: Do them without asking: True for every remedy (``--fix``), or the
+            remedy ids to do so (``argo submit --populate``).
         ask: Asks a yes/no question (None: there is nobody to ask).
 
     Raises:
@@ -104,13 +125,50 @@ async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix:
     """
     from backends.base import apply_remedy, blocking
 
-    done = False
-    for remedy in remedies_for(blocking(checks)):
-        if not fix and (ask is None or not ask(remedy.question)):
-            return done
+    remedies = remedies_for(blocking(checks))
+    for remedy in remedies:
+        unasked = fix is True or (not isinstance(fix, bool) and remedy.id in fix)
+        if not unasked and (ask is None or not ask(remedy.question)):
+            return False  # one declined: pre-flight would fail again, and asking again would nag
         on_event(Notice(await apply_remedy(backend, spec, remedy)))
-        done = True
-    return done
+    return bool(remedies)
+
+
+#: Pre-flight → remedies → pre-flight again, at most this many times (a remedy can uncover another).
+REMEDY_ROUNDS = 3
+
+
+async def drive_with_remedies(backend, spec, on_event, *, fix: "bool | Collection[str]",
+                              ask: "Callable[[str], bool] | None",
+                              hint: "Callable[[list[Remedy]], str]", **drive_options: Any) -> "SessionResult":
+    """:func:`backends.session.drive`, and when pre-flight fails on what remedies can clear, offer them and try again.
+
+    Args:
+        backend, spec, on_event: As for ``drive``.
+        fix, ask: As for :func:`offer_remedies`.
+        hint: What to add to the error when the remedies were not done
+            (``Or let sweepdeck do it: re-run with --fix (…)``).
+        drive_options: The rest of ``drive``'s options.
+
+    Raises:
+        PreflightFailed: pre-flight still fails (its hint names the remedies on offer).
+    """
+    from backends.base import blocking
+    from backends.session import PreflightFailed, drive
+
+    for round_ in range(REMEDY_ROUNDS + 1):
+        try:
+            return await drive(backend, spec, on_event=on_event, **drive_options)
+        except PreflightFailed as exc:
+            if round_ == REMEDY_ROUNDS:
+                raise
+            if await offer_remedies(backend, spec, exc.checks, on_event, fix=fix, ask=ask):
+                continue
+            remedies = remedies_for(blocking(exc.checks))
+            if not remedies:
+                raise
+            raise PreflightFailed(exc.message, f"{exc.hint} {hint(remedies)}".strip(), exc.checks) from None
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 class HeadlessPrinter:

@@ -281,51 +281,8 @@ class SweepPrinter:
         return getattr(self.inner, name)
 
 
-def _ask(question: str) -> bool:
-    if not sys.stdin.isatty():
-        return False
-    try:
-        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
-
-
-#: Pre-flight → remedies → pre-flight again, at most this many times.
-REMEDY_ROUNDS = 2
-
-
-async def _apply_remedies(backend, spec, checks, printer, *, accept: set[str], interactive: bool) -> bool:
-    """Carry out the remedies of a failed pre-flight; True if all were done (pre-flight is then run again).
-
-    Only when every blocking check has a remedy (:func:`tui.headless.remedies_for`):
-    nothing is changed for a launch that would fail anyway. A remedy is done when its
-    id is in ``accept`` (``--populate``, ``--create-namespace``, ``--fix``: all), or
-    when the user says yes to its question (which shows what will change) on a terminal.
-
-    Raises:
-        SweepdeckError: a remedy failed.
-    """
-    from backends.base import apply_remedy
-    from backends.events import Notice
-    from tui.headless import remedies_for
-
-    remedies = remedies_for([c for c in checks if c.status == "fail"])
-    if not remedies:
-        return False
-    for remedy in remedies:
-        if remedy.id not in accept and not (interactive and _ask(remedy.question)):
-            return False
-        printer(Notice(await apply_remedy(backend, spec, remedy)))
-    return True
-
-
-def _remedy_hint(checks) -> str:
-    from tui.headless import remedies_for
-
+def _remedy_hint(remedies) -> str:
     flags = {"populate": "--populate", "create_namespace": "--create-namespace"}
-    remedies = remedies_for([c for c in checks if c.status == "fail"])
-    if not remedies:
-        return ""
     wanted = " ".join(dict.fromkeys(flags.get(r.id, "--fix") for r in remedies))
     return f"Or let sweepdeck do it: re-run with {wanted} ({'; '.join(r.label for r in remedies)})."
 
@@ -336,7 +293,6 @@ def _submit_command(args: argparse.Namespace) -> int:
     from backends.argo import ArgoBackend
     from backends.argo.backend import sweep_spec
     from backends.argo.workflow import yaml_dump
-    from backends.session import drive
     from tui.headless import HeadlessPrinter
 
     settings, profile = _profile(
@@ -353,27 +309,16 @@ def _submit_command(args: argparse.Namespace) -> int:
     printer = SweepPrinter(inner, every=float(profile.get("poll_interval", 2.0)))
 
     accept = {name for name, on in (("populate", args.populate), ("create_namespace", args.create_namespace)) if on}
-    if args.fix:
-        accept |= {"populate", "create_namespace"}
 
     async def go():
-        from backends.session import PreflightFailed
+        from tui.headless import ask_yes_no, drive_with_remedies
 
-        for round_ in range(REMEDY_ROUNDS + 1):
-            try:
-                return await drive(
-                    backend, spec, on_event=printer, on_checks=inner.checks,
-                    confirm=(lambda checks: _ask("Submit the workflow?")) if not args.yes and sys.stdin.isatty() else None,
-                    assume_yes=args.yes, detach_on_signal=args.detach,
-                )
-            except PreflightFailed as exc:
-                if round_ == REMEDY_ROUNDS or not await _apply_remedies(
-                        backend, spec, exc.checks, printer, accept=accept, interactive=sys.stdin.isatty()):
-                    hint = _remedy_hint(exc.checks)
-                    if hint and round_ < REMEDY_ROUNDS:
-                        raise PreflightFailed(exc.message, f"{exc.hint} {hint}".strip(), exc.checks) from None
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        return await drive_with_remedies(
+            backend, spec, printer, fix=True if args.fix else accept, ask=ask_yes_no, hint=_remedy_hint,
+            on_checks=inner.checks,
+            confirm=(lambda checks: ask_yes_no("Submit the workflow?")) if not args.yes and sys.stdin.isatty() else None,
+            assume_yes=args.yes, detach_on_signal=args.detach,
+        )
 
     result = asyncio.run(go())
     inner.result(result)

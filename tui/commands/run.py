@@ -14,7 +14,6 @@ import argparse
 
 SIM_FAILS = ("oom", "model-not-found", "trust-remote-code", "crash-after=N")
 FIX_PREFLIGHT = "preflight"  # bare --fix: carry out pre-flight remedies (--fix N is a recovery fix)
-REMEDY_ROUNDS = 3  # a remedy can uncover another one (namespace, then ...); never loop for ever
 
 
 def add_parser(subparsers) -> None:
@@ -80,7 +79,6 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from backends.session import drive
     from tui.headless import HeadlessPrinter
 
     spec, settings, backend = prepare(args)
@@ -109,46 +107,20 @@ def main(args: argparse.Namespace) -> int:
             return False
         return answer in ("", "y", "yes")
 
-    def ask(question: str) -> bool:
-        """A yes/no question before a pre-flight remedy (default no)."""
-        out = sys.stderr if args.json else sys.stdout
-        try:
-            out.write(f"{question} [y/N] ")
-            out.flush()
-            answer = sys.stdin.readline()
-        except (EOFError, OSError):
-            return False
-        return answer.strip().lower() in ("y", "yes")
-
     async def go():
-        from backends.session import PreflightFailed
-        from tui.headless import offer_remedies, remedies_for
+        from tui.headless import ask_yes_no, drive_with_remedies
 
-        for round_ in range(REMEDY_ROUNDS + 1):
-            try:
-                return await drive(
-                    backend,
-                    spec,
-                    on_event=printer,
-                    on_checks=printer.checks,
-                    confirm=None if args.yes else confirm,
-                    assume_yes=args.yes,
-                    detach_on_signal=args.detach_on_exit,
-                    default_image=_default_image(settings),
-                )
-            except PreflightFailed as exc:
-                fix = args.fix == FIX_PREFLIGHT
-                interactive = sys.stdin.isatty()
-                remedies = remedies_for([c for c in exc.checks if c.status == "fail"])
-                if not remedies or round_ == REMEDY_ROUNDS:
-                    raise
-                if not fix and not interactive:
-                    labels = "; ".join(r.label for r in remedies)
-                    raise PreflightFailed(exc.message, f"{exc.hint} Or let sweepdeck do it: re-run with --fix ({labels}).".strip(),
-                                          exc.checks) from None
-                if not await offer_remedies(backend, spec, exc.checks, printer, fix=fix, ask=ask if interactive else None):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        return await drive_with_remedies(
+            backend, spec, printer,
+            fix=args.fix == FIX_PREFLIGHT,
+            ask=lambda question: ask_yes_no(question, sys.stderr if args.json else sys.stdout),
+            hint=lambda remedies: f"Or let sweepdeck do it: re-run with --fix ({'; '.join(r.label for r in remedies)}).",
+            on_checks=printer.checks,
+            confirm=None if args.yes else confirm,
+            assume_yes=args.yes,
+            detach_on_signal=args.detach_on_exit,
+            default_image=_default_image(settings),
+        )
 
     result = asyncio.run(go())
     printer.result(result)

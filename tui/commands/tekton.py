@@ -190,21 +190,12 @@ def _prepare(args: argparse.Namespace):
     return settings, spec, TektonBackend(settings, profile)
 
 
-def _ask(question: str) -> bool:
-    if not sys.stdin.isatty():
-        return False
-    try:
-        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
-
-
 async def _offer_remedies(backend, spec, printer, fix: bool):
     """Run the checks; carry out the remedies they offer when the user agrees (or ``--fix``)."""
-    from tui.headless import offer_remedies
+    from tui.headless import ask_yes_no, offer_remedies
 
     checks = await backend.preflight(spec)
-    if await offer_remedies(backend, spec, checks, printer, fix=fix, ask=_ask):
+    if await offer_remedies(backend, spec, checks, printer, fix=fix, ask=ask_yes_no):
         checks = await backend.preflight(spec)
     return checks
 
@@ -214,7 +205,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
     from backends.base import blocking
     from backends.session import drive
-    from tui.headless import HeadlessPrinter
+    from tui.headless import HeadlessPrinter, ask_yes_no
 
     _settings, spec, backend = _prepare(args)
     if getattr(args, "render_only", None):
@@ -238,7 +229,7 @@ def _run_command(args: argparse.Namespace) -> int:
         await _offer_remedies(backend, spec, printer, args.fix or args.yes)
         return await drive(
             backend, spec, on_event=printer, on_checks=printer.checks,
-            confirm=None if args.yes else (lambda checks: _ask("Proceed?")),
+            confirm=None if args.yes else (lambda checks: ask_yes_no("Proceed?")),
             assume_yes=args.yes, detach_on_signal=args.detach_on_exit,
         )
 
