@@ -544,23 +544,17 @@ class RunMonitorScreen(Screen):
     # ---------------------------------------------------------- run actions
 
     def action_cancel_run(self) -> None:
-        from tui.screens.dialogs import ConfirmDialog
-
-        c = self.controller
-        if not c.live:
-            self.notify("This run is not live.", timeout=3)
-            return
-
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self.app.run_worker(c.cleanup(), name=f"stop {c.id}", exit_on_error=False)
-                self.notify(f"Stopping {c.id} and cleaning up…", timeout=4)
-
-        self.app.push_screen(ConfirmDialog("Stop the run?", f"Stop {c.id} and remove what it created?",
-                                           yes="Stop", no="Keep running"), answer)
+        self._confirm_stop(True, "Stop the run?", "Stop {id} and remove what it created?", "Stop",
+                           "Stopping {id} and cleaning up…")
 
     def action_stop_now(self) -> None:
         """Stop the run at once (``graceful=False``), after a confirmation."""
+        self._confirm_stop(False, "Stop at once?",
+                           "Stop {id} at once, skipping the run's own clean-up steps (Tekton finally tasks)? "
+                           "What sweepdeck created is still removed.", "Stop now", "Stopping {id} at once…")
+
+    def _confirm_stop(self, graceful: bool, title: str, question: str, yes: str, done: str) -> None:
+        """Ask, then clean the run up (``graceful`` as :meth:`backends.base.Backend.cancel` takes it)."""
         from tui.screens.dialogs import ConfirmDialog
 
         c = self.controller
@@ -568,18 +562,12 @@ class RunMonitorScreen(Screen):
             self.notify("This run is not live.", timeout=3)
             return
 
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self.app.run_worker(c.cleanup(graceful=False), name=f"stop now {c.id}", exit_on_error=False)
-                self.notify(f"Stopping {c.id} at once…", timeout=4)
+        def answer(confirmed: bool | None) -> None:
+            if confirmed:
+                self.app.run_worker(c.cleanup(graceful=graceful), name=f"stop {c.id}", exit_on_error=False)
+                self.notify(done.format(id=c.id), timeout=4)
 
-        self.app.push_screen(
-            ConfirmDialog("Stop at once?",
-                          f"Stop {c.id} at once, skipping the run's own clean-up steps (Tekton finally tasks)? "
-                          "What sweepdeck created is still removed.",
-                          yes="Stop now", no="Keep running"),
-            answer,
-        )
+        self.app.push_screen(ConfirmDialog(title, question.format(id=c.id), yes=yes, no="Keep running"), answer)
 
     def action_recovery(self) -> None:
         alert = next((a for a in reversed(self.alerts) if a.diagnosis), None)
