@@ -1,22 +1,31 @@
-"""The one Backend protocol every backend implements.
+"""The one Backend protocol every backend implements, and a base class with real defaults.
 
-Lifecycle: ``preflight(spec)`` → ``launch(spec)`` → iterate ``events(run)``
-until :class:`~backends.events.Finished` → ``cleanup(run)``. ``cancel(run)``
-asks the run to stop (its events then end with a ``cancelled`` Finished);
-``attach(record)`` rebuilds a :class:`Run` from a saved session so a detached
-run can be watched again.
+Lifecycle: ``preflight(spec)`` → ``launch(spec, store)`` → iterate
+``events(run)`` until :class:`~backends.events.Finished` → ``cleanup(run)``.
+``cancel(run)`` asks the run to stop (its events then end with a
+``cancelled`` Finished); ``attach(record)`` rebuilds a :class:`Run` from a
+saved session so a run whose supervisor is gone can be followed again.
+
+:class:`BackendBase` is what the four registered backends derive from: it
+holds the settings, the profile, the cleanup registry and the backend's
+options, and gives the optional capabilities a real default — ``recipe()``
+(how the run's supervisor, another process, builds the same backend),
+``remedy()`` (none offered), ``leftovers()``/``clean_leftovers()`` (what a
+crashed run may have left, from the resources its registry recorded).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Literal, Protocol, runtime_checkable
 
+from backends.cleanup import REGISTRY, CleanupRegistry
 from backends.events import Event
 
 if TYPE_CHECKING:
     from backends.store import RunDir, RunRecord
+    from config.settings import Profile, Settings
     from config.spec import ExperimentSpec
 
 CheckStatus = Literal["pass", "warn", "fail"]
@@ -106,8 +115,8 @@ class Backend(Protocol):
         """Check everything that can be checked before launching; never changes anything."""
         ...
 
-    async def launch(self, spec: "ExperimentSpec") -> Run:
-        """Start the experiment; register every created resource's cleanup."""
+    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+        """Start the experiment in run directory ``store``; register every created resource's cleanup."""
         ...
 
     def events(self, run: Run) -> AsyncIterator[Event]:
@@ -130,15 +139,67 @@ class Backend(Protocol):
         ...
 
     async def attach(self, saved: "RunRecord") -> Run:
-        """Re-open a detached run from its saved session."""
+        """Re-open a run from its saved session (its supervisor is gone but the run may not be)."""
         ...
+
+
+class BackendBase:
+    """Shared state and real defaults of the registered backends.
+
+    Args:
+        settings: The user settings.
+        profile: The backend's profile.
+        registry: Cleanup registry (the process-wide one by default; in a run's
+            supervisor that is the run's own).
+        options: Backend options beyond the profile (the local backend's
+            ``sim_args``); JSON-ready, so the supervisor can rebuild the backend.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None, **options: Any
+    ) -> None:
+        self.settings = settings
+        self.profile = profile
+        self.registry = registry if registry is not None else REGISTRY
+        self.options = options
+
+    def recipe(self) -> dict[str, Any]:
+        """How another process builds this same backend (see :func:`backends.registry.from_recipe`)."""
+        return {
+            "backend": self.name,
+            "profile": {"name": self.profile.name, "backend": self.profile.backend, "options": dict(self.profile.options)},
+            "config": str(self.settings.path) if self.settings.path else None,
+            "catalog_dir": str(self.settings.catalog_dir) if self.settings.catalog_dir else None,
+            "options": dict(self.options),
+        }
+
+    async def remedy(self, spec: "ExperimentSpec", remedy: Remedy) -> str:
+        """Carry out a pre-flight remedy; this backend offers none."""
+        from config.errors import SweepdeckError
+
+        raise SweepdeckError(f"The {self.name} backend cannot {remedy.label.lower()}.", "Do it by hand, then re-run pre-flight.")
+
+    async def clean_leftover(self, resource: dict[str, Any]) -> str | None:
+        """Remove one resource a crashed run left (see :mod:`backends.supervisor.reconcile`).
+
+        Returns:
+            What was done, or None when this backend does not know the kind
+            (local processes are handled before a backend is asked).
+        """
+        return None
+
+    async def leftover_alive(self, resource: dict[str, Any]) -> bool | None:
+        """Is a remote resource of a crashed run still there? None when unknown."""
+        return None
 
 
 async def apply_remedy(backend: Backend, spec: "ExperimentSpec", remedy: Remedy) -> str:
     """Carry out a pre-flight :class:`Remedy` the user confirmed; returns what was done.
 
     Backends that offer remedies implement ``async remedy(spec, remedy) -> str``
-    (it is not part of the protocol: most backends have nothing to offer).
+    (:class:`BackendBase` says it has none to offer).
 
     Raises:
         SweepdeckError: the backend cannot do it, or doing it failed.

@@ -1,10 +1,16 @@
-"""The cleanup registry: everything that must not outlive the session.
+"""The cleanup registry: everything that must not outlive the run.
 
 Whatever a backend creates (child process, SLURM job, tunnel listener,
-PipelineRun, SSH connection) registers its undo *when it is created*. Quit,
-Ctrl+C, SIGTERM and SIGHUP run the registry once, newest first, bounded in
-time. Detach instead keeps the run alive and drops the undos registered
-with ``detachable=True``.
+PipelineRun, SSH connection) registers its undo *when it is created*. The
+run's supervisor runs the registry once, newest first, bounded in time, when
+the run ends, is stopped, or loses its last client (unless detached).
+
+An undo may describe what it removes as a *resource* (``{"kind": "pid",
+"pid": …, "start": …}``, ``{"kind": "slurm_job", "id": …}``,
+``{"kind": "pipelinerun", "name": …, "namespace": …}``). The supervisor saves
+the resources still registered in the run directory whenever they change, so
+a run whose supervisor died can be reconciled: what it recorded as possibly
+alive is listed and offered for cleanup (:mod:`backends.supervisor.reconcile`).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ class Entry:
     token: int
     label: str
     undo: Undo
-    detachable: bool
     force: Callable[[], Any] | None = None
+    resource: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -53,39 +59,56 @@ class CleanupRegistry:
     """
 
     timeout: float = 15.0
+    #: Called (with no arguments) after every register/unregister/run: the supervisor saves the resources.
+    on_change: Callable[[], Any] | None = None
     _entries: dict[int, Entry] = field(default_factory=dict)
     _ids: Any = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ran: bool = False
-    detached: bool = False
 
     def register(
         self,
         label: str,
         undo: Undo,
         *,
-        detachable: bool = True,
         force: Callable[[], Any] | None = None,
+        resource: dict[str, Any] | None = None,
     ) -> int:
         """Register an undo; returns a token for :meth:`unregister`.
 
         Args:
             label: Shown to the user (``scancel 5382685``).
             undo: Sync or async callable that removes the thing.
-            detachable: If True, detach keeps the thing alive (a job, a
-                PipelineRun); if False it is always undone (a local listener).
             force: Sync last resort when ``undo`` does not finish in time
                 (e.g. SIGKILL a process group).
+            resource: What the thing is, for reconciliation after a crash
+                (JSON-ready; ``kind`` plus what identifies it).
         """
         with self._lock:
             token = next(self._ids)
-            self._entries[token] = Entry(token, label, undo, detachable, force)
-            return token
+            self._entries[token] = Entry(token, label, undo, force, resource)
+        self._changed()
+        return token
 
     def unregister(self, token: int) -> None:
         """Forget an undo (the thing was removed normally)."""
         with self._lock:
-            self._entries.pop(token, None)
+            gone = self._entries.pop(token, None)
+        if gone is not None:
+            self._changed()
+
+    def resources(self) -> list[dict[str, Any]]:
+        """What the registered undos would remove, newest first (``label`` plus the resource)."""
+        with self._lock:
+            entries = sorted(self._entries.values(), key=lambda e: -e.token)
+        return [{"label": e.label, **(e.resource or {"kind": "other"})} for e in entries]
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception as exc:  # saving what is registered must never stop a cleanup
+                log.warning("cleanup registry change hook failed: %s", exc)
 
     def pending(self) -> list[str]:
         """Labels of the undos still registered, newest first."""
@@ -99,14 +122,6 @@ class CleanupRegistry:
         """Is anything registered that would be left behind?"""
         return bool(self._entries)
 
-    def detach(self) -> list[str]:
-        """Keep detachable things running; returns their labels."""
-        with self._lock:
-            self.detached = True
-            kept = [e.label for e in self._entries.values() if e.detachable]
-            self._entries = {t: e for t, e in self._entries.items() if not e.detachable}
-            return kept
-
     async def run(self, timeout: float | None = None) -> list[Outcome]:
         """Run every registered undo once, newest first, within ``timeout`` seconds.
 
@@ -119,6 +134,8 @@ class CleanupRegistry:
             entries = sorted(self._entries.values(), key=lambda e: -e.token)
             self._entries.clear()
             self._ran = True
+        if entries:
+            self._changed()
         outcomes: list[Outcome] = []
         for entry in entries:
             left = deadline - time.monotonic()
@@ -153,7 +170,9 @@ def _force(entry: Entry) -> None:
         log.warning("force cleanup %s failed: %s", entry.label, exc)
 
 
-#: The process-wide registry used by the CLI and the TUI.
+#: The registry of a client process itself (the TUI's or a headless command's own
+#: connections, e.g. an SSH connection pre-flight opened); a run's things are in
+#: its supervisor's registry.
 REGISTRY = CleanupRegistry()
 
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

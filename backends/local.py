@@ -11,10 +11,10 @@ successful ``GET /v1/models``), emits :class:`Endpoint`, runs the workload
 with :class:`backends.loadgen.WorkloadRunner` and relays its Progress/Metrics,
 stops the server and ends with :class:`Finished`.
 
-Detach keeps the server: its pipes are handed to ``cat`` relays that append
-to ``server-out.log`` / ``server-err.log`` in the run directory (so the server
-never writes into a closed pipe), and ``attach`` follows those files and the
-server's health until it exits or is stopped.
+The backend runs inside the run's supervisor (:mod:`backends.supervisor`):
+the server and the workload live exactly as long as the supervisor does. The
+server runs under the process guard (:func:`backends.procs.guarded`), so even
+a SIGKILL of the supervisor ends it and everything it started.
 
 No Textual here; httpx and the load generator are imported when a run starts.
 """
@@ -29,7 +29,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,9 +37,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from backends import diagnosis as dg
-from backends.base import Check, Run
-from backends.cleanup import REGISTRY, CleanupRegistry
+from backends.base import BackendBase, Check, Run
+from backends.cleanup import CleanupRegistry
 from backends.events import Endpoint, Event, Finished, LogLine, Notice, Phase
+from backends.procs import (
+    alive,
+    free_port,
+    guarded,
+    killpg,
+    next_free_port,
+    port_free,
+    port_holder,
+    start_time,
+    stop_group,
+    wait_pid,
+)
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
@@ -52,183 +63,11 @@ log = logging.getLogger(__name__)
 
 READY_MARKERS = ("Application startup complete", "Uvicorn running on")
 _URL_RE = re.compile(r"Uvicorn running on (https?://[^\s]+)")
-#: Seconds between SIGTERM and SIGKILL of the server's process group.
-STOP_GRACE = 5.0
 #: Fallback probe period for servers that never print vLLM's startup lines.
 PROBE_PERIOD = 2.0
 #: Lines of server output kept for the failure message.
 TAIL_LINES = 200
 CHUNK = 1 << 16
-
-
-# --------------------------------------------------------------- process helpers
-
-
-def _alive(pid: int) -> bool:
-    """Is ``pid`` a running (not zombie) process?"""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode(errors="replace")
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
-
-
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks (guards attach against pid reuse)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().decode(errors="replace").rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _group_alive(pgid: int) -> bool:
-    """Is any non-zombie process left in the group?"""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                    fields = fh.read().decode(errors="replace").rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                return True
-        return False
-    except OSError:
-        return True
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-async def _wait_pid(pid: int, proc: subprocess.Popen | None, timeout: float | None) -> bool:
-    """Wait (event-driven where the kernel allows) until ``pid`` exits; True if it did."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    fd = None
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.pidfd_open(pid)
-    if fd is not None:
-        fut: asyncio.Future = loop.create_future()
-        loop.add_reader(fd, lambda: fut.done() or fut.set_result(True))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
-        if proc is not None:
-            proc.poll()
-        return True
-    # no pidfd: poll, coarsely
-    while True:
-        if proc is not None and proc.poll() is not None:
-            return True
-        if proc is None and not _alive(pid):
-            return True
-        if deadline is not None and loop.time() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-
-
-async def stop_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = STOP_GRACE) -> None:
-    """SIGTERM the process group, SIGKILL whatever is left after ``grace`` seconds."""
-    _killpg(pgid, signal.SIGTERM)
-    exited = await _wait_pid(pgid, proc, grace)
-    if not exited or _group_alive(pgid):
-        if exited:
-            # the leader is gone; give the rest of the group a moment before the hammer
-            loop = asyncio.get_running_loop()
-            end = loop.time() + min(1.0, grace)
-            while _group_alive(pgid) and loop.time() < end:
-                await asyncio.sleep(0.05)
-        if _group_alive(pgid):
-            _killpg(pgid, signal.SIGKILL)
-            await _wait_pid(pgid, proc, 2.0)
-    if proc is not None:
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=0.5)
-
-
-# ----------------------------------------------------------------- port helpers
-
-
-def port_free(host: str, port: int) -> bool:
-    """Can a listener bind ``host:port`` now?"""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def next_free_port(host: str, port: int, tries: int = 200) -> int | None:
-    for candidate in range(port + 1, min(port + 1 + tries, 65536)):
-        if port_free(host, candidate):
-            return candidate
-    return None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_holder(port: int) -> tuple[int, str] | None:
-    """(pid, command line) of the process listening on ``port``, when /proc tells."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as fh:
-                next(fh, None)
-                for line in fh:
-                    parts = line.split()
-                    if len(parts) < 10 or parts[3] != "0A":  # 0A = LISTEN
-                        continue
-                    if int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(parts[9])
-        except OSError:
-            continue
-    if not inodes:
-        return None
-    wanted = {f"socket:[{i}]" for i in inodes}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                try:
-                    if os.readlink(fd.path) in wanted:
-                        with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                        return int(entry.name), cmd
-                except OSError:
-                    continue
-        except OSError:
-            continue
-    return None
 
 
 # ------------------------------------------------------------------- the backend
@@ -249,22 +88,19 @@ class _Server:
     err_fd: int | None = None
     url: str = ""
     cancelled: bool = False
-    attached: bool = False
-    detaching: bool = False
-    log_dir: Path | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class LocalBackend:
+class LocalBackend(BackendBase):
     """Runs the experiment on this machine.
 
     Args:
         settings: User settings (catalogs).
         profile: The ``local`` profile (server, host, port, ready_timeout,
             run_workload, keep_server, command).
+        registry: Cleanup registry (the process-wide one by default).
         sim_args: Extra simulator arguments (``--fail oom``); only used when
             the server is the simulator.
-        registry: Cleanup registry (the process-wide one by default).
     """
 
     name = "local"
@@ -274,14 +110,15 @@ class LocalBackend:
         settings: "Settings",
         profile: "Profile",
         *,
+        registry: CleanupRegistry | None = None,
         sim_args: list[str] | None = None,
-        registry: CleanupRegistry = REGISTRY,
     ) -> None:
-        self.settings = settings
-        self.profile = profile
-        self.sim_args = list(sim_args or [])
-        self.registry = registry
+        super().__init__(settings, profile, registry=registry, sim_args=list(sim_args or []))
         self._servers: dict[str, _Server] = {}
+
+    @property
+    def sim_args(self) -> list[str]:
+        return list(self.options.get("sim_args") or [])
 
     # ---------------------------------------------------------- configuration
 
@@ -402,12 +239,8 @@ class LocalBackend:
 
     # ----------------------------------------------------------------- launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir | None" = None) -> Run:
+    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
         """Start the server; its cleanup is registered before this returns."""
-        if store is None:
-            from backends.store import RunStore
-
-            store = RunStore().create(spec, backend=self.name)
         host = self.host
         port = self.port or free_port(host)
         argv = self.server_argv(spec, port)
@@ -418,11 +251,13 @@ class LocalBackend:
             # the child must import the same `backends` package as this process
             root = str(Path(__file__).resolve().parent.parent)
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # the guard ends the server's whole group if this process dies, however it dies
+        env["SWEEPDECK_GUARD_PARENT"] = str(os.getpid())
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                argv,
+                guarded(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=err_w,
@@ -449,8 +284,9 @@ class LocalBackend:
         server.token = self.registry.register(
             f"stop local server (pid {proc.pid})",
             lambda: stop_group(pgid, proc),
-            detachable=True,
-            force=lambda: _killpg(pgid, signal.SIGKILL),
+            force=lambda: killpg(pgid, signal.SIGKILL),
+            resource={"kind": "pid", "pid": proc.pid, "pgid": pgid, "start": start_time(proc.pid),
+                      "what": f"local server on port {port}"},
         )
         url = f"http://{_url_host(host)}:{port}"
         server.url = url
@@ -462,7 +298,7 @@ class LocalBackend:
             handle={
                 "pid": proc.pid,
                 "pgid": pgid,
-                "pid_start": _start_time(proc.pid),
+                "pid_start": start_time(proc.pid),
                 "host": host,
                 "port": port,
                 "url": url,
@@ -477,9 +313,7 @@ class LocalBackend:
     def events(self, run: Run) -> AsyncIterator[Event]:
         server = self._servers.get(run.id)
         if server is None:
-            raise SweepdeckError(f"Run {run.id} is not known to this session.")
-        if server.attached:
-            return self._watch_attached(run, server)
+            raise SweepdeckError(f"Run {run.id} is not known to this backend.")
         return self._events(run, server)
 
     async def _events(self, run: Run, server: _Server) -> AsyncIterator[Event]:
@@ -492,8 +326,8 @@ class LocalBackend:
         started = time.time()
         deadline = loop.time() + ready_timeout
 
-        tasks.append(asyncio.create_task(_read_pipe(server.out_fd, "out", queue, server)))
-        tasks.append(asyncio.create_task(_read_pipe(server.err_fd, "err", queue, server)))
+        tasks.append(asyncio.create_task(_read_pipe(server.out_fd, "out", queue)))
+        tasks.append(asyncio.create_task(_read_pipe(server.err_fd, "err", queue)))
         server.out_fd = server.err_fd = None  # owned by the readers now
         tasks.append(asyncio.create_task(_watch_exit(server, queue)))
         tasks.append(asyncio.create_task(_wake_on_cancel(server, queue)))
@@ -600,7 +434,7 @@ class LocalBackend:
                     else:
                         outcome = _workload_outcome(summary or {}, results)
                         found = dg.primary(dg.diagnose_lines(tail))
-                        if outcome.outcome == "succeeded" and (found is not None or not _alive(server.pid)):
+                        if outcome.outcome == "succeeded" and (found is not None or not alive(server.pid)):
                             # the server failed under load: the numbers are not a clean benchmark
                             why = f"{found.title}: {found.message}" if found else "The server exited"
                             outcome = Finished(
@@ -620,7 +454,7 @@ class LocalBackend:
             await asyncio.gather(*tasks, return_exceptions=True)
             if runner is not None and runner.summary is None:
                 runner.stop()
-        if exit_code is None or _alive(server.pid):
+        if exit_code is None or alive(server.pid):
             await stop_group(server.pgid, server.proc)
             exit_code = server.proc.poll() if server.proc is not None else None
         self._forget(server)
@@ -659,13 +493,6 @@ class LocalBackend:
 
     # ---------------------------------------------------------- cancel/cleanup
 
-    async def detach(self, run: Run) -> None:
-        """The session goes away but the server stays: its output goes to log files from now on."""
-        server = self._servers.get(run.id)
-        if server is not None and not server.attached:
-            server.log_dir = run.store.path
-            server.detaching = True
-
     async def cancel(self, run: Run, *, graceful: bool = True) -> None:
         # graceful or not, the same: the workload stops and the server gets SIGTERM
         server = self._servers.get(run.id)
@@ -682,110 +509,28 @@ class LocalBackend:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if server.proc is not None or _alive(server.pid):
+        if server.proc is not None or alive(server.pid):
             await stop_group(server.pgid, server.proc)
         self._forget(server)
 
     # ----------------------------------------------------------------- attach
 
     async def attach(self, saved: "RunRecord") -> Run:
-        """Re-open a detached local run whose server still runs.
+        """A local run cannot be re-opened without its supervisor: its server died with it.
 
         Raises:
-            SweepdeckError: no session, or the server process is gone.
+            SweepdeckError: always, saying where the run's events and results are.
         """
-        session = saved.session()
-        try:
-            pid = int(session.get("PID", ""))
-        except ValueError:
-            raise SweepdeckError(f"Run {saved.id} has no saved server process.", "It cannot be re-attached.") from None
-        pgid = int(session.get("PGID") or pid)
-        if not _alive(pid) or (session.get("PID_START") and _start_time(pid) != session["PID_START"]):
-            raise SweepdeckError(
-                f"The server of run {saved.id} (pid {pid}) is no longer running.",
-                f"Its saved events and results stay in {saved.path}.",
-            )
-        from backends.store import RunDir
-
-        spec = saved.spec()
-        server = _Server([], session.get("HOST", "127.0.0.1"), int(session.get("PORT") or 0), None, pid, pgid, attached=True)
-        server.url = session.get("URL", "")
-        server.token = self.registry.register(
-            f"stop local server (pid {pid})",
-            lambda: stop_group(pgid, None),
-            detachable=True,
-            force=lambda: _killpg(pgid, signal.SIGKILL),
+        raise SweepdeckError(
+            f"The server of run {saved.id} ran inside its supervisor, which is gone (and the server with it).",
+            f"Its saved events and results stay in {saved.path}; start it again with: sweepdeck run --retry {saved.id}",
         )
-        run = Run(saved.id, self.name, spec, RunDir(saved.path), handle=dict(session), started=float(session.get("STARTED") or time.time()))
-        self._servers[run.id] = server
-        return run
-
-    async def _watch_attached(self, run: Run, server: _Server) -> AsyncIterator[Event]:
-        yield Notice(f"Re-attached to the server of {run.id} (pid {server.pid}) at {server.url}")
-        ok = await _models_ok(server.url, timeout=3.0)
-        yield Endpoint(server.url, ok, run.spec.model, "answers /v1/models" if ok else "does not answer /v1/models")
-        tails = [_LogTail(run.store, "out"), _LogTail(run.store, "err")]
-        exited = asyncio.create_task(_wait_pid(server.pid, None, None))
-        woken = asyncio.create_task(server.wake.wait())
-        try:
-            while True:
-                # What the server printed while detached is in its log files
-                # (see detach); follow them like `tail -F` does, by polling.
-                for tail in tails:
-                    for line in tail.read():
-                        yield line
-                done, _ = await asyncio.wait({exited, woken}, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
-                if done:
-                    break
-        finally:
-            exited.cancel()
-            woken.cancel()
-        if server.cancelled:
-            await stop_group(server.pgid, None)
-        for tail in tails:
-            for line in tail.read():
-                yield line
-        self._forget(server)
-        if server.cancelled:
-            yield Endpoint(server.url, False, run.spec.model, "stopped")
-            yield Finished("cancelled", "The server was stopped.")
-        else:
-            yield Endpoint(server.url, False, run.spec.model, "server exited")
-            yield Finished("failed", f"The server (pid {server.pid}) exited.")
-
-
-class _LogTail:
-    """Reads new whole lines of a detached server's log file; the offset lives in meta.json."""
-
-    def __init__(self, store: "RunDir", stream: str) -> None:
-        self.store = store
-        self.stream = stream
-        self.path = store.path / f"server-{stream}.log"
-        self.offset = int((store.meta().get("log_offsets") or {}).get(stream, 0))
-
-    def read(self) -> list[LogLine]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(1 << 20)
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        chunk = data[: end + 1]
-        self.offset += len(chunk)
-        offsets = dict(self.store.meta().get("log_offsets") or {})
-        offsets[self.stream] = self.offset
-        self.store.update_meta(log_offsets=offsets)
-        now = time.time()
-        return [LogLine(_clean(raw), self.stream, "vllm", now) for raw in chunk.split(b"\n")[:-1]]  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------- event producers
 
 
-async def _read_pipe(fd: int | None, stream: str, queue: asyncio.Queue, server: "_Server | None" = None) -> None:
+async def _read_pipe(fd: int | None, stream: str, queue: asyncio.Queue) -> None:
     """Read ``fd`` in chunks and queue whole lines as LogLine batches."""
     if fd is None:
         await queue.put(("eof", stream))
@@ -810,39 +555,8 @@ async def _read_pipe(fd: int | None, stream: str, queue: asyncio.Queue, server: 
         if partial:
             await queue.put(("lines", [LogLine(_clean(partial), stream, "vllm")]))  # type: ignore[arg-type]
     finally:
-        if server is not None and server.detaching:
-            _relay_to_file(transport, server, stream)
         transport.close()
         await queue.put(("eof", stream))
-
-
-def _relay_to_file(transport, server: "_Server", stream: str) -> None:
-    """Keep draining a detached server's pipe into ``server-<stream>.log`` in the run dir.
-
-    The server outlives this session; without a reader its next write would
-    fail with EPIPE. ``cat`` holds the read end from now on and ends with the
-    server (EOF).
-    """
-    if server.log_dir is None:
-        return
-    pipe = transport.get_extra_info("pipe")
-    if pipe is None:
-        return
-    try:
-        fd = os.dup(pipe.fileno())
-        # asyncio made the (shared) file description non-blocking; cat needs blocking reads
-        os.set_blocking(fd, True)
-    except (OSError, ValueError):
-        return
-    try:
-        with open(server.log_dir / f"server-{stream}.log", "ab") as log_fh:
-            subprocess.Popen(
-                ["cat"], stdin=fd, stdout=log_fh, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True
-            )
-    except OSError as exc:
-        log.warning("cannot relay the server's %s to a file: %s", stream, exc)
-    finally:
-        os.close(fd)
 
 
 def _clean(raw: bytes) -> str:
@@ -850,7 +564,7 @@ def _clean(raw: bytes) -> str:
 
 
 async def _watch_exit(server: _Server, queue: asyncio.Queue) -> None:
-    await _wait_pid(server.pid, server.proc, None)
+    await wait_pid(server.pid, server.proc, None)
     code = server.proc.wait() if server.proc is not None else None
     await queue.put(("exit", code))
 
@@ -936,4 +650,4 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-__all__ = ["LocalBackend", "next_free_port", "port_free", "port_holder", "stop_group"]
+__all__ = ["LocalBackend", "free_port", "next_free_port", "port_free", "port_holder", "stop_group"]

@@ -1,50 +1,46 @@
-"""The lifecycle driver shared by the TUI and the headless CLI.
+"""The lifecycle engine: one experiment from launch to cleanup, inside its supervisor.
 
 One experiment goes through the same steps whoever watches it::
 
-    preflight ─► (confirm) ─► run dir in the RunStore ─► launch ─► events … Finished ─► cleanup
-                                                            │
-                                         signal / cancel ───┤── cancel, cleanup registry once (bounded)
-                                                  detach ───┘── keep the run and its session file
+    run dir in the RunStore ─► launch ─► events … Finished ─► cleanup registry once (bounded)
+                                            │
+                             cancel (graceful or at once) ──┘
 
-:class:`Session` holds the steps for a caller that wants to interleave its own
-UI (the TUI shows pre-flight checks, then asks); :func:`drive` runs them all
-for the headless CLI. Every event the backend yields is appended to the run's
-``events.jsonl`` and handed to ``on_event``; every :class:`LogLine` goes
-through :mod:`backends.diagnosis`, which adds one :class:`Alert` per distinct
-failure (with fixes computed from the spec). The run's ``meta.json`` follows
-the state: ``created`` → ``running`` → ``succeeded`` / ``failed`` /
-``cancelled`` / ``detached``.
+:class:`Session` runs them; it lives in the run's supervisor
+(:mod:`backends.supervisor`), never in the process that draws the run.
+Every event the backend yields is appended to the run's ``events.jsonl`` and
+handed to ``on_event``; every :class:`LogLine` goes through
+:mod:`backends.diagnosis`, which adds one :class:`Alert` per distinct failure
+(with fixes computed from the spec). The run's ``meta.json`` follows the
+state: ``created`` → ``running`` → ``succeeded`` / ``failed`` / ``cancelled``.
 
-Backends receive the run directory as ``launch(spec, store=run_dir)`` when
-their ``launch`` accepts a ``store`` argument; a backend whose ``launch(spec)``
-takes only the spec creates its own run directory (the driver then only
-checks the experiment id for a collision first). A backend may also define
-``async detach(run)``: the driver awaits it before it stops following a run it
-detaches from (the local backend hands its server's output to a log file).
+Every backend takes ``launch(spec, store)``: the run directory is made here
+(or by the client that started the supervisor) before the backend is asked
+to create anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import logging
 import re
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from backends import diagnosis as dg
 from backends.base import Check, Run, blocking
-from backends.cleanup import REGISTRY, CleanupRegistry, install_signal_handlers
+from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Event, Finished, Fix, LogLine, Notice
+from backends.store import StoreWriteError
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
     from backends.base import Backend
-    from backends.store import RunStore
+    from backends.store import RunDir, RunRecord, RunStore
     from config.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -92,7 +88,7 @@ class SessionResult:
 
     @property
     def exit_code(self) -> int:
-        if self.outcome in ("succeeded", "detached"):
+        if self.outcome in ("succeeded", "detached"):  # detached: the client left a run that goes on
             return EXIT_OK
         if self.signal:
             return 128 + int(self.signal)
@@ -131,14 +127,16 @@ def check_preflight(checks: list[Check], *, allow_warnings: bool) -> None:
 
 
 class Session:
-    """One experiment's lifecycle, step by step.
+    """One experiment's lifecycle, step by step (run by its supervisor).
 
     Args:
         backend: The backend to drive.
         spec: The resolved spec.
         store: Run store (default: the XDG one).
+        run_dir: The run directory, when the client made it already (else
+            :meth:`launch` makes it in ``store``).
         on_event: Called with every event, after it is saved.
-        registry: Cleanup registry (the process-wide one by default).
+        registry: Cleanup registry (a new one by default: one run, one registry).
         cleanup_timeout: Bound on cleanup in seconds.
         default_image: Catalog default image, for image-pull fixes.
     """
@@ -149,8 +147,9 @@ class Session:
         spec: "ExperimentSpec",
         *,
         store: "RunStore | None" = None,
+        run_dir: "RunDir | None" = None,
         on_event: EventSink | None = None,
-        registry: CleanupRegistry = REGISTRY,
+        registry: CleanupRegistry | None = None,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
         default_image: str | None = None,
     ) -> None:
@@ -161,8 +160,9 @@ class Session:
         self.backend = backend
         self.spec = spec
         self.store = store
+        self.run_dir = run_dir
         self.on_event = on_event
-        self.registry = registry
+        self.registry = registry if registry is not None else CleanupRegistry()
         self.cleanup_timeout = cleanup_timeout
         self.default_image = default_image
         self.run: Run | None = None
@@ -170,55 +170,64 @@ class Session:
         self.alerts: list[Alert] = []
         self.finished: Finished | None = None
         self.signal: int | None = None
+        self.store_error: StoreWriteError | None = None
         self._diagnosed: set[str] = set()
         self._held: list[dg.Diagnosis] = []  # secondary diagnoses, reported only if nothing better shows up
         self._cancel_reason: str | None = None
         self._cancel_graceful = True
-        self._detach = False
         self._pump: asyncio.Task | None = None
-        self._closed = False
+        self.closed = False
         self._primary_seen = False
 
     # ----------------------------------------------------------- preflight
 
     async def preflight(self) -> list[Check]:
-        """Run the backend's pre-flight checks (changes nothing)."""
-        self.checks = list(await self.backend.preflight(self.spec))
+        """Run the pre-flight checks (the backend's and the shared ones); changes nothing."""
+        from backends.preflight import run_preflight
+
+        self.checks = await run_preflight(self.backend, self.spec, self.store)
         return self.checks
 
     # -------------------------------------------------------------- launch
 
     async def launch(self) -> Run:
-        """Create the run directory and start the experiment.
+        """Create the run directory (unless given) and start the experiment.
 
         Raises:
             SweepdeckError: experiment id already used, or the launch failed
                 (whatever it created is cleaned up first).
         """
-        run_dir = None
-        accepts_store = "store" in inspect.signature(self.backend.launch).parameters
-        if accepts_store:
-            run_dir = self.store.create(self.spec, backend=self.backend.name)
-        elif self.store.exists(self.spec.experiment_id):
-            self.store.create(self.spec, backend=self.backend.name)  # raises the collision error
+        run_dir = self.run_dir or self.store.create(self.spec, backend=self.backend.name)
+        self.run_dir = run_dir
         try:
-            if accepts_store:
-                run = await self.backend.launch(self.spec, store=run_dir)
-            else:
-                run = await self.backend.launch(self.spec)
+            run_dir.update_meta(state="launching")
+            run = await self.backend.launch(self.spec, run_dir)
         except BaseException as exc:
-            if run_dir is not None:
-                state = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-                message = exc.message if isinstance(exc, SweepdeckError) else f"launch failed: {exc}"
-                run_dir.update_meta(state=state, finished=time.time(), message=message)
+            state = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            message = exc.message if isinstance(exc, SweepdeckError) else f"launch failed: {exc}"
+            with contextlib.suppress(SweepdeckError):
                 run_dir.append_event(Finished("failed", message))
-                run_dir.close()
+                run_dir.update_meta(state=state, finished=time.time(), message=message)
+            run_dir.close()
             await self._run_registry()
             raise
         self.run = run
         self._write_session(run)
         run.store.update_meta(state="running", launched=time.time())
         await self._emit(Notice(f"Launched {run.id} on {run.backend}; run directory {run.store.path}"))
+        return run
+
+    async def adopt(self, record: "RunRecord") -> Run:
+        """Follow a run again whose supervisor is gone (``backend.attach``), instead of launching one.
+
+        Raises:
+            SweepdeckError: the backend cannot re-open it (its job or server is gone).
+        """
+        run = await self.backend.attach(record)
+        self.run = run
+        self.run_dir = run.store
+        run.store.update_meta(state="running", reattached=time.time())
+        await self._emit(Notice(f"Re-attached to {run.id} on {run.backend}"))
         return run
 
     def _write_session(self, run: Run) -> None:
@@ -237,22 +246,20 @@ class Session:
     # -------------------------------------------------------------- follow
 
     async def follow(self) -> SessionResult:
-        """Consume the run's events until Finished (or cancel/detach); then clean up."""
+        """Consume the run's events until Finished (or a cancel); then clean up."""
         if self.run is None:
             raise RuntimeError("launch() first")
         self._pump = asyncio.create_task(self._pump_events(self.run))
         if self._cancel_reason is not None:  # asked for while launching
             asyncio.get_running_loop().create_task(self._cancel_run())
-        elif self._detach:
-            asyncio.get_running_loop().create_task(self._detach_run())
         try:
             await asyncio.shield(self._pump)
         except asyncio.CancelledError:
             if self._pump.done():
-                pass  # the pump itself was cancelled (cancel/detach): normal
+                pass  # the pump itself was cancelled (a cancel that the backend did not end): normal
             else:
-                # The caller was cancelled (TUI closing): cancel the run, clean up, propagate.
-                self.request_cancel("session closed")
+                # The caller was cancelled (the supervisor is stopping): cancel the run, clean up, propagate.
+                self.request_cancel("the supervisor stopped")
                 await asyncio.wait([self._pump], timeout=CANCEL_GRACE + 1.0)
                 if not self._pump.done():
                     self._pump.cancel()
@@ -271,14 +278,10 @@ class Session:
             async for event in agen:
                 if isinstance(event, Finished):
                     await self._flush_held()
-                    if self._cancel_reason and event.outcome in ("failed", "cancelled"):
-                        # say why it stopped (a signal), keeping what the backend reported
-                        message = f"{self._cancel_reason[:1].upper()}{self._cancel_reason[1:]}: {event.message}".rstrip(": ")
-                        event = Finished("cancelled", message, event.results, event.summary)
-                    await self._finish(event)
+                    await self._finish(self._explain(event))
                     return
                 await self._emit(event)
-                if isinstance(event, LogLine):
+                if type(event) is LogLine:
                     await self._diagnose(event.text)
                 elif isinstance(event, Alert) and event.diagnosis:
                     self._diagnosed.add(event.diagnosis)
@@ -287,13 +290,8 @@ class Session:
                         self._primary_seen = True
                     self.alerts.append(event)
         except asyncio.CancelledError:
-            if self._detach:
-                await self._finish(
-                    Finished("detached", f"Detached from {run.id}; it keeps running. Reattach with: sweepdeck attach {run.id}")
-                )
-            else:
-                await self._flush_held()
-                await self._finish(Finished("cancelled", self._cancel_reason or "cancelled"))
+            await self._flush_held()
+            await self._finish(Finished("cancelled", self._cancel_reason or "cancelled"))
             raise
         finally:
             aclose = getattr(agen, "aclose", None)
@@ -302,14 +300,18 @@ class Session:
                     await asyncio.wait_for(aclose(), timeout=2.0)
                 except BaseException:  # noqa: BLE001 - best effort close of the backend's generator
                     pass
-        if self.finished is None and self._detach:
-            # the backend's detach hook ended its stream: that is the detach, not a failure
-            await self._finish(
-                Finished("detached", f"Detached from {run.id}; it keeps running. Reattach with: sweepdeck attach {run.id}")
-            )
         if self.finished is None:
             await self._flush_held()
             await self._finish(Finished("failed", "the backend's event stream ended without a result"))
+
+    def _explain(self, event: Finished) -> Finished:
+        """A run stopped on request says why (a signal, the last client gone), keeping what the backend reported."""
+        if self.store_error is not None and event.outcome in ("failed", "cancelled"):
+            return Finished("failed", f"{self.store_error.message} The run was stopped.", event.results, event.summary)
+        if self._cancel_reason and event.outcome in ("failed", "cancelled"):
+            message = f"{self._cancel_reason[:1].upper()}{self._cancel_reason[1:]}: {event.message}".rstrip(": ")
+            return Finished("cancelled", message, event.results, event.summary)
+        return event
 
     async def _diagnose(self, text: str) -> None:
         found = dg.diagnose_line(text)
@@ -340,13 +342,24 @@ class Session:
     async def _emit(self, event: Event) -> None:
         if self.run is not None:
             try:
-                self.run.store.append_event(event)
-            except OSError as exc:  # a full disk must not stop the run being watched
-                log.warning("cannot save event: %s", exc)
+                self.run.store.append_event(event)  # after a failure it still reaches the live clients
+            except StoreWriteError as exc:
+                await self._store_failed(exc)
         if self.on_event is not None:
             result = self.on_event(event)
             if inspect.isawaitable(result):
                 await result
+
+    async def _store_failed(self, exc: StoreWriteError) -> None:
+        """The run's files cannot be written: nothing it measures could be kept, so it stops."""
+        if self.store_error is not None:
+            return
+        self.store_error = exc
+        log.error("run store write failed: %s", exc.message)
+        if self.run_dir is not None:
+            self.run_dir.release_reserve()  # room for meta.json to say how the run ended
+        self.request_cancel("the run store cannot be written")
+        await self._emit(Notice(f"{exc.message} Stopping the run. {exc.hint}", "error"))
 
     async def _finish(self, event: Finished) -> None:
         if self.finished is not None:
@@ -356,19 +369,20 @@ class Session:
         self.finished = event
         await self._emit(event)
         if self.run is not None:
-            meta: dict[str, Any] = {"state": event.outcome, "message": event.message}
-            if event.outcome != "detached":
-                meta["finished"] = time.time()
+            meta: dict[str, Any] = {"state": event.outcome, "message": event.message, "finished": time.time()}
             if event.results:
                 meta["results"] = event.results
             if event.summary:
                 meta["summary"] = event.summary
             if self.alerts:
                 meta["diagnoses"] = [a.diagnosis for a in self.alerts if a.diagnosis]
-            self.run.store.update_meta(**meta)
-            self.run.store.flush()
+            try:
+                self.run.store.update_meta(**meta)
+                self.run.store.flush()
+            except StoreWriteError as exc:
+                await self._store_failed(exc)
 
-    # ------------------------------------------------------ cancel / detach
+    # ------------------------------------------------------------- cancel
 
     def request_cancel(self, reason: str = "cancelled by the user", sig: int | None = None, *,
                        graceful: bool = True) -> None:
@@ -409,26 +423,6 @@ class Session:
         except BaseException as exc:  # noqa: BLE001 - best effort; the registry's cleanup follows anyway
             log.warning("cancel (at once) failed: %s", exc)
 
-    def request_detach(self) -> None:
-        """Stop following; keep the run (and its session file) for ``attach``."""
-        if self._detach or self._cancel_reason is not None:
-            return
-        self._detach = True
-        if self.run is not None and self._pump is not None and not self._pump.done():
-            asyncio.get_running_loop().create_task(self._detach_run())
-
-    async def _detach_run(self) -> None:
-        # An optional backend hook: prepare the run to live on without this
-        # session (the local backend hands its server's output to a log file).
-        hook = getattr(self.backend, "detach", None)
-        if hook is not None and self.run is not None:
-            try:
-                await asyncio.wait_for(hook(self.run), timeout=CANCEL_GRACE)
-            except BaseException as exc:  # noqa: BLE001 - detaching goes ahead regardless
-                log.warning("detach hook failed: %s", exc)
-        if self._pump is not None and not self._pump.done():
-            self._pump.cancel()
-
     @property
     def cancelled(self) -> bool:
         return self._cancel_reason is not None
@@ -436,25 +430,19 @@ class Session:
     # ------------------------------------------------------------- cleanup
 
     async def close(self) -> SessionResult:
-        """Clean up (or detach) exactly once, bounded; returns the result."""
-        if not self._closed:
-            self._closed = True
-            if self._detach:
-                kept = self.registry.detach()
-                if self.run is not None:
-                    self.run.detached = True
-                    self.run.store.update_meta(state="detached", kept=kept)
-                await self._run_registry()  # the non-detachable rest (listeners, connections)
-            else:
-                deadline = time.monotonic() + self.cleanup_timeout
-                if self.run is not None:
-                    try:
-                        await asyncio.wait_for(self.backend.cleanup(self.run), timeout=self.cleanup_timeout * 0.8)
-                    except BaseException as exc:  # noqa: BLE001 - the registry still runs
-                        log.warning("backend cleanup failed: %s", exc)
-                await self._run_registry(max(1.0, deadline - time.monotonic()))
+        """Clean up exactly once, bounded; returns the result."""
+        if not self.closed:
+            self.closed = True
+            deadline = time.monotonic() + self.cleanup_timeout
             if self.run is not None:
-                self.run.store.close()
+                try:
+                    await asyncio.wait_for(self.backend.cleanup(self.run), timeout=self.cleanup_timeout * 0.8)
+                except BaseException as exc:  # noqa: BLE001 - the registry still runs
+                    log.warning("backend cleanup failed: %s", exc)
+            await self._run_registry(max(1.0, deadline - time.monotonic()))
+            if self.run is not None:
+                with contextlib.suppress(StoreWriteError):
+                    self.run.store.close()
         finished = self.finished or Finished("failed", "no result")
         return SessionResult(
             outcome=finished.outcome,
@@ -470,90 +458,6 @@ class Session:
         for outcome in outcomes:
             if not outcome.ok:
                 await self._emit(Notice(f"cleanup {outcome.label}: {outcome.error}", "warning"))
-
-
-async def drive(
-    backend: "Backend",
-    spec: "ExperimentSpec",
-    *,
-    store: "RunStore | None" = None,
-    on_event: EventSink | None = None,
-    on_checks: Callable[[list[Check]], Any] | None = None,
-    confirm: Callable[[list[Check]], bool] | None = None,
-    assume_yes: bool = False,
-    install_signals: bool = True,
-    detach_on_signal: bool = False,
-    registry: CleanupRegistry = REGISTRY,
-    cleanup_timeout: float = CLEANUP_TIMEOUT,
-    default_image: str | None = None,
-) -> SessionResult:
-    """Run one experiment from pre-flight to cleanup.
-
-    Args:
-        backend: The backend.
-        spec: The resolved spec.
-        store: Run store (default: XDG state dir).
-        on_event: Called with every event (after it is saved).
-        on_checks: Called with the pre-flight results before anything starts.
-        confirm: Asked (after ``on_checks``) whether to go ahead; False stops
-            before anything is created. Not called with ``assume_yes``.
-        assume_yes: Go ahead without asking; accepts pre-flight warnings.
-        install_signals: Route SIGINT/SIGTERM/SIGHUP to cancel (or detach)
-            while the run is live.
-        detach_on_signal: A terminating signal detaches instead of cancelling.
-
-    Returns:
-        The :class:`SessionResult` (its ``exit_code`` is what a CLI exits with).
-
-    Raises:
-        SweepdeckError: pre-flight failed, the user said no, the experiment
-            id is taken, or the launch failed. Nothing is left running.
-    """
-    session = Session(
-        backend, spec, store=store, on_event=on_event, registry=registry,
-        cleanup_timeout=cleanup_timeout, default_image=default_image,
-    )
-    # Pre-flight and the question happen before any handler is installed and
-    # before anything exists: Ctrl+C there is a plain KeyboardInterrupt.
-    checks = await session.preflight()
-    if on_checks is not None:
-        on_checks(checks)
-    check_preflight(checks, allow_warnings=True)  # blocking failures first
-    accepted = assume_yes
-    if not assume_yes and confirm is not None:
-        accepted = bool(confirm(checks))
-        if not accepted:
-            raise SweepdeckError("Not started.", "Nothing was created.")
-    check_preflight(checks, allow_warnings=accepted)
-
-    loop = asyncio.get_running_loop()
-    restore = lambda: None  # noqa: E731
-
-    signals_seen = 0
-
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        name = signal.Signals(sig).name
-        if detach_on_signal and session.run is not None:
-            session.request_detach()
-        elif signals_seen == 1:
-            session.request_cancel(f"stopped by {name}", int(sig))
-            if on_event is not None and session.run is not None:
-                on_event(Notice(f"Stopping {session.run.id} and cleaning up (again: stop at once, "
-                                "skipping the run's own clean-up steps such as Tekton finally tasks)."))
-        else:  # the second signal while stopping: the user wants it gone now
-            session.request_cancel(f"stopped by {name}", int(sig), graceful=False)
-
-    if install_signals:
-        restore = install_signal_handlers(loop, on_signal)
-    try:
-        await session.launch()
-        return await session.follow()
-    finally:
-        if not session._closed and session.run is not None:
-            await session.close()
-        restore()
 
 
 # ------------------------------------------------------------------ relaunch
@@ -585,6 +489,4 @@ def apply_fix(spec: "ExperimentSpec", fix: Fix | dict[str, Any], store: "RunStor
     return dataclasses.replace(new, parent=spec.experiment_id)
 
 
-__all__ = [
-    "CLEANUP_TIMEOUT", "PreflightFailed", "Session", "SessionResult", "apply_fix", "check_preflight", "drive",
-]
+__all__ = ["CLEANUP_TIMEOUT", "PreflightFailed", "Session", "SessionResult", "apply_fix", "check_preflight"]

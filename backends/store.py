@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,10 +23,33 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from backends.events import Event, from_dict, to_dict
+from backends.events import EVENT_TYPES, Event, LogLine, from_dict, to_dict
 from config.errors import SweepdeckError
+
+#: Seconds a log line may wait in a batch before it is written (a SIGKILL loses at most this).
+FLUSH_AFTER = 0.04
+#: Lines that make a batch go out at once.
+BATCH_LINES = 2000
+#: What a line of ``events.jsonl`` may be.
+RECORD_TYPES = frozenset(EVENT_TYPES) | {"LogBatch"}
+#: Free space the state dir must have before a launch (events, results, rendered files).
+MIN_FREE_BYTES = 50 * 1024 * 1024
+
+
+class StoreWriteError(SweepdeckError):
+    """A run's files cannot be written (full disk, read-only state dir, permissions)."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        super().__init__(
+            f"Cannot write {path}: {reason}.",
+            "Free some space or fix the permissions of the state dir "
+            "(SWEEPDECK_STATE_DIR or $XDG_STATE_HOME/sweepdeck), then launch again.",
+        )
+        self.path = path
+        self.errno = exc.errno
 
 
 def state_root() -> Path:
@@ -38,7 +63,9 @@ def state_root() -> Path:
 
 _ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+TERMINAL_STATES = ("succeeded", "failed", "cancelled", "lost")
+#: States of a run that is still going (its supervisor should be alive).
+LIVE_STATES = ("created", "launching", "running", "submitted", "detached", "cancelling")
 
 
 @dataclass(slots=True)
@@ -86,28 +113,193 @@ class RunRecord:
         return ExperimentSpec.from_dict(json.loads((self.path / "spec.json").read_text()))
 
 
+class EventLog:
+    """A run's ``events.jsonl``: appended line by line, never more than :data:`FLUSH_AFTER` behind.
+
+    Every record is one JSON object on one line, written with a single
+    ``write`` to a file opened ``O_APPEND`` (mode 0600), so a SIGKILL of the
+    writer loses at most what was still batched. Log lines are batched: runs of
+    :class:`LogLine` with the same source and stream become one ``LogBatch``
+    record (serialising a list of strings once is ~20× cheaper than one object
+    per line); the batch goes out when :data:`FLUSH_AFTER` seconds have passed,
+    when :data:`BATCH_LINES` lines wait, or when any other event comes (so the
+    order of events is kept). :meth:`RunDir.events` turns batches back into
+    LogLines.
+
+    Args:
+        path: The file.
+        on_record: Called with each encoded record (bytes, newline included)
+            after it was written: the supervisor sends the same bytes to its clients.
+
+    Raises:
+        StoreWriteError: (from :meth:`append` / :meth:`flush`, once) the file
+            cannot be written; later records still reach ``on_record``.
+    """
+
+    def __init__(self, path: Path, on_record: Callable[[bytes], None] | None = None) -> None:
+        self.path = path
+        self.on_record = on_record
+        self._fd: int | None = None
+        self._lines: list[LogLine] = []
+        self._timer: Any = None
+        self.size = 0
+        self.failed: StoreWriteError | None = None
+        self._reported = False
+
+    def _open(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self.size = os.fstat(self._fd).st_size
+            except OSError as exc:
+                raise self._error(exc) from None
+        return self._fd
+
+    @property
+    def path_size(self) -> int:
+        """Bytes in the file now (what was written, whoever wrote it)."""
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return self.size
+
+    def _error(self, exc: OSError) -> StoreWriteError:
+        self.failed = StoreWriteError(self.path, exc)
+        return self.failed
+
+    def append(self, event: Event) -> None:
+        """Log one event (a LogLine may wait up to :data:`FLUSH_AFTER` seconds in the batch)."""
+        if type(event) is LogLine:
+            lines = self._lines
+            if lines and (lines[0].source != event.source or lines[0].stream != event.stream):
+                self.flush()
+                lines = self._lines
+            lines.append(event)
+            if len(lines) >= BATCH_LINES:
+                self.flush()
+            elif self._timer is None:
+                self._arm()
+            return
+        self.flush()
+        self._write(_encode(to_dict(event)))
+
+    def _arm(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # no loop to flush later from: write now
+            return
+        self._timer = loop.call_later(FLUSH_AFTER, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self.flush()
+        except StoreWriteError:
+            pass  # kept in self.failed; the owner checks it
+
+    def flush(self) -> None:
+        """Write the waiting batch of log lines now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        self._write(_encode(batch_record(lines)))
+
+    def _write(self, data: bytes) -> None:
+        if self.failed is None:
+            try:
+                fd = self._open()
+                written = os.write(fd, data)
+                while written < len(data):  # a short write (full disk edge, signal): finish or fail
+                    written += os.write(fd, data[written:])
+            except OSError as exc:
+                self._error(exc)
+            except StoreWriteError:
+                pass  # _open kept it in self.failed
+            else:
+                self.size += len(data)
+        # the live clients still get what could not be saved; the owner stops the run
+        if self.on_record is not None:
+            self.on_record(data)
+        if self.failed is not None and not self._reported:
+            self._reported = True
+            raise self.failed
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+
+
+def batch_record(lines: list[LogLine]) -> dict[str, Any]:
+    """One ``LogBatch`` record for log lines of one source and stream."""
+    first = lines[0]
+    record: dict[str, Any] = {"type": "LogBatch", "source": first.source, "stream": first.stream, "ts": first.ts,
+                              "lines": [line.text for line in lines]}
+    stamps = [line.ts for line in lines]
+    if any(ts != first.ts for ts in stamps):
+        record["ts_each"] = stamps
+    return record
+
+
+def expand_record(data: dict[str, Any]) -> list[Event]:
+    """The events of one ``events.jsonl`` record (a LogBatch holds many)."""
+    if data.get("type") == "LogBatch":
+        source, stream, ts = data.get("source", "vllm"), data.get("stream", "out"), data.get("ts") or 0.0
+        texts = data.get("lines") or []
+        stamps = data.get("ts_each")
+        if isinstance(stamps, list) and len(stamps) == len(texts):
+            return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps)]
+        return [LogLine(text, stream, source, ts) for text in texts]
+    return [from_dict(data)]
+
+
+def _encode(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, default=str, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "replace")
+
+
 class RunDir:
     """One run's directory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._events_fh = None
+        self._log: EventLog | None = None
 
     @property
     def id(self) -> str:
         return self.path.name
 
+    @property
+    def log(self) -> EventLog:
+        """The run's event log (opened for appending on first write)."""
+        if self._log is None:
+            self._log = EventLog(self.path / "events.jsonl")
+        return self._log
+
     # meta
     def meta(self) -> dict[str, Any]:
         try:
-            return json.loads((self.path / "meta.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = json.loads((self.path / "meta.json").read_text())
+        except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
 
     def update_meta(self, **values: Any) -> dict[str, Any]:
+        """Merge ``values`` into ``meta.json`` (replaced atomically).
+
+        Raises:
+            StoreWriteError: the state dir cannot be written.
+        """
         meta = self.meta()
         meta.update(values)
-        _atomic_write(self.path / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        _atomic_write(self.path / "meta.json", json.dumps(meta, indent=2, sort_keys=True, default=str))
         return meta
 
     # spec
@@ -119,10 +311,22 @@ class RunDir:
 
         return ExperimentSpec.from_dict(json.loads((self.path / "spec.json").read_text()))
 
+    # any JSON document of the run (launch recipe, resources...)
+    def write_json(self, name: str, data: Any) -> Path:
+        target = self.path / name
+        _atomic_write(target, json.dumps(data, indent=2, sort_keys=True, default=str))
+        return target
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return default
+
     # rendered files
     def write_rendered(self, name: str, text: str) -> Path:
         target = self.path / "rendered" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _mkdir_private(target.parent)
         _atomic_write(target, text)
         return target
 
@@ -135,12 +339,7 @@ class RunDir:
                 raise ValueError(f"bad session entry {key!r}")
             lines.append(f"{key}={text}")
         target = self.path / "session"
-        tmp = target.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, target)
-        os.chmod(target, 0o600)
+        _atomic_write(target, "\n".join(lines) + "\n")
         return target
 
     def read_session(self) -> dict[str, str]:
@@ -157,39 +356,68 @@ class RunDir:
 
     # events
     def append_event(self, event: Event) -> None:
-        if self._events_fh is None:
-            self._events_fh = open(self.path / "events.jsonl", "a", encoding="utf-8", buffering=1 << 16)
-        self._events_fh.write(json.dumps(to_dict(event), default=str) + "\n")
+        """Log one event (see :class:`EventLog`).
+
+        Raises:
+            StoreWriteError: the event log cannot be written.
+        """
+        self.log.append(event)
 
     def flush(self) -> None:
-        if self._events_fh is not None:
-            self._events_fh.flush()
+        if self._log is not None:
+            self._log.flush()
 
     def close(self) -> None:
-        if self._events_fh is not None:
-            self._events_fh.close()
-            self._events_fh = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
-    def events(self) -> Iterator[Event]:
-        self.flush()
+    def events(self, offset: int = 0) -> Iterator[Event]:
+        """Every saved event from byte ``offset`` on (log batches as single LogLines)."""
+        for _end, record in self.records(offset):
+            yield from expand_record(record)
+
+    def records(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(end offset, record)`` of each whole line from byte ``offset`` (a torn last line is skipped)."""
+        if self._log is not None:
+            with contextlib.suppress(StoreWriteError):
+                self._log.flush()
         try:
-            fh = open(self.path / "events.jsonl", encoding="utf-8")
+            fh = open(self.path / "events.jsonl", "rb")
         except FileNotFoundError:
             return
         with fh:
-            for line in fh:
-                line = line.strip()
-                if line:
-                    try:
-                        yield from_dict(json.loads(line))
-                    except (KeyError, TypeError, json.JSONDecodeError):
-                        continue
+            fh.seek(offset)
+            position = offset
+            for raw in fh:
+                position += len(raw)
+                if not raw.endswith(b"\n"):
+                    break  # written half when the writer died
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and data.get("type") in RECORD_TYPES:
+                    yield position, data
+
+    # a little disk kept back, so a run that fills the disk can still record how it ended
+    def make_reserve(self, size: int = 256 * 1024) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path / ".reserve", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"\0" * size)
+            finally:
+                os.close(fd)
+
+    def release_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / ".reserve").unlink()
 
     # results
     @property
     def results_dir(self) -> Path:
         path = self.path / "results"
-        path.mkdir(exist_ok=True)
+        _mkdir_private(path)
         return path
 
 
@@ -209,28 +437,60 @@ class RunStore:
         run_id = spec.experiment_id
         if not _ID_RE.match(run_id):
             raise SweepdeckError(f"Experiment id {run_id!r} is not DNS-safe.")
-        self.root.mkdir(parents=True, exist_ok=True)
+        _mkdir_private(self.root)
         path = self.root / run_id
         try:
-            path.mkdir()
+            path.mkdir(mode=0o700)
         except FileExistsError:
             raise SweepdeckError(
                 f"Experiment id {run_id!r} is already used by a saved run.",
                 f"Choose another id, e.g. {self.free_id(run_id)!r} (or delete the old run).",
             ) from None
+        except OSError as exc:
+            raise StoreWriteError(path, exc) from None
         run = RunDir(path)
-        run.write_spec(spec)
-        run.update_meta(
-            id=run_id,
-            backend=backend or spec.backend,
-            profile=spec.profile,
-            model=spec.model,
-            workload=spec.workload.app,
-            state="created",
-            started=time.time(),
-            parent=spec.parent,
-        )
+        try:
+            run.write_spec(spec)
+            run.update_meta(
+                id=run_id,
+                backend=backend or spec.backend,
+                profile=spec.profile,
+                model=spec.model,
+                workload=spec.workload.app,
+                state="created",
+                started=time.time(),
+                parent=spec.parent,
+            )
+        except StoreWriteError:
+            shutil.rmtree(path, ignore_errors=True)  # no half-made run dir is left
+            raise
         return run
+
+    def check_writable(self, min_free: int = MIN_FREE_BYTES) -> tuple[bool, str]:
+        """Can runs be saved here: the runs dir writable, with ``min_free`` bytes free?
+
+        Returns:
+            ``(ok, detail)``; the detail names the directory and what is wrong.
+        """
+        root = self.root
+        probe_dir = root if root.exists() else next((p for p in root.parents if p.exists()), Path("/"))
+        if root.exists() and not root.is_dir():
+            return False, f"{root} is not a directory"
+        if not os.access(probe_dir, os.W_OK | os.X_OK):
+            return False, f"{probe_dir} is not writable"
+        try:
+            probe = tempfile_in(probe_dir)
+        except OSError as exc:
+            return False, f"{probe_dir} cannot be written: {exc.strerror or exc}"
+        probe.unlink(missing_ok=True)
+        try:
+            st = os.statvfs(probe_dir)
+        except OSError:
+            return True, f"{root} is writable"
+        free = st.f_bavail * st.f_frsize
+        if free < min_free:
+            return False, f"only {free / 1e6:.1f} MB free in {probe_dir} (at least {min_free / 1e6:.0f} MB needed)"
+        return True, f"{root} is writable, {free / 1e9:.1f} GB free"
 
     def exists(self, run_id: str) -> bool:
         return (self.root / run_id).exists()
@@ -281,7 +541,40 @@ class RunStore:
         shutil.rmtree(record.path)
 
 
+def tempfile_in(directory: Path) -> Path:
+    """Create (and return) an empty private probe file in ``directory``."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=".probe-", dir=directory)
+    os.close(fd)
+    return Path(name)
+
+
 def _atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (write a private temp file, then rename).
+
+    Raises:
+        StoreWriteError: it cannot be written (the old file, if any, is unchanged).
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreWriteError(path, exc) from None
+
+
+def _mkdir_private(path: Path) -> None:
+    """Make ``path`` (and its parents) with mode 0700 for what is created here.
+
+    Raises:
+        StoreWriteError: it cannot be created.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreWriteError(path, exc) from None
