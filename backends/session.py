@@ -175,6 +175,8 @@ class Session:
         self._held: list[dg.Diagnosis] = []  # secondary diagnoses, reported only if nothing better shows up
         self._cancel_reason: str | None = None
         self._cancel_graceful = True
+        self._stopping = asyncio.Event()  # set by the first stop request
+        self._abandon_at = float("inf")  # loop time after which a stream that has not ended is abandoned
         self._pump: asyncio.Task | None = None
         self.closed = False
         self._primary_seen = False
@@ -246,30 +248,52 @@ class Session:
     # -------------------------------------------------------------- follow
 
     async def follow(self) -> SessionResult:
-        """Consume the run's events until Finished (or a cancel); then clean up."""
+        """Consume the run's events until Finished (or a stop); then clean up.
+
+        A stop (:meth:`request_cancel`) asks the backend to cancel; a backend
+        whose event stream does not end by the stop's deadline is abandoned
+        (cancelled; left alone if it even swallows that), so the cleanup
+        always runs within the bound the stop asked for.
+        """
         if self.run is None:
             raise RuntimeError("launch() first")
-        self._pump = asyncio.create_task(self._pump_events(self.run))
+        loop = asyncio.get_running_loop()
+        pump = self._pump = asyncio.create_task(self._pump_events(self.run))
         if self._cancel_reason is not None:  # asked for while launching
-            asyncio.get_running_loop().create_task(self._cancel_run())
+            loop.create_task(self._cancel_run())
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.shield(self._pump)
+            await asyncio.wait([pump, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if not pump.done():
+                await asyncio.wait([pump], timeout=max(0.0, self._abandon_at - loop.time()))
+            if not pump.done():
+                log.warning("the backend did not end its events after the stop; abandoning them")
+                pump.cancel()
+                await asyncio.wait([pump], timeout=0.2)
         except asyncio.CancelledError:
-            if self._pump.done():
-                pass  # the pump itself was cancelled (a cancel that the backend did not end): normal
-            else:
-                # The caller was cancelled (the supervisor is stopping): cancel the run, clean up, propagate.
-                self.request_cancel("the supervisor stopped")
-                await asyncio.wait([self._pump], timeout=CANCEL_GRACE + 1.0)
-                if not self._pump.done():
-                    self._pump.cancel()
-                    await asyncio.wait([self._pump], timeout=1.0)
-                await self.close()
-                raise
-        except Exception as exc:  # a backend bug must not leave things running
-            log.exception("event stream failed")
+            # The caller was cancelled (the supervisor is stopping): stop the run, clean up, propagate.
+            self.request_cancel("the supervisor stopped", within=3.0)
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._settle(pump)), 3.0)
+            raise
+        finally:
+            stopping.cancel()
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            exc = pump.exception()
+            log.error("event stream failed: %s", exc)
             if self.finished is None:
                 await self._finish(Finished("failed", f"event stream failed: {exc}"))
+        if self.finished is None:
+            await self._flush_held()
+            await self._finish(Finished("cancelled", self._cancel_reason or "cancelled"))
+        return await self.close()
+
+    async def _settle(self, pump: asyncio.Task) -> SessionResult:
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait([pump], timeout=0.2)
+        if self.finished is None:
+            await self._finish(Finished("cancelled", self._cancel_reason or "cancelled"))
         return await self.close()
 
     async def _pump_events(self, run: Run) -> None:
@@ -385,36 +409,46 @@ class Session:
     # ------------------------------------------------------------- cancel
 
     def request_cancel(self, reason: str = "cancelled by the user", sig: int | None = None, *,
-                       graceful: bool = True) -> None:
+                       graceful: bool = True, within: float | None = None) -> None:
         """Ask the run to stop (safe to call from a signal handler, more than once).
 
-        ``graceful=False`` asks the backend to skip its own clean-up steps
-        (see :meth:`backends.base.Backend.cancel`); the cleanup registry runs either way.
+        Args:
+            reason: Why (it becomes the Finished message).
+            sig: The signal that asked, if any.
+            graceful: False asks the backend to skip its own clean-up steps (see
+                :meth:`backends.base.Backend.cancel`); the cleanup registry runs either way.
+                A second request with False escalates a graceful stop.
+            within: Seconds the whole stop and cleanup may take from now (the
+                default allows the backend :data:`CANCEL_GRACE` plus the cleanup timeout).
         """
+        loop = asyncio.get_running_loop()
+        if within is not None:
+            # the tightest bound asked for wins: split it between the stream's end and the cleanup
+            self._abandon_at = min(self._abandon_at, loop.time() + within * 0.4)
+            self.cleanup_timeout = min(self.cleanup_timeout, max(0.3, within * 0.55))
         if self._cancel_reason is not None:
             if not graceful and self._cancel_graceful and self.run is not None:
                 # a harder second request (a second Ctrl+C): stop at once, skipping the run's own clean-up steps
                 self._cancel_graceful = False
-                asyncio.get_running_loop().create_task(self._cancel_now())
+                loop.create_task(self._cancel_now())
             return
         self._cancel_reason = reason
         self._cancel_graceful = graceful
+        if within is None:
+            self._abandon_at = min(self._abandon_at, loop.time() + CANCEL_GRACE + 1.0)
         if sig is not None:
             self.signal = sig
+        self._stopping.set()
         if self.run is not None and self._pump is not None and not self._pump.done():
-            asyncio.get_running_loop().create_task(self._cancel_run())
+            loop.create_task(self._cancel_run())
 
     async def _cancel_run(self) -> None:
         assert self.run is not None
+        budget = max(0.1, min(CANCEL_GRACE, self._abandon_at - asyncio.get_running_loop().time()))
         try:
-            await asyncio.wait_for(self.backend.cancel(self.run, graceful=self._cancel_graceful), timeout=CANCEL_GRACE)
+            await asyncio.wait_for(self.backend.cancel(self.run, graceful=self._cancel_graceful), timeout=budget)
         except BaseException as exc:  # noqa: BLE001 - cancel is best effort; cleanup follows
             log.warning("cancel failed: %s", exc)
-        if self._pump is not None and not self._pump.done():
-            # give the backend a moment to report its own cancelled Finished
-            await asyncio.wait([self._pump], timeout=1.0)
-            if not self._pump.done():
-                self._pump.cancel()
 
     async def _cancel_now(self) -> None:
         assert self.run is not None
@@ -439,7 +473,7 @@ class Session:
                     await asyncio.wait_for(self.backend.cleanup(self.run), timeout=self.cleanup_timeout * 0.8)
                 except BaseException as exc:  # noqa: BLE001 - the registry still runs
                     log.warning("backend cleanup failed: %s", exc)
-            await self._run_registry(max(1.0, deadline - time.monotonic()))
+            await self._run_registry(max(0.2, deadline - time.monotonic()))
             if self.run is not None:
                 with contextlib.suppress(StoreWriteError):
                     self.run.store.close()

@@ -5,18 +5,22 @@ to a Backend instance or a factory ``(name, profile) -> Backend`` (or one
 factory for all). :func:`run_app` uses the real registry
 (:func:`backends.registry.get_backend`); tests pass fakes.
 
-Leaving never strands anything: quit/ctrl+c with anything live asks
-"clean up everything" (default) / "detach" / "cancel"; SIGTERM and SIGHUP
-clean up and exit. Cleanup is bounded in time: each live run gets a share,
-stuck steps are forced, then the process-wide registry runs.
+Every run lives in its own supervisor process (:mod:`backends.supervisor`);
+the app is one of its clients. Leaving never strands anything: quit/ctrl+c
+with anything live asks "clean up everything" (default) / "detach" /
+"cancel". Cleanup is bounded in time: each live run gets a share, a stuck
+supervisor is stopped, then this process's own registry runs. SIGTERM,
+SIGHUP and a lost terminal make the app leave at once
+(:class:`tui.terminal.TerminalGuard`): the supervisors stop every run that
+was not detached, because its last client is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import inspect
 import logging
-import signal
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
@@ -25,7 +29,7 @@ from textual.app import App
 from textual.screen import Screen
 
 from backends.base import Backend
-from backends.cleanup import REGISTRY, CleanupRegistry, install_signal_handlers
+from backends.cleanup import REGISTRY, CleanupRegistry
 from backends.store import RunStore
 from config.errors import SweepdeckError
 from tui import bindings as keys
@@ -93,7 +97,7 @@ class SweepdeckApp(App[int]):
         clock: Time source for durations (snapshots).
         controller_factory: ``(backend, spec, *, store, registry[, record]) -> RunController``.
         monitor_factory: ``controller -> Screen``.
-        install_signals: Route SIGTERM/SIGHUP to cleanup + exit.
+        install_signals: Leave at once on SIGTERM/SIGHUP or a lost terminal (:class:`tui.terminal.TerminalGuard`).
         cleanup_timeout: Bound of the cleanup on quit, seconds.
     """
 
@@ -143,9 +147,11 @@ class SweepdeckApp(App[int]):
         self.install_signals = install_signals
         self.cleanup_timeout = cleanup_timeout
         self.controllers: list[Any] = []
-        self._restore_signals: Callable[[], None] | None = None
+        self._guard: Any = None
         self._quitting = False
         self.cleanup_outcomes: list[Any] = []
+        #: Printed when the app has left (``sweepdeck attach RUN`` for each detached run).
+        self.farewell: list[str] = []
         if settings.theme:
             try:
                 self.theme = settings.theme
@@ -157,31 +163,26 @@ class SweepdeckApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
         if self.install_signals:
+            from tui.terminal import TerminalGuard
+
+            loop = asyncio.get_running_loop()
+            self._guard = TerminalGuard(lambda code: loop.call_soon_threadsafe(self._terminal_lost, code))
             try:
-                self._restore_signals = install_signal_handlers(
-                    asyncio.get_running_loop(), self._on_signal, (signal.SIGTERM, signal.SIGHUP)
-                )
-            except Exception as exc:  # pragma: no cover - platform specific
-                log.warning("signal handlers not installed: %s", exc)
+                self._guard.install()
+            except ValueError as exc:  # not the main thread (embedded use)
+                log.warning("terminal guard not installed: %s", exc)
+                self._guard = None
 
     def on_unmount(self) -> None:
-        if self._restore_signals is not None:
-            self._restore_signals()
-            self._restore_signals = None
+        if self._guard is not None:
+            self._guard.uninstall()
+            self._guard = None
 
-    def _on_signal(self, sig: signal.Signals) -> None:
-        """SIGTERM/SIGHUP: clean up everything (bounded) and exit; a second one exits at once.
-
-        Runs in the loop's signal callback: hop onto the app's message queue so
-        the cleanup runs in the app's context.
-        """
-        self.call_next(self._handle_signal, sig)
-
-    def _handle_signal(self, sig: signal.Signals) -> None:
-        if self._quitting:
-            self.exit(return_code=128 + int(sig))
-            return
-        self.run_worker(self.cleanup_and_exit(return_code=128 + int(sig)), name=f"signal {sig.name}", exit_on_error=False)
+    def _terminal_lost(self, code: int) -> None:
+        """SIGTERM, SIGHUP or a dead terminal: leave now. The supervisors stop the runs this app held
+        (their last client is gone) unless they were detached; the guard's timer bounds the exit."""
+        self._quitting = True
+        self.exit(return_code=code)
 
     # -------------------------------------------------------------- backends
 
@@ -400,9 +401,6 @@ class SweepdeckApp(App[int]):
             items.extend(self.registry.pending())
         return items
 
-    def anything_live(self) -> bool:
-        return bool(self.live_items())
-
     async def cleanup_all(self, timeout: float | None = None) -> list[Any]:
         """Clean up every live run, then the registry; bounded by ``timeout`` in total.
 
@@ -442,25 +440,27 @@ class SweepdeckApp(App[int]):
             self.exit(return_code=return_code)
 
     async def detach_and_exit(self) -> None:
-        """Keep runs going (their sessions are saved); undo only what cannot outlive us."""
+        """Let every live run go on without this client, then leave (saying how to attach again)."""
         if self._quitting:
             return
         self._quitting = True
         await self.push_screen(CleanupScreen(self.live_items(), verb="Detaching"))
         try:
-            detached = []
             for ctrl in self.controllers:
-                if getattr(ctrl, "live", False):
-                    try:
-                        ctrl.detach()
-                        detached.append(ctrl)
-                    except Exception as exc:
-                        log.warning("detach of %s failed: %s", getattr(ctrl, "run", ctrl), exc)
-            self.registry.detach()
-            # Let each run's event follower notice the detach and save its session state.
-            deadline = time.monotonic() + 3.0
-            while any(getattr(c, "live", False) for c in detached) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+                if not getattr(ctrl, "live", False):
+                    continue
+                try:
+                    command = ctrl.detach()
+                    if inspect.isawaitable(command):
+                        command = await asyncio.wait_for(command, 5.0)
+                except Exception as exc:  # noqa: BLE001 - one run that cannot detach must not keep the others
+                    log.warning("detach of %s failed: %s", getattr(ctrl, "run", ctrl), exc)
+                    self.farewell.append(f"[WARN] {getattr(ctrl, 'id', 'a run')} could not be detached: {exc}")
+                    continue
+                run_id = getattr(ctrl, "id", None)
+                if command or run_id:
+                    self.farewell.append(f"[INFO] {run_id} keeps running. Follow it again with: "
+                                         f"{command or f'sweepdeck attach {run_id}'}")
             self.workers.cancel_group(self, "controllers")
             self.cleanup_outcomes = await self.registry.run(min(5.0, self.cleanup_timeout))
         finally:
@@ -498,16 +498,20 @@ def _other_binding_ids() -> set[str]:
 
 def run_app(args: Any) -> int:
     """``sweepdeck`` with no subcommand: load settings and run the app on the real backends."""
+    from backends.supervisor.reconcile import reconcile_store
     from config.settings import load_settings
+    from tui.terminal import print_after_exit
 
     settings = load_settings(getattr(args, "config", None), getattr(args, "catalog_dir", None))
     settings.catalogs.validate()
     app = SweepdeckApp(settings)
+    reconcile_store(app.store)  # a run whose supervisor is gone is never shown as running
     try:
         result = app.run()
     finally:
-        # Last line of defence (a crash inside the app): nothing registered may outlive us.
-        if app.registry.live() and not app.registry.detached:
+        # Last line of defence (a crash inside the app): nothing this process registered may outlive it.
+        if app.registry.live():
             app.registry.run_sync(CLEANUP_TIMEOUT)
+    print_after_exit(app.farewell)
     code = app.return_code if app.return_code is not None else result
     return int(code or 0)

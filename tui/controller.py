@@ -1,9 +1,11 @@
-"""One run as the TUI sees it: drive it, keep its recent history, feed screens.
+"""One run as the TUI sees it: a client of the run's supervisor, its recent history, the screens' feed.
 
-:class:`RunController` wraps the lifecycle driver (:class:`backends.session.Session`):
-``start()`` launches and follows a new run, ``attach()`` follows a detached run
-again (or replays a finished run's ``events.jsonl`` read-only), ``cancel()``,
-``cleanup()`` and ``detach()`` end it, and ``relaunch(fix)`` starts the fixed
+:class:`RunController` is the TUI's side of a run (the run itself lives in its
+supervisor process, :mod:`backends.supervisor`): ``start()`` starts a
+supervisor and follows the new run, ``attach()`` follows a live run through
+its supervisor (or replays an ended run's ``events.jsonl`` read-only),
+``cancel()`` and ``cleanup()`` ask the supervisor to stop it, ``detach()``
+lets it go on without this client, and ``relaunch(fix)`` starts the fixed
 experiment that the recovery dialog asks for.
 
 Screens do not see single events. Every event is folded into the
@@ -21,15 +23,17 @@ benchmarks drive directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from backends.cleanup import REGISTRY, CleanupRegistry
+from backends.cleanup import CleanupRegistry
 from backends.events import (
     Alert,
     Endpoint,
@@ -43,12 +47,14 @@ from backends.events import (
     Progress,
     Sweep,
 )
+from backends.store import expand_record
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
     from backends.base import Backend, Run
-    from backends.session import Session
-    from backends.store import RunRecord, RunStore
+    from backends.store import RunDir, RunRecord, RunStore
+    from backends.supervisor import RunLink
+    from backends.supervisor.launcher import Launcher
     from config.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -119,7 +125,9 @@ class RunController:
         spec: The resolved spec (None when opening a saved ``record``).
         store: The run store.
         record: A saved run to attach to or replay.
-        registry: Cleanup registry (the process-wide one by default).
+        registry: The run's registry when its supervisor runs in this process
+            (a backend without a recipe: a test double).
+        launcher: Where new runs' supervisors run (default: a process each).
         log_line_cap: Log lines kept (older ones are dropped).
         flush_interval: Seconds between deliveries to subscribers.
         default_image: The catalog's default image (for image-pull fixes).
@@ -132,7 +140,8 @@ class RunController:
         *,
         store: "RunStore",
         record: "RunRecord | None" = None,
-        registry: CleanupRegistry = REGISTRY,
+        registry: CleanupRegistry | None = None,
+        launcher: "Launcher | None" = None,
         log_line_cap: int = DEFAULT_LOG_LINE_CAP,
         flush_interval: float = FLUSH_INTERVAL,
         default_image: str | None = None,
@@ -147,10 +156,11 @@ class RunController:
         self.store = store
         self.record = record
         self.registry = registry
+        self.launcher = launcher
         self.flush_interval = flush_interval
         self.default_image = default_image
         self.run: "Run | None" = None
-        self.session: "Session | None" = None
+        self.link: "RunLink | None" = None
         self.state = record.state if record is not None else "created"
         self.read_only = False
         self.parent: RunController | None = None
@@ -191,17 +201,17 @@ class RunController:
 
     @property
     def live(self) -> bool:
-        """True while the run or its resources are alive (something to clean up or detach)."""
+        """True while this client follows a run that is going (something to clean up or detach)."""
         if self.read_only:
             return False
-        if self._follow is not None and not self._follow.done():
-            return True
-        return self.state in LIVE_STATES
+        if self.link is not None:
+            return not self.link.closed and not self.link.done
+        return self.state == "launching"
 
     @property
     def needs_replay(self) -> bool:
-        """A saved, not detached run nobody has loaded yet (the monitor replays it)."""
-        return self.record is not None and not self._attached and self.session is None and self.record.state != "detached"
+        """A saved run nobody has loaded yet (the monitor replays or follows it)."""
+        return self.record is not None and not self._attached and self.link is None
 
     @property
     def log_line_cap(self) -> int:
@@ -310,6 +320,17 @@ class RunController:
         for event in events:
             self.on_event(event)
 
+    def on_lines(self, lines: list[LogLine]) -> None:
+        """Fold a batch of log lines at once (the supervisor sends them batched)."""
+        if not lines:
+            return
+        pending = self._pending.lines
+        pending.extend(lines)
+        if len(pending) > self._trim_at:
+            self._trim_pending()
+        if self._flush_handle is None:
+            self._schedule()
+
     def _schedule(self) -> None:
         if self._flush_handle is not None:
             return
@@ -351,16 +372,21 @@ class RunController:
 
     # ------------------------------------------------------------- lifecycle
 
-    def _make_session(self, spec: "ExperimentSpec") -> "Session":
-        from backends.session import Session
+    def _launcher(self) -> "Launcher | None":
+        """Where a new run's supervisor runs: the injected launcher, else a process of its own
+        (or this loop, with this controller's registry, for a backend that has no recipe: a test double)."""
+        if self.launcher is not None:
+            return self.launcher
+        from backends.registry import recipe_of
 
-        return Session(
-            self.backend, spec, store=self.store, on_event=self.on_event, registry=self.registry,
-            default_image=self.default_image,
-        )
+        if recipe_of(self.backend) is None:
+            from backends.supervisor.launcher import InProcessLauncher
+
+            return InProcessLauncher(self.registry)
+        return None
 
     async def launch(self) -> "Run":
-        """Launch the run (pre-flight already done); ``start`` then follows it.
+        """Start the run's supervisor (pre-flight already done); ``start`` then follows it.
 
         Raises:
             SweepdeckError: the id is taken or the launch failed (nothing is left running).
@@ -370,17 +396,27 @@ class RunController:
             return self.run
         if self.spec is None:
             raise SweepdeckError("Nothing to launch: this run has no spec.")
-        self.session = self._make_session(self.spec)
+        from backends.base import Run
+        from backends.store import RunDir
+        from backends.supervisor import start_run
+
         self._set_state("launching")
         self.started_at = time.time()
         try:
-            self.run = await self.session.launch()
+            self.link = await start_run(
+                self.backend, self.spec, store=self.store, launcher=self._launcher(), on_event=self.on_event,
+                on_events=self.on_lines, default_image=self.default_image,
+            )
+            info = await self.link.launched()
         except BaseException as exc:
             self._set_state("failed")
             message = exc.message if isinstance(exc, SweepdeckError) else str(exc)
             self.on_event(Finished("failed", f"Launch failed: {message}"))
             self.flush()
+            if self.link is not None:
+                self.link.close()
             raise
+        self.run = Run(info.id, info.backend, self.spec, RunDir(Path(info.path)), info.handle, info.started)
         self._launched = True
         self.started_at = self.run.started
         self._set_state("running")
@@ -389,33 +425,48 @@ class RunController:
     async def start(self) -> None:
         """Launch (unless :meth:`launch` already did) and follow the run until it ends."""
         await self.launch()
-        await self._follow_session()
+        await self._follow_link()
 
-    async def _follow_session(self) -> None:
-        assert self.session is not None
-        # The follow runs in its own task: cancelling the caller's worker (the app
-        # quitting, detaching) must not cancel the session half-way; cleanup/detach
-        # end it properly instead.
-        self._follow = asyncio.ensure_future(self.session.follow())
+    async def _follow_link(self) -> None:
+        """Wait for the supervisor's result; the events arrive meanwhile through the link."""
+        assert self.link is not None
+        # The wait runs in its own task: cancelling the caller's worker (the app quitting)
+        # must not be mistaken for the run's end; cleanup/detach end it properly instead.
+        self._follow = asyncio.ensure_future(self.link.result())
         try:
             result = await asyncio.shield(self._follow)
-        except asyncio.CancelledError:
-            if not self._detaching and not self._follow.done():
-                self.session.request_cancel("the monitor was closed")
-            raise
         finally:
             self.flush()
-        if self._detaching:
-            self._set_state("detached")
-        elif result is not None:
-            self._set_state(result.outcome)
+        outcome = result.get("outcome") or "failed"
+        if outcome in ("detached", "left"):  # this client stopped following; the run goes on
+            self._set_state("detached" if outcome == "detached" or self._detaching else self.state)
+        else:
+            if self.finished is None or outcome == "lost":
+                self.on_event(Finished("failed" if outcome == "lost" else outcome, result.get("message") or ""))
+            self._set_state(outcome)
+        self.link.close()
         self.flush()
 
+    def _reset(self) -> None:
+        """A snapshot starts: what follows replaces everything shown."""
+        self.logs.clear()
+        self.log_total = 0
+        self.phases.clear()
+        self.metrics = None
+        self.throughput.clear()
+        self.progress = self.sweep = self.endpoint = self.finished = None
+        self.alerts.clear()
+        self.notices.clear()
+        self._pending = EventBatch(reset=True)
+        self._schedule()
+
     async def attach(self) -> None:
-        """Show a saved run: follow a detached one again, or replay a finished one read-only.
+        """Show a saved run: follow it through its supervisor, or replay it read-only if it has ended.
+
+        A run whose supervisor is gone is reconciled first (never shown as running).
 
         Raises:
-            SweepdeckError: the detached run cannot be re-attached (its saved
+            SweepdeckError: the supervisor of a live-looking run cannot be reached (its saved
                 events are still shown).
         """
         if self.record is None:
@@ -423,99 +474,116 @@ class RunController:
         if self._attached:
             return
         self._attached = True
-        from backends.store import RunDir
+        from backends.store import LIVE_STATES, RunDir, RunRecord
+        from backends.supervisor import SupervisorGone, connect
+        from backends.supervisor.reconcile import reconcile_dir
 
         run_dir = RunDir(self.record.path)
-        events = list(run_dir.events())
-        self.on_events(events)
-        stamps = [e.ts for e in events[:50] if getattr(e, "ts", None)]
-        if stamps:
-            # the run began with its first event (or when its record was made, if earlier)
-            self.started_at = min([*stamps, *([self.started_at] if self.started_at else [])])
-        if self.record.state != "detached":
-            self.read_only = True
-            self._set_state(self.record.state)
-            self.flush()
-            return
-        self.flush()
-        try:
-            self.run = await self.backend.attach(self.record)
-        except SweepdeckError as exc:
-            self.on_event(Notice(exc.message + (f" {exc.hint}" if exc.hint else ""), "error"))
-            self.read_only = True
-            self.flush()
-            raise
-        self.spec = self.run.spec or self.spec
-        self.session = self._make_session(self.run.spec)
-        self.session.run = self.run
+        meta = reconcile_dir(run_dir)
+        self.record = RunRecord(self.record.id, self.record.path, meta)
+        if meta.get("state") in LIVE_STATES:
+            try:
+                self.link = await connect(run_dir, on_event=self.on_event, on_events=self.on_lines, on_reset=self._reset)
+            except SupervisorGone:
+                meta = reconcile_dir(run_dir, supervisor_gone=True)
+                self.record = RunRecord(self.record.id, self.record.path, meta)
+            else:
+                await self._follow_live(run_dir, meta)
+                return
+        self._replay(run_dir)
+
+    async def _follow_live(self, run_dir: "RunDir", meta: dict[str, Any]) -> None:
+        from backends.base import Run
+
+        assert self.link is not None and self.record is not None
+        await self.link.follow(snapshot=self.log_line_cap)
+        session = run_dir.read_session()
+        handle = {k.lower(): v for k, v in session.items()}
+        started = float(session.get("STARTED") or meta.get("started") or time.time())
+        self.run = Run(self.record.id, str(meta.get("backend") or self.backend.name), self.spec, run_dir, handle, started)
+        self.started_at = meta.get("started") or started
         self._launched = True
-        self.finished = None
-        self._set_state("running")
-        self.run.store.update_meta(state="running")
-        await self._follow_session()
+        self._set_state("detached" if meta.get("state") == "detached" else "running")
+        self.flush()
+        await self._follow_link()
+
+    def _replay(self, run_dir: "RunDir") -> None:
+        """A run that has ended: its saved events, read-only."""
+        assert self.record is not None
+        first: float | None = None
+        for _end, record in run_dir.records():
+            events = expand_record(record)
+            if record.get("type") == "LogBatch":
+                self.on_lines(events)  # type: ignore[arg-type] # a LogBatch expands to LogLines only
+            else:
+                for event in events:
+                    self.on_event(event)
+            if first is None and events:
+                first = getattr(events[0], "ts", None)
+        if first:
+            # the run began with its first event (or when its record was made, if earlier)
+            self.started_at = min([first, *([self.started_at] if self.started_at else [])])
+        self.read_only = True
+        self._set_state(self.record.state)
+        self.flush()
 
     async def cancel(self) -> None:
         """Ask the run to stop; its events end with a ``cancelled`` Finished."""
-        if self.session is None or not self.live:
+        if self.link is None or not self.live:
             return
         self._set_state("cancelling")
-        self.session.request_cancel("cancelled by the user")
+        await self.link.cancel(graceful=True, reason="cancelled by the user")
 
     async def cleanup(self, timeout: float = 10.0, *, graceful: bool = True) -> list:
-        """Stop the run and remove what it created, within ``timeout`` seconds.
+        """Stop the run and wait, within ``timeout`` seconds, for its supervisor's cleanup.
 
-        A follow that does not end in time (a stuck backend) is abandoned and
-        the session is closed directly; undos that still hang are forced by
-        the registry. Returns the registry's outcomes (may be empty).
+        A supervisor that does not finish in time gets SIGTERM (it stops the
+        run at once and cleans up); one that still hangs is killed — whatever
+        it started locally dies with it, and the run is reconciled (what lives
+        elsewhere is then listed as its leftovers).
 
         Args:
             timeout: Seconds the whole stop + cleanup may take.
             graceful: False stops the run at once, skipping its own clean-up
-                steps (Tekton ``finally`` tasks); see
-                :meth:`backends.base.Backend.cancel`. What sweepdeck itself
-                created is removed either way.
+                steps (Tekton ``finally`` tasks); see :meth:`backends.base.Backend.cancel`.
         """
+        link = self.link
+        if link is None or self.read_only or link.done:
+            if self.state in LIVE_STATES or self.state == "created":
+                self._set_state("cancelled")
+            self.flush()
+            return []
         deadline = time.monotonic() + timeout
-        outcomes: list = []
-        session = self.session
-        if session is not None and not self.read_only:
-            # the session's own cleanup (backend cleanup + registry) must fit our budget
-            session.cleanup_timeout = max(0.5, timeout * 0.8)
-            if self._follow is not None and not self._follow.done():
-                if not graceful:
-                    self._set_state("cancelling")
-                session.request_cancel("stopped at once" if not graceful else "cleaned up", graceful=graceful)
-                await asyncio.wait([self._follow], timeout=max(0.1, timeout * 0.6))
-                if not self._follow.done():
-                    # a stuck backend: stop waiting for its events; undo (and force) what
-                    # was registered now, then close the session ourselves
-                    log.warning("run %s did not stop in time; abandoning its event stream", self.id)
-                    self._follow.cancel()
-                    if self.registry.live() and not self.registry.detached:
-                        outcomes = await self.registry.run(max(0.2, (deadline - time.monotonic()) * 0.5))
-            if not session._closed:
-                left = max(0.2, deadline - time.monotonic())
-                session.cleanup_timeout = left * 0.8
-                closing = asyncio.ensure_future(session.close())
-                # bounded: the session gives its registry at least 1 s, after which it
-                # forces what hangs; a close that still hangs then is abandoned
-                await asyncio.wait([closing], timeout=max(left, 1.2))
-        left = deadline - time.monotonic()
-        if self.registry.live() and not self.registry.detached:
-            outcomes += await self.registry.run(max(0.1, left))
+        self._set_state("cancelling")
+        await link.cancel(graceful=graceful, reason="stopped at once" if not graceful else "cleaned up",
+                          timeout=max(0.5, timeout * 0.3), within=timeout * 0.8)
+        if not await _wait_result(link, deadline - time.monotonic()):
+            log.warning("run %s did not stop in time; stopping its supervisor", self.id)
+            link.terminate()
+            if not await _wait_result(link, 3.0):
+                link.terminate(kill=True)
+                await _wait_result(link, 1.0)
+        if self._follow is not None and not self._follow.done():
+            await asyncio.wait([self._follow], timeout=0.5)
         if self.state in LIVE_STATES or self.state == "created":
             self._set_state("cancelled")
         self.flush()
-        return outcomes
+        return []
 
-    def detach(self) -> None:
-        """Stop following; keep the run going (reattach later)."""
-        if self.session is None or not self.live:
-            return
+    async def detach(self) -> str:
+        """Let the run go on without this client; returns the command that follows it again."""
+        if self.link is None or not self.live:
+            return ""
         self._detaching = True
-        self.session.request_detach()
+        try:
+            command = await self.link.detach()
+        except SweepdeckError:
+            self._detaching = False
+            raise
         self._set_state("detached")
+        self.link.close()
         self.flush()
+        return command
 
     # -------------------------------------------------------------- relaunch
 
@@ -550,16 +618,13 @@ class RunController:
         new_spec = self.fixed_spec(fix)
         if self.live:
             await self.cleanup()
-        else:
-            # the old run's session closed already; make sure nothing of it is left
-            if self.session is not None and not self.session._closed:
-                await self.cleanup()
+        from backends.preflight import run_preflight
         from backends.session import check_preflight
 
-        checks = await self.backend.preflight(new_spec)
+        checks = await run_preflight(self.backend, new_spec, self.store)
         check_preflight(checks, allow_warnings=True)
         child = RunController(
-            self.backend, new_spec, store=self.store, registry=self.registry,
+            self.backend, new_spec, store=self.store, registry=self.registry, launcher=self.launcher,
             log_line_cap=self.log_line_cap, flush_interval=self.flush_interval,
             default_image=self.default_image,
         )
@@ -581,6 +646,15 @@ class RunController:
         child.on_event(Notice(f"Relaunched {self.id} as {child.id} with fix: {child.fix.label}"
                               + (f" ({child.fix.description})" if child.fix.description else "")))
         return child
+
+
+async def _wait_result(link: "RunLink", timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the supervisor's result; True if it came."""
+    if link.done:
+        return True
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(link.result(), max(0.05, timeout))
+    return link.done
 
 
 def _fix_changes(old: "ExperimentSpec | None", new: "ExperimentSpec") -> list:

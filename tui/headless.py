@@ -154,7 +154,8 @@ async def drive_with_remedies(backend, spec, on_event, *, fix: "bool | Collectio
         PreflightFailed: pre-flight still fails (its hint names the remedies on offer).
     """
     from backends.base import blocking
-    from backends.session import PreflightFailed, drive
+    from backends.session import PreflightFailed
+    from backends.supervisor.drive import drive
 
     for round_ in range(REMEDY_ROUNDS + 1):
         try:

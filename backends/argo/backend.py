@@ -30,8 +30,8 @@ from backends.argo.workflow import (
     CRD_NAME, EXPERIMENT_LABEL, GROUP, MODEL_VERSION_ANNOTATION, MODEL_VERSION_LABEL, PLURAL, VERSION, WORKFLOW_LABEL,
     check_model_version_id, label_value, workflow_for, yaml_dump,
 )
-from backends.base import Check, Remedy, Run
-from backends.cleanup import REGISTRY, CleanupRegistry
+from backends.base import BackendBase, Check, Remedy, Run
+from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Event, Finished, Fix, LogLine, Notice, Phase, Sweep
 from backends.kube import Kube, KubeError, WatchEvent
 from config.durations import parse_timestamp
@@ -127,7 +127,7 @@ class _RunState:
     queue_down: bool = False
 
 
-class ArgoBackend:
+class ArgoBackend(BackendBase):
     """Runs work-queue sweeps on Argo Workflows (see module docs).
 
     Args:
@@ -139,9 +139,7 @@ class ArgoBackend:
     name = "argo"
 
     def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
-        self.settings = settings
-        self.profile = profile
-        self.registry = registry or REGISTRY
+        super().__init__(settings, profile, registry=registry)
         self._kube: Kube | None = None
         self._tokens: dict[str, int] = {}
         self._stopping: set[str] = set()  # runs this session cancelled or deleted
@@ -410,31 +408,25 @@ class ArgoBackend:
 
     # ------------------------------------------------------------------ launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir | None" = None) -> Run:
-        """Create the Workflow and register its deletion; ``store`` is the run directory (made if not given)."""
-        from backends.store import RunStore
-
+    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+        """Create the Workflow and register its deletion; ``store`` is the run directory."""
         kube = self.kube()
         mvid = self.model_version_id(spec)
         ns = self.namespace(spec)
         body = workflow_for(spec, self.profile, mvid, ns)
-        store = store or RunStore().create(spec, backend=self.name)
         store.write_rendered("workflow.yaml", yaml_dump(body))
-        try:
-            created = await kube.create(*ARGO, body, ns)
-        except KubeError as exc:
-            store.update_meta(state="failed", finished=time.time(), error=exc.message)
-            raise
+        created = await kube.create(*ARGO, body, ns)
         name = created["metadata"]["name"]
         handle = {"namespace": ns, "workflow": name, "model_version_id": mvid, "queue_url": self.queue_url(), "context": kube.context}
         run = Run(spec.experiment_id, self.name, spec, store, handle)
         # Registered before anything else can fail: the Workflow's pods must not outlive the session.
-        self._tokens[run.id] = self.registry.register(f"delete Workflow {name} in {ns}", lambda: self._delete(run), detachable=True)
+        self._tokens[run.id] = self.registry.register(f"delete Workflow {name} in {ns}", lambda: self._delete(run),
+                                                      resource={"kind": "workflow", "name": name, "namespace": ns})
         store.write_session({
             "BACKEND": self.name, "NAMESPACE": ns, "WORKFLOW": name, "MODEL_VERSION_ID": mvid,
             "QUEUE_URL": handle["queue_url"], "CONTEXT": kube.context or "", "KUBECONFIG": self.profile.get("kubeconfig") or "",
         })
-        store.update_meta(state="running", namespace=ns, workflow=name, model_version_id=mvid)
+        store.update_meta(namespace=ns, workflow=name, model_version_id=mvid)
         return run
 
     # ------------------------------------------------------------------ events
@@ -717,8 +709,23 @@ class ArgoBackend:
         if token is not None:
             self.registry.unregister(token)
 
+    async def leftover_alive(self, resource: dict[str, Any]) -> bool | None:
+        """Is a crashed run's Workflow still running?"""
+        if resource.get("kind") != "workflow":
+            return None
+        wf = await self.kube().get(*ARGO, str(resource.get("name")), resource.get("namespace"))
+        return wf is not None and not is_finished(wf)
+
+    async def clean_leftover(self, resource: dict[str, Any]) -> str | None:
+        """Delete a crashed run's Workflow (that stops its pods)."""
+        if resource.get("kind") != "workflow":
+            return None
+        name, ns = str(resource.get("name")), resource.get("namespace")
+        deleted = await self.kube().delete(*ARGO, name, ns)
+        return f"deleted Workflow {name} in {ns}" if deleted else f"Workflow {name} in {ns} is already gone"
+
     async def attach(self, saved: "RunRecord") -> Run:
-        """Find a detached run's Workflow again (by name, else by its experiment label)."""
+        """Find a run's Workflow again (by name, else by its experiment label)."""
         from backends.store import RunDir
 
         session = saved.session()

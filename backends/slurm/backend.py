@@ -20,7 +20,9 @@ Lifecycle (the Alvis ``vllm-connect.sh`` workflow):
 
 SSH drops are survived: the connection is re-opened with backoff, the tunnel
 comes back on the same local port and the tails resume at their byte offsets.
-Everything created registers its undo in :data:`backends.cleanup.REGISTRY`.
+Everything created registers its undo in the backend's cleanup registry (the
+run's own, in its supervisor); the job is recorded as a resource, so a run whose
+supervisor died can be reconciled and its job cancelled (``sweepdeck runs --clean``).
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ import socket
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from backends.base import Check, Run
-from backends.cleanup import REGISTRY
+from backends.base import BackendBase, Check, Run
+from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Notice, Phase
 from backends.slurm import jobs
 from backends.slurm.catalog import ClusterCatalog, ClusterModel, ModelNotInCatalog, load_models
@@ -46,6 +48,10 @@ from backends.slurm.ssh import Remote, SshTarget
 from backends.store import RunDir, RunRecord, RunStore
 from config.durations import format_slurm_duration, parse_slurm_duration
 from config.errors import SweepdeckError
+
+if TYPE_CHECKING:
+    from config.settings import Profile, Settings
+    from config.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +64,6 @@ SESSION_KEYS = ("JOB_ID", "NODE", "PORT", "LOCAL_PORT", "TMPDIR", "MODEL", "STAR
 #: One Remote + one squeue poller per (profile, event loop): every run and every
 #: watcher of a profile shares them.
 _SHARED: dict[tuple[str, int], tuple[Remote, jobs.JobPoller]] = {}
-
-
-#: Cleanup-registry tokens of each run's job and tunnel (kept off Run.handle,
-#: which is saved in the session file).
-_TOKENS: dict[tuple[str, str], int] = {}
 
 
 def _loop_key(profile_name: str) -> tuple[str, int]:
@@ -119,22 +120,24 @@ def port_holder(port: int) -> str:
 # --------------------------------------------------------------------- backend
 
 
-class SlurmBackend:
+class SlurmBackend(BackendBase):
     """``slurm`` backend for one profile (e.g. ``alvis``).
 
     Args:
         settings: The user settings.
         profile: A validated slurm profile.
+        registry: Cleanup registry (the process-wide one by default).
     """
 
     name = "slurm"
 
-    def __init__(self, settings: Any, profile: Any) -> None:
-        self.settings = settings
-        self.profile = profile
+    def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
+        super().__init__(settings, profile, registry=registry)
         self.target = SshTarget.from_profile(profile)
         self._catalog: ClusterCatalog | None = None
         self.sessions: dict[str, "_RunSession"] = {}
+        #: Cleanup-registry tokens of each run's job and tunnel (kept off Run.handle, which is saved).
+        self._tokens: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------ helpers
     @property
@@ -223,7 +226,7 @@ class SlurmBackend:
             await poller.close()
             await remote.close()
 
-        REGISTRY.register(f"close SSH connection to {self.target.host}", close, detachable=False)
+        self.registry.register(f"close SSH connection to {self.target.host}", close, resource={"kind": "connection"})
         return remote
 
     async def poller(self) -> jobs.JobPoller:
@@ -351,10 +354,9 @@ class SlurmBackend:
             extra_args=extra,
         )
 
-    async def launch(self, spec) -> Run:
+    async def launch(self, spec: "ExperimentSpec", store: RunDir) -> Run:
         entry = self.resolve_model(spec.model)
-        store = RunStore()
-        run_store = store.create(spec, backend="slurm")
+        run_store = store
         remote = await self.remote()
         workdir = (await remote.expand(str(self.profile.get("workdir", "~/.sweepdeck/runs")))).rstrip("/")
         run_dir = f"{workdir}/{spec.experiment_id}"
@@ -362,15 +364,10 @@ class SlurmBackend:
         run_store.write_rendered("jobscript.sh", script)
         res = await remote.run(["mkdir", "-p", "--", run_dir])
         if not res.ok:
-            run_store.update_meta(state="failed", finished=time.time(), error=res.stderr.strip())
             raise SweepdeckError(f"Could not create the run directory {run_dir} on {self.target.host}: {res.stderr.strip()}",
                                  "Check the profile's workdir (it must be on the shared filesystem and writable).")
         await remote.write_file(f"{run_dir}/jobscript.sh", script, mode="755")
-        try:
-            job_id = await jobs.submit(remote, run_dir, "jobscript.sh", list(self.profile.get("sbatch_args", []) or []))
-        except SweepdeckError as exc:
-            run_store.update_meta(state="failed", finished=time.time(), error=exc.message)
-            raise
+        job_id = await jobs.submit(remote, run_dir, "jobscript.sh", list(self.profile.get("sbatch_args", []) or []))
         started = _dt.datetime.now().isoformat(timespec="seconds")
         handle = {
             "job_id": job_id, "run_dir": run_dir, "local_port": self.local_port(), "model": entry.name,
@@ -380,7 +377,7 @@ class SlurmBackend:
         run = Run(spec.experiment_id, "slurm", spec, run_store, handle)
         self._register_job(run)
         self._write_session(run)
-        run_store.update_meta(state="submitted", job_id=job_id, run_dir=run_dir, host=self.target.host)
+        run_store.update_meta(job_id=job_id, run_dir=run_dir, host=self.target.host)
         return run
 
     def _register_job(self, run: Run) -> None:
@@ -389,7 +386,9 @@ class SlurmBackend:
         async def undo() -> None:
             await self.cancel(run)
 
-        _TOKENS[(run.id, "job")] = REGISTRY.register(f"scancel {job_id}", undo, detachable=True)
+        self._tokens[(run.id, "job")] = self.registry.register(
+            f"scancel {job_id}", undo,
+            resource={"kind": "slurm_job", "id": str(job_id), "host": self.target.host, "profile": self.profile.name})
 
     def _write_session(self, run: Run) -> None:
         h = run.handle
@@ -419,36 +418,42 @@ class SlurmBackend:
         if not ok:
             raise SweepdeckError(f"scancel {job_id} failed.")
         run.handle["cancelled"] = True
-        token = _TOKENS.pop((run.id, "job"), None)
+        token = self._tokens.pop((run.id, "job"), None)
         if token is not None:
-            REGISTRY.unregister(token)
-        run.store.update_meta(state="cancelled", finished=time.time())
+            self.registry.unregister(token)
 
     async def cleanup(self, run: Run) -> None:
-        """Cancel the job (unless detached), close the tunnel; idempotent."""
+        """Cancel the job, close the tunnel; idempotent."""
         session = self.sessions.pop(run.id, None)
         if session is not None:
             await session.stop()
-        if not run.detached:
-            try:
-                await self.cancel(run)
-            except SweepdeckError as exc:
-                log.warning("cleanup of %s: %s", run.id, exc.message)
+        try:
+            await self.cancel(run)
+        except SweepdeckError as exc:
+            log.warning("cleanup of %s: %s", run.id, exc.message)
 
-    async def detach(self, run: Run) -> None:
-        """Keep the job; stop watching, save offsets for attach, close the tunnel."""
-        run.detached = True
-        session = self.sessions.pop(run.id, None)
-        if session is not None:
-            await session.stop()
-        token = _TOKENS.pop((run.id, "job"), None)
-        if token is not None:
-            REGISTRY.unregister(token)
-        self._write_session(run)
-        run.store.update_meta(state="detached")
+    async def leftover_alive(self, resource: dict[str, Any]) -> bool | None:
+        """Is a crashed run's job still in squeue?"""
+        if resource.get("kind") != "slurm_job":
+            return None
+        poller = await self.poller()
+        states = await poller.poll([str(resource.get("id"))])
+        if states is None:
+            return None
+        st = states.get(str(resource.get("id")))
+        return st is not None and st.active
+
+    async def clean_leftover(self, resource: dict[str, Any]) -> str | None:
+        """scancel a crashed run's job."""
+        if resource.get("kind") != "slurm_job":
+            return None
+        job_id = str(resource.get("id"))
+        if not await jobs.cancel(await self.remote(), job_id):
+            raise SweepdeckError(f"scancel {job_id} failed.")
+        return f"cancelled SLURM job {job_id} on {self.target.host}"
 
     async def attach(self, saved: RunRecord) -> Run:
-        """Re-open a detached run from its session file (job must still be live)."""
+        """Re-open a run from its session file (its supervisor is gone; the job must still be live)."""
         sess = saved.session()
         if not sess.get("JOB_ID"):
             raise SweepdeckError(f"Run {saved.id} has no SLURM job to attach to.")
@@ -465,12 +470,10 @@ class SlurmBackend:
         states = await poller.poll([handle["job_id"]])
         if states is not None and handle["job_id"] not in states:
             final = await jobs.final_state(remote, handle["job_id"])
-            RunDir(saved.path).update_meta(state="failed" if final.state not in ("COMPLETED",) else "succeeded", finished=time.time())
             raise SweepdeckError(f"Job {handle['job_id']} of run {saved.id} is no longer running ({final.state}).",
                                  "Start a new one with: sweepdeck alvis connect")
         run = Run(saved.id, "slurm", spec, RunDir(saved.path), handle)
         self._register_job(run)
-        run.store.update_meta(state="running")
         return run
 
 
@@ -602,16 +605,15 @@ class _RunSession:
         if self.tunnel_open and self.remote is not None:
             self.remote.close_forward(int(self.run.handle["local_port"]))
             self.tunnel_open = False
-        token = _TOKENS.pop((self.run.id, "tunnel"), None)
+        token = self.backend._tokens.pop((self.run.id, "tunnel"), None)
         if token is not None:
-            REGISTRY.unregister(token)
+            self.backend.registry.unregister(token)
 
     def _on_ssh_state(self, state: str, detail: str) -> None:
         unit = f"tunnel 127.0.0.1:{self.run.handle['local_port']}" if self.tunnel_open else f"ssh {self.backend.target.host}"
         self.emit(Phase(unit, state, detail, kind="tunnel" if self.tunnel_open else "ssh"))
         if state == "failed":
             self.emit(Alert("ssh", f"{detail} The job was left as it is (scancel it by hand if needed).", "error"))
-            self.run.store.update_meta(state="failed", finished=time.time(), error=detail)
             self.emit(Finished("failed", detail))
 
     async def _lifecycle(self) -> None:
@@ -654,7 +656,7 @@ class _RunSession:
                 await self._wait_change(left)
             h["node"] = self.job_state.node
             self.backend._write_session(self.run)
-            self.run.store.update_meta(state="running", node=h["node"])
+            self.run.store.update_meta(node=h["node"])
         self.emit(Phase(f"job {job_id}", "RUNNING", h["node"], kind="job", started=time.time()))
 
         # 2. tails + server address -------------------------------------------
@@ -706,7 +708,8 @@ class _RunSession:
         def close_tunnel() -> None:
             remote.close_forward(local_port)
 
-        _TOKENS[(self.run.id, "tunnel")] = REGISTRY.register(f"close tunnel 127.0.0.1:{local_port}", close_tunnel, detachable=False)
+        self.backend._tokens[(self.run.id, "tunnel")] = self.backend.registry.register(
+            f"close tunnel 127.0.0.1:{local_port}", close_tunnel, resource={"kind": "listener", "port": local_port})
         self.emit(Phase(f"tunnel 127.0.0.1:{local_port}", "up", f"{target_host}:{h['port']}", kind="tunnel"))
         self.info("Testing connection...")
         url = f"http://localhost:{local_port}"
@@ -719,7 +722,7 @@ class _RunSession:
                 "Check that the compute node is reachable from the login node.", cancel=not attached)
         self.emit(Phase(server_unit, "READY", url, kind="server"))
         self.emit(Endpoint(url, True, h.get("served_name", ""), f"job {job_id} on {h['node']}"))
-        self.run.store.update_meta(state="serving", endpoint=url)
+        self.run.store.update_meta(endpoint=url)
 
         # 5. stream -------------------------------------------------------------
         self.info("Streaming logs (Ctrl+C to stop and cleanup)...")
@@ -833,7 +836,6 @@ class _RunSession:
             self.emit(event)
         self.emit(Finished("succeeded", "workload finished", str(self.run.store.results_dir / "workload.json"),
                            summary=getattr(runner, "summary", {}) or {}))
-        self.run.store.update_meta(state="succeeded", finished=time.time())
 
     async def _server_not_ready(self, timeout: float, detail: str) -> None:
         from backends.diagnosis import alert_for, server_not_ready
@@ -862,7 +864,6 @@ class _RunSession:
             except SweepdeckError as exc:
                 message += f" (scancel failed: {exc.message})"
         self.emit(Alert(kind, message + (f"\n{hint}" if hint else ""), "error"))
-        self.run.store.update_meta(state="failed", finished=time.time(), error=message)
         self.emit(Finished("failed", message))
 
     async def _job_over(self, when: str) -> None:
@@ -874,7 +875,6 @@ class _RunSession:
         st = self.job_state or jobs.JobState(self.run.handle["job_id"], "ENDED")
         job_id = self.run.handle["job_id"]
         if self.run.handle.get("cancelled") or st.state == "CANCELLED" and self.run.handle.get("cancelled"):
-            self.run.store.update_meta(state="cancelled", finished=time.time())
             self.emit(Finished("cancelled", f"Job {job_id} cancelled"))
             return
         found = primary(self.diagnoses)
@@ -887,17 +887,14 @@ class _RunSession:
             # a state (TIMEOUT, OUT_OF_MEMORY...) is only known here.
             self.emit(alert_for(state_diag, self.run.spec))
         if st.state == "COMPLETED" and not found:
-            self.run.store.update_meta(state="succeeded", finished=time.time())
             self.emit(Finished("succeeded", message))
             return
         if st.state == "TIMEOUT" and not found:
             self.emit(Alert("job-time-limit", f"Job {job_id} reached its time limit.", "warning"))
-            self.run.store.update_meta(state="succeeded", finished=time.time())
             self.emit(Finished("succeeded", message))
             return
         if st.state == "CANCELLED":
             message = f"Job {job_id} was cancelled outside sweepdeck ({when})."
-        self.run.store.update_meta(state="failed", finished=time.time(), error=message)
         if not diag:
             self.emit(Alert("job-ended", message + self._log_tail(10), "error"))
         self.emit(Finished("failed", message + (f" — {diag.title}" if diag else "")))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -217,10 +219,15 @@ class RunLink:
             message["snapshot"] = snapshot
         await self.send(message)
 
-    async def cancel(self, *, graceful: bool = True, reason: str = "stopped by the user", timeout: float = 5.0) -> bool:
-        """Ask the run to stop; True when the supervisor took the request."""
+    async def cancel(self, *, graceful: bool = True, reason: str = "stopped by the user", timeout: float = 5.0,
+                     within: float | None = None) -> bool:
+        """Ask the run to stop (``within`` seconds for the stop and the cleanup, when given);
+        True when the supervisor took the request."""
+        message: dict[str, Any] = {"op": "cancel", "graceful": graceful, "reason": reason}
+        if within is not None:
+            message["within"] = within
         try:
-            reply = await self._request("cancel", {"op": "cancel", "graceful": graceful, "reason": reason}, timeout)
+            reply = await self._request("cancel", message, timeout)
         except (SupervisorGone, asyncio.TimeoutError):
             return False
         return bool(reply.get("ok"))
@@ -243,6 +250,17 @@ class RunLink:
     async def status(self, timeout: float = 2.0) -> dict[str, Any]:
         return await self._request("status", {"op": "status"}, timeout)
 
+    def terminate(self, *, kill: bool = False) -> None:
+        """Stop a supervisor that does not answer: SIGTERM (it stops the run at once and cleans
+        up), or with ``kill`` SIGKILL (what it started locally dies with it; the run is reconciled)."""
+        if self.process is not None:
+            with contextlib.suppress(OSError):
+                self.process.kill() if kill else self.process.terminate()
+            return
+        if self.pid and self.pid != os.getpid():  # a supervisor this client did not start
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL if kill else signal.SIGTERM)
+
     # --------------------------------------------------------------- waiting
 
     async def launched(self) -> RunInfo:
@@ -258,7 +276,15 @@ class RunLink:
         return self._result.done()
 
     def close(self) -> None:
-        """Hang up (a holding connection: if it was the last, the supervisor stops the run)."""
+        """Hang up (a holding connection: if it was the last, the supervisor stops the run).
+
+        The link's result is then ``detached`` (after :meth:`detach`) or ``left``: this client
+        stopped following, which says nothing of how the run ends.
+        """
+        if not self._result.done():
+            outcome = "detached" if self.detached else "left"
+            self._result.set_result({"type": "_result", "outcome": outcome, "message": "", "summary": {},
+                                     "results": None, "signal": None})
         self.closed = True
         with contextlib.suppress(Exception):
             self.writer.close()

@@ -117,7 +117,23 @@ class InProcessLauncher:
         task = asyncio.ensure_future(supervisor.serve())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return ours, None
+        return ours, _TaskHandle(task)
+
+
+class _TaskHandle:
+    """What a client may do to an in-process supervisor that hangs (what a Popen offers for a process)."""
+
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task = task
+
+    def poll(self) -> int | None:
+        return 0 if self.task.done() else None
+
+    def terminate(self) -> None:
+        self.task.cancel()  # the session cancels the run and cleans up (see Session.follow)
+
+    def kill(self) -> None:
+        self.task.cancel()
 
 
 def default_launcher(backend: "Backend") -> Launcher:

@@ -327,8 +327,7 @@ class Supervisor:
         if any(c.holds and not c.closed for c in self.clients):
             return
         log.info("the last client is gone: stopping the run")
-        self.session.cleanup_timeout = self.lost_client_timeout
-        self.session.request_cancel("the last client is gone")
+        self.session.request_cancel("the last client is gone", within=self.lost_client_timeout)
 
     async def _handle(self, client: _Client, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -345,7 +344,9 @@ class Supervisor:
             client.follows = True
         elif op == "cancel":
             graceful = bool(message.get("graceful", True))
-            self.session.request_cancel(str(message.get("reason") or "stopped by the user"), graceful=graceful)
+            within = message.get("within")
+            self.session.request_cancel(str(message.get("reason") or "stopped by the user"), graceful=graceful,
+                                        within=float(within) if isinstance(within, (int, float)) and within > 0 else None)
             self._reply(client, "cancel", True, "stopping" if graceful else "stopping at once")
         elif op == "detach":
             self._detach(client)
@@ -408,7 +409,8 @@ class Supervisor:
         def on_term() -> None:
             nonlocal presses
             presses += 1
-            self.session.request_cancel("the supervisor got SIGTERM", int(signal.SIGTERM), graceful=presses == 1)
+            self.session.request_cancel("the supervisor got SIGTERM", int(signal.SIGTERM), graceful=presses == 1,
+                                        within=LOST_CLIENT_CLEANUP)
 
         loop.add_signal_handler(signal.SIGTERM, on_term)
         for sig in (signal.SIGHUP, signal.SIGINT):

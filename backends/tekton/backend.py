@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from backends.base import Check, Remedy, Run
-from backends.cleanup import REGISTRY, CleanupRegistry
+from backends.base import BackendBase, Check, Remedy, Run
+from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Event, Finished, LogLine, Notice, Phase, Progress
 from backends.kube import Kube, KubeError, WatchEvent
 from backends.tekton.build import Build, Sources, build, expected_seconds
@@ -98,7 +98,7 @@ class _RunState:
     task_logs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task row -> followed (pod, container)
 
 
-class TektonBackend:
+class TektonBackend(BackendBase):
     """Runs BLIS experiments on Tekton (see module docs)."""
 
     name = "tekton"
@@ -109,9 +109,7 @@ class TektonBackend:
     task_log_follows = 2
 
     def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
-        self.settings = settings
-        self.profile = profile
-        self.registry = registry or REGISTRY
+        super().__init__(settings, profile, registry=registry)
         self._kube: Kube | None = None
         self._builds: dict[str, Build] = {}
         self._tokens: dict[str, int] = {}
@@ -288,18 +286,11 @@ class TektonBackend:
 
     # ------------------------------------------------------------------ launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir | None" = None) -> Run:
-        """Apply the Tasks/StepActions and Pipeline, create the PipelineRun, register its cancel.
-
-        ``store`` is the run directory (the session driver makes it); without
-        one the backend creates it in the default run store.
-        """
-        from backends.store import RunStore
-
+    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+        """Apply the Tasks/StepActions and Pipeline, create the PipelineRun, register its cancel."""
         kube = self.kube()
         ns = self.namespace(spec)
         b = self.build(spec)
-        store = store or RunStore().create(spec, backend=self.name)
         for name, text in b.files().items():
             store.write_rendered(name, text)
         pr_name = b.pipelinerun["metadata"]["name"]
@@ -308,7 +299,6 @@ class TektonBackend:
         try:
             await kube.create(*TEKTON, "pipelineruns", b.pipelinerun, ns)
         except KubeError as exc:
-            store.update_meta(state="failed", finished=time.time(), error=exc.message)
             if exc.status == 409:
                 raise SweepdeckError(f"A PipelineRun {pr_name} already exists in {ns}.", "Choose another experiment id.") from None
             raise
@@ -318,20 +308,20 @@ class TektonBackend:
         }
         run = Run(spec.experiment_id, self.name, spec, store, handle)
         self._tokens[run.id] = self.registry.register(
-            f"cancel PipelineRun {pr_name} in {ns}", lambda: self.cancel(run), detachable=True)
+            f"cancel PipelineRun {pr_name} in {ns}", lambda: self.cancel(run),
+            resource={"kind": "pipelinerun", "name": pr_name, "namespace": ns})
         store.write_session({
             "BACKEND": self.name, "NAMESPACE": ns, "PIPELINERUN": pr_name, "CONTEXT": kube.context or "",
             "KUBECONFIG": self.profile.get("kubeconfig") or "", "TPS": ",".join(map(str, b.tps)),
         })
-        store.update_meta(state="running", namespace=ns, pipelinerun=pr_name, applied=lines)
+        store.update_meta(namespace=ns, pipelinerun=pr_name, applied=lines)
         return run
 
-    async def launch_pipelinerun(self, pr: dict[str, Any], namespace: str, run_dir: "RunDir | None" = None) -> Run:
+    async def launch_pipelinerun(self, pr: dict[str, Any], namespace: str, run_dir: "RunDir") -> Run:
         """Create a ready PipelineRun (e.g. a matrix sweep, transformed or not) and return its Run.
 
         ``handle["tasks"]`` counts every TaskRun the matrix fans out into, for done/total progress.
         """
-        from backends.store import RunDir, RunStore
         from backends.tekton.matrix import facts, units
 
         kube = self.kube()
@@ -344,27 +334,21 @@ class TektonBackend:
         labels.setdefault("app.kubernetes.io/managed-by", "sweepdeck")
         tasks = units(body)
         shape = facts(body)
-        if run_dir is None:
-            store = RunStore()
-            store.root.mkdir(parents=True, exist_ok=True)
-            path = store.root / store.free_id(name)
-            path.mkdir()
-            run_dir = RunDir(path)
-            run_dir.update_meta(id=path.name, backend=self.name, state="created", started=time.time(), pipelinerun=name, namespace=namespace)
         run_dir.write_rendered("pipelinerun.yaml", yaml_dump(body))
         try:
             await kube.create(*TEKTON, "pipelineruns", body, namespace)
         except KubeError as exc:
-            run_dir.update_meta(state="failed", finished=time.time(), error=exc.message)
             if exc.status == 409:
                 raise SweepdeckError(f"A PipelineRun {name} already exists in {namespace}.", "Rename it (metadata.name).") from None
             raise
         # "matrix" marks a ready PipelineRun: its TaskRuns' step logs are followed (no vLLM pods)
         handle = {"namespace": namespace, "pipelinerun": name, "tps": [], "tasks": tasks, "matrix": shape}
         run = Run(run_dir.id, self.name, None, run_dir, handle)  # type: ignore[arg-type]
-        self._tokens[run.id] = self.registry.register(f"cancel PipelineRun {name} in {namespace}", lambda: self.cancel(run), detachable=True)
+        self._tokens[run.id] = self.registry.register(
+            f"cancel PipelineRun {name} in {namespace}", lambda: self.cancel(run),
+            resource={"kind": "pipelinerun", "name": name, "namespace": namespace})
         run_dir.write_session({"BACKEND": self.name, "NAMESPACE": namespace, "PIPELINERUN": name, "CONTEXT": kube.context or ""})
-        run_dir.update_meta(state="running", namespace=namespace, pipelinerun=name,
+        run_dir.update_meta(namespace=namespace, pipelinerun=name,
                             matrix={"tasks": shape["tasks"], "taskruns": shape["taskruns"]})
         return run
 
@@ -734,7 +718,8 @@ class TektonBackend:
         except KubeError as exc:
             if exc.status != 409:
                 raise
-        token = self.registry.register(f"delete pod {pod_name} in {ns}", lambda: kube.delete("", "v1", "pods", pod_name, ns), detachable=False)
+        token = self.registry.register(f"delete pod {pod_name} in {ns}", lambda: kube.delete("", "v1", "pods", pod_name, ns),
+                                       resource={"kind": "pod", "name": pod_name, "namespace": ns})
         try:
             await self._wait_running(kube, ns, pod_name)
             copied: dict[str, Any] = {}
@@ -793,8 +778,35 @@ class TektonBackend:
         if token is not None:
             self.registry.unregister(token)
 
+    async def leftover_alive(self, resource: dict[str, Any]) -> bool | None:
+        """Is a crashed run's PipelineRun (still running) or reader pod still there?"""
+        kind = resource.get("kind")
+        if kind not in ("pipelinerun", "pod"):
+            return None
+        group = TEKTON if kind == "pipelinerun" else ("", "v1")
+        obj = await self.kube().get(*group, f"{kind}s", str(resource.get("name")), resource.get("namespace"))
+        if obj is None:
+            return False
+        return kind == "pod" or succeeded_condition(obj)[0] not in ("True", "False")
+
+    async def clean_leftover(self, resource: dict[str, Any]) -> str | None:
+        """Cancel a crashed run's PipelineRun (finally tasks still run) / delete its reader pod."""
+        kind, name, ns = resource.get("kind"), str(resource.get("name")), resource.get("namespace")
+        if kind == "pipelinerun":
+            try:
+                await self.kube().patch(*TEKTON, "pipelineruns", name, {"spec": {"status": "CancelledRunFinally"}}, ns)
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                return f"PipelineRun {name} in {ns} is already gone"
+            return f"cancelled PipelineRun {name} in {ns}"
+        if kind == "pod":
+            await self.kube().delete("", "v1", "pods", name, ns)
+            return f"deleted pod {name} in {ns}"
+        return None
+
     async def attach(self, saved: "RunRecord") -> Run:
-        """Re-open a detached run from its session file."""
+        """Re-open a run from its session file (its supervisor is gone; the PipelineRun may not be)."""
         from backends.store import RunDir
 
         session = saved.session()

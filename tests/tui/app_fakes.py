@@ -98,7 +98,8 @@ class RemedyBackend(FakeBackend):
 class FakeController:
     """A controller whose run stays live until cleaned up or detached.
 
-    ``stuck=True`` makes cleanup hang (to test the bounded quit).
+    Its run lives in a (pretend) supervisor, as real runs do: nothing of it is in
+    the app's registry. ``stuck=True`` makes cleanup hang (to test the bounded quit).
     """
 
     instances: list["FakeController"] = []
@@ -127,9 +128,6 @@ class FakeController:
         self.run = run
         self.state = "running"
         self.live = True
-        self._token = self.registry.register(
-            f"fake server for {run.id}", self._undo, detachable=True, force=self._force
-        )
         self.started.set()
         await asyncio.Event().wait()  # consume events forever
 
@@ -144,29 +142,22 @@ class FakeController:
         self.started.set()
         await asyncio.Event().wait()
 
-    def _undo(self):
-        self.cleaned = True
-
-    def _force(self):
-        self.forced = True
-
     async def cancel(self) -> None:
         self.state = "cancelled"
 
     async def cleanup(self, timeout: float = 10.0) -> list:
         if self.stuck:
             await asyncio.Event().wait()
-        if self._token is not None:
-            self.registry.unregister(self._token)
         self.cleaned = True
         self.live = False
         self.state = "cancelled"
         return ["cleaned"]
 
-    def detach(self) -> None:
+    async def detach(self) -> str:
         self.detached = True
         self.live = False
         self.state = "detached"
+        return f"sweepdeck attach {self.run.id if self.run else self.spec.experiment_id}"
 
 
 class FakeMonitor(Screen):

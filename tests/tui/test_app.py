@@ -216,7 +216,7 @@ async def test_quit_with_live_run_asks_and_cleanup_is_the_default():
     app = make_app(registry=registry)
     async with app.run_test(size=SIZE) as pilot:
         ctrl = await launch_fake(pilot)
-        assert registry.live()
+        assert ctrl.live
         await pilot.press("q")
         await pilot.pause()
         dialog = app.screen
@@ -246,7 +246,7 @@ async def test_quit_detach_keeps_the_run():
         await pilot.press("d")
         await _wait(lambda: app.return_code is not None, 10, "the app to exit")
     assert ctrl.detached and not ctrl.cleaned
-    assert registry.detached
+    assert any(f"sweepdeck attach {ctrl.run.id}" in line for line in app.farewell), app.farewell
 
 
 async def test_cleanup_is_bounded_when_a_controller_is_stuck():
@@ -256,6 +256,8 @@ async def test_cleanup_is_bounded_when_a_controller_is_stuck():
         return FakeController(*args, stuck=True, **kw)
 
     app = make_app(registry=registry, controller_factory=stuck_factory, cleanup_timeout=1.5)
+    client_side = []  # something this process opened itself (an SSH connection for pre-flight)
+    registry.register("ssh connection", lambda: client_side.append("closed"))
     async with app.run_test(size=SIZE) as pilot:
         ctrl = await launch_fake(pilot)
         await pilot.press("q")
@@ -266,30 +268,33 @@ async def test_cleanup_is_bounded_when_a_controller_is_stuck():
         elapsed = time.monotonic() - start
     assert app.return_code == 0
     assert elapsed < 6.0  # 1.5 s budget + scheduling slack on a loaded machine
-    # The controller never finished; the registry still undid what it registered.
-    assert ctrl.cleaned and not registry.live()
+    # The controller never finished; this process's own registry still ran.
+    assert not ctrl.cleaned and client_side == ["closed"] and not registry.live()
 
 
-async def test_sigterm_cleans_up_and_exits():
-    registry = CleanupRegistry()
-    app = make_app(registry=registry)
+async def test_sigterm_leaves_at_once():
+    """SIGTERM (or a lost terminal): the app leaves without asking; its runs' supervisors stop them."""
+    app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        ctrl = await launch_fake(pilot)
-        app._on_signal(signal.SIGTERM)
+        await launch_fake(pilot)
+        app._terminal_lost(128 + signal.SIGTERM)
         await _wait(lambda: app.return_code is not None, 10, "the app to exit")
     assert app.return_code == 128 + signal.SIGTERM
-    assert ctrl.cleaned and not registry.live()
 
 
-async def test_signal_handlers_installed_for_sigterm_and_sighup():
+async def test_terminal_guard_installed_for_sigterm_and_sighup():
     app = make_app()
     app.install_signals = True
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            assert loop.remove_signal_handler(sig), sig
-            loop.add_signal_handler(sig, app._on_signal, sig)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                assert signal.getsignal(sig) == app._guard._on_signal, sig
+        assert {sig: signal.getsignal(sig) for sig in before} == before  # restored on exit
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 # ---------------------------------------------------------- keys and palette

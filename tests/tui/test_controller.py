@@ -37,8 +37,8 @@ async def test_events_arrive_in_collapsed_batches_and_are_saved():
     assert ctrl.phases["job 1"].state == "COMPLETED"
     assert phase_updates[-1].state == "COMPLETED"
     assert any(b.finished is not None and b.finished.outcome == "succeeded" for b in batches)
-    saved = (ctrl.run.store.path / "events.jsonl").read_text().splitlines()
-    assert sum(1 for s in saved if json.loads(s)["type"] == "LogLine") == 1000
+    saved = list(ctrl.run.store.events())  # lines are saved in batches, read back one by one
+    assert sum(1 for e in saved if isinstance(e, LogLine)) == 1000
     assert json.loads((ctrl.run.store.path / "meta.json").read_text())["state"] == "succeeded"
 
 
@@ -170,6 +170,15 @@ async def test_attach_replays_a_finished_run_read_only():
     assert batches and batches[-1].state == "succeeded"
 
 
+async def _stop_through_the_socket(run_id: str) -> dict:
+    """Stop a detached run the way a second client would (its supervisor serves control.sock)."""
+    from backends.supervisor import connect
+
+    link = await connect(RunStore().open(run_id))
+    assert await link.cancel()
+    return await asyncio.wait_for(link.result(), 5)
+
+
 async def test_detach_keeps_the_run_and_marks_it_detached():
     gate = Gate()
     backend = ScriptedBackend(running_script(gate))
@@ -178,13 +187,35 @@ async def test_detach_keeps_the_run_and_marks_it_detached():
     undone = []
     task = asyncio.ensure_future(ctrl.start())
     await asyncio.wait_for(gate.reached.wait(), 5)
-    registry.register("server", lambda: undone.append("server"), detachable=True)
-    ctrl.detach()
+    registry.register("server", lambda: undone.append("server"))
+    assert "sweepdeck attach" in await ctrl.detach()
     await asyncio.wait_for(task, 5)
     assert ctrl.state == "detached" and not ctrl.live
+    await asyncio.sleep(0.2)  # the client is gone: a run that was not detached would be stopped now
     assert backend.cleaned == [] and backend.cancelled == []
     assert undone == []
     assert json.loads((ctrl.run.store.path / "meta.json").read_text())["state"] == "detached"
+    result = await _stop_through_the_socket(ctrl.id)
+    assert result["outcome"] == "cancelled" and undone == ["server"] and backend.cleaned == [ctrl.id]
+
+
+async def test_the_last_client_gone_stops_the_run_within_the_bound():
+    gate = Gate()
+    backend = ScriptedBackend(running_script(gate))
+    registry = CleanupRegistry()
+    ctrl = RunController(backend, make_spec(), store=RunStore(), registry=registry)
+    undone = []
+    task = asyncio.ensure_future(ctrl.start())
+    await asyncio.wait_for(gate.reached.wait(), 5)
+    registry.register("server", lambda: undone.append("server"))
+    began = time.monotonic()
+    ctrl.link.close()  # as if the client died: no cancel, no detach, just gone
+    await asyncio.wait_for(task, 5)
+    while RunStore().get(ctrl.id).state == "running" and time.monotonic() - began < 5:
+        await asyncio.sleep(0.02)
+    assert RunStore().get(ctrl.id).state == "cancelled"
+    assert time.monotonic() - began < 5.0
+    assert undone == ["server"] and backend.cleaned == [ctrl.id]
 
 
 async def test_a_subscriber_joining_mid_batch_gets_each_line_once():
@@ -201,42 +232,31 @@ async def test_a_subscriber_joining_mid_batch_gets_each_line_once():
     await asyncio.wait([task], timeout=2)
 
 
-async def test_attach_to_a_detached_run_replays_then_follows():
-    from backends.base import Run
-
-    class Reattachable(ScriptedBackend):
-        async def attach(self, saved):
-            self.attached = saved.id
-            self._cancel[saved.id] = asyncio.Event()
-            return Run(saved.id, self.name, saved.spec(), RunStore().open(saved.id), handle={"pid": 0})
-
+async def test_attach_to_a_detached_run_gets_its_state_then_follows():
+    """A second client of a detached run gets a snapshot (lines, endpoint, phases), then the live events."""
     gate = Gate()
-    first = True
-
-    def script(run):
-        nonlocal first
-        if first:
-            first = False
-            return running_script(gate)
-        return [LogLine("after reattach"), Finished("succeeded", "done")]
-
-    backend = Reattachable(script)
+    backend = ScriptedBackend(running_script(gate) + [LogLine("after reattach"), Finished("succeeded", "done")])
     registry = CleanupRegistry()
     ctrl = RunController(backend, make_spec(), store=RunStore(), registry=registry)
     task = asyncio.ensure_future(ctrl.start())
     await asyncio.wait_for(gate.reached.wait(), 5)
-    ctrl.detach()
+    await ctrl.detach()
     await asyncio.wait_for(task, 5)
     record = RunStore().get(ctrl.id)
-    assert record.state == "detached"
+    assert record.state == "detached" and record.live
     again = RunController(backend, store=RunStore(), record=record, registry=registry)
-    await asyncio.wait_for(again.attach(), 5)
-    assert backend.attached == ctrl.id
+    attaching = asyncio.ensure_future(again.attach())
+    while len(again.logs) + len(again._pending.lines) < 40:
+        await asyncio.sleep(0.02)
+    assert again.live and again.state == "detached"
+    gate.open()
+    await asyncio.wait_for(attaching, 5)
     texts = [ln.text for ln in again.logs]
-    assert len(texts) == 41 and texts[-1] == "after reattach"  # the saved 40, then the live one
-    assert again.endpoint is not None  # from the saved events
+    assert len(texts) == 41 and texts[-1] == "after reattach"  # the 40 of the snapshot, then the live one
+    assert again.endpoint is not None  # from the snapshot
     assert again.state == "succeeded" and not again.read_only
     assert RunStore().get(ctrl.id).state == "succeeded"
+    assert len(backend.launched) == 1  # the same run, not a new one
 
 
 def test_queued_lines_stay_bounded_without_a_loop():

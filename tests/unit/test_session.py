@@ -14,7 +14,8 @@ from backends import session as session_mod
 from backends.base import Check, Run
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Finished, Fix, LogLine, Notice, Phase, Progress
-from backends.session import PreflightFailed, Session, apply_fix, check_preflight, drive
+from backends.session import PreflightFailed, Session, apply_fix, check_preflight
+from backends.supervisor.drive import drive
 from backends.store import RunStore
 from config.catalog import load_catalogs
 from config.errors import SweepdeckError
@@ -48,8 +49,8 @@ class FakeBackend:
     async def launch(self, spec, store=None):
         self.calls.append("launch")
         if self.registry is not None:
-            self.registry.register("fake job", lambda: self.undone.append("job"), detachable=True)
-            self.registry.register("fake tunnel", lambda: self.undone.append("tunnel"), detachable=False)
+            self.registry.register("fake job", lambda: self.undone.append("job"))
+            self.registry.register("fake tunnel", lambda: self.undone.append("tunnel"))
         if self.launch_error:
             raise self.launch_error
         return Run(spec.experiment_id, self.name, spec, store, handle={"job_id": 42, "host": "h"})
@@ -92,8 +93,10 @@ def registry():
 
 
 def saved_events(store, run_id):
-    lines = (store.root / run_id / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    """The saved events as dicts (a LogBatch record counts as its lines)."""
+    from backends.events import to_dict
+
+    return [to_dict(e) for e in store.open(run_id).events()]
 
 
 async def test_success_path_saves_events_and_meta(spec, store, registry):
@@ -282,33 +285,25 @@ async def test_signal_cancels_cleans_and_exits_nonzero(spec, store, registry):
     assert loop.remove_signal_handler(signal.SIGHUP) is False
 
 
-async def test_detach_keeps_the_run(spec, store, registry):
-    backend = FakeBackend([LogLine("working")], registry=registry, hang=True)
-    seen = []
-    session = Session(backend, spec, store=store, registry=registry, on_event=seen.append)
-    await session.launch()
-    task = asyncio.create_task(session.follow())
-    await asyncio.sleep(0.05)
-    session.request_detach()
-    result = await asyncio.wait_for(task, 5)
-    assert result.outcome == "detached" and result.exit_code == 0
-    assert backend.undone == ["tunnel"]  # the job is kept, the local listener is not
-    assert "cleanup" not in backend.calls and "cancel" not in backend.calls
-    assert registry.pending() == []  # the kept undo is dropped, not run later
-    record = store.get("exp-1")
-    assert record.state == "detached" and record.live
-    assert record.session()["JOB_ID"] == "42"
-    assert "sweepdeck attach exp-1" in seen[-1].message
-
-
 async def test_signal_detaches_when_asked(spec, store, registry):
+    """With detach_on_signal a SIGHUP detaches: the client returns, the run goes on in its supervisor."""
     backend = FakeBackend([LogLine("working")], registry=registry, hang=True)
     loop = asyncio.get_running_loop()
     loop.call_later(0.1, os.kill, os.getpid(), signal.SIGHUP)
     result = await asyncio.wait_for(
         drive(backend, spec, store=store, assume_yes=True, registry=registry, detach_on_signal=True), 5
     )
-    assert result.outcome == "detached" and backend.undone == ["tunnel"]
+    assert result.outcome == "detached" and result.exit_code == 0
+    assert "sweepdeck attach exp-1" in result.message
+    assert backend.undone == [] and "cancel" not in backend.calls  # nothing was stopped
+    assert store.get("exp-1").state == "detached"
+    # the run is still held by its supervisor: stop it, and its cleanup runs
+    from backends.supervisor import connect
+
+    link = await connect(store.open("exp-1"))
+    assert await link.cancel()
+    outcome = await asyncio.wait_for(link.result(), 5)
+    assert outcome["outcome"] == "cancelled" and sorted(backend.undone) == ["job", "tunnel"]
 
 
 async def test_stream_ending_without_finished_is_a_failure(spec, store, registry):
@@ -329,39 +324,3 @@ def test_apply_fix_records_source_and_parent(spec, store):
     assert again.engine.tp == 4 and again.engine.max_num_seqs == 128
     with pytest.raises(SweepdeckError, match="no automatic change"):
         apply_fix(spec, Fix("Check the model"), store)
-
-
-class DetachHookBackend(FakeBackend):
-    """Like the SLURM backend: its detach hook ends the event stream itself."""
-
-    async def detach(self, run):
-        self.calls.append("detach")
-        self._cancel.set()
-
-    async def events(self, run):
-        yield LogLine("working")
-        await self._cancel.wait()
-
-
-async def test_detach_hook_ending_the_stream_is_a_detach(spec, store, registry):
-    backend = DetachHookBackend(registry=registry)
-    session = Session(backend, spec, store=store, registry=registry)
-    await session.launch()
-    task = asyncio.create_task(session.follow())
-    await asyncio.sleep(0.05)
-    session.request_detach()
-    result = await asyncio.wait_for(task, 5)
-    assert result.outcome == "detached" and "detach" in backend.calls
-    assert store.get("exp-1").state == "detached"
-
-
-async def test_backend_creating_its_own_run_dir(spec, store, registry):
-    class OwnStore(FakeBackend):
-        async def launch(self, spec):  # the older signature: no store argument
-            self.calls.append("launch")
-            return Run(spec.experiment_id, self.name, spec, store.create(spec, backend=self.name))
-
-    result = await drive(OwnStore([Finished("succeeded")]), spec, store=store, assume_yes=True, install_signals=False, registry=registry)
-    assert result.outcome == "succeeded" and store.get("exp-1").state == "succeeded"
-    with pytest.raises(SweepdeckError, match="already used"):
-        await drive(OwnStore([Finished("succeeded")]), spec, store=store, assume_yes=True, install_signals=False, registry=registry)

@@ -204,7 +204,7 @@ def _run_command(args: argparse.Namespace) -> int:
     import asyncio
 
     from backends.base import blocking
-    from backends.session import drive
+    from backends.supervisor.drive import drive
     from tui.headless import HeadlessPrinter, ask_yes_no
 
     _settings, spec, backend = _prepare(args)

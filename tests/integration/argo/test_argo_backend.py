@@ -388,7 +388,8 @@ async def test_attach_finds_the_workflow_again(backend, spec, cluster, api, sett
 
 async def test_session_driver_runs_preflight_submit_and_cleanup(backend, spec, cluster, api):
     """The same path the TUI and `sweepdeck argo submit` take."""
-    from backends.session import PreflightFailed, drive
+    from backends.session import PreflightFailed
+    from backends.supervisor.drive import drive
 
     seen = []
     with pytest.raises(PreflightFailed, match="has no configs"):

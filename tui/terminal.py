@@ -1,0 +1,120 @@
+"""Leaving for sure when the terminal is gone.
+
+A TUI over SSH loses its terminal when the connection drops, the laptop
+sleeps or tmux is killed. The runs do not care (their supervisors outlive
+this process: a run that was not detached is stopped by its supervisor once
+its last client is gone); what matters is that this process goes away, at
+once, whatever it was doing — and a write to a dead terminal can block
+forever (Textual's writer thread dies on EIO, the next write waits on a full
+queue).
+
+:class:`TerminalGuard` therefore works outside the event loop:
+
+* SIGHUP and SIGTERM get plain Python handlers (they run in the main thread
+  even while it is blocked on a lock); an inherited SIG_IGN for SIGHUP
+  (``nohup``) is kept;
+* a watcher thread polls the terminal for POLLHUP/POLLERR (EOF or EIO on the
+  terminal means the same as SIGHUP);
+* either asks the app to exit (thread-safe) and starts a timer that ends the
+  process with ``os._exit`` if the exit has not happened within the bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sys
+import threading
+from typing import Callable
+
+#: Seconds between the terminal's loss and a forced exit (the issue's bound is 5 s).
+EXIT_WITHIN = 3.0
+
+
+class TerminalGuard:
+    """See module docs.
+
+    Args:
+        on_lost: Called (from any thread) with the exit code when the terminal
+            is gone or a terminating signal came; it should ask the app to exit.
+        exit_within: Seconds after which the process exits regardless.
+        watch_fds: Terminal fds to watch (default: stdin and stdout when they are terminals).
+    """
+
+    def __init__(self, on_lost: Callable[[int], None], *, exit_within: float = EXIT_WITHIN,
+                 watch_fds: tuple[int, ...] | None = None) -> None:
+        self.on_lost = on_lost
+        self.exit_within = exit_within
+        self.watch_fds = watch_fds if watch_fds is not None else tuple(
+            fd for fd in (0, 1) if _isatty(fd))
+        self.fired: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._previous: dict[int, object] = {}
+        self._thread: threading.Thread | None = None
+
+    def install(self) -> None:
+        """Install the handlers (main thread only) and start the watcher."""
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            current = signal.getsignal(sig)
+            if sig == signal.SIGHUP and current == signal.SIG_IGN:
+                continue  # nohup: the user asked for hangups to be ignored
+            self._previous[sig] = current
+            signal.signal(sig, self._on_signal)
+        if self.watch_fds:
+            self._thread = threading.Thread(target=self._watch, name="sweepdeck-terminal-guard", daemon=True)
+            self._thread.start()
+
+    def uninstall(self) -> None:
+        self._stop.set()
+        for sig, handler in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler)  # type: ignore[arg-type] # what getsignal returned
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.lost(128 + signum)
+
+    def lost(self, code: int) -> None:
+        """The terminal is gone (or we were told to go): exit, bounded. A second time: exit now."""
+        with self._lock:
+            if self.fired is not None:
+                os._exit(self.fired)
+            self.fired = code
+        timer = threading.Timer(self.exit_within, os._exit, args=(code,))
+        timer.daemon = True
+        timer.start()
+        with contextlib.suppress(Exception):
+            self.on_lost(code)
+
+    def _watch(self) -> None:
+        poller = select.poll()
+        for fd in self.watch_fds:
+            poller.register(fd, 0)  # no events asked: POLLHUP/POLLERR/POLLNVAL are reported anyway
+        while not self._stop.is_set():
+            try:
+                ready = poller.poll(500)
+            except OSError:
+                return
+            if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _fd, mask in ready):
+                self.lost(128 + signal.SIGHUP)
+                return
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def print_after_exit(lines: list[str]) -> None:
+    """Lines for the terminal the app leaves (a lost terminal swallows them quietly)."""
+    for line in lines:
+        with contextlib.suppress(OSError, ValueError):
+            print(line, file=sys.stderr)
+
+
+__all__ = ["EXIT_WITHIN", "TerminalGuard", "print_after_exit"]
