@@ -494,23 +494,28 @@ class RunController:
 
     async def _follow_live(self, run_dir: "RunDir", meta: dict[str, Any]) -> None:
         from backends.base import Run
+        from backends.supervisor import SupervisorGone
 
         assert self.link is not None and self.record is not None
+        try:
+            await self.link.status()  # the run's facts (its handle) as the supervisor holds them
+        except (SupervisorGone, asyncio.TimeoutError):
+            pass
         await self.link.follow(snapshot=self.log_line_cap)
-        session = run_dir.read_session()
-        handle = {k.lower(): v for k, v in session.items()}
-        started = float(session.get("STARTED") or meta.get("started") or time.time())
+        info = self.link.info
+        started = info.started if info is not None else float(meta.get("started") or time.time())
+        handle = info.handle if info is not None else {}
         self.run = Run(self.record.id, str(meta.get("backend") or self.backend.name), self.spec, run_dir, handle, started)
         self.started_at = meta.get("started") or started
         self._launched = True
-        self._set_state("detached" if meta.get("state") == "detached" else "running")
+        self._set_state("running")  # followed again (a detached run stays detached in the store)
         self.flush()
         await self._follow_link()
 
     def _replay(self, run_dir: "RunDir") -> None:
         """A run that has ended: its saved events, read-only."""
         assert self.record is not None
-        first: float | None = None
+        stamps: list[float] = []
         for _end, record in run_dir.records():
             events = expand_record(record)
             if record.get("type") == "LogBatch":
@@ -518,11 +523,11 @@ class RunController:
             else:
                 for event in events:
                     self.on_event(event)
-            if first is None and events:
-                first = getattr(events[0], "ts", None)
-        if first:
-            # the run began with its first event (or when its record was made, if earlier)
-            self.started_at = min([first, *([self.started_at] if self.started_at else [])])
+            if len(stamps) < 50:
+                stamps.extend(e.ts for e in events[:50] if getattr(e, "ts", None))
+        if stamps:
+            # the run began with its first events (or when its record was made, if earlier)
+            self.started_at = min([*stamps, *([self.started_at] if self.started_at else [])])
         self.read_only = True
         self._set_state(self.record.state)
         self.flush()

@@ -124,9 +124,7 @@ class RunLink:
         elif kind == "_hello":
             self.pid = message.get("pid")
         elif kind == "_launched":
-            run = message.get("run") or {}
-            self.info = RunInfo(run.get("id", ""), run.get("backend", ""), run.get("path", ""),
-                                run.get("handle") or {}, float(run.get("started") or time.time()))
+            self.info = _run_info(message.get("run") or {})
             _settle(self._launched, self.info)
         elif kind == "_launch_failed":
             _fail(self._launched, SweepdeckError(message.get("message") or "The launch failed.", message.get("hint") or ""))
@@ -248,7 +246,15 @@ class RunLink:
         return str(reply.get("message") or "")
 
     async def status(self, timeout: float = 2.0) -> dict[str, Any]:
-        return await self._request("status", {"op": "status"}, timeout)
+        """The supervisor's ``_status`` (state, clients, detached; ``run``: the launched run's facts).
+
+        Raises:
+            SupervisorGone: no answer.
+        """
+        reply = await self._request("status", {"op": "status"}, timeout)
+        if reply.get("run") and self.info is None:
+            self.info = _run_info(reply["run"])
+        return reply
 
     def terminate(self, *, kill: bool = False) -> None:
         """Stop a supervisor that does not answer: SIGTERM (it stops the run at once and cleans
@@ -290,6 +296,11 @@ class RunLink:
             self.writer.close()
         if self._reader_task is not None and not self._reader_task.done():
             self._reader_task.cancel()
+
+
+def _run_info(run: dict[str, Any]) -> RunInfo:
+    return RunInfo(run.get("id", ""), run.get("backend", ""), run.get("path", ""), run.get("handle") or {},
+                   float(run.get("started") or time.time()))
 
 
 def _settle(fut: asyncio.Future, value: Any) -> None:

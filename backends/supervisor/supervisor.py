@@ -167,9 +167,7 @@ class Supervisor:
             self._broadcast(encode({"type": "_launch_failed", "message": message, "hint": hint}))
             return await self._end(SessionResult("failed", message))
         self._launched.set()
-        info = {"id": run.id, "backend": run.backend, "handle": _plain(run.handle), "started": run.started,
-                "path": str(run.store.path)}
-        self._broadcast(encode({"type": "_launched", "run": info}))
+        self._broadcast(encode({"type": "_launched", "run": self._run_info()}))
         try:
             result = await self.session.follow()
         except asyncio.CancelledError:
@@ -368,10 +366,17 @@ class Supervisor:
             self._spawn(self.session._emit(note))
         self._reply(client, "detach", True, f"sweepdeck attach {self.run_dir.id}")
 
+    def _run_info(self) -> dict[str, Any] | None:
+        run = self.session.run
+        if run is None:
+            return None
+        return {"id": run.id, "backend": run.backend, "handle": _plain(run.handle), "started": run.started,
+                "path": str(run.store.path)}
+
     def _status(self) -> dict[str, Any]:
         meta = self.run_dir.meta()
         return {
-            "type": "_status", "state": meta.get("state", "unknown"), "detached": self.detached,
+            "run": self._run_info(), "type": "_status", "state": meta.get("state", "unknown"), "detached": self.detached,
             "clients": sum(1 for c in self.clients if c.holds and not c.closed), "pid": os.getpid(),
             "run_id": self.run_dir.id, "offset": self.run_dir.log.size, "launched": self._launched.is_set(),
             "outcome": self.result.outcome if self.result else None,

@@ -332,6 +332,18 @@ class MatrixLaunch:
     namespace: str
     name: str = field(init=False, default="tekton")
 
+    def recipe(self) -> dict[str, Any]:
+        """How the run's supervisor (another process) builds this same launch."""
+        return {"factory": "backends.tekton.launch_matrix:MatrixLaunch.from_recipe", "tekton": self.tekton.recipe(),
+                "pipelinerun": self.pipelinerun, "namespace": self.namespace}
+
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, Any], registry: Any = None) -> "MatrixLaunch":
+        from backends.registry import from_recipe
+
+        tekton = from_recipe(recipe["tekton"], registry)
+        return cls(tekton, recipe["pipelinerun"], recipe["namespace"])  # type: ignore[arg-type] # a TektonBackend
+
     async def preflight(self, spec: "ExperimentSpec") -> list[Check]:
         """Cluster reachable, Tekton installed, namespace exists, PipelineRun name free (read-only)."""
         from backends.kube import KubeError
@@ -364,7 +376,7 @@ class MatrixLaunch:
             checks.append(Check("Cluster API", "fail", exc.message, exc.hint or ""))
         return checks
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir | None" = None) -> Run:
+    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
         run = await self.tekton.launch_pipelinerun(self.pipelinerun, self.namespace, run_dir=store)
         run.spec = spec
         return run
