@@ -253,6 +253,12 @@ class LocalBackend(BackendBase):
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         # the guard ends the server's whole group if this process dies, however it dies
         env["SWEEPDECK_GUARD_PARENT"] = str(os.getpid())
+        exe = argv[0]
+        if not (shutil.which(exe, path=env.get("PATH")) if os.sep not in exe else os.access(exe, os.X_OK)):
+            raise SweepdeckError(
+                f"Server command {exe!r} not found.",
+                "Install vLLM, or use the simulator (--server sim).",
+            )
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:

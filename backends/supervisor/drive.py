@@ -8,9 +8,10 @@ first instant of a launch is held and sent as soon as the link exists:
 
 * SIGINT / SIGTERM: stop the run gracefully; a second one: at once; a third:
   stop waiting (the supervisor finishes the cleanup on its own).
-* SIGHUP (the terminal is gone): hang up; the supervisor stops the run
-  because its last client left. An inherited SIG_IGN (``nohup``) is kept:
-  the signal then never comes and the run goes on.
+* SIGHUP (the terminal is gone): ask the run to stop and hang up at once
+  (nothing more can be shown); the supervisor stops it and cleans up. An
+  inherited SIG_IGN (``nohup``) is kept: the signal then never comes and the
+  run goes on.
 * With ``detach_on_signal`` every one of them detaches instead: the run goes
   on and ``sweepdeck attach RUN`` follows it again.
 """
@@ -97,7 +98,8 @@ class _SignalPolicy:
             link.send_nowait({"op": "cancel", "graceful": False, "reason": f"stopped by {name}"})
         elif action == "detach":
             asyncio.ensure_future(self._detach(link))
-        elif not self.ended.done():  # hangup
+        elif not self.ended.done():  # hangup: say why it stops (the supervisor would stop it anyway), then go
+            link.send_nowait({"op": "cancel", "graceful": True, "reason": f"stopped by {name}"})
             self.ended.set_result("hangup")
 
     async def _detach(self, link: RunLink) -> None:

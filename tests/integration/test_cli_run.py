@@ -176,9 +176,20 @@ def test_signal_cleans_up_and_exits_nonzero(sig):
     assert proc.returncode == 128 + sig
     assert wait_gone(pid) and processes_with(f"--port {port}") == []
     assert "Traceback" not in err.decode()
-    assert f"Stopped by {sig.name}" in out.decode()
-    meta = json.loads((runs_dir() / run_id / "meta.json").read_text())
-    assert meta["state"] == "cancelled"
+    if sig != signal.SIGHUP:  # a hangup leaves at once (no terminal to print on); the supervisor stops the run
+        assert f"Stopped by {sig.name}" in out.decode()
+    meta = _wait_meta(run_id, lambda m: m.get("state") == "cancelled")
+    assert f"Stopped by {sig.name}" in meta["message"]
+
+
+def _wait_meta(run_id: str, predicate, seconds: float = 10.0) -> dict:
+    """meta.json once ``predicate`` holds (the supervisor writes it, maybe after the client left)."""
+    end = time.monotonic() + seconds
+    while True:
+        meta = json.loads((runs_dir() / run_id / "meta.json").read_text())
+        if predicate(meta) or time.monotonic() > end:
+            return meta
+        time.sleep(0.05)
 
 
 def test_detach_on_exit_keeps_server_for_attach():
@@ -198,10 +209,12 @@ def test_detach_on_exit_keeps_server_for_attach():
         assert not gone(pid)
         res = sweepdeck("attach", "cli-detach", "--stop", timeout=30)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr
-        assert "Re-attached to the server of cli-detach" in res.stdout
-        assert wait_gone(pid)
+        assert "Following cli-detach (detached)" in res.stdout
+        assert "Stopped cli-detach: cancelled; its cleanup is done." in res.stdout
+        assert gone(pid) or wait_gone(pid, 1.0)  # gone when --stop says the cleanup is done
         gone_again = sweepdeck("attach", "cli-detach")
         assert gone_again.returncode == 0 and "Stopped with --stop" in gone_again.stdout
+        assert "has ended (cancelled)" in gone_again.stdout
     finally:
         if not gone(pid):
             os.killpg(pid, signal.SIGKILL)

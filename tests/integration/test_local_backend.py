@@ -14,7 +14,8 @@ from backends import diagnosis as dg
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Endpoint, Finished, LogLine, Metrics, Phase, Progress
 from backends.local import LocalBackend, port_holder
-from backends.session import Session, drive
+from backends.session import Session
+from backends.supervisor.drive import drive
 from backends.store import RunStore
 from config.errors import SweepdeckError
 from config.settings import Profile, load_settings
@@ -179,7 +180,7 @@ async def test_preflight_busy_port_names_the_holder(settings, registry):
         assert port_holder(port)[0] == os.getpid()
 
 
-async def test_preflight_command_not_found(settings, registry, monkeypatch):
+async def test_preflight_command_not_found(settings, registry, monkeypatch, tmp_path):
     backend = make_backend(settings, registry, server="command", command=["/nonexistent/bin/vllm-xyz", "serve"])
     (check,) = [c for c in await backend.preflight(spec_for(settings)) if c.name == "Server command"]
     assert check.status == "fail" and "vllm-xyz" in check.detail
@@ -188,8 +189,9 @@ async def test_preflight_command_not_found(settings, registry, monkeypatch):
     (check,) = [c for c in await backend.preflight(spec_for(settings)) if c.name == "Server command"]
     assert check.status == "fail" and "simulator" in check.fix
     # launching anyway gives a clear error and leaves nothing behind
+    spec = spec_for(settings, experiment_id="loc-nf")
     with pytest.raises(SweepdeckError, match="not found"):
-        await backend.launch(spec_for(settings, experiment_id="loc-nf"))
+        await backend.launch(spec, RunStore(tmp_path / "s").create(spec))
     assert not registry.live()
 
 
@@ -207,47 +209,59 @@ async def test_preflight_model_limit_and_tp(settings, registry):
 
 
 async def test_detach_then_attach_then_stop(settings, registry, tmp_path):
-    store = RunStore(tmp_path / "s")
-    backend = make_backend(settings, registry, FAST + ["--access-log"], run_workload=False, keep_server=True)
-    session = Session(backend, spec_for(settings), store=store, registry=registry)
-    run = await session.launch()
-    ready = asyncio.Event()
-    session.on_event = lambda e: ready.set() if isinstance(e, Endpoint) else None
-    task = asyncio.create_task(session.follow())
-    await asyncio.wait_for(ready.wait(), 15)
-    session.request_detach()
-    result = await asyncio.wait_for(task, 10)
-    assert result.outcome == "detached"
-    pid = int(run.handle["pid"])
-    assert not gone(pid)  # the server keeps running
-    record = store.get(run.id)
-    assert record.state == "detached"
-    # the detached server keeps logging (to files now), and keeps serving
+    """Detach a local run: the server and the workload go on in the supervisor; a new client follows it."""
     import httpx
 
-    async with httpx.AsyncClient() as client:
-        for _ in range(3):
-            assert (await client.get(run.handle["url"] + "/v1/models?after=detach")).status_code == 200
+    from backends.supervisor import connect, start_run
 
-    other = LocalBackend(settings, backend.profile, registry=registry)
-    attached = await other.attach(record)
-    seen = []
-    s2 = Session(other, attached.spec, store=store, registry=registry, on_event=seen.append)
-    s2.run = attached
-    task = asyncio.create_task(s2.follow())
-    for _ in range(100):
-        if any(isinstance(e, Endpoint) for e in seen):
+    store = RunStore(tmp_path / "s")
+    backend = make_backend(settings, registry, ["--speed", "1", "--startup-delay", "0.05", "--access-log"])
+    spec = spec_for(settings, requests=400).set("workload.rate", 20)
+    progress: list[Progress] = []
+    link = await start_run(backend, spec, store=store,
+                           on_event=lambda e: progress.append(e) if isinstance(e, Progress) else None)
+    run = await asyncio.wait_for(link.launched(), 15)
+    for _ in range(300):
+        if progress and progress[-1].done >= 2:
             break
         await asyncio.sleep(0.05)
-    assert [e.reachable for e in seen if isinstance(e, Endpoint)] == [True]
-    for _ in range(40):  # the log files are followed
+    assert await link.detach()
+    link.close()
+    done_at_detach = progress[-1].done
+    pid = int(run.handle["pid"])
+    for _ in range(100):  # nobody follows: the workload goes on in the supervisor
+        if sum(1 for _ in store.open(run.id).events() if False) or _done(store, run.id) > done_at_detach + 5:
+            break
+        await asyncio.sleep(0.1)
+    assert not gone(pid) and _done(store, run.id) > done_at_detach + 5
+    assert store.get(run.id).state == "detached"
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(run.handle["url"] + "/v1/models?after=detach")).status_code == 200
+
+    seen = []
+    again = await connect(store.open(run.id), on_event=seen.append)
+    await again.follow(snapshot=1000)
+    for _ in range(100):
         if any(isinstance(e, LogLine) and "after=detach" in e.text for e in seen):
             break
         await asyncio.sleep(0.05)
     assert any(isinstance(e, LogLine) and "after=detach" in e.text for e in seen)
-    s2.request_cancel("stopped by the user")
-    result = await asyncio.wait_for(task, 15)
-    assert result.outcome == "cancelled"
+    assert any(isinstance(e, Endpoint) and e.reachable for e in seen)  # from the snapshot
+    assert await again.cancel()
+    result = await asyncio.wait_for(again.result(), 15)
+    assert result["outcome"] == "cancelled"
+    for _ in range(100):
+        if gone(pid) and group_gone(pid):
+            break
+        await asyncio.sleep(0.05)
     assert gone(pid) and group_gone(pid)
-    with pytest.raises(SweepdeckError, match="no longer running"):
-        await other.attach(store.get(run.id))
+    assert store.get(run.id).state == "cancelled"
+
+
+def _done(store, run_id) -> int:
+    """Requests done so far, from the run's saved Progress events."""
+    done = 0
+    for event in store.open(run_id).events():
+        if isinstance(event, Progress):
+            done = event.done
+    return done

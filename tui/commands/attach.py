@@ -1,9 +1,15 @@
-"""``sweepdeck attach RUN``: re-open a saved run.
+"""``sweepdeck attach RUN``: follow a run again (from any terminal), or read an ended one.
 
-Prints the run's saved events; if it is still live (detached, or its session
-ended without cleaning up) the backend re-attaches and the command follows it
-until it ends. Ctrl+C (or SIGTERM/SIGHUP) detaches again and leaves the run
-alone; ``--stop`` stops it and cleans up instead.
+A run that is going is followed through its supervisor: its saved events
+are printed, then the live ones. Ctrl+C (or SIGTERM/SIGHUP) only leaves — a
+detached run goes on; a run that was not detached goes on while another
+client follows it, and stops when its last client is gone. ``--stop`` stops
+it and waits for its cleanup to be done.
+
+A run whose supervisor is gone is reconciled first (``lost`` when nothing
+says how it ended); if something it started may still exist elsewhere (a
+SLURM job, a PipelineRun), ``attach`` follows that again through a new
+supervisor, and ``attach --stop`` removes it.
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ import argparse
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "attach",
-        help="re-open a saved run: print its events and follow it if it is still live",
-        description="Print a saved run's events and, if it is still live, follow it (Ctrl+C detaches again).",
+        help="follow a run again (its saved events, then the live ones); --stop stops it",
+        description="Print a run's saved events and, if it is still going, follow it (Ctrl+C leaves it running).",
     )
     p.add_argument("run_id", metavar="RUN", help="run id (see `sweepdeck runs`)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.add_argument("--no-follow", action="store_true", help="only print the saved events")
-    p.add_argument("--stop", action="store_true", help="stop a live run and clean it up")
+    p.add_argument("--stop", action="store_true", help="stop a live run and wait until it is cleaned up")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,75 +36,142 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _attach(args: argparse.Namespace) -> int:
-    import asyncio
-    import time
-
-    from backends.cleanup import install_signal_handlers
-    from backends.events import Finished
-    from backends.session import Session, SessionResult
-    from backends.store import TERMINAL_STATES, RunStore
+    from backends.store import LIVE_STATES, RunDir, RunRecord, RunStore
+    from backends.supervisor import SupervisorGone, connect
+    from backends.supervisor.reconcile import reconcile_dir
     from config.errors import SweepdeckError
     from tui.headless import HeadlessPrinter
 
     store = RunStore()
     record = store.get(args.run_id)
-    run_dir = store.open(args.run_id)
+    run_dir = RunDir(record.path)
+    meta = reconcile_dir(run_dir)
+    record = RunRecord(record.id, record.path, meta)
     try:
         spec = record.spec()
-    except (OSError, SweepdeckError):
+    except (OSError, ValueError, KeyError, SweepdeckError):
         spec = None
     printer = HeadlessPrinter(json_mode=args.json, spec=spec)
     if not args.json:
-        printer._line(f"[INFO] Run {record.id}: {record.backend}, {record.model or '?'}, {record.workload or '?'}, state {record.state}")
-    for event in run_dir.events():
-        printer(event)
-    live = record.state not in TERMINAL_STATES and record.state != "created"
-    if not live or args.no_follow or spec is None:
-        if not args.json and live:
-            printer._line(f"[INFO] The run is {record.state}; follow it with: sweepdeck attach {record.id}")
+        printer._line(f"[INFO] Run {record.id}: {record.backend}, {record.model or '?'}, {record.workload or '?'}, "
+                      f"state {record.state}")
+    end = 0
+    for end, data in run_dir.records():
+        for event in _events(data):
+            printer(event)
+    if args.no_follow:
         printer.flush()
         return 0
+    if record.state in LIVE_STATES:
+        try:
+            link = await connect(run_dir, on_event=printer)
+        except SupervisorGone:
+            record = RunRecord(record.id, record.path, reconcile_dir(run_dir, supervisor_gone=True))
+        else:
+            return await _follow(link, record, printer, args, end)
+    return await _ended(record, printer, args)
 
-    from backends.registry import get_backend
-    from config.settings import load_settings
 
-    settings = load_settings(args.config, args.catalog_dir)
-    backend = get_backend(settings, record.backend, record.meta.get("profile") if record.backend != "local" else None)
+def _events(data):
+    from backends.store import expand_record
+
     try:
-        run = await backend.attach(record)
-    except SweepdeckError as exc:
-        # The run ended while nobody watched: record that, then say so.
-        run_dir.update_meta(state="failed", finished=time.time(), message=exc.message)
-        gone = Finished("failed", exc.message)
-        run_dir.append_event(gone)
-        run_dir.close()
-        printer(gone)
-        raise
-    session = Session(backend, spec, store=store, on_event=printer)
-    session.run = run
-    run_dir.update_meta(state="running", reattached=time.time())
+        return expand_record(data)
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
+async def _follow(link, record, printer, args, offset: int | None) -> int:
+    """Follow a live run through its supervisor until it ends (or this client leaves)."""
+    import asyncio
+
+    from backends.cleanup import install_signal_handlers
+    from backends.supervisor.drive import client_signals
+
+    if not args.json:
+        state = "detached" if record.state == "detached" else "running"
+        printer._line(f"[INFO] Following {record.id} ({state}); Ctrl+C leaves it running"
+                      + ("" if args.stop else f", `sweepdeck attach {record.id} --stop` stops it") + ".")
+    left = asyncio.get_running_loop().create_future()
 
     def on_signal(sig) -> None:
-        if args.stop:
-            session.request_cancel(f"stopped by {sig.name}", int(sig))
-        else:
-            session.request_detach()
+        if not left.done():
+            left.set_result(sig)
 
-    restore = install_signal_handlers(asyncio.get_running_loop(), on_signal)
+    restore = install_signal_handlers(asyncio.get_running_loop(), on_signal, client_signals())
     try:
+        if offset is not None:  # (a link that started the supervisor follows from the first event already)
+            await link.follow(offset=offset)
         if args.stop:
-            session.request_cancel("stopped with --stop")
-        result: SessionResult = await session.follow()
+            await link.cancel(graceful=True, reason="stopped with --stop")
+        result = asyncio.ensure_future(link.result())
+        await asyncio.wait({result, left}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         restore()
-    stopped = args.stop and result.outcome == "cancelled"
-    if stopped:
-        import io
-
-        printer.err = io.StringIO()  # the stop was asked for: no "[ERROR] cancelled" line
-    printer.result(result)
-    if stopped and not args.json:
-        job = (run.handle or {}).get("job_id")
-        printer._line(f"[INFO] Stopped {record.id}: " + (f"job {job} cancelled and cleaned up" if job else "cleaned up"))
+    if not result.done():
+        result.cancel()
+        link.close()
+        if not args.json:
+            printer._line(f"[INFO] Left {record.id}; follow it again with: sweepdeck attach {record.id}")
         printer.flush()
-    return 0 if result.outcome in ("detached",) or (args.stop and result.outcome == "cancelled") else result.exit_code
+        return 0
+    message = result.result()
+    link.close()
+    outcome = message.get("outcome")
+    if args.stop and not args.json:
+        printer._line(f"[INFO] Stopped {record.id}: {outcome}; its cleanup is done.")
+    printer.flush()
+    if outcome in ("succeeded", "detached") or (args.stop and outcome == "cancelled"):
+        return 0
+    return 1
+
+
+async def _ended(record, printer, args) -> int:
+    """A run whose supervisor is gone: say how it ended; follow or remove what it may have left."""
+    from backends.supervisor.reconcile import check_leftovers, clean, describe
+
+    leftovers = list(record.meta.get("leftovers") or [])
+    if not leftovers:
+        if not args.json:
+            printer._line(f"[INFO] {record.id} has ended ({record.state})"
+                          + (f": {record.meta.get('message')}" if record.meta.get("message") else "."))
+        printer.flush()
+        return 0
+    leftovers = await check_leftovers(record)
+    if not leftovers:
+        if not args.json:
+            printer._line(f"[INFO] {record.id} has ended ({record.state}); nothing it started is left.")
+        printer.flush()
+        return 0
+    names = ", ".join(describe(r) for r in leftovers)
+    if args.stop:
+        record.meta["leftovers"] = leftovers
+        for line in await clean(record):
+            printer._line(f"[INFO] {line}")
+        printer.flush()
+        return 0
+    remote = [r for r in leftovers if r.get("kind") != "pid"]
+    if remote:
+        return await _adopt(record, printer, args, names)
+    printer._line(f"[WARN] {record.id} is {record.state}; still running: {names}. "
+                  f"Remove it with: sweepdeck runs --clean {record.id}")
+    printer.flush()
+    return 1
+
+
+async def _adopt(record, printer, args, names: str) -> int:
+    """Follow a lost run's remote part again through a new supervisor (``backend.attach``)."""
+    from backends.registry import from_recipe
+    from backends.store import RunDir, RunStore
+    from backends.supervisor import start_run
+    from config.errors import SweepdeckError
+
+    request = RunDir(record.path).read_json("launch.json", {}) or {}
+    if not request.get("recipe"):
+        raise SweepdeckError(f"{record.id} saved no way to reach its backend; still there: {names}.",
+                             f"Remove it by hand, or with: sweepdeck runs --clean {record.id}")
+    backend = from_recipe(request["recipe"])
+    printer._line(f"[INFO] {record.id} lost its supervisor but {names} is still there: following it again.")
+    link = await start_run(backend, record.spec(), store=RunStore(), on_event=printer, adopt=record)
+    await link.launched()
+    return await _follow(link, record, printer, args, offset=None)

@@ -301,7 +301,7 @@ def _finish(args, settings, spec, backend_name):
         if "server" in given:
             options["server"] = given["server"]
         profile = Profile(profile.name, profile.backend, options)
-    backend = _instantiate(settings, backend_name, profile)
+    options: dict = {}
     if backend_name == "local":
         sim_args: list[str] = []
         if args.sim_fail:
@@ -311,20 +311,11 @@ def _finish(args, settings, spec, backend_name):
                 raise SweepdeckError(f"Unknown --sim-fail mode {mode!r}.", "Modes: " + ", ".join(SIM_FAILS))
             sim_args += ["--fail", mode]
         sim_args += list(args.sim_arg)
-        backend.sim_args = sim_args
+        options["sim_args"] = sim_args
+    from backends.registry import create_backend
+
+    backend = create_backend(settings, backend_name, profile, **options)
     return spec, settings, backend
-
-
-def _instantiate(settings, backend_name: str, profile):
-    import importlib
-
-    from backends.registry import BACKENDS
-    from config.errors import SweepdeckError
-
-    if backend_name not in BACKENDS:
-        raise SweepdeckError(f"Unknown backend {backend_name!r}.", "Backends: " + ", ".join(BACKENDS))
-    module_name, _, cls_name = BACKENDS[backend_name].partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)(settings, profile)
 
 
 def _int(flag: str, value: str) -> int:
