@@ -156,6 +156,9 @@ class BackendBase:
     """
 
     name: ClassVar[str] = ""
+    #: A graceful cancel lets the run's own clean-up steps run (Tekton ``finally`` tasks, Argo's exit
+    #: handler) and its events go on until they are done; False: the events end right after the cancel.
+    graceful_cancel_drains: ClassVar[bool] = False
 
     def __init__(
         self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None, **options: Any

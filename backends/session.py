@@ -264,8 +264,9 @@ class Session:
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait([pump, stopping], return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done():
-                await asyncio.wait([pump], timeout=max(0.0, self._abandon_at - loop.time()))
+            while not pump.done() and loop.time() < self._abandon_at:
+                # the deadline can move closer while waiting (the backend acknowledged the cancel)
+                await asyncio.wait([pump], timeout=min(0.1, max(0.0, self._abandon_at - loop.time())))
             if not pump.done():
                 log.warning("the backend did not end its events after the stop; abandoning them")
                 pump.cancel()
@@ -434,7 +435,7 @@ class Session:
             return
         self._cancel_reason = reason
         self._cancel_graceful = graceful
-        if within is None:
+        if within is None and not self._drains():
             self._abandon_at = min(self._abandon_at, loop.time() + CANCEL_GRACE + 1.0)
         if sig is not None:
             self.signal = sig
@@ -449,9 +450,17 @@ class Session:
             await asyncio.wait_for(self.backend.cancel(self.run, graceful=self._cancel_graceful), timeout=budget)
         except BaseException as exc:  # noqa: BLE001 - cancel is best effort; cleanup follows
             log.warning("cancel failed: %s", exc)
+        if not self._drains():
+            # the backend has been told: a moment for it to report its own cancelled Finished, then the cleanup
+            self._abandon_at = min(self._abandon_at, asyncio.get_running_loop().time() + 1.0)
+
+    def _drains(self) -> bool:
+        """A graceful stop that lets the run's own clean-up steps finish (their events are followed to the end)."""
+        return self._cancel_graceful and bool(getattr(self.backend, "graceful_cancel_drains", False))
 
     async def _cancel_now(self) -> None:
         assert self.run is not None
+        self._abandon_at = min(self._abandon_at, asyncio.get_running_loop().time() + CANCEL_GRACE + 1.0)
         try:
             await asyncio.wait_for(self.backend.cancel(self.run, graceful=False), timeout=CANCEL_GRACE)
         except BaseException as exc:  # noqa: BLE001 - best effort; the registry's cleanup follows anyway

@@ -137,6 +137,7 @@ class ArgoBackend(BackendBase):
     """
 
     name = "argo"
+    graceful_cancel_drains = True  # finally tasks / the exit handler run after a graceful stop
 
     def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
         super().__init__(settings, profile, registry=registry)

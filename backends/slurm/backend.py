@@ -325,9 +325,12 @@ class SlurmBackend(BackendBase):
         return None
 
     def live_runs(self) -> list[RunRecord]:
-        """Saved runs of this profile that may still have a job (newest first)."""
-        return [r for r in RunStore().list()
-                if r.backend == "slurm" and r.meta.get("profile") == self.profile.name and r.live and r.session().get("JOB_ID")]
+        """Saved runs of this profile that may still have a job (newest first): going, or lost with its job left."""
+        from backends.supervisor.reconcile import reconcile_records
+
+        mine = [r for r in RunStore().list() if r.backend == "slurm" and r.meta.get("profile") == self.profile.name]
+        return [r for r in reconcile_records(mine) if r.session().get("JOB_ID") and (
+            r.live or any(x.get("kind") == "slurm_job" for x in r.meta.get("leftovers") or []))]
 
     # ------------------------------------------------------------ launch
     def render_jobscript(self, spec, entry: ClusterModel, run_dir: str) -> str:

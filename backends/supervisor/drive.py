@@ -27,7 +27,8 @@ from backends.base import Check, Run
 from backends.cleanup import install_signal_handlers
 from backends.events import Alert, Event, Finished, Notice
 from backends.session import SessionResult, check_preflight
-from backends.supervisor.client import RunLink, start_run
+from backends.store import RunDir
+from backends.supervisor.client import RunInfo, RunLink, start_run
 from backends.supervisor.supervisor import result_from_message
 from config.errors import SweepdeckError
 
@@ -53,16 +54,19 @@ def client_signals() -> tuple[signal.Signals, ...]:
 
 
 class _SignalPolicy:
-    """What the headless client does with each signal (see module docs)."""
+    """What a headless client does with each signal (see module docs)."""
 
-    def __init__(self, on_event: Callable[[Event], Any] | None, detach_on_signal: bool) -> None:
+    def __init__(self, on_event: Callable[[Event], Any] | None, *, detach: bool = False, leave: bool = False,
+                 on_stop: Callable[[int], Any] | None = None) -> None:
         self.on_event = on_event
-        self.detach_on_signal = detach_on_signal
+        self.detach_on_signal = detach
+        self.leave_on_signal = leave
+        self.on_stop = on_stop
         self.link: RunLink | None = None
         self.presses = 0
         self.signal: int | None = None
         self.pending: list[str] = []
-        self.ended = asyncio.get_running_loop().create_future()
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def __call__(self, sig: signal.Signals) -> None:
         self.presses += 1
@@ -70,14 +74,25 @@ class _SignalPolicy:
             self.signal = int(sig)
         if self.detach_on_signal:
             action = "detach"
-        elif sig == signal.SIGHUP or self.presses > 2:
+        elif self.leave_on_signal or self.presses > 2:
+            action = "leave"
+        elif sig == signal.SIGHUP:
             action = "hangup"
         else:
             action = "cancel" if self.presses == 1 else "cancel_now"
+        if action in ("cancel", "cancel_now"):
+            self._say_stopping(self.presses)
         if self.link is None:
             self.pending.append(action)
         else:
             self.act(action)
+
+    def _say_stopping(self, presses: int) -> None:
+        if self.on_stop is not None:
+            self.on_stop(presses)
+        elif self.on_event is not None and presses == 1:
+            self.on_event(Notice("Stopping the run and cleaning up (again: stop at once, skipping the run's "
+                                 "own clean-up steps such as Tekton finally tasks)."))
 
     def attach(self, link: RunLink) -> None:
         self.link = link
@@ -88,19 +103,21 @@ class _SignalPolicy:
     def act(self, action: str) -> None:
         link = self.link
         assert link is not None
-        name = signal.Signals(self.signal).name if self.signal else "a signal"
+        reason = f"stopped by {signal.Signals(self.signal).name}" if self.signal else "stopped"
         if action == "cancel":
-            link.send_nowait({"op": "cancel", "graceful": True, "reason": f"stopped by {name}"})
-            if self.on_event is not None:
-                self.on_event(Notice("Stopping the run and cleaning up (again: stop at once, skipping the run's "
-                                     "own clean-up steps such as Tekton finally tasks)."))
+            link.send_nowait({"op": "cancel", "graceful": True, "reason": reason})
         elif action == "cancel_now":
-            link.send_nowait({"op": "cancel", "graceful": False, "reason": f"stopped by {name}"})
+            link.send_nowait({"op": "cancel", "graceful": False, "reason": reason})
         elif action == "detach":
-            asyncio.ensure_future(self._detach(link))
-        elif not self.ended.done():  # hangup: say why it stops (the supervisor would stop it anyway), then go
-            link.send_nowait({"op": "cancel", "graceful": True, "reason": f"stopped by {name}"})
-            self.ended.set_result("hangup")
+            self.detach_now()
+        elif not self.ended.done():
+            if action == "hangup":  # say why it stops (the supervisor would stop it anyway), then go
+                link.send_nowait({"op": "cancel", "graceful": True, "reason": reason})
+            self.ended.set_result(action)
+
+    def detach_now(self) -> None:
+        if self.link is not None:
+            asyncio.ensure_future(self._detach(self.link))
 
     async def _detach(self, link: RunLink) -> None:
         with contextlib.suppress(SweepdeckError):
@@ -120,9 +137,13 @@ async def drive(
     assume_yes: bool = False,
     install_signals: bool = True,
     detach_on_signal: bool = False,
+    detach_when: Callable[[Event], bool] | None = None,
+    on_launched: "Callable[[RunInfo], Any] | None" = None,
+    on_stop: Callable[[int], Any] | None = None,
     launcher: "Launcher | None" = None,
     registry: "CleanupRegistry | None" = None,
     default_image: str | None = None,
+    skip_preflight: bool = False,
 ) -> SessionResult:
     """Run one experiment from pre-flight to cleanup, as a client of its supervisor.
 
@@ -137,10 +158,16 @@ async def drive(
         assume_yes: Go ahead without asking; accepts pre-flight warnings.
         install_signals: Handle SIGINT/SIGTERM/SIGHUP as the module docs say.
         detach_on_signal: A terminating signal detaches instead of stopping.
+        detach_when: Detach once an event makes this true (``alvis connect
+            --detach``: when the endpoint answers).
+        on_launched: Called with the run's facts once it is launched.
+        on_stop: Says that a stop was asked for: called with 1 (graceful) and 2 (at once)
+            (default: a Notice the first time).
         launcher: Where the supervisor runs (default: a process of its own).
         registry: The run's registry when the supervisor runs in this process
             (a backend without a recipe: a test double).
         default_image: The catalog's default image (for image-pull fixes).
+        skip_preflight: The caller made its own checks already.
 
     Returns:
         The :class:`SessionResult` (its ``exit_code`` is what a CLI exits with).
@@ -150,37 +177,32 @@ async def drive(
             id is taken, or the launch failed. Nothing is left running.
     """
     from backends.preflight import run_preflight
-    from backends.store import RunDir, RunStore
-    from backends.supervisor.launcher import InProcessLauncher, default_launcher
     from backends.registry import recipe_of
+    from backends.store import RunStore
+    from backends.supervisor.launcher import InProcessLauncher, default_launcher
 
     store = store or RunStore()
-    checks = await run_preflight(backend, spec, store)
-    if on_checks is not None:
-        on_checks(checks)
-    check_preflight(checks, allow_warnings=True)  # blocking failures first
-    accepted = assume_yes
-    if not assume_yes and confirm is not None:
-        accepted = bool(confirm(checks))
-        if not accepted:
-            raise SweepdeckError("Not started.", "Nothing was created.")
-    check_preflight(checks, allow_warnings=accepted)
+    if not skip_preflight:
+        checks = await run_preflight(backend, spec, store)
+        if on_checks is not None:
+            on_checks(checks)
+        check_preflight(checks, allow_warnings=True)  # blocking failures first
+        accepted = assume_yes
+        if not assume_yes and confirm is not None:
+            accepted = bool(confirm(checks))
+            if not accepted:
+                raise SweepdeckError("Not started.", "Nothing was created.")
+        check_preflight(checks, allow_warnings=accepted)
     if launcher is None:
         launcher = InProcessLauncher(registry) if recipe_of(backend) is None else default_launcher(backend)
-
-    alerts: list[Alert] = []
-
-    def on(event: Event) -> None:
-        if isinstance(event, Alert):
-            alerts.append(event)
-        if on_event is not None:
-            on_event(event)
-
-    policy = _SignalPolicy(on_event, detach_on_signal)
+    follower = _Follower(on_event, detach_when)
+    policy = _SignalPolicy(follower, detach=detach_on_signal, on_stop=on_stop)
+    follower.policy = policy
     restore = install_signal_handlers(asyncio.get_running_loop(), policy, client_signals()) if install_signals \
         else (lambda: None)
     try:
-        link = await start_run(backend, spec, store=store, launcher=launcher, on_event=on, default_image=default_image)
+        link = await start_run(backend, spec, store=store, launcher=launcher, on_event=follower,
+                               default_image=default_image)
         policy.attach(link)
         try:
             info = await link.launched()
@@ -188,23 +210,80 @@ async def drive(
             await link.result()  # the supervisor has cleaned up what the launch made
             link.close()
             raise
+        if on_launched is not None:
+            on_launched(info)
         run = Run(info.id, info.backend, spec, RunDir(store.root / info.id), info.handle, info.started)
-        result_task = asyncio.ensure_future(link.result())
-        await asyncio.wait({result_task, policy.ended}, return_when=asyncio.FIRST_COMPLETED)
-        if result_task.done():
-            message = result_task.result()
-            finished = result_from_message(message)
-            sig = policy.signal if finished.outcome == "cancelled" else None
-            return SessionResult(finished.outcome, finished.message, run, finished, alerts, sig)
-        result_task.cancel()
-        link.close()  # a hangup: the supervisor stops the run; a detach: the run goes on
-        if policy.ended.result() == "detached":
-            message = f"Detached from {run.id}; it keeps running. Follow it again with: sweepdeck attach {run.id}"
-            return SessionResult("detached", message, run, Finished("detached", message), alerts)
-        message = "the client hung up; the run's supervisor stops it and cleans up"
-        return SessionResult("cancelled", message, run, Finished("cancelled", message), alerts, policy.signal)
+        return await _until_end(link, run, policy, follower)
     finally:
         restore()
 
 
-__all__ = ["client_signals", "drive", "hangup_ignored"]
+async def follow_run(
+    link: RunLink, run: Run, *, on_event: Callable[[Event], Any] | None = None, leave_on_signal: bool = False,
+    detach_when: Callable[[Event], bool] | None = None, on_stop: Callable[[int], Any] | None = None,
+    install_signals: bool = True,
+) -> SessionResult:
+    """Follow a run through an existing link until it ends (the signal policy as for :func:`drive`).
+
+    The link's ``on_event`` must be ``follower`` from :func:`follower_for` when ``detach_when`` or
+    the alerts of the result matter; events given through ``on_event`` here are wrapped.
+
+    Args:
+        leave_on_signal: A signal only makes this client leave (``sweepdeck attach``).
+    """
+    follower = link.on_event if isinstance(link.on_event, _Follower) else _Follower(on_event, detach_when)
+    link.on_event = follower
+    policy = _SignalPolicy(follower, leave=leave_on_signal, on_stop=on_stop)
+    follower.policy = policy
+    policy.attach(link)
+    restore = install_signal_handlers(asyncio.get_running_loop(), policy, client_signals()) if install_signals \
+        else (lambda: None)
+    try:
+        return await _until_end(link, run, policy, follower)
+    finally:
+        restore()
+
+
+class _Follower:
+    """The link's event sink: passes events on, keeps the alerts, detaches when asked to."""
+
+    def __init__(self, on_event: Callable[[Event], Any] | None, detach_when: Callable[[Event], bool] | None) -> None:
+        self.on_event = on_event
+        self.detach_when = detach_when
+        self.alerts: list[Alert] = []
+        self.policy: _SignalPolicy | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Alert):
+            self.alerts.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+        if self.detach_when is not None and self.policy is not None and self.detach_when(event):
+            self.detach_when = None
+            self.policy.detach_now()
+
+
+async def _until_end(link: RunLink, run: Run, policy: _SignalPolicy, follower: _Follower) -> SessionResult:
+    result_task = asyncio.ensure_future(link.result())
+    await asyncio.wait({result_task, policy.ended}, return_when=asyncio.FIRST_COMPLETED)
+    alerts = follower.alerts
+    if result_task.done():
+        finished = result_from_message(result_task.result())
+        link.close()
+        sig = policy.signal if finished.outcome == "cancelled" else None
+        return SessionResult(finished.outcome, finished.message, run, finished, alerts, sig)
+    result_task.cancel()
+    link.close()  # a hangup: the supervisor stops the run; a detach or a leave: the run goes on
+    how = policy.ended.result()
+    if how in ("detached", "leave"):
+        verb = "Detached from" if how == "detached" else "Left"
+        message = f"{verb} {run.id}; it keeps running. Reattach with: sweepdeck attach {run.id}"
+        finished = Finished("detached", message)
+        if follower.on_event is not None:
+            follower.on_event(finished)  # the client's own last word: the run itself goes on
+        return SessionResult("detached", message, run, finished, alerts)
+    message = "the client hung up; the run's supervisor stops it and cleans up"
+    return SessionResult("cancelled", message, run, Finished("cancelled", message), alerts, policy.signal)
+
+
+__all__ = ["client_signals", "drive", "follow_run", "hangup_ignored"]

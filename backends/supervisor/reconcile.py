@@ -158,7 +158,9 @@ def possible_leftovers(run_dir: RunDir) -> list[dict[str, Any]]:
     A local process counts only while the same process (pid and start time)
     runs; anything remote is listed (checked by :func:`check_leftovers`).
     """
-    resources = run_dir.read_json("resources.json", []) or []
+    resources = run_dir.read_json("resources.json", None)
+    if resources is None:  # a run from before supervisors recorded resources: what its session file names
+        resources = resources_from_session(run_dir.read_session(), run_dir.meta())
     out = []
     for res in resources:
         if not isinstance(res, dict):
@@ -176,6 +178,24 @@ def possible_leftovers(run_dir: RunDir) -> list[dict[str, Any]]:
     return out
 
 
+def resources_from_session(session: dict[str, str], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a run's session file says it created (for runs that have no ``resources.json``)."""
+    out: list[dict[str, Any]] = []
+    if session.get("PID", "").isdigit():
+        pgid = session.get("PGID", "")
+        out.append({"kind": "pid", "pid": int(session["PID"]), "pgid": int(pgid) if pgid.isdigit() else None,
+                    "start": session.get("PID_START") or None, "what": "local server"})
+    if session.get("JOB_ID"):
+        out.append({"kind": "slurm_job", "id": session["JOB_ID"], "host": session.get("HOST", ""),
+                    "profile": session.get("PROFILE") or meta.get("profile")})
+    namespace = session.get("NAMESPACE") or meta.get("namespace")
+    if session.get("PIPELINERUN"):
+        out.append({"kind": "pipelinerun", "name": session["PIPELINERUN"], "namespace": namespace})
+    if session.get("WORKFLOW"):
+        out.append({"kind": "workflow", "name": session["WORKFLOW"], "namespace": namespace})
+    return out
+
+
 def describe(resource: dict[str, Any]) -> str:
     """One line for a leftover (``SLURM job 42 on alvis``)."""
     kind = resource.get("kind")
@@ -189,15 +209,23 @@ def describe(resource: dict[str, Any]) -> str:
     return str(resource.get("label") or kind)
 
 
-def _backend_for(run_dir: RunDir) -> Any:
-    """The run's backend, rebuilt from the recipe its launch saved (None if there is none)."""
-    from backends.registry import from_recipe
+def backend_for_run(run_dir: RunDir, settings: Any = None) -> Any:
+    """The run's backend, rebuilt from the recipe its launch saved, else from its backend and profile names.
+
+    Raises:
+        SweepdeckError: the run names no backend, or its profile is not configured any more.
+    """
+    from backends.registry import from_recipe, get_backend
 
     request = run_dir.read_json("launch.json", {}) or {}
-    recipe = request.get("recipe")
-    if not recipe:
-        return None
-    return from_recipe(recipe)
+    if request.get("recipe"):
+        return from_recipe(request["recipe"])
+    meta = run_dir.meta()
+    if settings is None:
+        from config.settings import load_settings
+
+        settings = load_settings()
+    return get_backend(settings, meta.get("backend"), meta.get("profile"))
 
 
 async def check_leftovers(record: RunRecord) -> list[dict[str, Any]]:
@@ -215,7 +243,7 @@ async def check_leftovers(record: RunRecord) -> list[dict[str, Any]]:
             continue
         if backend is None:
             try:
-                backend = _backend_for(run_dir)
+                backend = backend_for_run(run_dir)
             except Exception as exc:  # noqa: BLE001 - listed as possibly alive when it cannot be asked
                 log.warning("cannot rebuild the backend of %s: %s", record.id, exc)
         there = None
@@ -253,15 +281,11 @@ async def clean(record: RunRecord) -> list[str]:
             continue
         if backend is None:
             try:
-                backend = _backend_for(run_dir)
+                backend = backend_for_run(run_dir)
             except Exception as exc:  # noqa: BLE001 - reported below
                 failed.append(f"{what}: cannot reach its backend ({exc})")
                 remaining.append(res)
                 continue
-        if backend is None:
-            failed.append(f"{what}: the run saved no backend recipe")
-            remaining.append(res)
-            continue
         try:
             note = await backend.clean_leftover(res)
         except Exception as exc:  # noqa: BLE001 - one failure must not stop the others
@@ -282,6 +306,6 @@ async def clean(record: RunRecord) -> list[str]:
 
 
 __all__ = [
-    "check_leftovers", "clean", "describe", "last_finished", "needs_reconcile", "possible_leftovers",
+    "backend_for_run", "check_leftovers", "clean", "describe", "last_finished", "needs_reconcile", "possible_leftovers",
     "reconcile_dir", "reconcile_records", "reconcile_store", "results_complete", "supervisor_alive",
 ]

@@ -296,7 +296,8 @@ class Supervisor:
             return
         client = _Client(reader, writer, f"client {len(self.clients) + 1}")
         self.clients.add(client)
-        await self._serve_client(client)
+        with contextlib.suppress(asyncio.CancelledError):  # the supervisor is closing: not an error to log
+            await self._serve_client(client)
 
     async def _serve_client(self, client: _Client) -> None:
         try:

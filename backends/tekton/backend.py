@@ -102,6 +102,7 @@ class TektonBackend(BackendBase):
     """Runs BLIS experiments on Tekton (see module docs)."""
 
     name = "tekton"
+    graceful_cancel_drains = True  # finally tasks / the exit handler run after a graceful stop
     #: How many TaskRun step logs a ready PipelineRun (a matrix sweep) follows at
     #: once, so a 36-way fan-out opens 2 log streams, not 36: a free place goes to
     #: the most recently started running TaskRun. A failing TaskRun's step log is

@@ -168,10 +168,7 @@ class MatrixFile:
 
     def param(self, *names: str) -> Any:
         """The value of the first PipelineRun param among ``names`` (None if none)."""
-        for p in (self.pr.get("spec") or {}).get("params") or []:
-            if isinstance(p, dict) and p.get("name") in names:
-                return p.get("value")
-        return None
+        return _param(self.pr, names)
 
     def describe(self) -> str:
         """``run-experiment: 4 × 3 × 3 = 36 combinations``."""
@@ -291,30 +288,51 @@ def matrix_spec(matrix: MatrixFile, *, profile: str | None, namespace: str, stor
     Raises:
         SweepdeckError: the PipelineRun has no usable metadata.name.
     """
+    return pipelinerun_spec(matrix.pr, profile=profile, namespace=namespace, store=store, total=matrix.total,
+                            where=matrix.path.name)
+
+
+def pipelinerun_spec(pr: dict[str, Any], *, profile: str | None, namespace: str, store: "RunStore",
+                     total: int | None = None, where: str = "the file") -> "ExperimentSpec":
+    """The experiment record of any ready PipelineRun (``sweepdeck tekton run-pr``, the matrix screen).
+
+    Raises:
+        SweepdeckError: the PipelineRun has no usable metadata.name.
+    """
     import re
 
+    from backends.tekton.matrix import units
     from config.catalog import WorkloadProfile
     from config.spec import EngineSettings, ExperimentSpec, Origin, Source
 
-    name = matrix.name
+    name = (pr.get("metadata") or {}).get("name")
     if not name:
-        raise SweepdeckError(f"The PipelineRun in {matrix.path.name} has no metadata.name.",
+        raise SweepdeckError(f"The PipelineRun in {where} has no metadata.name.",
                              "Give it a name (generateName is not supported here).")
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
         raise SweepdeckError(f"PipelineRun name {name!r} is not a valid Kubernetes name.",
                              "Use lower-case letters, digits and '-' (at most 63).")
-    model = matrix.param(*MODEL_PARAMS)
+    model = _param(pr, MODEL_PARAMS)
     origins = {k: Origin(Source.USER) for k in ("model", "workload", "experiment_id", "namespace", "profile")}
     return ExperimentSpec(
         model=str(model) if model else "(set by the PipelineRun)",
         backend="tekton",
-        workload=WorkloadProfile(app=MATRIX_APP, rate_type="matrix", max_requests=matrix.total, rate=0),
+        workload=WorkloadProfile(app=MATRIX_APP, rate_type="matrix",
+                                 max_requests=total if total is not None else len(units(pr)), rate=0),
         engine=EngineSettings(image="(set by the PipelineRun)"),
         experiment_id=store.free_id(name),
         profile=profile,
         namespace=namespace,
         origins=origins,
     )
+
+
+def _param(pr: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """The first of ``names`` among the PipelineRun's params (None if none)."""
+    for item in (pr.get("spec") or {}).get("params") or []:
+        if isinstance(item, dict) and item.get("name") in names:
+            return item.get("value")
+    return None
 
 
 @dataclass
@@ -331,6 +349,7 @@ class MatrixLaunch:
     pipelinerun: dict[str, Any]
     namespace: str
     name: str = field(init=False, default="tekton")
+    graceful_cancel_drains: bool = field(init=False, default=True)
 
     def recipe(self) -> dict[str, Any]:
         """How the run's supervisor (another process) builds this same launch."""
@@ -394,4 +413,7 @@ class MatrixLaunch:
         return await self.tekton.attach(saved)
 
 
-__all__ = ["MATRIX_APP", "MODES", "MatrixFile", "MatrixLaunch", "MatrixParam", "MatrixPlan", "is_matrix", "matrix_facts", "matrix_spec"]
+__all__ = [
+    "MATRIX_APP", "MODES", "MatrixFile", "MatrixLaunch", "MatrixParam", "MatrixPlan", "is_matrix", "matrix_facts",
+    "matrix_spec", "pipelinerun_spec",
+]

@@ -248,7 +248,8 @@ async def test_attach_to_a_detached_run_gets_its_state_then_follows():
     attaching = asyncio.ensure_future(again.attach())
     while len(again.logs) + len(again._pending.lines) < 40:
         await asyncio.sleep(0.02)
-    assert again.live and again.state == "detached"
+    assert again.live and again.state == "running"  # followed again; still detached in the store
+    assert RunStore().get(ctrl.id).state == "detached"
     gate.open()
     await asyncio.wait_for(attaching, 5)
     texts = [ln.text for ln in again.logs]

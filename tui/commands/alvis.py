@@ -165,11 +165,7 @@ def _pick_profile(settings, name: str | None):
 
 
 async def _connect(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
-
-    from backends.cleanup import REGISTRY, install_signal_handlers
-    from backends.session import Session
+    from backends.cleanup import REGISTRY
     from backends.slurm import SlurmBackend
     from backends.slurm.catalog import ModelNotInCatalog
     from config.durations import format_slurm_duration, parse_slurm_duration
@@ -238,52 +234,39 @@ async def _connect(args: argparse.Namespace) -> int:
                 return await _attach(args, backend, printer)
             return _preflight_failed(check, backend)
         spec = backend.make_spec(model)
-        duration = backend.duration()
-        session = Session(backend, spec, on_event=printer)
-        job = {"id": None}
-
-        def on_signal(sig: signal.Signals) -> None:
-            if session.run is not None and not session.cancelled:
-                say(f"[INFO] Cancelling job {session.run.handle.get('job_id')}...")
-                job["announced"] = True
-            session.request_cancel(f"stopped by {signal.Signals(sig).name}", int(sig))
-
-        restore = install_signal_handlers(asyncio.get_running_loop(), on_signal)
-        try:
-            say(f"[INFO] Submitting job (duration: {duration})...")
-            try:
-                await session.launch()
-            except SweepdeckError as exc:
-                say(f"[ERROR] {exc.message}", err=True)
-                if exc.hint:
-                    say(f"  {exc.hint}", err=True)
-                return 1
-            job["id"] = session.run.handle.get("job_id")
-            if args.detach:
-                _detach_when_serving(session, printer)
-            result = await session.follow()
-        finally:
-            if session.run is not None and not session._closed:
-                await session.close()
-            restore()
-        return _report(result, job, printer)
+        say(f"[INFO] Submitting job (duration: {backend.duration()})...")
+        await backend.close()  # the run's supervisor opens its own connection
+        return await _drive(backend, spec, printer, args)
     finally:
         await backend.close()
         await REGISTRY.run(10)
 
 
-def _detach_when_serving(session, printer) -> None:
-    """With --detach: once the Endpoint is shown, detach (the job keeps running)."""
+async def _drive(backend, spec, printer: Printer, args: argparse.Namespace) -> int:
+    """The shared drive loop (the run lives in its supervisor): Ctrl+C cancels the job and cleans up."""
     from backends.events import Endpoint
+    from backends.supervisor.drive import drive
+    from config.errors import SweepdeckError
 
-    inner = session.on_event
+    job: dict = {"id": None}
 
-    def on_event(event) -> None:
-        inner(event)
-        if isinstance(event, Endpoint):
-            session.request_detach()
+    def on_stop(presses: int) -> None:
+        if job["id"] and presses == 1:
+            say(f"[INFO] Cancelling job {job['id']}...")
+            job["announced"] = True
 
-    session.on_event = on_event
+    try:
+        result = await drive(
+            backend, spec, on_event=printer, assume_yes=True, skip_preflight=True,
+            detach_when=(lambda e: isinstance(e, Endpoint)) if args.detach else None,
+            on_launched=lambda info: job.update(id=info.handle.get("job_id")), on_stop=on_stop,
+        )
+    except SweepdeckError as exc:
+        say(f"[ERROR] {exc.message}", err=True)
+        if exc.hint:
+            say(f"  {exc.hint}", err=True)
+        return 1
+    return _report(result, job, printer)
 
 
 def _report(result, job: dict, printer: Printer) -> int:
@@ -348,12 +331,13 @@ def _preflight_failed(check, backend) -> int:
 
 
 async def _attach(args, backend, printer) -> int:
-    import asyncio
-    import signal
-
-    from backends.cleanup import install_signal_handlers
-    from backends.session import Session
-    from backends.store import RunStore
+    """Follow a job of this profile again: through its supervisor, or (if that is gone) a new one."""
+    from backends.base import Run
+    from backends.events import Endpoint
+    from backends.store import LIVE_STATES, RunDir, RunRecord, RunStore
+    from backends.supervisor import SupervisorGone, connect, start_run
+    from backends.supervisor.drive import follow_run
+    from backends.supervisor.reconcile import reconcile_dir
     from config.errors import SweepdeckError
 
     if args.attach:
@@ -364,25 +348,28 @@ async def _attach(args, backend, printer) -> int:
             raise SweepdeckError(f"No detached job of profile {backend.profile.name} to attach to.",
                                  "Start one with: sweepdeck alvis connect")
         record = runs[0]
-    say(f"[INFO] Attaching to run {record.id} (job {record.session().get('JOB_ID')})...")
-    run = await backend.attach(record)
-    session = Session(backend, run.spec, on_event=printer)
-    session.run = run
-    job = {"id": run.handle["job_id"]}
+    run_dir = RunDir(record.path)
+    record = RunRecord(record.id, record.path, reconcile_dir(run_dir))
+    job = {"id": record.session().get("JOB_ID")}
+    say(f"[INFO] Attaching to run {record.id} (job {job['id']})...")
+    link = None
+    if record.state in LIVE_STATES:
+        try:
+            link = await connect(run_dir, on_event=printer)
+            await link.follow(snapshot=2000)
+        except SupervisorGone:
+            link = None
+    if link is None:
+        await backend.close()  # the new supervisor opens its own connection
+        link = await start_run(backend, record.spec(), store=RunStore(), on_event=printer, adopt=record)
+        await link.launched()
 
-    def on_signal(sig: signal.Signals) -> None:
-        if not session.cancelled:
+    def on_stop(presses: int) -> None:
+        if presses == 1:
             say(f"[INFO] Cancelling job {job['id']}...")
             job["announced"] = True
-        session.request_cancel(f"stopped by {signal.Signals(sig).name}", int(sig))
 
-    restore = install_signal_handlers(asyncio.get_running_loop(), on_signal)
-    try:
-        if args.detach:
-            _detach_when_serving(session, printer)
-        result = await session.follow()
-    finally:
-        if not session._closed:
-            await session.close()
-        restore()
+    run = Run(record.id, "slurm", record.spec(), run_dir, {"job_id": job["id"]})
+    result = await follow_run(link, run, on_event=printer, on_stop=on_stop,
+                              detach_when=(lambda e: isinstance(e, Endpoint)) if args.detach else None)
     return _report(result, job, printer)

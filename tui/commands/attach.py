@@ -161,17 +161,14 @@ async def _ended(record, printer, args) -> int:
 
 async def _adopt(record, printer, args, names: str) -> int:
     """Follow a lost run's remote part again through a new supervisor (``backend.attach``)."""
-    from backends.registry import from_recipe
     from backends.store import RunDir, RunStore
     from backends.supervisor import start_run
-    from config.errors import SweepdeckError
+    from backends.supervisor.reconcile import backend_for_run
+    from config.settings import load_settings
 
-    request = RunDir(record.path).read_json("launch.json", {}) or {}
-    if not request.get("recipe"):
-        raise SweepdeckError(f"{record.id} saved no way to reach its backend; still there: {names}.",
-                             f"Remove it by hand, or with: sweepdeck runs --clean {record.id}")
-    backend = from_recipe(request["recipe"])
-    printer._line(f"[INFO] {record.id} lost its supervisor but {names} is still there: following it again.")
+    backend = backend_for_run(RunDir(record.path), load_settings(args.config, args.catalog_dir))
+    if not args.json:
+        printer._line(f"[INFO] {record.id} lost its supervisor but {names} is still there: following it again.")
     link = await start_run(backend, record.spec(), store=RunStore(), on_event=printer, adopt=record)
     await link.launched()
     return await _follow(link, record, printer, args, offset=None)

@@ -242,9 +242,8 @@ def _run_pr(args: argparse.Namespace) -> int:
     """Launch a PipelineRun file (transformed when asked) and print its events until it ends."""
     import asyncio
 
-    from backends.events import Notice
     from backends.tekton import TektonBackend
-    from backends.tekton.matrix import count, transform
+    from backends.tekton.matrix import transform
     from backends.tekton.render import load_yaml_file
     from config.errors import SweepdeckError
     from config.settings import load_settings
@@ -263,75 +262,41 @@ def _run_pr(args: argparse.Namespace) -> int:
         raise SweepdeckError("No namespace.", "Give --namespace NS or set 'namespace' in the tekton profile.")
     backend = TektonBackend(settings, profile)
     printer = HeadlessPrinter(json_mode=args.json, progress_every=0.0)
-
-    async def go() -> int:
-        run = await backend.launch_pipelinerun(pr, namespace)
-        printer(Notice(f"PipelineRun {run.handle['pipelinerun']} created in {namespace}: {count(pr) or len(run.handle['tasks'])} matrix combinations, {len(run.handle['tasks'])} TaskRuns"))
-        outcome = await follow_with_cancel(backend, run, printer)
-        printer.flush()
-        return 0 if outcome == "succeeded" else 1
-
-    return asyncio.run(go())
+    return asyncio.run(_run_pr_supervised(backend, pr, namespace, printer, profile.name))
 
 
-async def follow_with_cancel(backend, run, printer) -> str:
-    """Print a run's events until it ends; Ctrl+C cancels it, a second Ctrl+C stops it at once.
+async def _run_pr_supervised(backend, pr: dict, namespace: str, printer, profile: str) -> int:
+    """A ready PipelineRun, as a run with its own supervisor: pre-flight, launch, events until it ends.
 
-    The first SIGINT (or SIGTERM) sets ``CancelledRunFinally`` and keeps
-    watching, so the finally clean-ups are seen to run; a second SIGINT sets
-    ``Cancelled`` (the finally tasks are stopped too); a third stops watching.
-
-    Returns:
-        The run's outcome (``cancelled`` when it was stopped before a Finished).
+    Ctrl+C cancels it gracefully (``CancelledRunFinally``: the finally tasks run and are
+    followed to the end); a second Ctrl+C stops it at once (``Cancelled``); a third stops waiting.
     """
-    import asyncio
-    import signal
+    from backends.events import Notice
+    from backends.store import RunStore
+    from backends.supervisor.drive import drive
+    from backends.tekton.launch_matrix import MatrixLaunch, pipelinerun_spec
+    from backends.tekton.matrix import count, units
 
-    from backends.events import Finished, Notice
+    store = RunStore()
+    spec = pipelinerun_spec(pr, profile=profile, namespace=namespace, store=store)
+    name = pr["metadata"]["name"]
+    launch = MatrixLaunch(backend, pr, namespace)
 
-    loop = asyncio.get_running_loop()
-    name = run.handle["pipelinerun"]
-    watcher = asyncio.current_task()
-    requests: list[asyncio.Task] = []
-    presses = 0
+    def launched(info) -> None:
+        tasks = len(info.handle.get("tasks") or units(pr))
+        printer(Notice(f"PipelineRun {name} created in {namespace}: {count(pr) or tasks} matrix combinations, "
+                       f"{tasks} TaskRuns"))
 
-    def on_signal(sig: int) -> None:
-        nonlocal presses
-        presses += 1
+    def on_stop(presses: int) -> None:
         if presses == 1:
             printer(Notice(f"Cancelling PipelineRun {name} (finally tasks run; Ctrl+C again to stop at once)…"))
-            requests.append(loop.create_task(backend.cancel(run, graceful=True)))
-        elif presses == 2:
+        else:
             printer(Notice(f"Stopping PipelineRun {name} at once (Cancelled: finally tasks are stopped too)…", "warning"))
-            requests.append(loop.create_task(backend.cancel(run, graceful=False)))
-        elif watcher is not None:
-            watcher.cancel()
 
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
-    outcome = "failed"
-    try:
-        async for ev in backend.events(run):
-            printer(ev)
-            if isinstance(ev, Finished):
-                outcome = ev.outcome
-    except asyncio.CancelledError:
-        printer(Notice(f"stopped watching PipelineRun {name} (it may still be running)", "warning"))
-        outcome = "cancelled"
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        for task in requests:
-            try:
-                await asyncio.wait_for(task, 10)
-            except Exception as exc:  # noqa: BLE001 - the cancel request is reported, not fatal
-                printer(Notice(f"cancel request failed: {exc}", "warning"))
-    return outcome
+    result = await drive(launch, spec, store=store, on_event=printer, assume_yes=True, on_launched=launched,
+                         on_stop=on_stop)
+    printer.flush()
+    return 0 if result.outcome == "succeeded" else 1
 
 
 def _cancel(args: argparse.Namespace) -> int:

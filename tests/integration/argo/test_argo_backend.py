@@ -7,6 +7,8 @@ import asyncio
 import httpx
 import pytest
 
+from backends.store import RunStore
+
 from backends.base import apply_remedy
 from backends.events import Alert, Finished, LogLine, Notice, Phase, Sweep
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress, with_options
@@ -173,7 +175,7 @@ async def test_preflight_unreachable_cluster(backend, spec, tmp_path, api):
 
 async def test_submit_watch_success(backend, spec, cluster, api):
     populate(api)
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     name = run.handle["workflow"]
     assert name.startswith("model-benchmark-pipeline-v2-") and backend.registry.pending() == [f"delete Workflow {name} in {NS}"]
     wf = cluster.get(A, "Workflow", name, NS)
@@ -222,7 +224,7 @@ async def test_failed_node_alerts_and_fails(backend, spec, cluster, api):
     populate(api)
     cluster.controller.fail("worker(1:1)", "Error (exit code 137)")  # every attempt: retries run out
     cluster.workers.command = "test {workload_type} != qa"  # qa configs fail in the other workers
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     events = await collect(backend, run)
     fin = events[-1]
     assert isinstance(fin, Finished) and fin.outcome == "failed"
@@ -242,7 +244,7 @@ async def test_cancel_stops_workers_and_returns_their_configs(backend, spec, clu
     """graceful → Argo's Stop (exit handlers still run), else Terminate (they do not)."""
     populate(api)
     cluster.workers.command = "sleep 0.2"
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     cluster.reset_requests()
 
     async def on_event(ev):
@@ -262,7 +264,7 @@ async def test_cancel_stops_workers_and_returns_their_configs(backend, spec, clu
 async def test_log_follow_switches_to_another_running_worker(backend, spec, cluster, api):
     populate(api)
     cluster.controller.hang["worker"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     followed = []
 
     async def on_event(ev):
@@ -286,7 +288,7 @@ async def test_log_follow_switches_to_another_running_worker(backend, spec, clus
 async def test_cleanup_and_registry_delete_a_live_workflow(backend, spec, cluster, api):
     populate(api)
     cluster.controller.hang["worker"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     name = run.handle["workflow"]
     cluster.wait_for(lambda: len(cluster.list("v1", "Pod", NS, label_selector=f"workflows.argoproj.io/workflow={name}")) >= 4)
     await backend.cleanup(run)
@@ -295,7 +297,8 @@ async def test_cleanup_and_registry_delete_a_live_workflow(backend, spec, cluste
     assert backend.registry.pending() == []
     await backend.cleanup(run)  # idempotent
 
-    run2 = await backend.launch(spec.set("experiment_id", "sweep2"))
+    spec2 = spec.set("experiment_id", "sweep2")
+    run2 = await backend.launch(spec2, RunStore().create(spec2))
     outcomes = await backend.registry.run(5)  # what Ctrl+C / SIGTERM runs
     assert [o.label for o in outcomes] == [f"delete Workflow {run2.handle['workflow']} in {NS}"] and outcomes[0].ok
     assert not cluster.exists(A, "Workflow", run2.handle["workflow"], NS)
@@ -307,7 +310,7 @@ async def test_cleanup_and_registry_delete_a_live_workflow(backend, spec, cluste
 async def test_deleted_by_someone_else_fails(backend, spec, cluster, api):
     populate(api)
     cluster.controller.hang["worker"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     cluster.delete(A, "Workflow", run.handle["workflow"], NS)
     events = await collect(backend, run)
     assert events[-1].outcome == "failed" and "Deleted" in events[-1].message
@@ -316,7 +319,7 @@ async def test_deleted_by_someone_else_fails(backend, spec, cluster, api):
 async def test_watch_relists_after_410_gone(backend, spec, cluster, api):
     populate(api)
     cluster.workers.command = "sleep 0.05"
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     expired = []
 
     async def on_event(ev):
@@ -345,7 +348,7 @@ async def test_stale_configs_raise_an_alert_with_the_reset(backend, spec, cluste
     stale_backend = with_options(backend, stale_after_min=0.0005)  # 30 ms
     # a worker that claimed and then vanished, like a spot instance
     claimed = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 3, "model_version_id": MVID}).json()
-    run = await stale_backend.launch(spec)
+    run = await stale_backend.launch(spec, RunStore().create(spec))
     seen = []
 
     async def on_event(ev):
@@ -366,7 +369,7 @@ async def test_attach_finds_the_workflow_again(backend, spec, cluster, api, sett
 
     populate(api)
     cluster.workers.command = "true"
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     record = RunStore().get(run.id)
     again = await ArgoBackend(settings, profile).attach(record)
     assert again.handle["workflow"] == run.handle["workflow"] and again.handle["model_version_id"] == MVID

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from backends.store import RunStore
 import yaml
 
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress
@@ -100,7 +102,7 @@ def test_watch_prints_the_workflows_node_states_and_priorities(config_file, clus
     populate(api)
     cluster.controller.hang["worker"] = True
     cluster.controller.fail("worker(1:1)", "OOMKilled (exit code 137)", times=1)
-    run = asyncio.run(backend.launch(spec))
+    run = asyncio.run(backend.launch(spec, RunStore().create(spec)))
     try:
         name = run.handle["workflow"]
         cluster.wait_for(lambda: sum(

@@ -64,7 +64,7 @@ class Follower:
 
 async def _serving(backend: SlurmBackend, model: str = "gpt-oss-20b"):
     spec = backend.make_spec(model)
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     follower = Follower(backend.events(run))
     await follower.until(lambda e: isinstance(e, Notice) and e.message.startswith("Streaming logs"), 40)
     return run, follower
@@ -116,24 +116,28 @@ async def test_ssh_drop_mid_run_keeps_tunnel_port_and_log_continuity(slurm_profi
     assert slurm_profile.jobs_left() == []
 
 
-async def test_attach_after_detach_resumes_logs_without_repeats(slurm_profile, fresh_registry):
+async def test_attach_after_the_supervisor_died_resumes_logs_without_repeats(slurm_profile, fresh_registry):
+    """The supervisor dies (its registry never runs): a new backend re-opens the job from the saved session."""
+    from backends.cleanup import CleanupRegistry
+
     settings, profile = slurm_profile.profile()
-    backend = SlurmBackend(settings, profile)
+    backend = SlurmBackend(settings, profile, registry=CleanupRegistry())  # dropped unrun below, as in a crash
     run, f = await _serving(backend)
     out = Path(run.handle["run_dir"]) / "vllm.out"
     _append(out, [f"part-{i}" for i in range(1, 21)])
     await f.until(lambda e: isinstance(e, LogLine) and e.text == "part-20")
     first = f.seq("part-")
     startup_lines = sum(1 for e in f.events if isinstance(e, LogLine) and "Application startup complete" in e.text)
-    await f.close()
-    await backend.detach(run)
-    fresh_registry.detach()
-    await fresh_registry.run(10)
-    await backend.close()
+    await f.close()  # the event stream saves the byte offsets shown so far
+    await backend.close()  # the SSH connection (and the tunnel through it) die with the supervisor
     local_port = int(run.handle["local_port"])
-    assert port_free(local_port), "detach must close the tunnel"
+    for _ in range(100):
+        if port_free(local_port):
+            break
+        await asyncio.sleep(0.05)
+    assert port_free(local_port), "the tunnel died with its connection"
     job_id = run.handle["job_id"]
-    assert slurm_profile.jobs() == [f"{job_id} RUNNING"], "detach must keep the job"
+    assert slurm_profile.jobs() == [f"{job_id} RUNNING"], "the job is not touched"
     _append(out, [f"part-{i}" for i in range(21, 41)])  # while nobody watches
 
     # a new process: a new backend from the saved session
@@ -250,7 +254,7 @@ async def test_profile_without_gpu_lines_and_job_end_is_reported(slurm_profile, 
     settings, profile = slurm_profile.profile(gpus=None, time="0:00:20")
     backend = SlurmBackend(settings, profile)
     spec = backend.make_spec("gpt-oss-20b")
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     script = (run.store.path / "rendered" / "jobscript.sh").read_text()
     assert "--gpus-per-node" not in script
     f = Follower(backend.events(run))
@@ -271,7 +275,7 @@ async def test_profile_without_gpu_lines_and_job_end_is_reported(slurm_profile, 
 async def test_one_squeue_call_per_interval_for_many_watchers(slurm_profile, fresh_registry):
     settings, profile = slurm_profile.profile(poll_interval=0.5, sbatch_args=["--hold"])
     backend = SlurmBackend(settings, profile)
-    runs = [await backend.launch(backend.make_spec("gpt-oss-20b")) for _ in range(2)]
+    runs = [await backend.launch(backend.make_spec("gpt-oss-20b"), RunStore().create(backend.make_spec("gpt-oss-20b"))) for _ in range(2)]
     poller = await backend.poller()
     subs = [poller.watch(r.handle["job_id"]) for r in runs for _ in range(5)]  # ten watchers
     try:
@@ -315,7 +319,7 @@ async def test_first_connection_to_a_new_compute_node_accepts_its_key(slurm_prof
     lines[1] = f"[{node}]:{port} " + " ".join(Path(f"{other}.pub").read_text().split()[:2])
     slurm_profile.known_hosts.write_text("\n".join(lines) + "\n")
     backend = SlurmBackend(settings, profile)
-    run = await backend.launch(backend.make_spec("gpt-oss-20b"))
+    run = await backend.launch(backend.make_spec("gpt-oss-20b"), RunStore().create(backend.make_spec("gpt-oss-20b")))
     f = Follower(backend.events(run))
     try:
         fin = await f.until(lambda e: isinstance(e, Finished), 40)
@@ -337,7 +341,7 @@ async def test_optional_workload_runs_through_the_tunnel(slurm_profile, fresh_re
         run_workload=True, container=f"{sys.executable} -m backends.sim serve --startup-delay 0.1 --speed 0 --stats-interval 0")
     backend = SlurmBackend(settings, profile)
     spec = backend.make_spec("gpt-oss-20b").set("workload.max_requests", 6).set("workload.rate_type", "synchronous")
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     f = Follower(backend.events(run))
     try:
         fin = await f.until(lambda e: isinstance(e, Finished), 60)

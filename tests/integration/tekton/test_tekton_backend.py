@@ -6,6 +6,8 @@ import asyncio
 import json
 
 import pytest
+
+from backends.store import RunStore
 import yaml
 
 from backends.events import Alert, Finished, LogLine, Phase, Progress
@@ -86,7 +88,7 @@ async def test_preflight_unreachable_cluster(settings, spec, tmp_path):
 async def test_launch_watch_success_copies_results(backend, spec, cluster, user_files):
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in user_files.iterdir()}
     spec = spec.set("engine.image", "ghcr.io/me/vllm:dev").set("engine.extra_args", ("--enable-prefix-caching",))
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     assert backend.registry.pending() == ["cancel PipelineRun exp1 in mert"]
     pr = cluster.get("tekton.dev/v1", "PipelineRun", "exp1", "mert")
     assert {p["name"]: p["value"] for p in pr["spec"]["params"]} == {"experimentId": "exp1", "model": "meta-llama/Llama-2-7b-hf", "namespace": "mert"}
@@ -132,7 +134,7 @@ async def test_launch_watch_success_copies_results(backend, spec, cluster, user_
 async def test_scripted_vllm_failures_are_diagnosed(backend, spec, cluster, kind, rule, evidence):
     cluster.controller.fail("deploy-model-tp4", kind)
     cluster.controller.durations["deploy-model"] = 0.4
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     events = await collect(backend, run)
     assert events[-1].outcome == "failed"
     alerts = [e for e in events if isinstance(e, Alert) and e.diagnosis]
@@ -148,7 +150,7 @@ async def test_scripted_vllm_failures_are_diagnosed(backend, spec, cluster, kind
 async def test_task_timeout_and_retries(backend, spec, cluster):
     cluster.controller.fail("run-workload-tp2", "timeout")
     cluster.controller.fail("run-workload-tp4", "flaky")
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     events = await collect(backend, run)
     phases = [e for e in events if isinstance(e, Phase)]
     assert any(p.unit == "run-workload-tp2" and p.state == "TaskRunTimeout" for p in phases)
@@ -160,7 +162,7 @@ async def test_overtime_alert(backend, spec, cluster):
     backend.profile.options["expected_minutes"] = {"download-model": 1}
     cluster.controller.backdate["download-model"] = 125  # started more than 2 x 1 min ago
     cluster.controller.durations["download-model"] = 0.5
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     events = await collect(backend, run)
     overtime = [e for e in events if isinstance(e, Alert) and e.kind == "overtime"]
     assert len(overtime) == 1 and "download-model" in overtime[0].message
@@ -168,7 +170,7 @@ async def test_overtime_alert(backend, spec, cluster):
 
 async def test_cancel_gracefully_runs_finally(backend, spec, cluster):
     cluster.controller.hang["run-workload"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     seen = []
 
     async def watch():
@@ -187,7 +189,7 @@ async def test_cancel_gracefully_runs_finally(backend, spec, cluster):
 async def test_cancel_now_skips_finally(backend, spec, cluster):
     """cancel(graceful=False): spec.status Cancelled, and no finally task ever runs."""
     cluster.controller.hang["run-workload"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     seen = []
 
     async def watch():
@@ -209,7 +211,7 @@ async def test_cancel_escalates_from_graceful_to_now(backend, spec, cluster):
     """A graceful cancel whose finally tasks hang, then Cancelled: the finally tasks are stopped too."""
     cluster.controller.hang["run-workload"] = True
     cluster.controller.hang["finally-delete-model"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     seen = []
 
     async def watch():
@@ -244,7 +246,7 @@ async def test_cleanup_registry_cancels_and_attach(backend, spec, cluster, setti
     from backends.tekton import TektonBackend
 
     cluster.controller.hang["download-model"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     record = RunStore().get(run.id)
     again = await TektonBackend(settings, backend.profile).attach(record)
     assert again.handle["pipelinerun"] == "exp1" and again.handle["tps"] == [2, 4] and len(again.handle["tasks"]) == 20
@@ -256,7 +258,7 @@ async def test_cleanup_registry_cancels_and_attach(backend, spec, cluster, setti
 
 async def test_watch_survives_410_and_resumes(backend, spec, cluster):
     cluster.controller.durations["deploy-model"] = 0.6
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     events = []
 
     async def go():
@@ -282,13 +284,13 @@ async def test_launch_refuses_taken_id(backend, spec, cluster):
 
     cluster.create({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "exp1", "namespace": "mert"}})
     with pytest.raises(SweepdeckError, match="already exists"):
-        await backend.launch(spec)
+        await backend.launch(spec, RunStore().create(spec))
     assert backend.registry.pending() == []
 
 
 async def test_deleted_pipelinerun_ends_the_watch(backend, spec, cluster):
     cluster.controller.hang["download-model"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     cluster.delete("tekton.dev/v1", "PipelineRun", "exp1", "mert")
     events = await collect(backend, run)
     assert events[-1].outcome == "failed" and "Deleted" in events[-1].message
@@ -298,13 +300,13 @@ async def test_recovery_fix_relaunches_with_parent(backend, spec, cluster):
     from backends.session import apply_fix
 
     cluster.controller.fail("deploy-model-tp2", "oom")
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     events = await collect(backend, run)
     oom = next(e for e in events if isinstance(e, Alert) and e.diagnosis == "cuda-oom")
     assert oom.fixes and oom.fixes[0].changes  # e.g. Increase TP
     fixed = apply_fix(spec, oom.fixes[0])
     cluster.controller.failures.clear()
-    run2 = await backend.launch(fixed)
+    run2 = await backend.launch(fixed, RunStore().create(fixed))
     pr = cluster.get("tekton.dev/v1", "PipelineRun", fixed.experiment_id, "mert")
     assert fixed.experiment_id == "exp1-fix" and pr["metadata"]["annotations"]["sweepdeck.io/parent"] == "exp1"
     events2 = await collect(backend, run2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from backends.store import RunStore
 import yaml
 
 from tui.cli import main
@@ -114,10 +116,11 @@ def test_generic_run_and_attach_with_tekton_backend(fake_kube, config_file, tmp_
         spec = build_spec(settings.catalogs, "meta-llama/Llama-2-7b-hf", backend="tekton", profile="lab",
                           namespace="newns", experiment_id="gen2", tp=2)
         ctl.durations["download-model"] = 0.5
-        asyncio.run(backend.launch(spec))
+        asyncio.run(backend.launch(spec, RunStore().create(spec)))
         code = main(["attach", "gen2", "--json"])
-        out = capsys.readouterr().out
-        assert code == 0, out
+        captured = capsys.readouterr()
+        out = captured.out
+        assert code == 0, out + captured.err
         assert RunStore().get("gen2").state == "succeeded"
     finally:
         ctl.stop()
@@ -168,7 +171,7 @@ def test_cancel_saved_run_now_and_gracefully(fake_kube, config_file, capsys):
             backend = TektonBackend(settings, settings.profile("lab", "tekton"), registry=CleanupRegistry())
             spec = build_spec(settings.catalogs, "meta-llama/Llama-2-7b-hf", backend="tekton", profile="lab",
                               namespace="newns", experiment_id=exp, tp=2)
-            asyncio.run(backend.launch(spec))
+            asyncio.run(backend.launch(spec, RunStore().create(spec)))
         fake_kube.wait_for(lambda: fake_kube.exists("tekton.dev/v1", "TaskRun", "now1-download-model", "newns"))
         assert main(["tekton", "cancel", "now1", "--now"]) == 0
         assert "spec.status set to Cancelled (finally tasks skipped)" in capsys.readouterr().out

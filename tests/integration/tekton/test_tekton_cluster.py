@@ -13,6 +13,8 @@ import os
 
 import pytest
 
+from backends.store import RunStore
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 KUBECONFIG = os.environ.get("KUBECONFIG", "")
@@ -70,7 +72,7 @@ async def test_launch_on_real_cluster(real_kube):
     from backends.events import Finished
 
     backend, spec = _backend_and_spec(os.environ["SWEEPDECK_CLUSTER_NAMESPACE"])
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     try:
         last = None
         async for ev in backend.events(run):
@@ -108,7 +110,7 @@ async def test_cancel_on_real_cluster(real_kube, graceful):
     ns = _namespace_or_skip()
     backend, _spec = _backend_and_spec(ns)
     name = f"sweepdeck-ci-cancel-{'soft' if graceful else 'now'}-{int(time.time()) % 100000}"
-    run = await backend.launch_pipelinerun(_tiny_pipelinerun(name), ns)
+    run = await backend.launch_pipelinerun(_tiny_pipelinerun(name), ns, RunStore().create(_spec.set("experiment_id", name)))
     try:
         cancelled = False
         last = None

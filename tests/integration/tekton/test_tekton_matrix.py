@@ -65,7 +65,7 @@ async def test_matrix_run_follows_running_taskrun_logs_bounded_with_combination_
     matrix, pr = unrolled(limit=2)
     # two tasks of 9 combinations run at once, long enough for their step logs to be followed
     cluster.controller.durations["run-experiment-"] = 0.6
-    run = await backend.launch_pipelinerun(pr, NS)
+    run = await backend.launch_pipelinerun(pr, NS, run_dir_for(matrix)[1])
     cluster.reset_requests()
     peak = 0
 
@@ -106,7 +106,7 @@ async def test_matrix_failing_taskrun_step_log_is_shown_at_once(backend, cluster
     row = "run-experiment-inf-sche-kv-yaml-4"  # question_len=300, output_len=300 (combination 4 of 3 × 3)
     cluster.controller.fail(row, "fail", "scheduler config rejected")
     backend.task_log_follows = 0  # nothing followed: the failure itself must show its step log
-    run = await backend.launch_pipelinerun(pr, NS)
+    run = await backend.launch_pipelinerun(pr, NS, run_dir_for(matrix)[1])
     events = await collect(backend, run)
     assert isinstance(events[-1], Finished) and events[-1].outcome == "failed"
     lines = [e for e in events if isinstance(e, LogLine)]
@@ -153,7 +153,7 @@ async def test_blis_attach_still_reads_the_rendered_pipeline(backend, spec, clus
     from backends.tekton import TektonBackend
 
     cluster.controller.hang["download-model"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     # the session driver saves the handle into the session file as it is: TPS=[2, 4]
     session = run.store.read_session()
     assert session["TPS"] == "2,4"
