@@ -286,7 +286,7 @@ class Session:
                 await self._finish(Finished("failed", f"event stream failed: {exc}"))
         if self.finished is None:
             await self._flush_held()
-            await self._finish(Finished("cancelled", self._cancel_reason or "cancelled"))
+            await self._finish(Finished("cancelled", self._reason()))
         return await self.close()
 
     async def _settle(self, pump: asyncio.Task) -> SessionResult:
@@ -294,8 +294,13 @@ class Session:
             pump.cancel()
             await asyncio.wait([pump], timeout=0.2)
         if self.finished is None:
-            await self._finish(Finished("cancelled", self._cancel_reason or "cancelled"))
+            await self._finish(Finished("cancelled", self._reason()))
         return await self.close()
+
+    def _reason(self) -> str:
+        """Why the run was stopped, as a sentence (``Stopped by SIGINT``)."""
+        reason = self._cancel_reason or "cancelled"
+        return reason[:1].upper() + reason[1:]
 
     async def _pump_events(self, run: Run) -> None:
         agen = self.backend.events(run)
@@ -316,7 +321,7 @@ class Session:
                     self.alerts.append(event)
         except asyncio.CancelledError:
             await self._flush_held()
-            await self._finish(Finished("cancelled", self._cancel_reason or "cancelled"))
+            await self._finish(Finished("cancelled", self._reason()))
             raise
         finally:
             aclose = getattr(agen, "aclose", None)

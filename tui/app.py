@@ -253,6 +253,8 @@ class SweepdeckApp(App[int]):
             raise SweepdeckError(f"No saved session for {row.id}.")
         backend = self._record_backend(row.record)
         controller = self.controller_factory(backend, None, store=self.store, registry=self.registry, record=row.record)
+        if row.state == "lost":
+            controller.adopt_lost = True  # follow what it left running (a SLURM job, a PipelineRun) again
         self.controllers.append(controller)
         self._drive(controller, "attach")
         self._show_monitor(controller)

@@ -69,6 +69,8 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("open_run", "enter", "open_run", "Open", scope="runs", help="Open the selected run"),
     KeySpec("attach_run", "a", "attach_run", "Attach", scope="runs", help="Attach to a detached run"),
     KeySpec("delete_run", "d", "delete_run", "Delete", scope="runs", help="Delete a finished run's record"),
+    KeySpec("clean_run", "c", "clean_run", "Clean up", scope="runs", show=False,
+            help="Remove what a lost run left behind (a SLURM job, a PipelineRun…); asks first"),
     KeySpec("filter_runs", "slash", "filter_runs", "Filter", scope="runs", help="Filter the runs list"),
     KeySpec("refresh_runs", "ctrl+r", "refresh_runs", "Refresh", scope="runs", show=False,
             help="Re-read the run store"),

@@ -188,6 +188,8 @@ class RunController:
         self._launched = False
         self._detaching = False
         self._attached = False
+        #: ``attach()`` of a lost run follows what it left running again (the runs list's attach key).
+        self.adopt_lost = False
 
     # ------------------------------------------------------------ properties
 
@@ -481,6 +483,9 @@ class RunController:
         run_dir = RunDir(self.record.path)
         meta = reconcile_dir(run_dir)
         self.record = RunRecord(self.record.id, self.record.path, meta)
+        if self.adopt_lost and any(r.get("kind") != "pid" for r in meta.get("leftovers") or []):
+            await self._adopt()
+            return
         if meta.get("state") in LIVE_STATES:
             try:
                 self.link = await connect(run_dir, on_event=self.on_event, on_events=self.on_lines, on_reset=self._reset)
@@ -510,6 +515,29 @@ class RunController:
         self._launched = True
         self._set_state("running")  # followed again (a detached run stays detached in the store)
         self.flush()
+        await self._follow_link()
+
+    async def _adopt(self) -> None:
+        """A lost run whose job or PipelineRun may still be there: follow it again through a new supervisor."""
+        from backends.base import Run
+        from backends.store import RunDir
+        from backends.supervisor import start_run
+
+        assert self.record is not None
+        self._set_state("launching")
+        try:
+            self.link = await start_run(
+                self.backend, self.spec or self.record.spec(), store=self.store, launcher=self._launcher(),
+                on_event=self.on_event, on_events=self.on_lines, default_image=self.default_image, adopt=self.record,
+            )
+            info = await self.link.launched()
+        except SweepdeckError as exc:
+            self.on_event(Notice(f"Cannot follow {self.record.id} again: {exc.message}", "error"))
+            self._replay(RunDir(self.record.path))
+            raise
+        self.run = Run(info.id, info.backend, self.spec, RunDir(Path(info.path)), info.handle, info.started)
+        self._launched = True
+        self._set_state("running")
         await self._follow_link()
 
     def _replay(self, run_dir: "RunDir") -> None:

@@ -115,6 +115,7 @@ class SimOptions:
     crash_after: int = 0
     oom_budget: int | None = None  # None: derived from the catalog (see oom_budget_for)
     startup_delay: float = 0.3
+    shutdown_delay: float = 0.0
     speed: float = 1.0
     ttft_ms: float = 20.0
     prefill_us_per_token: float = 50.0
@@ -253,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fail", metavar="MODE", help="oom | model-not-found | trust-remote-code | crash-after N (see above)")
     s.add_argument("--oom-budget", type=_positive, default=None, metavar="TOKENS", help="budget of the oom rule (default: see above)")
     s.add_argument("--startup-delay", type=_nonneg_float, default=0.3, metavar="SECONDS", help="simulated model load time (default 0.3)")
+    s.add_argument("--shutdown-delay", type=_nonneg_float, default=0.0, metavar="SECONDS",
+                   help="time a graceful shutdown takes (default 0; for tests of a run that is finishing)")
     s.add_argument("--speed", type=_nonneg_float, default=1.0, metavar="FACTOR", help="divide every simulated duration by FACTOR (default 1; 0 = no latency at all)")
     s.add_argument("--ttft-ms", type=_nonneg_float, default=20.0, metavar="MS", help="base time to first token (default 20)")
     s.add_argument("--prefill-us-per-token", type=_nonneg_float, default=50.0, metavar="US", help="prefill cost per prompt token in microseconds (default 50)")
@@ -379,6 +382,7 @@ def parse_args(argv: list[str]) -> SimOptions:
         crash_after=count,
         oom_budget=ns.oom_budget,
         startup_delay=ns.startup_delay,
+        shutdown_delay=ns.shutdown_delay,
         speed=ns.speed,
         ttft_ms=ns.ttft_ms,
         prefill_us_per_token=ns.prefill_us_per_token,

@@ -99,6 +99,8 @@ class SimApp:
                     self.stats_task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await self.stats_task
+                if self.opts.shutdown_delay > 0:
+                    await asyncio.sleep(self.opts.shutdown_delay)  # a server that takes its time to stop
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

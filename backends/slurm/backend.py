@@ -313,9 +313,9 @@ class SlurmBackend(BackendBase):
         checks = [await self.check_ssh()]
         checks.append(self.check_model(spec.model))
         checks.append(self.check_duration())
-        checks.append(self.check_port())
         if checks[0].ok:
             checks.append(await self.check_existing())
+        checks.append(self.check_port())
         return checks
 
     def find_run(self, job_id: str) -> RunRecord | None:

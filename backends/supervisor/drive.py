@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from config.spec import ExperimentSpec
 
 
+#: The result message of a client that hung up (SIGHUP): the supervisor stops the run without it.
+HUNG_UP = "the client hung up; the run's supervisor stops it and cleans up"
+
+
 def hangup_ignored() -> bool:
     """Was SIGHUP ignored when this process started (``nohup``)? Then it stays ignored."""
     return signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
@@ -110,10 +114,18 @@ class _SignalPolicy:
             link.send_nowait({"op": "cancel", "graceful": False, "reason": reason})
         elif action == "detach":
             self.detach_now()
+        elif action == "hangup":
+            asyncio.ensure_future(self._hang_up(link, reason))
         elif not self.ended.done():
-            if action == "hangup":  # say why it stops (the supervisor would stop it anyway), then go
-                link.send_nowait({"op": "cancel", "graceful": True, "reason": reason})
             self.ended.set_result(action)
+
+    async def _hang_up(self, link: RunLink, reason: str) -> None:
+        """Say why the run stops, then go. The reply is awaited (bounded): closing a Unix socket that
+        still has unread data resets it, and the supervisor would lose the request."""
+        with contextlib.suppress(Exception):
+            await link.cancel(graceful=True, reason=reason, timeout=1.0)
+        if not self.ended.done():
+            self.ended.set_result("hangup")
 
     def detach_now(self) -> None:
         if self.link is not None:
@@ -282,8 +294,7 @@ async def _until_end(link: RunLink, run: Run, policy: _SignalPolicy, follower: _
         if follower.on_event is not None:
             follower.on_event(finished)  # the client's own last word: the run itself goes on
         return SessionResult("detached", message, run, finished, alerts)
-    message = "the client hung up; the run's supervisor stops it and cleans up"
-    return SessionResult("cancelled", message, run, Finished("cancelled", message), alerts, policy.signal)
+    return SessionResult("cancelled", HUNG_UP, run, Finished("cancelled", HUNG_UP), alerts, policy.signal)
 
 
-__all__ = ["client_signals", "drive", "follow_run", "hangup_ignored"]
+__all__ = ["HUNG_UP", "client_signals", "drive", "follow_run", "hangup_ignored"]

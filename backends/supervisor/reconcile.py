@@ -103,14 +103,30 @@ def reconcile_dir(run_dir: RunDir, *, supervisor_gone: bool = False) -> dict[str
 
 
 def reconcile_records(records: list[RunRecord]) -> list[RunRecord]:
-    """The same records with every run whose supervisor is gone settled (only live-looking runs are checked)."""
+    """The same records with every run whose supervisor is gone settled (only live-looking runs are checked),
+    and local processes that have ended since dropped from the leftovers."""
     now = time.time()
     out = []
     for record in records:
         if needs_reconcile(record.meta, now):
             record = RunRecord(record.id, record.path, reconcile_dir(RunDir(record.path)))
+        elif record.meta.get("leftovers"):
+            record = _drop_ended_processes(record)
         out.append(record)
     return out
+
+
+def _drop_ended_processes(record: RunRecord) -> RunRecord:
+    """A lost run's local leftovers may have ended since (the guard ends a server after its supervisor)."""
+    left = record.meta.get("leftovers") or []
+    kept = [r for r in left if r.get("kind") != "pid" or same_process(int(r.get("pid") or 0), r.get("start"))]
+    if len(kept) == len(left):
+        return record
+    try:
+        meta = RunDir(record.path).update_meta(leftovers=kept)
+    except StoreWriteError:
+        meta = {**record.meta, "leftovers": kept}
+    return RunRecord(record.id, record.path, meta)
 
 
 def reconcile_store(store: "RunStore") -> list[RunRecord]:

@@ -330,6 +330,8 @@ class Supervisor:
 
     async def _handle(self, client: _Client, message: dict[str, Any]) -> None:
         op = message.get("op")
+        if op != "status":
+            log.info("%s: %s", client.name, op if op != "cancel" else f"cancel ({message.get('reason')})")
         if op == "follow":
             client.holds = bool(message.get("hold", True))
             if self._result_line is not None:

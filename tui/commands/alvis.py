@@ -219,7 +219,8 @@ async def _connect(args: argparse.Namespace) -> int:
                 say(f"  - {line}")
             return 1
         say(f"[INFO] Model path: {entry.path}")
-        for check in (backend.check_duration(), backend.check_port(flag="--port"), await backend.check_existing()):
+        # a job of this profile first: its detached supervisor holds the tunnel port, and attaching is the way out
+        for check in (backend.check_duration(), await backend.check_existing(), backend.check_port(flag="--port")):
             if check.ok:
                 continue
             offer = _offer(check)
@@ -270,7 +271,11 @@ async def _drive(backend, spec, printer: Printer, args: argparse.Namespace) -> i
 
 
 def _report(result, job: dict, printer: Printer) -> int:
+    from backends.supervisor.drive import HUNG_UP
+
     job_id = job.get("id")
+    if result.message == HUNG_UP:
+        return result.exit_code  # the terminal is gone: the run's supervisor cancels the job and cleans up
     if result.outcome == "detached":
         run = result.run
         say(f"[INFO] Detached: job {job_id} keeps running" + (f" and serving at {printer.endpoint.url}" if printer.endpoint else "") + ".")

@@ -84,6 +84,7 @@ def _events(data):
 async def _follow(link, record, printer, args, offset: int | None) -> int:
     """Follow a live run through its supervisor until it ends (or this client leaves)."""
     import asyncio
+    import contextlib
 
     from backends.cleanup import install_signal_handlers
     from backends.supervisor.drive import client_signals
@@ -101,6 +102,8 @@ async def _follow(link, record, printer, args, offset: int | None) -> int:
     restore = install_signal_handlers(asyncio.get_running_loop(), on_signal, client_signals())
     try:
         if offset is not None:  # (a link that started the supervisor follows from the first event already)
+            with contextlib.suppress(Exception):
+                await link.status()  # the run's facts (its handle), for the last line
             await link.follow(offset=offset)
         if args.stop:
             await link.cancel(graceful=True, reason="stopped with --stop")
@@ -119,7 +122,9 @@ async def _follow(link, record, printer, args, offset: int | None) -> int:
     link.close()
     outcome = message.get("outcome")
     if args.stop and not args.json:
-        printer._line(f"[INFO] Stopped {record.id}: {outcome}; its cleanup is done.")
+        job = (link.info.handle if link.info else {}).get("job_id")
+        what = f"job {job} {outcome}" if job else str(outcome)
+        printer._line(f"[INFO] Stopped {record.id}: {what}; its cleanup is done.")
     printer.flush()
     if outcome in ("succeeded", "detached") or (args.stop and outcome == "cancelled"):
         return 0

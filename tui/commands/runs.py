@@ -1,4 +1,9 @@
-"""``sweepdeck runs``: list saved runs (newest first)."""
+"""``sweepdeck runs``: list saved runs (newest first); ``--clean`` removes what lost runs left.
+
+Every listing first reconciles runs whose supervisor is gone
+(:mod:`backends.supervisor.reconcile`): a run is never listed as running
+unless its supervisor is; ``lost`` runs name what may still exist.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per run")
     p.add_argument("--state", help="only runs in this state (running, detached, succeeded, failed, cancelled)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="show at most N runs")
+    p.add_argument("--clean", nargs="?", const="", metavar="RUN",
+                   help="stop and remove what lost runs left behind (SLURM jobs, PipelineRuns, processes); "
+                        "all lost runs, or RUN")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -38,6 +46,7 @@ def rows(records) -> list[dict]:
                 "finished": finished,
                 "duration_s": (finished - started) if started and finished else None,
                 "parent": r.meta.get("parent"),
+                "leftovers": r.meta.get("leftovers") or [],
                 "path": str(r.path),
             }
         )
@@ -50,8 +59,11 @@ def main(args: argparse.Namespace) -> int:
     import time
 
     from backends.store import RunStore
+    from backends.supervisor.reconcile import reconcile_records
 
-    records = RunStore().list()
+    if args.clean is not None:
+        return _clean(args.clean)
+    records = reconcile_records(RunStore().list())
     if args.state:
         records = [r for r in records if r.state == args.state]
     if args.limit and args.limit > 0:
@@ -78,4 +90,47 @@ def main(args: argparse.Namespace) -> int:
             row["id"], row["backend"], row["model"], row["workload"], row["state"], started, format_duration(row["duration_s"])
         )
     make_console(sys.stdout, width=200).print(table)
+    lost = [row for row in data if row["leftovers"]]
+    if lost:
+        from backends.supervisor.reconcile import describe
+
+        for row in lost:
+            print(f"[WARN] {row['id']} ({row['state']}) may have left: " + ", ".join(describe(x) for x in row["leftovers"]))
+        print("  Remove them with: sweepdeck runs --clean" + (f" {lost[0]['id']}" if len(lost) == 1 else ""))
     return 0
+
+
+def _clean(run_id: str) -> int:
+    """Remove what lost runs left (each still-existing thing asked of its backend first)."""
+    import asyncio
+
+    from backends.store import RunStore
+    from backends.supervisor.reconcile import check_leftovers, clean, reconcile_records
+    from config.errors import SweepdeckError
+
+    store = RunStore()
+    records = reconcile_records([store.get(run_id)] if run_id else store.list())
+    todo = [r for r in records if r.meta.get("leftovers")]
+    if not todo:
+        print(f"[INFO] {'Run ' + run_id if run_id else 'No run'} has nothing left behind.")
+        return 0
+
+    async def go() -> int:
+        failed = 0
+        for record in todo:
+            left = await check_leftovers(record)
+            if not left:
+                print(f"[INFO] {record.id}: nothing it started is still there.")
+                continue
+            record.meta["leftovers"] = left
+            try:
+                for line in await clean(record):
+                    print(f"[INFO] {record.id}: {line}")
+            except SweepdeckError as exc:
+                failed += 1
+                print(f"[ERROR] {record.id}: {exc.message}")
+                if exc.hint:
+                    print(f"  {exc.hint}")
+        return 1 if failed else 0
+
+    return asyncio.run(go())

@@ -2,8 +2,11 @@
 
 Rows come from the run store (``meta.json`` of every run directory) merged
 with the app's live controllers (a live controller's state wins over what
-its directory says). The table is refreshed on a slow timer and after
-every action; unchanged rows are not redrawn.
+its directory says). A run whose supervisor is gone is reconciled when the
+store is read (:mod:`backends.supervisor.reconcile`): it is never listed as
+running; a ``lost`` one names what it may have left, and ``c`` removes that.
+The table is refreshed on a slow timer and after every action; unchanged
+rows are not redrawn.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ STATES: dict[str, tuple[str, str]] = {
     "pending": ("◌", "pending"),
     "cleaning": ("◌", "cleaning"),
     "cancelling": ("◌", "cancelling"),
+    "lost": ("⚠", "lost"),
 }
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "lost")
 
 
 STATE_STYLES = {
@@ -52,6 +56,7 @@ STATE_STYLES = {
     "failed": "bold $error",
     "cancelled": "$text-muted",
     "detached": "italic $warning",
+    "lost": "bold $warning",
 }
 
 
@@ -148,6 +153,13 @@ def collect_rows(store, controllers: list, records: list | None = None) -> list[
             record=old.record if old else record,
         )
     return sorted(rows.values(), key=lambda r: (r.started or 0), reverse=True)
+
+
+def leftovers_of(row: RunRow) -> list[dict]:
+    """What a lost (or reconciled) run recorded as possibly still alive."""
+    if row.record is None or row.controller is not None:
+        return []
+    return list(row.record.meta.get("leftovers") or [])
 
 
 class RunsScreen(Screen):
@@ -263,8 +275,10 @@ class RunsScreen(Screen):
             stamp = 0
         key = (stamp, int(time.monotonic() // self.STORE_SECONDS), len(self.sd_app.controllers))
         if self._records is None or key != self._records_key:
+            from backends.supervisor.reconcile import reconcile_records
+
             try:
-                self._records = store.list()
+                self._records = reconcile_records(store.list())
             except OSError:
                 self._records = []
             self._records_key = key
@@ -317,6 +331,14 @@ class RunsScreen(Screen):
             hint.append(f"{self.key_for('attach_run')}: attach")
         else:
             hint.append(f"{self.key_for('open_run')}: replay")
+        left = leftovers_of(row)
+        if left:
+            from backends.supervisor.reconcile import describe
+
+            hint.insert(0, "may still run: " + ", ".join(describe(r) for r in left))
+            hint.append(f"{self.key_for('clean_run')}: clean up")
+            if any(r.get("kind") != "pid" for r in left):
+                hint.append(f"{self.key_for('attach_run')}: follow again")
         if row.state in FINISHED and row.controller is None:
             hint.append(f"{self.key_for('delete_run')}: delete")
         icon, word = STATES.get(row.state, ("?", row.state))
@@ -384,13 +406,54 @@ class RunsScreen(Screen):
         if row.controller is not None and row.live:
             self.sd_app.open_run(row)
             return
-        if row.state in FINISHED:
+        if row.state in FINISHED and not any(r.get("kind") != "pid" for r in leftovers_of(row)):
             self.notify(f"{row.id} is {row.state}; only detached (or live) runs can be attached.", severity="warning")
             return
         try:
             self.sd_app.attach_run(row)
         except SweepdeckError as exc:
             self.sd_app.show_error(exc)
+
+    def action_clean_run(self) -> None:
+        """Remove what a lost run may have left (asks first; the backend checks what still exists)."""
+        from backends.supervisor.reconcile import describe
+
+        row = self.selected_row()
+        if row is None:
+            self.notify("No run selected.", severity="warning")
+            return
+        left = leftovers_of(row)
+        if not left:
+            self.notify(f"{row.id} left nothing behind that sweepdeck knows of.")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._clean(row), name=f"clean {row.id}", exit_on_error=False)
+
+        self.app.push_screen(
+            ConfirmDialog(
+                "Clean up lost run?",
+                f"{row.id} lost its supervisor ({row.state}). It may have left:\n\n"
+                + "\n".join(f"  • {describe(r)}" for r in left)
+                + "\n\nStop and remove what still exists?",
+                yes="Clean up",
+                no="Keep",
+            ),
+            answer,
+        )
+
+    async def _clean(self, row: "RunRow") -> None:
+        from backends.supervisor.reconcile import clean
+
+        try:
+            done = await clean(row.record)
+        except SweepdeckError as exc:
+            self.sd_app.show_error(exc)
+        else:
+            self.notify("; ".join(done) or f"Nothing of {row.id} was still there.", title=f"Cleaned up {row.id}")
+        self._records = None
+        self.refresh_rows()
 
     def action_delete_run(self) -> None:
         row = self.selected_row()

@@ -108,12 +108,33 @@ def _interrupt_and_check(out: Output, prof, sig=signal.SIGINT) -> None:
     job_id = _job_id(out)
     out.proc.send_signal(sig)
     rc = out.finish(40)
+    if sig == signal.SIGHUP:
+        # the terminal is gone: the client hangs up at once; the run's supervisor cancels the job and cleans up
+        assert rc == 128 + signal.SIGHUP, out.text
+        assert _eventually(lambda: prof.jobs_left() == [] and port_free(prof.local_port), 15), "job or tunnel left"
+        return
     assert rc == 0, out.text
     assert f"[INFO] Cancelling job {job_id}..." in out.text
     assert f"[INFO] Cleaned up job {job_id}" in out.text
     assert "[INFO] Cleaned up successfully" in out.text
     assert prof.jobs_left() == [], "job left in squeue"
     assert port_free(prof.local_port), "tunnel listener left on the local port"
+
+
+def _eventually(predicate, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _stop(prof, run_id: str) -> None:
+    """Stop a detached run (its supervisor holds the job and the tunnel) and wait for its cleanup."""
+    stop = Output(prof.sweepdeck("attach", run_id, "--stop"))
+    assert stop.finish(60) == 0, stop.text
+    assert prof.jobs_left() == [] and port_free(prof.local_port)
 
 
 def _listeners(port: int) -> list[str]:
@@ -213,8 +234,9 @@ def test_custom_model_and_duration(slurm_profile):
     assert session["MODEL"] == "llama-3.1-8b" and session["NODE"] == prof.cluster.node
     # TMPDIR names the run directory on the shared filesystem, never the job's node-local $TMPDIR
     assert session["TMPDIR"].startswith(str(prof.cluster.base / "home" / "runs"))
-    # after detach the tunnel is closed but the job serves on
-    assert port_free(prof.local_port)
+    # after detach the run's supervisor holds the job and the tunnel: it serves on
+    assert _served_models(prof.local_port) == ["meta-llama/Llama-3.1-8B-Instruct"]
+    _stop(prof, run.id)
 
 
 def test_model_not_in_catalog(slurm_profile):
@@ -441,29 +463,32 @@ def test_sweepdeck_attach_a_detached_run_then_stop(slurm_profile):
     assert out.finish(60) == 0, out.text
     job_id = _job_id(out)
     run_id = out.wait_for("Reattach with: sweepdeck alvis connect --attach ").rsplit(" ", 1)[1]
-    assert prof.jobs() == [f"{job_id} RUNNING"] and port_free(prof.local_port)
+    # detached: the run's supervisor holds the job and the tunnel; it serves on with no client
+    assert prof.jobs() == [f"{job_id} RUNNING"] and _served_models(prof.local_port) == ["openai/gpt-oss-20b"]
     run_dir = prof.cluster.base / "home" / "runs" / run_id
     assert (run_dir / "vllm.out").exists()
+    with open(run_dir / "vllm.out", "a") as fh:
+        fh.write("marker line written while detached\n")
 
-    # attach: the saved events, then the live run again (tunnel, new lines)
+    # attach: the saved events (what was logged while no client followed too), then the live ones
     att = Output(prof.sweepdeck("attach", run_id))
     try:
         att.wait_for(f"[INFO] Run {run_id}: slurm,")
-        # the first Endpoint line is the replay of the saved events; the second is the tunnel re-opened now
-        att.wait_for_count(f"[INFO] Endpoint ready: http://localhost:{prof.local_port}", 2, 60)
-        assert _served_models(prof.local_port) == ["openai/gpt-oss-20b"]
+        att.wait_for(f"[INFO] Endpoint ready: http://localhost:{prof.local_port}", 60)
+        att.wait_for("[VLLM OUT] marker line written while detached", 20)
         with open(run_dir / "vllm.out", "a") as fh:
             fh.write("marker line written while attached\n")
         att.wait_for("[VLLM OUT] marker line written while attached", 20)
-        # Ctrl+C on attach detaches again: the job keeps running, the tunnel closes
+        # Ctrl+C on attach only leaves: the job keeps running, its supervisor keeps the tunnel
         att.proc.send_signal(signal.SIGINT)
         assert att.finish(40) == 0, att.text
     finally:
         if att.proc.poll() is None:
             att.proc.kill()
     assert att.text.count("[VLLM OUT] marker line written while attached") == 1
+    assert att.text.count("[VLLM OUT] marker line written while detached") == 1
     assert prof.jobs() == [f"{job_id} RUNNING"]
-    assert port_free(prof.local_port), "tunnel left open after detaching"
+    assert _served_models(prof.local_port) == ["openai/gpt-oss-20b"]
 
     # --stop: cancels the job and cleans up
     stop = Output(prof.sweepdeck("attach", run_id, "--stop"))
@@ -472,7 +497,7 @@ def test_sweepdeck_attach_a_detached_run_then_stop(slurm_profile):
     assert f"Stopped with --stop: Job {job_id} cancelled" in stop.text
     # the stop was asked for: reported as done, not as an error
     assert "[ERROR]" not in stop.text
-    assert f"[INFO] Stopped {run_id}: job {job_id} cancelled and cleaned up" in stop.text
+    assert f"[INFO] Stopped {run_id}: job {job_id} cancelled; its cleanup is done." in stop.text
     assert prof.jobs_left() == [], "job left in squeue after --stop"
     r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=prof.cluster.env, capture_output=True, text=True)
     assert r.stdout.strip() in ("", "CANCELLED", "COMPLETING") or "Invalid job id" in r.stderr

@@ -1,0 +1,133 @@
+"""Watching runs from outside: processes, ports, the run store, a headless client as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = Path(sys.executable).parent / "sweepdeck"
+CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "tui.cli"]
+
+
+def runs_dir() -> Path:
+    return Path(os.environ["SWEEPDECK_STATE_DIR"]) / "runs"
+
+
+def meta(run_id: str) -> dict:
+    try:
+        return json.loads((runs_dir() / run_id / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def session(run_id: str) -> dict[str, str]:
+    try:
+        text = (runs_dir() / run_id / "session").read_text()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or a zombie (PID 1 reaps them late here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+                out.append(int(entry))
+    return out
+
+
+def eventually(predicate: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def saved_lines(run_id: str) -> list[str]:
+    """The log lines in the run's events.jsonl (batches included)."""
+    from backends.events import LogLine
+    from backends.store import RunDir
+
+    return [e.text for e in RunDir(runs_dir() / run_id).events() if isinstance(e, LogLine)]
+
+
+class Client:
+    """A headless client (``sweepdeck ARGS``) as a real process whose output is read as it comes."""
+
+    def __init__(self, *args: str, env: dict | None = None, preexec=None) -> None:
+        self.proc = subprocess.Popen(CMD + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=ROOT, env=env, preexec_fn=preexec)
+        self.buf = b""
+
+    @property
+    def text(self) -> str:
+        return self.buf.decode(errors="replace")
+
+    def read(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if ready:
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            self.buf += chunk
+
+    def wait_for(self, text: str, seconds: float = 30) -> None:
+        end = time.monotonic() + seconds
+        while text.encode() not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or (self.proc.poll() is not None and not select.select([self.proc.stdout], [], [], 0)[0]):
+                raise AssertionError(f"{text!r} never appeared:\n{self.text[-3000:]}")
+            self.read(min(left, 0.5))
+
+    def finish(self, seconds: float = 30) -> int:
+        end = time.monotonic() + seconds
+        while self.proc.poll() is None and time.monotonic() < end:
+            self.read(0.2)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the client did not exit in {seconds} s:\n{self.text[-3000:]}")
+        while select.select([self.proc.stdout], [], [], 0)[0]:
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
