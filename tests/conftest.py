@@ -1,13 +1,16 @@
-"""Shared fixtures: every test gets private XDG dirs so no user file is touched."""
+"""Shared fixtures: every test gets private XDG dirs so no user file is touched, and no run outlives its test."""
 
 from __future__ import annotations
+
+import os
+import signal
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
 def private_dirs(tmp_path, monkeypatch):
-    """Point the run store and every XDG dir at the test's own temp dir."""
+    """Point the run store and every XDG dir at the test's own temp dir; stop what its runs left."""
     home = tmp_path / "home"
     for name, sub in (
         ("XDG_CONFIG_HOME", "config"),
@@ -18,6 +21,28 @@ def private_dirs(tmp_path, monkeypatch):
         path = home / sub
         path.mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(name, str(path))
-    monkeypatch.setenv("SWEEPDECK_STATE_DIR", str(home / "state" / "sweepdeck"))
+    state = home / "state" / "sweepdeck"
+    monkeypatch.setenv("SWEEPDECK_STATE_DIR", str(state))
     monkeypatch.setenv("NO_COLOR", "1")
-    return home
+    yield home
+    _stop_supervisors_under(str(tmp_path))
+
+
+def _stop_supervisors_under(root: str) -> None:
+    """A test that detached a run and did not stop it must not leave its supervisor running
+    (the supervisor's guard then ends the run's local processes too)."""
+    if not os.path.isdir("/proc"):
+        return
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"backends.supervisor" in argv and any(a.startswith(root.encode()) for a in argv):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass

@@ -10,9 +10,9 @@ queue).
 
 :class:`TerminalGuard` therefore works outside the event loop:
 
-* SIGHUP and SIGTERM get plain Python handlers (they run in the main thread
-  even while it is blocked on a lock); an inherited SIG_IGN for SIGHUP
-  (``nohup``) is kept;
+* SIGHUP, SIGTERM and SIGINT (Ctrl+C is a key in the app; a SIGINT comes from
+  ``kill``) get plain Python handlers (they run in the main thread even while
+  it is blocked on a lock); an inherited SIG_IGN for SIGHUP (``nohup``) is kept;
 * a watcher thread polls the terminal for POLLHUP/POLLERR (EOF or EIO on the
   terminal means the same as SIGHUP);
 * either asks the app to exit (thread-safe) and starts a timer that ends the
@@ -57,7 +57,7 @@ class TerminalGuard:
 
     def install(self) -> None:
         """Install the handlers (main thread only) and start the watcher."""
-        for sig in (signal.SIGHUP, signal.SIGTERM):
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             current = signal.getsignal(sig)
             if sig == signal.SIGHUP and current == signal.SIG_IGN:
                 continue  # nohup: the user asked for hangups to be ignored

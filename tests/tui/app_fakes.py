@@ -177,8 +177,17 @@ class FakeMonitor(Screen):
 
 
 def write_record(root: Path, run_id: str, *, state: str, started: float, finished: float | None = None,
-                 backend: str = "local", model: str = "Qwen/Qwen2.5-Math-1.5B", workload: str = "chatbot") -> Path:
-    """A saved run in the store layout (meta.json + spec.json), with fixed times."""
+                 backend: str = "local", model: str = "Qwen/Qwen2.5-Math-1.5B", workload: str = "chatbot",
+                 leftovers: list | None = None, message: str = "") -> Path:
+    """A saved run in the store layout (meta.json + spec.json), with fixed times.
+
+    A live run (``detached``, ``running``) gets this test process as its supervisor, so the
+    reconciliation that settles runs whose supervisor is gone leaves it as it is.
+    """
+    import os
+
+    from backends.procs import start_time
+    from backends.store import LIVE_STATES
     from config.catalog import load_catalogs
     from config.spec import build_spec
 
@@ -189,12 +198,18 @@ def write_record(root: Path, run_id: str, *, state: str, started: float, finishe
     meta = {"id": run_id, "backend": backend, "model": model, "workload": workload, "state": state, "started": started}
     if finished is not None:
         meta["finished"] = finished
+    if state in LIVE_STATES:
+        meta["supervisor"] = {"pid": os.getpid(), "start": start_time(os.getpid())}
+    if leftovers:
+        meta["leftovers"] = leftovers
+    if message:
+        meta["message"] = message
     (path / "meta.json").write_text(json.dumps(meta))
     return path
 
 
 def seed_store(root: Path) -> None:
-    """Four saved runs in every finished/detached state."""
+    """Five saved runs in every finished/detached state, one of them lost with its SLURM job left."""
     write_record(root, "nov23-qwen2-5-math-1-5b-chatbot", state="succeeded", started=FIXED_NOW - 3600, finished=FIXED_NOW - 3000)
     write_record(root, "nov22-llama-2-7b-hf-summarization", state="failed", started=FIXED_NOW - 86400,
                  finished=FIXED_NOW - 86000, model="meta-llama/Llama-2-7b-hf", workload="summarization")
@@ -202,6 +217,10 @@ def seed_store(root: Path) -> None:
                  finished=FIXED_NOW - 2 * 86400 + 95, model="mistralai/Mistral-7B-Instruct-v0.3", workload="codesweep")
     write_record(root, "nov23-qwen2-5-7b-instruct-train", state="detached", started=FIXED_NOW - 1200,
                  model="Qwen/Qwen2.5-7B-Instruct", workload="train")
+    write_record(root, "nov20-llama-3-8b-instruct-chatbot", state="lost", started=FIXED_NOW - 3 * 86400,
+                 finished=FIXED_NOW - 3 * 86400 + 420, backend="slurm", model="meta-llama/Meta-Llama-3-8B-Instruct",
+                 leftovers=[{"kind": "slurm_job", "id": "5382685", "host": "alvis2", "label": "scancel 5382685"}],
+                 message="Its supervisor ended unexpectedly while the run was running; 1 thing(s) it started may still exist.")
 
 
 def clock() -> float:

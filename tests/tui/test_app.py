@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -84,13 +85,14 @@ async def test_runs_list_shows_saved_runs_with_state_words():
         await pilot.pause()
         ids = row_ids(app)
         assert ids[0] == "nov23-qwen2-5-7b-instruct-train"  # newest first
-        assert len(ids) == 4
+        assert len(ids) == 5
         table = app.screen.query_one("#runs-table", DataTable)
         states = {rid: str(table.get_row(rid)[0]) for rid in ids}
         assert states["nov22-llama-2-7b-hf-summarization"] == "✗ failed"
         assert states["nov23-qwen2-5-math-1-5b-chatbot"] == "✓ succeeded"
         assert states["nov21-mistral-7b-codesweep"] == "⊘ cancelled"
         assert states["nov23-qwen2-5-7b-instruct-train"] == "⏸ detached"
+        assert states["nov20-llama-3-8b-instruct-chatbot"] == "⚠ lost"
         row = [str(c) for c in table.get_row("nov21-mistral-7b-codesweep")]
         assert row[2:] == ["Mistral-7B-Instruct-v0.3", "codesweep", "local", "Nov 21 10:00", "1m35s"] or row[-1] == "1m35s"
 
@@ -110,12 +112,56 @@ async def test_filter_runs():
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("slash")
-        await pilot.press(*"mistral")
+        await pilot.press(*"codesweep")
         await pilot.pause()
         assert row_ids(app) == ["nov21-mistral-7b-codesweep"]
         await pilot.press("escape")
         await pilot.pause()
-        assert len(row_ids(app)) == 4
+        assert len(row_ids(app)) == 5
+
+
+async def test_a_run_whose_supervisor_is_gone_is_listed_lost_never_running():
+    from tests.tui.app_fakes import FIXED_NOW, write_record
+
+    path = write_record(state_root(), "nov23-orphan", state="running", started=FIXED_NOW - 60)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["supervisor"] = {"pid": 2 ** 22 + 7, "start": "1"}  # a process that does not exist
+    (path / "meta.json").write_text(json.dumps(meta))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#runs-table", DataTable)
+        assert str(table.get_row("nov23-orphan")[0]) == "⚠ lost"
+    assert json.loads((path / "meta.json").read_text())["state"] == "lost"
+
+
+async def test_clean_key_asks_then_removes_what_a_lost_run_left(monkeypatch):
+    import backends.supervisor.reconcile as reconcile
+
+    seed_store(state_root())
+    cleaned = []
+
+    async def fake_clean(record):  # the SLURM job is on a cluster this test does not have
+        cleaned.append(record.id)
+        return ["cancelled SLURM job 5382685 on alvis2"]
+
+    monkeypatch.setattr(reconcile, "clean", fake_clean)
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        select(app, "nov20-llama-3-8b-instruct-chatbot")
+        await pilot.pause()
+        detail = text_of(app.screen.query_one("#runs-detail", Static))
+        assert "may still run: SLURM job 5382685 on alvis2" in detail and "c: clean up" in detail
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        for _ in range(50):
+            if cleaned:
+                break
+            await pilot.pause(0.05)
+    assert cleaned == ["nov20-llama-3-8b-instruct-chatbot"]
 
 
 async def test_delete_finished_run_after_confirmation():
