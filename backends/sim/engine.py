@@ -116,6 +116,7 @@ class Engine:
         self.waiting: collections.deque[asyncio.Future] = collections.deque()
         self.kv_used = 0
         self.finished = 0
+        self.active = 0  # requests inside generate() (waiting or running): the busy window
         self.dead = False
         self.stopping = False  # server shutting down: in-flight requests end early
         self.on_dead = on_dead
@@ -157,6 +158,12 @@ class Engine:
                 return
         self.running -= 1
 
+    def _left(self) -> None:
+        """A request left generate(): the end of the busy window when it was the last one."""
+        self.active -= 1
+        if not self.active:
+            self.metrics.idle_since = time.time()
+
     def die(self) -> None:
         """Kill the engine: waiting and running requests fail, new ones are refused."""
         if self.dead:
@@ -182,7 +189,14 @@ class Engine:
         opts = self.opts
         metrics = self.metrics
         arrival = time.monotonic()
-        await self._admit()
+        if not self.active:
+            metrics.busy_since = time.time()
+        self.active += 1
+        try:
+            await self._admit()
+        except BaseException:
+            self._left()
+            raise
         loop = asyncio.get_running_loop()
         scale = self.scale
         n_out = req.output_tokens(opts.eos_after)
@@ -229,6 +243,7 @@ class Engine:
             metrics.success["length" if n_out == req.max_tokens else "stop"] += 1
             ok = True
         finally:
+            self._left()
             self.kv_used -= kv + produced
             if not self.dead:
                 self._release()
