@@ -21,6 +21,14 @@ from config.errors import SweepdeckError
 MODEL = "test-model"
 
 
+def index_of(prompt: str) -> int:
+    """The request index a prompt spells (schedule.make_prompt: base-64 digits after the shared prefix)."""
+    from backends.loadgen.schedule import _VOCAB, PREFIX_WORD
+
+    words = [w for w in prompt.split() if w != PREFIX_WORD][:8]
+    return sum(_VOCAB.index(w) << (6 * i) for i, w in enumerate(words) if w in _VOCAB)
+
+
 def profile(**kw):
     values = {"prompt_tokens": 20, "output_tokens": 4, "max_requests": 8, "rate_type": "concurrent", "max_concurrency": 4}
     values.update(kw)
@@ -141,26 +149,29 @@ async def test_measures_and_writes_complete_results(serve, tmp_path):
     assert data["started"] and data["duration_s"] > 0
     assert summary["count"] == summary["completed"] == 10 and summary["failed"] == 0 and summary["errors"] == {}
     rows = data["requests"]
-    assert sorted(r["index"] for r in rows) == list(range(10))
+    assert [r["index"] for r in rows] == list(range(10)) and data["format"] == 2
     by_index = {r["index"]: r for r in rows}
     for n, body in enumerate(srv.bodies):
         assert body["stream"] is True and body["ignore_eos"] is True
         assert body["stream_options"] == {"include_usage": True} and body["model"] == MODEL
         assert "sim_prompt_tokens" not in body
-    # the server sees requests in index order; lengths and prompt text agree with the rows
-    for n, body in enumerate(srv.bodies):
-        row = by_index[n]
+    # lengths and prompt text agree with the rows (two workers: the server sees them in any order)
+    assert summary["workers"] == 2 and {r["worker"] for r in rows} == {0, 1}
+    assert sorted(index_of(b["prompt"]) for b in srv.bodies) == list(range(10))
+    for body in srv.bodies:
+        row = by_index[index_of(body["prompt"])]
         assert len(body["prompt"].split()) == row["prompt_tokens"]
         assert body["max_tokens"] == row["max_tokens"] == row["output_tokens"] == row["chunks"]
         assert body["prompt"].startswith("shared shared shared shared ")
         assert row["status"] == "ok" and row["error"] is None and row["http_status"] == 200
         assert row["ttft_ms"] >= 30 and row["latency_ms"] >= row["ttft_ms"]
+        assert 0 <= row["start_s"] < row["end_s"] <= data["duration_s"]
         if row["output_tokens"] > 1:
-            assert 8 <= row["itl_ms"] <= 60
+            assert 8 <= row["itl_ms"] <= 60 and row["tpot_ms"] == pytest.approx(row["itl_ms"])
     assert len({r["max_tokens"] for r in rows}) > 1  # stdev really applied
     assert summary["total_output_tokens"] == sum(r["output_tokens"] for r in rows)
     assert summary["total_prompt_tokens"] == sum(r["prompt_tokens"] for r in rows)
-    for key in ("ttft_ms", "itl_ms", "latency_ms"):
+    for key in ("ttft_ms", "itl_ms", "tpot_ms", "latency_ms"):
         assert set(summary[key]) == {"mean", "median", "p90", "p99", "min", "max"}
         assert summary[key]["min"] <= summary[key]["median"] <= summary[key]["p90"] <= summary[key]["max"]
     assert summary["requests_per_s"] > 0 and summary["output_tokens_per_s"] > summary["requests_per_s"]
@@ -260,7 +271,8 @@ async def test_stop_cancels_in_flight_and_counts_them(serve, tmp_path):
     assert (s["completed"], s["cancelled"], s["failed"], s["count"], s["not_sent"]) == (2, 3, 0, 5, 5)
     assert s["stop_reason"] == "stopped"
     rows = json.loads(out.read_text())["requests"]
-    assert [r["status"] for r in sorted(rows, key=lambda r: r["index"])] == ["ok", "ok"] + ["cancelled"] * 3
+    assert sorted(r["status"] for r in rows) == ["cancelled"] * 3 + ["ok", "ok"]
+    assert all(r["error"] == "cancelled: the run stopped" and r["ttft_ms"] is None for r in rows if r["status"] == "cancelled")
     assert seen[-2].failed == 3 and seen[-2].pending == 5 and seen[-1].in_flight == 0
     runner.stop()  # idempotent
 
@@ -320,8 +332,8 @@ async def test_closing_events_early_stops_the_run(serve):
     srv = await serve(FakeServer(behaviour=lambda n, body: "hang"))
     runner = WorkloadRunner(srv.url, MODEL, profile(max_requests=50), metrics_interval=0.02)
     gen = runner.events()
-    first = await gen.__anext__()
-    assert isinstance(first, Progress)
+    while not (isinstance(ev := await gen.__anext__(), Progress) and ev.running == 4):
+        pass
     await gen.aclose()
     assert runner.summary["cancelled"] == 4 and runner.summary["completed"] == 0
     with pytest.raises(RuntimeError):
@@ -345,29 +357,28 @@ async def test_bad_arguments_are_clear_errors(serve, tmp_path):
     assert runner.summary["completed"] == 2  # measured even though the file could not be written
 
 
-async def test_pools_together_hold_exactly_the_concurrency(serve):
-    runner = WorkloadRunner("http://127.0.0.1:1", MODEL, profile(max_concurrency=20, max_requests=100))
-    shards = runner._make_shards()
-    try:
-        sizes = [s.client._transport._pool._max_connections for s in shards]
-        assert sizes == [7, 7, 6]
-    finally:
-        for s in shards:
-            await s.client.aclose()
-    # and all 20 are really in flight at once (no request waits for a connection)
+async def test_every_request_in_flight_reaches_the_server_at_once(serve):
+    # one connection per request in flight, opened before the clock starts: none waits for a connection
     srv = await serve(FakeServer(ttft=0.15))
     s = await run_workload(srv.url, MODEL, profile(max_concurrency=20, max_requests=40))
-    assert srv.max_in_flight == 20 and s["completed"] == 40
-    assert s["ttft_ms"]["max"] < 280  # a request queued behind a full pool would wait >= 150 ms more
+    assert srv.max_in_flight == 20 and s["completed"] == 40 and s["workers"] == 2
+    assert s["ttft_ms"]["max"] < 280  # a request queued behind a busy connection would wait >= 150 ms more
 
 
-async def test_a_given_client_is_used_and_left_open(serve):
-    import httpx
-
+async def test_one_worker_runs_in_the_callers_loop_and_workers_are_checked(serve):
     srv = await serve(FakeServer())
-    async with httpx.AsyncClient() as client:
-        s = await run_workload(srv.url, MODEL, profile(max_requests=3), client=client)
-        assert s["completed"] == 3 and not client.is_closed
+    runner = WorkloadRunner(srv.url, MODEL, profile(max_requests=6), workers=1)
+    async for _ in runner.events():
+        pass
+    assert runner.summary["completed"] == 6 and runner.summary["workers"] == 1
+    assert {r.worker for r in runner.rows} == {0}
+    # never more workers than requests in flight (closed loop) or requests (open loop)
+    assert WorkloadRunner(srv.url, MODEL, profile(max_concurrency=3), workers=8).workers == 3
+    assert WorkloadRunner(srv.url, MODEL, profile(rate_type="synchronous")).workers == 1
+    assert WorkloadRunner(srv.url, MODEL, profile(rate_type="constant", rate=5, max_requests=2), workers=8).workers == 2
+    for bad in (0, -1, 1.5):
+        with pytest.raises(SweepdeckError, match="workers must be"):
+            WorkloadRunner(srv.url, MODEL, profile(), workers=bad)
 
 
 async def test_stop_from_another_thread(serve):
