@@ -112,7 +112,8 @@ def merge_live(target: LiveStat, values: Iterable[float]) -> None:
 
 LAG_RESOLUTION_MS = 0.1
 LAG_MAX_MS = 1000.0
-_LAG_BUCKETS = int(LAG_MAX_MS / LAG_RESOLUTION_MS) + 1
+_PER_MS = round(1 / LAG_RESOLUTION_MS)
+_LAG_BUCKETS = int(LAG_MAX_MS * _PER_MS) + 1
 
 
 class LagHistogram:
@@ -133,7 +134,7 @@ class LagHistogram:
     def add(self, lag_ms: float) -> None:
         if lag_ms < 0:
             lag_ms = 0.0
-        i = int(lag_ms / LAG_RESOLUTION_MS)
+        i = int(lag_ms * _PER_MS)
         self.counts[i if i < _LAG_BUCKETS else _LAG_BUCKETS - 1] += 1
         self.count += 1
         if lag_ms > self.max_ms:
@@ -155,7 +156,7 @@ class LagHistogram:
         for i, n in enumerate(self.counts):
             seen += n
             if seen >= rank:
-                return min((i + 1) * LAG_RESOLUTION_MS, self.max_ms)
+                return self.max_ms if i == _LAG_BUCKETS - 1 else min((i + 1) / _PER_MS, self.max_ms)
         return self.max_ms
 
     def to_sparse(self) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from backends.events import Metrics, Progress
+from backends.events import Metrics, Notice, Progress
 from backends.loadgen import WorkloadRunner, run_workload
 from backends.loadgen.schedule import arrival_offsets, resolve_mode
+from backends.loadgen.stats import describe, percentile
 from config.catalog import make_workload
 from config.errors import SweepdeckError
 
@@ -40,13 +41,25 @@ class FakeServer:
 
     Behaviours: ``ok``, ``500``, ``404`` (vLLM's model-not-found body), ``break``
     (drops the connection mid-stream), ``stream-error`` (an error event inside the
-    stream), ``hang`` (never answers), ``no-done`` (ends cleanly without [DONE]).
+    stream), ``hang`` (never answers), ``no-done`` (ends cleanly without [DONE]),
+    ``slow-500`` (HTTP 500 after 0.3 s).
+
+    ``ttft_by_index(i)`` adds to the TTFT of request index ``i``; ``tokens_per_chunk``
+    puts several tokens in one chunk; chat's first ``reasoning`` chunks carry
+    ``delta[reasoning_key]`` and are followed by a pause of ``reasoning_gap`` seconds;
+    ``usage_tokens(max_tokens)`` overrides the usage count.
     """
 
     def __init__(self, behaviour: Callable[[int, dict], str] | None = None, ttft: float = 0.0,
-                 ttft_per_word: float = 0.0, itl: float = 0.0, usage: bool = True) -> None:
+                 ttft_per_word: float = 0.0, itl: float = 0.0, usage: bool = True,
+                 ttft_by_index: Callable[[int], float] | None = None, tokens_per_chunk: int = 1,
+                 reasoning: int = 0, reasoning_key: str = "reasoning_content", reasoning_gap: float = 0.0,
+                 usage_tokens: Callable[[int], int] | None = None) -> None:
         self.behaviour = behaviour or (lambda n, body: "ok")
         self.ttft, self.ttft_per_word, self.itl, self.usage = ttft, ttft_per_word, itl, usage
+        self.ttft_by_index, self.tokens_per_chunk = ttft_by_index, tokens_per_chunk
+        self.reasoning, self.reasoning_key, self.reasoning_gap = reasoning, reasoning_key, reasoning_gap
+        self.usage_tokens = usage_tokens
         self.arrivals: list[float] = []
         self.bodies: list[dict] = []
         self.paths: list[str] = []
@@ -78,21 +91,31 @@ class FakeServer:
             )
         if action == "hang":
             await asyncio.sleep(60)
+        if action == "slow-500":
+            await asyncio.sleep(0.3)
+            return web.json_response({"error": {"message": "slow boom", "code": 500}}, status=500)
         chat = request.path.endswith("/chat/completions")
         prompt = body["messages"][0]["content"] if chat else body["prompt"]
         words = len(prompt.split())
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
-        await asyncio.sleep(self.ttft + self.ttft_per_word * words)
+        extra = self.ttft_by_index(index_of(prompt)) if self.ttft_by_index else 0.0
+        await asyncio.sleep(self.ttft + self.ttft_per_word * words + extra)
         if chat:
             await resp.write(b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
-        for i in range(body["max_tokens"]):
+        per = self.tokens_per_chunk
+        for i in range(-(-body["max_tokens"] // per)):
             if i and self.itl:
                 await asyncio.sleep(self.itl)
-            if chat:
-                chunk = {"choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]}
+            text = "".join(f" w{i * per + k}" for k in range(min(per, body["max_tokens"] - i * per)))
+            if chat and i < self.reasoning:
+                chunk = {"choices": [{"index": 0, "delta": {self.reasoning_key: text, "content": None}, "finish_reason": None}]}
+            elif chat:
+                if i and i == self.reasoning:
+                    await asyncio.sleep(self.reasoning_gap)
+                chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
             else:
-                chunk = {"choices": [{"index": 0, "text": f" w{i}", "finish_reason": None}]}
+                chunk = {"choices": [{"index": 0, "text": text, "finish_reason": None}]}
             # Python's default separators (with spaces), unlike the simulator's compact JSON.
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if action == "break" and i == 1:
@@ -106,7 +129,8 @@ class FakeServer:
         if action == "stream-error":
             await resp.write(b'data: {"error": {"message": "engine dead", "code": 500}}\n\n')
         if self.usage and body.get("stream_options", {}).get("include_usage"):
-            usage = {"prompt_tokens": words, "completion_tokens": body["max_tokens"], "total_tokens": words + body["max_tokens"]}
+            out = self.usage_tokens(body["max_tokens"]) if self.usage_tokens else body["max_tokens"]
+            usage = {"prompt_tokens": words, "completion_tokens": out, "total_tokens": words + out}
             await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
         if action != "no-done":
             await resp.write(b"data: [DONE]\n\n")
@@ -386,13 +410,21 @@ async def test_stop_from_another_thread(serve):
 
     srv = await serve(FakeServer(behaviour=lambda n, body: "hang"))
     runner = WorkloadRunner(srv.url, MODEL, profile(max_requests=20, max_concurrency=2), metrics_interval=0.05)
-    timer = threading.Timer(0.2, runner.stop)
+    both_running = threading.Event()
+
+    def stopper() -> None:
+        both_running.wait(30)
+        runner.stop()
+
+    timer = threading.Thread(target=stopper)
     timer.start()
-    t = time.perf_counter()
-    async for _ in runner.events():
-        pass
+    stopped_at = None
+    async for ev in runner.events():
+        if isinstance(ev, Progress) and ev.running == 2 and not both_running.is_set():
+            both_running.set()
+            stopped_at = time.perf_counter()
     timer.join()
-    assert time.perf_counter() - t < 3
+    assert stopped_at is not None and time.perf_counter() - stopped_at < 3
     assert runner.summary["cancelled"] == 2 and runner.summary["stop_reason"] == "stopped"
 
 
@@ -408,3 +440,108 @@ def test_every_catalog_preset_is_runnable():
         assert runner.mode == mode and runner.max_requests == preset.profile.max_requests
         if preset.profile.rate_type == "sweep":  # documented: one run of a sweep is a constant rate
             assert mode.open_loop and not mode.poisson and mode.rate == preset.profile.rate, name
+
+
+async def test_merged_statistics_are_those_of_all_samples_not_an_average_of_workers(serve):
+    # 3 slots on 2 workers: worker 0 sends requests 0-19 (2 slots), worker 1 sends 20-29 (1 slot).
+    # Requests 0-19 take 20 ms to the first token, 20-29 take 200 ms: the merged median is ~20 ms,
+    # an average of the workers' medians would be ~110 ms.
+    srv = await serve(FakeServer(ttft=0.02, ttft_by_index=lambda i: 0.18 if i >= 20 else 0.0))
+    runner = WorkloadRunner(srv.url, MODEL, profile(max_concurrency=3, max_requests=30), workers=2, metrics_interval=0.05)
+    events = [e async for e in runner.events()]
+    s = runner.summary
+    fast = [r.ttft_ms for r in runner.rows if r.index < 20]
+    slow = [r.ttft_ms for r in runner.rows if r.index >= 20]
+    assert {r.worker for r in runner.rows if r.index < 20} == {0} and {r.worker for r in runner.rows if r.index >= 20} == {1}
+    assert len(fast) == 20 and len(slow) == 10 and max(fast) < 150 <= min(slow)
+    exact = describe(fast + slow)
+    for key in ("mean", "median", "p90", "p99", "min", "max"):
+        assert s["ttft_ms"][key] == pytest.approx(exact[key])
+    assert s["ttft_ms"]["median"] < 150 and s["ttft_ms"]["p90"] > 150
+    # live: one reservoir fed by both workers' raw samples (below its size: exact too)
+    final = events[-1]
+    assert isinstance(final, Metrics) and final.completed == 30
+    assert final.ttft_ms_mean == pytest.approx(exact["mean"]) and final.ttft_ms_p50 == pytest.approx(exact["median"])
+    assert final.ttft_ms_p90 == pytest.approx(percentile(sorted(fast + slow), 90))
+
+
+async def test_a_lagging_event_loop_is_reported_as_client_limited(serve, tmp_path):
+    srv = await serve(FakeServer(ttft=0.01, itl=0.01))
+    stop = asyncio.Event()
+
+    async def hog() -> None:  # blocks the loop the (single, in-process) worker shares: 15 ms of every 20
+        while not stop.is_set():
+            time.sleep(0.015)
+            await asyncio.sleep(0.005)
+
+    out = tmp_path / "r.json"
+    runner = WorkloadRunner(srv.url, MODEL, profile(rate_type="constant", rate=20, max_requests=30, max_concurrency=None,
+                                                    output_tokens=5), workers=1, metrics_interval=0.3, results_path=out)
+    task = asyncio.create_task(hog())
+    try:
+        events = [e async for e in runner.events()]
+    finally:
+        stop.set()
+        await task
+    s = runner.summary
+    assert s["client_limited"] is True and s["client"]["limited"] is True
+    assert s["client"]["loop_lag_ms"]["p99"] > 5
+    assert any("event-loop lag p99" in r for r in s["client"]["reasons"])
+    notice = events[-1]
+    assert isinstance(notice, Notice) and notice.level == "warning"
+    assert notice.message.startswith("The load generator limited this measurement") and "ms (limit 5 ms)" in notice.message
+    metrics = [e for e in events if isinstance(e, Metrics)]
+    assert metrics[-1].client_limited and metrics[-1].client_loop_lag_ms_p99 > 5
+    assert json.loads(out.read_text())["summary"]["client"]["limited"] is True
+
+
+async def test_tpot_uses_the_servers_token_count_when_chunks_hold_several_tokens(serve):
+    srv = await serve(FakeServer(ttft=0.01, itl=0.02, tokens_per_chunk=2))
+    runner = WorkloadRunner(srv.url, MODEL, profile(max_requests=4, output_tokens=9), workers=1)
+    async for _ in runner.events():
+        pass
+    for row in runner.rows:
+        assert row.chunks == 5 and row.output_tokens == 9
+        # ITL: per chunk (4 gaps of ~20 ms); TPOT: per token after the first (same span over 8 tokens)
+        assert row.itl_ms >= 19 and row.tpot_ms == pytest.approx(row.itl_ms * 4 / 8)
+    s = runner.summary
+    assert s["tpot_ms"]["mean"] == pytest.approx(statistics.fmean(r.tpot_ms for r in runner.rows))
+    assert s["tpot_ms"]["mean"] < s["itl_ms"]["mean"] * 0.6
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+async def test_first_token_is_the_first_reasoning_chunk(serve, key):
+    # reasoning streams first, then a long pause, then content: TTFT is when the reasoning began
+    srv = await serve(FakeServer(ttft=0.02, reasoning=3, reasoning_key=key, reasoning_gap=0.3))
+    s = await run_workload(srv.url, MODEL, profile(max_requests=2, output_tokens=6, max_concurrency=1), api="chat")
+    assert s["completed"] == 2 and s["total_output_tokens"] == 12
+    assert s["ttft_ms"]["max"] < 200  # the content came >= 320 ms after the request
+    assert s["latency_ms"]["min"] > 300
+    assert s["itl_ms"]["min"] > 300 / 5  # six chunks carried tokens, reasoning included
+
+
+async def test_failed_requests_never_enter_latency_or_throughput(serve):
+    kinds = ["ok", "slow-500"]
+    srv = await serve(FakeServer(ttft=0.01, behaviour=lambda n, body: kinds[index_of(body["prompt"]) % 2]))
+    s = await run_workload(srv.url, MODEL, profile(max_requests=10, max_concurrency=2, output_tokens=3), workers=1)
+    assert s["completed"] == 5 and s["failed"] == 5 and s["errors"] == {"HTTP 500: slow boom": 5}
+    for key in ("ttft_ms", "latency_ms"):
+        assert s[key]["max"] < 250, key  # failures took >= 300 ms
+    assert s["total_output_tokens"] == 15 and s["total_prompt_tokens"] == 5 * 20
+    assert s["requests_per_s"] == pytest.approx(5 / s["duration_s"])
+    assert s["output_tokens_per_s"] == pytest.approx(15 / s["duration_s"])
+
+
+async def test_impossible_samples_are_invalid_counted_and_left_out(serve, tmp_path):
+    # usage claims fewer tokens than the chunks that carried them: not a trustworthy sample
+    srv = await serve(FakeServer(usage_tokens=lambda n: 1))
+    out = tmp_path / "r.json"
+    runner = WorkloadRunner(srv.url, MODEL, profile(max_requests=3, output_tokens=4), results_path=out, metrics_interval=0)
+    events = [e async for e in runner.events()]
+    s = runner.summary
+    assert (s["count"], s["completed"], s["invalid"], s["failed"]) == (3, 0, 3, 0)
+    assert s["errors"] == {"usage says 1 output tokens but 4 chunks carried tokens": 3}
+    assert s["ttft_ms"]["mean"] is None and s["requests_per_s"] == 0 and s["total_output_tokens"] == 0
+    assert events[0].failed == 3 and events[0].completed == 0
+    rows = json.loads(out.read_text())["requests"]
+    assert {r["status"] for r in rows} == {"invalid"} and all(r["ttft_ms"] is None for r in rows)
