@@ -239,6 +239,7 @@ class Connection(asyncio.Protocol):
         self.used = False
         self._parser = httptools.HttpResponseParser(self)
         self._now = 0.0
+        self._pieces: list[bytes] = []
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -253,6 +254,8 @@ class Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._broken(f"bad HTTP response: {exc}")
+            return
+        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -267,10 +270,20 @@ class Connection(asyncio.Protocol):
         self.keep_alive = self._parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None:
-            self.sink.body(body, self._now)
+        # one read can hold many chunks of the chunked coding: they share its timestamp,
+        # so they go to the sink together (after the read, or when the response ends)
+        self._pieces.append(body)
+
+    def _flush(self) -> None:
+        pieces = self._pieces
+        if pieces:
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            if self.sink is not None:
+                self.sink.body(data, self._now)
 
     def on_message_complete(self) -> None:
+        self._flush()
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.complete(self._now)

@@ -113,37 +113,37 @@ def merge_live(target: LiveStat, values: Iterable[float]) -> None:
 LAG_RESOLUTION_MS = 0.1
 LAG_MAX_MS = 1000.0
 _PER_MS = round(1 / LAG_RESOLUTION_MS)
-_LAG_BUCKETS = int(LAG_MAX_MS * _PER_MS) + 1
+_LAST = int(LAG_MAX_MS * _PER_MS)  # index of the last bucket: everything from 1 s up
 
 
 class LagHistogram:
     """Event-loop lag samples in fixed 0.1 ms buckets up to 1 s (the last bucket holds the rest).
 
     Mergeable by adding counts, so the lag of several workers combines exactly;
-    a percentile is exact to the bucket width. Memory is constant however long
-    the run is.
+    a percentile is exact to the bucket width. Only buckets in use are stored,
+    so memory stays small however long the run is.
     """
 
-    __slots__ = ("counts", "count", "max_ms")
+    __slots__ = ("buckets", "count", "max_ms")
 
     def __init__(self) -> None:
-        self.counts = [0] * _LAG_BUCKETS
+        self.buckets: dict[int, int] = {}
         self.count = 0
         self.max_ms = 0.0
 
     def add(self, lag_ms: float) -> None:
         if lag_ms < 0:
             lag_ms = 0.0
-        i = int(lag_ms * _PER_MS)
-        self.counts[i if i < _LAG_BUCKETS else _LAG_BUCKETS - 1] += 1
+        i = min(int(lag_ms * _PER_MS), _LAST)
+        self.buckets[i] = self.buckets.get(i, 0) + 1
         self.count += 1
         if lag_ms > self.max_ms:
             self.max_ms = lag_ms
 
     def merge(self, other: LagHistogram) -> None:
-        for i, n in enumerate(other.counts):
-            if n:
-                self.counts[i] += n
+        buckets = self.buckets
+        for i, n in other.buckets.items():
+            buckets[i] = buckets.get(i, 0) + n
         self.count += other.count
         self.max_ms = max(self.max_ms, other.max_ms)
 
@@ -153,22 +153,21 @@ class LagHistogram:
             return None
         rank = max(1, math.ceil(self.count * q / 100.0))
         seen = 0
-        for i, n in enumerate(self.counts):
-            seen += n
+        for i in sorted(self.buckets):
+            seen += self.buckets[i]
             if seen >= rank:
-                return self.max_ms if i == _LAG_BUCKETS - 1 else min((i + 1) / _PER_MS, self.max_ms)
+                return self.max_ms if i == _LAST else min((i + 1) / _PER_MS, self.max_ms)
         return self.max_ms
 
     def to_sparse(self) -> dict[str, Any]:
-        """A compact picklable/JSON form (non-empty buckets only)."""
-        return {"buckets": {i: n for i, n in enumerate(self.counts) if n}, "max_ms": self.max_ms}
+        """A compact picklable/JSON form."""
+        return {"buckets": dict(self.buckets), "max_ms": self.max_ms}
 
     @classmethod
     def from_sparse(cls, data: dict[str, Any]) -> LagHistogram:
         h = cls()
-        for i, n in data["buckets"].items():
-            h.counts[int(i)] = n
-            h.count += n
+        h.buckets = {int(i): n for i, n in data["buckets"].items()}
+        h.count = sum(h.buckets.values())
         h.max_ms = data["max_ms"]
         return h
 

@@ -51,6 +51,9 @@ WORDS = (
     "wizards", "quietly", "benchmark", "large", "language", "models", "on", "shared", "GPUs",
 )
 TOKEN_TEXTS = tuple(" " + w for w in WORDS)
+BUSY_GAP = 0.1
+"""Seconds without a request that end the engine's busy window (shorter pauses, e.g. between
+the rounds of a closed-loop benchmark, do not)."""
 
 
 class EngineDeadError(Exception):
@@ -190,7 +193,9 @@ class Engine:
         metrics = self.metrics
         arrival = time.monotonic()
         if not self.active:
-            metrics.busy_since = time.time()
+            now_wall = time.time()
+            if now_wall - metrics.idle_since >= BUSY_GAP:  # a pause this short does not end a busy window
+                metrics.busy_since = now_wall
         self.active += 1
         try:
             await self._admit()

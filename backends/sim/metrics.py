@@ -13,8 +13,9 @@ checking a load generator against the server's view (tests/benchmarks/bench_load
   later, when the engine gets the request, so it leaves out the time a request
   waits in a busy HTTP front end; a client cannot see that difference.
 * ``sweepdeck_sim:busy_since_timestamp_seconds`` / ``..._idle_since_...`` — epoch
-  seconds at which the engine last went from no request to one, and from one to
-  none: a benchmark run between two idle periods is served in exactly that window.
+  seconds at which the engine last went from no request to one after a pause of
+  at least :data:`backends.sim.engine.BUSY_GAP` (0.1 s), and from one to none: a
+  benchmark run between two idle periods is served in exactly that window.
 """
 
 from __future__ import annotations
