@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between metrics lines (default 1)")
     p.add_argument("--catalog-dir", type=Path, help="directory with workload-presets.yaml (default: built-in)")
     p.add_argument("--workers", type=_workers, default=None,
-                   help="worker processes (default: the CPU count, at most one per request in flight; 1 = this process)")
+                   help="worker processes (default: the CPU count, at most one per request in flight; "
+                        "1 = this process)")
     p.add_argument("--json", action="store_true", help="print events and the summary as JSON lines")
     return p
 
@@ -87,6 +88,7 @@ def format_metrics(m, total: int) -> str:
     )
 
 
+_STAT_COLUMNS = ("mean", "median", "p90", "p99", "min", "max")
 _END = {"max_requests": "all requests sent", "max_seconds": "max_seconds reached", "stopped": "stopped early"}
 
 
@@ -98,11 +100,12 @@ def format_summary(s: dict) -> str:
         f"{s.get('workers', 1)} worker{'s' if s.get('workers', 1) != 1 else ''})",
         f"throughput: {s['requests_per_s']:.2f} req/s, {s['output_tokens_per_s']:.1f} output tok/s "
         f"({s['total_output_tokens']} output, {s['total_prompt_tokens']} prompt tokens)",
-        f"{'':12}{'mean':>10}{'median':>10}{'p90':>10}{'p99':>10}{'min':>10}{'max':>10}",
+        f"{'':12}" + "".join(f"{k:>10}" for k in _STAT_COLUMNS),
     ]
-    for key, label in (("ttft_ms", "TTFT ms"), ("itl_ms", "ITL ms"), ("tpot_ms", "TPOT ms"), ("latency_ms", "latency ms")):
+    rows = (("ttft_ms", "TTFT ms"), ("itl_ms", "ITL ms"), ("tpot_ms", "TPOT ms"), ("latency_ms", "latency ms"))
+    for key, label in rows:
         d = s.get(key) or {}
-        lines.append(f"{label:12}" + "".join(f"{_ms(d.get(k)):>10}" for k in ("mean", "median", "p90", "p99", "min", "max")))
+        lines.append(f"{label:12}" + "".join(f"{_ms(d.get(k)):>10}" for k in _STAT_COLUMNS))
     for msg, n in s["errors"].items():
         lines.append(f"[ERROR] {n} x {msg}")
     client = s.get("client") or {}
@@ -115,7 +118,7 @@ def format_summary(s: dict) -> str:
 
 
 async def amain(args) -> int:
-    from backends.events import Metrics, Notice, to_dict
+    from backends.events import Metrics, to_dict
     from backends.loadgen import WorkloadRunner
 
     profile = resolve_profile(args)
@@ -139,10 +142,8 @@ async def amain(args) -> int:
     async for event in runner.events():
         if args.json:
             print(json.dumps(to_dict(event)), flush=True)
-        elif isinstance(event, Metrics):
+        elif isinstance(event, Metrics):  # a final Notice (client-limited) is said by the summary, with figures
             print(format_metrics(event, runner.max_requests), flush=True)
-        elif isinstance(event, Notice):
-            pass  # the summary says it, with the figures
     summary = runner.summary or {}
     if args.json:
         print(json.dumps({"type": "Summary", **summary}), flush=True)

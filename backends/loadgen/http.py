@@ -100,7 +100,8 @@ class Target:
         try:
             self.port = parts.port or (443 if self.tls else 80)
         except ValueError:
-            raise SweepdeckError(f"Endpoint {url!r} has a bad port.", "Give the server root, e.g. http://127.0.0.1:8000.") from None
+            raise SweepdeckError(f"Endpoint {url!r} has a bad port.",
+                                 "Give the server root, e.g. http://127.0.0.1:8000.") from None
         self.path = (parts.path.rstrip("/") + path) or "/"
         host_header = parts.netloc.rpartition("@")[2]
         lines = [f"POST {self.path} HTTP/1.1", f"Host: {host_header}", "Content-Type: application/json",
@@ -109,7 +110,8 @@ class Target:
             if name.lower() in ("host", "content-length", "content-type", "transfer-encoding"):
                 continue
             if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) or re.search(r"[\r\n\0]", str(value)):
-                raise SweepdeckError(f"HTTP header {name!r} is not valid.", "Header names are tokens; values have no line breaks.")
+                raise SweepdeckError(f"HTTP header {name!r} is not valid.",
+                                     "Header names are tokens; values have no line breaks.")
             lines.append(f"{name}: {value}")
         self._head = "\r\n".join(lines).encode("latin-1") + b"\r\nContent-Length: "
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
@@ -175,18 +177,19 @@ class StreamSink:
             self._buf = data[cut:]
             data = data[:cut]
         for line in data.split(b"\n"):
-            if line[:5] != b"data:":
-                continue  # blank separators, comments, event:/id: fields
-            payload = line[5:].strip()
-            if self.chunks and b'"usage"' not in payload and b'"error"' not in payload:
-                # hot path: a chunk after the first token, no JSON parse
-                if _HAS_TEXT.search(payload) is not None:
-                    self.chunks += 1
-                    self.last = now
-                elif payload == b"[DONE]":
-                    self.done = True
-                continue
-            self._parse(payload, now)
+            if line[:5] == b"data:":  # else: blank separators, comments, event:/id: fields
+                self._line(line[5:].strip(), now)
+
+    def _line(self, payload: bytes, now: float) -> None:
+        if self.chunks and b'"usage"' not in payload and b'"error"' not in payload:
+            # hot path: a chunk after the first token, no JSON parse
+            if _HAS_TEXT.search(payload) is not None:
+                self.chunks += 1
+                self.last = now
+            elif payload == b"[DONE]":
+                self.done = True
+            return
+        self._parse(payload, now)
 
     def _parse(self, payload: bytes, now: float) -> None:
         if payload == b"[DONE]":

@@ -357,7 +357,8 @@ class WorkloadRunner:
         if self.max_requests < 1:
             raise SweepdeckError(f"workload {profile.app}: max_requests must be at least 1.")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise SweepdeckError(f"workers must be a whole number of at least 1, got {workers!r}.", "Example: --workers 2")
+            raise SweepdeckError(f"workers must be a whole number of at least 1, got {workers!r}.",
+                                 "Example: --workers 2")
         limits = [s for s in (max_seconds, getattr(profile, "max_seconds", None)) if s]
         self.max_seconds: float | None = min(limits) if limits else None
         self.results_path = Path(results_path) if results_path else None
@@ -517,8 +518,8 @@ class WorkloadRunner:
     def _plans(self) -> list[Plan]:
         n = self.workers
         mode = self.mode
-        common = dict(workers=n, base_url=self.base_url, api=self.api, model=self.model, profile=self.profile, mode=mode,
-                      max_requests=self.max_requests, headers=self.headers, timeout=self.timeout,
+        common = dict(workers=n, base_url=self.base_url, api=self.api, model=self.model, profile=self.profile,
+                      mode=mode, max_requests=self.max_requests, headers=self.headers, timeout=self.timeout,
                       max_seconds=self.max_seconds, prompt_token_hint=self.prompt_token_hint,
                       tick=self.metrics_interval if self.metrics_interval and self.metrics_interval > 0 else 1.0)
         caps = split(mode.concurrency, n) if mode.concurrency else [None] * n
@@ -632,7 +633,7 @@ class WorkloadRunner:
             "model": self.model,
             "base_url": self.base_url,
             "api": self.api,
-            "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat() if started else None,
+            "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat() if started else None,
             "duration_s": self.summary["duration_s"] if self.summary else None,
             "requests": [r.to_dict() for r in self.rows],
             "summary": self.summary,
@@ -667,10 +668,8 @@ class WorkloadRunner:
             tmp.write_text(self._render_results())
             os.replace(tmp, path)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):  # the directory itself is unusable; nothing was written
                 tmp.unlink(missing_ok=True)
-            except OSError:
-                pass  # the directory itself is unusable; nothing was written
             raise SweepdeckError(
                 f"Could not write the workload results to {path}: {exc.strerror or exc}.",
                 "Check that the directory is writable and the disk is not full.",

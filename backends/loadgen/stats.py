@@ -199,7 +199,8 @@ def client_verdict(lag: LagHistogram, cpu_pct: Sequence[float | None]) -> dict[s
     cpu_max = max(known) if known else None
     reasons = []
     if p99 is not None and p99 > LAG_LIMIT_MS and lag.count >= LAG_MIN_SAMPLES:
-        reasons.append(f"event-loop lag p99 {p99:.1f} ms (limit {LAG_LIMIT_MS:g} ms): timestamps may be late by about that much")
+        reasons.append(f"event-loop lag p99 {p99:.1f} ms (limit {LAG_LIMIT_MS:g} ms): "
+                       "timestamps may be late by about that much")
     if cpu_max is not None and cpu_max > CPU_LIMIT_PCT:
         worst = known.index(cpu_max)
         reasons.append(f"worker {worst} used {cpu_max:.0f}% of a core (limit {CPU_LIMIT_PCT:g}%)")

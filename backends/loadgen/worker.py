@@ -76,7 +76,7 @@ class RequestRow:
     worker: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(zip(ROW_FIELDS, row_tuple(self)))
+        return dict(zip(ROW_FIELDS, row_tuple(self), strict=True))
 
 
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRow))
@@ -190,7 +190,8 @@ class LoadWorker:
         watcher = asyncio.create_task(self._watch_lag())
         deadline = None
         if self.plan.max_seconds:
-            deadline = loop.call_at(loop.time() + max(t0 + self.plan.max_seconds - _perf(), 0), self.stop, "max_seconds")
+            left = max(t0 + self.plan.max_seconds - _perf(), 0)
+            deadline = loop.call_at(loop.time() + left, self.stop, "max_seconds")
         try:
             if not self._stopping:
                 body = self._open_loop() if self.plan.mode.open_loop else self._closed_loop()
@@ -247,7 +248,8 @@ class LoadWorker:
     async def _closed_loop(self) -> None:
         plan = self.plan
         first = plan.first_index
-        pairs = zip(range(first, first + plan.count), itertools.islice(lengths(plan.profile), first, first + plan.count))
+        last = first + plan.count
+        pairs = zip(range(first, last), itertools.islice(lengths(plan.profile), first, last), strict=True)
 
         async def slot() -> None:
             for index, (prompt, out) in pairs:  # one iterator: the next free slot takes the next request
@@ -264,7 +266,7 @@ class LoadWorker:
         cap = asyncio.Semaphore(plan.concurrency) if plan.concurrency else None
         pairs = lengths(plan.profile)
         offsets = arrival_offsets(plan.mode, int(plan.profile.random_seed or 0))
-        for j, offset, (prompt, out) in zip(range(plan.max_requests), offsets, pairs):
+        for j, offset, (prompt, out) in zip(range(plan.max_requests), offsets, pairs, strict=False):  # endless two
             if j % plan.workers != plan.worker:
                 continue
             if self._stopping:
@@ -317,7 +319,7 @@ class LoadWorker:
                 return conn
         try:
             return await self.target.connect()
-        except (OSError, asyncio.TimeoutError) as exc:
+        except OSError as exc:
             raise RequestFailed(describe_exc(exc)) from None
 
     async def _exchange(self, request: bytes) -> StreamSink:
