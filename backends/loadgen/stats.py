@@ -199,15 +199,17 @@ def client_verdict(lag: LagHistogram, cpu_pct: Sequence[float | None]) -> dict[s
     cpu_max = max(known) if known else None
     reasons = []
     if p99 is not None and p99 > LAG_LIMIT_MS and lag.count >= LAG_MIN_SAMPLES:
+        why = ("; the workers were mostly idle, so other processes kept them from a CPU"
+               if cpu_max is not None and cpu_max < CPU_LIMIT_PCT / 2 else "")
         reasons.append(f"event-loop lag p99 {p99:.1f} ms (limit {LAG_LIMIT_MS:g} ms): "
-                       "timestamps may be late by about that much")
+                       f"timestamps may be late by about that much{why}")
     if cpu_max is not None and cpu_max > CPU_LIMIT_PCT:
         worst = known.index(cpu_max)
         reasons.append(f"worker {worst} used {cpu_max:.0f}% of a core (limit {CPU_LIMIT_PCT:g}%)")
     message = ""
     if reasons:
         message = ("The load generator limited this measurement: " + "; ".join(reasons)
-                   + ". Use more --workers, fewer requests in flight, or run the client on another machine.")
+                   + ". Use more --workers, fewer requests in flight, or run the client on a less busy machine.")
     return {
         "limited": bool(reasons),
         "reasons": reasons,

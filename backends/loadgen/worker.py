@@ -505,15 +505,20 @@ def main() -> int:
         factory = uvloop.new_event_loop
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(_serve(out))
+            code = runner.run(_serve(out))
     except KeyboardInterrupt:
-        return 130
+        code = 130
     except Exception as exc:  # noqa: BLE001 - reported to the parent as this worker's failure
         import traceback
 
         traceback.print_exc()
         with contextlib.suppress(OSError):
             out.write(encode_frame(("error", f"{type(exc).__name__}: {exc}")))
-            out.flush()
-        return 1
+        code = 1
+    with contextlib.suppress(OSError):
+        out.flush()
+    sys.stderr.flush()
+    # Everything is sent and every connection closed: skip the interpreter's teardown
+    # (~40 ms), which would only delay the parent's end of the run.
+    os._exit(code)
 
