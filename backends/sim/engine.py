@@ -161,6 +161,14 @@ class Engine:
                 return
         self.running -= 1
 
+    def _entered(self) -> None:
+        """A request entered generate(): the start of a busy window when the engine was idle long enough."""
+        if not self.active:
+            now = time.time()
+            if now - self.metrics.idle_since >= BUSY_GAP:  # a pause this short does not end a busy window
+                self.metrics.busy_since = now
+        self.active += 1
+
     def _left(self) -> None:
         """A request left generate(): the end of the busy window when it was the last one."""
         self.active -= 1
@@ -192,11 +200,7 @@ class Engine:
         opts = self.opts
         metrics = self.metrics
         arrival = time.monotonic()
-        if not self.active:
-            now_wall = time.time()
-            if now_wall - metrics.idle_since >= BUSY_GAP:  # a pause this short does not end a busy window
-                metrics.busy_since = now_wall
-        self.active += 1
+        self._entered()
         try:
             await self._admit()
         except BaseException:

@@ -127,6 +127,8 @@ class Metrics:
         histogram("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", self.queue)
         histogram("sweepdeck_sim:http_time_to_first_token_seconds",
                   "Request bytes read by the HTTP server to the first token's chunk written.", self.http_ttft)
-        gauge("sweepdeck_sim:busy_since_timestamp_seconds", "When the engine last went from idle to busy.", self.busy_since)
-        gauge("sweepdeck_sim:idle_since_timestamp_seconds", "When the engine last went from busy to idle.", self.idle_since)
+        gauge("sweepdeck_sim:busy_since_timestamp_seconds", "When the engine last went from idle to busy.",
+              self.busy_since)
+        gauge("sweepdeck_sim:idle_since_timestamp_seconds", "When the engine last went from busy to idle.",
+              self.idle_since)
         return "\n".join(out) + "\n"

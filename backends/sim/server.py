@@ -442,7 +442,8 @@ class SimApp:
                     fin = f'"{reason}"' if last else "null"
                     if chat:
                         key = think_key if count <= thinking else '"content":'
-                        chunk = f'{head}{key}{text}}},"logprobs":null,"finish_reason":{fin},"stop_reason":null}}]}}\n\n'
+                        chunk = (f'{head}{key}{text}}},"logprobs":null,"finish_reason":{fin},'
+                                 f'"stop_reason":null}}]}}\n\n')
                     else:
                         chunk = f'{head}{text},"logprobs":null,"finish_reason":{fin},"stop_reason":null}}]}}\n\n'
                     await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
