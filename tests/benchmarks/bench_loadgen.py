@@ -23,6 +23,10 @@ engine's busy window (``sweepdeck_sim:busy_since``/``idle_since``). Each
 client's error vs truth is printed, and the client CPU (this process for
 (a)'s parent and (b); not guidellm's).
 
+Part 3, in flight: at concurrency 256 and 1,000 (requests that never finish),
+the simulator's running-requests gauge must reach the concurrency (no
+connection cap in between).
+
 Part 2, capacity. A simulator with ``--speed 0`` (no latency at all): the most
 requests/s the runner gets through vs the minimal aiohttp client, alternating
 for a few rounds, medians.
@@ -117,7 +121,8 @@ def truth(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
         n = after[name + "_count"] - before[name + "_count"]
         return (after[name + "_sum"] - before[name + "_sum"]) / n * 1000.0
 
-    done = sum(after[k] - before.get(k, 0) for k in after if k.startswith("vllm:request_success_total[") and "abort" not in k)
+    done = sum(after[k] - before.get(k, 0) for k in after
+               if k.startswith("vllm:request_success_total[") and "abort" not in k)
     window = after["sweepdeck_sim:idle_since_timestamp_seconds"] - after["sweepdeck_sim:busy_since_timestamp_seconds"]
     return {
         "ttft": mean("sweepdeck_sim:http_time_to_first_token_seconds"),
@@ -150,11 +155,11 @@ async def run_runner(url: str, n: int, c: int, prompt: int, output: int, workers
     s = runner.summary
     assert s["completed"] == n, s
     client = s["client"]
+    cpu = ", ".join(f"{c:.0f}%" for c in client["cpu_pct"] if c is not None) or "-"
+    note = f"{s['workers']} workers, CPU {cpu}, lag p99 {client['loop_lag_ms']['p99'] or 0:.1f} ms"
     return {"ttft": s["ttft_ms"]["mean"], "itl": s["itl_ms"]["mean"], "tpot": s["tpot_ms"]["mean"],
             "rps": s["requests_per_s"], "duration": s["duration_s"],
-            "note": f"{s['workers']} workers, CPU {', '.join(f'{c:.0f}%' for c in client['cpu_pct'] if c is not None)}"
-                    f", lag p99 {client['loop_lag_ms']['p99']} ms{' CLIENT-LIMITED' if client['limited'] else ''}",
-            "parent_cpu": time.process_time() - cpu0}
+            "note": note + (" CLIENT-LIMITED" if client["limited"] else ""), "parent_cpu": time.process_time() - cpu0}
 
 
 def bodies(n: int, c: int, prompt: int, output: int) -> list[bytes]:
@@ -234,17 +239,18 @@ async def accuracy(args) -> None:
                           "--prefill-us-per-token", "0")
     try:
         await run_runner(url, 200, 32, args.prompt, args.output, None)  # warm-up: imports, first connections
+        p, o = args.prompt, args.output
         for c in args.concurrency:
             n = args.rounds * c
             print(f"\n== concurrency {c}, {n} requests, TTFT {args.ttft} ms, ITL {args.itl} ms, "
                   f"{args.output} output tokens ==")
             print(f"{'client':30}{'TTFT ms':>16}{'ITL ms':>16}{'TPOT ms':>16}{'req/s':>16}  notes")
-            clients = [("sweepdeck runner", lambda: run_runner(url, n, c, args.prompt, args.output, args.workers)),
-                       ("sweepdeck runner --workers 1", lambda: run_runner(url, n, c, args.prompt, args.output, 1)),
-                       ("minimal aiohttp", lambda: run_aiohttp(url, n, c, args.prompt, args.output))]
+            clients = [("sweepdeck runner", lambda n=n, c=c: run_runner(url, n, c, p, o, args.workers)),
+                       ("sweepdeck runner --workers 1", lambda n=n, c=c: run_runner(url, n, c, p, o, 1)),
+                       ("minimal aiohttp", lambda n=n, c=c: run_aiohttp(url, n, c, p, o))]
             if args.guidellm:
-                clients.append(("guidellm 0.8.1", lambda: asyncio.to_thread(
-                    run_guidellm, args.guidellm, url, n, c, args.prompt, args.output)))
+                clients.append(("guidellm 0.8.1", lambda n=n, c=c: asyncio.to_thread(
+                    run_guidellm, args.guidellm, url, n, c, p, o)))
             for name, make in clients:
                 wait_idle(url)
                 time.sleep(0.2)  # a gap: the engine's busy window is this client's alone
@@ -281,11 +287,36 @@ async def capacity(args) -> None:
         stop_sim(proc)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\n--speed 0, {n} requests x {args.capacity_rounds} rounds, concurrency {c}, 16 output tokens (medians):")
-    print(f"  sweepdeck runner (default workers): {med['runner']:7.1f} req/s  = {100 * med['runner'] / med['aiohttp']:.0f}% "
-          f"of aiohttp")
+    print(f"  sweepdeck runner (default workers): {med['runner']:7.1f} req/s  = "
+          f"{100 * med['runner'] / med['aiohttp']:.0f}% of aiohttp")
     print(f"  sweepdeck runner --workers 1:       {med['runner-1']:7.1f} req/s  = "
           f"{100 * med['runner-1'] / med['aiohttp']:.0f}% of aiohttp")
     print(f"  minimal aiohttp client:             {med['aiohttp']:7.1f} req/s")
+
+
+# ---------------------------------------------------------------- part 3
+async def in_flight(args) -> None:
+    """Requests in flight as the server sees them (its running-requests gauge), for each concurrency.
+
+    A fresh simulator each time: it notices a client that went away only when it next sends a token.
+    """
+    for c in args.in_flight:
+        proc, url = start_sim("--ttft-ms", "600000")
+        try:
+            runner = WorkloadRunner(url, MODEL, profile(c, c, 10, 4), metrics_interval=0.1)
+            best, t0 = 0.0, time.perf_counter()
+            async for event in runner.events():
+                if runner._stopping or type(event).__name__ != "Progress" or event.running < c:
+                    continue
+                deadline = time.monotonic() + 30
+                while best < c and time.monotonic() < deadline:
+                    best = max(best, (await asyncio.to_thread(scrape, url))["vllm:num_requests_running"])
+                    await asyncio.sleep(0.05)
+                runner.stop()
+        finally:
+            stop_sim(proc)
+        print(f"  concurrency {c:5d}: the server saw {best:.0f} requests running at once "
+              f"({time.perf_counter() - t0:.1f} s, {runner.workers} workers)")
 
 
 async def main(args) -> None:
@@ -295,6 +326,9 @@ async def main(args) -> None:
         await accuracy(args)
     if not args.skip_capacity:
         await capacity(args)
+    if args.in_flight:
+        print("\nin flight at the server (simulator gauge vllm:num_requests_running, max_num_seqs 2048):")
+        await in_flight(args)
 
 
 if __name__ == "__main__":
@@ -310,6 +344,8 @@ if __name__ == "__main__":
     ap.add_argument("--capacity-requests", type=int, default=3000)
     ap.add_argument("--capacity-concurrency", type=int, default=64)
     ap.add_argument("--capacity-rounds", type=int, default=3)
+    ap.add_argument("--in-flight", type=int, nargs="*", default=[256, 1000],
+                    help="concurrencies whose in-flight count is checked at the server")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-capacity", action="store_true")
     a = ap.parse_args()
