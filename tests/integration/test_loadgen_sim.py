@@ -15,9 +15,8 @@ import pytest
 from backends.events import Progress
 from backends.loadgen import WorkloadRunner, run_workload
 from config.catalog import make_workload
-
-from tests.support.processes import SIM_MODEL as MODEL
 from tests.support.processes import ROOT, SimProcess
+from tests.support.processes import SIM_MODEL as MODEL
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,8 @@ def sim():
 
 
 def workload(prompt: int, **kw):
-    values = {"prompt_tokens": prompt, "prompt_tokens_stdev": prompt // 20, "output_tokens": 6, "output_tokens_stdev": 1,
+    values = {"prompt_tokens": prompt, "prompt_tokens_stdev": prompt // 20, "output_tokens": 6,
+              "output_tokens_stdev": 1,
               "max_requests": 12, "rate_type": "concurrent", "max_concurrency": 4, "random_seed": 3}
     values.update(kw)
     return make_workload("custom", values)
@@ -99,7 +99,8 @@ async def test_engine_crash_mid_run_is_counted(tmp_path):
 def test_command_line_runs_a_preset_with_overrides(sim, tmp_path):
     out = tmp_path / "cli.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "backends.loadgen", sim.url, MODEL, "--workload", "chatbot-style", "--set", "max_requests=6",
+        [sys.executable, "-m", "backends.loadgen", sim.url, MODEL, "--workload", "chatbot-style",
+         "--set", "max_requests=6",
          "--set", "rate_type=concurrent", "--set", "max_concurrency=3", "--set", "output_tokens=5",
          "--interval", "0.05", "--results", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,

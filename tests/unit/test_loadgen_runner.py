@@ -31,7 +31,8 @@ def index_of(prompt: str) -> int:
 
 
 def profile(**kw):
-    values = {"prompt_tokens": 20, "output_tokens": 4, "max_requests": 8, "rate_type": "concurrent", "max_concurrency": 4}
+    values = {"prompt_tokens": 20, "output_tokens": 4, "max_requests": 8, "rate_type": "concurrent",
+              "max_concurrency": 4}
     values.update(kw)
     return make_workload("custom", values)
 
@@ -82,18 +83,9 @@ class FakeServer:
 
     async def _answer(self, request, n, body):
         action = self.behaviour(n, body)
-        if action == "500":
-            return web.json_response({"error": {"message": "boom", "type": "InternalServerError", "code": 500}}, status=500)
-        if action == "404":
-            return web.json_response(
-                {"object": "error", "message": f"The model `{body['model']}` does not exist.", "type": "NotFoundError", "code": 404},
-                status=404,
-            )
-        if action == "hang":
-            await asyncio.sleep(60)
-        if action == "slow-500":
-            await asyncio.sleep(0.3)
-            return web.json_response({"error": {"message": "slow boom", "code": 500}}, status=500)
+        early = await self._early(action, body)
+        if early is not None:
+            return early
         chat = request.path.endswith("/chat/completions")
         prompt = body["messages"][0]["content"] if chat else body["prompt"]
         words = len(prompt.split())
@@ -102,25 +94,10 @@ class FakeServer:
         extra = self.ttft_by_index(index_of(prompt)) if self.ttft_by_index else 0.0
         await asyncio.sleep(self.ttft + self.ttft_per_word * words + extra)
         if chat:
-            await resp.write(b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
-        per = self.tokens_per_chunk
-        for i in range(-(-body["max_tokens"] // per)):
-            if i and self.itl:
-                await asyncio.sleep(self.itl)
-            text = "".join(f" w{i * per + k}" for k in range(min(per, body["max_tokens"] - i * per)))
-            if chat and i < self.reasoning:
-                chunk = {"choices": [{"index": 0, "delta": {self.reasoning_key: text, "content": None}, "finish_reason": None}]}
-            elif chat:
-                if i and i == self.reasoning:
-                    await asyncio.sleep(self.reasoning_gap)
-                chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-            else:
-                chunk = {"choices": [{"index": 0, "text": text, "finish_reason": None}]}
-            # Python's default separators (with spaces), unlike the simulator's compact JSON.
-            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            if action == "break" and i == 1:
-                request.transport.close()
-                return resp
+            await resp.write(b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+                             b'"finish_reason":null}]}\n\n')
+        if not await self._tokens(request, resp, body["max_tokens"], chat, action):
+            return resp
         # a bare finish chunk (no text), as vLLM sends in some versions: not a token
         if chat:
             await resp.write(b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}\n\n')
@@ -137,6 +114,45 @@ class FakeServer:
         await resp.write_eof()
         return resp
 
+    @staticmethod
+    async def _early(action: str, body: dict) -> web.Response | None:
+        """The answer of a request that fails before streaming (None: it streams)."""
+        if action == "500":
+            return web.json_response({"error": {"message": "boom", "type": "InternalServerError", "code": 500}},
+                                     status=500)
+        if action == "404":
+            message = f"The model `{body['model']}` does not exist."
+            return web.json_response({"object": "error", "message": message, "type": "NotFoundError", "code": 404},
+                                     status=404)
+        if action == "hang":
+            await asyncio.sleep(60)
+        if action == "slow-500":
+            await asyncio.sleep(0.3)
+            return web.json_response({"error": {"message": "slow boom", "code": 500}}, status=500)
+        return None
+
+    async def _tokens(self, request, resp, max_tokens: int, chat: bool, action: str) -> bool:
+        """Stream the token chunks; False when the connection was dropped on purpose."""
+        per = self.tokens_per_chunk
+        for i in range(-(-max_tokens // per)):
+            if i and self.itl:
+                await asyncio.sleep(self.itl)
+            text = "".join(f" w{i * per + k}" for k in range(min(per, max_tokens - i * per)))
+            if chat and i < self.reasoning:
+                delta = {self.reasoning_key: text, "content": None}
+            elif chat:
+                if i and i == self.reasoning:
+                    await asyncio.sleep(self.reasoning_gap)
+                delta = {"content": text}
+            choice = {"index": 0, "delta": delta} if chat else {"index": 0, "text": text}
+            chunk = {"choices": [{**choice, "finish_reason": None}]}
+            # Python's default separators (with spaces), unlike the simulator's compact JSON.
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if action == "break" and i == 1:
+                request.transport.close()
+                return False
+        return True
+
 
 @pytest.fixture
 async def serve():
@@ -147,7 +163,8 @@ async def serve():
         app.router.add_post("/v1/completions", server.handle)
         app.router.add_post("/v1/chat/completions", server.handle)
         # handler_cancellation: a "hang" handler ends when the client gives up, so cleanup is quick
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=1)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True,
+                               shutdown_timeout=1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -175,7 +192,7 @@ async def test_measures_and_writes_complete_results(serve, tmp_path):
     rows = data["requests"]
     assert [r["index"] for r in rows] == list(range(10)) and data["format"] == 2
     by_index = {r["index"]: r for r in rows}
-    for n, body in enumerate(srv.bodies):
+    for body in srv.bodies:
         assert body["stream"] is True and body["ignore_eos"] is True
         assert body["stream_options"] == {"include_usage": True} and body["model"] == MODEL
         assert "sim_prompt_tokens" not in body
@@ -224,7 +241,8 @@ async def test_failures_are_counted_grouped_and_never_dropped(serve, tmp_path):
     assert [r["http_status"] for r in rows if r["index"] % 6 == 1] == [500] * 3
     final_progress, final_metrics = events[-2], events[-1]
     assert isinstance(final_progress, Progress) and isinstance(final_metrics, Metrics)
-    assert (final_progress.total, final_progress.completed, final_progress.failed, final_progress.pending) == (18, 3, 15, 0)
+    counts = (final_progress.total, final_progress.completed, final_progress.failed, final_progress.pending)
+    assert counts == (18, 3, 15, 0)
     assert (final_metrics.completed, final_metrics.failed, final_metrics.in_flight) == (3, 15, 0)
     # only the successful requests feed the distributions
     assert s["ttft_ms"]["max"] is not None and s["total_output_tokens"] == 3 * 4
@@ -252,7 +270,8 @@ async def test_synchronous_and_concurrent_limits(serve):
     await run_workload(srv.url, MODEL, profile(rate_type="synchronous", max_requests=5))
     assert srv.max_in_flight == 1 and len(srv.bodies) == 5
     srv2 = await serve(FakeServer(ttft=0.05))
-    s = await run_workload(srv2.url, MODEL, profile(rate_type="concurrent", max_concurrency=None, rate=3, max_requests=9))
+    s = await run_workload(srv2.url, MODEL,
+                           profile(rate_type="concurrent", max_concurrency=None, rate=3, max_requests=9))
     assert srv2.max_in_flight == 3 and s["completed"] == 9 and s["mode"] == "3 concurrent"
     srv3 = await serve(FakeServer(ttft=0.05))
     await run_workload(srv3.url, MODEL, profile(rate_type="throughput", max_concurrency=6, max_requests=12))
@@ -262,7 +281,7 @@ async def test_synchronous_and_concurrent_limits(serve):
 async def test_constant_rate_spacing(serve):
     srv = await serve(FakeServer())
     await run_workload(srv.url, MODEL, profile(rate_type="constant", rate=40, max_concurrency=None, max_requests=16))
-    gaps = [b - a for a, b in zip(srv.arrivals, srv.arrivals[1:])]
+    gaps = [b - a for a, b in zip(srv.arrivals, srv.arrivals[1:], strict=False)]
     assert len(gaps) == 15
     assert statistics.fmean(gaps) == pytest.approx(0.025, abs=0.004)
     assert srv.arrivals[-1] - srv.arrivals[0] == pytest.approx(15 * 0.025, abs=0.06)
@@ -272,10 +291,10 @@ async def test_poisson_follows_its_seeded_schedule(serve):
     srv = await serve(FakeServer())
     p = profile(rate_type="poisson", rate=25, max_concurrency=None, max_requests=15, random_seed=9)
     await run_workload(srv.url, MODEL, p)
-    expected = [o for _, o in zip(range(15), arrival_offsets(resolve_mode(p), 9))]
+    expected = [o for _, o in zip(range(15), arrival_offsets(resolve_mode(p), 9), strict=False)]
     actual = [t - srv.arrivals[0] for t in srv.arrivals]
-    assert max(abs(a - e) for a, e in zip(actual, expected)) < 0.08
-    gaps = [b - a for a, b in zip(expected, expected[1:])]
+    assert max(abs(a - e) for a, e in zip(actual, expected, strict=False)) < 0.08
+    gaps = [b - a for a, b in zip(expected, expected[1:], strict=False)]
     assert max(gaps) > 2 * min(gaps)  # really uneven, unlike constant
 
 
@@ -296,7 +315,8 @@ async def test_stop_cancels_in_flight_and_counts_them(serve, tmp_path):
     assert s["stop_reason"] == "stopped"
     rows = json.loads(out.read_text())["requests"]
     assert sorted(r["status"] for r in rows) == ["cancelled"] * 3 + ["ok", "ok"]
-    assert all(r["error"] == "cancelled: the run stopped" and r["ttft_ms"] is None for r in rows if r["status"] == "cancelled")
+    cancelled = [r for r in rows if r["status"] == "cancelled"]
+    assert all(r["error"] == "cancelled: the run stopped" and r["ttft_ms"] is None for r in cancelled)
     assert seen[-2].failed == 3 and seen[-2].pending == 5 and seen[-1].in_flight == 0
     runner.stop()  # idempotent
 
@@ -321,7 +341,7 @@ async def test_live_events_come_in_pairs_and_track_progress(serve):
                                                     max_concurrency=None), metrics_interval=0.05)
     events = [e async for e in runner.events() if not isinstance(e, Notice)]  # a busy machine may add one
     assert len(events) >= 8 and len(events) % 2 == 0
-    for prog, met in zip(events[::2], events[1::2]):
+    for prog, met in zip(events[::2], events[1::2], strict=False):
         assert isinstance(prog, Progress) and isinstance(met, Metrics)
         assert prog.total == 20 and prog.completed == met.completed and prog.running == met.in_flight
         assert prog.pending + prog.running + prog.completed + prog.failed == 20
@@ -453,7 +473,8 @@ async def test_merged_statistics_are_those_of_all_samples_not_an_average_of_work
     s = runner.summary
     fast = [r.ttft_ms for r in runner.rows if r.index < 20]
     slow = [r.ttft_ms for r in runner.rows if r.index >= 20]
-    assert {r.worker for r in runner.rows if r.index < 20} == {0} and {r.worker for r in runner.rows if r.index >= 20} == {1}
+    assert {r.worker for r in runner.rows if r.index < 20} == {0}
+    assert {r.worker for r in runner.rows if r.index >= 20} == {1}
     assert len(fast) == 20 and len(slow) == 10 and max(fast) < 150 <= min(slow)
     exact = describe(fast + slow)
     for key in ("mean", "median", "p90", "p99", "min", "max"):
@@ -476,8 +497,8 @@ async def test_a_lagging_event_loop_is_reported_as_client_limited(serve, tmp_pat
             await asyncio.sleep(0.005)
 
     out = tmp_path / "r.json"
-    runner = WorkloadRunner(srv.url, MODEL, profile(rate_type="constant", rate=20, max_requests=30, max_concurrency=None,
-                                                    output_tokens=5), workers=1, metrics_interval=0.3, results_path=out)
+    p = profile(rate_type="constant", rate=20, max_requests=30, max_concurrency=None, output_tokens=5)
+    runner = WorkloadRunner(srv.url, MODEL, p, workers=1, metrics_interval=0.3, results_path=out)
     task = asyncio.create_task(hog())
     try:
         events = [e async for e in runner.events()]
@@ -490,7 +511,8 @@ async def test_a_lagging_event_loop_is_reported_as_client_limited(serve, tmp_pat
     assert any("event-loop lag p99" in r for r in s["client"]["reasons"])
     notice = events[-1]
     assert isinstance(notice, Notice) and notice.level == "warning"
-    assert notice.message.startswith("The load generator limited this measurement") and "ms (limit 5 ms)" in notice.message
+    assert notice.message.startswith("The load generator limited this measurement")
+    assert "ms (limit 5 ms)" in notice.message
     metrics = [e for e in events if isinstance(e, Metrics)]
     assert metrics[-1].client_limited and metrics[-1].client_loop_lag_ms_p99 > 5
     assert json.loads(out.read_text())["summary"]["client"]["limited"] is True
@@ -537,7 +559,8 @@ async def test_impossible_samples_are_invalid_counted_and_left_out(serve, tmp_pa
     # usage claims fewer tokens than the chunks that carried them: not a trustworthy sample
     srv = await serve(FakeServer(usage_tokens=lambda n: 1))
     out = tmp_path / "r.json"
-    runner = WorkloadRunner(srv.url, MODEL, profile(max_requests=3, output_tokens=4), results_path=out, metrics_interval=0)
+    runner = WorkloadRunner(srv.url, MODEL, profile(max_requests=3, output_tokens=4), results_path=out,
+                            metrics_interval=0)
     events = [e async for e in runner.events()]
     s = runner.summary
     assert (s["count"], s["completed"], s["invalid"], s["failed"]) == (3, 0, 3, 0)
