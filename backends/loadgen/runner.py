@@ -102,7 +102,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ class _LocalWorker:
 class _ProcessWorker:
     """A worker in a process of its own (``python -m backends.loadgen.workerproc``)."""
 
-    def __init__(self, plan: Plan, on_samples) -> None:
+    def __init__(self, plan: Plan, on_samples: Callable[[list], None]) -> None:
         self.plan = plan
         self.on_samples = on_samples
         self.proc: asyncio.subprocess.Process | None = None
