@@ -177,7 +177,13 @@ class Endpoint:
 
 @dataclass(slots=True)
 class Metrics:
-    """Live workload measurements (milliseconds; throughputs per second)."""
+    """Live workload measurements (milliseconds; throughputs per second).
+
+    ``client_limited`` is a sentence (empty when all is well) saying that the load
+    generator's event-loop lag (p99 > 5 ms) or CPU (> 80 % of a core in a worker)
+    limited the measurement; ``client_loop_lag_ms_p99`` / ``client_cpu_pct_max``
+    are the figures behind it.
+    """
 
     completed: int = 0
     failed: int = 0
@@ -193,6 +199,13 @@ class Metrics:
     requests_per_s: float = 0.0
     output_tokens_per_s: float = 0.0
     ts: float = field(default_factory=_now)
+    # Time per output token after the first (ms), next to ITL.
+    tpot_ms_mean: float | None = None
+    tpot_ms_p90: float | None = None
+    # Non-empty when the load generator itself limited the measurement: what and by how much.
+    client_limited: str = ""
+    client_loop_lag_ms_p99: float | None = None
+    client_cpu_pct_max: float | None = None
 
 
 @dataclass(slots=True)

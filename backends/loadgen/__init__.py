@@ -12,10 +12,14 @@ Usage::
                             results_path=run_dir / "results" / "workload.json")
     async for event in runner.events():   # Progress, Metrics, Progress, Metrics, ...
         show(event)
-    print(runner.summary["ttft_ms"]["p90"])
+    print(runner.summary["ttft_ms"]["p90"], runner.summary["tpot_ms"]["mean"])
+
+Modules: :mod:`~backends.loadgen.runner` (the runner, merging, results file
+format), :mod:`~backends.loadgen.worker` (one worker's requests, the worker
+process), :mod:`~backends.loadgen.http` (the streaming HTTP client).
 """
 
-from backends.loadgen.runner import APIS, RequestRow, WorkloadRunner, run_workload
+from backends.loadgen.runner import APIS, RequestRow, WorkloadRunner, default_workers, run_workload
 from backends.loadgen.schedule import THROUGHPUT_DEFAULT_CONCURRENCY, Mode, resolve_mode
 from backends.loadgen.stats import describe, percentile
 
@@ -25,6 +29,7 @@ __all__ = [
     "RequestRow",
     "THROUGHPUT_DEFAULT_CONCURRENCY",
     "WorkloadRunner",
+    "default_workers",
     "describe",
     "percentile",
     "resolve_mode",

@@ -1,7 +1,8 @@
 """``python -m backends.loadgen BASE_URL MODEL``: run a workload against any OpenAI-compatible server.
 
-Prints one ``[METRICS]`` line per update and a summary; writes the results
-JSON with ``--results``. Exit code: 0 when every request completed, 1 when
+Prints one ``[METRICS]`` line per update and a summary (TTFT, ITL, TPOT,
+latency; a ``[WARN]`` line when the client itself limited the measurement);
+writes the results JSON with ``--results``. Exit code: 0 when every request completed, 1 when
 some failed or were cancelled, 2 on bad input, 130 after Ctrl+C.
 """
 
@@ -37,8 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds (default 600)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between metrics lines (default 1)")
     p.add_argument("--catalog-dir", type=Path, help="directory with workload-presets.yaml (default: built-in)")
+    p.add_argument("--workers", type=_workers, default=None,
+                   help="worker processes (default: the CPU count, at most one per request in flight; "
+                        "1 = this process)")
     p.add_argument("--json", action="store_true", help="print events and the summary as JSON lines")
     return p
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid worker count: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def resolve_profile(args):
@@ -69,26 +83,37 @@ def format_metrics(m, total: int) -> str:
         f"[METRICS] {m.completed + m.failed}/{total} done ({m.failed} failed), {m.in_flight} in flight, "
         f"{m.elapsed_s:.1f} s, {m.requests_per_s:.2f} req/s, {m.output_tokens_per_s:.0f} tok/s, "
         f"TTFT p50 {_ms(m.ttft_ms_p50)} p90 {_ms(m.ttft_ms_p90)} ms, ITL {_ms(m.itl_ms_mean)} ms, "
-        f"latency p90 {_ms(m.latency_ms_p90)} ms"
+        f"TPOT {_ms(m.tpot_ms_mean)} ms, latency p90 {_ms(m.latency_ms_p90)} ms"
+        + (" [client-limited]" if m.client_limited else "")
     )
 
 
+_STAT_COLUMNS = ("mean", "median", "p90", "p99", "min", "max")
 _END = {"max_requests": "all requests sent", "max_seconds": "max_seconds reached", "stopped": "stopped early"}
 
 
 def format_summary(s: dict) -> str:
+    invalid = f", {s['invalid']} invalid" if s.get("invalid") else ""
     lines = [
         f"requests: {s['count']} sent, {s['completed']} completed, {s['failed']} failed, {s['cancelled']} cancelled"
-        f" ({s['mode']}, {_END.get(s['stop_reason'], s['stop_reason'])}, {s['duration_s']:.1f} s)",
+        f"{invalid} ({s['mode']}, {_END.get(s['stop_reason'], s['stop_reason'])}, {s['duration_s']:.1f} s, "
+        f"{s.get('workers', 1)} worker{'s' if s.get('workers', 1) != 1 else ''})",
         f"throughput: {s['requests_per_s']:.2f} req/s, {s['output_tokens_per_s']:.1f} output tok/s "
         f"({s['total_output_tokens']} output, {s['total_prompt_tokens']} prompt tokens)",
-        f"{'':12}{'mean':>10}{'median':>10}{'p90':>10}{'p99':>10}{'min':>10}{'max':>10}",
+        f"{'':12}" + "".join(f"{k:>10}" for k in _STAT_COLUMNS),
     ]
-    for key, label in (("ttft_ms", "TTFT ms"), ("itl_ms", "ITL ms"), ("latency_ms", "latency ms")):
-        d = s[key]
-        lines.append(f"{label:12}" + "".join(f"{_ms(d[k]):>10}" for k in ("mean", "median", "p90", "p99", "min", "max")))
+    rows = (("ttft_ms", "TTFT ms"), ("itl_ms", "ITL ms"), ("tpot_ms", "TPOT ms"), ("latency_ms", "latency ms"))
+    for key, label in rows:
+        d = s.get(key) or {}
+        lines.append(f"{label:12}" + "".join(f"{_ms(d.get(k)):>10}" for k in _STAT_COLUMNS))
     for msg, n in s["errors"].items():
         lines.append(f"[ERROR] {n} x {msg}")
+    client = s.get("client") or {}
+    lag, cpu = (client.get("loop_lag_ms") or {}).get("p99"), client.get("cpu_pct_max")
+    if lag is not None or cpu is not None:
+        lines.append(f"client: event-loop lag p99 {_ms(lag)} ms, busiest worker {_ms(cpu)}% of a core")
+    if client.get("limited"):
+        lines.append(f"[WARN] {client['message']}")
     return "\n".join(lines)
 
 
@@ -99,7 +124,7 @@ async def amain(args) -> int:
     profile = resolve_profile(args)
     runner = WorkloadRunner(
         args.base_url, args.model, profile, results_path=args.results, api=args.api,
-        max_seconds=args.max_seconds, timeout=args.timeout, metrics_interval=args.interval,
+        max_seconds=args.max_seconds, timeout=args.timeout, metrics_interval=args.interval, workers=args.workers,
     )
     interrupted = False
 
@@ -112,11 +137,12 @@ async def amain(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     if not args.json:
-        print(f"[INFO] {profile.app}: {runner.mode.describe()}, {runner.max_requests} requests -> {runner.url}", flush=True)
+        print(f"[INFO] {profile.app}: {runner.mode.describe()}, {runner.max_requests} requests -> {runner.url} "
+              f"({runner.workers} worker{'s' if runner.workers != 1 else ''})", flush=True)
     async for event in runner.events():
         if args.json:
             print(json.dumps(to_dict(event)), flush=True)
-        elif isinstance(event, Metrics):
+        elif isinstance(event, Metrics):  # a final Notice (client-limited) is said by the summary, with figures
             print(format_metrics(event, runner.max_requests), flush=True)
     summary = runner.summary or {}
     if args.json:

@@ -1,142 +1,145 @@
 """The workload runner: drives a workload profile against an OpenAI-compatible server.
 
-:class:`httpx.AsyncClient` connection pools (together sized to the concurrency,
-at most :data:`SHARD_CONNECTIONS` connections each, see
-:meth:`WorkloadRunner._make_shards`) send streaming ``/v1/completions`` (or
-``/v1/chat/completions``) requests with ``max_tokens``, ``ignore_eos`` and
-``stream_options.include_usage``; the runner measures per request:
+How it measures
+===============
+Worker processes (``workers``, default: the CPU count, at most one per
+request in flight; one worker runs in the caller's event loop instead) each
+send a share of the requests (:mod:`backends.loadgen.worker`) over their own
+keep-alive HTTP/1.1 connections (:mod:`backends.loadgen.http`: the clock is
+read when bytes arrive, ``httptools`` parses, no per-chunk coroutine). Each
+request is a streaming ``/v1/completions`` (or ``/v1/chat/completions``) with
+``max_tokens``, ``ignore_eos`` and ``stream_options.include_usage``. All
+connections the run starts with are opened before the clock starts. Per
+request:
 
-* **TTFT** — send to the arrival of the first chunk that carries text;
-* **ITL** — mean gap between text chunks: ``(last - first) / (chunks - 1)``,
-  for requests with at least two chunks (O(1), no per-token list);
-* **latency** — send to the end of the stream;
-* **output tokens** — ``usage.completion_tokens`` when the server sends usage,
-  else the number of text chunks; **prompt tokens** — usage, else intended.
+* **TTFT** — request written to the arrival of the first chunk that carries
+  output: ``text`` (completions), ``delta.content``, or reasoning
+  (``delta.reasoning_content`` / ``delta.reasoning``: reasoning models stream
+  their thinking first, and that is when the first token arrives);
+* **ITL** — mean gap between chunks that carry output:
+  ``(last - first) / (chunks - 1)`` (requests with at least two such chunks);
+* **TPOT** — time per output token after the first:
+  ``(last - first) / (output_tokens - 1)`` with the server's token count
+  (``usage.completion_tokens``); equal to ITL when every chunk holds one
+  token, smaller when chunks hold several;
+* **latency** — request written to the end of the response;
+* **output tokens** — ``usage.completion_tokens``, else the chunks that
+  carried output; **prompt tokens** — usage, else intended.
 
-Requests that fail (HTTP error, connection error, timeout, broken stream, an
-error inside the stream) are rows with ``status: "error"`` and the error text;
-requests in flight when the run stops early (:meth:`WorkloadRunner.stop` or
-``max_seconds``) are rows with ``status: "cancelled"``. None are dropped.
+Every finished request is checked (:func:`~backends.loadgen.worker.check_sample`):
+timestamps out of order or a usage count below the chunks seen make it
+``invalid`` — counted, kept, and left out of every statistic. Requests that
+fail (HTTP error, connection error, timeout, broken stream, an error inside the
+stream) are rows with ``status: "error"``; requests in flight when the run
+stops early (:meth:`WorkloadRunner.stop` or ``max_seconds``) are rows with
+``status: "cancelled"``. None are dropped, and none but ``ok`` rows feed the
+latency and throughput figures.
+
+The statistics of several workers are merged from their raw samples (live:
+every completed request's values reach one reservoir; the summary: every row),
+never by averaging percentiles. Each worker also measures its event-loop lag
+and CPU time; when the lag p99 exceeds 5 ms or a worker uses more than 80 % of
+a core, the client — not the server — limited the measurement, and the
+summary, the live :class:`~backends.events.Metrics` (``client_limited``) and a
+final :class:`~backends.events.Notice` say so, with the figures.
 
 Live :class:`~backends.events.Progress` / :class:`~backends.events.Metrics`
-count cancelled requests as failed (they have no field of their own); the
-summary keeps them apart.
+count cancelled and invalid requests as failed (they have no field of their
+own); the summary keeps them apart.
+
+The results file (``results_path``, e.g. ``results.json``)
+============================================================
+One JSON object, one load point (a rate sweep is run as one runner per rate,
+each with its own file). Keys (older files lack the ones marked *new*):
+
+``format`` (*new*, 2)
+    Version of this layout. Files without it are version 1 (no TPOT, no client
+    check, rows without ``tpot_ms``/``end_s``/``worker``).
+``profile``
+    The workload profile (prompt/output token means and spreads, rate type,
+    rate, max_concurrency, max_requests, seed...).
+``model``, ``base_url``, ``api``
+    What was asked of which server (``api``: ``completions`` or ``chat``).
+``started``, ``duration_s``
+    ISO 8601 start (UTC) and the measured duration (first request written to
+    the last response ended).
+``requests``
+    One row per request sent, in no particular order: ``index`` (0-based, the
+    same lengths and prompt for the same index in every run of the profile),
+    ``prompt_tokens``, ``max_tokens``, ``start_s`` / ``end_s`` (*new*; seconds
+    after the start), ``status`` (``ok`` | ``error`` | ``cancelled`` |
+    ``invalid``), ``output_tokens``, ``chunks``, ``ttft_ms``, ``itl_ms``,
+    ``tpot_ms`` (*new*), ``latency_ms``, ``http_status``, ``error``,
+    ``worker`` (*new*). Latency fields are null where not measured.
+``summary``
+    ``count`` (rows), ``completed``, ``failed``, ``cancelled``, ``invalid``
+    (*new*), ``not_sent``, ``errors`` (message → count, failed and invalid
+    rows), ``ttft_ms`` / ``itl_ms`` / ``tpot_ms`` (*new*) / ``latency_ms``
+    (each ``{mean, median, p90, p99, min, max}`` over ``ok`` rows, null when
+    none), ``requests_per_s``, ``output_tokens_per_s``,
+    ``total_output_tokens``, ``total_prompt_tokens`` (``ok`` rows),
+    ``duration_s``, ``stop_reason`` (``max_requests`` | ``max_seconds`` |
+    ``stopped``), ``rate_type``, ``mode`` (text), ``rate`` and
+    ``concurrency`` (*new*; the load point: requests/s of an open-loop run,
+    requests in flight of a closed-loop run or an open-loop cap, else null),
+    ``api``, ``workers`` (*new*), ``client_limited`` (*new*, bool) and
+    ``client`` (*new*: ``limited``, ``reasons``, ``message``,
+    ``loop_lag_ms`` ``{p50, p99, max}``, ``cpu_pct`` per worker,
+    ``cpu_pct_max``, ``lag_limit_ms``, ``cpu_limit_pct``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as _dt
-import functools
 import json
 import math
-import operator
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from backends.events import Event, Metrics, Progress
-from backends.loadgen.schedule import Mode, arrival_offsets, lengths, make_prompt, resolve_mode
-from backends.loadgen.stats import LiveStat, describe
+from backends.events import Event, Metrics, Notice, Progress
+from backends.loadgen.schedule import Mode, resolve_mode
+from backends.loadgen.stats import CPU_MIN_WALL_S, LagHistogram, LiveStat, client_verdict, describe
+from backends.loadgen.worker import (
+    APIS,
+    ROW_FIELDS,
+    LoadWorker,
+    Plan,
+    RequestRow,
+    encode_frame,
+    raise_fd_limit,
+    read_frame,
+)
 from config.errors import SweepdeckError
 
-APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
-ERROR_TEXT_MAX = 300
-OPEN_LOOP_KEEPALIVE = 256
-SHARD_CONNECTIONS = 8
-"""Connections per HTTP client; more clients share a larger concurrency (see ``_make_shards``)."""
-OPEN_LOOP_SHARDS = 8
+FORMAT = 2
+START_MARGIN = 0.05
+"""Seconds between the last worker's "ready" and the common start (time for the "go" frames to arrive)."""
+STDERR_TAIL = 20
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-# A chunk carries a token when its text/content is a non-empty string; chat's role
-# chunk, a bare finish chunk (``"text":""``, ``"delta":{}``) and nulls do not.
-_HAS_TEXT = re.compile(rb'"(?:text|content|reasoning_content)"\s*:\s*"(?!")')
 _perf = time.perf_counter
 
 
-class _Shard:
-    """One HTTP client (connection pool) and how many requests it is carrying."""
-
-    __slots__ = ("client", "busy")
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.busy = 0
+def default_workers(mode: Mode, max_requests: int) -> int:
+    """The CPU count, but no more workers than requests in flight (closed loop) or requests."""
+    n = os.cpu_count() or 1
+    if not mode.open_loop:
+        n = min(n, mode.concurrency or 1)
+    return max(1, min(n, max_requests))
 
 
-def _busy(shard: _Shard) -> int:
-    return shard.busy
-
-
-class _Failed(Exception):
-    """A request failed with a message meant for the results (not a bug)."""
-
-
-@dataclasses.dataclass(slots=True)
-class RequestRow:
-    """One request's measurements (milliseconds; ``start_s`` after the run's start)."""
-
-    index: int
-    prompt_tokens: int
-    max_tokens: int
-    start_s: float = 0.0
-    status: str = "pending"
-    output_tokens: int = 0
-    chunks: int = 0
-    ttft_ms: float | None = None
-    itl_ms: float | None = None
-    latency_ms: float | None = None
-    http_status: int | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(zip(_ROW_FIELDS, _row_values(self)))
-
-
-_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRow))
-_row_values = operator.attrgetter(*_ROW_FIELDS)
-
-
-def _short(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
-
-
-def _error_message(raw: bytes) -> str:
-    """The message of an OpenAI/vLLM/FastAPI error body, else the body text."""
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return _short(raw.decode("utf-8", "replace")) or "(empty body)"
-    if isinstance(obj, dict):
-        err = obj.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return _short(err["message"])
-        if isinstance(err, str):
-            return _short(err)
-        for key in ("message", "detail"):
-            if obj.get(key):
-                return _short(obj[key] if isinstance(obj[key], str) else json.dumps(obj[key]))
-    return _short(raw.decode("utf-8", "replace"))
-
-
-def _describe_exc(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return _short(f"timeout: {type(exc).__name__}: {text}")
-    if isinstance(exc, httpx.ConnectError):
-        return _short(f"connection error: {text}")
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return _short(f"stream broken: {text}")
-    return _short(f"{type(exc).__name__}: {text}")
+def split(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` near-equal whole shares, larger ones first."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def _profile_dict(profile) -> dict[str, Any]:
@@ -144,6 +147,150 @@ def _profile_dict(profile) -> dict[str, Any]:
         return dataclasses.asdict(profile)
     except TypeError:
         return {k: v for k, v in vars(profile).items() if not k.startswith("_")}
+
+
+class _LocalWorker:
+    """A worker in the caller's event loop."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.worker = LoadWorker(plan, cpu_clock=time.thread_time)
+        self.task: asyncio.Task | None = None
+        self.done: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    async def prepare(self) -> None:
+        await self.worker.prepare()
+
+    def go(self, t0: float) -> None:
+        self.task = asyncio.create_task(self.worker.run(t0), name="loadgen-worker-0")
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+    def counters(self) -> dict[str, Any]:
+        return self.worker.counters()
+
+    def take_samples(self) -> list:
+        return self.worker.take_samples()
+
+    async def wait(self) -> None:
+        if self.task is not None:
+            await self.task
+        w = self.worker
+        self.done = {**w.counters(), "stop_reason": w.stop_reason, "rows": w.rows}
+
+    async def kill(self) -> None:
+        self.worker.stop()
+        if self.task is not None:
+            with contextlib.suppress(BaseException):
+                await self.task
+
+
+class _ProcessWorker:
+    """A worker in a process of its own (``python -m backends.loadgen.workerproc``)."""
+
+    def __init__(self, plan: Plan, on_samples: Callable[[list], None]) -> None:
+        self.plan = plan
+        self.on_samples = on_samples
+        self.proc: asyncio.subprocess.Process | None = None
+        self.last: dict[str, Any] = {"issued": 0, "in_flight": 0, "completed": 0, "failed": 0, "cancelled": 0,
+                                     "invalid": 0, "out_tokens": 0, "prompt_tokens": 0, "cpu_s": 0.0, "wall_s": 0.0,
+                                     "lag": {"buckets": {}, "max_ms": 0.0}}
+        self.done: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.stderr: list[str] = []
+        self._reader: asyncio.Task | None = None
+        self._drain: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        import backends
+
+        root = str(Path(backends.__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "backends.loadgen.workerproc", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        self._drain = asyncio.create_task(self._drain_stderr())
+        self._send(("plan", self.plan))
+
+    async def prepare(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        frame = await read_frame(self.proc.stdout)
+        if not frame or frame[0] != "ready":
+            await self._died(frame)
+        self._reader = asyncio.create_task(self._read())
+
+    def go(self, t0: float) -> None:
+        self._send(("go", t0))
+
+    def stop(self) -> None:
+        self._send(("stop",))
+
+    def counters(self) -> dict[str, Any]:
+        return self.last
+
+    def take_samples(self) -> list:
+        return []  # delivered as they arrive (on_samples)
+
+    async def wait(self) -> None:
+        assert self.proc is not None
+        if self._reader is not None:
+            await self._reader
+        await self.proc.wait()
+        if self._drain is not None:
+            await self._drain
+        if self.done is None:
+            await self._died(None)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        for task in (self._reader, self._drain):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def _send(self, message: Any) -> None:
+        stdin = self.proc.stdin if self.proc is not None else None
+        if stdin is None or stdin.is_closing():
+            return
+        with contextlib.suppress(OSError, RuntimeError):
+            stdin.write(encode_frame(message))
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while (frame := await read_frame(self.proc.stdout)) is not None:
+            kind = frame[0]
+            if kind in ("tick", "done"):
+                data = frame[1]
+                self.on_samples(data.pop("samples"))
+                if kind == "done":
+                    data["rows"] = [RequestRow(*t) for t in data["rows"]]
+                    self.done = data
+                self.last = data
+            elif kind == "error":
+                self.error = frame[1]
+
+    async def _drain_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            self.stderr.append(line.decode("utf-8", "replace").rstrip())
+            del self.stderr[:-STDERR_TAIL]
+
+    async def _died(self, frame: Any) -> None:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        if self._drain is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._drain, 5)
+        why = self.error or (frame[1] if frame and frame[0] == "error" else f"exit code {code}")
+        tail = "\n".join(self.stderr[-5:])
+        raise RuntimeError(f"load generator worker {self.plan.worker} failed: {why}" + (f"\n{tail}" if tail else ""))
 
 
 class WorkloadRunner:
@@ -155,19 +302,19 @@ class WorkloadRunner:
         profile: A :class:`config.catalog.WorkloadProfile`.
         results_path: Where to write the results JSON when the run ends.
         metrics_interval: Seconds between live Progress/Metrics pairs (<= 0: final pair only).
-        client: An httpx client to use for every request (the caller sizes and closes
-            it); default: clients made here whose pools together hold the concurrency.
         api: ``completions`` or ``chat``.
         max_seconds: Stop after this long (the smaller of this and ``profile.max_seconds``);
             requests still in flight are cancelled.
-        timeout: Per-request limit in seconds (whole request, and each read).
+        timeout: Per-request limit in seconds (connect to the end of the response).
         headers: Extra HTTP headers (e.g. ``Authorization`` for a server with an API key).
         prompt_token_hint: Also send ``sim_prompt_tokens`` (the simulator's exact-count
             field); off by default because a real vLLM warns about the unknown field on
             every request, and the prompt text already has the intended length.
+        workers: Worker processes (default :func:`default_workers`: the CPU count, at
+            most the requests in flight); 1 runs in the caller's event loop.
 
     Raises:
-        SweepdeckError: unusable base_url, api, rate or concurrency.
+        SweepdeckError: unusable base_url, api, rate, concurrency or workers.
     """
 
     def __init__(
@@ -178,12 +325,12 @@ class WorkloadRunner:
         *,
         results_path: Path | None = None,
         metrics_interval: float = 0.5,
-        client: httpx.AsyncClient | None = None,
         api: str = "completions",
         max_seconds: float | None = None,
         timeout: float = 600.0,
         headers: dict[str, str] | None = None,
         prompt_token_hint: bool = False,
+        workers: int | None = None,
     ) -> None:
         if api not in APIS:
             raise SweepdeckError(f"Unknown API {api!r} for the workload runner.", "Use 'completions' or 'chat'.")
@@ -209,31 +356,25 @@ class WorkloadRunner:
         self.max_requests = int(profile.max_requests)
         if self.max_requests < 1:
             raise SweepdeckError(f"workload {profile.app}: max_requests must be at least 1.")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise SweepdeckError(f"workers must be a whole number of at least 1, got {workers!r}.",
+                                 "Example: --workers 2")
         limits = [s for s in (max_seconds, getattr(profile, "max_seconds", None)) if s]
         self.max_seconds: float | None = min(limits) if limits else None
         self.results_path = Path(results_path) if results_path else None
         self.metrics_interval = metrics_interval
         self.timeout = float(timeout)
+        self.headers = dict(headers or {})
+        self.prompt_token_hint = prompt_token_hint
+        self.workers = self._worker_count(workers)
         self.summary: dict[str, Any] | None = None
         self.rows: list[RequestRow] = []
-        self._client = client
-        self._headers = {"content-type": "application/json", **(headers or {})}
-        self._hint = prompt_token_hint
-        self._lengths = lengths(profile)
-        self._prefix = int(profile.prefix_tokens or 0)
-        # live counters (O(1) per request)
-        self._issued = 0
-        self._in_flight = 0
-        self._completed = 0
-        self._failed = 0
-        self._cancelled = 0
-        self._out_tokens = 0
-        self._prompt_tokens = 0
         seed = int(profile.random_seed or 0)
         self._ttft = LiveStat(seed=seed + 1)
         self._itl = LiveStat(seed=seed + 2)
         self._lat = LiveStat(seed=seed + 3)
-        # run state
+        self._tpot = LiveStat(seed=seed + 4)
+        self._handles: list[_LocalWorker | _ProcessWorker] = []
         self._t0 = 0.0
         self._t_end: float | None = None
         self._started_wall: float | None = None
@@ -242,8 +383,10 @@ class WorkloadRunner:
         self._stop_reason = "max_requests"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._producers: list[asyncio.Task] = []
-        self._requests: set[asyncio.Task] = set()
+
+    def _worker_count(self, asked: int | None) -> int:
+        cap = self.max_requests if self.mode.open_loop else min(self.mode.concurrency or 1, self.max_requests)
+        return max(1, min(asked, cap)) if asked else default_workers(self.mode, self.max_requests)
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -251,33 +394,29 @@ class WorkloadRunner:
 
         Safe to call from any thread, before or during the run, more than once.
         """
-        self._request_stop("stopped")
-
-    def _request_stop(self, reason: str) -> None:
         if self._stopping:
             return
         self._stopping = True
-        self._stop_reason = reason
+        self._stop_reason = "stopped"
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         if threading.get_ident() == self._loop_thread:
-            self._cancel_all()
+            self._stop_workers()
         else:
-            loop.call_soon_threadsafe(self._cancel_all)
+            loop.call_soon_threadsafe(self._stop_workers)
 
-    def _cancel_all(self) -> None:
-        for task in self._producers:
-            task.cancel()
-        for task in list(self._requests):
-            task.cancel()
+    def _stop_workers(self) -> None:
+        for handle in self._handles:
+            handle.stop()
 
     # ------------------------------------------------------------------ events
     async def events(self) -> AsyncIterator[Event]:
         """Run the workload, yielding Progress + Metrics every ``metrics_interval`` and a final pair.
 
-        Closing the generator early (``aclose``) stops the run. :attr:`summary`
-        is set (and the results file written) when this returns.
+        A final :class:`Notice` (level ``warning``) follows when the client limited
+        the measurement. Closing the generator early (``aclose``) stops the run.
+        :attr:`summary` is set (and the results file written) when this returns.
         """
         if self._started:
             raise RuntimeError("a WorkloadRunner runs once; make a new one")
@@ -295,28 +434,45 @@ class WorkloadRunner:
             main.result()
             yield self.progress()
             yield self.metrics()
+            client = (self.summary or {}).get("client") or {}
+            if client.get("limited"):
+                yield Notice(client["message"], level="warning")
         finally:
             if not main.done():
                 self.stop()
                 await asyncio.wait({main})
 
+    def _totals(self) -> dict[str, int]:
+        keys = ("issued", "in_flight", "completed", "failed", "cancelled", "invalid", "out_tokens")
+        totals = dict.fromkeys(keys, 0)
+        for handle in self._handles:
+            c = handle.counters()
+            for key in keys:
+                totals[key] += c[key]
+        return totals
+
     def progress(self) -> Progress:
-        """Counts now (cancelled requests count as failed)."""
+        """Counts now (cancelled and invalid requests count as failed)."""
+        t = self._totals()
         return Progress(
             total=self.max_requests,
-            pending=self.max_requests - self._issued,
-            running=self._in_flight,
-            completed=self._completed,
-            failed=self._failed + self._cancelled,
+            pending=self.max_requests - t["issued"],
+            running=t["in_flight"],
+            completed=t["completed"],
+            failed=t["failed"] + t["cancelled"] + t["invalid"],
         )
 
     def metrics(self) -> Metrics:
-        """Live figures now (percentiles from a bounded reservoir)."""
+        """Live figures now (percentiles from one bounded reservoir fed by every worker's samples)."""
+        for handle in self._handles:
+            self._add_samples(handle.take_samples())
+        t = self._totals()
         elapsed = self._elapsed()
+        verdict = self._verdict([h.counters() for h in self._handles])
         return Metrics(
-            completed=self._completed,
-            failed=self._failed + self._cancelled,
-            in_flight=self._in_flight,
+            completed=t["completed"],
+            failed=t["failed"] + t["cancelled"] + t["invalid"],
+            in_flight=t["in_flight"],
             elapsed_s=elapsed,
             ttft_ms_mean=self._ttft.mean,
             ttft_ms_p50=self._ttft.pct(50),
@@ -325,289 +481,159 @@ class WorkloadRunner:
             itl_ms_p90=self._itl.pct(90),
             latency_ms_mean=self._lat.mean,
             latency_ms_p90=self._lat.pct(90),
-            requests_per_s=self._completed / elapsed if elapsed > 0 else 0.0,
-            output_tokens_per_s=self._out_tokens / elapsed if elapsed > 0 else 0.0,
+            requests_per_s=t["completed"] / elapsed if elapsed > 0 else 0.0,
+            output_tokens_per_s=t["out_tokens"] / elapsed if elapsed > 0 else 0.0,
+            tpot_ms_mean=self._tpot.mean,
+            tpot_ms_p90=self._tpot.pct(90),
+            client_limited=verdict["message"],
+            client_loop_lag_ms_p99=verdict["loop_lag_ms"]["p99"],
+            client_cpu_pct_max=verdict["cpu_pct_max"],
         )
+
+    def _add_samples(self, samples: list) -> None:
+        ttft, itl, tpot, lat = self._ttft.add, self._itl.add, self._tpot.add, self._lat.add
+        for s_ttft, s_itl, s_tpot, s_lat, _ in samples:
+            ttft(s_ttft)
+            lat(s_lat)
+            if s_itl is not None:
+                itl(s_itl)
+            if s_tpot is not None:
+                tpot(s_tpot)
+
+    @staticmethod
+    def _verdict(counters: list[dict[str, Any]]) -> dict[str, Any]:
+        lag = LagHistogram()
+        cpu: list[float | None] = []
+        for c in counters:
+            lag.merge(LagHistogram.from_sparse(c["lag"]))
+            cpu.append(100.0 * c["cpu_s"] / c["wall_s"] if c["wall_s"] >= CPU_MIN_WALL_S else None)
+        return client_verdict(lag, cpu)
 
     def _elapsed(self) -> float:
         if not self._t0:
             return 0.0
-        return (self._t_end if self._t_end is not None else _perf()) - self._t0
+        return max((self._t_end if self._t_end is not None else _perf()) - self._t0, 0.0)
 
     # ------------------------------------------------------------------ the run
+    def _plans(self) -> list[Plan]:
+        n = self.workers
+        mode = self.mode
+        common = dict(workers=n, base_url=self.base_url, api=self.api, model=self.model, profile=self.profile,
+                      mode=mode, max_requests=self.max_requests, headers=self.headers, timeout=self.timeout,
+                      max_seconds=self.max_seconds, prompt_token_hint=self.prompt_token_hint,
+                      tick=self.metrics_interval if self.metrics_interval and self.metrics_interval > 0 else 1.0)
+        caps = split(mode.concurrency, n) if mode.concurrency else [None] * n
+        if mode.open_loop:
+            counts = [len(range(k, self.max_requests, n)) for k in range(n)]
+            return [Plan(worker=k, concurrency=caps[k], first_index=k, count=counts[k], **common) for k in range(n)]
+        concurrency = min(mode.concurrency or 1, self.max_requests)
+        caps = split(concurrency, n)
+        # each worker's block of requests in proportion to its slots, so they finish together
+        counts = [math.floor(self.max_requests * c / concurrency) for c in caps]
+        for i in range(self.max_requests - sum(counts)):
+            counts[i % n] += 1
+        firsts = [sum(counts[:k]) for k in range(n)]
+        return [Plan(worker=k, concurrency=caps[k], first_index=firsts[k], count=counts[k], **common) for k in range(n)]
+
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        own_clients = self._client is None
-        shards = [_Shard(self._client)] if self._client is not None else self._make_shards()
-        self._started_wall = time.time()
-        self._t0 = _perf()
-        deadline = None
+        plans = self._plans()
+        if len(plans) == 1:
+            self._handles = [_LocalWorker(plans[0])]
+        else:
+            raise_fd_limit()
+            self._handles = [_ProcessWorker(p, self._add_samples) for p in plans]
+        failed = True
         try:
-            if self.max_seconds:
-                deadline = self._loop.call_later(self.max_seconds, self._request_stop, "max_seconds")
-            if not self._stopping:
-                if self.mode.open_loop:
-                    self._producers = [asyncio.create_task(self._schedule(shards), name="loadgen-schedule")]
-                else:
-                    n = max(1, min(self.mode.concurrency or 1, self.max_requests))
-                    # Worker i always uses shard i % len(shards): each pool gets exactly its share.
-                    self._producers = [
-                        asyncio.create_task(self._worker(shards[i % len(shards)].client), name=f"loadgen-worker-{i}")
-                        for i in range(n)
-                    ]
-                await asyncio.wait(self._producers)
-                while self._requests:
-                    await asyncio.wait(set(self._requests))
+            await self._start()
+            await asyncio.gather(*(h.wait() for h in self._handles))
+            failed = False
         finally:
-            if deadline is not None:
-                deadline.cancel()
             self._t_end = _perf()
-            if own_clients:
-                for shard in shards:
-                    await shard.client.aclose()
+            if failed:
+                for handle in self._handles:
+                    await handle.kill()
+            self._collect()
             self.summary = self._summarize()
             if self.results_path is not None:
                 self._write_results()
-        # A producer that died of a bug (not a cancellation) must not pass silently.
-        for task in self._producers:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()
 
-    def _make_shards(self) -> list[_Shard]:
-        """The HTTP clients: ``concurrency / SHARD_CONNECTIONS`` pools of at most that many connections.
+    async def _start(self) -> None:
+        local = isinstance(self._handles[0], _LocalWorker)
+        if not local:
+            await asyncio.gather(*(h.start() for h in self._handles))  # type: ignore[union-attr]  # process workers
+        await asyncio.gather(*(h.prepare() for h in self._handles))
+        self._started_wall = time.time()
+        self._t0 = _perf() + (0.0 if local else START_MARGIN)
+        for handle in self._handles:
+            handle.go(self._t0)
+        if self._stopping:  # stop() came while the workers were starting
+            self._stop_workers()
 
-        httpcore's pool, on every request start and end, scans all of its
-        connections (with a socket-readability syscall for each idle one) and all
-        queued requests, so one pool of 64 connections costs ~4 ms CPU per
-        request here while eight pools of 8 cost ~0.9 ms (see
-        tests/benchmarks/bench_loadgen.py). Each pool is sized so that the
-        pools together hold exactly the concurrency: no request ever waits for
-        a connection, so none of that wait leaks into TTFT.
-        """
-        n = self.mode.concurrency
-        timeout = httpx.Timeout(self.timeout, pool=None)
-        # One TLS context for all pools: each client would otherwise load the CA bundle (~30 ms).
-        ssl_context = httpx.create_ssl_context()
-
-        def client(limits: httpx.Limits) -> httpx.AsyncClient:
-            return httpx.AsyncClient(limits=limits, timeout=timeout, verify=ssl_context)
-
-        if n:
-            n = max(1, min(n, self.max_requests))
-            k = math.ceil(n / SHARD_CONNECTIONS)
-            sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
-            return [_Shard(client(httpx.Limits(max_connections=m, max_keepalive_connections=m))) for m in sizes]
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=OPEN_LOOP_KEEPALIVE // OPEN_LOOP_SHARDS)
-        return [_Shard(client(limits)) for _ in range(OPEN_LOOP_SHARDS)]
-
-    def _next(self) -> tuple[RequestRow, int] | None:
-        """Issue the next request: its row (now counted as running) and prompt length.
-
-        Counting happens here, not when the request's task first runs, so
-        pending + running + completed + failed always equals the total.
-        """
-        if self._stopping or self._issued >= self.max_requests:
-            return None
-        index = self._issued
-        self._issued += 1
-        prompt, out = next(self._lengths)
-        row = RequestRow(index=index, prompt_tokens=prompt + self._prefix, max_tokens=out)
-        row.start_s = _perf() - self._t0
-        self.rows.append(row)
-        self._in_flight += 1
-        return row, prompt
-
-    async def _worker(self, client: httpx.AsyncClient) -> None:
-        while (item := self._next()) is not None:
-            await self._request(client, *item)
-
-    async def _schedule(self, shards: list[_Shard]) -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        sem = asyncio.Semaphore(self.mode.concurrency) if self.mode.concurrency else None
-        for offset in arrival_offsets(self.mode, int(self.profile.random_seed or 0)):
-            if self._stopping or self._issued >= self.max_requests:
-                return
-            delay = start + offset - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if sem is not None:
-                await sem.acquire()
-            item = self._next()
-            if item is None:
-                if sem is not None:
-                    sem.release()
-                return
-            # The least busy pool: with a cap, it always has a free connection.
-            shard = min(shards, key=_busy) if len(shards) > 1 else shards[0]
-            shard.busy += 1
-            task = asyncio.create_task(self._request(shard.client, *item))
-            self._requests.add(task)
-            task.add_done_callback(functools.partial(self._request_done, item[0], sem, shard))
-
-    def _request_done(self, row: RequestRow, sem: asyncio.Semaphore | None, shard: _Shard, task: asyncio.Task) -> None:
-        self._requests.discard(task)
-        shard.busy -= 1
-        if sem is not None:
-            sem.release()
-        if row.status == "pending":
-            # Cancelled before its coroutine ever ran: still a cancelled request, not a lost one.
-            self._cancel_row(row, row.start_s + self._t0)
-
-    def _cancel_row(self, row: RequestRow, t0: float) -> None:
-        row.status = "cancelled"
-        row.error = "cancelled: the run stopped"
-        row.latency_ms = (_perf() - t0) * 1000.0
-        self._cancelled += 1
-        self._in_flight -= 1
-
-    def _body(self, index: int, prompt: int, out: int) -> bytes:
-        text = make_prompt(index, prompt, self._prefix)
-        body: dict[str, Any] = {"model": self.model}
-        if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": text}]
-        else:
-            body["prompt"] = text
-        body.update(max_tokens=out, stream=True, ignore_eos=True, stream_options={"include_usage": True})
-        if self._hint:
-            body["sim_prompt_tokens"] = prompt + self._prefix
-        return _dumps(body).encode()
-
-    async def _request(self, client: httpx.AsyncClient, row: RequestRow, prompt: int) -> None:
-        body = self._body(row.index, prompt, row.max_tokens)
-        t0 = _perf()
-        row.start_s = t0 - self._t0
-        try:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._stream(client, body, row, t0)
-            except TimeoutError:
-                raise _Failed(f"timeout: no complete answer within {self.timeout:g} s") from None
-            except (httpx.HTTPError, OSError, ValueError) as exc:
-                raise _Failed(_describe_exc(exc)) from None
-        except _Failed as exc:
-            row.status = "error"
-            row.error = str(exc)
-            row.latency_ms = (_perf() - t0) * 1000.0
-            self._failed += 1
-            self._in_flight -= 1
-        except asyncio.CancelledError:
-            self._cancel_row(row, t0)
-            raise
-        else:
-            row.status = "ok"
-            self._in_flight -= 1
-            self._completed += 1
-            self._out_tokens += row.output_tokens
-            self._prompt_tokens += row.prompt_tokens
-            self._ttft.add(row.ttft_ms)
-            self._lat.add(row.latency_ms)
-            if row.itl_ms is not None:
-                self._itl.add(row.itl_ms)
-
-    async def _stream(self, client: httpx.AsyncClient, body: bytes, row: RequestRow, t0: float) -> None:
-        """Send one request and read its SSE stream into ``row`` (raises _Failed)."""
-        chat = self.api == "chat"
-        async with client.stream("POST", self.url, content=body, headers=self._headers) as resp:
-            row.http_status = resp.status_code
-            if resp.status_code != 200:
-                raw = await resp.aread()
-                raise _Failed(f"HTTP {resp.status_code}: {_error_message(raw)}")
-            first = last = 0.0
-            chunks = 0
-            usage = None
-            done = False
-            buf = b""
-            async for data in resp.aiter_bytes():
-                now = _perf()
-                if buf:
-                    data = buf + data
-                lines = data.split(b"\n")
-                buf = lines.pop()
-                for line in lines:
-                    if not line.startswith(b"data:"):
-                        continue  # blank separators, comments, event:/id: fields
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        done = True
-                        continue
-                    if chunks and b'"usage"' not in payload and b'"error"' not in payload:
-                        # Hot path: a token chunk after the first; no JSON parse.
-                        if _HAS_TEXT.search(payload) is not None:
-                            chunks += 1
-                            last = now
-                        continue
-                    obj = json.loads(payload)
-                    if not isinstance(obj, dict):
-                        continue
-                    if "error" in obj or obj.get("object") == "error":
-                        raise _Failed(f"error in stream: {_error_message(payload)}")
-                    if obj.get("usage"):
-                        usage = obj["usage"]
-                    choices = obj.get("choices")
-                    if choices:
-                        c = choices[0]
-                        text = (c.get("delta") or {}).get("content") if chat else c.get("text")
-                        if chat and not text:
-                            text = (c.get("delta") or {}).get("reasoning_content")
-                        if text:
-                            if not chunks:
-                                first = now
-                            chunks += 1
-                            last = now
-        end = _perf()
-        row.chunks = chunks
-        if not done:
-            raise _Failed("stream broken: the stream ended before 'data: [DONE]'")
-        if not chunks:
-            raise _Failed("empty stream: no token arrived")
-        row.ttft_ms = (first - t0) * 1000.0
-        row.latency_ms = (end - t0) * 1000.0
-        if chunks > 1:
-            row.itl_ms = (last - first) * 1000.0 / (chunks - 1)
-        row.output_tokens = chunks
-        if isinstance(usage, dict):
-            if isinstance(usage.get("completion_tokens"), int):
-                row.output_tokens = usage["completion_tokens"]
-            if isinstance(usage.get("prompt_tokens"), int):
-                row.prompt_tokens = usage["prompt_tokens"]
+    def _collect(self) -> None:
+        rows: list[RequestRow] = []
+        reasons = []
+        for handle in self._handles:
+            done = handle.done
+            if done is None:
+                continue
+            rows.extend(done["rows"])
+            reasons.append(done["stop_reason"])
+        self.rows = sorted(rows, key=lambda r: r.index)
+        if not self._stopping and "max_seconds" in reasons:
+            self._stop_reason = "max_seconds"
 
     # ------------------------------------------------------------------ results
     def _summarize(self) -> dict[str, Any]:
-        duration = self._elapsed()
-        ok = [r for r in self.rows if r.status == "ok"]
-        errors = Counter(r.error for r in self.rows if r.status == "error")
+        rows = self.rows
+        ok = [r for r in rows if r.status == "ok"]
+        ends = [r.end_s for r in rows if r.end_s is not None]
+        duration = max(ends) if ends else 0.0
+        status = Counter(r.status for r in rows)
+        out_tokens = sum(r.output_tokens for r in ok)
+        errors = Counter(r.error for r in rows if r.status in ("error", "invalid"))
+        mode = self.mode
+        counters = [h.done or h.counters() for h in self._handles]
+        verdict = self._verdict(counters)
         return {
-            "count": len(self.rows),
-            "completed": self._completed,
-            "failed": self._failed,
-            "cancelled": self._cancelled,
-            "not_sent": self.max_requests - self._issued,
+            "count": len(rows),
+            "completed": status["ok"],
+            "failed": status["error"],
+            "cancelled": status["cancelled"],
+            "invalid": status["invalid"],
+            "not_sent": self.max_requests - len(rows),
             "errors": dict(errors.most_common()),
             "ttft_ms": describe(r.ttft_ms for r in ok),
             "itl_ms": describe(r.itl_ms for r in ok if r.itl_ms is not None),
+            "tpot_ms": describe(r.tpot_ms for r in ok if r.tpot_ms is not None),
             "latency_ms": describe(r.latency_ms for r in ok),
-            "requests_per_s": self._completed / duration if duration > 0 else 0.0,
-            "output_tokens_per_s": self._out_tokens / duration if duration > 0 else 0.0,
-            "total_output_tokens": self._out_tokens,
-            "total_prompt_tokens": self._prompt_tokens,
+            "requests_per_s": len(ok) / duration if duration > 0 else 0.0,
+            "output_tokens_per_s": out_tokens / duration if duration > 0 else 0.0,
+            "total_output_tokens": out_tokens,
+            "total_prompt_tokens": sum(r.prompt_tokens for r in ok),
             "duration_s": duration,
             "stop_reason": self._stop_reason,
-            "rate_type": self.mode.rate_type,
-            "mode": self.mode.describe(),
+            "rate_type": mode.rate_type,
+            "mode": mode.describe(),
+            "rate": mode.rate,
+            "concurrency": mode.concurrency,
             "api": self.api,
+            "workers": self.workers,
+            "client_limited": verdict["limited"],
+            "client": verdict,
         }
 
     def results(self) -> dict[str, Any]:
-        """The whole results document (as written to ``results_path``)."""
+        """The whole results document (as written to ``results_path``; see the module docstring)."""
         started = self._started_wall
         return {
+            "format": FORMAT,
             "profile": _profile_dict(self.profile),
             "model": self.model,
             "base_url": self.base_url,
             "api": self.api,
-            "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat() if started else None,
+            "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat() if started else None,
             "duration_s": self.summary["duration_s"] if self.summary else None,
             "requests": [r.to_dict() for r in self.rows],
             "summary": self.summary,
@@ -622,7 +648,7 @@ class WorkloadRunner:
         doc = self.results()
         rows = doc.pop("requests")
         parts = ["{\n"]
-        for key in ("profile", "model", "base_url", "api", "started", "duration_s"):
+        for key in ("format", "profile", "model", "base_url", "api", "started", "duration_s"):
             parts.append(f" {json.dumps(key)}: {json.dumps(doc.pop(key), allow_nan=False)},\n")
         summary = json.dumps(doc.pop("summary"), indent=1, allow_nan=False).replace("\n", "\n ")
         enc = json.JSONEncoder(separators=(", ", ": "), allow_nan=False).encode
@@ -642,10 +668,8 @@ class WorkloadRunner:
             tmp.write_text(self._render_results())
             os.replace(tmp, path)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):  # the directory itself is unusable; nothing was written
                 tmp.unlink(missing_ok=True)
-            except OSError:
-                pass  # the directory itself is unusable; nothing was written
             raise SweepdeckError(
                 f"Could not write the workload results to {path}: {exc.strerror or exc}.",
                 "Check that the directory is writable and the disk is not full.",
@@ -659,3 +683,6 @@ async def run_workload(base_url: str, model: str, profile, **kw: Any) -> dict[st
         pass
     assert runner.summary is not None
     return runner.summary
+
+
+__all__ = ["APIS", "ROW_FIELDS", "RequestRow", "WorkloadRunner", "default_workers", "run_workload", "split"]

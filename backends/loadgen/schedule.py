@@ -32,13 +32,14 @@ THROUGHPUT_DEFAULT_CONCURRENCY = 64
 PREFIX_WORD = "shared"
 FILL_WORD = "hello"
 HEAD_WORDS = 8
-_VOCAB = (
+_WORDS = (
     "time year people way day man thing woman life child world school state family "
     "student group country problem hand part place case week company system program "
     "question work government number night point home water room mother area money "
     "story fact month lot right study book eye job word business issue side kind head "
     "house service friend father power hour game line end member law car city"
-).split()[:64]
+)
+_VOCAB = _WORDS.split()[:64]
 assert len(_VOCAB) == 64 and len(set(_VOCAB)) == 64
 
 # Precomputed fill text: a prompt is built by slicing, not by joining N words.
@@ -64,8 +65,10 @@ def lengths(profile) -> Iterator[tuple[int, int]]:
     ``prompt_tokens`` excludes ``prefix_tokens`` (the shared prefix is added on top).
     """
     rng = random.Random(profile.random_seed)
-    p = (profile.prompt_tokens, profile.prompt_tokens_stdev or 0, profile.prompt_tokens_min or 1, profile.prompt_tokens_max)
-    o = (profile.output_tokens, profile.output_tokens_stdev or 0, profile.output_tokens_min or 1, profile.output_tokens_max)
+    p = (profile.prompt_tokens, profile.prompt_tokens_stdev or 0, profile.prompt_tokens_min or 1,
+         profile.prompt_tokens_max)
+    o = (profile.output_tokens, profile.output_tokens_stdev or 0, profile.output_tokens_min or 1,
+         profile.output_tokens_max)
     while True:
         yield draw_length(rng, *p), draw_length(rng, *o)
 

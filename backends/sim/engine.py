@@ -51,6 +51,9 @@ WORDS = (
     "wizards", "quietly", "benchmark", "large", "language", "models", "on", "shared", "GPUs",
 )
 TOKEN_TEXTS = tuple(" " + w for w in WORDS)
+BUSY_GAP = 0.1
+"""Seconds without a request that end the engine's busy window (shorter pauses, e.g. between
+the rounds of a closed-loop benchmark, do not)."""
 
 
 class EngineDeadError(Exception):
@@ -116,6 +119,7 @@ class Engine:
         self.waiting: collections.deque[asyncio.Future] = collections.deque()
         self.kv_used = 0
         self.finished = 0
+        self.active = 0  # requests inside generate() (waiting or running): the busy window
         self.dead = False
         self.stopping = False  # server shutting down: in-flight requests end early
         self.on_dead = on_dead
@@ -157,6 +161,20 @@ class Engine:
                 return
         self.running -= 1
 
+    def _entered(self) -> None:
+        """A request entered generate(): the start of a busy window when the engine was idle long enough."""
+        if not self.active:
+            now = time.time()
+            if now - self.metrics.idle_since >= BUSY_GAP:  # a pause this short does not end a busy window
+                self.metrics.busy_since = now
+        self.active += 1
+
+    def _left(self) -> None:
+        """A request left generate(): the end of the busy window when it was the last one."""
+        self.active -= 1
+        if not self.active:
+            self.metrics.idle_since = time.time()
+
     def die(self) -> None:
         """Kill the engine: waiting and running requests fail, new ones are refused."""
         if self.dead:
@@ -182,7 +200,12 @@ class Engine:
         opts = self.opts
         metrics = self.metrics
         arrival = time.monotonic()
-        await self._admit()
+        self._entered()
+        try:
+            await self._admit()
+        except BaseException:
+            self._left()
+            raise
         loop = asyncio.get_running_loop()
         scale = self.scale
         n_out = req.output_tokens(opts.eos_after)
@@ -229,6 +252,7 @@ class Engine:
             metrics.success["length" if n_out == req.max_tokens else "stop"] += 1
             ok = True
         finally:
+            self._left()
             self.kv_used -= kv + produced
             if not self.dead:
                 self._release()

@@ -3,6 +3,19 @@
 Names, help texts and histogram buckets follow vLLM V1 (v0.11) so that
 dashboards and scrapers written for vLLM work unchanged. Every sample carries
 ``engine="0"`` and ``model_name="<served model name>"`` labels.
+
+Three ``sweepdeck_sim:`` series are the simulator's own (not vLLM's), for
+checking a load generator against the server's view (tests/benchmarks/bench_loadgen.py):
+
+* ``sweepdeck_sim:http_time_to_first_token_seconds`` — from the moment the HTTP
+  server read the request's bytes to the moment it wrote the first token's
+  chunk. vLLM's TTFT (and ``vllm:time_to_first_token_seconds`` here) starts
+  later, when the engine gets the request, so it leaves out the time a request
+  waits in a busy HTTP front end; a client cannot see that difference.
+* ``sweepdeck_sim:busy_since_timestamp_seconds`` / ``..._idle_since_...`` — epoch
+  seconds at which the engine last went from no request to one after a pause of
+  at least :data:`backends.sim.engine.BUSY_GAP` (0.1 s), and from one to none: a
+  benchmark run between two idle periods is served in exactly that window.
 """
 
 from __future__ import annotations
@@ -63,6 +76,9 @@ class Metrics:
         self.queue = Histogram(E2E_BUCKETS)
         self.prompt_hist = Histogram(TOKEN_BUCKETS)
         self.gen_hist = Histogram(TOKEN_BUCKETS)
+        self.http_ttft = Histogram(TTFT_BUCKETS)
+        self.busy_since = 0.0
+        self.idle_since = 0.0
 
     def render(self, running: int, waiting: int, kv_usage: float) -> str:
         """The /metrics page (Prometheus text format 0.0.4)."""
@@ -109,4 +125,10 @@ class Metrics:
         histogram("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", self.tpot)
         histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e)
         histogram("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", self.queue)
+        histogram("sweepdeck_sim:http_time_to_first_token_seconds",
+                  "Request bytes read by the HTTP server to the first token's chunk written.", self.http_ttft)
+        gauge("sweepdeck_sim:busy_since_timestamp_seconds", "When the engine last went from idle to busy.",
+              self.busy_since)
+        gauge("sweepdeck_sim:idle_since_timestamp_seconds", "When the engine last went from busy to idle.",
+              self.idle_since)
         return "\n".join(out) + "\n"

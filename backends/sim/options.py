@@ -82,6 +82,10 @@ Timing model (all durations divided by --speed; --speed 0 = no simulated latency
 Prompt length: the "sim_prompt_tokens" request field if given, the length of a
 token-id list, else one token per whitespace-separated word of the text.
 
+Reasoning (--reasoning-tokens N): chat streams the first N output tokens as
+delta.reasoning_content (or delta.reasoning), then content, as vLLM does with
+a reasoning parser; completions stream all tokens as text.
+
 Failures (--fail):
   oom               CUDA out of memory at startup, exit 1, but only while
                     max_model_len * max_num_seqs / tensor_parallel_size
@@ -125,6 +129,8 @@ class SimOptions:
     eos_after: int = 0
     stats_interval: float = 10.0
     access_log: bool = False
+    reasoning_tokens: int = 0
+    reasoning_field: str = "reasoning_content"
     ignored: list[str] = field(default_factory=list)
     non_default: dict = field(default_factory=dict)
 
@@ -265,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eos-after", type=int, default=0, metavar="N", help="without ignore_eos, stop after N tokens (default 0 = always generate max_tokens)")
     s.add_argument("--stats-interval", type=_nonneg_float, default=10.0, metavar="SECONDS", help="period of the throughput log line (default 10; 0 = off)")
     s.add_argument("--access-log", action="store_true", help="print uvicorn's access log lines")
+    s.add_argument("--reasoning-tokens", type=int, default=0, metavar="N",
+                   help="chat: stream the first N output tokens as reasoning (delta.reasoning_content), as vLLM "
+                        "does with a reasoning parser (default 0)")
+    s.add_argument("--reasoning-field", choices=("reasoning_content", "reasoning"), default="reasoning_content",
+                   help="the delta field reasoning goes in: reasoning_content (vLLM <= 0.11) or reasoning (later)")
     return p
 
 
@@ -392,6 +403,8 @@ def parse_args(argv: list[str]) -> SimOptions:
         eos_after=max(0, ns.eos_after),
         stats_interval=0.0 if ns.disable_log_stats else ns.stats_interval,
         access_log=ns.access_log and not ns.disable_uvicorn_access_log,
+        reasoning_tokens=max(0, ns.reasoning_tokens),
+        reasoning_field=ns.reasoning_field,
         ignored=ignored,
     )
     # vLLM logs the arguments that differ from its defaults.

@@ -39,6 +39,44 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _TOKEN_JSON = tuple(json.dumps(t) for t in TOKEN_TEXTS)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# Scope key of the time (time.monotonic) the HTTP server read the request's first bytes.
+RECEIVED = "sweepdeck.received"
+
+
+def stamping_protocol() -> type:
+    """uvicorn's HTTP protocol, stamping each request's scope with the time its bytes were read.
+
+    The ASGI app starts only after uvicorn has parsed the request and a task
+    has been scheduled for it; under load that is later than the arrival of
+    the bytes. The stamp lets the simulator report a TTFT the way a client
+    sees it from the server's side (``sweepdeck_sim:http_time_to_first_token_seconds``).
+
+    Every request read in one pass of the event loop over the ready sockets
+    gets the time that pass began: all of their bytes were there by then, and
+    parsing the first ones in a burst of hundreds delays the clock reading of
+    the last ones by milliseconds.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    batch: list[float] = []
+
+    def new_pass() -> None:
+        batch.clear()
+
+    class StampingProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]  # chosen at import (httptools or h11)
+        def data_received(self, data: bytes) -> None:
+            if not batch:
+                batch.append(time.monotonic())
+                # runs after every read callback of this pass: the next pass starts a new batch
+                self.loop.call_soon(new_pass)
+            received = batch[0]
+            before = self.scope
+            super().data_received(data)
+            scope = self.scope
+            if scope is not before and scope is not None:  # this data began a request
+                scope[RECEIVED] = received
+
+    return StampingProtocol
 
 
 class ApiError(Exception):
@@ -112,10 +150,11 @@ class SimApp:
                 if method != "POST":
                     return await self.send_json(send, 405, {"detail": "Method Not Allowed"})
                 body = await self.read_json(receive)
+                received = scope.get(RECEIVED)
                 if path == "/v1/completions":
-                    await self.completions(body, send)
+                    await self.completions(body, send, received)
                 else:
-                    await self.chat(body, send)
+                    await self.chat(body, send, received)
             elif method not in ("GET", "HEAD"):
                 if path in ("/v1/models", "/health", "/metrics", "/version"):
                     return await self.send_json(send, 405, {"detail": "Method Not Allowed"})
@@ -250,7 +289,7 @@ class SimApp:
         return req, stream, include_usage
 
     # --- endpoints -------------------------------------------------------------------
-    async def completions(self, body: dict, send) -> None:
+    async def completions(self, body: dict, send, received: float | None = None) -> None:
         model = self.check_model(body)
         if "prompt" not in body:
             raise ApiError(400, "Either prompt or prompt_embeds must be provided and non-empty.")
@@ -259,7 +298,8 @@ class SimApp:
         created = int(time.time())
         if stream:
             head = f'data: {{"id":"{rid}","object":"text_completion","created":{created},"model":{json.dumps(model)},"choices":[{{"index":0,"text":'
-            await self.stream(send, req, head, include_usage, rid, created, model, "text_completion", chat=False)
+            await self.stream(send, req, head, include_usage, rid, created, model, "text_completion", chat=False,
+                              received=received)
             return
         text, reason, n = await self.collect(req)
         await self.send_json(
@@ -284,7 +324,7 @@ class SimApp:
             },
         )
 
-    async def chat(self, body: dict, send) -> None:
+    async def chat(self, body: dict, send, received: float | None = None) -> None:
         model = self.check_model(body)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -303,9 +343,14 @@ class SimApp:
         created = int(time.time())
         if stream:
             head = f'data: {{"id":"{rid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},"choices":[{{"index":0,"delta":{{'
-            await self.stream(send, req, head, include_usage, rid, created, model, "chat.completion.chunk", chat=True)
+            await self.stream(send, req, head, include_usage, rid, created, model, "chat.completion.chunk", chat=True,
+                              received=received)
             return
         text, reason, n = await self.collect(req)
+        reasoning = None
+        if self.opts.reasoning_tokens:
+            cut = sum(len(TOKEN_TEXTS[i % len(TOKEN_TEXTS)]) for i in range(min(self.opts.reasoning_tokens, n)))
+            reasoning, text = text[:cut], text[cut:]
         await self.send_json(
             send,
             200,
@@ -325,7 +370,7 @@ class SimApp:
                             "audio": None,
                             "function_call": None,
                             "tool_calls": [],
-                            "reasoning_content": None,
+                            self.opts.reasoning_field: reasoning,
                         },
                         "logprobs": None,
                         "finish_reason": reason,
@@ -364,10 +409,18 @@ class SimApp:
             return ApiError(500, failures.ENGINE_DEAD_MESSAGE, "InternalServerError")
         return ApiError(503, "The server is shutting down.", "ServiceUnavailableError")
 
-    async def stream(self, send, req, head, include_usage, rid, created, model, obj, chat: bool) -> None:
-        """SSE in OpenAI chunk format, one token per chunk, ending with ``data: [DONE]``."""
+    async def stream(self, send, req, head, include_usage, rid, created, model, obj, chat: bool,
+                     received: float | None = None) -> None:
+        """SSE in OpenAI chunk format, one token per chunk, ending with ``data: [DONE]``.
+
+        Chat with ``--reasoning-tokens N``: the first N tokens go in the
+        reasoning field of the delta instead of ``content``.
+        """
         engine = self.engine
         n_out = req.output_tokens(self.opts.eos_after)
+        thinking = self.opts.reasoning_tokens if chat else 0
+        think_key = f'"{self.opts.reasoning_field}":'
+
         reason = engine.finish_reason(req)
         started = False
         count = 0
@@ -390,10 +443,14 @@ class SimApp:
                     last = count == n_out
                     fin = f'"{reason}"' if last else "null"
                     if chat:
-                        chunk = f'{head}"content":{text}}},"logprobs":null,"finish_reason":{fin},"stop_reason":null}}]}}\n\n'
+                        key = think_key if count <= thinking else '"content":'
+                        chunk = (f'{head}{key}{text}}},"logprobs":null,"finish_reason":{fin},'
+                                 f'"stop_reason":null}}]}}\n\n')
                     else:
                         chunk = f'{head}{text},"logprobs":null,"finish_reason":{fin},"stop_reason":null}}]}}\n\n'
                     await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+                    if count == 1 and received is not None:
+                        engine.metrics.http_ttft.observe(time.monotonic() - received)
                     if _disconnected(send):
                         return  # aclosing releases the slot
         except EngineDeadError:
@@ -560,6 +617,7 @@ async def serve(opts: SimOptions) -> int:
         timeout_graceful_shutdown=1,
         timeout_keep_alive=5,
         loop="none",
+        http=stamping_protocol(),
     )
     try:
         sock = _bind(opts.host, opts.port)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from backends.events import Progress
 from backends.loadgen import WorkloadRunner, run_workload
 from config.catalog import make_workload
-
-from tests.support.processes import SIM_MODEL as MODEL
 from tests.support.processes import ROOT, SimProcess
+from tests.support.processes import SIM_MODEL as MODEL
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def sim():
 
 
 def workload(prompt: int, **kw):
-    values = {"prompt_tokens": prompt, "prompt_tokens_stdev": prompt // 20, "output_tokens": 6, "output_tokens_stdev": 1,
+    values = {"prompt_tokens": prompt, "prompt_tokens_stdev": prompt // 20, "output_tokens": 6,
+              "output_tokens_stdev": 1,
               "max_requests": 12, "rate_type": "concurrent", "max_concurrency": 4, "random_seed": 3}
     values.update(kw)
     return make_workload("custom", values)
@@ -96,7 +99,8 @@ async def test_engine_crash_mid_run_is_counted(tmp_path):
 def test_command_line_runs_a_preset_with_overrides(sim, tmp_path):
     out = tmp_path / "cli.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "backends.loadgen", sim.url, MODEL, "--workload", "chatbot-style", "--set", "max_requests=6",
+        [sys.executable, "-m", "backends.loadgen", sim.url, MODEL, "--workload", "chatbot-style",
+         "--set", "max_requests=6",
          "--set", "rate_type=concurrent", "--set", "max_concurrency=3", "--set", "output_tokens=5",
          "--interval", "0.05", "--results", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -139,3 +143,49 @@ def test_command_line_ctrl_c_cancels_and_still_reports(sim, tmp_path):
             proc.wait()
     assert "0 completed, 0 failed, 2 cancelled (2 concurrent, stopped early" in rest
     assert json.loads(out.read_text())["summary"]["cancelled"] == 2
+
+
+def _gauge(url: str, name: str) -> float:
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    m = re.search(rf"^{re.escape(name)}{{[^}}]*}} (\S+)$", text, re.M)
+    assert m, f"{name} missing from /metrics"
+    return float(m.group(1))
+
+
+async def test_reasoning_model_first_token_is_the_first_reasoning_token(tmp_path):
+    # 12 reasoning tokens at 25 ms each come before any content: a client that waits for
+    # content would report TTFT >= 30 + 12 * 25 = 330 ms
+    sim = SimProcess("--ttft-ms", "30", "--itl-ms", "25", "--itl-ms-per-seq", "0", "--prefill-us-per-token", "0",
+                     "--reasoning-tokens", "12")
+    try:
+        url = sim.wait_ready()
+        s = await run_workload(url, MODEL, workload(10, output_tokens=16, output_tokens_stdev=0, max_requests=4,
+                                                    max_concurrency=2), api="chat", results_path=tmp_path / "r.json")
+    finally:
+        sim.stop()
+    assert s["completed"] == 4 and s["total_output_tokens"] == 64
+    assert 30 <= s["ttft_ms"]["max"] < 200, s["ttft_ms"]
+    assert s["itl_ms"]["median"] == pytest.approx(25, rel=0.3) and s["tpot_ms"]["median"] == pytest.approx(25, rel=0.3)
+
+
+async def test_300_requests_in_flight_reach_the_server():
+    # no connection cap below the concurrency: the simulator's running-requests gauge says 300
+    sim = SimProcess("--ttft-ms", "120000", "--max-num-seqs", "1024")
+    try:
+        url = sim.wait_ready()
+        runner = WorkloadRunner(url, MODEL, workload(10, max_requests=300, max_concurrency=300), metrics_interval=0.1)
+        seen = 0.0
+        async for event in runner.events():
+            if isinstance(event, Progress) and event.running == 300 and not runner._stopping:
+                deadline = time.monotonic() + 60
+                while (seen := await asyncio.to_thread(_gauge, url, "vllm:num_requests_running")) < 300:
+                    assert time.monotonic() < deadline, f"the server saw {seen} of 300 requests"
+                    await asyncio.sleep(0.1)
+                runner.stop()
+    finally:
+        sim.stop()
+    assert seen == 300
+    s = runner.summary
+    assert s["cancelled"] == 300 and s["workers"] >= 1 and s["stop_reason"] == "stopped"
