@@ -14,10 +14,14 @@ Where vLLM settings live in BLIS values:
 * memory and CPU: ``decode.containers[name=vllm].resources.limits`` and
   ``.requests`` (``memory``, ``cpu``; both get the spec's value);
 * extra vLLM arguments: ``decode.containers[name="vllm"].args=ARG`` overrides
-  appended to every deploy-model task of the rendered Pipeline;
-* the workload: ``stack.workload`` (guidellm) — the ``inference-perf`` form
-  (``workload.harness: inference-perf``, ``workload.profile``,
-  ``workload.treatments``) is kept as the values give it.
+  appended to every deploy-model task of the rendered Pipeline (the campaign
+  format: written to ``stack.extra_overrides``, which its template renders);
+* the workload: ``stack.workload`` (guidellm); the BLIS campaign's
+  inference-perf format (``workload.harness: inference-perf`` with a
+  ``workload.profileTemplate``) gets the spec's profile template and is
+  rendered with sweepdeck's ``inference-perf.yaml.j2``; the older
+  inference-perf form (``workload.profile``, ``workload.treatments``) is kept
+  as the values give it.
 """
 
 from __future__ import annotations
@@ -29,15 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from backends.tekton.render import dump, load_yaml_file, merge_pipelinerun, render_text
+from backends.tekton.render import dump, load_values, load_yaml_file, merge_pipelinerun, read_text, render_text
+from config import inference_perf
 from config.errors import SweepdeckError
-from config.spec import values_resources
+from config.spec import acceptable_extra_arg, values_resources
 
 if TYPE_CHECKING:
     from config.settings import Profile
     from config.spec import ExperimentSpec
 
 PACKAGE_TEMPLATE = "tekton/blis/pipeline.yaml.j2"
+#: sweepdeck's template for values in the BLIS campaign's inference-perf format.
+INFERENCE_PERF_TEMPLATE = "tekton/blis/inference-perf.yaml.j2"
 DEFAULT_EXPECTED_MINUTES = {
     "download-model": 30, "install-": 10, "create-exp-config": 2, "deploy-otel-collector": 5,
     "deploy-model": 30, "run-workload": 120, "delete-model": 5, "delete-otel-collector": 5,
@@ -45,11 +52,18 @@ DEFAULT_EXPECTED_MINUTES = {
 }
 
 
+def package_template(values: dict[str, Any] | None) -> Path:
+    """sweepdeck's own template for these values: the inference-perf one for a ``workload.profileTemplate``."""
+    from templates.render import template_path
+
+    return template_path(INFERENCE_PERF_TEMPLATE if inference_perf.template_of(values) is not None else PACKAGE_TEMPLATE)
+
+
 @dataclass
 class Sources:
     """Where the template, base values and base PipelineRun come from (read only)."""
 
-    template: Path
+    template: Path | None  # None: sweepdeck's own, chosen by the values' format (package_template)
     values: Path
     pipelinerun: Path | None
     tasks_dirs: list[Path] = field(default_factory=list)
@@ -101,17 +115,18 @@ class Sources:
             pr = pr or sample / "pipelinerun.yaml"
             tasks_dirs += [d for d in (repo / "tekton" / "steps", repo / "tekton" / "tasks") if d.is_dir()]
         return cls(
-            template=Path(template).expanduser() if template else template_path(PACKAGE_TEMPLATE),
+            template=Path(template).expanduser() if template else None,
             values=Path(values).expanduser() if values else Path(__file__).resolve().parents[2] / "config" / "data" / "values.yaml",
             pipelinerun=Path(pr).expanduser() if pr and Path(pr).expanduser().exists() else None,
             tasks_dirs=tasks_dirs,
         )
 
     def base_values(self) -> dict[str, Any]:
-        values = load_yaml_file(self.values, "Values file") or {}
-        if not isinstance(values, dict):
-            raise SweepdeckError(f"Values file {self.values} must be a YAML mapping.")
-        return values
+        return load_values(self.values)
+
+    def template_for(self, values: dict[str, Any]) -> Path:
+        """The template to render: the profile's, else sweepdeck's for the values' format."""
+        return self.template or package_template(values)
 
     def base_pipelinerun(self) -> dict[str, Any] | None:
         return load_yaml_file(self.pipelinerun, "PipelineRun file") if self.pipelinerun else None
@@ -157,13 +172,33 @@ def effective_values(base: dict[str, Any], spec: "ExperimentSpec") -> dict[str, 
     stack["MAX_NUM_SEQS"] = e.max_num_seqs
     harness = ((values.get("workload") or {}).get("harness")) or "guidellm"
     values.setdefault("workload", {})["harness"] = harness
-    if harness == "guidellm":
+    if inference_perf.template_of(values) is not None:
+        set_inference_perf(values, spec)
+    elif harness == "guidellm":
         stack["workload"] = spec.workload.to_values()
     set_image(values, e.image)
     set_resources(values, e.memory, e.cpu)
     # one Pipeline per experiment: runs with different values never overwrite each other
     values.setdefault("experiment", {})["name"] = spec.experiment_id
     return values
+
+
+def set_inference_perf(values: dict[str, Any], spec: "ExperimentSpec") -> None:
+    """The campaign format: the spec's profile template, and its extra vLLM arguments as ``stack.extra_overrides``.
+
+    Overrides that are not vLLM arguments the spec holds (helm paths, arguments
+    with shell characters) are kept as the values file gives them.
+    """
+    if spec.profile_template is not None:
+        values["workload"]["profileTemplate"] = copy.deepcopy(spec.profile_template)
+    stack = values["stack"]
+    _args, others = inference_perf.split_overrides(stack.get("extra_overrides"), acceptable_extra_arg)
+    stack["extra_overrides"] = inference_perf.overrides_for(spec.engine.extra_args, others)
+
+
+def uses_extra_overrides(values: dict[str, Any]) -> bool:
+    """The template renders ``stack.extra_overrides`` (the campaign format): vLLM arguments go there."""
+    return inference_perf.template_of(values) is not None
 
 
 def set_image(values: dict[str, Any], image: str) -> None:
@@ -307,13 +342,10 @@ def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = 
     base_pr = sources.base_pipelinerun()
     base = sources.base_values()
     values = effective_values(merge_pipelinerun(base, base_pr), spec)
-    try:
-        template = sources.template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SweepdeckError(f"Cannot read the template {sources.template}: {exc.strerror}.") from None
-    pipeline = render_text(template, values, sources.template.name)
+    path = sources.template_for(values)
+    pipeline = render_text(read_text(path, "Template"), values, path.name)
     pipeline.setdefault("metadata", {})
-    if spec.engine.extra_args:
+    if spec.engine.extra_args and not uses_extra_overrides(values):
         add_vllm_args(pipeline, spec.engine.extra_args)
     name = pipeline["metadata"].get("name") or spec.experiment_id
     pr = pipelinerun_for(spec, profile, name, base_pr)

@@ -20,12 +20,16 @@ def add_parser(sub) -> None:
     p = sub.add_parser("tekton", help="Tekton: render (tektonc), transform-pr, install-shared, preflight, run")
     ts = p.add_subparsers(dest="tekton_command", metavar="ACTION", required=True)
 
-    r = ts.add_parser("render", help="render a tektonc pipeline template (loop nodes, two Jinja passes)")
-    r.add_argument("-t", "--template", help="pipeline template (.yaml.j2); default: sweepdeck's BLIS pipeline")
-    r.add_argument("-f", "--values", required=True, help="values file (YAML)")
+    r = ts.add_parser("render", help="render a tektonc pipeline template (loop nodes, two Jinja passes)",
+                      description="tektonc's command: the same options, filters (dns, slug, tojson), global "
+                                  "(enumerate_list) and output; errors exit 1.")
+    r.add_argument("-t", "--template", help="pipeline template (.yaml.j2; - for stdin); default: sweepdeck's BLIS "
+                                            "pipeline for the values' format (guidellm, or inference-perf profileTemplate)")
+    r.add_argument("-f", "--values", required=True, help="values file (YAML/JSON; - for stdin)")
     r.add_argument("-r", "--pipelinerun", help="PipelineRun whose 'stack'/'workload' params are merged into the values")
     r.add_argument("-o", "--out", help="output file (default: stdout)")
-    r.add_argument("--explain", action="store_true", help="print the task/runAfter table to stderr")
+    r.add_argument("--explain", action="store_true", help="print the task name/runAfter table to stderr")
+    r.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
 
     t = ts.add_parser("transform-pr", help="limit a matrix PipelineRun's parallelism (unroll / barrier / sliding window)")
     t.add_argument("input", metavar="IN", help="PipelineRun with a matrix task")
@@ -106,16 +110,50 @@ def _write(text: str, out: str | None) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from backends.tekton.render import dump, render_files, task_table
-    from templates.render import template_path
+    """tektonc: render, print warnings and the --explain table to stderr; every failure exits 1."""
+    import traceback
 
-    template = args.template or str(template_path("tekton/blis/pipeline.yaml.j2"))
-    doc, _values = render_files(template, args.values, args.pipelinerun)
-    if args.explain:
-        for section, name, after in task_table(doc):
-            print(f"{section:<8} {name:<50} {after}", file=sys.stderr)
-    _write(dump(doc), args.out)
+    from config.errors import SweepdeckError
+
+    try:
+        text, notes, table = _render_text(args)
+    except SweepdeckError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"[ERROR] {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  {exc.hint}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - tektonc's catch-all: one line (the traceback with --debug), exit 1
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"[ERROR] {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"[WARN] {note}", file=sys.stderr)
+    if table:
+        sys.stderr.write(table)
+    _write(text, args.out)
     return 0
+
+
+def _render_text(args: argparse.Namespace) -> tuple[str, list[str], str]:
+    import io
+
+    from backends.tekton.build import package_template
+    from backends.tekton.render import STDIN, dump, explain, load_values, read_text, render_files
+
+    piped = None
+    if STDIN in (args.template, args.values) and not (args.template == args.values):
+        piped = read_text(STDIN, "Values file" if args.values == STDIN else "Template")  # read once, used twice
+    template = args.template
+    if not template:
+        # sweepdeck's own template for the values' format (guidellm, or an inference-perf profileTemplate)
+        template = str(package_template(load_values(args.values, io.StringIO(piped or ""))))
+    notes: list[str] = []
+    doc, _values = render_files(template, args.values, args.pipelinerun, notes, io.StringIO(piped or ""))
+    return dump(doc), notes, explain(doc) if args.explain else ""
 
 
 def _transform(args: argparse.Namespace) -> int:
