@@ -31,20 +31,25 @@ def add_parser(sub) -> None:
     r.add_argument("--explain", action="store_true", help="print the task name/runAfter table to stderr")
     r.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
 
-    t = ts.add_parser("transform-pr", help="limit a matrix PipelineRun's parallelism (unroll / barrier / sliding window)")
-    t.add_argument("input", metavar="IN", help="PipelineRun with a matrix task")
-    t.add_argument("--unroll", help="comma-separated matrix parameters to unroll into one task per value")
-    t.add_argument("-n", type=int, dest="limit", help="at most N tasks running at once")
-    t.add_argument("--sliding-window", action="store_true", help="with -n: a task waits for the one N places before it (default: barrier batches)")
+    t = ts.add_parser("transform-pr", help="limit a matrix PipelineRun's parallelism (unroll / barrier / sliding window)",
+                      description="The Tekton PoC's transform-pr-parallel.py: with no options the matrix is expanded "
+                                  "into <task>-0, <task>-1… run one at a time (-n 1). Also: matrix.include, a matrix "
+                                  "task that is not first, --unroll with -n / --sliding-window.")
+    t.add_argument("input", metavar="IN", help="PipelineRun with a matrix task (- for stdin)")
+    t.add_argument("--unroll", metavar="PARAMS", help="comma-separated matrix parameters to unroll into one task per value")
+    t.add_argument("-n", "--max-parallel", type=int, dest="limit", default=None,
+                   help="at most N tasks running at once (default 1)")
+    t.add_argument("--sliding-window", action="store_true",
+                   help="task i waits for task i-N (default: barrier batches of N)")
     t.add_argument("--task", help="the matrix task to transform when there are several")
-    t.add_argument("-o", "--out", help="output file (default: stdout)")
+    t.add_argument("-o", "--out", "--output", dest="out", help="output file (default or -: stdout)")
 
     rp = ts.add_parser("run-pr", help="launch a (matrix) PipelineRun, optionally transformed like transform-pr, and watch it (done/total)")
     rp.add_argument("input", metavar="IN", help="PipelineRun file (e.g. a factor x level matrix)")
     rp.add_argument("--namespace", help="namespace to run in (default: the profile's)")
     rp.add_argument("-p", "--profile", help="tekton profile name")
     rp.add_argument("--unroll", help="comma-separated matrix parameters to unroll")
-    rp.add_argument("-n", type=int, dest="limit", help="at most N tasks running at once")
+    rp.add_argument("-n", "--max-parallel", type=int, dest="limit", help="at most N tasks running at once")
     rp.add_argument("--sliding-window", action="store_true")
     rp.add_argument("--task", help="the matrix task to transform when there are several")
     rp.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -158,17 +163,19 @@ def _render_text(args: argparse.Namespace) -> tuple[str, list[str], str]:
 
 def _transform(args: argparse.Namespace) -> int:
     from backends.tekton.matrix import count, transform
-    from backends.tekton.render import dump, load_yaml_file
+    from backends.tekton.render import STDIN, dump, load_yaml_file
+    from config.errors import SweepdeckError
 
     pr = load_yaml_file(args.input, "PipelineRun file")
+    shown = "standard input" if args.input == STDIN else args.input
     if not isinstance(pr, dict):
-        from config.errors import SweepdeckError
-
-        raise SweepdeckError(f"{args.input} is not a PipelineRun (a YAML mapping).")
+        raise SweepdeckError(f"{shown} is not a PipelineRun (a YAML mapping).")
     unroll = [u.strip() for u in args.unroll.split(",") if u.strip()] if args.unroll else None
     out = transform(pr, unroll=unroll, limit=args.limit, sliding_window=args.sliding_window, task=args.task)
-    print(f"[INFO] {count(pr)} combinations; {len(out['spec']['pipelineSpec']['tasks'])} tasks", file=sys.stderr)
-    _write(dump(out), args.out)
+    mode = ("unroll " + ",".join(unroll) if unroll else "expand") + (", sliding window" if args.sliding_window else ", barrier")
+    print(f"[INFO] {count(pr)} combinations; {len(out['spec']['pipelineSpec']['tasks'])} tasks "
+          f"({mode}, at most {args.limit or 1} at once)", file=sys.stderr)
+    _write(dump(out), None if args.out == STDIN else args.out)
     return 0
 
 
