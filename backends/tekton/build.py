@@ -48,8 +48,11 @@ INFERENCE_PERF_TEMPLATE = "tekton/blis/inference-perf.yaml.j2"
 DEFAULT_EXPECTED_MINUTES = {
     "download-model": 30, "install-": 10, "create-exp-config": 2, "deploy-otel-collector": 5,
     "deploy-model": 30, "run-workload": 120, "delete-model": 5, "delete-otel-collector": 5,
-    "upload": 15, "finally-": 5,
+    "upload": 15, "raw-upload": 15, "finally-": 5,
 }
+#: Over the load stages' own time, what a run-workload task of the inference-perf format is given
+#: (installing the harness's data, the tokenizer download, the last requests).
+WORKLOAD_MARGIN_S = 600
 
 
 def package_template(values: dict[str, Any] | None) -> Path:
@@ -142,6 +145,14 @@ class Build:
     resources: list[dict[str, Any]]
     tps: list[int]
     changes: list[str]
+
+    @property
+    def workload_seconds(self) -> float | None:
+        """How long the inference-perf load stages run (None: not the inference-perf format)."""
+        template = inference_perf.template_of(self.values)
+        if template is None:
+            return None
+        return inference_perf.total_seconds(template) or None
 
     @property
     def task_names(self) -> list[str]:
@@ -343,7 +354,18 @@ def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = 
     base = sources.base_values()
     values = effective_values(merge_pipelinerun(base, base_pr), spec)
     path = sources.template_for(values)
-    pipeline = render_text(read_text(path, "Template"), values, path.name)
+    try:
+        pipeline = render_text(read_text(path, "Template"), values, path.name)
+    except SweepdeckError as exc:
+        if inference_perf.template_of(values) is not None and "stack.workload" in exc.message:
+            # a guidellm template with the campaign's values: adding stack.workload is the wrong fix
+            raise SweepdeckError(
+                f"The template {path} is for guidellm values (stack.workload); these values use the inference-perf "
+                "harness (workload.profileTemplate).",
+                "Remove 'template' from the tekton profile (sweepdeck then uses its inference-perf template), "
+                "or point it at a template for this format (tektoncsample/blis-inference-perf).",
+            ) from None
+        raise
     pipeline.setdefault("metadata", {})
     if spec.engine.extra_args and not uses_extra_overrides(values):
         add_vllm_args(pipeline, spec.engine.extra_args)
@@ -354,9 +376,15 @@ def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = 
     return Build(values, pipeline, pr, resources, list(spec.tp_sweep or (spec.engine.tp,)), changes)
 
 
-def expected_seconds(task: str, profile: "Profile") -> float | None:
-    """Expected duration of a pipeline task from the profile (minutes by name prefix)."""
+def expected_seconds(task: str, profile: "Profile", workload_s: float | None = None) -> float | None:
+    """Expected duration of a pipeline task from the profile (minutes by name prefix).
+
+    ``workload_s`` (the inference-perf stages' total) sets run-workload's, unless the profile names one.
+    """
+    mine = {str(k): v for k, v in (profile.get("expected_minutes") or {}).items()}
+    if workload_s and task.startswith("run-workload") and not any(task.startswith(p) for p in mine):
+        return workload_s + WORKLOAD_MARGIN_S
     table = dict(DEFAULT_EXPECTED_MINUTES)
-    table.update({str(k): v for k, v in (profile.get("expected_minutes") or {}).items()})
+    table.update(mine)
     best = max((p for p in table if task.startswith(p)), key=len, default=None)
     return float(table[best]) * 60 if best else None
