@@ -130,9 +130,11 @@ def stages_text(stages: Any) -> str:
     return ", ".join(f"{_num(s.get('rate'))}x{_num(s.get('duration'))}" for s in stages or [] if isinstance(s, dict))
 
 
-def describe_stages(stages: Any) -> str:
-    """``5/s for 600 s → 10/s for 600 s`` (for the review and the summary)."""
-    parts = [f"{_num(s.get('rate'))}/s for {_num(s.get('duration'))} s" for s in stages or [] if isinstance(s, dict)]
+def describe_stages(stages: Any, compact: bool = False) -> str:
+    """``5/s for 600 s → 10/s for 600 s`` (the summary); compact: ``5/s×600s → 10/s×600s`` (the review)."""
+    form = "{rate}/s×{duration}s" if compact else "{rate}/s for {duration} s"
+    parts = [form.format(rate=_num(s.get("rate")), duration=_num(s.get("duration")))
+             for s in stages or [] if isinstance(s, dict)]
     return " → ".join(parts) or "(none)"
 
 

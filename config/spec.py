@@ -781,6 +781,8 @@ def _apply_inference_perf(
     inference_perf.check_template(base)
     if chosen:
         template = inference_perf.from_preset(prof, base)
+        # a change from the values' workload (the review and summary show it as OVERRIDE)
+        origins["workload"] = Origin(origins["workload"].source, origins["workload"].base or inference_perf.HARNESS)
     else:
         template = base
         prof = WorkloadProfile(app=inference_perf.HARNESS)
