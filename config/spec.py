@@ -285,7 +285,10 @@ class ExperimentSpec:
         named one) is left out.
         """
         out = []
-        template_paths = tuple(k for k in self.origins if k.startswith(inference_perf.PREFIX))
+        # the profile template's settings in review order (load, api, data), whatever order they were set in
+        order = [inference_perf.PREFIX + p for p, _ in inference_perf.leaves(self.profile_template)]
+        template_paths = tuple(sorted((k for k in self.origins if k.startswith(inference_perf.PREFIX)),
+                                      key=lambda k: (order.index(k) if k in order else len(order), k)))
         for path in FIELDS + template_paths:
             origin = self.origins.get(path)
             if not origin or origin.source not in USER_SOURCES:
