@@ -74,7 +74,8 @@ def check_template(template: Any, where: str = "workload.profileTemplate") -> di
     parse_stages(load.get("stages"), f"{where}.load.stages")
     data = template.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise SweepdeckError(f"{where}.data.type is missing: inference-perf needs a data type (shared_prefix, random…).")
+        raise SweepdeckError(
+            f"{where}.data.type is missing: inference-perf needs a data type (shared_prefix, random…).")
     return template
 
 
@@ -119,7 +120,8 @@ def _positive(value: Any, where: str, kind: type) -> Any:
         if kind is int and not number.is_integer():
             raise ValueError
     except (TypeError, ValueError):
-        raise SweepdeckError(f"{where} must be a positive {'whole ' if kind is int else ''}number, got {value!r}.") from None
+        whole = "whole " if kind is int else ""
+        raise SweepdeckError(f"{where} must be a positive {whole}number, got {value!r}.") from None
     if number <= 0 or math.isinf(number) or math.isnan(number):
         raise SweepdeckError(f"{where} must be positive, got {value!r}.")
     return int(number) if kind is int else number
@@ -141,7 +143,8 @@ def describe_stages(stages: Any, compact: bool = False) -> str:
 def total_seconds(template: dict[str, Any] | None) -> float:
     """How long the load stages run in all (0 when unknown)."""
     stages = ((template or {}).get("load") or {}).get("stages") or []
-    return float(sum(s.get("duration") or 0 for s in stages if isinstance(s, dict) and isinstance(s.get("duration"), (int, float))))
+    return float(sum(s["duration"] for s in stages
+                     if isinstance(s, dict) and isinstance(s.get("duration"), (int, float))))
 
 
 def _num(value: Any) -> str:
@@ -183,7 +186,8 @@ def set_path(template: dict[str, Any] | None, dotted: str, value: Any) -> dict[s
         new_value: Any = parse_stages(value, f"{PREFIX}{dotted}")
     elif isinstance(current, (dict, list)):
         raise SweepdeckError(f"{PREFIX}{dotted} is a section; set one of its values.",
-                             "Settings: " + ", ".join(PREFIX + p for p, _ in leaves(template) if p.startswith(dotted + ".")))
+                             "Settings: " + ", ".join(PREFIX + p for p, _ in leaves(template)
+                                                      if p.startswith(dotted + ".")))
     else:
         new_value = _like(current, value, f"{PREFIX}{dotted}")
     out = copy.deepcopy(template)
@@ -201,7 +205,8 @@ def _like(current: Any, value: Any, where: str) -> Any:
     if isinstance(current, bool):
         if isinstance(text, bool):
             return text
-        words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+        words = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}
         if str(text).lower() in words:
             return words[str(text).lower()]
         raise SweepdeckError(f"{where} must be true or false, got {value!r}.")
@@ -267,7 +272,7 @@ def _flat(node: Any, path: str) -> list[tuple[str, Any]]:
 # ------------------------------------------------------------------ presets and summaries
 
 
-def from_preset(profile: "WorkloadProfile", base: dict[str, Any]) -> dict[str, Any]:
+def from_preset(profile: WorkloadProfile, base: dict[str, Any]) -> dict[str, Any]:
     """An inference-perf template for a guidellm-style preset: random data, one load stage.
 
     The prompt/output token distributions become ``data.input_distribution`` and
@@ -306,7 +311,8 @@ def summary_rows(template: dict[str, Any]) -> list[tuple[str, str]]:
     shown = ", ".join(f"{k}={_num(v) if not isinstance(v, dict) else '{…}'}" for k, v in details.items())
     seconds = total_seconds(template)
     return [
-        ("Load", f"{load.get('type', '?')}: {describe_stages(load.get('stages'))}" + (f" ({_num(seconds)} s)" if seconds else "")),
+        ("Load", f"{load.get('type', '?')}: {describe_stages(load.get('stages'))}"
+                 + (f" ({_num(seconds)} s)" if seconds else "")),
         ("Data", kind + (f" ({shown})" if shown else "")),
         ("API", f"{api.get('type', '?')}" + (", streaming" if api.get("streaming") else "")),
     ]

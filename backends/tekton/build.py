@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from config.spec import ExperimentSpec
 
 PACKAGE_TEMPLATE = "tekton/blis/pipeline.yaml.j2"
+#: The base values when the profile names none (the BLIS skill's guidellm values).
+DEFAULT_VALUES = Path(__file__).resolve().parents[2] / "config" / "data" / "values.yaml"
 #: sweepdeck's template for values in the BLIS campaign's inference-perf format.
 INFERENCE_PERF_TEMPLATE = "tekton/blis/inference-perf.yaml.j2"
 DEFAULT_EXPECTED_MINUTES = {
@@ -59,7 +61,8 @@ def package_template(values: dict[str, Any] | None) -> Path:
     """sweepdeck's own template for these values: the inference-perf one for a ``workload.profileTemplate``."""
     from templates.render import template_path
 
-    return template_path(INFERENCE_PERF_TEMPLATE if inference_perf.template_of(values) is not None else PACKAGE_TEMPLATE)
+    campaign = inference_perf.template_of(values) is not None
+    return template_path(INFERENCE_PERF_TEMPLATE if campaign else PACKAGE_TEMPLATE)
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Sources:
     tasks_dirs: list[Path] = field(default_factory=list)
 
     @classmethod
-    def from_profile(cls, profile: "Profile") -> "Sources":
+    def from_profile(cls, profile: Profile) -> Sources:
         """The profile's files; with ``blis_repo``, the BLIS checkout's, laid out as upstream keeps them.
 
         A checkout of inference-sim/tektonc-data-collection has::
@@ -102,11 +105,13 @@ class Sources:
             sample_name = profile.get("blis_sample") or "blis"
             sample = repo / "tektoncsample" / sample_name
             if not (template and values) and not sample.is_dir():
-                have = sorted(d.name for d in (repo / "tektoncsample").iterdir() if d.is_dir()) if (repo / "tektoncsample").is_dir() else []
+                samples = repo / "tektoncsample"
+                have = sorted(d.name for d in samples.iterdir() if d.is_dir()) if samples.is_dir() else []
                 raise SweepdeckError(
                     f"blis_repo {repo} has no tektoncsample/{sample_name}/ directory.",
                     ("Set 'blis_sample' to one of: " + ", ".join(have)) if have
-                    else "Point 'blis_repo' at a checkout of the BLIS repo (tektonc-data-collection), or set template/values.",
+                    else "Point 'blis_repo' at a checkout of the BLIS repo (tektonc-data-collection), "
+                         "or set template/values.",
                 )
             if not template:
                 found = [sample / n for n in ("data_pipeline.yaml.j2", "pipeline.yaml.j2") if (sample / n).is_file()]
@@ -119,7 +124,7 @@ class Sources:
             tasks_dirs += [d for d in (repo / "tekton" / "steps", repo / "tekton" / "tasks") if d.is_dir()]
         return cls(
             template=Path(template).expanduser() if template else None,
-            values=Path(values).expanduser() if values else Path(__file__).resolve().parents[2] / "config" / "data" / "values.yaml",
+            values=Path(values).expanduser() if values else DEFAULT_VALUES,
             pipelinerun=Path(pr).expanduser() if pr and Path(pr).expanduser().exists() else None,
             tasks_dirs=tasks_dirs,
         )
@@ -170,7 +175,7 @@ class Build:
         }
 
 
-def effective_values(base: dict[str, Any], spec: "ExperimentSpec") -> dict[str, Any]:
+def effective_values(base: dict[str, Any], spec: ExperimentSpec) -> dict[str, Any]:
     """The base values with the spec's settings written where BLIS keeps them (a new dict)."""
     values = copy.deepcopy(base)
     stack = values.setdefault("stack", {})
@@ -194,7 +199,7 @@ def effective_values(base: dict[str, Any], spec: "ExperimentSpec") -> dict[str, 
     return values
 
 
-def set_inference_perf(values: dict[str, Any], spec: "ExperimentSpec") -> None:
+def set_inference_perf(values: dict[str, Any], spec: ExperimentSpec) -> None:
     """The campaign format: the spec's profile template, and its extra vLLM arguments as ``stack.extra_overrides``.
 
     Overrides that are not vLLM arguments the spec holds (helm paths, arguments
@@ -273,7 +278,9 @@ def add_vllm_args(pipeline: dict[str, Any], args: list[str] | tuple[str, ...]) -
     return touched
 
 
-def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: str, base: dict[str, Any] | None) -> dict[str, Any]:
+def pipelinerun_for(
+    spec: ExperimentSpec, profile: Profile, pipeline_name: str, base: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The PipelineRun: name = experiment id; params experimentId, model, namespace; BLIS workspaces."""
     ns = spec.namespace or profile.get("namespace")
     pr = copy.deepcopy(base) if base else {}
@@ -289,7 +296,8 @@ def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: s
     workspaces = [
         {"name": "model-cache", "persistentVolumeClaim": {"claimName": pvcs[0]}},
         {"name": "data", "persistentVolumeClaim": {"claimName": pvcs[1]}},
-        {"name": "hf-credentials", "secret": {"secretName": secrets[0], "items": [{"key": "HF_TOKEN", "path": "HF_TOKEN"}]}},
+        {"name": "hf-credentials",
+         "secret": {"secretName": secrets[0], "items": [{"key": "HF_TOKEN", "path": "HF_TOKEN"}]}},
         {"name": "target-credentials", "secret": {"secretName": secrets[1], "items": [
             {"key": "AWS_ACCESS_KEY_ID", "path": "AWS_ACCESS_KEY_ID"},
             {"key": "AWS_SECRET_ACCESS_KEY", "path": "AWS_SECRET_ACCESS_KEY"},
@@ -304,7 +312,8 @@ def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: s
         {"name": "namespace", "value": ns},
     ] + [p for p in spec_part.get("params") or [] if p.get("name") in ("stack", "workload")]
     spec_part["workspaces"] = workspaces
-    spec_part["timeouts"] = {"pipeline": profile.get("pipeline_timeout", "6h"), "tasks": profile.get("task_timeout", "5h30m")}
+    spec_part["timeouts"] = {"pipeline": profile.get("pipeline_timeout", "6h"),
+                             "tasks": profile.get("task_timeout", "5h30m")}
     spec_part.setdefault("taskRunTemplate", {})["serviceAccountName"] = profile.get("service_account", "helm-installer")
     return {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": meta, "spec": spec_part}
 
@@ -347,7 +356,7 @@ def resources_for(pipeline: dict[str, Any], dirs: list[Path]) -> list[dict[str, 
     return actions + out
 
 
-def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = None) -> Build:
+def build(spec: ExperimentSpec, profile: Profile, sources: Sources | None = None) -> Build:
     """Render everything for ``spec`` (reads the sources, writes nothing)."""
     sources = sources or Sources.from_profile(profile)
     base_pr = sources.base_pipelinerun()
@@ -376,7 +385,7 @@ def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = 
     return Build(values, pipeline, pr, resources, list(spec.tp_sweep or (spec.engine.tp,)), changes)
 
 
-def expected_seconds(task: str, profile: "Profile", workload_s: float | None = None) -> float | None:
+def expected_seconds(task: str, profile: Profile, workload_s: float | None = None) -> float | None:
     """Expected duration of a pipeline task from the profile (minutes by name prefix).
 
     ``workload_s`` (the inference-perf stages' total) sets run-workload's, unless the profile names one.

@@ -32,12 +32,14 @@ import hashlib
 import itertools
 import json
 import re
-from pathlib import Path
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
+import jinja2
 import yaml
+from jinja2.utils import missing
 
 from config.errors import SweepdeckError
 
@@ -95,14 +97,12 @@ GLOBALS: dict[str, Any] = {"enumerate_list": enumerate_list}
 
 
 def _finalizer(warn: Callable[[str], None]) -> Callable[[Any], Any]:
-    from jinja2 import Undefined
-
     def finalize(value: Any) -> Any:
         # A mapping or list printed into YAML must stay YAML: JSON is valid flow YAML
         # (Python's repr, which tektonc prints, turns None into the string "None").
         if isinstance(value, (dict, list)):
             return json.dumps(value)
-        if callable(value) and not isinstance(value, (type, Undefined)):
+        if callable(value) and not isinstance(value, (type, jinja2.Undefined)):
             # {{ x.values }} finds dict.values before a key 'values'; tektonc prints the method too
             shown = re.sub(r" at 0x[0-9a-f]+", "", repr(value))
             warn(f"the template prints a Python method ({shown}), not a value: read a key named like a "
@@ -112,63 +112,64 @@ def _finalizer(warn: Callable[[str], None]) -> Callable[[Any], Any]:
     return finalize
 
 
-def _environments(warn: Callable[[str], None] | None = None) -> tuple[Any, Any]:
+class Passthrough(jinja2.Undefined):
+    """Pass 1: an undefined top-level name renders as its own expression (``{{ tp }}``).
+
+    A missing key of a real value (``stack.MAX_MODEL_LENX``) is *bound*: it is
+    false in ``{% if %}`` and empty in ``{% for %}`` (as in tektonc), but
+    printing it is a values error at once.
+    """
+
+    __slots__ = ()
+
+    def _bound(self) -> bool:
+        return self._undefined_obj is not missing
+
+    def _expr(self) -> str:
+        return self._undefined_name or "?"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Passthrough(name=f"{self._expr()}.{name}", obj=self._undefined_obj)
+
+    def __getitem__(self, key: Any) -> Any:
+        return Passthrough(name=f"{self._expr()}[{key!r}]", obj=self._undefined_obj)
+
+    def __str__(self) -> str:
+        if self._bound():
+            self._fail_with_undefined_error()
+        return "{{ " + self._expr() + " }}"
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return Passthrough(name=f"{self._expr()}(...)", obj=self._undefined_obj)
+
+
+def _outer_filter(name: str, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Pass 1's filter: on a name still unknown, keep ``{{ name | filter }}`` for pass 2."""
+
+    def apply(value: Any) -> Any:
+        if isinstance(value, Passthrough):
+            if value._bound():
+                value._fail_with_undefined_error()
+            return "{{ " + value._expr() + " | " + name + " }}"
+        return func(value)
+
+    return apply
+
+
+def _environments(warn: Callable[[str], None] | None = None) -> tuple[jinja2.Environment, jinja2.Environment]:
     """tektonc's two Jinja environments: pass 1 keeps unknown names as their own text; pass 2 is strict."""
-    import jinja2
-    from jinja2.utils import missing
-
-    class Passthrough(jinja2.Undefined):
-        """Pass 1: an undefined top-level name renders as its own expression.
-
-        A missing key of a real value (``stack.MAX_MODEL_LENX``) is *bound*: it
-        is false in ``{% if %}`` and empty in ``{% for %}`` (as in tektonc), but
-        printing it is a values error at once.
-        """
-
-        __slots__ = ()
-
-        def _bound(self) -> bool:
-            return self._undefined_obj is not missing
-
-        def _expr(self) -> str:
-            return self._undefined_name or "?"
-
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return Passthrough(name=f"{self._expr()}.{name}", obj=self._undefined_obj)
-
-        def __getitem__(self, key: Any) -> Any:
-            return Passthrough(name=f"{self._expr()}[{key!r}]", obj=self._undefined_obj)
-
-        def __str__(self) -> str:
-            if self._bound():
-                self._fail_with_undefined_error()
-            return "{{ " + self._expr() + " }}"
-
-        def __iter__(self) -> Any:
-            return iter(())
-
-        def __bool__(self) -> bool:
-            return False
-
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return Passthrough(name=f"{self._expr()}(...)", obj=self._undefined_obj)
-
-    def outer_filter(name: str, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        def apply(value: Any) -> Any:
-            if isinstance(value, Passthrough):
-                if value._bound():
-                    value._fail_with_undefined_error()
-                return "{{ " + value._expr() + " | " + name + " }}"  # resolved in pass 2
-            return func(value)
-
-        return apply
-
     finalize = _finalizer(warn or (lambda _message: None))
     common: dict[str, Any] = dict(autoescape=False, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     outer = jinja2.Environment(undefined=Passthrough, finalize=finalize, **common)
-    outer.filters.update({name: outer_filter(name, func) for name, func in FILTERS.items()})
+    outer.filters.update({name: _outer_filter(name, func) for name, func in FILTERS.items()})
     inner = jinja2.Environment(undefined=jinja2.StrictUndefined, finalize=finalize, **common)
     inner.filters.update(FILTERS)
     for env in (outer, inner):
@@ -193,7 +194,8 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 def merge_pipelinerun(values: Mapping[str, Any], pipelinerun: Mapping[str, Any] | None) -> dict[str, Any]:
     """Values with the PipelineRun's ``stack`` and ``workload`` params deep-merged in (tektonc ``-r``)."""
     params = ((pipelinerun or {}).get("spec") or {}).get("params") or []
-    override = {p["name"]: p.get("value") for p in params if isinstance(p, dict) and p.get("name") in ("stack", "workload")}
+    override = {p["name"]: p.get("value") for p in params
+                if isinstance(p, dict) and p.get("name") in ("stack", "workload")}
     override = {k: v for k, v in override.items() if isinstance(v, dict)}
     return deep_merge(values, override)
 
@@ -260,7 +262,8 @@ def load_values(path: str | Path, stdin: TextIO | None = None) -> dict[str, Any]
     if not isinstance(values, dict):
         shown = "standard input" if str(path) == STDIN else str(path)
         raise RenderError(
-            f"Values file {shown} must be a YAML mapping (experiment:, stack:, workload:…), not a {type(values).__name__}.",
+            f"Values file {shown} must be a YAML mapping (experiment:, stack:, workload:…), "
+            f"not a {type(values).__name__}.",
         )
     return values
 
@@ -290,7 +293,9 @@ def _find_expression(source: str, name: str, line: int | None) -> tuple[int | No
     """The template line and dotted expression where ``name`` is used."""
     pattern = re.compile(r"[A-Za-z_][\w]*(?:\.[\w]+|\[[^\]]+\])*")
     lines = source.splitlines()
-    candidates = [line] if line else [i + 1 for i, text in enumerate(lines) if re.search(r"\b" + re.escape(name) + r"\b", text) and ("{{" in text or "{%" in text)]
+    word = re.compile(r"\b" + re.escape(name) + r"\b")
+    candidates = [line] if line else [
+        i + 1 for i, text in enumerate(lines) if word.search(text) and ("{{" in text or "{%" in text)]
     for number in candidates:
         if not number or number > len(lines):
             continue
@@ -315,7 +320,9 @@ def _error(source: str, source_name: str, exc: BaseException, line: int | None, 
     )
 
 
-def _template_error(source: str, source_name: str, exc: BaseException, line: int | None, where: str = "") -> RenderError:
+def _template_error(
+    source: str, source_name: str, exc: BaseException, line: int | None, where: str = "",
+) -> RenderError:
     """A Jinja error (syntax, unknown filter or test...) as one line naming the template line."""
     message = (getattr(exc, "message", None) or str(exc)).rstrip(".")
     unknown = re.search(r"No (filter|test) named '([^']+)'", message)
@@ -323,7 +330,8 @@ def _template_error(source: str, source_name: str, exc: BaseException, line: int
     if unknown:
         kind, name = unknown.groups()
         sep = r"\|" if kind == "filter" else r"\bis\s+(?:not\s+)?"
-        found = [i + 1 for i, text in enumerate(source.splitlines()) if re.search(sep + r"\s*" + re.escape(name) + r"\b", text)]
+        use = re.compile(sep + r"\s*" + re.escape(name) + r"\b")
+        found = [i + 1 for i, text in enumerate(source.splitlines()) if use.search(text)]
         line = line or (found[0] if found else None)
         if kind == "filter":
             hint = ("tektonc has the filters " + ", ".join(sorted(FILTERS)) + " and Jinja's built-in ones "
@@ -335,10 +343,17 @@ def _template_error(source: str, source_name: str, exc: BaseException, line: int
 # ----------------------------------------------------------------------------- rendering
 
 
-_PROTECT = (("{{", "\u27e6JO\u27e7"), ("}}", "\u27e6JC\u27e7"), ("{%", "\u27e6BO\u27e7"), ("%}", "\u27e6BC\u27e7"), ("{#", "\u27e6CO\u27e7"), ("#}", "\u27e6CC\u27e7"))
+# Stand-ins for Jinja's delimiters inside __jinja__ blocks during pass 1 (characters no template uses;
+# tektonc uses [[ ]] and [% %], which turn a bash test such as [[ -f x ]] into Jinja).
+_PROTECT = (
+    ("{{", "\u27e6JO\u27e7"), ("}}", "\u27e6JC\u27e7"), ("{%", "\u27e6BO\u27e7"),
+    ("%}", "\u27e6BC\u27e7"), ("{#", "\u27e6CO\u27e7"), ("#}", "\u27e6CC\u27e7"),
+)
 
 
-def _protect_inline_blocks(source: str, source_name: str = "template", warn: Callable[[str], None] | None = None) -> str:
+def _protect_inline_blocks(
+    source: str, source_name: str = "template", warn: Callable[[str], None] | None = None,
+) -> str:
     """Hide the Jinja in ``__jinja__: |`` block scalars from pass 1 (tektonc's inline blocks).
 
     Such a block is rendered per loop iteration in pass 2, where its ``{% set %}``
@@ -383,7 +398,8 @@ def _warn_unprotected(lines: list[str], blank: int, start: int, key_col: int, so
         if len(line[: len(line) - len(body)].expandtabs(8)) <= key_col:
             return  # the YAML block ended too: nothing was exposed
         if "{{" in line or "{%" in line:
-            warn(f"{source_name} line {blank}: this empty line ends the protection of the __jinja__ block of line {start} "
+            warn(f"{source_name} line {blank}: this empty line ends the protection of the __jinja__ block "
+                 f"of line {start} "
                  f"(as in tektonc), so line {number} is rendered in the first pass, without loop variables: "
                  f"{line.strip()!r}. Remove the empty lines inside __jinja__ blocks.")
             return
@@ -415,8 +431,6 @@ def render_text(
             syntax error, an unknown filter, invalid YAML after the first pass,
             or a bad loop node.
     """
-    import jinja2
-
     notes: list[str] = []
 
     def warn(message: str) -> None:
@@ -489,7 +503,10 @@ def _leftover(obj: Any) -> str | None:
     return None
 
 
-def expand_document(doc: dict[str, Any], values: Mapping[str, Any], env, source: str = "", source_name: str = "template") -> dict[str, Any]:
+def expand_document(
+    doc: dict[str, Any], values: Mapping[str, Any], env: jinja2.Environment, source: str = "",
+    source_name: str = "template",
+) -> dict[str, Any]:
     """Expand loop nodes under ``spec.tasks`` and ``spec.finally`` (returns a new document)."""
     out = copy.deepcopy(doc)
     spec = out.get("spec")
@@ -507,8 +524,6 @@ class _Context:
         self.env, self.source, self.source_name = env, source, source_name
 
     def _render(self, text: str, scope: Mapping[str, Any], where: str) -> str:
-        import jinja2
-
         try:
             return self.env.from_string(text).render(**scope)
         except jinja2.UndefinedError as exc:
@@ -529,13 +544,15 @@ class _Context:
                 try:
                     fragment = yaml.safe_load(block)
                 except yaml.YAMLError as exc:
-                    raise RenderError(f"{self.source_name}: a __jinja__ block in {where} renders to invalid YAML: {exc}.") from None
+                    raise RenderError(
+                        f"{self.source_name}: a __jinja__ block in {where} renders to invalid YAML: {exc}.") from None
                 if isinstance(fragment, dict):
                     flat.append(fragment)
                 elif isinstance(fragment, list):
                     flat.extend(fragment)
                 elif fragment is not None:
-                    raise RenderError(f"{self.source_name}: a __jinja__ block in {where} must render to a task or a list of tasks.")
+                    raise RenderError(
+                        f"{self.source_name}: a __jinja__ block in {where} must render to a task or a list of tasks.")
                 continue
             text = _unprotect(yaml.safe_dump(node, sort_keys=False, width=float("inf")))
             name = node.get("name", "?") if isinstance(node, dict) else "?"
@@ -550,7 +567,8 @@ class _Context:
         here = f"loop {name!r} in {where}"
         domain = (node.get("foreach") or {}).get("domain") if isinstance(node.get("foreach"), dict) else None
         if not isinstance(domain, dict) or not domain:
-            raise RenderError(f"{self.source_name}: {here} needs foreach.domain: a mapping of variable -> list of values.")
+            raise RenderError(
+                f"{self.source_name}: {here} needs foreach.domain: a mapping of variable -> list of values.")
         tasks = node.get("tasks")
         if not isinstance(tasks, list):
             raise RenderError(
@@ -562,14 +580,15 @@ class _Context:
         for key in keys:
             vals = domain[key]
             if isinstance(vals, str) and "{{" in vals:
-                raise _error(self.source, self.source_name, NameError(f"'{vals.strip('{} ')}' is undefined"), None, f" (foreach.domain.{key} of {here})")
+                missing_name = NameError(f"'{vals.strip('{} ')}' is undefined")
+                raise _error(self.source, self.source_name, missing_name, None, f" (foreach.domain.{key} of {here})")
             if not isinstance(vals, list):
                 raise RenderError(f"{self.source_name}: foreach.domain.{key} of {here} must be a list, not {vals!r}.")
             lists.append(vals)
         out: list[Any] = []
         for combo in itertools.product(*lists):
             child = dict(scope)
-            child.update(zip(keys, combo))
+            child.update(zip(keys, combo, strict=True))
             for var, value in (node.get("vars") or {}).items():
                 if isinstance(value, str):
                     child[var] = self._render(value, child, f"vars.{var} of {here}")
@@ -624,7 +643,8 @@ def task_table(doc: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     for section in ("tasks", "finally"):
         for task in spec.get(section) or []:
             after = task.get("runAfter", [])
-            rows.append((section, task.get("name", "<unnamed>"), ", ".join(after) if isinstance(after, list) else str(after)))
+            shown = ", ".join(after) if isinstance(after, list) else str(after)
+            rows.append((section, task.get("name", "<unnamed>"), shown))
     return rows
 
 

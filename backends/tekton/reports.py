@@ -132,7 +132,7 @@ def _load(path: Path) -> Any:
 
 
 def _load_type(directory: Path, files: list[Path]) -> str | None:
-    """``load.type`` of the inference-perf config next to the reports (``config.yaml``), or the run's ``profile.yaml``."""
+    """``load.type`` of the inference-perf config next to the reports (``config.yaml``) or of the run's profile."""
     import yaml
 
     names = {p: p for p in files}
@@ -170,7 +170,9 @@ def summarize(files: list[Path]) -> dict[str, Any]:
         if m:
             data = _load(path)
             if isinstance(data, dict):
-                label = f"{path.parent.name}/stage {m.group(1)}" if path.parent.name.startswith("treatment-") else f"stage {m.group(1)}"
+                label = f"stage {m.group(1)}"
+                if path.parent.name.startswith("treatment-"):
+                    label = f"{path.parent.name}/{label}"
                 stages.append(((str(path.parent), int(m.group(1))), label, data, path))
     if stages:
         stages.sort(key=lambda s: s[0])
@@ -181,5 +183,6 @@ def summarize(files: list[Path]) -> dict[str, Any]:
         if path.name.endswith("summary_lifecycle_metrics.json"):
             data = _load(path)
             if isinstance(data, dict):
-                return {"harness": "inference-perf", "report": path.name, "benchmarks": [inference_perf_row(data, "summary")]}
+                return {"harness": "inference-perf", "report": path.name,
+                        "benchmarks": [inference_perf_row(data, "summary")]}
     return {}

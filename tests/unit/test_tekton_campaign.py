@@ -37,7 +37,8 @@ def catalogs():
 def spec_for(catalogs, values, **kw):
     from config.spec import build_spec
 
-    return build_spec(catalogs, "llama2-7b", backend="tekton", namespace="diya", experiment_id="exp14", base_values=values, **kw)
+    return build_spec(catalogs, "llama2-7b", backend="tekton", namespace="diya", experiment_id="exp14",
+                      base_values=values, **kw)
 
 
 # ------------------------------------------------------------------ config/inference_perf.py
@@ -79,9 +80,11 @@ def test_settings_keep_their_types(values):
     template = values["workload"]["profileTemplate"]
     paths = [p for p, _ in ip.leaves(template)]
     assert paths[:4] == ["load.type", "load.stages", "api.type", "api.streaming"]
-    assert "data.shared_prefix.question_len" in paths and not any(p.startswith(("server", "tokenizer", "storage")) for p in paths)
+    assert "data.shared_prefix.question_len" in paths
+    assert not any(p.startswith(("server", "tokenizer", "storage")) for p in paths)
     out = ip.set_path(template, "data.shared_prefix.question_len", "500")
-    assert out["data"]["shared_prefix"]["question_len"] == 500 and template["data"]["shared_prefix"]["question_len"] == 466
+    assert out["data"]["shared_prefix"]["question_len"] == 500
+    assert template["data"]["shared_prefix"]["question_len"] == 466  # a copy: the template is not changed
     assert ip.set_path(template, "api.streaming", "no")["api"]["streaming"] is False
     assert ip.set_path(template, "data.type", " random ")["data"]["type"] == "random"
     for path, value, message in (
@@ -127,7 +130,8 @@ def test_spec_takes_the_values_template_engine_settings_and_extra_overrides(valu
     assert spec.changes() == [c for c in spec.changes() if c.field == "experiment_id"]
     rows = dict(spec.summary_lines())
     assert rows["Workload"] == "inference-perf profile template"
-    assert rows["Load"] == "constant: 5/s for 600 s → 10/s for 600 s (1200 s)" and rows["API"] == "completion, streaming"
+    assert rows["Load"] == "constant: 5/s for 600 s → 10/s for 600 s (1200 s)"
+    assert rows["API"] == "completion, streaming"
     assert "Max Requests" not in rows
 
 
@@ -155,9 +159,11 @@ def test_a_chosen_preset_becomes_a_random_data_template(values, catalogs):
     assert template["data"]["type"] == "random"
     assert template["data"]["input_distribution"]["mean"] == preset.prompt_tokens
     assert template["data"]["output_distribution"]["max"] == preset.output_tokens_max
-    assert template["load"]["stages"] == [{"rate": float(preset.rate), "duration": -(-preset.max_requests // int(preset.rate))}]
+    seconds = -(-preset.max_requests // int(preset.rate))  # rounded up
+    assert template["load"]["stages"] == [{"rate": float(preset.rate), "duration": seconds}]
     assert template["server"] == values["workload"]["profileTemplate"]["server"]  # placeholders kept
-    assert [c.describe() for c in spec.changes() if c.field == "workload"] == ["workload: inference-perf -> chatbot (OVERRIDE, user)"]
+    changed = [c.describe() for c in spec.changes() if c.field == "workload"]
+    assert changed == ["workload: inference-perf -> chatbot (OVERRIDE, user)"]
 
 
 def test_guidellm_values_have_no_profile_template(catalogs):
@@ -201,7 +207,8 @@ def test_build_writes_the_spec_into_the_campaign_values(values, catalogs, profil
     assert out["stack"]["extra_overrides"] == ["decode.replicas=2", ARG + "--enable-prefix-caching"]
     assert "workload" not in out["stack"]  # no guidellm stack.workload is made up
     assert base["stack"]["extra_overrides"][1] == ARG + "--quantization=fp8"  # the base is not changed
-    b = build(spec_for(catalogs, values).set("engine.extra_args", ("--enable-prefix-caching",)), profile, Sources.from_profile(profile))
+    spec = spec_for(catalogs, values).set("engine.extra_args", ("--enable-prefix-caching",))
+    b = build(spec, profile, Sources.from_profile(profile))
     deploy = next(t for t in b.pipeline["spec"]["tasks"] if t["name"] == "deploy-model-1")
     overrides = next(p["value"] for p in deploy["params"] if p["name"] == "overrides")
     assert overrides.count(ARG + "--enable-prefix-caching") == 1  # from extra_overrides, not appended again

@@ -50,7 +50,8 @@ def test_sample_renders_identically_through_the_cli(template, tmp_path, capsys):
     from tui.cli import main
 
     out = tmp_path / "pipeline.yaml"
-    assert main(["tekton", "render", "-t", str(template), "-f", str(template.parent / "values.yaml"), "-o", str(out)]) == 0
+    argv = ["tekton", "render", "-t", str(template), "-f", str(template.parent / "values.yaml"), "-o", str(out)]
+    assert main(argv) == 0
     expected = template.with_name(template.name.replace(".yaml.j2", ".tektonc-output.yaml")).read_text()
     assert _address_free(out.read_text()) == _address_free(expected)
 
@@ -62,11 +63,13 @@ def test_samples_upstream_fails_on_fail_with_one_clear_line(capsys):
         # tektonc: "Error: Template render failed within __jinja__ block" (the cause is hidden)
         "full-stack": ("pipeline.yaml.j2 line 133: No filter named 'toyaml'", "dns, slug, tojson"),
         # tektonc: "Error: while constructing a mapping ... found unhashable key"
-        "prefix-caching": ("pipeline.yaml.j2 line 80: missing value 'stack.levels.blockSize'", "Add stack.levels.blockSize"),
+        "prefix-caching": ("pipeline.yaml.j2 line 80: missing value 'stack.levels.blockSize'",
+                           "Add stack.levels.blockSize"),
     }
     for name, (message, hint) in cases.items():
         template = SAMPLES / name / "pipeline.yaml.j2"
-        assert main(["tekton", "render", "-t", str(template), "-f", str(template.parent / "values.yaml")]) == 1  # as tektonc
+        values = str(template.parent / "values.yaml")
+        assert main(["tekton", "render", "-t", str(template), "-f", values]) == 1  # as tektonc
         captured = capsys.readouterr()
         assert captured.out == ""
         lines = captured.err.splitlines()
@@ -81,7 +84,8 @@ def test_quirks_are_warned_about_but_output_stays_tektoncs(capsys):
     assert main(["tekton", "render", "-t", str(template), "-f", str(template.parent / "values.yaml")]) == 0
     err = capsys.readouterr().err
     # an empty line inside a __jinja__ block ends tektonc's protection: the first treatment waits on "-1"
-    assert "[WARN] pipeline.yaml.j2 line 151: this empty line ends the protection of the __jinja__ block of line 135" in err
+    assert ("[WARN] pipeline.yaml.j2 line 151: this empty line ends the protection of the __jinja__ block "
+            "of line 135") in err
     assert "prints a Python method (<built-in method values of dict object>)" in err and "x['values']" in err
 
 
@@ -96,7 +100,8 @@ def test_enumerate_list_matches_tektonc():
     # a chain: each task after the one before (conditions on loop variables go in a __jinja__ block)
     src = ("apiVersion: v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  tasks:\n    - loopName: l\n"
            "      foreach: {domain: {e: {{ enumerate_list(xs) }}}}\n      tasks:\n        - __jinja__: |\n"
-           "            - name: t-{{ e.i }}\n              runAfter: [\"{{ 'start' if e.is_first else 't-' ~ e.prev_i }}\"]\n")
+           "            - name: t-{{ e.i }}\n"
+           "              runAfter: [\"{{ 'start' if e.is_first else 't-' ~ e.prev_i }}\"]\n")
     doc = render_text(src, {"xs": ["a", "b"]})
     assert [(t["name"], t["runAfter"]) for t in doc["spec"]["tasks"]] == [("t-0", ["start"]), ("t-1", ["t-0"])]
 
@@ -157,7 +162,8 @@ def test_debug_prints_the_traceback(tmp_path, capsys):
 
     values = tmp_path / "values.yaml"
     values.write_text("experiment:\n  name: x\n")
-    assert main(["tekton", "render", "-t", str(SAMPLES / "blis" / "data_pipeline.yaml.j2"), "-f", str(values), "--debug"]) == 1
+    template = str(SAMPLES / "blis" / "data_pipeline.yaml.j2")
+    assert main(["tekton", "render", "-t", template, "-f", str(values), "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "[ERROR]" in err
 
@@ -203,7 +209,8 @@ def test_campaign_pipeline_is_upstreams_for_the_campaign_values():
     upstream = yaml.safe_load((CAMPAIGN / "pipeline.yaml").read_text())
     assert prose_free(doc) == prose_free(upstream)
     assert [t["name"] for t in doc["spec"]["tasks"]] == [t["name"] for t in upstream["spec"]["tasks"]]
-    assert doc["spec"]["description"] == "Exp #14: Qwen3-14B FP16 TP1 codegen on H100" and upstream["spec"]["description"] == "Exp"
+    assert doc["spec"]["description"] == "Exp #14: Qwen3-14B FP16 TP1 codegen on H100"
+    assert upstream["spec"]["description"] == "Exp"
 
 
 def test_campaign_values_pick_the_inference_perf_template_by_default(capsys):

@@ -20,7 +20,8 @@ from tests.support.fakekube.tekton_controller import INFERENCE_PERF_REPORTS, Tek
 
 pytestmark = [
     pytest.mark.fakeapi,
-    pytest.mark.skipif(not INFERENCE_PERF_REPORTS.is_dir(), reason=f"the reference files are not at {INFERENCE_PERF_REPORTS}"),
+    pytest.mark.skipif(not INFERENCE_PERF_REPORTS.is_dir(),
+                       reason=f"the reference files are not at {INFERENCE_PERF_REPORTS}"),
 ]
 
 CAMPAIGN = Path("/work/shared/reference/tektonc-data-collection/blis-campaign-14-qwen3-14b-h100-codegen")
@@ -126,7 +127,8 @@ async def test_campaign_launch_watch_and_inference_perf_results(campaign):
     overrides = {p["name"]: p["value"] for p in tasks["deploy-model-1"]["params"]}["overrides"]
     assert overrides[-1] == 'decode.containers[name="vllm"].args=--enable-prefix-caching'
     pr = fake.get("tekton.dev/v1", "PipelineRun", "exp14", NS)
-    assert {p["name"]: p["value"] for p in pr["spec"]["params"]} == {"experimentId": "exp14", "model": MODEL, "namespace": NS}
+    params = {p["name"]: p["value"] for p in pr["spec"]["params"]}
+    assert params == {"experimentId": "exp14", "model": MODEL, "namespace": NS}
     values = yaml.safe_load((run.store.path / "rendered" / "values.yaml").read_text())
     assert values["stack"]["extra_overrides"] == ['decode.containers[name="vllm"].args=--enable-prefix-caching']
     assert values["upload_target"]["type"] == "s3"
@@ -158,7 +160,8 @@ async def test_campaign_attach_keeps_the_workload_time(campaign):
     backend, spec = _backend_and_spec(cfg)
     fake.controller.hang["download-model"] = True
     run = await backend.launch(spec)
-    again = await TektonBackend(backend.settings, backend.profile, registry=backend.registry).attach(RunStore().get(run.id))
+    fresh = TektonBackend(backend.settings, backend.profile, registry=backend.registry)
+    again = await fresh.attach(RunStore().get(run.id))
     assert again.handle["workload_s"] == 1200.0 and again.handle["tps"] == [1]
     await backend.registry.run(5)
 
