@@ -130,7 +130,12 @@ class Sources:
         )
 
     def base_values(self) -> dict[str, Any]:
-        return load_values(self.values)
+        values = load_values(self.values)
+        if not values:
+            raise SweepdeckError(f"Values file {self.values} is empty.",
+                                 "Point the tekton profile's 'values' at a BLIS values.yaml "
+                                 "(experiment, stack, workload).")
+        return values
 
     def template_for(self, values: dict[str, Any]) -> Path:
         """The template to render: the profile's, else sweepdeck's for the values' format."""

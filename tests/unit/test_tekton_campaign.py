@@ -238,3 +238,19 @@ def test_expected_run_workload_time_follows_the_stages(profile):
     assert expected_seconds("raw-upload-1", profile, 1200.0) == 15 * 60
     mine = Profile("camp", "tekton", {**profile.options, "expected_minutes": {"run-workload": 45}})
     assert expected_seconds("run-workload-1", mine, 1200.0) == 45 * 60  # the profile's own figure wins
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty"),
+    (b"stack:\n  x: \xff\n", "is not UTF-8 text (byte 0xff on line 2)"),
+    (b"[1, 2]\n", "must be a YAML mapping"),
+])
+def test_profile_values_files_that_cannot_work_say_so_in_one_line(tmp_path, content, message):
+    from backends.tekton.build import Sources
+    from config.settings import Profile, validate_profile
+
+    values = tmp_path / "values.yaml"
+    values.write_bytes(content)
+    profile = Profile("p", "tekton", validate_profile("tekton", {"backend": "tekton", "values": str(values)}, None, "p"))
+    with pytest.raises(SweepdeckError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        Sources.from_profile(profile).base_values()
