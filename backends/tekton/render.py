@@ -201,6 +201,13 @@ def merge_pipelinerun(values: Mapping[str, Any], pipelinerun: Mapping[str, Any] 
 
 
 STDIN = "-"
+# Pass 2 parses every task back from YAML: libyaml's safe loader (same results) when PyYAML has it.
+# Dumping stays PyYAML's own, whose output tektonc's is byte for byte.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_LOADER)  # a safe loader: CSafeLoader or SafeLoader
 
 
 def read_text(path: str | Path, what: str, stdin: TextIO | None = None) -> str:
@@ -465,7 +472,7 @@ def render_text(
 def _parse_rendered(text: str, source: str, source_name: str) -> dict[str, Any]:
     """The YAML of pass 1's output (it must be a mapping: a Pipeline)."""
     try:
-        doc = yaml.safe_load(text)
+        doc = _load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         row = mark.line + 1 if mark else None
@@ -542,7 +549,7 @@ class _Context:
             if isinstance(node, dict) and isinstance(node.get("__jinja__"), str) and "name" not in node:
                 block = self._render(_unprotect(node["__jinja__"]), scope, f"__jinja__ block in {where}")
                 try:
-                    fragment = yaml.safe_load(block)
+                    fragment = _load(block)
                 except yaml.YAMLError as exc:
                     raise RenderError(
                         f"{self.source_name}: a __jinja__ block in {where} renders to invalid YAML: {exc}.") from None
@@ -556,7 +563,7 @@ class _Context:
                 continue
             text = _unprotect(yaml.safe_dump(node, sort_keys=False, width=float("inf")))
             name = node.get("name", "?") if isinstance(node, dict) else "?"
-            rendered = yaml.safe_load(self._render(text, scope, f"task {name} in {where}"))
+            rendered = _load(self._render(text, scope, f"task {name} in {where}"))
             if isinstance(rendered, dict):
                 rendered.pop("__jinja__", None)  # a preamble ({% set %}) that Tekton must not see
             flat.append(rendered)
@@ -593,7 +600,7 @@ class _Context:
                 if isinstance(value, str):
                     child[var] = self._render(value, child, f"vars.{var} of {here}")
                 else:
-                    child[var] = yaml.safe_load(self._render(yaml.safe_dump(value), child, f"vars.{var} of {here}"))
+                    child[var] = _load(self._render(yaml.safe_dump(value), child, f"vars.{var} of {here}"))
             out.extend(self.expand(tasks, child, here))
         return out
 

@@ -155,7 +155,6 @@ def _render(args: argparse.Namespace) -> int:
 def _render_text(args: argparse.Namespace) -> tuple[str, list[str], str]:
     import io
 
-    from backends.tekton.build import package_template
     from backends.tekton.render import STDIN, dump, explain, load_values, read_text, render_files
 
     piped = None
@@ -163,6 +162,8 @@ def _render_text(args: argparse.Namespace) -> tuple[str, list[str], str]:
         piped = read_text(STDIN, "Values file" if args.values == STDIN else "Template")  # read once, used twice
     template = args.template
     if not template:
+        from backends.tekton.build import package_template  # (only here: -t renders without the spec model)
+
         # sweepdeck's own template for the values' format (guidellm, or an inference-perf profileTemplate)
         template = str(package_template(load_values(args.values, io.StringIO(piped or ""))))
     notes: list[str] = []
