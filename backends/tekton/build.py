@@ -210,9 +210,15 @@ def set_inference_perf(values: dict[str, Any], spec: ExperimentSpec) -> None:
     Overrides that are not vLLM arguments the spec holds (helm paths, arguments
     with shell characters) are kept as the values file gives them.
     """
-    if spec.profile_template is not None:
-        values["workload"]["profileTemplate"] = copy.deepcopy(spec.profile_template)
     stack = values["stack"]
+    if spec.profile_template is None:
+        # a spec made without these values (sweepdeck run --backend tekton): their workload and
+        # overrides stand; the spec's arguments are added
+        existing = [str(o) for o in stack.get("extra_overrides") or []]
+        added = inference_perf.overrides_for(spec.engine.extra_args, [])
+        stack["extra_overrides"] = existing + [o for o in added if o not in existing]
+        return
+    values["workload"]["profileTemplate"] = copy.deepcopy(spec.profile_template)
     _args, others = inference_perf.split_overrides(stack.get("extra_overrides"), acceptable_extra_arg)
     stack["extra_overrides"] = inference_perf.overrides_for(spec.engine.extra_args, others)
 

@@ -254,3 +254,15 @@ def test_profile_values_files_that_cannot_work_say_so_in_one_line(tmp_path, cont
     profile = Profile("p", "tekton", validate_profile("tekton", {"backend": "tekton", "values": str(values)}, None, "p"))
     with pytest.raises(SweepdeckError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         Sources.from_profile(profile).base_values()
+
+
+def test_a_spec_made_without_the_values_keeps_their_workload_and_overrides(values, catalogs):
+    """``sweepdeck run --backend tekton`` builds the spec from the catalog alone: the values' own stand."""
+    from backends.tekton.build import effective_values
+    from config.spec import build_spec
+
+    values["stack"]["extra_overrides"] = [ARG + "--quantization=fp8"]
+    spec = build_spec(catalogs, "llama2-7b", backend="tekton", experiment_id="e", extra_args="--enable-prefix-caching")
+    out = effective_values(values, spec)
+    assert out["workload"]["profileTemplate"] == values["workload"]["profileTemplate"]
+    assert out["stack"]["extra_overrides"] == [ARG + "--quantization=fp8", ARG + "--enable-prefix-caching"]
