@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -251,8 +252,9 @@ def test_profile_values_files_that_cannot_work_say_so_in_one_line(tmp_path, cont
 
     values = tmp_path / "values.yaml"
     values.write_bytes(content)
-    profile = Profile("p", "tekton", validate_profile("tekton", {"backend": "tekton", "values": str(values)}, None, "p"))
-    with pytest.raises(SweepdeckError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    options = validate_profile("tekton", {"backend": "tekton", "values": str(values)}, None, "p")
+    profile = Profile("p", "tekton", options)
+    with pytest.raises(SweepdeckError, match=re.escape(message)):
         Sources.from_profile(profile).base_values()
 
 
