@@ -51,12 +51,12 @@ _STAGE_TEXT = re.compile(
 
 
 def template_of(values: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``workload.profileTemplate`` of values that use the inference-perf harness (else None)."""
+    """A copy of the ``workload.profileTemplate`` of values that use the inference-perf harness (else None)."""
     workload = (values or {}).get("workload") if isinstance(values, dict) else None
     if not isinstance(workload, dict) or workload.get("harness") != HARNESS:
         return None
     template = workload.get("profileTemplate")
-    return template if isinstance(template, dict) else None
+    return copy.deepcopy(template) if isinstance(template, dict) else None  # a copy: the values stay as read
 
 
 def check_template(template: Any, where: str = "workload.profileTemplate") -> dict[str, Any]:

@@ -345,8 +345,10 @@ class ExperimentSpec:
             rows += [
                 ("Max Requests", str(w.max_requests)),
                 ("Rate", f"{w.rate:g} ({w.rate_type})"),
-                ("Prompt Tokens", f"{w.prompt_tokens} (stdev {w.prompt_tokens_stdev}, {w.prompt_tokens_min}-{w.prompt_tokens_max})"),
-                ("Output Tokens", f"{w.output_tokens} (stdev {w.output_tokens_stdev}, {w.output_tokens_min}-{w.output_tokens_max})"),
+                ("Prompt Tokens",
+                 f"{w.prompt_tokens} (stdev {w.prompt_tokens_stdev}, {w.prompt_tokens_min}-{w.prompt_tokens_max})"),
+                ("Output Tokens",
+                 f"{w.output_tokens} (stdev {w.output_tokens_stdev}, {w.output_tokens_min}-{w.output_tokens_max})"),
             ]
         rows += [
             ("Image", e.image),
@@ -400,7 +402,7 @@ class ExperimentSpec:
                 parent=data.get("parent"),
                 tp_sweep=tuple(data.get("tp_sweep") or ()),
                 origins=origins,
-                profile_template=data.get("profile_template") if isinstance(data.get("profile_template"), dict) else None,
+                profile_template=data["profile_template"] if isinstance(data.get("profile_template"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SweepdeckError(f"Saved experiment spec is malformed ({exc}).") from None
@@ -795,7 +797,7 @@ def _apply_inference_perf(
     if args:
         engine = replace(engine, extra_args=tuple(dict.fromkeys(engine.extra_args + tuple(args))))
         origins["engine.extra_args"] = Origin(Source.VALUES)
-    return dict(template), prof, engine
+    return template, prof, engine
 
 
 def acceptable_extra_arg(arg: str) -> bool:
