@@ -553,7 +553,8 @@ class TektonBackend:
         state.shown[name] = shown
         events: list[Event] = [Phase(
             name, task_state(tr), message, kind="task", started=parse_timestamp(status.get("startTime")),
-            finished=parse_timestamp(status.get("completionTime")), retries=retries, expected_s=expected_seconds(name, self.profile, state.workload_s),
+            finished=parse_timestamp(status.get("completionTime")), retries=retries,
+            expected_s=expected_seconds(name, self.profile, state.workload_s),
         )]
         if st == "False" and reason not in CANCELLED and name not in state.logs_shown:
             state.logs_shown.add(name)
@@ -849,7 +850,8 @@ def _workload_check(spec: "ExperimentSpec", b: Build) -> Check:
 
     rows = dict(inference_perf.summary_rows(spec.profile_template or {}))
     target = b.values.get("upload_target") if isinstance(b.values.get("upload_target"), dict) else None
-    upload = f"; raw results uploaded to {target.get('type')}" if target else "; no upload_target: results stay on data-pvc"
+    upload = (f"; raw results uploaded to {target.get('type')}" if target
+              else "; no upload_target: results stay on data-pvc")
     detail = f"inference-perf, {rows['Load']}; data {rows['Data']}; API {rows['API']}{upload}"
     return Check("Workload", "pass", detail, data={"harness": "inference-perf", "seconds": b.workload_seconds})
 

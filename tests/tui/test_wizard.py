@@ -695,7 +695,8 @@ async def test_inference_perf_values_review_shows_and_edits_stages_and_data():
         table = wizard.query_one("#workload-table", DataTable)
         # the values' own profile template is the first row, and the one chosen
         assert [str(c) for c in table.get_row("values.yaml")][0] == "values.yaml" and table.cursor_row == 0
-        assert "load constant: 5/s for 600 s → 10/s for 600 s" in text_of(wizard.query_one("#workload-detail", Static))
+        detail = text_of(wizard.query_one("#workload-detail", Static))
+        assert "load constant: 5/s for 600 s → 10/s for 600 s" in detail
         await pilot.press("enter")
         await pilot.pause()
         assert wizard.index == 2 and wizard.state.spec.workload.app == "inference-perf"

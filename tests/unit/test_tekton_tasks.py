@@ -129,7 +129,8 @@ def test_run_workload_inference_perf_blis_fills_the_placeholders_and_keeps_the_l
     proc = subprocess.run([sys.executable, "-c", step["script"]], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads((results / "seen.json").read_text())
-    assert seen["server"] == {"type": "vllm", "model_name": "Qwen/Qwen3-14B", "base_url": "http://10.0.0.7:8000", "ignore_eos": True}
+    assert seen["server"] == {"type": "vllm", "model_name": "Qwen/Qwen3-14B", "base_url": "http://10.0.0.7:8000",
+                              "ignore_eos": True}
     assert seen["tokenizer"]["pretrained_model_name_or_path"] == "Qwen/Qwen3-14B"
     assert seen["storage"]["local_storage"]["path"] == str(results / "results")
     assert seen["data"]["note"] == "PATH is kept here" and seen["load"] == template["load"]

@@ -7,7 +7,8 @@ tasks in ``runAfter`` order (TaskRuns labelled ``tekton.dev/pipelineRun``,
 ``finally`` tasks, and sets the PipelineRun's ``Succeeded`` condition. The
 ``deploy-model`` task starts a vLLM pod labelled ``llm-d.ai/model=<label>``
 that logs vLLM's startup lines; ``delete-model`` deletes it; ``run-workload``
-writes the harness's reports (guidellm, or inference-perf for the campaign format) under ``results_root/<label>/`` (served as ``/mnt/exp``
+writes the harness's reports (guidellm, or inference-perf for the campaign
+format) under ``results_root/<label>/`` (served as ``/mnt/exp``
 to any pod whose name starts with ``sweepdeck-results-``).
 ``spec.status: CancelledRunFinally`` / ``Cancelled`` cancel like Tekton.
 

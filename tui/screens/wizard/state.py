@@ -343,7 +343,8 @@ class WizardState:
             status, base = _status(spec, path)
             if key == inference_perf.STAGES:
                 shown, text = inference_perf.describe_stages(value, compact=True), inference_perf.stages_text(value)
-                base = inference_perf.describe_stages(_unhashable(spec.origins[path].base), compact=True) if status else base
+                if status:
+                    base = inference_perf.describe_stages(_unhashable(spec.origins[path].base), compact=True)
             else:
                 shown, text = _word(value), _word(value)
                 base = _word(spec.origins[path].base) if status else base

@@ -317,8 +317,8 @@ class WorkloadStep(Step):
             self._names.insert(0, VALUES_ROW)
             rows = dict(inference_perf.summary_rows(template))
             load = template.get("load") if isinstance(template.get("load"), dict) else {}
-            table.add_row("values.yaml", _clip(f"inference-perf: {rows['Data']}", 44), "", "", str(load.get("type", "")),
-                          f"{len(load.get('stages') or [])} stages", key=VALUES_ROW)
+            table.add_row("values.yaml", _clip(f"inference-perf: {rows['Data']}", 44), "", "",
+                          str(load.get("type", "")), f"{len(load.get('stages') or [])} stages", key=VALUES_ROW)
         for name, preset in presets.items():
             p = preset.profile
             table.add_row(
