@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from config import inference_perf
 from config.catalog import Catalogs, ModelInfo, WorkloadProfile, dns_label, make_workload
 from config.errors import SweepdeckError
 
@@ -117,6 +118,8 @@ def _fit_range(values: dict[str, Any], name: str) -> None:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, dict):  # an inference-perf load stage
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in value) + "]" if value else "(none)"
     if isinstance(value, float) and value.is_integer():
@@ -170,6 +173,9 @@ class ExperimentSpec:
     parent: str | None = None
     tp_sweep: tuple[int, ...] = ()
     origins: dict[str, Origin] = field(default_factory=dict)
+    # The inference-perf profile template when the values use that harness (config/inference_perf.py);
+    # its settings are the paths ``profile_template.<key>``.
+    profile_template: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- access
 
@@ -184,6 +190,8 @@ class ExperimentSpec:
             return getattr(self.workload, path.split(".", 1)[1])
         if path == "workload":
             return self.workload.app
+        if path.startswith(inference_perf.PREFIX):
+            return inference_perf.get_path(self.profile_template, path[len(inference_perf.PREFIX):])
         return getattr(self, path)
 
     def source(self, path: str) -> Source:
@@ -205,6 +213,8 @@ class ExperimentSpec:
         Raises:
             SweepdeckError: unknown field or invalid value.
         """
+        if path.startswith(inference_perf.PREFIX):
+            return self._set_template(path, value, source)
         if path not in FIELDS:
             raise SweepdeckError(f"Unknown setting {path!r}.", "Settings: " + ", ".join(FIELDS))
         value = _validate_field(path, value)
@@ -218,6 +228,14 @@ class ExperimentSpec:
         elif path == "tp_sweep" and value and new.engine.tp != value[0]:
             new = new._set_one("engine.tp", value[0], source)
         return new
+
+    def _set_template(self, path: str, value: Any, source: Source) -> "ExperimentSpec":
+        """Set one ``profile_template.<key>`` (converted to the key's type; see config/inference_perf.py)."""
+        old = self.get(path)
+        template = inference_perf.set_path(self.profile_template, path[len(inference_perf.PREFIX):], value)
+        prior = self.origins.get(path)
+        base = prior.base if prior and prior.source in USER_SOURCES else old
+        return replace(self, profile_template=template, origins={**self.origins, path: Origin(source, base)})
 
     def _set_workload_numbers(self, profile: WorkloadProfile, source: Source) -> "ExperimentSpec":
         origins = dict(self.origins)
@@ -267,7 +285,11 @@ class ExperimentSpec:
         named one) is left out.
         """
         out = []
-        for path in FIELDS:
+        # the profile template's settings in review order (load, api, data), whatever order they were set in
+        order = [inference_perf.PREFIX + p for p, _ in inference_perf.leaves(self.profile_template)]
+        template_paths = tuple(sorted((k for k in self.origins if k.startswith(inference_perf.PREFIX)),
+                                      key=lambda k: (order.index(k) if k in order else len(order), k)))
+        for path in FIELDS + template_paths:
             origin = self.origins.get(path)
             if not origin or origin.source not in USER_SOURCES:
                 continue
@@ -314,10 +336,21 @@ class ExperimentSpec:
         rows += [
             ("Model", self.model),
             ("Workload", w.app),
-            ("Max Requests", str(w.max_requests)),
-            ("Rate", f"{w.rate:g} ({w.rate_type})"),
-            ("Prompt Tokens", f"{w.prompt_tokens} (stdev {w.prompt_tokens_stdev}, {w.prompt_tokens_min}-{w.prompt_tokens_max})"),
-            ("Output Tokens", f"{w.output_tokens} (stdev {w.output_tokens_stdev}, {w.output_tokens_min}-{w.output_tokens_max})"),
+        ]
+        if self.profile_template is not None:
+            rows[-1] = ("Workload", "inference-perf profile template" if w.app == inference_perf.HARNESS
+                        else f"{w.app} (as an inference-perf profile template)")
+            rows += inference_perf.summary_rows(self.profile_template)
+        else:
+            rows += [
+                ("Max Requests", str(w.max_requests)),
+                ("Rate", f"{w.rate:g} ({w.rate_type})"),
+                ("Prompt Tokens",
+                 f"{w.prompt_tokens} (stdev {w.prompt_tokens_stdev}, {w.prompt_tokens_min}-{w.prompt_tokens_max})"),
+                ("Output Tokens",
+                 f"{w.output_tokens} (stdev {w.output_tokens_stdev}, {w.output_tokens_min}-{w.output_tokens_max})"),
+            ]
+        rows += [
             ("Image", e.image),
             ("Tensor Parallel", str(e.tp) + (f" (sweep {list(self.tp_sweep)})" if self.tp_sweep else "")),
             ("Max Model Len", str(e.max_model_len)),
@@ -343,6 +376,8 @@ class ExperimentSpec:
             "engine": {**asdict(self.engine), "extra_args": list(self.engine.extra_args)},
             "origins": {k: {"source": str(o.source), "base": _plain(o.base)} for k, o in self.origins.items()},
         }
+        if self.profile_template is not None:
+            data["profile_template"] = self.profile_template
         return data
 
     @classmethod
@@ -367,6 +402,7 @@ class ExperimentSpec:
                 parent=data.get("parent"),
                 tp_sweep=tuple(data.get("tp_sweep") or ()),
                 origins=origins,
+                profile_template=data["profile_template"] if isinstance(data.get("profile_template"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SweepdeckError(f"Saved experiment spec is malformed ({exc}).") from None
@@ -628,8 +664,10 @@ def build_spec(
     )
     origins["engine.extra_args"] = Origin(Source.CATALOG if info.trust_remote_code else Source.DEFAULT)
     tp_sweep: tuple[int, ...] = ()
+    template: dict[str, Any] | None = None
     if base_values:
         engine, tp_sweep, prof = _apply_values(base_values, engine, prof, origins, workload is None)
+        template, prof, engine = _apply_inference_perf(base_values, prof, engine, origins, workload is not None)
 
     spec = ExperimentSpec(
         model=info.id,
@@ -641,6 +679,7 @@ def build_spec(
         namespace=None,
         tp_sweep=tp_sweep,
         origins=origins,
+        profile_template=template,
     )
     spec = replace(spec, origins={**spec.origins, "experiment_id": Origin(Source.AUTO)})
     if namespace is not None:
@@ -726,6 +765,48 @@ def _apply_values(
         prof = make_workload(str(wl.get("app", "values")), wl["profile"], source="values file: stack.workload")
         origins["workload"] = Origin(Source.VALUES)
     return replace(engine, **updates), sweep, prof
+
+
+def _apply_inference_perf(
+    values: dict[str, Any],
+    prof: WorkloadProfile,
+    engine: EngineSettings,
+    origins: dict[str, Origin],
+    chosen: bool,
+) -> tuple[dict[str, Any] | None, WorkloadProfile, EngineSettings]:
+    """Values with ``workload.harness: inference-perf`` and a ``profileTemplate``: the spec's template.
+
+    The values' template stands unless a workload was chosen (a preset becomes
+    a random-data, one-stage template); ``stack.extra_overrides`` that are vLLM
+    arguments join the extra arguments (source: values.yaml).
+    """
+    base = inference_perf.template_of(values)
+    if base is None:
+        return None, prof, engine
+    inference_perf.check_template(base)
+    if chosen:
+        template = inference_perf.from_preset(prof, base)
+        # a change from the values' workload (the review and summary show it as OVERRIDE)
+        origins["workload"] = Origin(origins["workload"].source, origins["workload"].base or inference_perf.HARNESS)
+    else:
+        template = base
+        prof = WorkloadProfile(app=inference_perf.HARNESS)
+        origins["workload"] = Origin(Source.VALUES)
+    overrides = (values.get("stack") or {}).get("extra_overrides")
+    args, _others = inference_perf.split_overrides(overrides, acceptable_extra_arg)
+    if args:
+        engine = replace(engine, extra_args=tuple(dict.fromkeys(engine.extra_args + tuple(args))))
+        origins["engine.extra_args"] = Origin(Source.VALUES)
+    return template, prof, engine
+
+
+def acceptable_extra_arg(arg: str) -> bool:
+    """Whether a values file's vLLM argument can be an extra argument (else it stays an override)."""
+    try:
+        _validate_field("engine.extra_args", (arg,))
+    except SweepdeckError:
+        return False
+    return True
 
 
 def _values_workload_app(values: dict[str, Any] | None) -> str | None:

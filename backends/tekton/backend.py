@@ -96,6 +96,7 @@ class _RunState:
     logs_shown: set[str] = field(default_factory=set)
     pipelinerun: dict[str, Any] | None = None
     task_logs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task row -> followed (pod, container)
+    workload_s: float | None = None  # the inference-perf load stages' total (run-workload's expected time)
 
 
 class TektonBackend(BackendBase):
@@ -170,6 +171,8 @@ class TektonBackend(BackendBase):
         except SweepdeckError as exc:
             checks.append(Check("Values", "fail", exc.message, exc.hint))
             build_ = None
+        if build_ is not None and spec.profile_template is not None:
+            checks.append(_workload_check(spec, build_))
         if await kube.get("", "v1", "namespaces", ns) is None:
             checks.append(Check(
                 f"Namespace {ns}", "fail", "does not exist", f"kubectl create namespace {ns}, or let sweepdeck create it (it asks first)",
@@ -307,6 +310,8 @@ class TektonBackend(BackendBase):
             "namespace": ns, "pipelinerun": pr_name, "pipeline": b.pipeline["metadata"]["name"],
             "tps": b.tps, "tasks": b.task_names, "context": kube.context,
         }
+        if b.workload_seconds:
+            handle["workload_s"] = b.workload_seconds
         run = Run(spec.experiment_id, self.name, spec, store, handle)
         self._tokens[run.id] = self.registry.register(
             f"cancel PipelineRun {pr_name} in {ns}", lambda: self.cancel(run),
@@ -314,6 +319,7 @@ class TektonBackend(BackendBase):
         store.write_session({
             "BACKEND": self.name, "NAMESPACE": ns, "PIPELINERUN": pr_name, "CONTEXT": kube.context or "",
             "KUBECONFIG": self.profile.get("kubeconfig") or "", "TPS": ",".join(map(str, b.tps)),
+            "WORKLOAD_S": f"{b.workload_seconds:g}" if b.workload_seconds else "",
         })
         store.update_meta(namespace=ns, pipelinerun=pr_name, applied=lines)
         return run
@@ -368,7 +374,7 @@ class TektonBackend(BackendBase):
         if labels:  # BLIS runs: the vLLM pods of each TP branch
             streams["pod"] = kube.watch("", "v1", "pods", ns, label_selector=f"llm-d.ai/model in ({labels})", timeout_seconds=timeout)
         queue: asyncio.Queue = asyncio.Queue()
-        state = _RunState()
+        state = _RunState(workload_s=run.handle.get("workload_s"))
         pumps = [asyncio.create_task(self._pump(tag, s, queue)) for tag, s in streams.items()]
         total = len(run.handle.get("tasks") or [])
         finished: Finished | None = None
@@ -443,7 +449,7 @@ class TektonBackend(BackendBase):
         if name in state.overtime or succeeded_condition(tr)[0] in ("True", "False"):
             return
         started = parse_timestamp((tr.get("status") or {}).get("startTime"))
-        expected = expected_seconds(name, self.profile)
+        expected = expected_seconds(name, self.profile, state.workload_s)
         if started and expected:
             state.deadlines[name] = (started + 2 * expected, started, expected)
 
@@ -532,7 +538,8 @@ class TektonBackend(BackendBase):
         state.shown[name] = shown
         events: list[Event] = [Phase(
             name, task_state(tr), message, kind="task", started=parse_timestamp(status.get("startTime")),
-            finished=parse_timestamp(status.get("completionTime")), retries=retries, expected_s=expected_seconds(name, self.profile),
+            finished=parse_timestamp(status.get("completionTime")), retries=retries,
+            expected_s=expected_seconds(name, self.profile, state.workload_s),
         )]
         if st == "False" and reason not in CANCELLED and name not in state.logs_shown:
             state.logs_shown.add(name)
@@ -823,6 +830,8 @@ class TektonBackend(BackendBase):
             # "2,4" as launch wrote it, or "[2, 4]" once the session driver saved the handle
             "tps": [int(t) for t in re.findall(r"\d+", session.get("TPS", ""))],
         }
+        if re.fullmatch(r"\d+(\.\d+)?", session.get("WORKLOAD_S") or ""):
+            handle["workload_s"] = float(session["WORKLOAD_S"])
         rendered = saved.path / "rendered" / "pipeline.yaml"
         if rendered.exists():  # a BLIS run: its rendered Pipeline names the tasks
             try:
@@ -846,6 +855,18 @@ class TektonBackend(BackendBase):
                     pr = {}
             handle["tasks"], handle["matrix"] = units(pr), facts(pr)
         return Run(saved.id, self.name, saved.spec(), store, handle, started=saved.started or time.time())
+
+
+def _workload_check(spec: "ExperimentSpec", b: Build) -> Check:
+    """What the inference-perf branches will run (the campaign format): load stages, data, API, upload."""
+    from config import inference_perf
+
+    rows = dict(inference_perf.summary_rows(spec.profile_template or {}))
+    target = b.values.get("upload_target") if isinstance(b.values.get("upload_target"), dict) else None
+    upload = (f"; raw results uploaded to {target.get('type')}" if target
+              else "; no upload_target: results stay on data-pvc")
+    detail = f"inference-perf, {rows['Load']}; data {rows['Data']}; API {rows['API']}{upload}"
+    return Check("Workload", "pass", detail, data={"harness": "inference-perf", "seconds": b.workload_seconds})
 
 
 def _unit_name(tr: dict[str, Any], pipelinerun: str) -> str:

@@ -14,10 +14,14 @@ Where vLLM settings live in BLIS values:
 * memory and CPU: ``decode.containers[name=vllm].resources.limits`` and
   ``.requests`` (``memory``, ``cpu``; both get the spec's value);
 * extra vLLM arguments: ``decode.containers[name="vllm"].args=ARG`` overrides
-  appended to every deploy-model task of the rendered Pipeline;
-* the workload: ``stack.workload`` (guidellm) — the ``inference-perf`` form
-  (``workload.harness: inference-perf``, ``workload.profile``,
-  ``workload.treatments``) is kept as the values give it.
+  appended to every deploy-model task of the rendered Pipeline (the campaign
+  format: written to ``stack.extra_overrides``, which its template renders);
+* the workload: ``stack.workload`` (guidellm); the BLIS campaign's
+  inference-perf format (``workload.harness: inference-perf`` with a
+  ``workload.profileTemplate``) gets the spec's profile template and is
+  rendered with sweepdeck's ``inference-perf.yaml.j2``; the older
+  inference-perf form (``workload.profile``, ``workload.treatments``) is kept
+  as the values give it.
 """
 
 from __future__ import annotations
@@ -29,33 +33,49 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from backends.tekton.render import dump, load_yaml_file, merge_pipelinerun, render_text
+from backends.tekton.render import dump, load_values, load_yaml_file, merge_pipelinerun, read_text, render_text
+from config import inference_perf
 from config.errors import SweepdeckError
-from config.spec import values_resources
+from config.spec import acceptable_extra_arg, values_resources
 
 if TYPE_CHECKING:
     from config.settings import Profile
     from config.spec import ExperimentSpec
 
 PACKAGE_TEMPLATE = "tekton/blis/pipeline.yaml.j2"
+#: The base values when the profile names none (the BLIS skill's guidellm values).
+DEFAULT_VALUES = Path(__file__).resolve().parents[2] / "config" / "data" / "values.yaml"
+#: sweepdeck's template for values in the BLIS campaign's inference-perf format.
+INFERENCE_PERF_TEMPLATE = "tekton/blis/inference-perf.yaml.j2"
 DEFAULT_EXPECTED_MINUTES = {
     "download-model": 30, "install-": 10, "create-exp-config": 2, "deploy-otel-collector": 5,
     "deploy-model": 30, "run-workload": 120, "delete-model": 5, "delete-otel-collector": 5,
-    "upload": 15, "finally-": 5,
+    "upload": 15, "raw-upload": 15, "finally-": 5,
 }
+#: Over the load stages' own time, what a run-workload task of the inference-perf format is given
+#: (installing the harness's data, the tokenizer download, the last requests).
+WORKLOAD_MARGIN_S = 600
+
+
+def package_template(values: dict[str, Any] | None) -> Path:
+    """sweepdeck's own template for these values: the inference-perf one for a ``workload.profileTemplate``."""
+    from templates.render import template_path
+
+    campaign = inference_perf.template_of(values) is not None
+    return template_path(INFERENCE_PERF_TEMPLATE if campaign else PACKAGE_TEMPLATE)
 
 
 @dataclass
 class Sources:
     """Where the template, base values and base PipelineRun come from (read only)."""
 
-    template: Path
+    template: Path | None  # None: sweepdeck's own, chosen by the values' format (package_template)
     values: Path
     pipelinerun: Path | None
     tasks_dirs: list[Path] = field(default_factory=list)
 
     @classmethod
-    def from_profile(cls, profile: "Profile") -> "Sources":
+    def from_profile(cls, profile: Profile) -> Sources:
         """The profile's files; with ``blis_repo``, the BLIS checkout's, laid out as upstream keeps them.
 
         A checkout of inference-sim/tektonc-data-collection has::
@@ -85,11 +105,13 @@ class Sources:
             sample_name = profile.get("blis_sample") or "blis"
             sample = repo / "tektoncsample" / sample_name
             if not (template and values) and not sample.is_dir():
-                have = sorted(d.name for d in (repo / "tektoncsample").iterdir() if d.is_dir()) if (repo / "tektoncsample").is_dir() else []
+                samples = repo / "tektoncsample"
+                have = sorted(d.name for d in samples.iterdir() if d.is_dir()) if samples.is_dir() else []
                 raise SweepdeckError(
                     f"blis_repo {repo} has no tektoncsample/{sample_name}/ directory.",
                     ("Set 'blis_sample' to one of: " + ", ".join(have)) if have
-                    else "Point 'blis_repo' at a checkout of the BLIS repo (tektonc-data-collection), or set template/values.",
+                    else "Point 'blis_repo' at a checkout of the BLIS repo (tektonc-data-collection), "
+                         "or set template/values.",
                 )
             if not template:
                 found = [sample / n for n in ("data_pipeline.yaml.j2", "pipeline.yaml.j2") if (sample / n).is_file()]
@@ -101,17 +123,23 @@ class Sources:
             pr = pr or sample / "pipelinerun.yaml"
             tasks_dirs += [d for d in (repo / "tekton" / "steps", repo / "tekton" / "tasks") if d.is_dir()]
         return cls(
-            template=Path(template).expanduser() if template else template_path(PACKAGE_TEMPLATE),
-            values=Path(values).expanduser() if values else Path(__file__).resolve().parents[2] / "config" / "data" / "values.yaml",
+            template=Path(template).expanduser() if template else None,
+            values=Path(values).expanduser() if values else DEFAULT_VALUES,
             pipelinerun=Path(pr).expanduser() if pr and Path(pr).expanduser().exists() else None,
             tasks_dirs=tasks_dirs,
         )
 
     def base_values(self) -> dict[str, Any]:
-        values = load_yaml_file(self.values, "Values file") or {}
-        if not isinstance(values, dict):
-            raise SweepdeckError(f"Values file {self.values} must be a YAML mapping.")
+        values = load_values(self.values)
+        if not values:
+            raise SweepdeckError(f"Values file {self.values} is empty.",
+                                 "Point the tekton profile's 'values' at a BLIS values.yaml "
+                                 "(experiment, stack, workload).")
         return values
+
+    def template_for(self, values: dict[str, Any]) -> Path:
+        """The template to render: the profile's, else sweepdeck's for the values' format."""
+        return self.template or package_template(values)
 
     def base_pipelinerun(self) -> dict[str, Any] | None:
         return load_yaml_file(self.pipelinerun, "PipelineRun file") if self.pipelinerun else None
@@ -129,6 +157,14 @@ class Build:
     changes: list[str]
 
     @property
+    def workload_seconds(self) -> float | None:
+        """How long the inference-perf load stages run (None: not the inference-perf format)."""
+        template = inference_perf.template_of(self.values)
+        if template is None:
+            return None
+        return inference_perf.total_seconds(template) or None
+
+    @property
     def task_names(self) -> list[str]:
         spec = self.pipeline.get("spec") or {}
         return [t["name"] for t in (spec.get("tasks") or []) + (spec.get("finally") or [])]
@@ -144,7 +180,7 @@ class Build:
         }
 
 
-def effective_values(base: dict[str, Any], spec: "ExperimentSpec") -> dict[str, Any]:
+def effective_values(base: dict[str, Any], spec: ExperimentSpec) -> dict[str, Any]:
     """The base values with the spec's settings written where BLIS keeps them (a new dict)."""
     values = copy.deepcopy(base)
     stack = values.setdefault("stack", {})
@@ -157,13 +193,39 @@ def effective_values(base: dict[str, Any], spec: "ExperimentSpec") -> dict[str, 
     stack["MAX_NUM_SEQS"] = e.max_num_seqs
     harness = ((values.get("workload") or {}).get("harness")) or "guidellm"
     values.setdefault("workload", {})["harness"] = harness
-    if harness == "guidellm":
+    if inference_perf.template_of(values) is not None:
+        set_inference_perf(values, spec)
+    elif harness == "guidellm":
         stack["workload"] = spec.workload.to_values()
     set_image(values, e.image)
     set_resources(values, e.memory, e.cpu)
     # one Pipeline per experiment: runs with different values never overwrite each other
     values.setdefault("experiment", {})["name"] = spec.experiment_id
     return values
+
+
+def set_inference_perf(values: dict[str, Any], spec: ExperimentSpec) -> None:
+    """The campaign format: the spec's profile template, and its extra vLLM arguments as ``stack.extra_overrides``.
+
+    Overrides that are not vLLM arguments the spec holds (helm paths, arguments
+    with shell characters) are kept as the values file gives them.
+    """
+    stack = values["stack"]
+    if spec.profile_template is None:
+        # a spec made without these values (sweepdeck run --backend tekton): their workload and
+        # overrides stand; the spec's arguments are added
+        existing = [str(o) for o in stack.get("extra_overrides") or []]
+        added = inference_perf.overrides_for(spec.engine.extra_args, [])
+        stack["extra_overrides"] = existing + [o for o in added if o not in existing]
+        return
+    values["workload"]["profileTemplate"] = copy.deepcopy(spec.profile_template)
+    _args, others = inference_perf.split_overrides(stack.get("extra_overrides"), acceptable_extra_arg)
+    stack["extra_overrides"] = inference_perf.overrides_for(spec.engine.extra_args, others)
+
+
+def uses_extra_overrides(values: dict[str, Any]) -> bool:
+    """The template renders ``stack.extra_overrides`` (the campaign format): vLLM arguments go there."""
+    return inference_perf.template_of(values) is not None
 
 
 def set_image(values: dict[str, Any], image: str) -> None:
@@ -227,7 +289,9 @@ def add_vllm_args(pipeline: dict[str, Any], args: list[str] | tuple[str, ...]) -
     return touched
 
 
-def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: str, base: dict[str, Any] | None) -> dict[str, Any]:
+def pipelinerun_for(
+    spec: ExperimentSpec, profile: Profile, pipeline_name: str, base: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The PipelineRun: name = experiment id; params experimentId, model, namespace; BLIS workspaces."""
     ns = spec.namespace or profile.get("namespace")
     pr = copy.deepcopy(base) if base else {}
@@ -243,7 +307,8 @@ def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: s
     workspaces = [
         {"name": "model-cache", "persistentVolumeClaim": {"claimName": pvcs[0]}},
         {"name": "data", "persistentVolumeClaim": {"claimName": pvcs[1]}},
-        {"name": "hf-credentials", "secret": {"secretName": secrets[0], "items": [{"key": "HF_TOKEN", "path": "HF_TOKEN"}]}},
+        {"name": "hf-credentials",
+         "secret": {"secretName": secrets[0], "items": [{"key": "HF_TOKEN", "path": "HF_TOKEN"}]}},
         {"name": "target-credentials", "secret": {"secretName": secrets[1], "items": [
             {"key": "AWS_ACCESS_KEY_ID", "path": "AWS_ACCESS_KEY_ID"},
             {"key": "AWS_SECRET_ACCESS_KEY", "path": "AWS_SECRET_ACCESS_KEY"},
@@ -258,7 +323,8 @@ def pipelinerun_for(spec: "ExperimentSpec", profile: "Profile", pipeline_name: s
         {"name": "namespace", "value": ns},
     ] + [p for p in spec_part.get("params") or [] if p.get("name") in ("stack", "workload")]
     spec_part["workspaces"] = workspaces
-    spec_part["timeouts"] = {"pipeline": profile.get("pipeline_timeout", "6h"), "tasks": profile.get("task_timeout", "5h30m")}
+    spec_part["timeouts"] = {"pipeline": profile.get("pipeline_timeout", "6h"),
+                             "tasks": profile.get("task_timeout", "5h30m")}
     spec_part.setdefault("taskRunTemplate", {})["serviceAccountName"] = profile.get("service_account", "helm-installer")
     return {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": meta, "spec": spec_part}
 
@@ -301,19 +367,27 @@ def resources_for(pipeline: dict[str, Any], dirs: list[Path]) -> list[dict[str, 
     return actions + out
 
 
-def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = None) -> Build:
+def build(spec: ExperimentSpec, profile: Profile, sources: Sources | None = None) -> Build:
     """Render everything for ``spec`` (reads the sources, writes nothing)."""
     sources = sources or Sources.from_profile(profile)
     base_pr = sources.base_pipelinerun()
     base = sources.base_values()
     values = effective_values(merge_pipelinerun(base, base_pr), spec)
+    path = sources.template_for(values)
     try:
-        template = sources.template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SweepdeckError(f"Cannot read the template {sources.template}: {exc.strerror}.") from None
-    pipeline = render_text(template, values, sources.template.name)
+        pipeline = render_text(read_text(path, "Template"), values, path.name)
+    except SweepdeckError as exc:
+        if inference_perf.template_of(values) is not None and "stack.workload" in exc.message:
+            # a guidellm template with the campaign's values: adding stack.workload is the wrong fix
+            raise SweepdeckError(
+                f"The template {path} is for guidellm values (stack.workload); these values use the inference-perf "
+                "harness (workload.profileTemplate).",
+                "Remove 'template' from the tekton profile (sweepdeck then uses its inference-perf template), "
+                "or point it at a template for this format (tektoncsample/blis-inference-perf).",
+            ) from None
+        raise
     pipeline.setdefault("metadata", {})
-    if spec.engine.extra_args:
+    if spec.engine.extra_args and not uses_extra_overrides(values):
         add_vllm_args(pipeline, spec.engine.extra_args)
     name = pipeline["metadata"].get("name") or spec.experiment_id
     pr = pipelinerun_for(spec, profile, name, base_pr)
@@ -322,9 +396,15 @@ def build(spec: "ExperimentSpec", profile: "Profile", sources: Sources | None = 
     return Build(values, pipeline, pr, resources, list(spec.tp_sweep or (spec.engine.tp,)), changes)
 
 
-def expected_seconds(task: str, profile: "Profile") -> float | None:
-    """Expected duration of a pipeline task from the profile (minutes by name prefix)."""
+def expected_seconds(task: str, profile: Profile, workload_s: float | None = None) -> float | None:
+    """Expected duration of a pipeline task from the profile (minutes by name prefix).
+
+    ``workload_s`` (the inference-perf stages' total) sets run-workload's, unless the profile names one.
+    """
+    mine = {str(k): v for k, v in (profile.get("expected_minutes") or {}).items()}
+    if workload_s and task.startswith("run-workload") and not any(task.startswith(p) for p in mine):
+        return workload_s + WORKLOAD_MARGIN_S
     table = dict(DEFAULT_EXPECTED_MINUTES)
-    table.update({str(k): v for k, v in (profile.get("expected_minutes") or {}).items()})
+    table.update(mine)
     best = max((p for p in table if task.startswith(p)), key=len, default=None)
     return float(table[best]) * 60 if best else None

@@ -7,11 +7,15 @@ PipelineRun (the Tekton PoC's ``transform-pr``):
 * ``unroll=[P1, P2]``: one task per combination of the values of P1, P2, each
   keeping a matrix over the remaining parameters; they run one after another
   (or ``limit`` at a time);
-* ``limit=N`` without ``unroll``: full expansion, one task per combination, at
-  most N running at once: *barrier* (each batch of N waits for the whole
-  previous batch) or *sliding window* (task i waits for task i-N).
+* no ``unroll``: full expansion, one task per combination, at most ``limit``
+  (default 1, as upstream) running at once: *barrier* (each batch of N waits
+  for the whole previous batch) or *sliding window* (task i waits for task i-N).
 
-Tasks that ran after the matrix task now run after all of its replacements.
+The new tasks are named as the upstream script names them: ``<task>-<i>``
+(``run-experiment-0``), in combination order. Beyond the upstream script:
+``matrix.include`` entries, a matrix task that is not the first task (the
+others are kept, and tasks that ran after it run after all of its
+replacements), and ``limit`` with ``unroll``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import copy
 import itertools
 from typing import Any
 
-from backends.tekton.render import dns
 from config.errors import SweepdeckError
 
 Combo = list[dict[str, Any]]  # [{"name": ..., "value": ...}, ...]
@@ -31,11 +34,14 @@ def _spec(pr: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(spec, dict):
         ref = (pr.get("spec") or {}).get("pipelineRef")
         if isinstance(ref, dict):
-            what = f"pipelineRef {ref.get('name')!r}" if ref.get("name") else f"a pipelineRef through the {ref.get('resolver', '?')} resolver"
+            what = (f"pipelineRef {ref.get('name')!r}" if ref.get("name")
+                    else f"a pipelineRef through the {ref.get('resolver', '?')} resolver")
             raise SweepdeckError(
-                f"The PipelineRun refers to its Pipeline ({what}); transform-pr cannot change a Pipeline it does not have.",
-                "Supported: a PipelineRun with the Pipeline embedded as spec.pipelineSpec and the matrix task under its tasks. "
-                "Embed the Pipeline's spec (e.g. from the Pipeline YAML) as spec.pipelineSpec, then transform.",
+                f"The PipelineRun refers to its Pipeline ({what}); "
+                "transform-pr cannot change a Pipeline it does not have.",
+                "Supported: a PipelineRun with the Pipeline embedded as spec.pipelineSpec and the matrix task "
+                "under its tasks. Embed the Pipeline's spec (e.g. from the Pipeline YAML) as spec.pipelineSpec, "
+                "then transform.",
             )
         raise SweepdeckError(
             "The PipelineRun has no embedded spec.pipelineSpec to transform.",
@@ -61,7 +67,7 @@ def combinations(matrix: dict[str, Any]) -> list[tuple[str | None, Combo]]:
     combos: list[tuple[str | None, Combo]] = []
     if params:
         for values in itertools.product(*[list(p.get("value") or []) for p in params]):
-            combos.append((None, [{"name": n, "value": v} for n, v in zip(names, values)]))
+            combos.append((None, [{"name": n, "value": v} for n, v in zip(names, values, strict=True)]))
     base = len(combos)
     for entry in matrix.get("include") or []:
         extra = list(entry.get("params") or [])
@@ -136,24 +142,55 @@ def transform(
 ) -> dict[str, Any]:
     """A new PipelineRun with the matrix task unrolled / expanded (see module docs).
 
+    As the Tekton PoC's ``transform-pr-parallel.py``: the new tasks are named
+    ``<task>-0``, ``<task>-1``... in combination order, and with no options the
+    matrix is fully expanded and run one task at a time (``-n 1``).
+
     Raises:
-        SweepdeckError: no matrix task, an unknown parameter to unroll, a bad limit.
+        SweepdeckError: no matrix task, an unknown parameter to unroll, a bad
+            limit, or a new name that another task already has.
     """
     if limit is not None and limit < 1:
         raise SweepdeckError(f"-n must be at least 1, not {limit}.")
-    if not unroll and limit is None:
-        raise SweepdeckError("Nothing to do.", "Give --unroll P1,P2 and/or -n N.")
     out = copy.deepcopy(pr)
     spec = _spec(out)
+    original = _matrix_task(spec, task)
+    new_tasks = _unroll(original, unroll) if unroll else _expand(original)
+    names = [t["name"] for t in new_tasks]
+    taken = sorted({t.get("name") for t in (spec.get("tasks") or []) + (spec.get("finally") or [])
+                    if isinstance(t, dict) and t is not original} & set(names))
+    if taken:
+        raise SweepdeckError(
+            f"The new task names {', '.join(taken)} are already used by other tasks of the PipelineRun.",
+            f"Rename the matrix task {original['name']!r} or those tasks.",
+        )
+    _sequence(new_tasks, original.get("runAfter") or [], limit or 1, sliding_window)
+    tasks: list[dict[str, Any]] = []
+    for t in spec.get("tasks") or []:
+        if t is original:
+            tasks.extend(new_tasks)
+            continue
+        after = t.get("runAfter") if isinstance(t, dict) else None
+        if after and original["name"] in after:
+            t["runAfter"] = [a for a in after if a != original["name"]] + names
+        tasks.append(t)
+    spec["tasks"] = tasks
+    return out
+
+
+def _matrix_task(spec: dict[str, Any], task: str | None) -> dict[str, Any]:
+    """The one matrix task under ``tasks`` to transform (``task`` names it when there are several)."""
     candidates = [t for t in spec.get("tasks") or [] if isinstance(t, dict) and t.get("matrix")]
     if task:
         candidates = [t for t in candidates if t.get("name") == task]
     if not candidates:
-        in_finally = [t["name"] for t in spec.get("finally") or [] if isinstance(t, dict) and t.get("matrix") and (not task or t.get("name") == task)]
+        in_finally = [t["name"] for t in spec.get("finally") or []
+                      if isinstance(t, dict) and t.get("matrix") and (not task or t.get("name") == task)]
         if in_finally:
             # Tekton forbids runAfter in finally: their order cannot be limited
             raise SweepdeckError(
-                f"The matrix task {in_finally[0]!r} is in finally; transform-pr only limits matrix tasks under pipelineSpec.tasks.",
+                f"The matrix task {in_finally[0]!r} is in finally; transform-pr only limits matrix tasks under "
+                "pipelineSpec.tasks.",
                 "Finally tasks all start together and cannot have runAfter, so their parallelism cannot be limited. "
                 "Move the matrix task to spec.pipelineSpec.tasks (runAfter the tasks it follows), or run it as it is.",
             )
@@ -163,24 +200,7 @@ def transform(
             "The PipelineRun has several matrix tasks: " + ", ".join(t["name"] for t in candidates) + ".",
             "Choose one with --task NAME.",
         )
-    original = candidates[0]
-    if unroll:
-        new_tasks = _unroll(original, unroll)
-    else:
-        new_tasks = _expand(original)
-    _sequence(new_tasks, original.get("runAfter") or [], limit or 1, sliding_window)
-    names = [t["name"] for t in new_tasks]
-    tasks: list[dict[str, Any]] = []
-    for t in spec.get("tasks") or []:
-        if t is original:
-            tasks.extend(new_tasks)
-            continue
-        after = t.get("runAfter")
-        if after and original["name"] in after:
-            t["runAfter"] = [a for a in after if a != original["name"]] + names
-        tasks.append(t)
-    spec["tasks"] = tasks
-    return out
+    return candidates[0]
 
 
 def _unroll(task: dict[str, Any], unroll: list[str]) -> list[dict[str, Any]]:
@@ -190,17 +210,20 @@ def _unroll(task: dict[str, Any], unroll: list[str]) -> list[dict[str, Any]]:
     unknown = [u for u in unroll if u not in by_name]
     if unknown:
         known = ", ".join(by_name) or "(none: the matrix only has include entries)"
-        raise SweepdeckError(f"Cannot unroll {', '.join(unknown)}: not a matrix parameter of {task['name']}.", f"Matrix parameters: {known}.")
+        raise SweepdeckError(f"Cannot unroll {', '.join(unknown)}: not a matrix parameter of {task['name']}.",
+                             f"Matrix parameters: {known}.")
+    chosen = [p["name"] for p in params if p["name"] in unroll]  # the file's order, as the upstream script
     keep = [p for p in params if p["name"] not in unroll]
     out = []
-    for values in itertools.product(*[list(by_name[u].get("value") or []) for u in unroll]):
+    for i, values in enumerate(itertools.product(*[list(_values(by_name[u])) for u in chosen])):
         t = copy.deepcopy(task)
-        t["name"] = dns(task["name"] + "-" + "-".join(str(v) for v in values))
-        t["params"] = list(t.get("params") or []) + [{"name": u, "value": v} for u, v in zip(unroll, values)]
+        t["name"] = f"{task['name']}-{i}"
+        fixed = [{"name": u, "value": v} for u, v in zip(chosen, values, strict=True)]
+        t["params"] = list(t.get("params") or []) + fixed
         new_matrix = {k: v for k, v in matrix.items() if k not in ("params", "include")}
         if keep:
             new_matrix["params"] = copy.deepcopy(keep)
-        includes = [i for i in matrix.get("include") or [] if _agrees(i, dict(zip(unroll, values)))]
+        includes = [inc for inc in matrix.get("include") or [] if _agrees(inc, dict(zip(chosen, values, strict=True)))]
         if includes:
             new_matrix["include"] = copy.deepcopy(includes)
         if new_matrix.get("params") or new_matrix.get("include"):
@@ -211,17 +234,21 @@ def _unroll(task: dict[str, Any], unroll: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _values(param: dict[str, Any]) -> list[Any]:
+    value = param.get("value")
+    return list(value) if isinstance(value, list) else [value]
+
+
 def _agrees(include: dict[str, Any], fixed: dict[str, Any]) -> bool:
     return all(fixed.get(p["name"], p["value"]) == p["value"] for p in include.get("params") or [])
 
 
 def _expand(task: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    width = len(str(max(0, len(combinations(task["matrix"])) - 1)))
     for i, (_label, combo) in enumerate(combinations(task["matrix"])):
         t = copy.deepcopy(task)
         t.pop("matrix", None)
-        t["name"] = dns(f"{task['name']}-{i:0{width}d}")
+        t["name"] = f"{task['name']}-{i}"
         t["params"] = list(t.get("params") or []) + copy.deepcopy(combo)
         out.append(t)
     return out

@@ -14,7 +14,10 @@ Two harnesses write the BLIS results:
   ``summary_lifecycle_metrics.json``): ``load_summary.requested_rate``,
   ``successes.count``, ``failures.count``, ``successes.throughput`` and
   ``successes.latency.<name>`` distributions in *seconds* (``mean``,
-  ``median``, ``p99``).
+  ``median``, ``p99``). The load type (``constant``, ``poisson``) comes from
+  the ``config.yaml`` inference-perf writes next to them (or the run's
+  ``profile.yaml``), so a stage row reads like a guidellm one:
+  ``constant@4/s (stage 0)``.
 
 :func:`summarize` turns either into ``{"harness", "report", "benchmarks": [row...]}``
 where every row has the same keys (milliseconds throughout), so the headless
@@ -89,16 +92,26 @@ def guidellm_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def inference_perf_row(report: dict[str, Any], name: str) -> dict[str, Any]:
-    """The summary row of one inference-perf lifecycle report (a stage or the summary)."""
+def inference_perf_row(report: dict[str, Any], name: str, kind: str | None = None) -> dict[str, Any]:
+    """The summary row of one inference-perf lifecycle report (a stage or the summary).
+
+    ``kind`` (the load type) names the row as guidellm's are: ``constant@4/s (stage 0)``.
+    """
     load = report.get("load_summary") if isinstance(report.get("load_summary"), dict) else {}
     ok = report.get("successes") if isinstance(report.get("successes"), dict) else {}
     bad = report.get("failures") if isinstance(report.get("failures"), dict) else {}
     latency = ok.get("latency") if isinstance(ok.get("latency"), dict) else {}
     throughput = ok.get("throughput") if isinstance(ok.get("throughput"), dict) else {}
     rate = _num(load.get("requested_rate"))
+    if rate is None:
+        label = name
+    elif kind:
+        head, _, stage = name.rpartition("/")
+        label = f"{head + '/' if head else ''}{kind}@{rate:g}/s ({stage})"
+    else:
+        label = f"{name}@{rate:g}/s"
     return {
-        "name": f"{name}@{rate:g}/s" if rate is not None else name,
+        "name": label,
         "rate": rate,
         "completed": int(ok.get("count") or 0),
         "failed": int(bad.get("count") or 0),
@@ -116,6 +129,24 @@ def _load(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+
+
+def _load_type(directory: Path, files: list[Path]) -> str | None:
+    """``load.type`` of the inference-perf config next to the reports (``config.yaml``) or of the run's profile."""
+    import yaml
+
+    names = {p: p for p in files}
+    for candidate in (directory / "config.yaml", directory.parent / "profile.yaml", directory / "profile.yaml"):
+        if candidate not in names:
+            continue
+        try:
+            config = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        load = config.get("load") if isinstance(config, dict) else None
+        if isinstance(load, dict) and isinstance(load.get("type"), str):
+            return load["type"]
+    return None
 
 
 def summarize(files: list[Path]) -> dict[str, Any]:
@@ -139,15 +170,19 @@ def summarize(files: list[Path]) -> dict[str, Any]:
         if m:
             data = _load(path)
             if isinstance(data, dict):
-                label = f"{path.parent.name}/stage {m.group(1)}" if path.parent.name.startswith("treatment-") else f"stage {m.group(1)}"
+                label = f"stage {m.group(1)}"
+                if path.parent.name.startswith("treatment-"):
+                    label = f"{path.parent.name}/{label}"
                 stages.append(((str(path.parent), int(m.group(1))), label, data, path))
     if stages:
         stages.sort(key=lambda s: s[0])
         return {"harness": "inference-perf", "report": stages[0][3].name,
-                "benchmarks": [inference_perf_row(data, label) for _, label, data, _ in stages]}
+                "benchmarks": [inference_perf_row(data, label, _load_type(path.parent, files))
+                               for _, label, data, path in stages]}
     for path in jsons:
         if path.name.endswith("summary_lifecycle_metrics.json"):
             data = _load(path)
             if isinstance(data, dict):
-                return {"harness": "inference-perf", "report": path.name, "benchmarks": [inference_perf_row(data, "summary")]}
+                return {"harness": "inference-perf", "report": path.name,
+                        "benchmarks": [inference_perf_row(data, "summary")]}
     return {}

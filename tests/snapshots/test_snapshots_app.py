@@ -226,3 +226,33 @@ def test_wizard_and_dialogs(snap_compare, size, flow):
     checks = [c for c in CHECKS if c.status != "fail"] if flow == "quit_dialog" else CHECKS
     app = make_app(checks=checks, with_profiles=flow in ("backend_choice", "review_tekton"))
     assert snap_compare(app, terminal_size=size, run_before=FLOWS[flow])
+
+
+CAMPAIGN = Path("/work/shared/reference/tektonc-data-collection/blis-campaign-14-qwen3-14b-h100-codegen")
+
+
+async def review_inference_perf(pilot):
+    """The review of the BLIS campaign's inference-perf values: load stages (one edited) and shared_prefix data."""
+    await to_model(pilot, "llama2-7b")
+    await pilot.press("enter")
+    await pilot.pause()
+    await pilot.press("enter")  # the values' own profile template (the first row)
+    await pilot.pause()
+    table = pilot.app.screen.query_one("#review-table", DataTable)
+    table.move_cursor(row=table.get_row_index("profile_template.load.stages"))
+    await pilot.press("e", "ctrl+u", *"8x300, 16x300", "enter")
+    await pilot.pause()
+    table.move_cursor(row=table.get_row_index("profile_template.data.shared_prefix.question_len"))
+    await settle(pilot)
+
+
+@pytest.mark.skipif(not CAMPAIGN.is_dir(), reason=f"the upstream campaign files are not at {CAMPAIGN}")
+@pytest.mark.parametrize("size", SIZES)
+def test_review_inference_perf(snap_compare, size):
+    from config.settings import Profile, validate_profile
+
+    app = make_app(checks=CHECKS)
+    app.settings.profiles["camp"] = Profile("camp", "tekton", validate_profile("tekton", {
+        "backend": "tekton", "namespace": "diya", "values": str(CAMPAIGN / "values.yaml")}, None, "profiles.camp"))
+    app.settings.default_backend, app.settings.default_profile = "tekton", "camp"
+    assert snap_compare(app, terminal_size=size, run_before=review_inference_perf)

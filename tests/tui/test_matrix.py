@@ -130,16 +130,13 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             assert "TP=" not in header and "max_model_len" not in header
             # the running TaskRuns' step logs reached the log pane, named by task and combination
             sources = {line.source for line in ctrl.logs}
-            assert sources and all(re.fullmatch(r"task/run-experiment-inf-sche-[a-z]+-yaml-\d question_len=\d+,output_len=\d+", s)
+            assert sources and all(re.fullmatch(r"task/run-experiment-\d-\d question_len=\d+,output_len=\d+", s)
                                    for s in sources), sources
             assert monitor.logview.line_count == len(ctrl.logs) > 0
             # the PipelineRun on the cluster is the transformed one
             pr = fake_kube.get("tekton.dev/v1", "PipelineRun", "experiment-matrix-run", NS)
             tasks = pr["spec"]["pipelineSpec"]["tasks"]
-            assert [t["name"] for t in tasks] == [
-                "run-experiment-inf-sche-none-yaml", "run-experiment-inf-sche-prefix-yaml",
-                "run-experiment-inf-sche-kv-yaml", "run-experiment-inf-sche-queue-yaml",
-            ]
+            assert [t["name"] for t in tasks] == ["run-experiment-0", "run-experiment-1", "run-experiment-2", "run-experiment-3"]
             assert [p["name"] for p in tasks[0]["matrix"]["params"]] == ["question_len", "output_len"]
             assert {"name": "gaiePluginConfig", "value": "inf-sche-none.yaml"} in tasks[0]["params"]
             assert "runAfter" not in tasks[0] and "runAfter" not in tasks[1]
@@ -251,7 +248,7 @@ async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fak
 
     fake_kube.ensure_namespace(NS)
     ctl = TektonController(fake_kube, step=0.03).start()
-    ctl.hang["run-experiment-inf-sche-prefix-yaml"] = True  # the first batch never ends
+    ctl.hang["run-experiment-1"] = True  # the first batch never ends
     try:
         app = tekton_app(fake_kube, tmp_path, CleanupRegistry())
         async with app.run_test(size=SIZE) as pilot:

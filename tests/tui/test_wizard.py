@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Input, Static
 
 from backends.base import Check
@@ -666,3 +668,94 @@ async def test_preflight_remedy_error_is_a_readable_notification():
         assert errors and "Forbidden: cannot create namespaces." in errors[-1].message
         assert "Ask your cluster admin." in errors[-1].message and "Traceback" not in errors[-1].message
         assert app.screen is wizard and [c.status for c in step.checks] == ["pass", "fail"]
+
+
+# ------------------------------------------------- the BLIS campaign's inference-perf values
+
+CAMPAIGN = Path("/work/shared/reference/tektonc-data-collection/blis-campaign-14-qwen3-14b-h100-codegen")
+needs_campaign = pytest.mark.skipif(not CAMPAIGN.is_dir(), reason=f"the upstream campaign files are not at {CAMPAIGN}")
+
+
+def campaign_app():
+    """The app with a default tekton profile whose values are the campaign's (workload.profileTemplate)."""
+    from config.settings import Profile, validate_profile
+
+    app = make_app()
+    app.settings.profiles["camp"] = Profile("camp", "tekton", validate_profile("tekton", {
+        "backend": "tekton", "namespace": "diya", "values": str(CAMPAIGN / "values.yaml")}, None, "profiles.camp"))
+    app.settings.default_backend, app.settings.default_profile = "tekton", "camp"
+    return app
+
+
+@needs_campaign
+async def test_inference_perf_values_review_shows_and_edits_stages_and_data():
+    app = campaign_app()
+    async with app.run_test(size=SIZE) as pilot:
+        wizard = await pick_model(pilot, "codellama-34b")
+        table = wizard.query_one("#workload-table", DataTable)
+        # the values' own profile template is the first row, and the one chosen
+        assert [str(c) for c in table.get_row("values.yaml")][0] == "values.yaml" and table.cursor_row == 0
+        detail = text_of(wizard.query_one("#workload-detail", Static))
+        assert "load constant: 5/s for 600 s → 10/s for 600 s" in detail
+        await pilot.press("enter")
+        await pilot.pause()
+        assert wizard.index == 2 and wizard.state.spec.workload.app == "inference-perf"
+        assert review_cells(wizard, "profile_template.load.stages") == [
+            "load.stages", "5/s×600s → 10/s×600s", "", "values.yaml"]
+        assert review_cells(wizard, "profile_template.data.type")[1] == "shared_prefix"
+        assert review_cells(wizard, "profile_template.data.shared_prefix.question_len")[:2] == ["question_len", "466"]
+        assert review_cells(wizard, "profile_template.api.streaming")[1] == "true"
+        review = wizard.query_one("#review-table", DataTable)
+        keys = [row.key.value for row in review.ordered_rows]
+        assert "hdr:workload" in keys and "auto:--otlp-traces-endpoint" not in keys  # no stack.tracing: no collector
+        # the stages are edited as RATExSECONDS; a bad stage is refused in place
+        review.move_cursor(row=review.get_row_index("profile_template.load.stages"))
+        await pilot.press("e")
+        await pilot.pause()
+        assert wizard.query_one("#review-edit", Input).value == "5x600, 10x600"
+        await pilot.press("ctrl+u", *"fast", "enter")
+        await pilot.pause()
+        assert "cannot read the stage 'fast'" in text_of(wizard.query_one("#review-error", Static))
+        await pilot.press("ctrl+u", *"8x300, 16x300", "enter")
+        await pilot.pause()
+        cells = review_cells(wizard, "profile_template.load.stages")
+        assert cells[1:3] == ["8/s×300s → 16/s×300s", "CHANGED"]
+        assert cells[3] == "you (was 5/s×600s → 10/s×600s)"
+        review.move_cursor(row=review.get_row_index("profile_template.data.shared_prefix.question_len"))
+        await pilot.press("e", "ctrl+u", *"500", "enter")
+        await pilot.pause()
+        assert review_cells(wizard, "profile_template.data.shared_prefix.question_len")[1:3] == ["500", "CHANGED"]
+        # like any changed setting: confirm first
+        await pilot.press("f8")
+        await pilot.pause()
+        assert wizard.index == 2 and wizard.state.needs_confirmation
+        await pilot.press("y", "f8")
+        await pilot.pause()
+        assert wizard.index == 3
+        summary = text_of(wizard.query_one("#summary-body", Static))
+        assert "constant: 8/s for 300 s → 16/s for 300 s (600 s)" in summary and "question_len=500" in summary
+        assert "profile_template.load.stages" in summary and "Max Requests" not in summary
+
+
+@needs_campaign
+async def test_choosing_a_preset_over_inference_perf_values_is_an_override():
+    app = campaign_app()
+    async with app.run_test(size=SIZE) as pilot:
+        wizard = await pick_model(pilot, "codellama-34b")
+        table = wizard.query_one("#workload-table", DataTable)
+        table.move_cursor(row=table.get_row_index("chatbot"))  # the presets come after the values' row
+        await pilot.press("enter")
+        await pilot.pause()
+        spec = wizard.state.spec
+        assert spec.profile_template["data"]["type"] == "random" and spec.workload.app == "chatbot"
+        assert review_cells(wizard, "profile_template.data.type")[3] == "preset chatbot"
+        assert ("OVERRIDE", "workload: inference-perf -> chatbot (OVERRIDE, you)") in [
+            (k, line.replace("user)", "you)")) for k, line in wizard.state.change_lines()]
+        # back to the workload step: the values' own template is still offered
+        await pilot.press("escape")
+        await pilot.pause()
+        table = wizard.query_one("#workload-table", DataTable)
+        table.move_cursor(row=0)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert wizard.state.spec.profile_template["data"]["type"] == "shared_prefix"

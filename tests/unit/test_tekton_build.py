@@ -217,10 +217,13 @@ def test_blis_repo_sample_choice_and_errors(blis_checkout, tmp_path):
         sources(blis_sample="blis-inference-perf")
     (blis_checkout / "tektoncsample" / "blis-inference-perf" / "values.yaml").write_text("stack: {}\n")
     s = sources(blis_sample="blis-inference-perf")
-    from backends.tekton.build import PACKAGE_TEMPLATE
+    from backends.tekton.build import INFERENCE_PERF_TEMPLATE, PACKAGE_TEMPLATE
     from templates.render import template_path
 
-    assert s.template == template_path(PACKAGE_TEMPLATE)  # no template in that sample: sweepdeck's
+    assert s.template is None  # no template in that sample: sweepdeck's, for the values' format
+    assert s.template_for(s.base_values()) == template_path(PACKAGE_TEMPLATE)
+    campaign = {"workload": {"harness": "inference-perf", "profileTemplate": {"load": {}}}}
+    assert s.template_for(campaign) == template_path(INFERENCE_PERF_TEMPLATE)
     assert s.pipelinerun is None
     with pytest.raises(SweepdeckError, match="is not a directory"):
         sources(blis_repo=str(tmp_path / "nope"))

@@ -38,10 +38,8 @@ def test_unroll_one_parameter_keeps_matrix_over_the_rest_sequentially():
     pr = load("tekton-poc-pipelinerun-matrix.yaml")
     out = transform(pr, unroll=["gaiePluginConfig"])
     ts = tasks(out)
-    assert [t["name"] for t in ts] == [
-        "run-experiment-inf-sche-none-yaml", "run-experiment-inf-sche-prefix-yaml",
-        "run-experiment-inf-sche-kv-yaml", "run-experiment-inf-sche-queue-yaml",
-    ]
+    # the upstream script's names: <task>-<i> in value order
+    assert [t["name"] for t in ts] == ["run-experiment-0", "run-experiment-1", "run-experiment-2", "run-experiment-3"]
     for i, t in enumerate(ts):
         assert [p["name"] for p in t["matrix"]["params"]] == ["question_len", "output_len"]
         assert params(t)["gaiePluginConfig"] == pr["spec"]["pipelineSpec"]["tasks"][0]["matrix"]["params"][0]["value"][i]
@@ -85,8 +83,6 @@ def test_errors():
         transform(pr, unroll=["nosuch"])
     with pytest.raises(SweepdeckError, match="at least 1"):
         transform(pr, limit=0)
-    with pytest.raises(SweepdeckError, match="Nothing to do"):
-        transform(pr)
     with pytest.raises(SweepdeckError, match="pipelineSpec"):
         transform({"spec": {"pipelineRef": {"name": "x"}}}, limit=1)
 
@@ -115,3 +111,92 @@ def test_cli_transform(tmp_path, capsys):
     doc = yaml.safe_load(out.read_text())
     assert len(tasks(doc)) == 4 and tasks(doc)[2]["runAfter"] == [tasks(doc)[0]["name"], tasks(doc)[1]["name"]]
     assert "36 combinations" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the upstream script's behaviour
+# The PoC's transform-pr-parallel.py: tasks <task>-<i> in product order; no options = -n 1 barrier
+# (sequential); --max-parallel N; '-' reads stdin / writes stdout. (Its algorithm, spelled out here:
+# the script itself is not in the reference set.)
+
+
+def upstream_combos(pr):
+    matrix = tasks(pr)[0]["matrix"]["params"]
+    import itertools
+
+    return [list(zip([p["name"] for p in matrix], values, strict=True))
+            for values in itertools.product(*[p["value"] for p in matrix])]
+
+
+def test_no_options_is_upstream_default_sequential_expansion():
+    pr = load("tekton-poc-pipelinerun-matrix.yaml")
+    ts = tasks(transform(pr))
+    assert [t["name"] for t in ts] == [f"run-experiment-{i}" for i in range(36)]
+    assert "runAfter" not in ts[0]
+    assert all(ts[i]["runAfter"] == [f"run-experiment-{i - 1}"] for i in range(1, 36))
+    base = tasks(pr)[0]["params"]
+    for t, combo in zip(ts, upstream_combos(pr), strict=True):
+        assert t["params"] == base + [{"name": n, "value": v} for n, v in combo]
+        assert "matrix" not in t
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 36, 50])
+def test_barrier_and_sliding_window_match_the_upstream_rule(n):
+    pr = load("tekton-poc-pipelinerun-matrix.yaml")
+    barrier = tasks(transform(pr, limit=n))
+    for i, t in enumerate(barrier):
+        batch = i // n
+        want = [f"run-experiment-{j}" for j in range((batch - 1) * n, min(batch * n, 36))] if batch else None
+        assert t.get("runAfter") == want, (n, i)
+    sliding = tasks(transform(pr, limit=n, sliding_window=True))
+    for i, t in enumerate(sliding):
+        assert t.get("runAfter") == ([f"run-experiment-{i - n}"] if i >= n else None), (n, i)
+
+
+def test_unroll_names_are_indexes_in_the_files_parameter_order():
+    pr = load("tekton-poc-pipelinerun-matrix.yaml")
+    # asked in another order: the file's order decides the combinations (as upstream)
+    ts = tasks(transform(pr, unroll=["question_len", "gaiePluginConfig"], limit=12))
+    assert [t["name"] for t in ts] == [f"run-experiment-{i}" for i in range(12)]
+    assert [(params(t)["gaiePluginConfig"], params(t)["question_len"]) for t in ts[:4]] == [
+        ("inf-sche-none.yaml", "100"), ("inf-sche-none.yaml", "300"), ("inf-sche-none.yaml", "1000"),
+        ("inf-sche-prefix.yaml", "100")]
+    assert all("runAfter" not in t for t in ts)  # -n 12: all at once
+
+
+def test_improvements_kept_matrix_task_not_first_and_include():
+    pr = load("tekton-poc-pipelinerun-matrix.yaml")
+    spec = pr["spec"]["pipelineSpec"]
+    matrix_task = spec["tasks"][0]
+    matrix_task["runAfter"] = ["prepare"]
+    spec["tasks"] = [{"name": "prepare", "taskRef": {"name": "prepare"}}, matrix_task,
+                     {"name": "report", "taskRef": {"name": "report"}, "runAfter": ["run-experiment"]}]
+    ts = tasks(transform(pr, limit=2))
+    assert ts[0]["name"] == "prepare" and ts[-1]["name"] == "report"
+    assert ts[1]["runAfter"] == ["prepare"] and ts[2]["runAfter"] == ["prepare"]  # the first batch keeps its runAfter
+    assert ts[-1]["runAfter"] == [f"run-experiment-{i}" for i in range(36)]
+    subset = tasks(transform(load("tekton-poc-pipelinerun-matrix-subset.yaml")))
+    assert [t["name"] for t in subset] == ["run-experiment-0", "run-experiment-1"]
+
+
+def test_new_names_must_not_collide():
+    pr = load("tekton-poc-pipelinerun-matrix.yaml")
+    pr["spec"]["pipelineSpec"]["tasks"].append({"name": "run-experiment-3", "taskRef": {"name": "x"}})
+    with pytest.raises(SweepdeckError, match="run-experiment-3 are already used"):
+        transform(pr)
+
+
+def test_cli_stdin_stdout_and_max_parallel(monkeypatch, capsys):
+    import io
+
+    from tui.cli import main
+
+    text = (FIX / "tekton-poc-pipelinerun-matrix.yaml").read_text()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    assert main(["tekton", "transform-pr", "-", "--max-parallel", "4", "--sliding-window", "-o", "-"]) == 0
+    captured = capsys.readouterr()
+    doc = yaml.safe_load(captured.out)
+    assert tasks(doc)[4]["runAfter"] == ["run-experiment-0"] and len(tasks(doc)) == 36
+    assert "36 combinations; 36 tasks" in captured.err
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["tekton", "transform-pr", "-"]) == 2
+    assert "standard input is not a PipelineRun" in capsys.readouterr().err

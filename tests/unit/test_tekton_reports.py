@@ -103,3 +103,41 @@ def test_headless_summary_prints_every_benchmark_row(tmp_path):
     stage = next(line for line in text.splitlines() if "stage 1@16/s" in line)
     assert "312.7 / 267.5 / 1404.1" in stage and "1890" in stage
     assert any("exp1-8" in line and "not copied: no such directory" in line for line in text.splitlines())
+
+
+REAL = Path("/work/shared/reference/benchmark-reports")
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"the reference reports are not at {REAL}")
+def test_real_inference_perf_reports_in_the_campaign_layout_read_like_guidellm_rows(tmp_path):
+    """inference-perf 0.7's own output (two constant stages), laid out as the campaign task leaves it:
+    <branch>/results/{stage_N,summary}_lifecycle_metrics.json + config.yaml, <branch>/profile.yaml."""
+    src = REAL / "inference-perf" / "shared-prefix-constant"
+    results = tmp_path / "exp-1" / "results"
+    results.mkdir(parents=True)
+    for name in ("stage_0_lifecycle_metrics.json", "stage_1_lifecycle_metrics.json", "summary_lifecycle_metrics.json",
+                 "config.yaml", "validation.json"):
+        shutil.copy(src / name, results / name)
+    files = sorted(p for p in (tmp_path / "exp-1").rglob("*") if p.is_file())
+    s = summarize(files)
+    assert s["harness"] == "inference-perf" and s["report"] == "stage_0_lifecycle_metrics.json"
+    first, second = s["benchmarks"]
+    assert (first["name"], first["rate"], first["completed"], first["failed"]) == ("constant@4/s (stage 0)", 4.0, 24, 0)
+    assert (second["name"], second["completed"]) == ("constant@8/s (stage 1)", 48)
+    assert first["requests_per_s"] == pytest.approx(3.7482, abs=1e-4)
+    assert first["output_tokens_per_s"] == pytest.approx(119.943, abs=1e-3)
+    assert first["ttft_ms"]["mean"] == pytest.approx(38.4295, abs=1e-3)  # seconds in the file
+    assert first["latency_ms"]["p99"] == pytest.approx(508.827, abs=1e-3)
+    # no config.yaml: the load type comes from the profile the run-workload task wrote
+    (results / "config.yaml").unlink()
+    (tmp_path / "exp-1" / "profile.yaml").write_text('{"load": {"type": "poisson", "stages": []}}')
+    files = sorted(p for p in (tmp_path / "exp-1").rglob("*") if p.is_file())
+    assert [b["name"] for b in summarize(files)["benchmarks"]] == ["poisson@4/s (stage 0)", "poisson@8/s (stage 1)"]
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"the reference reports are not at {REAL}")
+def test_real_guidellm_08_report_rows():
+    s = summarize([REAL / "guidellm" / "sweep" / "benchmarks.json"])
+    assert s["harness"] == "guidellm"
+    assert [b["name"] for b in s["benchmarks"]][:3] == ["synchronous", "throughput", "constant@12.75/s"]
+    assert all(b["completed"] > 0 for b in s["benchmarks"])

@@ -20,27 +20,40 @@ def add_parser(sub) -> None:
     p = sub.add_parser("tekton", help="Tekton: render (tektonc), transform-pr, install-shared, preflight, run")
     ts = p.add_subparsers(dest="tekton_command", metavar="ACTION", required=True)
 
-    r = ts.add_parser("render", help="render a tektonc pipeline template (loop nodes, two Jinja passes)")
-    r.add_argument("-t", "--template", help="pipeline template (.yaml.j2); default: sweepdeck's BLIS pipeline")
-    r.add_argument("-f", "--values", required=True, help="values file (YAML)")
+    r = ts.add_parser("render", help="render a tektonc pipeline template (loop nodes, two Jinja passes)",
+                      description="tektonc's command: the same options, filters (dns, slug, tojson), global "
+                                  "(enumerate_list) and output; errors exit 1.")
+    r.add_argument("-t", "--template", help="pipeline template (.yaml.j2; - for stdin); default: sweepdeck's BLIS "
+                                            "pipeline for the values' format (guidellm, or an inference-perf "
+                                            "profileTemplate)")
+    r.add_argument("-f", "--values", required=True, help="values file (YAML/JSON; - for stdin)")
     r.add_argument("-r", "--pipelinerun", help="PipelineRun whose 'stack'/'workload' params are merged into the values")
     r.add_argument("-o", "--out", help="output file (default: stdout)")
-    r.add_argument("--explain", action="store_true", help="print the task/runAfter table to stderr")
+    r.add_argument("--explain", action="store_true", help="print the task name/runAfter table to stderr")
+    r.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
 
-    t = ts.add_parser("transform-pr", help="limit a matrix PipelineRun's parallelism (unroll / barrier / sliding window)")
-    t.add_argument("input", metavar="IN", help="PipelineRun with a matrix task")
-    t.add_argument("--unroll", help="comma-separated matrix parameters to unroll into one task per value")
-    t.add_argument("-n", type=int, dest="limit", help="at most N tasks running at once")
-    t.add_argument("--sliding-window", action="store_true", help="with -n: a task waits for the one N places before it (default: barrier batches)")
+    t = ts.add_parser("transform-pr",
+                      help="limit a matrix PipelineRun's parallelism (unroll / barrier / sliding window)",
+                      description="The Tekton PoC's transform-pr-parallel.py: with no options the matrix is expanded "
+                                  "into <task>-0, <task>-1… run one at a time (-n 1). Also: matrix.include, a matrix "
+                                  "task that is not first, --unroll with -n / --sliding-window.")
+    t.add_argument("input", metavar="IN", help="PipelineRun with a matrix task (- for stdin)")
+    t.add_argument("--unroll", metavar="PARAMS",
+                   help="comma-separated matrix parameters to unroll into one task per value")
+    t.add_argument("-n", "--max-parallel", type=int, dest="limit", default=None,
+                   help="at most N tasks running at once (default 1)")
+    t.add_argument("--sliding-window", action="store_true",
+                   help="task i waits for task i-N (default: barrier batches of N)")
     t.add_argument("--task", help="the matrix task to transform when there are several")
-    t.add_argument("-o", "--out", help="output file (default: stdout)")
+    t.add_argument("-o", "--out", "--output", dest="out", help="output file (default or -: stdout)")
 
-    rp = ts.add_parser("run-pr", help="launch a (matrix) PipelineRun, optionally transformed like transform-pr, and watch it (done/total)")
+    rp = ts.add_parser("run-pr", help="launch a (matrix) PipelineRun, optionally transformed like transform-pr, "
+                                      "and watch it (done/total)")
     rp.add_argument("input", metavar="IN", help="PipelineRun file (e.g. a factor x level matrix)")
     rp.add_argument("--namespace", help="namespace to run in (default: the profile's)")
     rp.add_argument("-p", "--profile", help="tekton profile name")
     rp.add_argument("--unroll", help="comma-separated matrix parameters to unroll")
-    rp.add_argument("-n", type=int, dest="limit", help="at most N tasks running at once")
+    rp.add_argument("-n", "--max-parallel", type=int, dest="limit", help="at most N tasks running at once")
     rp.add_argument("--sliding-window", action="store_true")
     rp.add_argument("--task", help="the matrix task to transform when there are several")
     rp.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -50,12 +63,14 @@ def add_parser(sub) -> None:
     k.add_argument("--now", action="store_true", help="spec.status Cancelled: stop at once, skipping the finally tasks")
     k.add_argument("-p", "--profile", help="tekton profile name (default: the run's)")
 
-    i = ts.add_parser("install-shared", help="apply the shared guidellm-load-generator Task to the 'pipelines' namespace")
+    i = ts.add_parser("install-shared",
+                      help="apply the shared guidellm-load-generator Task to the 'pipelines' namespace")
     i.add_argument("--namespace", default="pipelines")
     _cluster_args(i)
     i.add_argument("--dry-run", action="store_true", help="print the Task instead of applying it")
 
-    for name, text in (("preflight", "check the cluster for an experiment (read-only)"), ("run", "launch and watch an experiment (headless)")):
+    for name, text in (("preflight", "check the cluster for an experiment (read-only)"),
+                       ("run", "launch and watch an experiment (headless)")):
         c = ts.add_parser(name, help=text)
         c.add_argument("model", help="model id or alias")
         c.add_argument("-n", "--namespace", help="namespace to run in (default: the profile's)")
@@ -67,12 +82,15 @@ def add_parser(sub) -> None:
         c.add_argument("--max-model-len", type=int)
         c.add_argument("--vllm-args", help="extra vLLM arguments, quoted as one string")
         c.add_argument("--yes", action="store_true", help="do not ask before launching; accept pre-flight warnings")
-        c.add_argument("--fix", action="store_true", help="do what pre-flight offers (create a missing namespace) without asking")
+        c.add_argument("--fix", action="store_true",
+                       help="do what pre-flight offers (create a missing namespace) without asking")
         if name == "run":
-            c.add_argument("--render-only", metavar="DIR", help="write the effective values, Pipeline, PipelineRun and Tasks to DIR; apply nothing")
+            c.add_argument("--render-only", metavar="DIR",
+                           help="write the effective values, Pipeline, PipelineRun and Tasks to DIR; apply nothing")
             c.add_argument("--delete-after", action="store_true", help="delete the PipelineRun after copying results")
             c.add_argument("--json", action="store_true", help="print events as JSON lines")
-            c.add_argument("--detach-on-exit", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP keep the PipelineRun (reattach with: sweepdeck attach ID)")
+            c.add_argument("--detach-on-exit", action="store_true",
+                           help="on Ctrl+C/SIGTERM/SIGHUP keep the PipelineRun (reattach with: sweepdeck attach ID)")
 
 
 def _cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -106,31 +124,69 @@ def _write(text: str, out: str | None) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from backends.tekton.render import dump, render_files, task_table
-    from templates.render import template_path
+    """tektonc: render, print warnings and the --explain table to stderr; every failure exits 1."""
+    import traceback
 
-    template = args.template or str(template_path("tekton/blis/pipeline.yaml.j2"))
-    doc, _values = render_files(template, args.values, args.pipelinerun)
-    if args.explain:
-        for section, name, after in task_table(doc):
-            print(f"{section:<8} {name:<50} {after}", file=sys.stderr)
-    _write(dump(doc), args.out)
+    from config.errors import SweepdeckError
+
+    try:
+        text, notes, table = _render_text(args)
+    except SweepdeckError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"[ERROR] {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  {exc.hint}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - tektonc's catch-all: one line (the traceback with --debug), exit 1
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"[ERROR] {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"[WARN] {note}", file=sys.stderr)
+    if table:
+        sys.stderr.write(table)
+    _write(text, args.out)
     return 0
+
+
+def _render_text(args: argparse.Namespace) -> tuple[str, list[str], str]:
+    import io
+
+    from backends.tekton.render import STDIN, dump, explain, load_values, read_text, render_files
+
+    piped = None
+    if STDIN in (args.template, args.values) and args.template != args.values:
+        piped = read_text(STDIN, "Values file" if args.values == STDIN else "Template")  # read once, used twice
+    template = args.template
+    if not template:
+        from backends.tekton.build import package_template  # (only here: -t renders without the spec model)
+
+        # sweepdeck's own template for the values' format (guidellm, or an inference-perf profileTemplate)
+        template = str(package_template(load_values(args.values, io.StringIO(piped or ""))))
+    notes: list[str] = []
+    doc, _values = render_files(template, args.values, args.pipelinerun, notes, io.StringIO(piped or ""))
+    return dump(doc), notes, explain(doc) if args.explain else ""
 
 
 def _transform(args: argparse.Namespace) -> int:
     from backends.tekton.matrix import count, transform
-    from backends.tekton.render import dump, load_yaml_file
+    from backends.tekton.render import STDIN, dump, load_yaml_file
+    from config.errors import SweepdeckError
 
     pr = load_yaml_file(args.input, "PipelineRun file")
+    shown = "standard input" if args.input == STDIN else args.input
     if not isinstance(pr, dict):
-        from config.errors import SweepdeckError
-
-        raise SweepdeckError(f"{args.input} is not a PipelineRun (a YAML mapping).")
+        raise SweepdeckError(f"{shown} is not a PipelineRun (a YAML mapping).")
     unroll = [u.strip() for u in args.unroll.split(",") if u.strip()] if args.unroll else None
     out = transform(pr, unroll=unroll, limit=args.limit, sliding_window=args.sliding_window, task=args.task)
-    print(f"[INFO] {count(pr)} combinations; {len(out['spec']['pipelineSpec']['tasks'])} tasks", file=sys.stderr)
-    _write(dump(out), args.out)
+    mode = ("unroll " + ",".join(unroll) if unroll else "expand")
+    mode += ", sliding window" if args.sliding_window else ", barrier"
+    print(f"[INFO] {count(pr)} combinations; {len(out['spec']['pipelineSpec']['tasks'])} tasks "
+          f"({mode}, at most {args.limit or 1} at once)", file=sys.stderr)
+    _write(dump(out), None if args.out == STDIN else args.out)
     return 0
 
 
@@ -183,7 +239,8 @@ def _prepare(args: argparse.Namespace):
         try:
             tps = tuple(int(t) for t in args.tp.split(",") if t.strip())
         except ValueError:
-            raise SweepdeckError(f"--tp takes comma-separated integers, not {args.tp!r}.", "Example: --tp 2,4") from None
+            raise SweepdeckError(f"--tp takes comma-separated integers, not {args.tp!r}.",
+                                 "Example: --tp 2,4") from None
         spec = spec.set("tp_sweep", tps)
     if getattr(args, "delete_after", False):
         profile = Profile(profile.name, profile.backend, {**profile.options, "delete_after": True})
@@ -302,6 +359,7 @@ async def _run_pr_supervised(backend, pr: dict, namespace: str, printer, profile
 def _cancel(args: argparse.Namespace) -> int:
     """``sweepdeck tekton cancel RUN-ID [--now]``: set the saved run's PipelineRun ``spec.status``."""
     import asyncio
+    import contextlib
 
     from backends.base import Run
     from backends.store import RunDir, RunStore
@@ -312,14 +370,13 @@ def _cancel(args: argparse.Namespace) -> int:
 
     record = RunStore().get(args.run_id)
     if record.backend != "tekton":
-        raise SweepdeckError(f"Run {args.run_id} ran on the {record.backend} backend, not tekton.", "Cancel it with: sweepdeck attach " + args.run_id + " (then Ctrl+C)")
+        raise SweepdeckError(f"Run {args.run_id} ran on the {record.backend} backend, not tekton.",
+                             "Cancel it with: sweepdeck attach " + args.run_id + " (then Ctrl+C)")
     settings = load_settings(args.config, args.catalog_dir)
     session = record.session()
     spec = None
-    try:
-        spec = record.spec()
-    except (SweepdeckError, OSError, ValueError):
-        pass  # a run-pr run has no spec; its PipelineRun is in the run's meta
+    with contextlib.suppress(SweepdeckError, OSError, ValueError):
+        spec = record.spec()  # a run-pr run has no spec; its PipelineRun is in the run's meta
     profile = settings.profile(args.profile or (spec.profile if spec is not None else None), "tekton")
     backend = TektonBackend(settings, profile)
 
@@ -327,7 +384,8 @@ def _cancel(args: argparse.Namespace) -> int:
         if session.get("PIPELINERUN"):
             run = await backend.attach(record)
         elif record.meta.get("pipelinerun") and record.meta.get("namespace"):
-            run = Run(record.id, "tekton", spec, RunDir(record.path), {"pipelinerun": record.meta["pipelinerun"], "namespace": record.meta["namespace"]})
+            handle = {"pipelinerun": record.meta["pipelinerun"], "namespace": record.meta["namespace"]}
+            run = Run(record.id, "tekton", spec, RunDir(record.path), handle)
         else:
             raise SweepdeckError(f"Run {args.run_id} has no saved PipelineRun to cancel.")
         ns, name = run.handle["namespace"], run.handle["pipelinerun"]

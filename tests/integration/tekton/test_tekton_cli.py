@@ -80,7 +80,7 @@ def test_run_pr_matrix_unrolled_progress_done_total(fake_kube, config_file, caps
     progress = [e for e in events if e.get("type") == "Progress"]
     assert progress[-1]["total"] == 36 and progress[-1]["completed"] == 36
     units = {e["unit"] for e in events if e.get("type") == "Phase" and e.get("kind") == "task"}
-    assert "run-experiment-inf-sche-none-yaml-0" in units and len(units) == 36
+    assert "run-experiment-0-0" in units and len(units) == 36
     # the unrolled tasks ran at most two at a time: task 3 started after tasks 1 and 2 were done
     pr = fake_kube.get("tekton.dev/v1", "PipelineRun", "experiment-matrix-run", "newns")
     tasks = pr["spec"]["pipelineSpec"]["tasks"]

@@ -103,7 +103,7 @@ async def test_matrix_run_follows_running_taskrun_logs_bounded_with_combination_
 
 async def test_matrix_failing_taskrun_step_log_is_shown_at_once(backend, cluster):
     matrix, pr = unrolled(limit=4)
-    row = "run-experiment-inf-sche-kv-yaml-4"  # question_len=300, output_len=300 (combination 4 of 3 × 3)
+    row = "run-experiment-2-4"  # question_len=300, output_len=300 (combination 4 of 3 × 3)
     cluster.controller.fail(row, "fail", "scheduler config rejected")
     backend.task_log_follows = 0  # nothing followed: the failure itself must show its step log
     run = await backend.launch_pipelinerun(pr, NS, run_dir_for(matrix)[1])
@@ -122,7 +122,7 @@ async def test_matrix_attach_after_detach_keeps_done_total(backend, cluster, set
     from backends.tekton import TektonBackend
 
     matrix, pr = unrolled(limit=2)
-    cluster.controller.hang["run-experiment-inf-sche-prefix-yaml"] = True  # the first batch never ends
+    cluster.controller.hang["run-experiment-1"] = True  # the first batch never ends
     spec, run_dir = run_dir_for(matrix)
     run = await backend.launch_pipelinerun(pr, NS, run_dir=run_dir)
     assert not (run_dir.path / "rendered" / "pipeline.yaml").exists()  # a ready PipelineRun has no rendered Pipeline

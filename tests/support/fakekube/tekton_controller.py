@@ -7,7 +7,8 @@ tasks in ``runAfter`` order (TaskRuns labelled ``tekton.dev/pipelineRun``,
 ``finally`` tasks, and sets the PipelineRun's ``Succeeded`` condition. The
 ``deploy-model`` task starts a vLLM pod labelled ``llm-d.ai/model=<label>``
 that logs vLLM's startup lines; ``delete-model`` deletes it; ``run-workload``
-writes a result file under ``results_root/<label>/`` (served as ``/mnt/exp``
+writes the harness's reports (guidellm, or inference-perf for the campaign
+format) under ``results_root/<label>/`` (served as ``/mnt/exp``
 to any pod whose name starts with ``sweepdeck-results-``).
 ``spec.status: CancelledRunFinally`` / ``Cancelled`` cancel like Tekton.
 
@@ -26,6 +27,7 @@ seconds) makes a task's startTime older, for over-time alerts.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -36,6 +38,10 @@ from tests.support.fakekube.server import ApiError, FakeKube
 
 T = "tekton.dev/v1"
 GUIDELLM_REPORT = Path(__file__).resolve().parents[2] / "fixtures" / "tekton" / "reports" / "guidellm-0.3-benchmarks.json"
+#: Real inference-perf 0.7 output (two constant-rate stages, shared_prefix data), read where the reference set keeps it.
+INFERENCE_PERF_REPORTS = Path("/work/shared/reference/benchmark-reports/inference-perf/shared-prefix-constant")
+INFERENCE_PERF_FILES = ("stage_0_lifecycle_metrics.json", "stage_1_lifecycle_metrics.json",
+                        "summary_lifecycle_metrics.json", "config.yaml")
 
 VLLM_START = [
     "INFO 01-01 00:00:01 [api_server.py:1885] vLLM API server version 0.11.0",
@@ -337,12 +343,7 @@ class TektonController(ControllerLoop):
         if ok:
             self.fake.append_log(ns, t["pod"], f"[{name}] done", container="step-run")
             if task_ref.startswith("run-workload") and self.results_root is not None:
-                label = self._label(key, name)
-                out = self.results_root / label
-                out.mkdir(parents=True, exist_ok=True)
-                # a real guidellm 0.3 report (two benchmarks: synchronous, constant@5/s)
-                (out / "guidellm-results.json").write_bytes(GUIDELLM_REPORT.read_bytes())
-                (out / "exp-config.json").write_text('{"tp": "%s"}' % label.rsplit("-", 1)[-1])
+                self._write_results(key, name, task_ref)
             if task_ref == "delete-model":
                 pod = f"{self._label(key, name)}-decode-0"[:63]
                 if self.fake.exists("v1", "Pod", pod, ns):
@@ -373,6 +374,28 @@ class TektonController(ControllerLoop):
         self.fake.patch(T, "TaskRun", t["tr"], {"status": status}, ns, status_only=True)
         self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Succeeded" if ok else "Failed"}}, ns)
         self._advance(key)
+
+    def _write_results(self, key: tuple[str, str], name: str, task_ref: str) -> None:
+        """What the harness leaves in the branch's directory of data-pvc.
+
+        ``run-workload-inference-perf-blis`` (the campaign format): inference-perf's
+        lifecycle reports under ``results/`` and the resolved ``profile.yaml``;
+        any other run-workload: a real guidellm 0.3 report (synchronous, constant@5/s).
+        """
+        assert self.results_root is not None
+        label = self._label(key, name)
+        out = self.results_root / label
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "exp-config.json").write_text('{"tp": "%s"}' % label.rsplit("-", 1)[-1])
+        if task_ref == "run-workload-inference-perf-blis":
+            (out / "results").mkdir(exist_ok=True)
+            for file in INFERENCE_PERF_FILES:
+                (out / "results" / file).write_bytes((INFERENCE_PERF_REPORTS / file).read_bytes())
+            run = self._runs[key]
+            profile = self._param(run, run["tasks"][name]["def"], "profileTemplate")
+            (out / "profile.yaml").write_text(json.dumps(profile))
+            return
+        (out / "guidellm-results.json").write_bytes(GUIDELLM_REPORT.read_bytes())
 
     def _cancel(self, key: tuple[str, str], finally_too: bool = False) -> None:
         run = self._runs.get(key)

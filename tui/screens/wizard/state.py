@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config import inference_perf
 from config.catalog import DATA_DIR, Catalogs, ModelInfo, WorkloadProfile, load_yaml
 from config.errors import SweepdeckError
 from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits
@@ -67,7 +68,8 @@ class ReviewRow:
         status: ``CHANGED``, ``NEW``, ``REMOVED`` or ''.
         base: The value it replaced (for CHANGED).
         editable: Field path to edit, or None.
-        section: ``image``, ``args`` or ``resources``.
+        section: ``image``, ``args``, ``resources`` or ``workload`` (an inference-perf profile template).
+        edit_text: What the editor starts with, when not the value itself (``5x600, 10x600``).
     """
 
     key: str
@@ -78,6 +80,7 @@ class ReviewRow:
     base: str = ""
     editable: str | None = None
     section: str = "args"
+    edit_text: str = ""
 
 
 @dataclass
@@ -117,7 +120,8 @@ class WizardState:
         """Pick a model (an ambiguous alias needs ``choice``)."""
         return self.rebuild(model=name, model_choice=choice)
 
-    def choose_workload(self, workload: str | WorkloadProfile) -> ExperimentSpec:
+    def choose_workload(self, workload: str | WorkloadProfile | None) -> ExperimentSpec:
+        """A preset (name), a custom profile, or None: the profile's values file's own workload."""
         return self.rebuild(workload=workload)
 
     def choose_backend(self, backend: str, profile: str | None) -> ExperimentSpec:
@@ -156,8 +160,8 @@ class WizardState:
             for ch in old.user_fields():
                 if ch.field in ("model", "workload", "backend", "profile"):
                     continue
-                if ch.field.startswith("workload.") and workload_changed:
-                    continue
+                if ch.field.startswith(("workload.", inference_perf.PREFIX)) and workload_changed:
+                    continue  # tweaks of the old workload (its numbers, its profile template)
                 try:
                     candidate = new.set(ch.field, ch.value, ch.source)
                     check_limits(candidate, self.catalogs.models.resolve(candidate.model))
@@ -181,6 +185,10 @@ class WizardState:
         return spec
 
     # -------------------------------------------------------------- editing
+
+    def values_template(self) -> dict | None:
+        """The inference-perf profile template of the chosen profile's values file (None: not that format)."""
+        return inference_perf.template_of(base_values_for(self.settings, self.backend, self.profile))
 
     def need_spec(self) -> ExperimentSpec:
         if self.spec is None:
@@ -262,7 +270,8 @@ class WizardState:
         if spec is None:
             return ()
         return tuple(
-            (c.field, _hashable(c.value)) for c in spec.changes() if c.field.startswith("engine.") or c.field == "tp_sweep"
+            (c.field, _hashable(c.value)) for c in spec.changes()
+            if c.field.startswith(("engine.", inference_perf.PREFIX)) or c.field == "tp_sweep"
         )
 
     @property
@@ -316,6 +325,31 @@ class WizardState:
         tp_status, tp_base = _status(spec, "engine.tp")
         # GPUs follow TP: editing this row edits TP.
         rows.append(ReviewRow("res:GPUs", "GPUs", gpus, "= TP", tp_status, tp_base, "engine.tp", "resources"))
+        return rows + self._workload_rows(spec)
+
+    @staticmethod
+    def _workload_rows(spec: ExperimentSpec) -> list[ReviewRow]:
+        """The inference-perf profile template's settings: load type and stages, API, data (each editable)."""
+        if spec.profile_template is None:
+            return []
+        origin = "values.yaml" if spec.source("workload") == Source.VALUES else f"preset {spec.workload.app}"
+        data_type = str((spec.profile_template.get("data") or {}).get("type", ""))
+        rows = []
+        for key, value in inference_perf.leaves(spec.profile_template):
+            # the data type's own settings by their names (question_len), the rest by section (load.type)
+            label = key.removeprefix(f"data.{data_type}.") if key != "data.type" else key
+            label = label.removeprefix("data.") if label.startswith("data.") and key != "data.type" else label
+            path = inference_perf.PREFIX + key
+            status, base = _status(spec, path)
+            if key == inference_perf.STAGES:
+                shown, text = inference_perf.describe_stages(value, compact=True), inference_perf.stages_text(value)
+                if status:
+                    base = inference_perf.describe_stages(_unhashable(spec.origins[path].base), compact=True)
+            else:
+                shown, text = _word(value), _word(value)
+                base = _word(spec.origins[path].base) if status else base
+            source = "you" if spec.source(path) in USER_SOURCES else origin
+            rows.append(ReviewRow(path, label, shown, source, status, base, path, "workload", text))
         return rows
 
     def _resource_source(self, spec: ExperimentSpec, path: str) -> str:
@@ -343,6 +377,11 @@ class WizardState:
             ]
         if spec.backend == "slurm":
             return [ReviewRow("auto:--port", "--port", "free port on the node", "auto-configured")]
+        if spec.profile_template is not None:
+            # the inference-perf pipeline starts a trace collector only when the values ask (stack.tracing)
+            values = base_values_for(self.settings, spec.backend, spec.profile) or {}
+            if not (values.get("stack") or {}).get("tracing"):
+                return []
         return [ReviewRow("auto:--otlp-traces-endpoint", "--otlp-traces-endpoint", "(pipeline collector)", "auto-configured")]
 
     # -------------------------------------------------------------- summary
@@ -352,7 +391,7 @@ class WizardState:
         spec = self.need_spec()
         lines = dict(spec.summary_lines())
         core = ["Experiment ID", "Backend", "Namespace", "Model"]
-        work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens"]
+        work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens", "Load", "Data", "API"]
         engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources", "Additional Args"]
 
         def pick(names: list[str]) -> list[tuple[str, str]]:
@@ -382,6 +421,19 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, WorkloadProfile):
         return ("workload", value.app)
     return value
+
+
+def _word(value: Any) -> str:
+    """A template value as typed in YAML (``true``, ``5``, ``shared_prefix``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)
+
+
+def _unhashable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _source_word(spec: ExperimentSpec, path: str) -> str:

@@ -16,6 +16,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.fuzzy import FuzzySearch
 from textual.widgets import DataTable, Input, Label, LoadingIndicator, Select, Static, TabbedContent, TabPane
 
+from config import inference_perf
 from config.catalog import RATE_TYPES, ModelInfo
 from config.errors import SweepdeckError
 from tui import bindings as keys
@@ -250,6 +251,10 @@ CUSTOM_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: The workload step's row for the values file's own inference-perf profile template.
+VALUES_ROW = "values.yaml"
+
+
 class WorkloadStep(Step):
     """Presets table, or a custom form with inline validation."""
 
@@ -290,9 +295,30 @@ class WorkloadStep(Step):
                     yield Static("", id="custom-error")
 
     def on_mount(self) -> None:
+        self.fill_presets()
+        defaults = self.state.catalogs.workloads.custom_defaults
+        for name, _ in CUSTOM_FIELDS:
+            value = defaults.get(name)
+            self.query_one(f"#custom-{name}", Input).value = "" if value is None else str(value)
+        self.query_one("#custom-max_requests", Input).value = str(defaults.get("max_requests") or 50)
+        self.query_one("#custom-rate", Input).value = str(defaults.get("rate") or 12)
+        self.query_one("#custom-prompt_tokens", Input).value = "256"
+        self.query_one("#custom-output_tokens", Input).value = "128"
+        self.validate_custom()
+
+    def fill_presets(self) -> None:
+        """The presets; first, when the profile's values use inference-perf, their own profile template."""
         table = self.query_one("#workload-table", DataTable)
+        table.clear()
         presets = self.state.catalogs.workloads.presets
         self._names = list(presets)
+        template = self.state.values_template()
+        if template is not None:
+            self._names.insert(0, VALUES_ROW)
+            rows = dict(inference_perf.summary_rows(template))
+            load = template.get("load") if isinstance(template.get("load"), dict) else {}
+            table.add_row("values.yaml", _clip(f"inference-perf: {rows['Data']}", 44), "", "",
+                          str(load.get("type", "")), f"{len(load.get('stages') or [])} stages", key=VALUES_ROW)
         for name, preset in presets.items():
             p = preset.profile
             table.add_row(
@@ -304,17 +330,9 @@ class WorkloadStep(Step):
                 str(p.max_requests),
                 key=name,
             )
-        defaults = self.state.catalogs.workloads.custom_defaults
-        for name, _ in CUSTOM_FIELDS:
-            value = defaults.get(name)
-            self.query_one(f"#custom-{name}", Input).value = "" if value is None else str(value)
-        self.query_one("#custom-max_requests", Input).value = str(defaults.get("max_requests") or 50)
-        self.query_one("#custom-rate", Input).value = str(defaults.get("rate") or 12)
-        self.query_one("#custom-prompt_tokens", Input).value = "256"
-        self.query_one("#custom-output_tokens", Input).value = "128"
-        self.validate_custom()
 
     def activate(self) -> None:
+        self.fill_presets()  # the backend/profile may have changed (its values may use inference-perf)
         workload = self.state.workload
         tabs = self.query_one(TabbedContent)
         table = self.query_one("#workload-table", DataTable)
@@ -324,6 +342,8 @@ class WorkloadStep(Step):
             self.query_one("#custom-prompt_tokens", Input).focus()
             return
         name = self.state.spec.workload.app if self.state.spec is not None else None
+        if workload is None and VALUES_ROW in self._names:
+            name = VALUES_ROW  # the values' own profile template (nothing chosen yet, or chosen before)
         if isinstance(workload, str):
             try:
                 name = self.state.catalogs.workloads.match(workload).name
@@ -397,6 +417,11 @@ class WorkloadStep(Step):
         if not self._names:
             return
         name = self._names[min(max(table.cursor_row, 0), len(self._names) - 1)]
+        if name == VALUES_ROW:
+            template = self.state.values_template() or {}
+            detail.update("values.yaml's inference-perf profile template · " + " · ".join(
+                f"{label.lower()} {value}" for label, value in inference_perf.summary_rows(template)))
+            return
         preset = self.state.catalogs.workloads.presets[name]
         p = preset.profile
         detail.update(
@@ -424,6 +449,8 @@ class WorkloadStep(Step):
         else:
             table = self.query_one("#workload-table", DataTable)
             choice = self._names[min(max(table.cursor_row, 0), len(self._names) - 1)]
+            if choice == VALUES_ROW:
+                choice = None  # the values file's own workload
         try:
             self.state.choose_workload(choice)
         except SweepdeckError as exc:
@@ -483,7 +510,8 @@ class ReviewStep(Step):
         rows = self.state.review_rows()
         self._rows = []
         table.clear()
-        sections = {"image": "Image", "args": "Arguments", "resources": "Resources"}
+        sections = {"image": "Image", "args": "Arguments", "resources": "Resources",
+                    "workload": "Workload (inference-perf)"}
         last = None
         for row in rows:
             if row.section != last:
@@ -557,8 +585,9 @@ class ReviewStep(Step):
             else:
                 self.app.notify(f"{row.label} is set by the backend, not here.")
             return
-        value = self.state.need_spec().get(row.editable)
-        self.open_editor(row.editable, f"{row.label} =", str(value))
+        value = row.edit_text or str(self.state.need_spec().get(row.editable))
+        placeholder = "RATExSECONDS per stage: 5x600, 10x600" if row.key.endswith(".load.stages") else ""
+        self.open_editor(row.editable, f"{row.label} =", value, placeholder)
 
     def action_add_arg(self) -> None:
         self.open_editor("add", "Add vLLM argument:", "", placeholder="--enable-prefix-caching or --gpu-memory-utilization=0.9")
