@@ -41,11 +41,15 @@ class Calibration:
     context_single: float = 0.51
     context_multi: float = 1.52
     context_moe_multi: float = 0.48
-    cudagraph_base: float = 0.45
-    cudagraph_per_layer: float = 0.0145
-    cudagraph_moe: float = 0.35
-    # below this much room after CUDA graphs, vLLM's sampler warm-up ran out of memory
-    # (gpt-oss-20b TP 2 at 0.95: 0.42 GiB failed; runs with 0.60 GiB and more started)
+    # least squares over 42 startups of the vLLM accuracy study (v0.19.0, H100; mean abs
+    # error 0.09 GiB, worst 0.39 GiB for MoE models): base + per_layer x layers x sizes/51 / sqrt(TP)
+    # + per_layer_hidden x layers x hidden/4096 x sizes/51 / sqrt(TP) + moe
+    cudagraph_base: float = 0.38
+    cudagraph_per_layer: float = 0.0101
+    cudagraph_per_layer_hidden: float = 0.0072
+    cudagraph_moe: float = 0.55
+    # below this much room after the budget and CUDA graphs, vLLM's sampler warm-up ran out of
+    # memory (gpt-oss-20b TP 2 at 0.95: 0.42 GiB measured, failed; startups with 0.60 GiB and more ran)
     warmup_headroom: float = 0.5
     source: str = "6 vLLM v0.19.0 runs, H100-80GB (Llama-3.1-8B-Instruct, Qwen2.5-7B-Instruct, TP 1/2/4)"
 
@@ -63,11 +67,18 @@ class Calibration:
             return self.context_single
         return self.context_multi + (self.context_moe_multi if moe else 0.0)
 
-    def cudagraph(self, layers: int, moe: bool, enforce_eager: bool) -> float:
-        """Memory CUDA graph capture takes (estimate; 0 with --enforce-eager)."""
+    def cudagraph(self, layers: int, hidden: int, tp: int, moe: bool, enforce_eager: bool,
+                  capture_sizes: int = 51) -> float:
+        """Memory CUDA graph capture takes (estimate; 0 with --enforce-eager).
+
+        Fitted with 51 capture sizes (up to 512 tokens, vLLM's default); more sizes
+        (gpt-oss captures up to 1024: 83 sizes) scale the per-layer part.
+        """
         if enforce_eager:
             return 0.0
-        return self.cudagraph_base + self.cudagraph_per_layer * layers + (self.cudagraph_moe if moe else 0.0)
+        scale = layers * capture_sizes / 51 / tp**0.5
+        per_layer = scale * (self.cudagraph_per_layer + self.cudagraph_per_layer_hidden * hidden / 4096)
+        return self.cudagraph_base + per_layer + (self.cudagraph_moe if moe else 0.0)
 
 
 DEFAULT = Calibration()

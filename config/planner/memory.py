@@ -274,6 +274,20 @@ def layer_specs(request: PlanRequest, dtype: str, block: int) -> list[kvcache.La
     return [kvcache.LayerSpec(kind, page, window.get(kind, 0)) for kind in f.layer_kinds or ("full",) * f.layers]
 
 
+def capture_sizes(request: PlanRequest) -> int:
+    """How many batch sizes vLLM captures CUDA graphs for (PIECEWISE=N in its log).
+
+    Sizes 1, 2, 4, then every 8 up to 256, then every 16 up to
+    ``max_cudagraph_capture_size`` = min(2 x max_num_seqs, 512); gpt-oss raises it to 1024.
+    """
+    seqs, _ = request.batch_defaults()
+    largest = 1024 if request.facts.model_type == "gpt_oss" else min(2 * seqs, 512)
+    sizes = [s for s in (1, 2, 4) if s <= largest]
+    sizes += list(range(8, min(largest, 256) + 1, 8))
+    sizes += list(range(272, largest + 1, 16))
+    return len(sizes)
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -320,7 +334,8 @@ def plan(request: PlanRequest, cal: Calibration = DEFAULT, *, advise: bool = Tru
     blocks = min(x.num_blocks for x in layouts)
     per_request = groups.blocks_per_request(max_len, tokens, block)
     context = cal.context(request.world, f.is_moe)
-    graphs = cal.cudagraph(s.stage.layers, f.is_moe, request.enforce_eager)
+    graphs = cal.cudagraph(s.stage.layers, f.hidden, request.tp, f.is_moe, request.enforce_eager,
+                           capture_sizes(request))
     headroom = physical / GIB - context - requested / GIB - graphs
     result = Plan(
         request=request, physical_gib=physical / GIB, requested_gib=requested / GIB,

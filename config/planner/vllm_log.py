@@ -34,6 +34,9 @@ _PROFILE = re.compile(
 _SNAPSHOT = re.compile(r"worker init memory snapshot: .*?free_memory=([\d.]+)GiB, total_memory=([\d.]+)GiB")
 _CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 _UTIL = re.compile(r"'gpu_memory_utilization': ([\d.]+)")
+# vLLM's "non-default args" line names the whole request (the engine config line shows one DP rank)
+_ARGS = re.compile(r"non-default args: \{(.*)\}")
+_PARALLEL = re.compile(r"'(?P<name>data|tensor|pipeline)_parallel_size': (?P<value>\d+)")
 _FAILURE = re.compile(
     r"(ValueError: .*|AssertionError: .*|RuntimeError: CUDA out of memory occurred.*|torch\.OutOfMemoryError: .*"
     r"|Value error, .*)"
@@ -83,6 +86,9 @@ def parse_startup(text: str, path: str = "") -> StartupRecord:
         rec.max_model_len, rec.dtype = int(match["max_len"]), match["dtype"]
         rec.quantization = None if match["quant"] == "None" else match["quant"]
         rec.kv_cache_dtype = match["kv"]
+    args = _ARGS.search(text)
+    for found in _PARALLEL.finditer(args.group(1) if args else ""):
+        setattr(rec, {"data": "dp", "tensor": "tp", "pipeline": "pp"}[found["name"]], int(found["value"]))
     util = _UTIL.search(text)
     if util:
         rec.gpu_memory_utilization = float(util.group(1))

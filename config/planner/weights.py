@@ -177,9 +177,22 @@ def rope_cache_bytes(f: ModelFacts, dtype_bytes: int) -> float:
     return float(f.max_position * rotary * dtype_bytes)
 
 
+def mxfp4_padding(f: ModelFacts, tp: int) -> float:
+    """How much vLLM's MXFP4 MoE kernels pad the expert weights.
+
+    ``mxfp4_round_up_hidden_size_and_intermediate_size`` rounds the per-GPU
+    intermediate size up to 64 (Triton kernels) and the hidden size to 256 (the
+    Marlin/TRT-LLM/ROCm layouts; the Hopper swizzled layout measures alike).
+    """
+    inter = f.moe_intermediate / tp
+    return (-(-inter // 64) * 64 / inter) * (-(-f.hidden // 256) * 256 / f.hidden)
+
+
 def weight_bytes(f: ModelFacts, *, tp: int, stage: Stage, dtype_bytes: int, quant: Quantization | None) -> float:
     """Bytes of weights on one GPU of ``stage`` (what "Model loading took" reports)."""
     count = stage_params(f, tp, stage)
+    if quant is not None and quant.method == "mxfp4" and f.is_moe:
+        count = WeightCount(count.plain, count.linear, count.experts * mxfp4_padding(f, tp))
     width = quant_bytes(quant, dtype_bytes)
     linear_width = float(dtype_bytes) if quant is not None and quant.experts_only else width
     total = count.plain * dtype_bytes + count.linear * linear_width + count.experts * width
