@@ -182,8 +182,13 @@ class Session:
     # ----------------------------------------------------------- preflight
 
     async def preflight(self) -> list[Check]:
-        """Run the backend's pre-flight checks (changes nothing)."""
+        """Run the backend's pre-flight checks, then the memory planner's (changes nothing)."""
+        from backends.planning import planner_check
+
         self.checks = list(await self.backend.preflight(self.spec))
+        memory = planner_check(self.spec, getattr(self.backend, "settings", None))
+        if memory is not None and all(c.name != memory.name for c in self.checks):
+            self.checks.append(memory)
         return self.checks
 
     # -------------------------------------------------------------- launch

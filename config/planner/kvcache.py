@@ -20,6 +20,7 @@ Mirrors ``vllm/v1/kv_cache_interface.py`` and ``vllm/v1/core/kv_cache_utils.py``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from math import ceil
 
 
@@ -64,6 +65,11 @@ class Groups:
 
 def group_layers(specs: list[LayerSpec]) -> Groups:
     """vLLM's grouping (``get_kv_cache_groups``) for the layers' specs, in layer order."""
+    return _group_layers(tuple(specs))
+
+
+@lru_cache(maxsize=256)
+def _group_layers(specs: tuple[LayerSpec, ...]) -> Groups:
     by_spec: dict[LayerSpec, list[int]] = {}
     for i, spec in enumerate(specs):
         by_spec.setdefault(spec, []).append(i)

@@ -343,10 +343,12 @@ def plan(request: PlanRequest, cal: Calibration = DEFAULT, *, advise: bool = Tru
         kv_cache_gib=s.kv / GIB, kv_cache_tokens=blocks // len(groups.groups) * block, kv_cache_blocks=blocks,
         max_concurrency=blocks / per_request if per_request else 0.0, cuda_graph_gib=graphs, context_gib=context,
         headroom_gib=headroom, block_size=block, kv_bytes_per_token=lay.per_token_bytes, max_model_len=max_len,
-        max_num_seqs=seqs, max_num_batched_tokens=tokens, dtype=dtype, kv_cache_dtype=request.kv_cache_dtype,
+        max_num_seqs=seqs, max_num_batched_tokens=tokens, dtype=dtype,
+        kv_cache_dtype=dtype if request.kv_cache_dtype == "auto" else request.kv_cache_dtype,
     )
     problems = _problems(result, stages, layouts, groups, cal)
-    result = replace(result, problems=tuple(problems), warnings=tuple(_warnings(result)))
+    result = replace(result, problems=tuple(problems))
+    result = replace(result, warnings=tuple(_warnings(result)))
     if advise and problems:
         from config.planner.advice import nearest_fits
 

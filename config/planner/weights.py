@@ -22,6 +22,7 @@ routers stay in the model dtype, as vLLM keeps them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from config.planner.facts import ModelFacts, Quantization
 
@@ -138,6 +139,10 @@ def mlp_params(f: ModelFacts, tp: int, layer: int) -> WeightCount:
     return WeightCount(plain=bias, linear=width * h * inter / tp)
 
 
+def _scaled(count: WeightCount, n: int) -> WeightCount:
+    return WeightCount(count.plain * n, count.linear * n, count.experts * n)
+
+
 def padded_vocab(vocab: int) -> int:
     """vLLM pads the vocabulary to a multiple of 64 before splitting it."""
     return -(-vocab // 64) * 64
@@ -145,9 +150,18 @@ def padded_vocab(vocab: int) -> int:
 
 def stage_params(f: ModelFacts, tp: int, stage: Stage) -> WeightCount:
     """All parameters one GPU of ``stage`` holds."""
-    total = WeightCount()
-    for layer in range(stage.first_layer, stage.last_layer):
-        total = total + attention_params(f, tp) + mlp_params(f, tp, layer) + WeightCount(plain=2 * f.hidden)
+    return _stage_params(f, tp, stage)
+
+
+@lru_cache(maxsize=256)
+def _stage_params(f: ModelFacts, tp: int, stage: Stage) -> WeightCount:
+    layer_kinds = [bool(f.moe_layers and f.moe_layers[i]) for i in range(stage.first_layer, stage.last_layer)]
+    moe, dense = sum(layer_kinds), len(layer_kinds) - sum(layer_kinds)
+    total = _scaled(attention_params(f, tp) + WeightCount(plain=2 * f.hidden), len(layer_kinds))
+    if moe:
+        total = total + _scaled(mlp_params(f, tp, layer_kinds.index(True) + stage.first_layer), moe)
+    if dense:
+        total = total + _scaled(mlp_params(f, tp, layer_kinds.index(False) + stage.first_layer), dense)
     embed = padded_vocab(f.vocab) * f.hidden / tp
     if stage.first:
         total = total + WeightCount(plain=embed)
