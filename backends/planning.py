@@ -64,7 +64,7 @@ def flag_number(flags: dict[str, str], names: tuple[str, ...], kind: type, defau
     return default
 
 
-def _settings_gpu(spec: "ExperimentSpec", settings: Any) -> tuple[str | None, int | None]:
+def _settings_gpu(spec: ExperimentSpec, settings: Any) -> tuple[str | None, int | None]:
     """The GPU name and GPU count the spec's profile gives (None when there is no profile)."""
     from config.planner.gpus import profile_gpu, slurm_gres_gpu
 
@@ -81,7 +81,7 @@ def _settings_gpu(spec: "ExperimentSpec", settings: Any) -> tuple[str | None, in
     return name, count
 
 
-def request_for(spec: "ExperimentSpec", settings: Any = None) -> "PlanRequest | Unplanned":
+def request_for(spec: ExperimentSpec, settings: Any = None) -> PlanRequest | Unplanned:
     """The plan request for ``spec``, or why there is none (no facts, no GPU)."""
     from config.planner import PlanRequest, find_facts, find_gpu
 
@@ -90,7 +90,7 @@ def request_for(spec: "ExperimentSpec", settings: Any = None) -> "PlanRequest | 
     if facts is None:
         return Unplanned(
             f"no architecture facts for {spec.model}",
-            f"Add its config.json fields to {'your catalog dir' if catalog_dir else 'a catalog dir'}'s model-facts.yaml, "
+            f"Add its config.json fields to model-facts.yaml in {'your' if catalog_dir else 'a'} catalog dir, "
             f"or check it by hand: sweepdeck plan {spec.model} --model-config path/to/config.json",
         )
     profile_name, profile_count = _settings_gpu(spec, settings)
@@ -121,7 +121,7 @@ def request_for(spec: "ExperimentSpec", settings: Any = None) -> "PlanRequest | 
     )
 
 
-def plan_for(spec: "ExperimentSpec", settings: Any = None) -> "Plan | Unplanned":
+def plan_for(spec: ExperimentSpec, settings: Any = None) -> Plan | Unplanned:
     """The memory plan of ``spec`` (with the nearest fits when it does not fit), or why there is none."""
     from config.planner import plan
 
@@ -134,7 +134,7 @@ def plan_for(spec: "ExperimentSpec", settings: Any = None) -> "Plan | Unplanned"
         return Unplanned(exc.message, exc.hint or "Fix the vLLM argument in the review.")
 
 
-def planner_check(spec: "ExperimentSpec", settings: Any = None) -> Check | None:
+def planner_check(spec: ExperimentSpec, settings: Any = None) -> Check | None:
     """The pre-flight check: fail when vLLM cannot start, warn when long requests will queue.
 
     None when there is nothing to plan with (no facts for the model, no GPU known): a
@@ -149,7 +149,8 @@ def planner_check(spec: "ExperimentSpec", settings: Any = None) -> Check | None:
     data = result.to_dict()
     if not result.fits:
         fixes = "; ".join(suggestion_text(s, result.max_model_len) for s in result.suggestions)
-        hint = f"Nearest that fit: {fixes}." if fixes else "Nothing nearby fits this GPU: a larger GPU or quantized weights."
+        nothing = "Nothing nearby fits this GPU: a larger GPU or quantized weights."
+        hint = f"Nearest that fit: {fixes}." if fixes else nothing
         return Check(CHECK_NAME, "fail", summary_line(result), hint, data=data)
     if result.max_concurrency < result.max_num_seqs:
         return Check(
@@ -163,7 +164,7 @@ def planner_check(spec: "ExperimentSpec", settings: Any = None) -> Check | None:
     return Check(CHECK_NAME, "pass", summary_line(result), data=data)
 
 
-def _fix_changes(spec: "ExperimentSpec", changes: dict[str, Any]) -> dict[str, Any]:
+def _fix_changes(spec: ExperimentSpec, changes: dict[str, Any]) -> dict[str, Any]:
     """Planner changes as spec field changes (flags that are extra args replace their old value)."""
     out: dict[str, Any] = {}
     args = list(spec.engine.extra_args)
@@ -179,7 +180,7 @@ def _fix_changes(spec: "ExperimentSpec", changes: dict[str, Any]) -> dict[str, A
     return out
 
 
-def planner_fixes(rule_id: str, spec: "ExperimentSpec", settings: Any = None) -> list[Fix] | None:
+def planner_fixes(rule_id: str, spec: ExperimentSpec, settings: Any = None) -> list[Fix] | None:
     """The nearest fitting configurations for a memory failure; None when the planner cannot help.
 
     None (the caller keeps its own fixes) when the rule is not a memory failure,
@@ -198,5 +199,6 @@ def planner_fixes(rule_id: str, spec: "ExperimentSpec", settings: Any = None) ->
     ]
 
 
-__all__ = ["CHECK_NAME", "PLANNED_RULES", "Unplanned", "engine_flags", "flag_number", "plan_for", "planner_check", "planner_fixes",
+__all__ = ["CHECK_NAME", "PLANNED_RULES", "Unplanned", "engine_flags", "flag_number", "plan_for", "planner_check",
+           "planner_fixes",
            "request_for"]

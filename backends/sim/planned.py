@@ -33,7 +33,7 @@ PLANNED_FLAGS = (
 EARLY = ("tp-heads", "tp-vocab", "pp-layers", "max-model-len", "bf16", "gpus")
 
 
-def _flags(opts: "SimOptions") -> dict[str, str]:
+def _flags(opts: SimOptions) -> dict[str, str]:
     from backends.planning import engine_flags
 
     words: list[str] = []
@@ -47,7 +47,7 @@ def uses(item: str) -> bool:
     return item.split(" ", 1)[0].partition("=")[0] in PLANNED_FLAGS
 
 
-def plan_for_options(opts: "SimOptions") -> "Plan":
+def plan_for_options(opts: SimOptions) -> Plan:
     """The plan for this command line on ``opts.gpu``.
 
     Raises:
@@ -85,15 +85,16 @@ def plan_for_options(opts: "SimOptions") -> "Plan":
     return plan(request, advise=False)
 
 
-def fails_early(p: "Plan") -> bool:
+def fails_early(p: Plan) -> bool:
     return any(x.code in EARLY for x in p.problems)
 
 
-def weights_line(p: "Plan", seconds: float) -> tuple[str, str]:
-    return "v1/worker/gpu_model_runner.py:4820", f"Model loading took {p.weights_gib:.2f} GiB memory and {seconds:.6f} seconds"
+def weights_line(p: Plan, seconds: float) -> tuple[str, str]:
+    line = f"Model loading took {p.weights_gib:.2f} GiB memory and {seconds:.6f} seconds"
+    return "v1/worker/gpu_model_runner.py:4820", line
 
 
-def kv_lines(p: "Plan") -> list[tuple[str, str]]:
+def kv_lines(p: Plan) -> list[tuple[str, str]]:
     """vLLM v0.19's INFO lines from profiling to the KV cache, with the planned numbers."""
     from config.planner.memory import capture_sizes
 
@@ -102,9 +103,10 @@ def kv_lines(p: "Plan") -> list[tuple[str, str]]:
     if not r.enforce_eager:
         sizes = capture_sizes(r)
         largest = 1024 if r.facts.model_type == "gpt_oss" else min(2 * p.max_num_seqs, 512)
-        lines.append(("v1/worker/gpu_model_runner.py:5876",
-                      f"Profiling CUDA graph memory: PIECEWISE={sizes} (largest={largest}), FULL={sizes} (largest={largest})"))
-        lines.append(("v1/worker/gpu_model_runner.py:5955", f"Estimated CUDA graph memory: {p.cuda_graph_gib:.2f} GiB total"))
+        graphs = f"PIECEWISE={sizes} (largest={largest}), FULL={sizes} (largest={largest})"
+        lines.append(("v1/worker/gpu_model_runner.py:5876", f"Profiling CUDA graph memory: {graphs}"))
+        lines.append(("v1/worker/gpu_model_runner.py:5955",
+                      f"Estimated CUDA graph memory: {p.cuda_graph_gib:.2f} GiB total"))
     lines.append(("v1/worker/gpu_worker.py:436", f"Available KV cache memory: {p.kv_cache_gib:.2f} GiB"))
     if not r.enforce_eager:
         util = r.gpu_memory_utilization
@@ -114,7 +116,8 @@ def kv_lines(p: "Plan") -> list[tuple[str, str]]:
             "In v0.19, CUDA graph memory profiling will be enabled by default "
             "(VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1), which more accurately accounts for CUDA graph memory "
             "during KV cache allocation. To try it now, set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1 and increase "
-            f"--gpu-memory-utilization from {util:.4f} to {suggested:.4f} to maintain the same effective KV cache size.",
+            f"--gpu-memory-utilization from {util:.4f} to {suggested:.4f} "
+            "to maintain the same effective KV cache size.",
         ))
     lines.append(("v1/core/kv_cache_utils.py:1319", f"GPU KV cache size: {p.kv_cache_tokens:,} tokens"))
     lines.append(("v1/core/kv_cache_utils.py:1324",
@@ -125,7 +128,7 @@ def kv_lines(p: "Plan") -> list[tuple[str, str]]:
     return lines
 
 
-def _traceback(p: "Plan") -> list[str]:
+def _traceback(p: Plan) -> list[str]:
     code = p.problems[0].code
     where = {
         "kv-too-small": ("v1/core/kv_cache_utils.py", 646, "_check_enough_kv_cache_memory"),
@@ -143,7 +146,7 @@ def _traceback(p: "Plan") -> list[str]:
     ]
 
 
-def print_failure(p: "Plan") -> int:
+def print_failure(p: Plan) -> int:
     """vLLM's failure for the first problem (ERROR line, traceback on stderr); returns the exit code."""
     problem = p.problems[0]
     core = logs.CORE

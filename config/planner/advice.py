@@ -20,26 +20,26 @@ MAX_TP = 16
 KV_CODES = ("kv-too-small", "no-kv-memory")
 
 
-def valid_tps(request: "PlanRequest", limit: int = MAX_TP) -> list[int]:
+def valid_tps(request: PlanRequest, limit: int = MAX_TP) -> list[int]:
     """TP sizes vLLM accepts for this model: they divide the heads and the padded vocabulary."""
     f = request.facts
     return [tp for tp in range(1, limit + 1) if f.heads % tp == 0 and padded_vocab(f.vocab) % tp == 0]
 
 
-def _fits(request: "PlanRequest", cal: "Calibration") -> "Plan | None":
+def _fits(request: PlanRequest, cal: Calibration) -> Plan | None:
     from config.planner.memory import plan
 
     result = plan(request, cal, advise=False)
     return result if result.fits else None
 
 
-def _suggestion(label: str, changes: dict, detail: str, result: "Plan") -> "Suggestion":
+def _suggestion(label: str, changes: dict, detail: str, result: Plan) -> Suggestion:
     from config.planner.memory import Suggestion
 
     return Suggestion(label, changes, detail, result.kv_cache_tokens, result.max_concurrency)
 
 
-def smallest_tp(p: "Plan", cal: "Calibration") -> "Suggestion | None":
+def smallest_tp(p: Plan, cal: Calibration) -> Suggestion | None:
     r = p.request
     limit = r.gpus_available // (r.pp * r.dp) if r.gpus_available else MAX_TP
     for tp in valid_tps(r, max(limit, 1)):
@@ -51,7 +51,7 @@ def smallest_tp(p: "Plan", cal: "Calibration") -> "Suggestion | None":
     return None
 
 
-def largest_max_model_len(p: "Plan", cal: "Calibration") -> "Suggestion | None":
+def largest_max_model_len(p: Plan, cal: Calibration) -> Suggestion | None:
     r = p.request
     if not any(x.code in (*KV_CODES, "max-model-len") for x in p.problems):
         return None
@@ -71,7 +71,7 @@ def largest_max_model_len(p: "Plan", cal: "Calibration") -> "Suggestion | None":
                        f"max_model_len={p.max_model_len} -> {length}", found)
 
 
-def nearest_utilization(p: "Plan", cal: "Calibration") -> "Suggestion | None":
+def nearest_utilization(p: Plan, cal: Calibration) -> Suggestion | None:
     """The utilization closest to the current one (0.50–0.99, steps of 0.01) that fits."""
     r = p.request
     current = round(r.gpu_memory_utilization, 2)
@@ -86,18 +86,18 @@ def nearest_utilization(p: "Plan", cal: "Calibration") -> "Suggestion | None":
     return None
 
 
-def fp8_kv_cache(p: "Plan", cal: "Calibration") -> "Suggestion | None":
+def fp8_kv_cache(p: Plan, cal: Calibration) -> Suggestion | None:
     r = p.request
     if r.kv_cache_dtype.startswith("fp8") or not any(x.code == "kv-too-small" for x in p.problems):
         return None
     found = _fits(replace(r, kv_cache_dtype="fp8"), cal)
     if found is None:
         return None
-    return _suggestion("fp8 KV cache", {"kv_cache_dtype": "fp8"}, "kv_cache_dtype=auto -> fp8 (half the bytes per token)",
-                       found)
+    return _suggestion("fp8 KV cache", {"kv_cache_dtype": "fp8"},
+                       "kv_cache_dtype=auto -> fp8 (half the bytes per token)", found)
 
 
-def fewer_seqs(p: "Plan", cal: "Calibration") -> "Suggestion | None":
+def fewer_seqs(p: Plan, cal: Calibration) -> Suggestion | None:
     r = p.request
     if not any(x.code in ("warmup-oom", *KV_CODES) for x in p.problems):
         return None
@@ -111,7 +111,7 @@ def fewer_seqs(p: "Plan", cal: "Calibration") -> "Suggestion | None":
     return None
 
 
-def nearest_fits(p: "Plan", cal: "Calibration") -> list["Suggestion"]:
+def nearest_fits(p: Plan, cal: Calibration) -> list[Suggestion]:
     """Every kind of fix that works, nearest first; none for a configuration that fits."""
     if p.fits:
         return []

@@ -24,9 +24,9 @@ benchmark can calibrate on some runs and report the error on the others.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from statistics import mean
-from typing import Iterable
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,8 @@ def fit(observations: Iterable[Observation], base: Calibration = DEFAULT) -> Cal
     two = [o.non_torch for o in multi if o.tp == 2]
     if two:
         changes["non_torch_multi"] = mean(two)
-    wider = [(o.non_torch - changes.get("non_torch_multi", base.non_torch_multi)) / (o.tp - 2) for o in multi if o.tp > 2]
+    at_two = changes.get("non_torch_multi", base.non_torch_multi)
+    wider = [(o.non_torch - at_two) / (o.tp - 2) for o in multi if o.tp > 2]
     if wider:
         changes["non_torch_per_rank"] = mean(wider)
     return replace(base, **changes, source=f"fitted on {len(obs)} run(s)")

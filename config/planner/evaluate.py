@@ -7,8 +7,8 @@ the runs of the *other* models only, then the runs of this model are predicted.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from config.planner.calibration import DEFAULT, Calibration, Observation, fit
 from config.planner.facts import ModelFacts

@@ -397,7 +397,8 @@ def facts_from_path(path: str | Path, model_id: str = "") -> ModelFacts:
     if p.is_dir():
         config_file = p / "config.json"
         if not config_file.is_file():
-            raise SweepdeckError(f"{p} has no config.json.", "Give the model directory (with config.json) or the file itself.")
+            raise SweepdeckError(f"{p} has no config.json.",
+                                 "Give the model directory (with config.json) or the file itself.")
         facts = facts_from_config(_read_json(config_file), model_id, str(config_file))
         size = safetensors_bytes(p)
         return _with(facts, checkpoint_bytes=size) if size else facts
@@ -410,7 +411,8 @@ def hf_cache_dirs(model_id: str) -> list[Path]:
     """Snapshot directories of ``model_id`` in the local Hugging Face cache (newest first)."""
     if "/" not in model_id:
         return []
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or "~/.cache/huggingface").expanduser() / "hub")
+    home = Path(os.environ.get("HF_HOME") or "~/.cache/huggingface").expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE") or home / "hub")
     root = hub.expanduser() / ("models--" + model_id.replace("/", "--"))
     snaps = [d for d in (root / "snapshots").glob("*") if (d / "config.json").is_file()] if root.is_dir() else []
     return sorted(snaps, key=lambda d: d.stat().st_mtime, reverse=True)

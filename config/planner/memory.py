@@ -372,9 +372,11 @@ def _validate(request: PlanRequest) -> None:
     if dtype != "auto" and dtype not in DTYPE_BYTES:
         raise SweepdeckError(f"Unknown dtype {request.dtype!r}.", "Choose one of: " + ", ".join(DTYPES))
     if request.kv_cache_dtype not in KV_DTYPES:
-        raise SweepdeckError(f"Unknown kv-cache-dtype {request.kv_cache_dtype!r}.", "Choose one of: " + ", ".join(KV_DTYPES))
+        raise SweepdeckError(f"Unknown kv-cache-dtype {request.kv_cache_dtype!r}.",
+                             "Choose one of: " + ", ".join(KV_DTYPES))
     if request.quantization and request.quantization.lower() not in (*QUANTIZATIONS, "none"):
-        raise SweepdeckError(f"Unknown quantization {request.quantization!r}.", "Choose one of: " + ", ".join(QUANTIZATIONS))
+        raise SweepdeckError(f"Unknown quantization {request.quantization!r}.",
+                             "Choose one of: " + ", ".join(QUANTIZATIONS))
 
 
 # ---------------------------------------------------------------- problems
@@ -396,7 +398,8 @@ def _shape_problems(p: Plan) -> list[Problem]:
     if f.heads % r.tp:
         out.append(Problem(
             "tp-heads", f"TP {r.tp} does not divide the {f.heads} attention heads",
-            f"ValueError: Total number of attention heads ({f.heads}) must be divisible by tensor parallel size ({r.tp}).",
+            f"ValueError: Total number of attention heads ({f.heads}) must be divisible by tensor parallel "
+            f"size ({r.tp}).",
         ))
     elif padded_vocab(f.vocab) % r.tp:
         out.append(Problem(
@@ -460,7 +463,7 @@ def _problems(p: Plan, stages: list[_StagePlan], layouts: list[kvcache.KvLayout]
 def _kv_problems(p: Plan, stages: list[_StagePlan], layouts: list[kvcache.KvLayout],
                  groups: kvcache.Groups) -> list[Problem]:
     r = p.request
-    for s, lay in zip(stages, layouts):
+    for s, lay in zip(stages, layouts, strict=True):
         if s.kv <= 0:
             return [Problem(
                 "no-kv-memory",

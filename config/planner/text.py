@@ -57,17 +57,19 @@ def table_lines(p: Plan) -> list[str]:
     r = p.request
     nt_note = "NCCL / all-reduce buffers with TP > 1" if r.tp > 1 else "CUDA kernels and workspaces (TP 1)"
     stage = " (the limiting pipeline stage)" if r.pp > 1 else ""
+    sampler_rows = min(p.max_num_seqs, p.max_num_batched_tokens)
+    per_token = p.kv_bytes_per_token / 1024
     rows = [
         ("physical memory", f"{p.physical_gib:8.2f} GiB", "as the driver reports it"),
         ("requested budget", f"{p.requested_gib:8.2f} GiB", f"{r.gpu_memory_utilization:g} × {p.physical_gib:.2f}"),
         ("weights", f"{p.weights_gib:8.2f} GiB", stage.strip(" ()") or ""),
         ("activation peak", f"{p.activation_gib:8.2f} GiB",
-         f"profile run: {p.max_num_batched_tokens} tokens, sampler {min(p.max_num_seqs, p.max_num_batched_tokens)} rows"),
+         f"profile run: {p.max_num_batched_tokens} tokens, sampler {sampler_rows} rows"),
         ("non-torch", f"{p.non_torch_gib:8.2f} GiB", nt_note),
-        ("KV cache", f"{p.kv_cache_gib:8.2f} GiB", f"{p.kv_bytes_per_token / 1024:.1f} KiB per token ({p.kv_cache_dtype})"),
+        ("KV cache", f"{p.kv_cache_gib:8.2f} GiB", f"{per_token:.1f} KiB per token ({p.kv_cache_dtype})"),
         ("KV cache tokens", f"{p.kv_cache_tokens:>12,}", f"{p.kv_cache_blocks:,} blocks of {p.block_size}"),
         ("max concurrency", f"{p.max_concurrency:11.2f}×", f"at {p.max_model_len:,} tokens per request"),
-        ("CUDA graphs", f"{p.cuda_graph_gib:8.2f} GiB", f"outside the budget; {p.headroom_gib:.2f} GiB left after them"),
+        ("CUDA graphs", f"{p.cuda_graph_gib:8.2f} GiB", f"outside the budget; {p.headroom_gib:.2f} GiB left then"),
     ]
     return [f"  {name:<18}{value:>14}  {note}".rstrip() for name, value, note in rows]
 

@@ -79,19 +79,7 @@ class StartupRecord:
 def parse_startup(text: str, path: str = "") -> StartupRecord:
     """The first value of each line (rank 0's), and every distinct failure line."""
     rec = StartupRecord(path=path)
-    match = _CONFIG.search(text)
-    if match:
-        rec.model, rec.version = match["model"], match["version"]
-        rec.tp, rec.pp, rec.dp = int(match["tp"]), int(match["pp"]), int(match["dp"])
-        rec.max_model_len, rec.dtype = int(match["max_len"]), match["dtype"]
-        rec.quantization = None if match["quant"] == "None" else match["quant"]
-        rec.kv_cache_dtype = match["kv"]
-    args = _ARGS.search(text)
-    for found in _PARALLEL.finditer(args.group(1) if args else ""):
-        setattr(rec, {"data": "dp", "tensor": "tp", "pipeline": "pp"}[found["name"]], int(found["value"]))
-    util = _UTIL.search(text)
-    if util:
-        rec.gpu_memory_utilization = float(util.group(1))
+    _engine_config(rec, text)
     for name, pattern in _PATTERNS.items():
         found = pattern.search(text)
         if found:
@@ -113,6 +101,23 @@ def parse_startup(text: str, path: str = "") -> StartupRecord:
             seen.append(found.group(1))
     rec.failures = seen
     return rec
+
+
+def _engine_config(rec: StartupRecord, text: str) -> None:
+    """Model and engine settings from the config line and the non-default args."""
+    match = _CONFIG.search(text)
+    if match:
+        rec.model, rec.version = match["model"], match["version"]
+        rec.tp, rec.pp, rec.dp = int(match["tp"]), int(match["pp"]), int(match["dp"])
+        rec.max_model_len, rec.dtype = int(match["max_len"]), match["dtype"]
+        rec.quantization = None if match["quant"] == "None" else match["quant"]
+        rec.kv_cache_dtype = match["kv"]
+    args = _ARGS.search(text)
+    for found in _PARALLEL.finditer(args.group(1) if args else ""):
+        setattr(rec, {"data": "dp", "tensor": "tp", "pipeline": "pp"}[found["name"]], int(found["value"]))
+    util = _UTIL.search(text)
+    if util:
+        rec.gpu_memory_utilization = float(util.group(1))
 
 
 def read_startup(path: str | Path) -> StartupRecord:

@@ -79,7 +79,7 @@ class WeightCount:
     linear: float = 0.0     # dense projections (quantizable)
     experts: float = 0.0    # MoE experts (quantizable; MXFP4 quantizes only these)
 
-    def __add__(self, other: "WeightCount") -> "WeightCount":
+    def __add__(self, other: WeightCount) -> WeightCount:
         return WeightCount(self.plain + other.plain, self.linear + other.linear, self.experts + other.experts)
 
     @property

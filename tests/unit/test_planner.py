@@ -60,7 +60,8 @@ def test_gpu_from_profiles_and_values():
     assert gpu_catalog.profile_gpu({"gpus": "A40:1"}) == ("A40", "gpus")
     assert gpu_catalog.profile_gpu({"gpu_product": "NVIDIA-H100-80GB-HBM3"}) == ("NVIDIA-H100-80GB-HBM3", "gpu_product")
     assert gpu_catalog.profile_gpu({"gpu": "H200", "gpus": "A40:1"}) == ("H200", "gpu")
-    values = {"stack": {"model": {"helmValues": {"decode": {"acceleratorTypes": {"labelValues": ["NVIDIA-H100-80GB-HBM3"]}}}}}}
+    decode = {"acceleratorTypes": {"labelValues": ["NVIDIA-H100-80GB-HBM3"]}}
+    values = {"stack": {"model": {"helmValues": {"decode": decode}}}}
     assert gpu_catalog.values_gpu(values) == "NVIDIA-H100-80GB-HBM3"
     assert gpu_catalog.values_gpu({"stack": {}}) is None
 
@@ -102,7 +103,7 @@ def test_facts_from_config_json_and_missing_fields(tmp_path):
 
 
 def test_model_directory_gives_checkpoint_bytes_from_index_or_headers(tmp_path):
-    cfg = json.loads(json.dumps({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}))
+    cfg = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     header = json.dumps({"a": {"dtype": "BF16", "shape": [10, 10], "data_offsets": [0, 200]},
                          "b": {"dtype": "BF16", "shape": [5], "data_offsets": [200, 210]}}).encode()
@@ -293,7 +294,7 @@ def test_kv_too_small_for_one_request_with_vllm_estimate():
     p = plan(req(gpu=resolve_gpu("A40"), max_model_len=131072, gpu_memory_utilization=0.5))
     assert not p.fits and p.problems[0].code == "kv-too-small"
     message = p.problems[0].message
-    assert "To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is needed" in message
+    assert "with the models's max seq len (131072), (16.00 GiB KV cache is needed" in message
     assert "which is larger than the available KV cache memory" in message
     estimate = int(message.split("estimated maximum model length is ")[1].split(".")[0])
     assert estimate == p.kv_cache_blocks * 16  # one request may use every block
@@ -319,14 +320,16 @@ def test_shape_problems_use_vllm_wording():
 def test_memory_problems():
     a40 = resolve_gpu("A40")
     weights = plan(req("meta-llama/Llama-3.3-70B-Instruct", gpu=a40, max_model_len=8192))
-    assert weights.problems[0].code == "weights-oom" and "Failed to load model - not enough GPU memory" in weights.problems[0].message
+    assert weights.problems[0].code == "weights-oom"
+    assert "Failed to load model - not enough GPU memory" in weights.problems[0].message
     assert weights.suggestions and weights.suggestions[0].changes == {"tp": 4}
     none = plan(req("meta-llama/Llama-3.3-70B-Instruct", gpu=resolve_gpu("H100"), tp=2, max_model_len=8192,
                     gpu_memory_utilization=0.85))
     assert none.problems[0].code == "no-kv-memory"
     assert none.problems[0].message.startswith("ValueError: No available memory for the cache blocks.")
     free = plan(req(max_model_len=8192, gpu_memory_utilization=0.999))
-    assert free.problems[0].code == "free-memory" and "is less than desired GPU memory utilization" in free.problems[0].message
+    assert free.problems[0].code == "free-memory"
+    assert "is less than desired GPU memory utilization" in free.problems[0].message
     tight = plan(req(max_model_len=8192, gpu_memory_utilization=0.985))
     assert tight.problems[0].code == "warmup-oom"
     assert "CUDA out of memory occurred when warming up sampler with 1024 dummy requests" in tight.problems[0].message

@@ -20,8 +20,8 @@ from config.planner.vllm_log import read_startup
 
 
 def reference_dir() -> Path | None:
-    candidates = [os.environ.get("SWEEPDECK_REFERENCE", ""), str(Path(__file__).resolve().parents[3] / "shared" / "reference"),
-                  "/work/shared/reference"]
+    beside = Path(__file__).resolve().parents[3] / "shared" / "reference"  # CI: shared/ beside the clone
+    candidates = [os.environ.get("SWEEPDECK_REFERENCE", ""), str(beside), "/work/shared/reference"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "vllm-capacity" / "logs").is_dir():
             return Path(candidate) / "vllm-capacity"

@@ -823,7 +823,6 @@ class PreflightStep(Step):
     @work(exclusive=True, group="preflight", exit_on_error=False)
     async def _preflight(self, spec) -> None:
         from backends.base import Check
-
         from backends.planning import planner_check
 
         try:
