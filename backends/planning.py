@@ -37,6 +37,7 @@ class Unplanned:
 
     reason: str
     fix: str
+    short: str = ""  # fits a review line at 80 columns
 
 
 def engine_flags(extra_args: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -92,13 +93,15 @@ def request_for(spec: ExperimentSpec, settings: Any = None) -> PlanRequest | Unp
             f"no architecture facts for {spec.model}",
             f"Add its config.json fields to model-facts.yaml in {'your' if catalog_dir else 'a'} catalog dir, "
             f"or check it by hand: sweepdeck plan {spec.model} --model-config path/to/config.json",
+            "no model facts (see sweepdeck plan --model-config)",
         )
     profile_name, profile_count = _settings_gpu(spec, settings)
     gpu_name = spec.engine.gpu or profile_name
     gpu = find_gpu(gpu_name) if gpu_name else None
     if gpu is None:
         what = f"GPU {gpu_name!r} is not in the GPU catalog" if gpu_name else "the GPU is not known"
-        return Unplanned(what, "Set `gpu:` in the backend profile (e.g. gpu: H100-80GB) or edit the GPU in the review.")
+        return Unplanned(what, "Set `gpu:` in the backend profile (e.g. gpu: H100-80GB) or edit the GPU in the review.",
+                         "GPU unknown — edit GPU model, or set gpu: in the profile")
     flags = engine_flags(spec.engine.extra_args)
     tp = spec.engine.tp
     pp = flag_number(flags, ("--pipeline-parallel-size", "-pp"), int, 1)

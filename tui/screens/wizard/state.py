@@ -192,7 +192,7 @@ class WizardState:
         spec = self.need_spec()
         result = plan_for(spec, self.settings)
         if isinstance(result, Unplanned):
-            return f"memory plan: not planned — {result.reason}. {result.fix}", None, []
+            return f"memory plan: {result.short or result.reason}", None, []
         fixes = planner_fixes("cuda-oom", spec, self.settings) if not result.fits else []
         return summary_line(result), result.fits, fixes or []
 
@@ -342,7 +342,7 @@ class WizardState:
         # GPUs follow TP: editing this row edits TP.
         rows.append(ReviewRow("res:GPUs", "GPUs", gpus, "= TP", tp_status, tp_base, "engine.tp", "resources"))
         gpu_status, gpu_base = _status(spec, "engine.gpu")
-        rows.append(ReviewRow("res:GPU", "GPU model", spec.engine.gpu or "(unknown: set it for the memory plan)",
+        rows.append(ReviewRow("res:GPU", "GPU model", spec.engine.gpu or "(unknown)",
                               _source_word(spec, "engine.gpu"), gpu_status, gpu_base, "engine.gpu", "resources"))
         return rows
 
