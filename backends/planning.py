@@ -155,6 +155,14 @@ def planner_check(spec: ExperimentSpec, settings: Any = None) -> Check | None:
         nothing = "Nothing nearby fits this GPU: a larger GPU or quantized weights."
         hint = f"Nearest that fit: {fixes}." if fixes else nothing
         return Check(CHECK_NAME, "fail", summary_line(result), hint, data=data)
+    tight = [w for w in result.warnings if "start-up is tight" in w]
+    if tight:
+        return Check(
+            CHECK_NAME, "warn", f"{summary_line(result)}; {tight[0]}",
+            "vLLM may run out of memory capturing CUDA graphs or warming up the sampler: lower "
+            "--gpu-memory-utilization a little, or max_num_seqs.",
+            data=data,
+        )
     if result.max_concurrency < result.max_num_seqs:
         return Check(
             CHECK_NAME, "warn",

@@ -499,5 +499,5 @@ def _warnings(p: Plan) -> list[str]:
             f"{p.max_num_seqs}: requests that long will queue"
         )
     if p.fits and p.headroom_gib < 1.0:
-        out.append(f"only {p.headroom_gib:.2f} GiB outside vLLM's budget after CUDA graphs: start-up is tight")
+        out.append(f"only {p.headroom_gib:.2f} GiB left outside vLLM's budget after CUDA graphs: start-up is tight")
     return out
