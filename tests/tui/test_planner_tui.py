@@ -83,3 +83,28 @@ async def test_no_gpu_says_how_to_plan():
         wizard = await to_review(pilot, "qwen-1.5b")
         text = text_of(wizard.query_one("#review-plan", Static))
         assert text == "memory plan: GPU unknown — edit GPU model, or set gpu: in the profile"
+
+
+async def test_recovery_dialog_offers_the_planners_nearest_fits():
+    from tests.tui.monitor_support import ScriptedBackend, make_spec, ok_script, oom_script, wait_for
+    from tests.tui.monitor_support import make_app as make_monitor_app
+    from tui.screens.monitor import RunMonitorScreen
+    from tui.screens.recovery import RecoveryDialog
+
+    def first_oom_then_ok(run):
+        return oom_script() if run.spec.parent is None else ok_script()
+
+    backend = ScriptedBackend(first_oom_then_ok)
+    app = make_monitor_app(backend)
+    spec = make_spec("llama3-70b", tp=2, max_model_len=32768).set("engine.gpu", "A100-80GB")
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.launch_spec(spec)
+        await wait_for(pilot, lambda: isinstance(app.screen, RecoveryDialog), timeout=8)
+        dialog = app.screen
+        labels = [f.label for f in dialog.alert.fixes]
+        assert labels[0] == "Planner: TP 4" and all(label.startswith("Planner: ") for label in labels)
+        assert "Increase TP" not in labels  # no blind doubling
+        await pilot.press("1")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunMonitorScreen)
+                       and app.screen.controller.spec.parent == spec.experiment_id, timeout=8)
+        assert app.screen.controller.spec.engine.tp == 4
