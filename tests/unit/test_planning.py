@@ -145,3 +145,18 @@ def test_wizard_state_plan_line(cats):
     state.choose_backend("local", None)
     text, fits, _ = state.plan_line()
     assert fits is True and text.startswith("fits: weights ")  # the user's GPU carries over; no GPU count locally
+
+
+def test_spec_gpu_field_round_trips_and_is_validated(cats):
+    from config.errors import SweepdeckError
+    from config.spec import ExperimentSpec
+
+    spec = build_spec(cats, "qwen-7b").set("engine.gpu", "nvidia-a100-sxm4-80gb")
+    assert spec.engine.gpu == "A100-80GB" and spec.source("engine.gpu") == Source.USER
+    assert ExperimentSpec.from_dict(spec.to_dict()).engine.gpu == "A100-80GB"
+    old = spec.to_dict()
+    del old["engine"]["gpu"]  # a run saved before the field existed
+    assert ExperimentSpec.from_dict(old).engine.gpu is None
+    assert "--gpu" not in " ".join(spec.serve_command())  # not a vLLM flag
+    with pytest.raises(SweepdeckError, match="Unknown GPU 'Z80'"):
+        spec.set("engine.gpu", "Z80")
