@@ -57,8 +57,8 @@ LLMD_ACTIVATION = {"LlamaForCausalLM": 4.8, "Qwen2ForCausalLM": 5.6, "Qwen3ForCa
 
 
 def reference_dir() -> Path:
-    for candidate in (os.environ.get("SWEEPDECK_REFERENCE", ""), str(ROOT.parent.parent / "shared" / "reference"),
-                      "/work/shared/reference"):
+    for candidate in (os.environ.get("SWEEPDECK_REFERENCE", ""), str(ROOT.parent / "shared" / "reference"),
+                      str(ROOT.parent.parent / "shared" / "reference"), "/work/shared/reference"):
         if candidate and (Path(candidate) / "vllm-capacity").is_dir():
             return Path(candidate) / "vllm-capacity"
     raise SystemExit("../shared/reference/vllm-capacity not found (set SWEEPDECK_REFERENCE)")

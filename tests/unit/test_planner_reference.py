@@ -20,8 +20,9 @@ from config.planner.vllm_log import read_startup
 
 
 def reference_dir() -> Path | None:
-    beside = Path(__file__).resolve().parents[3] / "shared" / "reference"  # CI: shared/ beside the clone
-    candidates = [os.environ.get("SWEEPDECK_REFERENCE", ""), str(beside), "/work/shared/reference"]
+    repo = Path(__file__).resolve().parents[2]
+    beside = [str(up / "shared" / "reference") for up in (repo.parent, repo.parent.parent)]  # shared/ beside the clone
+    candidates = [os.environ.get("SWEEPDECK_REFERENCE", ""), *beside, "/work/shared/reference"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "vllm-capacity" / "logs").is_dir():
             return Path(candidate) / "vllm-capacity"
