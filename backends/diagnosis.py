@@ -100,6 +100,8 @@ RULES: tuple[Rule, ...] = (
             # vLLM v1: the KV cache for max_model_len does not fit what is left after the weights
             r"is larger than the maximum number of tokens that can be stored in KV cache",
             r"not enough KV cache space",
+            # vLLM v0.19 (kv_cache_utils._check_enough_kv_cache_memory)
+            r"KV cache is needed, which is larger than the available KV cache memory",
         ),
     ),
     Rule(
@@ -335,6 +337,11 @@ def fixes_for(rule_id: str, spec: "ExperimentSpec", *, default_image: str | None
         default_image: The catalog's default vLLM image (for image-pull);
             defaults to the value the spec's image replaced, if any.
     """
+    from backends.planning import planner_fixes
+
+    planned = planner_fixes(rule_id, spec)  # the nearest configurations that fit, when the planner knows
+    if planned:
+        return planned
     e = spec.engine
     fixes: list[Fix] = []
     if rule_id == CUDA_OOM:

@@ -35,6 +35,11 @@ async def run_preflight(backend: "Backend", spec: "ExperimentSpec", store: "RunS
 
         store = RunStore()
     checks = list(await backend.preflight(spec))
+    from backends.planning import planner_check
+
+    memory = planner_check(spec, getattr(backend, "settings", None))
+    if memory is not None and all(c.name != memory.name for c in checks):
+        checks.append(memory)
     checks.append(state_dir_check(store))
     return checks
 

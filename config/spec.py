@@ -40,6 +40,7 @@ class Source(StrEnum):
     USER = "user"                # typed by the user (CLI flag, quick command, form)
     AUTO = "auto-configured"     # derived by sweepdeck or the pipeline
     FIX = "recovery fix"         # chosen in the recovery dialog
+    PROFILE = "profile"          # the backend profile (its gpu / gpus / gpu_product)
 
 
 USER_SOURCES = (Source.USER, Source.FIX)
@@ -65,6 +66,7 @@ class EngineSettings:
     extra_args: tuple[str, ...] = ()
     memory: str = DEFAULT_MEMORY  # Kubernetes quantity (128Gi); limit and request
     cpu: str = DEFAULT_CPU        # cores (32, 0.5) or millicores (500m); limit and request
+    gpu: str | None = None        # GPU catalog name (config/data/gpus.yaml) for the memory planner; not a vLLM flag
 
     def serve_args(self) -> list[str]:
         """vLLM ``serve`` arguments for these settings (without the model)."""
@@ -128,7 +130,8 @@ def _fmt(value: Any) -> str:
 
 
 # Field paths a spec exposes to set()/get(), changes() and Fix.changes.
-ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args", "memory", "cpu")
+ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args", "memory", "cpu",
+                 "gpu")
 TOP_FIELDS = ("model", "backend", "profile", "namespace", "experiment_id", "workload")
 # Single workload numbers (``workload.rate``...) so a tweak to a preset shows up
 # as its own change instead of hiding behind an unchanged preset name.
@@ -478,6 +481,8 @@ def _quantity(label: str, value: Any, pattern: re.Pattern[str], kind: str, examp
 
 
 def _validate_field(path: str, value: Any, where: str | None = None) -> Any:
+    if path == "engine.gpu":
+        return _gpu_name(value)
     if path == "engine.memory":
         return _quantity(where or "memory", value, _MEMORY_RE, "a positive Kubernetes memory quantity",
                          "Example: memory=64Gi (or 128G, 512Mi)")
@@ -753,6 +758,12 @@ def _apply_values(
         updates["tp"] = sweep[0]
         origins["engine.tp"] = Origin(Source.VALUES)
         origins["tp_sweep"] = Origin(Source.VALUES)
+    from config.planner.gpus import find_gpu, values_gpu
+
+    accelerator = find_gpu(values_gpu(values) or "")
+    if accelerator is not None:  # decode.acceleratorTypes.labelValues: the GPU the pods are scheduled on
+        updates["gpu"] = accelerator.name
+        origins["engine.gpu"] = Origin(Source.VALUES)
     image = _values_image(values)
     if image:
         updates["image"] = image
@@ -809,6 +820,35 @@ def acceptable_extra_arg(arg: str) -> bool:
     return True
 
 
+def _gpu_name(value: Any) -> str | None:
+    """A GPU catalog name for ``value`` (an alias, a SLURM gres type or a node label value)."""
+    if value is None or str(value).strip() == "":
+        return None
+    from config.planner.gpus import resolve_gpu
+
+    return resolve_gpu(str(value)).name
+
+
+def with_profile_gpu(spec: ExperimentSpec, options: dict[str, Any] | None) -> ExperimentSpec:
+    """The spec with the GPU its backend profile names, unless the user or values.yaml set one.
+
+    A profile's ``gpu`` key wins over the values file; its ``gpus`` (SLURM ``A40:1``) or
+    ``gpu_product`` (a Tekton node label) only fill a GPU nothing else gave. A name the
+    GPU catalog does not know is left out (the planner then says which GPU to give).
+    """
+    from config.planner.gpus import find_gpu, profile_gpu
+
+    name, key = profile_gpu(options)
+    source = spec.source("engine.gpu")
+    if name is None or source in USER_SOURCES or (source == Source.VALUES and key != "gpu"):
+        return spec
+    gpu = find_gpu(name)
+    if gpu is None:
+        return spec
+    origins = {**spec.origins, "engine.gpu": Origin(Source.PROFILE)}
+    return replace(spec, engine=replace(spec.engine, gpu=gpu.name), origins=origins)
+
+
 def _values_workload_app(values: dict[str, Any] | None) -> str | None:
     try:
         return str(values["stack"]["workload"]["app"])  # type: ignore[index]
@@ -863,5 +903,5 @@ def custom_workload(catalogs: Catalogs, **values: Any) -> WorkloadProfile:
 __all__ = [
     "Change", "EngineSettings", "ExperimentSpec", "Origin", "Source", "build_spec",
     "check_limits", "check_safe", "custom_workload", "default_experiment_id", "make_workload",
-    "split_engine_args",
+    "split_engine_args", "with_profile_gpu",
 ]

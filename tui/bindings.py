@@ -98,6 +98,12 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("remove_arg", "x", "remove_arg", "Remove", scope="review", help="Remove the selected argument / undo a change"),
     KeySpec("confirm_changes", "y", "confirm", "Confirm", scope="review",
             help="Confirm the CHANGED / NEW settings (required before continuing)"),
+    KeySpec("plan_fix_1", "1", "plan_fix(1)", "Fix 1", scope="review", show=False,
+            help="Apply the memory planner's first suggestion (shown under the settings when it does not fit)"),
+    KeySpec("plan_fix_2", "2", "plan_fix(2)", "Fix 2", scope="review", show=False,
+            help="Apply the memory planner's second suggestion"),
+    KeySpec("plan_fix_3", "3", "plan_fix(3)", "Fix 3", scope="review", show=False,
+            help="Apply the memory planner's third suggestion"),
     # summary step
     KeySpec("edit_id", "i", "edit_id", "Exp. id", scope="summary", help="Change the experiment id"),
     KeySpec("choose_backend", "b", "choose_backend", "Backend", scope="summary", help="Choose the backend / profile"),

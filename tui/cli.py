@@ -22,6 +22,7 @@ COMMANDS = {
     "tekton": "tui.commands.tekton",
     "argo": "tui.commands.argo",
     "queue": "tui.commands.queue",
+    "plan": "tui.commands.plan",
 }
 
 

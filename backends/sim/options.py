@@ -126,6 +126,7 @@ class SimOptions:
     itl_ms: float = 10.0
     itl_ms_per_seq: float = 0.05
     kv_cache_tokens: int = 0
+    gpu: str | None = None  # --gpu: startup memory planned like vLLM v0.19 on this GPU (backends/sim/planned.py)
     eos_after: int = 0
     stats_interval: float = 10.0
     access_log: bool = False
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--itl-ms", type=_nonneg_float, default=10.0, metavar="MS", help="inter-token latency with one running request (default 10)")
     s.add_argument("--itl-ms-per-seq", type=_nonneg_float, default=0.05, metavar="MS", help="extra ITL per other running request (default 0.05)")
     s.add_argument("--kv-cache-tokens", type=_positive, default=0, metavar="N", help="KV-cache capacity in tokens (default 131072 x TP)")
+    s.add_argument("--gpu", metavar="NAME", help="size memory like vLLM v0.19 on this GPU (H100-80GB, A40...): "
+                   "its startup lines, KV capacity and failures come from the memory planner")
     s.add_argument("--eos-after", type=int, default=0, metavar="N", help="without ignore_eos, stop after N tokens (default 0 = always generate max_tokens)")
     s.add_argument("--stats-interval", type=_nonneg_float, default=10.0, metavar="SECONDS", help="period of the throughput log line (default 10; 0 = off)")
     s.add_argument("--access-log", action="store_true", help="print uvicorn's access log lines")
@@ -400,6 +403,7 @@ def parse_args(argv: list[str]) -> SimOptions:
         itl_ms=ns.itl_ms,
         itl_ms_per_seq=ns.itl_ms_per_seq,
         kv_cache_tokens=ns.kv_cache_tokens,
+        gpu=ns.gpu,
         eos_after=max(0, ns.eos_after),
         stats_interval=0.0 if ns.disable_log_stats else ns.stats_interval,
         access_log=ns.access_log and not ns.disable_uvicorn_access_log,

@@ -26,9 +26,10 @@ import uuid
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from backends.sim import failures, logs
+from backends.sim import failures, logs, planned
 from backends.sim.engine import TOKEN_TEXTS, Engine, EngineDeadError, GenRequest, count_prompt_tokens
 from backends.sim.options import SimOptions, oom_budget_for
+from config.errors import SweepdeckError
 
 VLLM_VERSION = "0.11.0"
 # Chat requests without max_tokens would, in vLLM, run to the context limit unless the
@@ -602,6 +603,8 @@ async def serve(opts: SimOptions) -> int:
     logs.info("api_server.py:1839", f"vLLM API server version {VLLM_VERSION}")
     logs.info("utils.py:233", f"non-default args: {opts.non_default!r}")
     for item in opts.ignored:
+        if opts.gpu and planned.uses(item):
+            continue  # read by the memory plan (--gpu)
         logs.warning("sim.py:1", f"ignoring unsupported argument: {item} (sweepdeck sim)")
 
     log_config = copy.deepcopy(LOGGING_CONFIG)
@@ -641,6 +644,16 @@ async def serve(opts: SimOptions) -> int:
         if opts.fail == "trust-remote-code" and not opts.trust_remote_code:
             logs.stderr_lines(failures.trust_remote_code_lines(opts.model))
             return failures.EXIT_STARTUP_FAILURE
+        plan = None
+        if opts.gpu:  # startup sized like vLLM v0.19 on this GPU (backends/sim/planned.py)
+            try:
+                plan = planned.plan_for_options(opts)
+            except SweepdeckError as exc:
+                logs.stderr_lines([f"sweepdeck sim: {exc.message}", f"  {exc.hint}"])
+                return failures.EXIT_STARTUP_FAILURE
+            if planned.fails_early(plan):
+                return planned.print_failure(plan)
+            opts.kv_cache_tokens = plan.kv_cache_tokens or 1
         logs.info("model.py:547", "Resolved architecture: LlamaForCausalLM")
         logs.info("model.py:1510", f"Using max model len {opts.max_model_len}")
         logs.info("scheduler.py:205", f"Chunked prefill is enabled with max_num_batched_tokens={opts.max_num_batched_tokens}.")
@@ -665,7 +678,10 @@ async def serve(opts: SimOptions) -> int:
         loaded = time.monotonic() - t0
         weights = _weights_gib(opts.model) / opts.tensor_parallel_size
         logs.info("default_loader.py:267", f"Loading weights took {loaded:.2f} seconds", core)
-        logs.info("gpu_model_runner.py:2653", f"Loading model weights took {weights:.4f} GiB and {loaded + 0.01:.6f} seconds", core)
+        if plan is None:
+            logs.info("gpu_model_runner.py:2653", f"Loading model weights took {weights:.4f} GiB and {loaded + 0.01:.6f} seconds", core)
+        else:
+            logs.info(*planned.weights_line(plan, loaded + 0.01), core)
         if await stop.sleep(opts.startup_delay * 0.3):
             return _stopped_during_startup()
         if opts.oom_fails():
@@ -675,14 +691,20 @@ async def serve(opts: SimOptions) -> int:
             logs.stderr_lines(failures.ENGINE_INIT_FAILED_TB)
             return failures.EXIT_STARTUP_FAILURE
         kv = opts.kv_tokens
-        logs.info("gpu_worker.py:298", f"Available KV cache memory: {kv * 0.000125 / opts.tensor_parallel_size:.2f} GiB", core)
-        logs.info("kv_cache_utils.py:1087", f"GPU KV cache size: {kv:,} tokens", core)
-        logs.info("executor_base.py:112", f"# GPU blocks: {kv // 16}, # CPU blocks: {2048 * opts.tensor_parallel_size}", core)
-        logs.info(
-            "kv_cache_utils.py:1091",
-            f"Maximum concurrency for {opts.max_model_len:,} tokens per request: {kv / opts.max_model_len:.2f}x",
-            core,
-        )
+        if plan is not None:
+            if not plan.fits:
+                return planned.print_failure(plan)
+            for where, line in planned.kv_lines(plan):
+                logs.info(where, line, core)
+        else:
+            logs.info("gpu_worker.py:298", f"Available KV cache memory: {kv * 0.000125 / opts.tensor_parallel_size:.2f} GiB", core)
+            logs.info("kv_cache_utils.py:1087", f"GPU KV cache size: {kv:,} tokens", core)
+            logs.info("executor_base.py:112", f"# GPU blocks: {kv // 16}, # CPU blocks: {2048 * opts.tensor_parallel_size}", core)
+            logs.info(
+                "kv_cache_utils.py:1091",
+                f"Maximum concurrency for {opts.max_model_len:,} tokens per request: {kv / opts.max_model_len:.2f}x",
+                core,
+            )
         logs.info("core.py:210", f"init engine (profile, create kv cache, warmup model) took {time.monotonic() - t0:.2f} seconds", core)
 
         # --- API server ---------------------------------------------------------------

@@ -5,6 +5,7 @@ from config.schema import Field, port, positive, string_list
 FIELDS = {
     "backend": Field(str, "local", choices=("local",)),
     "description": Field(str, ""),
+    "gpu": Field(str, None, "GPU model for the memory planner (a name from config/data/gpus.yaml: H100-80GB, A40...)"),
     "server": Field(str, "sim", "which server to start", choices=("sim", "vllm", "auto", "command")),
     "command": Field(list, None, "server command argv when server is 'command' (the model and settings are appended)", check=string_list),
     "host": Field(str, "127.0.0.1", "address the server binds to"),

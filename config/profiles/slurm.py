@@ -11,6 +11,7 @@ def _backoff(value) -> str | None:
 FIELDS = {
     "backend": Field(str, "slurm", choices=("slurm",)),
     "description": Field(str, ""),
+    "gpu": Field(str, None, "GPU model for the memory planner (a name from config/data/gpus.yaml: H100-80GB, A40...)"),
     "ssh_host": Field(str, REQUIRED, "an SSH host or ~/.ssh/config alias", check=safe_word),
     "ssh_port": Field(int, None, "SSH port (default from ~/.ssh/config or 22)", check=port),
     "ssh_user": Field(str, None, "SSH user (default from ~/.ssh/config)", check=safe_word),

@@ -5,6 +5,7 @@ from config.schema import Field, dns_name, positive, string_list
 FIELDS = {
     "backend": Field(str, "tekton", choices=("tekton",)),
     "description": Field(str, ""),
+    "gpu": Field(str, None, "GPU model for the memory planner (a name from config/data/gpus.yaml: H100-80GB, A40...)"),
     "kubeconfig": Field(str, None, "kubeconfig path (default $KUBECONFIG or ~/.kube/config)"),
     "context": Field(str, None, "kubeconfig context (default: current)"),
     "namespace": Field(str, None, "namespace to run in", check=dns_name),

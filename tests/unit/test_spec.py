@@ -362,7 +362,7 @@ def test_serve_command_and_summary(cats):
 def test_unknown_field_and_bad_backend(cats):
     spec = build_spec(cats, "llama2-7b")
     with pytest.raises(SweepdeckError, match="Unknown setting"):
-        spec.set("engine.gpu", 1)
+        spec.set("engine.gpus", 1)  # engine.gpu is a field (the GPU model)
     with pytest.raises(SweepdeckError, match="Unknown backend"):
         spec.set("backend", "k8s")
     with pytest.raises(SweepdeckError, match="not a valid Kubernetes namespace"):

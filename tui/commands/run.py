@@ -136,10 +136,12 @@ def _default_image(settings) -> str | None:
 
 def prepare(args: argparse.Namespace):
     """Settings, spec and backend from the command line (raises SweepdeckError on bad input)."""
+    import contextlib
+
     from backends.store import RunStore
     from config.errors import AmbiguousModel, SweepdeckError
     from config.settings import load_settings
-    from config.spec import Source, build_spec, custom_workload
+    from config.spec import Source, build_spec, custom_workload, with_profile_gpu
 
     settings = load_settings(args.config, args.catalog_dir)
     catalogs = settings.catalogs
@@ -189,6 +191,9 @@ def prepare(args: argparse.Namespace):
             f"Pick one with --model-choice ID: {options}",
         ) from None
     spec = _workload_flags(args, spec)
+    with contextlib.suppress(SweepdeckError):  # a bad profile is reported by the backend itself
+        # the GPU the profile names, for the memory plan in pre-flight
+        spec = with_profile_gpu(spec, settings.profile(args.profile, backend_name).options)
     if not args.experiment_id:
         # the default id is per day: a second run today gets -2, -3...
         free = RunStore().free_id(spec.experiment_id)

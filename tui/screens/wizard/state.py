@@ -15,7 +15,7 @@ from typing import Any
 from config import inference_perf
 from config.catalog import DATA_DIR, Catalogs, ModelInfo, WorkloadProfile, load_yaml
 from config.errors import SweepdeckError
-from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits
+from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits, with_profile_gpu
 
 # The vLLM container's resources (Step 4 of the skill): field, label. GPUs follow TP.
 RESOURCES = (("engine.memory", "Memory"), ("engine.cpu", "CPU"))
@@ -27,6 +27,7 @@ SOURCE_WORDS = {
     Source.USER: "you",
     Source.AUTO: "auto-configured",
     Source.FIX: "recovery fix",
+    Source.PROFILE: "profile",
 }
 
 ENGINE_ROWS = (
@@ -105,6 +106,8 @@ class WizardState:
         """State for a ready spec (from the quick command)."""
         workload: str | WorkloadProfile = spec.workload if spec.workload.custom else spec.workload.app
         state = cls(catalogs, model=spec.model, workload=workload, backend=spec.backend, profile=spec.profile, **kw)
+        if spec.source("engine.gpu") not in USER_SOURCES:
+            spec = with_profile_gpu(spec, state._profile_options(spec.backend, spec.profile))
         state.spec = state._free_id(spec)
         return state
 
@@ -168,12 +171,34 @@ class WizardState:
                     new = candidate
                 except SweepdeckError as exc:
                     notes.append(f"Dropped your {ch.field} = {ch.value}: {exc.message}")
+        if new.source("engine.gpu") not in USER_SOURCES:
+            new = with_profile_gpu(new, self._profile_options(backend, profile))
         new = self._free_id(new)
         self.model, self.model_choice, self.workload = model, choice, workload
         self.backend, self.profile = backend, profile
         self.spec = new
         self.notes = notes
         return new
+
+    def _profile_options(self, backend: str, profile: str | None) -> dict | None:
+        if self.settings is None:
+            return None
+        try:
+            return self.settings.profile(profile, backend).options
+        except SweepdeckError:
+            return None
+
+    def plan_line(self) -> tuple[str, bool | None, list]:
+        """The memory planner's verdict on the spec: (text, fits, fixes); fits None when not planned."""
+        from backends.planning import Unplanned, plan_for, planner_fixes
+        from config.planner.text import summary_line
+
+        spec = self.need_spec()
+        result = plan_for(spec, self.settings)
+        if isinstance(result, Unplanned):
+            return f"memory plan: {result.short or result.reason}", None, []
+        fixes = planner_fixes("cuda-oom", spec, self.settings) if not result.fits else []
+        return summary_line(result), result.fits, fixes or []
 
     def _free_id(self, spec: ExperimentSpec) -> ExperimentSpec:
         """A generated id that a saved run already uses gets a ``-2`` suffix."""
@@ -325,6 +350,9 @@ class WizardState:
         tp_status, tp_base = _status(spec, "engine.tp")
         # GPUs follow TP: editing this row edits TP.
         rows.append(ReviewRow("res:GPUs", "GPUs", gpus, "= TP", tp_status, tp_base, "engine.tp", "resources"))
+        gpu_status, gpu_base = _status(spec, "engine.gpu")
+        rows.append(ReviewRow("res:GPU", "GPU model", spec.engine.gpu or "(unknown)",
+                              _source_word(spec, "engine.gpu"), gpu_status, gpu_base, "engine.gpu", "resources"))
         return rows + self._workload_rows(spec)
 
     @staticmethod

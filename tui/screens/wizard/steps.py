@@ -492,6 +492,7 @@ class ReviewStep(Step):
         table: DataTable = DataTable(id="review-table", cursor_type="row")
         table.add_columns("Setting", "Value", "", "Source")
         yield table
+        yield Static("", id="review-plan")
         with Horizontal(id="review-editor"):
             yield Label("", id="review-edit-label")
             yield EditInput(id="review-edit", compact=True)
@@ -531,6 +532,44 @@ class ReviewStep(Step):
         if self._rows:
             table.move_cursor(row=min(current, len(self._rows) - 1))
         self.update_confirm()
+        self.update_plan()
+
+    def update_plan(self) -> None:
+        """The memory planner's line under the settings: fits, or a red "does not fit" with its fixes as keys."""
+        box = self.query_one("#review-plan", Static)
+        try:
+            text, fits, fixes = self.state.plan_line()
+        except SweepdeckError as exc:
+            text, fits, fixes = f"memory plan: {exc.message}", None, []
+        self._plan_fixes = fixes[:3]
+        box.set_class(fits is False, "does-not-fit")
+        box.set_class(fits is None, "not-planned")
+        if fits is None:
+            box.update(Text(text, style="dim"))
+            return
+        line = Text("✓ " if fits else "✗ ", style="bold")
+        line.append(text, style="" if fits else "bold")
+        for i, fix in enumerate(self._plan_fixes, 1):
+            line.append("\n  ")
+            line.append(f" {self.key_for(f'plan_fix_{i}')} ", style="reverse")
+            line.append(f" {fix.description}")
+        box.update(line)
+
+    def action_plan_fix(self, number: int) -> None:
+        """Apply the planner's fix ``number`` (its changes become your edits, shown as CHANGED)."""
+        fixes = getattr(self, "_plan_fixes", [])
+        if not 1 <= number <= len(fixes):
+            self.app.notify("No memory-planner fix with that number.", severity="information")
+            return
+        fix = fixes[number - 1]
+        try:
+            for path, value in fix.changes.items():
+                self.state.edit(path, value)
+        except SweepdeckError as exc:
+            self.query_one("#review-error", Static).update(error_text(exc))
+            return
+        self.app.notify(f"Applied: {fix.description}")
+        self.fill()
 
     def update_confirm(self) -> None:
         box = self.query_one("#review-confirm", Static)
@@ -585,7 +624,8 @@ class ReviewStep(Step):
             else:
                 self.app.notify(f"{row.label} is set by the backend, not here.")
             return
-        value = row.edit_text or str(self.state.need_spec().get(row.editable))
+        current = self.state.need_spec().get(row.editable)
+        value = row.edit_text or ("" if current is None else str(current))
         placeholder = "RATExSECONDS per stage: 5x600, 10x600" if row.key.endswith(".load.stages") else ""
         self.open_editor(row.editable, f"{row.label} =", value, placeholder)
 
@@ -813,10 +853,11 @@ class PreflightStep(Step):
     @work(exclusive=True, group="preflight", exit_on_error=False)
     async def _preflight(self, spec) -> None:
         from backends.base import Check
+        from backends.preflight import run_preflight
 
         try:
             backend = self.app.backend_for(spec.backend, spec.profile)  # type: ignore[attr-defined]
-            checks = list(await backend.preflight(spec))
+            checks = await run_preflight(backend, spec, self.app.store)  # type: ignore[attr-defined]
         except SweepdeckError as exc:
             checks = [Check("Backend ready", "fail", exc.message, exc.hint)]
         except Exception as exc:  # a backend bug must not kill the wizard
