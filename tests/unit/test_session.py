@@ -365,3 +365,20 @@ async def test_backend_creating_its_own_run_dir(spec, store, registry):
     assert result.outcome == "succeeded" and store.get("exp-1").state == "succeeded"
     with pytest.raises(SweepdeckError, match="already used"):
         await drive(OwnStore([Finished("succeeded")]), spec, store=store, assume_yes=True, install_signals=False, registry=registry)
+
+
+async def test_see_root_cause_above_reports_the_root_cause(spec, store, registry):
+    cause = "ValueError: The model type 'gemma2' does not support float16. Reason: Numerical instability."
+    script = [
+        LogLine("(EngineCore_DP0 pid=9) ERROR 11-23 19:44:58 [core.py:708] " + cause, "err"),
+        LogLine("(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. "
+                "Failed core proc(s): {}", "err"),
+        Finished("failed", ""),
+    ]
+    seen = []
+    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False,
+                registry=registry)
+    (alert,) = [e for e in seen if isinstance(e, Alert)]
+    assert alert.diagnosis == dg.ENGINE_DEAD
+    assert alert.evidence == cause  # what the user sees is the root cause, not "see root cause above"
+    assert alert.message.startswith("vLLM engine failed to start: Root cause (line 1): ValueError")
