@@ -293,8 +293,8 @@ def _oom_message(f: Facts) -> str | None:
         return None
     advice = {
         "loading": "The weights alone do not fit: spread the model over more GPUs (higher TP).",
-        "warm-up": "The profiling run's activations did not fit: lower max_num_batched_tokens or max_num_seqs, "
-                   "or spread the model over more GPUs.",
+        "warm-up": "The profiling run's activations did not fit: spread the model over more GPUs, or lower "
+                   "max_model_len, max_num_seqs or max_num_batched_tokens.",
         "cuda-graph": "The KV cache took the memory the CUDA graphs need: run without CUDA graphs (--enforce-eager), "
                       "lower gpu_memory_utilization a little, or lower max_num_seqs (fewer graphs).",
     }[f["phase"]]
@@ -1012,8 +1012,8 @@ def _cuda_oom_fixes(cur: Engine, facts: Facts) -> list[Fix]:
     """Fixes for a CUDA OOM, by start-up phase. Kept apart: the planner will compute these from model facts.
 
     Loading: only more GPUs help. Warm-up (vLLM's profiling run, sized by
-    max_num_batched_tokens and max_num_seqs): more GPUs, smaller steps, fewer
-    sequences. CUDA-graph capture: see :func:`_graph_oom_fixes`. Unknown
+    max_num_batched_tokens and max_num_seqs): more GPUs, less context, fewer
+    sequences, smaller steps. CUDA-graph capture: see :func:`_graph_oom_fixes`. Unknown
     phase (a plain OOM line): more GPUs, less context, fewer sequences.
     """
     phase = facts.get("phase")
@@ -1025,10 +1025,6 @@ def _cuda_oom_fixes(cur: Engine, facts: Facts) -> list[Fix]:
         fixes.append(Fix("Increase TP", {"engine.tp": tp2}, f"TP={cur.tp} -> TP={tp2} (doubles GPU memory)"))
     if phase == "loading":
         return fixes
-    mbt = _halve(cur.max_num_batched_tokens, 256) if phase == "warm-up" else None
-    if mbt is not None:
-        fixes.append(Fix("Smaller scheduler steps", {"engine.max_num_batched_tokens": mbt},
-                         f"max_num_batched_tokens={cur.max_num_batched_tokens} -> {mbt} (smaller activations)"))
     mml = _halve(cur.max_model_len, 256)
     seqs = _halve(cur.max_num_seqs, 1)
     if mml is not None:
@@ -1036,6 +1032,10 @@ def _cuda_oom_fixes(cur: Engine, facts: Facts) -> list[Fix]:
                          f"max_model_len={cur.max_model_len} -> {mml}"))
     if seqs is not None:
         fixes.append(Fix("Reduce batch", {"engine.max_num_seqs": seqs}, f"max_num_seqs={cur.max_num_seqs} -> {seqs}"))
+    mbt = _halve(cur.max_num_batched_tokens, 256) if phase == "warm-up" else None
+    if mbt is not None:
+        fixes.append(Fix("Smaller scheduler steps", {"engine.max_num_batched_tokens": mbt},
+                         f"max_num_batched_tokens={cur.max_num_batched_tokens} -> {mbt} (smaller activations)"))
     if mml is not None and seqs is not None and phase is None:
         fixes.append(Fix(
             "Both: reduce context and batch",

@@ -53,7 +53,8 @@ def _overrides(hub: str) -> dict:
 
 def _listed(out: str) -> dict[str, tuple[int, str]]:
     """``name -> (number, max)`` from the listing lines ``  N. name (max: M)``."""
-    return {m.group(2): (int(m.group(1)), m.group(3)) for m in re.finditer(r"^ +(\d+)\. (\S+) \(max: (\w+)\)", out, re.M)}
+    rows = re.finditer(r"^ +(\d+)\. (\S+) \(max: (\w+)\)", out, re.M)
+    return {m.group(2): (int(m.group(1)), m.group(3)) for m in rows}
 
 
 def test_list_models_discovers_the_hub_groups_and_caches(slurm_profile, private_dirs):
