@@ -173,6 +173,9 @@ class Session:
         self.store_error: StoreWriteError | None = None
         self._diagnosed: set[str] = set()
         self._held: list[dg.Diagnosis] = []  # secondary diagnoses, reported only if nothing better shows up
+        # Reads the run's log with context: the start-up settings and phase, and the
+        # root cause above an engine's "see root cause above".
+        self._reader = dg.LogDiagnoser()
         self._cancel_reason: str | None = None
         self._cancel_graceful = True
         self._stopping = asyncio.Event()  # set by the first stop request
@@ -344,7 +347,7 @@ class Session:
         return event
 
     async def _diagnose(self, text: str) -> None:
-        found = dg.diagnose_line(text)
+        found = self._reader.feed(text)
         if found is None or found.rule_id in self._diagnosed:
             return
         if found.secondary:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,34 @@ def _opt_int(mapping: dict, key: str, path: Path, where: str) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ContextCheck:
+    """Whether a max_model_len suits a model: ``pass``, ``warn`` or ``fail``, and why.
+
+    Attributes:
+        status: ``pass``, ``warn`` (the model's own limit is unknown and the
+            length is above the catalog's recommendation) or ``fail`` (above
+            the model's own context length).
+        detail: One line for a pre-flight check or an error message.
+        fix: What to do ('' when nothing is needed).
+        limit: The model's context length, when known.
+    """
+
+    status: str
+    detail: str
+    fix: str = ""
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """One model and its recommended vLLM settings."""
+    """One model and its recommended vLLM settings.
+
+    ``max_model_len``, ``max_num_seqs``, ``max_num_batched_tokens`` and ``tp``
+    are recommendations (where a run starts). ``max_context`` is a fact: the
+    model's own context length, the largest max_model_len vLLM accepts;
+    ``context_source`` says where it came from (the catalog file, or
+    sweepdeck's model facts when a user's catalog does not give it).
+    """
 
     id: str
     aliases: tuple[str, ...] = ()
@@ -86,6 +112,7 @@ class ModelInfo:
     download_time: str = ""
     notes: str = ""
     trust_remote_code: bool = False
+    context_source: str = ""
 
     @property
     def short(self) -> str:
@@ -94,8 +121,44 @@ class ModelInfo:
 
     @property
     def context_limit(self) -> int | None:
-        """The largest max_model_len this model accepts."""
-        return self.max_context or self.max_model_len
+        """The largest max_model_len this model accepts, or None when it is not known.
+
+        Only the model's own context length (``max_context``) is a limit. The
+        recommended ``max_model_len`` never is: upstream catalogs carry only the
+        recommendation, and treating it as a limit refused lengths the model
+        handles (Llama 3.3 70B recommends 8192 and accepts 131072).
+        """
+        return self.max_context
+
+    def check_context(self, max_model_len: int) -> ContextCheck:
+        """Judge ``max_model_len`` against the model's context length.
+
+        Above a known limit fails (vLLM would refuse to start). With no known
+        limit, a length above the recommendation is a warning: it may be fine,
+        but nothing can confirm it before vLLM reads the model's config.json.
+        """
+        limit = self.context_limit
+        if limit is not None:
+            if max_model_len > limit:
+                where = f", from {self.context_source}" if self.context_source else ""
+                return ContextCheck(
+                    "fail",
+                    f"max_model_len {max_model_len} is above {self.id}'s limit of {limit} tokens "
+                    f"(its context length{where}).",
+                    f"Use max_model_len={limit} or less.",
+                    limit,
+                )
+            return ContextCheck("pass", f"{max_model_len} (the model accepts up to {limit:,})", "", limit)
+        rec = self.max_model_len
+        if rec is not None and max_model_len > rec:
+            return ContextCheck(
+                "warn",
+                f"max_model_len {max_model_len} is above the catalog's recommended {rec}, and {self.id}'s own "
+                "context length is not known to sweepdeck.",
+                "vLLM refuses a length above the model's max_position_embeddings when it starts; add "
+                f"max_context for {self.id} to your known-models.yaml to have it checked before launch.",
+            )
+        return ContextCheck("pass", f"{max_model_len} (the model's own context length is not known)")
 
     @property
     def large(self) -> bool:
@@ -165,6 +228,7 @@ class ModelCatalog:
                 download_time=str(rec.get("estimated_download_time", "") or ""),
                 notes=str(rec.get("notes", "") or ""),
                 trust_remote_code=bool(rec.get("requires_trust_remote_code", False)),
+                context_source=path.name if rec.get("max_context") is not None else "",
             )
         aliases: dict[str, str] = {}
         for alias, target in aliases_raw.items():
@@ -182,6 +246,7 @@ class ModelCatalog:
                     raise ConfigError(path, f"ambiguous_aliases.{alias}.options.id", "a model id string", opt["id"])
                 if opt["id"] not in models:
                     models[opt["id"]] = ModelInfo(id=opt["id"])
+        models = _with_known_context(models, path)
         image = data.get("default_vllm_image") or "vllm/vllm-openai:latest"
         if not isinstance(image, str):
             raise ConfigError(path, "default_vllm_image", "an image reference string", image)
@@ -245,6 +310,52 @@ class ModelCatalog:
             raise AmbiguousModel(key, entry.get("prompt", "Which model do you mean?"), entry["options"])
         suggestions = difflib.get_close_matches(low, self.names(), n=4, cutoff=0.6)
         raise UnknownModel(key, suggestions, sorted(self.aliases))
+
+
+FACTS_SOURCE = "sweepdeck's model facts"
+
+
+def known_context_lengths() -> dict[str, int]:
+    """Model id (lower case) -> context length, from the shipped catalog's ``max_context``.
+
+    These are facts about the models (from each model's config.json), so they
+    hold whatever catalog a user loads; an unreadable shipped file gives none.
+    """
+    return dict(_shipped_context_lengths())
+
+
+@lru_cache(maxsize=1)
+def _shipped_context_lengths() -> tuple[tuple[str, int], ...]:
+    try:
+        data = load_yaml(DATA_DIR / MODELS_FILE)
+    except SweepdeckError:
+        return ()
+    settings = data.get("recommended_settings") if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        return ()
+    out = []
+    for model_id, rec in settings.items():
+        value = rec.get("max_context") if isinstance(rec, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            out.append((str(model_id).lower(), value))
+    return tuple(out)
+
+
+def _with_known_context(models: dict[str, ModelInfo], path: Path) -> dict[str, ModelInfo]:
+    """Fill a missing ``max_context`` from sweepdeck's model facts (user catalogs only)."""
+    try:
+        if path.resolve() == (DATA_DIR / MODELS_FILE).resolve():
+            return models
+    except OSError:
+        pass
+    facts = known_context_lengths()
+    out = {}
+    for mid, info in models.items():
+        known = facts.get(mid.lower())
+        if info.max_context is None and known is not None:
+            info = replace(info, max_context=known, context_source=FACTS_SOURCE)
+        out[mid] = info
+    return out
 
 
 # ------------------------------------------------------------------ workloads

@@ -722,13 +722,15 @@ def build_spec(
 
 
 def check_limits(spec: ExperimentSpec, info: ModelInfo) -> None:
-    """Raise if the engine settings exceed what the model can do."""
-    limit = info.context_limit
-    if limit and spec.engine.max_model_len > limit:
-        raise SweepdeckError(
-            f"max_model_len {spec.engine.max_model_len} is above {info.id}'s limit of {limit} tokens.",
-            f"Use max_model_len={limit} or less.",
-        )
+    """Raise if the engine settings exceed what the model can do.
+
+    Only the model's own context length is a limit (see
+    :meth:`ModelInfo.check_context`); a length above the catalog's
+    recommendation with no known limit is a pre-flight warning, not an error.
+    """
+    verdict = info.check_context(spec.engine.max_model_len)
+    if verdict.status == "fail":
+        raise SweepdeckError(verdict.detail, verdict.fix)
 
 
 def _apply_values(

@@ -17,6 +17,7 @@ COMMANDS = {
     "run": "tui.commands.run",
     "runs": "tui.commands.runs",
     "attach": "tui.commands.attach",
+    "diagnose": "tui.commands.diagnose",
     "sim": "tui.commands.sim",
     "alvis": "tui.commands.alvis",
     "tekton": "tui.commands.tekton",

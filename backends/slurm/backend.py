@@ -42,7 +42,8 @@ from backends.base import BackendBase, Check, Run
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Notice, Phase
 from backends.slurm import jobs
-from backends.slurm.catalog import ClusterCatalog, ClusterModel, ModelNotInCatalog, load_models
+from backends.slurm.catalog import ClusterCatalog, ClusterModel, ModelNotInCatalog, load_profile_catalog
+from backends.slurm.preflight import profile_checks
 from backends.slurm.logs import RemoteTail
 from backends.slurm.ssh import Remote, SshTarget
 from backends.store import RunDir, RunRecord, RunStore
@@ -150,7 +151,7 @@ class SlurmBackend(BackendBase):
 
     def catalog(self) -> ClusterCatalog:
         if self._catalog is None:
-            self._catalog = load_models(self.profile.get("models"))
+            self._catalog = load_profile_catalog(self.profile)
         return self._catalog
 
     def resolve_model(self, name: str) -> ClusterModel:
@@ -315,6 +316,7 @@ class SlurmBackend(BackendBase):
         checks.append(self.check_duration())
         if checks[0].ok:
             checks.append(await self.check_existing())
+        checks += profile_checks(self.profile, self.catalog(), spec)
         checks.append(self.check_port())
         return checks
 

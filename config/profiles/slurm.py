@@ -30,7 +30,9 @@ FIELDS = {
     "modules": Field(list, [], "module lines run before the server", check=string_list),
     "workdir": Field(str, "~/.sweepdeck/runs", "remote run directory root on the shared filesystem"),
     "local_port": Field(int, 58000, "local tunnel port", check=port),
-    "models": Field(str, None, "models.json catalog (name -> path, max_model_len, description)"),
+    "models": Field(str, None, "models.json: overrides of discovered models (name -> path, max_model_len, description)"),
+    "hub": Field(str, None, "the cluster's Hugging Face hub directory to discover models in (models--ORG--NAME "
+                            "folders); a profile named alvis defaults to /mimer/NOBACKUP/Datasets/LLM/huggingface/hub"),
     "default_model": Field(str, "gpt-oss-20b", "model used when none is given"),
     "poll_interval": Field(float, 5.0, "seconds between squeue polls", check=positive),
     "start_timeout": Field(float, 600.0, "seconds a job may stay pending", check=positive),

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from config.catalog import DATA_DIR, load_catalogs, make_workload
-from config.errors import AmbiguousModel, ConfigError, SweepdeckError, UnknownModel, UnknownWorkload
+from config.catalog import DATA_DIR, FACTS_SOURCE, load_catalogs, make_workload
+from config.errors import (
+    AmbiguousModel,
+    ConfigError,
+    SweepdeckError,
+    UnknownModel,
+    UnknownWorkload,
+)
+from tests.support.upstream_files import REFERENCE, blis_catalog_dir
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-REAL = FIXTURES / "catalogs"
+REPO = Path(__file__).resolve().parents[2]
 
 # The eight presets with (prompt, output, max_requests, rate) from the skill.
 PRESETS = {
@@ -24,34 +32,77 @@ PRESETS = {
     "contentgen": (1024, 1024, 40, 5),
     "doc": (9000, 1536, 25, 5),
 }
+# Prose a file may word its own way; everything else in it is a fact that must match upstream.
+PROSE = {"description", "notes", "security_note", "custom_image_notes", "use_case"}
 
 
 @pytest.fixture(params=["shipped", "real"])
 def catalogs(request):
-    """The shipped defaults and, separately, the skill's files copied verbatim."""
-    return load_catalogs(None if request.param == "shipped" else REAL)
-
-
-def test_real_files_are_the_skill_files_unchanged():
-    # The fixture must stay a verbatim copy: "no conversion" is the point.
-    ref = Path("/work/shared/reference/tektonc-data-collection")
-    if not ref.is_dir():
-        pytest.skip("reference checkout not on this machine")
-    for name in ("known-models.yaml", "workload-presets.yaml", "vllm-args.yaml"):
-        assert (REAL / name).read_bytes() == (ref / name).read_bytes()
+    """The shipped defaults and, separately, the skill's own files as a user's catalog_dir."""
+    return load_catalogs(None if request.param == "shipped" else blis_catalog_dir())
 
 
 def test_real_catalog_dir_is_used_not_the_defaults():
-    cats = load_catalogs(REAL)
-    assert cats.models.path == REAL / "known-models.yaml"
-    assert cats.workloads.path == REAL / "workload-presets.yaml"
-    assert cats.vllm_args.path == REAL / "vllm-args.yaml"
+    real = blis_catalog_dir()
+    cats = load_catalogs(real)
+    assert cats.models.path == real / "known-models.yaml"
+    assert cats.workloads.path == real / "workload-presets.yaml"
+    assert cats.vllm_args.path == real / "vllm-args.yaml"
+
+
+def _facts(data):
+    if isinstance(data, dict):
+        return {k: _facts(v) for k, v in data.items() if k not in PROSE}
+    if isinstance(data, list):
+        return [_facts(v) for v in data]
+    return data
+
+
+@pytest.mark.parametrize("name", ["workload-presets.yaml", "vllm-args.yaml"])
+def test_shipped_files_keep_the_upstream_facts_in_their_own_words(name):
+    ours = (DATA_DIR / name).read_text()
+    theirs = (blis_catalog_dir() / name).read_text()
+    # same format and facts: a user's copy of the upstream file is a drop-in replacement
+    assert _facts(yaml.safe_load(ours)) == _facts(yaml.safe_load(theirs))
+    # ... but not the upstream wording: no description or comment line is theirs
+    def prose(text):
+        lines = {line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line and not line.strip().startswith("-")}
+        lines |= {line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.strip().split(":", 1)[0] in PROSE and ":" in line}
+        return {p for p in lines if len(p) > 12}
+    assert not prose(ours) & prose(theirs)
+
+
+def test_shipped_values_keep_the_upstream_facts():
+    ours = yaml.safe_load((DATA_DIR / "values.yaml").read_text())
+    theirs = yaml.safe_load((blis_catalog_dir() / "blis-values.yaml").read_text())
+    ours["experiment"].pop("description")
+    theirs["experiment"].pop("description")
+    assert ours == theirs
+
+
+def test_no_project_file_is_a_copy_of_an_upstream_file():
+    upstream = {}
+    for path in REFERENCE.rglob("*"):
+        if path.is_file():
+            upstream.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
+    if not upstream:
+        pytest.skip("no reference files on this machine")
+    copies = []
+    for top in ("config", "templates", "backends", "tui", "scripts"):
+        for path in (REPO / top).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                if digest in upstream:
+                    copies.append(f"{path.relative_to(REPO)} = {upstream[digest]}")
+    assert copies == []
 
 
 def test_all_catalogs_load(catalogs):
     catalogs.validate()
     assert catalogs.models.default_image == "vllm/vllm-openai:v0.11.0"
-    assert len(catalogs.models.models) == 10
+    # the shipped catalog adds the BLIS campaign's models to the skill's ten
+    assert len(catalogs.models.models) == (16 if catalogs.models.path.parent == DATA_DIR else 10)
     assert "--enable-prefix-caching" in catalogs.vllm_args.args
 
 
@@ -69,7 +120,7 @@ def test_eight_presets_with_their_numbers(catalogs):
     assert (chat.output_tokens_stdev, chat.output_tokens_min, chat.output_tokens_max) == (80, 1, 512)
     # codesweep has no prefix_tokens in the file: the default 0, not an error.
     assert presets["codesweep"].profile.prefix_tokens == 0
-    assert presets["chatsweep"].use_case == "Chatbot, conversational AI"
+    assert presets["chatsweep"].use_case  # worded per file
 
 
 def test_aliases_resolve(catalogs):
@@ -190,7 +241,7 @@ def test_vllm_arg_reference(catalogs):
 
 
 def test_partial_catalog_dir_falls_back_to_defaults(tmp_path):
-    shutil.copy(REAL / "known-models.yaml", tmp_path / "known-models.yaml")
+    shutil.copy(blis_catalog_dir() / "known-models.yaml", tmp_path / "known-models.yaml")
     cats = load_catalogs(tmp_path)
     assert cats.models.path == tmp_path / "known-models.yaml"
     assert cats.workloads.path == DATA_DIR / "workload-presets.yaml"
@@ -210,7 +261,7 @@ def _bad_dir(tmp_path, name: str, text: str) -> Path:
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):
-    text = (REAL / "known-models.yaml").read_text().splitlines()
+    text = (blis_catalog_dir() / "known-models.yaml").read_text().splitlines()
     # Break line 10 with an unclosed flow sequence.
     text[9] = '  "llama2-13b": [unclosed'
     path = tmp_path / "known-models.yaml"
@@ -289,3 +340,67 @@ def test_ambiguous_wins_over_a_plain_alias(tmp_path):
         models.resolve("llama-70b")
     # Options that have no recommended settings are still models one can choose.
     assert models.resolve("llama-70b", "L3").id == "meta-llama/Llama-3.3-70B-Instruct"
+
+
+# ------------------------------------------------- context limits (issue 15, item 3)
+
+
+def test_a_recommendation_is_never_a_limit_with_the_upstream_catalog():
+    # The skill's file has no max_context; its max_model_len is only where a run starts.
+    models = load_catalogs(blis_catalog_dir()).models
+    llama33 = models.resolve("llama3-70b")
+    assert llama33.max_model_len == 8192 and llama33.context_limit == 131072
+    assert llama33.context_source == FACTS_SOURCE
+    assert llama33.check_context(32768).status == "pass"
+    codellama = models.resolve("codellama-7b")
+    assert (codellama.max_model_len, codellama.context_limit) == (4096, 16384)
+    assert codellama.check_context(8192).status == "pass"
+    # a model's own limit still holds: Llama 2 was trained on 4K positions
+    verdict = models.resolve("llama2-7b").check_context(8192)
+    assert verdict.status == "fail" and verdict.limit == 4096
+    assert "4096" in verdict.detail and FACTS_SOURCE in verdict.detail and verdict.fix == "Use max_model_len=4096 or less."
+
+
+def test_unknown_limit_above_the_recommendation_is_a_warning(tmp_path):
+    (tmp_path / "known-models.yaml").write_text(
+        "recommended_settings:\n  myorg/private-13b:\n    tp: [1]\n    max_model_len: 4096\n"
+        "  meta-llama/Llama-3.1-8B-Instruct:\n    max_model_len: 2048\n    max_context: 8192\n"
+    )
+    models = load_catalogs(tmp_path).models
+    mine = models.resolve("myorg/private-13b")
+    assert mine.context_limit is None
+    assert mine.check_context(4096).status == "pass"
+    warn = mine.check_context(16384)
+    assert warn.status == "warn" and "recommended 4096" in warn.detail and "max_context" in warn.fix
+    # a catalog's own max_context wins over sweepdeck's facts (the user knows their setup)
+    llama = models.resolve("meta-llama/Llama-3.1-8B-Instruct")
+    assert (llama.context_limit, llama.context_source) == (8192, "known-models.yaml")
+
+
+# The BLIS campaign's models, with facts from each model's config.json and weights.
+CAMPAIGN = {
+    # id: (alias, context length, size GB, first recommended TP)
+    "meta-llama/Llama-3.1-8B-Instruct": ("llama-3.1-8b", 131072, 16, 1),
+    "Qwen/Qwen3-14B": ("qwen3-14b", 40960, 30, 1),
+    "meta-llama/Llama-4-Scout-17B-16E": ("llama-4-scout", 10485760, 218, 4),
+    "deepseek-ai/DeepSeek-V3": ("deepseek-v3", 163840, 688, 8),
+    "mistralai/Mixtral-8x7B-v0.1": ("mixtral-8x7b", 32768, 93, 2),
+    "codellama/CodeLlama-34b-Instruct-hf": ("codellama-34b", 16384, 68, 2),
+    "meta-llama/Llama-2-70b-hf": ("llama2-70b", 4096, 140, 4),
+}
+
+
+@pytest.mark.parametrize("model_id", list(CAMPAIGN))
+def test_blis_campaign_models_are_in_the_catalog(model_id):
+    alias, context, size, tp = CAMPAIGN[model_id]
+    info = load_catalogs().models.resolve(alias)
+    assert info.id == model_id
+    assert (info.context_limit, info.size_gb, info.tp[0]) == (context, size, tp)
+    assert info.max_model_len <= context  # the recommendation fits inside the model's limit
+    assert info.notes
+
+
+def test_campaign_pipelinerun_model_is_known():
+    run = blis_catalog_dir() / "blis-campaign-14-qwen3-14b-h100-codegen" / "pipelinerun.yaml"
+    params = {p["name"]: p["value"] for p in yaml.safe_load(run.read_text())["spec"]["params"]}
+    assert load_catalogs().models.resolve(params["model"]).context_limit == 40960

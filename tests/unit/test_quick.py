@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,8 +12,8 @@ from config.errors import AmbiguousModel, SweepdeckError, UnknownModel
 from config.quick import apply_quick, build_quick, parse_quick
 from config.settings import load_settings
 from config.spec import Source, build_spec
+from tests.support.upstream_files import blis_catalog_dir
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TODAY = dt.date(2026, 11, 23)
 
 
@@ -25,7 +24,7 @@ def cats():
 
 @pytest.fixture(scope="module")
 def values():
-    return yaml.safe_load((FIXTURES / "blis-values.yaml").read_text())
+    return yaml.safe_load((blis_catalog_dir() / "blis-values.yaml").read_text())
 
 
 def q(text, cats, **kw):
@@ -373,7 +372,7 @@ def test_bad_fixes(cats, failed, text, message):
 
 
 def test_real_catalogs_work_too():
-    real = load_catalogs(FIXTURES / "catalogs")
+    real = load_catalogs(blis_catalog_dir())
     spec = parse_quick("llama3-70b chatbot workload with TP=4 in namespace mert", real).spec
     assert spec.model == "meta-llama/Llama-3.3-70B-Instruct" and spec.engine.tp == 4
 

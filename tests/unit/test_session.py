@@ -324,3 +324,20 @@ def test_apply_fix_records_source_and_parent(spec, store):
     assert again.engine.tp == 4 and again.engine.max_num_seqs == 128
     with pytest.raises(SweepdeckError, match="no automatic change"):
         apply_fix(spec, Fix("Check the model"), store)
+
+
+async def test_see_root_cause_above_reports_the_root_cause(spec, store, registry):
+    cause = "ValueError: The model type 'gemma2' does not support float16. Reason: Numerical instability."
+    script = [
+        LogLine("(EngineCore_DP0 pid=9) ERROR 11-23 19:44:58 [core.py:708] " + cause, "err"),
+        LogLine("(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. "
+                "Failed core proc(s): {}", "err"),
+        Finished("failed", ""),
+    ]
+    seen = []
+    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False,
+                registry=registry)
+    (alert,) = [e for e in seen if isinstance(e, Alert)]
+    assert alert.diagnosis == dg.ENGINE_DEAD
+    assert alert.evidence == cause  # what the user sees is the root cause, not "see root cause above"
+    assert alert.message.startswith("vLLM engine failed to start: Root cause (line 1): ValueError")

@@ -9,8 +9,7 @@ import pytest
 
 from config.errors import ConfigError, SweepdeckError
 from config.settings import config_path, load_settings
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+from tests.support.upstream_files import blis_catalog_dir
 
 EXAMPLE = """\
 catalog_dir: {catalogs}
@@ -63,7 +62,7 @@ def test_no_file_gives_defaults(private_dirs):
 
 
 def test_full_example_from_the_xdg_dir(private_dirs):
-    cfg = write(xdg_config(private_dirs), EXAMPLE.format(catalogs=FIXTURES / "catalogs"))
+    cfg = write(xdg_config(private_dirs), EXAMPLE.format(catalogs=blis_catalog_dir()))
     settings = load_settings()
     assert settings.path == cfg
     assert settings.local["port"] == 8123
@@ -74,8 +73,8 @@ def test_full_example_from_the_xdg_dir(private_dirs):
     assert settings.profile(None, "tekton").name == "mert"
     assert settings.profile("queue")["model_version_id"] == 3
     assert settings.profile(None).name == "local"
-    assert settings.catalog_dir == FIXTURES / "catalogs"
-    assert settings.catalogs.models.path == FIXTURES / "catalogs" / "known-models.yaml"
+    assert settings.catalog_dir == blis_catalog_dir()
+    assert settings.catalogs.models.path == blis_catalog_dir() / "known-models.yaml"
 
 
 def test_catalog_dir_option_wins(private_dirs, tmp_path):
@@ -201,7 +200,7 @@ def test_default_profile(tmp_path):
 
 
 def test_config_is_never_written(tmp_path):
-    cfg = write(tmp_path / "conf" / "config.yaml", EXAMPLE.format(catalogs=FIXTURES / "catalogs"))
+    cfg = write(tmp_path / "conf" / "config.yaml", EXAMPLE.format(catalogs=blis_catalog_dir()))
     before = (cfg.read_bytes(), cfg.stat().st_mtime_ns)
     load_settings(cfg).profile("alvis")
     assert (cfg.read_bytes(), cfg.stat().st_mtime_ns) == before

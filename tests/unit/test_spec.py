@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,8 +21,8 @@ from config.spec import (
     default_experiment_id,
     split_engine_args,
 )
+from tests.support.upstream_files import blis_catalog_dir
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TODAY = dt.date(2026, 11, 23)
 
 
@@ -34,7 +33,7 @@ def cats():
 
 @pytest.fixture(scope="module")
 def values():
-    return yaml.safe_load((FIXTURES / "blis-values.yaml").read_text())
+    return yaml.safe_load((blis_catalog_dir() / "blis-values.yaml").read_text())
 
 
 def test_catalog_values_and_their_sources(cats):
@@ -267,11 +266,20 @@ def test_max_model_len_above_the_model_limit(cats):
     assert build_spec(cats, "llama3-70b", max_model_len=32768).engine.max_model_len == 32768
 
 
-def test_real_catalog_limit_is_the_recommended_length():
-    # The skill's file has no max_context: the recommended max_model_len is the limit.
-    real = load_catalogs(FIXTURES / "catalogs")
-    with pytest.raises(SweepdeckError, match="limit of 8192"):
-        build_spec(real, "llama3-70b", max_model_len=16384)
+def test_upstream_catalog_recommendation_is_not_a_limit():
+    # The skill's file has no max_context: its max_model_len is a recommendation only.
+    real = load_catalogs(blis_catalog_dir())
+    assert build_spec(real, "llama3-70b", max_model_len=16384).engine.max_model_len == 16384
+    assert build_spec(real, "codellama-7b", max_model_len=8192).engine.max_model_len == 8192
+    # the model's own limit (sweepdeck's facts) still stops a length vLLM would refuse
+    with pytest.raises(SweepdeckError, match="limit of 131072"):
+        build_spec(real, "llama3-70b", max_model_len=200000)
+
+
+def test_unknown_limit_is_not_an_error(tmp_path):
+    (tmp_path / "known-models.yaml").write_text("recommended_settings:\n  myorg/m:\n    max_model_len: 2048\n")
+    spec = build_spec(load_catalogs(tmp_path), "myorg/m", max_model_len=65536)
+    assert spec.engine.max_model_len == 65536
 
 
 @pytest.mark.parametrize("tp", [0, -2, "two", 1.5, True, "4.0", ""])

@@ -9,10 +9,17 @@ import pytest
 import yaml
 
 from backends.tekton.build import (
-    Sources, add_vllm_args, build, effective_values, expected_seconds, set_image, set_resources,
+    Sources,
+    add_vllm_args,
+    build,
+    effective_values,
+    expected_seconds,
+    set_image,
+    set_resources,
 )
 from config.settings import Profile, load_settings, validate_profile
 from config.spec import build_spec
+from tests.support.upstream_files import blis_catalog_dir
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tekton"
 
@@ -173,7 +180,7 @@ def blis_checkout(tmp_path):
     (repo / "tekton" / "tasks" / "deploy-model.yaml").write_text(yaml.safe_dump(task))
     config = repo / ".claude" / "config"
     config.mkdir(parents=True)
-    cats = Path(__file__).resolve().parents[1] / "fixtures" / "catalogs"
+    cats = blis_catalog_dir()
     for name in ("known-models.yaml", "workload-presets.yaml", "vllm-args.yaml"):
         (config / name).write_bytes((cats / name).read_bytes())
     (repo / "tektoncsample" / "blis-inference-perf").mkdir()

@@ -20,13 +20,16 @@ profile (in the sweepdeck config file, profiles: section):
     account: NAISS2025-22-1522
     gpus: "A40:1"                     # leave out for a CPU-only profile
     container: apptainer exec /apps/containers/vLLM/vllm-0.11.0.sif vllm serve
-    models: ~/alvis-vllm/models.json  # name -> path, max_model_len, description
+    hub: /mimer/NOBACKUP/Datasets/LLM/huggingface/hub  # models are discovered here (the default for 'alvis')
+    models: ~/alvis-vllm/models.json  # optional overrides: name -> path, max_model_len, description
     workdir: ~/.sweepdeck/runs        # run directories on the shared filesystem
     local_port: 58000
 
 examples:
   sweepdeck alvis connect                       # default model, 1:00:00
   sweepdeck alvis connect -m gpt-oss-20b -t 2:00:00
+  sweepdeck alvis connect -i                    # pick the model from a numbered list
+  sweepdeck alvis connect --list-models --refresh-models   # scan the cluster's hub again
   sweepdeck alvis connect --detach              # leave it serving; later: --attach
 """
 
@@ -42,9 +45,17 @@ def add_parser(sub) -> None:
         epilog=PROFILE_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("-m", "--model", metavar="MODEL_NAME", help="model from the profile's models.json (default: the profile's default_model)")
+    pick = c.add_mutually_exclusive_group()
+    pick.add_argument("-m", "--model", metavar="MODEL_NAME",
+                      help="model to serve: org/name or name, as --list-models shows "
+                           "(default: the profile's default_model)")
+    pick.add_argument("-i", "--interactive", action="store_true",
+                      help="choose the model from the grouped, numbered list")
     c.add_argument("-t", "--time", metavar="DURATION", help="job duration, H:MM:SS or D-HH:MM:SS (default: the profile's time)")
-    c.add_argument("--list-models", action="store_true", help="list the models in models.json and exit")
+    c.add_argument("--list-models", action="store_true",
+                   help="list the models (discovered in the cluster's hub, with models.json overrides) and exit")
+    c.add_argument("--refresh-models", action="store_true",
+                   help="scan the cluster's hub again instead of using this profile's cached list")
     c.add_argument("--profile", metavar="NAME", help="slurm profile (default: 'alvis', or the only slurm profile)")
     c.add_argument("--port", type=int, metavar="PORT", help="local tunnel port (default: the profile's local_port, 58000)")
     c.add_argument("--detach", action="store_true", help="once the server answers, leave the job running and exit (reattach with --attach)")
@@ -188,19 +199,11 @@ async def _connect(args: argparse.Namespace) -> int:
     backend = SlurmBackend(settings, profile)
     printer = Printer(args.json)
 
-    if args.list_models:
-        catalog = backend.catalog()
-        if catalog.path is None:
-            raise SweepdeckError(f"Profile {profile.name} has no models.json.", "Set 'models' in the profile.")
-        say("Available models:")
-        for line in catalog.listing():
-            say(f"  - {line}")
-        return 0
-
     try:
+        if args.list_models:
+            return await _list_models(args, backend)
         if args.attach is not None:
             return await _attach(args, backend, printer)
-        model = args.model or profile.get("default_model", "gpt-oss-20b")
         say(f"[INFO] Checking SSH connection to {profile['ssh_host']}...")
         check = await backend.check_ssh()
         if not check.ok:
@@ -209,6 +212,9 @@ async def _connect(args: argparse.Namespace) -> int:
                 say(f"  {check.fix}", err=True)
             return 1
         say("[INFO] SSH connection successful")
+        await _discover(backend, args.refresh_models, required=False)
+        model = choose_model(backend.catalog()) if args.interactive else args.model
+        model = model or profile.get("default_model", "gpt-oss-20b")
         say(f"[INFO] Loading model configuration for: {model}")
         try:
             entry = backend.resolve_model(model)
@@ -219,6 +225,8 @@ async def _connect(args: argparse.Namespace) -> int:
                 say(f"  - {line}")
             return 1
         say(f"[INFO] Model path: {entry.path}")
+        if entry.max_model_len:
+            say(f"[INFO] Max model length: {entry.max_model_len}")
         # a job of this profile first: its detached supervisor holds the tunnel port, and attaching is the way out
         for check in (backend.check_duration(), await backend.check_existing(), backend.check_port(flag="--port")):
             if check.ok:
@@ -235,12 +243,115 @@ async def _connect(args: argparse.Namespace) -> int:
                 return await _attach(args, backend, printer)
             return _preflight_failed(check, backend)
         spec = backend.make_spec(model)
+        for check in _catalog_checks(backend, spec):
+            if not check.ok:
+                return _preflight_failed(check, backend)
+            say(f"[WARN] {check.detail}")
+            if check.fix:
+                say(f"  {check.fix}")
         say(f"[INFO] Submitting job (duration: {backend.duration()})...")
         await backend.close()  # the run's supervisor opens its own connection
         return await _drive(backend, spec, printer, args)
     finally:
         await backend.close()
         await REGISTRY.run(10)
+
+
+# ------------------------------------------------------------ models
+
+
+async def _discover(backend, refresh: bool, *, required: bool) -> None:
+    """Scan the cluster's hub when there is no cached scan for the profile, or with --refresh-models.
+
+    Args:
+        required: A failed scan is an error (listing); otherwise a warning and
+            the cached list or models.json stand in (connecting).
+    """
+    from backends.slurm.catalog import hub_dir, read_cache, refresh_profile_catalog
+    from config.errors import SweepdeckError
+
+    profile = backend.profile
+    hub = hub_dir(profile)
+    if not hub:
+        if refresh:
+            say(f"[WARN] Profile {profile.name} has no 'hub' to scan; its models come from models.json.")
+        return
+    if not refresh and read_cache(profile) is not None:
+        return
+    say(f"[INFO] Discovering models in {hub} on {profile['ssh_host']}...")
+    try:
+        catalog = await refresh_profile_catalog(await backend.remote(), profile, force=True)
+    except SweepdeckError as exc:
+        if required:
+            raise
+        say(f"[WARN] {exc.message}")
+        return
+    found = sum(1 for m in catalog.models.values() if m.source != "models.json")
+    say(f"[INFO] Found {found} models in the hub (saved for this profile; --refresh-models scans again)")
+
+
+def print_models(catalog) -> None:
+    """The grouped, numbered list with each model's max length (the original's -i/--list-models layout)."""
+    shorts: dict[str, int] = {}
+    for m in catalog.models.values():
+        shorts[m.short.lower()] = shorts.get(m.short.lower(), 0) + 1
+    where = []
+    if catalog.discovered:
+        where.append(f"discovered in {catalog.hub}" + (f", scanned {catalog.scanned}" if catalog.scanned else ""))
+    if catalog.path is not None:
+        where.append(f"{'overrides from ' if catalog.discovered else 'from '}{catalog.path}")
+    say(f"[INFO] Available models ({len(catalog.models)}; {'; '.join(where)}):")
+    for provider, rows in catalog.grouped():
+        say()
+        say(f"{provider}:")
+        for n, m in rows:
+            name = m.short if shorts[m.short.lower()] == 1 and "/" in m.name else m.name
+            size = f"max: {m.max_model_len}" if m.max_model_len else "max: default"
+            desc = f" — {m.description}" if m.description else ""
+            say(f"  {n:>2}. {name} ({size}){desc}")
+    say()
+
+
+def choose_model(catalog) -> str:
+    """Show the numbered list and read a number (or a name) from the terminal, like the original's -i."""
+    from config.errors import SweepdeckError
+
+    models = catalog.numbered()
+    if not models:
+        raise SweepdeckError("There are no models to choose from.",
+                             "Set 'hub' (the cluster's Hugging Face hub) or 'models' (models.json) in the profile.")
+    print_models(catalog)
+    for _ in range(3):
+        try:
+            answer = input(f"Select model (1-{len(models)}): ").strip()
+        except EOFError:
+            break
+        if answer.isdigit() and 1 <= int(answer) <= len(models):
+            return models[int(answer) - 1].name
+        found = catalog.find(answer) if answer else None
+        if found is not None:
+            return found.name
+        say(f"[WARN] {answer!r} is neither a number from 1 to {len(models)} nor a model name.")
+    raise SweepdeckError("No model selected.", "Answer with a number from the list, or pass -m MODEL.")
+
+
+async def _list_models(args, backend) -> int:
+    from config.errors import SweepdeckError
+
+    await _discover(backend, args.refresh_models, required=True)
+    catalog = backend.catalog()
+    if not catalog.models:
+        raise SweepdeckError(f"Profile {backend.profile.name} has no models.",
+                             "Set 'hub' (the cluster's Hugging Face hub) or 'models' (models.json) in the profile.")
+    print_models(catalog)
+    return 0
+
+
+def _catalog_checks(backend, spec) -> list:
+    """The profile's own checks (alvis without a container, max_model_len above the model's limit)."""
+    from backends.slurm.preflight import profile_checks
+
+    return [c for c in profile_checks(backend.profile, backend.catalog(), spec) if c.status != "pass"]
 
 
 async def _drive(backend, spec, printer: Printer, args: argparse.Namespace) -> int:

@@ -258,7 +258,10 @@ def test_list_models(slurm_profile):
     prof.write()
     out = Output(prof.cli("--list-models"))
     assert out.finish(30) == 0
-    assert "  - gpt-oss-20b: GPT OSS 20B model" in out.text and "_info" not in out.text
+    # no hub to discover: models.json alone, grouped by provider (from the hub path) and numbered
+    assert "openai:\n   2. gpt-oss-20b (max: 10000) — GPT OSS 20B model" in out.text
+    assert "meta-llama:\n   1. llama-3.1-8b (max: 8192) — Llama 3.1 8B Instruct" in out.text
+    assert "_info" not in out.text and "Discovering" not in out.text
 
 
 def test_port_busy_names_holder_and_next_port(slurm_profile):
