@@ -6,7 +6,7 @@ import pytest
 
 from backends import diagnosis as dg
 from backends.base import Check
-from backends.planning import CHECK_NAME, Unplanned, engine_flags, plan_for, planner_check, planner_fixes, request_for
+from backends.planning import PLANNED_RULES, CHECK_NAME, Unplanned, engine_flags, plan_for, planner_check, planner_fixes, request_for
 from backends.session import Session, apply_fix
 from config.catalog import DATA_DIR, load_catalogs, load_yaml
 from config.settings import Profile, Settings
@@ -101,7 +101,8 @@ def test_vllm_019_kv_cache_wording_is_diagnosed():
             "needed, which is larger than the available KV cache memory (6.41 GiB). Based on the available memory, the "
             "estimated maximum model length is 52528.")
     found = dg.diagnose_line(line)
-    assert found is not None and found.rule_id == dg.CUDA_OOM
+    assert found is not None and found.rule_id == dg.KV_CACHE_TOO_SMALL
+    assert found.rule_id in PLANNED_RULES  # its fixes come from the planner
 
 
 class FakeBackend:
@@ -117,9 +118,9 @@ async def test_session_preflight_appends_the_memory_plan(cats, tmp_path):
 
     spec = on(cats, "llama3-70b", "A40", tp=1)
     checks = await Session(FakeBackend(), spec, store=RunStore(tmp_path)).preflight()
-    assert [c.name for c in checks] == ["Port free", CHECK_NAME] and checks[-1].status == "fail"
+    assert [c.name for c in checks] == ["Port free", CHECK_NAME, "Run store writable"] and checks[1].status == "fail"
     quiet = await Session(FakeBackend(), build_spec(cats, "llama3-70b"), store=RunStore(tmp_path)).preflight()
-    assert [c.name for c in quiet] == ["Port free"]  # no GPU known: nothing added
+    assert [c.name for c in quiet] == ["Port free", "Run store writable"]  # no GPU known: no memory plan
 
 
 def test_wizard_state_plan_line(cats):
