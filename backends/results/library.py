@@ -279,7 +279,7 @@ def import_result(path: Path | str, name: str | None = None, store: Any = None) 
             raise SweepdeckError(f"Name {name!r} is already used by a saved run.",
                                  f"Choose another, e.g. {store.free_id(run_id)!r}.")
     else:
-        run_id = store.free_id(slug(source.stem if source.is_file() else source.name))
+        run_id = store.free_id(slug(default_name(source)))
     store.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".results-import-", dir=store.root.parent))
     try:
