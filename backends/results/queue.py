@@ -57,8 +57,13 @@ class QueueClient:
     def _pages(self, path: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         offset = 0
+        previous = None
         while True:
             page = self._get(path, {"limit": PAGE, "offset": offset})
+            if page and page == previous:  # a server that ignores offset would page forever
+                raise SweepdeckError(f"Queue API at {self.url}: {path} returns the same page for every offset.",
+                                     "Is the URL the sweepdeck queue service (`sweepdeck queue serve`)?")
+            previous = page
             if not isinstance(page, list):
                 raise SweepdeckError(f"Queue API at {self.url}: {path} did not return a list.",
                                      "Is the URL the sweepdeck queue service (`sweepdeck queue serve`)?")

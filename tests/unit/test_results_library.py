@@ -236,3 +236,54 @@ def test_index_caches_summaries_until_the_files_change(tmp_path):
     broken = summary_for(again, run_dir, load)
     assert len(calls) == 2 and "is empty" in broken["error"]
     assert stamp(run_dir)[0][0] == "results/benchmarks.json"
+
+
+# -------------------------------------------------------------------- queue
+
+
+def test_queue_client_sends_the_bearer_token_and_pages():
+    import httpx
+
+    from backends.results import queue as q
+
+    seen = []
+    configs = [{"id": i, "workload_type": "qa", "sequence_length": 64, "batch_size": 1 + i % 2, "hardware_config_id": 1,
+                "framework_id": 1 + i // 2, "status": "completed"} for i in range(4)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.url.params.get("offset"), request.headers.get("authorization")))
+        if request.url.path.endswith("/configs/mv1"):
+            offset = int(request.url.params["offset"])
+            return httpx.Response(200, json=configs[offset:offset + q.PAGE])
+        metrics = {"completed": 2, "failed": 0, "ttft_ms": {"mean": 5.0, "median": 4.0, "p90": 6.0, "p99": 9.0},
+                   "requests_per_s": 3.0, "output_tokens_per_s": 90.0}
+        rows = [{"id": i, "config_id": i, "metrics": metrics} for i in range(4)]
+        offset = int(request.url.params["offset"])
+        return httpx.Response(200, json=rows[offset:offset + q.PAGE])
+
+    old = q.PAGE
+    q.PAGE = 3  # two pages of configs
+    try:
+        with q.QueueClient("http://queue:8080", token="s3cret", transport=httpx.MockTransport(handler)) as client:
+            result = client.result("mv1")
+    finally:
+        q.PAGE = old
+    assert {auth for _, _, auth in seen} == {"Bearer s3cret"}
+    assert [(path, off) for path, off, _ in seen][:2] == [("/api/v1/workflow/configs/mv1", "0"),
+                                                         ("/api/v1/workflow/configs/mv1", "3")]
+    # two configs share each (workload, seq, batch) cell: hardware/framework tell them apart
+    assert [p.label for p in result.load_points] == ["qa seq 64 batch 1 hw1 fw1", "qa seq 64 batch 1 hw1 fw2",
+                                                     "qa seq 64 batch 2 hw1 fw1", "qa seq 64 batch 2 hw1 fw2"]
+    assert result.load_points[0].ttft_ms == Dist(5.0, 4.0, 6.0, 9.0) and result.load_points[0].output_tok_s == 90.0
+
+
+def test_queue_client_refused_asks_for_a_token():
+    import httpx
+
+    from backends.results.queue import QueueClient
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(401, json={"detail": "Not authenticated"}))
+    with QueueClient("http://queue:8080", transport=transport) as client, \
+            pytest.raises(SweepdeckError, match="refused the request \\(HTTP 401\\)") as info:
+        client.result("mv1")
+    assert "--queue-token" in info.value.hint
