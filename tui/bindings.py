@@ -74,6 +74,32 @@ KEYS: tuple[KeySpec, ...] = (
             help="Re-read the run store"),
     KeySpec("matrix_sweep", "m", "app.matrix_sweep", "Matrix", scope="runs", show=False,
             help="Launch a Tekton matrix PipelineRun (as is, unrolled, or N at once)"),
+    KeySpec("replay_run", "p", "replay_run", "Replay", scope="runs", show=False,
+            help="Open the run monitor's replay of the selected run (enter opens a finished run's results)"),
+    KeySpec("mark_run", "space", "mark_run", "Mark", scope="runs", show=False,
+            help="Mark / unmark the selected run for compare"),
+    KeySpec("compare_runs", "c", "compare_runs", "Compare", scope="runs", show=False,
+            help="Compare the marked runs (2 to 8): metrics side by side, deltas, curves, settings that differ"),
+    KeySpec("results_list", "R", "results_list", "Results", scope="runs",
+            help="List every run's results (best tok/s, TTFT, failures) to open or compare"),
+    # results list
+    KeySpec("results_list_open", "enter", "open_result", "Open", scope="results_list",
+            help="Open the selected run's results"),
+    KeySpec("results_list_mark", "space", "mark_result", "Mark", scope="results_list",
+            help="Mark / unmark the selected run for compare"),
+    KeySpec("results_list_compare", "c", "compare_marked", "Compare", scope="results_list",
+            help="Compare the marked runs (2 to 8)"),
+    KeySpec("results_list_close", "escape", "close", "Back", scope="results_list", help="Close the results list"),
+    # results and compare screens
+    KeySpec("results_next_tab", "right_square_bracket", "tab(1)", "Next tab", scope="results",
+            help="Next tab: load points, failures, configuration, plots, files (compare: metrics, curves, settings)"),
+    KeySpec("results_previous_tab", "left_square_bracket", "tab(-1)", "Prev tab", scope="results", show=False,
+            help="Previous tab"),
+    KeySpec("results_next_plot", "g", "next_plot", "Next plot", scope="results",
+            help="Next plot: throughput vs latency, TTFT/ITL percentiles vs load, tok/s over time"),
+    KeySpec("results_export", "e", "export", "Export", scope="results",
+            help="Write the results (or the comparison) as Markdown to a file in the current directory"),
+    KeySpec("results_close", "escape", "close", "Back", scope="results", help="Close the results"),
     # Tekton matrix sweep screen
     KeySpec("matrix_go", "f8", "launch", "Launch", scope="matrix", priority=True,
             help="Check the cluster and launch the matrix PipelineRun as chosen"),
@@ -137,6 +163,8 @@ SCOPE_TITLES = {
     "sweep": "Sweep view (Argo runs)",
     "sweep_failures": "Sweep view: failure groups",
     "sweep_group": "Failure group (drill-in)",
+    "results_list": "Results list",
+    "results": "Results and compare",
 }
 
 
