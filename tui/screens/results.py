@@ -102,9 +102,12 @@ class _TabbedResults(Screen):
         tabs.active = self.TABS[(current + step) % len(self.TABS)]
 
     def action_next_plot(self) -> None:
-        plot = self.query_one(ResultPlot)
-        plot.next_kind()
-        self.query_one(TabbedContent).active = self.PLOT_TAB
+        """Show the plots; once they show, the next plot."""
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != self.PLOT_TAB:
+            tabs.active = self.PLOT_TAB
+            return
+        self.query_one(ResultPlot).next_kind()
 
     PLOT_TAB = ""
 
@@ -365,7 +368,7 @@ class ResultsListScreen(Screen):
             if record is None:
                 continue
             for i, cell in enumerate(self._cells(record, summary)):
-                table.update_cell(run_id, f"c{i}", cell)
+                table.update_cell(run_id, f"c{i}", cell, update_width=True)
         self.pending = [p for p in self.pending if p.name not in done]
         if not self.pending:
             self.filled_at = time.monotonic()
