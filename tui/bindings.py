@@ -80,7 +80,7 @@ KEYS: tuple[KeySpec, ...] = (
             help="Mark / unmark the selected run for compare"),
     KeySpec("compare_runs", "c", "compare_runs", "Compare", scope="runs", show=False,
             help="Compare the marked runs (2 to 8): metrics side by side, deltas, curves, settings that differ"),
-    KeySpec("results_list", "R", "results_list", "Results", scope="runs",
+    KeySpec("results_list", "R", "results_list", "Results", scope="runs", show=False,
             help="List every run's results (best tok/s, TTFT, failures) to open or compare"),
     # results list
     KeySpec("results_list_open", "enter", "open_result", "Open", scope="results_list",

@@ -117,10 +117,7 @@ class SweepdeckCommands(Provider):
         if "matrix_sweep" not in seen and hasattr(app, "action_matrix_sweep"):
             spec = keys.BY_ID["matrix_sweep"]
             yield TITLES["matrix_sweep"], spec.help, "", partial(app.run_action, "matrix_sweep")
-        # The results list from every screen (on the runs list it comes with its key, above).
-        if "results_list" not in seen and hasattr(app, "store"):
-            spec = keys.BY_ID["results_list"]
-            yield TITLES["results_list"], spec.help, "", partial(_open_results_list, app)
+        yield from _results_list(app, seen)
 
     async def discover(self) -> Hits:
         for name, help_text, key, callback in self.commands():
@@ -137,6 +134,13 @@ class SweepdeckCommands(Provider):
 
 async def _run(node, action: str) -> None:
     await node.run_action(action)
+
+
+def _results_list(app, seen: set[str]) -> Iterator[tuple[str, str, str, object]]:
+    """The results list from every screen (on the runs list it comes with its key, above)."""
+    if "results_list" not in seen and hasattr(app, "store"):
+        spec = keys.BY_ID["results_list"]
+        yield TITLES["results_list"], spec.help, "", partial(_open_results_list, app)
 
 
 def _open_results_list(app) -> None:

@@ -90,7 +90,13 @@ def _match(results: list[Result]) -> tuple[list[str], list[list[LoadPoint | None
 
 
 def config_diff(results: list[Result]) -> list[tuple[str, list[Any]]]:
-    """Settings whose value differs between the runs (a setting one run does not have counts as differing)."""
+    """Settings whose value differs between the runs that report them.
+
+    A setting only one run reports (a harness's own option, such as
+    guidellm's target URL next to an inference-perf run) has nothing to
+    differ from and is left out; a run that does not report a listed setting
+    shows None for it.
+    """
     keys: list[str] = []
     for r in results:
         for key in r.spec or {}:
@@ -99,9 +105,9 @@ def config_diff(results: list[Result]) -> list[tuple[str, list[Any]]]:
     out = []
     for key in keys:
         values = [(r.spec or {}).get(key) for r in results]
-        plain = [None if v is None else v.value for v in values]
-        if len({json.dumps(v, sort_keys=True, default=str) for v in plain}) > 1:
-            out.append((key, plain))
+        known = {json.dumps(v.value, sort_keys=True, default=str) for v in values if v is not None}
+        if len(known) > 1:
+            out.append((key, [None if v is None else v.value for v in values]))
     return out
 
 

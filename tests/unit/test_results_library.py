@@ -85,9 +85,12 @@ def test_delta_and_verdict_follow_each_metrics_direction():
 
 
 def test_compare_three_runs_by_label_with_config_diff():
-    a = _result("tp1", [("c 1/s", 100.0, 50.0), ("c 2/s", 200.0, 60.0)], engine__tp=1, model="m", engine__max_num_seqs=256)
-    b = _result("tp2", [("c 1/s", 110.0, 40.0), ("c 2/s", 150.0, 90.0)], engine__tp=2, model="m", engine__max_num_seqs=256)
-    c = _result("tp4", [("c 2/s", 300.0, 30.0), ("c 1/s", 100.0, 50.0)], engine__tp=4, model="m", engine__max_num_seqs=128)
+    a = _result("tp1", [("c 1/s", 100.0, 50.0), ("c 2/s", 200.0, 60.0)], engine__tp=1, model="m",
+                engine__max_num_seqs=256)
+    b = _result("tp2", [("c 1/s", 110.0, 40.0), ("c 2/s", 150.0, 90.0)], engine__tp=2, model="m",
+                engine__max_num_seqs=256)
+    c = _result("tp4", [("c 2/s", 300.0, 30.0), ("c 1/s", 100.0, 50.0)], engine__tp=4, model="m",
+                engine__max_num_seqs=128, guidellm__target="http://x")  # only this run reports it: nothing to differ
     cmp = compare([a, b, c])
     assert cmp.matched_by == "label" and cmp.points == ["c 1/s", "c 2/s"]
     row = next(r for r in cmp.rows if r.point == "c 2/s" and r.metric.key == "output_tok_s")
@@ -99,6 +102,9 @@ def test_compare_three_runs_by_label_with_config_diff():
     same = next(r for r in cmp.rows if r.point == "c 1/s" and r.metric.key == "output_tok_s")
     assert same.verdicts[2] == "same"
     assert cmp.config_diff == [("engine.tp", [1, 2, 4]), ("engine.max_num_seqs", [256, 256, 128])]
+    b.spec["workload.rate"] = Setting(2.0, "user")
+    c.spec["workload.rate"] = Setting(4.0, "user")
+    assert ("workload.rate", [None, 2.0, 4.0]) in compare([a, b, c]).config_diff
 
 
 def test_compare_by_position_when_labels_differ_and_bounds():
@@ -120,7 +126,8 @@ def test_compare_exports():
     cmp = compare([a, b])
     data = json.loads(compare_json(cmp))
     row = next(r for r in data["rows"] if r["metric"] == "output_tok_s")
-    assert data["baseline"] == "a" and row["values"] == [100.0, 120.0] and row["delta_pct"] == [None, pytest.approx(20.0)]
+    assert data["baseline"] == "a" and row["values"] == [100.0, 120.0]
+    assert row["delta_pct"] == [None, pytest.approx(20.0)]
     assert row["verdict"] == [None, "better"] and data["config_diff"] == {"engine.tp": [1, 2]}
     rows = list(csv.reader(io.StringIO(compare_csv(cmp))))
     assert rows[0] == ["load_point", "metric", "a", "b", "b delta_pct", "b verdict"]

@@ -23,8 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends.results import ReportError, load_path
-from backends.results import blis, guidellm, inference_perf, loadgen
+from backends.results import (
+    ReportError,
+    blis,
+    guidellm,
+    inference_perf,
+    load_path,
+    loadgen,
+)
 from backends.results.model import Dist
 from tests.support.reference import REPORTS
 
@@ -56,7 +62,8 @@ def test_guidellm_08_sweep_every_benchmark_in_order_with_its_strategy():
     assert (first.rate, first.concurrency) == (12.75, None)
     for p, b in zip(r.load_points, raw["benchmarks"], strict=True):
         m = b["metrics"]
-        assert p.requests_ok == m["request_totals"]["successful"] and p.requests_failed == m["request_totals"]["errored"]
+        totals = m["request_totals"]
+        assert p.requests_ok == totals["successful"] and p.requests_failed == totals["errored"]
         assert p.incomplete == m["request_totals"]["incomplete"]
         ttft = m["time_to_first_token_ms"]["successful"]
         assert p.ttft_ms == Dist(ttft["mean"], ttft["median"], ttft["percentiles"]["p90"], ttft["percentiles"]["p99"])
@@ -119,7 +126,8 @@ def test_guidellm_failure_messages_from_errored_rows(tmp_path):
     errored = []
     for i in range(3):
         bad = json.loads(json.dumps(row))
-        bad["info"]["error"] = f"HTTP 400: This model's maximum context length is 8192 tokens. However, you requested {8200 + i} tokens."
+        bad["info"]["error"] = ("HTTP 400: This model's maximum context length is 8192 tokens. "
+                                f"However, you requested {8200 + i} tokens.")
         errored.append(bad)
     bench["requests"]["errored"] = errored
     bench["metrics"]["request_totals"]["errored"] = 5  # guidellm sampled 3 of 5

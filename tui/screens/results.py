@@ -149,6 +149,8 @@ class ResultsScreen(_TabbedResults):
         yield Static(f"Loading the results of {self.run_ids[0]}…", id="results-head")
         with TabbedContent(id="results-tabs", initial="tab-points"):
             with TabPane("Load points", id="tab-points"):
+                yield Static("Latencies in ms · tok/s: output tokens per second · → for every percentile",
+                             id="results-units")
                 yield LoadPointTable(id="results-points")
             with TabPane("Failures", id="tab-failures"):
                 yield Static("", id="results-no-failures")
@@ -180,6 +182,7 @@ class ResultsScreen(_TabbedResults):
         self.query_one(FailureTable).show(r)
         none = self.query_one("#results-no-failures", Static)
         none.update("No request failed." if not r.failures else f"{r.requests_failed:,} failed request(s) by reason:")
+        self.query_one(FailureTable).display = bool(r.failures)
         self.query_one(ConfigTable).show(r)
         self.query_one(ResultPlot).show([r])
         files = [f"Run: {r.path}"] if r.path else []
@@ -244,7 +247,8 @@ class CompareScreen(_TabbedResults):
         self.query_one(ConfigDiffTable).show(cmp)
         self.query_one("#compare-no-diff", Static).update(
             "Every run ran with the same settings (as far as their sources say)." if not cmp.config_diff
-            else f"{len(cmp.config_diff)} setting(s) differ:")
+            else f"{len(cmp.config_diff)} setting(s) differ (settings only one run reports are left out):")
+        self.query_one(ConfigDiffTable).display = bool(cmp.config_diff)
         self.query_one(TabbedContent).get_tab("tab-diff").label = (  # type: ignore[assignment]  # str → Content
             f"Settings that differ ({len(cmp.config_diff)})")
         self.query_one(CompareTable).focus()
