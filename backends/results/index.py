@@ -126,7 +126,7 @@ def summary_for(index: ResultsIndex, run_dir: Path, load: Callable[[Path], Resul
     if cached is not None:
         return cached
     try:
-        summary = summarize(load(run_dir))
+        summary = summarize(load(run_dir))  # the caller's loader may skip the spec: no column shows it
     except SweepdeckError as exc:
         summary = {"error": exc.message}
     index.put(run_dir.name, current, summary)

@@ -45,7 +45,7 @@ def read_bytes(path: Path, expected: str) -> memoryview:
         raise ReportError(path, f"cannot be read ({exc.strerror or exc})", expected) from None
     view = memoryview(data)
     start = max(0, len(data) - _TAIL_BYTES)
-    m = _KUBECTL_TAIL.search(data, start)
+    m = _KUBECTL_TAIL.search(data, start) if data.find(b"deleted", start) >= 0 else None
     if m is not None:
         view = view[: m.start()]
     if not bytes(view[:64]).strip() and not bytes(view).strip():

@@ -195,8 +195,8 @@ def queue_of(run_dir: Path, meta: dict[str, Any]) -> tuple[str, str] | None:
     return (str(url), str(mvid)) if url and mvid else None
 
 
-def load_run(run_dir: Path, token: str | None = None) -> Result:
-    """The results of one run directory, with the spec it ran with.
+def load_run(run_dir: Path, token: str | None = None, spec: bool = True) -> Result:
+    """The results of one run directory, with the spec it ran with (``spec=False``: without reading it).
 
     Raises:
         SweepdeckError: the run has no results (yet), or its reports cannot be read.
@@ -222,7 +222,7 @@ def load_run(run_dir: Path, token: str | None = None) -> Result:
         result = _load_results_dir(run_dir / "results", files, run_id)
     result.name = run_id
     result.path = str(run_dir)
-    saved = run_spec(run_dir)
+    saved = run_spec(run_dir) if spec else None
     if saved is not None:
         # The saved spec (with its sources) comes first; what the report adds follows.
         result.spec = {**saved, **{k: v for k, v in (result.spec or {}).items() if k not in saved}}

@@ -27,10 +27,12 @@ LATENCIES = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
 
 def num(value: Any) -> float | None:
     """A finite float from a JSON number (None for anything else: bools, strings, NaN)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    kind = type(value)  # exact types: bool is an int subclass, and this runs once per request row
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,10 @@ the screen is drawn at once and says "Loading…" until they are there.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets.data_table import ColumnKey
 
 from backends.results.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
 from backends.results.model import Result, fmt
@@ -49,11 +52,56 @@ def _key(app: Any, binding_id: str) -> str:
     return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], getattr(app, "user_keys", {}) or {}))
 
 
-def store_loader(app: Any) -> Loader:
-    """Read a run of the app's run store by id (a path or queue address works too)."""
-    from backends.results import resolve
+#: Results read recently, by run directory: (stamp of its files, result). Marking a run for
+#: compare reads it here in the background, so the compare view only has to draw.
+_CACHE: dict[Path, tuple[list, Result]] = {}
+CACHE_SIZE = 16
 
-    return lambda run_id: resolve(run_id, getattr(app, "store", None))
+
+def _run_dir(app: Any, run_id: str) -> Path | None:
+    store = getattr(app, "store", None)
+    path = store.root / run_id if store is not None else None
+    return path if path is not None and (path / "meta.json").is_file() else None
+
+
+def cached_result(app: Any, run_id: str) -> Result:
+    """A run's result from the cache when its files have not changed since, else read (and cached).
+
+    An Argo sweep (results in the queue, which changes without a file here
+    changing) is always read again.
+    """
+    from backends.results import resolve
+    from backends.results.index import stamp
+
+    path = _run_dir(app, run_id)
+    if path is None:
+        return resolve(run_id, getattr(app, "store", None))
+    current = stamp(path)
+    hit = _CACHE.get(path)
+    if hit is not None and hit[0] == current:
+        return hit[1]
+    result = resolve(run_id, app.store)
+    if result.origin.harness != "argo-queue":
+        _CACHE.pop(path, None)
+        _CACHE[path] = (current, result)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    return result
+
+
+def prefetch(app: Any, run_id: str) -> None:
+    """Read a run's result into the cache in a thread (a run marked for compare)."""
+
+    def read() -> None:
+        with contextlib.suppress(SweepdeckError):  # the compare view says what is wrong when it opens
+            cached_result(app, run_id)
+
+    app.run_worker(read, thread=True, group="results-prefetch", exit_on_error=False)
+
+
+def store_loader(app: Any) -> Loader:
+    """Read a run of the app's run store by id (a path or queue address works too), through the cache."""
+    return lambda run_id: cached_result(app, run_id)
 
 
 class _TabbedResults(Screen):
@@ -134,6 +182,8 @@ class _TabbedResults(Screen):
 class ResultsScreen(_TabbedResults):
     """One run's results."""
 
+    AUTO_FOCUS = "#results-points"
+
     TABS = ("tab-points", "tab-failures", "tab-config", "tab-plots", "tab-files")
     PLOT_TAB = "tab-plots"
 
@@ -194,7 +244,6 @@ class ResultsScreen(_TabbedResults):
         tabs.get_tab("tab-failures").label = f"Failures ({len(r.failures)})"  # type: ignore[assignment]  # str → Content
         tabs.get_tab("tab-config").label = (  # type: ignore[assignment]  # str → Content
             f"Config ({len(r.spec)})" if r.spec else "Config (unknown)")
-        self.query_one(LoadPointTable).focus()
 
     def markdown(self) -> tuple[str, str]:
         from backends.results.export import result_markdown
@@ -205,6 +254,8 @@ class ResultsScreen(_TabbedResults):
 
 class CompareScreen(_TabbedResults):
     """2–8 runs side by side."""
+
+    AUTO_FOCUS = "#compare-table"
 
     TABS = ("tab-metrics", "tab-curves", "tab-diff")
     PLOT_TAB = "tab-curves"
@@ -251,7 +302,6 @@ class CompareScreen(_TabbedResults):
         self.query_one(ConfigDiffTable).display = bool(cmp.config_diff)
         self.query_one(TabbedContent).get_tab("tab-diff").label = (  # type: ignore[assignment]  # str → Content
             f"Settings that differ ({len(cmp.config_diff)})")
-        self.query_one(CompareTable).focus()
 
     def markdown(self) -> tuple[str, str]:
         from backends.results.export import compare_markdown
@@ -287,6 +337,7 @@ class ResultsListScreen(Screen):
         self.pending: list[Path] = []
         self.filled_at: float | None = None
         self._rows: dict[str, Any] = {}
+        self._summaries: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -314,10 +365,13 @@ class ResultsListScreen(Screen):
         self.pending = []
         records = [r for r in store.list() if not r.live and has_results(r.path, r.meta)]
         self._rows = {r.id: r for r in records}
+        self._summaries = {}
         for record in records:
             summary = None if record.backend == "argo" else self.index.get(record.id, stamp(record.path))
             if summary is None and record.backend != "argo":
                 self.pending.append(record.path)
+            elif summary is not None:
+                self._summaries[record.id] = summary
             table.add_row(*self._cells(record, summary), key=record.id)
         self._head()
         if self.pending:
@@ -356,27 +410,41 @@ class ResultsListScreen(Screen):
         from backends.results.index import summary_for
         from backends.results.library import load_run
 
-        batch: list[tuple[str, dict[str, Any]]] = []
+        batch: dict[str, dict[str, Any]] = {}
+        last = time.monotonic()
         for i, path in enumerate(paths):
-            batch.append((path.name, summary_for(self.index, path, load_run)))
-            if len(batch) >= 50 or i == len(paths) - 1:
+            batch[path.name] = summary_for(self.index, path, partial(load_run, spec=False))
+            if i == len(paths) - 1 or time.monotonic() - last > 0.25:  # a few redraws, not one per run
+                last = time.monotonic()
                 self.app.call_from_thread(self._filled, batch)
-                batch = []
+                batch = {}
         self.index.save()
 
-    def _filled(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    def _filled(self, summaries: dict[str, dict[str, Any]]) -> None:
         table = self.query_one(DataTable)
-        done = {run_id for run_id, _ in batch}
-        for run_id, summary in batch:
+        self._summaries.update(summaries)
+        for run_id, summary in summaries.items():
             record = self._rows.get(run_id)
-            if record is None:
-                continue
-            for i, cell in enumerate(self._cells(record, summary)):
-                table.update_cell(run_id, f"c{i}", cell, update_width=True)
-        self.pending = [p for p in self.pending if p.name not in done]
+            if record is not None:
+                self._set_row(table, run_id, self._cells(record, summary))
+        self.pending = [p for p in self.pending if p.name not in summaries]
         if not self.pending:
             self.filled_at = time.monotonic()
         self._head()
+
+    @staticmethod
+    def _set_row(table: DataTable, run_id: str, cells: tuple) -> None:
+        """Update a row's cells, asking the table to re-measure a column only when the cell is wider.
+
+        (``update_width=True`` on a cell narrower than its column makes the
+        table measure every cell of that column: quadratic over a fill.)
+        """
+        from rich.cells import cell_len
+
+        for i, cell in enumerate(cells):
+            key = f"c{i}"
+            wider = cell_len(str(cell)) > table.columns[ColumnKey(key)].content_width
+            table.update_cell(run_id, key, cell, update_width=wider)
 
     def selected_id(self) -> str | None:
         table = self.query_one(DataTable)
@@ -406,6 +474,7 @@ class ResultsListScreen(Screen):
             return
         else:
             self.marked.append(run_id)
+            prefetch(self.app, run_id)
         self.query_one(DataTable).update_cell(run_id, "c0", "◆" if run_id in self.marked else "")
         self._head()
 

@@ -481,6 +481,9 @@ class RunsScreen(Screen):
             return
         else:
             self.marked.append(row.id)
+            from tui.screens.results import prefetch
+
+            prefetch(self.app, row.id)  # read now, so the compare view only has to draw
         self.refresh_rows()
 
     def action_compare_runs(self) -> None:
