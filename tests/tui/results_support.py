@@ -92,4 +92,6 @@ async def wait_loaded(pilot, timeout: float = 30.0) -> None:
             break
         assert loop.time() < deadline, f"{type(screen).__name__} did not finish loading"
         await pilot.pause(0.02)
-    await pilot.pause()
+    # and the tables have re-measured their columns (done when idle) and redrawn
+    for _ in range(3):
+        await pilot.pause()

@@ -358,3 +358,18 @@ def test_bad_reports_are_one_line_naming_the_file_and_what_was_expected(tmp_path
     message = info.value.message
     assert "\n" not in message and message.startswith(f"{path}: ") and problem in message
     assert "expected" in message
+
+
+def test_tekton_run_directory_reads_its_copied_blis_branches(tmp_path):
+    """A Tekton run copies each TP branch from data-pvc into results/<run-id>-<tp>/ (see TektonBackend.copy_results)."""
+    from backends.results import load_run
+
+    run = tmp_path / "runs" / "exp14"
+    branches = _blis(tmp_path)
+    shutil.copytree(branches, run / "results")
+    (run / "meta.json").write_text(json.dumps({"id": "exp14", "backend": "tekton", "state": "succeeded",
+                                               "model": "Qwen/Qwen3-14B"}))
+    r = load_run(run)
+    assert r.name == "exp14" and r.origin.harness == "blis/guidellm"
+    assert [p.group for p in r.load_points] == ["TP 1"] * 6 + ["TP 2"] * 2
+    assert r.spec["tp_sweep"].value == [1, 2]
