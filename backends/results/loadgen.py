@@ -41,6 +41,14 @@ def load(path: Path, name: str | None = None) -> Result:
     return from_document(doc, str(path), name or path.parent.parent.name or path.stem)
 
 
+def request_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request rows: ``requests``, or each worker's ``requests`` when a multi-worker run keeps them apart."""
+    rows = doc.get("requests")
+    if not rows and isinstance(doc.get("workers"), list):
+        rows = [r for w in doc["workers"] if isinstance(w, dict) for r in (w.get("requests") or [])]
+    return [r for r in rows or [] if isinstance(r, dict)]
+
+
 def _load_of(profile: dict[str, Any], summary: dict[str, Any]) -> tuple[float | None, int | None]:
     """(rate, concurrency) the profile asked for, as :func:`backends.loadgen.schedule.resolve_mode` reads it."""
     kind = str(profile.get("rate_type") or summary.get("rate_type") or "")
@@ -100,7 +108,7 @@ def load_point(doc: dict[str, Any], label: str | None = None) -> LoadPoint:
     """The one load point of a results document (or of a queue result's summary: ``doc = {"summary": …}``)."""
     summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
     profile = doc.get("profile") if isinstance(doc.get("profile"), dict) else {}
-    rows = [r for r in doc.get("requests") or [] if isinstance(r, dict)]
+    rows = request_rows(doc)
     rate, concurrency = _load_of(profile, summary)
     point = LoadPoint(label or str(summary.get("mode") or profile.get("rate_type") or "workload"),
                       rate=rate, concurrency=concurrency)
@@ -123,7 +131,7 @@ def load_point(doc: dict[str, Any], label: str | None = None) -> LoadPoint:
 def breakdown(doc: dict[str, Any]) -> Breakdown:
     """Failed requests by reason: from the error rows, else from the summary's ``errors`` counts."""
     out = Breakdown()
-    rows = [r for r in doc.get("requests") or [] if isinstance(r, dict)]
+    rows = request_rows(doc)
     if rows:
         for r in rows:
             if r.get("status") == "error":
@@ -179,7 +187,7 @@ def spec_of(doc: dict[str, Any], source: str = "results.json") -> dict[str, Sett
 
 
 def from_document(doc: dict[str, Any], path: str, name: str) -> Result:
-    rows = [r for r in doc.get("requests") or [] if isinstance(r, dict)]
+    rows = request_rows(doc)
     point = load_point(doc)
     ends = []
     for r in rows:

@@ -274,6 +274,16 @@ def test_loadgen_tpot_from_rows_when_absent_and_row_field_when_present(loadgen_r
     assert any("client_saturated" in n for n in r.notes) and any("4 load-generator workers" in n for n in r.notes)
 
 
+def test_loadgen_rows_kept_per_worker(loadgen_run):
+    doc = _raw(loadgen_run / "results" / "results.json")
+    rows = doc.pop("requests")
+    doc["workers"] = [{"id": 0, "requests": rows[::2]}, {"id": 1, "requests": rows[1::2]}]
+    r = loadgen.from_document(doc, "x", "x")
+    assert r.load_points[0].ttft_ms == loadgen.from_document(_raw(loadgen_run / "results" / "results.json"), "x",
+                                                               "x").load_points[0].ttft_ms
+    assert any("2 load-generator workers" in n for n in r.notes) and r.failures[0].count == 1
+
+
 def test_loadgen_summary_only(loadgen_run):
     doc = _raw(loadgen_run / "results" / "results.json")
     doc["requests"] = []
