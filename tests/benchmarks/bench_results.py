@@ -76,9 +76,13 @@ async def open_list(n: int) -> list[tuple[float, float, float]]:
         await pilot.pause()
         for _ in range(2):
             t0, c0 = time.perf_counter(), time.process_time()
-            await pilot.press("R")
+            await app.screen.run_action("results_list")  # what R does; pilot.press would wait for idle
+            while not isinstance(app.screen, ResultsListScreen) or not app.screen.is_mounted:
+                await asyncio.sleep(0.001)
             screen = app.screen
-            assert isinstance(screen, ResultsListScreen)
+            while screen.query_one("#results-list").row_count < n:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
             first = time.perf_counter() - t0
             while screen.filled_at is None:
                 await asyncio.sleep(0.001)

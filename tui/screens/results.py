@@ -29,7 +29,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
-from textual.widgets.data_table import ColumnKey
 
 from backends.results.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
 from backends.results.model import Result, fmt
@@ -410,41 +409,38 @@ class ResultsListScreen(Screen):
         from backends.results.index import summary_for
         from backends.results.library import load_run
 
-        batch: dict[str, dict[str, Any]] = {}
+        done: dict[str, dict[str, Any]] = {}
         last = time.monotonic()
-        for i, path in enumerate(paths):
-            batch[path.name] = summary_for(self.index, path, partial(load_run, spec=False))
-            if i == len(paths) - 1 or time.monotonic() - last > 0.25:  # a few redraws, not one per run
+        for path in paths:
+            done[path.name] = summary_for(self.index, path, partial(load_run, spec=False))
+            if time.monotonic() - last > 0.5:  # progress in the head line; the table is redrawn once, at the end
                 last = time.monotonic()
-                self.app.call_from_thread(self._filled, batch)
-                batch = {}
+                self.app.call_from_thread(self._progress, len(paths) - len(done))
         self.index.save()
+        self.app.call_from_thread(self._filled, done)
 
-    def _filled(self, summaries: dict[str, dict[str, Any]]) -> None:
-        table = self.query_one(DataTable)
-        self._summaries.update(summaries)
-        for run_id, summary in summaries.items():
-            record = self._rows.get(run_id)
-            if record is not None:
-                self._set_row(table, run_id, self._cells(record, summary))
-        self.pending = [p for p in self.pending if p.name not in summaries]
-        if not self.pending:
-            self.filled_at = time.monotonic()
+    def _progress(self, left: int) -> None:
+        self.pending = self.pending[-left:] if left else []
         self._head()
 
-    @staticmethod
-    def _set_row(table: DataTable, run_id: str, cells: tuple) -> None:
-        """Update a row's cells, asking the table to re-measure a column only when the cell is wider.
+    def _filled(self, summaries: dict[str, dict[str, Any]]) -> None:
+        """Every summary is there: the table is rebuilt once.
 
-        (``update_width=True`` on a cell narrower than its column makes the
-        table measure every cell of that column: quadratic over a fill.)
+        (Updating cells one by one costs more: each update drops the table's
+        render caches, and ``update_width`` with a narrower cell re-measures
+        the whole column.)
         """
-        from rich.cells import cell_len
-
-        for i, cell in enumerate(cells):
-            key = f"c{i}"
-            wider = cell_len(str(cell)) > table.columns[ColumnKey(key)].content_width
-            table.update_cell(run_id, key, cell, update_width=wider)
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        self._summaries.update(summaries)
+        table.clear()
+        for run_id, record in self._rows.items():
+            table.add_row(*self._cells(record, self._summaries.get(run_id)), key=run_id)
+        if table.row_count:
+            table.move_cursor(row=min(max(cursor, 0), table.row_count - 1))
+        self.pending = []
+        self.filled_at = time.monotonic()
+        self._head()
 
     def selected_id(self) -> str | None:
         table = self.query_one(DataTable)
