@@ -25,8 +25,9 @@ def add_parser(subparsers) -> None:
         help="show, compare, plot, export or import benchmark results",
         description="Results of runs and of outside reports (guidellm, inference-perf, BLIS, the Argo work queue).",
     )
-    p.add_argument("--queue-token", metavar="TOKEN",
-                   help="bearer token for the work-queue API (default: $SWEEPDECK_QUEUE_TOKEN)")
+    token = argparse.ArgumentParser(add_help=False)
+    token.add_argument("--queue-token", metavar="TOKEN",
+                       help="bearer token for the work-queue API (default: $SWEEPDECK_QUEUE_TOKEN)")
     sub = p.add_subparsers(dest="results_command", metavar="ACTION", required=True)
 
     imp = sub.add_parser("import",
@@ -34,24 +35,25 @@ def add_parser(subparsers) -> None:
     imp.add_argument("path", metavar="PATH", help="guidellm/inference-perf report, BLIS directories, results.json")
     imp.add_argument("--name", help="run id to store it as (default: from the file name)")
 
-    show = sub.add_parser("show", help="one result: load points, failures, configuration, files")
+    show = sub.add_parser("show", parents=[token], help="one result: load points, failures, configuration, files")
     show.add_argument("run", metavar="RUN", help=RUN_HELP)
     fmt = show.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object: name, source, load_points, failures, spec")
     fmt.add_argument("--csv", action="store_true", help="one CSV row per load point")
 
-    cmp = sub.add_parser("compare", help="2-8 results side by side: deltas against the first, settings that differ")
+    cmp = sub.add_parser("compare", parents=[token],
+                         help="2-8 results side by side: deltas against the first, settings that differ")
     cmp.add_argument("runs", metavar="RUN", nargs="+", help=RUN_HELP + " (2 to 8; the first is the baseline)")
     fmt = cmp.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object")
     fmt.add_argument("--csv", action="store_true", help="one CSV row per load point and metric")
     fmt.add_argument("--markdown", action="store_true", help="Markdown tables (for a report or a PR)")
 
-    plot = sub.add_parser("plot", help="a static chart of one or more results (SVG or PNG)")
+    plot = sub.add_parser("plot", parents=[token], help="a static chart of one or more results (SVG or PNG)")
     plot.add_argument("runs", metavar="RUN", nargs="+", help=RUN_HELP + " (several are overlaid)")
     plot.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.svg or FILE.png")
 
-    exp = sub.add_parser("export", help="one result as CSV, JSON or Markdown")
+    exp = sub.add_parser("export", parents=[token], help="one result as CSV, JSON or Markdown")
     exp.add_argument("run", metavar="RUN", help=RUN_HELP)
     exp.add_argument("--format", required=True, choices=("csv", "json", "md"))
     exp.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

@@ -78,7 +78,8 @@ async def test_queue_results_grouped_like_the_sweep_view(api_db, sim):
 async def test_queue_results_from_the_cli(api_db, sim, tmp_path):
     await _sweep(api_db, sim)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "results", "show", f"queue:{api_db.url}/mv1", "--json"],
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "results", "show", f"queue:{api_db.url}/mv1", "--json",
+                          "--queue-token", "t0ken"],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
