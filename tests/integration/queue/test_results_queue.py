@@ -86,3 +86,20 @@ async def test_queue_results_from_the_cli(api_db, sim, tmp_path):
     assert data["name"] == "mv1" and data["source"]["harness"] == "argo-queue"
     assert [p["concurrency"] for p in data["load_points"]] == [1, 2] * 4
     assert data["failures"]["config failed: HTTP 400: context length exceeded"]["count"] == 4
+
+
+async def test_an_argo_run_reads_its_results_from_the_queue(api_db, sim, tmp_path):
+    """A saved Argo run has no results/ of its own: its session names the queue and model version."""
+    import asyncio
+
+    from backends.results import load_run
+
+    await _sweep(api_db, sim)
+    run = tmp_path / "runs" / "sweep-run"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text(json.dumps({"id": "sweep-run", "backend": "argo", "state": "succeeded",
+                                               "model_version_id": "mv1"}))
+    (run / "session").write_text(f"QUEUE_URL={api_db.url}\nMODEL_VERSION_ID=mv1\n")
+    result = await asyncio.to_thread(load_run, run)
+    assert result.name == "sweep-run" and result.origin.harness == "argo-queue" and len(result.load_points) == 8
+    assert result.spec["queue.model_version_id"].value == "mv1"
