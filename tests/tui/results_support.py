@@ -92,6 +92,12 @@ async def wait_loaded(pilot, timeout: float = 30.0) -> None:
             break
         assert loop.time() < deadline, f"{type(screen).__name__} did not finish loading"
         await pilot.pause(0.02)
-    # and the tables have re-measured their columns (done when idle) and redrawn
-    for _ in range(3):
-        await pilot.pause()
+    # and the tables have measured their new rows (a DataTable does that when idle; under load that
+    # can come after a few pauses — textual 8's private flags say when it has)
+    from textual.widgets import DataTable
+
+    for table in pilot.app.screen.query(DataTable):
+        while table._new_rows or table._updated_cells or table._require_update_dimensions:
+            assert loop.time() < deadline, "a table did not measure its rows"
+            await pilot.pause(0.02)
+    await pilot.pause()
