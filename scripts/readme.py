@@ -77,6 +77,11 @@ CAPTIONS = {
     "sweep": "Argo sweep view: progress, rate, ETA, failure groups, stale configs, breakdowns",
     "sweep-failure-group": "A failure group drilled into: its configs",
     "dialog-reset-stale": "Reset stale configs asks first",
+    "results": "Results of a run (enter on a finished run): one row per load point, failures, config with sources",
+    "results-plot": "Results plots in the terminal: throughput vs latency, TTFT/ITL percentiles, tok/s over time",
+    "results-list": "Every run's results (R, or the palette): best tok/s, TTFT, failures; space marks for compare",
+    "results-compare": "Compare of three runs: deltas against the first, ▲ better / ▼ worse per metric",
+    "results-compare-curves": "Compare: the curves of every run overlaid",
 }
 
 KEYS_BEGIN, KEYS_END = "<!-- keys:begin (scripts/readme.py) -->", "<!-- keys:end -->"

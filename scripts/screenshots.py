@@ -429,7 +429,61 @@ async def tekton_flow(shoot: Shooter, state: Path) -> None:
         fake.stop()
 
 
-FLOWS = {"main": main_flow, "recovery": recovery_flow, "sweep": sweep_flow, "tekton": tekton_flow}
+async def results_flow(shoot: Shooter, state: Path) -> None:
+    """Results: one run's load points and a plot, the results list, a compare of three runs.
+
+    The results are real reports (guidellm 0.8 and inference-perf against the
+    simulator, from shared/reference/benchmark-reports) imported the way a
+    user does (``sweepdeck results import``), next to any run the other flows
+    left in the store.
+    """
+    from textual.widgets import DataTable
+
+    from backends.results import import_result
+    from backends.store import RunStore
+    from tests.support.reference import REPORTS
+
+    store = RunStore(state)
+    for path, name in ((REPORTS / "guidellm" / "sweep" / "benchmarks.json", "llama-8b-sweep"),
+                       (REPORTS / "guidellm" / "constant" / "benchmarks.json", "llama-8b-constant-10"),
+                       (REPORTS / "inference-perf" / "shared-prefix-constant", "llama-8b-shared-prefix")):
+        if not store.exists(name):
+            import_result(path, name, store)
+    app = make_app(state)
+
+    def loaded() -> bool:
+        screen = pilot.app.screen
+        return getattr(screen, "loaded", True) and not getattr(screen, "pending", None)
+
+    def select(run_id: str, table: str) -> None:
+        t = pilot.app.screen.query_one(table, DataTable)
+        t.move_cursor(row=t.get_row_index(run_id))
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        select("llama-8b-sweep", "#runs-table")
+        await pilot.press("enter")
+        await wait_for(loaded, 30, "the results")
+        await shoot(pilot, "results")
+        await pilot.press("g", "g")  # the plots, then the second: TTFT/ITL percentiles vs load
+        await shoot(pilot, "results-plot")
+        await pilot.press("escape", "R")
+        await wait_for(loaded, 30, "the results list")
+        await shoot(pilot, "results-list")
+        for run_id in ("llama-8b-sweep", "llama-8b-constant-10", "llama-8b-shared-prefix"):
+            select(run_id, "#results-list")
+            await pilot.press("space")
+        await pilot.press("c")
+        await wait_for(loaded, 30, "the comparison")
+        await shoot(pilot, "results-compare")
+        await pilot.press("g")
+        await shoot(pilot, "results-compare-curves")
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+
+
+FLOWS = {"main": main_flow, "recovery": recovery_flow, "sweep": sweep_flow, "tekton": tekton_flow,
+         "results": results_flow}
 
 
 def main(argv: list[str] | None = None) -> int:

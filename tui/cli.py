@@ -16,6 +16,7 @@ import sys
 COMMANDS = {
     "run": "tui.commands.run",
     "runs": "tui.commands.runs",
+    "results": "tui.commands.results",
     "attach": "tui.commands.attach",
     "diagnose": "tui.commands.diagnose",
     "sim": "tui.commands.sim",

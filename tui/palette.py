@@ -54,6 +54,19 @@ TITLES = {
     "sweep_group_close": "Close the failure group",
     "sweep_group_reload": "Reload the failure group",
     "monitor_stop_now": "Stop the run at once (skip its clean-up steps)",
+    "replay_run": "Replay the run in the monitor",
+    "mark_run": "Mark the run for compare",
+    "compare_runs": "Compare the marked runs",
+    "results_list": "Results: every run's results",
+    "results_list_open": "Open the run's results",
+    "results_list_mark": "Mark for compare",
+    "results_list_compare": "Compare the marked runs",
+    "results_list_close": "Close the results list",
+    "results_next_tab": "Results: next tab",
+    "results_previous_tab": "Results: previous tab",
+    "results_next_plot": "Results: next plot",
+    "results_export": "Results: export as Markdown",
+    "results_close": "Close the results",
 }
 
 
@@ -104,6 +117,7 @@ class SweepdeckCommands(Provider):
         if "matrix_sweep" not in seen and hasattr(app, "action_matrix_sweep"):
             spec = keys.BY_ID["matrix_sweep"]
             yield TITLES["matrix_sweep"], spec.help, "", partial(app.run_action, "matrix_sweep")
+        yield from _results_list(app, seen)
 
     async def discover(self) -> Hits:
         for name, help_text, key, callback in self.commands():
@@ -120,3 +134,17 @@ class SweepdeckCommands(Provider):
 
 async def _run(node, action: str) -> None:
     await node.run_action(action)
+
+
+def _results_list(app, seen: set[str]) -> Iterator[tuple[str, str, str, object]]:
+    """The results list from every screen (on the runs list it comes with its key, above)."""
+    if "results_list" not in seen and hasattr(app, "store"):
+        spec = keys.BY_ID["results_list"]
+        yield TITLES["results_list"], spec.help, "", partial(_open_results_list, app)
+
+
+def _open_results_list(app) -> None:
+    from tui.screens.results import ResultsListScreen
+
+    if not isinstance(app.screen, ResultsListScreen):
+        app.push_screen(ResultsListScreen())

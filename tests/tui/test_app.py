@@ -152,8 +152,8 @@ async def test_clean_key_asks_then_removes_what_a_lost_run_left(monkeypatch):
         select(app, "nov20-llama-3-8b-instruct-chatbot")
         await pilot.pause()
         detail = text_of(app.screen.query_one("#runs-detail", Static))
-        assert "may still run: SLURM job 5382685 on alvis2" in detail and "c: clean up" in detail
-        await pilot.press("c")
+        assert "may still run: SLURM job 5382685 on alvis2" in detail and "x: clean up" in detail
+        await pilot.press("x")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("y")

@@ -184,6 +184,7 @@ class RunsScreen(Screen):
         self._cols: tuple[int, ...] = ()
         self._records: list | None = None
         self._records_key: tuple = ()
+        self.marked: list[str] = []  # runs marked for compare, in marking order
 
     @property
     def sd_app(self) -> "SweepdeckApp":
@@ -247,6 +248,7 @@ class RunsScreen(Screen):
             rows = [r for _, r in sorted(scored, key=lambda sr: -sr[0])]
         now = app.clock()
         shown = [(r.id, tuple(c for i, c in enumerate(r.cells(now, app)) if i in self._cols)) for r in rows]
+        shown = self._with_marks(shown)
         table = self.query_one("#runs-table", DataTable)
         if [s[0] for s in shown] == [s[0] for s in self._shown]:
             for (run_id, cells), (_, old) in zip(shown, self._shown):
@@ -329,6 +331,8 @@ class RunsScreen(Screen):
             hint.append(f"{self.key_for('open_run')}: watch")
         elif row.state == "detached":
             hint.append(f"{self.key_for('attach_run')}: attach")
+        elif _has_results(row):
+            hint.append(f"{self.key_for('open_run')}: results · {self.key_for('replay_run')}: replay")
         else:
             hint.append(f"{self.key_for('open_run')}: replay")
         left = leftovers_of(row)
@@ -341,6 +345,8 @@ class RunsScreen(Screen):
                 hint.append(f"{self.key_for('attach_run')}: follow again")
         if row.state in FINISHED and row.controller is None:
             hint.append(f"{self.key_for('delete_run')}: delete")
+        if self.marked:
+            hint.append(f"{len(self.marked)} marked · {self.key_for('compare_runs')}: compare")
         icon, word = STATES.get(row.state, ("?", row.state))
         detail.update(f"{row.id} · {row.model} · {word.upper()} · " + " · ".join(hint))
 
@@ -392,6 +398,22 @@ class RunsScreen(Screen):
         row = self.selected_row()
         if row is None:
             self.notify("No run selected. Press n to start one.", severity="warning")
+            return
+        if not (row.controller is not None and row.live) and row.state in FINISHED and _has_results(row):
+            from tui.screens.results import ResultsScreen
+
+            self.app.push_screen(ResultsScreen(row.id))
+            return
+        self.action_replay_run()
+
+    def action_replay_run(self) -> None:
+        """The monitor: live, attached, or the replay of a finished run's saved events."""
+        row = self.selected_row()
+        if row is None:
+            self.notify("No run selected. Press n to start one.", severity="warning")
+            return
+        if row.record is not None and row.record.meta.get("backend") == "import":
+            self.notify(f"{row.id} is an imported result: it has no run to replay.", severity="warning")
             return
         try:
             self.sd_app.open_run(row)
@@ -491,3 +513,57 @@ class RunsScreen(Screen):
             ),
             answer,
         )
+
+    # ------------------------------------------------------------- results
+
+    def _with_marks(self, shown: list[tuple]) -> list[tuple]:
+        """The run cell of a marked run starts with ◆ (the mark is a glyph, not only a colour)."""
+        if not self.marked or 1 not in self._cols:
+            return shown
+        col = self._cols.index(1)
+        out = []
+        for run_id, cells in shown:
+            if run_id in self.marked:
+                cells = cells[:col] + (f"◆ {cells[col]}",) + cells[col + 1:]
+            out.append((run_id, cells))
+        return out
+
+    def action_mark_run(self) -> None:
+        from backends.results.compare import MAX_RUNS
+
+        row = self.selected_row()
+        if row is None:
+            return
+        if row.id in self.marked:
+            self.marked.remove(row.id)
+        elif not _has_results(row):
+            self.notify(f"{row.id} has no results to compare.", severity="warning")
+            return
+        elif len(self.marked) >= MAX_RUNS:
+            self.notify(f"At most {MAX_RUNS} runs can be compared.", severity="warning")
+            return
+        else:
+            self.marked.append(row.id)
+            from tui.screens.results import prefetch
+
+            prefetch(self.app, row.id)  # read now, so the compare view only has to draw
+        self.refresh_rows()
+
+    def action_compare_runs(self) -> None:
+        from tui.screens.results import open_compare
+
+        open_compare(self.app, list(self.marked))
+
+    def action_results_list(self) -> None:
+        from tui.screens.results import ResultsListScreen
+
+        self.app.push_screen(ResultsListScreen())
+
+
+def _has_results(row: RunRow) -> bool:
+    """A finished run with something in its results/ (or an Argo sweep, whose results are in the queue)."""
+    if row.record is None:
+        return False
+    from backends.results.library import has_results
+
+    return has_results(row.record.path, row.record.meta)

@@ -1,0 +1,481 @@
+"""Results screens: one run's results, a comparison of 2–8 runs, and the list of every run's results.
+
+* :class:`ResultsScreen` — tabs: load points (one row per sweep rate, stage,
+  concurrency or queue config), failures (reason → count, a sample message),
+  configuration (every setting with where it came from), plots (throughput
+  vs latency, TTFT/ITL percentiles vs load, tok/s over time) and files.
+* :class:`CompareScreen` — tabs: metrics side by side with deltas against the
+  first run (▲ better / ▼ worse by each metric's direction), the curves
+  overlaid, and only the settings that differ.
+* :class:`ResultsListScreen` — every run with results and its headline
+  figures (from the summary index, so it opens at once; runs not summarised
+  yet are read in a thread and filled in as they come).
+
+Results are read in a thread (a large report, a queue over the network), so
+the screen is drawn at once and says "Loading…" until they are there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from backends.results.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
+from backends.results.model import Result, fmt
+from config.errors import SweepdeckError
+from tui import bindings as keys
+from tui.widgets.results import (
+    VERDICT_MARK,
+    CompareTable,
+    ConfigDiffTable,
+    ConfigTable,
+    FailureTable,
+    LoadPointTable,
+    ResultPlot,
+)
+
+Loader = Callable[[str], Result]
+
+
+def _key(app: Any, binding_id: str) -> str:
+    return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], getattr(app, "user_keys", {}) or {}))
+
+
+#: Results read recently, by run directory: (stamp of its files, result). Marking a run for
+#: compare reads it here in the background, so the compare view only has to draw.
+_CACHE: dict[Path, tuple[list, Result]] = {}
+CACHE_SIZE = 16
+
+
+def _run_dir(app: Any, run_id: str) -> Path | None:
+    store = getattr(app, "store", None)
+    path = store.root / run_id if store is not None else None
+    return path if path is not None and (path / "meta.json").is_file() else None
+
+
+def cached_result(app: Any, run_id: str) -> Result:
+    """A run's result from the cache when its files have not changed since, else read (and cached).
+
+    An Argo sweep (results in the queue, which changes without a file here
+    changing) is always read again.
+    """
+    from backends.results import resolve
+    from backends.results.index import stamp
+
+    path = _run_dir(app, run_id)
+    if path is None:
+        return resolve(run_id, getattr(app, "store", None))
+    current = stamp(path)
+    hit = _CACHE.get(path)
+    if hit is not None and hit[0] == current:
+        return hit[1]
+    result = resolve(run_id, app.store)
+    if result.origin.harness != "argo-queue":
+        _CACHE.pop(path, None)
+        _CACHE[path] = (current, result)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    return result
+
+
+def prefetch(app: Any, run_id: str) -> None:
+    """Read a run's result into the cache in a thread (a run marked for compare)."""
+
+    def read() -> None:
+        with contextlib.suppress(SweepdeckError):  # the compare view says what is wrong when it opens
+            cached_result(app, run_id)
+
+    app.run_worker(read, thread=True, group="results-prefetch", exit_on_error=False)
+
+
+def store_loader(app: Any) -> Loader:
+    """Read a run of the app's run store by id (a path or queue address works too), through the cache."""
+    return lambda run_id: cached_result(app, run_id)
+
+
+class _TabbedResults(Screen):
+    """What the results and compare screens share: loading in a thread, tab and plot keys, export."""
+
+    SCOPE = "results"
+    BINDINGS = keys.bindings("results")
+    CSS_PATH = "../styles/results.tcss"
+    TABS: tuple[str, ...] = ()
+
+    def __init__(self, run_ids: list[str], results: list[Result] | None = None, loader: Loader | None = None) -> None:
+        super().__init__()
+        self.run_ids = list(run_ids)
+        self.results: list[Result] = list(results or [])
+        self.errors: list[str] = []
+        self._loader = loader
+        self.loaded = bool(results)
+
+    def on_mount(self) -> None:
+        if self.loaded:
+            self.show_results()
+        else:
+            self._load()
+
+    @work(thread=True, exclusive=True, group="results-load")
+    def _load(self) -> None:
+        loader = self._loader or store_loader(self.app)
+        results, errors = [], []
+        for run_id in self.run_ids:
+            try:
+                results.append(loader(run_id))
+            except SweepdeckError as exc:
+                errors.append(exc.message)
+        self.app.call_from_thread(self._loaded, results, errors)
+
+    def _loaded(self, results: list[Result], errors: list[str]) -> None:
+        self.results, self.errors, self.loaded = results, errors, True
+        self.show_results()
+
+    def show_results(self) -> None:  # pragma: no cover - each screen draws its own
+        raise NotImplementedError
+
+    def action_tab(self, step: int) -> None:
+        tabs = self.query_one(TabbedContent)
+        current = self.TABS.index(tabs.active) if tabs.active in self.TABS else 0
+        tabs.active = self.TABS[(current + step) % len(self.TABS)]
+
+    def action_next_plot(self) -> None:
+        """Show the plots; once they show, the next plot."""
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != self.PLOT_TAB:
+            tabs.active = self.PLOT_TAB
+            return
+        self.query_one(ResultPlot).next_kind()
+
+    PLOT_TAB = ""
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
+
+    def action_export(self) -> None:
+        if not self.loaded or not self.results:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        name, text = self.markdown()
+        path = Path.cwd() / name
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Could not write {path}: {exc.strerror or exc}", severity="error")
+            return
+        self.notify(f"Wrote {path}")
+
+    def markdown(self) -> tuple[str, str]:  # pragma: no cover - each screen exports its own
+        raise NotImplementedError
+
+
+class ResultsScreen(_TabbedResults):
+    """One run's results."""
+
+    AUTO_FOCUS = "#results-points"
+
+    TABS = ("tab-points", "tab-failures", "tab-config", "tab-plots", "tab-files")
+    PLOT_TAB = "tab-plots"
+
+    def __init__(self, run_id: str, result: Result | None = None, loader: Loader | None = None) -> None:
+        super().__init__([run_id], [result] if result is not None else None, loader)
+
+    @property
+    def result(self) -> Result | None:
+        return self.results[0] if self.results else None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"Loading the results of {self.run_ids[0]}…", id="results-head")
+        with TabbedContent(id="results-tabs", initial="tab-points"):
+            with TabPane("Load points", id="tab-points"):
+                yield Static("Latencies in ms · tok/s: output tokens per second · → for every percentile",
+                             id="results-units")
+                yield LoadPointTable(id="results-points")
+            with TabPane("Failures", id="tab-failures"):
+                yield Static("", id="results-no-failures")
+                yield FailureTable(id="results-failures")
+            with TabPane("Config", id="tab-config"):
+                yield ConfigTable(id="results-config")
+            with TabPane("Plots", id="tab-plots"):
+                yield ResultPlot(id="results-plot")
+            with TabPane("Files", id="tab-files"):
+                yield Static("", id="results-files")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Results · {self.run_ids[0]}"
+        super().on_mount()
+
+    def show_results(self) -> None:
+        head = self.query_one("#results-head", Static)
+        r = self.result
+        if r is None:
+            head.update(Text("Cannot show these results: " + " ".join(self.errors), style="bold"))
+            return
+        failed = f" · {r.requests_failed:,} failed" if r.requests_failed else ""
+        line = (f"{r.name} · {r.origin.describe()}" + (f" · {r.model}" if r.model else "")
+                + f" · {len(r.load_points)} load point(s) · {r.requests_ok:,} ok{failed}")
+        notes = [f"⚠ {p}" for p in r.problems] + [f"note: {n}" for n in r.notes]
+        head.update("\n".join([line] + notes[:3]))
+        self.query_one(LoadPointTable).show(r)
+        self.query_one(FailureTable).show(r)
+        none = self.query_one("#results-no-failures", Static)
+        none.update("No request failed." if not r.failures else f"{r.requests_failed:,} failed request(s) by reason:")
+        self.query_one(FailureTable).display = bool(r.failures)
+        self.query_one(ConfigTable).show(r)
+        self.query_one(ResultPlot).show([r])
+        files = [f"Run: {r.path}"] if r.path else []
+        files += ["Files read:"] + [f"  {f}" for f in r.origin.files]
+        if r.timeline_note:
+            files.append(f"Note: {r.timeline_note}")
+        self.query_one("#results-files", Static).update("\n".join(files))
+        tabs = self.query_one(TabbedContent)
+        tabs.get_tab("tab-failures").label = f"Failures ({len(r.failures)})"  # type: ignore[assignment]  # str → Content
+        tabs.get_tab("tab-config").label = (  # type: ignore[assignment]  # str → Content
+            f"Config ({len(r.spec)})" if r.spec else "Config (unknown)")
+
+    def markdown(self) -> tuple[str, str]:
+        from backends.results.export import result_markdown
+
+        assert self.result is not None
+        return f"{self.result.name}-results.md", result_markdown(self.result)
+
+
+class CompareScreen(_TabbedResults):
+    """2–8 runs side by side."""
+
+    AUTO_FOCUS = "#compare-table"
+
+    TABS = ("tab-metrics", "tab-curves", "tab-diff")
+    PLOT_TAB = "tab-curves"
+
+    def __init__(self, run_ids: list[str], results: list[Result] | None = None, loader: Loader | None = None) -> None:
+        super().__init__(run_ids, results, loader)
+        self.comparison: Comparison | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"Loading {len(self.run_ids)} runs…", id="results-head")
+        with TabbedContent(id="results-tabs", initial="tab-metrics"):
+            with TabPane("Metrics", id="tab-metrics"):
+                yield CompareTable(id="compare-table")
+            with TabPane("Curves", id="tab-curves"):
+                yield ResultPlot(id="compare-plot")
+            with TabPane("Settings that differ", id="tab-diff"):
+                yield Static("", id="compare-no-diff")
+                yield ConfigDiffTable(id="compare-diff")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Compare · {len(self.run_ids)} runs"
+        super().on_mount()
+
+    def show_results(self) -> None:
+        head = self.query_one("#results-head", Static)
+        try:
+            self.comparison = cmp = compare(self.results)
+        except SweepdeckError as exc:
+            head.update(Text(" ".join([exc.message] + self.errors), style="bold"))
+            return
+        marks = f"{VERDICT_MARK['better']} better  {VERDICT_MARK['worse']} worse  {VERDICT_MARK['same']} same"
+        lines = [f"Baseline: {cmp.names[0]} · {len(cmp.names)} runs · load points matched by {cmp.matched_by} · "
+                 f"Δ% against the baseline: {marks}"]
+        lines += [f"⚠ {e}" for e in self.errors]
+        head.update("\n".join(lines))
+        self.query_one(CompareTable).show(cmp)
+        self.query_one(ResultPlot).show(self.results)
+        self.query_one(ConfigDiffTable).show(cmp)
+        self.query_one("#compare-no-diff", Static).update(
+            "Every run ran with the same settings (as far as their sources say)." if not cmp.config_diff
+            else f"{len(cmp.config_diff)} setting(s) differ (settings only one run reports are left out):")
+        self.query_one(ConfigDiffTable).display = bool(cmp.config_diff)
+        self.query_one(TabbedContent).get_tab("tab-diff").label = (  # type: ignore[assignment]  # str → Content
+            f"Settings that differ ({len(cmp.config_diff)})")
+
+    def markdown(self) -> tuple[str, str]:
+        from backends.results.export import compare_markdown
+
+        assert self.comparison is not None
+        return "compare-" + "-vs-".join(self.comparison.names[:3]) + ".md", compare_markdown(self.comparison)
+
+
+def open_compare(app: Any, run_ids: list[str]) -> bool:
+    """Push the compare screen for 2–8 runs (else say why); True when it opened."""
+    if not MIN_RUNS <= len(run_ids) <= MAX_RUNS:
+        app.notify(f"Mark {MIN_RUNS} to {MAX_RUNS} runs to compare ({len(run_ids)} marked; "
+                   f"{_key(app, 'mark_run')} marks the selected run).", severity="warning")
+        return False
+    app.push_screen(CompareScreen(run_ids))
+    return True
+
+
+# ---------------------------------------------------------------------- list
+
+
+class ResultsListScreen(Screen):
+    """Every run that has results, with its headline figures."""
+
+    SCOPE = "results_list"
+    BINDINGS = keys.bindings("results_list")
+    CSS_PATH = "../styles/results.tcss"
+    COLUMNS = ("", "Run", "Source", "Model", "Points", "OK", "Failed", "Best tok/s", "TTFT p50", "E2E p50", "Finished")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marked: list[str] = []
+        self.pending: list[Path] = []
+        self.filled_at: float | None = None
+        self._rows: dict[str, Any] = {}
+        self._summaries: dict[str, dict[str, Any]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="results-list-head")
+        yield DataTable(id="results-list", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Results"
+        table = self.query_one(DataTable)
+        for i, col in enumerate(self.COLUMNS):
+            table.add_column(col, key=f"c{i}")
+        self.fill()
+        table.focus()
+
+    def fill(self) -> None:
+        """Rows from the run store and the summary index; what is not summarised yet is read in a thread."""
+        from backends.results.index import ResultsIndex, stamp
+        from backends.results.library import has_results
+
+        store = self.app.store  # type: ignore[attr-defined]  # SweepdeckApp
+        self.index = ResultsIndex.open(store.root.parent)
+        table = self.query_one(DataTable)
+        table.clear()
+        self.pending = []
+        records = [r for r in store.list() if not r.live and has_results(r.path, r.meta)]
+        self._rows = {r.id: r for r in records}
+        self._summaries = {}
+        for record in records:
+            summary = None if record.backend == "argo" else self.index.get(record.id, stamp(record.path))
+            if summary is None and record.backend != "argo":
+                self.pending.append(record.path)
+            elif summary is not None:
+                self._summaries[record.id] = summary
+            table.add_row(*self._cells(record, summary), key=record.id)
+        self._head()
+        if self.pending:
+            self._summarize(list(self.pending))
+        else:
+            self.filled_at = time.monotonic()
+
+    def _cells(self, record: Any, summary: dict[str, Any] | None) -> tuple:
+        mark = "◆" if record.id in self.marked else ""
+        finished = time.strftime("%b %d %H:%M", time.localtime(record.finished)) if record.finished else "—"
+        model = (record.model or "").rsplit("/", 1)[-1]
+        if record.backend == "argo":
+            return (mark, record.id, "argo-queue", model, "", "", "", "open to read the queue", "", "", finished)
+        if summary is None:
+            return (mark, record.id, "…", model, "", "", "", "", "", "", finished)
+        if "error" in summary:
+            return (mark, record.id, Text("unreadable", style="bold"), model, "", "", "", "", "", "", finished)
+        return (mark, record.id, summary.get("harness", ""), (summary.get("model") or model).rsplit("/", 1)[-1],
+                Text(str(summary.get("points", 0)), justify="right"),
+                Text(f"{summary.get('ok', 0):,}", justify="right"),
+                Text(f"{summary.get('failed', 0):,}", justify="right"),
+                Text(fmt(summary.get("best_tok_s"), "tok/s"), justify="right"),
+                Text(fmt(summary.get("ttft_p50"), "ms"), justify="right"),
+                Text(fmt(summary.get("e2e_p50"), "ms"), justify="right"), finished)
+
+    def _head(self) -> None:
+        n = self.query_one(DataTable).row_count
+        marked = f" · {len(self.marked)} marked" if self.marked else ""
+        reading = f" · reading {len(self.pending)}…" if self.pending else ""
+        self.query_one("#results-list-head", Static).update(
+            f"{n} run(s) with results{marked}{reading} · {_key(self.app, 'results_list_open')}: open · "
+            f"{_key(self.app, 'results_list_mark')}: mark · {_key(self.app, 'results_list_compare')}: compare")
+
+    @work(thread=True, exclusive=True, group="results-summaries")
+    def _summarize(self, paths: list[Path]) -> None:
+        from backends.results.index import summary_for
+        from backends.results.library import load_run
+
+        done: dict[str, dict[str, Any]] = {}
+        last = time.monotonic()
+        for path in paths:
+            done[path.name] = summary_for(self.index, path, partial(load_run, spec=False))
+            if time.monotonic() - last > 0.5:  # progress in the head line; the table is redrawn once, at the end
+                last = time.monotonic()
+                self.app.call_from_thread(self._progress, len(paths) - len(done))
+        self.index.save()
+        self.app.call_from_thread(self._filled, done)
+
+    def _progress(self, left: int) -> None:
+        self.pending = self.pending[-left:] if left else []
+        self._head()
+
+    def _filled(self, summaries: dict[str, dict[str, Any]]) -> None:
+        """Every summary is there: the table is rebuilt once.
+
+        (Updating cells one by one costs more: each update drops the table's
+        render caches, and ``update_width`` with a narrower cell re-measures
+        the whole column.)
+        """
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        self._summaries.update(summaries)
+        table.clear()
+        for run_id, record in self._rows.items():
+            table.add_row(*self._cells(record, self._summaries.get(run_id)), key=run_id)
+        if table.row_count:
+            table.move_cursor(row=min(max(cursor, 0), table.row_count - 1))
+        self.pending = []
+        self.filled_at = time.monotonic()
+        self._head()
+
+    def selected_id(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    @on(DataTable.RowSelected, "#results-list")
+    def _selected(self) -> None:
+        self.action_open_result()
+
+    def action_open_result(self) -> None:
+        run_id = self.selected_id()
+        if run_id is None:
+            self.notify("No run has results yet.", severity="warning")
+            return
+        self.app.push_screen(ResultsScreen(run_id))
+
+    def action_mark_result(self) -> None:
+        run_id = self.selected_id()
+        if run_id is None:
+            return
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+        elif len(self.marked) >= MAX_RUNS:
+            self.notify(f"At most {MAX_RUNS} runs can be compared.", severity="warning")
+            return
+        else:
+            self.marked.append(run_id)
+            prefetch(self.app, run_id)
+        self.query_one(DataTable).update_cell(run_id, "c0", "◆" if run_id in self.marked else "")
+        self._head()
+
+    def action_compare_marked(self) -> None:
+        open_compare(self.app, list(self.marked))
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
