@@ -158,6 +158,9 @@ class LocalBackend(BackendBase):
         argv = spec.serve_command(self.base_command(), port=port, host=self.host)
         if self.server_kind == "sim":
             argv += self.sim_args
+            if spec.engine.gpu and "--gpu" not in self.sim_args and _planned(spec.model):
+                # the simulator sizes memory like vLLM on that GPU: a configuration that cannot fit fails as it would
+                argv += ["--gpu", spec.engine.gpu]
         return argv
 
     # -------------------------------------------------------------- preflight
@@ -226,12 +229,9 @@ class LocalBackend(BackendBase):
         except SweepdeckError as exc:
             return [Check("Model known", "fail", exc.message, exc.hint)]
         out = [Check("Model known", "pass", info.id + (f" ({info.size_gb:g} GB)" if info.size_gb else ""))]
-        limit = info.context_limit
-        mml = spec.engine.max_model_len
-        if limit and mml > limit:
-            out.append(Check("max_model_len", "fail", f"{mml} is above {info.id}'s limit of {limit}", f"Use --max-model-len {limit} or less."))
-        else:
-            out.append(Check("max_model_len", "pass", f"{mml}" + (f" (limit {limit})" if limit else "")))
+        # a recommendation is never a limit: the model's own context length is (a warning when unknown)
+        verdict = info.check_context(spec.engine.max_model_len)
+        out.append(Check("max_model_len", verdict.status, verdict.detail, verdict.fix))
         warning = info.download_warning()
         if warning and self.server_kind != "sim":
             out.append(Check("Model download", "warn", warning, "Pre-download it with huggingface-cli download."))
@@ -467,10 +467,11 @@ class LocalBackend(BackendBase):
         yield Phase("server", "exited", f"exit code {exit_code}", kind="server", finished=time.time())
         if outcome is None:
             outcome = self._died("stopping", exit_code, tail) if exit_code else Finished("failed", "The server stopped.")
-        if runner is not None and runner.summary and not outcome.summary:
-            # a cancelled or crashed run still reports what its requests measured
+        if runner is not None and runner.summary and "completed" not in (outcome.summary or {}):
+            # a cancelled or crashed run still reports what its requests measured (next to why it ended)
             results = run.store.results_dir / "results.json"
-            outcome = replace(outcome, summary=runner.summary, results=str(results) if results.exists() else None)
+            outcome = replace(outcome, summary={**runner.summary, **(outcome.summary or {})},
+                              results=str(results) if results.exists() else None)
         yield outcome
 
     def _make_runner(self, run: Run, server: _Server):
@@ -646,6 +647,16 @@ def _workload_outcome(summary: dict[str, Any], results: str) -> Finished:
         first = next(iter(errors), "")
         return Finished("failed", f"No request succeeded ({failed} failed{': ' + first if first else ''}).", results, summary)
     return Finished("succeeded", msg, results, summary)
+
+
+def _planned(model: str) -> bool:
+    """Does the planner know the model's architecture (so the simulator's ``--gpu`` can size it)?"""
+    from config.planner import find_facts
+
+    try:
+        return find_facts(model) is not None
+    except SweepdeckError:
+        return False
 
 
 def _url_host(host: str) -> str:

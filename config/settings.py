@@ -100,6 +100,32 @@ class Settings:
             self._catalogs = load_catalogs(self.catalog_dir)
         return self._catalogs
 
+    def base_values(self, backend: str, profile: str | None = None) -> dict[str, Any] | None:
+        """The BLIS values.yaml a profile's runs start from (None for backends that use none).
+
+        The backend's profile schema says whether it uses one (``USES_VALUES``);
+        the profile's ``values`` file wins over sweepdeck's own.
+        """
+        import importlib
+
+        from config.catalog import DATA_DIR, load_yaml
+
+        try:
+            uses = getattr(importlib.import_module(f"config.profiles.{backend}"), "USES_VALUES", False)
+        except ImportError:
+            return None
+        if not uses:
+            return None
+        path: Path | None = None
+        try:
+            prof = self.profile(profile, backend)
+            if prof.get("values"):
+                path = Path(str(prof.get("values"))).expanduser()
+        except SweepdeckError:
+            pass
+        data = load_yaml(path or DATA_DIR / "values.yaml")
+        return data if isinstance(data, dict) else None
+
     def profile(self, name: str | None, backend: str | None = None) -> Profile:
         """Find a profile by name; ``None`` gives the default for ``backend``.
 

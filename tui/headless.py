@@ -200,6 +200,7 @@ class HeadlessPrinter:
         self._last_progress = 0.0
         self._last_done = -1
         self._last_metrics = 0.0
+        self._client_warned = False
         self._sym = _symbols(self.out)
         self.alerts: list[Alert] = []
 
@@ -275,8 +276,12 @@ class HeadlessPrinter:
         self._last_metrics = now
         self._line(
             f"[INFO] Metrics: {m.requests_per_s:.2f} req/s, {m.output_tokens_per_s:.0f} tok/s, "
-            f"TTFT p50 {_ms(m.ttft_ms_p50)} ms, ITL mean {_ms(m.itl_ms_mean)} ms, in flight {m.in_flight}"
+            f"TTFT p50 {_ms(m.ttft_ms_p50)} ms, ITL mean {_ms(m.itl_ms_mean)} ms, TPOT mean {_ms(m.tpot_ms_mean)} ms, "
+            f"in flight {m.in_flight}"
         )
+        if m.client_limited and not self._client_warned:
+            self._client_warned = True
+            self._line(f"[WARN] The load generator limited this measurement: {m.client_limited}")
 
     def alert(self, alert: Alert) -> None:
         tag = _LEVEL.get(alert.severity, "[WARN]")
@@ -420,7 +425,8 @@ def print_summary_table(out: IO[str], result: "SessionResult", summary: dict[str
     if run is not None:
         head.add_row("Run directory", str(run.store.path))
     console.print(head)
-    rows = [(label, summary.get(key)) for label, key in (("TTFT (ms)", "ttft_ms"), ("ITL (ms)", "itl_ms"), ("Latency (ms)", "latency_ms"))]
+    rows = [(label, summary.get(key)) for label, key in (
+        ("TTFT (ms)", "ttft_ms"), ("ITL (ms)", "itl_ms"), ("TPOT (ms)", "tpot_ms"), ("Latency (ms)", "latency_ms"))]
     rows = [(label, stats) for label, stats in rows if isinstance(stats, dict) and stats.get("mean") is not None]
     if rows:
         table = Table(box=box.SIMPLE_HEAD, title="Latency", title_justify="left")

@@ -497,6 +497,9 @@ class _RunSession:
         self.err_tail: deque[str] = deque(maxlen=30)
         self.out_tail: deque[str] = deque(maxlen=30)
         self.diagnoses: list[Any] = []
+        from backends.diagnosis import LogDiagnoser
+
+        self.reader = LogDiagnoser()
         self.ready = asyncio.Event()
         self.job_ended = asyncio.Event()
         self.job_state: jobs.JobState | None = None
@@ -539,11 +542,8 @@ class _RunSession:
             self.run.handle.setdefault("offsets", {})[stream] = after
 
     def _diagnose(self, text: str) -> None:
-        try:
-            from backends.diagnosis import diagnose_line
-        except ImportError:  # pragma: no cover - the diagnosis table ships with the spine
-            return
-        found = diagnose_line(text)
+        # read with context (vLLM's settings, the start-up phase, the exception a "see root cause above" means)
+        found = self.reader.feed(text)
         if found and all(d.rule_id != found.rule_id for d in self.diagnoses):
             self.diagnoses.append(found)
 

@@ -22,3 +22,6 @@ FIELDS = {
     "watch_timeout": Field(float, 300.0, "seconds each Kubernetes watch request stays open", check=positive),
     "delete_after": Field(bool, False, "delete the Workflow after it finishes (a live one is always deleted on cleanup)"),
 }
+
+#: Its runs start from a BLIS values.yaml (the profile's ``values``, else sweepdeck's own).
+USES_VALUES = True

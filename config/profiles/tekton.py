@@ -28,3 +28,6 @@ FIELDS = {
     "delete_after": Field(bool, False, "delete the PipelineRun after results are copied"),
     "copy_results": Field(bool, True, "copy results from data-pvc into the run store when the run ends"),
 }
+
+#: Its runs start from a BLIS values.yaml (the profile's ``values``, else sweepdeck's own).
+USES_VALUES = True

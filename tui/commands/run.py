@@ -183,6 +183,7 @@ def prepare(args: argparse.Namespace):
             memory=args.memory,
             cpu=args.cpu,
             extra_args=_extra_args(args) or None,
+            base_values=settings.base_values(backend_name, args.profile),  # as the wizard does (tekton, argo)
         )
     except AmbiguousModel as exc:
         options = ", ".join(f"{o['id']} ({o.get('label', '')})" for o in exc.options)

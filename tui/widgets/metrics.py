@@ -27,12 +27,16 @@ def metrics_lines(m: Metrics | None) -> list[str]:
     """The numbers as text lines (also used headless)."""
     if m is None:
         return ["No measurements yet (the workload has not started)."]
-    return [
+    lines = [
         f"TTFT {_ms(m.ttft_ms_mean):>8} avg · {_ms(m.ttft_ms_p90):>8} p90",
-        f"ITL  {_ms(m.itl_ms_mean):>8} avg · {_ms(m.itl_ms_p90):>8} p90",
+        f"ITL  {_ms(m.itl_ms_mean):>8} avg · {_ms(m.itl_ms_p90):>8} p90 · TPOT {_ms(m.tpot_ms_mean)}",
         f"E2E  {_ms(m.latency_ms_mean):>8} avg · {_ms(m.latency_ms_p90):>8} p90",
         f"{m.output_tokens_per_s:,.0f} tok/s · {m.requests_per_s:,.2f} req/s · {m.in_flight:,} in flight",
     ]
+    if m.client_limited:
+        # the load generator, not the server, set these numbers: say so where they are shown
+        lines.append(f"⚠ client-limited: {m.client_limited}")
+    return lines
 
 
 class MetricsPanel(Vertical):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import datetime as _dt
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from config import inference_perf
-from config.catalog import DATA_DIR, Catalogs, ModelInfo, WorkloadProfile, load_yaml
+from config.catalog import Catalogs, ModelInfo, WorkloadProfile
 from config.errors import SweepdeckError
 from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits, with_profile_gpu
 
@@ -39,22 +38,8 @@ ENGINE_ROWS = (
 
 
 def base_values_for(settings: Any, backend: str, profile: str | None) -> dict | None:
-    """The base values file the backend's profile layers under the user's values.
-
-    Only the Kubernetes backends use a BLIS ``values.yaml``; local and SLURM
-    start from the catalog.
-    """
-    if backend not in ("tekton", "argo") or settings is None:
-        return None
-    path: Path | None = None
-    try:
-        prof = settings.profile(profile, backend)
-        if prof.get("values"):
-            path = Path(str(prof.get("values"))).expanduser()
-    except SweepdeckError:
-        pass
-    data = load_yaml(path or DATA_DIR / "values.yaml")
-    return data if isinstance(data, dict) else None
+    """The base values file the backend's profile layers under the user's values (see Settings.base_values)."""
+    return settings.base_values(backend, profile) if settings is not None else None
 
 
 @dataclass(slots=True)
