@@ -159,6 +159,9 @@ class BackendBase:
     #: A graceful cancel lets the run's own clean-up steps run (Tekton ``finally`` tasks, Argo's exit
     #: handler) and its events go on until they are done; False: the events end right after the cancel.
     graceful_cancel_drains: ClassVar[bool] = False
+    #: What the UI may offer for this backend's runs, by name (the UI never asks a backend's name):
+    #: ``work_queue`` — its runs sweep a work queue (the sweep view; :meth:`reader` makes its reader).
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None, **options: Any
@@ -183,6 +186,12 @@ class BackendBase:
         from config.errors import SweepdeckError
 
         raise SweepdeckError(f"The {self.name} backend cannot {remedy.label.lower()}.", "Do it by hand, then re-run pre-flight.")
+
+    def describe(self, spec: "ExperimentSpec | None", handle: dict[str, Any] | None,
+                 meta: dict[str, Any] | None) -> str | None:
+        """A run's facts for the monitor's header when the engine settings do not describe it
+        (a Tekton matrix PipelineRun: ``4 tasks · 36 combinations · PipelineRun X in NS``); None: they do."""
+        return None
 
     async def clean_leftover(self, resource: dict[str, Any]) -> str | None:
         """Remove one resource a crashed run left (see :mod:`backends.supervisor.reconcile`).

@@ -138,6 +138,7 @@ class ArgoBackend(BackendBase):
 
     name = "argo"
     graceful_cancel_drains = True  # finally tasks / the exit handler run after a graceful stop
+    capabilities = frozenset({"work_queue"})  # the sweep view reads its queue through reader()
 
     def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
         super().__init__(settings, profile, registry=registry)

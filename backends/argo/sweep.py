@@ -156,7 +156,6 @@ class SweepReader:
 
 # --------------------------------------------------------------------- text form
 
-fmt_duration = format_elapsed  # the name the sweep code and view use
 
 
 def bar(pct: float, width: int = 30) -> str:
@@ -170,7 +169,7 @@ def progress_line(s: Sweep) -> str:
     return (
         f"{bar(s.pct)} {s.pct:5.1f}%  {s.done}/{s.total}  "
         f"pending {s.pending}  running {s.running}  completed {s.completed}  failed {s.failed}  "
-        f"{s.configs_per_min:.1f} configs/min  ETA {fmt_duration(s.eta_s)}"
+        f"{s.configs_per_min:.1f} configs/min  ETA {format_elapsed(s.eta_s)}"
     )
 
 
@@ -212,7 +211,7 @@ def node_lines(workflow: Phase | None, nodes: list[Phase], now: float | None = N
         if p.started is None:
             return "—"
         end = p.finished if p.finished is not None else now
-        return fmt_duration(max(0.0, end - p.started))
+        return format_elapsed(max(0.0, end - p.started))
 
     out: list[str] = []
     if workflow is not None:
@@ -240,4 +239,4 @@ def _breakdown_line(key: str, r: dict[str, Any]) -> str:
 
 def _age(started: str | None) -> str:
     t = parse_timestamp(started)
-    return "?" if t is None else fmt_duration(time.time() - t)
+    return "?" if t is None else format_elapsed(time.time() - t)

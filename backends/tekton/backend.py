@@ -786,6 +786,13 @@ class TektonBackend(BackendBase):
         if token is not None:
             self.registry.unregister(token)
 
+    def describe(self, spec: "ExperimentSpec | None", handle: dict[str, Any] | None,
+                 meta: dict[str, Any] | None) -> str | None:
+        """A matrix PipelineRun's own facts (the PipelineRun sets the engine per task)."""
+        from backends.tekton.launch_matrix import is_matrix, matrix_facts
+
+        return matrix_facts(spec, handle, meta) if spec is not None and is_matrix(spec) else None
+
     async def leftover_alive(self, resource: dict[str, Any]) -> bool | None:
         """Is a crashed run's PipelineRun (still running) or reader pod still there?"""
         kind = resource.get("kind")

@@ -412,6 +412,10 @@ class MatrixLaunch:
     async def attach(self, saved: "RunRecord") -> Run:
         return await self.tekton.attach(saved)
 
+    def describe(self, spec: "ExperimentSpec | None", handle: dict[str, Any] | None,
+                 meta: dict[str, Any] | None) -> str | None:
+        return self.tekton.describe(spec, handle, meta)
+
 
 __all__ = [
     "MATRIX_APP", "MODES", "MatrixFile", "MatrixLaunch", "MatrixParam", "MatrixPlan", "is_matrix", "matrix_facts",

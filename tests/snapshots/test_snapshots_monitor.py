@@ -138,6 +138,12 @@ class MatrixScriptedBackend(ScriptedBackend):
                       "tasks": [f"t-{i}" for i in range(36)], "matrix": {"tasks": 4, "taskruns": 36, "combinations": 36, "params": {}}}
         return run
 
+    def describe(self, spec, handle, meta):
+        """As the Tekton backend describes a matrix run."""
+        from backends.tekton.launch_matrix import is_matrix, matrix_facts
+
+        return matrix_facts(spec, handle, meta) if spec is not None and is_matrix(spec) else None
+
 
 def matrix_script(gate: Gate) -> list:
     """The unrolled matrix, first batch of two tasks: 9 TaskRuns done, 9 running; step logs with their combination."""

@@ -356,6 +356,7 @@ async def test_controller_keeps_the_latest_sweep_and_replays_it():
 def test_reader_comes_from_the_backend_with_the_run_model_version():
     class Backend:
         name = "argo"
+        capabilities = frozenset({"work_queue"})
 
         def __init__(self):
             self.calls = []

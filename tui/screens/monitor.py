@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -31,7 +31,6 @@ from textual.widgets import Footer, Input, Static
 from backends.events import Alert, Fix, Notice
 from config.errors import SweepdeckError
 from tui.controller import EventBatch, RunController
-from backends.tekton.launch_matrix import is_matrix, matrix_facts
 from tui.widgets.endpoint import EndpointPanel
 from tui.widgets.logview import LogView
 from tui.widgets.metrics import MetricsPanel
@@ -319,10 +318,10 @@ class RunMonitorScreen(Screen):
         backend = getattr(c.backend, "name", "") or (c.record.backend if c.record else "")
         if backend:
             text.append(f" · {backend}")
-        if is_matrix(spec):
-            # the PipelineRun sets the engine per task: its own facts instead of TP/max_model_len
-            text.append(" · " + matrix_facts(spec, c.run.handle if c.run is not None else None,
-                                             c.record.meta if c.record is not None else None))
+        facts = _described(c)
+        if facts and spec is not None:
+            # the backend describes this run better than engine settings do (a matrix PipelineRun)
+            text.append(" · " + facts)
             text.append(f" · {spec.model}", style="dim")
         elif spec is not None:
             text.append(f" · {spec.model} · {spec.workload.app}")
@@ -631,3 +630,12 @@ class RunMonitorScreen(Screen):
 
 
 __all__ = ["Pane", "RunMonitorScreen"]
+
+
+def _described(controller: Any) -> str | None:
+    """The run's facts as its backend describes them (None: the engine settings describe it)."""
+    describe = getattr(controller.backend, "describe", None)
+    if not callable(describe):
+        return None
+    run, record = controller.run, controller.record
+    return describe(controller.spec, run.handle if run is not None else None, record.meta if record is not None else None)

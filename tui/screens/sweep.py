@@ -44,13 +44,21 @@ GROUP_LIMIT = 500
 
 
 def is_sweep_run(controller: Any) -> bool:
-    """True when the run is a work-queue sweep (its backend is ``argo``)."""
-    name = getattr(getattr(controller, "backend", None), "name", None)
-    if name is None:
-        record = getattr(controller, "record", None)
-        if record is not None:
-            name = (getattr(record, "meta", None) or {}).get("backend") or getattr(record, "backend", None)
-    return name == "argo"
+    """True when the run sweeps a work queue (its backend has the ``work_queue`` capability)."""
+    backend = getattr(controller, "backend", None)
+    if backend is not None:
+        return "work_queue" in getattr(backend, "capabilities", ())
+    record = getattr(controller, "record", None)
+    name = (getattr(record, "meta", None) or {}).get("backend") or getattr(record, "backend", None)
+    if not name:
+        return False
+    from backends.registry import backend_class
+    from config.errors import SweepdeckError
+
+    try:
+        return "work_queue" in getattr(backend_class(str(name)), "capabilities", ())
+    except SweepdeckError:
+        return False
 
 
 def reader_for(controller: Any) -> Any | None:

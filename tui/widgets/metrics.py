@@ -29,7 +29,11 @@ def metrics_lines(m: Metrics | None) -> list[str]:
         return ["No measurements yet (the workload has not started)."]
     lines = [
         f"TTFT {_ms(m.ttft_ms_mean):>8} avg · {_ms(m.ttft_ms_p90):>8} p90",
-        f"ITL  {_ms(m.itl_ms_mean):>8} avg · {_ms(m.itl_ms_p90):>8} p90 · TPOT {_ms(m.tpot_ms_mean)}",
+        f"ITL  {_ms(m.itl_ms_mean):>8} avg · {_ms(m.itl_ms_p90):>8} p90",
+    ]
+    if m.tpot_ms_mean is not None:  # next to ITL: per output token after the first, as the server sees it
+        lines.append(f"TPOT {_ms(m.tpot_ms_mean):>8} avg · {_ms(m.tpot_ms_p90):>8} p90")
+    lines += [
         f"E2E  {_ms(m.latency_ms_mean):>8} avg · {_ms(m.latency_ms_p90):>8} p90",
         f"{m.output_tokens_per_s:,.0f} tok/s · {m.requests_per_s:,.2f} req/s · {m.in_flight:,} in flight",
     ]

@@ -36,7 +36,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import ColumnKey
 
-from backends.argo.sweep import fmt_duration
+from config.durations import format_elapsed as fmt_duration
 from config.durations import parse_timestamp
 from backends.events import Phase, Sweep
 from tui import bindings as keys
