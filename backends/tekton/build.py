@@ -36,7 +36,8 @@ import yaml
 from backends.tekton.render import dump, load_values, load_yaml_file, merge_pipelinerun, read_text, render_text
 from config import inference_perf
 from config.errors import SweepdeckError
-from config.spec import acceptable_extra_arg, values_resources
+from config.spec import acceptable_extra_arg
+from config.values import values_resources
 
 if TYPE_CHECKING:
     from config.settings import Profile
