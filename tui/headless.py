@@ -274,10 +274,10 @@ class HeadlessPrinter:
         if now - self._last_metrics < self.progress_every:
             return
         self._last_metrics = now
+        tpot = f"TPOT mean {_ms(m.tpot_ms_mean)} ms, " if m.tpot_ms_mean is not None else ""
         self._line(
             f"[INFO] Metrics: {m.requests_per_s:.2f} req/s, {m.output_tokens_per_s:.0f} tok/s, "
-            f"TTFT p50 {_ms(m.ttft_ms_p50)} ms, ITL mean {_ms(m.itl_ms_mean)} ms, TPOT mean {_ms(m.tpot_ms_mean)} ms, "
-            f"in flight {m.in_flight}"
+            f"TTFT p50 {_ms(m.ttft_ms_p50)} ms, ITL mean {_ms(m.itl_ms_mean)} ms, {tpot}in flight {m.in_flight}"
         )
         if m.client_limited and not self._client_warned:
             self._client_warned = True

@@ -151,10 +151,11 @@ def notes(doc: dict[str, Any]) -> list[str]:
     """What to know when reading these figures (a saturated client, a run stopped early...)."""
     summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
     out = []
-    for key, value in summary.items():
-        if "saturat" in key.lower() and value:
-            shown = value if not isinstance(value, dict) else ", ".join(f"{k}={v}" for k, v in value.items())
-            out.append(f"load generator {key}: {shown} — the client may have limited the load, not the server")
+    if summary.get("client_limited"):
+        # the runner's own check (loop lag, worker CPU): its sentence says by how much
+        client = summary.get("client") if isinstance(summary.get("client"), dict) else {}
+        out.append(f"client-limited: {client.get('message') or 'the load generator limited the measurement'}"
+                   " — the client, not the server, may have set these numbers")
     workers = doc.get("workers", summary.get("workers"))
     if isinstance(workers, int) and workers > 1:
         out.append(f"{workers} load-generator workers")

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from backends.argo.sweep import bar, detail_lines, fmt_duration, progress_line
+from backends.argo.sweep import bar, detail_lines, progress_line
+from config.durations import format_elapsed as fmt_duration
 from backends.argo.workflow import build_workflow, check_model_version_id, label_value, parameters
 from backends.events import Sweep
 from config.errors import SweepdeckError
