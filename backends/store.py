@@ -488,11 +488,11 @@ class RunStore:
         try:
             st = os.statvfs(probe_dir)
         except OSError:
-            return True, f"{root} is writable"
+            return True, "writable"
         free = st.f_bavail * st.f_frsize
         if free < min_free:
             return False, f"only {free / 1e6:.1f} MB free in {probe_dir} (at least {min_free / 1e6:.0f} MB needed)"
-        return True, f"{root} is writable, {free / 1e9:.1f} GB free"
+        return True, f"writable, over {min_free // 1_000_000} MB free"
 
     def exists(self, run_id: str) -> bool:
         return (self.root / run_id).exists()

@@ -13,7 +13,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.reference import REPORTS
@@ -36,10 +35,6 @@ def _fix_times(run_dir: Path, started: float, finished: float) -> None:
 
 def write_loadgen_run(root: Path, run_id: str = LOCAL_RUN, started: float = FIXED_NOW - 300) -> Path:
     """A finished local run: saved spec + meta + results/results.json from the real runner and simulator."""
-    from backends.loadgen import WorkloadRunner
-    from backends.sim.engine import Engine
-    from backends.sim.options import parse_args
-    from backends.sim.server import SimApp
     from config.catalog import load_catalogs, make_workload
     from config.spec import Source, build_spec
 
@@ -56,13 +51,9 @@ def write_loadgen_run(root: Path, run_id: str = LOCAL_RUN, started: float = FIXE
                                        "max_concurrency": 4, "random_seed": 7})
 
     async def go() -> None:
-        opts = parse_args(["org/model", "--speed", "0", "--max-model-len", "512"])
-        app = SimApp(opts, Engine(opts))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as client:
-            runner = WorkloadRunner("http://sim", "org/model", profile, client=client,
-                                    results_path=run / "results" / "results.json")
-            async for _ in runner.events():
-                pass
+        from tests.support.sim_server import run_workload
+
+        await run_workload(profile, run / "results" / "results.json", "--speed", "0", "--max-model-len", "512")
 
     asyncio.run(go())
     return run

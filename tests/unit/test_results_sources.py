@@ -20,7 +20,6 @@ import json
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 
 from backends.results import (
@@ -216,10 +215,6 @@ def loadgen_run(tmp_path_factory) -> Path:
     """A run directory whose results.json the real load generator wrote against the real simulator app."""
     import asyncio
 
-    from backends.loadgen import WorkloadRunner
-    from backends.sim.engine import Engine
-    from backends.sim.options import parse_args
-    from backends.sim.server import SimApp
     from config.catalog import make_workload
 
     run = tmp_path_factory.mktemp("run") / "nov23-loadgen"
@@ -230,22 +225,9 @@ def loadgen_run(tmp_path_factory) -> Path:
                                        "max_concurrency": 4, "random_seed": 7})
 
     async def go():
-        import uvicorn
+        from tests.support.sim_server import run_workload
 
-        opts = parse_args(["org/model", "--speed", "0", "--max-model-len", "512"])
-        server = uvicorn.Server(uvicorn.Config(SimApp(opts, Engine(opts)), host="127.0.0.1", port=0, log_level="error",
-                                               lifespan="off"))
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            runner = WorkloadRunner(f"http://127.0.0.1:{port}", "org/model", profile, results_path=results, workers=1)
-            async for _ in runner.events():
-                pass
-        finally:
-            server.should_exit = True
-            await serving
+        await run_workload(profile, results, "--speed", "0", "--max-model-len", "512")
 
     asyncio.run(go())
     return run

@@ -53,6 +53,22 @@ def rows(records) -> list[dict]:
     return out
 
 
+def table_text(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A plain table (header, rule, one line a row; columns as wide as their widest cell).
+
+    Written by hand rather than with rich: 10,000 rows take ~30 ms here, ~4 s as a rich Table.
+    """
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    last = len(columns) - 1
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c if i == last else c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip()
+
+    out = [line(columns), "  ".join("─" * w for w in widths)]
+    out.extend(line(r) for r in rows)
+    return "\n".join(out) + "\n"
+
+
 def main(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -76,20 +92,14 @@ def main(args: argparse.Namespace) -> int:
     if not data:
         print("No saved runs. Start one with: sweepdeck run --model qwen-1.5b --workload chatbot --yes")
         return 0
-    from rich import box
-    from rich.table import Table
-
-    from tui.headless import make_console
-
-    table = Table(box=box.SIMPLE_HEAD)
-    for col in ("ID", "BACKEND", "MODEL", "WORKLOAD", "STATE", "STARTED", "DURATION"):
-        table.add_column(col, no_wrap=col in ("ID", "STATE", "STARTED"))
-    for row in data:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"])) if row["started"] else "-"
-        table.add_row(
-            row["id"], row["backend"], row["model"], row["workload"], row["state"], started, format_duration(row["duration_s"])
-        )
-    make_console(sys.stdout, width=200).print(table)
+    columns = ("ID", "BACKEND", "MODEL", "WORKLOAD", "STATE", "STARTED", "DURATION")
+    cells = [
+        (row["id"], row["backend"], row["model"] or "-", row["workload"] or "-", row["state"],
+         time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"])) if row["started"] else "-",
+         format_duration(row["duration_s"]))
+        for row in data
+    ]
+    sys.stdout.write(table_text(columns, cells))
     lost = [row for row in data if row["leftovers"]]
     if lost:
         from backends.supervisor.reconcile import describe
