@@ -29,6 +29,7 @@ shows the root cause above it instead of itself.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import re
 from collections import deque
@@ -645,10 +646,23 @@ _KEYWORDS = (
 
 def _may_match(text: str, low: str | None = None) -> bool:
     low = text.lower() if low is None else low
-    for word in _KEYWORDS:  # noqa: SIM110 - a plain loop is ~2x faster than any() on this per-line hot path
-        if word in low:
-            return True
-    return False
+    return bool(_keywords().find_matches_as_indexes(low))
+
+
+@functools.cache
+def _keywords() -> Any:
+    """The rules' keywords as one Aho-Corasick automaton: one pass over a line finds any of them."""
+    import ahocorasick_rs
+
+    return ahocorasick_rs.AhoCorasick(list(_KEYWORDS))
+
+
+@functools.cache
+def _attention() -> Any:
+    """:data:`_ATTENTION` as one automaton (see :meth:`LogDiagnoser.feed_many`)."""
+    import ahocorasick_rs
+
+    return ahocorasick_rs.AhoCorasick(list(_ATTENTION))
 
 
 def _make(rule: Rule, evidence: str, facts: Facts | None = None) -> Diagnosis:
@@ -707,6 +721,11 @@ _PHASE_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
 
 _PHASE_PAIRS = tuple((marker, phase) for markers, phase in _PHASE_MARKERS for marker in markers)
 
+#: What makes a line worth reading closely: a rule's keyword, a start-up marker, vLLM's settings or
+#: version lines, or something that may be an exception (lower case; see :meth:`LogDiagnoser.feed_many`).
+_ATTENTION = tuple(dict.fromkeys((*_KEYWORDS, *(m for m, _ in _PHASE_PAIRS), "non-default args", "llm engine (v",
+                                  "version", "error", "exception", "exit")))
+
 # A Python exception line ("ValueError: ...", "torch.OutOfMemoryError: ..."), behind vLLM's
 # "(EngineCore_DP0 pid=1) ERROR 11-23 ... [core.py:708] " prefix if any.
 _EXCEPTION = re.compile(
@@ -761,6 +780,26 @@ class LogDiagnoser:
         if found.rule_id == ENGINE_DEAD:
             found = self._with_root_cause(found, text)
         return found
+
+    def feed_many(self, texts: list[str]) -> list[Diagnosis]:
+        """Read many lines at once; the failures they show, in order.
+
+        The same as :meth:`feed` line by line, but a batch in which no line can
+        matter — no keyword of any rule, no start-up marker, no exception — is
+        let through after one pass over the joined text (~0.3 µs a line instead
+        of ~5 µs): the live path of a run reads its log in batches.
+        """
+        if not texts:
+            return []
+        if not _attention().find_matches_as_indexes("\n".join(texts).lower()):
+            self.line_no += len(texts)
+            return []
+        out = []
+        for text in texts:
+            found = self.feed(text)
+            if found is not None:
+                out.append(found)
+        return out
 
     def read(self, lines: Iterable[str]) -> list[Diagnosis]:
         """Feed every line; the distinct failures in order of first appearance, each completed by its later lines."""
