@@ -724,7 +724,7 @@ _PHASE_PAIRS = tuple((marker, phase) for markers, phase in _PHASE_MARKERS for ma
 #: What makes a line worth reading closely: a rule's keyword, a start-up marker, vLLM's settings or
 #: version lines, or something that may be an exception (lower case; see :meth:`LogDiagnoser.feed_many`).
 _ATTENTION = tuple(dict.fromkeys((*_KEYWORDS, *(m for m, _ in _PHASE_PAIRS), "non-default args", "llm engine (v",
-                                  "version", "error", "exception", "exit")))
+                                  "version", "error: ", "exception: ", "exit: ")))
 
 # A Python exception line ("ValueError: ...", "torch.OutOfMemoryError: ..."), behind vLLM's
 # "(EngineCore_DP0 pid=1) ERROR 11-23 ... [core.py:708] " prefix if any.

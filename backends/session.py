@@ -407,7 +407,7 @@ class Session:
                 await self._store_failed(exc)
         if self.on_event is not None:
             result = self.on_event(event)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 await result
 
     async def _store_failed(self, exc: StoreWriteError) -> None:

@@ -173,7 +173,7 @@ class EventLog:
         """Log one event (a LogLine may wait up to :data:`FLUSH_AFTER` seconds in the batch)."""
         if type(event) is LogLine:
             lines = self._lines
-            if lines and (lines[0].source != event.source or lines[0].stream != event.stream):
+            if lines and lines[0].source != event.source:
                 self.flush()
                 lines = self._lines
             lines.append(event)
@@ -241,10 +241,18 @@ class EventLog:
 
 
 def batch_record(lines: list[LogLine]) -> dict[str, Any]:
-    """One ``LogBatch`` record for log lines of one source and stream."""
+    """One ``LogBatch`` record for log lines of one source.
+
+    ``stream`` is the first line's stream; when the batch mixes stdout and
+    stderr, ``streams`` spells each line's (``o`` / ``e``). ``ts`` is the first
+    line's time; ``ts_each`` lists every line's when they differ.
+    """
     first = lines[0]
     record: dict[str, Any] = {"type": "LogBatch", "source": first.source, "stream": first.stream, "ts": first.ts,
                               "lines": [line.text for line in lines]}
+    streams = "".join("e" if line.stream == "err" else "o" for line in lines)
+    if "e" in streams and "o" in streams:
+        record["streams"] = streams
     stamps = [line.ts for line in lines]
     if any(ts != first.ts for ts in stamps):
         record["ts_each"] = stamps
@@ -253,14 +261,20 @@ def batch_record(lines: list[LogLine]) -> dict[str, Any]:
 
 def expand_record(data: dict[str, Any]) -> list[Event]:
     """The events of one ``events.jsonl`` record (a LogBatch holds many)."""
-    if data.get("type") == "LogBatch":
-        source, stream, ts = data.get("source", "vllm"), data.get("stream", "out"), data.get("ts") or 0.0
-        texts = data.get("lines") or []
-        stamps = data.get("ts_each")
-        if isinstance(stamps, list) and len(stamps) == len(texts):
-            return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps)]
-        return [LogLine(text, stream, source, ts) for text in texts]
-    return [from_dict(data)]
+    if data.get("type") != "LogBatch":
+        return [from_dict(data)]
+    source, stream, ts = data.get("source", "vllm"), data.get("stream", "out"), data.get("ts") or 0.0
+    texts = data.get("lines") or []
+    stamps = data.get("ts_each")
+    if not (isinstance(stamps, list) and len(stamps) == len(texts)):
+        stamps = None
+    streams = data.get("streams")
+    if isinstance(streams, str) and len(streams) == len(texts):
+        return [LogLine(text, "err" if st == "e" else "out", source, stamps[i] if stamps else ts)
+                for i, (text, st) in enumerate(zip(texts, streams))]
+    if stamps:
+        return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps)]
+    return [LogLine(text, stream, source, ts) for text in texts]
 
 
 def _encode(data: dict[str, Any]) -> bytes:

@@ -110,11 +110,11 @@ class RunState:
 
 
 def _batches(lines: list[LogLine]) -> list[dict[str, Any]]:
-    """Consecutive lines of one source and stream as LogBatch records."""
+    """Consecutive lines of one source as LogBatch records."""
     out: list[dict[str, Any]] = []
     run: list[LogLine] = []
     for line in lines:
-        if run and (run[0].source != line.source or run[0].stream != line.stream):
+        if run and run[0].source != line.source:
             out.append(batch_record(run))
             run = []
         run.append(line)
