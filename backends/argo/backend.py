@@ -5,8 +5,10 @@ the benchmark Workflow (:mod:`backends.argo.workflow`) populates it, starts
 ``max-parallel-pods`` workers that claim batches through the queue's HTTP API,
 and finalizes. This backend
 
-* checks before submitting (cluster, Argo CRDs, namespace, queue API, the
-  model version populated) without changing anything;
+* checks before submitting (cluster, Argo CRDs, namespace, the Secret with the
+  queue's tokens — its existence only, never its data —, queue API and token, the
+  model version populated) without changing anything, and offers remedies
+  (create the namespace, create the token Secret, populate);
 * creates the Workflow through the official ``kubernetes`` client (never the
   ``argo``/``kubectl`` binaries) and registers its deletion at once;
 * watches it — the Workflow (``status.phase``, ``status.nodes``) and its pods,
@@ -23,12 +25,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from backends.argo.sweep import QueueUnavailable, SweepReader
 from backends.argo.workflow import (
-    CRD_NAME, EXPERIMENT_LABEL, GROUP, MODEL_VERSION_ANNOTATION, MODEL_VERSION_LABEL, PLURAL, VERSION, WORKFLOW_LABEL,
-    check_model_version_id, label_value, workflow_for, yaml_dump,
+    CRD_NAME, EXPERIMENT_LABEL, GROUP, MODEL_VERSION_ANNOTATION, MODEL_VERSION_LABEL, PLURAL, TOKEN_SECRET, VERSION,
+    WORKFLOW_LABEL, check_model_version_id, label_value, workflow_for, yaml_dump,
 )
 from backends.base import Check, Remedy, Run
 from backends.cleanup import REGISTRY, CleanupRegistry
@@ -175,9 +178,13 @@ class ArgoBackend:
         return str(self.profile.get("queue_url") or "http://127.0.0.1:8080").rstrip("/")
 
     def reader(self, model_version_id: str, queue_url: str | None = None) -> SweepReader:
-        """A :class:`SweepReader` over the profile's queue API (close it with ``aclose``)."""
+        """A :class:`SweepReader` over the profile's queue API, sending its admin token (close it with ``aclose``)."""
         return SweepReader(queue_url or self.queue_url(), model_version_id,
-                           stale_after_min=float(self.profile.get("stale_after_min", 120.0)))
+                           stale_after_min=float(self.profile.get("stale_after_min", 120.0)),
+                           token_file=self.profile.get("queue_token_file"))
+
+    def token_secret(self) -> str:
+        return str(self.profile.get("queue_token_secret") or TOKEN_SECRET)
 
     def manifest(self, spec: "ExperimentSpec") -> dict[str, Any]:
         """The Workflow that :meth:`launch` submits (no cluster needed)."""
@@ -217,7 +224,10 @@ class ArgoBackend:
                 checks.append(Check("Namespace", "fail", exc.message, exc.hint))
             else:
                 checks.append(await self._check_namespace(kube, ns))
-                if checks[-1].status == "pass":
+                ns_ok = checks[-1].status == "pass"
+                # a missing namespace has no Secret either: say so now, its remedy runs after the namespace's
+                checks.append(await self._check_token_secret(kube, ns, exists=ns_ok))
+                if ns_ok:
                     checks.append(await self._check_experiment(kube, ns, spec.experiment_id))
                     if mvid:
                         checks.append(await self._check_running(kube, ns, mvid))
@@ -276,6 +286,36 @@ class ArgoBackend:
                                        {"namespace": ns}))
         return Check(f"Namespace {ns}", "pass", "exists")
 
+    async def _check_token_secret(self, kube: Kube, ns: str, *, exists: bool = True) -> Check:
+        """The Secret the workflow's steps mount the queue tokens from: its existence only (the data is never read).
+
+        Args:
+            exists: False when the namespace is missing (so is the Secret; nothing is asked of the cluster).
+        """
+        from backends.queue.auth import default_token_path
+
+        name = self.token_secret()
+        title = f"Queue token Secret {name}"
+        present = False
+        if exists:
+            try:
+                present = await kube.exists("secrets", name, ns)
+            except KubeError as exc:
+                return Check(title, "warn", f"cannot check it: {exc.message}", exc.hint)
+        if present:
+            return Check(title, "pass", f"exists in {ns} (its contents are not read)")
+        source = Path(self.profile.get("queue_token_file") or default_token_path()).expanduser()
+        made = "" if source.exists() else " (generated now, mode 0600)"
+        return Check(
+            title, "fail", f"not found in {ns}: the workflow's steps could not authenticate to the queue",
+            f"Create it from the queue's token file: kubectl create secret generic {name} -n {ns} "
+            f"--from-file=tokens={source} --from-literal=worker-token=WORKER_TOKEN --from-literal=admin-token=ADMIN_TOKEN "
+            "(`sweepdeck queue tokens --print worker|admin` prints them), or let sweepdeck create it.",
+            remedy=Remedy("create_token_secret", f"Create Secret {name}",
+                          f"Create Secret {name} in {ns} with the queue tokens of {source}{made} (keys tokens, "
+                          f"worker-token, admin-token)? The queue must accept them: sweepdeck queue serve --token-file {source}",
+                          {"namespace": ns, "secret": name, "token_file": str(source)}))
+
     async def _check_experiment(self, kube: Kube, ns: str, experiment_id: str) -> Check:
         """generateName never collides; the experiment label must stay unique so attach finds one Workflow."""
         try:
@@ -305,7 +345,10 @@ class ArgoBackend:
 
     async def _check_queue(self, mvid: str | None) -> list[Check]:
         url = self.queue_url()
-        reader = self.reader(mvid or "-", url)
+        try:
+            reader = self.reader(mvid or "-", url)
+        except SweepdeckError as exc:  # the profile's token file is missing or malformed
+            return [Check("Queue token", "fail", exc.message, exc.hint)]
         try:
             if not await reader.health():
                 return [Check("Queue API", "fail", f"{url} does not answer /health",
@@ -316,7 +359,10 @@ class ArgoBackend:
             try:
                 prog = await reader.progress()
             except QueueUnavailable as exc:
+                if exc.status in (401, 403):
+                    return out + [Check("Queue token", "fail", exc.message, exc.hint)]
                 return out + [Check(f"Model version {mvid}", "fail", exc.message, exc.hint)]
+            out.append(Check("Queue token", "pass", "the queue accepts sweepdeck's admin token"))
             total = int(prog.get("total", 0))
             if total == 0:
                 remedy = None
@@ -374,10 +420,39 @@ class ArgoBackend:
             return False
         return True
 
+    async def _create_token_secret(self, args: dict[str, Any]) -> str:
+        """The token Secret from the queue's token file (generated if missing): keys tokens, worker-token, admin-token."""
+        import base64
+
+        from backends.argo.workflow import check_secret_name
+        from backends.queue.auth import default_token_path, ensure_token_file, pick_token
+
+        ns, name = str(args.get("namespace") or ""), check_secret_name(args.get("secret") or self.token_secret())
+        if not ns:
+            raise SweepdeckError("The create_token_secret remedy names no namespace.")
+        path, entries, created = ensure_token_file(str(args.get("token_file") or default_token_path()))
+        admin = pick_token(entries, "admin", path)
+        worker = pick_token(entries, "worker", path)
+        lines = "".join(f"{n} {r} {t}\n" for n, r, t in entries)
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in
+                (("tokens", lines), ("worker-token", worker), ("admin-token", admin))}
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "sweepdeck"}}, "data": data}
+        try:
+            await self.kube().create("", "v1", "secrets", body, ns)
+        except KubeError as exc:
+            if exc.status == 409:
+                return f"Secret {name} already exists in {ns} (left as it is)"
+            raise SweepdeckError(f"Could not create Secret {name} in {ns}: {exc.message}", exc.hint) from None
+        made = f"{path} (generated now, mode 0600)" if created else str(path)
+        return f"created Secret {name} in {ns} from the queue tokens of {made}"
+
     async def remedy(self, spec: "ExperimentSpec", remedy: Remedy) -> str:
         """Carry out a pre-flight remedy the user confirmed (see :func:`backends.base.apply_remedy`).
 
         ``create_namespace`` creates the namespace through the Kubernetes API;
+        ``create_token_secret`` creates the Secret with the queue's tokens (from the
+        profile's ``queue_token_file`` or the default token file, generated if missing);
         ``populate`` populates the model version's default matrix through the queue API.
 
         Returns:
@@ -395,6 +470,8 @@ class ArgoBackend:
             except KubeError as exc:
                 raise SweepdeckError(f"Could not create namespace {ns}: {exc.message}", exc.hint) from None
             return f"created namespace {ns}" if created else f"namespace {ns} already exists"
+        if remedy.id == "create_token_secret":
+            return await self._create_token_secret(remedy.args)
         if remedy.id == "populate":
             mvid = check_model_version_id(remedy.args.get("model_version_id") or self.model_version_id(spec))
             async with self.reader(mvid) as reader:

@@ -22,7 +22,11 @@ API = "/api/v1/workflow"
 
 
 class QueueUnavailable(SweepdeckError):
-    """The work-queue API did not answer or answered with an error."""
+    """The work-queue API did not answer (``status`` None) or answered with an error status."""
+
+    def __init__(self, message: str, hint: str = "", status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
 
 
 class SweepReader:
@@ -35,6 +39,10 @@ class SweepReader:
         rate_window_min: Window for configs-per-minute.
         client: An ``httpx.AsyncClient`` to share (tests, the backend); one is made if not given.
         timeout: Per-request timeout in seconds.
+        token: The bearer token to send; by default the admin token of ``token_file``, of
+            ``SWEEPDECK_QUEUE_TOKEN`` or of the file ``queue serve`` generates
+            (:func:`backends.queue.auth.client_token`). ``""`` sends none.
+        token_file: Where to read the token from.
     """
 
     def __init__(
@@ -46,13 +54,19 @@ class SweepReader:
         rate_window_min: float = 5.0,
         client: httpx.AsyncClient | None = None,
         timeout: float = 10.0,
+        token: str | None = None,
+        token_file: str | None = None,
     ) -> None:
+        from backends.queue.auth import client_token
+
         self.base_url = base_url.rstrip("/")
         self.model_version_id = str(model_version_id)
         self.stale_after_min = stale_after_min
         self.rate_window_min = rate_window_min
         self._own = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
+        token = client_token("admin", token_file) if token is None else token
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         if self._own:
@@ -69,7 +83,7 @@ class SweepReader:
     async def _request(self, method: str, path: str, **kw: Any) -> Any:
         url = self.base_url + path
         try:
-            resp = await self._client.request(method, url, **kw)
+            resp = await self._client.request(method, url, headers=self._headers, **kw)
         except httpx.HTTPError as exc:
             raise QueueUnavailable(
                 f"The work-queue API at {self.base_url} did not answer ({type(exc).__name__}: {exc or 'no detail'}).",
@@ -80,7 +94,9 @@ class SweepReader:
                 detail = resp.json().get("detail", resp.text)
             except ValueError:
                 detail = resp.text
-            raise QueueUnavailable(f"{method} {path} → HTTP {resp.status_code}: {detail}")
+            hint = ("Give sweepdeck an admin token of this queue: the profile's queue_token_file, or "
+                    "$SWEEPDECK_QUEUE_TOKEN." if resp.status_code in (401, 403) else "")
+            raise QueueUnavailable(f"{method} {path} → HTTP {resp.status_code}: {detail}", hint, resp.status_code)
         return resp.json()
 
     async def health(self) -> bool:

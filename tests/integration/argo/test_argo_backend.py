@@ -10,6 +10,7 @@ import pytest
 from backends.base import apply_remedy
 from backends.events import Alert, Finished, LogLine, Notice, Phase, Sweep
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress, with_options
+from tests.integration.queue.conftest import auth
 from tests.support.fakekube.argo_controller import remove_argo
 
 pytestmark = pytest.mark.fakeapi
@@ -344,7 +345,8 @@ async def test_stale_configs_raise_an_alert_with_the_reset(backend, spec, cluste
     cluster.controller.hang["worker"] = True  # the pods run but claim nothing
     stale_backend = with_options(backend, stale_after_min=0.0005)  # 30 ms
     # a worker that claimed and then vanished, like a spot instance
-    claimed = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 3, "model_version_id": MVID}).json()
+    claimed = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 3, "model_version_id": MVID},
+                         headers=auth("worker")).json()
     run = await stale_backend.launch(spec)
     seen = []
 
@@ -401,3 +403,80 @@ async def test_session_driver_runs_preflight_submit_and_cleanup(backend, spec, c
     assert any(isinstance(e, Sweep) for e in seen)
     saved = [type(e).__name__ for e in result.run.store.events()]
     assert "Sweep" in saved and saved[-1] == "Finished"
+
+
+# ----------------------------------------------------------------------------- the queue's token Secret
+
+
+def _secret_requests(cluster):
+    return [r for r in cluster.requests if "/secrets" in r.path]
+
+
+async def test_preflight_checks_the_token_secret_without_reading_it_and_offers_to_create_it(backend, spec, cluster, api):
+    import base64
+    import os
+    import stat
+
+    from backends.queue.auth import read_token_file
+
+    populate(api)
+    cluster.reset_requests()
+    by = {c.name: c for c in await backend.preflight(spec)}
+    assert by["Queue token Secret sweepdeck-queue-token"].status == "pass"
+    assert by["Queue token Secret sweepdeck-queue-token"].detail == f"exists in {NS} (its contents are not read)"
+    assert by["Queue token"].status == "pass"
+    reads = _secret_requests(cluster)
+    assert reads and all(r.method == "GET" and "as=PartialObjectMetadata" in r.accept and r.path.endswith("/secrets")
+                         for r in reads), [(r.method, r.path, r.accept) for r in reads]  # metadata only, never the data
+
+    cluster.delete("v1", "Secret", "sweepdeck-queue-token", NS)
+    fresh = api.token_file.parent / "new-tokens"
+    other = with_options(backend, queue_token_file=str(fresh), queue_token_secret="queue-tokens")
+    by = {c.name: c for c in await other.preflight(spec)}
+    assert by["Queue token"].status == "fail" and f"Token file {fresh} does not exist" in by["Queue token"].detail
+    check = by["Queue token Secret queue-tokens"]
+    assert check.status == "fail" and "could not authenticate" in check.detail
+    assert f"kubectl create secret generic queue-tokens -n {NS} --from-file=tokens={fresh}" in check.fix
+    r = check.remedy
+    assert (r.id, r.label) == ("create_token_secret", "Create Secret queue-tokens")
+    assert r.question.startswith(f"Create Secret queue-tokens in {NS} with the queue tokens of {fresh} (generated now, mode 0600)")
+    assert not fresh.exists(), "pre-flight changes nothing"
+    assert await apply_remedy(other, spec, r) == (
+        f"created Secret queue-tokens in {NS} from the queue tokens of {fresh} (generated now, mode 0600)")
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o600
+    tokens = {role: t for _n, role, t in read_token_file(fresh)}
+    secret = cluster.get("v1", "Secret", "queue-tokens", NS)
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["worker-token"] == tokens["worker"] and data["admin-token"] == tokens["admin"]
+    assert [tuple(line.split()) for line in data["tokens"].splitlines()] == read_token_file(fresh)
+    assert await other.remedy(spec, r) == f"Secret queue-tokens already exists in {NS} (left as it is)"
+    # the Workflow it submits mounts that Secret: workers the worker token only, populate/finalize the admin token
+    wf = other.manifest(spec)
+    volumes = {v["name"]: v["secret"] for v in wf["spec"]["volumes"]}
+    assert {v["secretName"] for v in volumes.values()} == {"queue-tokens"}
+    templates = {t["name"]: t for t in wf["spec"]["templates"]}
+    mounted = {name: [m["name"] for m in t["container"]["volumeMounts"]] for name, t in templates.items() if "container" in t}
+    assert mounted == {"populate": ["queue-admin-token"], "worker": ["queue-worker-token"], "finalize": ["queue-admin-token"]}
+    assert [i["key"] for i in volumes["queue-worker-token"]["items"]] == ["worker-token"]
+
+
+async def test_preflight_says_when_the_queue_refuses_sweepdecks_token(backend, spec, cluster, api, tmp_path):
+    populate(api)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("someone-elses-token-0123456789\n")
+    by = {c.name: c for c in await with_options(backend, queue_token_file=str(wrong)).preflight(spec)}
+    assert by["Queue token"].status == "fail" and "HTTP 401" in by["Queue token"].detail
+    assert "queue_token_file" in by["Queue token"].fix
+    assert f"Model version {MVID}" not in by
+
+
+async def test_pods_without_the_token_secret_fail_and_say_why(backend, spec, cluster, api):
+    """Launched past pre-flight with no Secret: the pods cannot read their token (as the kubelet could not mount it)."""
+    populate(api)
+    cluster.delete("v1", "Secret", "sweepdeck-queue-token", NS)
+    run = await backend.launch(spec)
+    events = await collect(backend, run, timeout=60)
+    assert events[-1].outcome == "failed"
+    failed = [e for e in events if isinstance(e, Phase) and e.kind == "node" and e.state in ("Failed", "Error")]
+    assert any("FileNotFoundError: secret 'sweepdeck-queue-token' not found" in e.detail for e in failed), failed
+    assert progress(api)["running"] == 0 and progress(api)["completed"] == 0

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress
+from tests.integration.queue.conftest import ADMIN, auth
 from tui.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,12 +26,21 @@ A = "argoproj.io/v1alpha1"
 
 def settle(api, *, complete=6, fail=2, error="CUDA out of memory"):
     """Claim 10 configs; complete some, fail some with ``error``; the rest stay running."""
-    batch = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 10, "model_version_id": MVID}).json()
+    w = auth("worker")
+    batch = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 10, "model_version_id": MVID}, headers=w).json()
     for c in batch[:complete]:
-        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", json={"status": "completed"}).raise_for_status()
+        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", json={"status": "completed", "lease_id": c["lease_id"]},
+                   headers=w).raise_for_status()
     for c in batch[complete:complete + fail]:
-        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", json={"status": "failed", "error_message": error}).raise_for_status()
+        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", headers=w,
+                   json={"status": "failed", "error_message": error, "lease_id": c["lease_id"]}).raise_for_status()
     return batch
+
+
+@pytest.fixture
+def admin_env(monkeypatch):
+    """`argo watch --queue-url` without a profile sends $SWEEPDECK_QUEUE_TOKEN."""
+    monkeypatch.setenv("SWEEPDECK_QUEUE_TOKEN", ADMIN)
 
 
 def dead_url() -> str:
@@ -42,7 +52,7 @@ def dead_url() -> str:
 # ----------------------------------------------------------------------------- watch
 
 
-def test_watch_once_prints_progress_and_details(api, capsys):
+def test_watch_once_prints_progress_and_details(api, capsys, admin_env):
     populate(api)
     settle(api)
     assert main(["argo", "watch", MVID, "--queue-url", api.url, "--once"]) == 0
@@ -54,13 +64,13 @@ def test_watch_once_prints_progress_and_details(api, capsys):
     assert "By workload:" in out and any(row.strip().startswith("chatbot") for row in out)
 
 
-def test_watch_once_unpopulated_says_how_to_populate(api, capsys):
+def test_watch_once_unpopulated_says_how_to_populate(api, capsys, admin_env):
     assert main(["argo", "watch", "mv-empty", "--queue-url", api.url, "--once"]) == 1
     out = capsys.readouterr().out
     assert "0/0" in out and "sweepdeck queue populate mv-empty" in out
 
 
-def test_watch_follows_until_the_sweep_finishes(api):
+def test_watch_follows_until_the_sweep_finishes(api, admin_env):
     import io
 
     from backends.queue.worker import QueueWorker
@@ -70,7 +80,8 @@ def test_watch_follows_until_the_sweep_finishes(api):
     out = io.StringIO()
 
     async def go():
-        worker = QueueWorker(api_url=api.url, batch_size=5, model_version_id=MVID, command="true", on_log=lambda _l: None)
+        worker = QueueWorker(api_url=api.url, batch_size=5, model_version_id=MVID, command="true", on_log=lambda _l: None,
+                             token_file=str(api.token_file))
         watching = asyncio.create_task(watch(api.url, MVID, interval=0.05, out=out))
         await worker.run()
         return await asyncio.wait_for(watching, 10)
@@ -196,7 +207,8 @@ def test_submit_without_remedy_flags_changes_nothing_and_names_them(config_file,
     cluster.delete("v1", "Namespace", NS)
     assert main(["--config", str(config_file), "argo", "submit", "--id", "rem0", "--yes"]) == 3
     cap = capsys.readouterr()
-    assert "re-run with --create-namespace --populate (Create namespace sweeps; Populate mv1)" in cap.err
+    assert ("re-run with --create-namespace --create-token-secret --populate "
+            "(Create namespace sweeps; Create Secret sweepdeck-queue-token; Populate mv1)") in cap.err
     assert "Traceback" not in cap.err
     assert not cluster.exists("v1", "Namespace", NS) and progress(api)["total"] == 0  # nothing changed
     assert cluster.list(A, "Workflow", NS) == []
@@ -259,15 +271,17 @@ def test_submit_remedy_flags_create_the_namespace_and_populate(config_file, clus
     """Pre-flight offers both remedies; with their flags they are done, pre-flight passes, the Workflow runs."""
     cluster.delete("v1", "Namespace", NS)
     cluster.controller.hang["worker"] = True
-    proc = _submit_process(config_file, "--id", "rem1", "--populate", "--create-namespace")
+    proc = _submit_process(config_file, "--id", "rem1", "--populate", "--create-namespace", "--create-token-secret")
     lines = _wait_for_line(proc, "node worker(2:2): Running")
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=30)
     out = "".join(lines) + rest
     assert f"[INFO] created namespace {NS}" in out
+    assert f"[INFO] created Secret sweepdeck-queue-token in {NS} from the queue tokens of " in out
     assert (f"[INFO] populated {MVID}: 1,800 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
             "4 batch sizes × 3 sequence lengths)") in out
-    assert out.index("created namespace") < out.index("populated") < out.index("[INFO] workflow model-benchmark-pipeline-v2-")
+    assert out.index("created namespace") < out.index("created Secret") < out.index("populated") < out.index(
+        "[INFO] workflow model-benchmark-pipeline-v2-")
     assert cluster.exists("v1", "Namespace", NS) and progress(api)["total"] == 1800
     [wf] = cluster.list(A, "Workflow", NS)
     assert wf["metadata"]["labels"]["sweepdeck.io/experiment"] == "rem1"
