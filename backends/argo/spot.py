@@ -13,7 +13,7 @@ import copy
 import re
 from typing import Any
 
-from backends.argo.workflow import URL_RE, TOKEN_SECRET, check_secret_name, set_parameter, set_token_secret
+from backends.argo.workflow import TOKEN_SECRET, URL_RE, check_secret_name, set_parameter, set_token_secret
 from config.errors import SweepdeckError
 
 TEMPLATE = "argo/spot-handler.yaml"
@@ -51,9 +51,15 @@ def load_spot_handler() -> list[dict[str, Any]]:
     return copy.deepcopy(docs)
 
 
-def spot_handler_manifests(version: str, *, api_base_url: str, token_secret: str = TOKEN_SECRET,
-                           image: str = "sweepdeck:latest", timeout_minutes: float = 120,
-                           namespace: str | None = None) -> list[dict[str, Any]]:
+def spot_handler_manifests(
+    version: str,
+    *,
+    api_base_url: str,
+    token_secret: str = TOKEN_SECRET,
+    image: str = "sweepdeck:latest",
+    timeout_minutes: float = 120,
+    namespace: str | None = None,
+) -> list[dict[str, Any]]:
     """The CronWorkflow (for Argo ``version``) and the CronJob, ready to apply.
 
     Raises:
@@ -61,8 +67,10 @@ def spot_handler_manifests(version: str, *, api_base_url: str, token_secret: str
     """
     major_minor = argo_version(version)
     if not URL_RE.match(str(api_base_url)):
-        raise SweepdeckError(f"The queue API URL {api_base_url!r} is not an http(s) URL.",
-                             "Give it as the cluster reaches the queue, e.g. http://sweepdeck-queue:8080.")
+        raise SweepdeckError(
+            f"The queue API URL {api_base_url!r} is not an http(s) URL.",
+            "Give it as the cluster reaches the queue, e.g. http://sweepdeck-queue:8080.",
+        )
     if not 0 <= timeout_minutes <= 10 * 365 * 24 * 60:
         raise SweepdeckError(f"The timeout must be from 0 to 10 years in minutes, got {timeout_minutes:g}.")
     secret = check_secret_name(token_secret)
@@ -74,8 +82,9 @@ def spot_handler_manifests(version: str, *, api_base_url: str, token_secret: str
 
     spec = cron_wf["spec"]
     if major_minor < (3, 6):  # the one schedule, where `schedules` was (keys keep their order in the YAML)
-        spec = cron_wf["spec"] = {("schedule" if k == "schedules" else k): (v[0] if k == "schedules" else v)
-                                  for k, v in spec.items()}
+        spec = cron_wf["spec"] = {
+            ("schedule" if k == "schedules" else k): (v[0] if k == "schedules" else v) for k, v in spec.items()
+        }
     for name, value in (("api-base-url", url), ("timeout-minutes", minutes), ("image", image)):
         set_parameter({"spec": spec["workflowSpec"]}, name, value)
     set_token_secret(spec["workflowSpec"], secret)

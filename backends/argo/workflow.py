@@ -4,7 +4,8 @@ The manifest is sweepdeck's own ``templates/argo/benchmark-workflow.yaml`` (ship
 in the wheel) with its arguments filled in: ``model-version-id``, ``batch-size``,
 ``api-base-url``, ``max-parallel-pods`` (and ``image``/``endpoint``/``model`` when
 given), and the name of the Secret its steps read the queue's tokens from
-(:data:`TOKEN_SECRET`; keys :data:`TOKEN_KEYS`). ``metadata.generateName`` is kept — several sweeps may run at once and the
+(:data:`TOKEN_SECRET`; keys :data:`TOKEN_KEYS`). ``metadata.generateName`` is kept —
+several sweeps may run at once and the
 API server picks the name — so the run is found again by its labels
 (:data:`EXPERIMENT_LABEL`, :data:`MODEL_VERSION_LABEL`).
 """
@@ -104,15 +105,19 @@ def set_parameter(doc: dict[str, Any], name: str, value: Any) -> None:
         if p.get("name") == name:
             p["value"] = str(value)
             return
-    raise SweepdeckError(f"The workflow template declares no parameter {name!r}.", f"Add it to {TEMPLATE}'s spec.arguments.parameters.")
+    raise SweepdeckError(
+        f"The workflow template declares no parameter {name!r}.", f"Add it to {TEMPLATE}'s spec.arguments.parameters."
+    )
 
 
 def check_secret_name(name: Any) -> str:
     """A Secret name (a DNS subdomain), or a SweepdeckError."""
     text = str(name or "")
     if not _DNS_SUBDOMAIN_RE.match(text):
-        raise SweepdeckError(f"Secret name {text!r} is not a Kubernetes name.",
-                             "Use lower-case letters, digits, - and . (e.g. sweepdeck-queue-token).")
+        raise SweepdeckError(
+            f"Secret name {text!r} is not a Kubernetes name.",
+            "Use lower-case letters, digits, - and . (e.g. sweepdeck-queue-token).",
+        )
     return text
 
 
@@ -158,7 +163,9 @@ def build_workflow(
     """
     mvid = check_model_version_id(model_version_id)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 500:
-        raise SweepdeckError(f"batch_size must be an integer from 1 to 500 (the queue API's limit), got {batch_size!r}.")
+        raise SweepdeckError(
+            f"batch_size must be an integer from 1 to 500 (the queue API's limit), got {batch_size!r}."
+        )
     if isinstance(max_parallel_pods, bool) or not isinstance(max_parallel_pods, int) or max_parallel_pods < 1:
         raise SweepdeckError(f"max_parallel_pods must be a positive integer, got {max_parallel_pods!r}.")
     if not URL_RE.match(str(api_base_url or "")):
@@ -195,7 +202,9 @@ def build_workflow(
     return doc
 
 
-def workflow_for(spec: "ExperimentSpec", profile: "Profile", model_version_id: str, namespace: str | None = None) -> dict[str, Any]:
+def workflow_for(
+    spec: ExperimentSpec, profile: Profile, model_version_id: str, namespace: str | None = None
+) -> dict[str, Any]:
     """:func:`build_workflow` with the values of a spec and an argo profile."""
     return build_workflow(
         model_version_id=model_version_id,

@@ -106,7 +106,9 @@ class Params(BaseModel):
 
 class BatchRequest(Strict):
     limit: int = Field(100, ge=1, le=500, description="configs to claim (1-500)")
-    priority_threshold: int | None = Field(None, ge=0, le=INT4_MAX, description="claim only configs with priority <= this")
+    priority_threshold: int | None = Field(
+        None, ge=0, le=INT4_MAX, description="claim only configs with priority <= this"
+    )
     model_version_id: ModelVersionId | None = Field(None, description="claim only this model version's configs")
     worker: Text | None = Field(None, min_length=1, max_length=200, description="worker name, recorded on the configs")
 
@@ -122,13 +124,17 @@ class HeartbeatRequest(Strict):
 
 class StatusUpdate(Strict):
     status: Literal["pending", "completed", "failed"] = Field(
-        ..., description="completed/failed: the config's end; pending: give it back (with its lease) or retry a failed one")
-    lease_id: LeaseId | None = Field(None, description="the lease its claim returned (required unless retrying a failed config)")
+        ...,
+        description="completed/failed: the config's end; pending: give it back (with its lease) or retry a failed one",
+    )
+    lease_id: LeaseId | None = Field(
+        None, description="the lease its claim returned (required unless retrying a failed config)"
+    )
     error_message: Text | None = Field(None, max_length=4000)
     metrics: Metrics | None = Field(None, description="result, stored atomically with a completed/failed status")
 
     @model_validator(mode="after")
-    def _lease_for_an_end(self) -> "StatusUpdate":
+    def _lease_for_an_end(self) -> StatusUpdate:
         if self.status in ("completed", "failed") and self.lease_id is None:
             raise ValueError(f"lease_id is required to report {self.status} (the lease the claim returned)")
         return self
@@ -140,7 +146,9 @@ class ResultBody(Strict):
 
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_clean)]
-WorkloadName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), AfterValidator(_clean)]
+WorkloadName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), AfterValidator(_clean)
+]
 PositiveInt = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 
 
@@ -159,6 +167,7 @@ def _names(dimension: str):
             if problem:
                 raise ValueError(f"{value!r} {problem}")
         return values
+
     return check
 
 
@@ -178,7 +187,7 @@ class MatrixBody(Strict):
     _workloads = field_validator("workloads")(_names("workloads"))
 
     @model_validator(mode="after")
-    def _not_too_big(self) -> "MatrixBody":
+    def _not_too_big(self) -> MatrixBody:
         n = self.matrix().count
         if n > MAX_MATRIX_CONFIGS:
             raise ValueError(f"the matrix would create {n:,} configs; at most {MAX_MATRIX_CONFIGS:,} per populate call")
@@ -204,7 +213,9 @@ class ListParams(Params):
     status: Literal["pending", "running", "completed", "failed"] | None = None
     limit: int = Field(100, ge=1, le=10000)
     offset: int = Field(0, ge=0, le=INT4_MAX)
-    error_message: Text | None = Field(None, max_length=4000, description="only configs with exactly this error (a failure group)")
+    error_message: Text | None = Field(
+        None, max_length=4000, description="only configs with exactly this error (a failure group)"
+    )
 
 
 class ResultsParams(Params):
@@ -241,13 +252,19 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 def _caller(request: Request, cred: HTTPAuthorizationCredentials | None, role: str) -> Principal:
     """The authenticated caller with at least ``role``; 401 without a known token, 403 with too small a role."""
     if cred is None:
-        raise HTTPException(401, "Authentication required: send `Authorization: Bearer TOKEN` with a worker or "
-                                 "admin token of this queue (see `sweepdeck queue tokens`).",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "Authentication required: send `Authorization: Bearer TOKEN` with a worker or "
+            "admin token of this queue (see `sweepdeck queue tokens`).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     who = request.app.state.tokens.authenticate(cred.credentials)
     if who is None:
-        raise HTTPException(401, "The bearer token is not one of this queue's tokens.",
-                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise HTTPException(
+            401,
+            "The bearer token is not one of this queue's tokens.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     if role == "admin" and not who.is_admin:
         raise HTTPException(403, f"Token {who.name!r} has the worker role; this needs an admin token.")
     return who
@@ -284,8 +301,9 @@ router = APIRouter(prefix="/api/v1/workflow")
 
 @router.post("/configs/get-batch")
 async def get_batch(req: BatchRequest, who: Worker, store: Store, _q: NoQuery) -> list[dict[str, Any]]:
-    return await store.claim(req.limit, req.priority_threshold, model_version_id=req.model_version_id,
-                             worker=req.worker, actor=who.name)
+    return await store.claim(
+        req.limit, req.priority_threshold, model_version_id=req.model_version_id, worker=req.worker, actor=who.name
+    )
 
 
 @router.post("/configs/heartbeat")
@@ -296,10 +314,14 @@ async def heartbeat(req: HeartbeatRequest, _who: Worker, store: Store, _q: NoQue
 @router.post("/configs/{config_id}/status")
 async def set_status(config_id: IdPath, body: StatusUpdate, who: Worker, store: Store, _q: NoQuery) -> dict[str, Any]:
     if body.lease_id is None and not who.is_admin:
-        raise HTTPException(403, f"Token {who.name!r} has the worker role: retrying a failed config "
-                                 "(pending without a lease) needs an admin token.")
-    return await store.set_status(config_id, body.status, body.error_message, body.metrics,
-                                  lease_id=body.lease_id, actor=who.name)
+        raise HTTPException(
+            403,
+            f"Token {who.name!r} has the worker role: retrying a failed config "
+            "(pending without a lease) needs an admin token.",
+        )
+    return await store.set_status(
+        config_id, body.status, body.error_message, body.metrics, lease_id=body.lease_id, actor=who.name
+    )
 
 
 @router.post("/configs/{config_id}/results", status_code=201)
@@ -315,7 +337,9 @@ async def progress(model_version_id: MvPath, _who: Reader, store: Store, _q: NoQ
 
 
 @router.get("/rate/{model_version_id}")
-async def rate(model_version_id: MvPath, _who: Reader, store: Store, q: Annotated[RateParams, Query()]) -> dict[str, float]:
+async def rate(
+    model_version_id: MvPath, _who: Reader, store: Store, q: Annotated[RateParams, Query()]
+) -> dict[str, float]:
     return {"configs_per_minute": await store.completion_rate(model_version_id, q.window_minutes)}
 
 
@@ -325,8 +349,9 @@ async def reset_stale(who: Admin, store: Store, q: Annotated[ResetParams, Query(
 
 
 @router.get("/configs/{model_version_id}")
-async def list_configs(model_version_id: MvPath, _who: Admin, store: Store,
-                       q: Annotated[ListParams, Query()]) -> list[dict[str, Any]]:
+async def list_configs(
+    model_version_id: MvPath, _who: Admin, store: Store, q: Annotated[ListParams, Query()]
+) -> list[dict[str, Any]]:
     return await store.list_configs(model_version_id, q.status, q.limit, q.offset, q.error_message)
 
 
@@ -336,8 +361,9 @@ async def history(config_id: IdPath, _who: Admin, store: Store, _q: NoQuery) -> 
 
 
 @router.get("/results/{model_version_id}")
-async def results(model_version_id: MvPath, _who: Admin, store: Store,
-                  q: Annotated[ResultsParams, Query()]) -> list[dict[str, Any]]:
+async def results(
+    model_version_id: MvPath, _who: Admin, store: Store, q: Annotated[ResultsParams, Query()]
+) -> list[dict[str, Any]]:
     return await store.results(model_version_id, q.limit, q.offset)
 
 
@@ -347,20 +373,27 @@ async def failures(model_version_id: MvPath, _who: Admin, store: Store, _q: NoQu
 
 
 @router.get("/breakdown/{model_version_id}")
-async def breakdown(model_version_id: MvPath, _who: Admin, store: Store,
-                    q: Annotated[BreakdownParams, Query()]) -> list[dict[str, Any]]:
+async def breakdown(
+    model_version_id: MvPath, _who: Admin, store: Store, q: Annotated[BreakdownParams, Query()]
+) -> list[dict[str, Any]]:
     return await store.breakdown(model_version_id, q.by)
 
 
 @router.get("/stale/{model_version_id}")
-async def stale(model_version_id: MvPath, _who: Admin, store: Store,
-                q: Annotated[StaleParams, Query()]) -> list[dict[str, Any]]:
+async def stale(
+    model_version_id: MvPath, _who: Admin, store: Store, q: Annotated[StaleParams, Query()]
+) -> list[dict[str, Any]]:
     return await store.stale(model_version_id, q.older_than_minutes)
 
 
 @router.post("/populate/{model_version_id}")
-async def populate(model_version_id: MvPath, who: Admin, store: Store, q: Annotated[PopulateParams, Query()],
-                   body: Annotated[MatrixBody | None, Body()] = None) -> dict[str, int]:
+async def populate(
+    model_version_id: MvPath,
+    who: Admin,
+    store: Store,
+    q: Annotated[PopulateParams, Query()],
+    body: Annotated[MatrixBody | None, Body()] = None,
+) -> dict[str, int]:
     return await store.populate(model_version_id, body.matrix() if body else None, dry_run=q.dry_run, actor=who.name)
 
 
@@ -376,7 +409,6 @@ async def _refused(_request: Request, exc: SweepdeckError) -> JSONResponse:
     if isinstance(exc, Conflict):
         return JSONResponse(exc.body(), status_code=409)
     return JSONResponse({"detail": exc.message}, status_code=404 if isinstance(exc, NotFound) else 400)
-
 
 
 class BodyLimit:
@@ -417,8 +449,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Any) -> None:
-        await JSONResponse({"detail": f"The request body is larger than {self.limit:,} bytes (the server's limit)."},
-                           status_code=413)({"type": "http"}, None, send)
+        await JSONResponse(
+            {"detail": f"The request body is larger than {self.limit:,} bytes (the server's limit)."}, status_code=413
+        )({"type": "http"}, None, send)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -433,8 +466,14 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def create_app(store: QueueStore, tokens: TokenSet, *, public_progress: bool = False,
-               max_body_bytes: int = DEFAULT_MAX_BODY, create_tables: bool = True) -> FastAPI:
+def create_app(
+    store: QueueStore,
+    tokens: TokenSet,
+    *,
+    public_progress: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    create_tables: bool = True,
+) -> FastAPI:
     """The FastAPI app over ``store``, accepting ``tokens`` (tables created at startup).
 
     Args:

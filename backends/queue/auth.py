@@ -76,7 +76,9 @@ class TokenSet:
             raise SweepdeckError("No queue tokens given.", "Give at least one NAME ROLE TOKEN line.")
         names = [n for n, _, _ in entries]
         if len(set(names)) != len(names):
-            raise SweepdeckError("Two queue tokens share a name.", "Give every token its own name (it is what the audit records).")
+            raise SweepdeckError(
+                "Two queue tokens share a name.", "Give every token its own name (it is what the audit records)."
+            )
         if len({t for _, _, t in entries}) != len(entries):
             raise SweepdeckError("The same queue token is listed twice.", "Give every name its own token.")
         self._entries = [_Entry(n, r, _digest(t)) for n, r, t in entries]
@@ -136,26 +138,34 @@ def parse_token_file(text: str, path: str | Path) -> list[tuple[str, str, str]]:
     for n, line in lines:
         parts = line.split()
         if len(parts) != 3:
-            raise SweepdeckError(f"{path}:{n}: expected NAME ROLE TOKEN, got {len(parts)} field(s).",
-                                 "One token per line, e.g. `ci-workers worker <token>`; roles: worker, admin.")
+            raise SweepdeckError(
+                f"{path}:{n}: expected NAME ROLE TOKEN, got {len(parts)} field(s).",
+                "One token per line, e.g. `ci-workers worker <token>`; roles: worker, admin.",
+            )
         name, role, token = parts
         if not _NAME_RE.match(name):
-            raise SweepdeckError(f"{path}:{n}: token name {name!r} is not usable.",
-                                 "Use letters, digits and . _ @ : - (at most 100 characters).")
+            raise SweepdeckError(
+                f"{path}:{n}: token name {name!r} is not usable.",
+                "Use letters, digits and . _ @ : - (at most 100 characters).",
+            )
         if role not in ROLES:
             raise SweepdeckError(f"{path}:{n}: role {role!r} is not one of {', '.join(ROLES)}.")
         _check_token(token, path, n)
         entries.append((name, role, token))
     if not entries:
-        raise SweepdeckError(f"{path} holds no token.", "Add a line NAME ROLE TOKEN, or remove the file to have one generated.")
+        raise SweepdeckError(
+            f"{path} holds no token.", "Add a line NAME ROLE TOKEN, or remove the file to have one generated."
+        )
     return entries
 
 
 def _check_token(token: str, path: str | Path, line: int) -> None:
     if not _TOKEN_RE.match(token):
         # never echo the token: the message may end up in a log
-        raise SweepdeckError(f"{path}:{line}: the token is not usable (16-512 characters of A-Z a-z 0-9 . _ ~ + / = -).",
-                             "Generate one with `sweepdeck queue tokens --token-file PATH`.")
+        raise SweepdeckError(
+            f"{path}:{line}: the token is not usable (16-512 characters of A-Z a-z 0-9 . _ ~ + / = -).",
+            "Generate one with `sweepdeck queue tokens --token-file PATH`.",
+        )
 
 
 def read_token_file(path: str | Path) -> list[tuple[str, str, str]]:
@@ -163,7 +173,9 @@ def read_token_file(path: str | Path) -> list[tuple[str, str, str]]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SweepdeckError(f"Token file {p} does not exist.", "Create it with `sweepdeck queue tokens --token-file PATH`.") from None
+        raise SweepdeckError(
+            f"Token file {p} does not exist.", "Create it with `sweepdeck queue tokens --token-file PATH`."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SweepdeckError(f"Cannot read token file {p}: {getattr(exc, 'strerror', None) or exc}.") from None
     return parse_token_file(text, p)

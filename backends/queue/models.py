@@ -87,8 +87,13 @@ class BenchmarkConfig(Base):
     __table_args__ = (
         # Re-running populate must not duplicate the matrix.
         UniqueConstraint(
-            "model_version_id", "hardware_config_id", "framework_id", "workload_type",
-            "batch_size", "sequence_length", name="uq_config_cell",
+            "model_version_id",
+            "hardware_config_id",
+            "framework_id",
+            "workload_type",
+            "batch_size",
+            "sequence_length",
+            name="uq_config_cell",
         ),
         # The claim: pending rows of any model version in priority order.
         Index("ix_configs_claim", "status", "priority", "id"),

@@ -54,9 +54,41 @@ R = BenchmarkResult
 E = ConfigEvent
 #: Columns of a config as the API returns it.
 CONFIG_FIELDS = (
-    "id", "model_version_id", "hardware_config_id", "framework_id", "workload_type", "batch_size",
-    "sequence_length", "status", "priority", "created_at", "started_at", "completed_at",
-    "error_message", "retry_count", "worker", "lease_id", "lease_expires_at", "renewed_at", "created_by",
+    "id",
+    "model_version_id",
+    "hardware_config_id",
+    "framework_id",
+    "workload_type",
+    "batch_size",
+    "sequence_length",
+    "status",
+    "priority",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "error_message",
+    "retry_count",
+    "worker",
+    "lease_id",
+    "lease_expires_at",
+    "renewed_at",
+    "created_by",
+)
+#: What a claim reads back from the rows it claimed (the rest it set itself: see ``QueueStore.claim``).
+CLAIM_FIELDS = (
+    "id",
+    "model_version_id",
+    "hardware_config_id",
+    "framework_id",
+    "workload_type",
+    "batch_size",
+    "sequence_length",
+    "priority",
+    "created_at",
+    "error_message",
+    "retry_count",
+    "lease_id",
+    "created_by",
 )
 #: Who a change made outside the HTTP API (the CLI on the database) is recorded as.
 LOCAL_ACTOR = "local"
@@ -72,9 +104,16 @@ WORKLOAD_PRIORITY = {
     "summarization": 500,
 }
 DEFAULT_HARDWARE = (
-    "H100-80GB:1", "H100-80GB:2", "H100-80GB:4", "H100-80GB:8",
-    "A100-80GB:1", "A100-80GB:2", "A100-80GB:4", "A100-80GB:8",
-    "L40S:1", "L40S:2",
+    "H100-80GB:1",
+    "H100-80GB:2",
+    "H100-80GB:4",
+    "H100-80GB:8",
+    "A100-80GB:1",
+    "A100-80GB:2",
+    "A100-80GB:4",
+    "A100-80GB:8",
+    "L40S:1",
+    "L40S:2",
 )
 DEFAULT_FRAMEWORKS = ("vllm", "tgi", "sglang")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
@@ -105,8 +144,15 @@ class Conflict(SweepdeckError):
 
     exit_code = 5
 
-    def __init__(self, message: str, hint: str = "", *, reason: str = "wrong_state",
-                 config_id: int | None = None, status: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str = "",
+        *,
+        reason: str = "wrong_state",
+        config_id: int | None = None,
+        status: str | None = None,
+    ) -> None:
         super().__init__(message, hint)
         self.reason = reason
         self.config_id = config_id
@@ -149,8 +195,11 @@ class Matrix:
     @property
     def count(self) -> int:
         return (
-            len(self.hardware) * len(self.frameworks) * len(self.workloads)
-            * len(self.batch_sizes) * len(self.sequence_lengths)
+            len(self.hardware)
+            * len(self.frameworks)
+            * len(self.workloads)
+            * len(self.batch_sizes)
+            * len(self.sequence_lengths)
         )
 
     def breakdown(self) -> dict[str, int]:
@@ -177,7 +226,9 @@ class Matrix:
                     raise SweepdeckError(f"Matrix dimension {name!r}: {value!r} {problem}.")
         for n in self.batch_sizes + self.sequence_lengths:
             if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= MAX_SIZE:
-                raise SweepdeckError(f"Batch sizes and sequence lengths must be integers from 1 to {MAX_SIZE:,}, got {n!r}.")
+                raise SweepdeckError(
+                    f"Batch sizes and sequence lengths must be integers from 1 to {MAX_SIZE:,}, got {n!r}."
+                )
 
 
 #: Largest batch size / sequence length (and GPU count in a hardware name: 1-1024).
@@ -234,13 +285,13 @@ def normalise_url(url: str) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _naive(value: dt.datetime | None) -> dt.datetime | None:
     """UTC without tzinfo (PostgreSQL returns aware times, SQLite naive ones)."""
     if value is not None and value.tzinfo is not None:
-        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
@@ -268,8 +319,9 @@ def _minus_minutes(now: dt.datetime, minutes: float) -> dt.datetime:
 
 def _stale(now: dt.datetime, cutoff: dt.datetime):
     """Running, and its lease expired or not renewed (claim or heartbeat) since ``cutoff``."""
-    return and_(C.status == "running",
-                or_(C.lease_expires_at <= now, func.coalesce(C.renewed_at, C.started_at) <= cutoff))
+    return and_(
+        C.status == "running", or_(C.lease_expires_at <= now, func.coalesce(C.renewed_at, C.started_at) <= cutoff)
+    )
 
 
 @dataclass
@@ -320,8 +372,7 @@ class QueueStore:
 
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite serialises writers itself; the gate is for PostgreSQL's SKIP LOCKED claims
-        self._claim_gate = (asyncio.Semaphore(self.claim_concurrency)
-                            if self.is_pg and self.claim_concurrency else None)
+        self._claim_gate = asyncio.Semaphore(self.claim_concurrency) if self.is_pg and self.claim_concurrency else None
 
     def _expiry(self, now: dt.datetime) -> dt.datetime:
         return now + dt.timedelta(seconds=self.lease_seconds)
@@ -360,8 +411,9 @@ class QueueStore:
 
     # ----------------------------------------------------------- population
 
-    async def populate(self, model_version_id: str, matrix: Matrix | None = None, *, dry_run: bool = False,
-                       actor: str = LOCAL_ACTOR) -> dict[str, int]:
+    async def populate(
+        self, model_version_id: str, matrix: Matrix | None = None, *, dry_run: bool = False, actor: str = LOCAL_ACTOR
+    ) -> dict[str, int]:
         """Create the matrix's configs for a model version (idempotent).
 
         Returns:
@@ -376,8 +428,11 @@ class QueueStore:
         ins = self._insert()
         async with self.sessions() as s, s.begin():
             # a write first (see module docs)
-            await s.execute(ins(ModelVersion).values(id=model_version_id, name=model_version_id)
-                            .on_conflict_do_nothing(index_elements=["id"]))
+            await s.execute(
+                ins(ModelVersion)
+                .values(id=model_version_id, name=model_version_id)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
             hw_ids = await self._ensure(s, HardwareConfig, matrix.hardware)
             fw_ids = await self._ensure(s, Framework, matrix.frameworks)
             before = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
@@ -398,16 +453,29 @@ class QueueStore:
                     matrix.hardware, matrix.frameworks, matrix.workloads, matrix.batch_sizes, matrix.sequence_lengths
                 )
             ]
-            stmt = ins(C).on_conflict_do_nothing(index_elements=[
-                "model_version_id", "hardware_config_id", "framework_id", "workload_type", "batch_size", "sequence_length",
-            ])
+            stmt = ins(C).on_conflict_do_nothing(
+                index_elements=[
+                    "model_version_id",
+                    "hardware_config_id",
+                    "framework_id",
+                    "workload_type",
+                    "batch_size",
+                    "sequence_length",
+                ]
+            )
             for chunk in _chunks(rows, 5000):
                 await s.execute(stmt, chunk)
             after = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
-            have = set((await s.scalars(
-                select(StatusCount.shard).where(StatusCount.model_version_id == model_version_id))).all())
-            s.add_all(StatusCount(model_version_id=model_version_id, shard=k, pending=0, running=0, completed=0, failed=0)
-                      for k in range(COUNT_SHARDS) if k not in have)
+            have = set(
+                (
+                    await s.scalars(select(StatusCount.shard).where(StatusCount.model_version_id == model_version_id))
+                ).all()
+            )
+            s.add_all(
+                StatusCount(model_version_id=model_version_id, shard=k, pending=0, running=0, completed=0, failed=0)
+                for k in range(COUNT_SHARDS)
+                if k not in have
+            )
             await s.flush()
             await _bump(s, {(model_version_id, "pending"): int(after - before)})
         return {**info, "created": int(after - before), "existing": int(before)}
@@ -427,8 +495,15 @@ class QueueStore:
 
     # ------------------------------------------------------------------ claim
 
-    async def claim(self, limit: int = 100, priority_threshold: int | None = None, *, model_version_id: str | None = None,
-                    worker: str | None = None, actor: str = LOCAL_ACTOR) -> list[dict[str, Any]]:
+    async def claim(
+        self,
+        limit: int = 100,
+        priority_threshold: int | None = None,
+        *,
+        model_version_id: str | None = None,
+        worker: str | None = None,
+        actor: str = LOCAL_ACTOR,
+    ) -> list[dict[str, Any]]:
         """Atomically mark up to ``limit`` pending configs running, each under a new lease, and return them.
 
         Configs are taken in priority order (lowest number first), only those
@@ -443,9 +518,29 @@ class QueueStore:
             rows = await self._claim_pg(limit, priority_threshold, model_version_id, worker, actor, now)
         else:
             rows = await self._claim_sqlite(limit, priority_threshold, model_version_id, worker, actor, now)
-        out = [_row(r) for r in rows]
+        # What the claim itself set is the same for every row: formatted once here, not read back per row
+        # (a claim of 100 configs would otherwise parse and format 400 more timestamps).
+        claimed, expires = self._stamp(now), self._stamp(self._expiry(now))
+        fixed = {
+            "status": "running",
+            "started_at": claimed,
+            "renewed_at": claimed,
+            "completed_at": None,
+            "lease_expires_at": expires,
+            "worker": worker,
+        }
+        out = []
+        for r in rows:
+            row = dict(zip(CLAIM_FIELDS, r, strict=True))
+            row["created_at"] = _iso(row["created_at"])
+            row.update(fixed)
+            out.append(row)
         out.sort(key=lambda r: (r["priority"], r["id"]))
         return out
+
+    def _stamp(self, moment: dt.datetime) -> str:
+        """A time the store set, written as the database gives it back (PostgreSQL's carry their UTC offset)."""
+        return (moment.replace(tzinfo=dt.UTC) if self.is_pg else moment).isoformat()
 
     async def _claim_pg(self, limit, threshold, mvid, worker, actor, now) -> list[Any]:
         # One statement, one round trip: pick (skipping rows other claimers hold), mark
@@ -463,7 +558,7 @@ class QueueStore:
                 SET status = 'running', started_at = :now, renewed_at = :now, worker = :worker,
                     lease_id = replace(gen_random_uuid()::text, '-', ''), lease_expires_at = :exp
                 FROM picked WHERE c.id = picked.id
-                RETURNING c.*),
+                RETURNING {", ".join("c." + k for k in CLAIM_FIELDS)}),
             moved AS (
                 SELECT model_version_id, count(*) AS k FROM claimed GROUP BY model_version_id),
             counted AS (
@@ -476,8 +571,14 @@ class QueueStore:
                 SELECT id, model_version_id, :now, :actor, 'claim', 'pending', 'running', lease_id, :worker
                 FROM claimed)
             SELECT * FROM claimed""")
-        params: dict[str, Any] = {"lim": limit, "now": now, "exp": self._expiry(now), "worker": worker,
-                                  "actor": actor, "shard": random.randrange(COUNT_SHARDS)}
+        params: dict[str, Any] = {
+            "lim": limit,
+            "now": now,
+            "exp": self._expiry(now),
+            "worker": worker,
+            "actor": actor,
+            "shard": random.randrange(COUNT_SHARDS),
+        }
         if mvid is not None:
             params["mv"] = mvid
         if threshold is not None:
@@ -495,17 +596,47 @@ class QueueStore:
         stmt = (
             update(C)
             .where(C.id.in_(pick.scalar_subquery()), C.status == "pending")
-            .values(status="running", started_at=now, renewed_at=now, worker=worker,
-                    lease_id=func.lower(func.hex(func.randomblob(16))), lease_expires_at=self._expiry(now))
-            .returning(*[getattr(C, k) for k in CONFIG_FIELDS])
+            .values(
+                status="running",
+                started_at=now,
+                renewed_at=now,
+                worker=worker,
+                lease_id=func.lower(func.hex(func.randomblob(16))),
+                lease_expires_at=self._expiry(now),
+            )
+            .returning(*[getattr(C, k) for k in CLAIM_FIELDS])
         )
         async with self.engine.begin() as conn:
             rows = list((await conn.execute(stmt)).all())
             if rows:
-                await conn.execute(insert(E), [
-                    {"config_id": r.id, "model_version_id": r.model_version_id, "at": now, "actor": actor,
-                     "action": "claim", "from_status": "pending", "to_status": "running", "lease_id": r.lease_id,
-                     "detail": worker} for r in rows])
+                # the audit rows from the claimed rows themselves, in the database: one statement
+                audit = select(
+                    C.id,
+                    C.model_version_id,
+                    literal(now, E.at.type),
+                    literal(actor, E.actor.type),
+                    literal("claim"),
+                    literal("pending"),
+                    literal("running"),
+                    C.lease_id,
+                    literal(worker, E.detail.type),
+                ).where(C.id.in_([r.id for r in rows]))
+                await conn.execute(
+                    insert(E).from_select(
+                        [
+                            "config_id",
+                            "model_version_id",
+                            "at",
+                            "actor",
+                            "action",
+                            "from_status",
+                            "to_status",
+                            "lease_id",
+                            "detail",
+                        ],
+                        audit,
+                    )
+                )
                 await _bump(conn, _moves([(r.model_version_id,) for r in rows], "pending", "running"))
         return rows
 
@@ -519,20 +650,32 @@ class QueueStore:
         if not leases:
             return {"renewed": [], "revoked": []}
         now = _now()
-        stmt = (update(C).where(C.status == "running", C.lease_expires_at > now, tuple_(C.id, C.lease_id).in_(leases))
-                .values(lease_expires_at=self._expiry(now), renewed_at=now)
-                .returning(C.id, C.lease_expires_at))
+        stmt = (
+            update(C)
+            .where(C.status == "running", C.lease_expires_at > now, tuple_(C.id, C.lease_id).in_(leases))
+            .values(lease_expires_at=self._expiry(now), renewed_at=now)
+            .returning(C.id, C.lease_expires_at)
+        )
         async with self.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
         renewed = {r.id: _iso(r.lease_expires_at) for r in rows}
-        return {"renewed": [{"config_id": i, "lease_expires_at": e} for i, e in sorted(renewed.items())],
-                "revoked": sorted({i for i, _ in leases} - set(renewed))}
+        return {
+            "renewed": [{"config_id": i, "lease_expires_at": e} for i, e in sorted(renewed.items())],
+            "revoked": sorted({i for i, _ in leases} - set(renewed)),
+        }
 
     # ----------------------------------------------------------------- status
 
-    async def set_status(self, config_id: int, status: str, error_message: str | None = None,
-                         metrics: dict[str, Any] | None = None, *, lease_id: str | None = None,
-                         actor: str = LOCAL_ACTOR) -> dict[str, Any]:
+    async def set_status(
+        self,
+        config_id: int,
+        status: str,
+        error_message: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        *,
+        lease_id: str | None = None,
+        actor: str = LOCAL_ACTOR,
+    ) -> dict[str, Any]:
         """Record a worker's report on a config it holds (and its result, in the same transaction).
 
         With ``lease_id``: a running config under that (unexpired) lease becomes
@@ -562,8 +705,12 @@ class QueueStore:
             values.update(started_at=None, worker=None, lease_id=None, lease_expires_at=None, renewed_at=None)
             if error_message:
                 values["error_message"] = error_message
-        stmt = (update(C).where(C.id == config_id, C.status == "running", C.lease_id == lease_id, C.lease_expires_at > now)
-                .values(**values).returning(*[getattr(C, k) for k in CONFIG_FIELDS]))
+        stmt = (
+            update(C)
+            .where(C.id == config_id, C.status == "running", C.lease_id == lease_id, C.lease_expires_at > now)
+            .values(**values)
+            .returning(*[getattr(C, k) for k in CONFIG_FIELDS])
+        )
         async with self.engine.begin() as conn:
             row = (await conn.execute(stmt)).first()
             if row is None:
@@ -571,44 +718,86 @@ class QueueStore:
             if metrics is not None and status in ("completed", "failed"):
                 await self._store_result(conn, row, lease_id, metrics, actor, now)
             action = {"completed": "complete", "failed": "fail", "pending": "release"}[status]
-            await _log(conn, [(config_id, row.model_version_id)], now, actor, action, "running", status, lease_id,
-                       error_message if status != "completed" else None)
+            await _log(
+                conn,
+                [(config_id, row.model_version_id)],
+                now,
+                actor,
+                action,
+                "running",
+                status,
+                lease_id,
+                error_message if status != "completed" else None,
+            )
             await _bump(conn, {(row.model_version_id, "running"): -1, (row.model_version_id, status): 1})
         return _row(row)
 
     async def _retry_failed(self, config_id: int, status: str, error_message: str | None, actor: str) -> dict[str, Any]:
         if status != "pending":
-            raise Conflict(f"Reporting {status} on config {config_id} needs the lease its claim returned (lease_id).",
-                           reason="lease_required", config_id=config_id)
+            raise Conflict(
+                f"Reporting {status} on config {config_id} needs the lease its claim returned (lease_id).",
+                reason="lease_required",
+                config_id=config_id,
+            )
         now = _now()
-        values: dict[str, Any] = {"status": "pending", "started_at": None, "worker": None, "lease_id": None,
-                                  "lease_expires_at": None, "renewed_at": None}
+        values: dict[str, Any] = {
+            "status": "pending",
+            "started_at": None,
+            "worker": None,
+            "lease_id": None,
+            "lease_expires_at": None,
+            "renewed_at": None,
+        }
         if error_message:
             values["error_message"] = error_message
-        stmt = (update(C).where(C.id == config_id, C.status == "failed").values(**values)
-                .returning(*[getattr(C, k) for k in CONFIG_FIELDS]))
+        stmt = (
+            update(C)
+            .where(C.id == config_id, C.status == "failed")
+            .values(**values)
+            .returning(*[getattr(C, k) for k in CONFIG_FIELDS])
+        )
         async with self.engine.begin() as conn:
             row = (await conn.execute(stmt)).first()
             if row is None:
                 cur = (await conn.execute(select(C.status).where(C.id == config_id))).first()
                 if cur is None:
                     raise NotFound(f"No config with id {config_id}.")
-                hint = ("Give the lease_id of its claim to hand it back, or reset it with reset-stale."
-                        if cur.status == "running" else "")
-                raise Conflict(f"Config {config_id} is {cur.status}; only a failed config can be retried without a lease.",
-                               hint, reason="lease_required" if cur.status == "running" else "wrong_state",
-                               config_id=config_id, status=cur.status)
-            await _log(conn, [(config_id, row.model_version_id)], now, actor, "retry", "failed", "pending", None, error_message)
+                hint = (
+                    "Give the lease_id of its claim to hand it back, or reset it with reset-stale."
+                    if cur.status == "running"
+                    else ""
+                )
+                raise Conflict(
+                    f"Config {config_id} is {cur.status}; only a failed config can be retried without a lease.",
+                    hint,
+                    reason="lease_required" if cur.status == "running" else "wrong_state",
+                    config_id=config_id,
+                    status=cur.status,
+                )
+            await _log(
+                conn, [(config_id, row.model_version_id)], now, actor, "retry", "failed", "pending", None, error_message
+            )
             await _bump(conn, {(row.model_version_id, "failed"): -1, (row.model_version_id, "pending"): 1})
         return _row(row)
 
-    async def _store_result(self, conn: AsyncConnection, cfg: Any, lease_id: str, metrics: dict[str, Any],
-                            actor: str, now: dt.datetime) -> int:
+    async def _store_result(
+        self, conn: AsyncConnection, cfg: Any, lease_id: str, metrics: dict[str, Any], actor: str, now: dt.datetime
+    ) -> int:
         """The attempt's result row: inserted once; an identical one again is the same row, a different one 409."""
         ins = self._insert()
-        stmt = (ins(R).values(config_id=cfg.id, model_version_id=cfg.model_version_id, metrics=metrics, created_at=now,
-                              lease_id=lease_id, created_by=actor)
-                .on_conflict_do_nothing(index_elements=["config_id", "lease_id"]).returning(R.id))
+        stmt = (
+            ins(R)
+            .values(
+                config_id=cfg.id,
+                model_version_id=cfg.model_version_id,
+                metrics=metrics,
+                created_at=now,
+                lease_id=lease_id,
+                created_by=actor,
+            )
+            .on_conflict_do_nothing(index_elements=["config_id", "lease_id"])
+            .returning(R.id)
+        )
         new_id = (await conn.execute(stmt)).scalar()
         if new_id is not None:
             await _log(conn, [(cfg.id, cfg.model_version_id)], now, actor, "result", None, None, lease_id, None)
@@ -616,16 +805,31 @@ class QueueStore:
         return await self._same_result(conn, cfg.id, lease_id, metrics)
 
     async def _same_result(self, conn: AsyncConnection, config_id: int, lease_id: str, metrics: dict[str, Any]) -> int:
-        found = (await conn.execute(select(R.id, R.metrics).where(R.config_id == config_id, R.lease_id == lease_id))).first()
+        found = (
+            await conn.execute(select(R.id, R.metrics).where(R.config_id == config_id, R.lease_id == lease_id))
+        ).first()
         if found is None:
-            raise Conflict(f"Config {config_id} has no result under this lease.", reason="wrong_state", config_id=config_id)
+            raise Conflict(
+                f"Config {config_id} has no result under this lease.", reason="wrong_state", config_id=config_id
+            )
         if _canonical(found.metrics) != _canonical(metrics):
-            raise Conflict(f"A different result was already recorded for this attempt on config {config_id} "
-                           f"(result {found.id}); one result per attempt.", reason="result_differs", config_id=config_id)
+            raise Conflict(
+                f"A different result was already recorded for this attempt on config {config_id} "
+                f"(result {found.id}); one result per attempt.",
+                reason="result_differs",
+                config_id=config_id,
+            )
         return int(found.id)
 
-    async def _explain(self, conn: AsyncConnection, config_id: int, lease_id: str, status: str,
-                       metrics: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any]:
+    async def _explain(
+        self,
+        conn: AsyncConnection,
+        config_id: int,
+        lease_id: str,
+        status: str,
+        metrics: dict[str, Any] | None,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
         """Why a lease-checked report changed nothing: an identical retry (its answer), else 404/409."""
         cur = (await conn.execute(select(*[getattr(C, k) for k in CONFIG_FIELDS]).where(C.id == config_id))).first()
         if cur is None:
@@ -637,40 +841,65 @@ class QueueStore:
         return await self._refuse(conn, cur, lease_id, status)
 
     async def _refuse(self, conn: AsyncConnection, cur: Any, lease_id: str, status: str) -> dict[str, Any]:
-        """Raise the 409 that says why ``lease_id`` cannot report ``status`` on config ``cur`` (or answer a retried give-back)."""
+        """Raise the 409 saying why ``lease_id`` cannot report ``status`` on ``cur`` (or answer a retried give-back)."""
         if cur.lease_id == lease_id and cur.status == "running":
             raise Conflict(
                 f"Your lease on config {cur.id} expired at {_iso(_naive(cur.lease_expires_at))} UTC (no heartbeat in "
                 f"{self.lease_seconds:g} s); your report was not recorded.",
                 "The config will be given back to the queue by reset-stale; drop it and claim new work.",
-                reason="lease_expired", config_id=cur.id, status=cur.status)
+                reason="lease_expired",
+                config_id=cur.id,
+                status=cur.status,
+            )
         if cur.lease_id == lease_id:
-            raise Conflict(f"Config {cur.id} is already {cur.status} under this lease; it cannot become {status}.",
-                           reason="wrong_state", config_id=cur.id, status=cur.status)
+            raise Conflict(
+                f"Config {cur.id} is already {cur.status} under this lease; it cannot become {status}.",
+                reason="wrong_state",
+                config_id=cur.id,
+                status=cur.status,
+            )
         return await self._revoked(conn, cur, lease_id, status)
 
     async def _revoked(self, conn: AsyncConnection, cur: Any, lease_id: str, status: str) -> dict[str, Any]:
-        events = (await conn.execute(select(E.action, E.lease_id, E.actor, E.at).where(E.config_id == cur.id).order_by(E.id))).all()
+        events = (
+            await conn.execute(select(E.action, E.lease_id, E.actor, E.at).where(E.config_id == cur.id).order_by(E.id))
+        ).all()
         claimed = next((i for i, e in enumerate(events) if e.action == "claim" and e.lease_id == lease_id), None)
         if claimed is None:
-            raise Conflict(f"The lease you sent is not a lease of config {cur.id}; your report was not recorded.",
-                           "Report with the lease_id the claim returned for this config.",
-                           reason="lease_unknown", config_id=cur.id, status=cur.status)
-        after = events[claimed + 1:]
+            raise Conflict(
+                f"The lease you sent is not a lease of config {cur.id}; your report was not recorded.",
+                "Report with the lease_id the claim returned for this config.",
+                reason="lease_unknown",
+                config_id=cur.id,
+                status=cur.status,
+            )
+        after = events[claimed + 1 :]
         if status == "pending" and after and after[0].action == "release" and after[0].lease_id == lease_id:
             return _row(cur)  # a retried give-back
         ended = next((e for e in after if e.action in ("reset", "expire-fail", "complete", "fail", "release")), None)
-        how = (f"revoked by {'reset-stale' if ended.action in ('reset', 'expire-fail') else ended.action} "
-               f"({ended.actor}, {_iso(_naive(ended.at))} UTC)") if ended else "revoked"
-        since = {"running": "the config now runs under another worker's lease",
-                 "pending": "the config is waiting in the queue again"}.get(cur.status, f"the config has since been {cur.status}")
+        how = (
+            (
+                f"revoked by {'reset-stale' if ended.action in ('reset', 'expire-fail') else ended.action} "
+                f"({ended.actor}, {_iso(_naive(ended.at))} UTC)"
+            )
+            if ended
+            else "revoked"
+        )
+        since = {
+            "running": "the config now runs under another worker's lease",
+            "pending": "the config is waiting in the queue again",
+        }.get(cur.status, f"the config has since been {cur.status}")
         raise Conflict(
             f"Config {cur.id} was reassigned: your lease was {how} and {since}. Your report was not recorded.",
             "Drop this config and claim new work.",
-            reason="lease_revoked", config_id=cur.id, status=cur.status)
+            reason="lease_revoked",
+            config_id=cur.id,
+            status=cur.status,
+        )
 
-    async def add_result(self, config_id: int, metrics: dict[str, Any], *, lease_id: str,
-                         actor: str = LOCAL_ACTOR) -> tuple[int, bool]:
+    async def add_result(
+        self, config_id: int, metrics: dict[str, Any], *, lease_id: str, actor: str = LOCAL_ACTOR
+    ) -> tuple[int, bool]:
         """Store the result of the attempt ``lease_id`` on a running config.
 
         The lease check and the insert are one statement (``INSERT … SELECT`` from the
@@ -686,13 +915,22 @@ class QueueStore:
         """
         now = _now()
         current = and_(C.id == config_id, C.status == "running", C.lease_id == lease_id, C.lease_expires_at > now)
-        source = select(C.id, C.model_version_id, literal(metrics, R.metrics.type), literal(now, R.created_at.type),
-                        C.lease_id, literal(actor, R.created_by.type)).where(current)
+        source = select(
+            C.id,
+            C.model_version_id,
+            literal(metrics, R.metrics.type),
+            literal(now, R.created_at.type),
+            C.lease_id,
+            literal(actor, R.created_by.type),
+        ).where(current)
         if self.is_pg:
             source = source.with_for_update()
-        stmt = (self._insert()(R)
-                .from_select(["config_id", "model_version_id", "metrics", "created_at", "lease_id", "created_by"], source)
-                .on_conflict_do_nothing(index_elements=["config_id", "lease_id"]).returning(R.id, R.model_version_id))
+        stmt = (
+            self._insert()(R)
+            .from_select(["config_id", "model_version_id", "metrics", "created_at", "lease_id", "created_by"], source)
+            .on_conflict_do_nothing(index_elements=["config_id", "lease_id"])
+            .returning(R.id, R.model_version_id)
+        )
         async with self.engine.begin() as conn:
             row = (await conn.execute(stmt)).first()
             if row is not None:
@@ -701,14 +939,22 @@ class QueueStore:
             cur = (await conn.execute(select(*[getattr(C, k) for k in CONFIG_FIELDS]).where(C.id == config_id))).first()
             if cur is None:
                 raise NotFound(f"No config with id {config_id}.")
-            existing = (await conn.execute(select(R.id).where(R.config_id == config_id, R.lease_id == lease_id))).first()
+            existing = (
+                await conn.execute(select(R.id).where(R.config_id == config_id, R.lease_id == lease_id))
+            ).first()
             if existing is not None:
                 return await self._same_result(conn, config_id, lease_id, metrics), False
             if cur.lease_id == lease_id and cur.status != "running":
-                raise Conflict(f"Config {config_id} is {cur.status}; a result is only taken while it runs under your lease.",
-                               reason="wrong_state", config_id=config_id, status=cur.status)
+                raise Conflict(
+                    f"Config {config_id} is {cur.status}; a result is only taken while it runs under your lease.",
+                    reason="wrong_state",
+                    config_id=config_id,
+                    status=cur.status,
+                )
             await self._refuse(conn, cur, lease_id, "completed")
-            raise Conflict(f"Config {config_id} is not running under your lease.", reason="lease_unknown", config_id=config_id)
+            raise Conflict(
+                f"Config {config_id} is not running under your lease.", reason="lease_unknown", config_id=config_id
+            )
 
     async def release(self, config_ids: list[int], *, actor: str = LOCAL_ACTOR) -> int:
         """Return running configs to pending (an operator stopping a worker); their leases end."""
@@ -716,18 +962,38 @@ class QueueStore:
             return 0
         now = _now()
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(
-                update(C).where(C.id.in_(config_ids), C.status == "running")
-                .values(status="pending", started_at=None, worker=None, lease_id=None, lease_expires_at=None, renewed_at=None)
-                .returning(C.id, C.model_version_id)
-            )).all()
-            await _log(conn, [(r.id, r.model_version_id) for r in rows], now, actor, "reset", "running", "pending", None,
-                       "released by an operator")
+            rows = (
+                await conn.execute(
+                    update(C)
+                    .where(C.id.in_(config_ids), C.status == "running")
+                    .values(
+                        status="pending",
+                        started_at=None,
+                        worker=None,
+                        lease_id=None,
+                        lease_expires_at=None,
+                        renewed_at=None,
+                    )
+                    .returning(C.id, C.model_version_id)
+                )
+            ).all()
+            await _log(
+                conn,
+                [(r.id, r.model_version_id) for r in rows],
+                now,
+                actor,
+                "reset",
+                "running",
+                "pending",
+                None,
+                "released by an operator",
+            )
             await _bump(conn, _moves([(r.model_version_id,) for r in rows], "running", "pending"))
         return len(rows)
 
-    async def reset_stale(self, timeout_minutes: float = 120, max_retries: int = 3, *,
-                          actor: str = LOCAL_ACTOR) -> dict[str, int]:
+    async def reset_stale(
+        self, timeout_minutes: float = 120, max_retries: int = 3, *, actor: str = LOCAL_ACTOR
+    ) -> dict[str, int]:
         """Running configs whose lease expired or that were not renewed for ``timeout_minutes``
         go back to pending (retry + 1), or to failed once they have used up ``max_retries``.
         Either way their lease is revoked: a late report from the old holder gets 409."""
@@ -747,15 +1013,41 @@ class QueueStore:
             reset = [r for r in rows if r.retry_count < max_retries]
             gone = {"lease_id": None, "lease_expires_at": None, "retry_count": C.retry_count + 1}
             for chunk in _chunks([r.id for r in failed], 5000):
-                await conn.execute(update(C).where(C.id.in_(chunk)).values(
-                    status="failed", completed_at=now, error_message=message, **gone))
+                await conn.execute(
+                    update(C)
+                    .where(C.id.in_(chunk))
+                    .values(status="failed", completed_at=now, error_message=message, **gone)
+                )
             for chunk in _chunks([r.id for r in reset], 5000):
-                await conn.execute(update(C).where(C.id.in_(chunk)).values(
-                    status="pending", started_at=None, worker=None, renewed_at=None, **gone))
-            await _log(conn, [(r.id, r.model_version_id) for r in failed], now, actor, "expire-fail", "running", "failed",
-                       None, message, leases=[r.lease_id for r in failed])
-            await _log(conn, [(r.id, r.model_version_id) for r in reset], now, actor, "reset", "running", "pending", None,
-                       f"stale (lease expired or not renewed for {timeout_minutes:g} min)", leases=[r.lease_id for r in reset])
+                await conn.execute(
+                    update(C)
+                    .where(C.id.in_(chunk))
+                    .values(status="pending", started_at=None, worker=None, renewed_at=None, **gone)
+                )
+            await _log(
+                conn,
+                [(r.id, r.model_version_id) for r in failed],
+                now,
+                actor,
+                "expire-fail",
+                "running",
+                "failed",
+                None,
+                message,
+                leases=[r.lease_id for r in failed],
+            )
+            await _log(
+                conn,
+                [(r.id, r.model_version_id) for r in reset],
+                now,
+                actor,
+                "reset",
+                "running",
+                "pending",
+                None,
+                f"stale (lease expired or not renewed for {timeout_minutes:g} min)",
+                leases=[r.lease_id for r in reset],
+            )
             delta = _moves([(r.model_version_id,) for r in failed], "running", "failed")
             for key, n in _moves([(r.model_version_id,) for r in reset], "running", "pending").items():
                 delta[key] = delta.get(key, 0) + n
@@ -767,29 +1059,46 @@ class QueueStore:
     async def progress(self, model_version_id: str) -> dict[str, Any]:
         """total, pending, running, completed, failed, progress_pct."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                select(func.sum(StatusCount.pending), func.sum(StatusCount.running),
-                       func.sum(StatusCount.completed), func.sum(StatusCount.failed))
-                .where(StatusCount.model_version_id == model_version_id)
-            )).first()
+            row = (
+                await conn.execute(
+                    select(
+                        func.sum(StatusCount.pending),
+                        func.sum(StatusCount.running),
+                        func.sum(StatusCount.completed),
+                        func.sum(StatusCount.failed),
+                    ).where(StatusCount.model_version_id == model_version_id)
+                )
+            ).first()
         counts = dict(zip(STATUSES, (int(v or 0) for v in row), strict=True)) if row else {s: 0 for s in STATUSES}
         total = sum(counts.values())
         done = counts["completed"] + counts["failed"]
-        return {"model_version_id": model_version_id, "total": total, **counts,
-                "progress_pct": round(100.0 * done / total, 2) if total else 0.0}
+        return {
+            "model_version_id": model_version_id,
+            "total": total,
+            **counts,
+            "progress_pct": round(100.0 * done / total, 2) if total else 0.0,
+        }
 
     async def recount(self, model_version_id: str) -> dict[str, int]:
         """Status counts by scanning the configs (slow; checks the kept counts)."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(C.status, func.count()).where(C.model_version_id == model_version_id).group_by(C.status)
-            )).all()
+            rows = (
+                await conn.execute(
+                    select(C.status, func.count()).where(C.model_version_id == model_version_id).group_by(C.status)
+                )
+            ).all()
         counts = {s: 0 for s in STATUSES}
         counts.update({s: int(n) for s, n in rows})
         return counts
 
-    async def list_configs(self, model_version_id: str, status: str | None = None, limit: int = 100, offset: int = 0,
-                           error_message: str | None = None) -> list[dict[str, Any]]:
+    async def list_configs(
+        self,
+        model_version_id: str,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        error_message: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Configs of a model version, optionally by status and exact error message (a failure group)."""
         if status is not None and status not in STATUSES:
             raise SweepdeckError(f"status must be one of {', '.join(STATUSES)}, got {status!r}.")
@@ -798,7 +1107,9 @@ class QueueStore:
             q = q.where(C.status == status)
         if error_message is not None:
             # failures() reports a NULL message as "(no message)"; map it back
-            q = q.where(C.error_message.is_(None) if error_message == "(no message)" else C.error_message == error_message)
+            q = q.where(
+                C.error_message.is_(None) if error_message == "(no message)" else C.error_message == error_message
+            )
         q = q.order_by(C.priority, C.id).limit(limit).offset(offset)
         async with self.sessions() as s:
             return [_row(c) for c in (await s.scalars(q)).all()]
@@ -807,14 +1118,23 @@ class QueueStore:
         """Running configs reset-stale would take with this timeout (lease expired or not renewed since)."""
         now = _now()
         cutoff = _minus_minutes(now, older_than_minutes)
-        q = select(C).where(C.model_version_id == model_version_id, _stale(now, cutoff)).order_by(C.started_at).limit(500)
+        q = (
+            select(C)
+            .where(C.model_version_id == model_version_id, _stale(now, cutoff))
+            .order_by(C.started_at)
+            .limit(500)
+        )
         async with self.sessions() as s:
             return [_row(c) for c in (await s.scalars(q)).all()]
 
     async def failures(self, model_version_id: str) -> list[dict[str, Any]]:
         """Failed configs grouped by error message, largest group first."""
-        q = (select(C.error_message, func.count()).where(C.model_version_id == model_version_id, C.status == "failed")
-             .group_by(C.error_message).order_by(func.count().desc()))
+        q = (
+            select(C.error_message, func.count())
+            .where(C.model_version_id == model_version_id, C.status == "failed")
+            .group_by(C.error_message)
+            .order_by(func.count().desc())
+        )
         async with self.engine.connect() as conn:
             return [{"error_message": m or "(no message)", "count": int(n)} for m, n in (await conn.execute(q)).all()]
 
@@ -823,7 +1143,12 @@ class QueueStore:
         if by not in ("workload_type", "priority"):
             raise SweepdeckError("breakdown is by workload_type or priority.")
         col = getattr(C, by)
-        q = select(col, C.status, func.count()).where(C.model_version_id == model_version_id).group_by(col, C.status).order_by(col)
+        q = (
+            select(col, C.status, func.count())
+            .where(C.model_version_id == model_version_id)
+            .group_by(col, C.status)
+            .order_by(col)
+        )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
         out: dict[Any, dict[str, Any]] = {}
@@ -835,8 +1160,13 @@ class QueueStore:
     @staticmethod
     def rate_query(model_version_id: str, since: dt.datetime):
         """The count behind :meth:`completion_rate` (a range scan of ``ix_configs_mv_status_completed``)."""
-        return select(func.count()).select_from(C).where(
-            C.model_version_id == model_version_id, C.status.in_(("completed", "failed")), C.completed_at >= since)
+        return (
+            select(func.count())
+            .select_from(C)
+            .where(
+                C.model_version_id == model_version_id, C.status.in_(("completed", "failed")), C.completed_at >= since
+            )
+        )
 
     async def completion_rate(self, model_version_id: str, window_minutes: float = 5) -> float:
         """Configs finished per minute over the last window."""
@@ -846,11 +1176,17 @@ class QueueStore:
         return float(n or 0) / window_minutes
 
     async def results(self, model_version_id: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
-        q = (select(R).where(R.model_version_id == model_version_id).order_by(R.id).limit(limit).offset(offset))
+        q = select(R).where(R.model_version_id == model_version_id).order_by(R.id).limit(limit).offset(offset)
         async with self.sessions() as s:
             return [
-                {"id": r.id, "config_id": r.config_id, "metrics": r.metrics, "lease_id": r.lease_id,
-                 "created_by": r.created_by, "created_at": _iso(r.created_at)}
+                {
+                    "id": r.id,
+                    "config_id": r.config_id,
+                    "metrics": r.metrics,
+                    "lease_id": r.lease_id,
+                    "created_by": r.created_by,
+                    "created_at": _iso(r.created_at),
+                }
                 for r in (await s.scalars(q)).all()
             ]
 
@@ -868,22 +1204,64 @@ class QueueStore:
             results = (await s.scalars(select(R).where(R.config_id == config_id).order_by(R.id))).all()
         return {
             "config": _row(cfg),
-            "events": [{"at": _iso(e.at), "actor": e.actor, "action": e.action, "from_status": e.from_status,
-                        "to_status": e.to_status, "lease_id": e.lease_id, "detail": e.detail} for e in events],
-            "results": [{"id": r.id, "lease_id": r.lease_id, "created_by": r.created_by, "created_at": _iso(r.created_at),
-                         "metrics": r.metrics} for r in results],
+            "events": [
+                {
+                    "at": _iso(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "from_status": e.from_status,
+                    "to_status": e.to_status,
+                    "lease_id": e.lease_id,
+                    "detail": e.detail,
+                }
+                for e in events
+            ],
+            "results": [
+                {
+                    "id": r.id,
+                    "lease_id": r.lease_id,
+                    "created_by": r.created_by,
+                    "created_at": _iso(r.created_at),
+                    "metrics": r.metrics,
+                }
+                for r in results
+            ],
         }
 
 
-async def _log(conn, configs: list[tuple[int, str]], at: dt.datetime, actor: str, action: str, from_status: str | None,
-               to_status: str | None, lease_id: str | None, detail: str | None, *, leases: list[str | None] | None = None) -> None:
+async def _log(
+    conn,
+    configs: list[tuple[int, str]],
+    at: dt.datetime,
+    actor: str,
+    action: str,
+    from_status: str | None,
+    to_status: str | None,
+    lease_id: str | None,
+    detail: str | None,
+    *,
+    leases: list[str | None] | None = None,
+) -> None:
     """Audit rows: one per config, in the caller's transaction."""
     if not configs:
         return
-    await conn.execute(insert(E), [
-        {"config_id": cid, "model_version_id": mv, "at": at, "actor": actor, "action": action, "from_status": from_status,
-         "to_status": to_status, "lease_id": leases[i] if leases is not None else lease_id, "detail": detail}
-        for i, (cid, mv) in enumerate(configs)])
+    await conn.execute(
+        insert(E),
+        [
+            {
+                "config_id": cid,
+                "model_version_id": mv,
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "from_status": from_status,
+                "to_status": to_status,
+                "lease_id": leases[i] if leases is not None else lease_id,
+                "detail": detail,
+            }
+            for i, (cid, mv) in enumerate(configs)
+        ],
+    )
 
 
 def _add_missing_columns(sync_conn) -> None:
@@ -913,8 +1291,11 @@ async def _bump(conn, delta: dict[tuple[str, str], int]) -> None:
             per_mv.setdefault(mv, {})[status] = per_mv.get(mv, {}).get(status, 0) + n
     for mv in sorted(per_mv):
         values = {status: getattr(StatusCount, status) + n for status, n in per_mv[mv].items()}
-        await conn.execute(update(StatusCount).where(
-            StatusCount.model_version_id == mv, StatusCount.shard == random.randrange(COUNT_SHARDS)).values(**values))
+        await conn.execute(
+            update(StatusCount)
+            .where(StatusCount.model_version_id == mv, StatusCount.shard == random.randrange(COUNT_SHARDS))
+            .values(**values)
+        )
 
 
 def _chunks(rows: list, size: int):

@@ -27,6 +27,7 @@ pending before exiting 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import math
 import os
@@ -175,8 +176,9 @@ class QueueWorker:
     client: httpx.AsyncClient | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _current: asyncio.Task | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {
-        "completed": 0, "failed": 0, "released": 0, "claimed": 0, "reassigned": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"completed": 0, "failed": 0, "released": 0, "claimed": 0, "reassigned": 0}
+    )
 
     def __post_init__(self) -> None:
         from backends.queue.auth import client_token
@@ -223,8 +225,9 @@ class QueueWorker:
                     await self._give_back(client, base)
             return dict(self.counts)
         except httpx.HTTPError as exc:
-            raise SweepdeckError(f"Queue API at {self.api_url} failed: {exc}.",
-                                 "Check --api-url and that `sweepdeck queue serve` runs.") from None
+            raise SweepdeckError(
+                f"Queue API at {self.api_url} failed: {exc}.", "Check --api-url and that `sweepdeck queue serve` runs."
+            ) from None
         finally:
             if beats is not None:
                 beats.cancel()
@@ -266,7 +269,9 @@ class QueueWorker:
                 raise
             finally:
                 self._current = self._running_id = None
-            await self._report(client, base, cid, _clean({"status": status, "error_message": error, "metrics": metrics}))
+            await self._report(
+                client, base, cid, _clean({"status": status, "error_message": error, "metrics": metrics})
+            )
 
     async def _report(self, client: httpx.AsyncClient, base: str, cid: int, body: dict[str, Any]) -> None:
         lease = self._leases.get(cid)
@@ -333,7 +338,7 @@ class QueueWorker:
             else:
                 if resp.status_code not in RETRY_STATUS or attempt == self.retries:
                     return resp
-            await asyncio.sleep(min(10.0, 0.25 * 2 ** attempt))
+            await asyncio.sleep(min(10.0, 0.25 * 2**attempt))
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _check(self, resp: httpx.Response, what: str) -> None:
@@ -344,7 +349,8 @@ class QueueWorker:
                 detail = resp.text
             raise SweepdeckError(
                 f"The queue API refused the worker's {what} (HTTP {resp.status_code}): {detail}",
-                "Give the worker a token of this queue: --token-file FILE or SWEEPDECK_QUEUE_TOKEN.")
+                "Give the worker a token of this queue: --token-file FILE or SWEEPDECK_QUEUE_TOKEN.",
+            )
         resp.raise_for_status()
 
     async def _run_one(self, config: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] | None]:
@@ -356,18 +362,26 @@ class QueueWorker:
                 return "failed", exc.message[:500], None
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                    *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True
+                )
             except OSError as exc:
                 return "failed", f"cannot start {argv[0]}: {exc.strerror}", None
             try:
                 out, err = await proc.communicate()
             except asyncio.CancelledError:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):  # it may have ended as it was cancelled
+                    proc.kill()
                 await proc.wait()
                 raise
             if proc.returncode == 0:
-                return "completed", None, {"duration_s": round(time.monotonic() - started, 3),
-                                           "stdout_tail": out.decode(errors="replace")[-500:]}
+                return (
+                    "completed",
+                    None,
+                    {
+                        "duration_s": round(time.monotonic() - started, 3),
+                        "stdout_tail": out.decode(errors="replace")[-500:],
+                    },
+                )
             tail = (err or out).decode(errors="replace").strip().splitlines()
             return "failed", (tail[-1] if tail else f"exit code {proc.returncode}")[:500], None
         from backends.loadgen import run_workload

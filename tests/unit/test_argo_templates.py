@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ VERSIONS = ("3.5.0", "4.1.2")
 SECRET = "sweepdeck-queue-token"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(version: str, kind: str):
     import jsonschema
 
@@ -50,9 +50,14 @@ def _token_mounts(spec: dict) -> dict[str, dict]:
     out = {}
     for t in spec["templates"]:
         mounts = (t.get("container") or {}).get("volumeMounts") or []
-        out[t["name"]] = {m["mountPath"] + "/" + volumes[m["name"]]["items"][0]["path"]:
-                          (volumes[m["name"]]["secretName"], volumes[m["name"]]["items"][0]["key"])
-                          for m in mounts if m["name"] in volumes}
+        out[t["name"]] = {
+            m["mountPath"] + "/" + volumes[m["name"]]["items"][0]["path"]: (
+                volumes[m["name"]]["secretName"],
+                volumes[m["name"]]["items"][0]["key"],
+            )
+            for m in mounts
+            if m["name"] in volumes
+        }
     return out
 
 
@@ -70,22 +75,37 @@ def test_packaged_benchmark_workflow_is_valid_argo(version):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("options", [
-    {},
-    {"image": "registry.example/sweepdeck:1.2", "endpoint": "http://vllm.ns.svc:8000", "model": "-starts-with-a-dash",
-     "namespace": "sweeps", "token_secret": "team-a.queue-tokens", "max_parallel_pods": 200, "batch_size": 500},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {
+            "image": "registry.example/sweepdeck:1.2",
+            "endpoint": "http://vllm.ns.svc:8000",
+            "model": "-starts-with-a-dash",
+            "namespace": "sweeps",
+            "token_secret": "team-a.queue-tokens",
+            "max_parallel_pods": 200,
+            "batch_size": 500,
+        },
+    ],
+)
 def test_the_workflow_sweepdeck_submits_is_valid_argo_with_the_token_secret_mounted(version, options):
     from backends.argo.workflow import build_workflow, parameters
 
-    wf = build_workflow(model_version_id="llama3-70b-v2", experiment_id="sweep-1", api_base_url="http://queue:8080", **options)
+    wf = build_workflow(
+        model_version_id="llama3-70b-v2", experiment_id="sweep-1", api_base_url="http://queue:8080", **options
+    )
     assert errors(wf, version) == []
     secret = options.get("token_secret", SECRET)
     mounts = _token_mounts(wf["spec"])
     path = "/var/run/secrets/sweepdeck/"
-    assert mounts == {"benchmark": {}, "populate": {path + "admin-token": (secret, "admin-token")},
-                      "worker": {path + "worker-token": (secret, "worker-token")},
-                      "finalize": {path + "admin-token": (secret, "admin-token")}}
+    assert mounts == {
+        "benchmark": {},
+        "populate": {path + "admin-token": (secret, "admin-token")},
+        "worker": {path + "worker-token": (secret, "worker-token")},
+        "finalize": {path + "admin-token": (secret, "admin-token")},
+    }
     templates = {t["name"]: t for t in wf["spec"]["templates"]}
     for name, (mount_path, _) in ((n, next(iter(m.items()))) for n, m in mounts.items() if m):
         assert _arg(templates[name]["container"]["args"], "--token-file") == mount_path  # each step reads its own
@@ -170,16 +190,21 @@ def test_submitted_manifest_sets_parallelism_from_max_parallel_pods():
     from backends.argo.workflow import build_workflow, parameters
 
     for pods in (1, 7, 200):
-        wf = build_workflow(model_version_id="mv1", experiment_id="e1", api_base_url="http://queue:8080", max_parallel_pods=pods)
+        wf = build_workflow(
+            model_version_id="mv1", experiment_id="e1", api_base_url="http://queue:8080", max_parallel_pods=pods
+        )
         assert wf["spec"]["parallelism"] == pods and type(wf["spec"]["parallelism"]) is int
         assert parameters(wf)["max-parallel-pods"] == str(pods)
         assert "{{" not in yaml.safe_dump(wf["spec"]["parallelism"])
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"token_secret": "Bad_Name"}, "Secret name 'Bad_Name' is not a Kubernetes name"),
-    ({"model_version_id": "m" * 65}, "is not usable"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"token_secret": "Bad_Name"}, "Secret name 'Bad_Name' is not a Kubernetes name"),
+        ({"model_version_id": "m" * 65}, "is not usable"),
+    ],
+)
 def test_bad_values_are_refused_before_a_manifest_exists(bad, message):
     from backends.argo.workflow import build_workflow
     from config.errors import SweepdeckError
@@ -192,15 +217,27 @@ def test_bad_values_are_refused_before_a_manifest_exists(bad, message):
 # ----------------------------------------------------------------------------- the spot handler
 
 
-@pytest.mark.parametrize("argo,schema,field", [
-    ("3.5", "3.5.0", "schedule"), ("v3.5.0", "3.5.0", "schedule"),
-    ("3.6", "4.1.2", "schedules"), ("4", "4.1.2", "schedules"), ("v4.1.2", "4.1.2", "schedules"),
-])
+@pytest.mark.parametrize(
+    "argo,schema,field",
+    [
+        ("3.5", "3.5.0", "schedule"),
+        ("v3.5.0", "3.5.0", "schedule"),
+        ("3.6", "4.1.2", "schedules"),
+        ("4", "4.1.2", "schedules"),
+        ("v4.1.2", "4.1.2", "schedules"),
+    ],
+)
 def test_spot_handler_is_written_for_the_clusters_argo_version(argo, schema, field):
     from backends.argo.spot import spot_handler_manifests
 
-    cron_wf, cron_job = spot_handler_manifests(argo, api_base_url="http://queue.sweeps:8080/", token_secret="qt",
-                                               image="reg/sweepdeck:2", timeout_minutes=90, namespace="sweeps")
+    cron_wf, cron_job = spot_handler_manifests(
+        argo,
+        api_base_url="http://queue.sweeps:8080/",
+        token_secret="qt",
+        image="reg/sweepdeck:2",
+        timeout_minutes=90,
+        namespace="sweeps",
+    )
     assert errors(cron_wf, schema) == []
     other = "4.1.2" if schema == "3.5.0" else "3.5.0"
     # no one form fits both: 3.5 requires `schedule`, 4 requires `schedules`
@@ -211,7 +248,10 @@ def test_spot_handler_is_written_for_the_clusters_argo_version(argo, schema, fie
     assert list(spec)[0] == field
     wf_spec = spec["workflowSpec"]
     assert {p["name"]: p["value"] for p in wf_spec["arguments"]["parameters"]} == {
-        "api-base-url": "http://queue.sweeps:8080", "timeout-minutes": "90", "image": "reg/sweepdeck:2"}
+        "api-base-url": "http://queue.sweeps:8080",
+        "timeout-minutes": "90",
+        "image": "reg/sweepdeck:2",
+    }
     assert _token_mounts(wf_spec) == {"reset-stale": {"/var/run/secrets/sweepdeck/admin-token": ("qt", "admin-token")}}
     assert _refs(wf_spec) <= {p["name"] for p in wf_spec["arguments"]["parameters"]}
     # the plain CronJob: the same call, the same Secret
@@ -237,7 +277,9 @@ def test_packaged_spot_handler_file_is_the_3_6_and_later_form():
     assert _refs(cw) <= {p["name"] for p in cw["arguments"]["parameters"]}
 
 
-@pytest.mark.parametrize("version,message", [("3.4", "older than 3.5"), ("latest", "is not a version"), ("", "not a version")])
+@pytest.mark.parametrize(
+    "version,message", [("3.4", "older than 3.5"), ("latest", "is not a version"), ("", "not a version")]
+)
 def test_spot_handler_bad_version_is_one_message(version, message):
     from backends.argo.spot import spot_handler_manifests
     from config.errors import SweepdeckError
@@ -260,11 +302,15 @@ def test_spot_handler_cli_prints_both_manifests(capsys):
 def test_ranking_orders_by_metric():
     from tui.commands.queue import ranking
 
-    configs = {1: {"hardware_config_id": 1, "framework_id": 1, "workload_type": "qa"},
-               2: {"hardware_config_id": 2, "framework_id": 1, "workload_type": "qa"}}
-    results = [{"config_id": 1, "metrics": {"output_tokens_per_s": 10.0}},
-               {"config_id": 2, "metrics": {"output_tokens_per_s": 30.0}},
-               {"config_id": 2, "metrics": {"output_tokens_per_s": 50.0}}]
+    configs = {
+        1: {"hardware_config_id": 1, "framework_id": 1, "workload_type": "qa"},
+        2: {"hardware_config_id": 2, "framework_id": 1, "workload_type": "qa"},
+    }
+    results = [
+        {"config_id": 1, "metrics": {"output_tokens_per_s": 10.0}},
+        {"config_id": 2, "metrics": {"output_tokens_per_s": 30.0}},
+        {"config_id": 2, "metrics": {"output_tokens_per_s": 50.0}},
+    ]
     text = ranking(configs, results, "output_tokens_per_s", 5).splitlines()
     assert "40.00" in text[1] and text[1].split()[1] == "2"
     assert "10.00" in text[2]

@@ -11,40 +11,76 @@ PAGE_SIZE = 10_000
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("queue", help="the database-backed work queue (serve, populate, progress, reset-stale, worker, history)")
+    p = sub.add_parser(
+        "queue", help="the database-backed work queue (serve, populate, progress, reset-stale, worker, history)"
+    )
     qs = p.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
 
     def db(parser):
-        parser.add_argument("--db", help="database URL: sqlite:///PATH (default: the XDG data dir) or "
-                                         "postgresql+asyncpg://USER@HOST:PORT/DB")
+        parser.add_argument(
+            "--db",
+            help="database URL: sqlite:///PATH (default: the XDG data dir) or postgresql+asyncpg://USER@HOST:PORT/DB",
+        )
 
     def token(parser, role: str):
-        parser.add_argument("--token-file", metavar="FILE",
-                            help=f"token to send: a file of NAME ROLE TOKEN lines (its {role} token is used) or holding "
-                                 "one bare token (default: $SWEEPDECK_QUEUE_TOKEN, else the file `queue serve` generates)")
+        parser.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help=f"token to send: a file of NAME ROLE TOKEN lines (its {role} token is used) or holding "
+            "one bare token (default: $SWEEPDECK_QUEUE_TOKEN, else the file `queue serve` generates)",
+        )
 
     s = qs.add_parser("serve", help="serve the HTTP API (OpenAPI at /docs); bearer tokens required")
     db(s)
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
-                                                       "any other address needs --token-file or $SWEEPDECK_QUEUE_TOKEN)")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; "
+        "any other address needs --token-file or $SWEEPDECK_QUEUE_TOKEN)",
+    )
     s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: a free one)")
-    s.add_argument("--token-file", metavar="FILE",
-                   help="the tokens to accept: lines NAME ROLE TOKEN, roles worker/admin (default: "
-                        "$SWEEPDECK_QUEUE_TOKEN as one admin token; on loopback only, a generated file, mode 0600)")
-    s.add_argument("--public-progress", action="store_true",
-                   help="answer GET progress and rate (counts only) without a token")
-    s.add_argument("--max-body-bytes", type=int, default=1024 * 1024, metavar="N",
-                   help="larger request bodies are refused with 413 (default 1 MiB)")
-    s.add_argument("--lease-minutes", type=float, default=10.0, metavar="MIN",
-                   help="a claimed config stays the claimer's this long after its claim or last heartbeat (default 10)")
-    s.add_argument("--claim-concurrency", type=int, default=4, metavar="N",
-                   help="PostgreSQL: claim transactions let into the database at once (more claimers wait; "
-                        "about the database server's core count is fastest; 0: no limit)")
+    s.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="the tokens to accept: lines NAME ROLE TOKEN, roles worker/admin (default: "
+        "$SWEEPDECK_QUEUE_TOKEN as one admin token; on loopback only, a generated file, mode 0600)",
+    )
+    s.add_argument(
+        "--public-progress", action="store_true", help="answer GET progress and rate (counts only) without a token"
+    )
+    s.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1024 * 1024,
+        metavar="N",
+        help="larger request bodies are refused with 413 (default 1 MiB)",
+    )
+    s.add_argument(
+        "--lease-minutes",
+        type=float,
+        default=10.0,
+        metavar="MIN",
+        help="a claimed config stays the claimer's this long after its claim or last heartbeat (default 10)",
+    )
+    s.add_argument(
+        "--claim-concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="PostgreSQL: claim transactions let into the database at once (more claimers wait; "
+        "about the database server's core count is fastest; 0: no limit)",
+    )
 
-    t = qs.add_parser("tokens", help="make (if missing) and show the queue's token file: names and roles, never the tokens")
+    t = qs.add_parser(
+        "tokens", help="make (if missing) and show the queue's token file: names and roles, never the tokens"
+    )
     t.add_argument("--token-file", metavar="FILE", help="the file (default: the one `queue serve` uses on loopback)")
-    t.add_argument("--print", dest="print_role", choices=("worker", "admin"),
-                   help="print that role's token alone on stdout (for a Kubernetes Secret or another machine)")
+    t.add_argument(
+        "--print",
+        dest="print_role",
+        choices=("worker", "admin"),
+        help="print that role's token alone on stdout (for a Kubernetes Secret or another machine)",
+    )
 
     pop = qs.add_parser("populate", help="create the config matrix for a model version")
     db(pop)
@@ -61,14 +97,18 @@ def add_parser(sub) -> None:
     pr.add_argument("model_version_id", metavar="MVID")
     pr.add_argument("--json", action="store_true")
 
-    rs = qs.add_parser("reset-stale", help="return stale running configs to pending, revoking their leases (spot recovery)")
+    rs = qs.add_parser(
+        "reset-stale", help="return stale running configs to pending, revoking their leases (spot recovery)"
+    )
     db(rs)
     rs.add_argument("--api-url", help="do it through the queue API (admin token) instead of the database")
     token(rs, "admin")
     rs.add_argument("--timeout-minutes", type=float, default=120)
     rs.add_argument("--max-retries", type=int, default=3)
 
-    hi = qs.add_parser("history", help="a config's state changes: who (token name), when, under which lease; its results")
+    hi = qs.add_parser(
+        "history", help="a config's state changes: who (token name), when, under which lease; its results"
+    )
     db(hi)
     hi.add_argument("config_id", metavar="CONFIG", type=int, help="config id")
     hi.add_argument("--api-url", help="read it through the queue API (admin token) instead of the database")
@@ -87,8 +127,12 @@ def add_parser(sub) -> None:
     rep.add_argument("model_version_id", metavar="MVID")
     rep.add_argument("--metric", default="output_tokens_per_s", help="result metric to rank by (higher is better)")
     rep.add_argument("--top", type=int, default=20)
-    rep.add_argument("--page-size", type=int, default=PAGE_SIZE,
-                     help=f"configs/results per API request (1-10000, default {PAGE_SIZE})")
+    rep.add_argument(
+        "--page-size",
+        type=int,
+        default=PAGE_SIZE,
+        help=f"configs/results per API request (1-10000, default {PAGE_SIZE})",
+    )
 
     w = qs.add_parser("worker", help="claim and run configs until the queue is empty")
     w.add_argument("--api-url", required=True, help="queue API base URL, e.g. http://queue:8080")
@@ -98,13 +142,22 @@ def add_parser(sub) -> None:
     w.add_argument("--priority-threshold", type=int)
     w.add_argument("--endpoint", help="OpenAI-compatible server to run each config against")
     w.add_argument("--model", help="model name at the endpoint")
-    w.add_argument("--command", help="command template run per config, e.g. 'bench --bs {batch_size}' "
-                                     "(no shell; a value may not become an option unless after a literal --)")
+    w.add_argument(
+        "--command",
+        help="command template run per config, e.g. 'bench --bs {batch_size}' "
+        "(no shell; a value may not become an option unless after a literal --)",
+    )
     w.add_argument("--max-requests", type=int, help="requests per config with --endpoint")
 
-    sh = qs.add_parser("spot-handler", help="print the spot-recovery manifests (Argo CronWorkflow + Kubernetes CronJob)")
-    sh.add_argument("--argo-version", default="4", metavar="V",
-                    help="Argo Workflows version of the cluster (3.5 writes `schedule`, 3.6 and later `schedules`; default 4)")
+    sh = qs.add_parser(
+        "spot-handler", help="print the spot-recovery manifests (Argo CronWorkflow + Kubernetes CronJob)"
+    )
+    sh.add_argument(
+        "--argo-version",
+        default="4",
+        metavar="V",
+        help="Argo Workflows version of the cluster (3.5 writes `schedule`, 3.6 and later `schedules`; default 4)",
+    )
     sh.add_argument("--api-url", default="http://sweepdeck-queue:8080", help="the queue API as the cluster reaches it")
     sh.add_argument("--token-secret", default="sweepdeck-queue-token", help="Secret holding the admin-token key")
     sh.add_argument("--image", default="sweepdeck:latest")
@@ -181,8 +234,13 @@ async def _populate(store, args) -> None:
     from backends.queue.store import Matrix
 
     m = Matrix()
-    for name, cast in (("hardware", str), ("frameworks", str), ("workloads", str), ("batch_sizes", int),
-                       ("sequence_lengths", int)):
+    for name, cast in (
+        ("hardware", str),
+        ("frameworks", str),
+        ("workloads", str),
+        ("batch_sizes", int),
+        ("sequence_lengths", int),
+    ):
         values = _csv(getattr(args, name), cast)
         if values is not None:
             setattr(m, name, values)
@@ -202,23 +260,29 @@ async def _populate(store, args) -> None:
 
 
 def _progress_line(p: dict) -> str:
-    return (f"{p['model_version_id']}: {p['completed'] + p['failed']:,}/{p['total']:,} ({p['progress_pct']:.2f}%)  "
-            f"pending {p['pending']:,} · running {p['running']:,} · completed {p['completed']:,} · failed {p['failed']:,}")
+    return (
+        f"{p['model_version_id']}: {p['completed'] + p['failed']:,}/{p['total']:,} ({p['progress_pct']:.2f}%)  "
+        f"pending {p['pending']:,} · running {p['running']:,} · completed {p['completed']:,} · failed {p['failed']:,}"
+    )
 
 
 def _reset_line(r: dict, max_retries: int) -> str:
-    return (f"[INFO] reset {r['reset']} stale configs to pending; {r['failed']} failed after {max_retries} retries "
-            "(their leases are revoked)")
+    return (
+        f"[INFO] reset {r['reset']} stale configs to pending; {r['failed']} failed after {max_retries} retries "
+        "(their leases are revoked)"
+    )
 
 
 def history_text(h: dict) -> str:
     """``queue history``: the config, then one line per state change and per result."""
     c = h["config"]
-    lines = [f"config {c['id']} of {c['model_version_id']}: {c['workload_type']}, batch {c['batch_size']}, "
-             f"seq {c['sequence_length']}, priority {c['priority']} — {c['status']}"
-             + (f" ({c['error_message']})" if c.get("error_message") else "")
-             + f", retries {c['retry_count']}",
-             f"  {c['created_at']}  populated by {c.get('created_by') or '(unknown)'}"]
+    lines = [
+        f"config {c['id']} of {c['model_version_id']}: {c['workload_type']}, batch {c['batch_size']}, "
+        f"seq {c['sequence_length']}, priority {c['priority']} — {c['status']}"
+        + (f" ({c['error_message']})" if c.get("error_message") else "")
+        + f", retries {c['retry_count']}",
+        f"  {c['created_at']}  populated by {c.get('created_by') or '(unknown)'}",
+    ]
     for e in h["events"]:
         move = f"{e['from_status']} → {e['to_status']}" if e.get("to_status") else ""
         lease = f"  lease {e['lease_id'][:8]}…" if e.get("lease_id") else ""
@@ -226,7 +290,9 @@ def history_text(h: dict) -> str:
         lines.append(f"  {e['at']}  {e['action']:<11} by {e['actor']:<16} {move}{lease}{detail}".rstrip())
     for r in h["results"]:
         lease = f" under lease {r['lease_id'][:8]}…" if r.get("lease_id") else ""
-        lines.append(f"  result {r['id']}{lease} by {r.get('created_by') or '(unknown)'}: {json.dumps(r['metrics'])[:200]}")
+        lines.append(
+            f"  result {r['id']}{lease} by {r.get('created_by') or '(unknown)'}: {json.dumps(r['metrics'])[:200]}"
+        )
     if not h["results"]:
         lines.append("  no result")
     return "\n".join(lines)
@@ -244,7 +310,9 @@ def _serve(args) -> int:
     if args.max_body_bytes < 1024:
         raise SweepdeckError(f"--max-body-bytes must be at least 1024, got {args.max_body_bytes}.")
     if not 1 / 60 <= args.lease_minutes <= 7 * 24 * 60:
-        raise SweepdeckError(f"--lease-minutes must be from 1 s (0.0167) to 7 days (10080), got {args.lease_minutes:g}.")
+        raise SweepdeckError(
+            f"--lease-minutes must be from 1 s (0.0167) to 7 days (10080), got {args.lease_minutes:g}."
+        )
     tokens, where = server_tokens(args.token_file, args.host)
     store = _store(args, claim_concurrency=args.claim_concurrency or None, lease_seconds=args.lease_minutes * 60)
     app = create_app(store, tokens, public_progress=args.public_progress, max_body_bytes=args.max_body_bytes)
@@ -293,8 +361,10 @@ async def _worker(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, worker.stop)
     counts = await worker.run()
-    line = (f"[INFO] worker finished: {counts['completed']} completed, {counts['failed']} failed, "
-            f"{counts['released']} returned to pending")
+    line = (
+        f"[INFO] worker finished: {counts['completed']} completed, {counts['failed']} failed, "
+        f"{counts['released']} returned to pending"
+    )
     if counts["reassigned"]:
         line += f", {counts['reassigned']} reassigned to other workers (dropped)"
     print(line, flush=True)
@@ -305,8 +375,14 @@ def _spot_handler(args) -> int:
     from backends.argo.spot import spot_handler_manifests
     from backends.argo.workflow import yaml_dump_all
 
-    docs = spot_handler_manifests(args.argo_version, api_base_url=args.api_url, token_secret=args.token_secret,
-                                  image=args.image, timeout_minutes=args.timeout_minutes, namespace=args.namespace)
+    docs = spot_handler_manifests(
+        args.argo_version,
+        api_base_url=args.api_url,
+        token_secret=args.token_secret,
+        image=args.image,
+        timeout_minutes=args.timeout_minutes,
+        namespace=args.namespace,
+    )
     print(yaml_dump_all(docs), end="")
     return 0
 
@@ -324,12 +400,19 @@ def _remote(args) -> int:
     try:
         with httpx.Client(timeout=120, headers=headers) as client:
             if args.queue_command == "populate-remote":
-                info = _checked(client.post(f"{base}/populate/{args.model_version_id}", params={"dry_run": args.dry_run}))
-                print(f"Expected Total: {info['total']:,} configs; created {info['created']:,}, existing {info['existing']:,}")
+                info = _checked(
+                    client.post(f"{base}/populate/{args.model_version_id}", params={"dry_run": args.dry_run})
+                )
+                print(f"Expected Total: {info['total']:,} configs; created {info['created']:,}, "
+                      f"existing {info['existing']:,}")
                 return 0
             if args.queue_command == "reset-stale":
-                r = _checked(client.post(f"{base}/maintenance/reset-stale",
-                                         params={"timeout_minutes": args.timeout_minutes, "max_retries": args.max_retries}))
+                r = _checked(
+                    client.post(
+                        f"{base}/maintenance/reset-stale",
+                        params={"timeout_minutes": args.timeout_minutes, "max_retries": args.max_retries},
+                    )
+                )
                 print(_reset_line(r, args.max_retries))
                 return 0
             if args.queue_command == "history":
@@ -343,8 +426,10 @@ def _remote(args) -> int:
             results = list(_pages(client, f"{base}/results/{args.model_version_id}", args.page_size))
     except httpx.HTTPError as exc:
         raise SweepdeckError(f"Queue API at {args.api_url} failed: {exc}.") from None
-    print(f"{progress['completed']:,} completed, {progress['failed']:,} failed of {progress['total']:,} "
-          f"({progress['progress_pct']:.2f}%)")
+    print(
+        f"{progress['completed']:,} completed, {progress['failed']:,} failed of {progress['total']:,} "
+        f"({progress['progress_pct']:.2f}%)"
+    )
     print(ranking(configs, results, args.metric, args.top))
     return 0
 
@@ -359,8 +444,11 @@ def _checked(resp) -> Any:
         detail = resp.json().get("detail", resp.text)
     except ValueError:
         detail = resp.text
-    hint = ("Give an admin token of this queue: --token-file FILE or $SWEEPDECK_QUEUE_TOKEN."
-            if resp.status_code in (401, 403) else "")
+    hint = (
+        "Give an admin token of this queue: --token-file FILE or $SWEEPDECK_QUEUE_TOKEN."
+        if resp.status_code in (401, 403)
+        else ""
+    )
     error = SweepdeckError(f"{resp.request.method} {resp.request.url.path} → HTTP {resp.status_code}: {detail}", hint)
     error.exit_code = 1
     raise error

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import threading
 
 import httpx
@@ -24,7 +25,12 @@ NS = "sweeps"
 MVID = "mv1"
 W = "/api/v1/workflow"
 #: 2 hardware × 1 framework × 5 workloads × 2 batch sizes × 2 sequence lengths
-SMALL = {"hardware": ["H100-80GB:1", "A100-80GB:1"], "frameworks": ["vllm"], "batch_sizes": [1, 2], "sequence_lengths": [1024, 2048]}
+SMALL = {
+    "hardware": ["H100-80GB:1", "A100-80GB:1"],
+    "frameworks": ["vllm"],
+    "batch_sizes": [1, 2],
+    "sequence_lengths": [1024, 2048],
+}
 SMALL_TOTAL = 40
 
 
@@ -42,9 +48,13 @@ def create_token_secret(fake, namespace=NS, name="sweepdeck-queue-token") -> Non
     """The Secret `sweepdeck argo submit` offers to create, holding the tests' tokens."""
     tokens = {role: token for _n, role, token in TOKEN_ENTRIES}
     lines = "".join(f"{n} {r} {t}\n" for n, r, t in TOKEN_ENTRIES)
-    data = {k: base64.b64encode(v.encode()).decode() for k, v in
-            (("tokens", lines), ("worker-token", tokens["worker"]), ("admin-token", tokens["admin"]))}
-    fake.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "data": data})
+    data = {
+        k: base64.b64encode(v.encode()).decode()
+        for k, v in (("tokens", lines), ("worker-token", tokens["worker"]), ("admin-token", tokens["admin"]))
+    }
+    fake.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "data": data}
+    )
 
 
 def mounted_file(ctx: PodContext, path: str) -> str:
@@ -61,7 +71,7 @@ def mounted_file(ctx: PodContext, path: str) -> str:
         if not path.startswith(root):
             continue
         source = volumes[mount["name"]]["secret"]
-        rel = path[len(root):]
+        rel = path[len(root) :]
         items = {i["path"]: i["key"] for i in source.get("items") or []}
         key = items.get(rel, rel if not items else None)
         try:
@@ -87,16 +97,25 @@ class Workers:
         if ctx.template != "worker":  # populate/finalize: the token must be an admin's, then the default (log, succeed)
             url = ctx.arg("--api-url")
             mvid = ctx.args[ctx.args.index("--") + 1]
-            r = httpx.post(f"{url}{W}/populate/{mvid}", params={"dry_run": True}, timeout=30,
-                           headers={"Authorization": f"Bearer {token}"})
+            r = httpx.post(
+                f"{url}{W}/populate/{mvid}",
+                params={"dry_run": True},
+                timeout=30,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             r.raise_for_status()
             return NotImplemented
         from backends.queue.worker import QueueWorker
 
         async def go():
             worker = QueueWorker(
-                api_url=ctx.arg("--api-url"), batch_size=int(ctx.arg("--batch-size")), token=token,
-                model_version_id=ctx.arg("--model-version-id"), command=self.command, name=ctx.pod, on_log=ctx.log,
+                api_url=ctx.arg("--api-url"),
+                batch_size=int(ctx.arg("--batch-size")),
+                token=token,
+                model_version_id=ctx.arg("--model-version-id"),
+                command=self.command,
+                name=ctx.pod,
+                on_log=ctx.log,
             )
             loop = asyncio.get_running_loop()
             done = threading.Event()
@@ -106,10 +125,8 @@ class Workers:
                 while not ctx.stopped.wait(0.02):
                     if done.is_set():
                         return
-                try:
+                with contextlib.suppress(RuntimeError):  # the worker already ended and its loop closed
                     loop.call_soon_threadsafe(worker.stop)
-                except RuntimeError:  # the worker already ended and its loop closed
-                    pass
 
             threading.Thread(target=sigterm, daemon=True).start()
             try:
@@ -119,7 +136,8 @@ class Workers:
 
         counts = asyncio.run(go())
         self.counts.append(counts)
-        ctx.log(f"[INFO] worker finished: {counts['completed']} completed, {counts['failed']} failed, {counts['released']} returned to pending")
+        ctx.log(f"[INFO] worker finished: {counts['completed']} completed, {counts['failed']} failed, "
+                f"{counts['released']} returned to pending")
         return True
 
 
@@ -147,11 +165,26 @@ def cluster(fake_kube):  # noqa: F811
 @pytest.fixture
 def config_file(tmp_path, fake_kube, api):  # noqa: F811
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"profiles": {"sweep": {
-        "backend": "argo", "namespace": NS, "kubeconfig": str(fake_kube.kubeconfig), "queue_url": api.url,
-        "queue_token_file": str(api.token_file),
-        "model_version_id": MVID, "max_parallel_pods": 3, "batch_size": 4, "poll_interval": 0.1, "watch_timeout": 30,
-    }}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": {
+                    "sweep": {
+                        "backend": "argo",
+                        "namespace": NS,
+                        "kubeconfig": str(fake_kube.kubeconfig),
+                        "queue_url": api.url,
+                        "queue_token_file": str(api.token_file),
+                        "model_version_id": MVID,
+                        "max_parallel_pods": 3,
+                        "batch_size": 4,
+                        "poll_interval": 0.1,
+                        "watch_timeout": 30,
+                    }
+                }
+            }
+        )
+    )
     return cfg
 
 

@@ -13,13 +13,17 @@ from tests.integration.queue.conftest import ADMIN, WORKER, auth
 
 
 def claim(api, n):
-    return httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": n, "model_version_id": MVID},
-                      headers=auth("worker")).json()
+    return httpx.post(
+        f"{api.url}{W}/configs/get-batch", json={"limit": n, "model_version_id": MVID}, headers=auth("worker")
+    ).json()
 
 
 def report(api, config, status, error=None):
-    httpx.post(f"{api.url}{W}/configs/{config['id']}/status", headers=auth("worker"),
-               json={"status": status, "error_message": error, "lease_id": config["lease_id"]}).raise_for_status()
+    httpx.post(
+        f"{api.url}{W}/configs/{config['id']}/status",
+        headers=auth("worker"),
+        json={"status": status, "error_message": error, "lease_id": config["lease_id"]},
+    ).raise_for_status()
 
 
 async def test_snapshot_counts_rate_failures_and_breakdowns(api):
@@ -36,7 +40,10 @@ async def test_snapshot_counts_rate_failures_and_breakdowns(api):
         assert (s.total, s.pending, s.running, s.completed, s.failed) == (SMALL_TOTAL, 28, 3, 5, 4)
         assert s.configs_per_min == pytest.approx(9 / 5.0)  # 9 finished in the 5-minute window
         assert s.eta_s == pytest.approx((28 + 3) / (9 / 5.0) * 60)
-        assert s.failures == [{"error_message": "CUDA out of memory", "count": 3}, {"error_message": "timeout", "count": 1}]
+        assert s.failures == [
+            {"error_message": "CUDA out of memory", "count": 3},
+            {"error_message": "timeout", "count": 1},
+        ]
         assert s.stale == []  # nothing running for 120 min
         assert sum(r["completed"] + r["failed"] + r["pending"] + r["running"] for r in s.by_workload) == SMALL_TOTAL
         assert {r["priority"] for r in s.by_priority} and all("priority" in r for r in s.by_priority)

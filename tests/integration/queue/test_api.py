@@ -26,21 +26,40 @@ def test_full_cycle_over_http(api):
         assert len(batch) == 4 and all(b["status"] == "running" for b in batch)
         assert len({b["lease_id"] for b in batch}) == 4, "one lease per config"
         lease = {b["id"]: b["lease_id"] for b in batch}
-        r = c.post(f"{W}/configs/{batch[0]['id']}/status", json={"status": "completed", "lease_id": lease[batch[0]["id"]]})
+        r = c.post(
+            f"{W}/configs/{batch[0]['id']}/status", json={"status": "completed", "lease_id": lease[batch[0]["id"]]}
+        )
         assert r.status_code == 200 and r.json()["status"] == "completed"
-        r = c.post(f"{W}/configs/{batch[1]['id']}/status",
-                   json={"status": "failed", "error_message": "OOM killed during inference", "lease_id": lease[batch[1]["id"]]})
+        r = c.post(
+            f"{W}/configs/{batch[1]['id']}/status",
+            json={
+                "status": "failed",
+                "error_message": "OOM killed during inference",
+                "lease_id": lease[batch[1]["id"]],
+            },
+        )
         assert r.json()["error_message"] == "OOM killed during inference"
-        r = c.post(f"{W}/configs/{batch[2]['id']}/results", json={"metrics": {"tps": 1.5}, "lease_id": lease[batch[2]["id"]]})
+        r = c.post(
+            f"{W}/configs/{batch[2]['id']}/results", json={"metrics": {"tps": 1.5}, "lease_id": lease[batch[2]["id"]]}
+        )
         assert r.status_code == 201
         prog = admin.get(f"{W}/progress/mv1").json()
         assert {k: prog[k] for k in ("total", "pending", "running", "completed", "failed", "progress_pct")} == {
-            "total": 10, "pending": 6, "running": 2, "completed": 1, "failed": 1, "progress_pct": 20.0}
+            "total": 10,
+            "pending": 6,
+            "running": 2,
+            "completed": 1,
+            "failed": 1,
+            "progress_pct": 20.0,
+        }
         failed = admin.get(f"{W}/configs/mv1", params={"status": "failed"}).json()
         assert [f["id"] for f in failed] == [batch[1]["id"]]
         assert admin.get(f"{W}/failures/mv1").json() == [{"error_message": "OOM killed during inference", "count": 1}]
         assert admin.get(f"{W}/results/mv1").json()[0]["metrics"] == {"tps": 1.5}
-        assert admin.post(f"{W}/maintenance/reset-stale", params={"timeout_minutes": 0}).json() == {"reset": 2, "failed": 0}
+        assert admin.post(f"{W}/maintenance/reset-stale", params={"timeout_minutes": 0}).json() == {
+            "reset": 2,
+            "failed": 0,
+        }
         # an admin retries the failed config: back to pending, recorded under the admin token's name
         r = admin.post(f"{W}/configs/{batch[1]['id']}/status", json={"status": "pending"})
         assert r.status_code == 200 and r.json()["status"] == "pending"
@@ -63,7 +82,11 @@ def test_errors_are_clear(api):
         assert r.status_code == 404 and "123456" in r.json()["detail"]
         pending = admin.get(f"{W}/configs/mv1", params={"status": "pending", "limit": 1}).json()[0]
         r = c.post(f"{W}/configs/{pending['id']}/status", json={"status": "completed", "lease_id": "0" * 32})
-        assert r.status_code == 409 and r.json()["reason"] == "lease_unknown" and "not a lease of config" in r.json()["detail"]
+        assert (
+            r.status_code == 409
+            and r.json()["reason"] == "lease_unknown"
+            and "not a lease of config" in r.json()["detail"]
+        )
         r = c.post(f"{W}/configs/{pending['id']}/status", json={"status": "completed"})
         assert r.status_code == 422 and "lease_id is required" in r.json()["detail"][0]["msg"]
         r = c.post(f"{W}/configs/{pending['id']}/status", json={"status": "exploded", "lease_id": "0" * 32})
@@ -73,23 +96,30 @@ def test_errors_are_clear(api):
         assert admin.get(f"{W}/progress/mv2").json()["total"] == 0
 
 
-@pytest.mark.parametrize("body,field,reason", [
-    ({"batch_sizes": [0]}, ["batch_sizes", 0], "greater than 0"),
-    ({"batch_sizes": [-4]}, ["batch_sizes", 0], "greater than 0"),
-    ({"batch_sizes": []}, ["batch_sizes"], "at least 1 item"),
-    ({"sequence_lengths": [1024, "long"]}, ["sequence_lengths", 1], "valid integer"),
-    ({"sequence_lengths": [1.5]}, ["sequence_lengths", 0], "valid integer"),
-    ({"sequence_lengths": [True]}, ["sequence_lengths", 0], "valid integer"),
-    ({"hardware": []}, ["hardware"], "at least 1 item"),
-    ({"hardware": ["H100:1", "  "]}, ["hardware", 1], "at least 1 character"),
-    ({"hardware": ["H100:99999999999"]}, ["hardware"], "GPU count outside 1-1024"),
-    ({"workloads": ["--rm"]}, ["workloads"], "begins with '-'"),
-    ({"workloads": ["w" * 51]}, ["workloads", 0], "at most 50 characters"),
-    ({"frameworks": ["vllm", "vllm"]}, ["frameworks"], "duplicate values: vllm"),
-    ({"workloads": "chatbot"}, ["workloads"], "valid list"),
-    ({"batch_size": [1]}, ["batch_size"], "Extra inputs are not permitted: unknown field 'batch_size'"),
-    ({"hardware": [f"h{i}" for i in range(1000)], "frameworks": [f"f{i}" for i in range(1000)]}, [], "at most 1,000,000"),
-])
+@pytest.mark.parametrize(
+    "body,field,reason",
+    [
+        ({"batch_sizes": [0]}, ["batch_sizes", 0], "greater than 0"),
+        ({"batch_sizes": [-4]}, ["batch_sizes", 0], "greater than 0"),
+        ({"batch_sizes": []}, ["batch_sizes"], "at least 1 item"),
+        ({"sequence_lengths": [1024, "long"]}, ["sequence_lengths", 1], "valid integer"),
+        ({"sequence_lengths": [1.5]}, ["sequence_lengths", 0], "valid integer"),
+        ({"sequence_lengths": [True]}, ["sequence_lengths", 0], "valid integer"),
+        ({"hardware": []}, ["hardware"], "at least 1 item"),
+        ({"hardware": ["H100:1", "  "]}, ["hardware", 1], "at least 1 character"),
+        ({"hardware": ["H100:99999999999"]}, ["hardware"], "GPU count outside 1-1024"),
+        ({"workloads": ["--rm"]}, ["workloads"], "begins with '-'"),
+        ({"workloads": ["w" * 51]}, ["workloads", 0], "at most 50 characters"),
+        ({"frameworks": ["vllm", "vllm"]}, ["frameworks"], "duplicate values: vllm"),
+        ({"workloads": "chatbot"}, ["workloads"], "valid list"),
+        ({"batch_size": [1]}, ["batch_size"], "Extra inputs are not permitted: unknown field 'batch_size'"),
+        (
+            {"hardware": [f"h{i}" for i in range(1000)], "frameworks": [f"f{i}" for i in range(1000)]},
+            [],
+            "at most 1,000,000",
+        ),
+    ],
+)
 def test_bad_populate_body_is_422_naming_the_field(api, body, field, reason):
     with api.client("admin") as c:
         for dry_run in (True, False):
@@ -164,7 +194,10 @@ def test_401_403_per_role_and_endpoint(api, method, path, role, kw):
 
 
 def test_public_progress_opens_only_the_counts(tmp_path):
-    with ApiServer(f"sqlite:///{tmp_path / 'q.db'}", app_options={"public_progress": True}) as api, api.client(None) as c:
+    with (
+        ApiServer(f"sqlite:///{tmp_path / 'q.db'}", app_options={"public_progress": True}) as api,
+        api.client(None) as c,
+    ):
         c.post(f"{W}/populate/mv1", json=SMALL, headers=auth("admin")).raise_for_status()
         assert c.get(f"{W}/progress/mv1").json()["total"] == 10
         assert c.get(f"{W}/rate/mv1").status_code == 200
@@ -178,7 +211,9 @@ def test_retrying_a_failed_config_needs_an_admin(api):
     with api.client("admin") as admin, api.client("worker") as c:
         admin.post(f"{W}/populate/mv1", json=SMALL).raise_for_status()
         [cfg] = c.post(f"{W}/configs/get-batch", json={"limit": 1}).json()
-        c.post(f"{W}/configs/{cfg['id']}/status", json={"status": "failed", "lease_id": cfg["lease_id"]}).raise_for_status()
+        c.post(
+            f"{W}/configs/{cfg['id']}/status", json={"status": "failed", "lease_id": cfg["lease_id"]}
+        ).raise_for_status()
         r = c.post(f"{W}/configs/{cfg['id']}/status", json={"status": "pending"})
         assert r.status_code == 403 and "needs an admin token" in r.json()["detail"]
         assert admin.post(f"{W}/configs/{cfg['id']}/status", json={"status": "pending"}).json()["status"] == "pending"
@@ -192,31 +227,47 @@ def test_stale_worker_race_b_wins_and_a_gets_409(api_db):
     with api_db.client("admin") as admin, api_db.client("worker") as w:
         admin.post(f"{W}/populate/mv1", json=SMALL).raise_for_status()
         [a] = w.post(f"{W}/configs/get-batch", json={"limit": 1, "worker": "A"}).json()
-        assert admin.post(f"{W}/maintenance/reset-stale", params={"timeout_minutes": 0}).json() == {"reset": 1, "failed": 0}
+        assert admin.post(f"{W}/maintenance/reset-stale", params={"timeout_minutes": 0}).json() == {
+            "reset": 1,
+            "failed": 0,
+        }
         [b] = w.post(f"{W}/configs/get-batch", json={"limit": 1, "worker": "B"}).json()
         assert b["id"] == a["id"] and b["lease_id"] != a["lease_id"] and b["retry_count"] == 1
         cid = a["id"]
-        for late in ({"status": "completed", "lease_id": a["lease_id"], "metrics": {"tps": 1.0}},
-                     {"status": "failed", "lease_id": a["lease_id"], "error_message": "A's late failure"},
-                     {"status": "pending", "lease_id": a["lease_id"]}):
+        for late in (
+            {"status": "completed", "lease_id": a["lease_id"], "metrics": {"tps": 1.0}},
+            {"status": "failed", "lease_id": a["lease_id"], "error_message": "A's late failure"},
+            {"status": "pending", "lease_id": a["lease_id"]},
+        ):
             r = w.post(f"{W}/configs/{cid}/status", json=late)
             assert r.status_code == 409, r.text
             body = r.json()
             assert body["reason"] == "lease_revoked" and body["config_id"] == cid and body["status"] == "running"
-            assert body["detail"].startswith(f"Config {cid} was reassigned: your lease was revoked by reset-stale (ops, ")
+            assert body["detail"].startswith(
+                f"Config {cid} was reassigned: your lease was revoked by reset-stale (ops, "
+            )
             assert "now runs under another worker's lease" in body["detail"] and "not recorded" in body["detail"]
         r = w.post(f"{W}/configs/{cid}/results", json={"lease_id": a["lease_id"], "metrics": {"tps": 1.0}})
         assert r.status_code == 409 and r.json()["reason"] == "lease_revoked"
-        r = w.post(f"{W}/configs/{cid}/status", json={"status": "completed", "lease_id": b["lease_id"], "metrics": {"tps": 2.0}})
+        r = w.post(
+            f"{W}/configs/{cid}/status",
+            json={"status": "completed", "lease_id": b["lease_id"], "metrics": {"tps": 2.0}},
+        )
         assert r.status_code == 200 and r.json()["status"] == "completed"
-        r = w.post(f"{W}/configs/{cid}/status", json={"status": "completed", "lease_id": a["lease_id"], "metrics": {"tps": 1.0}})
+        r = w.post(
+            f"{W}/configs/{cid}/status",
+            json={"status": "completed", "lease_id": a["lease_id"], "metrics": {"tps": 1.0}},
+        )
         assert r.status_code == 409 and "has since been completed" in r.json()["detail"]
         results = admin.get(f"{W}/results/mv1").json()
         assert [(x["config_id"], x["metrics"], x["lease_id"]) for x in results] == [(cid, {"tps": 2.0}, b["lease_id"])]
         h = admin.get(f"{W}/configs/{cid}/history").json()
         assert [(e["action"], e["lease_id"], e["detail"]) for e in h["events"] if e["action"] != "result"] == [
-            ("claim", a["lease_id"], "A"), ("reset", a["lease_id"], "stale (lease expired or not renewed for 0 min)"),
-            ("claim", b["lease_id"], "B"), ("complete", b["lease_id"], None)]
+            ("claim", a["lease_id"], "A"),
+            ("reset", a["lease_id"], "stale (lease expired or not renewed for 0 min)"),
+            ("claim", b["lease_id"], "B"),
+            ("complete", b["lease_id"], None),
+        ]
         assert admin.get(f"{W}/progress/mv1").json()["completed"] == 1
 
 
@@ -231,7 +282,9 @@ def test_reports_are_exactly_once_and_retries_get_the_same_answer(api_db):
         r = w.post(f"{W}/configs/{c1['id']}/status", json={**done, "metrics": {"tps": 9.9}})
         assert r.status_code == 409 and r.json()["reason"] == "result_differs"
         r = w.post(f"{W}/configs/{c1['id']}/status", json={**done, "status": "failed"})
-        assert r.status_code == 409 and r.json()["reason"] == "wrong_state" and "already completed" in r.json()["detail"]
+        assert (
+            r.status_code == 409 and r.json()["reason"] == "wrong_state" and "already completed" in r.json()["detail"]
+        )
 
         body = {"lease_id": c2["lease_id"], "metrics": {"tps": 7.0}}
         posted = [w.post(f"{W}/configs/{c2['id']}/results", json=body) for _ in range(5)]
@@ -250,7 +303,9 @@ def test_reports_are_exactly_once_and_retries_get_the_same_answer(api_db):
         pending = admin.get(f"{W}/configs/mv1", params={"status": "pending", "limit": 1}).json()[0]
         r = w.post(f"{W}/configs/{pending['id']}/results", json={"lease_id": c3["lease_id"], "metrics": {}})
         assert r.status_code == 409 and r.json()["reason"] == "lease_unknown"
-        w.post(f"{W}/configs/{c3['id']}/status", json={"status": "pending", "lease_id": c3["lease_id"]}).raise_for_status()
+        w.post(
+            f"{W}/configs/{c3['id']}/status", json={"status": "pending", "lease_id": c3["lease_id"]}
+        ).raise_for_status()
         r = w.post(f"{W}/configs/{c3['id']}/status", json={"status": "pending", "lease_id": c3["lease_id"]})
         assert r.status_code == 200 and r.json()["status"] == "pending"  # a retried give-back
         r = w.post(f"{W}/configs/{c3['id']}/results", json={"lease_id": c3["lease_id"], "metrics": {}})
@@ -274,26 +329,37 @@ def _wait_past(moment: dt.datetime, timeout: float = 30.0) -> None:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_heartbeats_extend_leases_and_expiry_revokes_them(request, tmp_path, kind):
-    with ApiServer(db_url(kind, request, tmp_path), store_options={"lease_seconds": 2}) as api, \
-            api.client("admin") as admin, api.client("worker") as w:
+    with (
+        ApiServer(db_url(kind, request, tmp_path), store_options={"lease_seconds": 2}) as api,
+        api.client("admin") as admin,
+        api.client("worker") as w,
+    ):
         admin.post(f"{W}/populate/mv1", json=SMALL).raise_for_status()
         kept, lost = w.post(f"{W}/configs/get-batch", json={"limit": 2}).json()
         assert (_utc(kept["lease_expires_at"]) - _utc(kept["renewed_at"])).total_seconds() == pytest.approx(2)
-        beat = w.post(f"{W}/configs/heartbeat", json={"leases": [{"config_id": kept["id"], "lease_id": kept["lease_id"]}]})
+        beat = w.post(
+            f"{W}/configs/heartbeat", json={"leases": [{"config_id": kept["id"], "lease_id": kept["lease_id"]}]}
+        )
         renewed = beat.json()["renewed"][0]
         assert beat.json()["revoked"] == [] and _utc(renewed["lease_expires_at"]) > _utc(kept["lease_expires_at"])
         _wait_past(_utc(lost["lease_expires_at"]))
         r = w.post(f"{W}/configs/{lost['id']}/status", json={"status": "completed", "lease_id": lost["lease_id"]})
         assert r.status_code == 409 and r.json()["reason"] == "lease_expired" and "expired at" in r.json()["detail"]
-        beat = w.post(f"{W}/configs/heartbeat", json={"leases": [{"config_id": c["id"], "lease_id": c["lease_id"]}
-                                                                for c in (kept, lost)]}).json()
+        beat = w.post(
+            f"{W}/configs/heartbeat",
+            json={"leases": [{"config_id": c["id"], "lease_id": c["lease_id"]} for c in (kept, lost)]},
+        ).json()
         assert lost["id"] in beat["revoked"]
         # an expired lease makes the config stale whatever the timeout: reset-stale returns it
         stale = admin.get(f"{W}/stale/mv1", params={"older_than_minutes": 120}).json()
         assert lost["id"] in {c["id"] for c in stale}
         assert admin.post(f"{W}/maintenance/reset-stale", params={"timeout_minutes": 120}).json()["reset"] >= 1
         r = w.post(f"{W}/configs/{lost['id']}/status", json={"status": "completed", "lease_id": lost["lease_id"]})
-        assert r.status_code == 409 and r.json()["reason"] == "lease_revoked" and "waiting in the queue again" in r.json()["detail"]
+        assert (
+            r.status_code == 409
+            and r.json()["reason"] == "lease_revoked"
+            and "waiting in the queue again" in r.json()["detail"]
+        )
 
 
 def test_body_size_limit_is_413_and_configurable(tmp_path, api):
@@ -304,34 +370,47 @@ def test_body_size_limit_is_413_and_configurable(tmp_path, api):
         r = w.post(f"{W}/configs/{cfg['id']}/results", json=big)
         assert r.status_code == 413 and "larger than 1,048,576 bytes" in r.json()["detail"]
         # without a Content-Length (chunked) the limit holds as well
-        r = w.post(f"{W}/configs/{cfg['id']}/results", content=iter([json.dumps(big).encode()]),
-                   headers={"content-type": "application/json"})
+        r = w.post(
+            f"{W}/configs/{cfg['id']}/results",
+            content=iter([json.dumps(big).encode()]),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 413
         ok = {"lease_id": cfg["lease_id"], "metrics": {"blob": "x" * (900 * 1024)}}
         assert w.post(f"{W}/configs/{cfg['id']}/results", json=ok).status_code == 201
         assert admin.get(f"{W}/results/mv1").json()[0]["metrics"]["blob"] == ok["metrics"]["blob"]
-    with ApiServer(f"sqlite:///{tmp_path / 'small.db'}", app_options={"max_body_bytes": 2048}) as small, \
-            small.client("admin") as admin:
+    with (
+        ApiServer(f"sqlite:///{tmp_path / 'small.db'}", app_options={"max_body_bytes": 2048}) as small,
+        small.client("admin") as admin,
+    ):
         r = admin.post(f"{W}/populate/mv1", json={"hardware": [f"hw{i}:1" for i in range(300)]})
         assert r.status_code == 413 and "2,048 bytes" in r.json()["detail"]
         assert admin.post(f"{W}/populate/mv1", json=SMALL).status_code == 200
 
 
-@pytest.mark.parametrize("method,path,kw,where", [
-    ("POST", "/configs/get-batch", {"json": {"limit": 5, "model_version": "typo"}}, ["body", "model_version"]),
-    ("POST", "/configs/get-batch", {"json": {"limit": True}}, ["body", "limit"]),
-    ("POST", "/configs/get-batch", {"json": {"limit": 2**70}}, ["body", "limit"]),
-    ("POST", "/configs/get-batch", {"json": {"priority_threshold": 2**70}}, ["body", "priority_threshold"]),
-    ("POST", f"/configs/{2**70}/status", {"json": {"status": "completed", "lease_id": "0" * 32}}, ["path", "config_id"]),
-    ("GET", f"/configs/{2**70}/history", {}, ["path", "config_id"]),
-    ("GET", "/rate/mv1", {"params": {"window_minutes": "1e308"}}, ["query", "window_minutes"]),
-    ("GET", "/stale/mv1", {"params": {"older_than_minutes": "1e308"}}, ["query", "older_than_minutes"]),
-    ("POST", "/maintenance/reset-stale", {"params": {"timeout_minutes": "1e308"}}, ["query", "timeout_minutes"]),
-    ("POST", "/maintenance/reset-stale", {"params": {"timeout_minutes": "nan"}}, ["query", "timeout_minutes"]),
-    ("POST", "/maintenance/reset-stale", {"params": {"timeout_minute": "5"}}, ["query", "timeout_minute"]),
-    ("GET", "/configs/mv1", {"params": {"statuss": "failed"}}, ["query", "statuss"]),
-    ("GET", "/progress/mv1", {"params": {"x": "1"}}, ["query", "x"]),
-])
+@pytest.mark.parametrize(
+    "method,path,kw,where",
+    [
+        ("POST", "/configs/get-batch", {"json": {"limit": 5, "model_version": "typo"}}, ["body", "model_version"]),
+        ("POST", "/configs/get-batch", {"json": {"limit": True}}, ["body", "limit"]),
+        ("POST", "/configs/get-batch", {"json": {"limit": 2**70}}, ["body", "limit"]),
+        ("POST", "/configs/get-batch", {"json": {"priority_threshold": 2**70}}, ["body", "priority_threshold"]),
+        (
+            "POST",
+            f"/configs/{2**70}/status",
+            {"json": {"status": "completed", "lease_id": "0" * 32}},
+            ["path", "config_id"],
+        ),
+        ("GET", f"/configs/{2**70}/history", {}, ["path", "config_id"]),
+        ("GET", "/rate/mv1", {"params": {"window_minutes": "1e308"}}, ["query", "window_minutes"]),
+        ("GET", "/stale/mv1", {"params": {"older_than_minutes": "1e308"}}, ["query", "older_than_minutes"]),
+        ("POST", "/maintenance/reset-stale", {"params": {"timeout_minutes": "1e308"}}, ["query", "timeout_minutes"]),
+        ("POST", "/maintenance/reset-stale", {"params": {"timeout_minutes": "nan"}}, ["query", "timeout_minutes"]),
+        ("POST", "/maintenance/reset-stale", {"params": {"timeout_minute": "5"}}, ["query", "timeout_minute"]),
+        ("GET", "/configs/mv1", {"params": {"statuss": "failed"}}, ["query", "statuss"]),
+        ("GET", "/progress/mv1", {"params": {"x": "1"}}, ["query", "x"]),
+    ],
+)
 def test_hostile_input_is_422_naming_the_field(api, method, path, kw, where):
     with api.client("admin") as c:
         c.post(f"{W}/populate/mv1", json=SMALL).raise_for_status()
@@ -347,10 +426,22 @@ def test_nonfinite_and_unencodable_json_is_422(api):
     with api.client("admin") as admin, api.client("worker") as w:
         admin.post(f"{W}/populate/mv1", json=SMALL).raise_for_status()
         [cfg] = w.post(f"{W}/configs/get-batch", json={"limit": 1}).json()
-        for raw in ('{"lease_id": "%s", "metrics": {"x": NaN}}', '{"lease_id": "%s", "metrics": {"x": 1e999}}',
-                    '{"lease_id": "%s", "metrics": {"\\ud800": 1}}', '{"lease_id": "%s", "metrics": {"x": "a\\u0000b"}}'):
-            r = w.post(f"{W}/configs/{cfg['id']}/results", content=raw % cfg["lease_id"], headers={"content-type": "application/json"})
+        for raw in (
+            '{"lease_id": "%s", "metrics": {"x": NaN}}',
+            '{"lease_id": "%s", "metrics": {"x": 1e999}}',
+            '{"lease_id": "%s", "metrics": {"\\ud800": 1}}',
+            '{"lease_id": "%s", "metrics": {"x": "a\\u0000b"}}',
+        ):
+            r = w.post(
+                f"{W}/configs/{cfg['id']}/results",
+                content=raw % cfg["lease_id"],
+                headers={"content-type": "application/json"},
+            )
             assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "metrics"], (raw, r.text)
-        r = w.post(f"{W}/configs/get-batch", content="[" * 100_000 + "]" * 100_000, headers={"content-type": "application/json"})
+        r = w.post(
+            f"{W}/configs/get-batch",
+            content="[" * 100_000 + "]" * 100_000,
+            headers={"content-type": "application/json"},
+        )
         assert 400 <= r.status_code < 500
         assert WORKER not in r.text

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import httpx
@@ -29,9 +29,13 @@ from tests.integration.queue.conftest import ApiServer, W, auth, db_url
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-SETTINGS = settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # ----------------------------------------------------------------------------- the document
@@ -69,13 +73,24 @@ def operations() -> list[dict[str, Any]]:
             continue
         for method, op in methods.items():
             body = ((op.get("requestBody") or {}).get("content") or {}).get("application/json", {}).get("schema")
-            out.append({
-                "id": f"{method.upper()} {path.removeprefix(W)}", "method": method.upper(), "path": path,
-                "params": [{"name": p["name"], "in": p["in"], "required": p.get("required", False),
-                            "schema": resolve(p["schema"])} for p in op.get("parameters", [])],
-                "body": resolve(body) if body else None,
-                "body_required": (op.get("requestBody") or {}).get("required", False),
-            })
+            out.append(
+                {
+                    "id": f"{method.upper()} {path.removeprefix(W)}",
+                    "method": method.upper(),
+                    "path": path,
+                    "params": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "required": p.get("required", False),
+                            "schema": resolve(p["schema"]),
+                        }
+                        for p in op.get("parameters", [])
+                    ],
+                    "body": resolve(body) if body else None,
+                    "body_required": (op.get("requestBody") or {}).get("required", False),
+                }
+            )
     return out
 
 
@@ -122,12 +137,15 @@ BY_ID = {op["id"]: op for op in OPERATIONS}
 
 
 JSON_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-    max_leaves=8)
+    max_leaves=8,
+)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _valid(schema_json: str) -> st.SearchStrategy:
     return _from_schema(json.loads(schema_json))
 
@@ -142,34 +160,41 @@ def _from_schema(schema: dict) -> st.SearchStrategy:
         return st.one_of([valid(s) for s in schema["anyOf"]])
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
-    kind = schema.get("type")
-    if kind == "null":
-        return st.none()
-    if kind == "boolean":
-        return st.booleans()
-    if kind in ("integer", "number"):
-        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
-        hi = schema.get("maximum")
-        if kind == "integer":
-            lo = None if lo is None else int(lo) + (1 if "exclusiveMinimum" in schema else 0)
-            return st.integers(min_value=lo, max_value=None if hi is None else int(hi))
-        return st.floats(min_value=lo, max_value=hi, exclude_min="exclusiveMinimum" in schema,
-                         allow_nan=False, allow_infinity=False)
-    if kind == "string":
-        if "pattern" in schema:
-            return st.from_regex(schema["pattern"].replace("$", r"\Z"), fullmatch=False)
-        return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 30), 30))
-    if kind == "array":
-        return st.lists(valid(schema.get("items") or {}), min_size=schema.get("minItems", 0),
-                        max_size=min(schema.get("maxItems", 5), 5))
-    if kind == "object":
-        props = schema.get("properties") or {}
-        if not props:
-            return st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4)
-        required = set(schema.get("required") or [])
-        return st.fixed_dictionaries({k: valid(v) for k, v in props.items() if k in required},
-                                     optional={k: valid(v) for k, v in props.items() if k not in required})
-    return JSON_VALUES
+    make = {"null": lambda _s: st.none(), "boolean": lambda _s: st.booleans(), "integer": _valid_integer,
+            "number": _valid_number, "string": _valid_string, "array": _valid_array, "object": _valid_object}
+    return make.get(schema.get("type"), lambda _s: JSON_VALUES)(schema)
+
+
+def _valid_integer(schema: dict) -> st.SearchStrategy:
+    lo, hi = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+    lo = None if lo is None else int(lo) + (1 if "exclusiveMinimum" in schema else 0)
+    return st.integers(min_value=lo, max_value=None if hi is None else int(hi))
+
+
+def _valid_number(schema: dict) -> st.SearchStrategy:
+    lo, hi = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+    return st.floats(min_value=lo, max_value=hi, exclude_min="exclusiveMinimum" in schema, allow_nan=False,
+                     allow_infinity=False)
+
+
+def _valid_string(schema: dict) -> st.SearchStrategy:
+    if "pattern" in schema:
+        return st.from_regex(schema["pattern"].replace("$", r"\Z"), fullmatch=False)
+    return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 30), 30))
+
+
+def _valid_array(schema: dict) -> st.SearchStrategy:
+    return st.lists(valid(schema.get("items") or {}), min_size=schema.get("minItems", 0),
+                    max_size=min(schema.get("maxItems", 5), 5))
+
+
+def _valid_object(schema: dict) -> st.SearchStrategy:
+    props = schema.get("properties") or {}
+    if not props:
+        return st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4)
+    required = set(schema.get("required") or [])
+    return st.fixed_dictionaries({k: valid(v) for k, v in props.items() if k in required},
+                                 optional={k: valid(v) for k, v in props.items() if k not in required})
 
 
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
@@ -188,76 +213,93 @@ def bad_values(schema: dict, nullable: bool, *, text_only: bool = False) -> st.S
     Args:
         text_only: A query or path parameter: everything travels as text.
     """
-    kind = schema.get("type")
     options: list[st.SearchStrategy] = []
     if not nullable and not text_only:
         options.append(st.none())
     if "enum" in schema:
         options.append(st.text(min_size=1, max_size=12).filter(lambda s: s not in schema["enum"]))
-    if kind == "integer":
-        hi, lo = schema.get("maximum"), schema.get("minimum", schema.get("exclusiveMinimum"))
-        if hi is not None:
-            options.append(st.integers(min_value=int(hi) + 1))
-        if lo is not None:
-            options.append(st.integers(max_value=int(lo) - (0 if "exclusiveMinimum" in schema else 1)))
-        options += [st.sampled_from([2**70, -(2**70), 1e308, -1e308])]
-        if text_only:
-            options.append(st.sampled_from(["1.5", "true", "nan", "inf", "", "1e308", "0x10", "ten"]))
-        else:
-            options += [st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
-                        st.lists(st.integers(), max_size=2)]
-    elif kind == "number":
-        hi, lo = schema.get("maximum"), schema.get("minimum", schema.get("exclusiveMinimum"))
-        if hi is not None:
-            options.append(st.floats(min_value=float(hi), exclude_min=True, allow_infinity=False, allow_nan=False))
-        if lo is not None:  # below an inclusive minimum (never -0.0, which equals 0), or at an exclusive one
-            top = float(lo) - 1e-6 if "minimum" in schema else float(lo)
-            options.append(st.floats(max_value=top, allow_infinity=False, allow_nan=False))
-        options.append(st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, -1e308]))
-        if text_only:
-            options.append(st.sampled_from(["true", "", "ten", "1,5", "nan", "infinity"]))
-        else:
-            options += [st.booleans(), st.text(max_size=8), st.lists(st.floats(), max_size=2), st.just({})]
-    elif kind == "string":
-        if "maxLength" in schema:
-            options.append(st.text(alphabet="abcdef0123", min_size=schema["maxLength"] + 1, max_size=schema["maxLength"] + 40))
-        if "pattern" in schema:
-            import re
-
-            rx = re.compile(schema["pattern"])
-            options.append(st.text(min_size=1, max_size=40).filter(lambda s: not rx.search(s)))
-        if schema.get("minLength"):
-            options.append(st.just(""))
-        options.append(st.just("a\x00b"))
-        if not text_only:  # in a URL a lone surrogate arrives as U+FFFD, which is text like any other
-            options.append(st.just("\ud800"))
-            options += [st.integers(), st.booleans(), st.floats(), st.lists(st.text(max_size=3), max_size=2), st.just({})]
-    elif kind == "boolean":
-        options.append(st.sampled_from(["maybe", "2", "-1", "yes please", "tru"]) if text_only
-                       else st.one_of(st.integers(), st.text(max_size=5), st.floats()))
-    elif kind == "array":
-        options += [JSON_SCALARS.filter(lambda v: v is not None), st.just({})]
-        if schema.get("minItems"):
-            options.append(st.just([]))
-        items = schema.get("items") or {}
-        if "maxItems" in schema:
-            options.append(valid(items).map(lambda v, n=schema["maxItems"] + 1: [v] * n))
-        if items:
-            options.append(bad_values(items, False).map(lambda v: [v]))
-    elif kind == "object":
-        options += [JSON_SCALARS.filter(lambda v: v is not None), st.lists(st.integers(), max_size=2)]
-        props = schema.get("properties") or {}
-        if schema.get("additionalProperties") is False:
-            options.append(valid(schema).map(lambda v: {**v, "surely_unknown": 1}))
-        if props:
-            name = sorted(props)[0]
-            inner, can_null = _nullable(props[name])
-            options.append(st.tuples(valid(schema), bad_values(inner, can_null))
-                           .map(lambda t, n=name: {**t[0], n: t[1]}))
-        else:  # free-form JSON (metrics): what JSON has but the databases cannot store
-            options.append(st.sampled_from([{"x": float("nan")}, {"x": float("inf")}, {"\ud800": 1}, {"x": "a\x00b"},
-                                            _deep(40)]))
+    make = {"integer": _bad_integer, "number": _bad_number, "string": _bad_string, "boolean": _bad_boolean,
+            "array": _bad_array, "object": _bad_object}.get(schema.get("type"))
+    if make is not None:
+        options += make(schema, text_only)
     return st.one_of(options) if options else st.nothing()
+
+
+def _bad_integer(schema: dict, text_only: bool) -> list[st.SearchStrategy]:
+    hi, lo = schema.get("maximum"), schema.get("minimum", schema.get("exclusiveMinimum"))
+    out = [st.sampled_from([2**70, -(2**70), 1e308, -1e308])]
+    if hi is not None:
+        out.append(st.integers(min_value=int(hi) + 1))
+    if lo is not None:
+        out.append(st.integers(max_value=int(lo) - (0 if "exclusiveMinimum" in schema else 1)))
+    if text_only:
+        return [*out, st.sampled_from(["1.5", "true", "nan", "inf", "", "1e308", "0x10", "ten"])]
+    return [*out, st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+            st.lists(st.integers(), max_size=2)]
+
+
+def _bad_number(schema: dict, text_only: bool) -> list[st.SearchStrategy]:
+    hi, lo = schema.get("maximum"), schema.get("minimum", schema.get("exclusiveMinimum"))
+    out = [st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, -1e308])]
+    if hi is not None:
+        out.append(st.floats(min_value=float(hi), exclude_min=True, allow_infinity=False, allow_nan=False))
+    if lo is not None:  # below an inclusive minimum (never -0.0, which equals 0), or at an exclusive one
+        top = float(lo) - 1e-6 if "minimum" in schema else float(lo)
+        out.append(st.floats(max_value=top, allow_infinity=False, allow_nan=False))
+    if text_only:
+        return [*out, st.sampled_from(["true", "", "ten", "1,5", "nan", "infinity"])]
+    return [*out, st.booleans(), st.text(max_size=8), st.lists(st.floats(), max_size=2), st.just({})]
+
+
+def _bad_string(schema: dict, text_only: bool) -> list[st.SearchStrategy]:
+    import re
+
+    out = [st.just("a\x00b")]
+    if "maxLength" in schema:
+        n = schema["maxLength"]
+        out.append(st.text(alphabet="abcdef0123", min_size=n + 1, max_size=n + 40))
+    if "pattern" in schema:
+        rx = re.compile(schema["pattern"])
+        out.append(st.text(min_size=1, max_size=40).filter(lambda s: not rx.search(s)))
+    if schema.get("minLength"):
+        out.append(st.just(""))
+    if text_only:  # in a URL a lone surrogate arrives as U+FFFD, which is text like any other
+        return out
+    return [*out, st.just("\ud800"), st.integers(), st.booleans(), st.floats(),
+            st.lists(st.text(max_size=3), max_size=2), st.just({})]
+
+
+def _bad_boolean(_schema: dict, text_only: bool) -> list[st.SearchStrategy]:
+    if text_only:
+        return [st.sampled_from(["maybe", "2", "-1", "yes please", "tru"])]
+    return [st.integers(), st.text(max_size=5), st.floats()]
+
+
+def _bad_array(schema: dict, _text_only: bool) -> list[st.SearchStrategy]:
+    out = [JSON_SCALARS.filter(lambda v: v is not None), st.just({})]
+    if schema.get("minItems"):
+        out.append(st.just([]))
+    items = schema.get("items") or {}
+    if "maxItems" in schema:
+        out.append(valid(items).map(lambda v, n=schema["maxItems"] + 1: [v] * n))
+    if items:
+        out.append(bad_values(items, False).map(lambda v: [v]))
+    return out
+
+
+def _bad_object(schema: dict, _text_only: bool) -> list[st.SearchStrategy]:
+    out = [JSON_SCALARS.filter(lambda v: v is not None), st.lists(st.integers(), max_size=2)]
+    props = schema.get("properties") or {}
+    if schema.get("additionalProperties") is False:
+        out.append(valid(schema).map(lambda v: {**v, "surely_unknown": 1}))
+    if props:
+        name = sorted(props)[0]
+        inner, can_null = _nullable(props[name])
+        out.append(st.tuples(valid(schema), bad_values(inner, can_null)).map(lambda t, n=name: {**t[0], n: t[1]}))
+    else:  # free-form JSON (metrics): what JSON has but the databases cannot store
+        out.append(st.sampled_from([{"x": float("nan")}, {"x": float("inf")}, {"\ud800": 1}, {"x": "a\x00b"},
+                                    _deep(40)]))
+    return out
 
 
 def _text(value: Any) -> str:
@@ -316,14 +358,26 @@ def send(c: httpx.Client, req: dict[str, Any]) -> httpx.Response:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory):
     """One API per database, with a sweep in it: some configs pending, running, completed and failed."""
-    with ApiServer(db_url(request.param, request, tmp_path_factory.mktemp("props"))) as api, \
-            api.client("admin") as admin, api.client("worker") as w:
-        admin.post(f"{W}/populate/mv1", json={"hardware": ["H100:1", "A100:1"], "frameworks": ["vllm"],
-                                              "batch_sizes": [1, 2], "sequence_lengths": [1024]}).raise_for_status()
+    with (
+        ApiServer(db_url(request.param, request, tmp_path_factory.mktemp("props"))) as api,
+        api.client("admin") as admin,
+        api.client("worker") as w,
+    ):
+        admin.post(
+            f"{W}/populate/mv1",
+            json={
+                "hardware": ["H100:1", "A100:1"],
+                "frameworks": ["vllm"],
+                "batch_sizes": [1, 2],
+                "sequence_lengths": [1024],
+            },
+        ).raise_for_status()
         batch = w.post(f"{W}/configs/get-batch", json={"limit": 6}).json()
         for c, status in zip(batch, ("completed", "failed", "completed"), strict=False):
-            w.post(f"{W}/configs/{c['id']}/status", json={"status": status, "lease_id": c["lease_id"],
-                                                          "metrics": {"tps": 1.0}}).raise_for_status()
+            w.post(
+                f"{W}/configs/{c['id']}/status",
+                json={"status": status, "lease_id": c["lease_id"], "metrics": {"tps": 1.0}},
+            ).raise_for_status()
         api.db = request.param
         yield api
 
@@ -355,8 +409,9 @@ def test_valid_requests_are_never_a_server_error(served, admin_client, op_id):
     assert httpx.get(f"{served.url}/health").json() == {"status": "ok"}
 
 
-@pytest.mark.parametrize("op_id,where,keys,schema,nullable", TARGETS,
-                         ids=[f"{t[0]} {t[1]}:{'.'.join(map(str, t[2]))}" for t in TARGETS])
+@pytest.mark.parametrize(
+    "op_id,where,keys,schema,nullable", TARGETS, ids=[f"{t[0]} {t[1]}:{'.'.join(map(str, t[2]))}" for t in TARGETS]
+)
 def test_wrong_type_or_out_of_range_is_422_naming_the_field(served, admin_client, op_id, where, keys, schema, nullable):
     op = BY_ID[op_id]
     text_only = where in ("query", "path")
@@ -367,16 +422,25 @@ def test_wrong_type_or_out_of_range_is_422_naming_the_field(served, admin_client
         if where == "body":
             req = {**req, "body": _set(req["body"] if isinstance(req["body"], dict) else {}, keys, bad)}
         else:
-            req = {**req, where if where == "query" else "path_params": {
-                **req["query" if where == "query" else "path_params"], keys[0]: _text(bad)}}
+            req = {
+                **req,
+                where if where == "query" else "path_params": {
+                    **req["query" if where == "query" else "path_params"],
+                    keys[0]: _text(bad),
+                },
+            }
         r = send(admin_client, req)
         assert r.status_code < 500, (req, r.status_code, r.text[:500])
-        if where == "path" and r.status_code in (404, 405) and r.json().get("detail") in ("Not Found", "Method Not Allowed"):
+        if (
+            where == "path"
+            and r.status_code in (404, 405)
+            and r.json().get("detail") in ("Not Found", "Method Not Allowed")
+        ):
             return  # the value no longer matches the route (an empty segment, a slash)
         assert r.status_code == 422, (req, r.status_code, r.text[:500])
         locs = [tuple(x for x in e["loc"] if not isinstance(x, int)) for e in r.json()["detail"]]
         want = (where, *(k for k in keys if not isinstance(k, int)))
-        assert any(loc[:len(want)] == want for loc in locs), (want, locs)
+        assert any(loc[: len(want)] == want for loc in locs), (want, locs)
 
     check()
 
@@ -388,7 +452,7 @@ def test_an_unknown_field_or_parameter_is_422_naming_it(served, admin_client, op
     @SETTINGS
     @given(req=requests(op), name=st.from_regex(r"\A[a-z][a-z_]{2,15}\Z"))
     def check(req, name):
-        known = {p["name"] for p in op["params"]} | set(((_nullable(op["body"] or {})[0]).get("properties") or {}))
+        known = {p["name"] for p in op["params"]} | set((_nullable(op["body"] or {})[0]).get("properties") or {})
         if name in known:
             return
         if op["body"] and isinstance(req["body"], dict):
@@ -399,7 +463,9 @@ def test_an_unknown_field_or_parameter_is_422_naming_it(served, admin_client, op
             where = "query"
         r = send(admin_client, req)
         assert r.status_code == 422, (req, r.status_code, r.text[:300])
-        assert any(e["loc"] == [where, name] and f"unknown field '{name}'" in e["msg"] for e in r.json()["detail"]), r.text
+        assert any(e["loc"] == [where, name] and f"unknown field '{name}'" in e["msg"] for e in r.json()["detail"]), (
+            r.text
+        )
 
     check()
 

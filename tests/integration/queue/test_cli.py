@@ -19,7 +19,12 @@ from tui.cli import main
 
 pytestmark = pytest.mark.services
 
-MATRIX = {"hardware": ["H100:1", "A100:1"], "frameworks": ["vllm"], "batch_sizes": [1, 2], "sequence_lengths": [1024]}  # 20
+MATRIX = {
+    "hardware": ["H100:1", "A100:1"],
+    "frameworks": ["vllm"],
+    "batch_sizes": [1, 2],
+    "sequence_lengths": [1024],
+}  # 20
 
 
 def _complete_all(url: str, metric=lambda c: float(c["id"])) -> list[dict]:
@@ -27,8 +32,13 @@ def _complete_all(url: str, metric=lambda c: float(c["id"])) -> list[dict]:
         assert c.post(f"{W}/populate/mv1", json=MATRIX).json()["created"] == 20
         batch = c.post(f"{W}/configs/get-batch", json={"limit": 500}).json()
         for cfg in batch:
-            c.post(f"{W}/configs/{cfg['id']}/status", json={
-                "status": "completed", "lease_id": cfg["lease_id"], "metrics": {"output_tokens_per_s": metric(cfg)}}
+            c.post(
+                f"{W}/configs/{cfg['id']}/status",
+                json={
+                    "status": "completed",
+                    "lease_id": cfg["lease_id"],
+                    "metrics": {"output_tokens_per_s": metric(cfg)},
+                },
             ).raise_for_status()
     return batch
 
@@ -36,14 +46,30 @@ def _complete_all(url: str, metric=lambda c: float(c["id"])) -> list[dict]:
 def _table(out: str) -> list[list[str]]:
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("rank"))
-    return [line.split() for line in lines[start + 1:]]
+    return [line.split() for line in lines[start + 1 :]]
 
 
 @pytest.mark.parametrize("page_size", [7, 20, 10_000])
 def test_report_pages_through_every_config_and_result(api, capsys, page_size):
     batch = _complete_all(api.url)
-    assert main(["queue", "report", "--api-url", api.url, "--token-file", str(api.token_file), "mv1",
-                 "--page-size", str(page_size), "--top", "50"]) == 0
+    assert (
+        main(
+            [
+                "queue",
+                "report",
+                "--api-url",
+                api.url,
+                "--token-file",
+                str(api.token_file),
+                "mv1",
+                "--page-size",
+                str(page_size),
+                "--top",
+                "50",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("20 completed, 0 failed of 20 (100.00%)")
     rows = _table(out)
@@ -51,13 +77,20 @@ def test_report_pages_through_every_config_and_result(api, capsys, page_size):
     assert len(rows) == 10 and sum(int(r[-1]) for r in rows) == 20
     # the best group holds the highest config ids, which only the last page of a small page size has
     best = max(batch, key=lambda c: c["id"])
-    mates = [c["id"] for c in batch if (c["hardware_config_id"], c["workload_type"]) == (best["hardware_config_id"], best["workload_type"])]
+    mates = [
+        c["id"]
+        for c in batch
+        if (c["hardware_config_id"], c["workload_type"]) == (best["hardware_config_id"], best["workload_type"])
+    ]
     assert rows[0][1] == str(best["hardware_config_id"]) and rows[0][3] == best["workload_type"]
     assert float(rows[0][4]) == pytest.approx(sum(mates) / len(mates))
 
 
 def test_report_bad_page_size_is_one_message(api, capsys):
-    assert main(["queue", "report", "--api-url", api.url, "--token-file", str(api.token_file), "mv1", "--page-size", "0"]) == 2
+    assert (
+        main(["queue", "report", "--api-url", api.url, "--token-file", str(api.token_file), "mv1", "--page-size", "0"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--page-size must be 1-10000" in err and "Traceback" not in err
 
@@ -77,7 +110,9 @@ def test_results_listing_has_offset(api):
     _complete_all(api.url)
     with api.client("admin") as c:
         whole = [r["id"] for r in c.get(f"{W}/results/mv1", params={"limit": 100}).json()]
-        paged = [r["id"] for off in (0, 8, 16) for r in c.get(f"{W}/results/mv1", params={"limit": 8, "offset": off}).json()]
+        paged = [
+            r["id"] for off in (0, 8, 16) for r in c.get(f"{W}/results/mv1", params={"limit": 8, "offset": off}).json()
+        ]
         assert len(whole) == 20 and paged == whole
         assert c.get(f"{W}/results/mv1", params={"offset": -1}).status_code == 422
 
@@ -85,9 +120,10 @@ def test_results_listing_has_offset(api):
 # ----------------------------------------------------------------------------- serve, reset-stale, worker --endpoint
 
 
-
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui.cli", "queue", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", "queue", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_serve_is_a_real_http_server_over_the_given_database(tmp_path, private_dirs):
@@ -98,8 +134,9 @@ def test_serve_is_a_real_http_server_over_the_given_database(tmp_path, private_d
     from backends.queue.auth import default_token_path, read_token_file
 
     db = f"sqlite:///{tmp_path / 'served.db'}"
-    server = UvicornProcess([sys.executable, "-m", "tui.cli", "queue", "serve", "--db", db, "--port", "0"],
-                            what="queue serve")
+    server = UvicornProcess(
+        [sys.executable, "-m", "tui.cli", "queue", "serve", "--db", db, "--port", "0"], what="queue serve"
+    )
     try:
         url = server.wait_ready()
         path = default_token_path()
@@ -117,15 +154,19 @@ def test_serve_is_a_real_http_server_over_the_given_database(tmp_path, private_d
             worker = {"Authorization": f"Bearer {tokens['worker']}"}
             assert len(c.post(f"{W}/configs/get-batch", json={"limit": 5}, headers=worker).json()) == 5
             assert c.post(f"{W}/populate/mv1", json={"batch_sizes": [0]}, headers=admin).status_code == 422
-            assert c.post(f"{W}/populate/mv1", json=MATRIX, headers={"Authorization": "Bearer wrong-" + tokens["admin"]}
-                          ).status_code == 401
+            assert (
+                c.post(
+                    f"{W}/populate/mv1", json=MATRIX, headers={"Authorization": "Bearer wrong-" + tokens["admin"]}
+                ).status_code
+                == 401
+            )
         # a second start reuses the file (clients keep working)
         assert main(["queue", "tokens"]) == 0
     finally:
         code = server.stop()
     log = "\n".join(server.lines)
     assert tokens["admin"] not in log and tokens["worker"] not in log, "a token reached the server's log"
-    assert "POST /api/v1/workflow/populate/mv1 HTTP/1.1\" 401" in log  # the access log is there, without tokens
+    assert 'POST /api/v1/workflow/populate/mv1 HTTP/1.1" 401' in log  # the access log is there, without tokens
     # uvicorn shuts down cleanly on SIGTERM, then re-raises the signal (so its exit says why it stopped)
     assert code in (0, -signal.SIGTERM) and "INFO:     Application shutdown complete." in server.lines, server.lines
     # what was served is in the database file: another client reads it directly
@@ -162,9 +203,13 @@ def test_server_tokens_sources(tmp_path, monkeypatch):
     with pytest.raises(SweepdeckError, match="not usable") as bad:
         server_tokens(None, "127.0.0.1")
     assert "short" not in str(bad.value)  # never echoed
-    for text, error in (("a b\n", "expected NAME ROLE TOKEN"), (f"x boss {ADMIN}\n", "role 'boss'"),
-                        (f"x admin {ADMIN}\ny worker {ADMIN}\n", "listed twice"),
-                        (f"x admin {ADMIN}\nx worker {WORKER}\n", "share a name"), ("# nothing\n", "holds no token")):
+    for text, error in (
+        ("a b\n", "expected NAME ROLE TOKEN"),
+        (f"x boss {ADMIN}\n", "role 'boss'"),
+        (f"x admin {ADMIN}\ny worker {ADMIN}\n", "listed twice"),
+        (f"x admin {ADMIN}\nx worker {WORKER}\n", "share a name"),
+        ("# nothing\n", "holds no token"),
+    ):
         (tmp_path / "bad").write_text(text)
         with pytest.raises(SweepdeckError, match=error):
             server_tokens(str(tmp_path / "bad"), "127.0.0.1")
@@ -185,8 +230,23 @@ def test_tokens_command_makes_and_shows_the_file_never_the_tokens(tmp_path, caps
 
 def test_reset_stale_cli_returns_then_fails_stranded_configs(tmp_path):
     db = f"sqlite:///{tmp_path / 'q.db'}"
-    assert _cli("populate", "mv1", "--db", db, "--hardware", "H100:1", "--frameworks", "vllm",
-                "--batch-sizes", "1", "--sequence-lengths", "1024").returncode == 0  # 5 configs
+    assert (
+        _cli(
+            "populate",
+            "mv1",
+            "--db",
+            db,
+            "--hardware",
+            "H100:1",
+            "--frameworks",
+            "vllm",
+            "--batch-sizes",
+            "1",
+            "--sequence-lengths",
+            "1024",
+        ).returncode
+        == 0
+    )  # 5 configs
 
     async def claim(n):
         store = QueueStore(db)
@@ -225,12 +285,38 @@ def sim():
 def test_worker_endpoint_mode_runs_each_config_against_the_simulator(api, sim):
     from tests.integration.test_loadgen_sim import MODEL
 
-    small = {"hardware": ["H100:1"], "frameworks": ["vllm"], "batch_sizes": [1, 2], "sequence_lengths": [64]}  # 10 configs
+    small = {
+        "hardware": ["H100:1"],
+        "frameworks": ["vllm"],
+        "batch_sizes": [1, 2],
+        "sequence_lengths": [64],
+    }  # 10 configs
     with api.client("admin") as c:
         assert c.post(f"{W}/populate/mv1", json=small).json()["created"] == 10
-    w = subprocess.run([sys.executable, "-m", "tui.cli", "queue", "worker", "--api-url", api.url,
-                        "--token-file", str(api.token_file), "--batch-size", "4",
-                        "--endpoint", sim.url, "--model", MODEL, "--max-requests", "3"], capture_output=True, text=True, timeout=120)
+    w = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "queue",
+            "worker",
+            "--api-url",
+            api.url,
+            "--token-file",
+            str(api.token_file),
+            "--batch-size",
+            "4",
+            "--endpoint",
+            sim.url,
+            "--model",
+            MODEL,
+            "--max-requests",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert w.returncode == 0, w.stdout + w.stderr
     assert "[INFO] worker finished: 10 completed, 0 failed, 0 returned to pending" in w.stdout
     with api.client("admin") as c:
@@ -256,14 +342,23 @@ def test_history_shows_who_changed_a_config_and_when(api, tmp_path, capsys):
         [a] = w.post(f"{W}/configs/get-batch", json={"limit": 1, "worker": "pod-a"}).json()
         admin.post(f"{W}/maintenance/reset-stale", params={"timeout_minutes": 0}).raise_for_status()
         [b] = w.post(f"{W}/configs/get-batch", json={"limit": 1, "worker": "pod-b"}).json()
-        w.post(f"{W}/configs/{b['id']}/status",
-               json={"status": "completed", "lease_id": b["lease_id"], "metrics": {"tps": 4.25}}).raise_for_status()
+        w.post(
+            f"{W}/configs/{b['id']}/status",
+            json={"status": "completed", "lease_id": b["lease_id"], "metrics": {"tps": 4.25}},
+        ).raise_for_status()
     assert main(["queue", "history", str(a["id"]), "--api-url", api.url, "--token-file", str(api.token_file)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"config {a['id']} of mv1: chatbot, batch 1, seq 1024, priority 100 — completed, retries 1")
+    assert lines[0].startswith(
+        f"config {a['id']} of mv1: chatbot, batch 1, seq 1024, priority 100 — completed, retries 1"
+    )
     assert "populated by ops" in lines[1]
     actions = [line.split()[1:4] for line in lines[2:6]]
-    assert actions == [["claim", "by", "pods"], ["reset", "by", "ops"], ["claim", "by", "pods"], ["result", "by", "pods"]]
+    assert actions == [
+        ["claim", "by", "pods"],
+        ["reset", "by", "ops"],
+        ["claim", "by", "pods"],
+        ["result", "by", "pods"],
+    ]
     assert f"lease {a['lease_id'][:8]}…  (pod-a)" in lines[2] and "running → pending" in lines[3]
     assert f"lease {b['lease_id'][:8]}…  (pod-b)" in lines[4]
     assert lines[-1] == f"  result 1 under lease {b['lease_id'][:8]}… by pods: " + '{"tps": 4.25}'

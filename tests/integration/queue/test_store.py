@@ -34,6 +34,7 @@ def pool_checkouts(store: QueueStore):
         event.remove(pool, "checkout", checkout)
         event.remove(pool, "checkin", checkin)
 
+
 pytestmark = pytest.mark.services
 
 SMALL = Matrix(hardware=("H100:1", "A100:2"), frameworks=("vllm",), batch_sizes=(1, 8), sequence_lengths=(1024, 4096))
@@ -48,7 +49,15 @@ async def test_populate_counts_and_is_idempotent(store):
     assert (first["created"], first["existing"]) == (40, 0)
     assert (again["created"], again["existing"]) == (0, 40)
     p = await store.progress("mv-1")
-    assert p == {"model_version_id": "mv-1", "total": 40, "pending": 40, "running": 0, "completed": 0, "failed": 0, "progress_pct": 0.0}
+    assert p == {
+        "model_version_id": "mv-1",
+        "total": 40,
+        "pending": 40,
+        "running": 0,
+        "completed": 0,
+        "failed": 0,
+        "progress_pct": 0.0,
+    }
 
 
 async def test_default_matrix_is_1800(store):
@@ -154,8 +163,12 @@ async def test_concurrent_claimers_never_share_a_config(store):
     if store.is_pg:
         await store.warm(claimers)  # 100 server connections, opened before the race
         async with store.engine.connect() as conn:
-            connected = await conn.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"))
+            connected = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND backend_type = 'client backend'"
+                )
+            )
         assert connected >= claimers
 
     async def claimer(n):
@@ -242,11 +255,11 @@ async def test_completion_rate_uses_its_index_not_every_finished_row(store):
     old = dt.datetime(2020, 1, 1)
     async with store.engine.begin() as conn:  # a long sweep: almost everything finished long ago
         await conn.execute(update(C).where(C.model_version_id == "mv-r").values(status="completed", completed_at=old))
-    done = (await store.claim(5, model_version_id="mv-r"))  # nothing pending: claims nothing
+    done = await store.claim(5, model_version_id="mv-r")  # nothing pending: claims nothing
     assert done == []
     async with store.engine.begin() as conn:
         await conn.execute(text("ANALYZE"))
-    since = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=5)
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=5)
     q = store.rate_query("mv-r", since).compile(store.engine.sync_engine, compile_kwargs={"literal_binds": True})
     async with store.engine.connect() as conn:
         if store.is_pg:
@@ -259,8 +272,11 @@ async def test_completion_rate_uses_its_index_not_every_finished_row(store):
         assert "completed_at>" in plan.replace(" ", ""), plan  # a range on completed_at, not a filter afterwards
     assert await store.completion_rate("mv-r", 5) == 0.0
     async with store.engine.begin() as conn:
-        await conn.execute(update(C).where(C.model_version_id == "mv-r", C.id % 100 == 0)
-                           .values(completed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)))
+        await conn.execute(
+            update(C)
+            .where(C.model_version_id == "mv-r", C.id % 100 == 0)
+            .values(completed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        )
     assert await store.completion_rate("mv-r", 5) == 36 / 5
 
 
@@ -272,9 +288,13 @@ async def test_create_adds_new_indexes_to_an_existing_database(store):
     await store.create()
     async with store.engine.connect() as conn:
         if store.is_pg:
-            found = await conn.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_configs_mv_status_completed'"))
+            found = await conn.scalar(
+                text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_configs_mv_status_completed'")
+            )
         else:
-            found = await conn.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'ix_configs_mv_status_completed'"))
+            found = await conn.scalar(
+                text("SELECT count(*) FROM sqlite_master WHERE name = 'ix_configs_mv_status_completed'")
+            )
     assert found == 1
 
 
@@ -289,10 +309,18 @@ async def test_every_state_change_is_audited_with_who_and_which_lease(store):
     await store.reset_stale(0, 0, actor="spot-handler")  # three: retries used up at once
     h = {c["id"]: await store.history(c["id"]) for c in batch}
     assert [(e["action"], e["actor"], e["from_status"], e["to_status"]) for e in h[one["id"]]["events"]] == [
-        ("claim", "pods", "pending", "running"), ("result", "pods", None, None), ("complete", "pods", "running", "completed")]
-    assert h[one["id"]]["results"][0]["lease_id"] == one["lease_id"] and h[one["id"]]["results"][0]["created_by"] == "pods"
+        ("claim", "pods", "pending", "running"),
+        ("result", "pods", None, None),
+        ("complete", "pods", "running", "completed"),
+    ]
+    assert (
+        h[one["id"]]["results"][0]["lease_id"] == one["lease_id"] and h[one["id"]]["results"][0]["created_by"] == "pods"
+    )
     assert [(e["action"], e["actor"], e["detail"]) for e in h[two["id"]]["events"]] == [
-        ("claim", "pods", "pod-1"), ("fail", "pods", "OOM"), ("retry", "ops", None)]
+        ("claim", "pods", "pod-1"),
+        ("fail", "pods", "OOM"),
+        ("retry", "ops", None),
+    ]
     [claim, failed] = h[three["id"]]["events"]
     assert (failed["action"], failed["actor"], failed["lease_id"]) == ("expire-fail", "spot-handler", three["lease_id"])
     assert all(e["at"] for ev in h.values() for e in ev["events"])
@@ -308,8 +336,13 @@ async def test_claim_audit_rows_are_written_with_the_claim(store):
     from backends.queue.models import ConfigEvent
 
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(ConfigEvent.config_id, ConfigEvent.actor, ConfigEvent.lease_id)
-                                   .where(ConfigEvent.action == "claim"))).all()
+        rows = (
+            await conn.execute(
+                select(ConfigEvent.config_id, ConfigEvent.actor, ConfigEvent.lease_id).where(
+                    ConfigEvent.action == "claim"
+                )
+            )
+        ).all()
         assert await conn.scalar(select(func.count()).select_from(ConfigEvent)) == 1200
     claimed = {c["id"]: (f"w{n}", c["lease_id"]) for n, b in enumerate(batches) for c in b}
     assert len(claimed) == 1200 and {r.config_id: (r.actor, r.lease_id) for r in rows} == claimed
@@ -323,8 +356,10 @@ async def test_create_upgrades_a_database_of_the_release_before_leases(store):
     async with store.engine.begin() as conn:
         await conn.execute(text("DROP TABLE config_events"))
         await conn.execute(text("DROP INDEX uq_results_attempt"))
-        for table, cols in (("benchmark_configs", ("lease_id", "lease_expires_at", "renewed_at", "created_by")),
-                            ("benchmark_results", ("lease_id", "created_by"))):
+        for table, cols in (
+            ("benchmark_configs", ("lease_id", "lease_expires_at", "renewed_at", "created_by")),
+            ("benchmark_results", ("lease_id", "created_by")),
+        ):
             for col in cols:
                 await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {col}"))
     await store.create()
