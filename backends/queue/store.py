@@ -74,7 +74,9 @@ CONFIG_FIELDS = (
     "renewed_at",
     "created_by",
 )
-#: What a claim reads back from the rows it claimed (the rest it set itself: see ``QueueStore.claim``).
+#: What a claim reads back from the rows it claimed; with what it set itself (status, started_at, completed_at,
+#: worker, lease_expires_at) that is what it returns: a config as before leases, plus its lease. Kept this
+#: lean on purpose, every claimed config crosses the wire to a worker (see ``QueueStore.claim``).
 CLAIM_FIELDS = (
     "id",
     "model_version_id",
@@ -88,8 +90,9 @@ CLAIM_FIELDS = (
     "error_message",
     "retry_count",
     "lease_id",
-    "created_by",
 )
+#: The fields of a claimed config (what a worker's --command template may use).
+CLAIMED_FIELDS = (*CLAIM_FIELDS, "status", "started_at", "completed_at", "lease_expires_at", "worker")
 #: Who a change made outside the HTTP API (the CLI on the database) is recorded as.
 LOCAL_ACTOR = "local"
 #: Default lease: a worker that has not heartbeated for this long has lost its configs.
@@ -524,7 +527,6 @@ class QueueStore:
         fixed = {
             "status": "running",
             "started_at": claimed,
-            "renewed_at": claimed,
             "completed_at": None,
             "lease_expires_at": expires,
             "worker": worker,

@@ -119,10 +119,10 @@ def format_command(template: str, config: dict[str, Any]) -> list[str]:
 
 
 def _lease_seconds(config: dict[str, Any]) -> float | None:
-    """A claimed config's lease lifetime (``lease_expires_at - renewed_at``, both the server's clock)."""
+    """A claimed config's lease lifetime (``lease_expires_at - started_at``, both the server's clock)."""
     try:
         end = dt.datetime.fromisoformat(str(config["lease_expires_at"]))
-        start = dt.datetime.fromisoformat(str(config["renewed_at"]))
+        start = dt.datetime.fromisoformat(str(config["started_at"]))
     except (KeyError, ValueError):
         return None
     return (end - start).total_seconds()
@@ -182,14 +182,14 @@ class QueueWorker:
 
     def __post_init__(self) -> None:
         from backends.queue.auth import client_token
-        from backends.queue.store import CONFIG_FIELDS
+        from backends.queue.store import CLAIMED_FIELDS
 
         if not (self.endpoint or self.command):
             raise SweepdeckError("The worker needs --endpoint (workload runner) or --command (template).")
         if not 1 <= self.batch_size <= 500:
             raise SweepdeckError(f"--batch-size must be 1-500, got {self.batch_size}.")
         if self.command:  # an unknown field fails now, not on the first config
-            format_command(self.command, {k: 1 for k in CONFIG_FIELDS})
+            format_command(self.command, {k: 1 for k in CLAIMED_FIELDS})
         self.api_url = self.api_url.rstrip("/")
         self.token = self.token or client_token("worker", self.token_file)
         self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

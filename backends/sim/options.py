@@ -240,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = p.add_argument_group("vLLM options that are simulated")
     v.add_argument("--model", dest="model_flag", metavar="MODEL", help="same as the positional MODEL")
     v.add_argument("--host", default=None,
-                   help="address to bind (default 127.0.0.1, this machine only; vLLM's own default is all interfaces: 0.0.0.0)")
+                   help="address to bind (default 127.0.0.1, this machine only; "
+                        "vLLM's own default is all interfaces: 0.0.0.0)")
     v.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = pick a free one)")
     v.add_argument("--served-model-name", nargs="+", default=[], metavar="NAME", help="name(s) clients use")
     v.add_argument("--max-model-len", type=_positive, default=None, metavar="N", help=f"context length (default {DEFAULT_MAX_MODEL_LEN})")

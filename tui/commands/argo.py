@@ -46,9 +46,11 @@ def add_parser(sub) -> None:
     s.add_argument("--populate", action="store_true", help="populate the model version's default matrix first if it has no configs")
     s.add_argument("--create-namespace", action="store_true", help="create the namespace first if it does not exist")
     s.add_argument("--create-token-secret", action="store_true",
-                   help="create the Secret with the queue's tokens (from the profile's queue_token_file) if it is missing")
+                   help="create the Secret with the queue's tokens (from the profile's queue_token_file) "
+                        "if it is missing")
     s.add_argument("--fix", action="store_true",
-                   help="carry out every remedy pre-flight offers (--populate, --create-namespace, --create-token-secret)")
+                   help="carry out every remedy pre-flight offers "
+                        "(--populate, --create-namespace, --create-token-secret)")
     s.add_argument("--yes", action="store_true", help="accept pre-flight warnings and do not ask")
     s.add_argument("--detach", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP keep the Workflow running (reattach: sweepdeck attach ID)")
     s.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -286,7 +288,8 @@ class SweepPrinter:
 
 
 def _remedy_hint(remedies) -> str:
-    flags = {"populate": "--populate", "create_namespace": "--create-namespace", "create_token_secret": "--create-token-secret"}
+    flags = {"populate": "--populate", "create_namespace": "--create-namespace",
+             "create_token_secret": "--create-token-secret"}
     wanted = " ".join(dict.fromkeys(flags.get(r.id, "--fix") for r in remedies))
     return f"Or let sweepdeck do it: re-run with {wanted} ({'; '.join(r.label for r in remedies)})."
 

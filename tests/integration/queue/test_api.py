@@ -336,7 +336,10 @@ def test_heartbeats_extend_leases_and_expiry_revokes_them(request, tmp_path, kin
     ):
         admin.post(f"{W}/populate/mv1", json=SMALL).raise_for_status()
         kept, lost = w.post(f"{W}/configs/get-batch", json={"limit": 2}).json()
-        assert (_utc(kept["lease_expires_at"]) - _utc(kept["renewed_at"])).total_seconds() == pytest.approx(2)
+        assert (_utc(kept["lease_expires_at"]) - _utc(kept["started_at"])).total_seconds() == pytest.approx(2)
+        assert set(kept) == {"id", "model_version_id", "hardware_config_id", "framework_id", "workload_type",
+                             "batch_size", "sequence_length", "status", "priority", "created_at", "started_at",
+                             "completed_at", "error_message", "retry_count", "worker", "lease_id", "lease_expires_at"}
         beat = w.post(
             f"{W}/configs/heartbeat", json={"leases": [{"config_id": kept["id"], "lease_id": kept["lease_id"]}]}
         )

@@ -301,7 +301,7 @@ async def test_create_adds_new_indexes_to_an_existing_database(store):
 async def test_every_state_change_is_audited_with_who_and_which_lease(store):
     await store.populate("mv-a", SMALL, actor="ops")
     batch = await store.claim(3, worker="pod-1", actor="pods")
-    assert all(c["created_by"] == "ops" for c in batch)
+    assert all(c["created_by"] == "ops" for c in await store.list_configs("mv-a", "running"))
     one, two, three = batch
     await store.set_status(one["id"], "completed", metrics={"tps": 1}, lease_id=one["lease_id"], actor="pods")
     await store.set_status(two["id"], "failed", "OOM", lease_id=two["lease_id"], actor="pods")
