@@ -694,14 +694,7 @@ class ArgoBackend:
                             finished = ev
                         yield ev
         finally:
-            for s in streams.values():
-                s.stop()
-            for t in tasks:
-                t.cancel()
-            if state.following is not None:
-                state.following[1].cancel()
-            await reader.aclose()
-            run.store.flush()
+            await _stop_following(run, streams, tasks, state, reader)
 
     def _handle(self, run: Run, state: _RunState, queue: asyncio.Queue, tag: str, item: Any) -> list[Event]:
         """The events of one item of the event loop's queue, except the Workflow's own."""
@@ -1007,6 +1000,19 @@ class ArgoBackend:
             "context": session.get("CONTEXT", ""),
         }
         return Run(saved.id, self.name, saved.spec(), RunDir(saved.path), handle, started=saved.started or time.time())
+
+
+async def _stop_following(run: Run, streams: dict[str, Any], tasks: list[asyncio.Task], state: _RunState,
+                          reader: SweepReader) -> None:
+    """End the watches, the queue poll and the log follower of one run's event loop."""
+    for stream in streams.values():
+        stream.stop()
+    for task in tasks:
+        task.cancel()
+    if state.following is not None:
+        state.following[1].cancel()
+    await reader.aclose()
+    run.store.flush()
 
 
 def _failure_alert(wf_name: str, phase: str, message: str, status: dict[str, Any]) -> Alert:
