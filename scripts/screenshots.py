@@ -252,7 +252,7 @@ async def sweep_flow(shoot: Shooter, state: Path) -> None:
     from backends.cleanup import CleanupRegistry
     from backends.store import RunStore
     from config.settings import load_settings
-    from tests.integration.queue.conftest import ApiServer
+    from tests.integration.queue.conftest import WORKER, ApiServer, auth
     from tests.support.fakekube import start_fake_kube
     from tests.support.fakekube.argo_controller import ArgoController, install_argo_crds
     from tui.app import SweepdeckApp
@@ -274,7 +274,7 @@ async def sweep_flow(shoot: Shooter, state: Path) -> None:
 
         async def go():
             worker = QueueWorker(api_url=ctx.arg("--api-url"), batch_size=int(ctx.arg("--batch-size")),
-                                 model_version_id=ctx.arg("--model-version-id"), name=ctx.pod, on_log=ctx.log,
+                                 model_version_id=ctx.arg("--model-version-id"), name=ctx.pod, on_log=ctx.log, token=WORKER,
                                  command=f"sh {bench} {{id}} {{batch_size}} {{sequence_length}}")
             loop = asyncio.get_running_loop()
 
@@ -299,11 +299,12 @@ async def sweep_flow(shoot: Shooter, state: Path) -> None:
         controller = ArgoController(fake, step=0.05, run_pod=run_pod).start()
         with ApiServer(f"sqlite:///{work / 'queue.db'}") as api:
             matrix = {"hardware": ["H100-80GB:1", "A100-80GB:1", "L40S:1", "A40:1"], "frameworks": ["vllm", "sglang", "tgi"]}
-            httpx.post(f"{api.url}/api/v1/workflow/populate/{mvid}", json=matrix, timeout=30).raise_for_status()
+            httpx.post(f"{api.url}/api/v1/workflow/populate/{mvid}", json=matrix, timeout=30,
+                       headers=auth("admin")).raise_for_status()
             config = work / "config.yaml"
             config.write_text(yaml.safe_dump({"profiles": {"sweep": {
                 "backend": "argo", "namespace": ns, "kubeconfig": str(fake.kubeconfig), "queue_url": api.url,
-                "model_version_id": mvid, "max_parallel_pods": 12, "batch_size": 4, "poll_interval": 0.5,
+                "queue_token_file": str(api.token_file), "model_version_id": mvid, "max_parallel_pods": 12, "batch_size": 4, "poll_interval": 0.5,
                 "stale_after_min": 0.1,
             }}}))
             settings = load_settings(config)

@@ -22,7 +22,11 @@ API = "/api/v1/workflow"
 
 
 class QueueUnavailable(SweepdeckError):
-    """The work-queue API did not answer or answered with an error."""
+    """The work-queue API did not answer (``status`` None) or answered with an error status."""
+
+    def __init__(self, message: str, hint: str = "", status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
 
 
 class SweepReader:
@@ -35,6 +39,10 @@ class SweepReader:
         rate_window_min: Window for configs-per-minute.
         client: An ``httpx.AsyncClient`` to share (tests, the backend); one is made if not given.
         timeout: Per-request timeout in seconds.
+        token: The bearer token to send; by default the admin token of ``token_file``, of
+            ``SWEEPDECK_QUEUE_TOKEN`` or of the file ``queue serve`` generates
+            (:func:`backends.queue.auth.client_token`). ``""`` sends none.
+        token_file: Where to read the token from.
     """
 
     def __init__(
@@ -46,19 +54,25 @@ class SweepReader:
         rate_window_min: float = 5.0,
         client: httpx.AsyncClient | None = None,
         timeout: float = 10.0,
+        token: str | None = None,
+        token_file: str | None = None,
     ) -> None:
+        from backends.queue.auth import client_token
+
         self.base_url = base_url.rstrip("/")
         self.model_version_id = str(model_version_id)
         self.stale_after_min = stale_after_min
         self.rate_window_min = rate_window_min
         self._own = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
+        token = client_token("admin", token_file) if token is None else token
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         if self._own:
             await self._client.aclose()
 
-    async def __aenter__(self) -> "SweepReader":
+    async def __aenter__(self) -> SweepReader:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -69,7 +83,7 @@ class SweepReader:
     async def _request(self, method: str, path: str, **kw: Any) -> Any:
         url = self.base_url + path
         try:
-            resp = await self._client.request(method, url, **kw)
+            resp = await self._client.request(method, url, headers=self._headers, **kw)
         except httpx.HTTPError as exc:
             raise QueueUnavailable(
                 f"The work-queue API at {self.base_url} did not answer ({type(exc).__name__}: {exc or 'no detail'}).",
@@ -80,7 +94,13 @@ class SweepReader:
                 detail = resp.json().get("detail", resp.text)
             except ValueError:
                 detail = resp.text
-            raise QueueUnavailable(f"{method} {path} → HTTP {resp.status_code}: {detail}")
+            hint = (
+                "Give sweepdeck an admin token of this queue: the profile's queue_token_file, or "
+                "$SWEEPDECK_QUEUE_TOKEN."
+                if resp.status_code in (401, 403)
+                else ""
+            )
+            raise QueueUnavailable(f"{method} {path} → HTTP {resp.status_code}: {detail}", hint, resp.status_code)
         return resp.json()
 
     async def health(self) -> bool:
@@ -99,32 +119,37 @@ class SweepReader:
     async def failed_configs(self, error_message: str, limit: int = 500) -> list[dict[str, Any]]:
         """The configs of one failure group (drill-in)."""
         return await self._request(
-            "GET", f"{API}/configs/{self.model_version_id}",
+            "GET",
+            f"{API}/configs/{self.model_version_id}",
             params={"status": "failed", "error_message": error_message, "limit": limit},
         )
 
     async def stale(self) -> list[dict[str, Any]]:
         return await self._request(
-            "GET", f"{API}/stale/{self.model_version_id}", params={"older_than_minutes": self.stale_after_min})
+            "GET", f"{API}/stale/{self.model_version_id}", params={"older_than_minutes": self.stale_after_min}
+        )
 
     async def breakdown(self, by: str) -> list[dict[str, Any]]:
         return await self._request("GET", f"{API}/breakdown/{self.model_version_id}", params={"by": by})
 
     async def rate(self) -> float:
         data = await self._request(
-            "GET", f"{API}/rate/{self.model_version_id}", params={"window_minutes": self.rate_window_min})
+            "GET", f"{API}/rate/{self.model_version_id}", params={"window_minutes": self.rate_window_min}
+        )
         return float(data.get("configs_per_minute", 0.0))
 
     async def reset_stale(self, timeout_minutes: float | None = None, max_retries: int = 3) -> dict[str, int]:
         """Return stale running configs to pending (past ``max_retries`` → failed)."""
         minutes = self.stale_after_min if timeout_minutes is None else timeout_minutes
         return await self._request(
-            "POST", f"{API}/maintenance/reset-stale", params={"timeout_minutes": minutes, "max_retries": max_retries})
+            "POST", f"{API}/maintenance/reset-stale", params={"timeout_minutes": minutes, "max_retries": max_retries}
+        )
 
     async def populate(self, *, dry_run: bool) -> dict[str, int]:
         """Populate the default matrix for this model version (``dry_run`` → counts only)."""
         return await self._request(
-            "POST", f"{API}/populate/{self.model_version_id}", params={"dry_run": str(dry_run).lower()})
+            "POST", f"{API}/populate/{self.model_version_id}", params={"dry_run": str(dry_run).lower()}
+        )
 
     # ----------------------------------------------------------------- snapshot
 
@@ -137,8 +162,13 @@ class SweepReader:
         """
         if details:
             prog, rate, fails, stale, by_wl, by_prio = await asyncio.gather(
-                self.progress(), self.rate(), self.failures(), self.stale(),
-                self.breakdown("workload_type"), self.breakdown("priority"))
+                self.progress(),
+                self.rate(),
+                self.failures(),
+                self.stale(),
+                self.breakdown("workload_type"),
+                self.breakdown("priority"),
+            )
         else:
             prog, rate = await asyncio.gather(self.progress(), self.rate())
             fails, stale, by_wl, by_prio = [], [], [], []
@@ -146,10 +176,17 @@ class SweepReader:
         eta = remaining / rate * 60.0 if rate > 0 else None
         return Sweep(
             model_version_id=self.model_version_id,
-            total=int(prog["total"]), pending=int(prog["pending"]), running=int(prog["running"]),
-            completed=int(prog["completed"]), failed=int(prog["failed"]),
-            configs_per_min=rate, eta_s=eta if remaining else 0.0,
-            failures=fails, stale=stale, by_workload=by_wl, by_priority=by_prio,
+            total=int(prog["total"]),
+            pending=int(prog["pending"]),
+            running=int(prog["running"]),
+            completed=int(prog["completed"]),
+            failed=int(prog["failed"]),
+            configs_per_min=rate,
+            eta_s=eta if remaining else 0.0,
+            failures=fails,
+            stale=stale,
+            by_workload=by_wl,
+            by_priority=by_prio,
             stale_after_min=self.stale_after_min,
         )
 
@@ -182,16 +219,21 @@ def detail_lines(s: Sweep, *, limit: int = 5) -> list[str]:
         if len(s.failures) > limit:
             out.append(f"  … {len(s.failures) - limit} more groups")
     if s.stale:
-        out.append(f"Stale (running > {s.stale_after_min:g} min): {len(s.stale)} — reset with `sweepdeck queue reset-stale`")
-        out += [f"  #{c['id']} {c.get('workload_type', '')} started {_age(c.get('started_at'))} ago, retries {c.get('retry_count', 0)}"
-                for c in s.stale[:limit]]
+        out.append(
+            f"Stale (running > {s.stale_after_min:g} min): {len(s.stale)} — reset with `sweepdeck queue reset-stale`"
+        )
+        out += [
+            f"  #{c['id']} {c.get('workload_type', '')} started {_age(c.get('started_at'))} ago, "
+            f"retries {c.get('retry_count', 0)}"
+            for c in s.stale[:limit]
+        ]
     if s.by_workload:
         out.append("By workload:")
         out += [_breakdown_line(str(r["workload_type"]), r) for r in s.by_workload]
     if s.by_priority:
         out.append("By priority:")
         rows = sorted(s.by_priority, key=lambda r: int(r.get("priority", 0)))
-        out += [_breakdown_line(str(r["priority"]), r) for r in rows[:limit * 4]]
+        out += [_breakdown_line(str(r["priority"]), r) for r in rows[: limit * 4]]
         if len(rows) > limit * 4:
             out.append(f"  … {len(rows) - limit * 4} more priorities")
     return out

@@ -3,7 +3,9 @@
 The manifest is sweepdeck's own ``templates/argo/benchmark-workflow.yaml`` (shipped
 in the wheel) with its arguments filled in: ``model-version-id``, ``batch-size``,
 ``api-base-url``, ``max-parallel-pods`` (and ``image``/``endpoint``/``model`` when
-given). ``metadata.generateName`` is kept — several sweeps may run at once and the
+given), and the name of the Secret its steps read the queue's tokens from
+(:data:`TOKEN_SECRET`; keys :data:`TOKEN_KEYS`). ``metadata.generateName`` is kept —
+several sweeps may run at once and the
 API server picks the name — so the run is found again by its labels
 (:data:`EXPERIMENT_LABEL`, :data:`MODEL_VERSION_LABEL`).
 """
@@ -31,11 +33,16 @@ MODEL_VERSION_LABEL = "sweepdeck.io/model-version"
 MODEL_VERSION_ANNOTATION = "sweepdeck.io/model-version-id"
 #: Argo labels every pod of a workflow with the workflow's name.
 WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+#: The Secret the workflow's steps mount the queue's tokens from (the profile's queue_token_secret).
+TOKEN_SECRET = "sweepdeck-queue-token"
+#: Its keys: the server's token file (for a queue served in the cluster), and one token per role.
+TOKEN_KEYS = ("tokens", "worker-token", "admin-token")
 
-# The queue API puts the id in URL paths, so it must be one path segment.
-_MVID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+# The queue API puts the id in URL paths, so it must be one path segment (and fit its 64-character column).
+_MVID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
-_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 
 def check_model_version_id(value: Any) -> str:
@@ -49,7 +56,7 @@ def check_model_version_id(value: Any) -> str:
     if not _MVID_RE.match(text):
         raise SweepdeckError(
             f"Model version id {text!r} is not usable.",
-            "Use letters, digits and . _ : - (at most 200 characters), e.g. llama3-70b-v2.",
+            "Use letters, digits and . _ : - (at most 64 characters), e.g. llama3-70b-v2.",
         )
     return text
 
@@ -98,7 +105,31 @@ def set_parameter(doc: dict[str, Any], name: str, value: Any) -> None:
         if p.get("name") == name:
             p["value"] = str(value)
             return
-    raise SweepdeckError(f"The workflow template declares no parameter {name!r}.", f"Add it to {TEMPLATE}'s spec.arguments.parameters.")
+    raise SweepdeckError(
+        f"The workflow template declares no parameter {name!r}.", f"Add it to {TEMPLATE}'s spec.arguments.parameters."
+    )
+
+
+def check_secret_name(name: Any) -> str:
+    """A Secret name (a DNS subdomain), or a SweepdeckError."""
+    text = str(name or "")
+    if not _DNS_SUBDOMAIN_RE.match(text):
+        raise SweepdeckError(
+            f"Secret name {text!r} is not a Kubernetes name.",
+            "Use lower-case letters, digits, - and . (e.g. sweepdeck-queue-token).",
+        )
+    return text
+
+
+def set_token_secret(spec: dict[str, Any], secret: str) -> int:
+    """Point every Secret volume of a workflow spec that holds queue tokens at ``secret``; returns how many."""
+    n = 0
+    for volume in spec.get("volumes") or []:
+        source = volume.get("secret") or {}
+        if source and {i.get("key") for i in source.get("items") or []} <= set(TOKEN_KEYS):
+            source["secretName"] = secret
+            n += 1
+    return n
 
 
 def build_workflow(
@@ -112,6 +143,7 @@ def build_workflow(
     image: str | None = None,
     endpoint: str | None = None,
     model: str | None = None,
+    token_secret: str = TOKEN_SECRET,
 ) -> dict[str, Any]:
     """The Workflow to submit (a dict ready for the API).
 
@@ -124,16 +156,19 @@ def build_workflow(
             the most pods the Workflow runs at once.
         namespace: Set in ``metadata.namespace`` when given.
         image / endpoint / model: Optional overrides of the template's defaults.
+        token_secret: The Secret the steps mount the queue tokens from.
 
     Raises:
         SweepdeckError: a value the queue API or Argo would reject.
     """
     mvid = check_model_version_id(model_version_id)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 500:
-        raise SweepdeckError(f"batch_size must be an integer from 1 to 500 (the queue API's limit), got {batch_size!r}.")
+        raise SweepdeckError(
+            f"batch_size must be an integer from 1 to 500 (the queue API's limit), got {batch_size!r}."
+        )
     if isinstance(max_parallel_pods, bool) or not isinstance(max_parallel_pods, int) or max_parallel_pods < 1:
         raise SweepdeckError(f"max_parallel_pods must be a positive integer, got {max_parallel_pods!r}.")
-    if not _URL_RE.match(str(api_base_url or "")):
+    if not URL_RE.match(str(api_base_url or "")):
         raise SweepdeckError(
             f"The queue API URL {api_base_url!r} is not an http(s) URL.",
             "Set queue_url (or api_base_url, as the pods reach it) in the argo profile, e.g. http://queue:8080.",
@@ -149,6 +184,8 @@ def build_workflow(
     for name, value in (("image", image), ("endpoint", endpoint), ("model", model)):
         if value:
             set_parameter(doc, name, value)
+    if not set_token_secret(doc["spec"], check_secret_name(token_secret)):
+        raise SweepdeckError(f"The packaged template {TEMPLATE} mounts no queue token Secret.")
     meta = doc.setdefault("metadata", {})
     meta.pop("name", None)  # generateName only: the server picks a free name
     if not meta.get("generateName"):
@@ -165,7 +202,9 @@ def build_workflow(
     return doc
 
 
-def workflow_for(spec: "ExperimentSpec", profile: "Profile", model_version_id: str, namespace: str | None = None) -> dict[str, Any]:
+def workflow_for(
+    spec: ExperimentSpec, profile: Profile, model_version_id: str, namespace: str | None = None
+) -> dict[str, Any]:
     """:func:`build_workflow` with the values of a spec and an argo profile."""
     return build_workflow(
         model_version_id=model_version_id,
@@ -177,6 +216,7 @@ def workflow_for(spec: "ExperimentSpec", profile: "Profile", model_version_id: s
         image=profile.get("image"),
         endpoint=profile.get("endpoint"),
         model=spec.model,
+        token_secret=profile.get("queue_token_secret") or TOKEN_SECRET,
     )
 
 
@@ -184,3 +224,8 @@ def yaml_dump(doc: Any) -> str:
     import yaml
 
     return yaml.safe_dump(doc, sort_keys=False, width=float("inf"))
+
+
+def yaml_dump_all(docs: list[Any]) -> str:
+    """Several manifests as one multi-document YAML text."""
+    return "---\n".join(yaml_dump(d) for d in docs)

@@ -4,6 +4,12 @@
 matrix with its status (pending → running → completed | failed). The indexes
 are chosen for the two hot queries: the claim (pending, by priority, per
 model version) and the progress count (per model version and status).
+
+A claim gives each config a *lease* (``lease_id``, ``lease_expires_at``):
+every later report on it must carry that lease, heartbeats extend it, and
+``reset-stale`` or its expiry revoke it. ``benchmark_results`` holds at most
+one result per attempt (config + lease), and ``config_events`` records every
+state change with the name of the token that made it.
 """
 
 from __future__ import annotations
@@ -11,10 +17,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES = ("pending", "running", "completed", "failed")
+#: Largest value of an ``Integer`` column on PostgreSQL (int4): ids, sizes and priorities stay below it.
+INT4_MAX = 2**31 - 1
+#: Length of a lease id (hex of 128 random bits).
+LEASE_LEN = 32
 WORKLOADS = ("chatbot", "qa", "summarization", "code-generation", "creative-writing")
 
 
@@ -65,12 +75,25 @@ class BenchmarkConfig(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The current claim's lease (kept after completed/failed: an identical retry of the
+    # final report is answered as the first was); cleared when the config is given back.
+    lease_id: Mapped[str | None] = mapped_column(String(LEASE_LEN), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The claim or the last heartbeat: stale detection counts from here.
+    renewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Name of the token that populated the config.
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     __table_args__ = (
         # Re-running populate must not duplicate the matrix.
         UniqueConstraint(
-            "model_version_id", "hardware_config_id", "framework_id", "workload_type",
-            "batch_size", "sequence_length", name="uq_config_cell",
+            "model_version_id",
+            "hardware_config_id",
+            "framework_id",
+            "workload_type",
+            "batch_size",
+            "sequence_length",
+            name="uq_config_cell",
         ),
         # The claim: pending rows of any model version in priority order.
         Index("ix_configs_claim", "status", "priority", "id"),
@@ -119,3 +142,35 @@ class BenchmarkResult(Base):
     model_version_id: Mapped[str] = mapped_column(String(64), index=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: The attempt (the claim's lease) this result belongs to; NULL for results from before leases.
+    lease_id: Mapped[str | None] = mapped_column(String(LEASE_LEN), nullable=True)
+    #: Name of the token that posted it.
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+    __table_args__ = (
+        # Exactly one result per attempt: a retried POST finds the first instead of adding a row
+        # (NULL lease ids — old rows — never collide).
+        Index("uq_results_attempt", "config_id", "lease_id", unique=True),
+    )
+
+
+class ConfigEvent(Base):
+    """One state change of a config: what, when, under which lease, and who (the token's name)."""
+
+    __tablename__ = "config_events"
+
+    # BIGINT on PostgreSQL (one row per claimed config adds up); SQLite's rowid is 64-bit already
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    config_id: Mapped[int] = mapped_column(Integer)
+    model_version_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(100))
+    #: claim, complete, fail, release, result, reset, expire-fail, retry
+    action: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(String(LEASE_LEN), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    # history, and "why was this lease revoked?" (the 409 a late report gets)
+    __table_args__ = (Index("ix_events_config", "config_id", "id"),)

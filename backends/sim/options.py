@@ -247,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_tag", nargs="?", metavar="MODEL", help="model name or path (as for `vllm serve`)")
     v = p.add_argument_group("vLLM options that are simulated")
     v.add_argument("--model", dest="model_flag", metavar="MODEL", help="same as the positional MODEL")
-    v.add_argument("--host", default=None, help="address to bind (default: all interfaces, like vLLM)")
+    v.add_argument("--host", default=None,
+                   help="address to bind (default 127.0.0.1, this machine only; "
+                        "vLLM's own default is all interfaces: 0.0.0.0)")
     v.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = pick a free one)")
     v.add_argument("--served-model-name", nargs="+", default=[], metavar="NAME", help="name(s) clients use")
     v.add_argument("--max-model-len", type=_positive, default=None, metavar="N", help=f"context length (default {DEFAULT_MAX_MODEL_LEN})")
@@ -383,7 +385,7 @@ def parse_args(argv: list[str]) -> SimOptions:
     mode, count = parse_fail(ns.fail)
     opts = SimOptions(
         model=model,
-        host=ns.host,
+        host=ns.host or "127.0.0.1",  # loopback unless asked: every server sweepdeck starts does so
         port=ns.port,
         served_model_names=list(ns.served_model_name),
         max_model_len=ns.max_model_len or DEFAULT_MAX_MODEL_LEN,

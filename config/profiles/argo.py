@@ -11,6 +11,11 @@ FIELDS = {
     "namespace": Field(str, "argo", "namespace the workflows run in", check=dns_name),
     "queue_url": Field(str, "http://127.0.0.1:8080", "base URL of the work-queue API, as sweepdeck reaches it"),
     "api_base_url": Field(str, None, "base URL of the work-queue API as the worker pods reach it (default: queue_url)"),
+    "queue_token_file": Field(str, None, "the queue's token file: sweepdeck sends its admin token and makes the "
+                                         "Secret from it (default: $SWEEPDECK_QUEUE_TOKEN, else the file "
+                                         "queue serve generates)"),
+    "queue_token_secret": Field(str, "sweepdeck-queue-token", "Secret the workflow's steps mount the queue tokens from",
+                                check=dns_name),
     # An opaque id ("llama3-70b-v2", a UUID); a bare number in YAML is accepted and used as text.
     "model_version_id": Field((str, int), None, "model version to sweep (an opaque id such as llama3-70b-v2)"),
     "batch_size": Field(int, 100, check=positive),

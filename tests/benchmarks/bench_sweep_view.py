@@ -52,6 +52,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 MVID = "bench-sweep-view"
+#: The queue API's admin token (the sweep view reads with it, as the Argo backend does).
+BENCH_TOKEN = "bench-admin-token-0123456789abcdef"
 ERRORS = (
     "CUDA out of memory. Tried to allocate 20.00 GiB",
     "timeout: the vLLM server was not ready after 600 s",
@@ -90,7 +92,7 @@ async def _workers(db_url: str, workers: int, batch: int, work_ms: float, fail_r
                     status, error = "failed", rng.choice(ERRORS)
                 else:
                     status, error = "completed", None
-                await store.set_status(cfg["id"], status, error)
+                await store.set_status(cfg["id"], status, error, lease_id=cfg["lease_id"])
                 records.append((time.monotonic(), status))
 
     await asyncio.gather(*(worker(n) for n in range(workers)))
@@ -108,12 +110,14 @@ class ApiServer:
         import uvicorn
 
         from backends.queue.api import create_app
+        from backends.queue.auth import TokenSet
         from backends.queue.store import QueueStore
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(QueueStore(db_url)), log_level="warning", lifespan="on"))
+        app = create_app(QueueStore(db_url), TokenSet([("bench", "admin", BENCH_TOKEN)]))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
 
     def __enter__(self) -> "ApiServer":
@@ -230,7 +234,7 @@ async def run(args) -> dict:
             for n in range(args.workers):
                 controller.on_event(Phase(f"worker({n})", "Running", "", kind="node", started=t0))
 
-            reader = SweepReader(api.url, MVID)
+            reader = SweepReader(api.url, MVID, token=BENCH_TOKEN)
 
             async def poll() -> None:
                 # what ArgoBackend._poll/_sweep_events do: counts every read, the

@@ -7,8 +7,9 @@ Examples::
     sweepdeck argo submit --profile lab --model-version-id llama3-70b-v2 --dry-run
     sweepdeck argo submit --profile lab --model-version-id llama3-70b-v2 --populate --create-namespace --yes
 
-Pre-flight's remedies (populate an empty model version, create a missing namespace)
-are asked on a terminal, showing what will change, or taken with their flags.
+Pre-flight's remedies (populate an empty model version, create a missing namespace,
+create the Secret with the queue's tokens) are asked on a terminal, showing what will
+change, or taken with their flags.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def add_parser(sub) -> None:
     s.add_argument("--dry-run", action="store_true", help="print the Workflow manifest; submit nothing")
     s.add_argument("--populate", action="store_true", help="populate the model version's default matrix first if it has no configs")
     s.add_argument("--create-namespace", action="store_true", help="create the namespace first if it does not exist")
-    s.add_argument("--fix", action="store_true", help="carry out every remedy pre-flight offers (--populate and --create-namespace)")
+    s.add_argument("--create-token-secret", action="store_true",
+                   help="create the Secret with the queue's tokens (from the profile's queue_token_file) "
+                        "if it is missing")
+    s.add_argument("--fix", action="store_true",
+                   help="carry out every remedy pre-flight offers "
+                        "(--populate, --create-namespace, --create-token-secret)")
     s.add_argument("--yes", action="store_true", help="accept pre-flight warnings and do not ask")
     s.add_argument("--detach", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP keep the Workflow running (reattach: sweepdeck attach ID)")
     s.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -100,7 +106,7 @@ def _watch_command(args: argparse.Namespace) -> int:
     stale = args.stale_after or float(profile.get("stale_after_min", 120.0))
     find = None if args.no_workflow else _workflow_finder(settings, profile, mvid)
     return asyncio.run(watch(url, mvid, interval=interval, stale_after_min=stale, once=args.once, json_mode=args.json,
-                             find_workflow=find))
+                             find_workflow=find, token_file=profile.get("queue_token_file")))
 
 
 def _has_kubeconfig(profile) -> bool:
@@ -128,7 +134,7 @@ def _workflow_finder(settings, profile, mvid: str):
 
 
 async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: float = 120.0, once: bool = False,
-                json_mode: bool = False, out=None, find_workflow=None) -> int:
+                json_mode: bool = False, out=None, find_workflow=None, token_file: str | None = None) -> int:
     """Print progress lines until the sweep has nothing pending or running (0), or once.
 
     Counts are read every ``interval`` seconds; the failure groups, stale configs and
@@ -200,7 +206,7 @@ async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: 
 
     tick = 0
     down = False
-    async with SweepReader(url, mvid, stale_after_min=stale_after_min) as reader:
+    async with SweepReader(url, mvid, stale_after_min=stale_after_min, token_file=token_file) as reader:
         while True:
             details = once or tick % DETAIL_EVERY == 0
             try:
@@ -282,7 +288,8 @@ class SweepPrinter:
 
 
 def _remedy_hint(remedies) -> str:
-    flags = {"populate": "--populate", "create_namespace": "--create-namespace"}
+    flags = {"populate": "--populate", "create_namespace": "--create-namespace",
+             "create_token_secret": "--create-token-secret"}
     wanted = " ".join(dict.fromkeys(flags.get(r.id, "--fix") for r in remedies))
     return f"Or let sweepdeck do it: re-run with {wanted} ({'; '.join(r.label for r in remedies)})."
 
@@ -308,7 +315,8 @@ def _submit_command(args: argparse.Namespace) -> int:
     inner = HeadlessPrinter(json_mode=args.json, spec=spec)
     printer = SweepPrinter(inner, every=float(profile.get("poll_interval", 2.0)))
 
-    accept = {name for name, on in (("populate", args.populate), ("create_namespace", args.create_namespace)) if on}
+    accept = {name for name, on in (("populate", args.populate), ("create_namespace", args.create_namespace),
+                                    ("create_token_secret", args.create_token_secret)) if on}
 
     async def go():
         from tui.headless import ask_yes_no, drive_with_remedies

@@ -12,6 +12,7 @@ from backends.store import RunStore
 from backends.base import apply_remedy
 from backends.events import Alert, Finished, LogLine, Notice, Phase, Sweep
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress, with_options
+from tests.integration.queue.conftest import auth
 from tests.support.fakekube.argo_controller import remove_argo
 
 pytestmark = pytest.mark.fakeapi
@@ -123,18 +124,26 @@ async def test_preflight_unpopulated_model_version_shows_dry_run_count(backend, 
     check = by[f"Model version {MVID}"]
     assert check.status == "fail" and check.detail == "has no configs in the queue"
     # the default matrix: 10 hardware × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths
-    assert check.fix == (f"Model version '{MVID}' has no configs. `sweepdeck queue populate {MVID}` would create 1,800 "
-                         "(10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths).")
+    assert check.fix == (
+        f"Model version '{MVID}' has no configs. `sweepdeck queue populate {MVID}` would create 1,800 "
+        "(10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths)."
+    )
     r = check.remedy
     assert (r.id, r.label, r.args) == ("populate", f"Populate {MVID}", {"model_version_id": MVID, "expected": 1800})
-    assert r.question == (f"Model version {MVID} has no configs. Populate it with 1,800 configs "
-                          "(10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths)?")
+    assert r.question == (
+        f"Model version {MVID} has no configs. Populate it with 1,800 configs "
+        "(10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths)?"
+    )
     assert progress(api)["total"] == 0  # the dry run created nothing
     assert await apply_remedy(backend, spec, r) == (
-        f"populated {MVID}: 1,800 configs created (10 hardware configs × 3 frameworks × 5 workloads × 4 batch sizes × 3 sequence lengths)")
+        f"populated {MVID}: 1,800 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
+        "4 batch sizes × 3 sequence lengths)"
+    )
     assert progress(api)["total"] == 1800
-    assert (await backend.remedy(spec, r)).endswith("0 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
-                                                    "4 batch sizes × 3 sequence lengths), 1,800 already there")
+    assert (await backend.remedy(spec, r)).endswith(
+        "0 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
+        "4 batch sizes × 3 sequence lengths), 1,800 already there"
+    )
     by = {c.name: c for c in await backend.preflight(spec)}
     assert by[f"Model version {MVID}"].status == "pass"
 
@@ -145,9 +154,18 @@ async def test_preflight_no_model_version_and_taken_experiment(backend, spec, fa
     install_argo_crds(fake_kube)  # no controller: the old workflow stays Running
     fake_kube.ensure_namespace(NS)
     populate(api)
-    fake_kube.create({"apiVersion": A, "kind": "Workflow", "metadata": {
-        "name": "old-sweep", "namespace": NS, "labels": {"sweepdeck.io/experiment": "sweep1", "sweepdeck.io/model-version": MVID}},
-        "status": {"phase": "Running"}})
+    fake_kube.create(
+        {
+            "apiVersion": A,
+            "kind": "Workflow",
+            "metadata": {
+                "name": "old-sweep",
+                "namespace": NS,
+                "labels": {"sweepdeck.io/experiment": "sweep1", "sweepdeck.io/model-version": MVID},
+            },
+            "status": {"phase": "Running"},
+        }
+    )
     by = {c.name: c for c in await backend.preflight(spec)}
     assert by["Experiment id"].status == "fail" and "old-sweep" in by["Experiment id"].detail
     assert by["Other sweeps"].status == "warn" and by["Other sweeps"].data == {"workflows": ["old-sweep"]}
@@ -161,10 +179,18 @@ async def test_preflight_unreachable_cluster(backend, spec, tmp_path, api):
 
     populate(api)
     kc = tmp_path / "dead-kubeconfig"
-    kc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "c",
-                                  "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
-                                  "users": [{"name": "u", "user": {"token": "t"}}],
-                                  "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    kc.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
     by = {c.name: c for c in await with_options(backend, kubeconfig=str(kc)).preflight(spec)}
     assert by["Cluster reachable"].status == "fail" and "cannot reach" in by["Cluster reachable"].detail
     assert by["Queue API"].status == "pass"  # the queue is still checked
@@ -177,7 +203,9 @@ async def test_submit_watch_success(backend, spec, cluster, api):
     populate(api)
     run = await backend.launch(spec, RunStore().create(spec))
     name = run.handle["workflow"]
-    assert name.startswith("model-benchmark-pipeline-v2-") and backend.registry.pending() == [f"delete Workflow {name} in {NS}"]
+    assert name.startswith("model-benchmark-pipeline-v2-") and backend.registry.pending() == [
+        f"delete Workflow {name} in {NS}"
+    ]
     wf = cluster.get(A, "Workflow", name, NS)
     params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
     assert params["model-version-id"] == MVID and params["batch-size"] == "4" and params["max-parallel-pods"] == "3"
@@ -190,7 +218,13 @@ async def test_submit_watch_success(backend, spec, cluster, api):
     events = await collect(backend, run)
     fin = events[-1]
     assert isinstance(fin, Finished) and fin.outcome == "succeeded", fin
-    assert fin.summary["configs"] == {"total": SMALL_TOTAL, "pending": 0, "running": 0, "completed": SMALL_TOTAL, "failed": 0}
+    assert fin.summary["configs"] == {
+        "total": SMALL_TOTAL,
+        "pending": 0,
+        "running": 0,
+        "completed": SMALL_TOTAL,
+        "failed": 0,
+    }
     assert fin.summary["pods"] == {"Succeeded": 5}  # populate, 3 workers, finalize
     assert f"{SMALL_TOTAL}/{SMALL_TOTAL} configs completed" in fin.message
 
@@ -207,13 +241,20 @@ async def test_submit_watch_success(backend, spec, cluster, api):
     done = [s.completed for s in sweeps]
     assert done == sorted(done) and done[-1] == SMALL_TOTAL and len(set(done)) >= 2, done
     assert sweeps[-1].by_workload and {r["workload_type"] for r in sweeps[-1].by_workload} == {
-        "chatbot", "qa", "summarization", "code-generation", "creative-writing"}
+        "chatbot",
+        "qa",
+        "summarization",
+        "code-generation",
+        "creative-writing",
+    }
 
     logs = [e for e in events if isinstance(e, LogLine)]
     assert logs and all(e.source.startswith(name + "-worker-") for e in logs if "claimed" in e.text)
     assert any("claimed 4 configs" in e.text for e in logs)
     sources = {e.source for e in logs}
-    assert any("-populate-" in x for x in sources) and any("-worker-" in x for x in sources), "populate's log, then a worker's"
+    assert any("-populate-" in x for x in sources) and any("-worker-" in x for x in sources), (
+        "populate's log, then a worker's"
+    )
     assert backend.registry.pending() == []
     assert run.store.meta()["state"] == "succeeded"
     await backend.cleanup(run)
@@ -290,7 +331,9 @@ async def test_cleanup_and_registry_delete_a_live_workflow(backend, spec, cluste
     cluster.controller.hang["worker"] = True
     run = await backend.launch(spec, RunStore().create(spec))
     name = run.handle["workflow"]
-    cluster.wait_for(lambda: len(cluster.list("v1", "Pod", NS, label_selector=f"workflows.argoproj.io/workflow={name}")) >= 4)
+    cluster.wait_for(
+        lambda: len(cluster.list("v1", "Pod", NS, label_selector=f"workflows.argoproj.io/workflow={name}")) >= 4
+    )
     await backend.cleanup(run)
     assert not cluster.exists(A, "Workflow", name, NS)
     cluster.wait_for(lambda: not cluster.list("v1", "Pod", NS, label_selector=f"workflows.argoproj.io/workflow={name}"))
@@ -303,8 +346,11 @@ async def test_cleanup_and_registry_delete_a_live_workflow(backend, spec, cluste
     assert [o.label for o in outcomes] == [f"delete Workflow {run2.handle['workflow']} in {NS}"] and outcomes[0].ok
     assert not cluster.exists(A, "Workflow", run2.handle["workflow"], NS)
     events = await collect(backend, run2)
-    assert isinstance(events[-1], Finished) and events[-1].outcome == "cancelled" and "no longer exists" in " ".join(
-        e.message for e in events if isinstance(e, Notice))
+    assert (
+        isinstance(events[-1], Finished)
+        and events[-1].outcome == "cancelled"
+        and "no longer exists" in " ".join(e.message for e in events if isinstance(e, Notice))
+    )
 
 
 async def test_deleted_by_someone_else_fails(backend, spec, cluster, api):
@@ -347,7 +393,9 @@ async def test_stale_configs_raise_an_alert_with_the_reset(backend, spec, cluste
     cluster.controller.hang["worker"] = True  # the pods run but claim nothing
     stale_backend = with_options(backend, stale_after_min=0.0005)  # 30 ms
     # a worker that claimed and then vanished, like a spot instance
-    claimed = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 3, "model_version_id": MVID}).json()
+    claimed = httpx.post(
+        f"{api.url}{W}/configs/get-batch", json={"limit": 3, "model_version_id": MVID}, headers=auth("worker")
+    ).json()
     run = await stale_backend.launch(spec, RunStore().create(spec))
     seen = []
 
@@ -358,7 +406,9 @@ async def test_stale_configs_raise_an_alert_with_the_reset(backend, spec, cluste
 
     await collect(stale_backend, run, on_event=on_event)
     alert = seen[0]
-    assert "3 config(s) of mv1" in alert.message and alert.fixes[0].description.startswith("sweepdeck queue reset-stale")
+    assert "3 config(s) of mv1" in alert.message and alert.fixes[0].description.startswith(
+        "sweepdeck queue reset-stale"
+    )
     assert f"config #{claimed[0]['id']}" in alert.evidence
     assert len(seen) == 1, "one alert per set of newly stale configs"
 
@@ -396,12 +446,105 @@ async def test_session_driver_runs_preflight_submit_and_cleanup(backend, spec, c
 
     seen = []
     with pytest.raises(PreflightFailed, match="has no configs"):
-        await drive(backend, spec, on_event=seen.append, assume_yes=True, install_signals=False, registry=backend.registry)
+        await drive(
+            backend, spec, on_event=seen.append, assume_yes=True, install_signals=False, registry=backend.registry
+        )
     assert workflows(cluster) == []
     populate(api)
     cluster.workers.command = "true"
-    result = await drive(backend, spec, on_event=seen.append, assume_yes=True, install_signals=False, registry=backend.registry)
+    result = await drive(
+        backend, spec, on_event=seen.append, assume_yes=True, install_signals=False, registry=backend.registry
+    )
     assert result.outcome == "succeeded" and result.exit_code == 0
     assert any(isinstance(e, Sweep) for e in seen)
     saved = [type(e).__name__ for e in result.run.store.events()]
     assert "Sweep" in saved and saved[-1] == "Finished"
+
+
+# ----------------------------------------------------------------------------- the queue's token Secret
+
+
+def _secret_requests(cluster):
+    return [r for r in cluster.requests if "/secrets" in r.path]
+
+
+async def test_preflight_checks_the_token_secret_without_reading_it_and_offers_to_create_it(
+    backend, spec, cluster, api
+):
+    import base64
+    import os
+    import stat
+
+    from backends.queue.auth import read_token_file
+
+    populate(api)
+    cluster.reset_requests()
+    by = {c.name: c for c in await backend.preflight(spec)}
+    assert by["Queue token Secret sweepdeck-queue-token"].status == "pass"
+    assert by["Queue token Secret sweepdeck-queue-token"].detail == f"exists in {NS} (its contents are not read)"
+    assert by["Queue token"].status == "pass"
+    reads = _secret_requests(cluster)
+    assert reads and all(
+        r.method == "GET" and "as=PartialObjectMetadata" in r.accept and r.path.endswith("/secrets") for r in reads
+    ), [(r.method, r.path, r.accept) for r in reads]  # metadata only, never the data
+
+    cluster.delete("v1", "Secret", "sweepdeck-queue-token", NS)
+    fresh = api.token_file.parent / "new-tokens"
+    other = with_options(backend, queue_token_file=str(fresh), queue_token_secret="queue-tokens")
+    by = {c.name: c for c in await other.preflight(spec)}
+    assert by["Queue token"].status == "fail" and f"Token file {fresh} does not exist" in by["Queue token"].detail
+    check = by["Queue token Secret queue-tokens"]
+    assert check.status == "fail" and "could not authenticate" in check.detail
+    assert f"kubectl create secret generic queue-tokens -n {NS} --from-file=tokens={fresh}" in check.fix
+    r = check.remedy
+    assert (r.id, r.label) == ("create_token_secret", "Create Secret queue-tokens")
+    assert r.question.startswith(
+        f"Create Secret queue-tokens in {NS} with the queue tokens of {fresh} (generated now, mode 0600)"
+    )
+    assert not fresh.exists(), "pre-flight changes nothing"
+    assert await apply_remedy(other, spec, r) == (
+        f"created Secret queue-tokens in {NS} from the queue tokens of {fresh} (generated now, mode 0600)"
+    )
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o600
+    tokens = {role: t for _n, role, t in read_token_file(fresh)}
+    secret = cluster.get("v1", "Secret", "queue-tokens", NS)
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["worker-token"] == tokens["worker"] and data["admin-token"] == tokens["admin"]
+    assert [tuple(line.split()) for line in data["tokens"].splitlines()] == read_token_file(fresh)
+    assert await other.remedy(spec, r) == f"Secret queue-tokens already exists in {NS} (left as it is)"
+    # the Workflow it submits mounts that Secret: workers the worker token only, populate/finalize the admin token
+    wf = other.manifest(spec)
+    volumes = {v["name"]: v["secret"] for v in wf["spec"]["volumes"]}
+    assert {v["secretName"] for v in volumes.values()} == {"queue-tokens"}
+    templates = {t["name"]: t for t in wf["spec"]["templates"]}
+    mounted = {
+        name: [m["name"] for m in t["container"]["volumeMounts"]] for name, t in templates.items() if "container" in t
+    }
+    assert mounted == {
+        "populate": ["queue-admin-token"],
+        "worker": ["queue-worker-token"],
+        "finalize": ["queue-admin-token"],
+    }
+    assert [i["key"] for i in volumes["queue-worker-token"]["items"]] == ["worker-token"]
+
+
+async def test_preflight_says_when_the_queue_refuses_sweepdecks_token(backend, spec, cluster, api, tmp_path):
+    populate(api)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("someone-elses-token-0123456789\n")
+    by = {c.name: c for c in await with_options(backend, queue_token_file=str(wrong)).preflight(spec)}
+    assert by["Queue token"].status == "fail" and "HTTP 401" in by["Queue token"].detail
+    assert "queue_token_file" in by["Queue token"].fix
+    assert f"Model version {MVID}" not in by
+
+
+async def test_pods_without_the_token_secret_fail_and_say_why(backend, spec, cluster, api):
+    """Launched past pre-flight with no Secret: the pods cannot read their token (as the kubelet could not mount it)."""
+    populate(api)
+    cluster.delete("v1", "Secret", "sweepdeck-queue-token", NS)
+    run = await backend.launch(spec)
+    events = await collect(backend, run, timeout=60)
+    assert events[-1].outcome == "failed"
+    failed = [e for e in events if isinstance(e, Phase) and e.kind == "node" and e.state in ("Failed", "Error")]
+    assert any("FileNotFoundError: secret 'sweepdeck-queue-token' not found" in e.detail for e in failed), failed
+    assert progress(api)["running"] == 0 and progress(api)["completed"] == 0

@@ -19,6 +19,7 @@ from backends.store import RunStore
 import yaml
 
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress
+from tests.integration.queue.conftest import ADMIN, auth
 from tui.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,12 +28,27 @@ A = "argoproj.io/v1alpha1"
 
 def settle(api, *, complete=6, fail=2, error="CUDA out of memory"):
     """Claim 10 configs; complete some, fail some with ``error``; the rest stay running."""
-    batch = httpx.post(f"{api.url}{W}/configs/get-batch", json={"limit": 10, "model_version_id": MVID}).json()
+    w = auth("worker")
+    batch = httpx.post(
+        f"{api.url}{W}/configs/get-batch", json={"limit": 10, "model_version_id": MVID}, headers=w
+    ).json()
     for c in batch[:complete]:
-        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", json={"status": "completed"}).raise_for_status()
-    for c in batch[complete:complete + fail]:
-        httpx.post(f"{api.url}{W}/configs/{c['id']}/status", json={"status": "failed", "error_message": error}).raise_for_status()
+        httpx.post(
+            f"{api.url}{W}/configs/{c['id']}/status", json={"status": "completed", "lease_id": c["lease_id"]}, headers=w
+        ).raise_for_status()
+    for c in batch[complete : complete + fail]:
+        httpx.post(
+            f"{api.url}{W}/configs/{c['id']}/status",
+            headers=w,
+            json={"status": "failed", "error_message": error, "lease_id": c["lease_id"]},
+        ).raise_for_status()
     return batch
+
+
+@pytest.fixture
+def admin_env(monkeypatch):
+    """`argo watch --queue-url` without a profile sends $SWEEPDECK_QUEUE_TOKEN."""
+    monkeypatch.setenv("SWEEPDECK_QUEUE_TOKEN", ADMIN)
 
 
 def dead_url() -> str:
@@ -44,7 +60,7 @@ def dead_url() -> str:
 # ----------------------------------------------------------------------------- watch
 
 
-def test_watch_once_prints_progress_and_details(api, capsys):
+def test_watch_once_prints_progress_and_details(api, capsys, admin_env):
     populate(api)
     settle(api)
     assert main(["argo", "watch", MVID, "--queue-url", api.url, "--once"]) == 0
@@ -56,13 +72,13 @@ def test_watch_once_prints_progress_and_details(api, capsys):
     assert "By workload:" in out and any(row.strip().startswith("chatbot") for row in out)
 
 
-def test_watch_once_unpopulated_says_how_to_populate(api, capsys):
+def test_watch_once_unpopulated_says_how_to_populate(api, capsys, admin_env):
     assert main(["argo", "watch", "mv-empty", "--queue-url", api.url, "--once"]) == 1
     out = capsys.readouterr().out
     assert "0/0" in out and "sweepdeck queue populate mv-empty" in out
 
 
-def test_watch_follows_until_the_sweep_finishes(api):
+def test_watch_follows_until_the_sweep_finishes(api, admin_env):
     import io
 
     from backends.queue.worker import QueueWorker
@@ -72,7 +88,14 @@ def test_watch_follows_until_the_sweep_finishes(api):
     out = io.StringIO()
 
     async def go():
-        worker = QueueWorker(api_url=api.url, batch_size=5, model_version_id=MVID, command="true", on_log=lambda _l: None)
+        worker = QueueWorker(
+            api_url=api.url,
+            batch_size=5,
+            model_version_id=MVID,
+            command="true",
+            on_log=lambda _l: None,
+            token_file=str(api.token_file),
+        )
         watching = asyncio.create_task(watch(api.url, MVID, interval=0.05, out=out))
         await worker.run()
         return await asyncio.wait_for(watching, 10)
@@ -84,11 +107,14 @@ def test_watch_follows_until_the_sweep_finishes(api):
     assert lines[-1] == f"[INFO] sweep of {MVID} finished: {SMALL_TOTAL} completed, 0 failed of {SMALL_TOTAL}"
 
 
-@pytest.mark.parametrize("argv,expected", [
-    (["argo", "watch", "a/b", "--once"], "Model version id 'a/b' is not usable."),
-    (["argo", "watch", MVID, "--once", "--interval", "0"], "--interval must be positive"),
-    (["argo", "watch", MVID, "--once", "--queue-url", "DEAD"], "did not answer"),
-])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["argo", "watch", "a/b", "--once"], "Model version id 'a/b' is not usable."),
+        (["argo", "watch", MVID, "--once", "--interval", "0"], "--interval must be positive"),
+        (["argo", "watch", MVID, "--once", "--queue-url", "DEAD"], "did not answer"),
+    ],
+)
 def test_watch_bad_input_is_one_readable_message(argv, expected, capsys):
     argv = [dead_url() if a == "DEAD" else a for a in argv]
     assert main(argv) == 2
@@ -105,18 +131,25 @@ def test_watch_prints_the_workflows_node_states_and_priorities(config_file, clus
     run = asyncio.run(backend.launch(spec, RunStore().create(spec)))
     try:
         name = run.handle["workflow"]
-        cluster.wait_for(lambda: sum(
-            n["phase"] == "Running" and n["type"] == "Pod"
-            for n in (cluster.get(A, "Workflow", name, NS).get("status") or {}).get("nodes", {}).values()) == 3, timeout=15)
+        cluster.wait_for(
+            lambda: (
+                sum(
+                    n["phase"] == "Running" and n["type"] == "Pod"
+                    for n in (cluster.get(A, "Workflow", name, NS).get("status") or {}).get("nodes", {}).values()
+                )
+                == 3
+            ),
+            timeout=15,
+        )
         settle(api)
         assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once"]) == 0
         out = capsys.readouterr().out.splitlines()
         assert "By priority:" in out
-        prio = out[out.index("By priority:") + 1:]
+        prio = out[out.index("By priority:") + 1 :]
         # chatbot, batch 1, 1024 tokens: 2 hardware configs, claimed first and completed by settle()
         assert prio[0] == "  100                     2/2      100.0%  failed 0"
         assert f"Workflow {name}: Running (" in "\n".join(out)
-        nodes = out[out.index("Nodes:") + 1:]
+        nodes = out[out.index("Nodes:") + 1 :]
         by_name = {line.split()[0]: line.split() for line in nodes}
         assert by_name["populate"][1] == "Succeeded"
         assert by_name["worker(0:0)"][1] == "Running" and by_name["worker(2:2)"][1] == "Running"
@@ -125,7 +158,9 @@ def test_watch_prints_the_workflows_node_states_and_priorities(config_file, clus
         assert by_name["worker(1:1)(0)"][1] == "Failed"
 
         # --json: the Sweep snapshot, then the Workflow and its nodes as Phase events
-        assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once", "--json"]) == 0
+        assert (
+            main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once", "--json"]) == 0
+        )
         docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert docs[0]["type"] == "Sweep" and docs[0]["by_priority"]
         assert docs[1]["type"] == "Phase" and docs[1]["kind"] == "workflow" and docs[1]["unit"] == name
@@ -133,7 +168,10 @@ def test_watch_prints_the_workflows_node_states_and_priorities(config_file, clus
 
         # --no-workflow: the queue only, no request to the cluster
         cluster.reset_requests()
-        assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once", "--no-workflow"]) == 0
+        assert (
+            main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once", "--no-workflow"])
+            == 0
+        )
         assert "Nodes:" not in capsys.readouterr().out and cluster.request_count() == 0
     finally:
         asyncio.run(backend.cleanup(run))
@@ -152,7 +190,11 @@ def test_watch_without_a_workflow_or_cluster_still_shows_the_queue(config_file, 
     fake_kube.fail_next("GET", r"/workflows", 503, "ServiceUnavailable", times=100)
     assert main(["--config", str(config_file), "argo", "watch", MVID, "--profile", "sweep", "--once"]) == 0
     out = capsys.readouterr().out
-    assert f"/{SMALL_TOTAL}" in out and "[WARN] cannot read the sweep's Workflow:" in out and "showing the queue only" in out
+    assert (
+        f"/{SMALL_TOTAL}" in out
+        and "[WARN] cannot read the sweep's Workflow:" in out
+        and "showing the queue only" in out
+    )
     assert "Traceback" not in out
 
 
@@ -162,13 +204,31 @@ def test_watch_without_a_workflow_or_cluster_still_shows_the_queue(config_file, 
 @pytest.mark.fakeapi
 def test_submit_dry_run_prints_the_manifest_and_submits_nothing(config_file, fake_kube, api, capsys):
     fake_kube.reset_requests()
-    assert main(["--config", str(config_file), "argo", "submit", "--profile", "sweep", "--model-version-id", "mv9",
-                 "--max-parallel-pods", "7", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(config_file),
+                "argo",
+                "submit",
+                "--profile",
+                "sweep",
+                "--model-version-id",
+                "mv9",
+                "--max-parallel-pods",
+                "7",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     wf = yaml.safe_load(capsys.readouterr().out)
     assert wf["kind"] == "Workflow" and wf["metadata"]["generateName"] == "model-benchmark-pipeline-v2-"
     assert "name" not in wf["metadata"] and wf["metadata"]["namespace"] == NS
     params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
-    assert params["model-version-id"] == "mv9" and params["max-parallel-pods"] == "7" and params["api-base-url"] == api.url
+    assert (
+        params["model-version-id"] == "mv9" and params["max-parallel-pods"] == "7" and params["api-base-url"] == api.url
+    )
     assert fake_kube.request_count() == 0
 
 
@@ -198,7 +258,10 @@ def test_submit_without_remedy_flags_changes_nothing_and_names_them(config_file,
     cluster.delete("v1", "Namespace", NS)
     assert main(["--config", str(config_file), "argo", "submit", "--id", "rem0", "--yes"]) == 3
     cap = capsys.readouterr()
-    assert "re-run with --create-namespace --populate (Create namespace sweeps; Populate mv1)" in cap.err
+    assert (
+        "re-run with --create-namespace --create-token-secret --populate "
+        "(Create namespace sweeps; Create Secret sweepdeck-queue-token; Populate mv1)"
+    ) in cap.err
     assert "Traceback" not in cap.err
     assert not cluster.exists("v1", "Namespace", NS) and progress(api)["total"] == 0  # nothing changed
     assert cluster.list(A, "Workflow", NS) == []
@@ -207,8 +270,14 @@ def test_submit_without_remedy_flags_changes_nothing_and_names_them(config_file,
 @pytest.mark.fakeapi
 def test_submit_remedy_fails_when_something_else_blocks(config_file, cluster, api, capsys):
     """A launch that fails anyway (the experiment id is taken) changes nothing, even with --fix."""
-    cluster.create({"apiVersion": A, "kind": "Workflow", "metadata": {
-        "name": "old", "namespace": NS, "labels": {"sweepdeck.io/experiment": "taken"}}, "spec": {"entrypoint": "x", "templates": []}})
+    cluster.create(
+        {
+            "apiVersion": A,
+            "kind": "Workflow",
+            "metadata": {"name": "old", "namespace": NS, "labels": {"sweepdeck.io/experiment": "taken"}},
+            "spec": {"entrypoint": "x", "templates": []},
+        }
+    )
     assert main(["--config", str(config_file), "argo", "submit", "--id", "taken", "--yes", "--fix"]) == 3
     assert "already belongs to experiment taken" in capsys.readouterr().out
     assert progress(api)["total"] == 0
@@ -217,7 +286,11 @@ def test_submit_remedy_fails_when_something_else_blocks(config_file, cluster, ap
 def _submit_process(config_file, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "tui.cli", "--config", str(config_file), "argo", "submit", "--yes", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
     )
 
 
@@ -261,15 +334,23 @@ def test_submit_remedy_flags_create_the_namespace_and_populate(config_file, clus
     """Pre-flight offers both remedies; with their flags they are done, pre-flight passes, the Workflow runs."""
     cluster.delete("v1", "Namespace", NS)
     cluster.controller.hang["worker"] = True
-    proc = _submit_process(config_file, "--id", "rem1", "--populate", "--create-namespace")
+    proc = _submit_process(config_file, "--id", "rem1", "--populate", "--create-namespace", "--create-token-secret")
     lines = _wait_for_line(proc, "node worker(2:2): Running")
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=30)
     out = "".join(lines) + rest
     assert f"[INFO] created namespace {NS}" in out
-    assert (f"[INFO] populated {MVID}: 1,800 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
-            "4 batch sizes × 3 sequence lengths)") in out
-    assert out.index("created namespace") < out.index("populated") < out.index("[INFO] workflow model-benchmark-pipeline-v2-")
+    assert f"[INFO] created Secret sweepdeck-queue-token in {NS} from the queue tokens of " in out
+    assert (
+        f"[INFO] populated {MVID}: 1,800 configs created (10 hardware configs × 3 frameworks × 5 workloads × "
+        "4 batch sizes × 3 sequence lengths)"
+    ) in out
+    assert (
+        out.index("created namespace")
+        < out.index("created Secret")
+        < out.index("populated")
+        < out.index("[INFO] workflow model-benchmark-pipeline-v2-")
+    )
     assert cluster.exists("v1", "Namespace", NS) and progress(api)["total"] == 1800
     [wf] = cluster.list(A, "Workflow", NS)
     assert wf["metadata"]["labels"]["sweepdeck.io/experiment"] == "rem1"

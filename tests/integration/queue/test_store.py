@@ -34,6 +34,7 @@ def pool_checkouts(store: QueueStore):
         event.remove(pool, "checkout", checkout)
         event.remove(pool, "checkin", checkin)
 
+
 pytestmark = pytest.mark.services
 
 SMALL = Matrix(hardware=("H100:1", "A100:2"), frameworks=("vllm",), batch_sizes=(1, 8), sequence_lengths=(1024, 4096))
@@ -48,7 +49,15 @@ async def test_populate_counts_and_is_idempotent(store):
     assert (first["created"], first["existing"]) == (40, 0)
     assert (again["created"], again["existing"]) == (0, 40)
     p = await store.progress("mv-1")
-    assert p == {"model_version_id": "mv-1", "total": 40, "pending": 40, "running": 0, "completed": 0, "failed": 0, "progress_pct": 0.0}
+    assert p == {
+        "model_version_id": "mv-1",
+        "total": 40,
+        "pending": 40,
+        "running": 0,
+        "completed": 0,
+        "failed": 0,
+        "progress_pct": 0.0,
+    }
 
 
 async def test_default_matrix_is_1800(store):
@@ -83,16 +92,18 @@ async def test_status_transitions(store):
     await store.populate("mv-1", SMALL)
     pending = (await store.list_configs("mv-1", "pending", limit=1))[0]
     with pytest.raises(Conflict):
-        await store.set_status(pending["id"], "completed")  # never claimed
+        await store.set_status(pending["id"], "completed")  # never claimed: no lease
     c = (await store.claim(1))[0]
-    done = await store.set_status(c["id"], "completed")
+    done = await store.set_status(c["id"], "completed", lease_id=c["lease_id"])
     assert done["status"] == "completed" and done["completed_at"]
-    with pytest.raises(Conflict):
-        await store.set_status(c["id"], "running")
+    with pytest.raises(SweepdeckError, match="must be one of completed, failed, pending"):
+        await store.set_status(c["id"], "running", lease_id=c["lease_id"])
+    with pytest.raises(Conflict, match="already completed under this lease"):
+        await store.set_status(c["id"], "pending", lease_id=c["lease_id"])
     with pytest.raises(NotFound):
-        await store.set_status(999_999, "completed")
+        await store.set_status(999_999, "completed", lease_id=c["lease_id"])
     c2 = (await store.claim(1))[0]
-    failed = await store.set_status(c2["id"], "failed", "OOM killed during inference")
+    failed = await store.set_status(c2["id"], "failed", "OOM killed during inference", lease_id=c2["lease_id"])
     assert failed["error_message"] == "OOM killed during inference"
     assert await store.failures("mv-1") == [{"error_message": "OOM killed during inference", "count": 1}]
     p = await store.progress("mv-1")
@@ -152,8 +163,12 @@ async def test_concurrent_claimers_never_share_a_config(store):
     if store.is_pg:
         await store.warm(claimers)  # 100 server connections, opened before the race
         async with store.engine.connect() as conn:
-            connected = await conn.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"))
+            connected = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND backend_type = 'client backend'"
+                )
+            )
         assert connected >= claimers
 
     async def claimer(n):
@@ -184,33 +199,43 @@ async def test_concurrent_claimers_never_share_a_config(store):
 async def test_breakdown_and_results(store):
     await store.populate("mv-1", SMALL)
     c = (await store.claim(1))[0]
-    rid = await store.add_result(c["id"], {"ttft_ms": 12.5})
-    assert rid > 0
+    rid, created = await store.add_result(c["id"], {"ttft_ms": 12.5}, lease_id=c["lease_id"])
+    assert rid > 0 and created
+    assert await store.add_result(c["id"], {"ttft_ms": 12.5}, lease_id=c["lease_id"]) == (rid, False)
     res = await store.results("mv-1")
     assert res[0]["config_id"] == c["id"] and res[0]["metrics"] == {"ttft_ms": 12.5}
     by_wl = {b["workload_type"]: b for b in await store.breakdown("mv-1")}
     assert set(by_wl) == {"chatbot", "qa", "summarization", "code-generation", "creative-writing"}
     assert by_wl["chatbot"]["running"] == 1 and by_wl["chatbot"]["pending"] == 7
     with pytest.raises(NotFound):
-        await store.add_result(10**7, {})
+        await store.add_result(10**7, {}, lease_id=c["lease_id"])
 
 
 async def test_matrix_validation(store):
     with pytest.raises(SweepdeckError, match="empty"):
         await store.populate("mv", Matrix(frameworks=()))
-    with pytest.raises(SweepdeckError, match="positive"):
+    with pytest.raises(SweepdeckError, match="integers from 1 to 1,000,000, got 0"):
         await store.populate("mv", Matrix(batch_sizes=(0,)))
+    with pytest.raises(SweepdeckError, match="got True"):
+        await store.populate("mv", Matrix(batch_sizes=(True,)))
+    with pytest.raises(SweepdeckError, match="'--rm' begins with '-'"):
+        await store.populate("mv", Matrix(workloads=("--rm",)))
+    with pytest.raises(SweepdeckError, match="GPU count outside 1-1024"):
+        await store.populate("mv", Matrix(hardware=("H100:2147483648",)))
+    assert (await store.progress("mv"))["total"] == 0
 
 
 async def test_kept_counts_match_a_recount_after_mixed_writes(store):
     await store.populate("mv-c", SMALL)
     await store.populate("mv-d", SMALL)
     batches = await asyncio.gather(*(store.claim(7) for _ in range(4)))
-    ids = [c["id"] for b in batches for c in b]
-    await store.set_status(ids[0], "completed")
-    await store.set_status(ids[1], "failed", "x")
-    await store.set_status(ids[1], "pending")
-    await store.release(ids[2:5])
+    claimed = [c for b in batches for c in b]
+    ids = [c["id"] for c in claimed]
+    await store.set_status(ids[0], "completed", lease_id=claimed[0]["lease_id"])
+    await store.set_status(ids[1], "failed", "x", lease_id=claimed[1]["lease_id"])
+    await store.set_status(ids[1], "pending")  # an admin's retry
+    await store.set_status(ids[2], "pending", lease_id=claimed[2]["lease_id"])  # a worker gives one back
+    await store.release(ids[3:5])
     await store.reset_stale(timeout_minutes=0, max_retries=0)
     for mv in ("mv-c", "mv-d"):
         p = await store.progress(mv)
@@ -230,11 +255,11 @@ async def test_completion_rate_uses_its_index_not_every_finished_row(store):
     old = dt.datetime(2020, 1, 1)
     async with store.engine.begin() as conn:  # a long sweep: almost everything finished long ago
         await conn.execute(update(C).where(C.model_version_id == "mv-r").values(status="completed", completed_at=old))
-    done = (await store.claim(5, model_version_id="mv-r"))  # nothing pending: claims nothing
+    done = await store.claim(5, model_version_id="mv-r")  # nothing pending: claims nothing
     assert done == []
     async with store.engine.begin() as conn:
         await conn.execute(text("ANALYZE"))
-    since = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=5)
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=5)
     q = store.rate_query("mv-r", since).compile(store.engine.sync_engine, compile_kwargs={"literal_binds": True})
     async with store.engine.connect() as conn:
         if store.is_pg:
@@ -247,8 +272,11 @@ async def test_completion_rate_uses_its_index_not_every_finished_row(store):
         assert "completed_at>" in plan.replace(" ", ""), plan  # a range on completed_at, not a filter afterwards
     assert await store.completion_rate("mv-r", 5) == 0.0
     async with store.engine.begin() as conn:
-        await conn.execute(update(C).where(C.model_version_id == "mv-r", C.id % 100 == 0)
-                           .values(completed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)))
+        await conn.execute(
+            update(C)
+            .where(C.model_version_id == "mv-r", C.id % 100 == 0)
+            .values(completed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        )
     assert await store.completion_rate("mv-r", 5) == 36 / 5
 
 
@@ -260,7 +288,105 @@ async def test_create_adds_new_indexes_to_an_existing_database(store):
     await store.create()
     async with store.engine.connect() as conn:
         if store.is_pg:
-            found = await conn.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_configs_mv_status_completed'"))
+            found = await conn.scalar(
+                text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_configs_mv_status_completed'")
+            )
         else:
-            found = await conn.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'ix_configs_mv_status_completed'"))
+            found = await conn.scalar(
+                text("SELECT count(*) FROM sqlite_master WHERE name = 'ix_configs_mv_status_completed'")
+            )
     assert found == 1
+
+
+async def test_every_state_change_is_audited_with_who_and_which_lease(store):
+    await store.populate("mv-a", SMALL, actor="ops")
+    batch = await store.claim(3, worker="pod-1", actor="pods")
+    assert all(c["created_by"] == "ops" for c in await store.list_configs("mv-a", "running"))
+    one, two, three = batch
+    await store.set_status(one["id"], "completed", metrics={"tps": 1}, lease_id=one["lease_id"], actor="pods")
+    await store.set_status(two["id"], "failed", "OOM", lease_id=two["lease_id"], actor="pods")
+    await store.set_status(two["id"], "pending", actor="ops")
+    await store.reset_stale(0, 0, actor="spot-handler")  # three: retries used up at once
+    h = {c["id"]: await store.history(c["id"]) for c in batch}
+    assert [(e["action"], e["actor"], e["from_status"], e["to_status"]) for e in h[one["id"]]["events"]] == [
+        ("claim", "pods", "pending", "running"),
+        ("result", "pods", None, None),
+        ("complete", "pods", "running", "completed"),
+    ]
+    assert (
+        h[one["id"]]["results"][0]["lease_id"] == one["lease_id"] and h[one["id"]]["results"][0]["created_by"] == "pods"
+    )
+    assert [(e["action"], e["actor"], e["detail"]) for e in h[two["id"]]["events"]] == [
+        ("claim", "pods", "pod-1"),
+        ("fail", "pods", "OOM"),
+        ("retry", "ops", None),
+    ]
+    [claim, failed] = h[three["id"]]["events"]
+    assert (failed["action"], failed["actor"], failed["lease_id"]) == ("expire-fail", "spot-handler", three["lease_id"])
+    assert all(e["at"] for ev in h.values() for e in ev["events"])
+    with pytest.raises(NotFound):
+        await store.history(10**6)
+
+
+async def test_claim_audit_rows_are_written_with_the_claim(store):
+    await store.populate("mv-b", Matrix(hardware=tuple(f"hw{i}:1" for i in range(10))))  # 1,800
+    batches = await asyncio.gather(*(store.claim(100, actor=f"w{n}") for n in range(12)))
+    from sqlalchemy import func, select
+
+    from backends.queue.models import ConfigEvent
+
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(ConfigEvent.config_id, ConfigEvent.actor, ConfigEvent.lease_id).where(
+                    ConfigEvent.action == "claim"
+                )
+            )
+        ).all()
+        assert await conn.scalar(select(func.count()).select_from(ConfigEvent)) == 1200
+    claimed = {c["id"]: (f"w{n}", c["lease_id"]) for n, b in enumerate(batches) for c in b}
+    assert len(claimed) == 1200 and {r.config_id: (r.actor, r.lease_id) for r in rows} == claimed
+
+
+async def test_create_upgrades_a_database_of_the_release_before_leases(store):
+    """Columns, the audit table and the one-result-per-attempt index are added to an older database."""
+    from sqlalchemy import text
+
+    await store.populate("mv-old", SMALL)
+    async with store.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE config_events"))
+        await conn.execute(text("DROP INDEX uq_results_attempt"))
+        for table, cols in (
+            ("benchmark_configs", ("lease_id", "lease_expires_at", "renewed_at", "created_by")),
+            ("benchmark_results", ("lease_id", "created_by")),
+        ):
+            for col in cols:
+                await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {col}"))
+    await store.create()
+    [c] = await store.claim(1)
+    assert len(c["lease_id"]) == 32
+    assert (await store.add_result(c["id"], {"x": 1}, lease_id=c["lease_id"]))[1] is True
+    assert (await store.add_result(c["id"], {"x": 1}, lease_id=c["lease_id"]))[1] is False
+    assert [e["action"] for e in (await store.history(c["id"]))["events"]] == ["claim", "result"]
+
+
+async def test_reset_stale_revokes_only_expired_or_unrenewed_leases(store):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from backends.queue.models import BenchmarkConfig as C
+
+    await store.populate("mv-s", SMALL)
+    fresh, expired, silent = await store.claim(3)
+    long_ago = dt.datetime(2020, 1, 1)
+    async with store.engine.begin() as conn:
+        await conn.execute(update(C).where(C.id == expired["id"]).values(lease_expires_at=long_ago))
+        await conn.execute(update(C).where(C.id == silent["id"]).values(renewed_at=long_ago))
+    assert {c["id"] for c in await store.stale("mv-s", 120)} == {expired["id"], silent["id"]}
+    assert await store.reset_stale(120, 3) == {"reset": 2, "failed": 0}
+    with pytest.raises(Conflict) as late:
+        await store.set_status(expired["id"], "completed", lease_id=expired["lease_id"])
+    assert late.value.reason == "lease_revoked"
+    assert (await store.set_status(fresh["id"], "completed", lease_id=fresh["lease_id"]))["status"] == "completed"
+    assert (await store.heartbeat([(silent["id"], silent["lease_id"])]))["revoked"] == [silent["id"]]
