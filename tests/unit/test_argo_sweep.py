@@ -81,10 +81,10 @@ def test_manifest_keeps_generate_name_and_sets_parameters():
 
 
 def test_manifest_label_skipped_for_ids_that_are_not_label_values():
-    long_id = "m" * 100
-    wf = build_workflow(model_version_id=long_id, experiment_id="e", api_base_url="http://q:1")
+    odd_id = "llama3:70b-v2"  # a usable model version id, but ':' is not allowed in a label value
+    wf = build_workflow(model_version_id=odd_id, experiment_id="e", api_base_url="http://q:1")
     assert "sweepdeck.io/model-version" not in wf["metadata"]["labels"]
-    assert wf["metadata"]["annotations"]["sweepdeck.io/model-version-id"] == long_id
+    assert wf["metadata"]["annotations"]["sweepdeck.io/model-version-id"] == odd_id
     assert label_value("ok-1.2") == "ok-1.2" and label_value("a:b") is None
 
 

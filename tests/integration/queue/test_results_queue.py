@@ -19,6 +19,7 @@ import pytest
 
 from backends.queue.worker import QueueWorker
 from backends.results.queue import QueueClient
+from tests.integration.queue.conftest import ADMIN, WORKER, auth
 from tests.support.processes import ROOT, SIM_MODEL, SimProcess
 
 pytestmark = pytest.mark.services
@@ -40,16 +41,17 @@ def sim():
 
 async def _sweep(api, sim) -> None:
     async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(f"{api.url}{W}/populate/mv1", json=MATRIX)
+        r = await c.post(f"{api.url}{W}/populate/mv1", json=MATRIX, headers=auth("admin"))
         assert r.json()["created"] == 8
-    worker = QueueWorker(api.url, batch_size=3, endpoint=sim.url, model=SIM_MODEL, on_log=lambda line: None)
+    worker = QueueWorker(api.url, batch_size=3, endpoint=sim.url, model=SIM_MODEL, on_log=lambda line: None,
+                         token=WORKER)
     counts = await worker.run()
     assert counts["completed"] == 4 and counts["failed"] == 4
 
 
 async def test_queue_results_grouped_like_the_sweep_view(api_db, sim):
     await _sweep(api_db, sim)
-    with QueueClient(api_db.url) as client:
+    with QueueClient(api_db.url, ADMIN) as client:
         result = client.result("mv1")
     assert result.origin.harness == "argo-queue" and result.name == "mv1"
     assert [p.label for p in result.load_points] == [
@@ -79,7 +81,7 @@ async def test_queue_results_from_the_cli(api_db, sim, tmp_path):
     await _sweep(api_db, sim)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "tui.cli", "results", "show", f"queue:{api_db.url}/mv1", "--json",
-                          "--queue-token", "t0ken"],
+                          "--queue-token", ADMIN],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -100,6 +102,6 @@ async def test_an_argo_run_reads_its_results_from_the_queue(api_db, sim, tmp_pat
     (run / "meta.json").write_text(json.dumps({"id": "sweep-run", "backend": "argo", "state": "succeeded",
                                                "model_version_id": "mv1"}))
     (run / "session").write_text(f"QUEUE_URL={api_db.url}\nMODEL_VERSION_ID=mv1\n")
-    result = await asyncio.to_thread(load_run, run)
+    result = await asyncio.to_thread(load_run, run, ADMIN)
     assert result.name == "sweep-run" and result.origin.harness == "argo-queue" and len(result.load_points) == 8
     assert result.spec["queue.model_version_id"].value == "mv1"
