@@ -55,7 +55,7 @@ def test_does_not_fit_fails_with_vllm_wording():
     assert "RuntimeError: Engine core initialization failed. See root cause above." in err
     assert "EngineCore failed to start." in done.stdout and "Uvicorn running" not in done.stdout
     found = dg.primary(dg.diagnose_lines((done.stdout + err).splitlines()))
-    assert found is not None and found.rule_id == dg.CUDA_OOM
+    assert found is not None and found.rule_id == dg.KV_CACHE_TOO_SMALL
 
 
 def test_shape_problem_fails_before_the_engine():

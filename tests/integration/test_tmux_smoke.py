@@ -154,7 +154,7 @@ def test_launch_and_quit_in_a_real_terminal(tmux, tmp_path):
         tmux.wait_for("Quit sweepdeck?")
         tmux.keys("Enter")  # clean up everything (the default)
         wait_gone(tmux, port)
-        meta = json.loads((next((state / "runs").iterdir()) / "meta.json").read_text())
+        meta = json.loads((next(d for d in (state / "runs").iterdir() if d.is_dir()) / "meta.json").read_text())
         assert meta["state"] in ("cancelled", "succeeded")
     finally:
         kill_leftovers(port)

@@ -70,8 +70,8 @@ async def test_preflight_lists_the_memory_plan_check():
                 break
         assert step.checks is not None
         names = [c.name for c in step.checks]
-        assert names == ["Simulator available", "Memory plan"]
-        memory = step.checks[-1]
+        assert names == ["Simulator available", "Memory plan", "Run store writable"]
+        memory = step.checks[1]
         assert memory.status == "fail" and memory.detail.startswith("does not fit: weights 131.4 GiB")
         assert "TP=1 -> TP=4" in memory.fix
         assert "Memory plan" in str(step.query_one("#preflight-table", DataTable).get_row_at(1)[1])

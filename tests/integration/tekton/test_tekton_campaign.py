@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from backends.store import RunStore
 from backends.events import Finished, Phase, Progress
 from tests.integration.tekton.conftest import seed
 from tests.support.fakekube.tekton_controller import INFERENCE_PERF_REPORTS, TektonController
@@ -113,7 +114,7 @@ async def test_campaign_launch_watch_and_inference_perf_results(campaign):
     backend, spec = _backend_and_spec(cfg, profile_template__load__stages="8x300, 16x300",
                                       profile_template__data__shared_prefix__question_len=500)
     spec = spec.set("engine.extra_args", ("--enable-prefix-caching",))
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     pipeline = fake.get("tekton.dev/v1", "Pipeline", "exp14", NS)
     tasks = {t["name"]: t for t in pipeline["spec"]["tasks"]}
     assert list(tasks) == ["download-model", "install-inference-perf", "create-exp-config-1", "deploy-model-1",
@@ -153,13 +154,12 @@ async def test_campaign_launch_watch_and_inference_perf_results(campaign):
 
 
 async def test_campaign_attach_keeps_the_workload_time(campaign):
-    from backends.store import RunStore
     from backends.tekton import TektonBackend
 
     fake, cfg = campaign
     backend, spec = _backend_and_spec(cfg)
     fake.controller.hang["download-model"] = True
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     fresh = TektonBackend(backend.settings, backend.profile, registry=backend.registry)
     again = await fresh.attach(RunStore().get(run.id))
     assert again.handle["workload_s"] == 1200.0 and again.handle["tps"] == [1]
