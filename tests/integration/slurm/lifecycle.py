@@ -314,6 +314,37 @@ class World:
                        capture_output=True, timeout=30)
 
 
+def supervisor_status(run_dir: Path, timeout: float = 10.0) -> dict:
+    """The run supervisor's ``_status`` (state, holding clients, detached), asked over its control socket."""
+    from backends.supervisor.protocol import SOCKET_NAME, decode, encode
+
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)  # the socket's path may be too long for sun_path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(f"/proc/self/fd/{fd}/{SOCKET_NAME}")
+            sock.sendall(encode({"op": "status"}))
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AssertionError(f"the supervisor of {run_dir.name} hung up without a status")
+                data += chunk
+                for line in data.split(b"\n")[:-1]:
+                    message = decode(line)
+                    if message and message.get("type") == "_status":
+                        return message
+    finally:
+        os.close(fd)
+
+
+def lines_after(proc: Proc, marker: str, text: str) -> list[str]:
+    """The client's lines containing ``text`` printed after its first line containing ``marker``."""
+    lines = list(proc.lines)
+    start = next((i for i, line in enumerate(lines) if marker in line), len(lines))
+    return [line for line in lines[start + 1:] if text in line]
+
+
 def append_lines(path: Path, lines: list[str]) -> None:
     """Append whole lines to a log the job writes too (O_APPEND: no interleaving inside a line)."""
     with open(path, "a") as fh:
@@ -467,5 +498,5 @@ def kill_tree_of_supervisors(root: Path) -> None:
 __all__ = [
     "MODELS", "Proc", "SIM", "Squeue", "Tmux", "TuiApp", "World", "append_lines", "completed_by_server", "eventually",
     "gone", "kill_tree_of_supervisors", "last_progress", "listening", "numbered", "quiet_port",
-    "served_models", "session_members", "shown_lines", "tui_lines",
+    "served_models", "session_members", "shown_lines", "supervisor_status", "tui_lines", "lines_after",
 ]
