@@ -120,6 +120,7 @@ class Outcome:
 
     problems: list[str] = field(default_factory=list)
     took: float | None = None  # seconds from the signal until nothing of the run was left
+    exited: float | None = None  # seconds from the signal until the client process was gone
     context: str = ""
 
     def check(self, ok: bool, problem: str) -> None:
@@ -274,8 +275,15 @@ class Matrix:
             shown = tui_lines(screen)
             os.kill(tui, sig)
             began = time.monotonic()
-            self._wait_clean(world, job, sup, began, outcome,
-                             also=lambda: [] if gone(tui) else [f"the TUI (pid {tui})"])
+
+            def app_left() -> list[str]:
+                if not gone(tui):
+                    return [f"the TUI (pid {tui})"]
+                if outcome.exited is None:
+                    outcome.exited = time.monotonic() - began
+                return []
+
+            self._wait_clean(world, job, sup, began, outcome, also=app_left)
             outcome.context = screen
         finally:
             app.tmux.kill()
@@ -304,19 +312,29 @@ def matrix(cluster, tmp_path_factory, request):
 
 def _report(request, m: Matrix) -> None:
     """How long the cleanup took after each signal (in the terminal summary)."""
-    took = {case: fut.result().took for case, fut in m.futures.items()
-            if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result().took is not None}
+    done = {case: fut.result() for case, fut in m.futures.items()
+            if fut.done() and not fut.cancelled() and fut.exception() is None}
+    took = {case: o.took for case, o in done.items() if o.took is not None}
+    exited = {case: o.exited for case, o in done.items() if o.exited is not None}
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if not took or reporter is None:
         return
-    values = sorted(took.values())
-    p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
-    slowest = max(took, key=took.get)
+    lines = [f"SLURM kill matrix, {WORKERS} cases at a time: {_figures(took)}, from the signal to nothing left"]
+    if exited:
+        lines.append(f"  the TUI process itself gone: {_figures(exited)}")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        reporter.write_line(
-            f"\nSLURM kill matrix: {len(values)} cases, signal → nothing left: p50 {statistics.median(values):.2f} s, "
-            f"p95 {p95:.2f} s, max {values[-1]:.2f} s ({_case_id(slowest)}); {WORKERS} cases at a time")
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)
+
+
+def _figures(seconds: dict[tuple, float]) -> str:
+    values = sorted(seconds.values())
+    p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
+    slowest = max(seconds, key=lambda case: seconds[case])
+    return (f"{len(values)} cases, p50 {statistics.median(values):.2f} s, p95 {p95:.2f} s, "
+            f"max {values[-1]:.2f} s ({_case_id(slowest)})")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
