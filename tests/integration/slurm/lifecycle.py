@@ -248,8 +248,10 @@ class World:
         root.mkdir(parents=True, exist_ok=True)
         self.factory = ProfileFactory(cluster, root, name)
         self.factory.local_port = self.port = quiet_port()
+        # a workdir of its own, as another user's home would be: the TUI names its runs by date, model and
+        # workload, so two worlds' runs may have the same id, and the job's run directory is <workdir>/<id>
         options = {"gpus": None, "container": f"{SIM} --startup-delay 0.2", "start_timeout": 300.0,
-                   "ready_timeout": 300.0, **profile}
+                   "ready_timeout": 300.0, "workdir": str(cluster.base / "home" / name / "runs"), **profile}
         self.config = self.factory.write(MODELS, **options)
         self.state = root / "state"
         self.env = {
@@ -422,6 +424,10 @@ class Tmux:
 
     def kill(self) -> None:
         self("kill-server", check=False)
+        # the server leaves its socket file behind
+        tmpdir = os.environ.get("TMUX_TMPDIR") or "/tmp"
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(tmpdir, f"tmux-{os.getuid()}", self.socket))
 
 
 #: Characters the log panel draws around a line (borders, scrollbar).

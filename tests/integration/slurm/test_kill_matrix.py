@@ -56,6 +56,8 @@ SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
 WORKERS = int(os.environ.get("SWEEPDECK_KILL_MATRIX_WORKERS", "6"))
 #: Seconds from the signal to "nothing of the run is left".
 BOUND = 10.0
+#: Seconds from the signal until the TUI's process is gone.
+APP_EXIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     took: float | None = None  # seconds from the signal until nothing of the run was left
     exited: float | None = None  # seconds from the signal until the client process was gone
+    timeline: dict[str, float] = field(default_factory=dict)  # part of the run → seconds until it was gone
     context: str = ""
 
     def check(self, ok: bool, problem: str) -> None:
@@ -173,33 +176,39 @@ class Matrix:
             world.cancel_jobs()
         return outcome
 
-    def _left(self, world: World, job: str, sup: int) -> list[str]:
-        """What of the run is still there."""
-        left = []
+    def _left(self, world: World, job: str, sup: int) -> dict[str, str]:
+        """What of the run is still there (what → how it looks)."""
+        left = {}
         state = self.squeue.state(job)
         if state is not None:
-            left.append(f"job {job} {state}")
+            left["job"] = f"job {job} {state}"
         if listening(world.port):
-            left.append(f"a listener on the tunnel port {world.port}")
+            left["tunnel"] = f"a listener on the tunnel port {world.port}"
         if sup and not gone(sup):
-            left.append(f"the supervisor {sup}")
+            left["supervisor"] = f"the supervisor {sup}"
         members = session_members(sup) if sup else []
         if members:
-            left.append(f"processes {members} of the supervisor's session")
+            left["session"] = f"processes {members} of the supervisor's session"
         return left
 
     def _wait_clean(self, world: World, job: str, sup: int, began: float, outcome: Outcome,
-                    also: Callable[[], list[str]] = list) -> None:
-        left: list[str] = []
+                    also: Callable[[], dict[str, str]] = dict) -> None:
+        """Wait (up to the bound) until nothing of the run is left; note when each part went."""
+        left: dict[str, str] = {}
+        seen: set[str] = set()
 
         def clean() -> bool:
             nonlocal left
-            left = also() + self._left(world, job, sup)
+            left = {**also(), **self._left(world, job, sup)}
+            now = time.monotonic() - began
+            for what in seen - set(left):
+                outcome.timeline.setdefault(what, now)
+            seen.update(left)
             return not left
 
         ok = eventually(clean, max(0.0, began + BOUND - time.monotonic()), 0.1)
         outcome.took = time.monotonic() - began
-        outcome.check(ok, f"left {BOUND:g} s after the signal: {', '.join(left)}")
+        outcome.check(ok, f"left {BOUND:g} s after the signal: {', '.join(left.values())}")
 
     @staticmethod
     def _run_facts(world: World, run_id: str, outcome: Outcome) -> tuple[str, int]:
@@ -276,14 +285,17 @@ class Matrix:
             os.kill(tui, sig)
             began = time.monotonic()
 
-            def app_left() -> list[str]:
+            def app_left() -> dict[str, str]:
                 if not gone(tui):
-                    return [f"the TUI (pid {tui})"]
+                    return {"app": f"the TUI (pid {tui})"}
                 if outcome.exited is None:
                     outcome.exited = time.monotonic() - began
-                return []
+                return {}
 
             self._wait_clean(world, job, sup, began, outcome, also=app_left)
+            # the issue's bound for the app itself: a client that is told to go is gone within 5 s
+            outcome.check(outcome.exited is not None and outcome.exited <= APP_EXIT,
+                          f"the TUI took {outcome.exited} s to exit after {sig.name} (bound {APP_EXIT:g} s)")
             outcome.context = screen
         finally:
             app.tmux.kill()
@@ -322,6 +334,9 @@ def _report(request, m: Matrix) -> None:
     lines = [f"SLURM kill matrix, {WORKERS} cases at a time: {_figures(took)}, from the signal to nothing left"]
     if exited:
         lines.append(f"  the TUI process itself gone: {_figures(exited)}")
+    slowest = max(took, key=lambda case: took[case])
+    steps = sorted(done[slowest].timeline.items(), key=lambda item: item[1])
+    lines.append(f"  slowest, {_case_id(slowest)}: " + ", ".join(f"{what} gone at {t:.1f} s" for what, t in steps))
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         reporter.write_line("")
