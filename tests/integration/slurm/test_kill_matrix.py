@@ -142,7 +142,7 @@ class Matrix:
         self.worlds: list[World] = []
         self.tmux: list[TuiApp] = []
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="kill-case")
-        self.futures: dict[tuple, Future] = {case: self.pool.submit(self._run, case) for case in cases}
+        self.futures: dict[tuple, Future] = {case: self.pool.submit(self._run, case) for case in _interleaved(cases)}
 
     def outcome(self, case: tuple) -> Outcome:
         return self.futures[case].result(timeout=900)
@@ -300,6 +300,20 @@ class Matrix:
         finally:
             app.tmux.kill()
         self._check_store(world, run_id, phase, shown, outcome, prefix=True)
+
+
+def _interleaved(cases: list[tuple]) -> list[tuple]:
+    """The cases taking turns by client: the TUI cases (the heaviest) are spread over the run, not bunched."""
+    by_client: dict[str, list[tuple]] = {}
+    for case in cases:
+        by_client.setdefault(case[0], []).append(case)
+    queues = sorted(by_client.values(), key=len, reverse=True)
+    out: list[tuple] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
 
 
 def _selected(request) -> list[tuple]:
