@@ -52,8 +52,9 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
 #: Cases running at once. Each is a client, a supervisor, a job and a simulator (and, for the TUI, tmux and a
-#: Textual app): more than this only queues for the machine's two cores.
-WORKERS = int(os.environ.get("SWEEPDECK_KILL_MATRIX_WORKERS", "6"))
+#: Textual app). Measured on a loaded 2-core machine: 4 or 6 at a time take the same ~2.5 min (the cases wait
+#: more than they compute), but with 6 the slowest cleanup came within 1 s of the 10 s bound; with 4, 5 s.
+WORKERS = int(os.environ.get("SWEEPDECK_KILL_MATRIX_WORKERS", "4"))
 #: Seconds from the signal to "nothing of the run is left".
 BOUND = 10.0
 #: Seconds from the signal until the TUI's process is gone.
