@@ -235,6 +235,10 @@ class Session:
             SweepdeckError: the backend cannot re-open it (its job or server is gone).
         """
         run = await self.backend.attach(record)
+        if self.run_dir is not None and run.store.path == self.run_dir.path:
+            # The backend opened the run's directory again; write through the one given (the supervisor's):
+            # its clients are fed from that one's event log, and one file must not have two writers.
+            run.store = self.run_dir
         self.run = run
         self.run_dir = run.store
         run.store.update_meta(state="running", reattached=time.time())

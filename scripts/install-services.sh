@@ -8,6 +8,9 @@ need=()
 command -v slurmctld >/dev/null 2>&1 || need+=(slurmctld slurmd slurm-client munge)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+# the network-partition test: a namespace and a veth pair (ip), daemons started inside it (nsenter)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "note: missing test services (${need[*]}); install them to run the integration tests" >&2

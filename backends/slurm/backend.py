@@ -477,9 +477,53 @@ class SlurmBackend(BackendBase):
             final = await jobs.final_state(remote, handle["job_id"])
             raise SweepdeckError(f"Job {handle['job_id']} of run {saved.id} is no longer running ({final.state}).",
                                  "Start a new one with: sweepdeck alvis connect")
-        run = Run(saved.id, "slurm", spec, RunDir(saved.path), handle)
+        run_dir = RunDir(saved.path)
+        if handle["run_dir"]:
+            handle["offsets"] = await self._resume_offsets(remote, handle["run_dir"], run_dir, handle["offsets"])
+        run = Run(saved.id, "slurm", spec, run_dir, handle)
         self._register_job(run)
         return run
+
+    async def _resume_offsets(self, remote: Remote, remote_dir: str, run_dir: RunDir,
+                              saved: dict[str, int]) -> dict[str, int]:
+        """Where the log tails of a re-opened run resume: right after the last line its event log holds.
+
+        The session file has the byte offsets only from a supervisor that ended
+        normally; one that was killed never wrote them. The lines its clients
+        were shown are in ``events.jsonl`` though, so count those and ask the
+        login node how many bytes that many lines of each log take. The larger
+        of that and the saved offset wins (a run followed without a run store
+        has only the saved offset).
+        """
+        counts = _saved_line_counts(run_dir)
+        offsets = dict(saved)
+        for stream, name in (("out", "vllm.out"), ("err", "vllm.err")):
+            if not counts[stream]:
+                continue
+            script = 'head -n "$1" -- "$2" | wc -c'
+            try:
+                res = await remote.run(["sh", "-c", script, "sh", str(counts[stream]), f"{remote_dir}/{name}"],
+                                       timeout=30)
+            except SweepdeckError as exc:
+                log.warning("cannot measure %s of %s: %s", name, run_dir.id, exc.message)
+                continue
+            text = res.stdout.strip()
+            if res.ok and text.isdigit():
+                offsets[stream] = max(int(offsets.get(stream, 0)), int(text))
+        return offsets
+
+
+def _saved_line_counts(run_dir: RunDir) -> dict[str, int]:
+    """Server log lines (``vllm`` source) per stream in a run's event log."""
+    counts = {"out": 0, "err": 0}
+    for _end, record in run_dir.records():
+        if record.get("source", "vllm") != "vllm" or record.get("stream") not in counts:
+            continue
+        if record.get("type") == "LogBatch":
+            counts[record["stream"]] += len(record.get("lines") or [])
+        elif record.get("type") == "LogLine":
+            counts[record["stream"]] += 1
+    return counts
 
 
 # ---------------------------------------------------------------- run session

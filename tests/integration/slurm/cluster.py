@@ -95,6 +95,8 @@ class TestCluster:
     #: host name often resolves to an interface where our sshd (127.0.0.1) is not.
     node: str = "localhost"
     host: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    #: Where sshd listens, and so the address the profiles' ``ssh_host`` names.
+    listen: str = "127.0.0.1"
     _started: list[str] = field(default_factory=list)
 
     # paths -----------------------------------------------------------------
@@ -122,6 +124,10 @@ class TestCluster:
     @property
     def user(self) -> str:
         return pwd.getpwuid(os.getuid()).pw_name
+
+    def cmd(self, argv: list[str]) -> list[str]:
+        """How a daemon or a SLURM command of this cluster is run (as is here; a variant runs it elsewhere)."""
+        return argv
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> "TestCluster":
@@ -153,9 +159,9 @@ class TestCluster:
         except KeyError:
             prefix = []
         r = subprocess.run(
-            prefix + ["/usr/sbin/munged", f"--socket={self.munge_socket}", f"--key-file={key}",
+            self.cmd(prefix + ["/usr/sbin/munged", f"--socket={self.munge_socket}", f"--key-file={key}",
                       f"--pid-file={mdir / 'munged.pid'}", f"--log-file={mdir / 'munged.log'}",
-                      f"--seed-file={mdir / 'munged.seed'}"],
+                      f"--seed-file={mdir / 'munged.seed'}"]),
             check=False, capture_output=True, text=True, timeout=20,
         )
         if r.returncode != 0:
@@ -207,13 +213,16 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         self.slurm_conf.write_text(conf)
         (b / "etc" / "gres.conf").write_text(f"NodeName={self.node} Name=gpu Type=A40 File=/dev/null,/dev/zero\n")
         env = self.env
-        subprocess.run(["slurmctld", "-i", "-f", str(self.slurm_conf)], check=True, capture_output=True, env=env, timeout=30)
+        subprocess.run(self.cmd(["slurmctld", "-i", "-f", str(self.slurm_conf)]), check=True, capture_output=True,
+                       env=env, timeout=30)
         self._started.append("slurmctld")
-        subprocess.run(["slurmd", "-N", self.node, "-f", str(self.slurm_conf)], check=True, capture_output=True, env=env, timeout=30)
+        subprocess.run(self.cmd(["slurmd", "-N", self.node, "-f", str(self.slurm_conf)]), check=True,
+                       capture_output=True, env=env, timeout=30)
         self._started.append("slurmd")
 
         def idle() -> bool:
-            r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env, timeout=15)
+            r = subprocess.run(self.cmd(["sinfo", "-h", "-o", "%T"]), capture_output=True, text=True, env=env,
+                               timeout=15)
             return r.returncode == 0 and r.stdout.strip() == "idle"
 
         self._wait(idle, 30, "the SLURM node to become idle", log=b / "log" / "slurmctld.log")
@@ -227,7 +236,7 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         self.ssh_port = free_port()
         (sdir / "sshd_config").write_text(f"""\
 Port {self.ssh_port}
-ListenAddress 127.0.0.1
+ListenAddress {self.listen}
 HostKey {self.host_key}
 PidFile {self.sshd_pidfile}
 AuthorizedKeysFile {sdir}/authorized_keys
@@ -249,14 +258,14 @@ LogLevel ERROR
 
     def start_sshd(self, config: str = "sshd_config") -> None:
         """(Re)start sshd on the same port, host key and config."""
-        subprocess.run([SSHD, "-f", str(self.base / "ssh" / config), "-E", str(self.base / "log" / "sshd.log")],
-                       check=True, capture_output=True, timeout=20)
+        argv = [SSHD, "-f", str(self.base / "ssh" / config), "-E", str(self.base / "log" / "sshd.log")]
+        subprocess.run(self.cmd(argv), check=True, capture_output=True, timeout=20)
         if "sshd" not in self._started:
             self._started.append("sshd")
 
         def listening() -> bool:
             try:
-                with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=1):
+                with socket.create_connection((self.listen, self.ssh_port), timeout=1):
                     return True
             except OSError:
                 return False
@@ -312,7 +321,7 @@ LogLevel ERROR
         if "sshd" in self._started:
             self.stop_sshd()
         if "slurmctld" in self._started:
-            subprocess.run(["scancel", "--full", "-u", self.user], capture_output=True, env=env, timeout=15)
+            subprocess.run(self.cmd(["scancel", "--full", "-u", self.user]), capture_output=True, env=env, timeout=15)
         for name in ("slurmd", "slurmctld"):
             if name in self._started:
                 _kill(_read_pid(self.base / "log" / f"{name}.pid"))
@@ -324,7 +333,7 @@ LogLevel ERROR
 
     # helpers -----------------------------------------------------------------
     def squeue(self, *args: str) -> str:
-        r = subprocess.run(["squeue", "-h", *args], capture_output=True, text=True, env=self.env, timeout=20)
+        r = subprocess.run(self.cmd(["squeue", "-h", *args]), capture_output=True, text=True, env=self.env, timeout=20)
         return r.stdout.strip()
 
     def our_jobs(self, name: str | None = None) -> list[str]:

@@ -70,7 +70,7 @@ class ProfileFactory:
         c = self.cluster
         opts = {
             "backend": "slurm",
-            "ssh_host": "127.0.0.1",
+            "ssh_host": c.listen,
             "ssh_port": c.ssh_port,
             "ssh_user": c.user,
             "ssh_key": str(c.client_key),
