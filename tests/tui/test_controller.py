@@ -221,13 +221,15 @@ async def test_the_last_client_gone_stops_the_run_within_the_bound():
 async def test_a_subscriber_joining_mid_batch_gets_each_line_once():
     gate = Gate()
     ctrl = _controller(ScriptedBackend([log_lines(40), gate]))
+    ctrl.flush_interval = 60.0  # the lines stay queued until the subscriber joins
     task = asyncio.ensure_future(ctrl.start())
     await asyncio.wait_for(gate.reached.wait(), 5)
-    assert ctrl._pending.lines  # queued, not yet delivered
+    while len(ctrl._pending.lines) < 40:  # through the supervisor's event log and socket
+        await asyncio.sleep(0.005)
     got = []
     ctrl.subscribe(lambda b: got.extend(b.lines))
-    await asyncio.sleep(ctrl.flush_interval * 3)
-    assert len(got) == 40
+    ctrl.flush()
+    assert len(got) == 40 and len({line.text for line in got}) == 40
     await ctrl.cleanup(2.0)
     await asyncio.wait([task], timeout=2)
 
