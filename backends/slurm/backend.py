@@ -364,13 +364,9 @@ class SlurmBackend(BackendBase):
         run_store = store
         remote = await self.remote()
         workdir = (await remote.expand(str(self.profile.get("workdir", "~/.sweepdeck/runs")))).rstrip("/")
-        run_dir = f"{workdir}/{spec.experiment_id}"
+        run_dir = await self._fresh_run_dir(remote, workdir, spec.experiment_id)
         script = self.render_jobscript(spec, entry, run_dir)
         run_store.write_rendered("jobscript.sh", script)
-        res = await remote.run(["mkdir", "-p", "--", run_dir])
-        if not res.ok:
-            raise SweepdeckError(f"Could not create the run directory {run_dir} on {self.target.host}: {res.stderr.strip()}",
-                                 "Check the profile's workdir (it must be on the shared filesystem and writable).")
         await remote.write_file(f"{run_dir}/jobscript.sh", script, mode="755")
         job_id = await jobs.submit(remote, run_dir, "jobscript.sh", list(self.profile.get("sbatch_args", []) or []))
         started = _dt.datetime.now().isoformat(timespec="seconds")
@@ -384,6 +380,19 @@ class SlurmBackend(BackendBase):
         self._write_session(run)
         run_store.update_meta(job_id=job_id, run_dir=run_dir, host=self.target.host)
         return run
+
+    async def _fresh_run_dir(self, remote: Remote, workdir: str, run_id: str) -> str:
+        """A new directory per launch: the same id launched again (another state dir, another machine, a deleted
+        record) must not find the previous job's ``server_address.txt`` and logs and tunnel to that server."""
+        made = await remote.run(["mkdir", "-p", "--", workdir])
+        if made.ok:
+            made = await remote.run(["mktemp", "-d", "--", f"{workdir}/{run_id}.XXXXXX"])
+        run_dir = made.stdout.strip() if made.ok else ""
+        if not run_dir:
+            raise SweepdeckError(f"Could not create a run directory in {workdir} on {self.target.host}: "
+                                 f"{made.stderr.strip() or 'mktemp printed nothing'}",
+                                 "Check the profile's workdir (it must be on the shared filesystem and writable).")
+        return run_dir
 
     def _register_job(self, run: Run) -> None:
         job_id = run.handle["job_id"]

@@ -379,3 +379,25 @@ async def test_reconnect_refuses_a_changed_host_key(slurm_profile, fresh_registr
     await backend.cancel(run)
     await backend.close()
     assert slurm_profile.jobs_left() == []
+
+
+async def test_each_launch_gets_a_fresh_remote_run_directory(slurm_profile, fresh_registry):
+    """The same experiment id launched twice (another state dir, a deleted record) must not share the
+    remote directory: the second job would find the first's server_address.txt and tunnel to it."""
+    settings, profile = slurm_profile.profile()
+    backend = SlurmBackend(settings, profile)
+    try:
+        remote = await backend.remote()
+        workdir = str(slurm_profile.cluster.base / "home" / "runs")
+        stale = Path(workdir) / "same-id"
+        stale.mkdir(parents=True, exist_ok=True)
+        (stale / "server_address.txt").write_text("node1:1\n")  # what an old layout would have reused
+        first = await backend._fresh_run_dir(remote, workdir, "same-id")
+        second = await backend._fresh_run_dir(remote, workdir, "same-id")
+        assert first != second and Path(first).is_dir() and Path(second).is_dir()
+        assert Path(first).parent == Path(workdir) and Path(first).name.startswith("same-id.")
+        assert not (Path(first) / "server_address.txt").exists()
+        with pytest.raises(SweepdeckError, match="Could not create a run directory"):
+            await backend._fresh_run_dir(remote, "/proc/no-such-place", "same-id")
+    finally:
+        await backend.close()

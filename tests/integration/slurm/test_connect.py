@@ -9,11 +9,13 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from backends.slurm.backend import port_free
+from backends.store import RunStore
 
 pytestmark = pytest.mark.services
 
@@ -221,7 +223,6 @@ def test_custom_model_and_duration(slurm_profile):
     assert "gres/gpu:a40=1" in r.stdout.lower() or "gpu:A40:1" in r.stdout
     assert prof.jobs() == [f"{job_id} RUNNING"]
     # rendered script in the run store
-    from backends.store import RunStore
 
     run = next(r for r in RunStore().list() if r.session().get("JOB_ID") == job_id)
     script = (run.path / "rendered" / "jobscript.sh").read_text()
@@ -468,7 +469,8 @@ def test_sweepdeck_attach_a_detached_run_then_stop(slurm_profile):
     run_id = out.wait_for("Reattach with: sweepdeck alvis connect --attach ").rsplit(" ", 1)[1]
     # detached: the run's supervisor holds the job and the tunnel; it serves on with no client
     assert prof.jobs() == [f"{job_id} RUNNING"] and _served_models(prof.local_port) == ["openai/gpt-oss-20b"]
-    run_dir = prof.cluster.base / "home" / "runs" / run_id
+    run_dir = Path(RunStore().get(run_id).meta["run_dir"])
+    assert run_dir.parent == prof.cluster.base / "home" / "runs" and run_dir.name.startswith(f"{run_id}.")
     assert (run_dir / "vllm.out").exists()
     with open(run_dir / "vllm.out", "a") as fh:
         fh.write("marker line written while detached\n")
@@ -505,6 +507,5 @@ def test_sweepdeck_attach_a_detached_run_then_stop(slurm_profile):
     r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=prof.cluster.env, capture_output=True, text=True)
     assert r.stdout.strip() in ("", "CANCELLED", "COMPLETING") or "Invalid job id" in r.stderr
     assert port_free(prof.local_port), "tunnel listener left on the local port"
-    from backends.store import RunStore
 
     assert RunStore().get(run_id).state == "cancelled"
