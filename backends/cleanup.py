@@ -37,6 +37,7 @@ class Entry:
     undo: Undo
     force: Callable[[], Any] | None = None
     resource: dict[str, Any] | None = None
+    error: str = ""  # why the undo did not finish (set when it failed or timed out)
 
 
 @dataclass(slots=True)
@@ -65,6 +66,9 @@ class CleanupRegistry:
     _ids: Any = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ran: bool = False
+    #: Undos that failed or timed out with no force that worked: the thing may still exist, so it stays
+    #: in :meth:`resources` (and the run's ``resources.json``) for reconciliation, not silently forgotten.
+    _unresolved: list[Entry] = field(default_factory=list)
 
     def register(
         self,
@@ -101,7 +105,16 @@ class CleanupRegistry:
         """What the registered undos would remove, newest first (``label`` plus the resource)."""
         with self._lock:
             entries = sorted(self._entries.values(), key=lambda e: -e.token)
-        return [{"label": e.label, **(e.resource or {"kind": "other"})} for e in entries]
+            failed = list(self._unresolved)
+        return [{"label": e.label, **(e.resource or {"kind": "other"})} for e in entries] + self.unresolved(failed)
+
+    def unresolved(self, entries: list[Entry] | None = None) -> list[dict[str, Any]]:
+        """Resources whose undo failed or timed out (they may still exist), each with its ``error``."""
+        if entries is None:
+            with self._lock:
+                entries = list(self._unresolved)
+        return [{"label": e.label, **(e.resource or {"kind": "other"}), "error": e.error} for e in entries
+                if e.resource is not None]
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -149,11 +162,16 @@ class CleanupRegistry:
                 outcomes.append(Outcome(entry.label, True, seconds=time.monotonic() - start))
             except asyncio.TimeoutError:
                 outcomes.append(Outcome(entry.label, False, "timed out", time.monotonic() - start))
-                _force(entry)
             except Exception as exc:  # one failed undo must not stop the others
                 log.warning("cleanup %s failed: %s", entry.label, exc)
                 outcomes.append(Outcome(entry.label, False, str(exc) or type(exc).__name__, time.monotonic() - start))
-                _force(entry)
+            else:
+                continue
+            if not _force(entry):
+                entry.error = outcomes[-1].error
+                with self._lock:
+                    self._unresolved.append(entry)
+                self._changed()
         return outcomes
 
     def run_sync(self, timeout: float | None = None) -> list[Outcome]:
@@ -161,13 +179,16 @@ class CleanupRegistry:
         return asyncio.run(self.run(timeout))
 
 
-def _force(entry: Entry) -> None:
+def _force(entry: Entry) -> bool:
+    """The entry's last resort; True when there was one and it did not fail."""
     if entry.force is None:
-        return
+        return False
     try:
         entry.force()
     except Exception as exc:
         log.warning("force cleanup %s failed: %s", entry.label, exc)
+        return False
+    return True
 
 
 #: The registry of a client process itself (the TUI's or a headless command's own

@@ -540,6 +540,12 @@ class Session:
         for outcome in outcomes:
             if not outcome.ok:
                 await self._emit(Notice(f"cleanup {outcome.label}: {outcome.error}", "warning"))
+        left = self.registry.unresolved()
+        if left and self.run is not None:
+            # the run's record must not say "cancelled, nothing left" while a job may still run:
+            # `sweepdeck runs` lists these and `runs --clean` removes them
+            with contextlib.suppress(StoreWriteError):
+                self.run.store.update_meta(leftovers=left)
 
 
 # ------------------------------------------------------------------ relaunch

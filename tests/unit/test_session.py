@@ -341,3 +341,40 @@ async def test_see_root_cause_above_reports_the_root_cause(spec, store, registry
     assert alert.diagnosis == dg.ENGINE_DEAD
     assert alert.evidence == cause  # what the user sees is the root cause, not "see root cause above"
     assert alert.message.startswith("vLLM engine failed to start: Root cause (line 1): ValueError")
+
+
+async def test_an_undo_that_times_out_stays_a_leftover(spec, store):
+    """scancel timing out must not leave a record that says "cancelled, nothing left": the job may run on."""
+    registry = CleanupRegistry()
+    backend = FakeBackend([LogLine("working")], registry=registry, hang=True)
+    session = Session(backend, spec, store=store, registry=registry, cleanup_timeout=0.5)
+    await session.launch()
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    registry.register("scancel 52", never, resource={"kind": "slurm_job", "id": "52", "host": "alvis"})
+    registry.register("tunnel 8000", lambda: None, force=lambda: None, resource={"kind": "pid", "pid": 1})
+    task = asyncio.create_task(session.follow())
+    await asyncio.sleep(0.05)
+    session.request_cancel("cancelled by the user")
+    result = await asyncio.wait_for(task, 5)
+    assert result.outcome == "cancelled"
+    meta = store.get("exp-1").meta
+    assert meta["state"] == "cancelled"
+    assert [(r["kind"], r["id"], r["error"]) for r in meta["leftovers"]] == [("slurm_job", "52", "timed out")]
+    assert registry.unresolved() == meta["leftovers"] and registry.resources() == meta["leftovers"]
+
+
+async def test_a_failed_undo_with_a_working_force_is_resolved():
+    registry = CleanupRegistry()
+    forced = []
+
+    def fail() -> None:
+        raise OSError("no such process group")
+
+    registry.register("server 4242", fail, force=lambda: forced.append(1), resource={"kind": "pid", "pid": 4242})
+    registry.register("job 7", fail, resource={"kind": "slurm_job", "id": "7"})
+    outcomes = await registry.run(1.0)
+    assert [o.ok for o in outcomes] == [False, False] and forced == [1]
+    assert [r["id"] for r in registry.unresolved()] == ["7"] and not registry.live()
