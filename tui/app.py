@@ -166,7 +166,10 @@ class SweepdeckApp(App[int]):
             from tui.terminal import TerminalGuard
 
             loop = asyncio.get_running_loop()
-            self._guard = TerminalGuard(lambda code: loop.call_soon_threadsafe(self._terminal_lost, code))
+            from backends.supervisor.client import hang_up_all
+
+            self._guard = TerminalGuard(lambda code: loop.call_soon_threadsafe(self._terminal_lost, code),
+                                        let_go=hang_up_all)
             try:
                 self._guard.install()
             except ValueError as exc:  # not the main thread (embedded use)

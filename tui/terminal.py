@@ -15,8 +15,11 @@ queue).
   it is blocked on a lock); an inherited SIG_IGN for SIGHUP (``nohup``) is kept;
 * a watcher thread polls the terminal for POLLHUP/POLLERR (EOF or EIO on the
   terminal means the same as SIGHUP);
-* either asks the app to exit (thread-safe) and starts a timer that ends the
-  process with ``os._exit`` if the exit has not happened within the bound.
+* either first lets go of the runs (``let_go``: the supervisors' sockets are
+  shut down there and then, so each starts stopping its run now rather than
+  when this process is finally gone), then asks the app to exit (thread-safe)
+  and starts a timer that ends the process with ``os._exit`` if the exit has
+  not happened within the bound.
 """
 
 from __future__ import annotations
@@ -41,11 +44,14 @@ class TerminalGuard:
             is gone or a terminating signal came; it should ask the app to exit.
         exit_within: Seconds after which the process exits regardless.
         watch_fds: Terminal fds to watch (default: stdin and stdout when they are terminals).
+        let_go: Called first, in the signal handler or watcher thread (the event loop may be
+            blocked on the dead terminal): must be thread-safe and quick.
     """
 
     def __init__(self, on_lost: Callable[[int], None], *, exit_within: float = EXIT_WITHIN,
-                 watch_fds: tuple[int, ...] | None = None) -> None:
+                 watch_fds: tuple[int, ...] | None = None, let_go: Callable[[], object] | None = None) -> None:
         self.on_lost = on_lost
+        self.let_go = let_go
         self.exit_within = exit_within
         self.watch_fds = watch_fds if watch_fds is not None else tuple(
             fd for fd in (0, 1) if _isatty(fd))
@@ -86,6 +92,9 @@ class TerminalGuard:
         timer = threading.Timer(self.exit_within, os._exit, args=(code,))
         timer.daemon = True
         timer.start()
+        if self.let_go is not None:
+            with contextlib.suppress(Exception):
+                self.let_go()
         with contextlib.suppress(Exception):
             self.on_lost(code)
 

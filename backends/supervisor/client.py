@@ -20,7 +20,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -53,6 +56,24 @@ class RunInfo:
     path: str
     handle: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0
+
+
+#: Every open link of this process, for :func:`hang_up_all` (a signal handler's way to let go at once).
+_OPEN: "weakref.WeakSet[RunLink]" = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
+
+
+def hang_up_all() -> int:
+    """Shut down every open link's socket now, from any thread (a signal handler, the terminal
+    watcher) even while the event loop is blocked: each supervisor sees its client go at once and,
+    unless its run was detached, starts stopping it, instead of when this process finally exits.
+
+    Returns:
+        How many links were hung up.
+    """
+    with _OPEN_LOCK:
+        links = list(_OPEN)
+    return sum(link.hang_up() for link in links)
 
 
 class RunLink:
@@ -94,6 +115,23 @@ class RunLink:
         self._replies: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._reader_task: asyncio.Task | None = None
         self.closed = False
+        sock = writer.get_extra_info("socket")
+        self._fd: int | None = sock.fileno() if sock is not None else None
+        with _OPEN_LOCK:
+            _OPEN.add(self)
+
+    def hang_up(self) -> bool:
+        """Shut the connection down at once (thread-safe; the loop notices the end later)."""
+        fd = self._fd
+        if fd is None or self.closed:
+            return False
+        try:
+            # shutdown acts on the socket, not the descriptor: a duplicate reaches the same connection
+            with socket.socket(fileno=os.dup(fd)) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return False
+        return True
 
     def start(self) -> None:
         """Start reading (once)."""
@@ -152,6 +190,8 @@ class RunLink:
 
     def _ended(self) -> None:
         self.closed = True
+        with _OPEN_LOCK:
+            _OPEN.discard(self)
         gone = SupervisorGone("The run's supervisor ended without saying how the run ended.",
                               "Its state is reconciled from its saved events: see `sweepdeck runs`.")
         _fail(self._launched, gone)
@@ -291,7 +331,9 @@ class RunLink:
             outcome = "detached" if self.detached else "left"
             self._result.set_result({"type": "_result", "outcome": outcome, "message": "", "summary": {},
                                      "results": None, "signal": None})
-        self.closed = True
+        self.closed = True  # before the descriptor closes: hang_up must not touch a reused number
+        with _OPEN_LOCK:
+            _OPEN.discard(self)
         with contextlib.suppress(Exception):
             self.writer.close()
         if self._reader_task is not None and not self._reader_task.done():
@@ -391,4 +433,4 @@ async def connect(
     return await _open(sock, on_event=on_event, on_events=on_events, on_reset=on_reset, run_dir=run_dir)
 
 
-__all__ = ["RunInfo", "RunLink", "SupervisorGone", "connect", "start_run"]
+__all__ = ["RunInfo", "RunLink", "SupervisorGone", "connect", "hang_up_all", "start_run"]

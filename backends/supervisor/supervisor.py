@@ -193,6 +193,14 @@ class Supervisor:
         }
         self._result_line = encode(message)
         for client in list(self.clients):
+            if client.follows and client.lagging and not client.closed:
+                # it missed the end of the log while behind: the final snapshot first, or the last
+                # lines never reach its screen (its resync task returns now that the result is set)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.writer.drain(), LINGER)
+                client.lagging = False
+                if not client.closed:
+                    self._send_snapshot(client, SNAPSHOT_LINES)
             if client.follows:
                 client.lagging = False
                 client.send(self._result_line)
@@ -247,7 +255,7 @@ class Supervisor:
         client._resyncing = True  # type: ignore[attr-defined] # a flag for this task only
         try:
             await client.writer.drain()
-            if client.closed:
+            if client.closed or self.result is not None:  # the end sends the last snapshot itself
                 return
             client.lagging = False
             self._send_snapshot(client, SNAPSHOT_LINES)

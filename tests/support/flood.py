@@ -46,16 +46,18 @@ class FloodBackend:
 
     name = "flood"
 
-    def __init__(self, lines: int, chunk: int = 2000) -> None:
+    def __init__(self, lines: int, chunk: int = 2000, pace: float = 0.0) -> None:
         self.lines = lines
         self.chunk = chunk
+        self.pace = pace  # seconds between chunks: a run that trickles and stays live (0: flood)
 
     def recipe(self) -> dict[str, Any]:
-        return {"factory": "tests.support.flood:FloodBackend.from_recipe", "lines": self.lines, "chunk": self.chunk}
+        return {"factory": "tests.support.flood:FloodBackend.from_recipe", "lines": self.lines, "chunk": self.chunk,
+                "pace": self.pace}
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], registry: Any = None) -> FloodBackend:
-        return cls(int(recipe["lines"]), int(recipe["chunk"]))
+        return cls(int(recipe["lines"]), int(recipe["chunk"]), float(recipe.get("pace") or 0.0))
 
     async def preflight(self, spec: Any) -> list[Check]:
         return []
@@ -69,7 +71,7 @@ class FloodBackend:
             for i in range(start, min(n, start + chunk)):
                 j = i % POOL_SIZE
                 yield LogLine(POOL[j], STREAMS[j])  # type: ignore[arg-type] # "out" / "err"
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.pace)
         yield Finished("succeeded")
 
     async def cancel(self, run: Run, *, graceful: bool = True) -> None:

@@ -89,10 +89,6 @@ async def _follow(link, record, printer, args, offset: int | None) -> int:
     from backends.cleanup import install_signal_handlers
     from backends.supervisor.drive import client_signals
 
-    if not args.json:
-        state = "detached" if record.state == "detached" else "running"
-        printer._line(f"[INFO] Following {record.id} ({state}); Ctrl+C leaves it running"
-                      + ("" if args.stop else f", `sweepdeck attach {record.id} --stop` stops it") + ".")
     left = asyncio.get_running_loop().create_future()
 
     def on_signal(sig) -> None:
@@ -102,9 +98,15 @@ async def _follow(link, record, printer, args, offset: int | None) -> int:
     restore = install_signal_handlers(asyncio.get_running_loop(), on_signal, client_signals())
     try:
         if offset is not None:  # (a link that started the supervisor follows from the first event already)
-            with contextlib.suppress(Exception):
-                await link.status()  # the run's facts (its handle), for the last line
             await link.follow(offset=offset)
+            with contextlib.suppress(Exception):
+                # answered after the follow (in order): the supervisor now counts this client as holding
+                # the run; and the run's facts (its handle), for the last line
+                await link.status()
+        if not args.json:
+            state = "detached" if record.state == "detached" else "running"
+            printer._line(f"[INFO] Following {record.id} ({state}); Ctrl+C leaves it running"
+                          + ("" if args.stop else f", `sweepdeck attach {record.id} --stop` stops it") + ".")
         if args.stop:
             await link.cancel(graceful=True, reason="stopped with --stop")
         result = asyncio.ensure_future(link.result())

@@ -237,7 +237,7 @@ def test_a_run_that_is_not_detached_dies_with_its_last_client(cluster, worlds):
         job, sup = str(world.meta()["job_id"]), world.supervisor_pid()
         follower = world.sweepdeck("attach", world.name)
         follower.wait_for(f"[INFO] Following {world.name} (running)", 60)
-        # the follower holds the run once the supervisor counts it (the line above comes a moment earlier)
+        # the follower holds the run once the supervisor counts it (it does by the time the line above is printed)
         assert eventually(lambda: supervisor_status(world.run_dir())["clients"] == 2, 30), \
             "the supervisor does not count the second client"
         starter.kill()  # SIGKILL: the client that started the run is gone, another still holds it
