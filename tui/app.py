@@ -161,6 +161,8 @@ class SweepdeckApp(App[int]):
     # ------------------------------------------------------------- lifecycle
 
     def on_mount(self) -> None:
+        if self.low_colour:
+            self.add_class("-c16")  # app.tcss names terminal colours for the cursor there
         self.push_screen(RunsScreen())
         if self.install_signals:
             from tui.terminal import TerminalGuard
@@ -172,6 +174,11 @@ class SweepdeckApp(App[int]):
             except ValueError as exc:  # not the main thread (embedded use)
                 log.warning("terminal guard not installed: %s", exc)
                 self._guard = None
+
+    @property
+    def low_colour(self) -> bool:
+        """The terminal shows 16 colours (TERM=screen, the Linux console): theme colours collapse there."""
+        return self.console.color_system in ("standard", "windows")
 
     def on_unmount(self) -> None:
         if self._guard is not None:

@@ -26,13 +26,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from backends.events import Alert, Fix, Notice
 from config.errors import SweepdeckError
 from tui.controller import EventBatch, RunController
 from backends.tekton.launch_matrix import is_matrix, matrix_facts
 from tui.widgets.endpoint import EndpointPanel
+from tui.widgets.footer import KeyFooter
 from tui.widgets.logview import LogView
 from tui.widgets.metrics import MetricsPanel
 from tui.widgets.status import ICONS, StatusView, format_duration, state_category
@@ -67,6 +68,7 @@ class RunMonitorScreen(Screen):
     """
 
     CSS_PATH = "../styles/monitor.tcss"
+    FOOTER = ("monitor",)
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="monitor_back"),
@@ -136,7 +138,7 @@ class RunMonitorScreen(Screen):
             Input(id="log-input"),
             id="pane-logs",
         )
-        yield Footer()
+        yield KeyFooter()
 
     def compose_extra(self) -> ComposeResult:
         """Panes a specialised monitor puts above the status row (the sweep view); none here."""

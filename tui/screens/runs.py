@@ -21,11 +21,12 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.fuzzy import FuzzySearch
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from config.durations import format_elapsed
 from config.errors import SweepdeckError
 from tui import bindings as keys
+from tui.widgets.footer import KeyFooter
 from tui.screens import themed
 from tui.screens.dialogs import ConfirmDialog
 
@@ -166,6 +167,7 @@ class RunsScreen(Screen):
     """Home: the runs table, a filter, and the keys to start or open runs."""
 
     SCOPE = "runs"
+    FOOTER = ("runs",)
     BINDINGS = keys.bindings("runs")
     COLUMNS = ("State", "Run", "Model", "Workload", "Backend", "Started", "Duration")
     # Columns shown by terminal width (widest first); the detail line under the
@@ -197,7 +199,7 @@ class RunsScreen(Screen):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="runs-empty")
             yield Static("", id="runs-detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Runs"

@@ -229,6 +229,7 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
     """
 
     CSS_PATH = ["../styles/monitor.tcss", "../styles/sweep.tcss"]
+    FOOTER = ("sweep", "monitor")
     # The sweep's keys come first so that the footer shows them first on a
     # narrow terminal; the monitor's own keys follow (inherit_bindings=False
     # takes the list as it is).
