@@ -99,6 +99,8 @@ class SweepdeckApp(App[int]):
         monitor_factory: ``controller -> Screen``.
         install_signals: Leave at once on SIGTERM/SIGHUP or a lost terminal (:class:`tui.terminal.TerminalGuard`).
         cleanup_timeout: Bound of the cleanup on quit, seconds.
+        colours16: The terminal shows 16 colours (:func:`tui.terminal.has_16_colours`): the
+            cursor row gets terminal colours of its own (app.tcss, ``-c16``).
     """
 
     TITLE = "sweepdeck"
@@ -120,6 +122,7 @@ class SweepdeckApp(App[int]):
         monitor_factory: Callable[[Any], Screen] | None = None,
         install_signals: bool = True,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
+        colours16: bool = False,
     ) -> None:
         user_keys = keys.keymap(settings.keys, _other_binding_ids()) if settings.keys else {}
         if "palette" in user_keys:
@@ -146,6 +149,7 @@ class SweepdeckApp(App[int]):
         self.monitor_factory = monitor_factory or _default_monitor_factory
         self.install_signals = install_signals
         self.cleanup_timeout = cleanup_timeout
+        self.colours16 = colours16
         self.controllers: list[Any] = []
         self._guard: Any = None
         self._quitting = False
@@ -161,7 +165,7 @@ class SweepdeckApp(App[int]):
     # ------------------------------------------------------------- lifecycle
 
     def on_mount(self) -> None:
-        if self.low_colour:
+        if self.colours16:
             self.add_class("-c16")  # app.tcss names terminal colours for the cursor there
         self.push_screen(RunsScreen())
         if self.install_signals:
@@ -174,11 +178,6 @@ class SweepdeckApp(App[int]):
             except ValueError as exc:  # not the main thread (embedded use)
                 log.warning("terminal guard not installed: %s", exc)
                 self._guard = None
-
-    @property
-    def low_colour(self) -> bool:
-        """The terminal shows 16 colours (TERM=screen, the Linux console): theme colours collapse there."""
-        return self.console.color_system in ("standard", "windows")
 
     def on_unmount(self) -> None:
         if self._guard is not None:
@@ -346,7 +345,30 @@ class SweepdeckApp(App[int]):
     def action_show_help(self) -> None:
         if isinstance(self.screen, HelpDialog):
             return
-        self.push_screen(HelpDialog(self.user_keys, self._other_rows()))
+        screen = self.screen
+        title = "This screen" + (f": {screen.sub_title}" if getattr(screen, "sub_title", "") else "")
+        self.push_screen(HelpDialog(self.user_keys, self._other_rows(), here=self._here_rows(), here_title=title))
+
+    def _here_rows(self) -> list[tuple[str, str, str]]:
+        """``(key, id, what)`` of every binding that works on the current screen now (help shows them first)."""
+        rows: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
+        try:
+            active = self.screen.active_bindings
+        except Exception:  # noqa: BLE001 - a screen being torn down: help still lists every key
+            return rows
+        for key, active_binding in active.items():
+            binding = active_binding.binding
+            spec = keys.BY_ID.get(binding.id or "")
+            if binding.system or not binding.description or (not binding.show and spec is None):
+                continue  # widget internals (cursor moves...)
+            name = binding.id or binding.action
+            if name in seen:
+                continue
+            seen.add(name)
+            shown = keys.display_key(keys.effective_key(spec, self.user_keys)) if spec else keys.display_key(key)
+            rows.append((shown, binding.id or "—", (spec.help if spec else "") or binding.tooltip or binding.description))
+        return rows
 
     def _other_rows(self) -> list[tuple[str, str, str, str]]:
         """Bindings of the current screen that :mod:`tui.bindings` does not list."""
@@ -513,7 +535,9 @@ def run_app(args: Any) -> int:
 
     settings = load_settings(getattr(args, "config", None), getattr(args, "catalog_dir", None))
     settings.catalogs.validate()
-    app = SweepdeckApp(settings)
+    from tui.terminal import has_16_colours
+
+    app = SweepdeckApp(settings, colours16=has_16_colours())
     reconcile_store(app.store)  # a run whose supervisor is gone is never shown as running
     try:
         result = app.run()

@@ -342,25 +342,75 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
 # ----------------------------------------------------------------------- help
 
 
+class HelpKeys(Static):
+    """The keys as three columns; a long description wraps in its own column (a hanging indent).
+
+    Args:
+        rows: ``(where, key, id, what)``; a new ``where`` starts a titled section.
+    """
+
+    KEY_WIDTH = 14
+    ID_WIDTH = 24
+
+    def __init__(self, rows: list[tuple[str, str, str, str]], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.rows = rows
+
+    def render(self) -> Text:
+        return help_text(self.rows, self.size.width or 100, self.KEY_WIDTH, self.ID_WIDTH)
+
+
+def help_text(rows: list[tuple[str, str, str, str]], width: int, key_width: int = 14, id_width: int = 24) -> Text:
+    """The help table as text ``width`` columns wide, descriptions wrapped under themselves."""
+    import textwrap
+
+    what_width = max(20, width - key_width - id_width - 2)
+    indent = " " * (2 + key_width + id_width)
+    text = Text()
+    last = None
+    for where, key, bid, what in rows:
+        if where != last:
+            last = where
+            text.append(("\n" if text else "") + where + "\n", style="bold underline")
+        text.append(f"  {key:<{key_width - 1}} ", style="bold")
+        text.append(f"{bid:<{id_width - 1}} ", style="italic")
+        lines = textwrap.wrap(what, what_width) or [""]
+        text.append(lines[0] + "\n")
+        for line in lines[1:]:
+            text.append(indent + line + "\n")
+    return text
+
+
 class HelpDialog(ModalScreen[None]):
-    """Every key binding with its id (for remapping) and key.
+    """Every key binding with its id (for remapping) and key; the keys of the screen underneath first.
 
     Args:
         user_keys: The user's remapping (binding id → key).
         other: Extra ``(scope title, key, id, description)`` rows — bindings of
             the screen underneath that are not in :mod:`tui.bindings`.
+        here: The rows of the screen underneath (what works there now), shown first.
+        here_title: Its section title.
     """
 
     DEFAULT_CLASSES = "dialog-screen"
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
+    BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close", id="help_close")]
 
-    def __init__(self, user_keys: dict[str, str], other: list[tuple[str, str, str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        user_keys: dict[str, str],
+        other: list[tuple[str, str, str, str]] | None = None,
+        *,
+        here: list[tuple[str, str, str]] | None = None,
+        here_title: str = "This screen",
+    ) -> None:
         super().__init__()
         self.user_keys = user_keys
         self.other = other or []
+        self.here = here or []
+        self.here_title = here_title
 
     def rows(self) -> list[tuple[str, str, str, str]]:
-        out = []
+        out = [(self.here_title, key, bid, what) for key, bid, what in self.here]
         for spec in keys.KEYS:
             key = keys.effective_key(spec, self.user_keys)
             out.append((keys.SCOPE_TITLES.get(spec.scope, spec.scope), keys.display_key(key), spec.id, spec.help or spec.description))
@@ -368,23 +418,14 @@ class HelpDialog(ModalScreen[None]):
         out.extend(self.other)
         return out
 
-    def render_keys(self) -> Text:
-        text = Text()
-        last = None
-        for where, key, bid, what in self.rows():
-            if where != last:
-                last = where
-                text.append(("\n" if text else "") + where + "\n", style="bold underline")
-            text.append(f"  {key:<16}", style="bold")
-            text.append(f"{bid:<20}", style="italic")
-            text.append(f"{what}\n")
-        return text
+    def render_keys(self, width: int = 100) -> Text:
+        return help_text(self.rows(), width)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-dialog", classes="dialog"):
             yield Label("Keys", classes="dialog-title")
             with VerticalScroll(id="help-scroll"):
-                yield Static(self.render_keys(), id="help-keys")
+                yield HelpKeys(self.rows(), id="help-keys")
             yield Static(
                 "Remap a key in your config by its id:  keys: {new_experiment: ctrl+n}  · ↑/↓ scroll · esc closes",
                 classes="dialog-help",
@@ -474,7 +515,7 @@ class ChoiceDialog(ModalScreen["str | None"]):
 
 
 __all__ = [
-    "ChoiceDialog", "CleanupScreen", "ConfirmDialog", "DisambiguationDialog", "HelpDialog",
+    "ChoiceDialog", "CleanupScreen", "ConfirmDialog", "DisambiguationDialog", "HelpDialog", "HelpKeys",
     "QuickCommandDialog", "QuitDialog", "TextInputDialog", "model_details",
     "QUIT_CANCEL", "QUIT_CLEANUP", "QUIT_DETACH",
 ]

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer
@@ -137,6 +138,21 @@ def _candidates(screen: Any, essential: set[str]) -> list[tuple[Binding, bool, s
     return out
 
 
+class Key(FooterKey):
+    """A footer key that reads ``esc Back`` in the compact style too (Textual's compact key runs
+    the two together when the words' padding is not applied)."""
+
+    def render(self) -> Text:
+        if not self.compact:
+            return super().render()
+        text = Text.assemble(
+            (self.key_display, self.get_component_rich_style("footer-key--key")),
+            (f" {self.description}" if self.description else "", self.get_component_rich_style("footer-key--description")),
+        )
+        text.stylize_before(self.rich_style)
+        return text
+
+
 class KeyFooter(Footer):
     """A :class:`~textual.widgets.Footer` that never hides a screen's essential keys (see the module doc)."""
 
@@ -195,7 +211,7 @@ class KeyFooter(Footer):
         self.shown_ids = [item.id or item.binding.action for item in shown]
         self.hidden_ids = [item.id or item.binding.action for item in left_out]
         for item in shown:
-            yield FooterKey(
+            yield Key(
                 item.binding.key, item.key, item.description, item.binding.action,
                 disabled=not item.enabled, tooltip=item.tooltip or item.description,
             ).data_bind(compact=Footer.compact)

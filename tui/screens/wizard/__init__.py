@@ -2,7 +2,7 @@
 
 One screen with one widget per step; the spec lives in
 :class:`~tui.screens.wizard.state.WizardState` and is kept across steps in
-both directions. Next (ctrl+→ / f8, or enter on a choice) commits the
+both directions. Next (enter on every step, or f8 / ctrl+→) commits the
 current step; Back (esc / ctrl+←) never loses anything.
 """
 

@@ -581,8 +581,8 @@ class ReviewStep(Step):
             box.display = False
             hint.update(
                 f"No changes from the recommended settings. "
-                f"{self.key_for('edit_value')}/enter: edit · {self.key_for('add_arg')}: add argument · "
-                f"{self.key_for('wizard_next')}: next"
+                f"{self.key_for('edit_value')}: edit the selected row · {self.key_for('add_arg')}: add argument · "
+                f"enter: next"
             )
             return
         box.display = True
@@ -596,7 +596,7 @@ class ReviewStep(Step):
         else:
             box.update(Text(f"[✓] CONFIRMED: {changed} change(s) reviewed ({confirm} to take it back)"))
             box.set_class(False, "pending")
-            hint.update(Text(f"{self.key_for('wizard_next')}: next (summary)"))
+            hint.update(Text("enter: next (summary)"))
 
     def on_click(self, event) -> None:
         if getattr(event.widget, "id", None) == "review-confirm":
@@ -610,9 +610,10 @@ class ReviewStep(Step):
         return self._rows[min(max(table.cursor_row, 0), len(self._rows) - 1)]
 
     @on(DataTable.RowSelected, "#review-table")
-    def _select(self, event: DataTable.RowSelected) -> None:
+    async def _select(self, event: DataTable.RowSelected) -> None:
+        # enter goes forward here as on every step; e edits the row
         event.stop()
-        self.action_edit()
+        await self.wizard.action_next_step()
 
     def action_edit(self) -> None:
         row = self.selected()
@@ -690,6 +691,7 @@ class ReviewStep(Step):
             return
         if self.state.needs_confirmation:
             self.state.confirm()
+            self.wizard.set_status("")  # the "confirm first" warning is answered
         else:
             self.state.unconfirm()
         self.update_confirm()
@@ -724,6 +726,12 @@ class SummaryStep(Step):
         self.fill()
         self.query_one("#summary-scroll").focus()
 
+    async def on_key(self, event) -> None:
+        # enter goes forward on every step (the summary has no row to select)
+        if event.key == "enter":
+            event.stop()
+            await self.wizard.action_next_step()
+
     def render_summary(self) -> Text:
         state = self.state
         spec = state.need_spec()
@@ -750,7 +758,7 @@ class SummaryStep(Step):
             text.append(f"{line}\n")
         text.append(
             f"\n{self.key_for('edit_id')}: change the experiment id · {self.key_for('choose_backend')}: backend/profile · "
-            f"{self.key_for('wizard_next')}: run the pre-flight checks"
+            "enter: run the pre-flight checks"
         )
         return text
 
@@ -882,6 +890,12 @@ class PreflightStep(Step):
     @on(DataTable.RowHighlighted, "#preflight-table")
     def _highlight(self) -> None:
         self.show_fix()
+
+    @on(DataTable.RowSelected, "#preflight-table")
+    async def _select(self, event: DataTable.RowSelected) -> None:
+        # enter launches here, as it goes forward on every other step (when the checks allow it)
+        event.stop()
+        await self.wizard.action_next_step()
 
     def _ordered(self) -> list["Check"]:
         """The checks, the highlighted one first."""
