@@ -37,6 +37,7 @@ OWN_BINDINGS = (
     ("tui.screens.dialogs", "QuitDialog", "Quit dialog"),
     ("tui.screens.dialogs", "ConfirmDialog", "Confirmation dialogs"),
     ("tui.screens.dialogs", "DisambiguationDialog", "Which-model dialog"),
+    ("tui.screens.dialogs", "SpellingDialog", "Which-word dialog (an unknown word of a quick command)"),
     ("tui.screens.dialogs", "QuickCommandDialog", "Quick command (:)"),
     ("tui.screens.dialogs", "TextInputDialog", "Text input dialogs"),
     ("tui.screens.dialogs", "ChoiceDialog", "Choice dialogs"),

@@ -134,7 +134,7 @@ class SweepdeckApp(App[int]):
         if self.user_keys:
             self.set_keymap(self.user_keys)
         self._backends_arg = backends
-        self._backend_cache: dict[tuple[str, str | None], Backend] = {}
+        self._backend_cache: dict[tuple[str | None, ...], Backend] = {}  # (name, profile[, demonstration])
         self.store = store or RunStore()
         self.registry = registry if registry is not None else REGISTRY
         self.today = today
@@ -192,12 +192,21 @@ class SweepdeckApp(App[int]):
 
     # -------------------------------------------------------------- backends
 
-    def backend_for(self, name: str, profile: str | None = None) -> Backend:
+    def backend_for(self, name: str, profile: str | None = None, *, demo: str | None = None) -> Backend:
         """The backend for ``name``/``profile``, created once and reused.
 
+        Args:
+            name: Backend name.
+            profile: Profile name (None: the backend's default).
+            demo: A failure the local backend's simulator demonstrates (``oom``...,
+                ``sweepdeck sim serve --fail``): the same backend with ``sim_args``.
+
         Raises:
-            SweepdeckError: no such backend (or it cannot be created).
+            SweepdeckError: no such backend (or it cannot be created), or a demonstration
+                asked of a backend that has no simulator.
         """
+        if demo:
+            return self._demo_backend(name, profile, demo)
         key = (name, profile)
         if key in self._backend_cache:
             return self._backend_cache[key]
@@ -216,6 +225,21 @@ class SweepdeckApp(App[int]):
             backend = value if isinstance(value, Backend) and not isinstance(value, type) else value(name, profile)
         else:
             backend = source(name, profile)
+        self._backend_cache[key] = backend
+        return backend
+
+    def _demo_backend(self, name: str, profile: str | None, demo: str) -> Backend:
+        """The local backend again, its simulator started with ``--fail DEMO`` (a labelled demonstration)."""
+        key = (name, profile, demo)
+        cached = self._backend_cache.get(key)
+        if cached is not None:
+            return cached
+        base: Any = self.backend_for(name, profile)
+        if name != "local" or not hasattr(base, "sim_args"):
+            raise SweepdeckError(f"The {name} backend has no simulator to demonstrate a failure with.",
+                                 "Demonstrations run on the local backend with the built-in simulator.")
+        backend = type(base)(base.settings, base.profile, registry=base.registry,
+                             sim_args=[*base.sim_args, "--fail", demo])
         self._backend_cache[key] = backend
         return backend
 
@@ -367,7 +391,8 @@ class SweepdeckApp(App[int]):
                 continue
             seen.add(name)
             shown = keys.display_key(keys.effective_key(spec, self.user_keys)) if spec else keys.display_key(key)
-            rows.append((shown, binding.id or "—", (spec.help if spec else "") or binding.tooltip or binding.description))
+            what = (spec.help if spec else "") or binding.tooltip or binding.description
+            rows.append((shown, binding.id or "—", what))
         return rows
 
     def _other_rows(self) -> list[tuple[str, str, str, str]]:

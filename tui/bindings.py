@@ -144,6 +144,8 @@ KEYS: tuple[KeySpec, ...] = (
             help="Launch despite warnings (failures always block)"),
     KeySpec("launch", "l", "launch", "Launch", scope="preflight", show=False,
             help="Launch the experiment (enter and f8 do it too on this step)"),
+    KeySpec("edit_from_check", "e", "edit_setting", "Edit it", scope="preflight",
+            help="Go back to the vLLM review with the setting the highlighted check's fix names (TP 1…), to edit"),
     KeySpec("apply_remedy", "f", "remedy", "Fix it", scope="preflight",
             help="Let the backend fix the selected failing check (e.g. create the namespace); asks first"),
     # the sweep view (the run monitor of an Argo work-queue sweep)
@@ -193,7 +195,7 @@ ESSENTIAL: dict[str, tuple[str, ...]] = {
     "workload": ("custom_workload", "preset_workload"),
     "review": ("edit_value", "confirm_changes"),
     "summary": ("edit_id", "choose_backend"),
-    "preflight": ("apply_remedy", "rerun_preflight", "override_warnings"),
+    "preflight": ("apply_remedy", "edit_from_check", "rerun_preflight", "override_warnings"),
     "monitor": ("monitor_back", "monitor_recovery", "monitor_cancel_run", "help", "quit"),
     "sweep": ("sweep_reset_stale", "sweep_next_section"),
     "results": ("results_close", "results_next_tab", "results_next_plot", "results_export", "help", "quit"),

@@ -414,7 +414,9 @@ async def test_choosing_a_tekton_profile_layers_values_yaml():
         assert isinstance(dialog, ChoiceDialog)
         options = dialog.query_one("#choice-options")
         ids = [o.id for o in options.options]
-        assert ids == ["local:", "slurm:alvis", "tekton:mert"]
+        # the simulator's failure demonstrations are offered under local (the local backend runs the simulator)
+        assert ids == ["local:", "local::oom", "local::model-not-found", "local::trust-remote-code",
+                       "local::crash-after=20", "slurm:alvis", "tekton:mert"]
         options.highlighted = ids.index("tekton:mert")
         await pilot.press("enter")
         await pilot.pause()

@@ -187,6 +187,62 @@ class DisambiguationDialog(ModalScreen["str | None"]):
         self.dismiss(None)
 
 
+class SpellingDialog(ModalScreen["str | None"]):
+    """Ask which word an unknown word of a quick command meant; answers the chosen word (never a guess).
+
+    Args:
+        word: The word as typed (``chatbt``).
+        text: The whole command, for context.
+        suggestions: ``(word, what it is)`` pairs, closest first.
+        note: What the word looked like it meant (``no profile named 'alvis' is configured``).
+    """
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [Binding("escape", "cancel", "Edit the line", id="spelling_cancel")]
+
+    def __init__(self, word: str, text: str, suggestions: list[tuple[str, str]] | tuple, note: str = "") -> None:
+        super().__init__()
+        self.word = word
+        self.text = text
+        self.suggestions = list(suggestions)
+        self.note = note
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="spelling-dialog", classes="dialog"):
+            yield Label(f"“{self.word}” is not a word sweepdeck knows", classes="dialog-title")
+            prompt = f"In: {self.text}\nDid you mean:"
+            if self.note:
+                prompt = f"In: {self.text}\n{self.note[0].upper()}{self.note[1:]}.\nDid you mean:"
+            yield Static(prompt, id="spelling-prompt")
+            items = []
+            for n, (word, what) in enumerate(self.suggestions, 1):
+                text = Text()
+                text.append(f"{n}. {word}", style="bold")
+                text.append(f" — {what}")
+                items.append(Option(text, id=f"s{n - 1}"))
+            yield OptionList(*items, id="spelling-options")
+            yield Static("↑/↓ choose · enter or 1-9 use it · esc: edit the line yourself", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        options.highlighted = 0
+        options.focus()
+
+    def on_key(self, event) -> None:
+        if event.character and event.character.isdigit():
+            n = int(event.character)
+            if 1 <= n <= len(self.suggestions):
+                event.stop()
+                self.dismiss(self.suggestions[n - 1][0])
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.suggestions[int(str(event.option.id)[1:])][0])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 # -------------------------------------------------------------------- confirm
 
 
@@ -288,7 +344,14 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
     def show_error(self, exc: SweepdeckError) -> None:
         text = Text("✗ ERROR: ", style="bold")
         text.append(exc.message)
-        if exc.hint:
+        unknown = getattr(exc, "unknown", None)
+        if unknown is not None:
+            # one line per unknown word and per other problem: every problem of the line at once
+            for entry in unknown:
+                text.append("\n  " + entry.line())
+            for problem in getattr(exc, "problems", []):
+                text.append(f"\n  {problem.message}" + (f" {problem.hint}" if problem.hint else ""))
+        elif exc.hint:
             text.append("\n  " + exc.hint)
         error = self.query_one("#quick-error", Static)
         error.update(text)
@@ -314,8 +377,16 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
         self._try(text, None)
 
     def _try(self, text: str, choice: str | None) -> None:
+        from config.quick import UnknownWords
+
         try:
             spec = self.parse(text, choice)
+        except UnknownWords as exc:
+            if exc.askable:
+                self._ask_spelling(text, choice, list(exc.unknown))
+            else:
+                self.show_error(exc)
+            return
         except AmbiguousModel as exc:
             dialog = DisambiguationDialog.for_alias(self.catalogs, exc.alias)
 
@@ -334,6 +405,27 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
             self.show_error(SweepdeckError(f"Cannot parse {text!r} ({type(exc).__name__}: {exc}).", "Rephrase it, or use n for the wizard."))
             return
         self.dismiss(spec)
+
+    def _ask_spelling(self, text: str, choice: str | None, unknown: list) -> None:
+        """Ask about each unknown word in turn; then parse the line with the chosen words (shown in the box)."""
+        from config.quick import replace_word
+
+        if not unknown:
+            self.query_one(Input).value = text
+            self._try(text, choice)
+            return
+        first, rest = unknown[0], unknown[1:]
+
+        def chosen(word: str | None) -> None:
+            if word is None:  # the user edits the line instead
+                box = self.query_one(Input)
+                box.value = text
+                box.focus()
+                self.show_error(SweepdeckError(f"{first.word!r} is not a known word.", first.line()))
+                return
+            self._ask_spelling(replace_word(text, first.word, word), choice, rest)
+
+        self.app.push_screen(SpellingDialog(first.word, text, first.suggestions, first.note), chosen)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -516,6 +608,7 @@ class ChoiceDialog(ModalScreen["str | None"]):
 
 __all__ = [
     "ChoiceDialog", "CleanupScreen", "ConfirmDialog", "DisambiguationDialog", "HelpDialog", "HelpKeys",
+    "SpellingDialog",
     "QuickCommandDialog", "QuitDialog", "TextInputDialog", "model_details",
     "QUIT_CANCEL", "QUIT_CLEANUP", "QUIT_DETACH",
 ]

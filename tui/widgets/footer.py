@@ -111,6 +111,11 @@ def choose(
     return shown, left_out
 
 
+def _editing(app: Any) -> bool:
+    """A value editor has the focus: there enter applies the edit, so Next is its own key (f8)."""
+    return bool(getattr(app.focused, "EDITOR", False))
+
+
 def _candidates(screen: Any, essential: set[str]) -> list[tuple[Binding, bool, str]]:
     """The screen's active bindings, plus essential ones whose key the focused widget also binds.
 
@@ -118,7 +123,8 @@ def _candidates(screen: Any, essential: set[str]) -> list[tuple[Binding, bool, s
     opens the run (or goes to the next step): the screen's binding for the same
     key is the one to name in the footer, though the table's wins the key.
     """
-    out = [(b, enabled, tooltip) for _node, b, enabled, tooltip in screen.active_bindings.values()]
+    active = screen.active_bindings
+    out = [(b, enabled, tooltip) for _node, b, enabled, tooltip in active.values()]
     listed = {id(b) for b, _, _ in out}
     app = screen.app
     try:
@@ -130,6 +136,9 @@ def _candidates(screen: Any, essential: set[str]) -> list[tuple[Binding, bool, s
             for binding in bindings:
                 if binding.id not in essential or id(binding) in listed:
                     continue
+                winner = active.get(binding.key)
+                if winner is not None and winner.binding.show:
+                    continue  # the focused widget's own key, shown as itself (an editor's escape)
                 state = app._check_action_state(binding.action, namespace)
                 if state is False:
                     continue
@@ -183,7 +192,7 @@ class KeyFooter(Footer):
                 continue
             spec = keys.BY_ID.get(binding.id or "")
             shown_key = KEY_NAMES.get(app.get_key_display(binding), app.get_key_display(binding))
-            if spec is not None and spec.also and spec.id not in user_keys:
+            if spec is not None and spec.also and spec.id not in user_keys and not _editing(app):
                 # The one way forward the user sees; the binding's own key (f8) is in help.
                 shown_key = spec.also
             description = (describe(binding.id) if callable(describe) else None) or binding.description

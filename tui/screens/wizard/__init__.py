@@ -8,7 +8,7 @@ current step; Back (esc / ctrl+←) never loses anything.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -73,6 +73,9 @@ class WizardScreen(Screen):
         if binding_id == "wizard_next" and self.index == len(STEP_IDS) - 1:
             return "Launch"
         return None
+
+    def step_index(self, step_id: str) -> int:
+        return STEP_IDS.index(step_id)
 
     @property
     def step(self) -> Step:
@@ -146,7 +149,11 @@ class WizardScreen(Screen):
 
         spec = self.state.need_spec()
         try:
-            self.app.launch_spec(spec)  # type: ignore[attr-defined]
+            if self.state.sim_fail and spec.backend == "local":
+                app: Any = self.app
+                app.launch_spec(spec, backend=app.backend_for(spec.backend, spec.profile, demo=self.state.sim_fail))
+            else:
+                self.app.launch_spec(spec)  # type: ignore[attr-defined]
         except SweepdeckError as exc:
             # e.g. the experiment id was taken meanwhile: stay here, say why
             self.set_status(error_text(exc), error=True)

@@ -84,6 +84,16 @@ class ReviewRow:
     edit_text: str = ""
 
 
+#: The simulator's failure modes the wizard offers as demonstrations (backend choice, local):
+#: mode (``sweepdeck sim serve --fail MODE``) → what the user sees happen.
+SIM_DEMOS = {
+    "oom": "the simulator runs out of GPU memory (CUDA OOM) at startup; a smaller configuration starts",
+    "model-not-found": "the simulator cannot find the model",
+    "trust-remote-code": "the simulator needs --trust-remote-code (the recovery adds it)",
+    "crash-after=20": "the engine crashes after 20 requests",
+}
+
+
 @dataclass
 class WizardState:
     """Choices so far; :attr:`spec` is rebuilt from them when a choice changes."""
@@ -100,6 +110,8 @@ class WizardState:
     spec: ExperimentSpec | None = None
     confirmed: tuple = ()
     notes: list[str] = field(default_factory=list)
+    #: A failure the built-in simulator demonstrates (``oom``, ``crash-after=20``...; see :data:`SIM_DEMOS`).
+    sim_fail: str | None = None
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec, catalogs: Catalogs, **kw: Any) -> "WizardState":
@@ -418,6 +430,8 @@ class WizardState:
         """The skill's Step 6 summary: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
         spec = self.need_spec()
         lines = dict(spec.summary_lines())
+        if self.sim_fail and spec.backend == "local":
+            lines["Backend"] += f" · DEMONSTRATION: {SIM_DEMOS[self.sim_fail]}"
         core = ["Experiment ID", "Backend", "Namespace", "Model"]
         work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens", "Load", "Data", "API"]
         engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources", "Additional Args"]
