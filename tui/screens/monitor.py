@@ -346,17 +346,17 @@ class RunMonitorScreen(Screen):
     def _update_header(self) -> None:
         c = self.controller
         spec = c.spec
-        about = Text()
+        about, extra = Text(), Text()
         if is_matrix(spec):
             # the PipelineRun sets the engine per task: its own facts instead of TP/max_model_len
             about.append(matrix_facts(spec, c.run.handle if c.run is not None else None,
                                       c.record.meta if c.record is not None else None))
-            about.append(f" · {spec.model}", style="dim")
+            extra.append(f" · {spec.model}", style="dim")
         elif spec is not None:
             about.append(f"{spec.model.rsplit('/', 1)[-1]} · {spec.workload.app}")
             e = spec.engine
-            about.append(f" · TP={e.tp} max_model_len={e.max_model_len} max_num_seqs={e.max_num_seqs}", style="dim")
-        self._show_header(self._header_head(), about, self._lineage())
+            extra.append(f" · TP={e.tp} max_model_len={e.max_model_len} max_num_seqs={e.max_num_seqs}", style="dim")
+        self._show_header(self._header_head(), about, self._lineage(), extra)
 
     def _header_head(self) -> Text:
         """Run id, state, duration and backend: the part of the header that is never cut."""
@@ -392,32 +392,31 @@ class RunMonitorScreen(Screen):
             out.append(("relaunched as" if len(children) == 1 else f"relaunched {len(children)}×, last", children[-1]))
         return out
 
-    def _show_header(self, head: Text, about: Text, lineage: list[tuple[str, str]]) -> None:
-        """One line when everything fits, else two: what the run is on the second, with the
-        run ids of its family shortened in the middle rather than cut off."""
+    def _show_header(self, head: Text, about: Text, lineage: list[tuple[str, str]], extra: Text | None = None) -> None:
+        """One line when everything fits, else two. What the run is comes first on the second line,
+        then its family (run ids shortened in the middle, never dropped), then the settings (``extra``)
+        for as long as there is room."""
+        extra = extra or Text()
         width = max(20, (self.size.width or self.app.size.width) - 1)
-        full = about.copy()
+        family = Text()
         for words, run_id in lineage:
-            full.append(f" · {words} {run_id}", style="italic")
+            family.append(f" · {words} {run_id}", style="italic")
+        full = Text.assemble(about, extra, family)
         if head.cell_len + 3 + full.cell_len <= width:
-            line = head.copy()
-            line.append(" · ")
-            line.append_text(full)
-            self.query_one("#monitor-header", Static).update(line)
+            self.query_one("#monitor-header", Static).update(Text.assemble(head, " · ", full))
             return
         second = about.copy()
-        room = width - second.cell_len
-        for words, run_id in lineage:
-            room -= len(words) + 4
-        share = max(12, room // max(1, len(lineage))) if lineage else 0
-        for words, run_id in lineage:
-            second.append(f" · {words} {shorten_middle(run_id, share)}", style="italic")
+        if lineage:
+            room = width - second.cell_len - sum(len(words) + 4 for words, _ in lineage)
+            share = max(12, room // len(lineage))
+            for words, run_id in lineage:
+                second.append(f" · {words} {shorten_middle(run_id, share)}", style="italic")
+        if second.cell_len + extra.cell_len <= width:
+            second = Text.assemble(about, extra, second[about.cell_len:])
         second.truncate(width, overflow="ellipsis")
         text = head.copy()
         text.truncate(width, overflow="ellipsis")
-        text.append("\n")
-        text.append_text(second)
-        self.query_one("#monitor-header", Static).update(text)
+        self.query_one("#monitor-header", Static).update(Text.assemble(text, "\n", second))
 
     @on(LogView.StatusChanged)
     def _log_status(self, message: LogView.StatusChanged) -> None:

@@ -330,14 +330,15 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
         mvid = handle.get("model_version_id") or meta.get("model_version_id") or (sweep.model_version_id if sweep else None)
         if mvid:
             about.append(f"model version {mvid}")
+        extra = Text()
         workflow = handle.get("workflow") or meta.get("workflow")
         namespace = handle.get("namespace") or meta.get("namespace") or (c.spec.namespace if c.spec else None)
         if workflow:
-            about.append((" · " if about else "") + f"workflow {workflow}", style="dim")
+            extra.append((" · " if about else "") + f"workflow {workflow}", style="dim")
         if namespace:
-            about.append(f" in {namespace}" if workflow else (" · " if about else "") + f"namespace {namespace}",
+            extra.append(f" in {namespace}" if workflow else (" · " if about else "") + f"namespace {namespace}",
                          style="dim")
-        self._show_header(self._header_head(), about, self._lineage())
+        self._show_header(self._header_head(), about, self._lineage(), extra)
 
     def _alert_hint(self, alert: Alert) -> str:
         if alert.kind == "stale-configs":

@@ -192,9 +192,11 @@ class KeyFooter(Footer):
                 continue
             spec = keys.BY_ID.get(binding.id or "")
             shown_key = KEY_NAMES.get(app.get_key_display(binding), app.get_key_display(binding))
-            if spec is not None and spec.also and spec.id not in user_keys and not _editing(app):
-                # The one way forward the user sees; the binding's own key (f8) is in help.
-                shown_key = spec.also
+            if spec is not None and spec.also and spec.id not in user_keys:
+                # The one way forward the user sees (enter); in an editor, where enter applies the
+                # edit, the binding's own first key (f8).
+                first = keys.display_key(spec.key.split(",")[0])
+                shown_key = first if _editing(app) else spec.also
             description = (describe(binding.id) if callable(describe) else None) or binding.description
             by_action[binding.action] = FooterItem(binding, shown_key, description, enabled, tooltip)
         return list(by_action.values())
