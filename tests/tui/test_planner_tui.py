@@ -71,7 +71,7 @@ async def test_preflight_lists_the_memory_plan_check():
         assert step.checks is not None
         names = [c.name for c in step.checks]
         assert names[:2] == ["Simulator available", "Memory plan"]  # then the shared checks (run store)
-        memory = step.checks[-1]
+        memory = step.checks[1]
         assert memory.status == "fail" and memory.detail.startswith("does not fit: weights 131.4 GiB")
         assert "TP=1 -> TP=4" in memory.fix
         assert "Memory plan" in str(step.query_one("#preflight-table", DataTable).get_row_at(1)[1])

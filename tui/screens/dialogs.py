@@ -441,15 +441,20 @@ class HelpKeys(Static):
         rows: ``(where, key, id, what)``; a new ``where`` starts a titled section.
     """
 
+    DEFAULT_CSS = "HelpKeys { width: 1fr; }"  # the wrapping follows the dialog's width, not the text's
     KEY_WIDTH = 14
     ID_WIDTH = 24
 
     def __init__(self, rows: list[tuple[str, str, str, str]], **kw: Any) -> None:
-        super().__init__(**kw)
+        super().__init__(help_text(rows, 100, self.KEY_WIDTH, self.ID_WIDTH), **kw)
         self.rows = rows
+        self._laid_out_at = 0
 
-    def render(self) -> Text:
-        return help_text(self.rows, self.size.width or 100, self.KEY_WIDTH, self.ID_WIDTH)
+    def on_resize(self) -> None:
+        # the wrapping depends on the width, known only now (and after every resize)
+        if self.size.width and self.size.width != self._laid_out_at:
+            self._laid_out_at = self.size.width
+            self.update(help_text(self.rows, self.size.width, self.KEY_WIDTH, self.ID_WIDTH))
 
 
 def help_text(rows: list[tuple[str, str, str, str]], width: int, key_width: int = 14, id_width: int = 24) -> Text:

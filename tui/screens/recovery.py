@@ -68,7 +68,7 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
     RecoveryDialog #recovery-message { height: auto; }
     RecoveryDialog #recovery-evidence { color: $text-muted; height: 1; }
     RecoveryDialog #recovery-current { height: auto; text-style: bold; padding: 1 0 0 0; }
-    RecoveryDialog #recovery-lineage { height: auto; padding: 1 0 0 0; color: $text-warning; }
+    RecoveryDialog #recovery-lineage { height: auto; max-height: 4; padding: 1 0 0 0; color: $text-warning; }
     RecoveryDialog #recovery-fixes { height: auto; max-height: 8; margin: 1 0 0 0; border: none; padding: 0; }
     RecoveryDialog #recovery-keys { dock: bottom; height: 1; color: $text-muted; }
     RecoveryDialog #recovery-custom { display: none; margin: 1 0 0 0; }
@@ -111,8 +111,8 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
                     evidence = self.alert.evidence if len(self.alert.evidence) <= 160 else self.alert.evidence[:157] + "…"
                     yield Static(Text("log: " + evidence, no_wrap=True, overflow="ellipsis"), id="recovery-evidence")
                 yield Static(current_settings(self.spec, image=self.alert.diagnosis == "image-pull"), id="recovery-current")
-                if self.relaunched:
-                    yield Static(self._lineage_text(), id="recovery-lineage")
+            if self.relaunched:  # outside the scrolling part: always in view, next to the fixes it names
+                yield Static(self._lineage_text(), id="recovery-lineage")
             options = []
             for n, fix in enumerate(self.alert.fixes, 1):
                 label = Text()
@@ -128,7 +128,7 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
             yield Input(placeholder="a change in quick-command words, enter to relaunch", id="recovery-custom")
             yield Static("", id="recovery-error")
             yield Static(
-                Text("enter/1-9: relaunch as a new run (this one is kept) · c: custom fix · esc: cancel",
+                Text("enter/1-9: relaunch as a new run · c: custom fix · esc: cancel",
                      no_wrap=True, overflow="ellipsis"),
                 id="recovery-keys",
             )

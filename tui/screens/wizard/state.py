@@ -87,10 +87,10 @@ class ReviewRow:
 #: The simulator's failure modes the wizard offers as demonstrations (backend choice, local):
 #: mode (``sweepdeck sim serve --fail MODE``) → what the user sees happen.
 SIM_DEMOS = {
-    "oom": "the simulator runs out of GPU memory (CUDA OOM) at startup; a smaller configuration starts",
-    "model-not-found": "the simulator cannot find the model",
-    "trust-remote-code": "the simulator needs --trust-remote-code (the recovery adds it)",
-    "crash-after=20": "the engine crashes after 20 requests",
+    "oom": "simulated CUDA OOM at startup (a smaller configuration starts)",
+    "model-not-found": "simulated model not found",
+    "trust-remote-code": "simulated need for --trust-remote-code",
+    "crash-after=20": "simulated engine crash after 20 requests",
 }
 
 

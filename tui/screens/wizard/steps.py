@@ -969,14 +969,33 @@ class PreflightStep(Step):
         self.checks = checks
         self.running = False
         self.query_one("#preflight-loading").display = False
+        self._fill_table()
+        self.update_verdict()
+        self.show_fix()
+
+    def _fill_table(self) -> None:
+        """The checks, each on one line that fits the terminal: a long detail ends in … here and
+        is shown whole under the table for the highlighted check (nothing scrolls sideways)."""
         table = self.query_one("#preflight-table", DataTable)
-        table.clear()
+        row = table.cursor_row if table.row_count else 0
+        checks = self.checks or []
+        name_width = min(28, max([len(c.name) for c in checks] + [5]))
+        detail_width = max(20, (self.app.size.width or 120) - 8 - name_width - 3 * 2 - 2)
+        table.clear(columns=True)
+        table.add_column("Result", width=6)
+        table.add_column("Check", width=name_width)
+        table.add_column("Detail", width=detail_width)
         for i, check in enumerate(checks):
             icon, word = CHECK_WORDS.get(check.status, ("?", check.status.upper()))
             style = {"pass": "$success", "warn": "bold $warning", "fail": "bold $error"}.get(check.status, "")
-            table.add_row(themed(self.app, f"{icon} {word}", style), check.name, check.detail, key=str(i))
-        self.update_verdict()
-        self.show_fix()
+            table.add_row(themed(self.app, f"{icon} {word}", style), _clip(check.name, name_width),
+                          _clip(check.detail.replace("\n", " "), detail_width), key=str(i))
+        if checks:
+            table.move_cursor(row=min(row, len(checks) - 1))
+
+    def on_resize(self) -> None:
+        if self.checks:
+            self._fill_table()
 
     @on(DataTable.RowHighlighted, "#preflight-table")
     def _highlight(self) -> None:
@@ -1093,9 +1112,9 @@ class PreflightStep(Step):
                 style="bold",
             ))
         elif self.warnings:
-            verdict.update(Text(f"! WARNINGS OVERRIDDEN. Press {launch} to launch.", style="bold"))
+            verdict.update(Text(f"! WARNINGS OVERRIDDEN. Press enter or {launch} to launch.", style="bold"))
         else:
-            verdict.update(Text(f"✓ ALL {len(self.checks)} CHECKS PASSED. Press {launch} to launch.", style="bold"))
+            verdict.update(Text(f"✓ ALL {len(self.checks)} CHECKS PASSED. Press enter or {launch} to launch.", style="bold"))
 
     def action_remedy(self) -> None:
         """Offer the remedy of :meth:`remedy_check`; it runs only after a yes."""
