@@ -886,12 +886,12 @@ class UnknownWords(SweepdeckError):
 
     def __init__(self, text: str, unknown: list[Unknown], problems: list[SweepdeckError], known: str) -> None:
         names = ", ".join(repr(u.word) for u in unknown)
-        parts = []
         if unknown:
-            parts.append(f"Unknown word{'s' if len(unknown) > 1 else ''} {names}")
-        parts += [p.message for p in problems]
-        message = "; ".join(parts) + f" in {text!r}." if unknown else f"{len(problems)} problems in {text!r}: " + \
-            " ".join(p.message for p in problems)
+            message = f"Unknown word{'s' if len(unknown) > 1 else ''} {names} in {text!r}."
+            if problems:
+                message += " Also: " + " ".join(p.message for p in problems)
+        else:
+            message = f"{len(problems)} problems in {text!r}: " + " ".join(p.message for p in problems)
         hints = [u.line() for u in unknown] + [p.hint for p in problems if p.hint]
         if unknown:
             hints.append(known)

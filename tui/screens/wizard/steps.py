@@ -174,6 +174,7 @@ class ModelStep(Step):
         self._rows = self.filtered(query)
         table.clear()
         models = self.state.catalogs.models
+        model_width, alias_width = self._widths()
         for kind, name in self._rows:
             if kind == "alias":
                 n = len(models.ambiguous[name]["options"])
@@ -181,14 +182,24 @@ class ModelStep(Step):
             else:
                 info = models.models[name]
                 table.add_row(
-                    name,
-                    ", ".join(info.aliases),
+                    _clip(name, model_width),
+                    _clip(", ".join(info.aliases), alias_width),
                     f"{info.size_gb:g} GB" if info.size_gb is not None else "",
                     ",".join(str(t) for t in info.tp),
                     f"{info.context_limit:,}" if info.context_limit else "",
                     key=f"model:{name}",
                 )
         self.show_detail()
+
+    def _widths(self) -> tuple[int, int]:
+        """Model id and aliases share what size, TP and context leave, so all five columns fit the terminal
+        (the highlighted model's id, aliases and facts are also in full under the table)."""
+        room = (self.app.size.width or 160) - 2 - 5 * 2 - (8 + 5 + 10)  # scrollbar, cell padding, the three facts
+        model = min(44, max(24, room * 3 // 5))
+        return model, max(12, room - model)
+
+    def on_resize(self) -> None:
+        self.fill()
 
     def highlighted(self) -> tuple[str, str] | None:
         table = self.query_one("#model-table", DataTable)
@@ -212,6 +223,8 @@ class ModelStep(Step):
             return
         info: ModelInfo = models.models[name]
         text = Text(f"{name}", style="bold")
+        if info.aliases:
+            text.append(f" ({', '.join(info.aliases)})")
         text.append(f"  {model_details(info)}")
         if info.notes:
             text.append(f"\n{info.notes}")
