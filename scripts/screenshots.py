@@ -228,9 +228,13 @@ async def recovery_flow(shoot: Shooter, state: Path) -> None:
         failed = pilot.app.screen.controller
         await pilot.press("r")
         await wait_for(lambda: isinstance(pilot.app.screen, RecoveryDialog), 10, "the recovery dialog again")
-        await pilot.press("4")  # both: reduce context and batch (fits the simulator's budget)
-        await wait_for(lambda: failed.child is not None and not failed.child.live and failed.child.state != "created",
+        labels = [fix.label for fix in pilot.app.screen.alert.fixes]
+        await pilot.press(str(labels.index("Reduce batch") + 1))  # half the sequences: within the simulator's budget
+        await wait_for(lambda: failed.child is not None and failed.child.state in ("succeeded", "failed"),
                        120, "the fix run")
+        while not isinstance(pilot.app.screen, RunMonitorScreen):  # a dialog the fix run opened
+            await pilot.press("escape")
+            await pilot.pause()
         await pilot.press("escape")
         await wait_for(lambda: isinstance(pilot.app.screen, RunsScreen), 10, "the runs list")
         await pilot.pause()
@@ -522,6 +526,7 @@ FLOWS = {"main": main_flow, "recovery": recovery_flow, "sweep": sweep_flow, "tek
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIZE, SWEEP_SIZE  # --size sets the size of every flow's shots
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots", help="output directory")
     parser.add_argument("--only", choices=sorted(FLOWS), action="append",
@@ -530,7 +535,6 @@ def main(argv: list[str] | None = None) -> int:
                         f"the sweep view {SWEEP_SIZE_DEFAULT[0]}x{SWEEP_SIZE_DEFAULT[1]})")
     args = parser.parse_args(argv)
     if args.size:
-        global SIZE, SWEEP_SIZE
         width, _, height = args.size.partition("x")
         SIZE = SWEEP_SIZE = (int(width), int(height))
     args.out.mkdir(parents=True, exist_ok=True)
