@@ -74,7 +74,8 @@ CAPTIONS = {
     "monitor-failed": "Run monitor of a failed run (CUDA OOM diagnosed)",
     "dialog-recovery": "Recovery dialog: the diagnosis, current settings and suggested fixes",
     "runs-family": "A fix run listed under the run it fixes (↳), the family in the detail line",
-    "dialog-recovery-relaunched": "The failed run's recovery dialog lists what was relaunched from it (the same fix asks first)",
+    "dialog-recovery-relaunched":
+        "The failed run's recovery dialog lists what was relaunched from it (the same fix asks first)",
     "dialog-quit": "Quit with live runs: clean up, detach or cancel",
     "dialog-cleanup": "Cleaning up: what is being stopped, bounded in time",
     "dialog-confirm-delete": "Deleting a finished run's record asks first",

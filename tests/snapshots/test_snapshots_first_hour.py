@@ -85,7 +85,8 @@ FLOWS = {"spelling": spelling, "spelling_not_askable": spelling_not_askable, "ru
          "preflight_remedy_question": preflight_remedy_question}
 
 LONG = Check("Tensor parallel", "warn",
-             "TP=2 on the local backend: the simulator only scales its timing model, so its numbers are not a 2-GPU server's",
+             "TP=2 on the local backend: the simulator only scales its timing model, "
+             "so its numbers are not a 2-GPU server's",
              "Use --tp 1 unless this machine has that many GPUs.")
 
 
@@ -135,8 +136,8 @@ def test_recovery_of_a_run_already_relaunched(snap_compare, size, answer):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_monitor_stop_question(snap_compare, size):
-    from tests.tui.monitor_support import Gate, ScriptedBackend, make_app as monitor_app, make_spec, running_script
-    from tests.tui.monitor_support import wait_for
+    from tests.tui.monitor_support import Gate, ScriptedBackend, make_spec, running_script, wait_for
+    from tests.tui.monitor_support import make_app as monitor_app
     from tui.screens.monitor import RunMonitorScreen
 
     app = monitor_app(ScriptedBackend(running_script(Gate())))

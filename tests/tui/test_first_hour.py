@@ -95,7 +95,8 @@ async def test_no_essential_footer_key_is_hidden_at_80x24_runs_and_wizard():
 
 
 async def test_no_essential_footer_key_is_hidden_at_80x24_monitor():
-    from tests.tui.monitor_support import Gate, ScriptedBackend, make_app as monitor_app, make_spec, running_script, wait_for
+    from tests.tui.monitor_support import Gate, ScriptedBackend, make_spec, running_script, wait_for
+    from tests.tui.monitor_support import make_app as monitor_app
     from tui.screens.monitor import RunMonitorScreen
 
     app = monitor_app(ScriptedBackend(running_script(Gate())))
@@ -177,7 +178,7 @@ async def test_16_colours_the_cursor_row_differs_from_every_other_row_style(them
             styles = _row_styles(table)
             cursor = styles.pop("cursor")
             for part, style in styles.items():
-                assert cursor[:2] != style[:2], f"{theme}: cursor {cursor} looks like {part} {style} (focused={focused})"
+                assert cursor[:2] != style[:2], f"{theme}: cursor {cursor} is {part} {style} (focused={focused})"
 
 
 def test_16_colour_terminals_are_detected_as_textual_detects_them():
@@ -305,7 +306,8 @@ async def test_the_confirm_first_warning_goes_once_confirmed():
 
 async def test_preflight_shows_the_whole_detail_and_its_fix_as_a_key_to_the_setting():
     detail = "TP=2 on the local backend: the simulator only scales its timing model, so the numbers mean little"
-    app = make_app(checks=[Check("Tensor parallel", "warn", detail, "Use --tp 1 unless this machine has that many GPUs.")])
+    fix = "Use --tp 1 unless this machine has that many GPUs."
+    app = make_app(checks=[Check("Tensor parallel", "warn", detail, fix)])
     async with app.run_test(size=SMALL) as pilot:
         wizard = await to_review(pilot)
         await pilot.press("enter", "enter")
@@ -441,9 +443,10 @@ async def test_recovery_lists_what_was_relaunched_and_asks_before_the_same_fix_a
 
 
 async def test_monitor_header_keeps_the_model_and_shortens_the_parent_at_80_columns():
-    from tests.tui.monitor_support import ScriptedBackend, make_app as monitor_app, make_spec, ok_script, wait_for
     import dataclasses
 
+    from tests.tui.monitor_support import ScriptedBackend, make_spec, ok_script, wait_for
+    from tests.tui.monitor_support import make_app as monitor_app
     from tui.screens.monitor import RunMonitorScreen
 
     parent = "nov22-llama-2-7b-hf-summarization-with-a-long-name"

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     s = qs.add_parser("serve", help="serve the HTTP API (OpenAPI at /docs)")
     db(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080, an argo profile's queue_url)")
+    s.add_argument("--port", type=int, default=8080,
+                   help="port to listen on (default 8080, an argo profile's queue_url)")
     s.add_argument("--claim-concurrency", type=int, default=4, metavar="N",
                    help="PostgreSQL: claim transactions let into the database at once (more claimers wait; "
                         "about the database server's core count is fastest; 0: no limit)")

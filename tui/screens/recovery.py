@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 CUSTOM = "custom"
 
 
-def current_settings(spec: "ExperimentSpec", *, image: bool = False) -> str:
+def current_settings(spec: ExperimentSpec, *, image: bool = False) -> str:
     """The settings a recovery usually changes, on one or two lines."""
     e = spec.engine
     line = (
@@ -85,11 +85,11 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
     def __init__(
         self,
         alert: Alert,
-        spec: "ExperimentSpec",
-        catalogs: "Catalogs | None" = None,
+        spec: ExperimentSpec,
+        catalogs: Catalogs | None = None,
         *,
-        settings: "Settings | None" = None,
-        relaunched: "list[Relaunch] | None" = None,
+        settings: Settings | None = None,
+        relaunched: list[Relaunch] | None = None,
     ) -> None:
         super().__init__()
         self.alert = alert
@@ -108,9 +108,11 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
             with VerticalScroll(id="recovery-about"):
                 yield Static(message, id="recovery-message")
                 if self.alert.evidence:
-                    evidence = self.alert.evidence if len(self.alert.evidence) <= 160 else self.alert.evidence[:157] + "…"
+                    evidence = self.alert.evidence
+                    evidence = evidence if len(evidence) <= 160 else evidence[:157] + "…"
                     yield Static(Text("log: " + evidence, no_wrap=True, overflow="ellipsis"), id="recovery-evidence")
-                yield Static(current_settings(self.spec, image=self.alert.diagnosis == "image-pull"), id="recovery-current")
+                now = current_settings(self.spec, image=self.alert.diagnosis == "image-pull")
+                yield Static(now, id="recovery-current")
             if self.relaunched:  # outside the scrolling part: always in view, next to the fixes it names
                 yield Static(self._lineage_text(), id="recovery-lineage")
             options = []
@@ -123,7 +125,8 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
                 if done is not None:
                     label.append(f"  [already launched as {done.id}]", style="italic")
                 options.append(Option(label, id=f"fix-{n - 1}"))
-            options.append(Option(Text("c  Describe a custom fix… (e.g. max_model_len=2048, add --enforce-eager)"), id=CUSTOM))
+            custom = Text("c  Describe a custom fix… (e.g. max_model_len=2048, add --enforce-eager)")
+            options.append(Option(custom, id=CUSTOM))
             yield OptionList(*options, id="recovery-fixes")
             yield Input(placeholder="a change in quick-command words, enter to relaunch", id="recovery-custom")
             yield Static("", id="recovery-error")
@@ -141,11 +144,11 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
             text.append(f"\n  … and {len(self.relaunched) - 3} more (runs list)")
         return text
 
-    def already(self, changes: dict[str, Any]) -> "Relaunch | None":
+    def already(self, changes: dict[str, Any]) -> Relaunch | None:
         """The latest relaunch that made exactly these changes, if any."""
         return next((r for r in reversed(self.relaunched) if r.same_fix(changes)), None)
 
-    def _choose(self, choice: "Fix | ExperimentSpec", changes: dict[str, Any], label: str) -> None:
+    def _choose(self, choice: Fix | ExperimentSpec, changes: dict[str, Any], label: str) -> None:
         """Answer with ``choice``; a fix launched before is asked about first."""
         done = self.already(changes)
         if done is None:
@@ -207,7 +210,7 @@ class RecoveryDialog(ModalScreen["Fix | ExperimentSpec | None"]):
         changes = {c.field: c.value for c in spec.diff(self.spec) if c.field not in ("experiment_id", "parent")}
         self._choose(spec, changes, event.value.strip())
 
-    def apply_custom(self, text: str) -> "ExperimentSpec":
+    def apply_custom(self, text: str) -> ExperimentSpec:
         """The spec with a custom fix applied (quick-command grammar).
 
         Raises:

@@ -156,7 +156,8 @@ class Key(FooterKey):
             return super().render()
         text = Text.assemble(
             (self.key_display, self.get_component_rich_style("footer-key--key")),
-            (f" {self.description}" if self.description else "", self.get_component_rich_style("footer-key--description")),
+            (f" {self.description}" if self.description else "",
+             self.get_component_rich_style("footer-key--description")),
         )
         text.stylize_before(self.rich_style)
         return text
