@@ -133,5 +133,6 @@ def has_16_colours(environ: dict[str, str] | None = None) -> bool:
 
     env = dict(os.environ if environ is None else environ)
     system = env.get("TEXTUAL_COLOR_SYSTEM", constants.COLOR_SYSTEM if environ is None else "auto")
-    console = Console(color_system=system, force_terminal=True, _environ=env)  # type: ignore[arg-type]  # "auto" is a literal
+    # type: ignore: color_system is a Literal of names; ``system`` is one of them (or Textual's "auto")
+    console = Console(color_system=system, force_terminal=True, _environ=env)  # type: ignore[arg-type]
     return console.color_system in ("standard", "windows")

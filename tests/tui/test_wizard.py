@@ -450,7 +450,8 @@ async def test_preflight_failure_blocks_launch():
         await pilot.pause()
         step = wizard.query_one(PreflightStep)
         # the backend's two checks, then the ones every backend shares (the run store...)
-        assert step.checks is not None and [c.name for c in step.checks[:2]] == ["Simulator available", "Port 8000 free"]
+        assert step.checks is not None
+        assert [c.name for c in step.checks[:2]] == ["Simulator available", "Port 8000 free"]
         table = wizard.query_one("#preflight-table", DataTable)
         assert str(table.get_row("1")[0]) == "✗ FAIL"
         assert "Set local.port or stop pid 42" in text_of(wizard.query_one("#preflight-fix", Static))

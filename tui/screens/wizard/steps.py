@@ -1127,7 +1127,8 @@ class PreflightStep(Step):
         elif self.warnings:
             verdict.update(Text(f"! WARNINGS OVERRIDDEN. Press enter or {launch} to launch.", style="bold"))
         else:
-            verdict.update(Text(f"✓ ALL {len(self.checks)} CHECKS PASSED. Press enter or {launch} to launch.", style="bold"))
+            verdict.update(Text(f"✓ ALL {len(self.checks)} CHECKS PASSED. Press enter or {launch} to launch.",
+                                style="bold"))
 
     def action_remedy(self) -> None:
         """Offer the remedy of :meth:`remedy_check`; it runs only after a yes."""
