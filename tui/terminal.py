@@ -27,7 +27,7 @@ import select
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 #: Seconds between the terminal's loss and a forced exit (the issue's bound is 5 s).
 EXIT_WITHIN = 3.0
@@ -132,7 +132,6 @@ def has_16_colours(environ: dict[str, str] | None = None) -> bool:
     from textual import constants
 
     env = dict(os.environ if environ is None else environ)
-    system = env.get("TEXTUAL_COLOR_SYSTEM", constants.COLOR_SYSTEM if environ is None else "auto")
-    # type: ignore: color_system is a Literal of names; ``system`` is one of them (or Textual's "auto")
-    console = Console(color_system=system, force_terminal=True, _environ=env)  # type: ignore[arg-type]
+    system: Any = env.get("TEXTUAL_COLOR_SYSTEM", constants.COLOR_SYSTEM if environ is None else "auto")
+    console = Console(color_system=system, force_terminal=True, _environ=env)
     return console.color_system in ("standard", "windows")
