@@ -556,13 +556,14 @@ class WorkloadCatalog:
         return cls(presets=presets, custom_defaults=defaults, path=path, custom_required=tuple(required))
 
     def match(self, text: str) -> WorkloadPreset:
-        """Find a preset by name, keyword or a close spelling.
+        """Find a preset by name or keyword; a misspelling is never taken for a name.
 
         ``chatbot-style`` → chatbot; ``conversational`` → chatsweep. An exact
-        preset name always wins over a keyword.
+        preset name always wins over a keyword. ``chatbt`` matches nothing: the
+        error names the close spellings (:meth:`suggest`) for the user to choose.
 
         Raises:
-            UnknownWorkload: nothing matches.
+            UnknownWorkload: nothing matches (with the close spellings, if any).
         """
         word = text.strip().lower()
         if word in self.presets:
@@ -579,14 +580,17 @@ class WorkloadCatalog:
         for preset in self.presets.values():
             if stem in preset.keywords:
                 return preset
-        close = difflib.get_close_matches(word, list(self.presets), n=1, cutoff=0.75)
-        if close:
-            return self.presets[close[0]]
-        by_keyword = {k: p for p in self.presets.values() for k in p.keywords}
-        close = difflib.get_close_matches(word, list(by_keyword), n=1, cutoff=0.8)
-        if close:
-            return by_keyword[close[0]]
-        raise UnknownWorkload(text, list(self.presets))
+        raise UnknownWorkload(text, list(self.presets), self.suggest(word))
+
+    def suggest(self, text: str, n: int = 3) -> list[str]:
+        """Preset names close to ``text`` in spelling (a keyword's spelling suggests its preset)."""
+        word = text.strip().lower()
+        names = difflib.get_close_matches(word, list(self.presets), n=n, cutoff=0.6)
+        by_keyword = {k: p.name for p in self.presets.values() for k in p.keywords}
+        for keyword in difflib.get_close_matches(word, list(by_keyword), n=n, cutoff=0.75):
+            if by_keyword[keyword] not in names:
+                names.append(by_keyword[keyword])
+        return names[:n]
 
     def words(self) -> list[str]:
         """Every preset name and keyword (for suggestions)."""

@@ -74,9 +74,11 @@ class AmbiguousModel(SweepdeckError):
 class UnknownWorkload(SweepdeckError):
     """A workload name matches no preset name or keyword."""
 
-    def __init__(self, name: str, available: list[str]) -> None:
+    def __init__(self, name: str, available: list[str], suggestions: list[str] | None = None) -> None:
+        close = f"Did you mean: {', '.join(suggestions)}? " if suggestions else ""
         super().__init__(
             f"Unknown workload {name!r}.",
-            "Choose one of: " + ", ".join(available) + " (or a custom workload: prompt=N output=N).",
+            close + "Choose one of: " + ", ".join(available) + " (or a custom workload: prompt=N output=N).",
         )
         self.name = name
+        self.suggestions = list(suggestions or [])

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from config.catalog import RATE_TYPES, Catalogs, WorkloadProfile
-from config.errors import AmbiguousModel, SweepdeckError, UnknownModel
+from config.errors import AmbiguousModel, SweepdeckError, UnknownModel, UnknownWorkload
 from config.spec import (
     BACKEND_NAMES,
     ENGINE_FLAGS,
@@ -441,6 +441,35 @@ def apply_quick(
 
 
 def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_choice: str | None) -> QuickCommand:
+    """Parse every word; report every unknown word (and every bad value) of the line at once.
+
+    Raises:
+        AmbiguousModel: at once (the caller asks and parses again).
+        SweepdeckError: one problem, as it was found; several, or any unknown
+            word, as :class:`UnknownWords` listing them all.
+    """
+    raw, words = _words(text)
+    state = _ParseState(QuickCommand(text=raw, model_choice=model_choice), catalogs,
+                        settings.profiles if settings is not None else {}, words)
+    i = 0
+    while i < len(words):
+        try:
+            i = _step(state, i)
+        except AmbiguousModel:
+            raise
+        except SweepdeckError as exc:
+            state.problems.append(exc)
+            i = max(i + 1, getattr(exc, "resume_at", i + 1))
+    if state.direction:
+        state.problems.append(SweepdeckError(
+            f"{'Reduce' if state.direction == 'down' else 'Increase'} what?", "Example: reduce max_model_len to 2048"
+        ))
+    _raise_problems(state)
+    return state.cmd
+
+
+def _words(text: str) -> tuple[str, list[str]]:
+    """The command as typed (stripped) and its words; shell metacharacters are refused here."""
     if not isinstance(text, str):
         raise SweepdeckError("A quick command must be text.")
     raw = text.replace("\t", " ").strip()
@@ -462,135 +491,177 @@ def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_cho
         word = token.rstrip(",:.") if not token.startswith(".") else token.rstrip(",:")
         if word:
             words.append(word)
-    cmd = QuickCommand(text=raw, model_choice=model_choice)
-    profiles = settings.profiles if settings is not None else {}
+    return raw, words
+
+
+@dataclass
+class _ParseState:
+    """What :func:`_step` reads and changes while it walks the words."""
+
+    cmd: QuickCommand
+    catalogs: Catalogs
+    profiles: dict
+    words: list[str]
     direction: str | None = None  # from a pending reduce/increase
-    i = 0
-    while i < len(words):
-        word = words[i]
-        low = word.lower()
-        nxt = words[i + 1] if i + 1 < len(words) else None
-        # key=value ----------------------------------------------------------
-        if "=" in word and not low.startswith("-"):
-            key, _, value = word.partition("=")
-            if not value:
-                if nxt is None:
-                    raise SweepdeckError(f"{key} needs a value after '='.", f"Example: {key}=4")
-                value, i = nxt, i + 1
-            _set_key(cmd, catalogs, key, value, direction, word)
-            direction = None
-            i += 1
-            continue
-        # --flag[=value] ------------------------------------------------------
-        if low.startswith("-"):
-            i = _flag(cmd, catalogs, words, i, direction)
-            direction = None
-            continue
-        # verbs ---------------------------------------------------------------
-        if low in _DOWN or low in _UP:
-            direction = "down" if low in _DOWN else "up"
-            i += 1
-            continue
-        if low in ("double", "halve"):
-            path = _key_path(nxt) if nxt else None
-            if path is None or path not in _NUM_PATHS:
-                raise SweepdeckError(f"{low} what? {nxt!r} is not a numeric setting." if nxt else f"{low} what?", "Example: double tp, halve max_num_seqs")
-            cmd.scales.append((path, low))
-            i += 2
-            continue
-        if low == "add":
-            if nxt is None or not nxt.startswith("-"):
-                raise SweepdeckError("add what? Give a vLLM argument.", "Example: add --enforce-eager")
-            i += 1
-            continue
-        if low in _REMOVE:
-            spelled = _phrase(words, i + 1)
-            if spelled:
-                cmd.remove_args.append(spelled[0])
-                i += 1 + spelled[1]
-                continue
-            if nxt is None or not nxt.startswith("--"):
-                raise SweepdeckError(f"{low} what? Give a vLLM argument.", "Example: remove --enforce-eager")
-            cmd.remove_args.append(nxt.partition("=")[0])
-            i += 2
-            continue
-        spelled = _phrase(words, i)
+    unknown: list[Unknown] = field(default_factory=list)
+    problems: list[SweepdeckError] = field(default_factory=list)
+
+
+def _resume(exc: SweepdeckError, at: int) -> SweepdeckError:
+    """``exc``, marked so that parsing goes on at word ``at`` (its value is not read again as a word)."""
+    exc.resume_at = at  # type: ignore[attr-defined]  # read back with getattr in _parse
+    return exc
+
+
+def _step(state: _ParseState, i: int) -> int:
+    """Read the word(s) at ``i``; returns the index of the next word."""
+    cmd, catalogs, words = state.cmd, state.catalogs, state.words
+    word = words[i]
+    low = word.lower()
+    nxt = words[i + 1] if i + 1 < len(words) else None
+    if "=" in word and not low.startswith("-"):
+        return _key_equals(state, i)
+    if low.startswith("-"):  # --flag[=value]
+        direction, state.direction = state.direction, None
+        return _flag(cmd, catalogs, words, i, direction)
+    verb = _verb(state, i)
+    if verb is not None:
+        return verb
+    # "custom image X" / "custom workload ..." --------------------------------
+    if low == "custom":
+        if not (nxt and nxt.lower() == "image"):
+            cmd.custom_workload = True
+        return i + 1
+    # key value ----------------------------------------------------------
+    path = _key_path(low)
+    if path is not None and _norm(low) not in _EQ_ONLY:
+        return _key_value(state, i, path)
+    if low in FILLER:
+        return i + 1
+    # numbers: "4 gpus" ----------------------------------------------------------
+    if low.isdigit() and nxt and nxt.lower() in ("gpu", "gpus"):
+        direction, state.direction = state.direction, None
+        _set_key(cmd, catalogs, "tp", low, direction, f"{word} {nxt}")
+        return i + 2
+    return _name(state, i)
+
+
+def _key_equals(state: _ParseState, i: int) -> int:
+    """``key=value`` (or ``key= value``); an unknown key is an unknown word."""
+    words = state.words
+    word = words[i]
+    key, _, value = word.partition("=")
+    step = 1
+    if not value:
+        if i + 1 >= len(words):
+            raise SweepdeckError(f"{key} needs a value after '='.", f"Example: {key}=4")
+        value, step = words[i + 1], 2
+    direction, state.direction = state.direction, None
+    try:
+        _set_key(state.cmd, state.catalogs, key, value, direction, word)
+    except _UnknownSetting:
+        state.unknown.append(_unknown_entry(state, key, i, setting=True))
+    except (UnknownWorkload, UnknownModel) as exc:
+        # workload=chatbt, model=llama4: the value is the unknown word
+        what = "workload preset" if isinstance(exc, UnknownWorkload) else "model"
+        state.unknown.append(Unknown(value, tuple((w, what) for w in exc.suggestions)))
+    except SweepdeckError as exc:
+        raise _resume(exc, i + step) from None
+    return i + step
+
+
+def _verb(state: _ParseState, i: int) -> int | None:
+    """reduce/increase, double/halve, add, remove and the plain-words flags; None: not a verb."""
+    cmd, words = state.cmd, state.words
+    low = words[i].lower()
+    nxt = words[i + 1] if i + 1 < len(words) else None
+    if low in _DOWN or low in _UP:
+        state.direction = "down" if low in _DOWN else "up"
+        return i + 1
+    if low in ("double", "halve"):
+        path = _key_path(nxt) if nxt else None
+        if path is None or path not in _NUM_PATHS:
+            raise _resume(SweepdeckError(f"{low} what? {nxt!r} is not a numeric setting." if nxt else f"{low} what?",
+                                         "Example: double tp, halve max_num_seqs"), i + 2)
+        cmd.scales.append((path, low))
+        return i + 2
+    if low == "add":
+        if nxt is None or not nxt.startswith("-"):
+            raise SweepdeckError("add what? Give a vLLM argument.", "Example: add --enforce-eager")
+        return i + 1
+    if low in _REMOVE:
+        spelled = _phrase(words, i + 1)
         if spelled:
-            _add_arg(cmd, catalogs, spelled[0])
-            i += spelled[1]
-            continue
-        # "custom image X" / "custom workload ..." --------------------------------
-        if low == "custom":
-            if not (nxt and nxt.lower() == "image"):
-                cmd.custom_workload = True
-            i += 1
-            continue
-        # key value ----------------------------------------------------------
-        path = _key_path(low)
-        if path is not None and _norm(low) not in _EQ_ONLY:
-            j = i + 1
-            while j < len(words) and words[j].lower() in ("to", "=", "of", "is", "size", "length", "len"):
-                j += 1
-            value = words[j] if j < len(words) else None
-            takes = value is not None and (path not in _NUM_PATHS or _looks_numeric(path, value))
-            if path in ("backend", "profile") and cmd.value(path) is not None and (
-                value is None or path == "backend" and value.lower() not in BACKEND_NAMES
-            ):
-                # "on the local backend", "the alvis profile": already said.
-                i += 1
-                continue
-            if takes:
-                _set_key(cmd, catalogs, low, value, direction, f"{word} {value}")
-                direction = None
-                i = j + 1
-                continue
-            if direction and path in _NUM_PATHS:
-                # "reduce max_model_len" with no number: halve (increase: double).
-                cmd.scales.append((path, "halve" if direction == "down" else "double"))
-                direction = None
-                i += 1
-                continue
-            raise SweepdeckError(
-                f"{word} needs a value" + (f", got {value!r}." if value is not None else "."),
-                f"Example: {_example(path)}",
-            )
-        if low in FILLER:
-            i += 1
-            continue
-        # numbers: "4 gpus" ----------------------------------------------------------
-        if low.isdigit() and nxt and nxt.lower() in ("gpu", "gpus"):
-            _set_key(cmd, catalogs, "tp", low, direction, f"{word} {nxt}")
-            direction = None
-            i += 2
-            continue
-        if low in BACKEND_NAMES:
-            _put(cmd, "backend", low)
-            i += 1
-            continue
-        if low in _RATE_WORDS:
-            _put(cmd, "workload.rate_type", _RATE_WORDS[low])
-            i += 1
-            continue
-        if word in profiles or low in profiles:
-            _put(cmd, "profile", word if word in profiles else low)
-            i += 1
-            continue
-        # a two-word workload keyword ("long context", "basic chat") ------------------
-        if nxt is not None and _try_workload(cmd, catalogs, f"{low}-{nxt.lower()}", exact=True):
-            i += 2
-            continue
-        if _try_model(cmd, catalogs, word, model_choice):
-            i += 1
-            continue
-        if _try_workload(cmd, catalogs, low, exact=False):
-            i += 1
-            continue
-        _unknown(cmd, catalogs, word, profiles)
-    if direction:
-        raise SweepdeckError(
-            f"{'Reduce' if direction == 'down' else 'Increase'} what?", "Example: reduce max_model_len to 2048"
-        )
-    return cmd
+            cmd.remove_args.append(spelled[0])
+            return i + 1 + spelled[1]
+        if nxt is None or not nxt.startswith("--"):
+            raise SweepdeckError(f"{low} what? Give a vLLM argument.", "Example: remove --enforce-eager")
+        cmd.remove_args.append(nxt.partition("=")[0])
+        return i + 2
+    spelled = _phrase(words, i)
+    if spelled:
+        _add_arg(cmd, state.catalogs, spelled[0])
+        return i + spelled[1]
+    return None
+
+
+def _key_value(state: _ParseState, i: int, path: str) -> int:
+    """``tp 4``, ``max model len to 8192``, ``namespace mert``: a setting and the word(s) after it."""
+    cmd, words = state.cmd, state.words
+    word = words[i]
+    j = i + 1
+    while j < len(words) and words[j].lower() in ("to", "=", "of", "is", "size", "length", "len"):
+        j += 1
+    value = words[j] if j < len(words) else None
+    takes = value is not None and (path not in _NUM_PATHS or _looks_numeric(path, value))
+    if path in ("backend", "profile") and cmd.value(path) is not None and (
+        value is None or path == "backend" and value.lower() not in BACKEND_NAMES
+    ):
+        # "on the local backend", "the alvis profile": already said.
+        return i + 1
+    if takes:
+        assert value is not None
+        direction, state.direction = state.direction, None
+        try:
+            _set_key(cmd, state.catalogs, word.lower(), value, direction, f"{word} {value}")
+        except SweepdeckError as exc:
+            raise _resume(exc, j + 1) from None
+        return j + 1
+    if state.direction and path in _NUM_PATHS:
+        # "reduce max_model_len" with no number: halve (increase: double).
+        cmd.scales.append((path, "halve" if state.direction == "down" else "double"))
+        state.direction = None
+        return i + 1
+    raise _resume(SweepdeckError(
+        f"{word} needs a value" + (f", got {value!r}." if value is not None else "."),
+        f"Example: {_example(path)}",
+    ), j + 1)
+
+
+def _name(state: _ParseState, i: int) -> int:
+    """A backend, rate type, profile, workload or model name; anything else is an unknown word."""
+    cmd, catalogs, words = state.cmd, state.catalogs, state.words
+    word = words[i]
+    low = word.lower()
+    nxt = words[i + 1] if i + 1 < len(words) else None
+    if low in BACKEND_NAMES:
+        _put(cmd, "backend", low)
+        return i + 1
+    if low in _RATE_WORDS:
+        _put(cmd, "workload.rate_type", _RATE_WORDS[low])
+        return i + 1
+    if word in state.profiles or low in state.profiles:
+        _put(cmd, "profile", word if word in state.profiles else low)
+        return i + 1
+    # a two-word workload keyword ("long context", "basic chat") ------------------
+    if nxt is not None and _try_workload(cmd, catalogs, f"{low}-{nxt.lower()}", exact=True):
+        return i + 2
+    if _try_model(cmd, catalogs, word, cmd.model_choice):
+        return i + 1
+    if _try_workload(cmd, catalogs, low, exact=False):
+        return i + 1
+    state.unknown.append(_unknown_entry(state, word, i))
+    return i + 1
 
 
 def _norm(key: str) -> str:
@@ -651,11 +722,9 @@ def _set_key(cmd: QuickCommand, catalogs: Catalogs, key: str, value: str, direct
             _add_arg(cmd, catalogs, f"{vllm_name}={value}")
             return
         close = difflib.get_close_matches(norm, list(_KEYS), n=3, cutoff=0.6)
-        raise SweepdeckError(
+        raise _UnknownSetting(
             f"Unknown setting {key!r} in {shown!r}.",
-            ("Did you mean: " + ", ".join(close) + "? " if close else "")
-            + "Settings: tp, max_model_len, max_num_seqs, max_num_batched_tokens, image, memory, cpu, namespace, "
-            "backend, profile, id, prompt, output, max_requests, rate, rate_type, concurrency.",
+            ("Did you mean: " + ", ".join(close) + "? " if close else "") + SETTINGS_HINT,
         )
     if path == "model":
         if not _try_model(cmd, catalogs, value, cmd.model_choice):
@@ -765,24 +834,150 @@ def _try_workload(cmd: QuickCommand, catalogs: Catalogs, word: str, exact: bool)
     return True
 
 
-def _unknown(cmd: QuickCommand, catalogs: Catalogs, word: str, profiles: dict) -> None:
-    low = word.lower()
-    model_names = catalogs.models.names()
-    model_close = difflib.get_close_matches(low, [m.lower() for m in model_names], n=4, cutoff=0.6)
-    if not cmd.model and model_close:
-        raise UnknownModel(word, model_close)
-    vocabulary = (
-        catalogs.workloads.words()
-        + list(BACKEND_NAMES)
-        + list(_RATE_WORDS)
-        + [k for k in _KEYS if len(k) > 2]
-        + list(profiles)
-        + [m.lower() for m in model_names]
+SETTINGS_HINT = (
+    "Settings: tp, max_model_len, max_num_seqs, max_num_batched_tokens, image, memory, cpu, namespace, "
+    "backend, profile, id, prompt, output, max_requests, rate, rate_type, concurrency."
+)
+
+
+class _UnknownSetting(SweepdeckError):
+    """``key=value`` with a key that is neither a setting nor a vLLM argument (collected as an unknown word)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A word of a quick command that names nothing sweepdeck knows.
+
+    Attributes:
+        word: The word as typed (``chatbt``; for ``tpp=2`` the key ``tpp``).
+        suggestions: ``(word, what it is)`` closest first: ``("chatbot", "workload preset")``,
+            ``("mert", "profile (tekton)")``, ``("tp", "setting")``.
+        note: What the word looked like it meant (``no profile named 'alvis' is configured``).
+        model_like: It is close to a model name and no model was named.
+    """
+
+    word: str
+    suggestions: tuple[tuple[str, str], ...] = ()
+    note: str = ""
+    model_like: bool = False
+
+    def line(self) -> str:
+        """``'chatbt': did you mean chatbot (workload preset)?``"""
+        parts = [self.note] if self.note else []
+        if self.suggestions:
+            parts.append("did you mean " + " or ".join(f"{w} ({what})" for w, what in self.suggestions) + "?")
+        elif not self.note:
+            parts.append("nothing close.")
+        return f"{self.word!r}: " + "; ".join(parts) + ("" if parts[-1].endswith(("?", ".")) else ".")
+
+
+class UnknownWords(SweepdeckError):
+    """Every word of a quick command that names nothing (and every bad value), reported together.
+
+    A misspelling is never taken for the word it resembles: the TUI asks which
+    word was meant (:attr:`unknown` carries the suggestions), a headless caller
+    shows the message and the hint and stops.
+
+    Attributes:
+        text: The command.
+        unknown: The unknown words, in the order typed.
+        problems: Other errors of the same line (a bad value...).
+    """
+
+    def __init__(self, text: str, unknown: list[Unknown], problems: list[SweepdeckError], known: str) -> None:
+        names = ", ".join(repr(u.word) for u in unknown)
+        if unknown:
+            message = f"Unknown word{'s' if len(unknown) > 1 else ''} {names} in {text!r}."
+            if problems:
+                message += " Also: " + " ".join(p.message for p in problems)
+        else:
+            message = f"{len(problems)} problems in {text!r}: " + " ".join(p.message for p in problems)
+        hints = [u.line() for u in unknown] + [p.hint for p in problems if p.hint]
+        if unknown:
+            hints.append(known)
+        # not super(): in UnknownModelWord the next class is UnknownModel, whose arguments differ
+        SweepdeckError.__init__(self, message, " ".join(h for h in hints if h))
+        self.text = text
+        self.unknown = list(unknown)
+        self.problems = list(problems)
+
+    @property
+    def askable(self) -> bool:
+        """Every problem is an unknown word with at least one suggestion: the TUI can ask which was meant."""
+        return bool(self.unknown) and not self.problems and all(u.suggestions for u in self.unknown)
+
+
+class UnknownModelWord(UnknownWords, UnknownModel):
+    """The one unknown word is close to a model name (and no model was named): an :class:`UnknownModel` too."""
+
+    def __init__(self, text: str, unknown: list[Unknown], problems: list[SweepdeckError], known: str) -> None:
+        UnknownWords.__init__(self, text, unknown, problems, known)
+        self.name = unknown[0].word
+        self.suggestions = [w for w, _ in unknown[0].suggestions]
+
+
+def replace_word(text: str, word: str, choice: str) -> str:
+    """``text`` with the first ``word`` (as a whole word, or the key of ``word=value``) replaced by ``choice``."""
+    pattern = re.compile(rf"(?<![\w.-]){re.escape(word)}(?![\w.-])")
+    return pattern.sub(choice, text, count=1)
+
+
+def _raise_problems(state: _ParseState) -> None:
+    if not state.unknown and not state.problems:
+        return
+    if not state.unknown and len(state.problems) == 1:
+        raise state.problems[0]
+    known = _known(state.catalogs, state.profiles)
+    if len(state.unknown) == 1 and state.unknown[0].model_like and not state.problems:
+        raise UnknownModelWord(state.cmd.text, state.unknown, state.problems, known)
+    raise UnknownWords(state.cmd.text, state.unknown, state.problems, known)
+
+
+def _known(catalogs: Catalogs, profiles: dict) -> str:
+    """The hint's list of what a word may be."""
+    configured = ", ".join(f"{name} ({getattr(p, 'backend', '?')})" for name, p in sorted(profiles.items()))
+    return (
+        "Known: models (" + ", ".join(sorted(catalogs.models.aliases)[:8]) + ", ...), workloads ("
+        + ", ".join(catalogs.workloads.presets) + "), profiles (" + (configured or "none configured") + "), backends ("
+        + ", ".join(BACKEND_NAMES) + "), settings like tp=4, max_model_len=4096, namespace NAME."
     )
-    close = difflib.get_close_matches(low, vocabulary, n=4, cutoff=0.6)
-    hint = "Did you mean: " + ", ".join(close) + "? " if close else ""
-    hint += "Known: models (" + ", ".join(sorted(catalogs.models.aliases)[:8]) + ", ...), workloads (" + ", ".join(catalogs.workloads.presets) + "), backends (" + ", ".join(BACKEND_NAMES) + "), settings like tp=4, max_model_len=4096, namespace NAME."
-    raise SweepdeckError(f"Unknown word {word!r} in {cmd.text!r}.", hint)
+
+
+def _unknown_entry(state: _ParseState, word: str, i: int, setting: bool = False) -> Unknown:
+    """What ``word`` may have meant: close profiles, models, presets, backends and settings."""
+    low = _norm(word) if setting else word.lower()
+    suggestions: list[tuple[float, str, str]] = []
+
+    def consider(candidates, what, cutoff: float = 0.6) -> None:
+        for name in candidates:
+            ratio = difflib.SequenceMatcher(None, low, str(name).lower()).ratio()
+            if ratio >= cutoff:
+                suggestions.append((ratio, str(name), what(name) if callable(what) else what))
+
+    profiles = state.profiles
+    consider(profiles, lambda n: f"profile, {getattr(profiles[n], 'backend', '?')}")
+    consider([k for k in _KEYS if setting or len(k) > 2], "setting")
+    if not setting:
+        models = state.catalogs.models
+        consider(models.names(), "model")
+        consider(state.catalogs.workloads.presets, "workload preset")
+        keywords = {k: p.name for p in state.catalogs.workloads.presets.values() for k in p.keywords}
+        consider(keywords, lambda k: f"keyword of {keywords[k]}", cutoff=0.75)
+        consider(BACKEND_NAMES, "backend")
+        consider(_RATE_WORDS, "rate type")
+    best: dict[str, tuple[float, str, str]] = {}  # one entry per word, its closest reading
+    for ratio, name, what in suggestions:
+        if name.lower() not in best or ratio > best[name.lower()][0]:
+            best[name.lower()] = (ratio, name, what)
+    ranked = sorted(best.values(), key=lambda t: -t[0])[:4]
+    note = ""
+    before = state.words[i - 1].lower() if i > 0 else ""
+    if not setting and before in ("on", "profile", "using", "via") and low not in profiles:
+        configured = ", ".join(sorted(profiles)) or "none"
+        note = (f"no profile named {word!r} is configured (profiles: {configured}; "
+                "add one under 'profiles:' in the config)")
+    model_like = not setting and not state.cmd.model and any(w == "model" for _, _, w in ranked)
+    return Unknown(word, tuple((n, w) for _, n, w in ranked), note, model_like)
 
 
 def _backend_and_profile(
@@ -809,4 +1004,4 @@ def _info(catalogs: Catalogs, model: str):
         return None
 
 
-__all__ = ["QuickCommand", "apply_quick", "build_quick", "parse_quick"]
+__all__ = ["QuickCommand", "Unknown", "UnknownWords", "apply_quick", "build_quick", "parse_quick", "replace_word"]

@@ -106,6 +106,34 @@ class Change:
         return f"{self.field}: {_fmt(self.base)} -> {_fmt(self.value)} ({self.kind}, {self.source})"
 
 
+#: Backends whose workload sweepdeck's own load generator drives (``backends/loadgen``).
+LOADGEN_BACKENDS = ("local", "slurm")
+
+
+def rate_text(workload: WorkloadProfile, backend: str | None = None) -> str:
+    """How the workload's requests arrive, in the words its results use (one vocabulary).
+
+    sweepdeck's load generator writes ``"mode": "constant 5 req/s"`` into
+    ``results.json``; the screens say the same words. A preset's ``sweep`` is
+    one constant rate per run there (sweeping rates is the orchestrator's
+    job), while guidellm (Tekton) runs a sweep of ``rate`` benchmarks.
+    """
+    rt, rate, cap = workload.rate_type, workload.rate, workload.max_concurrency
+    if rt == "sweep" and backend is not None and backend not in LOADGEN_BACKENDS:
+        return f"sweep of {rate:g} benchmarks, synchronous to throughput (guidellm)"
+    if rt == "synchronous":
+        return "1 concurrent (synchronous)"
+    if rt == "concurrent":
+        return f"{cap or int(rate or 0)} concurrent"
+    if rt == "throughput":
+        return f"{cap} concurrent (throughput)" if cap else "throughput: as many as the server takes"
+    kind = "poisson" if rt == "poisson" else "constant"
+    text = f"{kind} {rate:g} req/s" + (f", at most {cap} in flight" if cap else "")
+    if rt == "sweep":
+        text += " (the preset's sweep: one rate per run)"
+    return text
+
+
 def _fit_range(values: dict[str, Any], name: str) -> None:
     """Widen min/max when a new mean falls outside them (the preset's range was for its own mean)."""
     mean = values[name]
@@ -347,7 +375,7 @@ class ExperimentSpec:
         else:
             rows += [
                 ("Max Requests", str(w.max_requests)),
-                ("Rate", f"{w.rate:g} ({w.rate_type})"),
+                ("Rate", rate_text(w, self.backend)),
                 ("Prompt Tokens",
                  f"{w.prompt_tokens} (stdev {w.prompt_tokens_stdev}, {w.prompt_tokens_min}-{w.prompt_tokens_max})"),
                 ("Output Tokens",

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Regenerate README.md's keys table and screens gallery from the real app.
+"""Regenerate README.md's keys table, profile tables and screens gallery from the real app.
 
 The keys come from the same places the help dialog (``?``) reads: the
 binding table in :mod:`tui.bindings` and the ``BINDINGS`` that screens and
 widgets declare themselves (run monitor, log pane, recovery and other dialogs).
-The screens are the SVGs in ``screenshots/`` (made by ``scripts/screenshots.py``),
-each with its caption from :data:`CAPTIONS`.
+The profile tables come from the profile definitions (``config/profiles/*.py``),
+so a key added there cannot be missing from the README. The screens are the
+SVGs in ``screenshots/`` (made by ``scripts/screenshots.py``), each with its
+caption from :data:`CAPTIONS`.
 
 Usage::
 
@@ -37,6 +39,7 @@ OWN_BINDINGS = (
     ("tui.screens.dialogs", "QuitDialog", "Quit dialog"),
     ("tui.screens.dialogs", "ConfirmDialog", "Confirmation dialogs"),
     ("tui.screens.dialogs", "DisambiguationDialog", "Which-model dialog"),
+    ("tui.screens.dialogs", "SpellingDialog", "Which-word dialog (an unknown word of a quick command)"),
     ("tui.screens.dialogs", "QuickCommandDialog", "Quick command (:)"),
     ("tui.screens.dialogs", "TextInputDialog", "Text input dialogs"),
     ("tui.screens.dialogs", "ChoiceDialog", "Choice dialogs"),
@@ -57,6 +60,7 @@ CAPTIONS = {
     "wizard-3-review": "Wizard 3/5, vLLM review: every argument with its source; changes highlighted",
     "wizard-quick-command-review": "The review filled in from a quick command",
     "dialog-quick-command": "Quick command (:) in the one-line grammar",
+    "dialog-spelling": "A misspelt word is never guessed: the app asks which word was meant",
     "wizard-4-summary": "Wizard 4/5, summary with the changes from the base values",
     "dialog-experiment-id": "Changing the experiment id (DNS-safe: lower-case letters, digits and -)",
     "dialog-backend-choice": "Choosing the backend / profile for the experiment",
@@ -69,6 +73,9 @@ CAPTIONS = {
     "monitor-finished": "Run monitor after the workload finished, with the results summary",
     "monitor-failed": "Run monitor of a failed run (CUDA OOM diagnosed)",
     "dialog-recovery": "Recovery dialog: the diagnosis, current settings and suggested fixes",
+    "runs-family": "A fix run listed under the run it fixes (↳), the family in the detail line",
+    "dialog-recovery-relaunched":
+        "The failed run's recovery dialog lists what was relaunched from it (the same fix asks first)",
     "dialog-quit": "Quit with live runs: clean up, detach or cancel",
     "dialog-cleanup": "Cleaning up: what is being stopped, bounded in time",
     "dialog-confirm-delete": "Deleting a finished run's record asks first",
@@ -85,6 +92,7 @@ CAPTIONS = {
 }
 
 KEYS_BEGIN, KEYS_END = "<!-- keys:begin (scripts/readme.py) -->", "<!-- keys:end -->"
+PROFILES_BEGIN, PROFILES_END = "<!-- profiles:begin (scripts/readme.py) -->", "<!-- profiles:end -->"
 SHOTS_BEGIN, SHOTS_END = "<!-- screens:begin (scripts/readme.py) -->", "<!-- screens:end -->"
 
 
@@ -129,6 +137,44 @@ def keys_section() -> str:
     return "\n".join(lines)
 
 
+def _type_words(field) -> str:
+    types = field.type if isinstance(field.type, tuple) else (field.type,)
+    names = {str: "text", int: "integer", float: "number", bool: "true/false", list: "list", dict: "mapping"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _default_words(field) -> str:
+    from config.schema import REQUIRED
+
+    if field.default is REQUIRED:
+        return "**required**"
+    if field.default is None or field.default in ([], {}, ""):
+        return "—"
+    if isinstance(field.default, bool):
+        return "true" if field.default else "false"
+    if isinstance(field.default, list):
+        return "`[" + ", ".join(map(str, field.default)) + "]`"
+    return f"`{field.default}`"
+
+
+def profiles_section() -> str:
+    """One table per backend, from the profile definitions in ``config/profiles/*.py`` (every key)."""
+    from config.profiles import BACKENDS, fields_for
+
+    lines = ["Every key a profile may have, from the profile definitions (`config/profiles/*.py`);",
+             "the same keys for the top-level `local:` section. Anything else is refused, naming the key.", ""]
+    for backend in BACKENDS:
+        lines += [f"**{backend}**", "", "| key | type | default | what it is |", "|---|---|---|---|"]
+        for name, field in fields_for(backend).items():
+            what = field.help or ("the backend this profile is for" if name == "backend" else
+                                  "shown next to the profile name in the app" if name == "description" else "")
+            if field.choices and name != "backend":
+                what = (what + "; " if what else "") + "one of " + ", ".join(f"`{c}`" for c in field.choices)
+            lines.append(f"| `{name}` | {_type_words(field)} | {_cell(_default_words(field))} | {_cell(what)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 def screens_section() -> str:
     stems = sorted(p.stem for p in SHOTS.glob("*.svg"))
     order = [s for s in CAPTIONS if s in stems] + [s for s in stems if s not in CAPTIONS]
@@ -155,6 +201,7 @@ def replace_between(text: str, begin: str, end: str, body: str) -> str:
 
 def render(text: str) -> str:
     text = replace_between(text, KEYS_BEGIN, KEYS_END, keys_section())
+    text = replace_between(text, PROFILES_BEGIN, PROFILES_END, profiles_section())
     return replace_between(text, SHOTS_BEGIN, SHOTS_END, screens_section())
 
 

@@ -15,6 +15,7 @@ afterwards (every run is cleaned up through the quit dialog).
 Usage::
 
     make screenshots            # or: .venv/bin/python scripts/screenshots.py [--out DIR] [--only sweep]
+    .venv/bin/python scripts/screenshots.py --size 80x24 --out /tmp/shots-80   # every screen at another size
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SIZE = (120, 36)
+#: The sweep view is shot larger, where it shows every section at once (``--size`` sets both).
+SWEEP_SIZE_DEFAULT = (160, 48)
 
 
 def make_app(state: Path, *, sim_args: list[str] | None = None, **local_options):
@@ -162,6 +165,13 @@ async def main_flow(shoot: Shooter, state: Path) -> None:
         await shoot(pilot, "wizard-quick-command-review")
         await pilot.press("escape", "escape", "escape")
         await pilot.pause()
+        await pilot.press("colon", *"qwen-1.5b chatbt max_model_len=2048", "enter")
+        await pilot.pause()
+        await shoot(pilot, "dialog-spelling")
+        await pilot.press("escape")  # back to the line, the unknown word named under it
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("d")
         await shoot(pilot, "dialog-confirm-delete")
         await pilot.press("n")
@@ -197,8 +207,12 @@ async def main_flow(shoot: Shooter, state: Path) -> None:
 
 
 async def recovery_flow(shoot: Shooter, state: Path) -> None:
-    """A ``--fail oom`` run: the recovery dialog."""
+    """A ``--fail oom`` run: the recovery dialog; a fix relaunched; the family on the runs list."""
+    from textual.widgets import DataTable
+
+    from tui.screens.monitor import RunMonitorScreen
     from tui.screens.recovery import RecoveryDialog
+    from tui.screens.runs import RunsScreen
 
     app = make_app(state, sim_args=["--fail", "oom"], keep_server=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -211,6 +225,31 @@ async def recovery_flow(shoot: Shooter, state: Path) -> None:
         await pilot.press("escape")
         await pilot.pause()
         await shoot(pilot, "monitor-failed")
+        failed = pilot.app.screen.controller
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(pilot.app.screen, RecoveryDialog), 10, "the recovery dialog again")
+        labels = [fix.label for fix in pilot.app.screen.alert.fixes]
+        await pilot.press(str(labels.index("Reduce batch") + 1))  # half the sequences: within the simulator's budget
+        await wait_for(lambda: failed.child is not None and failed.child.state in ("succeeded", "failed"),
+                       120, "the fix run")
+        while not isinstance(pilot.app.screen, RunMonitorScreen):  # a dialog the fix run opened
+            await pilot.press("escape")
+            await pilot.pause()
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(pilot.app.screen, RunsScreen), 10, "the runs list")
+        await pilot.pause()
+        screen = pilot.app.screen
+        table = screen.query_one("#runs-table", DataTable)
+        table.move_cursor(row=table.get_row_index(failed.id))
+        await shoot(pilot, "runs-family")
+        await pilot.press("p")  # the failed run's replay: r lists what was relaunched from it
+        await wait_for(lambda: isinstance(pilot.app.screen, RunMonitorScreen) and pilot.app.screen.batches > 0,
+                       30, "the replay")
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(pilot.app.screen, RecoveryDialog), 10, "the recovery dialog of the replay")
+        await shoot(pilot, "dialog-recovery-relaunched")
+        await pilot.press("escape", "escape")
+        await pilot.pause()
         await pilot.press("q")
         await pilot.pause()
         if app.return_code is None:
@@ -231,7 +270,7 @@ if [ $((id % 53)) -eq 0 ]; then echo "guidellm: connection refused (http://vllm-
 echo "config $id: 1432.5 tok/s"
 """
 
-SWEEP_SIZE = (160, 48)
+SWEEP_SIZE = SWEEP_SIZE_DEFAULT
 
 
 async def sweep_flow(shoot: Shooter, state: Path) -> None:
@@ -488,11 +527,17 @@ FLOWS = {"main": main_flow, "recovery": recovery_flow, "sweep": sweep_flow, "tek
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIZE, SWEEP_SIZE  # --size sets the size of every flow's shots
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots", help="output directory")
     parser.add_argument("--only", choices=sorted(FLOWS), action="append",
                         help="regenerate only this flow's screenshots (repeatable; default: every flow)")
+    parser.add_argument("--size", metavar="WxH", help=f"terminal size of every shot (default {SIZE[0]}x{SIZE[1]}; "
+                        f"the sweep view {SWEEP_SIZE_DEFAULT[0]}x{SWEEP_SIZE_DEFAULT[1]})")
     args = parser.parse_args(argv)
+    if args.size:
+        width, _, height = args.size.partition("x")
+        SIZE = SWEEP_SIZE = (int(width), int(height))
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.pop("NO_COLOR", None)
     shoot = Shooter(args.out)

@@ -99,6 +99,8 @@ class SweepdeckApp(App[int]):
         monitor_factory: ``controller -> Screen``.
         install_signals: Leave at once on SIGTERM/SIGHUP or a lost terminal (:class:`tui.terminal.TerminalGuard`).
         cleanup_timeout: Bound of the cleanup on quit, seconds.
+        colours16: The terminal shows 16 colours (:func:`tui.terminal.has_16_colours`): the
+            cursor row gets terminal colours of its own (app.tcss, ``-c16``).
     """
 
     TITLE = "sweepdeck"
@@ -120,6 +122,7 @@ class SweepdeckApp(App[int]):
         monitor_factory: Callable[[Any], Screen] | None = None,
         install_signals: bool = True,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
+        colours16: bool = False,
     ) -> None:
         user_keys = keys.keymap(settings.keys, _other_binding_ids()) if settings.keys else {}
         if "palette" in user_keys:
@@ -131,7 +134,7 @@ class SweepdeckApp(App[int]):
         if self.user_keys:
             self.set_keymap(self.user_keys)
         self._backends_arg = backends
-        self._backend_cache: dict[tuple[str, str | None], Backend] = {}
+        self._backend_cache: dict[tuple[str | None, ...], Backend] = {}  # (name, profile[, demonstration])
         self.store = store or RunStore()
         self.registry = registry if registry is not None else REGISTRY
         self.today = today
@@ -146,6 +149,7 @@ class SweepdeckApp(App[int]):
         self.monitor_factory = monitor_factory or _default_monitor_factory
         self.install_signals = install_signals
         self.cleanup_timeout = cleanup_timeout
+        self.colours16 = colours16
         self.controllers: list[Any] = []
         self._guard: Any = None
         self._quitting = False
@@ -161,6 +165,8 @@ class SweepdeckApp(App[int]):
     # ------------------------------------------------------------- lifecycle
 
     def on_mount(self) -> None:
+        if self.colours16:
+            self.add_class("-c16")  # app.tcss names terminal colours for the cursor there
         self.push_screen(RunsScreen())
         if self.install_signals:
             from tui.terminal import TerminalGuard
@@ -189,12 +195,21 @@ class SweepdeckApp(App[int]):
 
     # -------------------------------------------------------------- backends
 
-    def backend_for(self, name: str, profile: str | None = None) -> Backend:
+    def backend_for(self, name: str, profile: str | None = None, *, demo: str | None = None) -> Backend:
         """The backend for ``name``/``profile``, created once and reused.
 
+        Args:
+            name: Backend name.
+            profile: Profile name (None: the backend's default).
+            demo: A failure the local backend's simulator demonstrates (``oom``...,
+                ``sweepdeck sim serve --fail``): the same backend with ``sim_args``.
+
         Raises:
-            SweepdeckError: no such backend (or it cannot be created).
+            SweepdeckError: no such backend (or it cannot be created), or a demonstration
+                asked of a backend that has no simulator.
         """
+        if demo:
+            return self._demo_backend(name, profile, demo)
         key = (name, profile)
         if key in self._backend_cache:
             return self._backend_cache[key]
@@ -213,6 +228,21 @@ class SweepdeckApp(App[int]):
             backend = value if isinstance(value, Backend) and not isinstance(value, type) else value(name, profile)
         else:
             backend = source(name, profile)
+        self._backend_cache[key] = backend
+        return backend
+
+    def _demo_backend(self, name: str, profile: str | None, demo: str) -> Backend:
+        """The local backend again, its simulator started with ``--fail DEMO`` (a labelled demonstration)."""
+        key = (name, profile, demo)
+        cached = self._backend_cache.get(key)
+        if cached is not None:
+            return cached
+        base: Any = self.backend_for(name, profile)
+        if name != "local" or not hasattr(base, "sim_args"):
+            raise SweepdeckError(f"The {name} backend has no simulator to demonstrate a failure with.",
+                                 "Demonstrations run on the local backend with the built-in simulator.")
+        backend = type(base)(base.settings, base.profile, registry=base.registry,
+                             sim_args=[*base.sim_args, "--fail", demo])
         self._backend_cache[key] = backend
         return backend
 
@@ -342,7 +372,31 @@ class SweepdeckApp(App[int]):
     def action_show_help(self) -> None:
         if isinstance(self.screen, HelpDialog):
             return
-        self.push_screen(HelpDialog(self.user_keys, self._other_rows()))
+        screen = self.screen
+        title = "This screen" + (f": {screen.sub_title}" if getattr(screen, "sub_title", "") else "")
+        self.push_screen(HelpDialog(self.user_keys, self._other_rows(), here=self._here_rows(), here_title=title))
+
+    def _here_rows(self) -> list[tuple[str, str, str]]:
+        """``(key, id, what)`` of every binding that works on the current screen now (help shows them first)."""
+        rows: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
+        try:
+            active = self.screen.active_bindings
+        except Exception:  # noqa: BLE001 - a screen being torn down: help still lists every key
+            return rows
+        for key, active_binding in active.items():
+            binding = active_binding.binding
+            spec = keys.BY_ID.get(binding.id or "")
+            if binding.system or not binding.description or (not binding.show and spec is None):
+                continue  # widget internals (cursor moves...)
+            name = binding.id or binding.action
+            if name in seen:
+                continue
+            seen.add(name)
+            shown = keys.display_key(keys.effective_key(spec, self.user_keys)) if spec else keys.display_key(key)
+            what = (spec.help if spec else "") or binding.tooltip or binding.description
+            rows.append((shown, binding.id or "—", what))
+        return rows
 
     def _other_rows(self) -> list[tuple[str, str, str, str]]:
         """Bindings of the current screen that :mod:`tui.bindings` does not list."""
@@ -509,7 +563,9 @@ def run_app(args: Any) -> int:
 
     settings = load_settings(getattr(args, "config", None), getattr(args, "catalog_dir", None))
     settings.catalogs.validate()
-    app = SweepdeckApp(settings)
+    from tui.terminal import has_16_colours
+
+    app = SweepdeckApp(settings, colours16=has_16_colours())
     reconcile_store(app.store)  # a run whose supervisor is gone is never shown as running
     try:
         result = app.run()

@@ -30,6 +30,9 @@ class KeySpec:
         priority: Fire even when an input has focus.
         palette: Offer in the command palette.
         help: Longer text for help and the palette.
+        also: A key the focused widget answers with the same action (the
+            wizard's rows and inputs take ``enter`` as Next); the footer shows
+            it next to ``key``.
     """
 
     id: str
@@ -41,6 +44,7 @@ class KeySpec:
     priority: bool = False
     palette: bool = True
     help: str = ""
+    also: str = ""
 
     def binding(self) -> Binding:
         return Binding(
@@ -59,7 +63,8 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("quit", "q", "app.request_quit", "Quit", help="Quit (asks what to do with live runs)"),
     KeySpec("interrupt", "ctrl+c", "app.request_quit", "Quit", show=False, priority=True, palette=False,
             help="Ctrl+C: same as quit, works everywhere"),
-    KeySpec("help", "question_mark", "app.show_help", "Help", help="List every key binding"),
+    KeySpec("help", "question_mark,f1", "app.show_help", "Help",
+            help="List every key binding, this screen's first (f1 too: it works while you type in a field)"),
     KeySpec("quick_command", "colon", "app.quick_command", "Quick cmd",
             help="Type an experiment in one line: llama3-70b chatbot TP=4"),
     KeySpec("show_runs", "ctrl+o", "app.show_runs", "Runs", show=False,
@@ -109,8 +114,8 @@ KEYS: tuple[KeySpec, ...] = (
             help="Unroll the highlighted matrix parameter (or stop unrolling it)"),
     KeySpec("matrix_close", "escape", "close", "Back", scope="matrix", help="Close the matrix screen"),
     # wizard (every step)
-    KeySpec("wizard_next", "ctrl+right,f8", "next_step", "Next", scope="wizard", priority=True,
-            help="Next step (Launch on the pre-flight step)"),
+    KeySpec("wizard_next", "f8,ctrl+right", "next_step", "Next", scope="wizard", priority=True, also="enter",
+            help="Next step, on every step (Launch on the pre-flight step); enter does the same (not in an editor)"),
     KeySpec("wizard_back", "escape,ctrl+left", "previous_step", "Back", scope="wizard",
             help="Previous step (closes the wizard on the first step)"),
     # model step
@@ -135,9 +140,12 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("choose_backend", "b", "choose_backend", "Backend", scope="summary", help="Choose the backend / profile"),
     # pre-flight step
     KeySpec("rerun_preflight", "r", "rerun", "Re-run", scope="preflight", help="Run the pre-flight checks again"),
-    KeySpec("override_warnings", "o", "override", "Override warn", scope="preflight",
+    KeySpec("override_warnings", "o", "override", "Override", scope="preflight",
             help="Launch despite warnings (failures always block)"),
-    KeySpec("launch", "l", "launch", "Launch", scope="preflight", help="Launch the experiment"),
+    KeySpec("launch", "l", "launch", "Launch", scope="preflight", show=False,
+            help="Launch the experiment (enter and f8 do it too on this step)"),
+    KeySpec("edit_from_check", "e", "edit_setting", "Edit it", scope="preflight",
+            help="Go back to the vLLM review with the setting the highlighted check's fix names (TP 1…), to edit"),
     KeySpec("apply_remedy", "f", "remedy", "Fix it", scope="preflight",
             help="Let the backend fix the selected failing check (e.g. create the namespace); asks first"),
     # the sweep view (the run monitor of an Argo work-queue sweep)
@@ -173,6 +181,27 @@ SCOPE_TITLES = {
     "sweep_group": "Failure group (drill-in)",
     "results_list": "Results list",
     "results": "Results and compare",
+}
+
+
+#: The keys each screen's footer never drops, most important first (tui.widgets.footer).
+#: A screen names its sets in ``FOOTER``; the wizard adds its step's set to ``wizard``.
+#: Everything else shows while the row has room and is always in help (?).
+GLOBAL_ESSENTIAL = ("help", "quick_command", "quit")
+ESSENTIAL: dict[str, tuple[str, ...]] = {
+    "runs": ("new_experiment", "open_run", "filter_runs", *GLOBAL_ESSENTIAL),
+    "wizard": ("wizard_next", "wizard_back", *GLOBAL_ESSENTIAL),
+    "model": ("filter_models",),
+    "workload": ("custom_workload", "preset_workload"),
+    "review": ("edit_value", "confirm_changes"),
+    "summary": ("edit_id", "choose_backend"),
+    "preflight": ("apply_remedy", "edit_from_check", "rerun_preflight", "override_warnings"),
+    "monitor": ("monitor_back", "monitor_recovery", "monitor_cancel_run", "help", "quit"),
+    "sweep": ("sweep_reset_stale", "sweep_next_section"),
+    "results": ("results_close", "results_next_tab", "results_next_plot", "results_export", "help", "quit"),
+    "results_list": ("results_list_open", "results_list_mark", "results_list_compare", "results_list_close",
+                     "help", "quit"),
+    "matrix": ("matrix_go", "matrix_close", "help"),
 }
 
 

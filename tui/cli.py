@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Keyboard-driven dashboard for vLLM benchmark experiments. "
             "With no command, opens the full-screen app."
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(parser)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
@@ -46,7 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(sub)
+    parser.epilog = every_command(sub)
     return parser
+
+
+def every_command(sub: argparse._SubParsersAction) -> str:
+    """The epilog of ``sweepdeck --help``: every command and every action of it, from the parsers themselves.
+
+    The list above it shows the commands; commands with actions (``tekton``,
+    ``queue``…) list their actions here, so ``tekton run-pr`` and ``tekton
+    cancel`` are found from the top-level help.
+    """
+    lines = ["every command (sweepdeck COMMAND [ACTION] --help for its options):"]
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    for name, parser in sub.choices.items():
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            lines.append(f"  {name:<24}{helps.get(name, '')}")
+            continue
+        action_helps = {a.dest: a.help or "" for a in actions[0]._choices_actions}
+        for action in actions[0].choices:
+            lines.append(f"  {name + ' ' + action:<24}{action_helps.get(action, '')}")
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _wrap(line: str, width: int = 100) -> str:
+    import textwrap
+
+    if len(line) <= width:
+        return line
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=" " * 26))
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_config(args)
         if args.subcommand is None:
             from tui.commands import tui_main
 
@@ -74,6 +105,22 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def check_config(args: argparse.Namespace) -> None:
+    """Read and validate the whole config file before any command runs.
+
+    A misspelt key anywhere in the file (a profile the command does not use,
+    ``keys:``) fails every command with the file, the key and what was
+    expected — not only the commands that happen to read that part.
+
+    Raises:
+        SweepdeckError: the file (``--config``, ``$SWEEPDECK_CONFIG`` or the
+            default one) is unreadable or invalid.
+    """
+    from config.settings import load_settings
+
+    load_settings(getattr(args, "config", None), getattr(args, "catalog_dir", None))
 
 
 if __name__ == "__main__":  # pragma: no cover

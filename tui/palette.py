@@ -46,6 +46,7 @@ TITLES = {
     "override_warnings": "Override pre-flight warnings",
     "launch": "Launch",
     "apply_remedy": "Pre-flight: apply the offered fix",
+    "edit_from_check": "Pre-flight: change the setting a check names, in the review",
     "sweep_reset_stale": "Reset stale configs (back to pending)",
     "sweep_next_section": "Sweep: next section",
     "sweep_previous_section": "Sweep: previous section",
@@ -85,10 +86,6 @@ class SweepdeckCommands(Provider):
             seen.add(spec.action.removeprefix("app."))
             key = keys.display_key(keys.effective_key(spec, user_keys))
             yield TITLES.get(spec.id, spec.description), spec.help, key, partial(screen.run_action, spec.action)
-        # "New experiment" works from every screen, not only from the runs list.
-        if "new_experiment" not in seen:
-            seen.add("new_experiment")
-            yield "New experiment", "Start the new-experiment wizard", "", partial(app.run_action, "new_experiment")
         try:
             # Every node from the focused widget up to the app (not only the
             # binding that wins a key: "enter" opens a run *and* selects a row).
@@ -113,6 +110,12 @@ class SweepdeckCommands(Provider):
                         keys.display_key(shown_key),
                         partial(_run, node, binding.action),
                     )
+        # "New experiment" works from every screen; its key is the runs list's (named so elsewhere).
+        if "new_experiment" not in seen:
+            seen.add("new_experiment")
+            spec = keys.BY_ID["new_experiment"]
+            key = keys.display_key(keys.effective_key(spec, user_keys)) + " on the runs list"
+            yield TITLES["new_experiment"], spec.help, key, partial(app.run_action, "new_experiment")
         # The matrix sweep too (after the screen's own bindings: on the runs list it shows its key).
         if "matrix_sweep" not in seen and hasattr(app, "action_matrix_sweep"):
             spec = keys.BY_ID["matrix_sweep"]

@@ -30,7 +30,7 @@ import select
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 #: Seconds between the terminal's loss and a forced exit (the issue's bound is 5 s).
 EXIT_WITHIN = 3.0
@@ -127,3 +127,20 @@ def print_after_exit(lines: list[str]) -> None:
 
 
 __all__ = ["EXIT_WITHIN", "TerminalGuard", "print_after_exit"]
+
+
+def has_16_colours(environ: dict[str, str] | None = None) -> bool:
+    """Whether the terminal shows only 16 colours, decided the way Textual's console decides.
+
+    ``TERM=screen`` (tmux and screen without a 256-colour TERM), ``TERM=linux`` (the
+    console), ``xterm`` without ``-256color``: the theme's colours are drawn with the
+    nearest of 16 there, and rows of different colours can come out the same.
+    ``TEXTUAL_COLOR_SYSTEM`` overrides the detection, as it does for Textual.
+    """
+    from rich.console import Console
+    from textual import constants
+
+    env = dict(os.environ if environ is None else environ)
+    system: Any = env.get("TEXTUAL_COLOR_SYSTEM", constants.COLOR_SYSTEM if environ is None else "auto")
+    console = Console(color_system=system, force_terminal=True, _environ=env)
+    return console.color_system in ("standard", "windows")

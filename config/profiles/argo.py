@@ -18,8 +18,8 @@ FIELDS = {
                                 check=dns_name),
     # An opaque id ("llama3-70b-v2", a UUID); a bare number in YAML is accepted and used as text.
     "model_version_id": Field((str, int), None, "model version to sweep (an opaque id such as llama3-70b-v2)"),
-    "batch_size": Field(int, 100, check=positive),
-    "max_parallel_pods": Field(int, 50, check=positive),
+    "batch_size": Field(int, 100, "configs a worker claims at a time (the queue API allows 1-500)", check=positive),
+    "max_parallel_pods": Field(int, 50, "worker pods the Workflow runs at once", check=positive),
     "image": Field(str, None, "image the workflow's steps run (default: the template's sweepdeck:latest)"),
     "endpoint": Field(str, None, "OpenAI-compatible server the workers benchmark (default: the template's)"),
     "poll_interval": Field(float, 2.0, "seconds between queue progress reads", check=positive),

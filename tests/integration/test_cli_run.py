@@ -330,6 +330,11 @@ def test_retry_with_a_suggested_fix():
     assert "engine.max_num_seqs: 256 -> 128 (OVERRIDE, recovery fix)" in res.stdout
     meta = json.loads((runs_dir() / "cli-retry-fix" / "meta.json").read_text())
     assert meta["parent"] == "cli-retry" and meta["state"] == "succeeded"
+    # the same fix again is refused, naming the run it made; --again launches it anyway
+    again = sweepdeck("run", "--retry", "cli-retry", "--fix", "3", "--yes", "--port", str(port),
+                      "--sim-fail", "oom", *FAST)
+    assert again.returncode == 2 and "already relaunched with fix 3 (Reduce batch) as cli-retry-fix" in again.stderr
+    assert "--again" in again.stderr and not (runs_dir() / "cli-retry-fix-2").exists()
 
 
 def _assert_clean_failure(res, private_dirs, before, port: int) -> None:

@@ -15,3 +15,14 @@ def utc(monkeypatch):
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture(autouse=True)
+def fixed_run_store_check(monkeypatch):
+    """The shared pre-flight check names the run store's path and its free space: fixed words here,
+    so a snapshot does not depend on the test's temp dir or the disk."""
+    import backends.preflight as preflight
+    from backends.base import Check
+
+    fixed = Check("Run store writable", "pass", "~/.local/state/sweepdeck/runs is writable, 120.0 GB free")
+    monkeypatch.setattr(preflight, "state_dir_check", lambda store: fixed)

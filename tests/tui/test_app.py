@@ -98,13 +98,26 @@ async def test_runs_list_shows_saved_runs_with_state_words():
 
 
 async def test_runs_columns_fit_80_columns():
+    """At 80 columns each run takes two lines and keeps its model, workload, backend and start."""
     seed_store(state_root())
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         table = app.screen.query_one("#runs-table", DataTable)
-        assert [str(c.label) for c in table.ordered_columns] == ["State", "Run", "Workload", "Duration"]
+        assert [str(c.label) for c in table.ordered_columns] == ["State", "Run", "Duration"]
+        assert sum(c.get_render_width(table) for c in table.ordered_columns) <= 80 - 2  # no sideways scrolling
+        run = str(table.get_row("nov20-llama-3-8b-instruct-chatbot")[1])
+        assert run.splitlines()[0] == "nov20-llama-3-8b-instruct-chatbot"
+        from tests.tui.app_fakes import FIXED_NOW
+        from tui.screens.runs import format_started
+
+        started = format_started(FIXED_NOW - 3 * 86400)  # the seeded run's start, in this machine's zone
+        assert run.splitlines()[1].split(" · ") == ["Meta-Llama-3-8B-Instruct", "chatbot", "slurm", started]
+        assert str(table.get_row("nov21-mistral-7b-codesweep")[2]) == "1m35s"
         assert "DETACHED" in text_of(app.screen.query_one("#runs-detail", Static))
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        assert [str(c.label) for c in table.ordered_columns] == list(app.screen.COLUMNS)
 
 
 async def test_filter_runs():

@@ -414,7 +414,9 @@ async def test_choosing_a_tekton_profile_layers_values_yaml():
         assert isinstance(dialog, ChoiceDialog)
         options = dialog.query_one("#choice-options")
         ids = [o.id for o in options.options]
-        assert ids == ["local:", "slurm:alvis", "tekton:mert"]
+        # the simulator's failure demonstrations are offered under local (the local backend runs the simulator)
+        assert ids == ["local:", "local::oom", "local::model-not-found", "local::trust-remote-code",
+                       "local::crash-after=20", "slurm:alvis", "tekton:mert"]
         options.highlighted = ids.index("tekton:mert")
         await pilot.press("enter")
         await pilot.pause()
@@ -447,7 +449,9 @@ async def test_preflight_failure_blocks_launch():
         await pilot.pause()
         await pilot.pause()
         step = wizard.query_one(PreflightStep)
-        assert step.checks is not None and len(step.checks) == 3  # the backend's two and the run store's
+        # the backend's two checks, then the ones every backend shares (the run store...)
+        assert step.checks is not None
+        assert [c.name for c in step.checks[:2]] == ["Simulator available", "Port 8000 free"]
         table = wizard.query_one("#preflight-table", DataTable)
         assert str(table.get_row("1")[0]) == "✗ FAIL"
         assert "Set local.port or stop pid 42" in text_of(wizard.query_one("#preflight-fix", Static))
@@ -616,7 +620,7 @@ async def test_preflight_remedy_runs_once_after_confirming_then_checks_rerun():
         assert app.screen is wizard
         assert backend.remedied == [(wizard.state.spec.experiment_id, "create_namespace", {"namespace": "mert"})]
         assert len(backend.preflighted) == runs_before + 1  # pre-flight ran again
-        assert [c.status for c in step.checks] == ["pass", "pass", "pass"]  # the backend's two and the run store
+        assert [c.status for c in step.checks[:2]] == ["pass", "pass"]  # then the shared checks (run store)
         assert any("namespace mert created" in n.message for n in app._notifications)
         assert "f: " not in text_of(wizard.query_one("#preflight-fix", Static))
         assert "apply_remedy" not in {b.binding.id for b in wizard.active_bindings.values()}
@@ -643,7 +647,7 @@ async def test_preflight_remedy_declined_changes_nothing():
         assert app.screen is wizard
         assert backend.remedied == [] and not backend.namespace_exists
         assert len(backend.preflighted) == runs_before
-        assert [c.status for c in step.checks] == ["pass", "fail", "pass"]
+        assert [c.status for c in step.checks[:2]] == ["pass", "fail"]
         assert "BLOCKED" in text_of(wizard.query_one("#preflight-verdict", Static))
 
 
@@ -667,7 +671,7 @@ async def test_preflight_remedy_error_is_a_readable_notification():
         errors = [n for n in app._notifications if n.severity == "error"]
         assert errors and "Forbidden: cannot create namespaces." in errors[-1].message
         assert "Ask your cluster admin." in errors[-1].message and "Traceback" not in errors[-1].message
-        assert app.screen is wizard and [c.status for c in step.checks] == ["pass", "fail", "pass"]
+        assert app.screen is wizard and [c.status for c in step.checks[:2]] == ["pass", "fail"]
 
 
 # ------------------------------------------------- the BLIS campaign's inference-perf values

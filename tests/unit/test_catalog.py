@@ -180,12 +180,25 @@ def test_unknown_model_suggests_close_names(catalogs):
         ("blog", "contentgen"),
         ("documentation", "doc"),
         ("Summarization", "summarization"),
-        ("chatbto", "chatbot"),  # a typo close to a name
-        ("summarise", "summarization"),  # close to a keyword
     ],
 )
 def test_workload_matching(catalogs, word, preset):
     assert catalogs.workloads.match(word).name == preset
+
+
+@pytest.mark.parametrize(
+    "word, suggested",
+    [
+        ("chatbto", "chatbot"),  # a typo close to a name
+        ("chatbt", "chatbot"),
+        ("summarise", "summarization"),  # close to a keyword: its preset is suggested
+    ],
+)
+def test_a_misspelt_workload_is_never_taken_but_suggested(catalogs, word, suggested):
+    with pytest.raises(UnknownWorkload) as err:
+        catalogs.workloads.match(word)
+    assert suggested in err.value.suggestions
+    assert f"Did you mean: {', '.join(err.value.suggestions)}?" in err.value.hint
 
 
 def test_unknown_workload_lists_presets(catalogs):

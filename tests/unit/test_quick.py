@@ -402,3 +402,89 @@ def test_bad_memory_names_the_setting_and_an_example(cats):
     with pytest.raises(SweepdeckError) as err:
         q("llama2-7b memory=lots", cats)
     assert "memory" in err.value.message and "64Gi" in (err.value.message + (err.value.hint or ""))
+
+
+# ------------------------------------------------------- nothing guessed (issue 18)
+
+
+@pytest.fixture
+def mert_settings(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("profiles:\n  mert:\n    backend: tekton\n    namespace: mert\n"
+                   "  alvis:\n    backend: slurm\n    ssh_host: alvis2\n")
+    return load_settings(cfg)
+
+
+def test_a_misspelt_workload_is_never_taken_for_the_preset(cats):
+    from config.quick import UnknownWords
+
+    with pytest.raises(UnknownWords) as err:
+        q("qwen-1.5b chatbt", cats)
+    assert [u.word for u in err.value.unknown] == ["chatbt"]
+    assert ("chatbot", "workload preset") in err.value.unknown[0].suggestions
+    assert err.value.askable  # the app asks which word was meant
+    with pytest.raises(UnknownWords):
+        q("qwen-1.5b workload=chatbt", cats)  # as a value too
+
+
+def test_every_unknown_word_of_the_line_is_reported_at_once(cats, mert_settings):
+    from config.quick import UnknownWords
+
+    with pytest.raises(UnknownWords) as err:
+        q("qwen-1.5b chatbt tpp=2 on mertt", cats, settings=mert_settings)
+    assert [u.word for u in err.value.unknown] == ["chatbt", "tpp", "mertt"]
+    for word in ("'chatbt'", "'tpp'", "'mertt'"):
+        assert word in err.value.message
+    by_word = {u.word: dict(u.suggestions) for u in err.value.unknown}
+    assert "chatbot" in by_word["chatbt"]
+    assert by_word["tpp"].get("tp") == "setting"  # keys are suggested
+    assert by_word["mertt"].get("mert") == "profile, tekton"  # configured profiles are suggested
+
+
+def test_an_unconfigured_profile_names_the_configured_ones_not_a_workload_keyword(cats, mert_settings):
+    from config.quick import UnknownWords
+
+    profiles_without_alvis = {k: v for k, v in mert_settings.profiles.items() if k != "alvis"}
+    mert_settings.profiles = profiles_without_alvis
+    with pytest.raises(UnknownWords) as err:
+        q("qwen-1.5b chatbot on alvis", cats, settings=mert_settings)
+    (entry,) = err.value.unknown
+    assert entry.word == "alvis" and "no profile named 'alvis' is configured" in entry.note
+    assert "mert" in entry.note
+    assert all(word != "analysis" for word, _ in entry.suggestions)
+    assert "profiles (mert (tekton))" in err.value.hint
+
+
+def test_suggestions_come_from_models_presets_profiles_and_settings(cats, mert_settings):
+    from config.quick import UnknownWords
+
+    cases = {"qwen-1.5b chatbot on mrt": ("mert", "profile, tekton"),
+             "qwen-1.5b codesweap": ("codesweep", "workload preset"),
+             "qwen-1.5b chatbot max_model_lenn=2048": ("max_model_len", "setting"),
+             "llama2-7b chatbot on tekon": ("tekton", "backend")}
+    for text, (word, what) in cases.items():
+        with pytest.raises(UnknownWords) as err:
+            q(text, cats, settings=mert_settings)
+        assert (word, what) in err.value.unknown[0].suggestions, (text, err.value.unknown)
+    with pytest.raises(UnknownModel) as err:  # close to a model and no model named: a model suggestion
+        q("qwen-1.5c chatbot", cats)
+    assert ("qwen-1.5b", "model") in err.value.unknown[0].suggestions
+
+
+def test_unknown_words_and_bad_values_are_reported_together(cats):
+    from config.quick import UnknownWords
+
+    with pytest.raises(UnknownWords) as err:
+        q("llama2-7b chatbt tp two frobnicate", cats)
+    assert [u.word for u in err.value.unknown] == ["chatbt", "frobnicate"]
+    assert [p.message for p in err.value.problems] == ["tp needs a value, got 'two'."]
+    assert not err.value.askable  # a bad value cannot be answered by choosing a word
+    assert "'two'" not in [u.word for u in err.value.unknown]  # the value is not read again as a word
+
+
+def test_replace_word_changes_one_whole_word():
+    from config.quick import replace_word
+
+    assert replace_word("qwen-1.5b chatbt tp=2", "chatbt", "chatbot") == "qwen-1.5b chatbot tp=2"
+    assert replace_word("qwen chatbt tpp=2", "tpp", "tp") == "qwen chatbt tp=2"
+    assert replace_word("a-chatbt chatbt", "chatbt", "chatbot") == "a-chatbt chatbot"

@@ -42,6 +42,8 @@ def add_parser(subparsers) -> None:
         help="alone: do what pre-flight offers to fix (e.g. create a missing namespace) without asking; "
         "--fix N with --retry: apply the saved run's suggested fix N",
     )
+    what.add_argument("--again", action="store_true",
+                      help="with --retry RUN --fix N: launch fix N even though it was already launched from RUN")
     what.add_argument("--rate", metavar="R", help="request rate (requests/s) of the workload")
     where = p.add_argument_group("where")
     where.add_argument("--backend", "-b", help="local, slurm, tekton or argo (default: the config's default_backend)")
@@ -251,6 +253,7 @@ def _retry_spec(args):
             raise SweepdeckError(f"Run {args.retry!r} has {len(fixes)} suggested fixes, not {number}.", f"Fixes: {listing}")
         fix = fixes[number - 1]
     if fix is not None:
+        _refuse_repeated_fix(args, store, fix)
         new = apply_fix(spec, fix, store)
     else:
         import dataclasses
@@ -271,6 +274,23 @@ def _retry_spec(args):
     if args.experiment_id:
         new = new.set("experiment_id", args.experiment_id)
     return _workload_flags(args, new)
+
+
+def _refuse_repeated_fix(args, store, fix) -> None:
+    """The same fix was already launched from this run: say which run that was (``--again`` launches it again).
+
+    Not ``--yes``: scripts pass that to skip the confirmation, and a second
+    identical relaunch is rarely what they mean."""
+    from backends.lineage import relaunches
+    from config.errors import SweepdeckError
+
+    done = next((r for r in reversed(relaunches(store.list(), args.retry)) if r.same_fix(fix.changes)), None)
+    if done is not None and not args.again:
+        raise SweepdeckError(
+            f"Run {args.retry!r} was already relaunched with fix {args.fix} ({fix.label}) as {done.id}"
+            + (f" ({done.state})." if done.state else "."),
+            f"See that run (sweepdeck results show {done.id}), or add --again to launch the same fix once more.",
+        )
 
 
 def _finish(args, settings, spec, backend_name):

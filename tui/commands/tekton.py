@@ -17,7 +17,8 @@ import sys
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("tekton", help="Tekton: render (tektonc), transform-pr, install-shared, preflight, run")
+    p = sub.add_parser("tekton", help="Tekton: render (tektonc), transform-pr, run-pr, cancel, install-shared, "
+                                      "preflight, run")
     ts = p.add_subparsers(dest="tekton_command", metavar="ACTION", required=True)
 
     r = ts.add_parser("render", help="render a tektonc pipeline template (loop nodes, two Jinja passes)",

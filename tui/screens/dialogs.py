@@ -187,6 +187,62 @@ class DisambiguationDialog(ModalScreen["str | None"]):
         self.dismiss(None)
 
 
+class SpellingDialog(ModalScreen["str | None"]):
+    """Ask which word an unknown word of a quick command meant; answers the chosen word (never a guess).
+
+    Args:
+        word: The word as typed (``chatbt``).
+        text: The whole command, for context.
+        suggestions: ``(word, what it is)`` pairs, closest first.
+        note: What the word looked like it meant (``no profile named 'alvis' is configured``).
+    """
+
+    DEFAULT_CLASSES = "dialog-screen"
+    BINDINGS = [Binding("escape", "cancel", "Edit the line", id="spelling_cancel")]
+
+    def __init__(self, word: str, text: str, suggestions: list[tuple[str, str]] | tuple, note: str = "") -> None:
+        super().__init__()
+        self.word = word
+        self.text = text
+        self.suggestions = list(suggestions)
+        self.note = note
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="spelling-dialog", classes="dialog"):
+            yield Label(f"“{self.word}” is not a word sweepdeck knows", classes="dialog-title")
+            prompt = f"In: {self.text}\nDid you mean:"
+            if self.note:
+                prompt = f"In: {self.text}\n{self.note[0].upper()}{self.note[1:]}.\nDid you mean:"
+            yield Static(prompt, id="spelling-prompt")
+            items = []
+            for n, (word, what) in enumerate(self.suggestions, 1):
+                text = Text()
+                text.append(f"{n}. {word}", style="bold")
+                text.append(f" — {what}")
+                items.append(Option(text, id=f"s{n - 1}"))
+            yield OptionList(*items, id="spelling-options")
+            yield Static("↑/↓ choose · enter or 1-9 use it · esc: edit the line yourself", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        options.highlighted = 0
+        options.focus()
+
+    def on_key(self, event) -> None:
+        if event.character and event.character.isdigit():
+            n = int(event.character)
+            if 1 <= n <= len(self.suggestions):
+                event.stop()
+                self.dismiss(self.suggestions[n - 1][0])
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.suggestions[int(str(event.option.id)[1:])][0])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 # -------------------------------------------------------------------- confirm
 
 
@@ -288,7 +344,14 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
     def show_error(self, exc: SweepdeckError) -> None:
         text = Text("✗ ERROR: ", style="bold")
         text.append(exc.message)
-        if exc.hint:
+        unknown = getattr(exc, "unknown", None)
+        if unknown is not None:
+            # one line per unknown word and per other problem: every problem of the line at once
+            for entry in unknown:
+                text.append("\n  " + entry.line())
+            for problem in getattr(exc, "problems", []):
+                text.append(f"\n  {problem.message}" + (f" {problem.hint}" if problem.hint else ""))
+        elif exc.hint:
             text.append("\n  " + exc.hint)
         error = self.query_one("#quick-error", Static)
         error.update(text)
@@ -314,8 +377,16 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
         self._try(text, None)
 
     def _try(self, text: str, choice: str | None) -> None:
+        from config.quick import UnknownWords
+
         try:
             spec = self.parse(text, choice)
+        except UnknownWords as exc:
+            if exc.askable:
+                self._ask_spelling(text, choice, list(exc.unknown))
+            else:
+                self.show_error(exc)
+            return
         except AmbiguousModel as exc:
             dialog = DisambiguationDialog.for_alias(self.catalogs, exc.alias)
 
@@ -335,6 +406,27 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
             return
         self.dismiss(spec)
 
+    def _ask_spelling(self, text: str, choice: str | None, unknown: list) -> None:
+        """Ask about each unknown word in turn; then parse the line with the chosen words (shown in the box)."""
+        from config.quick import replace_word
+
+        if not unknown:
+            self.query_one(Input).value = text
+            self._try(text, choice)
+            return
+        first, rest = unknown[0], unknown[1:]
+
+        def chosen(word: str | None) -> None:
+            if word is None:  # the user edits the line instead
+                box = self.query_one(Input)
+                box.value = text
+                box.focus()
+                self.show_error(SweepdeckError(f"{first.word!r} is not a known word.", first.line()))
+                return
+            self._ask_spelling(replace_word(text, first.word, word), choice, rest)
+
+        self.app.push_screen(SpellingDialog(first.word, text, first.suggestions, first.note), chosen)
+
     def action_cancel(self) -> None:
         self.dismiss(None)
 
@@ -342,25 +434,80 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
 # ----------------------------------------------------------------------- help
 
 
+class HelpKeys(Static):
+    """The keys as three columns; a long description wraps in its own column (a hanging indent).
+
+    Args:
+        rows: ``(where, key, id, what)``; a new ``where`` starts a titled section.
+    """
+
+    DEFAULT_CSS = "HelpKeys { width: 1fr; }"  # the wrapping follows the dialog's width, not the text's
+    KEY_WIDTH = 14
+    ID_WIDTH = 24
+
+    def __init__(self, rows: list[tuple[str, str, str, str]], **kw: Any) -> None:
+        super().__init__(help_text(rows, 100, self.KEY_WIDTH, self.ID_WIDTH), **kw)
+        self.rows = rows
+        self._laid_out_at = 0
+
+    def on_resize(self) -> None:
+        # the wrapping depends on the width, known only now (and after every resize)
+        if self.size.width and self.size.width != self._laid_out_at:
+            self._laid_out_at = self.size.width
+            self.update(help_text(self.rows, self.size.width, self.KEY_WIDTH, self.ID_WIDTH))
+
+
+def help_text(rows: list[tuple[str, str, str, str]], width: int, key_width: int = 14, id_width: int = 24) -> Text:
+    """The help table as text ``width`` columns wide, descriptions wrapped under themselves."""
+    import textwrap
+
+    what_width = max(20, width - key_width - id_width - 2)
+    indent = " " * (2 + key_width + id_width)
+    text = Text()
+    last = None
+    for where, key, bid, what in rows:
+        if where != last:
+            last = where
+            text.append(("\n" if text else "") + where + "\n", style="bold underline")
+        text.append(f"  {key:<{key_width - 1}} ", style="bold")
+        text.append(f"{bid:<{id_width - 1}} ", style="italic")
+        lines = textwrap.wrap(what, what_width) or [""]
+        text.append(lines[0] + "\n")
+        for line in lines[1:]:
+            text.append(indent + line + "\n")
+    return text
+
+
 class HelpDialog(ModalScreen[None]):
-    """Every key binding with its id (for remapping) and key.
+    """Every key binding with its id (for remapping) and key; the keys of the screen underneath first.
 
     Args:
         user_keys: The user's remapping (binding id → key).
         other: Extra ``(scope title, key, id, description)`` rows — bindings of
             the screen underneath that are not in :mod:`tui.bindings`.
+        here: The rows of the screen underneath (what works there now), shown first.
+        here_title: Its section title.
     """
 
     DEFAULT_CLASSES = "dialog-screen"
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
+    BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close", id="help_close")]
 
-    def __init__(self, user_keys: dict[str, str], other: list[tuple[str, str, str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        user_keys: dict[str, str],
+        other: list[tuple[str, str, str, str]] | None = None,
+        *,
+        here: list[tuple[str, str, str]] | None = None,
+        here_title: str = "This screen",
+    ) -> None:
         super().__init__()
         self.user_keys = user_keys
         self.other = other or []
+        self.here = here or []
+        self.here_title = here_title
 
     def rows(self) -> list[tuple[str, str, str, str]]:
-        out = []
+        out = [(self.here_title, key, bid, what) for key, bid, what in self.here]
         for spec in keys.KEYS:
             key = keys.effective_key(spec, self.user_keys)
             out.append((keys.SCOPE_TITLES.get(spec.scope, spec.scope), keys.display_key(key), spec.id, spec.help or spec.description))
@@ -368,23 +515,14 @@ class HelpDialog(ModalScreen[None]):
         out.extend(self.other)
         return out
 
-    def render_keys(self) -> Text:
-        text = Text()
-        last = None
-        for where, key, bid, what in self.rows():
-            if where != last:
-                last = where
-                text.append(("\n" if text else "") + where + "\n", style="bold underline")
-            text.append(f"  {key:<16}", style="bold")
-            text.append(f"{bid:<20}", style="italic")
-            text.append(f"{what}\n")
-        return text
+    def render_keys(self, width: int = 100) -> Text:
+        return help_text(self.rows(), width)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-dialog", classes="dialog"):
             yield Label("Keys", classes="dialog-title")
             with VerticalScroll(id="help-scroll"):
-                yield Static(self.render_keys(), id="help-keys")
+                yield HelpKeys(self.rows(), id="help-keys")
             yield Static(
                 "Remap a key in your config by its id:  keys: {new_experiment: ctrl+n}  · ↑/↓ scroll · esc closes",
                 classes="dialog-help",
@@ -474,7 +612,8 @@ class ChoiceDialog(ModalScreen["str | None"]):
 
 
 __all__ = [
-    "ChoiceDialog", "CleanupScreen", "ConfirmDialog", "DisambiguationDialog", "HelpDialog",
+    "ChoiceDialog", "CleanupScreen", "ConfirmDialog", "DisambiguationDialog", "HelpDialog", "HelpKeys",
+    "SpellingDialog",
     "QuickCommandDialog", "QuitDialog", "TextInputDialog", "model_details",
     "QUIT_CANCEL", "QUIT_CLEANUP", "QUIT_DETACH",
 ]

@@ -21,10 +21,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, RadioButton, RadioSet, Select, Static
+from textual.widgets import Checkbox, DataTable, Header, Input, Label, RadioButton, RadioSet, Select, Static
 
 from config.errors import SweepdeckError
 from tui import bindings as keys
+from tui.widgets.footer import KeyFooter
 from backends.tekton.launch_matrix import MODES, MatrixFile, MatrixLaunch, MatrixPlan, matrix_spec
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class MatrixScreen(Screen):
     """
 
     SCOPE = "matrix"
+    FOOTER = ("matrix",)
     BINDINGS = keys.bindings("matrix")
 
     def __init__(self, path: str = "") -> None:
@@ -116,7 +118,7 @@ class MatrixScreen(Screen):
                     yield Input("", id="matrix-namespace", compact=True, placeholder="namespace")
                 yield Static("", id="matrix-preview")
                 yield Static("", id="matrix-checks")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Tekton matrix sweep"

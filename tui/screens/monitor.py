@@ -26,12 +26,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from backends.events import Alert, Fix, Notice
 from config.errors import SweepdeckError
 from tui.controller import EventBatch, RunController
 from tui.widgets.endpoint import EndpointPanel
+from tui.widgets.footer import KeyFooter
 from tui.widgets.logview import LogView
 from tui.widgets.metrics import MetricsPanel
 from tui.widgets.status import ICONS, StatusView, format_duration, state_category
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
     from config.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
+
+#: Below this many rows the monitor is laid out for a small terminal (see RunMonitorScreen._fit).
+SHORT = 30
+#: Below this many columns the header takes two lines when it must.
+NARROW = 100
 
 RUN_STATE_ICONS = {
     "created": "◌", "launching": "◐", "running": "▶", "cancelling": "◐", "succeeded": "✔",
@@ -66,6 +72,7 @@ class RunMonitorScreen(Screen):
     """
 
     CSS_PATH = "../styles/monitor.tcss"
+    FOOTER = ("monitor",)
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="monitor_back"),
@@ -109,10 +116,13 @@ class RunMonitorScreen(Screen):
         self._offered: set[int] = set()
         self._unsubscribe = None
         self._top_pct = 40
+        self._top_set = False  # the user resized the top row (then the screen size no longer picks it)
         self._split_pct = 55
+        self._split_set = False
         self._input_mode: str | None = None
         self._recovering = False
         self._pending_offer: Alert | None = None
+        self._relaunched: list = []
         self.batches = 0
 
     # --------------------------------------------------------------- layout
@@ -135,7 +145,7 @@ class RunMonitorScreen(Screen):
             Input(id="log-input"),
             id="pane-logs",
         )
-        yield Footer()
+        yield KeyFooter()
 
     def compose_extra(self) -> ComposeResult:
         """Panes a specialised monitor puts above the status row (the sweep view); none here."""
@@ -155,13 +165,30 @@ class RunMonitorScreen(Screen):
         if cap != self.controller.log_line_cap:
             self.controller.set_log_line_cap(cap)
         self.query_one("#log-input", Input).display = False
-        self._apply_sizes()
+        self._fit(self.app.size.width, self.app.size.height)
         self._subscribe(self.controller)
         if getattr(self.controller, "needs_replay", False):
             # a finished run opened from the runs list: show its saved events
             self.run_worker(self.controller.attach(), name="replay", exit_on_error=False)
         self.query_one("#log-view", LogView).focus()
         self.set_interval(1.0, self._update_header, name="monitor header")
+
+    def on_resize(self, event) -> None:
+        if self.is_mounted and self.query("#log-input"):
+            self._fit(event.size.width, event.size.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        """Small terminals (80×24): a taller top row so the metrics show, a one-line endpoint."""
+        short = height < SHORT
+        self.set_class(short, "-short")
+        self.set_class(width < NARROW, "-narrow")
+        if not self._top_set:
+            self._top_pct = 60 if short else 40
+        if not self._split_set:
+            self._split_pct = 50 if width < NARROW else 55  # the metrics lines need the columns too
+        self.query_one("#metrics-panel", MetricsPanel).set_compact(short)
+        self._apply_sizes()
+        self._update_header()
 
     def on_screen_resume(self) -> None:
         if self._pending_offer is not None and self.controller.child is None:
@@ -186,7 +213,20 @@ class RunMonitorScreen(Screen):
             self.post_message(self.RunEvents(batch, controller))
 
         self._unsubscribe = controller.subscribe(deliver)
+        self._relaunched = self._read_relaunches(controller)
         self._update_header()
+
+    def _read_relaunches(self, controller: RunController) -> list:
+        """The runs already relaunched from this one (read once per run shown; the run store is the record)."""
+        from backends.lineage import relaunches
+
+        store = getattr(controller, "store", None)
+        if store is None:
+            return []
+        try:
+            return relaunches(store.list(), controller.id)
+        except (OSError, SweepdeckError):
+            return []
 
     def switch_to(self, controller: RunController) -> None:
         """Show another run (a relaunch) in this monitor."""
@@ -305,11 +345,25 @@ class RunMonitorScreen(Screen):
     def _update_header(self) -> None:
         c = self.controller
         spec = c.spec
-        state = c.state
-        icon = RUN_STATE_ICONS.get(state, ICONS.get(state_category(state), "•"))
-        text = Text(no_wrap=True, overflow="ellipsis")
+        about, extra = Text(), Text()
+        facts = _described(c)
+        if facts and spec is not None:
+            # the backend describes this run better than engine settings do (a matrix PipelineRun)
+            about.append(facts)
+            extra.append(f" · {spec.model}", style="dim")
+        elif spec is not None:
+            about.append(f"{spec.model.rsplit('/', 1)[-1]} · {spec.workload.app}")
+            e = spec.engine
+            extra.append(f" · TP={e.tp} max_model_len={e.max_model_len} max_num_seqs={e.max_num_seqs}", style="dim")
+        self._show_header(self._header_head(), about, self._lineage(), extra)
+
+    def _header_head(self) -> Text:
+        """Run id, state, duration and backend: the part of the header that is never cut."""
+        c = self.controller
+        icon = RUN_STATE_ICONS.get(c.state, ICONS.get(state_category(c.state), "•"))
+        text = Text()
         text.append(f" {c.id} ", style="bold reverse")
-        text.append(f"  {icon} {state}", style="bold")
+        text.append(f"  {icon} {c.state}", style="bold")
         started = c.started_at
         if started:
             end = c.finished.ts if c.finished is not None else (None if not c.live else self._clock())
@@ -318,20 +372,50 @@ class RunMonitorScreen(Screen):
         backend = getattr(c.backend, "name", "") or (c.record.backend if c.record else "")
         if backend:
             text.append(f" · {backend}")
-        facts = _described(c)
-        if facts and spec is not None:
-            # the backend describes this run better than engine settings do (a matrix PipelineRun)
-            text.append(" · " + facts)
-            text.append(f" · {spec.model}", style="dim")
-        elif spec is not None:
-            text.append(f" · {spec.model} · {spec.workload.app}")
-            e = spec.engine
-            text.append(f" · TP={e.tp} max_model_len={e.max_model_len} max_num_seqs={e.max_num_seqs}", style="dim")
         if c.read_only:
             text.append(" · replay (read-only)", style="italic")
+        return text
+
+    def _lineage(self) -> list[tuple[str, str]]:
+        """``(words, run id)`` pairs: the run this one fixes, and the runs relaunched from it."""
+        c = self.controller
+        out: list[tuple[str, str]] = []
+        spec = c.spec
         if spec is not None and spec.parent:
-            text.append(f" · fix of {spec.parent}", style="italic")
-        self.query_one("#monitor-header", Static).update(text)
+            out.append(("fix of", spec.parent))
+        children = [r.id for r in self._relaunched]
+        child = getattr(c, "child", None)
+        if child is not None and getattr(child, "id", None) not in children:
+            children.append(child.id)
+        if children:
+            out.append(("relaunched as" if len(children) == 1 else f"relaunched {len(children)}×, last", children[-1]))
+        return out
+
+    def _show_header(self, head: Text, about: Text, lineage: list[tuple[str, str]], extra: Text | None = None) -> None:
+        """One line when everything fits, else two. What the run is comes first on the second line,
+        then its family (run ids shortened in the middle, never dropped), then the settings (``extra``)
+        for as long as there is room."""
+        extra = extra or Text()
+        width = max(20, (self.size.width or self.app.size.width) - 1)
+        family = Text()
+        for words, run_id in lineage:
+            family.append(f" · {words} {run_id}", style="italic")
+        full = Text.assemble(about, extra, family)
+        if head.cell_len + 3 + full.cell_len <= width:
+            self.query_one("#monitor-header", Static).update(Text.assemble(head, " · ", full))
+            return
+        second = about.copy()
+        if lineage:
+            room = width - second.cell_len - sum(len(words) + 4 for words, _ in lineage)
+            share = max(12, room // len(lineage))
+            for words, run_id in lineage:
+                second.append(f" · {words} {shorten_middle(run_id, share)}", style="italic")
+        if second.cell_len + extra.cell_len <= width:
+            second = Text.assemble(about, extra, second[about.cell_len:])
+        second.truncate(width, overflow="ellipsis")
+        text = head.copy()
+        text.truncate(width, overflow="ellipsis")
+        self.query_one("#monitor-header", Static).update(Text.assemble(text, "\n", second))
 
     @on(LogView.StatusChanged)
     def _log_status(self, message: LogView.StatusChanged) -> None:
@@ -375,10 +459,12 @@ class RunMonitorScreen(Screen):
         self.maximize(pane, container=False)
 
     def action_resize_top(self, step: int) -> None:
+        self._top_set = True
         self._top_pct = max(15, min(80, self._top_pct + step))
         self._apply_sizes()
 
     def action_resize_split(self, step: int) -> None:
+        self._split_set = True
         self._split_pct = max(20, min(80, self._split_pct + step))
         self._apply_sizes()
 
@@ -589,7 +675,9 @@ class RunMonitorScreen(Screen):
             return
         settings = getattr(self.app, "settings", None)
         catalogs = getattr(settings, "catalogs", None)
-        self.app.push_screen(RecoveryDialog(alert, self.controller.spec, catalogs, settings=settings), self._recover)
+        self._relaunched = self._read_relaunches(self.controller)  # a relaunch may have happened meanwhile
+        self.app.push_screen(RecoveryDialog(alert, self.controller.spec, catalogs, settings=settings,
+                                            relaunched=self._relaunched), self._recover)
 
     def _recover(self, choice: "Fix | ExperimentSpec | None") -> None:
         if choice is None:
@@ -629,9 +717,6 @@ class RunMonitorScreen(Screen):
             self.app.notify(exc.message, title="Run failed", severity="error", timeout=10)
 
 
-__all__ = ["Pane", "RunMonitorScreen"]
-
-
 def _described(controller: Any) -> str | None:
     """The run's facts as its backend describes them (None: the engine settings describe it)."""
     describe = getattr(controller.backend, "describe", None)
@@ -639,3 +724,16 @@ def _described(controller: Any) -> str | None:
         return None
     run, record = controller.run, controller.record
     return describe(controller.spec, run.handle if run is not None else None, record.meta if record is not None else None)
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """``nov22-llama-2-7b-hf-summarization`` → ``nov22-llam…summarization``: both ends of a run id
+    say which run it is (the date and the workload), so the middle goes first."""
+    if len(text) <= width or width < 5:
+        return text
+    tail = (width - 1) // 2 + (width - 1) % 2
+    head = width - 1 - tail
+    return f"{text[:head]}…{text[-tail:]}"
+
+
+__all__ = ["Pane", "RunMonitorScreen", "shorten_middle"]

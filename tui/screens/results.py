@@ -28,12 +28,13 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from backends.results.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
 from backends.results.model import Result, fmt
 from config.errors import SweepdeckError
 from tui import bindings as keys
+from tui.widgets.footer import KeyFooter
 from tui.widgets.results import (
     VERDICT_MARK,
     CompareTable,
@@ -107,6 +108,7 @@ class _TabbedResults(Screen):
     """What the results and compare screens share: loading in a thread, tab and plot keys, export."""
 
     SCOPE = "results"
+    FOOTER = ("results",)
     BINDINGS = keys.bindings("results")
     CSS_PATH = "../styles/results.tcss"
     TABS: tuple[str, ...] = ()
@@ -210,7 +212,7 @@ class ResultsScreen(_TabbedResults):
                 yield ResultPlot(id="results-plot")
             with TabPane("Files", id="tab-files"):
                 yield Static("", id="results-files")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"Results · {self.run_ids[0]}"
@@ -274,7 +276,7 @@ class CompareScreen(_TabbedResults):
             with TabPane("Settings that differ", id="tab-diff"):
                 yield Static("", id="compare-no-diff")
                 yield ConfigDiffTable(id="compare-diff")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"Compare · {len(self.run_ids)} runs"
@@ -326,6 +328,7 @@ class ResultsListScreen(Screen):
     """Every run that has results, with its headline figures."""
 
     SCOPE = "results_list"
+    FOOTER = ("results_list",)
     BINDINGS = keys.bindings("results_list")
     CSS_PATH = "../styles/results.tcss"
     COLUMNS = ("", "Run", "Source", "Model", "Points", "OK", "Failed", "Best tok/s", "TTFT p50", "E2E p50", "Finished")
@@ -342,7 +345,7 @@ class ResultsListScreen(Screen):
         yield Header()
         yield Static("", id="results-list-head")
         yield DataTable(id="results-list", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Results"

@@ -21,11 +21,12 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.fuzzy import FuzzySearch
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from config.durations import format_elapsed
 from config.errors import SweepdeckError
 from tui import bindings as keys
+from tui.widgets.footer import KeyFooter
 from tui.screens import themed
 from tui.screens.dialogs import ConfirmDialog
 
@@ -88,6 +89,9 @@ class RunRow:
     finished: float | None
     controller: Any = None
     record: Any = None
+    parent: str | None = None  # the run this one was relaunched from (a fix run)
+    fix: str = ""  # the fix's label, when it was relaunched with one
+    depth: int = 0  # how deep under its family's first run it is listed
 
     @property
     def live(self) -> bool:
@@ -95,22 +99,37 @@ class RunRow:
             return bool(getattr(self.controller, "live", False))
         return self.state not in FINISHED and self.state != "detached"
 
-    def cells(self, now: float, app: Any = None) -> tuple:
+    def duration(self, now: float) -> float | None:
         end = self.finished if self.finished else (now if self.state not in FINISHED + ("detached",) else None)
-        duration = end - self.started if (self.started and end) else None
-        model = self.model.rsplit("/", 1)[-1]
+        return end - self.started if (self.started and end) else None
+
+    def run_label(self, marked: bool = False) -> str:
+        """The run id, under its parent when it is a fix run (``↳``), with ◆ when marked for compare."""
+        prefix = ("  " * (self.depth - 1) + "↳ ") if self.depth else ""
+        return prefix + ("◆ " if marked else "") + self.id
+
+    def cells(self, now: float, app: Any = None, marked: bool = False) -> tuple:
+        """One cell per column of the wide layout (:data:`RunsScreen.COLUMNS`)."""
         return (
             state_label(self.state, app),
-            self.id,
-            model,
+            self.run_label(marked),
+            self.model.rsplit("/", 1)[-1],
             self.workload,
             self.backend,
             format_started(self.started),
-            format_duration(duration),
+            format_duration(self.duration(now)),
         )
 
+    def narrow_cells(self, now: float, app: Any = None, marked: bool = False) -> tuple:
+        """The cells of the two-line layout (80 columns): the run and, under it, what it ran where and when."""
+        run = Text(self.run_label(marked))
+        about = " · ".join(p for p in (self.model.rsplit("/", 1)[-1], self.workload, self.backend,
+                                        format_started(self.started)) if p)
+        run.append("\n" + ("  " * self.depth) + about, style="dim")
+        return (state_label(self.state, app), run, format_duration(self.duration(now)))
+
     def haystack(self) -> str:
-        return " ".join((self.id, self.backend, self.model, self.workload, self.state))
+        return " ".join((self.id, self.backend, self.model, self.workload, self.state, self.parent or ""))
 
 
 def collect_rows(store, controllers: list, records: list | None = None) -> list[RunRow]:
@@ -131,6 +150,8 @@ def collect_rows(store, controllers: list, records: list | None = None) -> list[
             started=rec.started,
             finished=rec.finished,
             record=rec,
+            parent=rec.meta.get("parent"),
+            fix=str((rec.meta.get("fix") or {}).get("label") or "") if isinstance(rec.meta.get("fix"), dict) else "",
         )
     for ctrl in controllers:
         run = getattr(ctrl, "run", None)
@@ -151,8 +172,23 @@ def collect_rows(store, controllers: list, records: list | None = None) -> list[
             finished=(old.finished if old and state in FINISHED else None),
             controller=ctrl,
             record=old.record if old else record,
+            parent=(old.parent if old else None) or getattr(spec, "parent", None),
+            fix=(old.fix if old else "") or str(getattr(getattr(ctrl, "fix", None), "label", "") or ""),
         )
-    return sorted(rows.values(), key=lambda r: (r.started or 0), reverse=True)
+    return in_families(sorted(rows.values(), key=lambda r: (r.started or 0), reverse=True))
+
+
+def in_families(rows: list[RunRow]) -> list[RunRow]:
+    """Newest first, with every fix run right under the run it fixes (``depth`` set)."""
+    from backends.lineage import family_order
+
+    by_id = {r.id: r for r in rows}
+    out = []
+    for run_id, depth in family_order((r.id, r.parent, r.started) for r in rows):
+        row = by_id[run_id]
+        row.depth = depth
+        out.append(row)
+    return out
 
 
 def leftovers_of(row: RunRow) -> list[dict]:
@@ -166,11 +202,13 @@ class RunsScreen(Screen):
     """Home: the runs table, a filter, and the keys to start or open runs."""
 
     SCOPE = "runs"
+    FOOTER = ("runs",)
     BINDINGS = keys.bindings("runs")
     COLUMNS = ("State", "Run", "Model", "Workload", "Backend", "Started", "Duration")
-    # Columns shown by terminal width (widest first); the detail line under the
-    # table always names the selected run's model and state in full.
-    LAYOUTS = ((118, (0, 1, 2, 3, 4, 5, 6)), (96, (0, 1, 2, 3, 5, 6)), (0, (0, 1, 3, 6)))
+    #: Below this width each run takes two lines: the run id, and under it its model,
+    #: workload, backend and start (nothing is dropped at 80 columns).
+    WIDE = 118
+    NARROW_COLUMNS = ("State", "Run", "Duration")
     REFRESH_SECONDS = 1.0
     # The run store is re-read when its directory changes, and at least this often
     # (a detached run's state changes inside its own directory).
@@ -181,7 +219,8 @@ class RunsScreen(Screen):
         self.rows: list[RunRow] = []
         self._shown: list[tuple] = []
         self._fuzzy = FuzzySearch()
-        self._cols: tuple[int, ...] = ()
+        self._cols: tuple[str, ...] = ()
+        self._widths: dict[str, int] = {}
         self._records: list | None = None
         self._records_key: tuple = ()
         self.marked: list[str] = []  # runs marked for compare, in marking order
@@ -197,7 +236,7 @@ class RunsScreen(Screen):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="runs-empty")
             yield Static("", id="runs-detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Runs"
@@ -217,17 +256,24 @@ class RunsScreen(Screen):
             self.refresh_rows()
 
     def _layout(self, width: int) -> bool:
-        """Pick the columns for ``width``; True when they changed."""
-        cols = next(c for w, c in self.LAYOUTS if width >= w)
-        if cols == self._cols:
+        """Pick the layout for ``width``; True when it changed."""
+        narrow = width < self.WIDE
+        cols = self.NARROW_COLUMNS if narrow else self.COLUMNS
+        # two-line rows: the run column takes what the state and duration leave (cell padding, scrollbar)
+        widths = {"State": 11, "Run": max(20, width - 11 - 8 - 3 * 2 - 2), "Duration": 8} if narrow else {}
+        if (cols, widths) == (self._cols, self._widths):
             return False
-        self._cols = cols
+        self._cols, self._widths = cols, widths
         table = self.query_one("#runs-table", DataTable)
         table.clear(columns=True)
-        for i in cols:
-            table.add_column(self.COLUMNS[i], key=self.COLUMNS[i])
+        for name in cols:
+            table.add_column(name, key=name, width=widths.get(name))
         self._shown = []
         return True
+
+    @property
+    def narrow(self) -> bool:
+        return self._cols == self.NARROW_COLUMNS
 
     def key_for(self, binding_id: str) -> str:
         return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], self.sd_app.user_keys))
@@ -247,19 +293,20 @@ class RunsScreen(Screen):
                     scored.append((score, row))
             rows = [r for _, r in sorted(scored, key=lambda sr: -sr[0])]
         now = app.clock()
-        shown = [(r.id, tuple(c for i, c in enumerate(r.cells(now, app)) if i in self._cols)) for r in rows]
-        shown = self._with_marks(shown)
+        cells = RunRow.narrow_cells if self.narrow else RunRow.cells
+        shown = [(r.id, cells(r, now, app, r.id in self.marked)) for r in rows]
         table = self.query_one("#runs-table", DataTable)
         if [s[0] for s in shown] == [s[0] for s in self._shown]:
-            for (run_id, cells), (_, old) in zip(shown, self._shown):
-                for col, (new_cell, old_cell) in enumerate(zip(cells, old)):
+            for (run_id, row_cells), (_, old) in zip(shown, self._shown):
+                for col, (new_cell, old_cell) in enumerate(zip(row_cells, old)):
                     if str(new_cell) != str(old_cell):
                         table.update_cell(run_id, table.ordered_columns[col].key, new_cell, update_width=True)
         else:
             current = self.selected_id()
             table.clear()
-            for run_id, cells in shown:
-                table.add_row(*cells, key=run_id)
+            height = 2 if self.narrow else 1
+            for run_id, row_cells in shown:
+                table.add_row(*row_cells, key=run_id, height=height)
             if current is not None:
                 ids = [s[0] for s in shown]
                 if current in ids:
@@ -348,7 +395,18 @@ class RunsScreen(Screen):
         if self.marked:
             hint.append(f"{len(self.marked)} marked · {self.key_for('compare_runs')}: compare")
         icon, word = STATES.get(row.state, ("?", row.state))
-        detail.update(f"{row.id} · {row.model} · {word.upper()} · " + " · ".join(hint))
+        detail.update(f"{row.id} · {row.model} · {word.upper()}{self._lineage(row)} · " + " · ".join(hint))
+
+    def _lineage(self, row: RunRow) -> str:
+        """`` · fix of X (Reduce context) · relaunched as Y``: the selected run's family."""
+        parts = []
+        if row.parent:
+            parts.append(f"fix of {row.parent}" + (f" ({row.fix})" if row.fix else ""))
+        children = [r.id for r in self.rows if r.parent == row.id]
+        if children:
+            parts.append(("relaunched as " if len(children) == 1 else f"relaunched {len(children)}×: ")
+                         + ", ".join(children))
+        return "".join(f" · {p}" for p in parts)
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _highlighted(self) -> None:
@@ -371,7 +429,11 @@ class RunsScreen(Screen):
 
     @on(Input.Submitted, "#runs-filter")
     def _filter_done(self) -> None:
-        self.query_one("#runs-table", DataTable).focus()
+        """enter in the filter opens the best match (the highlighted row), as enter on the list does."""
+        table = self.query_one("#runs-table", DataTable)
+        table.focus()
+        if table.row_count:
+            self.action_open_run()
 
     def on_key(self, event) -> None:
         box = self.query_one("#runs-filter", Input)
@@ -515,18 +577,6 @@ class RunsScreen(Screen):
         )
 
     # ------------------------------------------------------------- results
-
-    def _with_marks(self, shown: list[tuple]) -> list[tuple]:
-        """The run cell of a marked run starts with ◆ (the mark is a glyph, not only a colour)."""
-        if not self.marked or 1 not in self._cols:
-            return shown
-        col = self._cols.index(1)
-        out = []
-        for run_id, cells in shown:
-            if run_id in self.marked:
-                cells = cells[:col] + (f"◆ {cells[col]}",) + cells[col + 1:]
-            out.append((run_id, cells))
-        return out
 
     def action_mark_run(self) -> None:
         from backends.results.compare import MAX_RUNS

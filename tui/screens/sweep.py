@@ -33,8 +33,7 @@ from backends.events import Alert
 from config.errors import SweepdeckError
 from tui import bindings as keys
 from tui.controller import EventBatch, RunController
-from tui.screens.monitor import RUN_STATE_ICONS, Pane, RunMonitorScreen
-from tui.widgets.status import ICONS, format_duration, state_category
+from tui.screens.monitor import Pane, RunMonitorScreen
 from tui.widgets.sweep import SweepTable, SweepView, one_line
 
 log = logging.getLogger(__name__)
@@ -237,6 +236,7 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
     """
 
     CSS_PATH = ["../styles/monitor.tcss", "../styles/sweep.tcss"]
+    FOOTER = ("sweep", "monitor")
     # The sweep's keys come first so that the footer shows them first on a
     # narrow terminal; the monitor's own keys follow (inherit_bindings=False
     # takes the list as it is).
@@ -331,30 +331,22 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
         """Run id, state, duration; then what a sweep is about (model version, workflow,
         namespace) instead of the vLLM engine settings, which the workflow does not use."""
         c = self.controller
-        icon = RUN_STATE_ICONS.get(c.state, ICONS.get(state_category(c.state), "•"))
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f" {c.id} ", style="bold reverse")
-        text.append(f"  {icon} {c.state}", style="bold")
-        if c.started_at:
-            end = c.finished.ts if c.finished is not None else (None if not c.live else self._clock())
-            if end is not None:
-                text.append(f" · {format_duration(end - c.started_at)}")
-        text.append(" · argo")
+        about = Text()
         handle = dict(getattr(c.run, "handle", None) or {})
         meta = getattr(c.record, "meta", None) or {}
         sweep = getattr(c, "sweep", None)
         mvid = handle.get("model_version_id") or meta.get("model_version_id") or (sweep.model_version_id if sweep else None)
         if mvid:
-            text.append(f" · model version {mvid}")
+            about.append(f"model version {mvid}")
+        extra = Text()
         workflow = handle.get("workflow") or meta.get("workflow")
         namespace = handle.get("namespace") or meta.get("namespace") or (c.spec.namespace if c.spec else None)
         if workflow:
-            text.append(f" · workflow {workflow}", style="dim")
+            extra.append((" · " if about else "") + f"workflow {workflow}", style="dim")
         if namespace:
-            text.append(f" in {namespace}" if workflow else f" · namespace {namespace}", style="dim")
-        if c.read_only:
-            text.append(" · replay (read-only)", style="italic")
-        self.query_one("#monitor-header", Static).update(text)
+            extra.append(f" in {namespace}" if workflow else (" · " if about else "") + f"namespace {namespace}",
+                         style="dim")
+        self._show_header(self._header_head(), about, self._lineage(), extra)
 
     def _alert_hint(self, alert: Alert) -> str:
         if alert.kind == "stale-configs":

@@ -448,6 +448,7 @@ class LogView(ScrollView, can_focus=True):
         if self.following:
             # lines written before the first layout could not scroll yet
             self.scroll_end(animate=False, immediate=False, x_axis=False, force=True)
+        self._post_status()  # "long lines cut" depends on the width
 
     # ------------------------------------------------------------- rendering
 
@@ -728,12 +729,19 @@ class LogView(ScrollView, can_focus=True):
             parts.append(f"search '{self._search}' {current or 0}/{self.match_count:,}")
         if self._wrap:
             parts.append("wrap")
+        elif self.lines_cut:
+            parts.append("long lines cut: w wraps, ←/→ scroll")
         return " · ".join(parts)
+
+    @property
+    def lines_cut(self) -> bool:
+        """Some line is wider than the view (and wrap is off): the status line says so."""
+        return not self._wrap and self._width > self.scrollable_content_region.width > 0
 
     def _post_status(self) -> None:
         key = (self.paused, self.following, self.unseen, self.row_count, self.line_count, self.dropped,
                self._filter, self._filter_inverse, self._search, self._current, self.match_count, self._wrap,
-               len(self._held))
+               len(self._held), self.lines_cut)
         if key != self._status_key:
             self._status_key = key
             self.post_message(self.StatusChanged(self))

@@ -61,6 +61,13 @@ class MetricsPanel(Vertical):
         self.progress: Progress | None = None
         self.history: deque[float] = deque(maxlen=SPARK_POINTS)
         self.total: int | None = None
+        self.compact = False  # a short terminal: the sparkline without its label line
+
+    def set_compact(self, compact: bool) -> None:
+        """Leave out the sparkline's label line (an 80×24 terminal: the numbers and progress come first)."""
+        self.compact = compact
+        if self.is_mounted:
+            self._order()
 
     def compose(self) -> ComposeResult:
         yield Static(metrics_lines(None)[0], id="metrics-numbers")
@@ -92,6 +99,8 @@ class MetricsPanel(Vertical):
         # say "no measurements" under it; they come back with the first Metrics
         for widget in (numbers, self.query_one("#metrics-spark-label", Label), self.query_one("#metrics-spark", Sparkline)):
             widget.display = not first
+        if self.compact:
+            self.query_one("#metrics-spark-label", Label).display = False
 
     def reset(self) -> None:
         self.metrics = None

@@ -2,22 +2,23 @@
 
 One screen with one widget per step; the spec lives in
 :class:`~tui.screens.wizard.state.WizardState` and is kept across steps in
-both directions. Next (ctrl+→ / f8, or enter on a choice) commits the
+both directions. Next (enter on every step, or f8 / ctrl+→) commits the
 current step; Back (esc / ctrl+←) never loses anything.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Header, Static
+from textual.widgets import ContentSwitcher, Header, Static
 
 from tui import bindings as keys
 from tui.screens.wizard.state import WizardState
 from tui.screens.wizard.steps import ModelStep, PreflightStep, ReviewStep, Step, SummaryStep, WorkloadStep
+from tui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
     from config.spec import ExperimentSpec
@@ -42,6 +43,7 @@ class WizardScreen(Screen):
 
     SCOPE = "wizard"
     BINDINGS = keys.bindings("wizard")
+    FOOTER = ("wizard",)
 
     def __init__(self, state: WizardState, start: str = "model") -> None:
         super().__init__()
@@ -56,10 +58,24 @@ class WizardScreen(Screen):
             for step_id in STEP_IDS:
                 yield STEP_CLASSES[step_id](id=step_id, classes="wizard-step")
         yield Static("", id="wizard-status")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.go(self.index)
+
+    def footer_essential(self) -> tuple[str, ...]:
+        """The step's own keys first, then Next / Back and the keys of every screen."""
+        step = STEP_CLASSES[STEP_IDS[self.index]]
+        return tuple(dict.fromkeys(keys.ESSENTIAL.get(step.SCOPE, ()) + keys.ESSENTIAL["wizard"]))
+
+    def footer_description(self, binding_id: str | None) -> str | None:
+        """On the pre-flight step, Next is Launch."""
+        if binding_id == "wizard_next" and self.index == len(STEP_IDS) - 1:
+            return "Launch"
+        return None
+
+    def step_index(self, step_id: str) -> int:
+        return STEP_IDS.index(step_id)
 
     @property
     def step(self) -> Step:
@@ -133,7 +149,11 @@ class WizardScreen(Screen):
 
         spec = self.state.need_spec()
         try:
-            self.app.launch_spec(spec)  # type: ignore[attr-defined]
+            if self.state.sim_fail and spec.backend == "local":
+                app: Any = self.app
+                app.launch_spec(spec, backend=app.backend_for(spec.backend, spec.profile, demo=self.state.sim_fail))
+            else:
+                self.app.launch_spec(spec)  # type: ignore[attr-defined]
         except SweepdeckError as exc:
             # e.g. the experiment id was taken meanwhile: stay here, say why
             self.set_status(error_text(exc), error=True)

@@ -69,6 +69,16 @@ class ReviewRow:
     edit_text: str = ""
 
 
+#: The simulator's failure modes the wizard offers as demonstrations (backend choice, local):
+#: mode (``sweepdeck sim serve --fail MODE``) → what the user sees happen.
+SIM_DEMOS = {
+    "oom": "simulated CUDA OOM at startup (a smaller configuration starts)",
+    "model-not-found": "simulated model not found",
+    "trust-remote-code": "simulated need for --trust-remote-code",
+    "crash-after=20": "simulated engine crash after 20 requests",
+}
+
+
 @dataclass
 class WizardState:
     """Choices so far; :attr:`spec` is rebuilt from them when a choice changes."""
@@ -85,6 +95,8 @@ class WizardState:
     spec: ExperimentSpec | None = None
     confirmed: tuple = ()
     notes: list[str] = field(default_factory=list)
+    #: A failure the built-in simulator demonstrates (``oom``, ``crash-after=20``...; see :data:`SIM_DEMOS`).
+    sim_fail: str | None = None
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec, catalogs: Catalogs, **kw: Any) -> "WizardState":
@@ -403,6 +415,8 @@ class WizardState:
         """The skill's Step 6 summary: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
         spec = self.need_spec()
         lines = dict(spec.summary_lines())
+        if self.sim_fail and spec.backend == "local":
+            lines["Backend"] += f" · DEMONSTRATION: {SIM_DEMOS[self.sim_fail]}"
         core = ["Experiment ID", "Backend", "Namespace", "Model"]
         work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens", "Load", "Data", "API"]
         engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources", "Additional Args"]

@@ -6,6 +6,8 @@ a step to :meth:`Step.commit` before moving on (commit says what blocks).
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -19,6 +21,7 @@ from textual.widgets import DataTable, Input, Label, LoadingIndicator, Select, S
 from config import inference_perf
 from config.catalog import RATE_TYPES, ModelInfo
 from config.errors import SweepdeckError
+from config.spec import rate_text
 from tui import bindings as keys
 from tui.screens import themed
 from tui.screens.dialogs import ChoiceDialog, ConfirmDialog, DisambiguationDialog, TextInputDialog, model_details
@@ -39,6 +42,46 @@ def error_text(exc: SweepdeckError) -> Text:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class NamedSetting:
+    """A setting a pre-flight fix names as a command-line flag (``--tp 1``)."""
+
+    path: str  # field path in the spec (engine.tp)
+    label: str  # what the review calls it (TP)
+    value: str | None  # the value the fix suggests, if it gives one
+
+
+#: Command-line flags a backend's fix text may name → (field path, the review's word for it).
+FIX_FLAGS = {
+    "--tp": ("engine.tp", "TP"),
+    "--tensor-parallel-size": ("engine.tp", "TP"),
+    "--max-model-len": ("engine.max_model_len", "max_model_len"),
+    "--max-num-seqs": ("engine.max_num_seqs", "max_num_seqs"),
+    "--max-num-batched-tokens": ("engine.max_num_batched_tokens", "max_num_batched_tokens"),
+    "--image": ("engine.image", "the image"),
+}
+_FLAG_IN_TEXT = re.compile(
+    r"(?<![\w-])(" + "|".join(re.escape(f) for f in FIX_FLAGS) + r")(?:[ =](\S+?))?(?=[\s.,;)]|$)"
+)
+
+
+def in_app_terms(fix: str) -> tuple[str, NamedSetting | None]:
+    """A backend's fix text said the app's way: ``Use --tp 1`` → ``Use TP 1``, and the setting it names.
+
+    Backends write their fixes for the command line (``sweepdeck run --tp 1``);
+    in the app the same change is made in the vLLM review, so the flag is
+    replaced by the review's name for the setting and the pre-flight step
+    offers a key that goes there.
+    """
+    match = _FLAG_IN_TEXT.search(fix)
+    if match is None:
+        return fix, None
+    path, label = FIX_FLAGS[match.group(1)]
+    value = match.group(2)
+    said = f"{label} {value}" if value else label
+    return fix[: match.start()] + said + fix[match.end():], NamedSetting(path, label, value)
 
 
 class Step(Vertical):
@@ -131,6 +174,7 @@ class ModelStep(Step):
         self._rows = self.filtered(query)
         table.clear()
         models = self.state.catalogs.models
+        model_width, alias_width = self._widths()
         for kind, name in self._rows:
             if kind == "alias":
                 n = len(models.ambiguous[name]["options"])
@@ -138,14 +182,24 @@ class ModelStep(Step):
             else:
                 info = models.models[name]
                 table.add_row(
-                    name,
-                    ", ".join(info.aliases),
+                    _clip(name, model_width),
+                    _clip(", ".join(info.aliases), alias_width),
                     f"{info.size_gb:g} GB" if info.size_gb is not None else "",
                     ",".join(str(t) for t in info.tp),
                     f"{info.context_limit:,}" if info.context_limit else "",
                     key=f"model:{name}",
                 )
         self.show_detail()
+
+    def _widths(self) -> tuple[int, int]:
+        """Model id and aliases share what size, TP and context leave, so all five columns fit the terminal
+        (the highlighted model's id, aliases and facts are also in full under the table)."""
+        room = (self.app.size.width or 160) - 2 - 5 * 2 - (8 + 5 + 10)  # scrollbar, cell padding, the three facts
+        model = min(44, max(24, room * 3 // 5))
+        return model, max(12, room - model)
+
+    def on_resize(self) -> None:
+        self.fill()
 
     def highlighted(self) -> tuple[str, str] | None:
         table = self.query_one("#model-table", DataTable)
@@ -169,6 +223,8 @@ class ModelStep(Step):
             return
         info: ModelInfo = models.models[name]
         text = Text(f"{name}", style="bold")
+        if info.aliases:
+            text.append(f" ({', '.join(info.aliases)})")
         text.append(f"  {model_details(info)}")
         if info.notes:
             text.append(f"\n{info.notes}")
@@ -323,13 +379,25 @@ class WorkloadStep(Step):
             p = preset.profile
             table.add_row(
                 name,
-                _clip(preset.description or preset.use_case, 44),
+                _clip(preset.description or preset.use_case, self._description_width()),
                 str(p.prompt_tokens),
                 str(p.output_tokens),
                 p.rate_type,
                 str(p.max_requests),
                 key=name,
             )
+
+    def _description_width(self) -> int:
+        """The description column gets what the other columns leave (all six fit at 80 columns)."""
+        width = self.app.size.width or 120
+        return max(16, min(44, width - 62))
+
+    def on_resize(self) -> None:
+        table = self.query_one("#workload-table", DataTable)
+        row = table.cursor_row
+        self.fill_presets()
+        if table.row_count:
+            table.move_cursor(row=min(row, table.row_count - 1))
 
     def activate(self) -> None:
         self.fill_presets()  # the backend/profile may have changed (its values may use inference-perf)
@@ -385,7 +453,7 @@ class WorkloadStep(Step):
         box.remove_class("error")
         box.update(Text(
             f"✓ OK: {profile.max_requests} requests of ~{profile.prompt_tokens} prompt / "
-            f"~{profile.output_tokens} output tokens at {profile.rate:g}/s ({profile.rate_type}). "
+            f"~{profile.output_tokens} output tokens, {rate_text(profile, self.state.backend)}. "
             "enter or ctrl+→ to use it."
         ))
         return profile
@@ -427,7 +495,7 @@ class WorkloadStep(Step):
         detail.update(
             f"{name}: prompt {p.prompt_tokens} (stdev {p.prompt_tokens_stdev}, {p.prompt_tokens_min}-{p.prompt_tokens_max}) · "
             f"output {p.output_tokens} (stdev {p.output_tokens_stdev}, {p.output_tokens_min}-{p.output_tokens_max}) · "
-            f"rate {p.rate:g} ({p.rate_type}) · {p.max_requests} requests"
+            f"{rate_text(p, self.state.backend)} · {p.max_requests} requests"
             + (f" · prefix {p.prefix_tokens}" if p.prefix_tokens else "")
         )
 
@@ -467,6 +535,8 @@ STATUS_COLOURS = {"CHANGED": "$warning", "NEW": "$success", "REMOVED": "$error"}
 
 class EditInput(Input):
     """The inline editor of the review step; escape closes it (not the wizard)."""
+
+    EDITOR = True  # enter applies the edit here: the footer shows f8 for Next
 
     BINDINGS = [Binding("escape", "close", "Cancel edit", id="review_edit_cancel")]
 
@@ -581,8 +651,8 @@ class ReviewStep(Step):
             box.display = False
             hint.update(
                 f"No changes from the recommended settings. "
-                f"{self.key_for('edit_value')}/enter: edit · {self.key_for('add_arg')}: add argument · "
-                f"{self.key_for('wizard_next')}: next"
+                f"{self.key_for('edit_value')}: edit the selected row · {self.key_for('add_arg')}: add argument · "
+                f"enter: next"
             )
             return
         box.display = True
@@ -596,7 +666,7 @@ class ReviewStep(Step):
         else:
             box.update(Text(f"[✓] CONFIRMED: {changed} change(s) reviewed ({confirm} to take it back)"))
             box.set_class(False, "pending")
-            hint.update(Text(f"{self.key_for('wizard_next')}: next (summary)"))
+            hint.update(Text("enter: next (summary)"))
 
     def on_click(self, event) -> None:
         if getattr(event.widget, "id", None) == "review-confirm":
@@ -610,9 +680,10 @@ class ReviewStep(Step):
         return self._rows[min(max(table.cursor_row, 0), len(self._rows) - 1)]
 
     @on(DataTable.RowSelected, "#review-table")
-    def _select(self, event: DataTable.RowSelected) -> None:
+    async def _select(self, event: DataTable.RowSelected) -> None:
+        # enter goes forward here as on every step; e edits the row
         event.stop()
-        self.action_edit()
+        await self.wizard.action_next_step()
 
     def action_edit(self) -> None:
         row = self.selected()
@@ -628,6 +699,21 @@ class ReviewStep(Step):
         value = row.edit_text or ("" if current is None else str(current))
         placeholder = "RATExSECONDS per stage: 5x600, 10x600" if row.key.endswith(".load.stages") else ""
         self.open_editor(row.editable, f"{row.label} =", value, placeholder)
+
+    def edit_path(self, path: str, value: str | None = None) -> bool:
+        """Select the row of setting ``path`` and open its editor (with ``value`` filled in, if given)."""
+        table = self.query_one("#review-table", DataTable)
+        for index, row in enumerate(self._rows):
+            if row is not None and row.editable == path:
+                table.move_cursor(row=index)
+                self.action_edit()
+                if value is not None:
+                    box = self.query_one("#review-edit", EditInput)
+                    box.value = value
+                    box.action_end()
+                return True
+        self.app.notify(f"{path} is not a setting of this review.", severity="warning")
+        return False
 
     def action_add_arg(self) -> None:
         self.open_editor("add", "Add vLLM argument:", "", placeholder="--enable-prefix-caching or --gpu-memory-utilization=0.9")
@@ -690,6 +776,7 @@ class ReviewStep(Step):
             return
         if self.state.needs_confirmation:
             self.state.confirm()
+            self.wizard.set_status("")  # the "confirm first" warning is answered
         else:
             self.state.unconfirm()
         self.update_confirm()
@@ -724,6 +811,12 @@ class SummaryStep(Step):
         self.fill()
         self.query_one("#summary-scroll").focus()
 
+    async def on_key(self, event) -> None:
+        # enter goes forward on every step (the summary has no row to select)
+        if event.key == "enter":
+            event.stop()
+            await self.wizard.action_next_step()
+
     def render_summary(self) -> Text:
         state = self.state
         spec = state.need_spec()
@@ -750,7 +843,7 @@ class SummaryStep(Step):
             text.append(f"{line}\n")
         text.append(
             f"\n{self.key_for('edit_id')}: change the experiment id · {self.key_for('choose_backend')}: backend/profile · "
-            f"{self.key_for('wizard_next')}: run the pre-flight checks"
+            "enter: run the pre-flight checks"
         )
         return text
 
@@ -780,27 +873,45 @@ class SummaryStep(Step):
         )
 
     def action_choose_backend(self) -> None:
+        from tui.screens.wizard.state import SIM_DEMOS
+
         state = self.state
         settings = state.settings
         choices = [("local:", "local — this machine (simulator or vLLM)")]
+        if self._simulator():
+            # the simulator's failure modes, to see the diagnosis and the recovery dialog without a GPU
+            choices += [(f"local::{mode}", f"local · DEMONSTRATION: {what}") for mode, what in SIM_DEMOS.items()]
         if settings is not None:
             for name, prof in sorted(settings.profiles.items()):
                 desc = prof.get("description", "")
                 choices.append((f"{prof.backend}:{name}", f"{name} — {prof.backend}" + (f" ({desc})" if desc else "")))
-        current = f"{state.backend}:{state.profile or ''}"
+        current = f"{state.backend}:{state.profile or ''}" + (f":{state.sim_fail}" if state.sim_fail else "")
 
         def done(value: str | None) -> None:
             if not value:
                 return
-            backend, _, profile = value.partition(":")
+            backend, _, rest = value.partition(":")
+            profile, _, demo = rest.partition(":")
             try:
                 state.choose_backend(backend, profile or None)
             except SweepdeckError as exc:
                 self.wizard.set_status(error_text(exc), error=True)
                 return
+            state.sim_fail = demo or None
             self.fill()
 
         self.app.push_screen(ChoiceDialog("Backend / profile", choices, current), done)
+
+    def _simulator(self) -> bool:
+        """The local backend runs the built-in simulator (its failure demonstrations apply)."""
+        settings = self.state.settings
+        local = getattr(settings, "local", None)
+        server = local.get("server", "sim") if local is not None else "sim"
+        if server == "auto":
+            import shutil
+
+            return shutil.which("vllm") is None
+        return server == "sim"
 
 
 # ------------------------------------------------------------------ pre-flight
@@ -856,8 +967,9 @@ class PreflightStep(Step):
         from backends.preflight import run_preflight
 
         try:
-            backend = self.app.backend_for(spec.backend, spec.profile)  # type: ignore[attr-defined]
-            checks = await run_preflight(backend, spec, self.app.store)  # type: ignore[attr-defined]
+            app: Any = self.app
+            backend = app.backend_for(spec.backend, spec.profile, demo=self.state.sim_fail)
+            checks = await run_preflight(backend, spec, app.store)
         except SweepdeckError as exc:
             checks = [Check("Backend ready", "fail", exc.message, exc.hint)]
         except Exception as exc:  # a backend bug must not kill the wizard
@@ -870,18 +982,43 @@ class PreflightStep(Step):
         self.checks = checks
         self.running = False
         self.query_one("#preflight-loading").display = False
+        self._fill_table()
+        self.update_verdict()
+        self.show_fix()
+
+    def _fill_table(self) -> None:
+        """The checks, each on one line that fits the terminal: a long detail ends in … here and
+        is shown whole under the table for the highlighted check (nothing scrolls sideways)."""
         table = self.query_one("#preflight-table", DataTable)
-        table.clear()
+        row = table.cursor_row if table.row_count else 0
+        checks = self.checks or []
+        name_width = min(28, max([len(c.name) for c in checks] + [5]))
+        detail_width = max(20, (self.app.size.width or 120) - 8 - name_width - 3 * 2 - 2)
+        table.clear(columns=True)
+        table.add_column("Result", width=6)
+        table.add_column("Check", width=name_width)
+        table.add_column("Detail", width=detail_width)
         for i, check in enumerate(checks):
             icon, word = CHECK_WORDS.get(check.status, ("?", check.status.upper()))
             style = {"pass": "$success", "warn": "bold $warning", "fail": "bold $error"}.get(check.status, "")
-            table.add_row(themed(self.app, f"{icon} {word}", style), check.name, check.detail, key=str(i))
-        self.update_verdict()
-        self.show_fix()
+            table.add_row(themed(self.app, f"{icon} {word}", style), _clip(check.name, name_width),
+                          _clip(check.detail.replace("\n", " "), detail_width), key=str(i))
+        if checks:
+            table.move_cursor(row=min(row, len(checks) - 1))
+
+    def on_resize(self) -> None:
+        if self.checks:
+            self._fill_table()
 
     @on(DataTable.RowHighlighted, "#preflight-table")
     def _highlight(self) -> None:
         self.show_fix()
+
+    @on(DataTable.RowSelected, "#preflight-table")
+    async def _select(self, event: DataTable.RowSelected) -> None:
+        # enter launches here, as it goes forward on every other step (when the checks allow it)
+        event.stop()
+        await self.wizard.action_next_step()
 
     def _ordered(self) -> list["Check"]:
         """The checks, the highlighted one first."""
@@ -898,13 +1035,16 @@ class PreflightStep(Step):
         return next((c for c in self._ordered() if c.status != "pass" and c.remedy is not None), None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # The footer shows the remedy key only while there is something it would do.
+        # The footer shows the remedy and edit keys only while there is something they would do.
         if action == "remedy":
             return self.remedy_check() is not None
+        if action == "edit_setting":
+            return self.setting_check() is not None
         return True
 
     def show_fix(self) -> None:
-        """The fix of every check that did not pass (the highlighted one first), and the remedy on offer."""
+        """The highlighted check in full (its detail wrapped, so nothing is cut off), its fix in the
+        app's terms, then the fixes of the other checks that did not pass; the remedy on offer first."""
         box = self.query_one("#preflight-fix", Static)
         self.wizard.refresh_bindings()
         if not self.checks:
@@ -917,15 +1057,41 @@ class PreflightStep(Step):
             # First line: the box is short at 80x24 and this is the one thing to press.
             text.append(f"{self.key_for('apply_remedy')}: {offered.remedy.label}", style="bold reverse")
             text.append(f"  (fixes “{offered.name}”; asks first)")
+        first = ordered[0]
+        icon, word = CHECK_WORDS.get(first.status, ("?", first.status.upper()))
+        if text:
+            text.append("\n")
+        text.append(f"{icon} {first.name}: ", style="bold")
+        text.append(first.detail)
         for check in ordered:
             if check.status == "pass" or not check.fix:
                 continue
             icon, word = CHECK_WORDS.get(check.status, ("?", check.status.upper()))
-            if text:
-                text.append("\n")
+            text.append("\n")
             text.append(f"FIX {icon} {check.name}: ", style="bold")
-            text.append(check.fix)
+            fix, setting = in_app_terms(check.fix)
+            text.append(fix)
+            if setting is not None and check is self.setting_check():
+                key = self.key_for("edit_from_check")
+                text.append(f"  [{key}: change {setting.label} in the review]", style="bold")
         box.update(text)
+
+    def setting_check(self) -> "Check | None":
+        """The check the edit key acts on: the highlighted one if its fix names a setting, else the first that does."""
+        if self.running:
+            return None
+        return next((c for c in self._ordered() if c.status != "pass" and c.fix and in_app_terms(c.fix)[1]), None)
+
+    def action_edit_setting(self) -> None:
+        """Go back to the vLLM review with the setting the check's fix names, its editor open on the suggested value."""
+        check = self.setting_check()
+        setting = in_app_terms(check.fix)[1] if check is not None else None
+        if setting is None:
+            self.app.notify("No check here names a setting to change.")
+            return
+        wizard = self.wizard
+        wizard.go(wizard.step_index("review"))
+        wizard.query_one(ReviewStep).edit_path(setting.path, setting.value)
 
     @property
     def failures(self) -> list["Check"]:
@@ -959,9 +1125,10 @@ class PreflightStep(Step):
                 style="bold",
             ))
         elif self.warnings:
-            verdict.update(Text(f"! WARNINGS OVERRIDDEN. Press {launch} to launch.", style="bold"))
+            verdict.update(Text(f"! WARNINGS OVERRIDDEN. Press enter or {launch} to launch.", style="bold"))
         else:
-            verdict.update(Text(f"✓ ALL {len(self.checks)} CHECKS PASSED. Press {launch} to launch.", style="bold"))
+            verdict.update(Text(f"✓ ALL {len(self.checks)} CHECKS PASSED. Press enter or {launch} to launch.",
+                                style="bold"))
 
     def action_remedy(self) -> None:
         """Offer the remedy of :meth:`remedy_check`; it runs only after a yes."""
