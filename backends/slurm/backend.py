@@ -529,7 +529,14 @@ def _saved_line_counts(run_dir: RunDir) -> dict[str, int]:
         if record.get("source", "vllm") != "vllm" or record.get("stream") not in counts:
             continue
         if record.get("type") == "LogBatch":
-            counts[record["stream"]] += len(record.get("lines") or [])
+            lines = record.get("lines") or []
+            streams = record.get("streams")
+            if isinstance(streams, str) and len(streams) == len(lines):
+                # a batch that mixes stdout and stderr spells each line's stream
+                counts["err"] += streams.count("e")
+                counts["out"] += len(lines) - streams.count("e")
+            else:
+                counts[record["stream"]] += len(lines)
         elif record.get("type") == "LogLine":
             counts[record["stream"]] += 1
     return counts

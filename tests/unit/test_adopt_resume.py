@@ -47,3 +47,17 @@ def test_saved_line_counts_are_the_server_lines_per_stream(tmp_path):
     run_dir.close()
     assert _saved_line_counts(run_dir) == {"out": 4, "err": 2}
     assert _saved_line_counts(RunDir(tmp_path / "nothing-yet")) == {"out": 0, "err": 0}
+
+
+async def test_saved_line_counts_read_each_line_of_a_batch_that_mixes_the_streams(tmp_path):
+    """stdout and stderr lines close together are saved as one batch: each counts for its own stream
+    (counted as the batch's first stream, attach skipped stdout lines and replayed stderr)."""
+    run_dir = RunDir(tmp_path)
+    run_dir.append_event(LogLine("out 0", "out", "vllm"))
+    run_dir.append_event(LogLine("err 0", "err", "vllm"))
+    run_dir.append_event(LogLine("out 1", "out", "vllm"))
+    run_dir.append_event(LogLine("err 1", "err", "vllm"))
+    run_dir.close()  # with a loop running, the four wait in one batch until here
+    records = [record for _end, record in run_dir.records()]
+    assert any(record.get("streams") for record in records), records  # one mixed batch was written
+    assert _saved_line_counts(run_dir) == {"out": 2, "err": 2}

@@ -542,7 +542,7 @@ async def test_pods_without_the_token_secret_fail_and_say_why(backend, spec, clu
     """Launched past pre-flight with no Secret: the pods cannot read their token (as the kubelet could not mount it)."""
     populate(api)
     cluster.delete("v1", "Secret", "sweepdeck-queue-token", NS)
-    run = await backend.launch(spec)
+    run = await backend.launch(spec, RunStore().create(spec))
     events = await collect(backend, run, timeout=60)
     assert events[-1].outcome == "failed"
     failed = [e for e in events if isinstance(e, Phase) and e.kind == "node" and e.state in ("Failed", "Error")]
