@@ -150,7 +150,7 @@ class CleanupRegistry:
         if entries:
             self._changed()
         outcomes: list[Outcome] = []
-        for entry in entries:
+        for index, entry in enumerate(entries):
             left = deadline - time.monotonic()
             start = time.monotonic()
             try:
@@ -160,6 +160,11 @@ class CleanupRegistry:
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, timeout=left)
                 outcomes.append(Outcome(entry.label, True, seconds=time.monotonic() - start))
+            except asyncio.CancelledError:
+                # the cleanup itself is being abandoned (its owner is stopping hard): the undos it will
+                # not wait for get their last resort now, and what that cannot settle stays on record
+                self._abandon(entries[index:], "abandoned: the cleanup was cancelled")
+                raise
             except asyncio.TimeoutError:
                 outcomes.append(Outcome(entry.label, False, "timed out", time.monotonic() - start))
             except Exception as exc:  # one failed undo must not stop the others
@@ -173,6 +178,15 @@ class CleanupRegistry:
                     self._unresolved.append(entry)
                 self._changed()
         return outcomes
+
+    def _abandon(self, entries: list[Entry], error: str) -> None:
+        unresolved = [entry for entry in entries if not _force(entry)]
+        for entry in unresolved:
+            entry.error = error
+        if unresolved:
+            with self._lock:
+                self._unresolved.extend(unresolved)
+            self._changed()
 
     def run_sync(self, timeout: float | None = None) -> list[Outcome]:
         """Run the registry from synchronous code (e.g. atexit), in a fresh loop."""

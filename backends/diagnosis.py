@@ -646,7 +646,12 @@ _KEYWORDS = (
 
 def _may_match(text: str, low: str | None = None) -> bool:
     low = text.lower() if low is None else low
-    return bool(_keywords().find_matches_as_indexes(low))
+    try:
+        return bool(_keywords().find_matches_as_indexes(low))
+    except UnicodeEncodeError:
+        # undecodable bytes kept as surrogates (stdin, a file read with surrogateescape): the matcher
+        # wants encodable text; the same text with them replaced matches the same keywords
+        return bool(_keywords().find_matches_as_indexes(low.encode("utf-8", "replace").decode("utf-8")))
 
 
 @functools.cache

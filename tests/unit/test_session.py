@@ -378,3 +378,27 @@ async def test_a_failed_undo_with_a_working_force_is_resolved():
     outcomes = await registry.run(1.0)
     assert [o.ok for o in outcomes] == [False, False] and forced == [1]
     assert [r["id"] for r in registry.unresolved()] == ["7"] and not registry.live()
+
+
+async def test_a_cleanup_cancelled_mid_undo_forces_what_it_will_not_wait_for():
+    """An owner stopping hard cancels its cleanup: the undo it was waiting on, and those after it, get their
+    force now; what has none stays on record (before, they were dropped from the registry unforced)."""
+    registry = CleanupRegistry()
+    forced = []
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    registry.register("job 9", lambda: None, resource={"kind": "slurm_job", "id": "9"})  # runs last: no force
+    registry.register("tunnel", lambda: None, force=lambda: forced.append("tunnel"))
+    registry.register("server", hang, force=lambda: forced.append("server"), resource={"kind": "pid", "pid": 5})
+    task = asyncio.create_task(registry.run(60))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    await asyncio.wait([task], timeout=5)
+    assert task.cancelled()
+    assert forced == ["server", "tunnel"]
+    assert [(r["id"], r["error"]) for r in registry.unresolved()] == [("9", "abandoned: the cleanup was cancelled")]
+    assert not registry.live()
