@@ -115,7 +115,10 @@ def test_monitor_slurm_run(snap_compare, size, stage):
 
         def reached(screen) -> bool:
             phase = screen.query_one("#status-view").phase(SLURM_TUNNEL)
-            return phase is not None and phase.state == stage and screen.logview.line_count == (6 if stage == "broken" else 8)
+            view = screen.logview
+            # and the following view has scrolled to its last line (else the scrollbar's place is a race)
+            return (phase is not None and phase.state == stage and view.line_count == (6 if stage == "broken" else 8)
+                    and view.scroll_y >= view.max_scroll_y)
 
         await wait_for(pilot, _monitor_ready(app, reached))
         app.clear_notifications()
