@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
+from textual import events
 from textual.app import App
 from textual.screen import Screen
 
@@ -153,6 +154,9 @@ class SweepdeckApp(App[int]):
         self.controllers: list[Any] = []
         self._guard: Any = None
         self._quitting = False
+        self._key_in_flight = False
+        self._held_keys: list[events.Key] = []
+        self._key_task: asyncio.Task | None = None
         self.cleanup_outcomes: list[Any] = []
         #: Printed when the app has left (``sweepdeck attach RUN`` for each detached run).
         self.farewell: list[str] = []
@@ -423,6 +427,44 @@ class SweepdeckApp(App[int]):
         while len(self.screen_stack) > 2 and not isinstance(self.screen, RunsScreen):
             self.pop_screen()
 
+    async def on_event(self, event: events.Event) -> None:
+        if not isinstance(event, events.Key) or event.is_forwarded:
+            await super().on_event(event)
+            return
+        # Once the app is leaving, keys typed behind the one that quit (``q`` then ``s``) must not open
+        # screens on screens that are closing; Ctrl+C still reaches the app (a second one: leave at once).
+        if self._quitting and event.key != "ctrl+c":
+            event.stop()
+            return
+        # Keys typed together arrive together. Each goes where it belongs only once the key before it has
+        # been handled: "s" then "abc" must type "abc" into the dialog "s" opens, not press "a", "b" and "c"
+        # on the screen under it. So a key waits while the one before is on its way (bounded).
+        if self._key_in_flight:
+            self._held_keys.append(events.Key(event.key, event.character))
+            event.stop()
+            return
+        target = self.focused or self.screen
+        chain = [target, *(node for node in target.ancestors if node is not self)] if target is not self.screen \
+            else [target]
+        await super().on_event(event)
+        self._key_in_flight = True
+        self._key_task = asyncio.create_task(self._after_key(chain))  # kept: a task only weakly held may vanish
+
+    async def _after_key(self, chain: list[Any]) -> None:
+        """Wait until ``chain`` (the focused widget up to its screen) has handled the key it was given,
+        then let the app handle what bubbled up to it, then the next key."""
+        try:
+            await asyncio.wait_for(_drained(chain), KEY_ORDER_WAIT)
+        except asyncio.TimeoutError:
+            pass
+        if not self.call_later(self._release_keys):
+            self._key_in_flight = False
+
+    async def _release_keys(self) -> None:
+        self._key_in_flight = False
+        while self._held_keys and not self._key_in_flight:
+            await self.on_event(self._held_keys.pop(0))
+
     async def action_quit(self) -> None:
         """Textual's own quit (ctrl+q, the palette) goes through the same dialog."""
         await self.action_request_quit()
@@ -434,6 +476,7 @@ class SweepdeckApp(App[int]):
             return
         live = self.live_items()
         if not live:
+            self._quitting = True
             self.exit(return_code=0)
             return
 
@@ -576,3 +619,15 @@ def run_app(args: Any) -> int:
     print_after_exit(app.farewell)
     code = app.return_code if app.return_code is not None else result
     return int(code or 0)
+
+
+#: Longest a key waits for the one typed before it to be handled (a busy screen must not stall typing).
+KEY_ORDER_WAIT = 0.25
+
+
+async def _drained(pumps: list[Any]) -> None:
+    """Return once each of ``pumps``, in order, has processed the messages it holds now."""
+    for pump in pumps:
+        done = asyncio.Event()
+        if pump.call_later(done.set):  # False: not running (closed), nothing to wait for
+            await done.wait()

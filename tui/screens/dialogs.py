@@ -10,7 +10,7 @@ import datetime as _dt
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -33,6 +33,27 @@ QUIT_CLEANUP = "cleanup"
 QUIT_DETACH = "detach"
 QUIT_CANCEL = "cancel"
 
+
+
+class TypeAhead:
+    """For dialogs whose first job is a text box: keys typed while the dialog was still opening are kept.
+
+    Until the box has focus (it gets it in ``on_mount``), keys go to the screen itself and were lost;
+    they arrive here afterwards, in order, and go into the box.
+    """
+
+    def on_key(self, event: events.Key) -> None:
+        if not (event.is_printable and event.character):
+            return
+        boxes = self.query(Input)  # type: ignore[attr-defined] # mixed into a Screen
+        if not boxes:
+            return
+        box = boxes.first()
+        if not box.has_focus:
+            box.focus()
+        box.insert_text_at_cursor(event.character)
+        event.stop()
+        event.prevent_default()
 
 class QuitDialog(ModalScreen[str]):
     """Quit with something live: clean up (default), detach, or cancel.
@@ -293,7 +314,7 @@ QUICK_EXAMPLES = (
 )
 
 
-class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
+class QuickCommandDialog(TypeAhead, ModalScreen["ExperimentSpec | None"]):
     """``:`` — one line of the quick-command grammar → a filled-in spec.
 
     An ambiguous alias opens the disambiguation dialog and then parses again
@@ -538,7 +559,7 @@ class HelpDialog(ModalScreen[None]):
 # ---------------------------------------------------------------- text input
 
 
-class TextInputDialog(ModalScreen["str | None"]):
+class TextInputDialog(TypeAhead, ModalScreen["str | None"]):
     """Ask for one line of text, validated by ``check`` (raises SweepdeckError)."""
 
     DEFAULT_CLASSES = "dialog-screen"

@@ -235,7 +235,7 @@ class RunMonitorScreen(Screen):
         self.query_one("#log-view", LogView).clear()
         self.query_one("#status-view", StatusView).clear()
         self.query_one("#metrics-panel", MetricsPanel).reset()
-        self.query_one("#endpoint-panel", EndpointPanel).show(None)
+        self.query_one("#endpoint-panel", EndpointPanel).show(None, ended=False)
         self._show_alerts()
         self._subscribe(controller)
 
@@ -271,6 +271,11 @@ class RunMonitorScreen(Screen):
             self._add_alert(alert, offer=offer)
         if batch.notices:
             self._show_notice(batch.notices[-1])
+        if batch.finished is not None:
+            # whatever the units and the endpoint said last, nothing of the run runs now
+            self.query_one("#status-view", StatusView).settle(batch.finished.ts)
+            self._update_status_title()
+            self.query_one("#endpoint-panel", EndpointPanel).end()
         if batch.finished is not None and not batch.reset:
             f = batch.finished
             severity = "information" if f.outcome == "succeeded" else "warning"

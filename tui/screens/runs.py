@@ -162,14 +162,19 @@ def collect_rows(store, controllers: list, records: list | None = None) -> list[
             continue
         old = rows.get(run_id)
         state = getattr(ctrl, "state", None) or (old.state if old else "created")
+        # the controller knows when its run ended even when the record read earlier did not (a fix run
+        # relaunched here and finished since: "Duration —" before)
+        ended = getattr(getattr(ctrl, "finished", None), "ts", None)
+        finished = (ended or (old.finished if old else None)) if state in FINISHED else None
         rows[run_id] = RunRow(
             id=run_id,
             backend=(old.backend if old else getattr(spec, "backend", "?")),
             model=(old.model if old else getattr(spec, "model", "")),
             workload=(old.workload if old else getattr(getattr(spec, "workload", None), "app", "")),
             state=state,
-            started=(old.started if old else getattr(run, "started", None)),
-            finished=(old.finished if old and state in FINISHED else None),
+            started=(old.started if old and old.started else None) or getattr(run, "started", None)
+            or getattr(ctrl, "started_at", None),
+            finished=finished,
             controller=ctrl,
             record=old.record if old else record,
             parent=(old.parent if old else None) or getattr(spec, "parent", None),

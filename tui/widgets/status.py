@@ -9,6 +9,7 @@ runs longer than twice that raises an over-time alert.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Callable
@@ -184,6 +185,21 @@ class StatusView(ScrollView, can_focus=True):
         self.refresh()
         self.app.call_after_refresh(self._displayed)
         self.check_overtime()
+
+    def settle(self, ts: float) -> None:
+        """The run ended: units still shown as pending or running are not any more (their timers stop).
+
+        A backend reports each unit's end when it can; a stopped run's last word often comes
+        from the run alone (a cancelled tunnel or server says nothing after the stop).
+        """
+        changed = [
+            dataclasses.replace(phase, state="stopped", finished=ts,
+                                detail=f"{phase.detail} · the run ended" if phase.detail else "the run ended")
+            for phase in self._rows
+            if phase.finished is None and state_category(phase.state, phase.detail) not in TERMINAL
+        ]
+        if changed:
+            self.update_phases(changed)
 
     def _displayed(self) -> None:
         self.last_displayed = time.perf_counter()

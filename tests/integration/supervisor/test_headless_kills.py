@@ -185,3 +185,27 @@ def test_state_dir_filling_up_stops_the_run_with_one_clear_line(tmp_path):
         final = json.loads((state / "runs" / "full-run" / "meta.json").read_text())
         assert final["state"] == "failed" and "cannot write" in final["message"].lower(), final
     assert not runs_dir().exists() or not (runs_dir() / "full-run").exists()
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.33, 0.6, 1.0, 1.6])
+def test_ctrl_c_is_honoured_from_the_first_moment_of_a_launch(delay):
+    """Issue 11: a Ctrl+C 0.33 s after launch was once ignored and the run went on to completion. The run here
+    would finish in about a second; whenever the SIGINT comes, it must not: the client stops, nothing is left."""
+    port = free_port()
+    run_id = f"early-int-{int(delay * 1000)}"
+    client = Client("run", *BASE, "--max-requests", "3", "--rate", "50", "--port", str(port), "--experiment-id", run_id)
+    try:
+        end = time.monotonic() + delay
+        while time.monotonic() < end and client.proc.poll() is None:
+            client.read(max(0.0, end - time.monotonic()))
+        assert client.proc.poll() is None, client.text[-2000:]
+        client.proc.send_signal(signal.SIGINT)
+        rc = client.finish(30)
+    finally:
+        client.kill()
+    assert rc != 0, client.text[-2000:]
+    assert "Traceback" not in client.text, client.text[-2000:]
+    final = meta(run_id) if (runs_dir() / run_id).exists() else {}
+    assert final.get("state") in (None, "cancelled"), final  # never launched, or stopped: never run to the end
+    sup = _supervisor_pid(run_id) if final else 0
+    assert eventually(lambda: (not sup or gone(sup)) and not listening(port), 10), (sup, listening(port))
