@@ -182,8 +182,9 @@ class LoadWorker:
     async def run(self, t0: float) -> None:
         """Start at ``t0`` (perf_counter) and return when every request has ended."""
         loop = asyncio.get_running_loop()
-        delay = t0 - _perf()
-        if delay > 0:
+        # asyncio may wake a timer up to its clock resolution early: a request issued then would start
+        # before the run did (a negative start_s), so wait until t0 has really come
+        while (delay := t0 - _perf()) > 0:
             await asyncio.sleep(delay)
         self.t0 = t0
         self._cpu0 = self._cpu()
