@@ -46,3 +46,19 @@ def _stop_supervisors_under(root: str) -> None:
                 os.kill(int(entry), signal.SIGKILL)
             except OSError:
                 pass
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``-n``), tests that share one service or one bound run on one worker each:
+    the SLURM cluster is one per worker process (slurmctld, slurmd, sshd, munged), so every SLURM test
+    goes to the same worker; the kill matrices time exits against bounds and are kept off each other."""
+    groups = {
+        "tests/integration/slurm/": "slurm",
+        "tests/integration/supervisor/": "supervisor",
+    }
+    for item in items:
+        path = str(item.path).replace(os.sep, "/")
+        for prefix, group in groups.items():
+            if f"/{prefix}" in path:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
