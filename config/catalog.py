@@ -191,55 +191,11 @@ class ModelCatalog:
         data = load_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(path, "", "a mapping with aliases, ambiguous_aliases, recommended_settings", data)
-        aliases_raw = data.get("aliases") or {}
-        if not isinstance(aliases_raw, dict):
-            raise ConfigError(path, "aliases", "a mapping of alias to model id", aliases_raw)
-        ambiguous = data.get("ambiguous_aliases") or {}
-        if not isinstance(ambiguous, dict):
-            raise ConfigError(path, "ambiguous_aliases", "a mapping of alias to {options, prompt}", ambiguous)
-        for alias, entry in ambiguous.items():
-            opts = entry.get("options") if isinstance(entry, dict) else None
-            if not isinstance(opts, list) or not all(isinstance(o, dict) and "id" in o for o in opts):
-                raise ConfigError(path, f"ambiguous_aliases.{alias}.options", "a list of {id, label, description}", opts)
-        settings = data.get("recommended_settings") or {}
-        if not isinstance(settings, dict):
-            raise ConfigError(path, "recommended_settings", "a mapping of model id to settings", settings)
-        models: dict[str, ModelInfo] = {}
-        for model_id, rec in settings.items():
-            where = f"recommended_settings.{model_id}"
-            if not isinstance(rec, dict):
-                raise ConfigError(path, where, "a mapping of settings", rec)
-            tp = rec.get("tp", [1])
-            if isinstance(tp, int) and not isinstance(tp, bool):
-                tp = [tp]
-            if not isinstance(tp, list) or not tp or not all(isinstance(t, int) and t > 0 for t in tp):
-                raise ConfigError(path, f"{where}.tp", "a list of positive integers", tp)
-            size = rec.get("model_size_gb")
-            if size is not None and (not isinstance(size, (int, float)) or isinstance(size, bool)):
-                raise ConfigError(path, f"{where}.model_size_gb", "a number", size)
-            models[model_id] = ModelInfo(
-                id=model_id,
-                tp=tuple(tp),
-                max_model_len=_opt_int(rec, "max_model_len", path, where),
-                max_context=_opt_int(rec, "max_context", path, where),
-                max_num_seqs=_opt_int(rec, "max_num_seqs", path, where),
-                max_num_batched_tokens=_opt_int(rec, "max_num_batched_tokens", path, where),
-                size_gb=size,
-                download_time=str(rec.get("estimated_download_time", "") or ""),
-                notes=str(rec.get("notes", "") or ""),
-                trust_remote_code=bool(rec.get("requires_trust_remote_code", False)),
-                context_source=path.name if rec.get("max_context") is not None else "",
-            )
-        aliases: dict[str, str] = {}
-        for alias, target in aliases_raw.items():
-            if not isinstance(target, str):
-                raise ConfigError(path, f"aliases.{alias}", "a model id string", target)
-            aliases[str(alias).lower()] = target
-            if target not in models:
-                models[target] = ModelInfo(id=target)
-        for mid in list(models):
-            own = tuple(a for a, t in aliases.items() if t == mid)
-            models[mid] = replace(models[mid], aliases=own)
+        aliases_raw = _mapping(data, "aliases", path, "a mapping of alias to model id")
+        ambiguous = _ambiguous_aliases(data, path)
+        settings = _mapping(data, "recommended_settings", path, "a mapping of model id to settings")
+        models = {model_id: _model_info(model_id, rec, path) for model_id, rec in settings.items()}
+        aliases = _aliases(aliases_raw, models, path)
         for alias, entry in ambiguous.items():
             for opt in entry["options"]:
                 if not isinstance(opt["id"], str):
@@ -250,9 +206,7 @@ class ModelCatalog:
         image = data.get("default_vllm_image") or "vllm/vllm-openai:latest"
         if not isinstance(image, str):
             raise ConfigError(path, "default_vllm_image", "an image reference string", image)
-        custom_images = data.get("custom_images") or {}
-        if not isinstance(custom_images, dict):
-            raise ConfigError(path, "custom_images", "a mapping of name to {image, tags, ...}", custom_images)
+        custom_images = _mapping(data, "custom_images", path, "a mapping of name to {image, tags, ...}")
         return cls(
             models=models,
             aliases=aliases,
@@ -310,6 +264,67 @@ class ModelCatalog:
             raise AmbiguousModel(key, entry.get("prompt", "Which model do you mean?"), entry["options"])
         suggestions = difflib.get_close_matches(low, self.names(), n=4, cutoff=0.6)
         raise UnknownModel(key, suggestions, sorted(self.aliases))
+
+
+
+def _mapping(data: dict[str, Any], key: str, path: Path, expected: str) -> dict[Any, Any]:
+    """``data[key]`` as a mapping (missing or empty: ``{}``)."""
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, expected, value)
+    return value
+
+
+def _ambiguous_aliases(data: dict[str, Any], path: Path) -> dict[Any, Any]:
+    ambiguous = _mapping(data, "ambiguous_aliases", path, "a mapping of alias to {options, prompt}")
+    for alias, entry in ambiguous.items():
+        opts = entry.get("options") if isinstance(entry, dict) else None
+        if not isinstance(opts, list) or not all(isinstance(o, dict) and "id" in o for o in opts):
+            raise ConfigError(path, f"ambiguous_aliases.{alias}.options", "a list of {id, label, description}", opts)
+    return ambiguous
+
+
+def _model_info(model_id: str, rec: Any, path: Path) -> ModelInfo:
+    """One ``recommended_settings`` entry, checked."""
+    where = f"recommended_settings.{model_id}"
+    if not isinstance(rec, dict):
+        raise ConfigError(path, where, "a mapping of settings", rec)
+    tp = rec.get("tp", [1])
+    if isinstance(tp, int) and not isinstance(tp, bool):
+        tp = [tp]
+    if not isinstance(tp, list) or not tp or not all(isinstance(t, int) and t > 0 for t in tp):
+        raise ConfigError(path, f"{where}.tp", "a list of positive integers", tp)
+    size = rec.get("model_size_gb")
+    if size is not None and (not isinstance(size, (int, float)) or isinstance(size, bool)):
+        raise ConfigError(path, f"{where}.model_size_gb", "a number", size)
+    return ModelInfo(
+        id=model_id,
+        tp=tuple(tp),
+        max_model_len=_opt_int(rec, "max_model_len", path, where),
+        max_context=_opt_int(rec, "max_context", path, where),
+        max_num_seqs=_opt_int(rec, "max_num_seqs", path, where),
+        max_num_batched_tokens=_opt_int(rec, "max_num_batched_tokens", path, where),
+        size_gb=size,
+        download_time=str(rec.get("estimated_download_time", "") or ""),
+        notes=str(rec.get("notes", "") or ""),
+        trust_remote_code=bool(rec.get("requires_trust_remote_code", False)),
+        context_source=path.name if rec.get("max_context") is not None else "",
+    )
+
+
+def _aliases(aliases_raw: dict[Any, Any], models: dict[str, ModelInfo], path: Path) -> dict[str, str]:
+    """Alias (lower case) → model id; a model only an alias names is added, and every model gets its aliases."""
+    aliases: dict[str, str] = {}
+    for alias, target in aliases_raw.items():
+        if not isinstance(target, str):
+            raise ConfigError(path, f"aliases.{alias}", "a model id string", target)
+        aliases[str(alias).lower()] = target
+        if target not in models:
+            models[target] = ModelInfo(id=target)
+    for mid in list(models):
+        own = tuple(a for a, t in aliases.items() if t == mid)
+        models[mid] = replace(models[mid], aliases=own)
+    return aliases
 
 
 FACTS_SOURCE = "sweepdeck's model facts"
