@@ -12,6 +12,7 @@ import re
 import shlex
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Any
 
 from config import inference_perf
@@ -509,81 +510,121 @@ def _quantity(label: str, value: Any, pattern: re.Pattern[str], kind: str, examp
 
 
 def _validate_field(path: str, value: Any, where: str | None = None) -> Any:
-    if path == "engine.gpu":
-        return _gpu_name(value)
-    if path == "engine.memory":
-        return _quantity(where or "memory", value, _MEMORY_RE, "a positive Kubernetes memory quantity",
-                         "Example: memory=64Gi (or 128G, 512Mi)")
-    if path == "engine.cpu":
-        return _quantity(where or "cpu", value, _CPU_RE, "a positive number of cores or millicores",
-                         "Example: cpu=16 (or 0.5, 500m)")
-    if path in ("engine.tp", "engine.max_model_len", "engine.max_num_batched_tokens", "engine.max_num_seqs"):
+    """``value`` checked and normalised for the spec field ``path`` (``where``: the name a message uses)."""
+    if path in _POSITIVE_INT_FIELDS:
         return _positive_int(path, value)
-    if path == "engine.image":
-        value = str(value).strip()
-        if not _IMAGE_RE.match(value):
-            raise SweepdeckError(
-                f"Image {value!r} is not a valid image reference.", "Example: ghcr.io/myorg/vllm:v1"
-            )
-        return value
-    if path == "engine.extra_args":
-        if isinstance(value, str):
-            try:
-                value = shlex.split(value)
-            except ValueError as exc:
-                raise SweepdeckError(f"Cannot parse vLLM arguments {value!r}: {exc}.") from None
-        if not isinstance(value, (list, tuple)):
-            raise SweepdeckError(f"vLLM arguments must be a list, got {value!r}.")
-        args = tuple(str(a) for a in value)
-        for arg in args:
-            if not arg.startswith("-"):
-                raise SweepdeckError(f"vLLM argument {arg!r} must start with --.", "Example: --enable-prefix-caching")
-            check_safe("vLLM argument", arg, allow="")
-            flag = arg.partition("=")[0]
-            if flag in ENGINE_FLAGS:
-                raise SweepdeckError(
-                    f"{flag} is an engine setting, not an extra argument.",
-                    f"Set {ENGINE_FLAGS[flag]} instead (e.g. {ENGINE_FLAGS[flag]}=4).",
-                )
-            if flag in BACKEND_FLAGS:
-                raise SweepdeckError(
-                    f"{flag} is set by the backend and cannot be an extra argument.",
-                    "Change the port/host in the profile instead.",
-                )
-        return args
-    if path == "experiment_id":
-        value = str(value)
-        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
-            raise SweepdeckError(
-                f"Experiment id {value!r} is not DNS-safe.",
-                "Use lower-case letters, digits and '-', at most 63 characters, starting and ending alphanumeric.",
-            )
-        return value
-    if path == "namespace" and value is not None:
-        value = str(value)
-        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
-            raise SweepdeckError(f"Namespace {value!r} is not a valid Kubernetes namespace name.")
-        return value
-    if path == "model":
-        return check_safe("model", str(value).strip(), allow="")
-    if path == "backend":
-        if value not in BACKEND_NAMES:
-            raise SweepdeckError(f"Unknown backend {value!r}.", "Backends: " + ", ".join(BACKEND_NAMES))
-        return value
-    if path == "profile" and value is not None:
-        value = str(value)
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
-            raise SweepdeckError(
-                f"Profile name {value!r} is not valid.", "Use letters, digits, '-', '_' and '.'."
-            )
-        return value
     if path.startswith("workload."):
         return value  # make_workload validates the whole profile
-    if path == "tp_sweep":
-        if isinstance(value, (int, str)):
-            value = [value]
-        return tuple(_positive_int("tp", v) for v in value)
+    check = _FIELD_CHECKS.get(path)
+    return value if check is None else check(value, where)
+
+
+_POSITIVE_INT_FIELDS = ("engine.tp", "engine.max_model_len", "engine.max_num_batched_tokens", "engine.max_num_seqs")
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _check_memory(value: Any, where: str | None) -> str:
+    return _quantity(where or "memory", value, _MEMORY_RE, "a positive Kubernetes memory quantity",
+                     "Example: memory=64Gi (or 128G, 512Mi)")
+
+
+def _check_cpu(value: Any, where: str | None) -> str:
+    return _quantity(where or "cpu", value, _CPU_RE, "a positive number of cores or millicores",
+                     "Example: cpu=16 (or 0.5, 500m)")
+
+
+def _check_image(value: Any, _where: str | None) -> str:
+    value = str(value).strip()
+    if not _IMAGE_RE.match(value):
+        raise SweepdeckError(f"Image {value!r} is not a valid image reference.", "Example: ghcr.io/myorg/vllm:v1")
     return value
+
+
+def _check_extra_args(value: Any, _where: str | None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            value = shlex.split(value)
+        except ValueError as exc:
+            raise SweepdeckError(f"Cannot parse vLLM arguments {value!r}: {exc}.") from None
+    if not isinstance(value, (list, tuple)):
+        raise SweepdeckError(f"vLLM arguments must be a list, got {value!r}.")
+    args = tuple(str(a) for a in value)
+    for arg in args:
+        _check_extra_arg(arg)
+    return args
+
+
+def _check_extra_arg(arg: str) -> None:
+    if not arg.startswith("-"):
+        raise SweepdeckError(f"vLLM argument {arg!r} must start with --.", "Example: --enable-prefix-caching")
+    check_safe("vLLM argument", arg, allow="")
+    flag = arg.partition("=")[0]
+    if flag in ENGINE_FLAGS:
+        raise SweepdeckError(
+            f"{flag} is an engine setting, not an extra argument.",
+            f"Set {ENGINE_FLAGS[flag]} instead (e.g. {ENGINE_FLAGS[flag]}=4).",
+        )
+    if flag in BACKEND_FLAGS:
+        raise SweepdeckError(
+            f"{flag} is set by the backend and cannot be an extra argument.",
+            "Change the port/host in the profile instead.",
+        )
+
+
+def _check_experiment_id(value: Any, _where: str | None) -> str:
+    value = str(value)
+    if not _DNS_LABEL_RE.fullmatch(value):
+        raise SweepdeckError(
+            f"Experiment id {value!r} is not DNS-safe.",
+            "Use lower-case letters, digits and '-', at most 63 characters, starting and ending alphanumeric.",
+        )
+    return value
+
+
+def _check_namespace(value: Any, _where: str | None) -> str | None:
+    if value is None:
+        return None
+    value = str(value)
+    if not _DNS_LABEL_RE.fullmatch(value):
+        raise SweepdeckError(f"Namespace {value!r} is not a valid Kubernetes namespace name.")
+    return value
+
+
+def _check_backend(value: Any, _where: str | None) -> Any:
+    if value not in BACKEND_NAMES:
+        raise SweepdeckError(f"Unknown backend {value!r}.", "Backends: " + ", ".join(BACKEND_NAMES))
+    return value
+
+
+def _check_profile(value: Any, _where: str | None) -> str | None:
+    if value is None:
+        return None
+    value = str(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
+        raise SweepdeckError(f"Profile name {value!r} is not valid.", "Use letters, digits, '-', '_' and '.'.")
+    return value
+
+
+def _check_tp_sweep(value: Any, _where: str | None) -> tuple[int, ...]:
+    if isinstance(value, (int, str)):
+        value = [value]
+    return tuple(_positive_int("tp", v) for v in value)
+
+
+#: Spec field → its check (value, the name a message uses) → the normalised value.
+_FIELD_CHECKS: dict[str, Callable[[Any, str | None], Any]] = {
+    "engine.gpu": lambda value, _where: _gpu_name(value),
+    "engine.memory": _check_memory,
+    "engine.cpu": _check_cpu,
+    "engine.image": _check_image,
+    "engine.extra_args": _check_extra_args,
+    "experiment_id": _check_experiment_id,
+    "namespace": _check_namespace,
+    "model": lambda value, _where: check_safe("model", str(value).strip(), allow=""),
+    "backend": _check_backend,
+    "profile": _check_profile,
+    "tp_sweep": _check_tp_sweep,
+}
 
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
