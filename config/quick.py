@@ -316,54 +316,68 @@ class QuickCommand:
     def _apply_settings(
         self, spec: ExperimentSpec, catalogs: Catalogs, source: Source, skip: tuple[str, ...]
     ) -> ExperimentSpec:
+        """The line's settings, then its doublings/halvings, then the vLLM arguments it adds or removes."""
         workload_numbers = not self.custom_workload  # custom: already inside the profile
         for path, value in self.sets:
             if path in skip or path in ("model", "workload"):
                 continue
             if path.startswith("workload.") and not workload_numbers:
                 continue
-            current = spec.get(path)
-            direction = self.directions.get(path)
-            if direction and isinstance(current, (int, float)) and not isinstance(value, (list, tuple)):
-                wanted = _positive_number(path, value)
-                if direction == "down" and wanted >= current:
-                    raise SweepdeckError(
-                        f"{_label(path)} is {current:g}; reducing it to {wanted:g} would not lower it.",
-                        f"Say '{_label(path)}={wanted:g}' to set it anyway.",
-                    )
-                if direction == "up" and wanted <= current:
-                    raise SweepdeckError(
-                        f"{_label(path)} is {current:g}; increasing it to {wanted:g} would not raise it.",
-                        f"Say '{_label(path)}={wanted:g}' to set it anyway.",
-                    )
+            _check_direction(path, spec.get(path), value, self.directions.get(path))
             spec = spec.set(path, value, source)
         for path, how in self.scales:
-            current = spec.get(path)
-            if not isinstance(current, (int, float)) or isinstance(current, bool) or current is None:
-                raise SweepdeckError(f"{_label(path)} has no number to {how}.")
-            if how == "double":
-                value = current * 2
-            else:
-                value = current // 2 if isinstance(current, int) else current / 2
-                if value <= 0:
-                    raise SweepdeckError(f"{_label(path)} is {current:g}; halving it leaves nothing.")
-            spec = spec.set(path, value, source)
+            spec = spec.set(path, _scaled(path, spec.get(path), how), source)
         if self.add_args or self.remove_args:
-            args = list(spec.engine.extra_args)
-            for name in self.remove_args:
-                kept = [a for a in args if a.partition("=")[0] != name]
-                if len(kept) == len(args):
-                    raise SweepdeckError(
-                        f"{name} is not among the vLLM arguments.",
-                        "Current arguments: " + (" ".join(args) or "(none)"),
-                    )
-                args = kept
-            for arg in self.add_args:
-                name = arg.partition("=")[0]
-                args = [a for a in args if a.partition("=")[0] != name] + [arg]
+            args = _edited_args(list(spec.engine.extra_args), self.add_args, self.remove_args)
             if tuple(args) != spec.engine.extra_args:
                 spec = spec.set("engine.extra_args", args, source)
         return spec
+
+
+def _check_direction(path: str, current: Any, value: Any, direction: str | None) -> None:
+    """"reduce X to N" must lower X and "increase X to N" raise it (else the user meant something else)."""
+    if not direction or not isinstance(current, (int, float)) or isinstance(value, (list, tuple)):
+        return
+    wanted = _positive_number(path, value)
+    if direction == "down" and wanted >= current:
+        raise SweepdeckError(
+            f"{_label(path)} is {current:g}; reducing it to {wanted:g} would not lower it.",
+            f"Say '{_label(path)}={wanted:g}' to set it anyway.",
+        )
+    if direction == "up" and wanted <= current:
+        raise SweepdeckError(
+            f"{_label(path)} is {current:g}; increasing it to {wanted:g} would not raise it.",
+            f"Say '{_label(path)}={wanted:g}' to set it anyway.",
+        )
+
+
+def _scaled(path: str, current: Any, how: str) -> Any:
+    """``current`` doubled or halved (``how``); halving to nothing is refused."""
+    if not isinstance(current, (int, float)) or isinstance(current, bool) or current is None:
+        raise SweepdeckError(f"{_label(path)} has no number to {how}.")
+    if how == "double":
+        return current * 2
+    value = current // 2 if isinstance(current, int) else current / 2
+    if value <= 0:
+        raise SweepdeckError(f"{_label(path)} is {current:g}; halving it leaves nothing.")
+    return value
+
+
+def _edited_args(args: list[str], add: Any, remove: Any) -> list[str]:
+    """vLLM arguments with ``remove`` (flag names, each must be there) taken out and ``add`` put last
+    (an added flag replaces the same flag's earlier value)."""
+    for name in remove:
+        kept = [a for a in args if a.partition("=")[0] != name]
+        if len(kept) == len(args):
+            raise SweepdeckError(
+                f"{name} is not among the vLLM arguments.",
+                "Current arguments: " + (" ".join(args) or "(none)"),
+            )
+        args = kept
+    for arg in add:
+        name = arg.partition("=")[0]
+        args = [a for a in args if a.partition("=")[0] != name] + [arg]
+    return args
 
 
 def parse_quick(
