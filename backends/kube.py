@@ -28,9 +28,10 @@ import posixpath
 import tarfile
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from config.errors import SweepdeckError
 
@@ -127,7 +128,7 @@ class Kube:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> "Kube":
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
         """Load a kubeconfig into a private client.
 
         Raises:
@@ -315,7 +316,7 @@ class Kube:
     # ------------------------------------------------------------------ watch, logs, exec
 
     def watch(self, group: str, version: str, plural: str, namespace: str | None, *, label_selector: str | None = None,
-              field_selector: str | None = None, timeout_seconds: int = 300) -> "WatchStream":
+              field_selector: str | None = None, timeout_seconds: int = 300) -> WatchStream:
         """A started-on-iteration :class:`WatchStream`."""
         return WatchStream(self, group, version, plural, namespace, label_selector, field_selector, timeout_seconds)
 
@@ -525,7 +526,7 @@ class WatchStream:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> "WatchStream":
+    def start(self) -> WatchStream:
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
             self._queue = asyncio.Queue()
@@ -611,7 +612,7 @@ class WatchStream:
                 self._resp = None
         self._emit(None)
 
-    def __aiter__(self) -> "WatchStream":
+    def __aiter__(self) -> WatchStream:
         self.start()
         return self
 

@@ -123,7 +123,7 @@ async def wait_pid(pid: int, proc: subprocess.Popen | None = None, timeout: floa
         loop.add_reader(fd, lambda: fut.done() or fut.set_result(True))
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             loop.remove_reader(fd)

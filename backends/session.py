@@ -28,8 +28,9 @@ import inspect
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from backends import diagnosis as dg
 from backends.base import Check, Run, blocking
@@ -147,11 +148,11 @@ class Session:
 
     def __init__(
         self,
-        backend: "Backend",
-        spec: "ExperimentSpec",
+        backend: Backend,
+        spec: ExperimentSpec,
         *,
-        store: "RunStore | None" = None,
-        run_dir: "RunDir | None" = None,
+        store: RunStore | None = None,
+        run_dir: RunDir | None = None,
         on_event: EventSink | None = None,
         registry: CleanupRegistry | None = None,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
@@ -228,7 +229,7 @@ class Session:
         await self._emit(Notice(f"Launched {run.id} on {run.backend}; run directory {run.store.path}"))
         return run
 
-    async def adopt(self, record: "RunRecord") -> Run:
+    async def adopt(self, record: RunRecord) -> Run:
         """Follow a run again whose supervisor is gone (``backend.attach``), instead of launching one.
 
         Raises:
@@ -551,7 +552,7 @@ class Session:
 # ------------------------------------------------------------------ relaunch
 
 
-def apply_fix(spec: "ExperimentSpec", fix: Fix | dict[str, Any], store: "RunStore | None" = None) -> "ExperimentSpec":
+def apply_fix(spec: ExperimentSpec, fix: Fix | dict[str, Any], store: RunStore | None = None) -> ExperimentSpec:
     """The spec with a recovery fix applied, under a new experiment id.
 
     Every change is recorded with :attr:`Source.FIX`; the new spec's

@@ -21,9 +21,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from backends.events import EVENT_TYPES, Event, LogLine, from_dict, to_dict
 from config.errors import SweepdeckError

@@ -187,7 +187,7 @@ class ModelCatalog:
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: Path) -> "ModelCatalog":
+    def load(cls, path: Path) -> ModelCatalog:
         data = load_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(path, "", "a mapping with aliases, ambiguous_aliases, recommended_settings", data)
@@ -506,7 +506,7 @@ class WorkloadCatalog:
     custom_required: tuple[str, ...] = ("prompt_tokens", "output_tokens")
 
     @classmethod
-    def load(cls, path: Path) -> "WorkloadCatalog":
+    def load(cls, path: Path) -> WorkloadCatalog:
         data = load_yaml(path)
         if not isinstance(data, dict) or not isinstance(data.get("mappings"), dict):
             raise ConfigError(path, "mappings", "a mapping of preset name to {keywords, description, profile}")
@@ -638,7 +638,7 @@ class VllmArgCatalog:
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: Path) -> "VllmArgCatalog":
+    def load(cls, path: Path) -> VllmArgCatalog:
         data = load_yaml(path)
         if not isinstance(data, dict) or not isinstance(data.get("categories"), dict):
             raise ConfigError(path, "categories", "a mapping of category to a list of arguments")

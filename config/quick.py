@@ -56,10 +56,10 @@ from config.errors import AmbiguousModel, SweepdeckError, UnknownModel, UnknownW
 from config.spec import (
     BACKEND_NAMES,
     ENGINE_FLAGS,
+    WORKLOAD_FIELDS,
     ExperimentSpec,
     Origin,
     Source,
-    WORKLOAD_FIELDS,
     build_spec,
     check_limits,
     check_safe,
@@ -237,7 +237,7 @@ class QuickCommand:
         *,
         backend: str | None = None,
         base: dict[str, Any] | None = None,
-        settings: "Settings | None" = None,
+        settings: Settings | None = None,
         model_choice: str | None = None,
         today: Any = None,
     ) -> ExperimentSpec:
@@ -275,7 +275,7 @@ class QuickCommand:
         catalogs: Catalogs,
         *,
         source: Source = Source.FIX,
-        settings: "Settings | None" = None,
+        settings: Settings | None = None,
     ) -> ExperimentSpec:
         """``spec`` with this command's changes, each recorded with ``source``.
 
@@ -372,7 +372,7 @@ def parse_quick(
     *,
     backend: str | None = None,
     base: dict[str, Any] | None = None,
-    settings: "Settings | None" = None,
+    settings: Settings | None = None,
     model_choice: str | None = None,
     today: Any = None,
 ) -> QuickCommand:
@@ -423,7 +423,7 @@ def apply_quick(
     catalogs: Catalogs,
     *,
     source: Source = Source.FIX,
-    settings: "Settings | None" = None,
+    settings: Settings | None = None,
     model_choice: str | None = None,
 ) -> ExperimentSpec:
     """Change an existing spec as a quick command says ("reduce max_model_len to 2048").
@@ -440,7 +440,7 @@ def apply_quick(
 # ----------------------------------------------------------------- parsing
 
 
-def _parse(text: str, catalogs: Catalogs, settings: "Settings | None", model_choice: str | None) -> QuickCommand:
+def _parse(text: str, catalogs: Catalogs, settings: Settings | None, model_choice: str | None) -> QuickCommand:
     """Parse every word; report every unknown word (and every bad value) of the line at once.
 
     Raises:
@@ -981,7 +981,7 @@ def _unknown_entry(state: _ParseState, word: str, i: int, setting: bool = False)
 
 
 def _backend_and_profile(
-    cmd: QuickCommand, default_backend: str | None, settings: "Settings | None"
+    cmd: QuickCommand, default_backend: str | None, settings: Settings | None
 ) -> tuple[str, str | None]:
     """The backend and profile, reconciling ``on slurm`` with ``profile alvis``."""
     backend, profile = cmd.backend, cmd.profile

@@ -229,7 +229,7 @@ class ExperimentSpec:
         origin = self.origins.get(path)
         return origin.source if origin else Source.DEFAULT
 
-    def set(self, path: str, value: Any, source: Source = Source.USER) -> "ExperimentSpec":
+    def set(self, path: str, value: Any, source: Source = Source.USER) -> ExperimentSpec:
         """A copy with ``path`` set to ``value``, recording the source and the old value.
 
         The first change keeps the original base, so a field changed twice
@@ -260,7 +260,7 @@ class ExperimentSpec:
             new = new._set_one("engine.tp", value[0], source)
         return new
 
-    def _set_template(self, path: str, value: Any, source: Source) -> "ExperimentSpec":
+    def _set_template(self, path: str, value: Any, source: Source) -> ExperimentSpec:
         """Set one ``profile_template.<key>`` (converted to the key's type; see config/inference_perf.py)."""
         old = self.get(path)
         template = inference_perf.set_path(self.profile_template, path[len(inference_perf.PREFIX):], value)
@@ -268,7 +268,7 @@ class ExperimentSpec:
         base = prior.base if prior and prior.source in USER_SOURCES else old
         return replace(self, profile_template=template, origins={**self.origins, path: Origin(source, base)})
 
-    def _set_workload_numbers(self, profile: WorkloadProfile, source: Source) -> "ExperimentSpec":
+    def _set_workload_numbers(self, profile: WorkloadProfile, source: Source) -> ExperimentSpec:
         origins = dict(self.origins)
         for name in WORKLOAD_FIELDS:
             old, new = getattr(self.workload, name), getattr(profile, name)
@@ -280,7 +280,7 @@ class ExperimentSpec:
             origins[key] = Origin(source, base)
         return replace(self, workload=profile, origins=origins)
 
-    def _set_one(self, path: str, value: Any, source: Source) -> "ExperimentSpec":
+    def _set_one(self, path: str, value: Any, source: Source) -> ExperimentSpec:
         old = self.get(path)
         prior = self.origins.get(path)
         base = prior.base if prior and prior.source in USER_SOURCES else old
@@ -337,7 +337,7 @@ class ExperimentSpec:
         """Fields whose value the user (or a recovery fix) changed from the base."""
         return [c for c in self.user_fields() if c.kind != "MATCH"]
 
-    def diff(self, other: "ExperimentSpec") -> list[Change]:
+    def diff(self, other: ExperimentSpec) -> list[Change]:
         """Fields that differ between ``other`` (the base) and this spec."""
         out = []
         for path in FIELDS:
@@ -412,7 +412,7 @@ class ExperimentSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
         try:
             workload = WorkloadProfile(**data["workload"])
             engine_data = dict(data["engine"])

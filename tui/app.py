@@ -22,8 +22,8 @@ import datetime as _dt
 import inspect
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 from textual.screen import Screen
@@ -64,7 +64,7 @@ def _default_controller_factory(backend, spec=None, **kw):
     return RunController(backend, spec, **kw)
 
 
-def _controller_options(settings: "Settings") -> dict[str, Any]:
+def _controller_options(settings: Settings) -> dict[str, Any]:
     """Settings the real RunController takes beyond the agreed interface."""
     options: dict[str, Any] = {"log_line_cap": settings.log_line_cap}
     try:
@@ -111,7 +111,7 @@ class SweepdeckApp(App[int]):
 
     def __init__(
         self,
-        settings: "Settings",
+        settings: Settings,
         backends: Backends = None,
         *,
         store: RunStore | None = None,
@@ -248,7 +248,7 @@ class SweepdeckApp(App[int]):
 
     # ------------------------------------------------------------------ runs
 
-    def launch_spec(self, spec: "ExperimentSpec", backend: Backend | None = None) -> Any:
+    def launch_spec(self, spec: ExperimentSpec, backend: Backend | None = None) -> Any:
         """Start a run for ``spec`` (pre-flight done) and show its monitor.
 
         Args:
@@ -264,7 +264,7 @@ class SweepdeckApp(App[int]):
         self._show_monitor(controller, replace_wizard=True)
         return controller
 
-    def open_run(self, row: "RunRow") -> Any:
+    def open_run(self, row: RunRow) -> Any:
         """Open a runs-table row: the live monitor, attach a detached run, or replay a finished one."""
         if row.controller is not None:
             self._show_monitor(row.controller)
@@ -280,7 +280,7 @@ class SweepdeckApp(App[int]):
         self._show_monitor(controller)
         return controller
 
-    def attach_run(self, row: "RunRow") -> Any:
+    def attach_run(self, row: RunRow) -> Any:
         """Re-open a detached run: a controller attached to its saved session."""
         if row.record is None:
             raise SweepdeckError(f"No saved session for {row.id}.")
@@ -353,13 +353,13 @@ class SweepdeckApp(App[int]):
         return None
 
     def action_quick_command(self) -> None:
-        def done(spec: "ExperimentSpec | None") -> None:
+        def done(spec: ExperimentSpec | None) -> None:
             if spec is not None:
                 self.open_wizard_with(spec)
 
         self.push_screen(QuickCommandDialog(self.settings.catalogs, self.settings, today=self.today), done)
 
-    def open_wizard_with(self, spec: "ExperimentSpec", start: str = "review") -> None:
+    def open_wizard_with(self, spec: ExperimentSpec, start: str = "review") -> None:
         """Open the wizard on ``start`` with ``spec`` filled in."""
         from tui.screens.wizard import WizardScreen, WizardState
 
@@ -478,7 +478,7 @@ class SweepdeckApp(App[int]):
             try:
                 result = await asyncio.wait_for(ctrl.cleanup(timeout=share), timeout=share + 0.5)
                 outcomes.extend(result or [])
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("cleanup of %s timed out; forcing", getattr(ctrl, "run", ctrl))
             except Exception as exc:
                 log.warning("cleanup of %s failed: %s", getattr(ctrl, "run", ctrl), exc)

@@ -29,9 +29,10 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from backends.cleanup import CleanupRegistry
 from backends.events import (
@@ -135,13 +136,13 @@ class RunController:
 
     def __init__(
         self,
-        backend: "Backend",
-        spec: "ExperimentSpec | None" = None,
+        backend: Backend,
+        spec: ExperimentSpec | None = None,
         *,
-        store: "RunStore",
-        record: "RunRecord | None" = None,
+        store: RunStore,
+        record: RunRecord | None = None,
         registry: CleanupRegistry | None = None,
-        launcher: "Launcher | None" = None,
+        launcher: Launcher | None = None,
         log_line_cap: int = DEFAULT_LOG_LINE_CAP,
         flush_interval: float = FLUSH_INTERVAL,
         default_image: str | None = None,
@@ -159,8 +160,8 @@ class RunController:
         self.launcher = launcher
         self.flush_interval = flush_interval
         self.default_image = default_image
-        self.run: "Run | None" = None
-        self.link: "RunLink | None" = None
+        self.run: Run | None = None
+        self.link: RunLink | None = None
         self.state = record.state if record is not None else "created"
         self.read_only = False
         self.parent: RunController | None = None
@@ -374,7 +375,7 @@ class RunController:
 
     # ------------------------------------------------------------- lifecycle
 
-    def _launcher(self) -> "Launcher | None":
+    def _launcher(self) -> Launcher | None:
         """Where a new run's supervisor runs: the injected launcher, else a process of its own
         (or this loop, with this controller's registry, for a backend that has no recipe: a test double)."""
         if self.launcher is not None:
@@ -387,7 +388,7 @@ class RunController:
             return InProcessLauncher(self.registry)
         return None
 
-    async def launch(self) -> "Run":
+    async def launch(self) -> Run:
         """Start the run's supervisor (pre-flight already done); ``start`` then follows it.
 
         Raises:
@@ -497,14 +498,14 @@ class RunController:
                 return
         self._replay(run_dir)
 
-    async def _follow_live(self, run_dir: "RunDir", meta: dict[str, Any]) -> None:
+    async def _follow_live(self, run_dir: RunDir, meta: dict[str, Any]) -> None:
         from backends.base import Run
         from backends.supervisor import SupervisorGone
 
         assert self.link is not None and self.record is not None
         try:
             await self.link.status()  # the run's facts (its handle) as the supervisor holds them
-        except (SupervisorGone, asyncio.TimeoutError):
+        except (TimeoutError, SupervisorGone):
             pass
         await self.link.follow(snapshot=self.log_line_cap)
         info = self.link.info
@@ -540,7 +541,7 @@ class RunController:
         self._set_state("running")
         await self._follow_link()
 
-    def _replay(self, run_dir: "RunDir") -> None:
+    def _replay(self, run_dir: RunDir) -> None:
         """A run that has ended: its saved events, read-only."""
         assert self.record is not None
         stamps: list[float] = []
@@ -620,7 +621,7 @@ class RunController:
 
     # -------------------------------------------------------------- relaunch
 
-    def fixed_spec(self, fix: "Fix | ExperimentSpec") -> "ExperimentSpec":
+    def fixed_spec(self, fix: Fix | ExperimentSpec) -> ExperimentSpec:
         """The spec to relaunch with: ``fix`` applied under a new id, parent recorded."""
         if self.spec is None:
             raise SweepdeckError("This run has no spec to fix.")
@@ -637,7 +638,7 @@ class RunController:
             new = new.set("experiment_id", self.store.free_id(f"{root}-fix"), Source.AUTO)
         return dataclasses.replace(new, parent=self.spec.experiment_id)
 
-    async def relaunch(self, fix: "Fix | ExperimentSpec", *, label: str | None = None) -> "RunController":
+    async def relaunch(self, fix: Fix | ExperimentSpec, *, label: str | None = None) -> RunController:
         """Stop this run (if still live), launch the fixed experiment, and return its controller.
 
         The new run gets a new experiment id with this one as its parent; the
@@ -681,7 +682,7 @@ class RunController:
         return child
 
 
-async def _wait_result(link: "RunLink", timeout: float) -> bool:
+async def _wait_result(link: RunLink, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for the supervisor's result; True if it came."""
     if link.done:
         return True
@@ -690,7 +691,7 @@ async def _wait_result(link: "RunLink", timeout: float) -> bool:
     return link.done
 
 
-def _fix_changes(old: "ExperimentSpec | None", new: "ExperimentSpec") -> list:
+def _fix_changes(old: ExperimentSpec | None, new: ExperimentSpec) -> list:
     if old is None:
         return []
     try:

@@ -16,8 +16,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Collection
-from typing import IO, TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Collection
+from typing import IO, TYPE_CHECKING, Any
 
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Metrics, Notice, Phase, Progress, to_dict
 
@@ -68,7 +68,7 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def remedies_for(failing: list["Check"]) -> list["Remedy"]:
+def remedies_for(failing: list[Check]) -> list[Remedy]:
     """The remedies that could clear every blocking check ([] when some check has none).
 
     A check whose ``data["blocked_by"]`` names a check with a remedy counts
@@ -103,8 +103,8 @@ def ask_yes_no(question: str, out: IO[str] | None = None) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix: "bool | Collection[str]",
-                         ask: "Callable[[str], bool] | None") -> bool:
+async def offer_remedies(backend, spec, checks: list[Check], on_event, *, fix: bool | Collection[str],
+                         ask: Callable[[str], bool] | None) -> bool:
     """Carry out the pre-flight remedies when the user agrees; True if every one was done.
 
     Only when pre-flight fails on checks that all have a remedy (see
@@ -138,9 +138,9 @@ async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix:
 REMEDY_ROUNDS = 3
 
 
-async def drive_with_remedies(backend, spec, on_event, *, fix: "bool | Collection[str]",
-                              ask: "Callable[[str], bool] | None",
-                              hint: "Callable[[list[Remedy]], str]", **drive_options: Any) -> "SessionResult":
+async def drive_with_remedies(backend, spec, on_event, *, fix: bool | Collection[str],
+                              ask: Callable[[str], bool] | None,
+                              hint: Callable[[list[Remedy]], str], **drive_options: Any) -> SessionResult:
     """:func:`backends.session.drive`, and when pre-flight fails on what remedies can clear, offer them and try again.
 
     Args:
@@ -189,7 +189,7 @@ class HeadlessPrinter:
         err: IO[str] | None = None,
         *,
         json_mode: bool = False,
-        spec: "ExperimentSpec | None" = None,
+        spec: ExperimentSpec | None = None,
         progress_every: float = 2.0,
     ) -> None:
         self.out = out or sys.stdout
@@ -313,7 +313,7 @@ class HeadlessPrinter:
 
     # ---------------------------------------------------------- pre-flight
 
-    def checks(self, checks: list["Check"]) -> None:
+    def checks(self, checks: list[Check]) -> None:
         if self.json_mode:
             for c in checks:
                 self._json({"type": "Check", "name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix, "data": c.data,
@@ -330,7 +330,7 @@ class HeadlessPrinter:
                 self._line(f"      sweepdeck can do it: {c.remedy.label} (asked first; --fix does it without asking)")
         self.flush()
 
-    def spec_summary(self, spec: "ExperimentSpec") -> None:
+    def spec_summary(self, spec: ExperimentSpec) -> None:
         if self.json_mode:
             self._json({"type": "Spec", **spec.to_dict()})
             return
@@ -347,7 +347,7 @@ class HeadlessPrinter:
 
     # -------------------------------------------------------------- result
 
-    def result(self, result: "SessionResult") -> None:
+    def result(self, result: SessionResult) -> None:
         """The final summary table (and the failure line on stderr)."""
         run = result.run
         if self.json_mode:
@@ -394,7 +394,7 @@ def make_console(out: IO[str], width: int = 100):
     )
 
 
-def print_summary_table(out: IO[str], result: "SessionResult", summary: dict[str, Any]) -> None:
+def print_summary_table(out: IO[str], result: SessionResult, summary: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 

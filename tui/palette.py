@@ -7,13 +7,12 @@ monitor, appear without registering anything here). Each hit shows its key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Iterator
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from tui import bindings as keys
-
 
 # Names in the palette (the footer's short words are too terse out of context).
 TITLES = {

@@ -178,7 +178,7 @@ class ArgoBackend(BackendBase):
     graceful_cancel_drains = True  # finally tasks / the exit handler run after a graceful stop
     capabilities = frozenset({"work_queue"})  # the sweep view reads its queue through reader()
 
-    def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, profile: Profile, *, registry: CleanupRegistry | None = None) -> None:
         super().__init__(settings, profile, registry=registry)
         self._kube: Kube | None = None
         self._tokens: dict[str, int] = {}
@@ -617,7 +617,7 @@ class ArgoBackend(BackendBase):
 
     # ------------------------------------------------------------------ launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         """Create the Workflow and register its deletion; ``store`` is the run directory."""
         kube = self.kube()
         mvid = self.model_version_id(spec)
@@ -965,7 +965,7 @@ class ArgoBackend(BackendBase):
         deleted = await self.kube().delete(*ARGO, name, ns)
         return f"deleted Workflow {name} in {ns}" if deleted else f"Workflow {name} in {ns} is already gone"
 
-    async def attach(self, saved: "RunRecord") -> Run:
+    async def attach(self, saved: RunRecord) -> Run:
         """Find a run's Workflow again (by name, else by its experiment label)."""
         from backends.store import RunDir
 

@@ -35,8 +35,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from backends import diagnosis as dg
 from backends.base import BackendBase, Check, Run
@@ -44,7 +45,17 @@ from backends.cleanup import CleanupRegistry
 from backends.events import Event, Finished
 from backends.local.run import ServerRun
 from backends.local.server import LocalServer, url_host
-from backends.procs import alive, free_port, guarded, killpg, next_free_port, port_free, port_holder, start_time, stop_group
+from backends.procs import (
+    alive,
+    free_port,
+    guarded,
+    killpg,
+    next_free_port,
+    port_free,
+    port_holder,
+    start_time,
+    stop_group,
+)
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
@@ -75,8 +86,8 @@ class LocalBackend(BackendBase):
 
     def __init__(
         self,
-        settings: "Settings",
-        profile: "Profile",
+        settings: Settings,
+        profile: Profile,
         *,
         registry: CleanupRegistry | None = None,
         sim_args: list[str] | None = None,
@@ -121,7 +132,7 @@ class LocalBackend(BackendBase):
             )
         return [str(c) for c in command]
 
-    def server_argv(self, spec: "ExperimentSpec", port: int) -> list[str]:
+    def server_argv(self, spec: ExperimentSpec, port: int) -> list[str]:
         """The full server argv for ``spec`` listening on ``port``."""
         argv = spec.serve_command(self.base_command(), port=port, host=self.host)
         if self.server_kind == "sim":
@@ -133,7 +144,7 @@ class LocalBackend(BackendBase):
 
     # -------------------------------------------------------------- preflight
 
-    async def preflight(self, spec: "ExperimentSpec") -> list[Check]:
+    async def preflight(self, spec: ExperimentSpec) -> list[Check]:
         checks: list[Check] = []
         checks.append(self._check_command())
         checks.append(self._check_port())
@@ -191,7 +202,7 @@ class LocalBackend(BackendBase):
             {"next_free_port": nxt, "holder_pid": holder[0] if holder else None},
         )
 
-    def _check_model(self, spec: "ExperimentSpec") -> list[Check]:
+    def _check_model(self, spec: ExperimentSpec) -> list[Check]:
         try:
             info = self.settings.catalogs.models.resolve(spec.model)
         except SweepdeckError as exc:
@@ -207,7 +218,7 @@ class LocalBackend(BackendBase):
 
     # ----------------------------------------------------------------- launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         """Start the server; its cleanup is registered before this returns."""
         host = self.host
         port = self.port or free_port(host)
@@ -341,7 +352,7 @@ class LocalBackend(BackendBase):
 
     # ----------------------------------------------------------------- attach
 
-    async def attach(self, saved: "RunRecord") -> Run:
+    async def attach(self, saved: RunRecord) -> Run:
         """A local run cannot be re-opened without its supervisor: its server died with it.
 
         Raises:

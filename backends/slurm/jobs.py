@@ -154,7 +154,7 @@ class JobPoller:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
-    def watch(self, job_id: str) -> "Subscription":
+    def watch(self, job_id: str) -> Subscription:
         self._ids += 1
         w = _Watch(str(job_id))
         self._watches[self._ids] = w
@@ -203,7 +203,7 @@ class JobPoller:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def poll(self, ids: list[str]) -> dict[str, JobState] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 import asyncssh
 

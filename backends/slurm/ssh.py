@@ -21,9 +21,10 @@ import logging
 import os
 import shlex
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncssh
 
@@ -48,7 +49,7 @@ class SshTarget:
     connect_timeout: float = 30.0
 
     @classmethod
-    def from_profile(cls, profile: Any) -> "SshTarget":
+    def from_profile(cls, profile: Any) -> SshTarget:
         return cls(
             host=profile["ssh_host"],
             port=profile.get("ssh_port"),
@@ -277,7 +278,7 @@ async def _connect_one(target: SshTarget, host_keys: HostKeys, **kwargs: Any) ->
             f"Unknown SSH host {name!r}: the name does not resolve.",
             "Check the profile's ssh_host (an alias from ~/.ssh/config works) and your network/VPN.",
         ) from None
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         raise SweepdeckError(
             f"SSH connection to {name} timed out after {target.connect_timeout:g} s.",
             "Check your network/VPN and that the host is up (connect_timeout in the profile sets the limit).",
@@ -338,7 +339,7 @@ class Remote:
         self._home: str | None = None
 
     # lifecycle -----------------------------------------------------------------
-    async def connect(self) -> "Remote":
+    async def connect(self) -> Remote:
         self.conn = await connect(self.target, self.host_keys)
         self.generation += 1
         self._up.set()
@@ -425,7 +426,7 @@ class Remote:
             self.conn.close()
             try:
                 await asyncio.wait_for(self.conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
         self._up.clear()
         if self._watch is not None:
@@ -457,7 +458,7 @@ class Remote:
                 conn = await self.wait_up(timeout)
                 res = await asyncio.wait_for(conn.run(command, input=input, check=False), timeout)
                 return Result(res.exit_status if res.exit_status is not None else 255, _text(res.stdout), _text(res.stderr))
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 raise SweepdeckError(
                     f"Remote command timed out after {timeout:g} s on {self.target.host}: {command[:80]}",
                     "The login node or the SLURM controller may be overloaded; try again.",
@@ -505,7 +506,7 @@ class Remote:
         self._forwards[local_port] = fwd
         return local_port
 
-    async def _open_forward(self, fwd: "_Forward", conn: asyncssh.SSHClientConnection | None = None) -> None:
+    async def _open_forward(self, fwd: _Forward, conn: asyncssh.SSHClientConnection | None = None) -> None:
         if conn is None:
             conn = await self.wait_up(self.target.connect_timeout)
         if fwd.via:

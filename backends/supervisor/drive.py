@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from backends.base import Check, Run
 from backends.cleanup import install_signal_handlers
@@ -139,10 +140,10 @@ class _SignalPolicy:
 
 
 async def drive(
-    backend: "Backend",
-    spec: "ExperimentSpec",
+    backend: Backend,
+    spec: ExperimentSpec,
     *,
-    store: "RunStore | None" = None,
+    store: RunStore | None = None,
     on_event: Callable[[Event], Any] | None = None,
     on_checks: Callable[[list[Check]], Any] | None = None,
     confirm: Callable[[list[Check]], bool] | None = None,
@@ -150,10 +151,10 @@ async def drive(
     install_signals: bool = True,
     detach_on_signal: bool = False,
     detach_when: Callable[[Event], bool] | None = None,
-    on_launched: "Callable[[RunInfo], Any] | None" = None,
+    on_launched: Callable[[RunInfo], Any] | None = None,
     on_stop: Callable[[int], Any] | None = None,
-    launcher: "Launcher | None" = None,
-    registry: "CleanupRegistry | None" = None,
+    launcher: Launcher | None = None,
+    registry: CleanupRegistry | None = None,
     default_image: str | None = None,
     skip_preflight: bool = False,
 ) -> SessionResult:

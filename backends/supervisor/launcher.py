@@ -40,8 +40,8 @@ class Launcher(Protocol):
     """Starts a run's supervisor; returns the client's end of the lifeline (and the process, if any)."""
 
     async def start(
-        self, run_dir: "RunDir", backend: "Backend", spec: "ExperimentSpec", *, store: "RunStore",
-        default_image: str | None = None, adopt: "RunRecord | None" = None,
+        self, run_dir: RunDir, backend: Backend, spec: ExperimentSpec, *, store: RunStore,
+        default_image: str | None = None, adopt: RunRecord | None = None,
     ) -> tuple[socket.socket, Any]: ...
 
 
@@ -56,8 +56,8 @@ class ProcessLauncher:
         self.python = python or sys.executable
 
     async def start(
-        self, run_dir: "RunDir", backend: "Backend", spec: "ExperimentSpec", *, store: "RunStore",
-        default_image: str | None = None, adopt: "RunRecord | None" = None,
+        self, run_dir: RunDir, backend: Backend, spec: ExperimentSpec, *, store: RunStore,
+        default_image: str | None = None, adopt: RunRecord | None = None,
     ) -> tuple[socket.socket, Any]:
         recipe = recipe_of(backend)
         if recipe is None:
@@ -94,15 +94,15 @@ class InProcessLauncher:
         listen: Serve the run's control socket for other clients too.
     """
 
-    def __init__(self, registry: "CleanupRegistry | None" = None, *, listen: bool = True) -> None:
+    def __init__(self, registry: CleanupRegistry | None = None, *, listen: bool = True) -> None:
         self.registry = registry
         self.listen = listen
         self.supervisors: list[Any] = []
         self._tasks: set[asyncio.Task] = set()
 
     async def start(
-        self, run_dir: "RunDir", backend: "Backend", spec: "ExperimentSpec", *, store: "RunStore",
-        default_image: str | None = None, adopt: "RunRecord | None" = None,
+        self, run_dir: RunDir, backend: Backend, spec: ExperimentSpec, *, store: RunStore,
+        default_image: str | None = None, adopt: RunRecord | None = None,
     ) -> tuple[socket.socket, Any]:
         from backends.cleanup import CleanupRegistry
         from backends.supervisor.supervisor import Supervisor
@@ -136,7 +136,7 @@ class _TaskHandle:
         self.task.cancel()
 
 
-def default_launcher(backend: "Backend") -> Launcher:
+def default_launcher(backend: Backend) -> Launcher:
     """A process for every backend that has a recipe; this loop for one that has none (a test double)."""
     if recipe_of(backend) is not None:
         return ProcessLauncher()

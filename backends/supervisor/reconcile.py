@@ -129,7 +129,7 @@ def _drop_ended_processes(record: RunRecord) -> RunRecord:
     return RunRecord(record.id, record.path, meta)
 
 
-def reconcile_store(store: "RunStore") -> list[RunRecord]:
+def reconcile_store(store: RunStore) -> list[RunRecord]:
     """Every run of ``store``, newest first, reconciled."""
     return reconcile_records(store.list())
 

@@ -15,8 +15,9 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from backends.base import BackendBase, Check, Remedy, Run
 from backends.cleanup import CleanupRegistry
@@ -110,7 +111,7 @@ class TektonBackend(BackendBase):
     #: read at once anyway.
     task_log_follows = 2
 
-    def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, profile: Profile, *, registry: CleanupRegistry | None = None) -> None:
         super().__init__(settings, profile, registry=registry)
         self._kube: Kube | None = None
         self._builds: dict[str, Build] = {}
@@ -123,13 +124,13 @@ class TektonBackend(BackendBase):
             self._kube = Kube.connect(self.profile.get("kubeconfig"), self.profile.get("context"))
         return self._kube
 
-    def namespace(self, spec: "ExperimentSpec") -> str:
+    def namespace(self, spec: ExperimentSpec) -> str:
         ns = spec.namespace or self.profile.get("namespace") or (self._kube.default_namespace if self._kube else None)
         if not ns:
             raise SweepdeckError("No namespace for the Tekton run.", "Give one (--namespace NS) or set 'namespace' in the tekton profile.")
         return ns
 
-    def build(self, spec: "ExperimentSpec") -> Build:
+    def build(self, spec: ExperimentSpec) -> Build:
         """Render the manifests for ``spec`` (cached per spec)."""
         key = json.dumps(spec.to_dict(), sort_keys=True, default=str)  # a changed spec renders again
         if key not in self._builds:
@@ -138,7 +139,7 @@ class TektonBackend(BackendBase):
 
     # ------------------------------------------------------------------ preflight
 
-    async def preflight(self, spec: "ExperimentSpec") -> list[Check]:
+    async def preflight(self, spec: ExperimentSpec) -> list[Check]:
         """Every check the BLIS skill ran with kubectl, through the API; changes nothing."""
         checks: list[Check] = []
         try:
@@ -224,7 +225,7 @@ class TektonBackend(BackendBase):
         return Check(f"PVC {name}", "warn" if phase == "Pending" else "fail", phase,
                      "A Pending PVC binds when its first pod starts (WaitForFirstConsumer); otherwise check its storage class.")
 
-    async def _check_gpus(self, kube: Kube, spec: "ExperimentSpec") -> Check:
+    async def _check_gpus(self, kube: Kube, spec: ExperimentSpec) -> Check:
         product = self.profile.get("gpu_product")
         label = self.profile.get("gpu_label", "nvidia.com/gpu.product")
         tps = sorted(spec.tp_sweep or (spec.engine.tp,), reverse=True)
@@ -262,7 +263,7 @@ class TektonBackend(BackendBase):
         free = next(f"{run_id[:58]}-{n}" for n in range(2, 10_000) if f"{run_id[:58]}-{n}" not in names)
         return Check("Experiment id", "fail", f"a PipelineRun {run_id} already exists in {ns}", f"Use another id, e.g. {free}", data={"free_id": free})
 
-    async def remedy(self, spec: "ExperimentSpec", remedy: Remedy) -> str:
+    async def remedy(self, spec: ExperimentSpec, remedy: Remedy) -> str:
         """Carry out a pre-flight remedy the user confirmed (see :func:`backends.base.apply_remedy`).
 
         Returns:
@@ -290,7 +291,7 @@ class TektonBackend(BackendBase):
 
     # ------------------------------------------------------------------ launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         """Apply the Tasks/StepActions and Pipeline, create the PipelineRun, register its cancel."""
         kube = self.kube()
         ns = self.namespace(spec)
@@ -324,7 +325,7 @@ class TektonBackend(BackendBase):
         store.update_meta(namespace=ns, pipelinerun=pr_name, applied=lines)
         return run
 
-    async def launch_pipelinerun(self, pr: dict[str, Any], namespace: str, run_dir: "RunDir") -> Run:
+    async def launch_pipelinerun(self, pr: dict[str, Any], namespace: str, run_dir: RunDir) -> Run:
         """Create a ready PipelineRun (e.g. a matrix sweep, transformed or not) and return its Run.
 
         ``handle["tasks"]`` counts every TaskRun the matrix fans out into, for done/total progress.
@@ -383,7 +384,7 @@ class TektonBackend(BackendBase):
                 wait = self._next_overtime(state)
                 try:
                     tag, item = await asyncio.wait_for(queue.get(), timeout=wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     for ev in self._overtime_alerts(state):
                         yield self._record(run, ev)
                     continue
@@ -786,7 +787,7 @@ class TektonBackend(BackendBase):
         if token is not None:
             self.registry.unregister(token)
 
-    def describe(self, spec: "ExperimentSpec | None", handle: dict[str, Any] | None,
+    def describe(self, spec: ExperimentSpec | None, handle: dict[str, Any] | None,
                  meta: dict[str, Any] | None) -> str | None:
         """A matrix PipelineRun's own facts (the PipelineRun sets the engine per task)."""
         from backends.tekton.launch_matrix import is_matrix, matrix_facts
@@ -820,7 +821,7 @@ class TektonBackend(BackendBase):
             return f"deleted pod {name} in {ns}"
         return None
 
-    async def attach(self, saved: "RunRecord") -> Run:
+    async def attach(self, saved: RunRecord) -> Run:
         """Re-open a run from its session file (its supervisor is gone; the PipelineRun may not be)."""
         from backends.store import RunDir
 
@@ -864,7 +865,7 @@ class TektonBackend(BackendBase):
         return Run(saved.id, self.name, saved.spec(), store, handle, started=saved.started or time.time())
 
 
-def _workload_check(spec: "ExperimentSpec", b: Build) -> Check:
+def _workload_check(spec: ExperimentSpec, b: Build) -> Check:
     """What the inference-perf branches will run (the campaign format): load stages, data, API, upload."""
     from config import inference_perf
 

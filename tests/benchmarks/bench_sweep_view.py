@@ -120,7 +120,7 @@ class ApiServer:
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         self.thread.start()
         deadline = time.monotonic() + 15
         while not self.server.started:

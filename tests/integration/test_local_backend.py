@@ -15,8 +15,8 @@ from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Endpoint, Finished, LogLine, Metrics, Phase, Progress
 from backends.local import LocalBackend, port_holder
 from backends.session import Session
-from backends.supervisor.drive import drive
 from backends.store import RunStore
+from backends.supervisor.drive import drive
 from config.errors import SweepdeckError
 from config.settings import Profile, load_settings
 from config.spec import build_spec

@@ -102,7 +102,7 @@ class FakeController:
     the app's registry. ``stuck=True`` makes cleanup hang (to test the bounded quit).
     """
 
-    instances: list["FakeController"] = []
+    instances: list[FakeController] = []
 
     def __init__(self, backend, spec=None, *, store, record=None, registry=None, stuck: bool = False) -> None:
         self.backend = backend

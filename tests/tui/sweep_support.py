@@ -28,7 +28,7 @@ WORKLOADS = ("chatbot", "code-generation", "creative-writing", "qa", "summarizat
 
 def _iso(epoch: float) -> str:
     """The queue's ``started_at`` form: naive UTC ISO 8601."""
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).replace(tzinfo=None).isoformat()
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).replace(tzinfo=None).isoformat()
 
 
 def sweep(completed: int = 3700, failed: int = 107, running: int = 293, total: int = 9000, *,

@@ -498,14 +498,12 @@ async def _wait(predicate, timeout: float, what: str) -> None:
 
 def local_app(registry: CleanupRegistry, sim_args: list[str] | None = None, **local_options):
     """The real app on the real local backend (simulator on a free port)."""
-    from backends.local import LocalBackend
+    from backends.local import LocalBackend, free_port
     from config.profiles import fields_for
     from config.schema import validate
     from config.settings import Profile, Settings
     from tests.tui.app_fakes import FIXED_TODAY, shared_catalogs
     from tui.app import SweepdeckApp
-
-    from backends.local import free_port
 
     options = {"port": free_port(), "ready_timeout": 60.0, **local_options}
     profile = Profile("local", "local", validate(fields_for("local"), options, "test", "local"))

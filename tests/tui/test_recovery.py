@@ -6,7 +6,7 @@ import json
 import socket
 
 from backends.cleanup import CleanupRegistry
-from tests.tui.monitor_support import ScriptedBackend, make_app, make_spec, oom_script, ok_script, wait_for
+from tests.tui.monitor_support import ScriptedBackend, make_app, make_spec, ok_script, oom_script, wait_for
 from tui.screens.monitor import RunMonitorScreen
 from tui.screens.recovery import RecoveryDialog
 from tui.widgets.logview import LogView
@@ -52,7 +52,7 @@ async def test_oom_alert_opens_the_dialog_and_reduce_context_relaunches():
         assert old["state"] == "failed" and old["relaunched_as"] == child.id
         # the monitor now shows the new run
         await wait_for(pilot, lambda: app.screen.query_one(LogView).line_count >= 1)
-        assert any("relaunched fine" == ln.text for ln in app.screen.query_one(LogView).shown_lines())
+        assert any(ln.text == "relaunched fine" for ln in app.screen.query_one(LogView).shown_lines())
         assert child.id in str(app.screen.query_one("#monitor-header").render())
 
 

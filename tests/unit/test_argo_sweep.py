@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 
 from backends.argo.sweep import bar, detail_lines, progress_line
-from config.durations import format_elapsed as fmt_duration
 from backends.argo.workflow import build_workflow, check_model_version_id, label_value, parameters
 from backends.events import Sweep
+from config.durations import format_elapsed as fmt_duration
 from config.errors import SweepdeckError
 
 
@@ -37,7 +37,7 @@ def test_progress_line_counts_rate_and_eta():
 
 
 def test_detail_lines_groups_stale_and_breakdown():
-    started = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=130)).isoformat()
+    started = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=130)).isoformat()
     s = Sweep(
         "mv1", total=10, failures=[{"error_message": f"err {i}", "count": 10 - i} for i in range(7)],
         stale=[{"id": 7, "workload_type": "qa", "started_at": started, "retry_count": 1}],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 
@@ -15,8 +14,8 @@ from backends.base import Check, Run
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Finished, Fix, LogLine, Notice, Phase, Progress
 from backends.session import PreflightFailed, Session, apply_fix, check_preflight
-from backends.supervisor.drive import drive
 from backends.store import RunStore
+from backends.supervisor.drive import drive
 from config.catalog import load_catalogs
 from config.errors import SweepdeckError
 from config.spec import Source, build_spec

@@ -359,7 +359,7 @@ def test_serve_command_and_summary(cats):
     spec = build_spec(cats, "llama2-7b", workload="chatbot", extra_args=["--enforce-eager"], today=TODAY)
     argv = spec.serve_command(["sweepdeck", "sim"], port=8123, host="127.0.0.1")
     assert argv[:3] == ["sweepdeck", "sim", "meta-llama/Llama-2-7b-hf"]
-    assert ["--port", "8123"] == argv[argv.index("--port"):argv.index("--port") + 2]
+    assert argv[argv.index("--port"):argv.index("--port") + 2] == ["--port", "8123"]
     assert "--max-model-len=4096" in argv and argv[-1] == "--enforce-eager"
     rows = dict(spec.summary_lines())
     assert rows["Experiment ID"] == "nov23-llama-2-7b-hf-chatbot"

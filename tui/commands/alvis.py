@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 PROFILE_EXAMPLE = """\
 profile (in the sweepdeck config file, profiles: section):
   alvis:

@@ -7,7 +7,8 @@ Every dialog answers with :meth:`ModalScreen.dismiss`; escape always means
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -107,7 +108,7 @@ class CleanupScreen(ModalScreen[None]):
 # ------------------------------------------------------------ disambiguation
 
 
-def model_details(info: "ModelInfo") -> str:
+def model_details(info: ModelInfo) -> str:
     """One line of facts about a model: context, size, download time, TP."""
     parts = []
     if info.context_limit:
@@ -134,7 +135,7 @@ class DisambiguationDialog(ModalScreen["str | None"]):
     DEFAULT_CLASSES = "dialog-screen"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="disambiguation_cancel")]
 
-    def __init__(self, alias: str, prompt: str, options: list[dict], infos: dict[str, "ModelInfo"]) -> None:
+    def __init__(self, alias: str, prompt: str, options: list[dict], infos: dict[str, ModelInfo]) -> None:
         super().__init__()
         self.alias = alias
         self.prompt = prompt
@@ -142,7 +143,7 @@ class DisambiguationDialog(ModalScreen["str | None"]):
         self.infos = infos
 
     @classmethod
-    def for_alias(cls, catalogs: "Catalogs", alias: str) -> "DisambiguationDialog":
+    def for_alias(cls, catalogs: Catalogs, alias: str) -> DisambiguationDialog:
         entry = catalogs.models.ambiguous[alias.strip().lower()]
         infos = {i.id: i for i in catalogs.models.options(alias)}
         return cls(alias, entry.get("prompt", "Which model do you mean?"), entry["options"], infos)
@@ -312,8 +313,8 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
 
     def __init__(
         self,
-        catalogs: "Catalogs",
-        settings: "Settings | None" = None,
+        catalogs: Catalogs,
+        settings: Settings | None = None,
         *,
         today: _dt.date | None = None,
         text: str = "",
@@ -357,7 +358,7 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
         error.update(text)
         error.add_class("shown")
 
-    def parse(self, text: str, model_choice: str | None = None) -> "ExperimentSpec":
+    def parse(self, text: str, model_choice: str | None = None) -> ExperimentSpec:
         parse = self._parse
         if parse is None:
             from config.quick import parse_quick as parse

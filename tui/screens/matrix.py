@@ -23,10 +23,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Header, Input, Label, RadioButton, RadioSet, Select, Static
 
+from backends.tekton.launch_matrix import MODES, MatrixFile, MatrixLaunch, MatrixPlan, matrix_spec
 from config.errors import SweepdeckError
 from tui import bindings as keys
 from tui.widgets.footer import KeyFooter
-from backends.tekton.launch_matrix import MODES, MatrixFile, MatrixLaunch, MatrixPlan, matrix_spec
 
 if TYPE_CHECKING:
     from backends.base import Check
@@ -87,7 +87,7 @@ class MatrixScreen(Screen):
         self.matrix: MatrixFile | None = None
         self.unroll: list[str] = []
         self.checking = False
-        self.checks: list["Check"] | None = None
+        self.checks: list[Check] | None = None
 
     # --------------------------------------------------------------- layout
 

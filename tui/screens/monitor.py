@@ -679,13 +679,13 @@ class RunMonitorScreen(Screen):
         self.app.push_screen(RecoveryDialog(alert, self.controller.spec, catalogs, settings=settings,
                                             relaunched=self._relaunched), self._recover)
 
-    def _recover(self, choice: "Fix | ExperimentSpec | None") -> None:
+    def _recover(self, choice: Fix | ExperimentSpec | None) -> None:
         if choice is None:
             return
         self._recovering = True
         self.app.run_worker(self.relaunch(choice), name="relaunch", group="relaunch", exit_on_error=False)
 
-    async def relaunch(self, choice: "Fix | ExperimentSpec") -> RunController | None:
+    async def relaunch(self, choice: Fix | ExperimentSpec) -> RunController | None:
         """Relaunch with ``choice``, register the new run with the app, show it here."""
         old = self.controller
         label = choice.label if isinstance(choice, Fix) else "custom fix"

@@ -113,7 +113,7 @@ class LogView(ScrollView, can_focus=True):
     class StatusChanged(Message):
         """The follow / pause / search / filter state changed (the pane redraws its status line)."""
 
-        def __init__(self, view: "LogView") -> None:
+        def __init__(self, view: LogView) -> None:
             super().__init__()
             self.view = view
 

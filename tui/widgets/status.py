@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.cache import LRUCache

@@ -25,8 +25,8 @@ section at once in a grid.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -36,9 +36,9 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import ColumnKey
 
+from backends.events import Phase, Sweep
 from config.durations import format_elapsed as fmt_duration
 from config.durations import parse_timestamp
-from backends.events import Phase, Sweep
 from tui import bindings as keys
 from tui.widgets.status import ICONS, TERMINAL, state_category
 

@@ -30,7 +30,8 @@ def test_discovery_and_version(api, fake_kube):
     core = {r.name for r in client.CoreV1Api(api).get_api_resources().resources}
     assert {"pods", "secrets", "persistentvolumeclaims", "nodes", "namespaces", "pods/log", "pods/exec"} <= core
     # trailing slash and unknown group
-    import urllib.request, json
+    import json
+    import urllib.request
     req = urllib.request.Request(fake_kube.url + "/apis/tekton.dev/v1/", headers={"Authorization": "Bearer fake-token"})
     assert json.load(urllib.request.urlopen(req))["groupVersion"] == "tekton.dev/v1"
     req = urllib.request.Request(fake_kube.url + "/apis/nosuch.io/v1", headers={"Authorization": "Bearer fake-token"})

@@ -6,11 +6,10 @@ import asyncio
 import json
 
 import pytest
-
-from backends.store import RunStore
 import yaml
 
 from backends.events import Alert, Finished, LogLine, Phase, Progress
+from backends.store import RunStore
 
 pytestmark = pytest.mark.fakeapi
 

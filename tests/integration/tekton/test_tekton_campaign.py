@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backends.store import RunStore
 from backends.events import Finished, Phase, Progress
+from backends.store import RunStore
 from tests.integration.tekton.conftest import seed
 from tests.support.fakekube.tekton_controller import INFERENCE_PERF_REPORTS, TektonController
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from backends.store import RunStore
 import yaml
 
+from backends.store import RunStore
 from tui.cli import main
 
 pytestmark = pytest.mark.fakeapi

@@ -38,8 +38,9 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from tests.support.fakekube.controller import ControllerLoop
 from tests.support.fakekube.server import ApiError, FakeKube, ResourceType

@@ -21,9 +21,10 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -250,7 +251,7 @@ class FakeKube:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeKube":
+    def start(self) -> FakeKube:
         """Serve on 127.0.0.1:<free port> from a background thread."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -879,7 +880,7 @@ class FakeKube:
                     if item is None:  # drop_watches()
                         break
                     etype, obj = item
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if bookmarks and loop.time() >= next_bookmark:
                         mark = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(self.resource_version)}}
                         await resp.write(json.dumps({"type": "BOOKMARK", "object": mark}).encode() + b"\n")

@@ -366,7 +366,7 @@ class TektonController(ControllerLoop):
                 message = message or "vLLM pod is not ready: Unschedulable"
                 log = "error: timed out waiting for the condition on pods"
             else:
-                message = message or f'"step-run" exited with code 1'
+                message = message or '"step-run" exited with code 1'
             self.fake.append_log(ns, t["pod"], log, container="step-run")
             status = {"completionTime": _now(), "conditions": [{"type": "Succeeded", "status": "False", "reason": reason, "message": message}],
                       "steps": [{"name": "run", "container": "step-run", "terminated": {"exitCode": 1, "reason": "Error"}}]}

@@ -159,7 +159,7 @@ class WizardScreen(Screen):
             self.set_status(error_text(exc), error=True)
 
     @property
-    def spec(self) -> "ExperimentSpec | None":
+    def spec(self) -> ExperimentSpec | None:
         return self.state.spec
 
 

@@ -99,7 +99,7 @@ class WizardState:
     sim_fail: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: ExperimentSpec, catalogs: Catalogs, **kw: Any) -> "WizardState":
+    def from_spec(cls, spec: ExperimentSpec, catalogs: Catalogs, **kw: Any) -> WizardState:
         """State for a ready spec (from the quick command)."""
         workload: str | WorkloadProfile = spec.workload if spec.workload.custom else spec.workload.app
         state = cls(catalogs, model=spec.model, workload=workload, backend=spec.backend, profile=spec.profile, **kw)

@@ -91,11 +91,11 @@ class Step(Vertical):
     SCOPE = ""
 
     @property
-    def wizard(self) -> "WizardScreen":
+    def wizard(self) -> WizardScreen:
         return self.screen  # type: ignore[return-value]
 
     @property
-    def state(self) -> "WizardState":
+    def state(self) -> WizardState:
         return self.wizard.state
 
     def activate(self) -> None:
@@ -928,7 +928,7 @@ class PreflightStep(Step):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self.checks: list["Check"] | None = None
+        self.checks: list[Check] | None = None
         self.override = False
         self.running = False
         self._checked_spec = None
@@ -978,7 +978,7 @@ class PreflightStep(Step):
             return
         self.show_checks(checks)
 
-    def show_checks(self, checks: list["Check"]) -> None:
+    def show_checks(self, checks: list[Check]) -> None:
         self.checks = checks
         self.running = False
         self.query_one("#preflight-loading").display = False
@@ -1020,7 +1020,7 @@ class PreflightStep(Step):
         event.stop()
         await self.wizard.action_next_step()
 
-    def _ordered(self) -> list["Check"]:
+    def _ordered(self) -> list[Check]:
         """The checks, the highlighted one first."""
         if not self.checks:
             return []
@@ -1028,7 +1028,7 @@ class PreflightStep(Step):
         first = self.checks[min(max(table.cursor_row, 0), len(self.checks) - 1)]
         return [first] + [c for c in self.checks if c is not first]
 
-    def remedy_check(self) -> "Check | None":
+    def remedy_check(self) -> Check | None:
         """The check the remedy key acts on: the highlighted one if it offers a remedy, else the first that does."""
         if self.running:
             return None
@@ -1076,7 +1076,7 @@ class PreflightStep(Step):
                 text.append(f"  [{key}: change {setting.label} in the review]", style="bold")
         box.update(text)
 
-    def setting_check(self) -> "Check | None":
+    def setting_check(self) -> Check | None:
         """The check the edit key acts on: the highlighted one if its fix names a setting, else the first that does."""
         if self.running:
             return None
@@ -1094,11 +1094,11 @@ class PreflightStep(Step):
         wizard.query_one(ReviewStep).edit_path(setting.path, setting.value)
 
     @property
-    def failures(self) -> list["Check"]:
+    def failures(self) -> list[Check]:
         return [c for c in self.checks or [] if c.status == "fail"]
 
     @property
-    def warnings(self) -> list["Check"]:
+    def warnings(self) -> list[Check]:
         return [c for c in self.checks or [] if c.status == "warn"]
 
     def update_verdict(self) -> None:
@@ -1146,7 +1146,7 @@ class PreflightStep(Step):
         self.app.push_screen(ConfirmDialog(remedy.label, remedy.question), answered)
 
     @work(exclusive=True, group="preflight-remedy", exit_on_error=False)
-    async def _apply_remedy(self, spec, remedy: "Remedy") -> None:
+    async def _apply_remedy(self, spec, remedy: Remedy) -> None:
         """Carry out a confirmed remedy, say what happened, then run the checks again."""
         from backends.base import apply_remedy
 
