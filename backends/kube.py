@@ -20,6 +20,7 @@ which keeps a 10,000-object list fast and small.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -165,10 +166,8 @@ class Kube:
         return cls(api_client, (chosen or {}).get("name", ""), configuration.host, ctx.get("namespace"))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.api.close()
-        except Exception:
-            pass
 
     async def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking client call in a thread; errors become :class:`KubeError`."""
@@ -361,10 +360,8 @@ class Kube:
                 if not stop.is_set():
                     loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
-                try:
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(queue.put_nowait, None)
-                except RuntimeError:
-                    pass
 
         thread = threading.Thread(target=run, name=f"log:{pod}", daemon=True)
         thread.start()
@@ -484,10 +481,8 @@ def _shutdown(resp: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-    try:
+    with contextlib.suppress(Exception):
         resp.close()
-    except Exception:
-        pass
 
 
 _PLURALS = {

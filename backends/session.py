@@ -350,10 +350,8 @@ class Session:
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
-                try:
+                with contextlib.suppress(BaseException):  # best effort close of the backend's generator
                     await asyncio.wait_for(aclose(), timeout=2.0)
-                except BaseException:  # noqa: BLE001 - best effort close of the backend's generator
-                    pass
         if self.finished is None:
             await self._diagnose_pending()
             await self._flush_held()

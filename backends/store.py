@@ -196,10 +196,8 @@ class EventLog:
 
     def _on_timer(self) -> None:
         self._timer = None
-        try:
+        with contextlib.suppress(StoreWriteError):  # kept in self.failed; the owner checks it
             self.flush()
-        except StoreWriteError:
-            pass  # kept in self.failed; the owner checks it
 
     def flush(self) -> None:
         """Write the waiting batch of log lines now."""
@@ -578,10 +576,8 @@ class RunStore:
         return data if isinstance(data, dict) else {}
 
     def _write_index(self, index: dict[str, list[Any]]) -> None:
-        try:
+        with contextlib.suppress(StoreWriteError):  # a cache: the next listing reads the runs again
             _atomic_write(self.root / INDEX_NAME, json.dumps(index, separators=(",", ":"), default=str))
-        except StoreWriteError:
-            pass  # a cache: the next listing reads the runs again
 
     def delete(self, run_id: str) -> None:
         """Remove a finished run's record.

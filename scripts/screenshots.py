@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -319,10 +320,8 @@ async def sweep_flow(shoot: Shooter, state: Path) -> None:
 
             def stop_on_sigterm() -> None:
                 ctx.stopped.wait()
-                try:
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(worker.stop)
-                except RuntimeError:
-                    pass
 
             threading.Thread(target=stop_on_sigterm, daemon=True).start()
             return await worker.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -42,7 +43,5 @@ def _stop_supervisors_under(root: str) -> None:
         except OSError:
             continue
         if b"backends.supervisor" in argv and any(a.startswith(root.encode()) for a in argv):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass

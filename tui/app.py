@@ -18,6 +18,7 @@ was not detached, because its last client is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import inspect
 import logging
@@ -67,10 +68,8 @@ def _default_controller_factory(backend, spec=None, **kw):
 def _controller_options(settings: Settings) -> dict[str, Any]:
     """Settings the real RunController takes beyond the agreed interface."""
     options: dict[str, Any] = {"log_line_cap": settings.log_line_cap}
-    try:
+    with contextlib.suppress(SweepdeckError):
         options["default_image"] = settings.catalogs.models.default_image
-    except SweepdeckError:
-        pass
     return options
 
 
@@ -534,10 +533,8 @@ def _other_binding_ids() -> set[str]:
 
     for module in ("tui.screens.monitor", "tui.screens.sweep", "tui.screens.recovery", "tui.screens.dialogs",
                    "tui.screens.wizard.steps"):
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module(module)
-        except ImportError:
-            pass
     ids: set[str] = set()
     todo = [DOMNode]
     seen = set()

@@ -503,10 +503,8 @@ class RunController:
         from backends.supervisor import SupervisorGone
 
         assert self.link is not None and self.record is not None
-        try:
+        with contextlib.suppress(TimeoutError, SupervisorGone):
             await self.link.status()  # the run's facts (its handle) as the supervisor holds them
-        except (TimeoutError, SupervisorGone):
-            pass
         await self.link.follow(snapshot=self.log_line_cap)
         info = self.link.info
         started = info.started if info is not None else float(meta.get("started") or time.time())
@@ -672,10 +670,8 @@ class RunController:
         record = {"label": child.fix.label, "changes": _plain(child.fix.changes), "description": child.fix.description}
         assert child.run is not None
         child.run.store.update_meta(parent=self.id, fix=record)
-        try:
+        with contextlib.suppress(SweepdeckError):  # the old run has no directory (it never launched)
             self.store.open(self.id).update_meta(relaunched_as=child.id, fix=record)
-        except SweepdeckError:
-            pass  # the old run has no directory (it never launched)
         self.child = child
         child.on_event(Notice(f"Relaunched {self.id} as {child.id} with fix: {child.fix.label}"
                               + (f" ({child.fix.description})" if child.fix.description else "")))

@@ -12,6 +12,7 @@ No Textual here; rich is imported only to draw the final tables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -218,10 +219,8 @@ class HeadlessPrinter:
         self._line(json.dumps(data, default=str))
 
     def flush(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):
             self.out.flush()
-        except (BrokenPipeError, ValueError):
-            pass
 
     # -------------------------------------------------------------- events
 

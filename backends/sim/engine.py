@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -147,10 +148,8 @@ class Engine:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._release()  # we got the slot just as we were cancelled
             else:
-                try:
+                with contextlib.suppress(ValueError):
                     self.waiting.remove(fut)
-                except ValueError:
-                    pass
             raise
 
     def _release(self) -> None:

@@ -10,6 +10,7 @@ its final state comes from ``scontrol show job`` (kept for MinJobAge) or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -171,10 +172,8 @@ class JobPoller:
         self._watches.clear()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._task = None
 
     async def _loop(self) -> None:
@@ -201,10 +200,8 @@ class JobPoller:
                         w.last = st
                         w.queue.put_nowait(st)
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
-            except TimeoutError:
-                pass
 
     async def poll(self, ids: list[str]) -> dict[str, JobState] | None:
         """One squeue call for ``ids``; None when squeue itself failed."""

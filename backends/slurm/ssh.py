@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
@@ -424,17 +425,13 @@ class Remote:
             self.close_forward(port)
         if self.conn is not None:
             self.conn.close()
-            try:
+            with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(self.conn.wait_closed(), 5)
-            except (TimeoutError, Exception):
-                pass
         self._up.clear()
         if self._watch is not None:
             self._watch.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
-            except (asyncio.CancelledError, Exception):
-                pass
             self._watch = None
 
     # commands ------------------------------------------------------------------

@@ -10,6 +10,7 @@ last resourceVersion and re-list on 410 Gone; nothing polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -201,10 +202,8 @@ class TektonBackend(BackendBase):
             checks.append(await self._check_id(kube, ns, spec.experiment_id))
         if build_ is not None:
             info = None
-            try:
+            with contextlib.suppress(Exception):
                 info = self.settings.catalogs.models.resolve(spec.model)
-            except Exception:
-                pass
             warning = info.download_warning() if info is not None else ""
             if warning:
                 checks.append(Check("Model download", "warn", warning + " (download-model task)"))
@@ -852,10 +851,8 @@ class TektonBackend(BackendBase):
             # A ready PipelineRun (a matrix sweep) has no rendered Pipeline: its own
             # pipelineSpec gives the TaskRuns, as created on the cluster (else as saved).
             pr = None
-            try:
+            with contextlib.suppress(KubeError):
                 pr = await self.kube().get(*TEKTON, "pipelineruns", handle["pipelinerun"], handle["namespace"])
-            except KubeError:
-                pass
             if pr is None:
                 try:
                     pr = yaml.safe_load((saved.path / "rendered" / "pipelinerun.yaml").read_text()) or {}

@@ -8,6 +8,7 @@ is left. Uses a private tmux socket (``tmux -L``) and a private state dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -140,10 +141,8 @@ def wait_gone(tmux: Tmux, port: int) -> None:
 
 def kill_leftovers(port: int) -> None:
     for pid in sim_pids(port):  # never leave one behind, even when the test fails
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
 
 
 def test_launch_and_quit_in_a_real_terminal(tmux, tmp_path):

@@ -18,6 +18,7 @@ version id, queue URL)``) the first time it is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -286,10 +287,8 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
         close = getattr(reader, "aclose", None)
         if close is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # no loop any more: the process is ending
             asyncio.get_running_loop().create_task(close())
-        except RuntimeError:  # no loop any more: the process is ending
-            pass
 
     def _apply_sizes(self) -> None:
         super()._apply_sizes()

@@ -34,6 +34,7 @@ CustomResourceDefinitions and creates Argo's, as installing Argo does.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -165,10 +166,8 @@ class ArgoController(ControllerLoop):
                     ctx.stopped.set()
             # ownerReferences garbage collection: the workflow's pods go with it
             for pod in self.fake.list("v1", "Pod", key[0], label_selector=f"{WORKFLOW_LABEL}={key[1]}"):
-                try:
+                with contextlib.suppress(ApiError):
                     self.fake.delete("v1", "Pod", pod["metadata"]["name"], key[0])
-                except ApiError:
-                    pass
 
     # ------------------------------------------------------------------ workflows
 
@@ -309,7 +308,7 @@ class ArgoController(ControllerLoop):
         container = tmpl.get("container") or {}
         args = [str(self._resolve(run, a, step["inputs"])) for a in container.get("args") or []]
         labels = {WORKFLOW_LABEL: wf, "workflows.argoproj.io/completed": "false", **((tmpl.get("metadata") or {}).get("labels") or {})}
-        try:
+        with contextlib.suppress(ApiError):
             self.fake.create({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod, "namespace": ns, "labels": labels,
@@ -320,8 +319,6 @@ class ArgoController(ControllerLoop):
                 "status": {"phase": "Running", "startTime": _now(),
                            "containerStatuses": [{"name": "main", "ready": True, "state": {"running": {"startedAt": _now()}}}]},
             })
-        except ApiError:
-            pass
         self.pods_started.append(pod)
         ctx = PodContext(self.fake, ns, pod, wf, display, step["template"], dict(run["params"]), args, step["attempts"])
         run["ctx"][node["id"]] = ctx
@@ -374,12 +371,10 @@ class ArgoController(ControllerLoop):
         if ok:
             run["pods_ok"] += 1
         code = 0 if ok else 1
-        try:
+        with contextlib.suppress(ApiError):
             self.fake.patch("v1", "Pod", ctx.pod, {"metadata": {"labels": {"workflows.argoproj.io/completed": "true"}},
                                                    "status": {"phase": phase, "containerStatuses": [{"name": "main", "ready": False, "state": {
                                                        "terminated": {"exitCode": code, "reason": "Completed" if ok else "Error", "finishedAt": _now()}}}]}}, ns)
-        except ApiError:
-            pass
         self._set_node(key, nid, phase, "" if ok else message)
         retry_again = (not ok and step["top"] and step["attempts"] <= step["retry_limit"] and not run.get("shutdown"))
         if retry_again:

@@ -6,6 +6,7 @@ See the package docstring (:mod:`tests.support.fakekube`) for the Python API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import io
 import itertools
@@ -289,10 +290,8 @@ class FakeKube:
             if self._runner:
                 await self._runner.cleanup()
 
-        try:
+        with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        except Exception:
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
@@ -610,10 +609,8 @@ class FakeKube:
     def _close_stream(stream: _LogStream) -> None:
         stream.closed = True
         for loop, q in list(stream.followers):
-            try:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(q.put_nowait, None)
-            except RuntimeError:
-                pass
 
     # files served to ``tar cf -`` over exec
     def set_files(self, namespace: str, pod: str, files: dict[str, bytes | str]) -> None:

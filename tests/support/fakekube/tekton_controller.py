@@ -27,6 +27,7 @@ seconds) makes a task's startTime older, for over-time alerts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -219,11 +220,9 @@ class TektonController(ControllerLoop):
                               "spec": {"taskRef": {"name": task_ref}, "params": t["def"].get("params") or []}, "status": status})
         else:
             self.fake.patch(T, "TaskRun", tr_name, {"status": status}, ns, status_only=True)
-        try:
+        with contextlib.suppress(ApiError):
             self.fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"tekton.dev/taskRun": tr_name, **labels}},
                               "spec": {"containers": [{"name": "step-run"}]}, "status": {"phase": "Running"}})
-        except ApiError:
-            pass
         self.fake.append_log(ns, pod, f"[{name}] starting (attempt {t['attempt']})", container="step-run")
         failure = self._match(self.failures, name)
         if task_ref == "deploy-model":
@@ -255,11 +254,9 @@ class TektonController(ControllerLoop):
                               "status": {"podName": pod, "startTime": _now(),
                                          "steps": [{"name": "run", "container": "step-run", "running": {"startedAt": _now()}}],
                                          "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}})
-            try:
+            with contextlib.suppress(ApiError):
                 self.fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"tekton.dev/taskRun": tr, **labels}},
                                   "spec": {"containers": [{"name": "step-run"}]}, "status": {"phase": "Running"}})
-            except ApiError:
-                pass
             shown = " ".join(f"{c['name']}={c['value']}" for c in combo)
             self.fake.append_log(ns, pod, f"[{name}-{i}] starting {shown}", container="step-run")
 
@@ -298,11 +295,9 @@ class TektonController(ControllerLoop):
         elif kind == "image-pull":
             status["containerStatuses"] = [{"name": "vllm", "ready": False, "state": {"waiting": {
                 "reason": "ImagePullBackOff", "message": 'Back-off pulling image "vllm/vllm-openai:nosuch"'}}}]
-        try:
+        with contextlib.suppress(ApiError):
             self.fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"llm-d.ai/model": label, "llm-d.ai/inferenceServing": "true"}},
                               "spec": {"containers": [{"name": "vllm"}]}, "status": status})
-        except ApiError:
-            pass
         if kind in ("unschedulable", "image-pull"):
             return
 

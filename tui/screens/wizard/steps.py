@@ -6,6 +6,7 @@ a step to :meth:`Step.commit` before moving on (commit says what blocks).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -413,10 +414,8 @@ class WorkloadStep(Step):
         if workload is None and VALUES_ROW in self._names:
             name = VALUES_ROW  # the values' own profile template (nothing chosen yet, or chosen before)
         if isinstance(workload, str):
-            try:
+            with contextlib.suppress(SweepdeckError):
                 name = self.state.catalogs.workloads.match(workload).name
-            except SweepdeckError:
-                pass
         if name in self._names:
             table.move_cursor(row=self._names.index(name))
         tabs.active = "presets-pane"
