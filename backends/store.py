@@ -270,9 +270,9 @@ def expand_record(data: dict[str, Any]) -> list[Event]:
     streams = data.get("streams")
     if isinstance(streams, str) and len(streams) == len(texts):
         return [LogLine(text, "err" if st == "e" else "out", source, stamps[i] if stamps else ts)
-                for i, (text, st) in enumerate(zip(texts, streams))]
+                for i, (text, st) in enumerate(zip(texts, streams, strict=True))]
     if stamps:
-        return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps)]
+        return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps, strict=True)]
     return [LogLine(text, stream, source, ts) for text in texts]
 
 
@@ -398,7 +398,7 @@ class RunDir:
             with contextlib.suppress(StoreWriteError):
                 self._log.flush()
         try:
-            fh = open(self.path / "events.jsonl", "rb")
+            fh = open(self.path / "events.jsonl", "rb")  # noqa: SIM115 - closed by the `with fh` below
         except FileNotFoundError:
             return
         with fh:

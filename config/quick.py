@@ -750,9 +750,8 @@ def _set_key(cmd: QuickCommand, catalogs: Catalogs, key: str, value: str, direct
     if path == "workload.max_concurrency" and cmd.value("workload.rate_type") is None:
         # "concurrency=8" means run 8 at a time.
         _put(cmd, "workload.rate_type", "concurrent")
-    if path.startswith("workload.") and path.split(".", 1)[1] in _INT_INFO:
-        if not re.fullmatch(r"\d+", value):
-            raise SweepdeckError(f"{_label(path)} must be a whole number, got {value!r}.", f"Example: {_example(path)}")
+    if path.startswith("workload.") and path.split(".", 1)[1] in _INT_INFO and not re.fullmatch(r"\d+", value):
+        raise SweepdeckError(f"{_label(path)} must be a whole number, got {value!r}.", f"Example: {_example(path)}")
     if path in ("workload.rate", "workload.max_seconds") and not re.fullmatch(r"\d+(\.\d+)?", value):
         raise SweepdeckError(f"{_label(path)} must be a number, got {value!r}.", f"Example: {_label(path)}=5")
     if direction:
@@ -819,9 +818,8 @@ def _try_model(cmd: QuickCommand, catalogs: Catalogs, word: str, model_choice: s
 
 def _try_workload(cmd: QuickCommand, catalogs: Catalogs, word: str, exact: bool) -> bool:
     workloads = catalogs.workloads
-    if exact:
-        if word not in workloads.presets and not any(word in p.keywords for p in workloads.presets.values()):
-            return False
+    if exact and word not in workloads.presets and not any(word in p.keywords for p in workloads.presets.values()):
+        return False
     try:
         preset = workloads.match(word)
     except SweepdeckError:

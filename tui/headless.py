@@ -213,7 +213,7 @@ class HeadlessPrinter:
             if self.out.isatty():
                 self.out.flush()
         except BrokenPipeError:  # `sweepdeck run ... | head`: keep running, stop printing
-            self.out = open(os.devnull, "w")
+            self.out = open(os.devnull, "w")  # noqa: SIM115 - the printer's output from now on
 
     def _json(self, data: dict[str, Any]) -> None:
         self._line(json.dumps(data, default=str))

@@ -51,7 +51,7 @@ class Histogram:
     def lines(self, name: str, labels: str) -> list[str]:
         out = []
         cumulative = 0
-        for bound, n in zip(self.buckets, self.counts):
+        for bound, n in zip(self.buckets, self.counts, strict=False):  # counts[-1] is the +Inf bucket, written below
             cumulative += n
             out.append(f'{name}_bucket{{{labels},le="{float(bound)}"}} {float(cumulative)}')
         out.append(f'{name}_bucket{{{labels},le="+Inf"}} {float(self.count)}')

@@ -197,7 +197,7 @@ async def _open_jumps(target: SshTarget, host_keys: HostKeys, depth: int) -> asy
                              "Check ProxyJump in " + (config_paths(target) or ["~/.ssh/config"])[0] + ".")
     conn: asyncssh.SSHClientConnection | None = None
     try:
-        for n, spec in enumerate(hops):
+        for spec in hops:
             hop = _hop_target(spec, target)
             try:
                 # The first hop may itself be reached through its own ProxyJump (OpenSSH does that too).

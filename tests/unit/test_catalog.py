@@ -280,7 +280,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     path = tmp_path / "known-models.yaml"
     path.write_text("\n".join(text) + "\n")
     with pytest.raises(SweepdeckError) as err:
-        load_catalogs(tmp_path).models
+        _ = load_catalogs(tmp_path).models  # the property loads the file
     msg = err.value.message
     assert str(path) in msg
     assert "line 1" in msg  # the line the parser stopped at (10 or 11)
@@ -291,7 +291,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 def test_malformed_yaml_line_number_is_right(tmp_path):
     _bad_dir(tmp_path, "workload-presets.yaml", "mappings:\n  chatbot:\n    keywords: [a, b\n")
     with pytest.raises(SweepdeckError, match=r"line 4"):
-        load_catalogs(tmp_path).workloads
+        _ = load_catalogs(tmp_path).workloads  # the property loads the file
 
 
 @pytest.mark.parametrize(
@@ -331,7 +331,7 @@ def test_bad_preset_numbers_name_file_and_preset(tmp_path):
         "mappings:\n  x:\n    keywords: []\n    profile:\n      app: x\n      data:\n        prompt_tokens: lots\n",
     )
     with pytest.raises(SweepdeckError) as err:
-        load_catalogs(tmp_path).workloads
+        _ = load_catalogs(tmp_path).workloads  # the property loads the file
     assert str(tmp_path / "workload-presets.yaml") in err.value.message
     assert "mappings.x" in err.value.message and "prompt_tokens" in err.value.message
 
@@ -339,7 +339,7 @@ def test_bad_preset_numbers_name_file_and_preset(tmp_path):
 def test_binary_catalog_file(tmp_path):
     (tmp_path / "vllm-args.yaml").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(SweepdeckError, match="UTF-8"):
-        load_catalogs(tmp_path).vllm_args
+        _ = load_catalogs(tmp_path).vllm_args  # the property loads the file
 
 
 def test_ambiguous_wins_over_a_plain_alias(tmp_path):

@@ -132,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
 def _default_image(settings) -> str | None:
     try:
         return settings.catalogs.models.default_image
-    except Exception:  # noqa: BLE001 - only used to suggest a fix
+    except Exception:  # only used to suggest a fix
         return None
 
 
@@ -306,9 +306,8 @@ def _finish(args, settings, spec, backend_name):
         raise SweepdeckError(
             f"--{next(iter(given)).replace('_', '-')} only applies to the local backend.",
         )
-    if args.sim_fail or args.sim_arg:
-        if backend_name != "local":
-            raise SweepdeckError("--sim-fail/--sim-arg only apply to the local backend's simulator.")
+    if (args.sim_fail or args.sim_arg) and backend_name != "local":
+        raise SweepdeckError("--sim-fail/--sim-arg only apply to the local backend's simulator.")
     if given:
         options = dict(profile.options)
         if "port" in given:

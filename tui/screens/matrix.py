@@ -325,10 +325,9 @@ class MatrixScreen(Screen):
         """Build the PipelineRun as chosen, check the cluster (worker), then launch."""
         if self.checking:
             return
-        if self.matrix is None:
-            # enter in the path box is the natural first step; f8 with a typed path loads it too
-            if not self.load(self.query_one("#matrix-path", Input).value):
-                return
+        # enter in the path box is the natural first step; f8 with a typed path loads it too
+        if self.matrix is None and not self.load(self.query_one("#matrix-path", Input).value):
+            return
         assert self.matrix is not None
         try:
             pr = self.plan().pipelinerun(self.matrix)

@@ -138,7 +138,7 @@ class TektonController(ControllerLoop):
             run["tasks"][t["name"]] = {"def": t, "state": "pending", "attempt": 0, "finally": True}
         self._runs[key] = run
         self.fake.patch(T, "PipelineRun", name, {"status": {
-            "startTime": _now(), "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: %d, Skipped: 0" % len(run["order"])}],
+            "startTime": _now(), "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": f"Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: {len(run['order'])}, Skipped: 0"}],
         }}, ns, status_only=True)
         self._advance(key)
 
@@ -381,7 +381,7 @@ class TektonController(ControllerLoop):
         label = self._label(key, name)
         out = self.results_root / label
         out.mkdir(parents=True, exist_ok=True)
-        (out / "exp-config.json").write_text('{"tp": "%s"}' % label.rsplit("-", 1)[-1])
+        (out / "exp-config.json").write_text(f'{{"tp": "{label.rsplit("-", 1)[-1]}"}}')
         if task_ref == "run-workload-inference-perf-blis":
             (out / "results").mkdir(exist_ok=True)
             for file in INFERENCE_PERF_FILES:
@@ -397,7 +397,7 @@ class TektonController(ControllerLoop):
         if run is None or run["done"]:
             return
         ns = key[0]
-        for name, t in run["tasks"].items():
+        for t in run["tasks"].values():
             if finally_too and t.get("finally") and t["state"] == "running" and not t.get("children"):
                 t["state"] = "cancelled"
                 self.fake.patch(T, "TaskRun", t["tr"], {"status": {"completionTime": _now(), "conditions": [

@@ -160,10 +160,7 @@ class ModelStep(Step):
         scored = []
         for kind, name, hay in items:
             low = hay.lower()
-            if query in low:
-                score = 1000.0 - low.index(query)
-            else:
-                score = self._fuzzy.match(query, low)[0]
+            score = 1000.0 - low.index(query) if query in low else self._fuzzy.match(query, low)[0]
             if score > 0:
                 scored.append((score, kind, name))
         scored.sort(key=lambda s: -s[0])
@@ -331,25 +328,24 @@ class WorkloadStep(Step):
                 table.add_columns("Preset", "Description", "Prompt", "Output", "Rate type", "Requests")
                 yield table
                 yield Static("", id="workload-detail")
-            with TabPane("Custom", id="custom-pane"):
-                with VerticalScroll(id="custom-form"):
-                    with Grid(id="custom-grid"):
-                        for name, label in CUSTOM_FIELDS:
-                            yield Label(label, classes="custom-label")
-                            yield Input(
-                                id=f"custom-{name}",
-                                classes="custom-input",
-                                compact=True,
-                                placeholder="2× mean" if name.endswith("_max") else "",
-                            )
-                    with Horizontal(id="custom-row"):
-                        yield Label("Max requests", classes="custom-label")
-                        yield Input(id="custom-max_requests", classes="custom-input", compact=True)
-                        yield Label("Rate", classes="custom-label")
-                        yield Input(id="custom-rate", classes="custom-input", compact=True)
-                        yield Label("Rate type", classes="custom-label")
-                        yield Select([(r, r) for r in RATE_TYPES], id="custom-rate_type", allow_blank=False, value="constant", compact=True)
-                    yield Static("", id="custom-error")
+            with TabPane("Custom", id="custom-pane"), VerticalScroll(id="custom-form"):
+                with Grid(id="custom-grid"):
+                    for name, label in CUSTOM_FIELDS:
+                        yield Label(label, classes="custom-label")
+                        yield Input(
+                            id=f"custom-{name}",
+                            classes="custom-input",
+                            compact=True,
+                            placeholder="2× mean" if name.endswith("_max") else "",
+                        )
+                with Horizontal(id="custom-row"):
+                    yield Label("Max requests", classes="custom-label")
+                    yield Input(id="custom-max_requests", classes="custom-input", compact=True)
+                    yield Label("Rate", classes="custom-label")
+                    yield Input(id="custom-rate", classes="custom-input", compact=True)
+                    yield Label("Rate type", classes="custom-label")
+                    yield Select([(r, r) for r in RATE_TYPES], id="custom-rate_type", allow_blank=False, value="constant", compact=True)
+                yield Static("", id="custom-error")
 
     def on_mount(self) -> None:
         self.fill_presets()
