@@ -486,7 +486,7 @@ class Session:
         budget = max(0.1, min(CANCEL_GRACE, self._abandon_at - asyncio.get_running_loop().time()))
         try:
             await asyncio.wait_for(self.backend.cancel(self.run, graceful=self._cancel_graceful), timeout=budget)
-        except BaseException as exc:  # noqa: BLE001 - cancel is best effort; cleanup follows
+        except BaseException as exc:  # cancel is best effort; cleanup follows
             log.warning("cancel failed: %s", exc)
         if not self._drains():
             # the backend has been told: a moment for it to report its own cancelled Finished, then the cleanup
@@ -501,7 +501,7 @@ class Session:
         self._abandon_at = min(self._abandon_at, asyncio.get_running_loop().time() + CANCEL_GRACE + 1.0)
         try:
             await asyncio.wait_for(self.backend.cancel(self.run, graceful=False), timeout=CANCEL_GRACE)
-        except BaseException as exc:  # noqa: BLE001 - best effort; the registry's cleanup follows anyway
+        except BaseException as exc:  # best effort; the registry's cleanup follows anyway
             log.warning("cancel (at once) failed: %s", exc)
 
     @property
@@ -518,7 +518,7 @@ class Session:
             if self.run is not None:
                 try:
                     await asyncio.wait_for(self.backend.cleanup(self.run), timeout=self.cleanup_timeout * 0.8)
-                except BaseException as exc:  # noqa: BLE001 - the registry still runs
+                except BaseException as exc:  # the registry still runs
                     log.warning("backend cleanup failed: %s", exc)
             await self._run_registry(max(0.2, deadline - time.monotonic()))
             if self.run is not None:

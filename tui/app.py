@@ -381,7 +381,7 @@ class SweepdeckApp(App[int]):
         seen: set[str] = set()
         try:
             active = self.screen.active_bindings
-        except Exception:  # noqa: BLE001 - a screen being torn down: help still lists every key
+        except Exception:  # a screen being torn down: help still lists every key
             return rows
         for key, active_binding in active.items():
             binding = active_binding.binding
@@ -511,7 +511,7 @@ class SweepdeckApp(App[int]):
                     command = ctrl.detach()
                     if inspect.isawaitable(command):
                         command = await asyncio.wait_for(command, 5.0)
-                except Exception as exc:  # noqa: BLE001 - one run that cannot detach must not keep the others
+                except Exception as exc:  # one run that cannot detach must not keep the others
                     log.warning("detach of %s failed: %s", getattr(ctrl, "run", ctrl), exc)
                     self.farewell.append(f"[WARN] {getattr(ctrl, 'id', 'a run')} could not be detached: {exc}")
                     continue

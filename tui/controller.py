@@ -692,7 +692,7 @@ def _fix_changes(old: ExperimentSpec | None, new: ExperimentSpec) -> list:
         return []
     try:
         return [c for c in new.diff(old) if c.field not in ("experiment_id", "parent")]
-    except Exception:  # noqa: BLE001 - the record is informative only
+    except Exception:  # the record is informative only
         return []
 
 

@@ -508,7 +508,7 @@ def main() -> int:
             code = runner.run(_serve(out))
     except KeyboardInterrupt:
         code = 130
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as this worker's failure
+    except Exception as exc:  # reported to the parent as this worker's failure
         import traceback
 
         traceback.print_exc()

@@ -147,7 +147,7 @@ async def relay(runner: Any, queue: asyncio.Queue) -> None:
         error = exc.message
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - reported as the run's failure
+    except Exception as exc:  # reported as the run's failure
         logging.getLogger(__name__).exception("workload runner failed")
         error = f"{type(exc).__name__}: {exc}"
     await queue.put(("workload-done", error))

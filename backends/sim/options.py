@@ -185,7 +185,7 @@ def oom_budget_for(model: str, explicit: int | None) -> int:
         from config.catalog import DATA_DIR, MODELS_FILE, ModelCatalog
 
         info = ModelCatalog.load(DATA_DIR / MODELS_FILE).resolve(catalog_model_id(model))
-    except Exception:  # noqa: BLE001 - unknown/ambiguous model or unreadable catalog: use the default
+    except Exception:  # unknown/ambiguous model or unreadable catalog: use the default
         return DEFAULT_OOM_BUDGET
     if not info.max_model_len or not info.max_num_seqs:
         return DEFAULT_OOM_BUDGET
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _takes_value(parser: argparse.ArgumentParser) -> dict[str, bool]:
     """Option string -> whether it consumes a value, for every known option."""
     table: dict[str, bool] = {}
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
+    for action in parser._actions:  # argparse has no public accessor
         for opt in action.option_strings:
             table[opt] = action.nargs != 0
     return table

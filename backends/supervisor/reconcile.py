@@ -260,7 +260,7 @@ async def check_leftovers(record: RunRecord) -> list[dict[str, Any]]:
         if backend is None:
             try:
                 backend = backend_for_run(run_dir)
-            except Exception as exc:  # noqa: BLE001 - listed as possibly alive when it cannot be asked
+            except Exception as exc:  # listed as possibly alive when it cannot be asked
                 log.warning("cannot rebuild the backend of %s: %s", record.id, exc)
         there = None
         if backend is not None:
@@ -298,13 +298,13 @@ async def clean(record: RunRecord) -> list[str]:
         if backend is None:
             try:
                 backend = backend_for_run(run_dir)
-            except Exception as exc:  # noqa: BLE001 - reported below
+            except Exception as exc:  # reported below
                 failed.append(f"{what}: cannot reach its backend ({exc})")
                 remaining.append(res)
                 continue
         try:
             note = await backend.clean_leftover(res)
-        except Exception as exc:  # noqa: BLE001 - one failure must not stop the others
+        except Exception as exc:  # one failure must not stop the others
             failed.append(f"{what}: {getattr(exc, 'message', None) or exc}")
             remaining.append(res)
             continue

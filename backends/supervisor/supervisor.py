@@ -161,7 +161,7 @@ class Supervisor:
             return await self._fail_early("The run was stopped before it started.", "", outcome="cancelled")
         try:
             run = await (self.session.adopt(self.adopt_record) if self.adopt_record else self.session.launch())
-        except Exception as exc:  # noqa: BLE001 - any launch error becomes the client's one line
+        except Exception as exc:  # any launch error becomes the client's one line
             message = exc.message if isinstance(exc, SweepdeckError) else f"launch failed: {exc}"
             hint = exc.hint if isinstance(exc, SweepdeckError) else ""
             self._broadcast(encode({"type": "_launch_failed", "message": message, "hint": hint}))
@@ -259,7 +259,7 @@ class Supervisor:
                 return
             client.lagging = False
             self._send_snapshot(client, SNAPSHOT_LINES)
-        except Exception:  # noqa: BLE001 - a client that cannot be written to is closed below
+        except Exception:  # a client that cannot be written to is closed below
             client.closed = True
         finally:
             client._resyncing = False  # type: ignore[attr-defined]

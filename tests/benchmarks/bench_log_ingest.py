@@ -45,11 +45,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from textual.app import App, ComposeResult  # noqa: E402
-from textual.widgets import Log  # noqa: E402
+from textual.app import App, ComposeResult
+from textual.widgets import Log
 
-from backends.events import LogLine  # noqa: E402
-from tests.support.flood import POOL, POOL_SIZE, FloodBackend, stream_of  # noqa: E402
+from backends.events import LogLine
+from tests.support.flood import POOL, POOL_SIZE, FloodBackend, stream_of
 
 CHUNK = 2000  # lines a backend hands over per read before the loop runs again
 PREFIXED = [f"[VLLM {'ERR' if stream_of(i) == 'err' else 'OUT'}] {POOL[i]}" for i in range(POOL_SIZE)]

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.slurm.cluster import TestCluster, free_port  # noqa: E402
+from tests.integration.slurm.cluster import TestCluster, free_port  # noqa: E402 - after the sys.path line above
 
 
 def pct(values: list[float], p: float) -> float:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from textual.widgets import DataTable, Input, Static
 
-from tests.support.fakekube import fake_kube  # noqa: F401
+from tests.support.fakekube import fake_kube  # noqa: F401 - a pytest fixture, found by its name
 from tests.support.fakekube.tekton_controller import TektonController
 
 pytestmark = pytest.mark.fakeapi
@@ -75,7 +75,7 @@ async def open_matrix(pilot, path: Path | str):
     return screen
 
 
-async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reaches_done_total(fake_kube, tmp_path, matrix_file):  # noqa: F811
+async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reaches_done_total(fake_kube, tmp_path, matrix_file):  # noqa: F811 - the fake_kube fixture imported above
     from backends.cleanup import CleanupRegistry
     from tui.controller import RunController
     from tui.screens.monitor import RunMonitorScreen
@@ -157,7 +157,7 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
     assert (matrix_file.read_bytes(), matrix_file.stat().st_mtime_ns) == before  # the user's file is only read
 
 
-async def test_matrix_file_errors_are_inline_and_nothing_is_created(fake_kube, tmp_path):  # noqa: F811
+async def test_matrix_file_errors_are_inline_and_nothing_is_created(fake_kube, tmp_path):  # noqa: F811 - the fake_kube fixture imported above
     from backends.cleanup import CleanupRegistry
 
     app = tekton_app(fake_kube, tmp_path, CleanupRegistry())
@@ -183,7 +183,7 @@ async def test_matrix_file_errors_are_inline_and_nothing_is_created(fake_kube, t
     assert fake_kube.list("tekton.dev/v1", "PipelineRun", None) == []
 
 
-async def test_matrix_preflight_failure_blocks_launch(fake_kube, tmp_path, matrix_file):  # noqa: F811
+async def test_matrix_preflight_failure_blocks_launch(fake_kube, tmp_path, matrix_file):  # noqa: F811 - the fake_kube fixture imported above
     """No namespace on the cluster: the launch is refused inline, nothing is created."""
     from backends.cleanup import CleanupRegistry
 
@@ -207,7 +207,7 @@ async def test_matrix_preflight_failure_blocks_launch(fake_kube, tmp_path, matri
     assert fake_kube.list("tekton.dev/v1", "PipelineRun", None) == []
 
 
-async def test_matrix_screen_from_the_command_palette(fake_kube, tmp_path):  # noqa: F811
+async def test_matrix_screen_from_the_command_palette(fake_kube, tmp_path):  # noqa: F811 - the fake_kube fixture imported above
     from backends.cleanup import CleanupRegistry
     from tui.screens.matrix import MatrixScreen
 
@@ -239,7 +239,7 @@ async def launch_unroll_plus_2(pilot, matrix_file):
     return pilot.app.screen
 
 
-async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fake_kube, tmp_path, matrix_file):  # noqa: F811
+async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fake_kube, tmp_path, matrix_file):  # noqa: F811 - the fake_kube fixture imported above
     """Detach a running matrix sweep, attach in a new session: done/total is still n/36 (fake-API test)."""
     from backends.cleanup import CleanupRegistry
     from backends.store import RunStore
@@ -302,7 +302,10 @@ async def test_metrics_panel_puts_progress_first_only_without_metrics():
 
     async with Host().run_test(size=(60, 12)) as pilot:
         panel = pilot.app.query_one(MetricsPanel)
-        order = lambda: [w.id for w in panel.children]  # noqa: E731
+
+        def order():
+            return [w.id for w in panel.children]
+
         usual = ["metrics-numbers", "metrics-spark-label", "metrics-spark", "metrics-progress-label", "metrics-progress"]
         assert order() == usual
         panel.update_progress(Progress(36, pending=27, running=9))

@@ -102,7 +102,7 @@ def choose_gpu(args: argparse.Namespace, settings):
         try:
             profile = settings.profile(args.profile) if args.profile else (
                 settings.profile(settings.default_profile) if settings.default_profile else None)
-        except Exception:  # noqa: BLE001 - an unusable profile just means "no GPU from a profile"
+        except Exception:  # an unusable profile just means "no GPU from a profile"
             if args.profile:
                 raise
             profile = None

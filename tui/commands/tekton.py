@@ -139,7 +139,7 @@ def _render(args: argparse.Namespace) -> int:
         if exc.hint:
             print(f"  {exc.hint}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - tektonc's catch-all: one line (the traceback with --debug), exit 1
+    except Exception as exc:  # tektonc's catch-all: one line (the traceback with --debug), exit 1
         if args.debug:
             traceback.print_exc()
         else:

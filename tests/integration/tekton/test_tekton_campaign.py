@@ -42,7 +42,7 @@ def _snapshot() -> dict[str, tuple[bytes, int]]:
 
 
 @pytest.fixture
-def campaign(fake_kube, tmp_path):  # noqa: F811 - fake_kube is the shared fixture
+def campaign(fake_kube, tmp_path):
     seed(fake_kube, ns=NS)
     results = tmp_path / "data-pvc"
     results.mkdir()

@@ -184,8 +184,11 @@ def test_cancel_saved_run_now_and_gracefully(fake_kube, config_file, capsys):
         fake_kube.wait_for(lambda: reason("now1") == "Cancelled" and reason("soft1") == "Cancelled")
         assert fake_kube.get("tekton.dev/v1", "PipelineRun", "now1", "newns")["spec"]["status"] == "Cancelled"
         assert fake_kube.get("tekton.dev/v1", "PipelineRun", "soft1", "newns")["spec"]["status"] == "CancelledRunFinally"
-        tasks = lambda pr: {t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in fake_kube.list(  # noqa: E731
-            "tekton.dev/v1", "TaskRun", "newns", label_selector=f"tekton.dev/pipelineRun={pr}")}
+
+        def tasks(pr):
+            return {t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in fake_kube.list(
+                "tekton.dev/v1", "TaskRun", "newns", label_selector=f"tekton.dev/pipelineRun={pr}")}
+
         assert not [t for t in tasks("now1") if t.startswith("finally-")]  # --now: finally skipped
         assert "finally-delete-model-tp2" in tasks("soft1")  # graceful: the finally clean-ups ran
         # a finished run: nothing to do, said so
