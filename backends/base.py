@@ -176,7 +176,8 @@ class BackendBase:
         """How another process builds this same backend (see :func:`backends.registry.from_recipe`)."""
         return {
             "backend": self.name,
-            "profile": {"name": self.profile.name, "backend": self.profile.backend, "options": dict(self.profile.options)},
+            "profile": {"name": self.profile.name, "backend": self.profile.backend,
+                        "options": dict(self.profile.options)},
             "config": str(self.settings.path) if self.settings.path else None,
             "catalog_dir": str(self.settings.catalog_dir) if self.settings.catalog_dir else None,
             "options": dict(self.options),
@@ -186,7 +187,8 @@ class BackendBase:
         """Carry out a pre-flight remedy; this backend offers none."""
         from config.errors import SweepdeckError
 
-        raise SweepdeckError(f"The {self.name} backend cannot {remedy.label.lower()}.", "Do it by hand, then re-run pre-flight.")
+        raise SweepdeckError(f"The {self.name} backend cannot {remedy.label.lower()}.",
+                             "Do it by hand, then re-run pre-flight.")
 
     def describe(self, spec: ExperimentSpec | None, handle: dict[str, Any] | None,
                  meta: dict[str, Any] | None) -> str | None:
@@ -221,5 +223,6 @@ async def apply_remedy(backend: Backend, spec: ExperimentSpec, remedy: Remedy) -
 
     handler = getattr(backend, "remedy", None)
     if handler is None:
-        raise SweepdeckError(f"The {backend.name} backend cannot {remedy.label.lower()}.", "Do it by hand, then re-run pre-flight.")
+        raise SweepdeckError(f"The {backend.name} backend cannot {remedy.label.lower()}.",
+                             "Do it by hand, then re-run pre-flight.")
     return await handler(spec, remedy)

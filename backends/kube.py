@@ -87,11 +87,15 @@ def translate(exc: Exception, what: str) -> KubeError:
     if isinstance(exc, ApiException):
         code, reason, message = _status_of(exc)
         if code == 0:
-            return KubeError(f"{what}: cannot reach the API server ({message}).", "Check the kubeconfig's server and your network/VPN.")
+            return KubeError(f"{what}: cannot reach the API server ({message}).",
+                             "Check the kubeconfig's server and your network/VPN.")
         if code == 401:
-            return KubeError(f"{what}: unauthorized (401).", "Your credentials expired or are wrong: log in again (e.g. oc login / refresh the token).", code, reason)
+            return KubeError(f"{what}: unauthorized (401).",
+                             "Your credentials expired or are wrong: log in again (e.g. oc login / refresh the token).",
+                             code, reason)
         if code == 403:
-            return KubeError(f"{what}: forbidden (403): {message}", "Ask for RBAC permission, or use another namespace.", code, reason)
+            return KubeError(f"{what}: forbidden (403): {message}",
+                             "Ask for RBAC permission, or use another namespace.", code, reason)
         return KubeError(f"{what}: {message} ({code} {reason}).", "", code, reason)
     if isinstance(exc, KubeError):
         return exc
@@ -99,7 +103,8 @@ def translate(exc: Exception, what: str) -> KubeError:
 
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
         reason = getattr(exc, "reason", None) or exc
-        return KubeError(f"{what}: cannot reach the API server ({reason}).", "Check the kubeconfig's server and your network/VPN.")
+        return KubeError(f"{what}: cannot reach the API server ({reason}).",
+                         "Check the kubeconfig's server and your network/VPN.")
     return KubeError(f"{what}: {type(exc).__name__}: {exc}", "Check the kubeconfig's server and your network/VPN.")
 
 
@@ -147,7 +152,8 @@ class Kube:
             configuration.connection_pool_maxsize = 32
             return cls(client.ApiClient(configuration), "in-cluster", configuration.host)
         if not os.path.exists(path):
-            raise KubeError(f"No kubeconfig at {path}.", "Set KUBECONFIG or the profile's 'kubeconfig', or log in to the cluster first.")
+            raise KubeError(f"No kubeconfig at {path}.",
+                            "Set KUBECONFIG or the profile's 'kubeconfig', or log in to the cluster first.")
         try:
             contexts, active = config.list_kube_config_contexts(config_file=path)
             names = [c["name"] for c in contexts or []]
@@ -155,9 +161,11 @@ class Kube:
                 raise KubeError(f"Context {context!r} is not in {path}.", "Contexts: " + (", ".join(names) or "(none)"))
             chosen = next((c for c in contexts if c["name"] == context), None) if context else active
             configuration = client.Configuration()
-            config.load_kube_config(config_file=path, context=context, client_configuration=configuration, persist_config=False)
+            config.load_kube_config(config_file=path, context=context, client_configuration=configuration,
+                                    persist_config=False)
         except ConfigException as exc:
-            raise KubeError(f"Invalid kubeconfig {path}: {exc}.", "Fix the file or point KUBECONFIG at another one.") from None
+            raise KubeError(f"Invalid kubeconfig {path}: {exc}.",
+                            "Fix the file or point KUBECONFIG at another one.") from None
         # Watches, log follows and calls run at the same time: one connection each.
         configuration.connection_pool_maxsize = 32
         configuration.retries = False
@@ -178,7 +186,8 @@ class Kube:
 
     # ------------------------------------------------------------------ generic objects
 
-    def _fn(self, verb: str, group: str, version: str, plural: str, namespace: str | None) -> tuple[Callable[..., Any], tuple]:
+    def _fn(self, verb: str, group: str, version: str, plural: str,
+            namespace: str | None) -> tuple[Callable[..., Any], tuple]:
         """The client method and leading args for ``verb`` (list/read/create/replace/patch/delete)."""
         if not group:
             if plural in _CORE_CLUSTER:
@@ -194,7 +203,8 @@ class Kube:
             return getattr(self.custom, f"{stem}_cluster_custom_object"), (group, version, plural)
         return getattr(self.custom, f"{stem}_namespaced_custom_object"), (group, version)
 
-    def _args(self, verb: str, group: str, version: str, plural: str, namespace: str | None, name: str | None = None) -> tuple[Callable[..., Any], list[Any]]:
+    def _args(self, verb: str, group: str, version: str, plural: str, namespace: str | None,
+              name: str | None = None) -> tuple[Callable[..., Any], list[Any]]:
         fn, lead = self._fn(verb, group, version, plural, namespace)
         args: list[Any] = list(lead)
         if group:
@@ -209,8 +219,10 @@ class Kube:
                 args.append(namespace)
         return fn, args
 
-    def list_raw(self, group: str, version: str, plural: str, namespace: str | None = None, *, label_selector: str | None = None,
-                 field_selector: str | None = None, page: int = 500, metadata_only: bool = False) -> tuple[list[JSON], str]:
+    def list_raw(self, group: str, version: str, plural: str, namespace: str | None = None, *,
+                 label_selector: str | None = None,
+                 field_selector: str | None = None, page: int = 500,
+                 metadata_only: bool = False) -> tuple[list[JSON], str]:
         """Blocking paged list as dicts; returns ``(items, resourceVersion)``."""
         fn, args = self._args("list", group, version, plural, namespace)
         items: list[JSON] = []
@@ -235,7 +247,8 @@ class Kube:
             if not token:
                 return items, rv
 
-    async def list(self, group: str, version: str, plural: str, namespace: str | None = None, **kwargs: Any) -> list[JSON]:
+    async def list(self, group: str, version: str, plural: str, namespace: str | None = None,
+                   **kwargs: Any) -> list[JSON]:
         items, _rv = await self.call(f"list {plural}", self.list_raw, group, version, plural, namespace, **kwargs)
         return items
 
@@ -264,11 +277,13 @@ class Kube:
         fn, args = self._args("create", group, version, plural, namespace)
         return _plain(await self.call(f"create {plural}/{body.get('metadata', {}).get('name', '')}", fn, *args, body))
 
-    async def replace(self, group: str, version: str, plural: str, name: str, body: JSON, namespace: str | None = None) -> JSON:
+    async def replace(self, group: str, version: str, plural: str, name: str, body: JSON,
+                      namespace: str | None = None) -> JSON:
         fn, args = self._args("replace", group, version, plural, namespace, name)
         return _plain(await self.call(f"update {plural}/{name}", fn, *args, body))
 
-    async def patch(self, group: str, version: str, plural: str, name: str, body: JSON, namespace: str | None = None) -> JSON:
+    async def patch(self, group: str, version: str, plural: str, name: str, body: JSON,
+                    namespace: str | None = None) -> JSON:
         """A JSON merge patch."""
         fn, args = self._args("patch", group, version, plural, namespace, name)
         kwargs = {"_content_type": "application/merge-patch+json"}
@@ -319,7 +334,8 @@ class Kube:
         """A started-on-iteration :class:`WatchStream`."""
         return WatchStream(self, group, version, plural, namespace, label_selector, field_selector, timeout_seconds)
 
-    async def read_log(self, namespace: str, pod: str, container: str | None = None, tail_lines: int | None = None) -> str:
+    async def read_log(self, namespace: str, pod: str, container: str | None = None,
+                       tail_lines: int | None = None) -> str:
         kwargs: dict[str, Any] = {"_preload_content": False}
         if container:
             kwargs["container"] = container
@@ -377,7 +393,8 @@ class Kube:
             stop.set()
             _shutdown(holder.get("resp"))
 
-    def _exec_bytes(self, namespace: str, pod: str, command: list[str], container: str | None, timeout: float) -> tuple[bytes, str, JSON]:
+    def _exec_bytes(self, namespace: str, pod: str, command: list[str], container: str | None,
+                    timeout: float) -> tuple[bytes, str, JSON]:
         from kubernetes import client
         from kubernetes.stream import stream
 
@@ -386,7 +403,8 @@ class Kube:
         private = client.ApiClient(self.api.configuration)
         try:
             core = client.CoreV1Api(private)
-            kwargs: dict[str, Any] = dict(command=command, stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, binary=True)
+            kwargs: dict[str, Any] = dict(command=command, stderr=True, stdin=False, stdout=True, tty=False,
+                                          _preload_content=False, binary=True)
             if container:
                 kwargs["container"] = container
             resp = stream(core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs)
@@ -415,11 +433,13 @@ class Kube:
             status = {"status": "Failure", "message": status_raw}
         return bytes(out), bytes(err).decode("utf-8", "replace"), status
 
-    async def exec(self, namespace: str, pod: str, command: list[str], container: str | None = None, timeout: float = 600) -> tuple[bytes, str, JSON]:
+    async def exec(self, namespace: str, pod: str, command: list[str], container: str | None = None,
+                   timeout: float = 600) -> tuple[bytes, str, JSON]:
         """Run ``command`` (an argv, never a shell string) in a pod: ``(stdout, stderr, status)``."""
         return await self.call(f"exec in {pod}", self._exec_bytes, namespace, pod, command, container, timeout)
 
-    async def copy_from_pod(self, namespace: str, pod: str, path: str, dest: Path, container: str | None = None) -> list[Path]:
+    async def copy_from_pod(self, namespace: str, pod: str, path: str, dest: Path,
+                            container: str | None = None) -> list[Path]:
         """Copy ``path`` (a directory or file in the pod) into ``dest`` like ``kubectl cp``.
 
         Returns the files written. Members that would land outside ``dest``
@@ -582,7 +602,8 @@ class WatchStream:
                             self.gone += 1
                             need_list = True  # our resourceVersion is too old: start over from a list
                             break
-                        raise KubeError(f"watch {self.plural}: {obj.get('message', obj)}", status=int(obj.get("code") or 0))
+                        raise KubeError(f"watch {self.plural}: {obj.get('message', obj)}",
+                                        status=int(obj.get("code") or 0))
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if rv:
                         self.resource_version = rv

@@ -200,7 +200,8 @@ class ModelCatalog:
         for alias, entry in ambiguous.items():
             opts = entry.get("options") if isinstance(entry, dict) else None
             if not isinstance(opts, list) or not all(isinstance(o, dict) and "id" in o for o in opts):
-                raise ConfigError(path, f"ambiguous_aliases.{alias}.options", "a list of {id, label, description}", opts)
+                raise ConfigError(path, f"ambiguous_aliases.{alias}.options",
+                                  "a list of {id, label, description}", opts)
         settings = data.get("recommended_settings") or {}
         if not isinstance(settings, dict):
             raise ConfigError(path, "recommended_settings", "a mapping of model id to settings", settings)
@@ -538,10 +539,12 @@ class WorkloadCatalog:
         defaults: dict[str, Any] = {}
         template = data.get("custom_workload_template") or {}
         if not isinstance(template, dict):
-            raise ConfigError(path, "custom_workload_template", "a mapping with required_params and optional_params", template)
+            raise ConfigError(path, "custom_workload_template",
+                              "a mapping with required_params and optional_params", template)
         optional = template.get("optional_params") or {}
         if not isinstance(optional, dict):
-            raise ConfigError(path, "custom_workload_template.optional_params", "a mapping of parameter to {default, description}", optional)
+            raise ConfigError(path, "custom_workload_template.optional_params",
+                              "a mapping of parameter to {default, description}", optional)
         for key, spec in optional.items():
             if isinstance(spec, dict):
                 defaults[key] = spec.get("default")
@@ -550,7 +553,8 @@ class WorkloadCatalog:
             raise ConfigError(path, "custom_workload_template.required_params", "a list of parameter names", required)
         # Check the template's defaults now, not when a user first asks for a custom workload.
         try:
-            make_workload("custom", {k: v for k, v in defaults.items() if v is not None}, source=f"{path}: custom_workload_template")
+            make_workload("custom", {k: v for k, v in defaults.items() if v is not None},
+                          source=f"{path}: custom_workload_template")
         except SweepdeckError as exc:
             raise SweepdeckError(exc.message, f"Fix {path.name} and try again.") from None
         return cls(presets=presets, custom_defaults=defaults, path=path, custom_required=tuple(required))
@@ -657,7 +661,8 @@ class VllmArgCatalog:
             if not isinstance(entries, list):
                 raise ConfigError(path, f"categories.{cat}", "a list of arguments", entries)
             for i, entry in enumerate(entries):
-                name = _need(entry, "name", str, path, f"categories.{cat}[{i}]", "an argument name like --max-model-len")
+                name = _need(entry, "name", str, path, f"categories.{cat}[{i}]",
+                             "an argument name like --max-model-len")
                 allowed = entry.get("values") or ()
                 if not isinstance(allowed, (list, tuple)):
                     raise ConfigError(path, f"categories.{cat}[{i}].values", "a list of allowed values", allowed)
@@ -747,7 +752,8 @@ def load_catalogs(directory: str | Path | None = None) -> Catalogs:
         return Catalogs(DATA_DIR)
     path = Path(directory).expanduser()
     if not path.is_dir():
-        raise SweepdeckError(f"Catalog directory {path} does not exist.", "Pass an existing directory to --catalog-dir.")
+        raise SweepdeckError(f"Catalog directory {path} does not exist.",
+                             "Pass an existing directory to --catalog-dir.")
     return Catalogs(path)
 
 

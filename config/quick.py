@@ -85,7 +85,8 @@ def _alias(path: str, *names: str) -> None:
 
 
 _alias("engine.tp", "tp", "tensor_parallel", "tensor_parallelism", "tensor_parallel_size", "tensorparallelism")
-_alias("engine.max_model_len", "max_model_len", "max_len", "model_len", "context", "context_len", "context_length", "ctx")
+_alias("engine.max_model_len", "max_model_len", "max_len", "model_len", "context", "context_len",
+       "context_length", "ctx")
 _alias("engine.max_num_seqs", "max_num_seqs", "num_seqs", "max_seqs", "batch", "batch_size")
 _alias(
     "engine.max_num_batched_tokens",
@@ -284,7 +285,8 @@ class QuickCommand:
                 larger value), or any invalid value. ``spec`` is never modified.
         """
         if self.empty:
-            raise SweepdeckError(f"Nothing to change in {self.text!r}.", "Example: max_model_len=2048 or add --enforce-eager")
+            raise SweepdeckError(f"Nothing to change in {self.text!r}.",
+                                 "Example: max_model_len=2048 or add --enforce-eager")
         new = spec
         renamed = False
         if self.model_id and self.model_id != spec.model:

@@ -23,7 +23,8 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
-_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a mapping"}
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "a mapping"}
 
 
 @dataclass(frozen=True, slots=True)

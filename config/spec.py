@@ -158,8 +158,8 @@ def _fmt(value: Any) -> str:
 
 
 # Field paths a spec exposes to set()/get(), changes() and Fix.changes.
-ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args", "memory", "cpu",
-                 "gpu")
+ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args",
+                 "memory", "cpu", "gpu")
 TOP_FIELDS = ("model", "backend", "profile", "namespace", "experiment_id", "workload")
 # Single workload numbers (``workload.rate``...) so a tweak to a preset shows up
 # as its own change instead of hiding behind an unchanged preset name.
@@ -346,7 +346,8 @@ class ExperimentSpec:
                 out.append(Change(path, a, b, self.source(path)))
         return out
 
-    def serve_command(self, base_command: list[str] | None = None, port: int | None = None, host: str | None = None) -> list[str]:
+    def serve_command(self, base_command: list[str] | None = None, port: int | None = None,
+                      host: str | None = None) -> list[str]:
         """The vLLM serve argv (``vllm serve MODEL ...`` unless a base command is given)."""
         argv = list(base_command or ["vllm", "serve"]) + [self.model]
         if host:
@@ -691,7 +692,8 @@ def build_spec(
         image=pick("image", catalogs.models.default_image, "vllm/vllm-openai:latest"),
         tp=pick("tp", info.tp[0] if info.tp else None, 1),
         max_model_len=pick("max_model_len", info.max_model_len, DEFAULT_MAX_MODEL_LEN),
-        max_num_batched_tokens=pick("max_num_batched_tokens", info.max_num_batched_tokens, DEFAULT_MAX_NUM_BATCHED_TOKENS),
+        max_num_batched_tokens=pick("max_num_batched_tokens", info.max_num_batched_tokens,
+                                    DEFAULT_MAX_NUM_BATCHED_TOKENS),
         max_num_seqs=pick("max_num_seqs", info.max_num_seqs, DEFAULT_MAX_NUM_SEQS),
         extra_args=("--trust-remote-code",) if info.trust_remote_code else (),
         memory=pick("memory", None, DEFAULT_MEMORY),

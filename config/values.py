@@ -63,7 +63,8 @@ def apply_values(
         updates["image"] = image
         origins["engine.image"] = Origin(Source.VALUES)
     for name, value in values_resources(values).items():
-        updates[name] = _validate_field(f"engine.{name}", value, where=f"values file: decode.containers[name=vllm].resources {name}")
+        updates[name] = _validate_field(f"engine.{name}", value,
+                                        where=f"values file: decode.containers[name=vllm].resources {name}")
         origins[f"engine.{name}"] = Origin(Source.VALUES)
     wl = stack.get("workload")
     if take_workload and isinstance(wl, dict) and isinstance(wl.get("profile"), dict):

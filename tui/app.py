@@ -321,7 +321,8 @@ class SweepdeckApp(App[int]):
         if replace_wizard:
             from tui.screens.wizard import WizardScreen
 
-            while isinstance(self.screen, WizardScreen) or (len(self.screen_stack) > 2 and not isinstance(self.screen, RunsScreen)):
+            while isinstance(self.screen, WizardScreen) or (len(self.screen_stack) > 2
+                                                            and not isinstance(self.screen, RunsScreen)):
                 self.pop_screen()
         self.push_screen(screen)
 
@@ -362,7 +363,8 @@ class SweepdeckApp(App[int]):
         """Open the wizard on ``start`` with ``spec`` filled in."""
         from tui.screens.wizard import WizardScreen, WizardState
 
-        state = WizardState.from_spec(spec, self.settings.catalogs, settings=self.settings, store=self.store, today=self.today)
+        state = WizardState.from_spec(spec, self.settings.catalogs, settings=self.settings, store=self.store,
+                                      today=self.today)
         if isinstance(self.screen, WizardScreen):
             # A quick command replaces the wizard in progress instead of stacking a second one.
             self.pop_screen()

@@ -81,8 +81,10 @@ def _wrap(line: str, width: int = 100) -> str:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every command understands."""
-    parser.add_argument("--catalog-dir", metavar="DIR", help="directory with known-models.yaml, workload-presets.yaml, vllm-args.yaml")
-    parser.add_argument("--config", metavar="FILE", help="user config file (default: $XDG_CONFIG_HOME/sweepdeck/config.yaml)")
+    parser.add_argument("--catalog-dir", metavar="DIR",
+                        help="directory with known-models.yaml, workload-presets.yaml, vllm-args.yaml")
+    parser.add_argument("--config", metavar="FILE",
+                        help="user config file (default: $XDG_CONFIG_HOME/sweepdeck/config.yaml)")
 
 
 def main(argv: list[str] | None = None) -> int:

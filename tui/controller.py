@@ -489,7 +489,8 @@ class RunController:
             return
         if meta.get("state") in LIVE_STATES:
             try:
-                self.link = await connect(run_dir, on_event=self.on_event, on_events=self.on_lines, on_reset=self._reset)
+                self.link = await connect(run_dir, on_event=self.on_event, on_events=self.on_lines,
+                                          on_reset=self._reset)
             except SupervisorGone:
                 meta = reconcile_dir(run_dir, supervisor_gone=True)
                 self.record = RunRecord(self.record.id, self.record.path, meta)
@@ -509,7 +510,8 @@ class RunController:
         info = self.link.info
         started = info.started if info is not None else float(meta.get("started") or time.time())
         handle = info.handle if info is not None else {}
-        self.run = Run(self.record.id, str(meta.get("backend") or self.backend.name), self.spec, run_dir, handle, started)
+        self.run = Run(self.record.id, str(meta.get("backend") or self.backend.name), self.spec, run_dir,
+                       handle, started)
         self.started_at = meta.get("started") or started
         self._launched = True
         self._set_state("running")  # followed again (a detached run stays detached in the store)

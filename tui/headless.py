@@ -315,8 +315,10 @@ class HeadlessPrinter:
     def checks(self, checks: list[Check]) -> None:
         if self.json_mode:
             for c in checks:
-                self._json({"type": "Check", "name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix, "data": c.data,
-                            "remedy": {"id": c.remedy.id, "label": c.remedy.label, "question": c.remedy.question, "args": c.remedy.args}
+                self._json({"type": "Check", "name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix,
+                            "data": c.data,
+                            "remedy": {"id": c.remedy.id, "label": c.remedy.label, "question": c.remedy.question,
+                                       "args": c.remedy.args}
                             if c.remedy is not None else None})
             return
         self._line("[INFO] Pre-flight checks:")
@@ -418,7 +420,8 @@ def print_summary_table(out: IO[str], result: SessionResult, summary: dict[str, 
         )
         if summary.get("duration_s") is not None:
             head.add_row("Duration", f"{summary['duration_s']:.2f} s")
-        head.add_row("Throughput", f"{summary.get('requests_per_s', 0):.2f} req/s, {summary.get('output_tokens_per_s', 0):.1f} output tok/s")
+        head.add_row("Throughput", f"{summary.get('requests_per_s', 0):.2f} req/s, "
+                                   f"{summary.get('output_tokens_per_s', 0):.1f} output tok/s")
     if result.finished is not None and result.finished.results:
         head.add_row("Results", result.finished.results)
     if run is not None:
@@ -460,13 +463,16 @@ def print_benchmarks_table(out: IO[str], results: Any) -> None:
 
     if not isinstance(results, dict):
         return
-    branches = [(label, r) for label, r in results.items() if isinstance(r, dict) and (r.get("benchmarks") or r.get("error"))]
+    branches = [(label, r) for label,
+                r in results.items() if isinstance(r, dict) and (r.get("benchmarks") or r.get("error"))]
     if not branches:
         return
     console = make_console(out, width=150)  # nine columns: wider than the 100 of the other tables
     harnesses = sorted({str(r.get("harness")) for _, r in branches if r.get("harness")})
-    table = Table(box=box.SIMPLE_HEAD, title="Benchmarks" + (f" ({', '.join(harnesses)})" if harnesses else ""), title_justify="left")
-    for col, justify in (("run", "left"), ("benchmark", "left"), ("ok", "right"), ("failed", "right"), ("req/s", "right"),
+    table = Table(box=box.SIMPLE_HEAD, title="Benchmarks" + (f" ({', '.join(harnesses)})" if harnesses else ""),
+                  title_justify="left")
+    for col, justify in (("run", "left"), ("benchmark", "left"), ("ok", "right"), ("failed", "right"),
+                         ("req/s", "right"),
                          ("out tok/s", "right"), ("TTFT ms mean/p50/p99", "right"), ("ITL ms mean/p50/p99", "right"),
                          ("latency ms p50/p99", "right")):
         table.add_column(col, justify=justify)
@@ -479,6 +485,7 @@ def print_benchmarks_table(out: IO[str], results: Any) -> None:
             table.add_row(
                 label, str(row.get("name", "")), str(row.get("completed", 0)), str(row.get("failed", 0)),
                 _rate(row.get("requests_per_s"), 2), _rate(row.get("output_tokens_per_s"), 1),
-                _trio(row.get("ttft_ms")), _trio(row.get("itl_ms")), f"{_ms(lat.get('median'))} / {_ms(lat.get('p99'))}",
+                _trio(row.get("ttft_ms")), _trio(row.get("itl_ms")),
+                f"{_ms(lat.get('median'))} / {_ms(lat.get('p99'))}",
             )
     console.print(table)

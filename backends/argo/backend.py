@@ -639,7 +639,8 @@ class ArgoBackend(BackendBase):
                                                       resource={"kind": "workflow", "name": name, "namespace": ns})
         store.write_session({
             "BACKEND": self.name, "NAMESPACE": ns, "WORKFLOW": name, "MODEL_VERSION_ID": mvid,
-            "QUEUE_URL": handle["queue_url"], "CONTEXT": kube.context or "", "KUBECONFIG": self.profile.get("kubeconfig") or "",
+            "QUEUE_URL": handle["queue_url"], "CONTEXT": kube.context or "",
+            "KUBECONFIG": self.profile.get("kubeconfig") or "",
         })
         store.update_meta(namespace=ns, workflow=name, model_version_id=mvid)
         return run

@@ -153,7 +153,11 @@ class LocalBackend(BackendBase):
         if tp == 1:
             checks.append(Check("Tensor parallel", "pass", "TP=1: one server process on this machine"))
         else:
-            what = "the simulator only scales its timing model" if self.server_kind == "sim" else f"vLLM needs {tp} GPUs here"
+            what = (
+                "the simulator only scales its timing model"
+                if self.server_kind == "sim"
+                else f"vLLM needs {tp} GPUs here"
+            )
             checks.append(
                 Check(
                     "Tensor parallel",
@@ -177,7 +181,8 @@ class LocalBackend(BackendBase):
         found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
         if not found:
             fix = (
-                "Install vLLM (pip install vllm), or use the simulator: --server sim (or local: server: sim in the config)."
+                "Install vLLM (pip install vllm), or use the simulator: --server sim "
+                "(or local: server: sim in the config)."
                 if kind == "vllm"
                 else f"Check local.command in {self.settings.path or 'the config'}."
             )
@@ -193,7 +198,9 @@ class LocalBackend(BackendBase):
         holder = port_holder(port)
         nxt = next_free_port(host, port)
         who = f" by pid {holder[0]} ({holder[1][:120]})" if holder else ""
-        fix = f"Stop that process or use another port: --port {nxt}" if nxt else "Stop that process or use another port."
+        fix = (
+            f"Stop that process or use another port: --port {nxt}" if nxt else "Stop that process or use another port."
+        )
         return Check(
             f"Port {port} free",
             "fail",
@@ -316,7 +323,9 @@ class LocalBackend(BackendBase):
     def died(self, state: str, code: int | None, tail: list[str]) -> Finished:
         """The outcome of a server that exited on its own in ``state`` (diagnosed from its last lines)."""
         found = dg.primary(dg.diagnose_lines(tail))
-        when = {"starting": "during startup", "ready": "right after startup", "workload": "while the workload ran"}.get(state, "")
+        when = {"starting": "during startup", "ready": "right after startup", "workload": "while the workload ran"}.get(
+            state, ""
+        )
         message = f"The server exited with code {code} {when}".strip() + "."
         if found is not None:
             message = f"{found.title}: {found.message} ({message})"

@@ -257,7 +257,9 @@ class ServerRun:
         outcome = self.outcome
         if outcome is None:
             code = self.exit_code
-            outcome = self.backend.died("stopping", code, self.tail) if code else Finished("failed", "The server stopped.")
+            outcome = (
+                self.backend.died("stopping", code, self.tail) if code else Finished("failed", "The server stopped.")
+            )
         summary = self.runner.summary if self.runner is not None else None
         if summary and "completed" not in (outcome.summary or {}):
             # a cancelled or crashed run still reports what its requests measured (next to why it ended)

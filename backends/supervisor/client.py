@@ -166,7 +166,8 @@ class RunLink:
             self.info = _run_info(message.get("run") or {})
             _settle(self._launched, self.info)
         elif kind == "_launch_failed":
-            _fail(self._launched, SweepdeckError(message.get("message") or "The launch failed.", message.get("hint") or ""))
+            _fail(self._launched,
+                  SweepdeckError(message.get("message") or "The launch failed.", message.get("hint") or ""))
         elif kind == "_snapshot" and self.on_reset is not None:
             self.on_reset()
         elif kind in ("_reply", "_status"):

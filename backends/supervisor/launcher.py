@@ -61,7 +61,9 @@ class ProcessLauncher:
     ) -> tuple[socket.socket, Any]:
         recipe = recipe_of(backend)
         if recipe is None:
-            raise SweepdeckError(f"The {backend.name} backend cannot be run by a supervisor process (it has no recipe).")
+            raise SweepdeckError(
+                f"The {backend.name} backend cannot be run by a supervisor process (it has no recipe)."
+            )
         run_dir.write_json("launch.json", {
             "recipe": recipe, "default_image": default_image, "adopt": adopt is not None,
             "state_root": str(store.root.parent),
@@ -74,7 +76,8 @@ class ProcessLauncher:
             with open(run_dir.path / "supervisor.log", "ab") as log_fh:
                 os.chmod(run_dir.path / "supervisor.log", 0o600)
                 process = subprocess.Popen(
-                    [self.python, "-m", "backends.supervisor", str(run_dir.path), "--lifeline-fd", str(theirs.fileno())],
+                    [self.python, "-m", "backends.supervisor", str(run_dir.path), "--lifeline-fd",
+                     str(theirs.fileno())],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fh, env=env,
                     pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True, cwd="/",
                 )

@@ -85,7 +85,10 @@ def reconcile_dir(run_dir: RunDir, *, supervisor_gone: bool = False) -> dict[str
     if finished is not None and finished.get("outcome") in ("succeeded", "failed", "cancelled"):
         state, message = finished["outcome"], finished.get("message") or ""
     elif results_complete(run_dir.path):
-        state, message = "succeeded", "The workload completed (results saved); its supervisor ended before the run closed."
+        state, message = (
+            "succeeded",
+            "The workload completed (results saved); its supervisor ended before the run closed.",
+        )
     else:
         state = "lost"
         message = "Its supervisor ended unexpectedly while the run was " + str(meta.get("state"))

@@ -354,8 +354,9 @@ class Supervisor:
         elif op == "cancel":
             graceful = bool(message.get("graceful", True))
             within = message.get("within")
+            timely = isinstance(within, (int, float)) and within > 0
             self.session.request_cancel(str(message.get("reason") or "stopped by the user"), graceful=graceful,
-                                        within=float(within) if isinstance(within, (int, float)) and within > 0 else None)
+                                        within=float(within) if timely else None)
             self._reply(client, "cancel", True, "stopping" if graceful else "stopping at once")
         elif op == "detach":
             self._detach(client)
@@ -387,7 +388,8 @@ class Supervisor:
     def _status(self) -> dict[str, Any]:
         meta = self.run_dir.meta()
         return {
-            "run": self._run_info(), "type": "_status", "state": meta.get("state", "unknown"), "detached": self.detached,
+            "run": self._run_info(), "type": "_status", "state": meta.get("state", "unknown"),
+            "detached": self.detached,
             "clients": sum(1 for c in self.clients if c.holds and not c.closed), "pid": os.getpid(),
             "run_id": self.run_dir.id, "offset": self.run_dir.log.size, "launched": self._launched.is_set(),
             "outcome": self.result.outcome if self.result else None,

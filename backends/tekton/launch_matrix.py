@@ -121,10 +121,12 @@ class MatrixFile:
 
         text_path = str(path).strip()
         if not text_path:
-            raise SweepdeckError("Give the path of a PipelineRun YAML file.", "e.g. ~/tekton-poc/pipelinerun-matrix.yaml")
+            raise SweepdeckError("Give the path of a PipelineRun YAML file.",
+                                 "e.g. ~/tekton-poc/pipelinerun-matrix.yaml")
         p = Path(text_path).expanduser()
         if not p.exists():
-            raise SweepdeckError(f"No such file: {p}.", "Check the path (tab completion is not available here; paste it).")
+            raise SweepdeckError(f"No such file: {p}.",
+                                 "Check the path (tab completion is not available here; paste it).")
         if p.is_dir():
             raise SweepdeckError(f"{p} is a directory, not a PipelineRun file.")
         try:
@@ -137,11 +139,13 @@ class MatrixFile:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise SweepdeckError(f"{p.name} is not valid YAML{where}: {problem}.", "Fix the file and load it again.") from None
+            raise SweepdeckError(f"{p.name} is not valid YAML{where}: {problem}.",
+                                 "Fix the file and load it again.") from None
         runs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "PipelineRun"]
         if not runs:
             kinds = ", ".join(sorted({str(d.get("kind")) for d in docs if isinstance(d, dict)})) or "no mapping"
-            raise SweepdeckError(f"{p.name} has no PipelineRun (found: {kinds}).", "Give a file with kind: PipelineRun.")
+            raise SweepdeckError(f"{p.name} has no PipelineRun (found: {kinds}).",
+                                 "Give a file with kind: PipelineRun.")
         if len(runs) > 1:
             raise SweepdeckError(f"{p.name} has {len(runs)} PipelineRuns.", "Keep one PipelineRun per file.")
         pr = runs[0]
@@ -373,7 +377,8 @@ class MatrixLaunch:
             kube = self.tekton.kube()
             version = await kube.version()
         except KubeError as exc:
-            return [Check("Cluster reachable", "fail", exc.message, exc.hint or "Check your kubeconfig / log in again.")]
+            return [Check("Cluster reachable", "fail", exc.message,
+                          exc.hint or "Check your kubeconfig / log in again.")]
         checks = [Check("Cluster reachable", "pass", f"{kube.server}, Kubernetes {version}")]
         try:
             groups = await kube.api_groups()

@@ -76,7 +76,8 @@ async def run_monitor(n: int, mode: str) -> dict:
     from tui.screens.monitor import RunMonitorScreen
     from tui.widgets.logview import LogView
 
-    spec = build_spec(load_catalogs(), "qwen-1.5b", experiment_id=f"bench-{mode[:3]}-{os.getpid()}-{time.monotonic_ns()}")
+    spec = build_spec(load_catalogs(), "qwen-1.5b",
+                      experiment_id=f"bench-{mode[:3]}-{os.getpid()}-{time.monotonic_ns()}")
     done = asyncio.Event()
     backend = FloodBackend(n, CHUNK)
     launcher = ProcessLauncher() if mode == "supervised" else InProcessLauncher(CleanupRegistry(), listen=False)
@@ -221,9 +222,12 @@ async def main() -> int:
         r = best[mode]
         extra = f"; {r['widget_calls']} widget calls" if "widget_calls" in r else ""
         extra += f"; {r['skipped']:,} lines not shown (the client fell behind)" if r.get("skipped") else ""
-        print(f"{label:<30}: {r['rate']:>10,.0f} lines/s ({r['seconds']:.2f} s{extra}) = {r['rate'] / bare:.0%} of bare")
+        print(
+            f"{label:<30}: {r['rate']:>10,.0f} lines/s ({r['seconds']:.2f} s{extra}) = {r['rate'] / bare:.0%} of bare"
+        )
     print(f"supervised / in-process session: {best['supervised']['rate'] / best['session']['rate']:.0%}")
-    print(f"peak RSS: client {peak:.0f} MB, supervisor {supervised.get('supervisor_rss_mb') or 0:.0f} MB (target < 300 MB)")
+    supervisor_mb = supervised.get("supervisor_rss_mb") or 0
+    print(f"peak RSS: client {peak:.0f} MB, supervisor {supervisor_mb:.0f} MB (target < 300 MB)")
     return 0
 
 

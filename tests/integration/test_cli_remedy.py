@@ -59,9 +59,11 @@ def namespace_template(fake_kube):  # noqa: F811 - the fake_kube fixture importe
                 continue
             ns = obj["metadata"]["name"]
             for name in ("hf-secret", "s3-secret"):
-                fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "data": {"k": "dg=="}})
+                fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+                                  "data": {"k": "dg=="}})
             for name in ("model-pvc", "data-pvc"):
-                fake_kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns},
+                fake_kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                  "metadata": {"name": name, "namespace": ns},
                                   "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}})
 
     thread = threading.Thread(target=provision, daemon=True)

@@ -32,7 +32,8 @@ class Tmux:
         self.socket = socket
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, timeout=10)
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
+                              check=check, timeout=10)
 
     def screen(self) -> str:
         result = self("capture-pane", "-p", "-t", "s", check=False)
@@ -100,7 +101,8 @@ def start_app(tmux: Tmux, tmp_path: Path) -> tuple[int, Path]:
         "TERM": "xterm-256color",
         "PYTHONPATH": str(ROOT),
     }
-    command = " ".join(["exec", "env"] + [f"{k}={v}" for k, v in env.items()] + [str(SWEEPDECK), "--config", str(config)])
+    command = " ".join(["exec", "env"] + [f"{k}={v}" for k, v in env.items()]
+                       + [str(SWEEPDECK), "--config", str(config)])
     tmux("new-session", "-d", "-s", "s", "-x", "100", "-y", "30", command)
     return port, state
 

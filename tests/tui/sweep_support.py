@@ -96,7 +96,8 @@ def sweep_script(gate: Gate | None = None, *, workers: int = 12) -> list:
     t = FIXED_NOW
     steps: list = [
         node_phases(workers),
-        [LogLine(f"[worker-{i % 4}] config #{1000 + i} completed in {2 + i % 7}.{i % 10} s", source="worker", ts=t + 6 + i)
+        [LogLine(f"[worker-{i % 4}] config #{1000 + i} completed in {2 + i % 7}.{i % 10} s", source="worker",
+                 ts=t + 6 + i)
          for i in range(12)],
         sweep(),
     ]

@@ -94,7 +94,9 @@ async def test_runs_list_shows_saved_runs_with_state_words():
         assert states["nov23-qwen2-5-7b-instruct-train"] == "⏸ detached"
         assert states["nov20-llama-3-8b-instruct-chatbot"] == "⚠ lost"
         row = [str(c) for c in table.get_row("nov21-mistral-7b-codesweep")]
-        assert row[2:] == ["Mistral-7B-Instruct-v0.3", "codesweep", "local", "Nov 21 10:00", "1m35s"] or row[-1] == "1m35s"
+        assert (
+            row[2:] == ["Mistral-7B-Instruct-v0.3", "codesweep", "local", "Nov 21 10:00", "1m35s"] or row[-1] == "1m35s"
+        )
 
 
 async def test_runs_columns_fit_80_columns():

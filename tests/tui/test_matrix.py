@@ -75,7 +75,9 @@ async def open_matrix(pilot, path: Path | str):
     return screen
 
 
-async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reaches_done_total(fake_kube, tmp_path, matrix_file):  # noqa: F811 - the fake_kube fixture imported above
+async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reaches_done_total(
+    fake_kube, tmp_path, matrix_file  # noqa: F811 - the fake_kube fixture imported above
+):
     from backends.cleanup import CleanupRegistry
     from tui.controller import RunController
     from tui.screens.monitor import RunMonitorScreen
@@ -101,7 +103,9 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             await pilot.press("space")
             await pilot.pause()
             assert str(table.get_row("gaiePluginConfig")[0]) == "[x]" and screen.mode == "unroll"
-            assert "4 tasks, each a matrix of 9, one after another" in text_of(screen.query_one("#matrix-preview", Static))
+            assert "4 tasks, each a matrix of 9, one after another" in text_of(
+                screen.query_one("#matrix-preview", Static)
+            )
             # tab to the choice, down to "unroll + N", then N = 2
             await pilot.press("tab")
             await pilot.pause()
@@ -136,7 +140,8 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             # the PipelineRun on the cluster is the transformed one
             pr = fake_kube.get("tekton.dev/v1", "PipelineRun", "experiment-matrix-run", NS)
             tasks = pr["spec"]["pipelineSpec"]["tasks"]
-            assert [t["name"] for t in tasks] == ["run-experiment-0", "run-experiment-1", "run-experiment-2", "run-experiment-3"]
+            assert [t["name"] for t in tasks] == ["run-experiment-0", "run-experiment-1", "run-experiment-2",
+                                                  "run-experiment-3"]
             assert [p["name"] for p in tasks[0]["matrix"]["params"]] == ["question_len", "output_len"]
             assert {"name": "gaiePluginConfig", "value": "inf-sche-none.yaml"} in tasks[0]["params"]
             assert "runAfter" not in tasks[0] and "runAfter" not in tasks[1]
@@ -144,7 +149,9 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             # the run store has it like any other run: spec, rendered PipelineRun, events
             run_dir = ctrl.run.store
             assert run_dir.id == "experiment-matrix-run"
-            assert yaml.safe_load((run_dir.path / "rendered" / "pipelinerun.yaml").read_text())["spec"]["pipelineSpec"]["tasks"][2]["runAfter"]
+            assert yaml.safe_load((run_dir.path / "rendered" / "pipelinerun.yaml").read_text())["spec"]["pipelineSpec"][
+                "tasks"
+            ][2]["runAfter"]
             assert run_dir.meta()["state"] == "succeeded"
             await pilot.press("escape")
             await pilot.pause()
@@ -164,8 +171,16 @@ async def test_matrix_file_errors_are_inline_and_nothing_is_created(fake_kube, t
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("apiVersion: tekton.dev/v1\nkind: PipelineRun\nspec: [unclosed\n")
     no_matrix = tmp_path / "plain.yaml"
-    no_matrix.write_text(yaml.safe_dump({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "p"},
-                                         "spec": {"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "t"}}]}}}))
+    no_matrix.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "tekton.dev/v1",
+                "kind": "PipelineRun",
+                "metadata": {"name": "p"},
+                "spec": {"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "t"}}]}},
+            }
+        )
+    )
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_matrix(pilot, tmp_path / "missing.yaml")
         error = screen.query_one("#matrix-error", Static)
@@ -254,7 +269,8 @@ async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fak
         async with app.run_test(size=SIZE) as pilot:
             monitor = await launch_unroll_plus_2(pilot, matrix_file)
             ctrl = monitor.controller
-            await _wait(lambda: ctrl.progress is not None and ctrl.progress.completed == 9, 30, "the first task's 9 TaskRuns")
+            await _wait(lambda: ctrl.progress is not None and ctrl.progress.completed == 9, 30,
+                        "the first task's 9 TaskRuns")
             assert ctrl.progress.total == 36
             await pilot.press("q")
             await pilot.pause()
@@ -271,7 +287,8 @@ async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fak
             await pilot.press("a")
             await pilot.pause()
             ctrl2 = app2.controllers[0]
-            await _wait(lambda: ctrl2.live and ctrl2.progress is not None and ctrl2.progress.running == 9, 30, "the attach")
+            await _wait(lambda: ctrl2.live and ctrl2.progress is not None and ctrl2.progress.running == 9, 30,
+                        "the attach")
             assert (ctrl2.progress.done, ctrl2.progress.total) == (9, 36)
             monitor2 = app2.screen
             await pilot.pause(0.2)
@@ -306,7 +323,8 @@ async def test_metrics_panel_puts_progress_first_only_without_metrics():
         def order():
             return [w.id for w in panel.children]
 
-        usual = ["metrics-numbers", "metrics-spark-label", "metrics-spark", "metrics-progress-label", "metrics-progress"]
+        usual = ["metrics-numbers", "metrics-spark-label", "metrics-spark", "metrics-progress-label",
+                 "metrics-progress"]
         assert order() == usual
         panel.update_progress(Progress(36, pending=27, running=9))
         await pilot.pause()

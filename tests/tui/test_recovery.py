@@ -45,7 +45,8 @@ async def test_oom_alert_opens_the_dialog_and_reduce_context_relaunches():
         assert child.spec.engine.max_model_len == spec.engine.max_model_len // 2
         assert child.spec.parent == spec.experiment_id
         assert child in app.controllers
-        assert [s.engine.max_model_len for s in backend.launched] == [spec.engine.max_model_len, spec.engine.max_model_len // 2]
+        assert [s.engine.max_model_len for s in backend.launched] == [spec.engine.max_model_len,
+                                                                      spec.engine.max_model_len // 2]
         meta = json.loads((child.run.store.path / "meta.json").read_text())
         assert meta["parent"] == spec.experiment_id and meta["fix"]["label"] == "Reduce context"
         old = json.loads((ctrl.run.store.path / "meta.json").read_text())

@@ -66,7 +66,8 @@ def test_shipped_files_keep_the_upstream_facts_in_their_own_words(name):
     assert _facts(yaml.safe_load(ours)) == _facts(yaml.safe_load(theirs))
     # ... but not the upstream wording: no description or comment line is theirs
     def prose(text):
-        lines = {line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line and not line.strip().startswith("-")}
+        lines = {line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line
+                 and not line.strip().startswith("-")}
         lines |= {line.split(":", 1)[1].strip() for line in text.splitlines()
                   if line.strip().split(":", 1)[0] in PROSE and ":" in line}
         return {p for p in lines if len(p) > 12}
@@ -112,11 +113,21 @@ def test_eight_presets_with_their_numbers(catalogs):
     for name, (prompt, output, requests, rate) in PRESETS.items():
         prof = presets[name].profile
         assert prof.app == name
-        assert (prof.prompt_tokens, prof.output_tokens, prof.max_requests, prof.rate) == (prompt, output, requests, rate)
+        assert (prof.prompt_tokens, prof.output_tokens, prof.max_requests, prof.rate) == (
+            prompt,
+            output,
+            requests,
+            rate,
+        )
         assert prof.rate_type == "sweep"
         assert prof.random_seed == 42
     chat = presets["chatsweep"].profile
-    assert (chat.prefix_tokens, chat.prompt_tokens_stdev, chat.prompt_tokens_min, chat.prompt_tokens_max) == (284, 35, 2, 200)
+    assert (chat.prefix_tokens, chat.prompt_tokens_stdev, chat.prompt_tokens_min, chat.prompt_tokens_max) == (
+        284,
+        35,
+        2,
+        200,
+    )
     assert (chat.output_tokens_stdev, chat.output_tokens_min, chat.output_tokens_max) == (80, 1, 512)
     # codesweep has no prefix_tokens in the file: the default 0, not an error.
     assert presets["codesweep"].profile.prefix_tokens == 0
@@ -155,7 +166,8 @@ def test_ambiguous_alias_with_a_choice(catalogs):
     # A choice that is not one of the options still asks.
     with pytest.raises(AmbiguousModel):
         models.resolve("llama-70b", "meta-llama/Llama-2-7b-hf")
-    assert [m.id for m in models.options("llama-70b")] == ["meta-llama/Llama-2-70b-hf", "meta-llama/Llama-3.3-70B-Instruct"]
+    assert [m.id for m in models.options("llama-70b")] == ["meta-llama/Llama-2-70b-hf",
+                                                           "meta-llama/Llama-3.3-70B-Instruct"]
 
 
 def test_unknown_model_suggests_close_names(catalogs):
@@ -297,21 +309,27 @@ def test_malformed_yaml_line_number_is_right(tmp_path):
 @pytest.mark.parametrize(
     "name, text, key, expected",
     [
-        ("known-models.yaml", "recommended_settings:\n  m/x:\n    max_model_len: big\n", "recommended_settings.m/x.max_model_len", "a positive integer"),
-        ("known-models.yaml", "recommended_settings:\n  m/x:\n    tp: [0]\n", "recommended_settings.m/x.tp", "a list of positive integers"),
+        ("known-models.yaml", "recommended_settings:\n  m/x:\n    max_model_len: big\n",
+         "recommended_settings.m/x.max_model_len", "a positive integer"),
+        ("known-models.yaml", "recommended_settings:\n  m/x:\n    tp: [0]\n", "recommended_settings.m/x.tp",
+         "a list of positive integers"),
         ("known-models.yaml", "recommended_settings:\n  m/x:\n    model_size_gb: huge\n", "model_size_gb", "a number"),
         ("known-models.yaml", "aliases: [a, b]\n", "aliases", "a mapping of alias to model id"),
         ("known-models.yaml", "aliases:\n  x: 5\n", "aliases.x", "a model id string"),
-        ("known-models.yaml", "ambiguous_aliases:\n  x:\n    options: nope\n", "ambiguous_aliases.x.options", "a list of {id"),
+        ("known-models.yaml", "ambiguous_aliases:\n  x:\n    options: nope\n", "ambiguous_aliases.x.options",
+         "a list of {id"),
         ("known-models.yaml", "default_vllm_image: [1]\n", "default_vllm_image", "an image reference"),
         ("known-models.yaml", "- just\n- a list\n", "", "a mapping"),
         ("workload-presets.yaml", "mappings: []\n", "mappings", "a mapping of preset name"),
-        ("workload-presets.yaml", "mappings:\n  x:\n    keywords: chat\n    profile: {}\n", "mappings.x.keywords", "a list of words"),
+        ("workload-presets.yaml", "mappings:\n  x:\n    keywords: chat\n    profile: {}\n", "mappings.x.keywords",
+         "a list of words"),
         ("workload-presets.yaml", "mappings:\n  x:\n    keywords: []\n", "mappings.x.profile", "a profile mapping"),
-        ("workload-presets.yaml", "mappings: {}\ncustom_workload_template: [1]\n", "custom_workload_template", "a mapping"),
+        ("workload-presets.yaml", "mappings: {}\ncustom_workload_template: [1]\n",
+         "custom_workload_template", "a mapping"),
         ("vllm-args.yaml", "categories:\n  perf: {name: x}\n", "categories.perf", "a list of arguments"),
         ("vllm-args.yaml", "categories:\n  perf:\n    - type: flag\n", "categories.perf[0].name", "an argument name"),
-        ("vllm-args.yaml", "categories: {}\nauto_configured_args: --x\n", "auto_configured_args", "a list of argument names"),
+        ("vllm-args.yaml", "categories: {}\nauto_configured_args: --x\n", "auto_configured_args",
+         "a list of argument names"),
     ],
 )
 def test_wrong_types_name_file_key_expected(tmp_path, name, text, key, expected):
@@ -371,7 +389,9 @@ def test_a_recommendation_is_never_a_limit_with_the_upstream_catalog():
     # a model's own limit still holds: Llama 2 was trained on 4K positions
     verdict = models.resolve("llama2-7b").check_context(8192)
     assert verdict.status == "fail" and verdict.limit == 4096
-    assert "4096" in verdict.detail and FACTS_SOURCE in verdict.detail and verdict.fix == "Use max_model_len=4096 or less."
+    assert (
+        "4096" in verdict.detail and FACTS_SOURCE in verdict.detail and verdict.fix == "Use max_model_len=4096 or less."
+    )
 
 
 def test_unknown_limit_above_the_recommendation_is_a_warning(tmp_path):

@@ -43,7 +43,8 @@ def test_catalog_values_and_their_sources(cats):
     e = spec.engine
     assert (e.tp, e.max_model_len, e.max_num_seqs, e.max_num_batched_tokens) == (4, 8192, 128, 4096)
     assert e.image == "vllm/vllm-openai:v0.11.0"
-    for path in ("engine.tp", "engine.max_model_len", "engine.max_num_seqs", "engine.max_num_batched_tokens", "engine.image"):
+    for path in ("engine.tp", "engine.max_model_len", "engine.max_num_seqs", "engine.max_num_batched_tokens",
+                 "engine.image"):
         assert spec.source(path) == Source.CATALOG, path
     assert spec.source("experiment_id") == Source.AUTO
     assert spec.source("engine.extra_args") == Source.DEFAULT
@@ -253,7 +254,8 @@ def test_from_dict_rejects_garbage():
     with pytest.raises(SweepdeckError, match="malformed"):
         ExperimentSpec.from_dict({"model": "x"})
     with pytest.raises(SweepdeckError, match="malformed"):
-        ExperimentSpec.from_dict({"model": "x", "backend": "local", "workload": {"app": "x", "nope": 1}, "engine": {"image": "i"}, "experiment_id": "x"})
+        ExperimentSpec.from_dict({"model": "x", "backend": "local", "workload": {"app": "x", "nope": 1},
+                                  "engine": {"image": "i"}, "experiment_id": "x"})
 
 
 def test_max_model_len_above_the_model_limit(cats):
@@ -331,7 +333,8 @@ def test_extra_args_must_be_flags(cats):
 
 
 def test_engine_flags_in_extra_args_become_settings(cats):
-    spec = build_spec(cats, "llama2-7b", extra_args=["--max-model-len=2048", "--enforce-eager", "--tensor-parallel-size", "2"])
+    spec = build_spec(cats, "llama2-7b",
+                      extra_args=["--max-model-len=2048", "--enforce-eager", "--tensor-parallel-size", "2"])
     assert spec.engine.max_model_len == 2048 and spec.engine.tp == 2
     assert spec.engine.extra_args == ("--enforce-eager",)
     assert split_engine_args(["--max-num-seqs=64", "--x"]) == ({"max_num_seqs": "64"}, ["--x"])

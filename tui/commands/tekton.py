@@ -349,7 +349,9 @@ async def _run_pr_supervised(backend, pr: dict, namespace: str, printer, profile
         if presses == 1:
             printer(Notice(f"Cancelling PipelineRun {name} (finally tasks run; Ctrl+C again to stop at once)…"))
         else:
-            printer(Notice(f"Stopping PipelineRun {name} at once (Cancelled: finally tasks are stopped too)…", "warning"))
+            printer(
+                Notice(f"Stopping PipelineRun {name} at once (Cancelled: finally tasks are stopped too)…", "warning")
+            )
 
     result = await drive(launch, spec, store=store, on_event=printer, assume_yes=True, on_launched=launched,
                          on_stop=on_stop)

@@ -72,7 +72,8 @@ class QuitDialog(ModalScreen[str]):
             )
             with Vertical(classes="dialog-buttons-vertical"):
                 yield Button("Clean up everything  \\[c]", id="quit-cleanup", variant="error", compact=True)
-                yield Button("Detach (keep running; reattach later)  \\[d]", id="quit-detach", variant="primary", compact=True)
+                yield Button("Detach (keep running; reattach later)  \\[d]", id="quit-detach", variant="primary",
+                             compact=True)
                 yield Button("Cancel  \\[esc]", id="quit-cancel", compact=True)
 
     def on_mount(self) -> None:
@@ -403,7 +404,8 @@ class QuickCommandDialog(ModalScreen["ExperimentSpec | None"]):
             self.show_error(exc)
             return
         except Exception as exc:  # a parser bug must not take the app down
-            self.show_error(SweepdeckError(f"Cannot parse {text!r} ({type(exc).__name__}: {exc}).", "Rephrase it, or use n for the wizard."))
+            self.show_error(SweepdeckError(f"Cannot parse {text!r} ({type(exc).__name__}: {exc}).",
+                                           "Rephrase it, or use n for the wizard."))
             return
         self.dismiss(spec)
 
@@ -511,7 +513,8 @@ class HelpDialog(ModalScreen[None]):
         out = [(self.here_title, key, bid, what) for key, bid, what in self.here]
         for spec in keys.KEYS:
             key = keys.effective_key(spec, self.user_keys)
-            out.append((keys.SCOPE_TITLES.get(spec.scope, spec.scope), keys.display_key(key), spec.id, spec.help or spec.description))
+            out.append((keys.SCOPE_TITLES.get(spec.scope, spec.scope), keys.display_key(key), spec.id,
+                        spec.help or spec.description))
         out.append(("Everywhere", "ctrl+p", "palette", "Command palette: every action by name"))
         out.extend(self.other)
         return out
@@ -545,7 +548,8 @@ class TextInputDialog(ModalScreen["str | None"]):
     DEFAULT_CLASSES = "dialog-screen"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="input_cancel")]
 
-    def __init__(self, title: str, value: str = "", *, help: str = "", check: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, title: str, value: str = "", *, help: str = "",
+                 check: Callable[[str], Any] | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.value = value

@@ -497,7 +497,8 @@ class RunMonitorScreen(Screen):
         view = self.logview
         prompts = {
             "search": ("Search the log (enter: go · esc: close)", view.search_text),
-            "filter": ("Show only lines containing… (empty: show all)", view.filter_text if not view.filter_inverse else ""),
+            "filter": ("Show only lines containing… (empty: show all)",
+                       view.filter_text if not view.filter_inverse else ""),
             "inverse": ("Hide lines containing… (empty: show all)", view.filter_text if view.filter_inverse else ""),
         }
         placeholder, value = prompts[mode]
@@ -613,7 +614,9 @@ class RunMonitorScreen(Screen):
                 else:
                     self.notify("Not saved.", timeout=3)
 
-            self.app.push_screen(ConfirmDialog("Overwrite?", f"{path} exists. Replace it?", yes="Overwrite", no="Keep"), answer)
+            self.app.push_screen(
+                ConfirmDialog("Overwrite?", f"{path} exists. Replace it?", yes="Overwrite", no="Keep"), answer
+            )
             return
         try:
             count = self.logview.save(path, overwrite=overwrite)
@@ -723,7 +726,8 @@ def _described(controller: Any) -> str | None:
     if not callable(describe):
         return None
     run, record = controller.run, controller.record
-    return describe(controller.spec, run.handle if run is not None else None, record.meta if record is not None else None)
+    return describe(controller.spec, run.handle if run is not None else None,
+                    record.meta if record is not None else None)
 
 
 def shorten_middle(text: str, width: int) -> str:

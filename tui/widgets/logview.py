@@ -643,7 +643,8 @@ class LogView(ScrollView, can_focus=True):
                              if needle in ln.text.lower() or needle in line_prefix(ln).lower()]
         else:
             self._matches = [i for i in self._view[self._view_off:]
-                             if needle in lines[i - base].text.lower() or needle in line_prefix(lines[i - base]).lower()]
+                             if needle in lines[i - base].text.lower()
+                             or needle in line_prefix(lines[i - base]).lower()]
 
     def set_search(self, text: str) -> int:
         """Highlight ``text`` (case-insensitive) and go to its last match; returns the match count."""

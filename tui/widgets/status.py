@@ -25,8 +25,10 @@ from config.durations import format_elapsed
 
 #: state word (lower case) -> category
 _CATEGORIES = {
-    **dict.fromkeys(("pending", "queued", "created", "waiting", "configuring", "scheduled", "held", "new", "submitted"), "pending"),
-    **dict.fromkeys(("starting", "launching", "stopping", "completing", "cancelling", "initializing", "pulling"), "busy"),
+    **dict.fromkeys(("pending", "queued", "created", "waiting", "configuring", "scheduled", "held", "new", "submitted"),
+                    "pending"),
+    **dict.fromkeys(("starting", "launching", "stopping", "completing", "cancelling", "initializing", "pulling"),
+                    "busy"),
     **dict.fromkeys(("running", "ready", "serving", "started", "active", "in_progress", "workload", "up"), "running"),
     **dict.fromkeys(("succeeded", "completed", "complete", "done", "success", "finished", "ok"), "ok"),
     **dict.fromkeys(("failed", "error", "timeout", "oom", "node_fail", "out_of_memory", "crashloopbackoff",

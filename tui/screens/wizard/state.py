@@ -332,7 +332,11 @@ class WizardState:
             base_args = tuple(origin.base or ())
         for arg in spec.engine.extra_args:
             if arg in base_args:
-                src = _source_word(spec, "engine.extra_args") if origin is None or origin.source not in USER_SOURCES else "catalog"
+                src = (
+                    _source_word(spec, "engine.extra_args")
+                    if origin is None or origin.source not in USER_SOURCES
+                    else "catalog"
+                )
                 rows.append(ReviewRow(f"arg:{arg}", arg, "", src, "", "", None))
             else:
                 rows.append(ReviewRow(f"arg:{arg}", arg, "", "you", "NEW", "", None))
@@ -407,7 +411,8 @@ class WizardState:
             values = base_values_for(self.settings, spec.backend, spec.profile) or {}
             if not (values.get("stack") or {}).get("tracing"):
                 return []
-        return [ReviewRow("auto:--otlp-traces-endpoint", "--otlp-traces-endpoint", "(pipeline collector)", "auto-configured")]
+        return [ReviewRow("auto:--otlp-traces-endpoint", "--otlp-traces-endpoint", "(pipeline collector)",
+                          "auto-configured")]
 
     # -------------------------------------------------------------- summary
 
@@ -419,7 +424,8 @@ class WizardState:
             lines["Backend"] += f" · DEMONSTRATION: {SIM_DEMOS[self.sim_fail]}"
         core = ["Experiment ID", "Backend", "Namespace", "Model"]
         work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens", "Load", "Data", "API"]
-        engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources", "Additional Args"]
+        engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources",
+                  "Additional Args"]
 
         def pick(names: list[str]) -> list[tuple[str, str]]:
             return [(n, lines[n]) for n in names if n in lines]

@@ -126,7 +126,8 @@ class ModelStep(Step):
         self._rows: list[tuple[str, str]] = []  # (kind model|alias, name)
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: type part of a model id or alias (qwen, 70b, llama-7b…)", id="model-filter", compact=True)
+        yield Input(placeholder="filter: type part of a model id or alias (qwen, 70b, llama-7b…)", id="model-filter",
+                    compact=True)
         table: DataTable = DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("Model", "Aliases", "Size", "TP", "Context")
         yield table
@@ -148,7 +149,8 @@ class ModelStep(Step):
     def candidates(self) -> list[tuple[str, str, str]]:
         """``(kind, name, searchable text)`` for every model and ambiguous alias."""
         models = self.state.catalogs.models
-        out = [("model", mid, " ".join((mid,) + info.aliases)) for mid, info in sorted(models.models.items(), key=lambda kv: kv[0].lower())]
+        out = [("model", mid, " ".join((mid,) + info.aliases)) for mid,
+               info in sorted(models.models.items(), key=lambda kv: kv[0].lower())]
         out += [("alias", alias, alias) for alias in sorted(models.ambiguous)]
         return out
 
@@ -176,7 +178,8 @@ class ModelStep(Step):
         for kind, name in self._rows:
             if kind == "alias":
                 n = len(models.ambiguous[name]["options"])
-                table.add_row(Text(f"{name} ?", style="italic"), f"ambiguous: {n} models", "", "", "", key=f"alias:{name}")
+                table.add_row(Text(f"{name} ?", style="italic"), f"ambiguous: {n} models", "", "", "",
+                              key=f"alias:{name}")
             else:
                 info = models.models[name]
                 table.add_row(
@@ -210,7 +213,8 @@ class ModelStep(Step):
         detail = self.query_one("#model-detail", Static)
         item = self.highlighted()
         if item is None:
-            detail.update(Text(f"No model matches. Clear the filter (or add the model to {self.state.catalogs.models.path}).") if self._rows == [] else "")
+            detail.update(Text("No model matches. Clear the filter (or add the model to "
+                               f"{self.state.catalogs.models.path}).") if self._rows == [] else "")
             return
         kind, name = item
         models = self.state.catalogs.models
@@ -254,7 +258,8 @@ class ModelStep(Step):
         if box.has_focus and event.key in ("down", "up", "pagedown", "pageup"):
             event.stop()
             table = self.query_one("#model-table", DataTable)
-            getattr(table, f"action_{'cursor' if event.key in ('up', 'down') else 'page'}_{event.key.removeprefix('page')}")()
+            getattr(table,
+                    f"action_{'cursor' if event.key in ('up', 'down') else 'page'}_{event.key.removeprefix('page')}")()
 
     def action_focus_filter(self) -> None:
         self.query_one("#model-filter", Input).focus()
@@ -344,7 +349,8 @@ class WorkloadStep(Step):
                     yield Label("Rate", classes="custom-label")
                     yield Input(id="custom-rate", classes="custom-input", compact=True)
                     yield Label("Rate type", classes="custom-label")
-                    yield Select([(r, r) for r in RATE_TYPES], id="custom-rate_type", allow_blank=False, value="constant", compact=True)
+                    yield Select([(r, r) for r in RATE_TYPES], id="custom-rate_type", allow_blank=False,
+                                 value="constant", compact=True)
                 yield Static("", id="custom-error")
 
     def on_mount(self) -> None:
@@ -421,7 +427,9 @@ class WorkloadStep(Step):
     def load_custom(self, profile) -> None:
         for name, _ in CUSTOM_FIELDS + (("max_requests", ""), ("rate", "")):
             value = getattr(profile, name)
-            self.query_one(f"#custom-{name}", Input).value = "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            self.query_one(f"#custom-{name}", Input).value = (
+                "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            )
         if profile.rate_type in RATE_TYPES:
             self.query_one("#custom-rate_type", Select).value = profile.rate_type
 
@@ -488,7 +496,8 @@ class WorkloadStep(Step):
         preset = self.state.catalogs.workloads.presets[name]
         p = preset.profile
         detail.update(
-            f"{name}: prompt {p.prompt_tokens} (stdev {p.prompt_tokens_stdev}, {p.prompt_tokens_min}-{p.prompt_tokens_max}) · "
+            f"{name}: prompt {p.prompt_tokens} (stdev {p.prompt_tokens_stdev}, "
+            f"{p.prompt_tokens_min}-{p.prompt_tokens_max}) · "
             f"output {p.output_tokens} (stdev {p.output_tokens_stdev}, {p.output_tokens_min}-{p.output_tokens_max}) · "
             f"{rate_text(p, self.state.backend)} · {p.max_requests} requests"
             + (f" · prefix {p.prefix_tokens}" if p.prefix_tokens else "")
@@ -583,7 +592,8 @@ class ReviewStep(Step):
             if row.section != last:
                 last = row.section
                 if row.section != "image":
-                    table.add_row(Text(sections[row.section] + ":", style="bold underline"), "", "", "", key=f"hdr:{row.section}")
+                    table.add_row(Text(sections[row.section] + ":", style="bold underline"), "", "", "",
+                                  key=f"hdr:{row.section}")
                     self._rows.append(None)
             # Marked rows carry a word (CHANGED/NEW/REMOVED) *and* the theme's
             # warning/success colours, so they read in monochrome too.
@@ -652,7 +662,8 @@ class ReviewStep(Step):
             return
         box.display = True
         if self.state.needs_confirmation:
-            box.update(Text(f"[ ] NOT CONFIRMED: {changed} setting(s) CHANGED/NEW — press {confirm} to confirm", style="bold"))
+            box.update(Text(f"[ ] NOT CONFIRMED: {changed} setting(s) CHANGED/NEW — press {confirm} to confirm",
+                            style="bold"))
             box.set_class(True, "pending")
             hint.update(Text(
                 f"Check the CHANGED / NEW rows, then press {confirm}. "
@@ -686,7 +697,8 @@ class ReviewStep(Step):
             return
         if row.editable is None:
             if row.key.startswith(("arg:", "removed:")):
-                self.app.notify(f"{row.label}: {self.key_for('remove_arg')} removes/restores it; {self.key_for('add_arg')} adds another.")
+                self.app.notify(f"{row.label}: {self.key_for('remove_arg')} removes/restores it; "
+                                f"{self.key_for('add_arg')} adds another.")
             else:
                 self.app.notify(f"{row.label} is set by the backend, not here.")
             return
@@ -711,7 +723,8 @@ class ReviewStep(Step):
         return False
 
     def action_add_arg(self) -> None:
-        self.open_editor("add", "Add vLLM argument:", "", placeholder="--enable-prefix-caching or --gpu-memory-utilization=0.9")
+        self.open_editor("add", "Add vLLM argument:", "",
+                         placeholder="--enable-prefix-caching or --gpu-memory-utilization=0.9")
 
     def open_editor(self, what: str, label: str, value: str, placeholder: str = "") -> None:
         self._editing = what
@@ -781,7 +794,9 @@ class ReviewStep(Step):
             self.close_editor()
         if self.state.needs_confirmation:
             self.wizard.set_status(
-                Text(f"⚠ CONFIRM FIRST: press {self.key_for('confirm_changes')} to confirm the CHANGED / NEW settings."),
+                Text(
+                    f"⚠ CONFIRM FIRST: press {self.key_for('confirm_changes')} to confirm the CHANGED / NEW settings."
+                ),
                 error=True,
             )
             return False
@@ -837,8 +852,8 @@ class SummaryStep(Step):
             text.append(f"  {kind:<9}", style="bold" if kind != "MATCH" else "")
             text.append(f"{line}\n")
         text.append(
-            f"\n{self.key_for('edit_id')}: change the experiment id · {self.key_for('choose_backend')}: backend/profile · "
-            "enter: run the pre-flight checks"
+            f"\n{self.key_for('edit_id')}: change the experiment id · "
+            f"{self.key_for('choose_backend')}: backend/profile · enter: run the pre-flight checks"
         )
         return text
 
@@ -863,7 +878,8 @@ class SummaryStep(Step):
                 self.fill()
 
         self.app.push_screen(
-            TextInputDialog("Experiment id", spec.experiment_id, help="lower-case letters, digits and '-' (DNS-safe)", check=check),
+            TextInputDialog("Experiment id", spec.experiment_id,
+                            help="lower-case letters, digits and '-' (DNS-safe)", check=check),
             done,
         )
 
@@ -1103,19 +1119,22 @@ class PreflightStep(Step):
             verdict.update("Running the pre-flight checks…")
         elif self.failures and self.remedy_check() is not None:
             verdict.update(Text(
-                f"✗ BLOCKED: {len(self.failures)} check(s) failed. Press {self.key_for('apply_remedy')} to let sweepdeck "
-                f"fix it, or fix them yourself and press {self.key_for('rerun_preflight')} to re-run.",
+                f"✗ BLOCKED: {len(self.failures)} check(s) failed. "
+                f"Press {self.key_for('apply_remedy')} to let sweepdeck fix it, "
+                f"or fix them yourself and press {self.key_for('rerun_preflight')} to re-run.",
                 style="bold",
             ))
         elif self.failures:
             verdict.update(Text(
-                f"✗ BLOCKED: {len(self.failures)} check(s) failed. Fix them and press {self.key_for('rerun_preflight')} "
+                f"✗ BLOCKED: {len(self.failures)} check(s) failed. Fix them and press "
+                f"{self.key_for('rerun_preflight')} "
                 "to re-run (or go back and change the experiment).",
                 style="bold",
             ))
         elif self.warnings and not self.override:
             verdict.update(Text(
-                f"! {len(self.warnings)} warning(s). Press {self.key_for('override_warnings')} to override them and launch, "
+                f"! {len(self.warnings)} warning(s). "
+                f"Press {self.key_for('override_warnings')} to override them and launch, "
                 f"or fix them and press {self.key_for('rerun_preflight')}.",
                 style="bold",
             ))
@@ -1155,7 +1174,8 @@ class PreflightStep(Step):
             self.app.notify(exc.message + (f"\n{exc.hint}" if exc.hint else ""), title=f"{remedy.label}: not done",
                             severity="error", timeout=10)
         except Exception as exc:  # a backend bug: say it, keep the wizard usable
-            self.app.notify(f"{type(exc).__name__}: {exc}", title=f"{remedy.label}: failed", severity="error", timeout=10)
+            self.app.notify(f"{type(exc).__name__}: {exc}", title=f"{remedy.label}: failed",
+                            severity="error", timeout=10)
         else:
             self.app.notify(message or f"{remedy.label}: done.", title=remedy.label)
         if spec is self.state.spec:
