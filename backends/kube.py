@@ -20,6 +20,7 @@ which keeps a 10,000-object list fast and small.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import io
 import json
@@ -102,8 +103,8 @@ def translate(exc: Exception, what: str) -> KubeError:
     import urllib3
 
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
-        reason = getattr(exc, "reason", None) or exc
-        return KubeError(f"{what}: cannot reach the API server ({reason}).",
+        cause = getattr(exc, "reason", None) or exc
+        return KubeError(f"{what}: cannot reach the API server ({cause}).",
                          "Check the kubeconfig's server and your network/VPN.")
     return KubeError(f"{what}: {type(exc).__name__}: {exc}", "Check the kubeconfig's server and your network/VPN.")
 
@@ -320,7 +321,7 @@ class Kube:
         info = await self.call("read the server version", client.VersionApi(self.api).get_code)
         return info.git_version
 
-    async def api_groups(self) -> dict[str, list[str]]:
+    async def api_groups(self) -> dict[str, builtins.list[str]]:
         """``{group: [versions]}`` from discovery."""
         from kubernetes import client
 
@@ -344,7 +345,8 @@ class Kube:
         resp = await self.call(f"read the log of {pod}", self.core.read_namespaced_pod_log, pod, namespace, **kwargs)
         return resp.data.decode("utf-8", "replace")
 
-    async def follow_log(self, namespace: str, pod: str, container: str | None = None) -> AsyncIterator[list[str]]:
+    async def follow_log(self, namespace: str, pod: str,
+                         container: str | None = None) -> AsyncIterator[builtins.list[str]]:
         """Lines of a followed pod log, in batches (ends when the container ends)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -361,7 +363,7 @@ class Kube:
                 buffer = b""
                 # One batch per network chunk: lines that arrive together are
                 # delivered together, and nothing waits for a following line.
-                for chunk in resp.stream(amt=None, decode_content=False):
+                for chunk in resp.stream(amt=None, decode_content=False):  # type: ignore[attr-defined]  # not preloaded: a urllib3 response
                     if stop.is_set():
                         break
                     buffer += chunk if isinstance(chunk, bytes) else chunk.encode()
@@ -393,7 +395,7 @@ class Kube:
             stop.set()
             _shutdown(holder.get("resp"))
 
-    def _exec_bytes(self, namespace: str, pod: str, command: list[str], container: str | None,
+    def _exec_bytes(self, namespace: str, pod: str, command: builtins.list[str], container: str | None,
                     timeout: float) -> tuple[bytes, str, JSON]:
         from kubernetes import client
         from kubernetes.stream import stream
@@ -433,13 +435,13 @@ class Kube:
             status = {"status": "Failure", "message": status_raw}
         return bytes(out), bytes(err).decode("utf-8", "replace"), status
 
-    async def exec(self, namespace: str, pod: str, command: list[str], container: str | None = None,
+    async def exec(self, namespace: str, pod: str, command: builtins.list[str], container: str | None = None,
                    timeout: float = 600) -> tuple[bytes, str, JSON]:
         """Run ``command`` (an argv, never a shell string) in a pod: ``(stdout, stderr, status)``."""
         return await self.call(f"exec in {pod}", self._exec_bytes, namespace, pod, command, container, timeout)
 
     async def copy_from_pod(self, namespace: str, pod: str, path: str, dest: Path,
-                            container: str | None = None) -> list[Path]:
+                            container: str | None = None) -> builtins.list[Path]:
         """Copy ``path`` (a directory or file in the pod) into ``dest`` like ``kubectl cp``.
 
         Returns the files written. Members that would land outside ``dest``

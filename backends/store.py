@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import os
@@ -557,7 +558,8 @@ class RunStore:
         out.sort(key=lambda r: r.started or 0, reverse=True)
         return out
 
-    def _meta_of(self, path: Path, cached: list[Any] | None) -> tuple[dict[str, Any], list[int] | None]:
+    def _meta_of(self, path: Path,
+                 cached: builtins.list[Any] | None) -> tuple[dict[str, Any], builtins.list[int] | None]:
         """The run's meta (from the index when ``meta.json`` is unchanged) and its (mtime, size) key."""
         try:
             st = os.stat(path / "meta.json")
@@ -568,14 +570,14 @@ class RunStore:
             return cached[1], key
         return RunDir(path).meta(), key
 
-    def _read_index(self) -> dict[str, list[Any]]:
+    def _read_index(self) -> dict[str, builtins.list[Any]]:
         try:
             data = json.loads((self.root / INDEX_NAME).read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _write_index(self, index: dict[str, list[Any]]) -> None:
+    def _write_index(self, index: dict[str, builtins.list[Any]]) -> None:
         with contextlib.suppress(StoreWriteError):  # a cache: the next listing reads the runs again
             _atomic_write(self.root / INDEX_NAME, json.dumps(index, separators=(",", ":"), default=str))
 

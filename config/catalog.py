@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -84,7 +84,7 @@ class ContextCheck:
         limit: The model's context length, when known.
     """
 
-    status: str
+    status: Literal["pass", "warn", "fail"]
     detail: str
     fix: str = ""
     limit: int | None = None
@@ -460,12 +460,12 @@ def make_workload(app: str, values: dict[str, Any], source: str = "workload") ->
             clean[key] = num
         elif key in ("rate", "max_seconds"):
             try:
-                num = float(value)
+                number = float(value)
             except (TypeError, ValueError):
                 raise SweepdeckError(f"{source}: {key} must be a number, got {value!r}.") from None
-            if num <= 0:
+            if number <= 0:
                 raise SweepdeckError(f"{source}: {key} must be positive, got {value!r}.")
-            clean[key] = num
+            clean[key] = number
         elif key == "rate_type":
             if value not in RATE_TYPES:
                 raise SweepdeckError(

@@ -218,7 +218,7 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
         raise ConfigError(cfg, "default_profile", "the name of a profile under 'profiles'", default_profile)
     if catalog_dir:
         cat_dir: Path | None = Path(catalog_dir).expanduser()
-        if not cat_dir.is_dir():
+        if cat_dir is None or not cat_dir.is_dir():
             raise SweepdeckError(
                 f"Catalog directory {cat_dir} does not exist.", "Pass an existing directory to --catalog-dir."
             )

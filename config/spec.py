@@ -503,7 +503,7 @@ def _quantity(label: str, value: Any, pattern: re.Pattern[str], kind: str, examp
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise SweepdeckError(f"{label} must be {kind}, got {value!r}.", example)
     text = _fmt(value).strip() if not isinstance(value, str) else value.strip()
-    number = re.match(r"[\d.]*", text).group(0)  # type: ignore[union-attr]
+    number = re.match(r"[\d.]*", text).group(0)  # type: ignore[union-attr]  # [\d.]* matches every string
     if not pattern.fullmatch(text) or float(number or 0) <= 0:
         raise SweepdeckError(f"{label} must be {kind}, got {value!r}.", example)
     return text

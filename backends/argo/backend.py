@@ -47,7 +47,7 @@ from backends.argo.workflow import (
 )
 from backends.base import BackendBase, Check, Remedy, Run
 from backends.cleanup import CleanupRegistry
-from backends.events import Alert, Event, Finished, Fix, LogLine, Notice, Phase, Sweep
+from backends.events import Alert, Event, Finished, Fix, LogLine, Notice, Outcome, Phase, Sweep
 from backends.kube import Kube, KubeError, WatchEvent
 from config.durations import parse_timestamp
 from config.errors import SweepdeckError
@@ -608,8 +608,8 @@ class ArgoBackend(BackendBase):
                     done = await reader.populate(dry_run=False)
                 except QueueUnavailable as exc:
                     raise SweepdeckError(f"Could not populate {mvid}: {exc.message}", exc.hint) from None
-            created = fmt_count(int(done.get("created", 0)))
-            text = f"populated {mvid}: {created} configs created ({populate_breakdown(done)})"
+            count = fmt_count(int(done.get("created", 0)))
+            text = f"populated {mvid}: {count} configs created ({populate_breakdown(done)})"
             if done.get("existing"):
                 text += f", {fmt_count(int(done['existing']))} already there"
             return text
@@ -783,7 +783,7 @@ class ArgoBackend(BackendBase):
         self, run: Run, state: _RunState, item: WatchEvent
     ) -> tuple[list[Event], dict[str, Any] | None]:
         wf_name = run.handle["workflow"]
-        objs = item.objects if item.type == "SYNC" else [item.object or {}]
+        objs = (item.objects or []) if item.type == "SYNC" else [item.object or {}]
         if (item.type == "SYNC" and not objs) or item.type == "DELETED":
             return [Notice(f"Workflow {wf_name} no longer exists", "warning")], {"deleted": True}
         events: list[Event] = []
@@ -902,7 +902,7 @@ class ArgoBackend(BackendBase):
         run.store.update_meta(state=outcome, finished=time.time(), phase=phase)
         yield Finished(outcome, text, None, summary)
 
-    def _outcome(self, run: Run, wf: dict[str, Any], phase: str, message: str) -> str:
+    def _outcome(self, run: Run, wf: dict[str, Any], phase: str, message: str) -> Outcome:
         if phase == "Succeeded":
             return "succeeded"
         stopped = (

@@ -183,9 +183,9 @@ def arrival_offsets(mode: Mode, seed: int) -> Iterator[float]:
     stream separate from the lengths', so lengths do not depend on the rate
     type), the first request at 0.
     """
-    if not mode.open_loop:
-        raise ValueError("closed-loop modes have no arrival schedule")
     rate = mode.rate
+    if not mode.open_loop or rate is None:  # open_loop is "rate is not None"; mypy sees the rate
+        raise ValueError("closed-loop modes have no arrival schedule")
     if not mode.poisson:
         i = 0
         while True:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -389,7 +390,7 @@ class QueueStore:
                 await conn.run_sync(_add_missing_columns)
                 for table in Base.metadata.sorted_tables:
                     for index in table.indexes:
-                        await conn.run_sync(lambda sync, ix=index: ix.create(sync, checkfirst=True))
+                        await conn.run_sync(functools.partial(index.create, checkfirst=True))
         except OSError as exc:
             raise SweepdeckError(f"Cannot reach the queue database: {exc}.", "Check --db / the server.") from None
 
@@ -409,7 +410,7 @@ class QueueStore:
         if self.is_pg:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]  # same call
         return dialect_insert
 
     # ----------------------------------------------------------- population
@@ -438,7 +439,8 @@ class QueueStore:
             )
             hw_ids = await self._ensure(s, HardwareConfig, matrix.hardware)
             fw_ids = await self._ensure(s, Framework, matrix.frameworks)
-            before = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
+            count = select(func.count()).select_from(C).where(C.model_version_id == model_version_id)
+            before = await s.scalar(count) or 0
             rows = [
                 {
                     "model_version_id": model_version_id,
@@ -468,7 +470,7 @@ class QueueStore:
             )
             for chunk in _chunks(rows, 5000):
                 await s.execute(stmt, chunk)
-            after = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
+            after = await s.scalar(count) or 0
             have = set(
                 (
                     await s.scalars(select(StatusCount.shard).where(StatusCount.model_version_id == model_version_id))

@@ -41,7 +41,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from backends.sim.metrics import Metrics
@@ -187,7 +187,7 @@ class Engine:
             self.on_dead()
 
     # --- generation -------------------------------------------------------------------
-    async def generate(self, req: GenRequest) -> AsyncIterator[str]:
+    async def generate(self, req: GenRequest) -> AsyncGenerator[str, None]:
         """Yield the text of each output token at its simulated time.
 
         The caller must close the generator (``aclosing``) if it stops early, so

@@ -21,6 +21,7 @@ import argparse
 import math
 import re
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from backends.sim.failures import FAIL_MODES
 
@@ -388,10 +389,10 @@ def parse_args(argv: list[str]) -> SimOptions:
     parser = build_parser()
     kept, ignored = split_argv(list(argv), _takes_value(parser))
 
-    def fail(message: str) -> None:  # instead of argparse's print-usage-and-sys.exit(2)
+    def fail(message: str) -> NoReturn:  # instead of argparse's print-usage-and-sys.exit(2)
         raise SimUsageError(message)
 
-    parser.error = fail  # type: ignore[method-assign]
+    parser.error = fail  # type: ignore[method-assign]  # argparse has no hook for its errors
     ns = parser.parse_args(kept)
     model = ns.model_flag or ns.model_tag
     if not model:

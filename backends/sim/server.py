@@ -22,6 +22,8 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -114,7 +116,7 @@ class SimApp:
         self.names = set(opts.served_model_names or [opts.model])
         self.created = int(time.time())
         self.stats_task: asyncio.Task | None = None
-        self.on_startup = None
+        self.on_startup: Callable[[], object] | None = None
 
     # --- ASGI entry ------------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:
@@ -573,7 +575,7 @@ class _Stop:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
         self.event = asyncio.Event()
-        self.previous = {}
+        self.previous: dict[int, Any] = {}
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -613,7 +615,7 @@ async def serve(opts: SimOptions) -> int:  # noqa: C901 - over 15 when lint was 
 
     log_config = copy.deepcopy(LOGGING_CONFIG)
     config = uvicorn.Config(
-        app=None,  # set below, once the engine exists
+        app=None,  # type: ignore[arg-type]  # set below, once the engine exists
         host=opts.host or "0.0.0.0",
         port=opts.port,
         log_config=log_config,

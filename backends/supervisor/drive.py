@@ -278,7 +278,8 @@ class _Follower:
 
 async def _until_end(link: RunLink, run: Run, policy: _SignalPolicy, follower: _Follower) -> SessionResult:
     result_task = asyncio.ensure_future(link.result())
-    await asyncio.wait({result_task, policy.ended}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {result_task, policy.ended}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     alerts = follower.alerts
     if result_task.done():
         finished = result_from_message(result_task.result())

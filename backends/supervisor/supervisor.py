@@ -262,7 +262,7 @@ class Supervisor:
         except Exception:  # a client that cannot be written to is closed below
             client.closed = True
         finally:
-            client._resyncing = False  # type: ignore[attr-defined]
+            client._resyncing = False  # type: ignore[attr-defined]  # the flag set above
 
     def _send_snapshot(self, client: _Client, lines: int) -> None:
         with contextlib.suppress(StoreWriteError):
@@ -354,9 +354,9 @@ class Supervisor:
         elif op == "cancel":
             graceful = bool(message.get("graceful", True))
             within = message.get("within")
-            timely = isinstance(within, (int, float)) and within > 0
             self.session.request_cancel(str(message.get("reason") or "stopped by the user"), graceful=graceful,
-                                        within=float(within) if timely else None)
+                                        within=(float(within) if isinstance(within, (int, float)) and within > 0
+                                                else None))
             self._reply(client, "cancel", True, "stopping" if graceful else "stopping at once")
         elif op == "detach":
             self._detach(client)
@@ -448,7 +448,7 @@ def _plain(value: Any) -> Any:
 
 def result_from_message(message: dict[str, Any]) -> Finished:
     """The Finished a ``_result`` message describes."""
-    return Finished(message.get("outcome") or "failed", message.get("message") or "",  # type: ignore[arg-type]
+    return Finished(message.get("outcome") or "failed", message.get("message") or "",
                     message.get("results"), message.get("summary") or {})
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from backends.base import BackendBase, Check, Remedy, Run
 from backends.cleanup import CleanupRegistry
-from backends.events import Alert, Event, Finished, LogLine, Notice, Phase, Progress
+from backends.events import Alert, Event, Finished, LogLine, Notice, Outcome, Phase, Progress
 from backends.kube import Kube, KubeError, WatchEvent
 from backends.tekton.build import Build, Sources, build, expected_seconds
 from backends.tekton.install import apply_all
@@ -381,7 +381,7 @@ class TektonBackend(BackendBase):
             raise
         # "matrix" marks a ready PipelineRun: its TaskRuns' step logs are followed (no vLLM pods)
         handle = {"namespace": namespace, "pipelinerun": name, "tps": [], "tasks": tasks, "matrix": shape}
-        run = Run(run_dir.id, self.name, None, run_dir, handle)  # type: ignore[arg-type]
+        run = Run(run_dir.id, self.name, None, run_dir, handle)  # type: ignore[arg-type]  # a PipelineRun run from a file has no ExperimentSpec
         self._tokens[run.id] = self.registry.register(
             f"cancel PipelineRun {name} in {namespace}", lambda: self.cancel(run),
             resource={"kind": "pipelinerun", "name": name, "namespace": namespace})
@@ -517,7 +517,7 @@ class TektonBackend(BackendBase):
     async def _handle(self, run: Run, state: _RunState, tag: str, item: WatchEvent, queue: asyncio.Queue,  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
                       total: int) -> tuple[list[Event], dict | None]:
         events: list[Event] = []
-        objs = item.objects if item.type == "SYNC" else [item.object or {}]
+        objs = (item.objects or []) if item.type == "SYNC" else [item.object or {}]
         if tag == "pr":
             if item.type == "SYNC" and not objs:
                 return [Notice(f"PipelineRun {run.handle['pipelinerun']} no longer exists", "warning")], {
@@ -733,6 +733,7 @@ class TektonBackend(BackendBase):
 
     async def _finish(self, run: Run, state: _RunState, pr: dict[str, Any]) -> AsyncIterator[Event]:
         status, reason, message = succeeded_condition(pr) if not pr.get("deleted") else ("False", "Deleted", "")
+        outcome: Outcome
         if status == "True":
             outcome = "succeeded"
         elif reason in CANCELLED:
@@ -817,7 +818,7 @@ class TektonBackend(BackendBase):
             async for ev in stream:
                 if isinstance(ev, KubeError):
                     continue
-                for obj in (ev.objects if ev.type == "SYNC" else [ev.object or {}]):
+                for obj in ((ev.objects or []) if ev.type == "SYNC" else [ev.object or {}]):
                     phase = (obj.get("status") or {}).get("phase")
                     if phase == "Running":
                         return

@@ -273,7 +273,7 @@ class MatrixPlan:
         limit = self.limit if self.mode in ("limit", "unroll_limit") else 1
         if limit == 1:
             text += ", one after another"
-        elif limit >= n:
+        elif limit >= n:  # type: ignore[operator]  # validate(): an int of at least 1 in the limit modes
             text += f", all at once (N={limit} ≥ {n} tasks)"
         else:
             text += f", {limit} at once, " + ("sliding window" if self.sliding_window else "barrier")
@@ -366,7 +366,7 @@ class MatrixLaunch:
         from backends.registry import from_recipe
 
         tekton = from_recipe(recipe["tekton"], registry)
-        return cls(tekton, recipe["pipelinerun"], recipe["namespace"])  # type: ignore[arg-type] # a TektonBackend
+        return cls(tekton, recipe["pipelinerun"], recipe["namespace"])
 
     async def preflight(self, spec: ExperimentSpec) -> list[Check]:
         """Cluster reachable, Tekton installed, namespace exists, PipelineRun name free (read-only)."""

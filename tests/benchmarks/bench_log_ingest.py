@@ -106,11 +106,11 @@ async def run_monitor(n: int, mode: str) -> dict:
             if view.total >= n or (lines and lines[-1].text == last and controller.finished is not None):
                 done.set()
 
-        view.write_events = counted  # type: ignore[method-assign]
+        view.write_events = counted  # type: ignore[method-assign]  # a counting wrapper
         began = time.perf_counter()
         if mode == "controller":
             on_event = controller.on_event
-            async for event in backend.events(None):  # type: ignore[arg-type]
+            async for event in backend.events(None):  # type: ignore[arg-type]  # FloodBackend ignores the run
                 if type(event) is LogLine:
                     on_event(event)
         elif mode == "session":

@@ -80,7 +80,7 @@ async def main() -> int:
                 probes.remove(probe)
                 app.call_after_refresh(lambda t=probe[1]: lags.append(time.perf_counter() - t))
 
-        view.update_phases = update  # type: ignore[method-assign]
+        view.update_phases = update  # type: ignore[method-assign]  # a counting wrapper
 
         began = time.perf_counter()
         on_event = controller.on_event

@@ -228,7 +228,7 @@ async def run(args) -> dict:  # noqa: C901 - the benchmark's one scripted run; o
 
                 app.call_after_refresh(displayed)
 
-            view.update_sweep = update_sweep  # type: ignore[method-assign]
+            view.update_sweep = update_sweep  # type: ignore[method-assign]  # a counting wrapper
 
             # the workflow's worker nodes, as the Argo backend reports them
             t0 = time.time()

@@ -289,5 +289,5 @@ def make_app(*, checks: list[Check] | None = None, backend: FakeBackend | None =
         store=store,
         **kw,
     )
-    app.fake_backend = backend  # type: ignore[attr-defined]
+    app.fake_backend = backend  # type: ignore[attr-defined]  # a test-only attribute
     return app

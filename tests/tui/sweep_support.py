@@ -157,10 +157,10 @@ def default_group_configs() -> dict[str, list[dict[str, Any]]]:
 def argo_backend(script: Any, reader: FakeReader | None = None) -> ScriptedBackend:
     """A scripted backend with the ``work_queue`` capability whose ``reader()`` gives ``reader``."""
     backend = ScriptedBackend(script, name="argo")
-    backend.capabilities = frozenset({"work_queue"})  # type: ignore[attr-defined]
+    backend.capabilities = frozenset({"work_queue"})  # type: ignore[attr-defined]  # a fake backend's test-only attribute
     fake = reader if reader is not None else FakeReader()
-    backend.reader = lambda model_version_id, queue_url=None: fake  # type: ignore[attr-defined]
-    backend.fake_reader = fake  # type: ignore[attr-defined]
+    backend.reader = lambda model_version_id, queue_url=None: fake  # type: ignore[attr-defined]  # a fake backend's test-only attribute
+    backend.fake_reader = fake  # type: ignore[attr-defined]  # a fake backend's test-only attribute
     return backend
 
 

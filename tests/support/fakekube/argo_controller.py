@@ -353,7 +353,7 @@ class ArgoController(ControllerLoop):
 
     def _hook(self, key, step: dict[str, Any], nid: str, ctx: PodContext) -> None:
         try:
-            result = self.run_pod(ctx)  # type: ignore[misc]
+            result = self.run_pod(ctx)  # type: ignore[misc]  # a callable stored as an attribute
         except Exception as exc:
             result = (False, f"{type(exc).__name__}: {exc}")
         if result is NotImplemented:

@@ -93,7 +93,7 @@ class Step(Vertical):
 
     @property
     def wizard(self) -> WizardScreen:
-        return self.screen  # type: ignore[return-value]
+        return self.screen  # type: ignore[return-value]  # steps live on the wizard screen
 
     @property
     def state(self) -> WizardState:
@@ -107,7 +107,7 @@ class Step(Vertical):
         return True
 
     def key_for(self, binding_id: str) -> str:
-        return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], self.app.user_keys))  # type: ignore[attr-defined]
+        return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], self.app.user_keys))  # type: ignore[attr-defined]  # a SweepdeckApp
 
 
 # ---------------------------------------------------------------------- model
@@ -515,7 +515,7 @@ class WorkloadStep(Step):
         if self.query_one(TabbedContent).active == "custom-pane":
             profile = self.validate_custom()
             if profile is None:
-                self.wizard.set_status(error_text(self.custom_error), error=True)  # type: ignore[arg-type]
+                self.wizard.set_status(error_text(self.custom_error), error=True)  # type: ignore[arg-type]  # set just above when validation fails
                 return False
             choice: Any = profile
         else:
@@ -1168,7 +1168,7 @@ class PreflightStep(Step):
         self.refresh_bindings()
         self.query_one("#preflight-verdict", Static).update(Text(f"… {remedy.label}…", style="bold"))
         try:
-            backend = self.app.backend_for(spec.backend, spec.profile)  # type: ignore[attr-defined]
+            backend = self.app.backend_for(spec.backend, spec.profile)  # type: ignore[attr-defined]  # a SweepdeckApp
             message = await apply_remedy(backend, spec, remedy)
         except SweepdeckError as exc:
             self.app.notify(exc.message + (f"\n{exc.hint}" if exc.hint else ""), title=f"{remedy.label}: not done",
