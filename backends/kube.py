@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-METADATA_ONLY_ONE = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 # core/v1 plural -> CoreV1Api method stem (list_namespaced_<stem>, read_namespaced_<stem>...)
 _CORE = {

@@ -159,14 +159,6 @@ class EventLog:
                 raise self._error(exc) from None
         return self._fd
 
-    @property
-    def path_size(self) -> int:
-        """Bytes in the file now (what was written, whoever wrote it)."""
-        try:
-            return self.path.stat().st_size
-        except OSError:
-            return self.size
-
     def _error(self, exc: OSError) -> StoreWriteError:
         self.failed = StoreWriteError(self.path, exc)
         return self.failed

@@ -165,7 +165,7 @@ class ModelInfo:
         return (self.size_gb or 0) > 50
 
     def download_warning(self) -> str:
-        """The skill's large-model warning, or '' for small models."""
+        """A warning that a large model takes a while to download, or '' for small models."""
         if not self.large:
             return ""
         time_txt = self.download_time.replace(" minutes", "") if self.download_time else "a long"

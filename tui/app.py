@@ -66,7 +66,7 @@ def _default_controller_factory(backend, spec=None, **kw):
 
 
 def _controller_options(settings: Settings) -> dict[str, Any]:
-    """Settings the real RunController takes beyond the agreed interface."""
+    """Options the RunController takes from the settings (besides backend, spec, store and registry)."""
     options: dict[str, Any] = {"log_line_cap": settings.log_line_cap}
     with contextlib.suppress(SweepdeckError):
         options["default_image"] = settings.catalogs.models.default_image

@@ -39,14 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(parser)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # not built yet in this checkout
-                continue
-            raise
-        module.add_parser(sub)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(sub)
     parser.epilog = every_command(sub)
     return parser
 

@@ -73,13 +73,6 @@ def lengths(profile) -> Iterator[tuple[int, int]]:
         yield draw_length(rng, *p), draw_length(rng, *o)
 
 
-def _words(unit: str, cache: str, n: int) -> str:
-    need = len(unit) * n
-    if need > len(cache):
-        return unit * n
-    return cache[:need]
-
-
 def make_prompt(index: int, tokens: int, prefix_tokens: int = 0) -> str:
     """Prompt text of ``prefix_tokens + tokens`` words (see the module docstring)."""
     global _fill_cache, _prefix_cache

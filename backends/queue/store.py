@@ -123,15 +123,6 @@ DEFAULT_FRAMEWORKS = ("vllm", "tgi", "sglang")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 DEFAULT_SEQUENCE_LENGTHS = (1024, 2048, 4096)
 
-# Transitions a worker may report. running -> pending is a worker giving a
-# config back (SIGTERM); failed -> pending is a manual retry.
-ALLOWED = {
-    ("running", "completed"),
-    ("running", "failed"),
-    ("running", "pending"),
-    ("failed", "pending"),
-}
-
 
 class NotFound(SweepdeckError):
     exit_code = 4

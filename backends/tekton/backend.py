@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEKTON = ("tekton.dev", "v1")
-FINISHED_OK = ("Succeeded", "Completed")
 CANCELLED = ("Cancelled", "CancelledRunFinally", "StoppedRunFinally", "PipelineRunCancelled", "TaskRunCancelled")
 READER_PREFIX = "sweepdeck-results-"
 
@@ -605,7 +604,7 @@ class TektonBackend(BackendBase):
         return events
 
     async def _failed_task_log(self, run: Run, state: _RunState, name: str, tr: dict[str, Any]) -> list[Event]:
-        """The failing step's log, shown at once (the skill's `tkn tr logs`)."""
+        """The failing step's log, shown at once (what `tkn tr logs` would show)."""
         status = tr.get("status") or {}
         pod = status.get("podName")
         if not pod:

@@ -1,6 +1,6 @@
 """Fakes for the app's Pilot tests: a backend, a run controller and a monitor screen.
 
-They follow the agreed interfaces (Backend protocol; RunController(backend,
+They follow the real interfaces (Backend protocol; RunController(backend,
 spec, *, store, record, registry) with start/attach/cleanup/detach/live;
 RunMonitorScreen(controller)) so the app is tested without processes.
 """

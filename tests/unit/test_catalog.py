@@ -21,7 +21,7 @@ from tests.support.upstream_files import REFERENCE, blis_catalog_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The eight presets with (prompt, output, max_requests, rate) from the skill.
+# The eight presets with (prompt, output, max_requests, rate) from the BLIS data collector.
 PRESETS = {
     "chatsweep": (70, 215, 50, 12),
     "codesweep": (2048, 28, 50, 12),
@@ -38,7 +38,7 @@ PROSE = {"description", "notes", "security_note", "custom_image_notes", "use_cas
 
 @pytest.fixture(params=["shipped", "real"])
 def catalogs(request):
-    """The shipped defaults and, separately, the skill's own files as a user's catalog_dir."""
+    """The shipped defaults and, separately, the BLIS data collector's own files as a user's catalog_dir."""
     return load_catalogs(None if request.param == "shipped" else blis_catalog_dir())
 
 
@@ -102,7 +102,7 @@ def test_no_project_file_is_a_copy_of_an_upstream_file():
 def test_all_catalogs_load(catalogs):
     catalogs.validate()
     assert catalogs.models.default_image == "vllm/vllm-openai:v0.11.0"
-    # the shipped catalog adds the BLIS campaign's models to the skill's ten
+    # the shipped catalog adds the BLIS campaign's models to the data collector's ten
     assert len(catalogs.models.models) == (16 if catalogs.models.path.parent == DATA_DIR else 10)
     assert "--enable-prefix-caching" in catalogs.vllm_args.args
 
@@ -377,7 +377,7 @@ def test_ambiguous_wins_over_a_plain_alias(tmp_path):
 
 
 def test_a_recommendation_is_never_a_limit_with_the_upstream_catalog():
-    # The skill's file has no max_context; its max_model_len is only where a run starts.
+    # The BLIS data collector's file has no max_context; its max_model_len is only where a run starts.
     models = load_catalogs(blis_catalog_dir()).models
     llama33 = models.resolve("llama3-70b")
     assert llama33.max_model_len == 8192 and llama33.context_limit == 131072

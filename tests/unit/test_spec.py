@@ -268,7 +268,7 @@ def test_max_model_len_above_the_model_limit(cats):
 
 
 def test_upstream_catalog_recommendation_is_not_a_limit():
-    # The skill's file has no max_context: its max_model_len is a recommendation only.
+    # The BLIS data collector's file has no max_context: its max_model_len is a recommendation only.
     real = load_catalogs(blis_catalog_dir())
     assert build_spec(real, "llama3-70b", max_model_len=16384).engine.max_model_len == 16384
     assert build_spec(real, "codellama-7b", max_model_len=8192).engine.max_model_len == 8192

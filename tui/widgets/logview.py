@@ -539,10 +539,6 @@ class LogView(ScrollView, can_focus=True):
         self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
         self._post_status()
 
-    def stop_following(self) -> None:
-        self.following = False
-        self._post_status()
-
     def pause(self) -> None:
         """Hold new lines (bounded by the cap) and freeze the view."""
         if not self.paused:

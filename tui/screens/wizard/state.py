@@ -16,7 +16,7 @@ from config.catalog import Catalogs, ModelInfo, WorkloadProfile
 from config.errors import SweepdeckError
 from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits, with_profile_gpu
 
-# The vLLM container's resources (Step 4 of the skill): field, label. GPUs follow TP.
+# The vLLM container's resources on the review step: field, label. GPUs follow TP.
 RESOURCES = (("engine.memory", "Memory"), ("engine.cpu", "CPU"))
 
 SOURCE_WORDS = {
@@ -310,7 +310,7 @@ class WizardState:
     # --------------------------------------------------------------- review
 
     def review_rows(self) -> list[ReviewRow]:
-        """The vLLM configuration the way the BLIS skill shows it (Step 4)."""
+        """The vLLM configuration the review step shows, one row per setting."""
         spec = self.need_spec()
         rows: list[ReviewRow] = []
         image_status, image_base = _status(spec, "engine.image")
@@ -417,7 +417,7 @@ class WizardState:
     # -------------------------------------------------------------- summary
 
     def summary_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """The skill's Step 6 summary: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
+        """The summary before launch: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
         spec = self.need_spec()
         lines = dict(spec.summary_lines())
         if self.sim_fail and spec.backend == "local":
