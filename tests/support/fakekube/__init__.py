@@ -70,7 +70,7 @@ Fixture
 :func:`fake_kube` starts a server, writes ``kubeconfig`` in the test's
 ``tmp_path``, points ``KUBECONFIG`` at it and yields the :class:`FakeKube`
 (with ``.kubeconfig`` set); the server stops at teardown. Use it from a
-conftest with ``from tests.support.fakekube import fake_kube  # noqa: F401``.
+conftest with ``from tests.support.fakekube import fake_kube  # noqa: F401 - a pytest fixture, found by its name``.
 """
 
 from __future__ import annotations
