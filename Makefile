@@ -1,9 +1,9 @@
-# The two commands (see README): `make run` and `make test`.
+# The two commands (see README): `make run` and `make test`; `make lint` is what CI runs before the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test services bench screenshots clean
+.PHONY: run test lint services bench screenshots clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,11 @@ run: $(STAMP)
 ## Set up (venv + test services where we may install them) and run the whole test suite.
 test: $(STAMP) services
 	$(PY) -m pytest -q
+
+## Lint (ruff, configured in pyproject.toml) and type-check config/ and backends/ (mypy).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## Install the Debian packages the integration tests start (sshd, SLURM, PostgreSQL) when root.
 services:

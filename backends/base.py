@@ -17,8 +17,9 @@ crashed run may have left, from the resources its registry recorded).
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from backends.cleanup import REGISTRY, CleanupRegistry
 from backends.events import Event
@@ -98,8 +99,8 @@ class Run:
 
     id: str
     backend: str
-    spec: "ExperimentSpec"
-    store: "RunDir"
+    spec: ExperimentSpec
+    store: RunDir
     handle: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     detached: bool = False
@@ -111,11 +112,11 @@ class Backend(Protocol):
 
     name: str
 
-    async def preflight(self, spec: "ExperimentSpec") -> list[Check]:
+    async def preflight(self, spec: ExperimentSpec) -> list[Check]:
         """Check everything that can be checked before launching; never changes anything."""
         ...
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         """Start the experiment in run directory ``store``; register every created resource's cleanup."""
         ...
 
@@ -138,7 +139,7 @@ class Backend(Protocol):
         """Remove everything the run created (idempotent)."""
         ...
 
-    async def attach(self, saved: "RunRecord") -> Run:
+    async def attach(self, saved: RunRecord) -> Run:
         """Re-open a run from its saved session (its supervisor is gone but the run may not be)."""
         ...
 
@@ -164,7 +165,7 @@ class BackendBase:
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
-        self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None, **options: Any
+        self, settings: Settings, profile: Profile, *, registry: CleanupRegistry | None = None, **options: Any
     ) -> None:
         self.settings = settings
         self.profile = profile
@@ -175,19 +176,21 @@ class BackendBase:
         """How another process builds this same backend (see :func:`backends.registry.from_recipe`)."""
         return {
             "backend": self.name,
-            "profile": {"name": self.profile.name, "backend": self.profile.backend, "options": dict(self.profile.options)},
+            "profile": {"name": self.profile.name, "backend": self.profile.backend,
+                        "options": dict(self.profile.options)},
             "config": str(self.settings.path) if self.settings.path else None,
             "catalog_dir": str(self.settings.catalog_dir) if self.settings.catalog_dir else None,
             "options": dict(self.options),
         }
 
-    async def remedy(self, spec: "ExperimentSpec", remedy: Remedy) -> str:
+    async def remedy(self, spec: ExperimentSpec, remedy: Remedy) -> str:
         """Carry out a pre-flight remedy; this backend offers none."""
         from config.errors import SweepdeckError
 
-        raise SweepdeckError(f"The {self.name} backend cannot {remedy.label.lower()}.", "Do it by hand, then re-run pre-flight.")
+        raise SweepdeckError(f"The {self.name} backend cannot {remedy.label.lower()}.",
+                             "Do it by hand, then re-run pre-flight.")
 
-    def describe(self, spec: "ExperimentSpec | None", handle: dict[str, Any] | None,
+    def describe(self, spec: ExperimentSpec | None, handle: dict[str, Any] | None,
                  meta: dict[str, Any] | None) -> str | None:
         """A run's facts for the monitor's header when the engine settings do not describe it
         (a Tekton matrix PipelineRun: ``4 tasks · 36 combinations · PipelineRun X in NS``); None: they do."""
@@ -207,7 +210,7 @@ class BackendBase:
         return None
 
 
-async def apply_remedy(backend: Backend, spec: "ExperimentSpec", remedy: Remedy) -> str:
+async def apply_remedy(backend: Backend, spec: ExperimentSpec, remedy: Remedy) -> str:
     """Carry out a pre-flight :class:`Remedy` the user confirmed; returns what was done.
 
     Backends that offer remedies implement ``async remedy(spec, remedy) -> str``
@@ -220,5 +223,6 @@ async def apply_remedy(backend: Backend, spec: "ExperimentSpec", remedy: Remedy)
 
     handler = getattr(backend, "remedy", None)
     if handler is None:
-        raise SweepdeckError(f"The {backend.name} backend cannot {remedy.label.lower()}.", "Do it by hand, then re-run pre-flight.")
+        raise SweepdeckError(f"The {backend.name} backend cannot {remedy.label.lower()}.",
+                             "Do it by hand, then re-run pre-flight.")
     return await handler(spec, remedy)

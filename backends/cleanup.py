@@ -22,8 +22,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class CleanupRegistry:
             start = time.monotonic()
             try:
                 if left <= 0:
-                    raise asyncio.TimeoutError
+                    raise TimeoutError
                 result = entry.undo()
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, timeout=left)
@@ -165,7 +166,7 @@ class CleanupRegistry:
                 # not wait for get their last resort now, and what that cannot settle stays on record
                 self._abandon(entries[index:], "abandoned: the cleanup was cancelled")
                 raise
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 outcomes.append(Outcome(entry.label, False, "timed out", time.monotonic() - start))
             except Exception as exc:  # one failed undo must not stop the others
                 log.warning("cleanup %s failed: %s", entry.label, exc)

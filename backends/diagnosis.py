@@ -35,7 +35,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from backends.events import Alert, Fix
 
@@ -1220,7 +1220,7 @@ def _resolve_args(fix: Fix, extra: tuple[str, ...]) -> Fix:
                  and marker[0].startswith("-") and not isinstance(marker[1], str))
     if not is_marker:
         return fix
-    flag, value = marker
+    flag, value = cast(tuple[str, Any], marker)  # is_marker checked its shape
     if flag in ("--enforce-eager", "--trust-remote-code", "--disable-custom-all-reduce"):
         new = extra if flag in extra else (*extra, flag)
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 Stream = Literal["out", "err"]
 Severity = Literal["info", "warning", "error"]
@@ -219,7 +219,7 @@ class Finished:
     ts: float = field(default_factory=_now)
 
 
-Event = Union[Phase, LogLine, Progress, Alert, Notice, Endpoint, Metrics, Finished, Sweep]
+Event = Phase | LogLine | Progress | Alert | Notice | Endpoint | Metrics | Finished | Sweep
 
 EVENT_TYPES: dict[str, type] = {
     cls.__name__: cls for cls in (Phase, LogLine, Progress, Alert, Notice, Endpoint, Metrics, Finished, Sweep)

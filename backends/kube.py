@@ -20,6 +20,8 @@ which keeps a 10,000-object list fast and small.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import io
 import json
 import logging
@@ -28,9 +30,10 @@ import posixpath
 import tarfile
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from config.errors import SweepdeckError
 
@@ -38,7 +41,6 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-METADATA_ONLY_ONE = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 # core/v1 plural -> CoreV1Api method stem (list_namespaced_<stem>, read_namespaced_<stem>...)
 _CORE = {
@@ -85,19 +87,24 @@ def translate(exc: Exception, what: str) -> KubeError:
     if isinstance(exc, ApiException):
         code, reason, message = _status_of(exc)
         if code == 0:
-            return KubeError(f"{what}: cannot reach the API server ({message}).", "Check the kubeconfig's server and your network/VPN.")
+            return KubeError(f"{what}: cannot reach the API server ({message}).",
+                             "Check the kubeconfig's server and your network/VPN.")
         if code == 401:
-            return KubeError(f"{what}: unauthorized (401).", "Your credentials expired or are wrong: log in again (e.g. oc login / refresh the token).", code, reason)
+            return KubeError(f"{what}: unauthorized (401).",
+                             "Your credentials expired or are wrong: log in again (e.g. oc login / refresh the token).",
+                             code, reason)
         if code == 403:
-            return KubeError(f"{what}: forbidden (403): {message}", "Ask for RBAC permission, or use another namespace.", code, reason)
+            return KubeError(f"{what}: forbidden (403): {message}",
+                             "Ask for RBAC permission, or use another namespace.", code, reason)
         return KubeError(f"{what}: {message} ({code} {reason}).", "", code, reason)
     if isinstance(exc, KubeError):
         return exc
     import urllib3
 
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
-        reason = getattr(exc, "reason", None) or exc
-        return KubeError(f"{what}: cannot reach the API server ({reason}).", "Check the kubeconfig's server and your network/VPN.")
+        cause = getattr(exc, "reason", None) or exc
+        return KubeError(f"{what}: cannot reach the API server ({cause}).",
+                         "Check the kubeconfig's server and your network/VPN.")
     return KubeError(f"{what}: {type(exc).__name__}: {exc}", "Check the kubeconfig's server and your network/VPN.")
 
 
@@ -127,7 +134,7 @@ class Kube:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> "Kube":
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
         """Load a kubeconfig into a private client.
 
         Raises:
@@ -145,7 +152,8 @@ class Kube:
             configuration.connection_pool_maxsize = 32
             return cls(client.ApiClient(configuration), "in-cluster", configuration.host)
         if not os.path.exists(path):
-            raise KubeError(f"No kubeconfig at {path}.", "Set KUBECONFIG or the profile's 'kubeconfig', or log in to the cluster first.")
+            raise KubeError(f"No kubeconfig at {path}.",
+                            "Set KUBECONFIG or the profile's 'kubeconfig', or log in to the cluster first.")
         try:
             contexts, active = config.list_kube_config_contexts(config_file=path)
             names = [c["name"] for c in contexts or []]
@@ -153,9 +161,11 @@ class Kube:
                 raise KubeError(f"Context {context!r} is not in {path}.", "Contexts: " + (", ".join(names) or "(none)"))
             chosen = next((c for c in contexts if c["name"] == context), None) if context else active
             configuration = client.Configuration()
-            config.load_kube_config(config_file=path, context=context, client_configuration=configuration, persist_config=False)
+            config.load_kube_config(config_file=path, context=context, client_configuration=configuration,
+                                    persist_config=False)
         except ConfigException as exc:
-            raise KubeError(f"Invalid kubeconfig {path}: {exc}.", "Fix the file or point KUBECONFIG at another one.") from None
+            raise KubeError(f"Invalid kubeconfig {path}: {exc}.",
+                            "Fix the file or point KUBECONFIG at another one.") from None
         # Watches, log follows and calls run at the same time: one connection each.
         configuration.connection_pool_maxsize = 32
         configuration.retries = False
@@ -164,10 +174,8 @@ class Kube:
         return cls(api_client, (chosen or {}).get("name", ""), configuration.host, ctx.get("namespace"))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.api.close()
-        except Exception:
-            pass
 
     async def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking client call in a thread; errors become :class:`KubeError`."""
@@ -178,7 +186,8 @@ class Kube:
 
     # ------------------------------------------------------------------ generic objects
 
-    def _fn(self, verb: str, group: str, version: str, plural: str, namespace: str | None) -> tuple[Callable[..., Any], tuple]:
+    def _fn(self, verb: str, group: str, version: str, plural: str,
+            namespace: str | None) -> tuple[Callable[..., Any], tuple]:
         """The client method and leading args for ``verb`` (list/read/create/replace/patch/delete)."""
         if not group:
             if plural in _CORE_CLUSTER:
@@ -194,7 +203,8 @@ class Kube:
             return getattr(self.custom, f"{stem}_cluster_custom_object"), (group, version, plural)
         return getattr(self.custom, f"{stem}_namespaced_custom_object"), (group, version)
 
-    def _args(self, verb: str, group: str, version: str, plural: str, namespace: str | None, name: str | None = None) -> tuple[Callable[..., Any], list[Any]]:
+    def _args(self, verb: str, group: str, version: str, plural: str, namespace: str | None,
+              name: str | None = None) -> tuple[Callable[..., Any], list[Any]]:
         fn, lead = self._fn(verb, group, version, plural, namespace)
         args: list[Any] = list(lead)
         if group:
@@ -209,8 +219,10 @@ class Kube:
                 args.append(namespace)
         return fn, args
 
-    def list_raw(self, group: str, version: str, plural: str, namespace: str | None = None, *, label_selector: str | None = None,
-                 field_selector: str | None = None, page: int = 500, metadata_only: bool = False) -> tuple[list[JSON], str]:
+    def list_raw(self, group: str, version: str, plural: str, namespace: str | None = None, *,
+                 label_selector: str | None = None,
+                 field_selector: str | None = None, page: int = 500,
+                 metadata_only: bool = False) -> tuple[list[JSON], str]:
         """Blocking paged list as dicts; returns ``(items, resourceVersion)``."""
         fn, args = self._args("list", group, version, plural, namespace)
         items: list[JSON] = []
@@ -235,7 +247,8 @@ class Kube:
             if not token:
                 return items, rv
 
-    async def list(self, group: str, version: str, plural: str, namespace: str | None = None, **kwargs: Any) -> list[JSON]:
+    async def list(self, group: str, version: str, plural: str, namespace: str | None = None,
+                   **kwargs: Any) -> list[JSON]:
         items, _rv = await self.call(f"list {plural}", self.list_raw, group, version, plural, namespace, **kwargs)
         return items
 
@@ -264,11 +277,13 @@ class Kube:
         fn, args = self._args("create", group, version, plural, namespace)
         return _plain(await self.call(f"create {plural}/{body.get('metadata', {}).get('name', '')}", fn, *args, body))
 
-    async def replace(self, group: str, version: str, plural: str, name: str, body: JSON, namespace: str | None = None) -> JSON:
+    async def replace(self, group: str, version: str, plural: str, name: str, body: JSON,
+                      namespace: str | None = None) -> JSON:
         fn, args = self._args("replace", group, version, plural, namespace, name)
         return _plain(await self.call(f"update {plural}/{name}", fn, *args, body))
 
-    async def patch(self, group: str, version: str, plural: str, name: str, body: JSON, namespace: str | None = None) -> JSON:
+    async def patch(self, group: str, version: str, plural: str, name: str, body: JSON,
+                    namespace: str | None = None) -> JSON:
         """A JSON merge patch."""
         fn, args = self._args("patch", group, version, plural, namespace, name)
         kwargs = {"_content_type": "application/merge-patch+json"}
@@ -305,7 +320,7 @@ class Kube:
         info = await self.call("read the server version", client.VersionApi(self.api).get_code)
         return info.git_version
 
-    async def api_groups(self) -> dict[str, list[str]]:
+    async def api_groups(self) -> dict[str, builtins.list[str]]:
         """``{group: [versions]}`` from discovery."""
         from kubernetes import client
 
@@ -315,11 +330,12 @@ class Kube:
     # ------------------------------------------------------------------ watch, logs, exec
 
     def watch(self, group: str, version: str, plural: str, namespace: str | None, *, label_selector: str | None = None,
-              field_selector: str | None = None, timeout_seconds: int = 300) -> "WatchStream":
+              field_selector: str | None = None, timeout_seconds: int = 300) -> WatchStream:
         """A started-on-iteration :class:`WatchStream`."""
         return WatchStream(self, group, version, plural, namespace, label_selector, field_selector, timeout_seconds)
 
-    async def read_log(self, namespace: str, pod: str, container: str | None = None, tail_lines: int | None = None) -> str:
+    async def read_log(self, namespace: str, pod: str, container: str | None = None,
+                       tail_lines: int | None = None) -> str:
         kwargs: dict[str, Any] = {"_preload_content": False}
         if container:
             kwargs["container"] = container
@@ -328,7 +344,8 @@ class Kube:
         resp = await self.call(f"read the log of {pod}", self.core.read_namespaced_pod_log, pod, namespace, **kwargs)
         return resp.data.decode("utf-8", "replace")
 
-    async def follow_log(self, namespace: str, pod: str, container: str | None = None) -> AsyncIterator[list[str]]:
+    async def follow_log(self, namespace: str, pod: str,
+                         container: str | None = None) -> AsyncIterator[builtins.list[str]]:
         """Lines of a followed pod log, in batches (ends when the container ends)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -345,7 +362,7 @@ class Kube:
                 buffer = b""
                 # One batch per network chunk: lines that arrive together are
                 # delivered together, and nothing waits for a following line.
-                for chunk in resp.stream(amt=None, decode_content=False):
+                for chunk in resp.stream(amt=None, decode_content=False):  # type: ignore[attr-defined]  # not preloaded: a urllib3 response
                     if stop.is_set():
                         break
                     buffer += chunk if isinstance(chunk, bytes) else chunk.encode()
@@ -360,10 +377,8 @@ class Kube:
                 if not stop.is_set():
                     loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
-                try:
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(queue.put_nowait, None)
-                except RuntimeError:
-                    pass
 
         thread = threading.Thread(target=run, name=f"log:{pod}", daemon=True)
         thread.start()
@@ -379,7 +394,8 @@ class Kube:
             stop.set()
             _shutdown(holder.get("resp"))
 
-    def _exec_bytes(self, namespace: str, pod: str, command: list[str], container: str | None, timeout: float) -> tuple[bytes, str, JSON]:
+    def _exec_bytes(self, namespace: str, pod: str, command: builtins.list[str], container: str | None,
+                    timeout: float) -> tuple[bytes, str, JSON]:
         from kubernetes import client
         from kubernetes.stream import stream
 
@@ -388,7 +404,8 @@ class Kube:
         private = client.ApiClient(self.api.configuration)
         try:
             core = client.CoreV1Api(private)
-            kwargs: dict[str, Any] = dict(command=command, stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, binary=True)
+            kwargs: dict[str, Any] = dict(command=command, stderr=True, stdin=False, stdout=True, tty=False,
+                                          _preload_content=False, binary=True)
             if container:
                 kwargs["container"] = container
             resp = stream(core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs)
@@ -417,11 +434,13 @@ class Kube:
             status = {"status": "Failure", "message": status_raw}
         return bytes(out), bytes(err).decode("utf-8", "replace"), status
 
-    async def exec(self, namespace: str, pod: str, command: list[str], container: str | None = None, timeout: float = 600) -> tuple[bytes, str, JSON]:
+    async def exec(self, namespace: str, pod: str, command: builtins.list[str], container: str | None = None,
+                   timeout: float = 600) -> tuple[bytes, str, JSON]:
         """Run ``command`` (an argv, never a shell string) in a pod: ``(stdout, stderr, status)``."""
         return await self.call(f"exec in {pod}", self._exec_bytes, namespace, pod, command, container, timeout)
 
-    async def copy_from_pod(self, namespace: str, pod: str, path: str, dest: Path, container: str | None = None) -> list[Path]:
+    async def copy_from_pod(self, namespace: str, pod: str, path: str, dest: Path,
+                            container: str | None = None) -> builtins.list[Path]:
         """Copy ``path`` (a directory or file in the pod) into ``dest`` like ``kubectl cp``.
 
         Returns the files written. Members that would land outside ``dest``
@@ -483,10 +502,8 @@ def _shutdown(resp: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-    try:
+    with contextlib.suppress(Exception):
         resp.close()
-    except Exception:
-        pass
 
 
 _PLURALS = {
@@ -525,7 +542,7 @@ class WatchStream:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> "WatchStream":
+    def start(self) -> WatchStream:
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
             self._queue = asyncio.Queue()
@@ -586,7 +603,8 @@ class WatchStream:
                             self.gone += 1
                             need_list = True  # our resourceVersion is too old: start over from a list
                             break
-                        raise KubeError(f"watch {self.plural}: {obj.get('message', obj)}", status=int(obj.get("code") or 0))
+                        raise KubeError(f"watch {self.plural}: {obj.get('message', obj)}",
+                                        status=int(obj.get("code") or 0))
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if rv:
                         self.resource_version = rv
@@ -611,7 +629,7 @@ class WatchStream:
                 self._resp = None
         self._emit(None)
 
-    def __aiter__(self) -> "WatchStream":
+    def __aiter__(self) -> WatchStream:
         self.start()
         return self
 

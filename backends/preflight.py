@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from config.spec import ExperimentSpec
 
 
-def state_dir_check(store: "RunStore") -> Check:
+def state_dir_check(store: RunStore) -> Check:
     """Can the run store keep this run (writable, with some free space)?"""
     ok, detail = store.check_writable()
     if ok:
@@ -28,7 +28,7 @@ def state_dir_check(store: "RunStore") -> Check:
     )
 
 
-async def run_preflight(backend: "Backend", spec: "ExperimentSpec", store: "RunStore | None" = None) -> list[Check]:
+async def run_preflight(backend: Backend, spec: ExperimentSpec, store: RunStore | None = None) -> list[Check]:
     """Every pre-flight check for launching ``spec`` on ``backend``."""
     if store is None:
         from backends.store import RunStore

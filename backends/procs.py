@@ -120,10 +120,15 @@ async def wait_pid(pid: int, proc: subprocess.Popen | None = None, timeout: floa
         fd = os.pidfd_open(pid)
     if fd is not None:
         fut: asyncio.Future = loop.create_future()
-        loop.add_reader(fd, lambda: fut.done() or fut.set_result(True))
+
+        def exited() -> None:
+            if not fut.done():
+                fut.set_result(True)
+
+        loop.add_reader(fd, exited)
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             loop.remove_reader(fd)

@@ -32,18 +32,18 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-def create_backend(settings: "Settings", name: str, profile: "Profile", **options: Any) -> "Backend":
+def create_backend(settings: Settings, name: str, profile: Profile, **options: Any) -> Backend:
     """Backend ``name`` for ``profile`` (every backend class takes ``(settings, profile, *, registry, **options)``)."""
     return backend_class(name)(settings, profile, **options)
 
 
-def get_backend(settings: "Settings", name: str | None = None, profile: str | None = None) -> "Backend":
+def get_backend(settings: Settings, name: str | None = None, profile: str | None = None) -> Backend:
     """Instantiate the backend for ``name`` (or ``profile``'s backend)."""
     prof: Profile = settings.profile(profile, name)
     return create_backend(settings, name or prof.backend, prof)
 
 
-def from_recipe(recipe: dict[str, Any], registry: "CleanupRegistry | None" = None) -> "Backend":
+def from_recipe(recipe: dict[str, Any], registry: CleanupRegistry | None = None) -> Backend:
     """The backend :meth:`backends.base.BackendBase.recipe` describes, in this process.
 
     A recipe may instead name a ``factory`` (``"module:callable"``) that takes
@@ -69,7 +69,7 @@ def from_recipe(recipe: dict[str, Any], registry: "CleanupRegistry | None" = Non
     return create_backend(settings, name, profile, registry=registry, **dict(recipe.get("options") or {}))
 
 
-def recipe_of(backend: "Backend") -> dict[str, Any] | None:
+def recipe_of(backend: Backend) -> dict[str, Any] | None:
     """The backend's recipe, or None when it cannot be rebuilt in another process (a test double)."""
     make = getattr(backend, "recipe", None)
     return make() if callable(make) else None

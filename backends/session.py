@@ -28,8 +28,9 @@ import inspect
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from backends import diagnosis as dg
 from backends.base import Check, Run, blocking
@@ -147,11 +148,11 @@ class Session:
 
     def __init__(
         self,
-        backend: "Backend",
-        spec: "ExperimentSpec",
+        backend: Backend,
+        spec: ExperimentSpec,
         *,
-        store: "RunStore | None" = None,
-        run_dir: "RunDir | None" = None,
+        store: RunStore | None = None,
+        run_dir: RunDir | None = None,
         on_event: EventSink | None = None,
         registry: CleanupRegistry | None = None,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
@@ -228,7 +229,7 @@ class Session:
         await self._emit(Notice(f"Launched {run.id} on {run.backend}; run directory {run.store.path}"))
         return run
 
-    async def adopt(self, record: "RunRecord") -> Run:
+    async def adopt(self, record: RunRecord) -> Run:
         """Follow a run again whose supervisor is gone (``backend.attach``), instead of launching one.
 
         Raises:
@@ -349,10 +350,8 @@ class Session:
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
-                try:
+                with contextlib.suppress(BaseException):  # best effort close of the backend's generator
                     await asyncio.wait_for(aclose(), timeout=2.0)
-                except BaseException:  # noqa: BLE001 - best effort close of the backend's generator
-                    pass
         if self.finished is None:
             await self._diagnose_pending()
             await self._flush_held()
@@ -487,7 +486,7 @@ class Session:
         budget = max(0.1, min(CANCEL_GRACE, self._abandon_at - asyncio.get_running_loop().time()))
         try:
             await asyncio.wait_for(self.backend.cancel(self.run, graceful=self._cancel_graceful), timeout=budget)
-        except BaseException as exc:  # noqa: BLE001 - cancel is best effort; cleanup follows
+        except BaseException as exc:  # cancel is best effort; cleanup follows
             log.warning("cancel failed: %s", exc)
         if not self._drains():
             # the backend has been told: a moment for it to report its own cancelled Finished, then the cleanup
@@ -502,7 +501,7 @@ class Session:
         self._abandon_at = min(self._abandon_at, asyncio.get_running_loop().time() + CANCEL_GRACE + 1.0)
         try:
             await asyncio.wait_for(self.backend.cancel(self.run, graceful=False), timeout=CANCEL_GRACE)
-        except BaseException as exc:  # noqa: BLE001 - best effort; the registry's cleanup follows anyway
+        except BaseException as exc:  # best effort; the registry's cleanup follows anyway
             log.warning("cancel (at once) failed: %s", exc)
 
     @property
@@ -519,7 +518,7 @@ class Session:
             if self.run is not None:
                 try:
                     await asyncio.wait_for(self.backend.cleanup(self.run), timeout=self.cleanup_timeout * 0.8)
-                except BaseException as exc:  # noqa: BLE001 - the registry still runs
+                except BaseException as exc:  # the registry still runs
                     log.warning("backend cleanup failed: %s", exc)
             await self._run_registry(max(0.2, deadline - time.monotonic()))
             if self.run is not None:
@@ -551,7 +550,7 @@ class Session:
 # ------------------------------------------------------------------ relaunch
 
 
-def apply_fix(spec: "ExperimentSpec", fix: Fix | dict[str, Any], store: "RunStore | None" = None) -> "ExperimentSpec":
+def apply_fix(spec: ExperimentSpec, fix: Fix | dict[str, Any], store: RunStore | None = None) -> ExperimentSpec:
     """The spec with a recovery fix applied, under a new experiment id.
 
     Every change is recorded with :attr:`Source.FIX`; the new spec's

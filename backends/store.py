@@ -15,15 +15,17 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from backends.events import EVENT_TYPES, Event, LogLine, from_dict, to_dict
 from config.errors import SweepdeckError
@@ -157,14 +159,6 @@ class EventLog:
                 raise self._error(exc) from None
         return self._fd
 
-    @property
-    def path_size(self) -> int:
-        """Bytes in the file now (what was written, whoever wrote it)."""
-        try:
-            return self.path.stat().st_size
-        except OSError:
-            return self.size
-
     def _error(self, exc: OSError) -> StoreWriteError:
         self.failed = StoreWriteError(self.path, exc)
         return self.failed
@@ -195,10 +189,8 @@ class EventLog:
 
     def _on_timer(self) -> None:
         self._timer = None
-        try:
+        with contextlib.suppress(StoreWriteError):  # kept in self.failed; the owner checks it
             self.flush()
-        except StoreWriteError:
-            pass  # kept in self.failed; the owner checks it
 
     def flush(self) -> None:
         """Write the waiting batch of log lines now."""
@@ -271,9 +263,9 @@ def expand_record(data: dict[str, Any]) -> list[Event]:
     streams = data.get("streams")
     if isinstance(streams, str) and len(streams) == len(texts):
         return [LogLine(text, "err" if st == "e" else "out", source, stamps[i] if stamps else ts)
-                for i, (text, st) in enumerate(zip(texts, streams))]
+                for i, (text, st) in enumerate(zip(texts, streams, strict=True))]
     if stamps:
-        return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps)]
+        return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps, strict=True)]
     return [LogLine(text, stream, source, ts) for text in texts]
 
 
@@ -399,7 +391,7 @@ class RunDir:
             with contextlib.suppress(StoreWriteError):
                 self._log.flush()
         try:
-            fh = open(self.path / "events.jsonl", "rb")
+            fh = open(self.path / "events.jsonl", "rb")  # noqa: SIM115 - closed by the `with fh` below
         except FileNotFoundError:
             return
         with fh:
@@ -558,7 +550,8 @@ class RunStore:
         out.sort(key=lambda r: r.started or 0, reverse=True)
         return out
 
-    def _meta_of(self, path: Path, cached: list[Any] | None) -> tuple[dict[str, Any], list[int] | None]:
+    def _meta_of(self, path: Path,
+                 cached: builtins.list[Any] | None) -> tuple[dict[str, Any], builtins.list[int] | None]:
         """The run's meta (from the index when ``meta.json`` is unchanged) and its (mtime, size) key."""
         try:
             st = os.stat(path / "meta.json")
@@ -569,18 +562,16 @@ class RunStore:
             return cached[1], key
         return RunDir(path).meta(), key
 
-    def _read_index(self) -> dict[str, list[Any]]:
+    def _read_index(self) -> dict[str, builtins.list[Any]]:
         try:
             data = json.loads((self.root / INDEX_NAME).read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _write_index(self, index: dict[str, list[Any]]) -> None:
-        try:
+    def _write_index(self, index: dict[str, builtins.list[Any]]) -> None:
+        with contextlib.suppress(StoreWriteError):  # a cache: the next listing reads the runs again
             _atomic_write(self.root / INDEX_NAME, json.dumps(index, separators=(",", ":"), default=str))
-        except StoreWriteError:
-            pass  # a cache: the next listing reads the runs again
 
     def delete(self, run_id: str) -> None:
         """Remove a finished run's record.

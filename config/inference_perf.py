@@ -245,7 +245,7 @@ def leaves(template: dict[str, Any] | None) -> list[tuple[str, Any]]:
     if not template:
         return []
     out: list[tuple[str, Any]] = []
-    load = template.get("load") if isinstance(template.get("load"), dict) else {}
+    load = found if isinstance(found := template.get("load"), dict) else {}
     for key, value in load.items():
         if key == "stages":
             out.append((STAGES, value))
@@ -283,7 +283,7 @@ def from_preset(profile: WorkloadProfile, base: dict[str, Any]) -> dict[str, Any
     """
     out = copy.deepcopy(base)
     duration = max(1, math.ceil(profile.max_requests / profile.rate)) if profile.rate else 60
-    out["load"] = {**(base.get("load") if isinstance(base.get("load"), dict) else {}),
+    out["load"] = {**(found if isinstance(found := base.get("load"), dict) else {}),
                    "type": "poisson" if profile.rate_type == "poisson" else "constant",
                    "stages": [{"rate": float(profile.rate), "duration": duration}]}
 
@@ -302,11 +302,11 @@ def from_preset(profile: WorkloadProfile, base: dict[str, Any]) -> dict[str, Any
 
 def summary_rows(template: dict[str, Any]) -> list[tuple[str, str]]:
     """``(label, value)`` rows for the experiment summary: Load, Data, API."""
-    load = template.get("load") if isinstance(template.get("load"), dict) else {}
-    data = template.get("data") if isinstance(template.get("data"), dict) else {}
-    api = template.get("api") if isinstance(template.get("api"), dict) else {}
+    load = found if isinstance(found := template.get("load"), dict) else {}
+    data = found if isinstance(found := template.get("data"), dict) else {}
+    api = found if isinstance(found := template.get("api"), dict) else {}
     kind = str(data.get("type", "?"))
-    details = data.get(kind) if isinstance(data.get(kind), dict) else {
+    details = found if isinstance(found := data.get(kind), dict) else {
         k: v for k, v in data.items() if k != "type" and v is not None}
     shown = ", ".join(f"{k}={_num(v) if not isinstance(v, dict) else '{…}'}" for k, v in details.items())
     seconds = total_seconds(template)

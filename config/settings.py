@@ -44,7 +44,8 @@ TOP_FIELDS = {
     "default_profile": Field(str, None, "profile used when none is named"),
     "keys": Field(dict, {}, "binding id -> key"),
     "theme": Field(str, None, "a Textual theme name"),
-    "log_line_cap": Field(int, 100_000, "lines kept in the log pane", check=lambda v: None if v >= 1000 else "at least 1000"),
+    "log_line_cap": Field(int, 100_000, "lines kept in the log pane",
+                          check=lambda v: None if v >= 1000 else "at least 1000"),
     "local": Field(dict, {}, "options of the embedded local backend"),
     "profiles": Field(dict, {}, "named backend profiles"),
 }
@@ -90,7 +91,8 @@ class Settings:
     keys: dict[str, str] = field(default_factory=dict)
     theme: str | None = None
     log_line_cap: int = 100_000
-    local: Profile = field(default_factory=lambda: Profile("local", "local", validate(fields_for("local"), {}, "", "local")))
+    local: Profile = field(default_factory=lambda: Profile("local", "local",
+                                                           validate(fields_for("local"), {}, "", "local")))
     profiles: dict[str, Profile] = field(default_factory=dict)
     _catalogs: Catalogs | None = None
 
@@ -143,7 +145,8 @@ class Settings:
                 return candidates[0]
             if not candidates:
                 # A backend with no profile runs on its defaults where it can.
-                return Profile(backend, backend, validate_profile(backend, {"backend": backend}, self.path, backend, lenient=True))
+                return Profile(backend, backend,
+                               validate_profile(backend, {"backend": backend}, self.path, backend, lenient=True))
             raise SweepdeckError(
                 f"Several {backend} profiles exist: {', '.join(p.name for p in candidates)}.",
                 "Name one with --profile.",
@@ -162,15 +165,17 @@ class Settings:
         return prof
 
 
-def validate_profile(backend: str, data: dict[str, Any], path: Path | str | None, where: str, lenient: bool = False) -> dict[str, Any]:
+def validate_profile(backend: str, data: dict[str, Any], path: Path | str | None, where: str,
+                     lenient: bool = False) -> dict[str, Any]:
     fields = fields_for(backend)
     if lenient:
         # Defaults only: required keys without a value stay None.
-        fields = {k: Field(f.type, None if f.default is REQUIRED else f.default, f.help, f.choices, f.check) for k, f in fields.items()}
+        fields = {k: Field(f.type, None if f.default is REQUIRED else f.default, f.help, f.choices, f.check)
+                  for k, f in fields.items()}
     return validate(fields, data, path or "config", where)
 
 
-def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None = None) -> Settings:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
     """Read and validate the user config (a missing default file is fine).
 
     Args:
@@ -196,7 +201,9 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
         if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
             raise ConfigError(cfg, where, "a profile name of letters, digits, '-', '_' and '.'", name)
         if name == "local":
-            raise ConfigError(cfg, where, "a name other than 'local' (configure the local backend under the top-level 'local:' key)")
+            raise ConfigError(
+                cfg, where, "a name other than 'local' (configure the local backend under the top-level 'local:' key)"
+            )
         if not isinstance(body, dict):
             raise ConfigError(cfg, where, "a mapping with at least 'backend'", body)
         backend = body.get("backend")
@@ -211,7 +218,7 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
         raise ConfigError(cfg, "default_profile", "the name of a profile under 'profiles'", default_profile)
     if catalog_dir:
         cat_dir: Path | None = Path(catalog_dir).expanduser()
-        if not cat_dir.is_dir():
+        if cat_dir is None or not cat_dir.is_dir():
             raise SweepdeckError(
                 f"Catalog directory {cat_dir} does not exist.", "Pass an existing directory to --catalog-dir."
             )

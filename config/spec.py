@@ -159,8 +159,8 @@ def _fmt(value: Any) -> str:
 
 
 # Field paths a spec exposes to set()/get(), changes() and Fix.changes.
-ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args", "memory", "cpu",
-                 "gpu")
+ENGINE_FIELDS = ("image", "tp", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "extra_args",
+                 "memory", "cpu", "gpu")
 TOP_FIELDS = ("model", "backend", "profile", "namespace", "experiment_id", "workload")
 # Single workload numbers (``workload.rate``...) so a tweak to a preset shows up
 # as its own change instead of hiding behind an unchanged preset name.
@@ -230,7 +230,7 @@ class ExperimentSpec:
         origin = self.origins.get(path)
         return origin.source if origin else Source.DEFAULT
 
-    def set(self, path: str, value: Any, source: Source = Source.USER) -> "ExperimentSpec":
+    def set(self, path: str, value: Any, source: Source = Source.USER) -> ExperimentSpec:
         """A copy with ``path`` set to ``value``, recording the source and the old value.
 
         The first change keeps the original base, so a field changed twice
@@ -261,7 +261,7 @@ class ExperimentSpec:
             new = new._set_one("engine.tp", value[0], source)
         return new
 
-    def _set_template(self, path: str, value: Any, source: Source) -> "ExperimentSpec":
+    def _set_template(self, path: str, value: Any, source: Source) -> ExperimentSpec:
         """Set one ``profile_template.<key>`` (converted to the key's type; see config/inference_perf.py)."""
         old = self.get(path)
         template = inference_perf.set_path(self.profile_template, path[len(inference_perf.PREFIX):], value)
@@ -269,7 +269,7 @@ class ExperimentSpec:
         base = prior.base if prior and prior.source in USER_SOURCES else old
         return replace(self, profile_template=template, origins={**self.origins, path: Origin(source, base)})
 
-    def _set_workload_numbers(self, profile: WorkloadProfile, source: Source) -> "ExperimentSpec":
+    def _set_workload_numbers(self, profile: WorkloadProfile, source: Source) -> ExperimentSpec:
         origins = dict(self.origins)
         for name in WORKLOAD_FIELDS:
             old, new = getattr(self.workload, name), getattr(profile, name)
@@ -281,7 +281,7 @@ class ExperimentSpec:
             origins[key] = Origin(source, base)
         return replace(self, workload=profile, origins=origins)
 
-    def _set_one(self, path: str, value: Any, source: Source) -> "ExperimentSpec":
+    def _set_one(self, path: str, value: Any, source: Source) -> ExperimentSpec:
         old = self.get(path)
         prior = self.origins.get(path)
         base = prior.base if prior and prior.source in USER_SOURCES else old
@@ -338,7 +338,7 @@ class ExperimentSpec:
         """Fields whose value the user (or a recovery fix) changed from the base."""
         return [c for c in self.user_fields() if c.kind != "MATCH"]
 
-    def diff(self, other: "ExperimentSpec") -> list[Change]:
+    def diff(self, other: ExperimentSpec) -> list[Change]:
         """Fields that differ between ``other`` (the base) and this spec."""
         out = []
         for path in FIELDS:
@@ -347,7 +347,8 @@ class ExperimentSpec:
                 out.append(Change(path, a, b, self.source(path)))
         return out
 
-    def serve_command(self, base_command: list[str] | None = None, port: int | None = None, host: str | None = None) -> list[str]:
+    def serve_command(self, base_command: list[str] | None = None, port: int | None = None,
+                      host: str | None = None) -> list[str]:
         """The vLLM serve argv (``vllm serve MODEL ...`` unless a base command is given)."""
         argv = list(base_command or ["vllm", "serve"]) + [self.model]
         if host:
@@ -413,7 +414,7 @@ class ExperimentSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
         try:
             workload = WorkloadProfile(**data["workload"])
             engine_data = dict(data["engine"])
@@ -503,7 +504,7 @@ def _quantity(label: str, value: Any, pattern: re.Pattern[str], kind: str, examp
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise SweepdeckError(f"{label} must be {kind}, got {value!r}.", example)
     text = _fmt(value).strip() if not isinstance(value, str) else value.strip()
-    number = re.match(r"[\d.]*", text).group(0)  # type: ignore[union-attr]
+    number = re.match(r"[\d.]*", text).group(0)  # type: ignore[union-attr]  # [\d.]* matches every string
     if not pattern.fullmatch(text) or float(number or 0) <= 0:
         raise SweepdeckError(f"{label} must be {kind}, got {value!r}.", example)
     return text
@@ -732,7 +733,8 @@ def build_spec(
         image=pick("image", catalogs.models.default_image, "vllm/vllm-openai:latest"),
         tp=pick("tp", info.tp[0] if info.tp else None, 1),
         max_model_len=pick("max_model_len", info.max_model_len, DEFAULT_MAX_MODEL_LEN),
-        max_num_batched_tokens=pick("max_num_batched_tokens", info.max_num_batched_tokens, DEFAULT_MAX_NUM_BATCHED_TOKENS),
+        max_num_batched_tokens=pick("max_num_batched_tokens", info.max_num_batched_tokens,
+                                    DEFAULT_MAX_NUM_BATCHED_TOKENS),
         max_num_seqs=pick("max_num_seqs", info.max_num_seqs, DEFAULT_MAX_NUM_SEQS),
         extra_args=("--trust-remote-code",) if info.trust_remote_code else (),
         memory=pick("memory", None, DEFAULT_MEMORY),

@@ -63,7 +63,8 @@ def apply_values(
         updates["image"] = image
         origins["engine.image"] = Origin(Source.VALUES)
     for name, value in values_resources(values).items():
-        updates[name] = _validate_field(f"engine.{name}", value, where=f"values file: decode.containers[name=vllm].resources {name}")
+        updates[name] = _validate_field(f"engine.{name}", value,
+                                        where=f"values file: decode.containers[name=vllm].resources {name}")
         origins[f"engine.{name}"] = Origin(Source.VALUES)
     wl = stack.get("workload")
     if take_workload and isinstance(wl, dict) and isinstance(wl.get("profile"), dict):
@@ -107,7 +108,7 @@ def apply_inference_perf(
 
 def values_workload_app(values: dict[str, Any] | None) -> str | None:
     try:
-        return str(values["stack"]["workload"]["app"])  # type: ignore[index]
+        return str(values["stack"]["workload"]["app"])  # type: ignore[index]  # any YAML shape: KeyError/TypeError handled below
     except (KeyError, TypeError):
         return None
 
@@ -141,7 +142,7 @@ def values_resources(values: dict[str, Any]) -> dict[str, str]:
     Only the keys the values file sets are returned (none: the defaults stand).
     """
     container = _vllm_container(values) or {}
-    resources = container.get("resources") if isinstance(container.get("resources"), dict) else {}
+    resources = found if isinstance(found := container.get("resources"), dict) else {}
     out: dict[str, str] = {}
     for part in ("requests", "limits"):  # limits last: they win
         section = resources.get(part)

@@ -195,7 +195,7 @@ def replace_between(text: str, begin: str, end: str, body: str) -> str:
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
     except ValueError:
-        raise SystemExit(f"scripts/readme.py: README.md lacks the markers {begin} … {end}")
+        raise SystemExit(f"scripts/readme.py: README.md lacks the markers {begin} … {end}") from None
     return f"{head}{begin}\n{body}\n{end}{tail}"
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -313,16 +314,15 @@ async def sweep_flow(shoot: Shooter, state: Path) -> None:
 
         async def go():
             worker = QueueWorker(api_url=ctx.arg("--api-url"), batch_size=int(ctx.arg("--batch-size")),
-                                 model_version_id=ctx.arg("--model-version-id"), name=ctx.pod, on_log=ctx.log, token=WORKER,
+                                 model_version_id=ctx.arg("--model-version-id"), name=ctx.pod, on_log=ctx.log,
+                                 token=WORKER,
                                  command=f"sh {bench} {{id}} {{batch_size}} {{sequence_length}}")
             loop = asyncio.get_running_loop()
 
             def stop_on_sigterm() -> None:
                 ctx.stopped.wait()
-                try:
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(worker.stop)
-                except RuntimeError:
-                    pass
 
             threading.Thread(target=stop_on_sigterm, daemon=True).start()
             return await worker.run()
@@ -337,13 +337,15 @@ async def sweep_flow(shoot: Shooter, state: Path) -> None:
         fake.ensure_namespace(ns)
         controller = ArgoController(fake, step=0.05, run_pod=run_pod).start()
         with ApiServer(f"sqlite:///{work / 'queue.db'}") as api:
-            matrix = {"hardware": ["H100-80GB:1", "A100-80GB:1", "L40S:1", "A40:1"], "frameworks": ["vllm", "sglang", "tgi"]}
+            matrix = {"hardware": ["H100-80GB:1", "A100-80GB:1", "L40S:1", "A40:1"],
+                      "frameworks": ["vllm", "sglang", "tgi"]}
             httpx.post(f"{api.url}/api/v1/workflow/populate/{mvid}", json=matrix, timeout=30,
                        headers=auth("admin")).raise_for_status()
             config = work / "config.yaml"
             config.write_text(yaml.safe_dump({"profiles": {"sweep": {
                 "backend": "argo", "namespace": ns, "kubeconfig": str(fake.kubeconfig), "queue_url": api.url,
-                "queue_token_file": str(api.token_file), "model_version_id": mvid, "max_parallel_pods": 12, "batch_size": 4, "poll_interval": 0.5,
+                "queue_token_file": str(api.token_file), "model_version_id": mvid, "max_parallel_pods": 12,
+                "batch_size": 4, "poll_interval": 0.5,
                 "stale_after_min": 0.1,
             }}}))
             settings = load_settings(config)
@@ -412,7 +414,9 @@ async def tekton_flow(shoot: Shooter, state: Path) -> None:
     work = state / "tekton"
     work.mkdir()
     matrix_file = work / "pipelinerun-matrix.yaml"
-    matrix_file.write_bytes((ROOT / "tests" / "fixtures" / "tekton" / "tekton-poc-pipelinerun-matrix.yaml").read_bytes())
+    matrix_file.write_bytes(
+        (ROOT / "tests" / "fixtures" / "tekton" / "tekton-poc-pipelinerun-matrix.yaml").read_bytes()
+    )
     fake = start_fake_kube(work / "kubeconfig", namespace=ns)
     for i in range(2):
         fake.add_node(f"gpu-{i}", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8)
@@ -426,7 +430,8 @@ async def tekton_flow(shoot: Shooter, state: Path) -> None:
         from backends.tekton import TektonBackend
 
         backend = TektonBackend(settings, settings.profile("lab", "tekton"), registry=registry)
-        app = SweepdeckApp(settings, {"tekton": backend}, store=RunStore(state), registry=registry, install_signals=False)
+        app = SweepdeckApp(settings, {"tekton": backend}, store=RunStore(state), registry=registry,
+                           install_signals=False)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("colon", *"llama2-7b chatbot in namespace mert", "enter")
             await pilot.pause()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -42,23 +43,5 @@ def _stop_supervisors_under(root: str) -> None:
         except OSError:
             continue
         if b"backends.supervisor" in argv and any(a.startswith(root.encode()) for a in argv):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (``-n``), tests that share one service or one bound run on one worker each:
-    the SLURM cluster is one per worker process (slurmctld, slurmd, sshd, munged), so every SLURM test
-    goes to the same worker; the kill matrices time exits against bounds and are kept off each other."""
-    groups = {
-        "tests/integration/slurm/": "slurm",
-        "tests/integration/supervisor/": "supervisor",
-    }
-    for item in items:
-        path = str(item.path).replace(os.sep, "/")
-        for prefix, group in groups.items():
-            if f"/{prefix}" in path:
-                item.add_marker(pytest.mark.xdist_group(group))
-                break

@@ -18,12 +18,13 @@ was not detached, because its last client is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import inspect
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from textual import events
 from textual.app import App
@@ -65,13 +66,11 @@ def _default_controller_factory(backend, spec=None, **kw):
     return RunController(backend, spec, **kw)
 
 
-def _controller_options(settings: "Settings") -> dict[str, Any]:
-    """Settings the real RunController takes beyond the agreed interface."""
+def _controller_options(settings: Settings) -> dict[str, Any]:
+    """Options the RunController takes from the settings (besides backend, spec, store and registry)."""
     options: dict[str, Any] = {"log_line_cap": settings.log_line_cap}
-    try:
+    with contextlib.suppress(SweepdeckError):
         options["default_image"] = settings.catalogs.models.default_image
-    except SweepdeckError:
-        pass
     return options
 
 
@@ -112,7 +111,7 @@ class SweepdeckApp(App[int]):
 
     def __init__(
         self,
-        settings: "Settings",
+        settings: Settings,
         backends: Backends = None,
         *,
         store: RunStore | None = None,
@@ -252,7 +251,7 @@ class SweepdeckApp(App[int]):
 
     # ------------------------------------------------------------------ runs
 
-    def launch_spec(self, spec: "ExperimentSpec", backend: Backend | None = None) -> Any:
+    def launch_spec(self, spec: ExperimentSpec, backend: Backend | None = None) -> Any:
         """Start a run for ``spec`` (pre-flight done) and show its monitor.
 
         Args:
@@ -268,7 +267,7 @@ class SweepdeckApp(App[int]):
         self._show_monitor(controller, replace_wizard=True)
         return controller
 
-    def open_run(self, row: "RunRow") -> Any:
+    def open_run(self, row: RunRow) -> Any:
         """Open a runs-table row: the live monitor, attach a detached run, or replay a finished one."""
         if row.controller is not None:
             self._show_monitor(row.controller)
@@ -284,7 +283,7 @@ class SweepdeckApp(App[int]):
         self._show_monitor(controller)
         return controller
 
-    def attach_run(self, row: "RunRow") -> Any:
+    def attach_run(self, row: RunRow) -> Any:
         """Re-open a detached run: a controller attached to its saved session."""
         if row.record is None:
             raise SweepdeckError(f"No saved session for {row.id}.")
@@ -326,7 +325,8 @@ class SweepdeckApp(App[int]):
         if replace_wizard:
             from tui.screens.wizard import WizardScreen
 
-            while isinstance(self.screen, WizardScreen) or (len(self.screen_stack) > 2 and not isinstance(self.screen, RunsScreen)):
+            while isinstance(self.screen, WizardScreen) or (len(self.screen_stack) > 2
+                                                            and not isinstance(self.screen, RunsScreen)):
                 self.pop_screen()
         self.push_screen(screen)
 
@@ -357,17 +357,18 @@ class SweepdeckApp(App[int]):
         return None
 
     def action_quick_command(self) -> None:
-        def done(spec: "ExperimentSpec | None") -> None:
+        def done(spec: ExperimentSpec | None) -> None:
             if spec is not None:
                 self.open_wizard_with(spec)
 
         self.push_screen(QuickCommandDialog(self.settings.catalogs, self.settings, today=self.today), done)
 
-    def open_wizard_with(self, spec: "ExperimentSpec", start: str = "review") -> None:
+    def open_wizard_with(self, spec: ExperimentSpec, start: str = "review") -> None:
         """Open the wizard on ``start`` with ``spec`` filled in."""
         from tui.screens.wizard import WizardScreen, WizardState
 
-        state = WizardState.from_spec(spec, self.settings.catalogs, settings=self.settings, store=self.store, today=self.today)
+        state = WizardState.from_spec(spec, self.settings.catalogs, settings=self.settings, store=self.store,
+                                      today=self.today)
         if isinstance(self.screen, WizardScreen):
             # A quick command replaces the wizard in progress instead of stacking a second one.
             self.pop_screen()
@@ -386,7 +387,7 @@ class SweepdeckApp(App[int]):
         seen: set[str] = set()
         try:
             active = self.screen.active_bindings
-        except Exception:  # noqa: BLE001 - a screen being torn down: help still lists every key
+        except Exception:  # a screen being torn down: help still lists every key
             return rows
         for key, active_binding in active.items():
             binding = active_binding.binding
@@ -521,7 +522,7 @@ class SweepdeckApp(App[int]):
             try:
                 result = await asyncio.wait_for(ctrl.cleanup(timeout=share), timeout=share + 0.5)
                 outcomes.extend(result or [])
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("cleanup of %s timed out; forcing", getattr(ctrl, "run", ctrl))
             except Exception as exc:
                 log.warning("cleanup of %s failed: %s", getattr(ctrl, "run", ctrl), exc)
@@ -555,7 +556,7 @@ class SweepdeckApp(App[int]):
                     command = ctrl.detach()
                     if inspect.isawaitable(command):
                         command = await asyncio.wait_for(command, 5.0)
-                except Exception as exc:  # noqa: BLE001 - one run that cannot detach must not keep the others
+                except Exception as exc:  # one run that cannot detach must not keep the others
                     log.warning("detach of %s failed: %s", getattr(ctrl, "run", ctrl), exc)
                     self.farewell.append(f"[WARN] {getattr(ctrl, 'id', 'a run')} could not be detached: {exc}")
                     continue
@@ -577,10 +578,8 @@ def _other_binding_ids() -> set[str]:
 
     for module in ("tui.screens.monitor", "tui.screens.sweep", "tui.screens.recovery", "tui.screens.dialogs",
                    "tui.screens.wizard.steps"):
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module(module)
-        except ImportError:
-            pass
     ids: set[str] = set()
     todo = [DOMNode]
     seen = set()

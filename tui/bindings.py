@@ -126,7 +126,8 @@ KEYS: tuple[KeySpec, ...] = (
     # vLLM review step
     KeySpec("edit_value", "e", "edit", "Edit", scope="review", help="Edit the selected value"),
     KeySpec("add_arg", "plus", "add_arg", "Add arg", scope="review", help="Add a vLLM argument"),
-    KeySpec("remove_arg", "x", "remove_arg", "Remove", scope="review", help="Remove the selected argument / undo a change"),
+    KeySpec("remove_arg", "x", "remove_arg", "Remove", scope="review",
+            help="Remove the selected argument / undo a change"),
     KeySpec("confirm_changes", "y", "confirm", "Confirm", scope="review",
             help="Confirm the CHANGED / NEW settings (required before continuing)"),
     KeySpec("plan_fix_1", "1", "plan_fix(1)", "Fix 1", scope="review", show=False,

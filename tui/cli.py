@@ -39,14 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(parser)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # not built yet in this checkout
-                continue
-            raise
-        module.add_parser(sub)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(sub)
     parser.epilog = every_command(sub)
     return parser
 
@@ -81,8 +75,10 @@ def _wrap(line: str, width: int = 100) -> str:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every command understands."""
-    parser.add_argument("--catalog-dir", metavar="DIR", help="directory with known-models.yaml, workload-presets.yaml, vllm-args.yaml")
-    parser.add_argument("--config", metavar="FILE", help="user config file (default: $XDG_CONFIG_HOME/sweepdeck/config.yaml)")
+    parser.add_argument("--catalog-dir", metavar="DIR",
+                        help="directory with known-models.yaml, workload-presets.yaml, vllm-args.yaml")
+    parser.add_argument("--config", metavar="FILE",
+                        help="user config file (default: $XDG_CONFIG_HOME/sweepdeck/config.yaml)")
 
 
 def main(argv: list[str] | None = None) -> int:

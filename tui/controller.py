@@ -29,9 +29,10 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from backends.cleanup import CleanupRegistry
 from backends.events import (
@@ -135,13 +136,13 @@ class RunController:
 
     def __init__(
         self,
-        backend: "Backend",
-        spec: "ExperimentSpec | None" = None,
+        backend: Backend,
+        spec: ExperimentSpec | None = None,
         *,
-        store: "RunStore",
-        record: "RunRecord | None" = None,
+        store: RunStore,
+        record: RunRecord | None = None,
         registry: CleanupRegistry | None = None,
-        launcher: "Launcher | None" = None,
+        launcher: Launcher | None = None,
         log_line_cap: int = DEFAULT_LOG_LINE_CAP,
         flush_interval: float = FLUSH_INTERVAL,
         default_image: str | None = None,
@@ -159,8 +160,8 @@ class RunController:
         self.launcher = launcher
         self.flush_interval = flush_interval
         self.default_image = default_image
-        self.run: "Run | None" = None
-        self.link: "RunLink | None" = None
+        self.run: Run | None = None
+        self.link: RunLink | None = None
         self.state = record.state if record is not None else "created"
         self.read_only = False
         self.parent: RunController | None = None
@@ -374,7 +375,7 @@ class RunController:
 
     # ------------------------------------------------------------- lifecycle
 
-    def _launcher(self) -> "Launcher | None":
+    def _launcher(self) -> Launcher | None:
         """Where a new run's supervisor runs: the injected launcher, else a process of its own
         (or this loop, with this controller's registry, for a backend that has no recipe: a test double)."""
         if self.launcher is not None:
@@ -387,7 +388,7 @@ class RunController:
             return InProcessLauncher(self.registry)
         return None
 
-    async def launch(self) -> "Run":
+    async def launch(self) -> Run:
         """Start the run's supervisor (pre-flight already done); ``start`` then follows it.
 
         Raises:
@@ -488,7 +489,8 @@ class RunController:
             return
         if meta.get("state") in LIVE_STATES:
             try:
-                self.link = await connect(run_dir, on_event=self.on_event, on_events=self.on_lines, on_reset=self._reset)
+                self.link = await connect(run_dir, on_event=self.on_event, on_events=self.on_lines,
+                                          on_reset=self._reset)
             except SupervisorGone:
                 meta = reconcile_dir(run_dir, supervisor_gone=True)
                 self.record = RunRecord(self.record.id, self.record.path, meta)
@@ -497,20 +499,19 @@ class RunController:
                 return
         self._replay(run_dir)
 
-    async def _follow_live(self, run_dir: "RunDir", meta: dict[str, Any]) -> None:
+    async def _follow_live(self, run_dir: RunDir, meta: dict[str, Any]) -> None:
         from backends.base import Run
         from backends.supervisor import SupervisorGone
 
         assert self.link is not None and self.record is not None
-        try:
+        with contextlib.suppress(TimeoutError, SupervisorGone):
             await self.link.status()  # the run's facts (its handle) as the supervisor holds them
-        except (SupervisorGone, asyncio.TimeoutError):
-            pass
         await self.link.follow(snapshot=self.log_line_cap)
         info = self.link.info
         started = info.started if info is not None else float(meta.get("started") or time.time())
         handle = info.handle if info is not None else {}
-        self.run = Run(self.record.id, str(meta.get("backend") or self.backend.name), self.spec, run_dir, handle, started)
+        self.run = Run(self.record.id, str(meta.get("backend") or self.backend.name), self.spec, run_dir,
+                       handle, started)
         self.started_at = meta.get("started") or started
         self._launched = True
         self._set_state("running")  # followed again (a detached run stays detached in the store)
@@ -540,7 +541,7 @@ class RunController:
         self._set_state("running")
         await self._follow_link()
 
-    def _replay(self, run_dir: "RunDir") -> None:
+    def _replay(self, run_dir: RunDir) -> None:
         """A run that has ended: its saved events, read-only."""
         assert self.record is not None
         stamps: list[float] = []
@@ -620,7 +621,7 @@ class RunController:
 
     # -------------------------------------------------------------- relaunch
 
-    def fixed_spec(self, fix: "Fix | ExperimentSpec") -> "ExperimentSpec":
+    def fixed_spec(self, fix: Fix | ExperimentSpec) -> ExperimentSpec:
         """The spec to relaunch with: ``fix`` applied under a new id, parent recorded."""
         if self.spec is None:
             raise SweepdeckError("This run has no spec to fix.")
@@ -637,7 +638,7 @@ class RunController:
             new = new.set("experiment_id", self.store.free_id(f"{root}-fix"), Source.AUTO)
         return dataclasses.replace(new, parent=self.spec.experiment_id)
 
-    async def relaunch(self, fix: "Fix | ExperimentSpec", *, label: str | None = None) -> "RunController":
+    async def relaunch(self, fix: Fix | ExperimentSpec, *, label: str | None = None) -> RunController:
         """Stop this run (if still live), launch the fixed experiment, and return its controller.
 
         The new run gets a new experiment id with this one as its parent; the
@@ -671,17 +672,15 @@ class RunController:
         record = {"label": child.fix.label, "changes": _plain(child.fix.changes), "description": child.fix.description}
         assert child.run is not None
         child.run.store.update_meta(parent=self.id, fix=record)
-        try:
+        with contextlib.suppress(SweepdeckError):  # the old run has no directory (it never launched)
             self.store.open(self.id).update_meta(relaunched_as=child.id, fix=record)
-        except SweepdeckError:
-            pass  # the old run has no directory (it never launched)
         self.child = child
         child.on_event(Notice(f"Relaunched {self.id} as {child.id} with fix: {child.fix.label}"
                               + (f" ({child.fix.description})" if child.fix.description else "")))
         return child
 
 
-async def _wait_result(link: "RunLink", timeout: float) -> bool:
+async def _wait_result(link: RunLink, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for the supervisor's result; True if it came."""
     if link.done:
         return True
@@ -690,12 +689,12 @@ async def _wait_result(link: "RunLink", timeout: float) -> bool:
     return link.done
 
 
-def _fix_changes(old: "ExperimentSpec | None", new: "ExperimentSpec") -> list:
+def _fix_changes(old: ExperimentSpec | None, new: ExperimentSpec) -> list:
     if old is None:
         return []
     try:
         return [c for c in new.diff(old) if c.field not in ("experiment_id", "parent")]
-    except Exception:  # noqa: BLE001 - the record is informative only
+    except Exception:  # the record is informative only
         return []
 
 

@@ -12,12 +12,13 @@ No Textual here; rich is imported only to draw the final tables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Collection
-from typing import IO, TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Collection
+from typing import IO, TYPE_CHECKING, Any
 
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Metrics, Notice, Phase, Progress, to_dict
 
@@ -68,7 +69,7 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def remedies_for(failing: list["Check"]) -> list["Remedy"]:
+def remedies_for(failing: list[Check]) -> list[Remedy]:
     """The remedies that could clear every blocking check ([] when some check has none).
 
     A check whose ``data["blocked_by"]`` names a check with a remedy counts
@@ -103,8 +104,8 @@ def ask_yes_no(question: str, out: IO[str] | None = None) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix: "bool | Collection[str]",
-                         ask: "Callable[[str], bool] | None") -> bool:
+async def offer_remedies(backend, spec, checks: list[Check], on_event, *, fix: bool | Collection[str],
+                         ask: Callable[[str], bool] | None) -> bool:
     """Carry out the pre-flight remedies when the user agrees; True if every one was done.
 
     Only when pre-flight fails on checks that all have a remedy (see
@@ -138,9 +139,9 @@ async def offer_remedies(backend, spec, checks: list["Check"], on_event, *, fix:
 REMEDY_ROUNDS = 3
 
 
-async def drive_with_remedies(backend, spec, on_event, *, fix: "bool | Collection[str]",
-                              ask: "Callable[[str], bool] | None",
-                              hint: "Callable[[list[Remedy]], str]", **drive_options: Any) -> "SessionResult":
+async def drive_with_remedies(backend, spec, on_event, *, fix: bool | Collection[str],
+                              ask: Callable[[str], bool] | None,
+                              hint: Callable[[list[Remedy]], str], **drive_options: Any) -> SessionResult:
     """:func:`backends.session.drive`, and when pre-flight fails on what remedies can clear, offer them and try again.
 
     Args:
@@ -189,7 +190,7 @@ class HeadlessPrinter:
         err: IO[str] | None = None,
         *,
         json_mode: bool = False,
-        spec: "ExperimentSpec | None" = None,
+        spec: ExperimentSpec | None = None,
         progress_every: float = 2.0,
     ) -> None:
         self.out = out or sys.stdout
@@ -212,16 +213,14 @@ class HeadlessPrinter:
             if self.out.isatty():
                 self.out.flush()
         except BrokenPipeError:  # `sweepdeck run ... | head`: keep running, stop printing
-            self.out = open(os.devnull, "w")
+            self.out = open(os.devnull, "w")  # noqa: SIM115 - the printer's output from now on
 
     def _json(self, data: dict[str, Any]) -> None:
         self._line(json.dumps(data, default=str))
 
     def flush(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):
             self.out.flush()
-        except (BrokenPipeError, ValueError):
-            pass
 
     # -------------------------------------------------------------- events
 
@@ -313,11 +312,13 @@ class HeadlessPrinter:
 
     # ---------------------------------------------------------- pre-flight
 
-    def checks(self, checks: list["Check"]) -> None:
+    def checks(self, checks: list[Check]) -> None:
         if self.json_mode:
             for c in checks:
-                self._json({"type": "Check", "name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix, "data": c.data,
-                            "remedy": {"id": c.remedy.id, "label": c.remedy.label, "question": c.remedy.question, "args": c.remedy.args}
+                self._json({"type": "Check", "name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix,
+                            "data": c.data,
+                            "remedy": {"id": c.remedy.id, "label": c.remedy.label, "question": c.remedy.question,
+                                       "args": c.remedy.args}
                             if c.remedy is not None else None})
             return
         self._line("[INFO] Pre-flight checks:")
@@ -330,7 +331,7 @@ class HeadlessPrinter:
                 self._line(f"      sweepdeck can do it: {c.remedy.label} (asked first; --fix does it without asking)")
         self.flush()
 
-    def spec_summary(self, spec: "ExperimentSpec") -> None:
+    def spec_summary(self, spec: ExperimentSpec) -> None:
         if self.json_mode:
             self._json({"type": "Spec", **spec.to_dict()})
             return
@@ -347,7 +348,7 @@ class HeadlessPrinter:
 
     # -------------------------------------------------------------- result
 
-    def result(self, result: "SessionResult") -> None:
+    def result(self, result: SessionResult) -> None:
         """The final summary table (and the failure line on stderr)."""
         run = result.run
         if self.json_mode:
@@ -394,7 +395,7 @@ def make_console(out: IO[str], width: int = 100):
     )
 
 
-def print_summary_table(out: IO[str], result: "SessionResult", summary: dict[str, Any]) -> None:
+def print_summary_table(out: IO[str], result: SessionResult, summary: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
@@ -419,7 +420,8 @@ def print_summary_table(out: IO[str], result: "SessionResult", summary: dict[str
         )
         if summary.get("duration_s") is not None:
             head.add_row("Duration", f"{summary['duration_s']:.2f} s")
-        head.add_row("Throughput", f"{summary.get('requests_per_s', 0):.2f} req/s, {summary.get('output_tokens_per_s', 0):.1f} output tok/s")
+        head.add_row("Throughput", f"{summary.get('requests_per_s', 0):.2f} req/s, "
+                                   f"{summary.get('output_tokens_per_s', 0):.1f} output tok/s")
     if result.finished is not None and result.finished.results:
         head.add_row("Results", result.finished.results)
     if run is not None:
@@ -461,13 +463,16 @@ def print_benchmarks_table(out: IO[str], results: Any) -> None:
 
     if not isinstance(results, dict):
         return
-    branches = [(label, r) for label, r in results.items() if isinstance(r, dict) and (r.get("benchmarks") or r.get("error"))]
+    branches = [(label, r) for label,
+                r in results.items() if isinstance(r, dict) and (r.get("benchmarks") or r.get("error"))]
     if not branches:
         return
     console = make_console(out, width=150)  # nine columns: wider than the 100 of the other tables
     harnesses = sorted({str(r.get("harness")) for _, r in branches if r.get("harness")})
-    table = Table(box=box.SIMPLE_HEAD, title="Benchmarks" + (f" ({', '.join(harnesses)})" if harnesses else ""), title_justify="left")
-    for col, justify in (("run", "left"), ("benchmark", "left"), ("ok", "right"), ("failed", "right"), ("req/s", "right"),
+    table = Table(box=box.SIMPLE_HEAD, title="Benchmarks" + (f" ({', '.join(harnesses)})" if harnesses else ""),
+                  title_justify="left")
+    for col, justify in (("run", "left"), ("benchmark", "left"), ("ok", "right"), ("failed", "right"),
+                         ("req/s", "right"),
                          ("out tok/s", "right"), ("TTFT ms mean/p50/p99", "right"), ("ITL ms mean/p50/p99", "right"),
                          ("latency ms p50/p99", "right")):
         table.add_column(col, justify=justify)
@@ -480,6 +485,7 @@ def print_benchmarks_table(out: IO[str], results: Any) -> None:
             table.add_row(
                 label, str(row.get("name", "")), str(row.get("completed", 0)), str(row.get("failed", 0)),
                 _rate(row.get("requests_per_s"), 2), _rate(row.get("output_tokens_per_s"), 1),
-                _trio(row.get("ttft_ms")), _trio(row.get("itl_ms")), f"{_ms(lat.get('median'))} / {_ms(lat.get('p99'))}",
+                _trio(row.get("ttft_ms")), _trio(row.get("itl_ms")),
+                f"{_ms(lat.get('median'))} / {_ms(lat.get('p99'))}",
             )
     console.print(table)

@@ -7,13 +7,12 @@ monitor, appear without registering anything here). Each hit shows its key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Iterator
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from tui import bindings as keys
-
 
 # Names in the palette (the footer's short words are too terse out of context).
 TITLES = {
@@ -124,7 +123,7 @@ class SweepdeckCommands(Provider):
 
     async def discover(self) -> Hits:
         for name, help_text, key, callback in self.commands():
-            yield DiscoveryHit(f"{name}  ({key})" if key else name, callback, help=help_text)  # type: ignore[arg-type]
+            yield DiscoveryHit(f"{name}  ({key})" if key else name, callback, help=help_text)  # type: ignore[arg-type]  # Textual types help as str | None only
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -132,7 +131,7 @@ class SweepdeckCommands(Provider):
             shown = f"{name}  ({key})" if key else name
             score = max(matcher.match(shown), matcher.match(help_text) * 0.8)
             if score > 0:
-                yield Hit(score, matcher.highlight(shown), callback, help=help_text)  # type: ignore[arg-type]
+                yield Hit(score, matcher.highlight(shown), callback, help=help_text)  # type: ignore[arg-type]  # Textual types help as str | None only
 
 
 async def _run(node, action: str) -> None:

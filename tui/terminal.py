@@ -30,7 +30,8 @@ import select
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: Seconds between the terminal's loss and a forced exit (the issue's bound is 5 s).
 EXIT_WITHIN = 3.0

@@ -47,7 +47,7 @@ from backends.argo.workflow import (
 )
 from backends.base import BackendBase, Check, Remedy, Run
 from backends.cleanup import CleanupRegistry
-from backends.events import Alert, Event, Finished, Fix, LogLine, Notice, Phase, Sweep
+from backends.events import Alert, Event, Finished, Fix, LogLine, Notice, Outcome, Phase, Sweep
 from backends.kube import Kube, KubeError, WatchEvent
 from config.durations import parse_timestamp
 from config.errors import SweepdeckError
@@ -178,7 +178,7 @@ class ArgoBackend(BackendBase):
     graceful_cancel_drains = True  # finally tasks / the exit handler run after a graceful stop
     capabilities = frozenset({"work_queue"})  # the sweep view reads its queue through reader()
 
-    def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, profile: Profile, *, registry: CleanupRegistry | None = None) -> None:
         super().__init__(settings, profile, registry=registry)
         self._kube: Kube | None = None
         self._tokens: dict[str, int] = {}
@@ -608,8 +608,8 @@ class ArgoBackend(BackendBase):
                     done = await reader.populate(dry_run=False)
                 except QueueUnavailable as exc:
                     raise SweepdeckError(f"Could not populate {mvid}: {exc.message}", exc.hint) from None
-            created = fmt_count(int(done.get("created", 0)))
-            text = f"populated {mvid}: {created} configs created ({populate_breakdown(done)})"
+            count = fmt_count(int(done.get("created", 0)))
+            text = f"populated {mvid}: {count} configs created ({populate_breakdown(done)})"
             if done.get("existing"):
                 text += f", {fmt_count(int(done['existing']))} already there"
             return text
@@ -617,7 +617,7 @@ class ArgoBackend(BackendBase):
 
     # ------------------------------------------------------------------ launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         """Create the Workflow and register its deletion; ``store`` is the run directory."""
         kube = self.kube()
         mvid = self.model_version_id(spec)
@@ -639,7 +639,8 @@ class ArgoBackend(BackendBase):
                                                       resource={"kind": "workflow", "name": name, "namespace": ns})
         store.write_session({
             "BACKEND": self.name, "NAMESPACE": ns, "WORKFLOW": name, "MODEL_VERSION_ID": mvid,
-            "QUEUE_URL": handle["queue_url"], "CONTEXT": kube.context or "", "KUBECONFIG": self.profile.get("kubeconfig") or "",
+            "QUEUE_URL": handle["queue_url"], "CONTEXT": kube.context or "",
+            "KUBECONFIG": self.profile.get("kubeconfig") or "",
         })
         store.update_meta(namespace=ns, workflow=name, model_version_id=mvid)
         return run
@@ -782,7 +783,7 @@ class ArgoBackend(BackendBase):
         self, run: Run, state: _RunState, item: WatchEvent
     ) -> tuple[list[Event], dict[str, Any] | None]:
         wf_name = run.handle["workflow"]
-        objs = item.objects if item.type == "SYNC" else [item.object or {}]
+        objs = (item.objects or []) if item.type == "SYNC" else [item.object or {}]
         if (item.type == "SYNC" and not objs) or item.type == "DELETED":
             return [Notice(f"Workflow {wf_name} no longer exists", "warning")], {"deleted": True}
         events: list[Event] = []
@@ -901,7 +902,7 @@ class ArgoBackend(BackendBase):
         run.store.update_meta(state=outcome, finished=time.time(), phase=phase)
         yield Finished(outcome, text, None, summary)
 
-    def _outcome(self, run: Run, wf: dict[str, Any], phase: str, message: str) -> str:
+    def _outcome(self, run: Run, wf: dict[str, Any], phase: str, message: str) -> Outcome:
         if phase == "Succeeded":
             return "succeeded"
         stopped = (
@@ -965,7 +966,7 @@ class ArgoBackend(BackendBase):
         deleted = await self.kube().delete(*ARGO, name, ns)
         return f"deleted Workflow {name} in {ns}" if deleted else f"Workflow {name} in {ns} is already gone"
 
-    async def attach(self, saved: "RunRecord") -> Run:
+    async def attach(self, saved: RunRecord) -> Run:
         """Find a run's Workflow again (by name, else by its experiment label)."""
         from backends.store import RunDir
 

@@ -73,13 +73,6 @@ def lengths(profile) -> Iterator[tuple[int, int]]:
         yield draw_length(rng, *p), draw_length(rng, *o)
 
 
-def _words(unit: str, cache: str, n: int) -> str:
-    need = len(unit) * n
-    if need > len(cache):
-        return unit * n
-    return cache[:need]
-
-
 def make_prompt(index: int, tokens: int, prefix_tokens: int = 0) -> str:
     """Prompt text of ``prefix_tokens + tokens`` words (see the module docstring)."""
     global _fill_cache, _prefix_cache
@@ -183,9 +176,9 @@ def arrival_offsets(mode: Mode, seed: int) -> Iterator[float]:
     stream separate from the lengths', so lengths do not depend on the rate
     type), the first request at 0.
     """
-    if not mode.open_loop:
-        raise ValueError("closed-loop modes have no arrival schedule")
     rate = mode.rate
+    if not mode.open_loop or rate is None:  # open_loop is "rate is not None"; mypy sees the rate
+        raise ValueError("closed-loop modes have no arrival schedule")
     if not mode.poisson:
         i = 0
         while True:

@@ -104,12 +104,6 @@ class LiveStat:
         return percentile(self._sorted, q)
 
 
-def merge_live(target: LiveStat, values: Iterable[float]) -> None:
-    """Feed raw samples (e.g. from another worker) into a live statistic: merging stays exact."""
-    for v in values:
-        target.add(v)
-
-
 LAG_RESOLUTION_MS = 0.1
 LAG_MAX_MS = 1000.0
 _PER_MS = round(1 / LAG_RESOLUTION_MS)

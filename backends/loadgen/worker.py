@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import operator
@@ -282,7 +283,7 @@ class LoadWorker:
             row = self._issue(j, prompt, out)
             task = asyncio.create_task(self._request(row, prompt))
             self._tasks.add(task)
-            task.add_done_callback(lambda t, row=row: self._open_done(t, row, cap))
+            task.add_done_callback(functools.partial(self._open_done, row=row, cap=cap))
 
     def _open_done(self, task: asyncio.Task, row: RequestRow, cap: asyncio.Semaphore | None) -> None:
         self._tasks.discard(task)
@@ -509,7 +510,7 @@ def main() -> int:
             code = runner.run(_serve(out))
     except KeyboardInterrupt:
         code = 130
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as this worker's failure
+    except Exception as exc:  # reported to the parent as this worker's failure
         import traceback
 
         traceback.print_exc()

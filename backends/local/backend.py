@@ -35,8 +35,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from backends import diagnosis as dg
 from backends.base import BackendBase, Check, Run
@@ -44,7 +45,17 @@ from backends.cleanup import CleanupRegistry
 from backends.events import Event, Finished
 from backends.local.run import ServerRun
 from backends.local.server import LocalServer, url_host
-from backends.procs import alive, free_port, guarded, killpg, next_free_port, port_free, port_holder, start_time, stop_group
+from backends.procs import (
+    alive,
+    free_port,
+    guarded,
+    killpg,
+    next_free_port,
+    port_free,
+    port_holder,
+    start_time,
+    stop_group,
+)
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
@@ -75,8 +86,8 @@ class LocalBackend(BackendBase):
 
     def __init__(
         self,
-        settings: "Settings",
-        profile: "Profile",
+        settings: Settings,
+        profile: Profile,
         *,
         registry: CleanupRegistry | None = None,
         sim_args: list[str] | None = None,
@@ -121,7 +132,7 @@ class LocalBackend(BackendBase):
             )
         return [str(c) for c in command]
 
-    def server_argv(self, spec: "ExperimentSpec", port: int) -> list[str]:
+    def server_argv(self, spec: ExperimentSpec, port: int) -> list[str]:
         """The full server argv for ``spec`` listening on ``port``."""
         argv = spec.serve_command(self.base_command(), port=port, host=self.host)
         if self.server_kind == "sim":
@@ -133,7 +144,7 @@ class LocalBackend(BackendBase):
 
     # -------------------------------------------------------------- preflight
 
-    async def preflight(self, spec: "ExperimentSpec") -> list[Check]:
+    async def preflight(self, spec: ExperimentSpec) -> list[Check]:
         checks: list[Check] = []
         checks.append(self._check_command())
         checks.append(self._check_port())
@@ -142,7 +153,11 @@ class LocalBackend(BackendBase):
         if tp == 1:
             checks.append(Check("Tensor parallel", "pass", "TP=1: one server process on this machine"))
         else:
-            what = "the simulator only scales its timing model" if self.server_kind == "sim" else f"vLLM needs {tp} GPUs here"
+            what = (
+                "the simulator only scales its timing model"
+                if self.server_kind == "sim"
+                else f"vLLM needs {tp} GPUs here"
+            )
             checks.append(
                 Check(
                     "Tensor parallel",
@@ -166,7 +181,8 @@ class LocalBackend(BackendBase):
         found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
         if not found:
             fix = (
-                "Install vLLM (pip install vllm), or use the simulator: --server sim (or local: server: sim in the config)."
+                "Install vLLM (pip install vllm), or use the simulator: --server sim "
+                "(or local: server: sim in the config)."
                 if kind == "vllm"
                 else f"Check local.command in {self.settings.path or 'the config'}."
             )
@@ -182,7 +198,9 @@ class LocalBackend(BackendBase):
         holder = port_holder(port)
         nxt = next_free_port(host, port)
         who = f" by pid {holder[0]} ({holder[1][:120]})" if holder else ""
-        fix = f"Stop that process or use another port: --port {nxt}" if nxt else "Stop that process or use another port."
+        fix = (
+            f"Stop that process or use another port: --port {nxt}" if nxt else "Stop that process or use another port."
+        )
         return Check(
             f"Port {port} free",
             "fail",
@@ -191,7 +209,7 @@ class LocalBackend(BackendBase):
             {"next_free_port": nxt, "holder_pid": holder[0] if holder else None},
         )
 
-    def _check_model(self, spec: "ExperimentSpec") -> list[Check]:
+    def _check_model(self, spec: ExperimentSpec) -> list[Check]:
         try:
             info = self.settings.catalogs.models.resolve(spec.model)
         except SweepdeckError as exc:
@@ -207,7 +225,7 @@ class LocalBackend(BackendBase):
 
     # ----------------------------------------------------------------- launch
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         """Start the server; its cleanup is registered before this returns."""
         host = self.host
         port = self.port or free_port(host)
@@ -305,7 +323,9 @@ class LocalBackend(BackendBase):
     def died(self, state: str, code: int | None, tail: list[str]) -> Finished:
         """The outcome of a server that exited on its own in ``state`` (diagnosed from its last lines)."""
         found = dg.primary(dg.diagnose_lines(tail))
-        when = {"starting": "during startup", "ready": "right after startup", "workload": "while the workload ran"}.get(state, "")
+        when = {"starting": "during startup", "ready": "right after startup", "workload": "while the workload ran"}.get(
+            state, ""
+        )
         message = f"The server exited with code {code} {when}".strip() + "."
         if found is not None:
             message = f"{found.title}: {found.message} ({message})"
@@ -341,7 +361,7 @@ class LocalBackend(BackendBase):
 
     # ----------------------------------------------------------------- attach
 
-    async def attach(self, saved: "RunRecord") -> Run:
+    async def attach(self, saved: RunRecord) -> Run:
         """A local run cannot be re-opened without its supervisor: its server died with it.
 
         Raises:

@@ -19,8 +19,9 @@ import asyncio
 import re
 import shlex
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from backends import diagnosis as dg
 from backends.events import Endpoint, Event, Finished, LogLine, Notice, Phase
@@ -49,7 +50,7 @@ class ServerRun:
         server: Its server process.
     """
 
-    def __init__(self, backend: "LocalBackend", run: "Run", server: "LocalServer") -> None:
+    def __init__(self, backend: LocalBackend, run: Run, server: LocalServer) -> None:
         self.backend = backend
         self.run = run
         self.spec = run.spec
@@ -94,7 +95,7 @@ class ServerRun:
         left = max(0.0, self.deadline - asyncio.get_running_loop().time())
         try:
             return await asyncio.wait_for(self.queue.get(), left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "timeout", None
 
     def _spawn(self, coro: Any) -> asyncio.Task:
@@ -256,7 +257,9 @@ class ServerRun:
         outcome = self.outcome
         if outcome is None:
             code = self.exit_code
-            outcome = self.backend.died("stopping", code, self.tail) if code else Finished("failed", "The server stopped.")
+            outcome = (
+                self.backend.died("stopping", code, self.tail) if code else Finished("failed", "The server stopped.")
+            )
         summary = self.runner.summary if self.runner is not None else None
         if summary and "completed" not in (outcome.summary or {}):
             # a cancelled or crashed run still reports what its requests measured (next to why it ended)

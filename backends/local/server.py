@@ -70,9 +70,9 @@ async def read_pipe(fd: int | None, stream: str, queue: asyncio.Queue) -> None:
             partial = lines.pop()
             if lines:
                 now = time.time()
-                await queue.put(("lines", [LogLine(clean(raw), stream, "vllm", now) for raw in lines]))  # type: ignore[arg-type]
+                await queue.put(("lines", [LogLine(clean(raw), stream, "vllm", now) for raw in lines]))  # type: ignore[arg-type]  # stream is "out" or "err"
         if partial:
-            await queue.put(("lines", [LogLine(clean(partial), stream, "vllm")]))  # type: ignore[arg-type]
+            await queue.put(("lines", [LogLine(clean(partial), stream, "vllm")]))  # type: ignore[arg-type]  # stream is "out" or "err"
     finally:
         transport.close()
         await queue.put(("eof", stream))
@@ -147,7 +147,7 @@ async def relay(runner: Any, queue: asyncio.Queue) -> None:
         error = exc.message
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - reported as the run's failure
+    except Exception as exc:  # reported as the run's failure
         logging.getLogger(__name__).exception("workload runner failed")
         error = f"{type(exc).__name__}: {exc}"
     await queue.put(("workload-done", error))

@@ -451,7 +451,7 @@ class BodyLimit:
     async def _refuse(self, send: Any) -> None:
         await JSONResponse(
             {"detail": f"The request body is larger than {self.limit:,} bytes (the server's limit)."}, status_code=413
-        )({"type": "http"}, None, send)
+        )({"type": "http"}, None, send)  # type: ignore[arg-type]  # a response never receives
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -492,7 +492,7 @@ def create_app(
     app.state.store, app.state.tokens, app.state.public_progress = store, tokens, public_progress
     app.include_router(router)
     app.add_api_route("/health", health, methods=["GET"])
-    app.add_exception_handler(RequestValidationError, _invalid)
-    app.add_exception_handler(SweepdeckError, _refused)
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]  # a handler takes the exception it is registered for
+    app.add_exception_handler(SweepdeckError, _refused)  # type: ignore[arg-type]  # a handler takes the exception it is registered for
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

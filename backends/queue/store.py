@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -121,15 +122,6 @@ DEFAULT_HARDWARE = (
 DEFAULT_FRAMEWORKS = ("vllm", "tgi", "sglang")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 DEFAULT_SEQUENCE_LENGTHS = (1024, 2048, 4096)
-
-# Transitions a worker may report. running -> pending is a worker giving a
-# config back (SIGTERM); failed -> pending is a manual retry.
-ALLOWED = {
-    ("running", "completed"),
-    ("running", "failed"),
-    ("running", "pending"),
-    ("failed", "pending"),
-}
 
 
 class NotFound(SweepdeckError):
@@ -389,7 +381,7 @@ class QueueStore:
                 await conn.run_sync(_add_missing_columns)
                 for table in Base.metadata.sorted_tables:
                     for index in table.indexes:
-                        await conn.run_sync(lambda sync, ix=index: ix.create(sync, checkfirst=True))
+                        await conn.run_sync(functools.partial(index.create, checkfirst=True))
         except OSError as exc:
             raise SweepdeckError(f"Cannot reach the queue database: {exc}.", "Check --db / the server.") from None
 
@@ -409,7 +401,7 @@ class QueueStore:
         if self.is_pg:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]  # same call
         return dialect_insert
 
     # ----------------------------------------------------------- population
@@ -438,7 +430,8 @@ class QueueStore:
             )
             hw_ids = await self._ensure(s, HardwareConfig, matrix.hardware)
             fw_ids = await self._ensure(s, Framework, matrix.frameworks)
-            before = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
+            count = select(func.count()).select_from(C).where(C.model_version_id == model_version_id)
+            before = await s.scalar(count) or 0
             rows = [
                 {
                     "model_version_id": model_version_id,
@@ -468,7 +461,7 @@ class QueueStore:
             )
             for chunk in _chunks(rows, 5000):
                 await s.execute(stmt, chunk)
-            after = await s.scalar(select(func.count()).select_from(C).where(C.model_version_id == model_version_id))
+            after = await s.scalar(count) or 0
             have = set(
                 (
                     await s.scalars(select(StatusCount.shard).where(StatusCount.model_version_id == model_version_id))

@@ -387,7 +387,7 @@ class QueueWorker:
         from backends.loadgen import run_workload
 
         profile = workload_for(config, self.max_requests)
-        summary = await run_workload(self.endpoint, self.model or "model", profile)
+        summary = await run_workload(self.endpoint, self.model or "model", profile)  # type: ignore[arg-type]  # no --command: run() checked --endpoint
         failed = summary.get("failed", 0)
         completed = summary.get("completed", 0)
         if completed == 0 and failed:

@@ -96,11 +96,6 @@ class ResultsIndex:
         self.entries[run_id] = {"stamp": current, "summary": summary}
         self.dirty = True
 
-    def forget_missing(self, run_ids: set[str]) -> None:
-        for gone in set(self.entries) - run_ids:
-            del self.entries[gone]
-            self.dirty = True
-
     def save(self) -> None:
         """Write the index if it changed (a failure to write only costs the next open some time)."""
         if not self.dirty:

@@ -193,7 +193,8 @@ def _points(directory: Path, config: dict[str, Any], prefix: str, problems: list
     load_type = str(_dict(config.get("load")).get("type") or "")
     stages = stage_files(directory)
     if stages:
-        wanted = [(f"{prefix}stage {i}", path, _stage_config(config, i)) for i, path in stages]
+        wanted: list[tuple[str, Path, dict[str, Any] | None]] = [
+            (f"{prefix}stage {i}", path, _stage_config(config, i)) for i, path in stages]
     else:
         summaries = sorted(p for p in directory.iterdir() if SUMMARY_FILE.match(p.name))
         wanted = [(f"{prefix}summary", path, None) for path in summaries[:1]]
@@ -226,7 +227,8 @@ def load_dir(directory: Path, name: str | None = None, label_prefix: str = "") -
         what = ("has no readable lifecycle report (" + problems[-1] + ")" if problems
                 else "has no stage_<N>_lifecycle_metrics.json or summary_lifecycle_metrics.json")
         raise ReportError(directory, what, EXPECTED)
-    failures, series = Breakdown(), []
+    failures = Breakdown()
+    series: list[tuple[float, float]] = []
     for path in sorted(p for p in directory.iterdir() if PER_REQUEST_FILE.match(p.name))[:1]:
         try:
             failures, series = _from_rows(_rows(path))

@@ -106,8 +106,8 @@ def _count(summary: dict[str, Any], key: str, fallback: int) -> int:
 
 def load_point(doc: dict[str, Any], label: str | None = None) -> LoadPoint:
     """The one load point of a results document (or of a queue result's summary: ``doc = {"summary": …}``)."""
-    summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
-    profile = doc.get("profile") if isinstance(doc.get("profile"), dict) else {}
+    summary = found if isinstance(found := doc.get("summary"), dict) else {}
+    profile = found if isinstance(found := doc.get("profile"), dict) else {}
     rows = request_rows(doc)
     rate, concurrency = _load_of(profile, summary)
     point = LoadPoint(label or str(summary.get("mode") or profile.get("rate_type") or "workload"),
@@ -138,7 +138,7 @@ def breakdown(doc: dict[str, Any]) -> Breakdown:
                 status = r.get("http_status") if isinstance(r.get("http_status"), int) else None
                 out.add(str(r.get("error") or ""), http_status=status)
         return out
-    summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
+    summary = found if isinstance(found := doc.get("summary"), dict) else {}
     errors = summary.get("errors")
     if isinstance(errors, dict):
         for message, n in errors.items():
@@ -149,11 +149,11 @@ def breakdown(doc: dict[str, Any]) -> Breakdown:
 
 def notes(doc: dict[str, Any]) -> list[str]:
     """What to know when reading these figures (a saturated client, a run stopped early...)."""
-    summary = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
+    summary = found if isinstance(found := doc.get("summary"), dict) else {}
     out = []
     if summary.get("client_limited"):
         # the runner's own check (loop lag, worker CPU): its sentence says by how much
-        client = summary.get("client") if isinstance(summary.get("client"), dict) else {}
+        client = found if isinstance(found := summary.get("client"), dict) else {}
         out.append(f"client-limited: {client.get('message') or 'the load generator limited the measurement'}"
                    " — the client, not the server, may have set these numbers")
     workers = doc.get("workers", summary.get("workers"))
@@ -174,7 +174,7 @@ def spec_of(doc: dict[str, Any], source: str = "results.json") -> dict[str, Sett
     out: dict[str, Setting] = {}
     if doc.get("model"):
         out["model"] = Setting(doc["model"], source)
-    profile = doc.get("profile") if isinstance(doc.get("profile"), dict) else {}
+    profile = found if isinstance(found := doc.get("profile"), dict) else {}
     if profile.get("app"):
         out["workload"] = Setting(profile["app"], source)
     for key, value in profile.items():

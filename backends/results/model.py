@@ -62,7 +62,7 @@ class Dist:
         """
         if not isinstance(summary, dict):
             return cls()
-        pct = summary.get("percentiles") if isinstance(summary.get("percentiles"), dict) else {}
+        pct = found if isinstance(found := summary.get("percentiles"), dict) else {}
 
         def pick(*names: str) -> float | None:
             for source in (summary, pct):

@@ -75,8 +75,8 @@ def step_timeline(spans: Iterable[tuple[float, float, float]]) -> list[tuple[flo
 
 def _xy(points: list[LoadPoint], xkey: str, ykey: str) -> tuple[list[float], list[float]]:
     pairs = [(p.metric(xkey), p.metric(ykey)) for p in points]
-    pairs = sorted((x, y) for x, y in pairs if x is not None and y is not None)
-    return [x for x, _ in pairs], [y for _, y in pairs]
+    known = sorted((x, y) for x, y in pairs if x is not None and y is not None)
+    return [x for x, _ in known], [y for _, y in known]
 
 
 def throughput_latency(result: Result, name: str | None = None) -> list[Series]:

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from backends.sim.metrics import Metrics
@@ -147,10 +148,8 @@ class Engine:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._release()  # we got the slot just as we were cancelled
             else:
-                try:
+                with contextlib.suppress(ValueError):
                     self.waiting.remove(fut)
-                except ValueError:
-                    pass
             raise
 
     def _release(self) -> None:
@@ -188,7 +187,7 @@ class Engine:
             self.on_dead()
 
     # --- generation -------------------------------------------------------------------
-    async def generate(self, req: GenRequest) -> AsyncIterator[str]:
+    async def generate(self, req: GenRequest) -> AsyncGenerator[str, None]:
         """Yield the text of each output token at its simulated time.
 
         The caller must close the generator (``aclosing``) if it stops early, so

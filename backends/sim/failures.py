@@ -117,9 +117,9 @@ def oom_lines(over: float) -> list[str]:
         "    self._initialize_kv_caches(vllm_config)",
         '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 190, in _initialize_kv_caches',
         "    self.model_executor.determine_available_memory())",
-        '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/gpu_worker.py", line 263, in determine_available_memory',
+        '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/gpu_worker.py", line 263, in determine_available_memory',  # noqa: E501 - vLLM's own line, verbatim
         "    self.model_runner.profile_run()",
-        '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/gpu_model_runner.py", line 3017, in profile_run',
+        '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/gpu_model_runner.py", line 3017, in profile_run',  # noqa: E501 - vLLM's own line, verbatim
         "    = self._dummy_sampler_run(last_hidden_states)",
         '  File "/usr/local/lib/python3.12/dist-packages/torch/utils/_contextlib.py", line 120, in decorate_context',
         "    return func(*args, **kwargs)",
@@ -136,7 +136,7 @@ def model_not_found_lines(model: str) -> list[str]:
         "Traceback (most recent call last):",
         '  File "/usr/local/lib/python3.12/dist-packages/transformers/utils/hub.py", line 479, in cached_files',
         "    hf_hub_download(",
-        '  File "/usr/local/lib/python3.12/dist-packages/huggingface_hub/file_download.py", line 1010, in hf_hub_download',
+        '  File "/usr/local/lib/python3.12/dist-packages/huggingface_hub/file_download.py", line 1010, in hf_hub_download',  # noqa: E501 - vLLM's own line, verbatim
         "    return _hf_hub_download_to_cache_dir(",
         REPO_NOT_FOUND_TEMPLATE,
         "",
@@ -162,7 +162,7 @@ def trust_remote_code_lines(model: str) -> list[str]:
         "Traceback (most recent call last):",
         '  File "/usr/local/lib/python3.12/dist-packages/vllm/transformers_utils/config.py", line 344, in get_config',
         "    config = AutoConfig.from_pretrained(",
-        '  File "/usr/local/lib/python3.12/dist-packages/transformers/models/auto/configuration_auto.py", line 1283, in from_pretrained',
+        '  File "/usr/local/lib/python3.12/dist-packages/transformers/models/auto/configuration_auto.py", line 1283, in from_pretrained',  # noqa: E501 - vLLM's own line, verbatim
         "    trust_remote_code = resolve_trust_remote_code(",
         TRUST_REMOTE_CODE_TEMPLATE.format(model=model),
         "",
@@ -186,7 +186,7 @@ def engine_crash_lines() -> list[str]:
         "    engine_core.run_busy_loop()",
         '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 728, in run_busy_loop',
         "    self._process_engine_step()",
-        '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/gpu_model_runner.py", line 2291, in execute_model',
+        '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/gpu_model_runner.py", line 2291, in execute_model',  # noqa: E501 - vLLM's own line, verbatim
         "    valid_sampled_token_ids = sampled_token_ids.tolist()",
         *ENGINE_CRASH_CAUSE.splitlines(),
     ]

@@ -51,7 +51,7 @@ class Histogram:
     def lines(self, name: str, labels: str) -> list[str]:
         out = []
         cumulative = 0
-        for bound, n in zip(self.buckets, self.counts):
+        for bound, n in zip(self.buckets, self.counts, strict=False):  # counts[-1] is the +Inf bucket, written below
             cumulative += n
             out.append(f'{name}_bucket{{{labels},le="{float(bound)}"}} {float(cumulative)}')
         out.append(f'{name}_bucket{{{labels},le="+Inf"}} {float(self.count)}')
@@ -124,7 +124,8 @@ class Metrics:
         histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", self.itl)
         histogram("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", self.tpot)
         histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e)
-        histogram("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", self.queue)
+        histogram("vllm:request_queue_time_seconds",
+                  "Histogram of time spent in WAITING phase for request.", self.queue)
         histogram("sweepdeck_sim:http_time_to_first_token_seconds",
                   "Request bytes read by the HTTP server to the first token's chunk written.", self.http_ttft)
         gauge("sweepdeck_sim:busy_since_timestamp_seconds", "When the engine last went from idle to busy.",

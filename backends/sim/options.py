@@ -21,6 +21,7 @@ import argparse
 import math
 import re
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from backends.sim.failures import FAIL_MODES
 
@@ -185,7 +186,7 @@ def oom_budget_for(model: str, explicit: int | None) -> int:
         from config.catalog import DATA_DIR, MODELS_FILE, ModelCatalog
 
         info = ModelCatalog.load(DATA_DIR / MODELS_FILE).resolve(catalog_model_id(model))
-    except Exception:  # noqa: BLE001 - unknown/ambiguous model or unreadable catalog: use the default
+    except Exception:  # unknown/ambiguous model or unreadable catalog: use the default
         return DEFAULT_OOM_BUDGET
     if not info.max_model_len or not info.max_num_seqs:
         return DEFAULT_OOM_BUDGET
@@ -252,29 +253,43 @@ def build_parser() -> argparse.ArgumentParser:
                         "vLLM's own default is all interfaces: 0.0.0.0)")
     v.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = pick a free one)")
     v.add_argument("--served-model-name", nargs="+", default=[], metavar="NAME", help="name(s) clients use")
-    v.add_argument("--max-model-len", type=_positive, default=None, metavar="N", help=f"context length (default {DEFAULT_MAX_MODEL_LEN})")
-    v.add_argument("--max-num-seqs", type=_positive, default=DEFAULT_MAX_NUM_SEQS, metavar="N", help="max running requests; more wait")
+    v.add_argument("--max-model-len", type=_positive, default=None, metavar="N",
+                   help=f"context length (default {DEFAULT_MAX_MODEL_LEN})")
+    v.add_argument("--max-num-seqs", type=_positive, default=DEFAULT_MAX_NUM_SEQS, metavar="N",
+                   help="max running requests; more wait")
     v.add_argument("--max-num-batched-tokens", type=_positive, default=DEFAULT_MAX_NUM_BATCHED_TOKENS, metavar="N")
     v.add_argument("--tensor-parallel-size", "-tp", type=_positive, default=1, metavar="N")
-    v.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (fixes --fail trust-remote-code)")
+    v.add_argument("--trust-remote-code", action="store_true",
+                   help="allow custom model code (fixes --fail trust-remote-code)")
     v.add_argument("--disable-log-stats", action="store_true", help="no periodic throughput lines")
     v.add_argument("--disable-uvicorn-access-log", action="store_true", help="(default in the simulator)")
     s = p.add_argument_group("simulator options")
-    s.add_argument("--fail", metavar="MODE", help="oom | model-not-found | trust-remote-code | crash-after N (see above)")
-    s.add_argument("--oom-budget", type=_positive, default=None, metavar="TOKENS", help="budget of the oom rule (default: see above)")
-    s.add_argument("--startup-delay", type=_nonneg_float, default=0.3, metavar="SECONDS", help="simulated model load time (default 0.3)")
+    s.add_argument("--fail", metavar="MODE",
+                   help="oom | model-not-found | trust-remote-code | crash-after N (see above)")
+    s.add_argument("--oom-budget", type=_positive, default=None, metavar="TOKENS",
+                   help="budget of the oom rule (default: see above)")
+    s.add_argument("--startup-delay", type=_nonneg_float, default=0.3, metavar="SECONDS",
+                   help="simulated model load time (default 0.3)")
     s.add_argument("--shutdown-delay", type=_nonneg_float, default=0.0, metavar="SECONDS",
                    help="time a graceful shutdown takes (default 0; for tests of a run that is finishing)")
-    s.add_argument("--speed", type=_nonneg_float, default=1.0, metavar="FACTOR", help="divide every simulated duration by FACTOR (default 1; 0 = no latency at all)")
-    s.add_argument("--ttft-ms", type=_nonneg_float, default=20.0, metavar="MS", help="base time to first token (default 20)")
-    s.add_argument("--prefill-us-per-token", type=_nonneg_float, default=50.0, metavar="US", help="prefill cost per prompt token in microseconds (default 50)")
-    s.add_argument("--itl-ms", type=_nonneg_float, default=10.0, metavar="MS", help="inter-token latency with one running request (default 10)")
-    s.add_argument("--itl-ms-per-seq", type=_nonneg_float, default=0.05, metavar="MS", help="extra ITL per other running request (default 0.05)")
-    s.add_argument("--kv-cache-tokens", type=_positive, default=0, metavar="N", help="KV-cache capacity in tokens (default 131072 x TP)")
+    s.add_argument("--speed", type=_nonneg_float, default=1.0, metavar="FACTOR",
+                   help="divide every simulated duration by FACTOR (default 1; 0 = no latency at all)")
+    s.add_argument("--ttft-ms", type=_nonneg_float, default=20.0, metavar="MS",
+                   help="base time to first token (default 20)")
+    s.add_argument("--prefill-us-per-token", type=_nonneg_float, default=50.0, metavar="US",
+                   help="prefill cost per prompt token in microseconds (default 50)")
+    s.add_argument("--itl-ms", type=_nonneg_float, default=10.0, metavar="MS",
+                   help="inter-token latency with one running request (default 10)")
+    s.add_argument("--itl-ms-per-seq", type=_nonneg_float, default=0.05, metavar="MS",
+                   help="extra ITL per other running request (default 0.05)")
+    s.add_argument("--kv-cache-tokens", type=_positive, default=0, metavar="N",
+                   help="KV-cache capacity in tokens (default 131072 x TP)")
     s.add_argument("--gpu", metavar="NAME", help="size memory like vLLM v0.19 on this GPU (H100-80GB, A40...): "
                    "its startup lines, KV capacity and failures come from the memory planner")
-    s.add_argument("--eos-after", type=int, default=0, metavar="N", help="without ignore_eos, stop after N tokens (default 0 = always generate max_tokens)")
-    s.add_argument("--stats-interval", type=_nonneg_float, default=10.0, metavar="SECONDS", help="period of the throughput log line (default 10; 0 = off)")
+    s.add_argument("--eos-after", type=int, default=0, metavar="N",
+                   help="without ignore_eos, stop after N tokens (default 0 = always generate max_tokens)")
+    s.add_argument("--stats-interval", type=_nonneg_float, default=10.0, metavar="SECONDS",
+                   help="period of the throughput log line (default 10; 0 = off)")
     s.add_argument("--access-log", action="store_true", help="print uvicorn's access log lines")
     s.add_argument("--reasoning-tokens", type=int, default=0, metavar="N",
                    help="chat: stream the first N output tokens as reasoning (delta.reasoning_content), as vLLM "
@@ -287,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _takes_value(parser: argparse.ArgumentParser) -> dict[str, bool]:
     """Option string -> whether it consumes a value, for every known option."""
     table: dict[str, bool] = {}
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
+    for action in parser._actions:  # argparse has no public accessor
         for opt in action.option_strings:
             table[opt] = action.nargs != 0
     return table
@@ -374,10 +389,10 @@ def parse_args(argv: list[str]) -> SimOptions:
     parser = build_parser()
     kept, ignored = split_argv(list(argv), _takes_value(parser))
 
-    def fail(message: str) -> None:  # instead of argparse's print-usage-and-sys.exit(2)
+    def fail(message: str) -> NoReturn:  # instead of argparse's print-usage-and-sys.exit(2)
         raise SimUsageError(message)
 
-    parser.error = fail  # type: ignore[method-assign]
+    parser.error = fail  # type: ignore[method-assign]  # argparse has no hook for its errors
     ns = parser.parse_args(kept)
     model = ns.model_flag or ns.model_tag
     if not model:

@@ -35,16 +35,17 @@ import shlex
 import socket
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from backends.base import BackendBase, Check, Run
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Notice, Phase
 from backends.slurm import jobs
 from backends.slurm.catalog import ClusterCatalog, ClusterModel, ModelNotInCatalog, load_profile_catalog
-from backends.slurm.preflight import profile_checks
 from backends.slurm.logs import RemoteTail
+from backends.slurm.preflight import profile_checks
 from backends.slurm.ssh import Remote, SshTarget
 from backends.store import RunDir, RunRecord, RunStore
 from config.durations import format_slurm_duration, parse_slurm_duration
@@ -132,11 +133,11 @@ class SlurmBackend(BackendBase):
 
     name = "slurm"
 
-    def __init__(self, settings: "Settings", profile: "Profile", *, registry: CleanupRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, profile: Profile, *, registry: CleanupRegistry | None = None) -> None:
         super().__init__(settings, profile, registry=registry)
         self.target = SshTarget.from_profile(profile)
         self._catalog: ClusterCatalog | None = None
-        self.sessions: dict[str, "_RunSession"] = {}
+        self.sessions: dict[str, _RunSession] = {}
         #: Cleanup-registry tokens of each run's job and tunnel (kept off Run.handle, which is saved).
         self._tokens: dict[tuple[str, str], int] = {}
 
@@ -359,7 +360,7 @@ class SlurmBackend(BackendBase):
             extra_args=extra,
         )
 
-    async def launch(self, spec: "ExperimentSpec", store: RunDir) -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         entry = self.resolve_model(spec.model)
         run_store = store
         remote = await self.remote()
@@ -812,7 +813,7 @@ class _RunSession:
     async def _wait_change(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self._changed.clear()
 
@@ -851,7 +852,7 @@ class _RunSession:
                 return None
             try:
                 await asyncio.wait_for(self.job_ended.wait(), min(interval, left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _wait_ready(self, started: float, timeout: float) -> bool:

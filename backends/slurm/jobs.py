@@ -10,6 +10,7 @@ its final state comes from ``scontrol show job`` (kept for MinJobAge) or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from config.errors import SweepdeckError
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+                 "SIGNALING", "STAGE_OUT"}
 SQUEUE_FORMAT = "%i|%T|%N|%r"
 
 
@@ -78,7 +80,8 @@ def parse_scontrol(job_id: str, stdout: str) -> JobState | None:
     if not state:
         return None
     node = fields.get("NodeList", "")
-    return JobState(job_id, state, "" if node == "(null)" else node, fields.get("Reason", "").replace("None", ""), fields.get("ExitCode", ""))
+    return JobState(job_id, state, "" if node == "(null)" else node, fields.get("Reason", "").replace("None", ""),
+                    fields.get("ExitCode", ""))
 
 
 async def submit(remote, run_dir: str, script: str, extra: list[str] | tuple[str, ...] = ()) -> str:
@@ -154,7 +157,7 @@ class JobPoller:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
-    def watch(self, job_id: str) -> "Subscription":
+    def watch(self, job_id: str) -> Subscription:
         self._ids += 1
         w = _Watch(str(job_id))
         self._watches[self._ids] = w
@@ -171,10 +174,8 @@ class JobPoller:
         self._watches.clear()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._task = None
 
     async def _loop(self) -> None:
@@ -197,19 +198,20 @@ class JobPoller:
                         states[job_id] = JobState(job_id, "ENDED")
                 for w in list(self._watches.values()):
                     st = states.get(w.job_id)
-                    if st is not None and (w.last is None or (st.state, st.node, st.reason) != (w.last.state, w.last.node, w.last.reason)):
+                    if st is not None and (
+                        w.last is None or (st.state, st.node, st.reason) != (w.last.state, w.last.node, w.last.reason)
+                    ):
                         w.last = st
                         w.queue.put_nowait(st)
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
-            except asyncio.TimeoutError:
-                pass
 
     async def poll(self, ids: list[str]) -> dict[str, JobState] | None:
         """One squeue call for ``ids``; None when squeue itself failed."""
         self.calls += 1
-        res = await self.remote.run(["squeue", "-h", "-j", ",".join(ids), "-o", SQUEUE_FORMAT], timeout=max(30.0, self.interval))
+        res = await self.remote.run(["squeue", "-h", "-j", ",".join(ids), "-o", SQUEUE_FORMAT],
+                                    timeout=max(30.0, self.interval))
         if res.ok:
             return parse_squeue(res.stdout)
         if "Invalid job id" in res.stderr:

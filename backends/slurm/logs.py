@@ -10,9 +10,10 @@ flight is read again from its start, never shown twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 import asyncssh
 
@@ -62,17 +63,13 @@ class RemoteTail:
     async def _cancel(self) -> None:
         proc, self._process = self._process, None
         if proc is not None:
-            try:
+            with contextlib.suppress(Exception):
                 proc.close()
-            except Exception:
-                pass
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     def command(self) -> str:
         # -c +N is 1-based: byte offset+1 is the first byte not yet delivered.

@@ -17,13 +17,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncssh
 
@@ -48,7 +50,7 @@ class SshTarget:
     connect_timeout: float = 30.0
 
     @classmethod
-    def from_profile(cls, profile: Any) -> "SshTarget":
+    def from_profile(cls, profile: Any) -> SshTarget:
         return cls(
             host=profile["ssh_host"],
             port=profile.get("ssh_port"),
@@ -191,17 +193,20 @@ async def _open_jumps(target: SshTarget, host_keys: HostKeys, depth: int) -> asy
     if not hops:
         return None
     if depth >= MAX_JUMPS:
-        raise SweepdeckError(f"SSH to {target.host}: more than {MAX_JUMPS} jump hosts (a ProxyJump loop in the ssh config?).",
-                             "Check ProxyJump in " + (config_paths(target) or ["~/.ssh/config"])[0] + ".")
+        raise SweepdeckError(
+            f"SSH to {target.host}: more than {MAX_JUMPS} jump hosts (a ProxyJump loop in the ssh config?).",
+            "Check ProxyJump in " + (config_paths(target) or ["~/.ssh/config"])[0] + ".",
+        )
     conn: asyncssh.SSHClientConnection | None = None
     try:
-        for n, spec in enumerate(hops):
+        for spec in hops:
             hop = _hop_target(spec, target)
             try:
                 # The first hop may itself be reached through its own ProxyJump (OpenSSH does that too).
                 nxt = await connect(hop, host_keys, _depth=depth + 1, **({"tunnel": conn} if conn is not None else {}))
             except SweepdeckError as exc:
-                raise SweepdeckError(f"Jump host {spec} (ProxyJump for {target.host}): {exc.message}", exc.hint) from None
+                raise SweepdeckError(f"Jump host {spec} (ProxyJump for {target.host}): {exc.message}",
+                                     exc.hint) from None
             if conn is not None:
                 nxt.set_tunnel(conn)  # closing the outer hop closes the ones under it
             conn = nxt
@@ -263,9 +268,12 @@ async def _connect_one(target: SshTarget, host_keys: HostKeys, **kwargs: Any) ->
             raise SweepdeckError(
                 f"SSH connection to {name} refused: {host_keys.refused}",
                 "If the host was really reinstalled, remove the old key with: "
-                + shlex.join(["ssh-keygen", "-R", _known_hosts_name(target.host, target.port), "-f", str(host_keys.path)]),
+                + shlex.join(["ssh-keygen", "-R", _known_hosts_name(target.host, target.port),
+                              "-f", str(host_keys.path)]),
             ) from None
-        raise SweepdeckError(f"SSH connection to {name} refused: the host key could not be verified ({exc.reason}).") from None
+        raise SweepdeckError(
+            f"SSH connection to {name} refused: the host key could not be verified ({exc.reason})."
+        ) from None
     except asyncssh.PermissionDenied:
         raise SweepdeckError(
             f"SSH authentication to {name} failed (permission denied).",
@@ -277,7 +285,7 @@ async def _connect_one(target: SshTarget, host_keys: HostKeys, **kwargs: Any) ->
             f"Unknown SSH host {name!r}: the name does not resolve.",
             "Check the profile's ssh_host (an alias from ~/.ssh/config works) and your network/VPN.",
         ) from None
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         raise SweepdeckError(
             f"SSH connection to {name} timed out after {target.connect_timeout:g} s.",
             "Check your network/VPN and that the host is up (connect_timeout in the profile sets the limit).",
@@ -288,7 +296,8 @@ async def _connect_one(target: SshTarget, host_keys: HostKeys, **kwargs: Any) ->
             "Check the profile's ssh_host and ssh_port.",
         ) from None
     except (OSError, asyncssh.Error) as exc:
-        raise SweepdeckError(f"SSH connection to {name} failed: {_reason(exc)}.", "Check the host and try: ssh " + name) from None
+        raise SweepdeckError(f"SSH connection to {name} failed: {_reason(exc)}.",
+                             "Check the host and try: ssh " + name) from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -338,7 +347,7 @@ class Remote:
         self._home: str | None = None
 
     # lifecycle -----------------------------------------------------------------
-    async def connect(self) -> "Remote":
+    async def connect(self) -> Remote:
         self.conn = await connect(self.target, self.host_keys)
         self.generation += 1
         self._up.set()
@@ -423,17 +432,13 @@ class Remote:
             self.close_forward(port)
         if self.conn is not None:
             self.conn.close()
-            try:
+            with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(self.conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, Exception):
-                pass
         self._up.clear()
         if self._watch is not None:
             self._watch.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
-            except (asyncio.CancelledError, Exception):
-                pass
             self._watch = None
 
     # commands ------------------------------------------------------------------
@@ -450,19 +455,22 @@ class Remote:
             command = shlex.join(["cd", cwd]) + " && " + command
         return await self.run_raw(command, input=input, timeout=timeout, retry=retry)
 
-    async def run_raw(self, command: str, *, input: str | None = None, timeout: float = 60.0, retry: bool = True) -> Result:
+    async def run_raw(self, command: str, *, input: str | None = None, timeout: float = 60.0,
+                      retry: bool = True) -> Result:
         """Run an already-quoted command line (callers build it with shlex)."""
         for attempt in (0, 1):
             try:
                 conn = await self.wait_up(timeout)
                 res = await asyncio.wait_for(conn.run(command, input=input, check=False), timeout)
-                return Result(res.exit_status if res.exit_status is not None else 255, _text(res.stdout), _text(res.stderr))
-            except (asyncio.TimeoutError, TimeoutError):
+                return Result(res.exit_status if res.exit_status is not None else 255, _text(res.stdout),
+                              _text(res.stderr))
+            except TimeoutError:
                 raise SweepdeckError(
                     f"Remote command timed out after {timeout:g} s on {self.target.host}: {command[:80]}",
                     "The login node or the SLURM controller may be overloaded; try again.",
                 ) from None
-            except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError, ConnectionError) as exc:
+            except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError,
+                    ConnectionError) as exc:
                 if not retry or attempt or self._closing:
                     raise SweepdeckError(f"Remote command failed: SSH connection lost ({_reason(exc)}).") from None
                 await asyncio.sleep(0)
@@ -485,10 +493,12 @@ class Remote:
         script = 'umask 022 && cat > "$1" && chmod "$2" "$1"'
         res = await self.run(["sh", "-c", script, "sh", path, mode], input=text)
         if not res.ok:
-            raise SweepdeckError(f"Could not write {path} on {self.target.host}: {res.stderr.strip() or res.returncode}.")
+            raise SweepdeckError(f"Could not write {path} on {self.target.host}: "
+                                 f"{res.stderr.strip() or res.returncode}.")
 
     # tunnel ----------------------------------------------------------------------
-    async def forward(self, local_port: int, host: str, port: int, *, via: str | None = None, via_port: int | None = None) -> int:
+    async def forward(self, local_port: int, host: str, port: int, *, via: str | None = None,
+                      via_port: int | None = None) -> int:
         """Forward ``127.0.0.1:local_port`` to ``host:port``.
 
         Without ``via`` the login node opens the connection to ``host:port``.
@@ -505,7 +515,7 @@ class Remote:
         self._forwards[local_port] = fwd
         return local_port
 
-    async def _open_forward(self, fwd: "_Forward", conn: asyncssh.SSHClientConnection | None = None) -> None:
+    async def _open_forward(self, fwd: _Forward, conn: asyncssh.SSHClientConnection | None = None) -> None:
         if conn is None:
             conn = await self.wait_up(self.target.connect_timeout)
         if fwd.via:
@@ -533,7 +543,8 @@ class Remote:
                 try:
                     await self._open_forward(fwd, self.conn)
                     break
-                except (OSError, SweepdeckError, asyncssh.Error) as exc:  # the old listener may take a moment to release the port
+                except (OSError, SweepdeckError,
+                        asyncssh.Error) as exc:  # the old listener may take a moment to release the port
                     if attempt == 19:
                         self._notify("broken", f"cannot re-open the tunnel on port {fwd.local_port}: {exc}")
                     await asyncio.sleep(0.1)

@@ -24,8 +24,9 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from backends.events import Event, Finished, LogLine
 from backends.store import StoreWriteError, expand_record
@@ -59,7 +60,7 @@ class RunInfo:
 
 
 #: Every open link of this process, for :func:`hang_up_all` (a signal handler's way to let go at once).
-_OPEN: "weakref.WeakSet[RunLink]" = weakref.WeakSet()
+_OPEN: weakref.WeakSet[RunLink] = weakref.WeakSet()
 _OPEN_LOCK = threading.Lock()
 
 
@@ -97,7 +98,7 @@ class RunLink:
         on_events: Callable[[list[LogLine]], Any] | None = None,
         on_reset: Callable[[], Any] | None = None,
         process: Any = None,
-        run_dir: "RunDir | None" = None,
+        run_dir: RunDir | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -165,7 +166,8 @@ class RunLink:
             self.info = _run_info(message.get("run") or {})
             _settle(self._launched, self.info)
         elif kind == "_launch_failed":
-            _fail(self._launched, SweepdeckError(message.get("message") or "The launch failed.", message.get("hint") or ""))
+            _fail(self._launched,
+                  SweepdeckError(message.get("message") or "The launch failed.", message.get("hint") or ""))
         elif kind == "_snapshot" and self.on_reset is not None:
             self.on_reset()
         elif kind in ("_reply", "_status"):
@@ -266,7 +268,7 @@ class RunLink:
             message["within"] = within
         try:
             reply = await self._request("cancel", message, timeout)
-        except (SupervisorGone, asyncio.TimeoutError):
+        except (TimeoutError, SupervisorGone):
             return False
         return bool(reply.get("ok"))
 
@@ -278,7 +280,7 @@ class RunLink:
         """
         try:
             reply = await self._request("detach", {"op": "detach"}, timeout)
-        except (SupervisorGone, asyncio.TimeoutError):
+        except (TimeoutError, SupervisorGone):
             raise SweepdeckError("The run's supervisor did not answer; it cannot be detached.") from None
         if not reply.get("ok"):
             raise SweepdeckError(f"Not detached: {reply.get('message') or 'refused'}.")
@@ -356,7 +358,7 @@ def _fail(fut: asyncio.Future, exc: BaseException) -> None:
         fut.exception()  # retrieved: nobody may be waiting for a launch that already happened
 
 
-async def _open(sock: "socket.socket", **kwargs: Any) -> RunLink:
+async def _open(sock: socket.socket, **kwargs: Any) -> RunLink:
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_LINE)
     link = RunLink(reader, writer, **kwargs)
     link.start()
@@ -364,15 +366,15 @@ async def _open(sock: "socket.socket", **kwargs: Any) -> RunLink:
 
 
 async def start_run(
-    backend: "Backend",
-    spec: "ExperimentSpec",
+    backend: Backend,
+    spec: ExperimentSpec,
     *,
-    store: "RunStore",
-    launcher: "Launcher | None" = None,
+    store: RunStore,
+    launcher: Launcher | None = None,
     on_event: Callable[[Event], Any] | None = None,
     on_events: Callable[[list[LogLine]], Any] | None = None,
     default_image: str | None = None,
-    adopt: "RunRecord | None" = None,
+    adopt: RunRecord | None = None,
 ) -> RunLink:
     """Make the run directory and start the run's supervisor; the link holds the run from the first moment.
 
@@ -414,7 +416,7 @@ async def start_run(
 
 
 async def connect(
-    run_dir: "RunDir",
+    run_dir: RunDir,
     *,
     on_event: Callable[[Event], Any] | None = None,
     on_events: Callable[[list[LogLine]], Any] | None = None,
@@ -428,7 +430,7 @@ async def connect(
     """
     try:
         sock = await connect_socket(socket_path(run_dir.path), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         raise SupervisorGone(f"Run {run_dir.id} has no supervisor running.") from None
     return await _open(sock, on_event=on_event, on_events=on_events, on_reset=on_reset, run_dir=run_dir)
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from backends.base import Check, Run
 from backends.cleanup import install_signal_handlers
@@ -139,10 +140,10 @@ class _SignalPolicy:
 
 
 async def drive(
-    backend: "Backend",
-    spec: "ExperimentSpec",
+    backend: Backend,
+    spec: ExperimentSpec,
     *,
-    store: "RunStore | None" = None,
+    store: RunStore | None = None,
     on_event: Callable[[Event], Any] | None = None,
     on_checks: Callable[[list[Check]], Any] | None = None,
     confirm: Callable[[list[Check]], bool] | None = None,
@@ -150,10 +151,10 @@ async def drive(
     install_signals: bool = True,
     detach_on_signal: bool = False,
     detach_when: Callable[[Event], bool] | None = None,
-    on_launched: "Callable[[RunInfo], Any] | None" = None,
+    on_launched: Callable[[RunInfo], Any] | None = None,
     on_stop: Callable[[int], Any] | None = None,
-    launcher: "Launcher | None" = None,
-    registry: "CleanupRegistry | None" = None,
+    launcher: Launcher | None = None,
+    registry: CleanupRegistry | None = None,
     default_image: str | None = None,
     skip_preflight: bool = False,
 ) -> SessionResult:
@@ -277,7 +278,8 @@ class _Follower:
 
 async def _until_end(link: RunLink, run: Run, policy: _SignalPolicy, follower: _Follower) -> SessionResult:
     result_task = asyncio.ensure_future(link.result())
-    await asyncio.wait({result_task, policy.ended}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {result_task, policy.ended}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     alerts = follower.alerts
     if result_task.done():
         finished = result_from_message(result_task.result())

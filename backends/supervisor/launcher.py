@@ -40,8 +40,8 @@ class Launcher(Protocol):
     """Starts a run's supervisor; returns the client's end of the lifeline (and the process, if any)."""
 
     async def start(
-        self, run_dir: "RunDir", backend: "Backend", spec: "ExperimentSpec", *, store: "RunStore",
-        default_image: str | None = None, adopt: "RunRecord | None" = None,
+        self, run_dir: RunDir, backend: Backend, spec: ExperimentSpec, *, store: RunStore,
+        default_image: str | None = None, adopt: RunRecord | None = None,
     ) -> tuple[socket.socket, Any]: ...
 
 
@@ -56,12 +56,14 @@ class ProcessLauncher:
         self.python = python or sys.executable
 
     async def start(
-        self, run_dir: "RunDir", backend: "Backend", spec: "ExperimentSpec", *, store: "RunStore",
-        default_image: str | None = None, adopt: "RunRecord | None" = None,
+        self, run_dir: RunDir, backend: Backend, spec: ExperimentSpec, *, store: RunStore,
+        default_image: str | None = None, adopt: RunRecord | None = None,
     ) -> tuple[socket.socket, Any]:
         recipe = recipe_of(backend)
         if recipe is None:
-            raise SweepdeckError(f"The {backend.name} backend cannot be run by a supervisor process (it has no recipe).")
+            raise SweepdeckError(
+                f"The {backend.name} backend cannot be run by a supervisor process (it has no recipe)."
+            )
         run_dir.write_json("launch.json", {
             "recipe": recipe, "default_image": default_image, "adopt": adopt is not None,
             "state_root": str(store.root.parent),
@@ -74,7 +76,8 @@ class ProcessLauncher:
             with open(run_dir.path / "supervisor.log", "ab") as log_fh:
                 os.chmod(run_dir.path / "supervisor.log", 0o600)
                 process = subprocess.Popen(
-                    [self.python, "-m", "backends.supervisor", str(run_dir.path), "--lifeline-fd", str(theirs.fileno())],
+                    [self.python, "-m", "backends.supervisor", str(run_dir.path), "--lifeline-fd",
+                     str(theirs.fileno())],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fh, env=env,
                     pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True, cwd="/",
                 )
@@ -94,15 +97,15 @@ class InProcessLauncher:
         listen: Serve the run's control socket for other clients too.
     """
 
-    def __init__(self, registry: "CleanupRegistry | None" = None, *, listen: bool = True) -> None:
+    def __init__(self, registry: CleanupRegistry | None = None, *, listen: bool = True) -> None:
         self.registry = registry
         self.listen = listen
         self.supervisors: list[Any] = []
         self._tasks: set[asyncio.Task] = set()
 
     async def start(
-        self, run_dir: "RunDir", backend: "Backend", spec: "ExperimentSpec", *, store: "RunStore",
-        default_image: str | None = None, adopt: "RunRecord | None" = None,
+        self, run_dir: RunDir, backend: Backend, spec: ExperimentSpec, *, store: RunStore,
+        default_image: str | None = None, adopt: RunRecord | None = None,
     ) -> tuple[socket.socket, Any]:
         from backends.cleanup import CleanupRegistry
         from backends.supervisor.supervisor import Supervisor
@@ -136,7 +139,7 @@ class _TaskHandle:
         self.task.cancel()
 
 
-def default_launcher(backend: "Backend") -> Launcher:
+def default_launcher(backend: Backend) -> Launcher:
     """A process for every backend that has a recipe; this loop for one that has none (a test double)."""
     if recipe_of(backend) is not None:
         return ProcessLauncher()

@@ -33,6 +33,7 @@ control messages whose ``type`` starts with ``_``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -89,10 +90,8 @@ def bind_socket(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with _ShortPath(path) as name:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
-            except FileNotFoundError:
-                pass
             old = os.umask(0o177)
             try:
                 sock.bind(name)

@@ -85,7 +85,10 @@ def reconcile_dir(run_dir: RunDir, *, supervisor_gone: bool = False) -> dict[str
     if finished is not None and finished.get("outcome") in ("succeeded", "failed", "cancelled"):
         state, message = finished["outcome"], finished.get("message") or ""
     elif results_complete(run_dir.path):
-        state, message = "succeeded", "The workload completed (results saved); its supervisor ended before the run closed."
+        state, message = (
+            "succeeded",
+            "The workload completed (results saved); its supervisor ended before the run closed.",
+        )
     else:
         state = "lost"
         message = "Its supervisor ended unexpectedly while the run was " + str(meta.get("state"))
@@ -129,7 +132,7 @@ def _drop_ended_processes(record: RunRecord) -> RunRecord:
     return RunRecord(record.id, record.path, meta)
 
 
-def reconcile_store(store: "RunStore") -> list[RunRecord]:
+def reconcile_store(store: RunStore) -> list[RunRecord]:
     """Every run of ``store``, newest first, reconciled."""
     return reconcile_records(store.list())
 
@@ -260,7 +263,7 @@ async def check_leftovers(record: RunRecord) -> list[dict[str, Any]]:
         if backend is None:
             try:
                 backend = backend_for_run(run_dir)
-            except Exception as exc:  # noqa: BLE001 - listed as possibly alive when it cannot be asked
+            except Exception as exc:  # listed as possibly alive when it cannot be asked
                 log.warning("cannot rebuild the backend of %s: %s", record.id, exc)
         there = None
         if backend is not None:
@@ -298,13 +301,13 @@ async def clean(record: RunRecord) -> list[str]:
         if backend is None:
             try:
                 backend = backend_for_run(run_dir)
-            except Exception as exc:  # noqa: BLE001 - reported below
+            except Exception as exc:  # reported below
                 failed.append(f"{what}: cannot reach its backend ({exc})")
                 remaining.append(res)
                 continue
         try:
             note = await backend.clean_leftover(res)
-        except Exception as exc:  # noqa: BLE001 - one failure must not stop the others
+        except Exception as exc:  # one failure must not stop the others
             failed.append(f"{what}: {getattr(exc, 'message', None) or exc}")
             remaining.append(res)
             continue

@@ -104,14 +104,14 @@ class Supervisor:
 
     def __init__(
         self,
-        run_dir: "RunDir",
-        backend: "Backend",
-        spec: "ExperimentSpec",
+        run_dir: RunDir,
+        backend: Backend,
+        spec: ExperimentSpec,
         *,
-        store: "RunStore",
-        registry: "CleanupRegistry",
+        store: RunStore,
+        registry: CleanupRegistry,
         lifeline: socket.socket | None = None,
-        adopt: "RunRecord | None" = None,
+        adopt: RunRecord | None = None,
         default_image: str | None = None,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
         lost_client_timeout: float = LOST_CLIENT_CLEANUP,
@@ -161,7 +161,7 @@ class Supervisor:
             return await self._fail_early("The run was stopped before it started.", "", outcome="cancelled")
         try:
             run = await (self.session.adopt(self.adopt_record) if self.adopt_record else self.session.launch())
-        except Exception as exc:  # noqa: BLE001 - any launch error becomes the client's one line
+        except Exception as exc:  # any launch error becomes the client's one line
             message = exc.message if isinstance(exc, SweepdeckError) else f"launch failed: {exc}"
             hint = exc.hint if isinstance(exc, SweepdeckError) else ""
             self._broadcast(encode({"type": "_launch_failed", "message": message, "hint": hint}))
@@ -259,10 +259,10 @@ class Supervisor:
                 return
             client.lagging = False
             self._send_snapshot(client, SNAPSHOT_LINES)
-        except Exception:  # noqa: BLE001 - a client that cannot be written to is closed below
+        except Exception:  # a client that cannot be written to is closed below
             client.closed = True
         finally:
-            client._resyncing = False  # type: ignore[attr-defined]
+            client._resyncing = False  # type: ignore[attr-defined]  # the flag set above
 
     def _send_snapshot(self, client: _Client, lines: int) -> None:
         with contextlib.suppress(StoreWriteError):
@@ -355,7 +355,8 @@ class Supervisor:
             graceful = bool(message.get("graceful", True))
             within = message.get("within")
             self.session.request_cancel(str(message.get("reason") or "stopped by the user"), graceful=graceful,
-                                        within=float(within) if isinstance(within, (int, float)) and within > 0 else None)
+                                        within=(float(within) if isinstance(within, (int, float)) and within > 0
+                                                else None))
             self._reply(client, "cancel", True, "stopping" if graceful else "stopping at once")
         elif op == "detach":
             self._detach(client)
@@ -387,7 +388,8 @@ class Supervisor:
     def _status(self) -> dict[str, Any]:
         meta = self.run_dir.meta()
         return {
-            "run": self._run_info(), "type": "_status", "state": meta.get("state", "unknown"), "detached": self.detached,
+            "run": self._run_info(), "type": "_status", "state": meta.get("state", "unknown"),
+            "detached": self.detached,
             "clients": sum(1 for c in self.clients if c.holds and not c.closed), "pid": os.getpid(),
             "run_id": self.run_dir.id, "offset": self.run_dir.log.size, "launched": self._launched.is_set(),
             "outcome": self.result.outcome if self.result else None,
@@ -446,7 +448,7 @@ def _plain(value: Any) -> Any:
 
 def result_from_message(message: dict[str, Any]) -> Finished:
     """The Finished a ``_result`` message describes."""
-    return Finished(message.get("outcome") or "failed", message.get("message") or "",  # type: ignore[arg-type]
+    return Finished(message.get("outcome") or "failed", message.get("message") or "",
                     message.get("results"), message.get("summary") or {})
 
 

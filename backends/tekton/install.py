@@ -33,7 +33,8 @@ async def apply_all(kube: Kube, objects: list[dict[str, Any]], namespace: str) -
     return lines
 
 
-async def install_shared(task: dict[str, Any], namespace: str, kubeconfig: str | None = None, context: str | None = None) -> list[str]:
+async def install_shared(task: dict[str, Any], namespace: str, kubeconfig: str | None = None,
+                         context: str | None = None) -> list[str]:
     """Apply the shared guidellm Task into ``namespace`` (created when missing)."""
     kube = Kube.connect(kubeconfig, context)
     try:
@@ -41,7 +42,8 @@ async def install_shared(task: dict[str, Any], namespace: str, kubeconfig: str |
         lines = []
         if await kube.get("", "v1", "namespaces", namespace) is None:
             try:
-                await kube.create("", "v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+                await kube.create("", "v1", "namespaces",
+                                  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
             except KubeError as exc:
                 if exc.status != 409:
                     raise
@@ -49,7 +51,8 @@ async def install_shared(task: dict[str, Any], namespace: str, kubeconfig: str |
         lines += await apply_all(kube, [task], namespace)
         lines.append(
             "Use it through the cluster resolver: taskRef: {resolver: cluster, params: "
-            f"[{{name: kind, value: task}}, {{name: name, value: {task['metadata']['name']}}}, {{name: namespace, value: {namespace}}}]}}"
+            f"[{{name: kind, value: task}}, {{name: name, value: {task['metadata']['name']}}}, {{name: namespace, "
+            f"value: {namespace}}}]}}"
         )
         return lines
     finally:

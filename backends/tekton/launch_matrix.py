@@ -17,9 +17,10 @@ cleanup registry, quit/detach, done/total progress from ``Progress`` events.
 from __future__ import annotations
 
 import copy
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from backends.base import Check, Run
 from config.errors import SweepdeckError
@@ -47,12 +48,12 @@ MODEL_PARAMS = ("model-id", "model", "modelName", "model_name")
 MATRIX_APP = "matrix"
 
 
-def is_matrix(spec: "ExperimentSpec | None") -> bool:
+def is_matrix(spec: ExperimentSpec | None) -> bool:
     """Whether ``spec`` records a matrix sweep (no engine settings of its own apply)."""
     return spec is not None and spec.workload.app == MATRIX_APP
 
 
-def matrix_facts(spec: "ExperimentSpec", handle: dict[str, Any] | None, meta: dict[str, Any] | None) -> str:
+def matrix_facts(spec: ExperimentSpec, handle: dict[str, Any] | None, meta: dict[str, Any] | None) -> str:
     """The monitor header's facts of a matrix run: ``4 tasks · 36 combinations · PipelineRun NAME in NS``.
 
     The counts come first: at 80 columns the header ends about there.
@@ -107,7 +108,7 @@ class MatrixFile:
     total: int
 
     @classmethod
-    def load(cls, path: str | Path, task: str | None = None) -> "MatrixFile":
+    def load(cls, path: str | Path, task: str | None = None) -> MatrixFile:
         """Read ``path`` and find its matrix task.
 
         Raises:
@@ -120,10 +121,12 @@ class MatrixFile:
 
         text_path = str(path).strip()
         if not text_path:
-            raise SweepdeckError("Give the path of a PipelineRun YAML file.", "e.g. ~/tekton-poc/pipelinerun-matrix.yaml")
+            raise SweepdeckError("Give the path of a PipelineRun YAML file.",
+                                 "e.g. ~/tekton-poc/pipelinerun-matrix.yaml")
         p = Path(text_path).expanduser()
         if not p.exists():
-            raise SweepdeckError(f"No such file: {p}.", "Check the path (tab completion is not available here; paste it).")
+            raise SweepdeckError(f"No such file: {p}.",
+                                 "Check the path (tab completion is not available here; paste it).")
         if p.is_dir():
             raise SweepdeckError(f"{p} is a directory, not a PipelineRun file.")
         try:
@@ -136,11 +139,13 @@ class MatrixFile:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise SweepdeckError(f"{p.name} is not valid YAML{where}: {problem}.", "Fix the file and load it again.") from None
+            raise SweepdeckError(f"{p.name} is not valid YAML{where}: {problem}.",
+                                 "Fix the file and load it again.") from None
         runs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "PipelineRun"]
         if not runs:
             kinds = ", ".join(sorted({str(d.get("kind")) for d in docs if isinstance(d, dict)})) or "no mapping"
-            raise SweepdeckError(f"{p.name} has no PipelineRun (found: {kinds}).", "Give a file with kind: PipelineRun.")
+            raise SweepdeckError(f"{p.name} has no PipelineRun (found: {kinds}).",
+                                 "Give a file with kind: PipelineRun.")
         if len(runs) > 1:
             raise SweepdeckError(f"{p.name} has {len(runs)} PipelineRuns.", "Keep one PipelineRun per file.")
         pr = runs[0]
@@ -268,7 +273,7 @@ class MatrixPlan:
         limit = self.limit if self.mode in ("limit", "unroll_limit") else 1
         if limit == 1:
             text += ", one after another"
-        elif limit >= n:
+        elif limit >= n:  # type: ignore[operator]  # validate(): an int of at least 1 in the limit modes
             text += f", all at once (N={limit} ≥ {n} tasks)"
         else:
             text += f", {limit} at once, " + ("sliding window" if self.sliding_window else "barrier")
@@ -278,7 +283,7 @@ class MatrixPlan:
         return text
 
 
-def matrix_spec(matrix: MatrixFile, *, profile: str | None, namespace: str, store: "RunStore") -> "ExperimentSpec":
+def matrix_spec(matrix: MatrixFile, *, profile: str | None, namespace: str, store: RunStore) -> ExperimentSpec:
     """The experiment record of a matrix launch (run store, runs list, monitor header).
 
     The id is the PipelineRun's name (the next free one in the run store);
@@ -292,8 +297,8 @@ def matrix_spec(matrix: MatrixFile, *, profile: str | None, namespace: str, stor
                             where=matrix.path.name)
 
 
-def pipelinerun_spec(pr: dict[str, Any], *, profile: str | None, namespace: str, store: "RunStore",
-                     total: int | None = None, where: str = "the file") -> "ExperimentSpec":
+def pipelinerun_spec(pr: dict[str, Any], *, profile: str | None, namespace: str, store: RunStore,
+                     total: int | None = None, where: str = "the file") -> ExperimentSpec:
     """The experiment record of any ready PipelineRun (``sweepdeck tekton run-pr``, the matrix screen).
 
     Raises:
@@ -345,7 +350,7 @@ class MatrixLaunch:
         namespace: Where to create it.
     """
 
-    tekton: "TektonBackend"
+    tekton: TektonBackend
     pipelinerun: dict[str, Any]
     namespace: str
     name: str = field(init=False, default="tekton")
@@ -357,13 +362,13 @@ class MatrixLaunch:
                 "pipelinerun": self.pipelinerun, "namespace": self.namespace}
 
     @classmethod
-    def from_recipe(cls, recipe: dict[str, Any], registry: Any = None) -> "MatrixLaunch":
+    def from_recipe(cls, recipe: dict[str, Any], registry: Any = None) -> MatrixLaunch:
         from backends.registry import from_recipe
 
         tekton = from_recipe(recipe["tekton"], registry)
-        return cls(tekton, recipe["pipelinerun"], recipe["namespace"])  # type: ignore[arg-type] # a TektonBackend
+        return cls(tekton, recipe["pipelinerun"], recipe["namespace"])
 
-    async def preflight(self, spec: "ExperimentSpec") -> list[Check]:
+    async def preflight(self, spec: ExperimentSpec) -> list[Check]:
         """Cluster reachable, Tekton installed, namespace exists, PipelineRun name free (read-only)."""
         from backends.kube import KubeError
         from backends.tekton.backend import TEKTON
@@ -372,7 +377,8 @@ class MatrixLaunch:
             kube = self.tekton.kube()
             version = await kube.version()
         except KubeError as exc:
-            return [Check("Cluster reachable", "fail", exc.message, exc.hint or "Check your kubeconfig / log in again.")]
+            return [Check("Cluster reachable", "fail", exc.message,
+                          exc.hint or "Check your kubeconfig / log in again.")]
         checks = [Check("Cluster reachable", "pass", f"{kube.server}, Kubernetes {version}")]
         try:
             groups = await kube.api_groups()
@@ -395,12 +401,12 @@ class MatrixLaunch:
             checks.append(Check("Cluster API", "fail", exc.message, exc.hint or ""))
         return checks
 
-    async def launch(self, spec: "ExperimentSpec", store: "RunDir") -> Run:
+    async def launch(self, spec: ExperimentSpec, store: RunDir) -> Run:
         run = await self.tekton.launch_pipelinerun(self.pipelinerun, self.namespace, run_dir=store)
         run.spec = spec
         return run
 
-    def events(self, run: Run) -> AsyncIterator["Event"]:
+    def events(self, run: Run) -> AsyncIterator[Event]:
         return self.tekton.events(run)
 
     async def cancel(self, run: Run, *, graceful: bool = True) -> None:
@@ -409,10 +415,10 @@ class MatrixLaunch:
     async def cleanup(self, run: Run) -> None:
         await self.tekton.cleanup(run)
 
-    async def attach(self, saved: "RunRecord") -> Run:
+    async def attach(self, saved: RunRecord) -> Run:
         return await self.tekton.attach(saved)
 
-    def describe(self, spec: "ExperimentSpec | None", handle: dict[str, Any] | None,
+    def describe(self, spec: ExperimentSpec | None, handle: dict[str, Any] | None,
                  meta: dict[str, Any] | None) -> str | None:
         return self.tekton.describe(spec, handle, meta)
 

@@ -157,8 +157,9 @@ def transform(
     original = _matrix_task(spec, task)
     new_tasks = _unroll(original, unroll) if unroll else _expand(original)
     names = [t["name"] for t in new_tasks]
-    taken = sorted({t.get("name") for t in (spec.get("tasks") or []) + (spec.get("finally") or [])
-                    if isinstance(t, dict) and t is not original} & set(names))
+    taken = sorted({name for t in (spec.get("tasks") or []) + (spec.get("finally") or [])
+                    if isinstance(t, dict) and t is not original and isinstance(name := t.get("name"), str)}
+                   & set(names))
     if taken:
         raise SweepdeckError(
             f"The new task names {', '.join(taken)} are already used by other tasks of the PipelineRun.",

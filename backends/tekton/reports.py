@@ -42,7 +42,7 @@ def _stats(dist: Any, scale: float = 1.0) -> dict[str, float | None]:
     """``{mean, median, p99}`` of a distribution summary (guidellm or inference-perf), times ``scale``."""
     if not isinstance(dist, dict):
         return {"mean": None, "median": None, "p99": None}
-    pct = dist.get("percentiles") if isinstance(dist.get("percentiles"), dict) else {}
+    pct = found if isinstance(found := dist.get("percentiles"), dict) else {}
     raw = {
         "mean": _num(dist.get("mean")),
         "median": _num(dist.get("median")) if _num(dist.get("median")) is not None else _num(pct.get("p50")),
@@ -73,7 +73,7 @@ def guidellm_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for i, bench in enumerate(report.get("benchmarks") or []):
         if not isinstance(bench, dict):
             continue
-        metrics = bench.get("metrics") if isinstance(bench.get("metrics"), dict) else {}
+        metrics = found if isinstance(found := bench.get("metrics"), dict) else {}
         strategy = ((bench.get("config") or {}).get("strategy") or (bench.get("args") or {}).get("strategy") or {})
         name, rate = _strategy_label(strategy if isinstance(strategy, dict) else {})
         totals = metrics.get("request_totals") or bench.get("request_totals") or {}
@@ -97,11 +97,11 @@ def inference_perf_row(report: dict[str, Any], name: str, kind: str | None = Non
 
     ``kind`` (the load type) names the row as guidellm's are: ``constant@4/s (stage 0)``.
     """
-    load = report.get("load_summary") if isinstance(report.get("load_summary"), dict) else {}
-    ok = report.get("successes") if isinstance(report.get("successes"), dict) else {}
-    bad = report.get("failures") if isinstance(report.get("failures"), dict) else {}
-    latency = ok.get("latency") if isinstance(ok.get("latency"), dict) else {}
-    throughput = ok.get("throughput") if isinstance(ok.get("throughput"), dict) else {}
+    load = found if isinstance(found := report.get("load_summary"), dict) else {}
+    ok = found if isinstance(found := report.get("successes"), dict) else {}
+    bad = found if isinstance(found := report.get("failures"), dict) else {}
+    latency = found if isinstance(found := ok.get("latency"), dict) else {}
+    throughput = found if isinstance(found := ok.get("throughput"), dict) else {}
     rate = _num(load.get("requested_rate"))
     if rate is None:
         label = name

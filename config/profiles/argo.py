@@ -25,7 +25,8 @@ FIELDS = {
     "poll_interval": Field(float, 2.0, "seconds between queue progress reads", check=positive),
     "stale_after_min": Field(float, 120.0, "running longer than this many minutes counts as stale", check=positive),
     "watch_timeout": Field(float, 300.0, "seconds each Kubernetes watch request stays open", check=positive),
-    "delete_after": Field(bool, False, "delete the Workflow after it finishes (a live one is always deleted on cleanup)"),
+    "delete_after": Field(bool, False,
+                          "delete the Workflow after it finishes (a live one is always deleted on cleanup)"),
 }
 
 #: Its runs start from a BLIS values.yaml (the profile's ``values``, else sweepdeck's own).

@@ -65,7 +65,8 @@ def main() -> int:
     median = statistics.median(times)
     print(f"command: {' '.join(cmd)}")
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}")
-    print(f"runs: {args.runs}  median: {median * 1000:.0f} ms  min: {min(times) * 1000:.0f} ms  max: {max(times) * 1000:.0f} ms")
+    print(f"runs: {args.runs}  median: {median * 1000:.0f} ms  min: {min(times) * 1000:.0f} ms  max: "
+          f"{max(times) * 1000:.0f} ms")
     print(f"target: < {TARGET_S * 1000:.0f} ms -> {'OK' if median < TARGET_S else 'TOO SLOW'}")
     if args.importtime or median >= TARGET_S:
         print("slowest imports (cumulative us):")

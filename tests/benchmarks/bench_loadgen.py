@@ -61,8 +61,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from backends.loadgen import WorkloadRunner  # noqa: E402  (after the sys.path line: run as a script)
-from backends.loadgen.schedule import lengths, make_prompt  # noqa: E402
-from config.catalog import make_workload  # noqa: E402
+from backends.loadgen.schedule import lengths, make_prompt  # noqa: E402 - after the sys.path line above
+from config.catalog import make_workload  # noqa: E402 - after the sys.path line above
 
 MODEL = "facebook/opt-125m"
 TOKENIZER = Path("/work/shared/reference/benchmark-reports/tokenizer-wordlevel")
@@ -257,7 +257,7 @@ async def accuracy(args) -> None:
                 before = scrape(url)
                 try:
                     got = await make()
-                except Exception as exc:  # noqa: BLE001 - one client failing must not hide the others
+                except Exception as exc:  # one client failing must not hide the others
                     print(f"{name:30} failed: {str(exc)[:300]}")
                     continue
                 wait_idle(url)

@@ -45,11 +45,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from textual.app import App, ComposeResult  # noqa: E402
-from textual.widgets import Log  # noqa: E402
+from textual.app import App, ComposeResult
+from textual.widgets import Log
 
-from backends.events import LogLine  # noqa: E402
-from tests.support.flood import POOL, POOL_SIZE, FloodBackend, stream_of  # noqa: E402
+from backends.events import LogLine
+from tests.support.flood import POOL, POOL_SIZE, FloodBackend, stream_of
 
 CHUNK = 2000  # lines a backend hands over per read before the loop runs again
 PREFIXED = [f"[VLLM {'ERR' if stream_of(i) == 'err' else 'OUT'}] {POOL[i]}" for i in range(POOL_SIZE)]
@@ -76,7 +76,8 @@ async def run_monitor(n: int, mode: str) -> dict:
     from tui.screens.monitor import RunMonitorScreen
     from tui.widgets.logview import LogView
 
-    spec = build_spec(load_catalogs(), "qwen-1.5b", experiment_id=f"bench-{mode[:3]}-{os.getpid()}-{time.monotonic_ns()}")
+    spec = build_spec(load_catalogs(), "qwen-1.5b",
+                      experiment_id=f"bench-{mode[:3]}-{os.getpid()}-{time.monotonic_ns()}")
     done = asyncio.Event()
     backend = FloodBackend(n, CHUNK)
     launcher = ProcessLauncher() if mode == "supervised" else InProcessLauncher(CleanupRegistry(), listen=False)
@@ -105,11 +106,11 @@ async def run_monitor(n: int, mode: str) -> dict:
             if view.total >= n or (lines and lines[-1].text == last and controller.finished is not None):
                 done.set()
 
-        view.write_events = counted  # type: ignore[method-assign]
+        view.write_events = counted  # type: ignore[method-assign]  # a counting wrapper
         began = time.perf_counter()
         if mode == "controller":
             on_event = controller.on_event
-            async for event in backend.events(None):  # type: ignore[arg-type]
+            async for event in backend.events(None):  # type: ignore[arg-type]  # FloodBackend ignores the run
                 if type(event) is LogLine:
                     on_event(event)
         elif mode == "session":
@@ -221,9 +222,12 @@ async def main() -> int:
         r = best[mode]
         extra = f"; {r['widget_calls']} widget calls" if "widget_calls" in r else ""
         extra += f"; {r['skipped']:,} lines not shown (the client fell behind)" if r.get("skipped") else ""
-        print(f"{label:<30}: {r['rate']:>10,.0f} lines/s ({r['seconds']:.2f} s{extra}) = {r['rate'] / bare:.0%} of bare")
+        print(
+            f"{label:<30}: {r['rate']:>10,.0f} lines/s ({r['seconds']:.2f} s{extra}) = {r['rate'] / bare:.0%} of bare"
+        )
     print(f"supervised / in-process session: {best['supervised']['rate'] / best['session']['rate']:.0%}")
-    print(f"peak RSS: client {peak:.0f} MB, supervisor {supervised.get('supervisor_rss_mb') or 0:.0f} MB (target < 300 MB)")
+    supervisor_mb = supervised.get("supervisor_rss_mb") or 0
+    print(f"peak RSS: client {peak:.0f} MB, supervisor {supervisor_mb:.0f} MB (target < 300 MB)")
     return 0
 
 

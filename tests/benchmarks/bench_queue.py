@@ -33,12 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from sqlalchemy import and_, select, text, update  # noqa: E402  (after the sys.path line: run as a script)
+from sqlalchemy import and_, select, text, update
 
-from backends.queue.models import COUNT_SHARDS  # noqa: E402
-from backends.queue.models import BenchmarkConfig as C  # noqa: E402
-from backends.queue.store import Matrix, QueueStore, _bump, _moves, _now  # noqa: E402
-from tests.support.postgres import postgres_cluster  # noqa: E402
+from backends.queue.models import COUNT_SHARDS
+from backends.queue.models import BenchmarkConfig as C
+from backends.queue.store import Matrix, QueueStore, _bump, _moves, _now
+from tests.support.postgres import postgres_cluster
 
 NINE_K = Matrix(hardware=tuple(f"hw{i}:1" for i in range(50)))  # 50*3*5*4*3 = 9,000
 CLAIMERS = 100

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.slurm.cluster import TestCluster, free_port  # noqa: E402
+from tests.integration.slurm.cluster import TestCluster, free_port  # noqa: E402 - after the sys.path line above
 
 
 def pct(values: list[float], p: float) -> float:
@@ -44,7 +44,8 @@ def write_config(cluster: TestCluster, tmp: Path, name: str = "bench") -> tuple[
     import yaml
 
     models = tmp / "models.json"
-    models.write_text(json.dumps({"gpt-oss-20b": {"path": "/mimer/hub/models--openai--gpt-oss-20b/snapshots/x/", "max_model_len": 10000, "description": "GPT OSS 20B model"}}))
+    models.write_text(json.dumps({"gpt-oss-20b": {"path": "/mimer/hub/models--openai--gpt-oss-20b/snapshots/x/",
+                                                  "max_model_len": 10000, "description": "GPT OSS 20B model"}}))
     port = free_port()
     cfg = tmp / "config.yaml"
     cfg.write_text(yaml.safe_dump({"profiles": {name: {
@@ -115,7 +116,8 @@ def bench_connect(cluster: TestCluster, tmp: Path, lines: int, requests: int) ->
         rates = asyncio.run(_throughput(local_port, server_port, requests))
         return {
             "startup_to_streaming_s": round(startup, 2),
-            "log_latency_ms": {"n": len(latencies), "p50": round(pct(latencies, 50), 2), "p95": round(pct(latencies, 95), 2),
+            "log_latency_ms": {"n": len(latencies), "p50": round(pct(latencies, 50), 2),
+                               "p95": round(pct(latencies, 95), 2),
                                "max": round(max(latencies), 2), "mean": round(statistics.mean(latencies), 2)},
             "throughput": rates,
         }
@@ -151,7 +153,8 @@ async def _throughput(local_port: int, server_port: int, n: int, concurrency: in
         direct.append(await run(server_port))
         tunnel.append(await run(local_port))
     d, t = max(direct), max(tunnel)
-    return {"requests": n, "concurrency": concurrency, "direct_rps": round(d, 1), "tunnel_rps": round(t, 1), "ratio": round(t / d, 3)}
+    return {"requests": n, "concurrency": concurrency, "direct_rps": round(d, 1), "tunnel_rps": round(t, 1),
+            "ratio": round(t / d, 3)}
 
 
 def bench_squeue(cluster: TestCluster, tmp: Path, seconds: float = 5.0, interval: float = 0.5) -> dict:
@@ -214,7 +217,8 @@ def main() -> int:
     lat = results["connect"]["log_latency_ms"]
     thr = results["connect"]["throughput"]
     print(f"\nlog latency p50 {lat['p50']} ms, p95 {lat['p95']} ms over {lat['n']} lines (target p95 < 250 ms)")
-    print(f"tunnel {thr['tunnel_rps']} req/s vs direct {thr['direct_rps']} req/s: ratio {thr['ratio']:.0%} (target >= 50%)")
+    print(f"tunnel {thr['tunnel_rps']} req/s vs direct {thr['direct_rps']} req/s: "
+          f"ratio {thr['ratio']:.0%} (target >= 50%)")
     sq = results["squeue"]
     print(f"squeue calls in {sq['seconds']} s at {sq['interval_s']} s interval: "
           + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sq.items() if k.endswith("watchers")))

@@ -56,8 +56,10 @@ def taskrun(i: int, state: str = "Running") -> dict:
                  "params": [{"name": "modelLabel", "value": f"bench-{i % 8}"}, {"name": "rate", "value": "12"},
                             {"name": "prompt_tokens", "value": "70"}, {"name": "output_tokens", "value": "215"}]},
         "status": {"podName": f"{PR}-{name}-pod", "startTime": "2026-01-01T00:00:00Z",
-                   "conditions": [{"type": "Succeeded", "status": cond, "reason": status[cond], "message": "Not all Steps in the Task have finished executing"}],
-                   "steps": [{"name": "run", "container": "step-run", "running": {"startedAt": "2026-01-01T00:00:01Z"}}]},
+                   "conditions": [{"type": "Succeeded", "status": cond, "reason": status[cond],
+                                   "message": "Not all Steps in the Task have finished executing"}],
+                   "steps": [{"name": "run", "container": "step-run",
+                              "running": {"startedAt": "2026-01-01T00:00:01Z"}}]},
     }
 
 
@@ -89,7 +91,8 @@ def server(conn, n: int, kubeconfig: str) -> None:
                 i = random.randrange(pool)
                 stamp = time.time()
                 fake.patch("tekton.dev/v1", "TaskRun", f"{PR}-task-{i:05d}", {"status": {"conditions": [
-                    {"type": "Succeeded", "status": "Unknown", "reason": f"Step{k}", "message": f"t0={stamp:.6f}"}]}}, NS, status_only=True)
+                    {"type": "Succeeded", "status": "Unknown", "reason": f"Step{k}", "message": f"t0={stamp:.6f}"}]}},
+                    NS, status_only=True)
                 time.sleep(spacing)
             conn.send(("done", None))
         elif cmd == "requests":
@@ -220,7 +223,8 @@ async def bench_requests(seconds: float) -> dict:
         await asyncio.gather(consumer, return_exceptions=True)
         await loop.run_in_executor(None, conn.send, ("requests", None))
         _, (count, summary) = await loop.run_in_executor(None, conn.recv)
-        return {"seconds": round(watched, 1), "taskrun_changes": changes, "requests": count, "phase_events": counts["phases"],
+        return {"seconds": round(watched, 1), "taskrun_changes": changes, "requests": count,
+                "phase_events": counts["phases"],
                 "by_request": summary, "poll_1s_equivalent": int(3 * watched)}
     finally:
         stop_server(proc, conn)

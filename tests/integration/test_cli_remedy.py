@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.fakekube import fake_kube  # noqa: F401
+from tests.support.fakekube import fake_kube  # noqa: F401 - a pytest fixture, found by its name
 from tui.cli import main
 
 pytestmark = pytest.mark.fakeapi
@@ -26,7 +26,7 @@ NS = "fresh"
 
 
 @pytest.fixture
-def config_file(tmp_path, fake_kube, monkeypatch):  # noqa: F811
+def config_file(tmp_path, fake_kube, monkeypatch):  # noqa: F811 - the fake_kube fixture imported above
     blis = tmp_path / "blis"
     blis.mkdir()
     for name in ("blis-values.yaml", "blis-pipelinerun.yaml"):
@@ -42,7 +42,7 @@ def config_file(tmp_path, fake_kube, monkeypatch):  # noqa: F811
 
 
 @pytest.fixture
-def namespace_template(fake_kube):  # noqa: F811
+def namespace_template(fake_kube):  # noqa: F811 - the fake_kube fixture imported above
     """Provision hf-secret, s3-secret and Bound model-pvc/data-pvc in every namespace created."""
     events = fake_kube.subscribe()
     stop = threading.Event()
@@ -59,9 +59,11 @@ def namespace_template(fake_kube):  # noqa: F811
                 continue
             ns = obj["metadata"]["name"]
             for name in ("hf-secret", "s3-secret"):
-                fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "data": {"k": "dg=="}})
+                fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+                                  "data": {"k": "dg=="}})
             for name in ("model-pvc", "data-pvc"):
-                fake_kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns},
+                fake_kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                  "metadata": {"name": name, "namespace": ns},
                                   "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}})
 
     thread = threading.Thread(target=provision, daemon=True)
@@ -76,7 +78,7 @@ RUN = ["run", "--backend", "tekton", "--profile", "lab", "--model", "meta-llama/
        "--namespace", NS, "--tp", "2", "--yes"]
 
 
-def test_fix_creates_the_namespace_and_the_run_proceeds(fake_kube, config_file, namespace_template, tmp_path, capsys):  # noqa: F811
+def test_fix_creates_the_namespace_and_the_run_proceeds(fake_kube, config_file, namespace_template, tmp_path, capsys):  # noqa: F811 - the fake_kube fixture imported above
     from backends.store import RunStore
     from tests.support.fakekube.tekton_controller import TektonController
 
@@ -98,7 +100,7 @@ def test_fix_creates_the_namespace_and_the_run_proceeds(fake_kube, config_file, 
     assert RunStore().get("fix1").state == "succeeded"
 
 
-def test_without_fix_or_terminal_prints_the_fix_and_changes_nothing(fake_kube, config_file, capsys):  # noqa: F811
+def test_without_fix_or_terminal_prints_the_fix_and_changes_nothing(fake_kube, config_file, capsys):  # noqa: F811 - the fake_kube fixture imported above
     code = main(RUN + ["--experiment-id", "fix2"])
     err = capsys.readouterr().err
     assert code == 3
@@ -123,7 +125,7 @@ class _Terminal:
 
 
 @pytest.mark.parametrize("answer", ["y\n", "n\n"])
-def test_a_terminal_is_asked(fake_kube, config_file, namespace_template, tmp_path, capsys, monkeypatch, answer):  # noqa: F811
+def test_a_terminal_is_asked(fake_kube, config_file, namespace_template, tmp_path, capsys, monkeypatch, answer):  # noqa: F811 - the fake_kube fixture imported above
     from tests.support.fakekube.tekton_controller import TektonController
 
     term = _Terminal(answer)

@@ -325,7 +325,8 @@ def test_retry_with_a_suggested_fix():
     assert first.returncode == 1
     bad = sweepdeck("run", "--retry", "cli-retry", "--fix", "9", "--yes")
     assert bad.returncode == 2 and "has 4 suggested fixes, not 9" in bad.stderr and "3. Reduce batch" in bad.stderr
-    res = sweepdeck("run", "--retry", "cli-retry", "--fix", "3", "--yes", "--port", str(port), "--sim-fail", "oom", *FAST)
+    res = sweepdeck("run", "--retry", "cli-retry", "--fix", "3", "--yes", "--port", str(port), "--sim-fail",
+                    "oom", *FAST)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr
     assert "engine.max_num_seqs: 256 -> 128 (OVERRIDE, recovery fix)" in res.stdout
     meta = json.loads((runs_dir() / "cli-retry-fix" / "meta.json").read_text())
@@ -355,7 +356,9 @@ def test_endpoint_never_ready_is_stopped_with_a_clear_message(private_dirs):
     res = sweepdeck("run", "--model", "qwen-1.5b", "--yes", "--port", str(port), "--ready-timeout", "1.5",
                     "--sim-arg=--startup-delay=60")
     _assert_clean_failure(res, private_dirs, before, port)
-    assert "ready" in res.stderr.lower() and "--ready-timeout" in res.stdout + res.stderr, res.stdout[-1500:] + res.stderr
+    assert "ready" in res.stderr.lower() and "--ready-timeout" in res.stdout + res.stderr, (
+        res.stdout[-1500:] + res.stderr
+    )
 
 
 def test_server_exiting_during_startup_is_reported_with_its_diagnosis(private_dirs):

@@ -15,8 +15,8 @@ from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Endpoint, Finished, LogLine, Metrics, Phase, Progress
 from backends.local import LocalBackend, port_holder
 from backends.session import Session
-from backends.supervisor.drive import drive
 from backends.store import RunStore
+from backends.supervisor.drive import drive
 from config.errors import SweepdeckError
 from config.settings import Profile, load_settings
 from config.spec import build_spec
@@ -68,7 +68,8 @@ def make_backend(settings, registry, sim_args=(), **options):
 
 
 def spec_for(settings, requests=8, **kw):
-    spec = build_spec(settings.catalogs, "qwen-1.5b", workload="chatbot", experiment_id=kw.pop("experiment_id", "loc-1"), **kw)
+    spec = build_spec(settings.catalogs, "qwen-1.5b", workload="chatbot",
+                      experiment_id=kw.pop("experiment_id", "loc-1"), **kw)
     spec = spec.set("workload.max_requests", requests)
     return spec.set("workload.rate", 200)
 
@@ -76,7 +77,8 @@ def spec_for(settings, requests=8, **kw):
 async def run_to_end(backend, spec, registry, store=None):
     seen = []
     result = await asyncio.wait_for(
-        drive(backend, spec, store=store or RunStore(), on_event=seen.append, assume_yes=True, install_signals=False, registry=registry),
+        drive(backend, spec, store=store or RunStore(), on_event=seen.append, assume_yes=True, install_signals=False,
+              registry=registry),
         60,
     )
     return result, seen
@@ -128,7 +130,8 @@ async def test_trust_remote_code_fix_cures_the_failure(settings, registry, tmp_p
     assert alert.diagnosis == dg.TRUST_REMOTE_CODE
     fixed = apply_fix(spec, alert.fixes[0], store)
     assert fixed.parent == spec.experiment_id and "--trust-remote-code" in fixed.engine.extra_args
-    result2, _ = await run_to_end(make_backend(settings, registry, FAST + ["--fail", "trust-remote-code"]), fixed, registry, store)
+    result2, _ = await run_to_end(make_backend(settings, registry, FAST + ["--fail", "trust-remote-code"]), fixed,
+                                  registry, store)
     assert result2.outcome == "succeeded", result2.message
     assert store.get(fixed.experiment_id).meta["parent"] == spec.experiment_id
 

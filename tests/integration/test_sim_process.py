@@ -108,7 +108,8 @@ def test_startup_lines_like_vllm(sim):
     assert "non-default args:" in out and "'max_model_len': 2048" in out
     for ignored in ("--dtype bfloat16", "--gpu-memory-utilization=0.9", "--enable-prefix-caching"):
         assert re.search(rf"WARNING .*ignoring unsupported argument: {re.escape(ignored)}", out), ignored
-    for needle in ("Starting to load model meta-llama/Llama-2-7b-hf", "Loading model weights took", "GPU KV cache size:", "# GPU blocks:"):
+    for needle in ("Starting to load model meta-llama/Llama-2-7b-hf", "Loading model weights took",
+                   "GPU KV cache size:", "# GPU blocks:"):
         assert needle in out
     port = sim.url.rsplit(":", 1)[1]
     assert f"Starting vLLM API server on http://127.0.0.1:{port}" in out
@@ -125,7 +126,8 @@ def test_endpoints_and_metrics_move(sim):
         assert client.get("/v1/models").json()["data"][0]["id"] == "meta-llama/Llama-2-7b-hf"
         before = client.get("/metrics").text
 
-        done = client.post("/v1/completions", json={"model": "meta-llama/Llama-2-7b-hf", "prompt": "a b c", "max_tokens": 4})
+        done = client.post("/v1/completions",
+                           json={"model": "meta-llama/Llama-2-7b-hf", "prompt": "a b c", "max_tokens": 4})
         assert done.json()["usage"]["completion_tokens"] == 4
 
         with client.stream(
@@ -157,7 +159,10 @@ def test_endpoints_and_metrics_move(sim):
 
     assert value(after, "vllm:generation_tokens_total") - value(before, "vllm:generation_tokens_total") == 12
     assert value(after, "vllm:prompt_tokens_total") - value(before, "vllm:prompt_tokens_total") == 6
-    assert value(after, "vllm:time_to_first_token_seconds_count") - value(before, "vllm:time_to_first_token_seconds_count") == 3
+    assert (
+        value(after, "vllm:time_to_first_token_seconds_count") - value(before, "vllm:time_to_first_token_seconds_count")
+        == 3
+    )
     assert not any("/v1/completions HTTP/1.1" in line for line in sim.out + sim.err)  # no access log by default
 
 
@@ -287,7 +292,9 @@ def test_client_disconnect_frees_the_slot():
     url = s.wait_ready()
     try:
         with httpx.Client(base_url=url, timeout=10) as client:
-            with client.stream("POST", "/v1/completions", json={"prompt": "x", "max_tokens": 1000, "stream": True}) as resp:
+            with client.stream(
+                "POST", "/v1/completions", json={"prompt": "x", "max_tokens": 1000, "stream": True}
+            ) as resp:
                 next(resp.iter_lines())
             t0 = time.monotonic()
             assert client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200

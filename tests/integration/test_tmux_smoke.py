@@ -8,6 +8,7 @@ is left. Uses a private tmux socket (``tmux -L``) and a private state dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,7 +32,8 @@ class Tmux:
         self.socket = socket
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, timeout=10)
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
+                              check=check, timeout=10)
 
     def screen(self) -> str:
         result = self("capture-pane", "-p", "-t", "s", check=False)
@@ -99,7 +101,8 @@ def start_app(tmux: Tmux, tmp_path: Path) -> tuple[int, Path]:
         "TERM": "xterm-256color",
         "PYTHONPATH": str(ROOT),
     }
-    command = " ".join(["exec", "env"] + [f"{k}={v}" for k, v in env.items()] + [str(SWEEPDECK), "--config", str(config)])
+    command = " ".join(["exec", "env"] + [f"{k}={v}" for k, v in env.items()]
+                       + [str(SWEEPDECK), "--config", str(config)])
     tmux("new-session", "-d", "-s", "s", "-x", "100", "-y", "30", command)
     return port, state
 
@@ -140,10 +143,8 @@ def wait_gone(tmux: Tmux, port: int) -> None:
 
 def kill_leftovers(port: int) -> None:
     for pid in sim_pids(port):  # never leave one behind, even when the test fails
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
 
 
 def test_launch_and_quit_in_a_real_terminal(tmux, tmp_path):

@@ -78,7 +78,7 @@ async def to_preflight(pilot) -> None:
     await pilot.pause()
 
 
-def flows():
+def flows():  # noqa: C901 - a test flow table / fake server dispatch; over 15 when lint was set up
     async def runs(pilot):
         await settle(pilot)
 
@@ -168,7 +168,8 @@ def flows():
         from tui.screens.dialogs import CleanupScreen
 
         await pilot.pause()
-        pilot.app.push_screen(CleanupScreen(["run nov23-qwen2-5-math-1-5b-chatbot (running)", "stop local server (pid 4242)"]))
+        pilot.app.push_screen(CleanupScreen(["run nov23-qwen2-5-math-1-5b-chatbot (running)",
+                                             "stop local server (pid 4242)"]))
         await settle(pilot)
 
     async def confirm_delete(pilot):
@@ -197,7 +198,8 @@ FLOWS = flows()
 CHECKS = [
     Check("Simulator available", "pass", "python -m backends.sim"),
     Check("Port 8000 free", "warn", "8000 is used by pid 4242 (uvicorn)", "Use local.port: 8001 or stop pid 4242"),
-    Check("Model cached", "fail", "Qwen/Qwen2.5-Math-1.5B is not in the HF cache", "huggingface-cli download Qwen/Qwen2.5-Math-1.5B"),
+    Check("Model cached", "fail", "Qwen/Qwen2.5-Math-1.5B is not in the HF cache",
+          "huggingface-cli download Qwen/Qwen2.5-Math-1.5B"),
 ]
 
 

@@ -1,4 +1,6 @@
-"""SVG snapshots of the run monitor (running, with an alert, a slurm run, a Tekton matrix sweep) and the recovery dialog.
+"""SVG snapshots of the run monitor and the recovery dialog.
+
+The monitor: running, with an alert, a slurm run, a Tekton matrix sweep.
 
 At 80×24 and 160×48; deterministic: fixed date and clock, scripted events with
 fixed timestamps, no live timing. Update with
@@ -138,7 +140,8 @@ class MatrixScriptedBackend(ScriptedBackend):
     async def launch(self, spec, store=None):
         run = await super().launch(spec, store)
         run.handle = {"namespace": "mert", "pipelinerun": "experiment-matrix-run", "tps": [],
-                      "tasks": [f"t-{i}" for i in range(36)], "matrix": {"tasks": 4, "taskruns": 36, "combinations": 36, "params": {}}}
+                      "tasks": [f"t-{i}" for i in range(36)],
+                      "matrix": {"tasks": 4, "taskruns": 36, "combinations": 36, "params": {}}}
         return run
 
     def describe(self, spec, handle, meta):
@@ -154,10 +157,13 @@ def matrix_script(gate: Gate) -> list:
 
     t = FIXED_NOW
 
-    steps: list = [Phase("PipelineRun experiment-matrix-run", "Running", "Tasks Completed: 0", kind="pipelinerun", started=t, ts=t)]
+    steps: list = [Phase("PipelineRun experiment-matrix-run", "Running", "Tasks Completed: 0", kind="pipelinerun",
+                         started=t, ts=t)]
     for i in range(9):
-        steps.append(Phase(f"run-experiment-inf-sche-none-yaml-{i}", "Succeeded", kind="task", started=t + 1, finished=t + 12, ts=t + 12))
-        steps.append(Phase(f"run-experiment-inf-sche-prefix-yaml-{i}", "Running", kind="task", started=t + 13, ts=t + 13))
+        steps.append(Phase(f"run-experiment-inf-sche-none-yaml-{i}", "Succeeded", kind="task", started=t + 1,
+                           finished=t + 12, ts=t + 12))
+        steps.append(Phase(f"run-experiment-inf-sche-prefix-yaml-{i}", "Running", kind="task",
+                           started=t + 13, ts=t + 13))
     src = "task/run-experiment-inf-sche-prefix-yaml-8 question_len=1000,output_len=1000"
     steps.append([LogLine(text, "out", src, ts=t + 14 + n) for n, text in enumerate((
         "[run-experiment-inf-sche-prefix-yaml-8] starting question_len=1000 output_len=1000",

@@ -8,7 +8,8 @@ control socket → the TUI's controller → the log view.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from backends.base import Check, Run
 from backends.events import Event, Finished, LogLine

@@ -15,9 +15,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tests.support.services import require
 
@@ -55,7 +55,8 @@ def postgres_cluster() -> Iterator[str]:
     env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
     subprocess.run(prefix + [initdb, "-A", "trust", "-U", "postgres", "-D", str(data), "-E", "UTF8"],
                    check=True, capture_output=True, env=env)
-    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sock} -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    opts = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sock} -c max_connections=300 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
     subprocess.run(prefix + [pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "start"],
                    check=True, capture_output=True, env=env)
     try:
@@ -68,5 +69,6 @@ def postgres_cluster() -> Iterator[str]:
             time.sleep(0.2)
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/sweep"
     finally:
-        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True, env=env)
+        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, env=env)
         shutil.rmtree(base, ignore_errors=True)

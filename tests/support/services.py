@@ -26,6 +26,8 @@ def require(condition: bool, reason: str) -> None:
 
 def require_binary(path_or_name: str, package: str) -> str:
     """Return the binary's path, or skip/fail naming the Debian package to install."""
-    found = path_or_name if os.path.isabs(path_or_name) and os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
+    found = (
+        path_or_name if os.path.isabs(path_or_name) and os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
+    )
     require(bool(found), f"{path_or_name} not found (install Debian package {package})")
     return found or ""

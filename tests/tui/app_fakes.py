@@ -1,6 +1,6 @@
 """Fakes for the app's Pilot tests: a backend, a run controller and a monitor screen.
 
-They follow the agreed interfaces (Backend protocol; RunController(backend,
+They follow the real interfaces (Backend protocol; RunController(backend,
 spec, *, store, record, registry) with start/attach/cleanup/detach/live;
 RunMonitorScreen(controller)) so the app is tested without processes.
 """
@@ -102,7 +102,7 @@ class FakeController:
     the app's registry. ``stuck=True`` makes cleanup hang (to test the bounded quit).
     """
 
-    instances: list["FakeController"] = []
+    instances: list[FakeController] = []
 
     def __init__(self, backend, spec=None, *, store, record=None, registry=None, stuck: bool = False) -> None:
         self.backend = backend
@@ -193,7 +193,8 @@ def write_record(root: Path, run_id: str, *, state: str, started: float, finishe
 
     path = root / "runs" / run_id
     path.mkdir(parents=True, exist_ok=True)
-    spec = build_spec(load_catalogs(), model, workload=workload, backend=backend, experiment_id=run_id, today=FIXED_TODAY)
+    spec = build_spec(load_catalogs(), model, workload=workload, backend=backend, experiment_id=run_id,
+                      today=FIXED_TODAY)
     (path / "spec.json").write_text(json.dumps(spec.to_dict()))
     meta = {"id": run_id, "backend": backend, "model": model, "workload": workload, "state": state, "started": started}
     if finished is not None:
@@ -210,17 +211,25 @@ def write_record(root: Path, run_id: str, *, state: str, started: float, finishe
 
 def seed_store(root: Path) -> None:
     """Five saved runs in every finished/detached state, one of them lost with its SLURM job left."""
-    write_record(root, "nov23-qwen2-5-math-1-5b-chatbot", state="succeeded", started=FIXED_NOW - 3600, finished=FIXED_NOW - 3000)
+    write_record(root, "nov23-qwen2-5-math-1-5b-chatbot", state="succeeded", started=FIXED_NOW - 3600,
+                 finished=FIXED_NOW - 3000)
     write_record(root, "nov22-llama-2-7b-hf-summarization", state="failed", started=FIXED_NOW - 86400,
                  finished=FIXED_NOW - 86000, model="meta-llama/Llama-2-7b-hf", workload="summarization")
     write_record(root, "nov21-mistral-7b-codesweep", state="cancelled", started=FIXED_NOW - 2 * 86400,
                  finished=FIXED_NOW - 2 * 86400 + 95, model="mistralai/Mistral-7B-Instruct-v0.3", workload="codesweep")
     write_record(root, "nov23-qwen2-5-7b-instruct-train", state="detached", started=FIXED_NOW - 1200,
                  model="Qwen/Qwen2.5-7B-Instruct", workload="train")
-    write_record(root, "nov20-llama-3-8b-instruct-chatbot", state="lost", started=FIXED_NOW - 3 * 86400,
-                 finished=FIXED_NOW - 3 * 86400 + 420, backend="slurm", model="meta-llama/Meta-Llama-3-8B-Instruct",
-                 leftovers=[{"kind": "slurm_job", "id": "5382685", "host": "alvis2", "label": "scancel 5382685"}],
-                 message="Its supervisor ended unexpectedly while the run was running; 1 thing(s) it started may still exist.")
+    write_record(
+        root,
+        "nov20-llama-3-8b-instruct-chatbot",
+        state="lost",
+        started=FIXED_NOW - 3 * 86400,
+        finished=FIXED_NOW - 3 * 86400 + 420,
+        backend="slurm",
+        model="meta-llama/Meta-Llama-3-8B-Instruct",
+        leftovers=[{"kind": "slurm_job", "id": "5382685", "host": "alvis2", "label": "scancel 5382685"}],
+        message="Its supervisor ended unexpectedly while the run was running; 1 thing(s) it started may still exist.",
+    )
 
 
 def clock() -> float:
@@ -280,5 +289,5 @@ def make_app(*, checks: list[Check] | None = None, backend: FakeBackend | None =
         store=store,
         **kw,
     )
-    app.fake_backend = backend  # type: ignore[attr-defined]
+    app.fake_backend = backend  # type: ignore[attr-defined]  # a test-only attribute
     return app

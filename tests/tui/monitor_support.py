@@ -100,7 +100,8 @@ class ScriptedBackend:
 def log_lines(n: int, start: int = 0, *, err_every: int = 3, source: str = "vllm") -> list[LogLine]:
     """``n`` numbered lines; every ``err_every``-th one on stderr."""
     return [
-        LogLine(f"line {i:06d} INFO engine step {i}", "err" if i % err_every == 0 else "out", source, ts=FIXED_NOW + i / 1000)
+        LogLine(f"line {i:06d} INFO engine step {i}", "err" if i % err_every == 0 else "out", source,
+                ts=FIXED_NOW + i / 1000)
         for i in range(start, start + n)
     ]
 
@@ -115,10 +116,12 @@ def running_script(gate: Gate | None = None) -> list:
         Endpoint("http://127.0.0.1:8000", True, "Qwen/Qwen2.5-Math-1.5B", "pid 4242", ts=t + 5),
         Phase("workload", "running", "chatbot: 100 requests", kind="workload", started=t + 5, expected_s=60, ts=t + 5),
         Progress(100, pending=50, running=8, completed=40, failed=2, ts=t + 20),
-        Metrics(completed=40, failed=2, in_flight=8, elapsed_s=15, ttft_ms_mean=42.5, ttft_ms_p50=40.0, ttft_ms_p90=61.2,
+        Metrics(completed=40, failed=2, in_flight=8, elapsed_s=15, ttft_ms_mean=42.5, ttft_ms_p50=40.0,
+                ttft_ms_p90=61.2,
                 itl_ms_mean=11.8, itl_ms_p90=15.1, latency_ms_mean=950.0, latency_ms_p90=1400.0,
                 requests_per_s=2.7, output_tokens_per_s=310.0, ts=t + 20),
-        Metrics(completed=60, failed=2, in_flight=8, elapsed_s=20, ttft_ms_mean=44.0, ttft_ms_p50=41.0, ttft_ms_p90=63.0,
+        Metrics(completed=60, failed=2, in_flight=8, elapsed_s=20, ttft_ms_mean=44.0, ttft_ms_p50=41.0,
+                ttft_ms_p90=63.0,
                 itl_ms_mean=12.0, itl_ms_p90=15.5, latency_ms_mean=960.0, latency_ms_p90=1410.0,
                 requests_per_s=3.0, output_tokens_per_s=345.0, ts=t + 25),
     ]
@@ -207,7 +210,8 @@ def slurm_spec(experiment_id: str = "alvis-1123-100000-gpt-oss-20b"):
     from config.spec import EngineSettings, ExperimentSpec, Origin, Source
 
     workload = load_catalogs().workloads.match("chatbot").profile
-    engine = EngineSettings(image="apptainer exec /apps/containers/vLLM/vllm-0.11.0.sif vllm serve", max_model_len=10000)
+    engine = EngineSettings(image="apptainer exec /apps/containers/vLLM/vllm-0.11.0.sif vllm serve",
+                            max_model_len=10000)
     return ExperimentSpec(
         model="gpt-oss-20b", backend="slurm", workload=workload, engine=engine, experiment_id=experiment_id,
         profile="alvis", origins={"model": Origin(Source.USER), "engine.max_model_len": Origin(Source.CATALOG)},
@@ -233,8 +237,8 @@ def slurm_script(gates: dict[str, Gate]) -> list:
     first_lines = [
         LogLine("(APIServer pid=20037) INFO 11-23 10:00:05 [api_server.py:1839] vLLM API server version 0.11.0",
                 "out", "vllm", ts=t + 5),
-        LogLine("(EngineCore_DP0 pid=20037) INFO 11-23 10:00:09 [default_loader.py:267] Loading weights took 3.91 seconds",
-                "out", "vllm", ts=t + 9),
+        LogLine("(EngineCore_DP0 pid=20037) INFO 11-23 10:00:09 [default_loader.py:267] "
+                "Loading weights took 3.91 seconds", "out", "vllm", ts=t + 9),
         LogLine("(APIServer pid=20037) INFO 11-23 10:00:12 [api_server.py:1912] Starting vLLM API server on http://0.0.0.0:41084",
                 "out", "vllm", ts=t + 12),
         LogLine("INFO:     Started server process [20037]", "err", "vllm", ts=t + 12),
@@ -243,8 +247,9 @@ def slurm_script(gates: dict[str, Gate]) -> list:
     ]
     later_lines = [
         LogLine('INFO:     127.0.0.1:52114 - "GET /v1/models HTTP/1.1" 200 OK', "err", "vllm", ts=t + 25),
-        LogLine("(APIServer pid=20037) INFO 11-23 10:00:26 [loggers.py:123] Engine 000: Avg prompt throughput: 0.0 tokens/s, "
-                "Avg generation throughput: 0.0 tokens/s, Running: 0 reqs", "out", "vllm", ts=t + 26),
+        LogLine("(APIServer pid=20037) INFO 11-23 10:00:26 [loggers.py:123] Engine 000: "
+                "Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: 0.0 tokens/s, Running: 0 reqs",
+                "out", "vllm", ts=t + 26),
     ]
     return [
         Phase(job, "SUBMITTED", kind="job", ts=t - 60),

@@ -28,7 +28,7 @@ WORKLOADS = ("chatbot", "code-generation", "creative-writing", "qa", "summarizat
 
 def _iso(epoch: float) -> str:
     """The queue's ``started_at`` form: naive UTC ISO 8601."""
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).replace(tzinfo=None).isoformat()
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).replace(tzinfo=None).isoformat()
 
 
 def sweep(completed: int = 3700, failed: int = 107, running: int = 293, total: int = 9000, *,
@@ -96,7 +96,8 @@ def sweep_script(gate: Gate | None = None, *, workers: int = 12) -> list:
     t = FIXED_NOW
     steps: list = [
         node_phases(workers),
-        [LogLine(f"[worker-{i % 4}] config #{1000 + i} completed in {2 + i % 7}.{i % 10} s", source="worker", ts=t + 6 + i)
+        [LogLine(f"[worker-{i % 4}] config #{1000 + i} completed in {2 + i % 7}.{i % 10} s", source="worker",
+                 ts=t + 6 + i)
          for i in range(12)],
         sweep(),
     ]
@@ -156,10 +157,10 @@ def default_group_configs() -> dict[str, list[dict[str, Any]]]:
 def argo_backend(script: Any, reader: FakeReader | None = None) -> ScriptedBackend:
     """A scripted backend with the ``work_queue`` capability whose ``reader()`` gives ``reader``."""
     backend = ScriptedBackend(script, name="argo")
-    backend.capabilities = frozenset({"work_queue"})  # type: ignore[attr-defined]
+    backend.capabilities = frozenset({"work_queue"})  # type: ignore[attr-defined]  # a fake backend's test-only attribute
     fake = reader if reader is not None else FakeReader()
-    backend.reader = lambda model_version_id, queue_url=None: fake  # type: ignore[attr-defined]
-    backend.fake_reader = fake  # type: ignore[attr-defined]
+    backend.reader = lambda model_version_id, queue_url=None: fake  # type: ignore[attr-defined]  # a fake backend's test-only attribute
+    backend.fake_reader = fake  # type: ignore[attr-defined]  # a fake backend's test-only attribute
     return backend
 
 

@@ -94,7 +94,9 @@ async def test_runs_list_shows_saved_runs_with_state_words():
         assert states["nov23-qwen2-5-7b-instruct-train"] == "⏸ detached"
         assert states["nov20-llama-3-8b-instruct-chatbot"] == "⚠ lost"
         row = [str(c) for c in table.get_row("nov21-mistral-7b-codesweep")]
-        assert row[2:] == ["Mistral-7B-Instruct-v0.3", "codesweep", "local", "Nov 21 10:00", "1m35s"] or row[-1] == "1m35s"
+        assert (
+            row[2:] == ["Mistral-7B-Instruct-v0.3", "codesweep", "local", "Nov 21 10:00", "1m35s"] or row[-1] == "1m35s"
+        )
 
 
 async def test_runs_columns_fit_80_columns():
@@ -498,14 +500,12 @@ async def _wait(predicate, timeout: float, what: str) -> None:
 
 def local_app(registry: CleanupRegistry, sim_args: list[str] | None = None, **local_options):
     """The real app on the real local backend (simulator on a free port)."""
-    from backends.local import LocalBackend
+    from backends.local import LocalBackend, free_port
     from config.profiles import fields_for
     from config.schema import validate
     from config.settings import Profile, Settings
     from tests.tui.app_fakes import FIXED_TODAY, shared_catalogs
     from tui.app import SweepdeckApp
-
-    from backends.local import free_port
 
     options = {"port": free_port(), "ready_timeout": 60.0, **local_options}
     profile = Profile("local", "local", validate(fields_for("local"), options, "test", "local"))

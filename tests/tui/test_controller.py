@@ -18,7 +18,8 @@ def _controller(backend, spec=None, **kw):
 
 
 async def test_events_arrive_in_collapsed_batches_and_are_saved():
-    burst = [Phase("job 1", "PENDING" if i % 2 else "RUNNING", f"step {i}", kind="job", ts=FIXED_NOW + i) for i in range(200)]
+    burst = [Phase("job 1", "PENDING" if i % 2 else "RUNNING", f"step {i}", kind="job", ts=FIXED_NOW + i)
+             for i in range(200)]
     script = [log_lines(500), burst, Phase("job 1", "COMPLETED", "done", kind="job"), log_lines(500, start=500),
               Finished("succeeded", "ok")]
     ctrl = _controller(ScriptedBackend(script))
@@ -142,7 +143,9 @@ async def test_relaunch_with_a_custom_spec():
     from config.quick import apply_quick
 
     spec = make_spec()
-    ctrl = _controller(ScriptedBackend(lambda run: [Finished("failed")] if run.spec.parent is None else [Finished("succeeded")]), spec)
+    ctrl = _controller(
+        ScriptedBackend(lambda run: [Finished("failed")] if run.spec.parent is None else [Finished("succeeded")]), spec
+    )
     await ctrl.start()
     custom = apply_quick(spec, "max_model_len=1024", load_catalogs())
     child = await ctrl.relaunch(custom)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from textual.widgets import DataTable, Input, Static
 
-from tests.support.fakekube import fake_kube  # noqa: F401
+from tests.support.fakekube import fake_kube  # noqa: F401 - a pytest fixture, found by its name
 from tests.support.fakekube.tekton_controller import TektonController
 
 pytestmark = pytest.mark.fakeapi
@@ -75,7 +75,9 @@ async def open_matrix(pilot, path: Path | str):
     return screen
 
 
-async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reaches_done_total(fake_kube, tmp_path, matrix_file):  # noqa: F811
+async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reaches_done_total(
+    fake_kube, tmp_path, matrix_file  # noqa: F811 - the fake_kube fixture imported above
+):
     from backends.cleanup import CleanupRegistry
     from tui.controller import RunController
     from tui.screens.monitor import RunMonitorScreen
@@ -101,7 +103,9 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             await pilot.press("space")
             await pilot.pause()
             assert str(table.get_row("gaiePluginConfig")[0]) == "[x]" and screen.mode == "unroll"
-            assert "4 tasks, each a matrix of 9, one after another" in text_of(screen.query_one("#matrix-preview", Static))
+            assert "4 tasks, each a matrix of 9, one after another" in text_of(
+                screen.query_one("#matrix-preview", Static)
+            )
             # tab to the choice, down to "unroll + N", then N = 2
             await pilot.press("tab")
             await pilot.pause()
@@ -136,7 +140,8 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             # the PipelineRun on the cluster is the transformed one
             pr = fake_kube.get("tekton.dev/v1", "PipelineRun", "experiment-matrix-run", NS)
             tasks = pr["spec"]["pipelineSpec"]["tasks"]
-            assert [t["name"] for t in tasks] == ["run-experiment-0", "run-experiment-1", "run-experiment-2", "run-experiment-3"]
+            assert [t["name"] for t in tasks] == ["run-experiment-0", "run-experiment-1", "run-experiment-2",
+                                                  "run-experiment-3"]
             assert [p["name"] for p in tasks[0]["matrix"]["params"]] == ["question_len", "output_len"]
             assert {"name": "gaiePluginConfig", "value": "inf-sche-none.yaml"} in tasks[0]["params"]
             assert "runAfter" not in tasks[0] and "runAfter" not in tasks[1]
@@ -144,7 +149,9 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
             # the run store has it like any other run: spec, rendered PipelineRun, events
             run_dir = ctrl.run.store
             assert run_dir.id == "experiment-matrix-run"
-            assert yaml.safe_load((run_dir.path / "rendered" / "pipelinerun.yaml").read_text())["spec"]["pipelineSpec"]["tasks"][2]["runAfter"]
+            assert yaml.safe_load((run_dir.path / "rendered" / "pipelinerun.yaml").read_text())["spec"]["pipelineSpec"][
+                "tasks"
+            ][2]["runAfter"]
             assert run_dir.meta()["state"] == "succeeded"
             await pilot.press("escape")
             await pilot.pause()
@@ -157,15 +164,23 @@ async def test_matrix_launch_unroll_plus_n_creates_the_transformed_run_and_reach
     assert (matrix_file.read_bytes(), matrix_file.stat().st_mtime_ns) == before  # the user's file is only read
 
 
-async def test_matrix_file_errors_are_inline_and_nothing_is_created(fake_kube, tmp_path):  # noqa: F811
+async def test_matrix_file_errors_are_inline_and_nothing_is_created(fake_kube, tmp_path):  # noqa: F811 - the fake_kube fixture imported above
     from backends.cleanup import CleanupRegistry
 
     app = tekton_app(fake_kube, tmp_path, CleanupRegistry())
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("apiVersion: tekton.dev/v1\nkind: PipelineRun\nspec: [unclosed\n")
     no_matrix = tmp_path / "plain.yaml"
-    no_matrix.write_text(yaml.safe_dump({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "p"},
-                                         "spec": {"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "t"}}]}}}))
+    no_matrix.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "tekton.dev/v1",
+                "kind": "PipelineRun",
+                "metadata": {"name": "p"},
+                "spec": {"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "t"}}]}},
+            }
+        )
+    )
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_matrix(pilot, tmp_path / "missing.yaml")
         error = screen.query_one("#matrix-error", Static)
@@ -183,7 +198,7 @@ async def test_matrix_file_errors_are_inline_and_nothing_is_created(fake_kube, t
     assert fake_kube.list("tekton.dev/v1", "PipelineRun", None) == []
 
 
-async def test_matrix_preflight_failure_blocks_launch(fake_kube, tmp_path, matrix_file):  # noqa: F811
+async def test_matrix_preflight_failure_blocks_launch(fake_kube, tmp_path, matrix_file):  # noqa: F811 - the fake_kube fixture imported above
     """No namespace on the cluster: the launch is refused inline, nothing is created."""
     from backends.cleanup import CleanupRegistry
 
@@ -207,7 +222,7 @@ async def test_matrix_preflight_failure_blocks_launch(fake_kube, tmp_path, matri
     assert fake_kube.list("tekton.dev/v1", "PipelineRun", None) == []
 
 
-async def test_matrix_screen_from_the_command_palette(fake_kube, tmp_path):  # noqa: F811
+async def test_matrix_screen_from_the_command_palette(fake_kube, tmp_path):  # noqa: F811 - the fake_kube fixture imported above
     from backends.cleanup import CleanupRegistry
     from tui.screens.matrix import MatrixScreen
 
@@ -239,7 +254,7 @@ async def launch_unroll_plus_2(pilot, matrix_file):
     return pilot.app.screen
 
 
-async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fake_kube, tmp_path, matrix_file):  # noqa: F811
+async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fake_kube, tmp_path, matrix_file):  # noqa: F811 - the fake_kube fixture imported above
     """Detach a running matrix sweep, attach in a new session: done/total is still n/36 (fake-API test)."""
     from backends.cleanup import CleanupRegistry
     from backends.store import RunStore
@@ -254,7 +269,8 @@ async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fak
         async with app.run_test(size=SIZE) as pilot:
             monitor = await launch_unroll_plus_2(pilot, matrix_file)
             ctrl = monitor.controller
-            await _wait(lambda: ctrl.progress is not None and ctrl.progress.completed == 9, 30, "the first task's 9 TaskRuns")
+            await _wait(lambda: ctrl.progress is not None and ctrl.progress.completed == 9, 30,
+                        "the first task's 9 TaskRuns")
             assert ctrl.progress.total == 36
             await pilot.press("q")
             await pilot.pause()
@@ -271,7 +287,8 @@ async def test_matrix_run_detached_then_attached_keeps_done_total_and_header(fak
             await pilot.press("a")
             await pilot.pause()
             ctrl2 = app2.controllers[0]
-            await _wait(lambda: ctrl2.live and ctrl2.progress is not None and ctrl2.progress.running == 9, 30, "the attach")
+            await _wait(lambda: ctrl2.live and ctrl2.progress is not None and ctrl2.progress.running == 9, 30,
+                        "the attach")
             assert (ctrl2.progress.done, ctrl2.progress.total) == (9, 36)
             monitor2 = app2.screen
             await pilot.pause(0.2)
@@ -302,8 +319,12 @@ async def test_metrics_panel_puts_progress_first_only_without_metrics():
 
     async with Host().run_test(size=(60, 12)) as pilot:
         panel = pilot.app.query_one(MetricsPanel)
-        order = lambda: [w.id for w in panel.children]  # noqa: E731
-        usual = ["metrics-numbers", "metrics-spark-label", "metrics-spark", "metrics-progress-label", "metrics-progress"]
+
+        def order():
+            return [w.id for w in panel.children]
+
+        usual = ["metrics-numbers", "metrics-spark-label", "metrics-spark", "metrics-progress-label",
+                 "metrics-progress"]
         assert order() == usual
         panel.update_progress(Progress(36, pending=27, running=9))
         await pilot.pause()

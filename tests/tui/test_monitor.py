@@ -41,7 +41,8 @@ async def test_endpoint_logs_metrics_and_status_appear():
     async with app.run_test(size=(120, 40)) as pilot:
         ctrl, screen = await _launch(app, pilot)
         endpoint = screen.query_one(EndpointPanel)
-        await wait_for(pilot, lambda: endpoint.endpoint is not None and screen.query_one(MetricsPanel).metrics is not None)
+        await wait_for(pilot,
+                       lambda: endpoint.endpoint is not None and screen.query_one(MetricsPanel).metrics is not None)
         assert endpoint.endpoint.url == "http://127.0.0.1:8000"
         assert "✔ reachable" in str(endpoint.render())
         view = screen.query_one(LogView)
@@ -53,7 +54,9 @@ async def test_endpoint_logs_metrics_and_status_appear():
         assert "44.0 ms avg" in numbers and "345 tok/s" in numbers
         assert list(metrics.history) == [310.0, 345.0]
         assert list(screen.query_one("#metrics-spark").data) == [310.0, 345.0]
-        assert "Progress: 42/100 done · 2 failed · 8 running · 50 pending" in str(screen.query_one("#metrics-progress-label").render())
+        assert "Progress: 42/100 done · 2 failed · 8 running · 50 pending" in str(
+            screen.query_one("#metrics-progress-label").render()
+        )
         status = screen.query_one(StatusView)
         assert [p.unit for p in status.units] == ["server", "workload"]
         row = status.row_text(status.phase("workload")).plain
@@ -396,7 +399,10 @@ def test_link_states_have_their_own_categories():
 
 
 async def test_slurm_run_job_server_tunnel_and_logs():
-    """A slurm run as the backend reports it: PENDING (Resources) → RUNNING on a node, tunnel up → broken → reconnecting → up."""
+    """A slurm run as the backend reports it.
+
+    PENDING (Resources) → RUNNING on a node, tunnel up → broken → reconnecting → up.
+    """
     gates = {name: Gate() for name in ("pending", "serving", "broken", "reconnecting", "up")}
     backend = ScriptedBackend(slurm_script(gates), name="slurm")
     app = make_app(backend)
@@ -424,7 +430,10 @@ async def test_slurm_run_job_server_tunnel_and_logs():
         assert "✔ reachable" in str(endpoint.render())
         await pilot.pause()
         shown = view.visible_text()
-        assert "[VLLM OUT] (APIServer pid=20037) INFO 11-23 10:00:05 [api_server.py:1839] vLLM API server version 0.11.0" in shown
+        assert (
+            "[VLLM OUT] (APIServer pid=20037) INFO 11-23 10:00:05 [api_server.py:1839] vLLM API server version 0.11.0"
+            in shown
+        )
         assert shown[-1] == "[VLLM ERR] INFO:     Application startup complete."
 
         gates["serving"].open()

@@ -6,7 +6,7 @@ import json
 import socket
 
 from backends.cleanup import CleanupRegistry
-from tests.tui.monitor_support import ScriptedBackend, make_app, make_spec, oom_script, ok_script, wait_for
+from tests.tui.monitor_support import ScriptedBackend, make_app, make_spec, ok_script, oom_script, wait_for
 from tui.screens.monitor import RunMonitorScreen
 from tui.screens.recovery import RecoveryDialog
 from tui.widgets.logview import LogView
@@ -45,14 +45,15 @@ async def test_oom_alert_opens_the_dialog_and_reduce_context_relaunches():
         assert child.spec.engine.max_model_len == spec.engine.max_model_len // 2
         assert child.spec.parent == spec.experiment_id
         assert child in app.controllers
-        assert [s.engine.max_model_len for s in backend.launched] == [spec.engine.max_model_len, spec.engine.max_model_len // 2]
+        assert [s.engine.max_model_len for s in backend.launched] == [spec.engine.max_model_len,
+                                                                      spec.engine.max_model_len // 2]
         meta = json.loads((child.run.store.path / "meta.json").read_text())
         assert meta["parent"] == spec.experiment_id and meta["fix"]["label"] == "Reduce context"
         old = json.loads((ctrl.run.store.path / "meta.json").read_text())
         assert old["state"] == "failed" and old["relaunched_as"] == child.id
         # the monitor now shows the new run
         await wait_for(pilot, lambda: app.screen.query_one(LogView).line_count >= 1)
-        assert any("relaunched fine" == ln.text for ln in app.screen.query_one(LogView).shown_lines())
+        assert any(ln.text == "relaunched fine" for ln in app.screen.query_one(LogView).shown_lines())
         assert child.id in str(app.screen.query_one("#monitor-header").render())
 
 

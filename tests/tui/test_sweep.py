@@ -340,7 +340,7 @@ async def test_stale_alert_banner_points_at_the_reset_key():
 async def test_controller_keeps_the_latest_sweep_and_replays_it():
     from backends.cleanup import CleanupRegistry
 
-    ctrl = RunController(None, make_spec(), store=None, registry=CleanupRegistry())  # type: ignore[arg-type]
+    ctrl = RunController(None, make_spec(), store=None, registry=CleanupRegistry())  # type: ignore[arg-type]  # no backend or store: only the controller's sweep state is tested
     got = []
     ctrl.subscribe(got.append, replay=False)
     snaps = [sweep(completed=i) for i in range(1000, 1010)]

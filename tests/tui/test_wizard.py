@@ -113,9 +113,12 @@ async def test_ambiguous_alias_opens_disambiguation_with_details():
         dialog = app.screen
         assert isinstance(dialog, DisambiguationDialog)
         shown = " ".join(str(o.prompt) for o in dialog.query_one("#disambiguation-options").options)
-        for expected in ("Llama 2 7B", "Llama 3 8B", "context 4,096", "context 8,192", "14 GB", "16 GB", "download 5-10 minutes"):
+        for expected in ("Llama 2 7B", "Llama 3 8B", "context 4,096", "context 8,192", "14 GB", "16 GB",
+                         "download 5-10 minutes"):
             assert expected in shown
-        assert "Did you mean Llama 2 (7B) or Llama 3 (8B)?" in text_of(dialog.query_one("#disambiguation-prompt", Static))
+        assert "Did you mean Llama 2 (7B) or Llama 3 (8B)?" in text_of(
+            dialog.query_one("#disambiguation-prompt", Static)
+        )
         await pilot.press("down", "enter")
         await pilot.pause()
         assert app.screen is wizard
@@ -655,7 +658,8 @@ async def test_preflight_remedy_error_is_a_readable_notification():
     from config.errors import SweepdeckError
     from tests.tui.app_fakes import RemedyBackend
 
-    backend = RemedyBackend(remedy_error=SweepdeckError("Forbidden: cannot create namespaces.", "Ask your cluster admin."))
+    backend = RemedyBackend(remedy_error=SweepdeckError("Forbidden: cannot create namespaces.",
+                                                        "Ask your cluster admin."))
     app = make_app(backend=backend)
     async with app.run_test(size=SIZE) as pilot:
         wizard, step = await to_preflight(pilot, app)

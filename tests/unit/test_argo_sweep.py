@@ -7,14 +7,15 @@ import datetime as dt
 import pytest
 
 from backends.argo.sweep import bar, detail_lines, progress_line
-from config.durations import format_elapsed as fmt_duration
 from backends.argo.workflow import build_workflow, check_model_version_id, label_value, parameters
 from backends.events import Sweep
+from config.durations import format_elapsed as fmt_duration
 from config.errors import SweepdeckError
 
 
 @pytest.mark.parametrize("seconds,text", [
-    (None, "—"), (0, "0s"), (12.4, "12s"), (59.6, "1m00s"), (250, "4m10s"), (3600, "1h00m"), (3720, "1h02m"), (90061, "1d01h"),
+    (None, "—"), (0, "0s"), (12.4, "12s"), (59.6, "1m00s"), (250, "4m10s"), (3600, "1h00m"), (3720, "1h02m"),
+    (90061, "1d01h"),
 ])
 def test_fmt_duration(seconds, text):
     assert fmt_duration(seconds) == text
@@ -29,15 +30,18 @@ def test_bar_is_clamped_and_proportional():
 
 
 def test_progress_line_counts_rate_and_eta():
-    s = Sweep("mv1", total=9000, pending=6000, running=100, completed=2800, failed=100, configs_per_min=120.0, eta_s=3050)
+    s = Sweep("mv1", total=9000, pending=6000, running=100, completed=2800, failed=100,
+              configs_per_min=120.0, eta_s=3050)
     line = progress_line(s)
     assert line.startswith("[##########....................]  32.2%  2900/9000  ")
     assert "pending 6000  running 100  completed 2800  failed 100  120.0 configs/min  ETA 50m50s" in line
-    assert progress_line(Sweep("mv1")).endswith("0.0 configs/min  ETA —") and " 0.0%  0/0" in progress_line(Sweep("mv1"))
+    assert progress_line(Sweep("mv1")).endswith("0.0 configs/min  ETA —") and " 0.0%  0/0" in progress_line(
+        Sweep("mv1")
+    )
 
 
 def test_detail_lines_groups_stale_and_breakdown():
-    started = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=130)).isoformat()
+    started = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=130)).isoformat()
     s = Sweep(
         "mv1", total=10, failures=[{"error_message": f"err {i}", "count": 10 - i} for i in range(7)],
         stale=[{"id": 7, "workload_type": "qa", "started_at": started, "retry_count": 1}],
@@ -57,7 +61,9 @@ def test_model_version_ids_accepted(good):
     assert check_model_version_id(good) == good
 
 
-@pytest.mark.parametrize("bad,hint", [(None, "--model-version-id"), ("", "--model-version-id"), ("a/b", "letters"), ("x y", "letters"), ("-x", "letters")])
+@pytest.mark.parametrize("bad,hint",
+                         [(None, "--model-version-id"), ("", "--model-version-id"), ("a/b", "letters"),
+                          ("x y", "letters"), ("-x", "letters")])
 def test_model_version_ids_refused(bad, hint):
     with pytest.raises(SweepdeckError) as exc:
         check_model_version_id(bad)
@@ -66,18 +72,28 @@ def test_model_version_ids_refused(bad, hint):
 
 def test_manifest_keeps_generate_name_and_sets_parameters():
     wf = build_workflow(model_version_id="llama3-70b-v2", experiment_id="exp1", api_base_url="http://queue:8080/",
-                        batch_size=25, max_parallel_pods=8, namespace="argo", image="ghcr.io/me/sweepdeck:1", model="meta-llama/x")
+                        batch_size=25, max_parallel_pods=8, namespace="argo", image="ghcr.io/me/sweepdeck:1",
+                        model="meta-llama/x")
     meta = wf["metadata"]
     assert "name" not in meta and meta["generateName"] == "model-benchmark-pipeline-v2-" and meta["namespace"] == "argo"
-    assert meta["labels"]["sweepdeck.io/experiment"] == "exp1" and meta["labels"]["sweepdeck.io/model-version"] == "llama3-70b-v2"
+    assert (
+        meta["labels"]["sweepdeck.io/experiment"] == "exp1"
+        and meta["labels"]["sweepdeck.io/model-version"] == "llama3-70b-v2"
+    )
     assert meta["annotations"]["sweepdeck.io/model-version-id"] == "llama3-70b-v2"
     p = parameters(wf)
     assert p["model-version-id"] == "llama3-70b-v2" and p["batch-size"] == "25" and p["max-parallel-pods"] == "8"
-    assert p["api-base-url"] == "http://queue:8080" and p["image"] == "ghcr.io/me/sweepdeck:1" and p["model"] == "meta-llama/x"
+    assert (
+        p["api-base-url"] == "http://queue:8080"
+        and p["image"] == "ghcr.io/me/sweepdeck:1"
+        and p["model"] == "meta-llama/x"
+    )
     assert p["endpoint"] == "http://vllm:8000"  # not given: the template's default stays
     assert all(isinstance(v, str) for v in p.values()), "Argo parameters are strings"
     again = build_workflow(model_version_id="mv2", experiment_id="exp2", api_base_url="http://q:1")
-    assert parameters(again)["model-version-id"] == "mv2" and p["model-version-id"] == "llama3-70b-v2", "each build is a fresh copy"
+    assert parameters(again)["model-version-id"] == "mv2" and p["model-version-id"] == "llama3-70b-v2", (
+        "each build is a fresh copy"
+    )
 
 
 def test_manifest_label_skipped_for_ids_that_are_not_label_values():
@@ -89,8 +105,10 @@ def test_manifest_label_skipped_for_ids_that_are_not_label_values():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"batch_size": 0}, "batch_size"), ({"batch_size": 501}, "batch_size"), ({"max_parallel_pods": 0}, "max_parallel_pods"),
-    ({"api_base_url": "queue:8080"}, "not an http(s) URL"), ({"api_base_url": "http://q:1; rm -rf /"}, "not an http(s) URL"),
+    ({"batch_size": 0}, "batch_size"), ({"batch_size": 501}, "batch_size"),
+    ({"max_parallel_pods": 0}, "max_parallel_pods"),
+    ({"api_base_url": "queue:8080"}, "not an http(s) URL"),
+    ({"api_base_url": "http://q:1; rm -rf /"}, "not an http(s) URL"),
 ])
 def test_manifest_refuses_values_argo_or_the_queue_would_reject(kwargs, message):
     args = {"model_version_id": "mv1", "experiment_id": "e", "api_base_url": "http://q:1", **kwargs}

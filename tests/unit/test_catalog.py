@@ -21,7 +21,7 @@ from tests.support.upstream_files import REFERENCE, blis_catalog_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The eight presets with (prompt, output, max_requests, rate) from the skill.
+# The eight presets with (prompt, output, max_requests, rate) from the BLIS data collector.
 PRESETS = {
     "chatsweep": (70, 215, 50, 12),
     "codesweep": (2048, 28, 50, 12),
@@ -38,7 +38,7 @@ PROSE = {"description", "notes", "security_note", "custom_image_notes", "use_cas
 
 @pytest.fixture(params=["shipped", "real"])
 def catalogs(request):
-    """The shipped defaults and, separately, the skill's own files as a user's catalog_dir."""
+    """The shipped defaults and, separately, the BLIS data collector's own files as a user's catalog_dir."""
     return load_catalogs(None if request.param == "shipped" else blis_catalog_dir())
 
 
@@ -66,7 +66,8 @@ def test_shipped_files_keep_the_upstream_facts_in_their_own_words(name):
     assert _facts(yaml.safe_load(ours)) == _facts(yaml.safe_load(theirs))
     # ... but not the upstream wording: no description or comment line is theirs
     def prose(text):
-        lines = {line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line and not line.strip().startswith("-")}
+        lines = {line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line
+                 and not line.strip().startswith("-")}
         lines |= {line.split(":", 1)[1].strip() for line in text.splitlines()
                   if line.strip().split(":", 1)[0] in PROSE and ":" in line}
         return {p for p in lines if len(p) > 12}
@@ -101,7 +102,7 @@ def test_no_project_file_is_a_copy_of_an_upstream_file():
 def test_all_catalogs_load(catalogs):
     catalogs.validate()
     assert catalogs.models.default_image == "vllm/vllm-openai:v0.11.0"
-    # the shipped catalog adds the BLIS campaign's models to the skill's ten
+    # the shipped catalog adds the BLIS campaign's models to the data collector's ten
     assert len(catalogs.models.models) == (16 if catalogs.models.path.parent == DATA_DIR else 10)
     assert "--enable-prefix-caching" in catalogs.vllm_args.args
 
@@ -112,11 +113,21 @@ def test_eight_presets_with_their_numbers(catalogs):
     for name, (prompt, output, requests, rate) in PRESETS.items():
         prof = presets[name].profile
         assert prof.app == name
-        assert (prof.prompt_tokens, prof.output_tokens, prof.max_requests, prof.rate) == (prompt, output, requests, rate)
+        assert (prof.prompt_tokens, prof.output_tokens, prof.max_requests, prof.rate) == (
+            prompt,
+            output,
+            requests,
+            rate,
+        )
         assert prof.rate_type == "sweep"
         assert prof.random_seed == 42
     chat = presets["chatsweep"].profile
-    assert (chat.prefix_tokens, chat.prompt_tokens_stdev, chat.prompt_tokens_min, chat.prompt_tokens_max) == (284, 35, 2, 200)
+    assert (chat.prefix_tokens, chat.prompt_tokens_stdev, chat.prompt_tokens_min, chat.prompt_tokens_max) == (
+        284,
+        35,
+        2,
+        200,
+    )
     assert (chat.output_tokens_stdev, chat.output_tokens_min, chat.output_tokens_max) == (80, 1, 512)
     # codesweep has no prefix_tokens in the file: the default 0, not an error.
     assert presets["codesweep"].profile.prefix_tokens == 0
@@ -155,7 +166,8 @@ def test_ambiguous_alias_with_a_choice(catalogs):
     # A choice that is not one of the options still asks.
     with pytest.raises(AmbiguousModel):
         models.resolve("llama-70b", "meta-llama/Llama-2-7b-hf")
-    assert [m.id for m in models.options("llama-70b")] == ["meta-llama/Llama-2-70b-hf", "meta-llama/Llama-3.3-70B-Instruct"]
+    assert [m.id for m in models.options("llama-70b")] == ["meta-llama/Llama-2-70b-hf",
+                                                           "meta-llama/Llama-3.3-70B-Instruct"]
 
 
 def test_unknown_model_suggests_close_names(catalogs):
@@ -280,7 +292,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     path = tmp_path / "known-models.yaml"
     path.write_text("\n".join(text) + "\n")
     with pytest.raises(SweepdeckError) as err:
-        load_catalogs(tmp_path).models
+        _ = load_catalogs(tmp_path).models  # the property loads the file
     msg = err.value.message
     assert str(path) in msg
     assert "line 1" in msg  # the line the parser stopped at (10 or 11)
@@ -291,27 +303,33 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 def test_malformed_yaml_line_number_is_right(tmp_path):
     _bad_dir(tmp_path, "workload-presets.yaml", "mappings:\n  chatbot:\n    keywords: [a, b\n")
     with pytest.raises(SweepdeckError, match=r"line 4"):
-        load_catalogs(tmp_path).workloads
+        _ = load_catalogs(tmp_path).workloads  # the property loads the file
 
 
 @pytest.mark.parametrize(
     "name, text, key, expected",
     [
-        ("known-models.yaml", "recommended_settings:\n  m/x:\n    max_model_len: big\n", "recommended_settings.m/x.max_model_len", "a positive integer"),
-        ("known-models.yaml", "recommended_settings:\n  m/x:\n    tp: [0]\n", "recommended_settings.m/x.tp", "a list of positive integers"),
+        ("known-models.yaml", "recommended_settings:\n  m/x:\n    max_model_len: big\n",
+         "recommended_settings.m/x.max_model_len", "a positive integer"),
+        ("known-models.yaml", "recommended_settings:\n  m/x:\n    tp: [0]\n", "recommended_settings.m/x.tp",
+         "a list of positive integers"),
         ("known-models.yaml", "recommended_settings:\n  m/x:\n    model_size_gb: huge\n", "model_size_gb", "a number"),
         ("known-models.yaml", "aliases: [a, b]\n", "aliases", "a mapping of alias to model id"),
         ("known-models.yaml", "aliases:\n  x: 5\n", "aliases.x", "a model id string"),
-        ("known-models.yaml", "ambiguous_aliases:\n  x:\n    options: nope\n", "ambiguous_aliases.x.options", "a list of {id"),
+        ("known-models.yaml", "ambiguous_aliases:\n  x:\n    options: nope\n", "ambiguous_aliases.x.options",
+         "a list of {id"),
         ("known-models.yaml", "default_vllm_image: [1]\n", "default_vllm_image", "an image reference"),
         ("known-models.yaml", "- just\n- a list\n", "", "a mapping"),
         ("workload-presets.yaml", "mappings: []\n", "mappings", "a mapping of preset name"),
-        ("workload-presets.yaml", "mappings:\n  x:\n    keywords: chat\n    profile: {}\n", "mappings.x.keywords", "a list of words"),
+        ("workload-presets.yaml", "mappings:\n  x:\n    keywords: chat\n    profile: {}\n", "mappings.x.keywords",
+         "a list of words"),
         ("workload-presets.yaml", "mappings:\n  x:\n    keywords: []\n", "mappings.x.profile", "a profile mapping"),
-        ("workload-presets.yaml", "mappings: {}\ncustom_workload_template: [1]\n", "custom_workload_template", "a mapping"),
+        ("workload-presets.yaml", "mappings: {}\ncustom_workload_template: [1]\n",
+         "custom_workload_template", "a mapping"),
         ("vllm-args.yaml", "categories:\n  perf: {name: x}\n", "categories.perf", "a list of arguments"),
         ("vllm-args.yaml", "categories:\n  perf:\n    - type: flag\n", "categories.perf[0].name", "an argument name"),
-        ("vllm-args.yaml", "categories: {}\nauto_configured_args: --x\n", "auto_configured_args", "a list of argument names"),
+        ("vllm-args.yaml", "categories: {}\nauto_configured_args: --x\n", "auto_configured_args",
+         "a list of argument names"),
     ],
 )
 def test_wrong_types_name_file_key_expected(tmp_path, name, text, key, expected):
@@ -331,7 +349,7 @@ def test_bad_preset_numbers_name_file_and_preset(tmp_path):
         "mappings:\n  x:\n    keywords: []\n    profile:\n      app: x\n      data:\n        prompt_tokens: lots\n",
     )
     with pytest.raises(SweepdeckError) as err:
-        load_catalogs(tmp_path).workloads
+        _ = load_catalogs(tmp_path).workloads  # the property loads the file
     assert str(tmp_path / "workload-presets.yaml") in err.value.message
     assert "mappings.x" in err.value.message and "prompt_tokens" in err.value.message
 
@@ -339,7 +357,7 @@ def test_bad_preset_numbers_name_file_and_preset(tmp_path):
 def test_binary_catalog_file(tmp_path):
     (tmp_path / "vllm-args.yaml").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(SweepdeckError, match="UTF-8"):
-        load_catalogs(tmp_path).vllm_args
+        _ = load_catalogs(tmp_path).vllm_args  # the property loads the file
 
 
 def test_ambiguous_wins_over_a_plain_alias(tmp_path):
@@ -359,7 +377,7 @@ def test_ambiguous_wins_over_a_plain_alias(tmp_path):
 
 
 def test_a_recommendation_is_never_a_limit_with_the_upstream_catalog():
-    # The skill's file has no max_context; its max_model_len is only where a run starts.
+    # The BLIS data collector's file has no max_context; its max_model_len is only where a run starts.
     models = load_catalogs(blis_catalog_dir()).models
     llama33 = models.resolve("llama3-70b")
     assert llama33.max_model_len == 8192 and llama33.context_limit == 131072
@@ -371,7 +389,9 @@ def test_a_recommendation_is_never_a_limit_with_the_upstream_catalog():
     # a model's own limit still holds: Llama 2 was trained on 4K positions
     verdict = models.resolve("llama2-7b").check_context(8192)
     assert verdict.status == "fail" and verdict.limit == 4096
-    assert "4096" in verdict.detail and FACTS_SOURCE in verdict.detail and verdict.fix == "Use max_model_len=4096 or less."
+    assert (
+        "4096" in verdict.detail and FACTS_SOURCE in verdict.detail and verdict.fix == "Use max_model_len=4096 or less."
+    )
 
 
 def test_unknown_limit_above_the_recommendation_is_a_warning(tmp_path):

@@ -21,12 +21,12 @@ Traceback (most recent call last):
     self.model_runner.profile_run()
 torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 0.42 GiB is free. Including non-PyTorch memory, this process has 78.77 GiB memory in use.
 RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
-"""
+"""  # noqa: E501 - real output, verbatim
 
 KV_CACHE_OOM = """\
 (EngineCore_DP0 pid=88) INFO 11-23 10:01:02 [kv_cache_utils.py:1087] GPU KV cache size: 0 tokens
 (EngineCore_DP0 pid=88) ERROR 11-23 10:01:02 [core.py:708] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.
-"""
+"""  # noqa: E501 - real output, verbatim
 
 HF_NOT_FOUND = """\
 huggingface_hub.errors.RepositoryNotFoundError: 404 Client Error. (Request ID: Root=1-6742f2a1)
@@ -40,7 +40,7 @@ TRUST_TRACE = """\
 (APIServer pid=51) INFO 11-23 19:44:43 [utils.py:233] non-default args: {'model': 'tiiuae/falcon-7b', 'trust_remote_code': False}
 ValueError: Loading tiiuae/falcon-7b requires you to execute the configuration file in that repo on your local machine. Make sure you have read the code there to avoid malicious use, then set the option `trust_remote_code=True` to remove this error.
 RuntimeError: Failed to load the model config. If the model is a custom model not yet available in the HuggingFace transformers library, consider setting `trust_remote_code=True` in LLM or using the `--trust-remote-code` flag in the CLI.
-"""
+"""  # noqa: E501 - real output, verbatim
 
 KUBELET_IMAGE = """\
   Normal   Pulling    12s (x3 over 55s)  kubelet  Pulling image "ghcr.io/myorg/vllm:v1"
@@ -48,12 +48,13 @@ KUBELET_IMAGE = """\
   Warning  Failed     11s (x3 over 54s)  kubelet  Error: ErrImagePull
   Normal   BackOff    1s (x4 over 53s)   kubelet  Back-off pulling image "ghcr.io/myorg/vllm:v1"
   Warning  Failed     1s (x4 over 53s)   kubelet  Error: ImagePullBackOff
-"""
+"""  # noqa: E501 - real output, verbatim
 
 SCHEDULER = (
     "  Warning  FailedScheduling  2m (x3 over 4m)  default-scheduler  0/3 nodes are available: "
     "1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, 2 Insufficient nvidia.com/gpu. "
-    "preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod."
+    "preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, "
+    "2 No preemption victims found for incoming pod."
 )
 
 SLURM_TIMEOUT = "slurmstepd: error: *** JOB 5382685 ON alvis4-12 CANCELLED AT 2026-11-23T20:14:03 DUE TO TIME LIMIT ***"
@@ -69,14 +70,17 @@ NORMAL_LINES = [
     "(EngineCore_DP0 pid=2317) INFO 11-23 19:44:58 [gpu_worker.py:298] Memory profiling takes 5.26 seconds",
     "(EngineCore_DP0 pid=2317) INFO 11-23 19:44:58 [gpu_worker.py:299] Available KV cache memory: 58.64 GiB",
     "(EngineCore_DP0 pid=2317) INFO 11-23 19:44:58 [kv_cache_utils.py:1087] GPU KV cache size: 1,098,432 tokens",
-    "(APIServer pid=51) INFO 11-23 19:44:43 [utils.py:233] non-default args: {'model': 'Qwen/Qwen2.5-Math-1.5B', 'trust_remote_code': False}",
-    "(EngineCore_DP0 pid=2317) INFO 11-23 19:44:45 [core.py:77] Initializing a V1 LLM engine (v0.11.0) with config: model='Qwen/Qwen2.5-Math-1.5B', trust_remote_code=True, dtype=torch.bfloat16, max_seq_len=4096",
+    "(APIServer pid=51) INFO 11-23 19:44:43 [utils.py:233] non-default args: {'model': 'Qwen/Qwen2.5-Math-1.5B', "
+    "'trust_remote_code': False}",
+    "(EngineCore_DP0 pid=2317) INFO 11-23 19:44:45 [core.py:77] Initializing a V1 LLM engine (v0.11.0) with config: "
+    "model='Qwen/Qwen2.5-Math-1.5B', trust_remote_code=True, dtype=torch.bfloat16, max_seq_len=4096",
     "(APIServer pid=51) INFO 11-23 19:45:01 [api_server.py:1880] Starting vLLM API server 0 on http://127.0.0.1:8000",
     "INFO:     Application startup complete.",
     "INFO:     Uvicorn running on http://127.0.0.1:8000 (Press CTRL+C to quit)",
     "  Normal   Pulled     3s    kubelet  Successfully pulled image \"vllm/vllm-openai:v0.11.0\" in 41.2s",
     "  Normal   Scheduled  60s   default-scheduler  Successfully assigned mert/pod to gpu-node-1",
-    "(APIServer pid=51) INFO 11-23 19:46:00 [loggers.py:123] Engine 000: Avg prompt throughput: 512.0 tokens/s, GPU KV cache usage: 4.1%",
+    "(APIServer pid=51) INFO 11-23 19:46:00 [loggers.py:123] Engine 000: Avg prompt throughput: 512.0 tokens/s, "
+    "GPU KV cache usage: 4.1%",
     "Loading safetensors checkpoint shards: 100% Completed | 4/4 [00:03<00:00,  1.02it/s]",
     "slurmstepd: info: job 5382685 completed",
 ]
@@ -137,7 +141,10 @@ def test_gpu_unschedulable_event_and_state():
     assert diagnose_state("pod", "Pending", "", "") is None
     # SLURM: Resources is normal queueing, ReqNodeNotAvail is not
     assert diagnose_state("job", "PENDING", "(Resources)") is None
-    assert diagnose_state("job", "PENDING", "(ReqNodeNotAvail, UnavailableNodes:alvis4-[01-04])").rule_id == dg.GPU_UNSCHEDULABLE
+    assert (
+        diagnose_state("job", "PENDING", "(ReqNodeNotAvail, UnavailableNodes:alvis4-[01-04])").rule_id
+        == dg.GPU_UNSCHEDULABLE
+    )
     sbatch = "sbatch: error: Batch job submission failed: Requested node configuration is not available"
     assert diagnose_line(sbatch).rule_id == dg.GPU_UNSCHEDULABLE
 
@@ -152,7 +159,10 @@ def test_job_time_limit_line_and_state():
     assert diagnose_line(SLURM_TIMEOUT).rule_id == dg.JOB_TIME_LIMIT
     assert diagnose_state("job", "TIMEOUT").rule_id == dg.JOB_TIME_LIMIT
     assert diagnose_state("job", "COMPLETED") is None
-    assert diagnose_state("task", "Failed", "TaskRunTimeout", "TaskRun x failed to finish within 1h0m0s").rule_id == dg.JOB_TIME_LIMIT
+    assert (
+        diagnose_state("task", "Failed", "TaskRunTimeout", "TaskRun x failed to finish within 1h0m0s").rule_id
+        == dg.JOB_TIME_LIMIT
+    )
 
 
 def test_engine_dead_is_secondary():
@@ -183,7 +193,10 @@ def test_simulator_failure_texts_are_recognised():
     oom = failures.OOM_TEMPLATE.format(alloc=2.0, free=0.42, used=78.77, torch_alloc=77.1, reserved=0.58)
     assert primary(diagnose_lines([oom, failures.ENGINE_INIT_FAILED])).rule_id == dg.CUDA_OOM
     assert primary(diagnose_lines(failures.model_not_found_lines("org/nope"))).rule_id == dg.MODEL_NOT_FOUND
-    assert diagnose_line(failures.MODEL_DOES_NOT_EXIST_TEMPLATE.format(model="Qwen/Qwen2.5-7B")).rule_id == dg.MODEL_NOT_FOUND
+    assert (
+        diagnose_line(failures.MODEL_DOES_NOT_EXIST_TEMPLATE.format(model="Qwen/Qwen2.5-7B")).rule_id
+        == dg.MODEL_NOT_FOUND
+    )
     assert primary(diagnose_lines(failures.trust_remote_code_lines("org/x"))).rule_id == dg.TRUST_REMOTE_CODE
     assert primary(diagnose_lines(failures.engine_crash_lines() + [failures.ENGINE_DEAD])).rule_id == dg.ENGINE_DEAD
     port = failures.PORT_IN_USE_TEMPLATE.format(host="127.0.0.1", port=8000)
@@ -201,7 +214,8 @@ def catalogs():
 def test_oom_fixes_from_the_spec(catalogs):
     spec = build_spec(catalogs, "llama2-7b", tp=2, max_model_len=4096, max_num_seqs=256)
     fixes = fixes_for(dg.CUDA_OOM, spec)
-    assert [f.label for f in fixes] == ["Increase TP", "Reduce context", "Reduce batch", "Both: reduce context and batch"]
+    assert [f.label for f in fixes] == ["Increase TP", "Reduce context", "Reduce batch",
+                                        "Both: reduce context and batch"]
     assert fixes[0].changes == {"engine.tp": 4}
     assert fixes[0].description == "TP=2 -> TP=4 (doubles GPU memory)"
     assert fixes[1].description == "max_model_len=4096 -> 2048"
@@ -287,7 +301,9 @@ def test_every_pattern_has_a_prefilter_keyword(rule):
     for pattern in rule.patterns:
         literal = _re.sub(r"\\[bsdw]|[\\()?*+.\[\]|^$]", " ", pattern.pattern)
         literal = " ".join(literal.split())
-        assert any(word in pattern.pattern.lower().replace("\\", "") or word in literal.lower() for word in dg._KEYWORDS), pattern.pattern
+        assert any(
+            word in pattern.pattern.lower().replace("\\", "") or word in literal.lower() for word in dg._KEYWORDS
+        ), pattern.pattern
 
 
 # ------------------------------------------- real vLLM failures (issue 15, item 6)
@@ -304,7 +320,8 @@ REAL_FAILURES = {
     "gpu-in-use": (
         P + "ValueError: Free memory on device cuda:0 (7.34/15.49 GiB) on startup is less than desired GPU memory "
         "utilization (0.8, 12.39 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.\n"
-        "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+        "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. "
+        "Failed core proc(s): {}",
         dg.GPU_MEMORY_IN_USE,
     ),
     "offline": (

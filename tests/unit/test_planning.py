@@ -6,7 +6,16 @@ import pytest
 
 from backends import diagnosis as dg
 from backends.base import Check
-from backends.planning import PLANNED_RULES, CHECK_NAME, Unplanned, engine_flags, plan_for, planner_check, planner_fixes, request_for
+from backends.planning import (
+    CHECK_NAME,
+    PLANNED_RULES,
+    Unplanned,
+    engine_flags,
+    plan_for,
+    planner_check,
+    planner_fixes,
+    request_for,
+)
 from backends.session import Session, apply_fix
 from config.catalog import DATA_DIR, load_catalogs, load_yaml
 from config.settings import Profile, Settings

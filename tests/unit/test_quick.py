@@ -168,11 +168,18 @@ def test_fuzzy_workloads(cats, word, preset):
 
 def test_filler_words_are_ignored(cats):
     spec = q("please run the llama2-7b model with a chatbot workload using tp 2 on the local backend", cats).spec
-    assert (spec.model, spec.workload.app, spec.engine.tp, spec.backend) == ("meta-llama/Llama-2-7b-hf", "chatbot", 2, "local")
+    assert (spec.model, spec.workload.app, spec.engine.tp, spec.backend) == (
+        "meta-llama/Llama-2-7b-hf",
+        "chatbot",
+        2,
+        "local",
+    )
 
 
 def test_more_forms(cats):
-    spec = q("mistral-7b --dtype bfloat16 gpu_memory_utilization=0.8 -tp 2 context 8k concurrency=8 requests 20", cats).spec
+    spec = q(
+        "mistral-7b --dtype bfloat16 gpu_memory_utilization=0.8 -tp 2 context 8k concurrency=8 requests 20", cats
+    ).spec
     assert spec.engine.extra_args == ("--dtype=bfloat16", "--gpu-memory-utilization=0.8")
     assert spec.engine.tp == 2 and spec.engine.max_model_len == 8192
     w = spec.workload

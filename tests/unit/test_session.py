@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 
@@ -15,8 +14,8 @@ from backends.base import Check, Run
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Finished, Fix, LogLine, Notice, Phase, Progress
 from backends.session import PreflightFailed, Session, apply_fix, check_preflight
-from backends.supervisor.drive import drive
 from backends.store import RunStore
+from backends.supervisor.drive import drive
 from config.catalog import load_catalogs
 from config.errors import SweepdeckError
 from config.spec import Source, build_spec
@@ -108,7 +107,8 @@ async def test_success_path_saves_events_and_meta(spec, store, registry):
     ]
     backend = FakeBackend(script, registry=registry)
     seen = []
-    result = await drive(backend, spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    result = await drive(backend, spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False,
+                         registry=registry)
     assert result.outcome == "succeeded" and result.exit_code == 0
     assert backend.calls == ["preflight", "launch", "cleanup"]
     assert sorted(backend.undone) == ["job", "tunnel"]  # the registry ran once
@@ -125,9 +125,11 @@ async def test_success_path_saves_events_and_meta(spec, store, registry):
 
 
 async def test_one_alert_per_distinct_diagnosis_with_fixes(spec, store, registry):
-    script = [LogLine("INFO loading"), LogLine(OOM, "err"), LogLine(OOM, "err"), LogLine(DEAD, "err"), Finished("failed", "")]
+    script = [LogLine("INFO loading"), LogLine(OOM, "err"), LogLine(OOM, "err"), LogLine(DEAD, "err"),
+              Finished("failed", "")]
     seen = []
-    result = await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    result = await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True,
+                         install_signals=False, registry=registry)
     alerts = [e for e in seen if isinstance(e, Alert)]
     assert [a.diagnosis for a in alerts] == [dg.CUDA_OOM]  # engine death is an echo of the OOM
     assert alerts[0].fixes[0].changes == {"engine.tp": 4}
@@ -142,7 +144,8 @@ async def test_one_alert_per_distinct_diagnosis_with_fixes(spec, store, registry
 async def test_secondary_diagnosis_reported_when_alone(spec, store, registry):
     script = [LogLine(DEAD, "err"), Finished("failed", "server exited")]
     seen = []
-    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False,
+                registry=registry)
     alerts = [e for e in seen if isinstance(e, Alert)]
     assert [a.diagnosis for a in alerts] == [dg.ENGINE_DEAD]
     assert [type(e).__name__ for e in seen][-2:] == ["Alert", "Finished"]
@@ -152,12 +155,14 @@ async def test_backend_alert_is_not_repeated(spec, store, registry):
     own = dg.alert_for(dg.diagnose_line(OOM), spec)
     script = [own, LogLine(OOM, "err"), Finished("failed", "oom")]
     seen = []
-    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False, registry=registry)
+    await drive(FakeBackend(script), spec, store=store, on_event=seen.append, assume_yes=True, install_signals=False,
+                registry=registry)
     assert len([e for e in seen if isinstance(e, Alert)]) == 1
 
 
 async def test_failing_preflight_creates_nothing(spec, store, registry):
-    backend = FakeBackend(checks=[Check("Port 8000 free", "fail", "in use by pid 7", "use --port 8001"), Check("Model", "pass")])
+    backend = FakeBackend(checks=[Check("Port 8000 free", "fail", "in use by pid 7", "use --port 8001"),
+                                  Check("Model", "pass")])
     with pytest.raises(PreflightFailed) as err:
         await drive(backend, spec, store=store, assume_yes=True, install_signals=False, registry=registry)
     assert "Port 8000 free: in use by pid 7" in err.value.message and "--port 8001" in err.value.hint
@@ -307,7 +312,8 @@ async def test_signal_detaches_when_asked(spec, store, registry):
 
 
 async def test_stream_ending_without_finished_is_a_failure(spec, store, registry):
-    result = await drive(FakeBackend([LogLine("x")]), spec, store=store, assume_yes=True, install_signals=False, registry=registry)
+    result = await drive(FakeBackend([LogLine("x")]), spec, store=store, assume_yes=True, install_signals=False,
+                         registry=registry)
     assert result.outcome == "failed" and "without a result" in result.message
 
 
@@ -317,7 +323,8 @@ def test_apply_fix_records_source_and_parent(spec, store):
     assert new.engine.tp == 4 and new.source("engine.tp") == Source.FIX
     assert new.parent == "exp-1" and new.experiment_id == "exp-1-fix"
     # the change still diffs against the catalog value, as every user change does
-    assert any(c.field == "engine.tp" and c.base == 1 and c.value == 4 and c.source == Source.FIX for c in new.changes())
+    assert any(c.field == "engine.tp" and c.base == 1 and c.value == 4 and c.source == Source.FIX
+               for c in new.changes())
     store.create(new)
     again = apply_fix(new, Fix("Reduce batch", {"engine.max_num_seqs": 128}), store)
     assert again.experiment_id == "exp-1-fix-2" and again.parent == "exp-1-fix"

@@ -67,10 +67,14 @@ def test_diagnosis_with_numbered_fixes(spec):
     p(dg.alert_for(dg.diagnose_line("torch.OutOfMemoryError: CUDA out of memory. " + "x" * 300), spec))
     text = lines(out)
     assert text[0].startswith("[ERROR] Diagnosis: CUDA out of memory: ")
-    assert text[1].startswith("        evidence: torch.OutOfMemoryError") and text[1].endswith("…") and len(text[1]) < 200
+    assert (
+        text[1].startswith("        evidence: torch.OutOfMemoryError") and text[1].endswith("…") and len(text[1]) < 200
+    )
     assert text[2] == "  Suggested fixes:"
     assert text[3] == "    1. Increase TP: TP=2 -> TP=4 (doubles GPU memory)   [re-run with --tp 4]"
-    assert text[6].startswith("    4. Both: reduce context and batch") and text[6].endswith("[re-run with --max-model-len 2048 --max-num-seqs 128]")
+    assert text[6].startswith("    4. Both: reduce context and batch") and text[6].endswith(
+        "[re-run with --max-model-len 2048 --max-num-seqs 128]"
+    )
     out2 = Out()
     HeadlessPrinter(out2, Out(), spec=spec)(dg.alert_for(dg.diagnose_line("Repository Not Found for url: x"), spec))
     assert lines(out2)[-1] == "  No automatic fix; see the message above."
@@ -78,7 +82,9 @@ def test_diagnosis_with_numbered_fixes(spec):
 
 def test_fix_flags():
     assert fix_flags({"engine.tp": 4}) == "--tp 4"
-    assert fix_flags({"engine.extra_args": ("--a", "--trust-remote-code")}, ("--a",)) == "--vllm-arg=--trust-remote-code"
+    assert (
+        fix_flags({"engine.extra_args": ("--a", "--trust-remote-code")}, ("--a",)) == "--vllm-arg=--trust-remote-code"
+    )
     assert fix_flags({"namespace": "x"}) == ""  # no flag: no command shown
 
 
@@ -99,7 +105,8 @@ def test_progress_is_throttled_but_final_always_printed():
 def test_checks_lines():
     out = Out()
     HeadlessPrinter(out, Out()).checks(
-        [Check("Port 8000 free", "fail", "in use by pid 7", "use --port 8001"), Check("Model known", "pass", "m"), Check("TP", "warn", "TP=2")]
+        [Check("Port 8000 free", "fail", "in use by pid 7", "use --port 8001"), Check("Model known", "pass", "m"),
+         Check("TP", "warn", "TP=2")]
     )
     assert lines(out) == [
         "[INFO] Pre-flight checks:",

@@ -28,12 +28,14 @@ def _write(tmp_path, data) -> Path:
 def test_underscore_keys_are_ignored_and_fields_read(tmp_path):
     cat = load_models(_write(tmp_path, {
         "_comment": "notes", "_info": {"x": 1},
-        "gpt-oss-20b": {"path": "/mimer/hub/models--openai--gpt-oss-20b/snapshots/cbf3/", "max_model_len": 10000, "description": "GPT OSS 20B model"},
+        "gpt-oss-20b": {"path": "/mimer/hub/models--openai--gpt-oss-20b/snapshots/cbf3/", "max_model_len": 10000,
+                        "description": "GPT OSS 20B model"},
         "local": {"path": "/data/my-model"},
     }))
     assert list(cat.models) == ["gpt-oss-20b", "local"]
     m = cat.get("gpt-oss-20b")
-    assert (m.path, m.max_model_len, m.description) == ("/mimer/hub/models--openai--gpt-oss-20b/snapshots/cbf3/", 10000, "GPT OSS 20B model")
+    assert (m.path, m.max_model_len, m.description) == ("/mimer/hub/models--openai--gpt-oss-20b/snapshots/cbf3/", 10000,
+                                                        "GPT OSS 20B model")
     # served name as the original job script's sed derives it
     assert m.served_name == "openai/gpt-oss-20b"
     assert cat.get("local").served_name == "local" and cat.get("local").max_model_len is None

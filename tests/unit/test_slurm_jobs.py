@@ -27,7 +27,8 @@ def test_parse_squeue_states_nodes_reasons():
 
 
 def test_parse_scontrol_final_state():
-    text = "JobId=7 JobName=sweepdeck-alvis UserId=root(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) ExitCode=0:15 NodeList=vm"
+    text = ("JobId=7 JobName=sweepdeck-alvis UserId=root(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) "
+            "ExitCode=0:15 NodeList=vm")
     st = jobs.parse_scontrol("7", text)
     assert (st.state, st.node, st.exit_code, st.active) == ("TIMEOUT", "vm", "0:15", False)
     assert jobs.parse_scontrol("7", "garbage") is None

@@ -18,7 +18,8 @@ def _backend(tmp_path, models: dict, **opts) -> SlurmBackend:
     return SlurmBackend(Settings(), Profile("alvis", "slurm", validate_profile("slurm", data, "cfg", "profiles.alvis")))
 
 
-MODELS = {"gpt-oss-20b": {"path": "/mimer/hub/models--openai--gpt-oss-20b/snapshots/cbf3/", "max_model_len": 10000, "description": "GPT"}}
+MODELS = {"gpt-oss-20b": {"path": "/mimer/hub/models--openai--gpt-oss-20b/snapshots/cbf3/", "max_model_len": 10000,
+                          "description": "GPT"}}
 
 
 def test_alvis_profile_lines(tmp_path):
@@ -46,7 +47,8 @@ def test_profile_without_gpu_or_account(tmp_path):
 
 @pytest.mark.parametrize("name, path", [
     ("plain", "/models/plain/"),
-    ("sp ace; $(touch {d}/a) `touch {d}/b` 'q' \"dq\" && x || y > {d}/c", "/m/it's; $(touch {d}/d)/`touch {d}/e`/ \"x\" $HOME *"),
+    ("sp ace; $(touch {d}/a) `touch {d}/b` 'q' \"dq\" && x || y > {d}/c",
+     "/m/it's; $(touch {d}/d)/`touch {d}/e`/ \"x\" $HOME *"),
 ])
 def test_rendered_script_passes_values_literally(tmp_path, name, path):
     """Run the script with bash and a fake server that prints its argv: nothing is executed, nothing split."""
@@ -82,7 +84,9 @@ def test_port_is_found_without_python_on_the_node(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for tool in ("mv", "hostname", "seq", "cat"):
-        (bindir / tool).symlink_to(subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip())
+        (bindir / tool).symlink_to(
+            subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
+        )
     r = subprocess.run(["/bin/bash", "-c", text], capture_output=True, text=True, timeout=30, env={"PATH": str(bindir)})
     assert r.returncode == 0, r.stderr
     port = int((run_dir / "server_address.txt").read_text().strip().rpartition(":")[2])

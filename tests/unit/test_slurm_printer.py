@@ -24,7 +24,8 @@ def test_original_messages(capsys):
         Phase("tunnel 127.0.0.1:58000", "broken", "SSH connection to alvis2 lost", kind="tunnel"),
         Phase("tunnel 127.0.0.1:58000", "reconnecting", "attempt 1", kind="tunnel"),
         Phase("tunnel 127.0.0.1:58000", "up", "reconnected to alvis2", kind="tunnel"),
-        Alert("cuda-oom", "CUDA out of memory: ...", "error", "cuda-oom", [Fix("Increase TP", {"engine.tp": 2}, "TP=1 -> TP=2")]),
+        Alert("cuda-oom", "CUDA out of memory: ...", "error", "cuda-oom",
+              [Fix("Increase TP", {"engine.tp": 2}, "TP=1 -> TP=2")]),
         Notice("cleanup scancel 5: timed out", "warning"),
         Finished("failed", "Job 5382685 ended while serving: FAILED"),
     ]:

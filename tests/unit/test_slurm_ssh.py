@@ -48,11 +48,13 @@ def test_port_checks_name_the_holder():
 
 
 def test_alvis_help_and_import_light():
-    r = subprocess.run([sys.executable, "-m", "tui.cli", "alvis", "connect", "--help"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "alvis", "connect", "--help"], capture_output=True,
+                       text=True, timeout=30)
     assert r.returncode == 0
     for opt in ("-m MODEL_NAME", "-t DURATION", "--list-models", "--profile", "--detach", "--attach"):
         assert opt in r.stdout
-    code = "import sys, tui.commands.alvis; print(any(m.startswith(('asyncssh', 'backends', 'httpx')) for m in sys.modules))"
+    code = ("import sys, tui.commands.alvis; "
+            "print(any(m.startswith(('asyncssh', 'backends', 'httpx')) for m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == "False"
 
@@ -73,7 +75,8 @@ def test_bad_duration_is_refused_before_connecting(tmp_path, args, words):
 def test_no_slurm_profile_is_explained(tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("profiles: {}\n")
-    r = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(cfg), "alvis", "connect"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(cfg), "alvis", "connect"], capture_output=True,
+                       text=True, timeout=30)
     assert r.returncode != 0 and "No slurm profile is configured" in r.stderr
 
 
@@ -88,10 +91,12 @@ def test_terminal_offers_next_port_or_attach(monkeypatch, capsys):
     monkeypatch.setattr(alvis.sys, "stdin", TTY())
     answers = iter(["", "n", "y"])
     monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
-    busy = Check("Local port 58000 free", "fail", "port 58000 is in use by python3 (pid 7)", data={"holder": "python3 (pid 7)", "next_free_port": 58001})
+    busy = Check("Local port 58000 free", "fail", "port 58000 is in use by python3 (pid 7)",
+                 data={"holder": "python3 (pid 7)", "next_free_port": 58001})
     assert alvis._offer(busy) == "port"
     assert alvis._offer(busy) is None
-    running = Check("No job", "fail", "job 5 of this profile is already RUNNING on alvis7-07", data={"job_id": "5", "run_id": "r"})
+    running = Check("No job", "fail", "job 5 of this profile is already RUNNING on alvis7-07",
+                    data={"job_id": "5", "run_id": "r"})
     assert alvis._offer(running) == "attach"
     assert "port 58000 is in use by python3 (pid 7)" in capsys.readouterr().out
     monkeypatch.setattr(alvis.sys, "stdin", type("P", (), {"isatty": lambda self: False})())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -42,7 +43,8 @@ def test_catalog_values_and_their_sources(cats):
     e = spec.engine
     assert (e.tp, e.max_model_len, e.max_num_seqs, e.max_num_batched_tokens) == (4, 8192, 128, 4096)
     assert e.image == "vllm/vllm-openai:v0.11.0"
-    for path in ("engine.tp", "engine.max_model_len", "engine.max_num_seqs", "engine.max_num_batched_tokens", "engine.image"):
+    for path in ("engine.tp", "engine.max_model_len", "engine.max_num_seqs", "engine.max_num_batched_tokens",
+                 "engine.image"):
         assert spec.source(path) == Source.CATALOG, path
     assert spec.source("experiment_id") == Source.AUTO
     assert spec.source("engine.extra_args") == Source.DEFAULT
@@ -175,10 +177,8 @@ def test_default_experiment_id(cats):
 def test_experiment_id_is_not_locale_dependent(cats, monkeypatch):
     import locale
 
-    try:
+    with contextlib.suppress(locale.Error):  # not installed: the fixed month table is still what is checked
         locale.setlocale(locale.LC_TIME, "de_DE.UTF-8")
-    except locale.Error:
-        pass  # not installed: the fixed month table is still what is checked
     try:
         spec = build_spec(cats, "llama2-7b", workload="chatbot", today=dt.date(2026, 3, 1))
     finally:
@@ -254,7 +254,8 @@ def test_from_dict_rejects_garbage():
     with pytest.raises(SweepdeckError, match="malformed"):
         ExperimentSpec.from_dict({"model": "x"})
     with pytest.raises(SweepdeckError, match="malformed"):
-        ExperimentSpec.from_dict({"model": "x", "backend": "local", "workload": {"app": "x", "nope": 1}, "engine": {"image": "i"}, "experiment_id": "x"})
+        ExperimentSpec.from_dict({"model": "x", "backend": "local", "workload": {"app": "x", "nope": 1},
+                                  "engine": {"image": "i"}, "experiment_id": "x"})
 
 
 def test_max_model_len_above_the_model_limit(cats):
@@ -267,7 +268,7 @@ def test_max_model_len_above_the_model_limit(cats):
 
 
 def test_upstream_catalog_recommendation_is_not_a_limit():
-    # The skill's file has no max_context: its max_model_len is a recommendation only.
+    # The BLIS data collector's file has no max_context: its max_model_len is a recommendation only.
     real = load_catalogs(blis_catalog_dir())
     assert build_spec(real, "llama3-70b", max_model_len=16384).engine.max_model_len == 16384
     assert build_spec(real, "codellama-7b", max_model_len=8192).engine.max_model_len == 8192
@@ -332,7 +333,8 @@ def test_extra_args_must_be_flags(cats):
 
 
 def test_engine_flags_in_extra_args_become_settings(cats):
-    spec = build_spec(cats, "llama2-7b", extra_args=["--max-model-len=2048", "--enforce-eager", "--tensor-parallel-size", "2"])
+    spec = build_spec(cats, "llama2-7b",
+                      extra_args=["--max-model-len=2048", "--enforce-eager", "--tensor-parallel-size", "2"])
     assert spec.engine.max_model_len == 2048 and spec.engine.tp == 2
     assert spec.engine.extra_args == ("--enforce-eager",)
     assert split_engine_args(["--max-num-seqs=64", "--x"]) == ({"max_num_seqs": "64"}, ["--x"])
@@ -359,7 +361,7 @@ def test_serve_command_and_summary(cats):
     spec = build_spec(cats, "llama2-7b", workload="chatbot", extra_args=["--enforce-eager"], today=TODAY)
     argv = spec.serve_command(["sweepdeck", "sim"], port=8123, host="127.0.0.1")
     assert argv[:3] == ["sweepdeck", "sim", "meta-llama/Llama-2-7b-hf"]
-    assert ["--port", "8123"] == argv[argv.index("--port"):argv.index("--port") + 2]
+    assert argv[argv.index("--port"):argv.index("--port") + 2] == ["--port", "8123"]
     assert "--max-model-len=4096" in argv and argv[-1] == "--enforce-eager"
     rows = dict(spec.summary_lines())
     assert rows["Experiment ID"] == "nov23-llama-2-7b-hf-chatbot"

@@ -31,8 +31,17 @@ def base():
 
 @pytest.fixture
 def profile(tmp_path):
-    opts = validate_profile("tekton", {"backend": "tekton", "namespace": "mert",
-                                       "values": str(FIX / "blis-values.yaml"), "pipelinerun": str(FIX / "blis-pipelinerun.yaml")}, None, "t")
+    opts = validate_profile(
+        "tekton",
+        {
+            "backend": "tekton",
+            "namespace": "mert",
+            "values": str(FIX / "blis-values.yaml"),
+            "pipelinerun": str(FIX / "blis-pipelinerun.yaml"),
+        },
+        None,
+        "t",
+    )
     return Profile("t", "tekton", opts)
 
 
@@ -65,7 +74,8 @@ def test_match_when_nothing_changes(base, spec):
 
 
 def test_inference_perf_values_are_kept(base, spec):
-    base["workload"] = {"harness": "inference-perf", "profile": "shared_prefix_synthetic.yaml", "treatments": [{"question_len": 100}]}
+    base["workload"] = {"harness": "inference-perf", "profile": "shared_prefix_synthetic.yaml",
+                        "treatments": [{"question_len": 100}]}
     base["stack"]["workload"] = {"app": "keep-me"}
     values = effective_values(base, spec)
     assert values["workload"]["harness"] == "inference-perf" and values["stack"]["workload"] == {"app": "keep-me"}
@@ -133,18 +143,23 @@ def test_build_pipeline_pipelinerun_and_resources(spec, profile):
                                   'decode.containers[name="vllm"].args=--enable-prefix-caching']
     pr = b.pipelinerun
     assert pr["metadata"]["name"] == "exp9" and pr["spec"]["pipelineRef"] == {"name": "exp9"}
-    assert [w["name"] for w in pr["spec"]["workspaces"]] == ["model-cache", "data", "hf-credentials", "target-credentials"]
+    assert [w["name"] for w in pr["spec"]["workspaces"]] == ["model-cache", "data", "hf-credentials",
+                                                             "target-credentials"]
     assert pr["spec"]["taskRunTemplate"]["serviceAccountName"] == "helm-installer"
     kinds = [(r["kind"], r["metadata"]["name"]) for r in b.resources]
-    assert ("StepAction", "helm-upgrade") in kinds and ("Task", "deploy-model") in kinds and ("Task", "upload-s3") in kinds
+    assert (
+        ("StepAction", "helm-upgrade") in kinds and ("Task", "deploy-model") in kinds and ("Task", "upload-s3") in kinds
+    )
     assert ("Task", "guidellm-load-generator") not in kinds  # only what the pipeline refers to
     assert set(b.files()) == {"values.yaml", "pipeline.yaml", "pipelinerun.yaml", "resources.yaml", "changes.txt"}
 
 
 def test_add_vllm_args_creates_overrides_param():
-    pipeline = {"spec": {"tasks": [{"name": "d", "taskRef": {"name": "deploy-model"}, "params": []}, {"name": "x", "taskRef": {"name": "other"}}]}}
+    pipeline = {"spec": {"tasks": [{"name": "d", "taskRef": {"name": "deploy-model"}, "params": []},
+                                   {"name": "x", "taskRef": {"name": "other"}}]}}
     assert add_vllm_args(pipeline, ["--a"]) == 1
-    assert pipeline["spec"]["tasks"][0]["params"] == [{"name": "overrides", "value": ['decode.containers[name="vllm"].args=--a']}]
+    assert pipeline["spec"]["tasks"][0]["params"] == [{"name": "overrides",
+                                                       "value": ['decode.containers[name="vllm"].args=--a']}]
 
 
 def test_expected_seconds(profile):
@@ -193,7 +208,8 @@ def _snapshot(root):
 
 def test_blis_repo_layout_is_read_and_never_changed(blis_checkout, spec):
     before = _snapshot(blis_checkout)
-    opts = validate_profile("tekton", {"backend": "tekton", "namespace": "mert", "blis_repo": str(blis_checkout)}, None, "repo")
+    opts = validate_profile("tekton", {"backend": "tekton", "namespace": "mert", "blis_repo": str(blis_checkout)},
+                            None, "repo")
     profile = Profile("repo", "tekton", opts)
     sources = Sources.from_profile(profile)
     sample = blis_checkout / "tektoncsample" / "blis"
@@ -204,7 +220,9 @@ def test_blis_repo_layout_is_read_and_never_changed(blis_checkout, spec):
     assert workspaces["model-cache"] == "Models (the user's template)"
     assert b.values["stack"]["treatments"]["tensorParallelism"] == [4]
     by_name = {(r["kind"], r["metadata"]["name"]): r for r in b.resources}
-    assert by_name[("Task", "deploy-model")]["metadata"]["labels"]["origin"] == "user-checkout"  # the checkout's Task wins
+    assert (
+        by_name[("Task", "deploy-model")]["metadata"]["labels"]["origin"] == "user-checkout"
+    )  # the checkout's Task wins
     assert ("Task", "install-guidellm") in by_name and ("StepAction", "helm-upgrade") in by_name  # sweepdeck's fill in
     b.files()  # everything the run store would get
     assert _snapshot(blis_checkout) == before
@@ -214,7 +232,9 @@ def test_blis_repo_sample_choice_and_errors(blis_checkout, tmp_path):
     from config.errors import SweepdeckError
 
     def sources(**extra):
-        opts = validate_profile("tekton", {"backend": "tekton", "namespace": "mert", "blis_repo": str(blis_checkout), **extra}, None, "r")
+        opts = validate_profile(
+            "tekton", {"backend": "tekton", "namespace": "mert", "blis_repo": str(blis_checkout), **extra}, None, "r"
+        )
         return Sources.from_profile(Profile("r", "tekton", opts))
 
     with pytest.raises(SweepdeckError, match="no tektoncsample/calibration/") as err:

@@ -42,7 +42,9 @@ def test_unroll_one_parameter_keeps_matrix_over_the_rest_sequentially():
     assert [t["name"] for t in ts] == ["run-experiment-0", "run-experiment-1", "run-experiment-2", "run-experiment-3"]
     for i, t in enumerate(ts):
         assert [p["name"] for p in t["matrix"]["params"]] == ["question_len", "output_len"]
-        assert params(t)["gaiePluginConfig"] == pr["spec"]["pipelineSpec"]["tasks"][0]["matrix"]["params"][0]["value"][i]
+        assert (
+            params(t)["gaiePluginConfig"] == pr["spec"]["pipelineSpec"]["tasks"][0]["matrix"]["params"][0]["value"][i]
+        )
         assert t.get("runAfter") == ([ts[i - 1]["name"]] if i else None)
     assert tasks(pr)[0]["name"] == "run-experiment"  # input untouched
 
@@ -98,7 +100,8 @@ def test_pipelineref_and_finally_matrix_are_refused_saying_what_works():
     spec = pr["spec"]["pipelineSpec"]
     spec["finally"] = spec.pop("tasks")
     spec["tasks"] = [{"name": "prepare", "taskRef": {"name": "prepare"}}]
-    with pytest.raises(SweepdeckError, match="is in finally; transform-pr only limits matrix tasks under pipelineSpec.tasks") as err:
+    with pytest.raises(SweepdeckError,
+                       match="is in finally; transform-pr only limits matrix tasks under pipelineSpec.tasks") as err:
         transform(pr, limit=2)
     assert "cannot have runAfter" in err.value.hint
 
@@ -107,7 +110,22 @@ def test_cli_transform(tmp_path, capsys):
     from tui.cli import main
 
     out = tmp_path / "pr.yaml"
-    assert main(["tekton", "transform-pr", str(FIX / "tekton-poc-pipelinerun-matrix.yaml"), "--unroll", "gaiePluginConfig", "-n", "2", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "tekton",
+                "transform-pr",
+                str(FIX / "tekton-poc-pipelinerun-matrix.yaml"),
+                "--unroll",
+                "gaiePluginConfig",
+                "-n",
+                "2",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = yaml.safe_load(out.read_text())
     assert len(tasks(doc)) == 4 and tasks(doc)[2]["runAfter"] == [tasks(doc)[0]["name"], tasks(doc)[1]["name"]]
     assert "36 combinations" in capsys.readouterr().err

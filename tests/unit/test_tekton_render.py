@@ -85,10 +85,12 @@ def test_filters():
 
 def test_blis_template_renders_from_blis_values_with_pipelinerun():
     doc, values = render_files(BLIS, FIX / "blis-values.yaml", FIX / "blis-pipelinerun.yaml")
-    per_tp = ["create-exp-config", "deploy-otel-collector", "deploy-model", "run-workload", "delete-model", "delete-otel-collector", "upload"]
+    per_tp = ["create-exp-config", "deploy-otel-collector", "deploy-model", "run-workload", "delete-model",
+              "delete-otel-collector", "upload"]
     expected = ["download-model", "install-guidellm"] + [f"{n}-tp{tp}" for tp in (2, 4) for n in per_tp]
     assert names(doc) == expected
-    assert names(doc, "finally") == [f"finally-{n}-tp{tp}" for tp in (2, 4) for n in ("delete-model", "delete-otel-collector")]
+    assert names(doc, "finally") == [f"finally-{n}-tp{tp}" for tp in (2, 4)
+                                     for n in ("delete-model", "delete-otel-collector")]
     assert doc["metadata"]["name"] == "blis-test"
     tasks = {t["name"]: t for t in doc["spec"]["tasks"]}
     deploy = {p["name"]: p["value"] for p in tasks["deploy-model-tp4"]["params"]}
@@ -143,14 +145,16 @@ def test_missing_value_error_names_line_and_value():
 
 
 def test_missing_loop_variable_error_names_line():
-    src = "apiVersion: tekton.dev/v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  tasks:\n    - loopName: l\n      foreach: {domain: {tp: [1]}}\n      tasks:\n        - name: t-{{ tpp }}\n"
+    src = ("apiVersion: tekton.dev/v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  tasks:\n"
+           "    - loopName: l\n      foreach: {domain: {tp: [1]}}\n      tasks:\n        - name: t-{{ tpp }}\n")
     with pytest.raises(RenderError) as err:
         render_text(src, {}, "x.j2")
     assert "x.j2 line 9" in err.value.message and "'tpp'" in err.value.message
 
 
 def test_bad_loop_node_and_bad_yaml():
-    src = "apiVersion: v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  tasks:\n    - loopName: l\n      foreach: {domain: {tp: 3}}\n      tasks: []\n"
+    src = ("apiVersion: v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  tasks:\n"
+           "    - loopName: l\n      foreach: {domain: {tp: 3}}\n      tasks: []\n")
     with pytest.raises(RenderError, match="must be a list"):
         render_text(src, {})
     with pytest.raises(RenderError, match="invalid"):
@@ -164,7 +168,22 @@ def test_cli_render_writes_output_and_never_touches_inputs(tmp_path, capsys):
     values.write_bytes((FIX / "blis-values.yaml").read_bytes())
     before = (values.read_bytes(), values.stat().st_mtime_ns)
     out = tmp_path / "pipeline.yaml"
-    assert main(["tekton", "render", "-f", str(values), "-r", str(FIX / "blis-pipelinerun.yaml"), "-o", str(out), "--explain"]) == 0
+    assert (
+        main(
+            [
+                "tekton",
+                "render",
+                "-f",
+                str(values),
+                "-r",
+                str(FIX / "blis-pipelinerun.yaml"),
+                "-o",
+                str(out),
+                "--explain",
+            ]
+        )
+        == 0
+    )
     doc = yaml.safe_load(out.read_text())
     assert doc["kind"] == "Pipeline" and len(doc["spec"]["tasks"]) == 16
     assert (values.read_bytes(), values.stat().st_mtime_ns) == before

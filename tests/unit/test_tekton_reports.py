@@ -56,16 +56,25 @@ def test_guidellm_04_report_config_strategy_and_metrics_totals():
 
 
 def test_guidellm_median_falls_back_to_p50():
-    report = {"benchmarks": [{"config": {"strategy": {"type_": "concurrent", "streams": 4}},
-                              "metrics": {"request_totals": {"successful": 3},
-                                          "time_to_first_token_ms": {"successful": {"mean": 10.0, "percentiles": {"p50": 9.0, "p99": 20.0}}}}}]}
+    report = {
+        "benchmarks": [
+            {
+                "config": {"strategy": {"type_": "concurrent", "streams": 4}},
+                "metrics": {
+                    "request_totals": {"successful": 3},
+                    "time_to_first_token_ms": {"successful": {"mean": 10.0, "percentiles": {"p50": 9.0, "p99": 20.0}}},
+                },
+            }
+        ]
+    }
     (row,) = guidellm_rows(report)
     assert row["name"] == "concurrent x4" and row["ttft_ms"] == {"mean": 10.0, "median": 9.0, "p99": 20.0}
     assert row["itl_ms"] == {"mean": None, "median": None, "p99": None} and row["requests_per_s"] is None
 
 
 def test_inference_perf_stages_in_order_seconds_to_ms(tmp_path):
-    files = _copy(tmp_path, "stage_1_lifecycle_metrics.json", "summary_lifecycle_metrics.json", "stage_0_lifecycle_metrics.json",
+    files = _copy(tmp_path, "stage_1_lifecycle_metrics.json", "summary_lifecycle_metrics.json",
+                  "stage_0_lifecycle_metrics.json",
                   under="treatment-0")
     s = summarize(files)
     assert s["harness"] == "inference-perf"
@@ -92,9 +101,11 @@ def test_headless_summary_prints_every_benchmark_row(tmp_path):
 
     files = _copy(tmp_path, "guidellm-0.3-benchmarks.json", under="exp1-2")
     ip = _copy(tmp_path, "stage_0_lifecycle_metrics.json", "stage_1_lifecycle_metrics.json", under="exp1-4")
-    results = {"exp1-2": {"files": 1, **summarize(files)}, "exp1-4": {"files": 2, **summarize(ip)}, "exp1-8": {"error": "no such directory"}}
+    results = {"exp1-2": {"files": 1, **summarize(files)}, "exp1-4": {"files": 2, **summarize(ip)},
+               "exp1-8": {"error": "no such directory"}}
     out = io.StringIO()
-    print_summary_table(out, SessionResult("succeeded", "PipelineRun exp1: Succeeded"), {"reason": "Succeeded", "results": results})
+    print_summary_table(out, SessionResult("succeeded", "PipelineRun exp1: Succeeded"),
+                        {"reason": "Succeeded", "results": results})
     text = out.getvalue()
     assert "Benchmarks (guidellm, inference-perf)" in text
     row = next(line for line in text.splitlines() if "constant@5/s" in line)

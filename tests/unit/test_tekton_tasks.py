@@ -80,7 +80,8 @@ def test_guidellm_load_generator_interface():
     t = yaml.safe_load((TASKS / "guidellm-load-generator.yaml").read_text())
     params = [p["name"] for p in t["spec"]["params"]]
     assert params == ["target-url", "model", "rate-type", "rate", "max-concurrency", "prompt-tokens", "output-tokens",
-                      "max-seconds", "max-requests", "data-type", "data-path", "output-basename", "hf-secret-name", "additional-args"]
+                      "max-seconds", "max-requests", "data-type", "data-path", "output-basename", "hf-secret-name",
+                      "additional-args"]
     assert [r["name"] for r in t["spec"]["results"]] == ["benchmark-report", "log-file"]
     assert [w["name"] for w in t["spec"]["workspaces"]] == ["results"]
 
@@ -97,7 +98,8 @@ def test_deploy_model_applies_overrides(tmp_path):
         'decode.containers[name="vllm"].env[name="OTEL_EXPORTER_OTLP_ENDPOINT"].value=http://otel-e-4:4318',
     ]
     env = dict(os.environ, CONFIG=json.dumps(helm), MODEL="meta-llama/Llama-2-7b-hf", LABEL="e-4")
-    proc = subprocess.run([sys.executable, "-c", script, *overrides], env=env, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([sys.executable, "-c", script, *overrides], env=env, capture_output=True,
+                          text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     values = json.loads(out.read_text())
     vllm = values["decode"]["containers"][0]

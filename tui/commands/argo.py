@@ -19,17 +19,20 @@ import sys
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("argo", help="Argo: submit a work-queue sweep workflow (submit) and follow a sweep's progress (watch)")
+    p = sub.add_parser("argo",
+                       help="Argo: submit a work-queue sweep workflow (submit) and follow a sweep's progress (watch)")
     acts = p.add_subparsers(dest="argo_command", metavar="ACTION", required=True)
 
-    w = acts.add_parser("watch", help="print a model version's sweep progress until it finishes (Ctrl+C stops watching)")
+    w = acts.add_parser("watch",
+                        help="print a model version's sweep progress until it finishes (Ctrl+C stops watching)")
     w.add_argument("model_version_id", metavar="MVID", help="model version id")
     w.add_argument("-p", "--profile", help="argo profile to take queue_url / poll_interval / stale_after_min from")
     w.add_argument("--queue-url", help="work-queue API base URL (default: the profile's queue_url)")
     w.add_argument("--interval", type=float, help="seconds between reads (default: the profile's poll_interval)")
     w.add_argument("--stale-after", type=float, metavar="MIN", help="running longer than MIN minutes counts as stale")
     w.add_argument("-n", "--namespace", help="namespace of the sweep's Workflow (default: the profile's)")
-    w.add_argument("--no-workflow", action="store_true", help="queue progress only: do not look the Workflow up in the cluster")
+    w.add_argument("--no-workflow", action="store_true",
+                   help="queue progress only: do not look the Workflow up in the cluster")
     w.add_argument("--once", action="store_true", help="print one reading (with details) and exit")
     w.add_argument("--json", action="store_true", help="one JSON Sweep snapshot per line")
 
@@ -43,7 +46,8 @@ def add_parser(sub) -> None:
     s.add_argument("--model", help="model name the workers ask for at their endpoint")
     s.add_argument("--id", dest="experiment_id", help="experiment id (default: sweep-MVID-time)")
     s.add_argument("--dry-run", action="store_true", help="print the Workflow manifest; submit nothing")
-    s.add_argument("--populate", action="store_true", help="populate the model version's default matrix first if it has no configs")
+    s.add_argument("--populate", action="store_true",
+                   help="populate the model version's default matrix first if it has no configs")
     s.add_argument("--create-namespace", action="store_true", help="create the namespace first if it does not exist")
     s.add_argument("--create-token-secret", action="store_true",
                    help="create the Secret with the queue's tokens (from the profile's queue_token_file) "
@@ -52,7 +56,8 @@ def add_parser(sub) -> None:
                    help="carry out every remedy pre-flight offers "
                         "(--populate, --create-namespace, --create-token-secret)")
     s.add_argument("--yes", action="store_true", help="accept pre-flight warnings and do not ask")
-    s.add_argument("--detach", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP keep the Workflow running (reattach: sweepdeck attach ID)")
+    s.add_argument("--detach", action="store_true",
+                   help="on Ctrl+C/SIGTERM/SIGHUP keep the Workflow running (reattach: sweepdeck attach ID)")
     s.add_argument("--json", action="store_true", help="print events as JSON lines")
 
 
@@ -133,7 +138,7 @@ def _workflow_finder(settings, profile, mvid: str):
     return find
 
 
-async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: float = 120.0, once: bool = False,
+async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: float = 120.0, once: bool = False,  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
                 json_mode: bool = False, out=None, find_workflow=None, token_file: str | None = None) -> int:
     """Print progress lines until the sweep has nothing pending or running (0), or once.
 
@@ -182,7 +187,8 @@ async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: 
         wf_state["missing"] = False
         top = workflow_phase_event(wf)
         nodes = [p for _nid, p in node_phases(wf)]
-        key = (top.unit, top.state, top.detail, tuple((p.unit, p.state, p.detail, p.retries, p.finished) for p in nodes))
+        key = (top.unit, top.state, top.detail,
+               tuple((p.unit, p.state, p.detail, p.retries, p.finished) for p in nodes))
         if key == wf_state["key"] and not details:
             return []
         wf_state["key"] = key
@@ -230,12 +236,14 @@ async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: 
             await show(snap, details)
             if snap.total == 0:
                 if tick == 0 or once:
-                    _say(f"[WARN] model version {mvid} has no configs at {url} yet; populate it with: sweepdeck queue populate {mvid}", out)
+                    _say(f"[WARN] model version {mvid} has no configs at {url} yet; "
+                         f"populate it with: sweepdeck queue populate {mvid}", out)
                 if once:
                     return 1
             elif finished:
                 if not json_mode:
-                    _say(f"[INFO] sweep of {mvid} finished: {snap.completed:,} completed, {snap.failed:,} failed of {snap.total:,}", out)
+                    _say(f"[INFO] sweep of {mvid} finished: {snap.completed:,} completed, "
+                         f"{snap.failed:,} failed of {snap.total:,}", out)
                 return 0
             if once:
                 return 0
@@ -324,7 +332,8 @@ def _submit_command(args: argparse.Namespace) -> int:
         return await drive_with_remedies(
             backend, spec, printer, fix=True if args.fix else accept, ask=ask_yes_no, hint=_remedy_hint,
             on_checks=inner.checks,
-            confirm=(lambda checks: ask_yes_no("Submit the workflow?")) if not args.yes and sys.stdin.isatty() else None,
+            confirm=(lambda checks: ask_yes_no("Submit the workflow?")) if not args.yes and sys.stdin.isatty()
+            else None,
             assume_yes=args.yes, detach_on_signal=args.detach,
         )
 

@@ -55,8 +55,9 @@ async def _attach(args: argparse.Namespace) -> int:
     if not args.json:
         printer._line(f"[INFO] Run {record.id}: {record.backend}, {record.model or '?'}, {record.workload or '?'}, "
                       f"state {record.state}")
-    end = 0
-    for end, data in run_dir.records():
+    end = 0  # past the last record read: following resumes there
+    for offset, data in run_dir.records():
+        end = offset
         for event in _events(data):
             printer(event)
     if args.no_follow:

@@ -72,7 +72,7 @@ def _open(name: str) -> IO[str]:
     try:
         if name.endswith(".gz"):
             return gzip.open(name, "rt", encoding="utf-8", errors="replace")
-        return open(name, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by diagnose_file
+        return open(name, encoding="utf-8", errors="replace")  # closed by diagnose_file
     except FileNotFoundError:
         raise _Unreadable(f"{name}: no such file.") from None
     except OSError as exc:

@@ -102,7 +102,7 @@ def choose_gpu(args: argparse.Namespace, settings):
         try:
             profile = settings.profile(args.profile) if args.profile else (
                 settings.profile(settings.default_profile) if settings.default_profile else None)
-        except Exception:  # noqa: BLE001 - an unusable profile just means "no GPU from a profile"
+        except Exception:  # an unusable profile just means "no GPU from a profile"
             if args.profile:
                 raise
             profile = None
@@ -127,7 +127,7 @@ def build_request(args: argparse.Namespace):
     gpus = _int("gpus", args.gpus)
     if gpus is not None and tp * pp * dp > gpus:  # type: ignore[operator]  # validated ints above
         raise SweepdeckError(
-            f"TP {tp} x PP {pp} x DP {dp} = {tp * pp * dp} GPUs, but the request has {gpus}.",  # type: ignore[operator]
+            f"TP {tp} x PP {pp} x DP {dp} = {tp * pp * dp} GPUs, but the request has {gpus}.",  # type: ignore[operator]  # validated ints above
             f"Lower --tp/--pp/--dp so their product is at most {gpus}, or ask for more GPUs with --gpus.",
         )
     util = _float("gpu-memory-utilization", args.gpu_memory_utilization, "0.9")

@@ -28,15 +28,18 @@ def add_parser(subparsers) -> None:
     )
     what = p.add_argument_group("what to run")
     what.add_argument("--model", "-m", help="model id or alias (see the catalog); required unless --retry")
-    what.add_argument("--model-choice", metavar="ID", help="which model an ambiguous alias means (e.g. meta-llama/Llama-2-7b-hf)")
+    what.add_argument("--model-choice", metavar="ID",
+                      help="which model an ambiguous alias means (e.g. meta-llama/Llama-2-7b-hf)")
     what.add_argument("--workload", "-w", help="workload preset or keyword (default: chatbot)")
     what.add_argument(
         "--custom-workload",
         metavar="'prompt=N output=N ...'",
-        help="a custom workload instead of a preset: prompt=, output=, *_stdev/_min/_max, max_requests=, rate=, rate_type=",
+        help="a custom workload instead of a preset: "
+        "prompt=, output=, *_stdev/_min/_max, max_requests=, rate=, rate_type=",
     )
     what.add_argument("--max-requests", metavar="N", help="number of requests to send")
-    what.add_argument("--retry", metavar="RUN", help="relaunch a saved run's spec (with --fix N: apply its diagnosis' fix N)")
+    what.add_argument("--retry", metavar="RUN",
+                      help="relaunch a saved run's spec (with --fix N: apply its diagnosis' fix N)")
     what.add_argument(
         "--fix", metavar="N", nargs="?", const=FIX_PREFLIGHT,
         help="alone: do what pre-flight offers to fix (e.g. create a missing namespace) without asking; "
@@ -49,14 +52,16 @@ def add_parser(subparsers) -> None:
     where.add_argument("--backend", "-b", help="local, slurm, tekton or argo (default: the config's default_backend)")
     where.add_argument("--profile", "-p", help="backend profile from the config file")
     where.add_argument("--namespace", help="Kubernetes namespace (tekton/argo)")
-    where.add_argument("--experiment-id", metavar="ID", help="DNS-safe experiment id (default {date}-{model}-{workload})")
+    where.add_argument("--experiment-id", metavar="ID",
+                       help="DNS-safe experiment id (default {date}-{model}-{workload})")
     eng = p.add_argument_group("vLLM engine")
     eng.add_argument("--tp", metavar="N", help="tensor parallel size")
     eng.add_argument("--max-model-len", metavar="N")
     eng.add_argument("--max-num-seqs", metavar="N")
     eng.add_argument("--max-num-batched-tokens", metavar="N")
     eng.add_argument("--image", help="vLLM container image")
-    eng.add_argument("--memory", metavar="QTY", help="vLLM container memory limit/request, e.g. 64Gi (tekton applies it)")
+    eng.add_argument("--memory", metavar="QTY",
+                     help="vLLM container memory limit/request, e.g. 64Gi (tekton applies it)")
     eng.add_argument("--cpu", metavar="N", help="vLLM container CPU limit/request, e.g. 16 or 500m (tekton applies it)")
     eng.add_argument(
         "--vllm-arg",
@@ -66,15 +71,18 @@ def add_parser(subparsers) -> None:
         help="extra vLLM argument; repeat, and write it with '=': --vllm-arg=--enable-prefix-caching",
     )
     loc = p.add_argument_group("local backend")
-    loc.add_argument("--server", choices=("sim", "vllm", "auto"), help="server to start (default from the local profile: sim)")
+    loc.add_argument("--server", choices=("sim", "vllm", "auto"),
+                     help="server to start (default from the local profile: sim)")
     loc.add_argument("--port", metavar="N", help="server port (0 = pick a free one)")
     loc.add_argument("--ready-timeout", metavar="SECONDS", help="seconds to wait for the server to become ready")
     loc.add_argument("--sim-fail", metavar="MODE", help="make the simulator fail: " + ", ".join(SIM_FAILS))
-    loc.add_argument("--sim-arg", action="append", default=[], metavar="ARG", help="extra simulator argument, e.g. --sim-arg=--speed=10")
+    loc.add_argument("--sim-arg", action="append", default=[], metavar="ARG",
+                     help="extra simulator argument, e.g. --sim-arg=--speed=10")
     how = p.add_argument_group("behaviour")
     how.add_argument("--yes", "-y", action="store_true", help="do not ask; accept pre-flight warnings")
     how.add_argument("--json", action="store_true", help="print events as JSON lines")
-    how.add_argument("--detach-on-exit", action="store_true", help="on Ctrl+C/SIGTERM/SIGHUP detach (keep the run) instead of cleaning up")
+    how.add_argument("--detach-on-exit", action="store_true",
+                     help="on Ctrl+C/SIGTERM/SIGHUP detach (keep the run) instead of cleaning up")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -116,7 +124,8 @@ def main(args: argparse.Namespace) -> int:
             backend, spec, printer,
             fix=args.fix == FIX_PREFLIGHT,
             ask=lambda question: ask_yes_no(question, sys.stderr if args.json else sys.stdout),
-            hint=lambda remedies: f"Or let sweepdeck do it: re-run with --fix ({'; '.join(r.label for r in remedies)}).",
+            hint=lambda remedies: "Or let sweepdeck do it: re-run with --fix "
+            f"({'; '.join(r.label for r in remedies)}).",
             on_checks=printer.checks,
             confirm=None if args.yes else confirm,
             assume_yes=args.yes,
@@ -132,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
 def _default_image(settings) -> str | None:
     try:
         return settings.catalogs.models.default_image
-    except Exception:  # noqa: BLE001 - only used to suggest a fix
+    except Exception:  # only used to suggest a fix
         return None
 
 
@@ -161,7 +170,8 @@ def prepare(args: argparse.Namespace):
         raise SweepdeckError("--fix N needs --retry RUN (the run whose diagnosis suggested the fix).",
                              "Use --fix alone to let sweepdeck fix what pre-flight reports.")
     if not args.model:
-        raise SweepdeckError("No model given.", "Name one with --model (e.g. --model qwen-1.5b), or relaunch a run with --retry RUN.")
+        raise SweepdeckError("No model given.",
+                             "Name one with --model (e.g. --model qwen-1.5b), or relaunch a run with --retry RUN.")
     workload = args.workload
     if args.custom_workload:
         if args.workload:
@@ -237,7 +247,9 @@ def _retry_spec(args):
 
     for flag in ("model", "workload", "custom_workload", "model_choice"):
         if getattr(args, flag):
-            raise SweepdeckError(f"--{flag.replace('_', '-')} cannot be combined with --retry (the saved run names it).")
+            raise SweepdeckError(
+                f"--{flag.replace('_', '-')} cannot be combined with --retry (the saved run names it)."
+            )
     store = RunStore()
     record = store.get(args.retry)
     spec = record.spec()
@@ -245,12 +257,14 @@ def _retry_spec(args):
     fix = None
     if args.fix not in (None, FIX_PREFLIGHT):
         if not alerts:
-            raise SweepdeckError(f"Run {args.retry!r} has no suggested fixes.", "Retry it without --fix, or change settings with flags.")
+            raise SweepdeckError(f"Run {args.retry!r} has no suggested fixes.",
+                                 "Retry it without --fix, or change settings with flags.")
         fixes = alerts[0].fixes
         number = _positive_int("--fix", args.fix)
         if number > len(fixes):
             listing = "; ".join(f"{i}. {f.label}" for i, f in enumerate(fixes, 1))
-            raise SweepdeckError(f"Run {args.retry!r} has {len(fixes)} suggested fixes, not {number}.", f"Fixes: {listing}")
+            raise SweepdeckError(f"Run {args.retry!r} has {len(fixes)} suggested fixes, not {number}.",
+                                 f"Fixes: {listing}")
         fix = fixes[number - 1]
     if fix is not None:
         _refuse_repeated_fix(args, store, fix)
@@ -306,9 +320,8 @@ def _finish(args, settings, spec, backend_name):
         raise SweepdeckError(
             f"--{next(iter(given)).replace('_', '-')} only applies to the local backend.",
         )
-    if args.sim_fail or args.sim_arg:
-        if backend_name != "local":
-            raise SweepdeckError("--sim-fail/--sim-arg only apply to the local backend's simulator.")
+    if (args.sim_fail or args.sim_arg) and backend_name != "local":
+        raise SweepdeckError("--sim-fail/--sim-arg only apply to the local backend's simulator.")
     if given:
         options = dict(profile.options)
         if "port" in given:
@@ -322,7 +335,8 @@ def _finish(args, settings, spec, backend_name):
             except ValueError:
                 timeout = -1
             if not timeout > 0:
-                raise SweepdeckError(f"--ready-timeout must be a positive number of seconds, got {given['ready_timeout']!r}.")
+                raise SweepdeckError("--ready-timeout must be a positive number of seconds, got "
+                                     f"{given['ready_timeout']!r}.")
             options["ready_timeout"] = timeout
         if "server" in given:
             options["server"] = given["server"]

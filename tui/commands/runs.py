@@ -105,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
         from backends.supervisor.reconcile import describe
 
         for row in lost:
-            print(f"[WARN] {row['id']} ({row['state']}) may have left: " + ", ".join(describe(x) for x in row["leftovers"]))
+            print(f"[WARN] {row['id']} ({row['state']}) may have left: "
+                  + ", ".join(describe(x) for x in row["leftovers"]))
         print("  Remove them with: sweepdeck runs --clean" + (f" {lost[0]['id']}" if len(lost) == 1 else ""))
     return 0
 

@@ -139,7 +139,7 @@ def _render(args: argparse.Namespace) -> int:
         if exc.hint:
             print(f"  {exc.hint}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - tektonc's catch-all: one line (the traceback with --debug), exit 1
+    except Exception as exc:  # tektonc's catch-all: one line (the traceback with --debug), exit 1
         if args.debug:
             traceback.print_exc()
         else:
@@ -349,7 +349,9 @@ async def _run_pr_supervised(backend, pr: dict, namespace: str, printer, profile
         if presses == 1:
             printer(Notice(f"Cancelling PipelineRun {name} (finally tasks run; Ctrl+C again to stop at once)…"))
         else:
-            printer(Notice(f"Stopping PipelineRun {name} at once (Cancelled: finally tasks are stopped too)…", "warning"))
+            printer(
+                Notice(f"Stopping PipelineRun {name} at once (Cancelled: finally tasks are stopped too)…", "warning")
+            )
 
     result = await drive(launch, spec, store=store, on_event=printer, assume_yes=True, on_launched=launched,
                          on_stop=on_stop)

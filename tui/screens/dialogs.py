@@ -7,7 +7,8 @@ Every dialog answers with :meth:`ModalScreen.dismiss`; escape always means
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on
@@ -92,7 +93,8 @@ class QuitDialog(ModalScreen[str]):
             )
             with Vertical(classes="dialog-buttons-vertical"):
                 yield Button("Clean up everything  \\[c]", id="quit-cleanup", variant="error", compact=True)
-                yield Button("Detach (keep running; reattach later)  \\[d]", id="quit-detach", variant="primary", compact=True)
+                yield Button("Detach (keep running; reattach later)  \\[d]", id="quit-detach", variant="primary",
+                             compact=True)
                 yield Button("Cancel  \\[esc]", id="quit-cancel", compact=True)
 
     def on_mount(self) -> None:
@@ -128,7 +130,7 @@ class CleanupScreen(ModalScreen[None]):
 # ------------------------------------------------------------ disambiguation
 
 
-def model_details(info: "ModelInfo") -> str:
+def model_details(info: ModelInfo) -> str:
     """One line of facts about a model: context, size, download time, TP."""
     parts = []
     if info.context_limit:
@@ -155,7 +157,7 @@ class DisambiguationDialog(ModalScreen["str | None"]):
     DEFAULT_CLASSES = "dialog-screen"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="disambiguation_cancel")]
 
-    def __init__(self, alias: str, prompt: str, options: list[dict], infos: dict[str, "ModelInfo"]) -> None:
+    def __init__(self, alias: str, prompt: str, options: list[dict], infos: dict[str, ModelInfo]) -> None:
         super().__init__()
         self.alias = alias
         self.prompt = prompt
@@ -163,7 +165,7 @@ class DisambiguationDialog(ModalScreen["str | None"]):
         self.infos = infos
 
     @classmethod
-    def for_alias(cls, catalogs: "Catalogs", alias: str) -> "DisambiguationDialog":
+    def for_alias(cls, catalogs: Catalogs, alias: str) -> DisambiguationDialog:
         entry = catalogs.models.ambiguous[alias.strip().lower()]
         infos = {i.id: i for i in catalogs.models.options(alias)}
         return cls(alias, entry.get("prompt", "Which model do you mean?"), entry["options"], infos)
@@ -333,8 +335,8 @@ class QuickCommandDialog(TypeAhead, ModalScreen["ExperimentSpec | None"]):
 
     def __init__(
         self,
-        catalogs: "Catalogs",
-        settings: "Settings | None" = None,
+        catalogs: Catalogs,
+        settings: Settings | None = None,
         *,
         today: _dt.date | None = None,
         text: str = "",
@@ -378,7 +380,7 @@ class QuickCommandDialog(TypeAhead, ModalScreen["ExperimentSpec | None"]):
         error.update(text)
         error.add_class("shown")
 
-    def parse(self, text: str, model_choice: str | None = None) -> "ExperimentSpec":
+    def parse(self, text: str, model_choice: str | None = None) -> ExperimentSpec:
         parse = self._parse
         if parse is None:
             from config.quick import parse_quick as parse
@@ -423,7 +425,8 @@ class QuickCommandDialog(TypeAhead, ModalScreen["ExperimentSpec | None"]):
             self.show_error(exc)
             return
         except Exception as exc:  # a parser bug must not take the app down
-            self.show_error(SweepdeckError(f"Cannot parse {text!r} ({type(exc).__name__}: {exc}).", "Rephrase it, or use n for the wizard."))
+            self.show_error(SweepdeckError(f"Cannot parse {text!r} ({type(exc).__name__}: {exc}).",
+                                           "Rephrase it, or use n for the wizard."))
             return
         self.dismiss(spec)
 
@@ -531,7 +534,8 @@ class HelpDialog(ModalScreen[None]):
         out = [(self.here_title, key, bid, what) for key, bid, what in self.here]
         for spec in keys.KEYS:
             key = keys.effective_key(spec, self.user_keys)
-            out.append((keys.SCOPE_TITLES.get(spec.scope, spec.scope), keys.display_key(key), spec.id, spec.help or spec.description))
+            out.append((keys.SCOPE_TITLES.get(spec.scope, spec.scope), keys.display_key(key), spec.id,
+                        spec.help or spec.description))
         out.append(("Everywhere", "ctrl+p", "palette", "Command palette: every action by name"))
         out.extend(self.other)
         return out
@@ -565,7 +569,8 @@ class TextInputDialog(TypeAhead, ModalScreen["str | None"]):
     DEFAULT_CLASSES = "dialog-screen"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="input_cancel")]
 
-    def __init__(self, title: str, value: str = "", *, help: str = "", check: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, title: str, value: str = "", *, help: str = "",
+                 check: Callable[[str], Any] | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.value = value

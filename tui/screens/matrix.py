@@ -23,10 +23,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Header, Input, Label, RadioButton, RadioSet, Select, Static
 
+from backends.tekton.launch_matrix import MODES, MatrixFile, MatrixLaunch, MatrixPlan, matrix_spec
 from config.errors import SweepdeckError
 from tui import bindings as keys
 from tui.widgets.footer import KeyFooter
-from backends.tekton.launch_matrix import MODES, MatrixFile, MatrixLaunch, MatrixPlan, matrix_spec
 
 if TYPE_CHECKING:
     from backends.base import Check
@@ -67,7 +67,7 @@ class ParamTable(DataTable):
     BINDINGS = keys.bindings("matrix_params")
 
     def action_toggle_unroll(self) -> None:
-        self.screen.toggle_unroll()  # type: ignore[attr-defined]
+        self.screen.toggle_unroll()  # type: ignore[attr-defined]  # the MatrixScreen
 
 
 class MatrixScreen(Screen):
@@ -87,7 +87,7 @@ class MatrixScreen(Screen):
         self.matrix: MatrixFile | None = None
         self.unroll: list[str] = []
         self.checking = False
-        self.checks: list["Check"] | None = None
+        self.checks: list[Check] | None = None
 
     # --------------------------------------------------------------- layout
 
@@ -143,7 +143,7 @@ class MatrixScreen(Screen):
         profiles = self._tekton_profiles()
         select.set_options([(name, name) for name, _ in profiles])
         if profiles:
-            settings = self.app.settings  # type: ignore[attr-defined]
+            settings = self.app.settings  # type: ignore[attr-defined]  # a SweepdeckApp
             default = settings.default_profile if settings.default_profile in dict(profiles) else profiles[0][0]
             select.value = default
             self._profile_changed()
@@ -245,7 +245,7 @@ class MatrixScreen(Screen):
                     limit = int(text)
                 except ValueError:
                     raise SweepdeckError(f"N must be a whole number, not {text!r}.") from None
-        return MatrixPlan(mode, tuple(self.unroll), limit, self.query_one("#matrix-sliding", Checkbox).value)  # type: ignore[arg-type]
+        return MatrixPlan(mode, tuple(self.unroll), limit, self.query_one("#matrix-sliding", Checkbox).value)  # type: ignore[arg-type]  # the mode is one of MatrixPlan's literals
 
     def update_preview(self) -> None:
         if self.matrix is None:
@@ -325,16 +325,15 @@ class MatrixScreen(Screen):
         """Build the PipelineRun as chosen, check the cluster (worker), then launch."""
         if self.checking:
             return
-        if self.matrix is None:
-            # enter in the path box is the natural first step; f8 with a typed path loads it too
-            if not self.load(self.query_one("#matrix-path", Input).value):
-                return
+        # enter in the path box is the natural first step; f8 with a typed path loads it too
+        if self.matrix is None and not self.load(self.query_one("#matrix-path", Input).value):
+            return
         assert self.matrix is not None
         try:
             pr = self.plan().pipelinerun(self.matrix)
             profile, namespace = self._target()
-            tekton = self.app.backend_for("tekton", profile)  # type: ignore[attr-defined]
-            spec = matrix_spec(self.matrix, profile=profile, namespace=namespace, store=self.app.store)  # type: ignore[attr-defined]
+            tekton = self.app.backend_for("tekton", profile)  # type: ignore[attr-defined]  # a SweepdeckApp
+            spec = matrix_spec(self.matrix, profile=profile, namespace=namespace, store=self.app.store)  # type: ignore[attr-defined]  # a SweepdeckApp
         except SweepdeckError as exc:
             self.query_one("#matrix-checks", Static).update(_error_text(exc))
             return
@@ -366,7 +365,7 @@ class MatrixScreen(Screen):
             return
         box.update(Text(f"✓ {len(checks)} checks passed; launching", style="bold"))
         try:
-            self.app.launch_spec(spec, backend=launcher)  # type: ignore[attr-defined]
+            self.app.launch_spec(spec, backend=launcher)  # type: ignore[attr-defined]  # a SweepdeckApp
         except SweepdeckError as exc:
             box.update(_error_text(exc))
 

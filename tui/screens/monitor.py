@@ -502,7 +502,8 @@ class RunMonitorScreen(Screen):
         view = self.logview
         prompts = {
             "search": ("Search the log (enter: go · esc: close)", view.search_text),
-            "filter": ("Show only lines containing… (empty: show all)", view.filter_text if not view.filter_inverse else ""),
+            "filter": ("Show only lines containing… (empty: show all)",
+                       view.filter_text if not view.filter_inverse else ""),
             "inverse": ("Hide lines containing… (empty: show all)", view.filter_text if view.filter_inverse else ""),
         }
         placeholder, value = prompts[mode]
@@ -618,7 +619,9 @@ class RunMonitorScreen(Screen):
                 else:
                     self.notify("Not saved.", timeout=3)
 
-            self.app.push_screen(ConfirmDialog("Overwrite?", f"{path} exists. Replace it?", yes="Overwrite", no="Keep"), answer)
+            self.app.push_screen(
+                ConfirmDialog("Overwrite?", f"{path} exists. Replace it?", yes="Overwrite", no="Keep"), answer
+            )
             return
         try:
             count = self.logview.save(path, overwrite=overwrite)
@@ -684,13 +687,13 @@ class RunMonitorScreen(Screen):
         self.app.push_screen(RecoveryDialog(alert, self.controller.spec, catalogs, settings=settings,
                                             relaunched=self._relaunched), self._recover)
 
-    def _recover(self, choice: "Fix | ExperimentSpec | None") -> None:
+    def _recover(self, choice: Fix | ExperimentSpec | None) -> None:
         if choice is None:
             return
         self._recovering = True
         self.app.run_worker(self.relaunch(choice), name="relaunch", group="relaunch", exit_on_error=False)
 
-    async def relaunch(self, choice: "Fix | ExperimentSpec") -> RunController | None:
+    async def relaunch(self, choice: Fix | ExperimentSpec) -> RunController | None:
         """Relaunch with ``choice``, register the new run with the app, show it here."""
         old = self.controller
         label = choice.label if isinstance(choice, Fix) else "custom fix"
@@ -728,7 +731,8 @@ def _described(controller: Any) -> str | None:
     if not callable(describe):
         return None
     run, record = controller.run, controller.record
-    return describe(controller.spec, run.handle if run is not None else None, record.meta if record is not None else None)
+    return describe(controller.spec, run.handle if run is not None else None,
+                    record.meta if record is not None else None)
 
 
 def shorten_middle(text: str, width: int) -> str:

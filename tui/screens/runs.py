@@ -26,9 +26,9 @@ from textual.widgets import DataTable, Header, Input, Static
 from config.durations import format_elapsed
 from config.errors import SweepdeckError
 from tui import bindings as keys
-from tui.widgets.footer import KeyFooter
 from tui.screens import themed
 from tui.screens.dialogs import ConfirmDialog
+from tui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
     from tui.app import SweepdeckApp
@@ -231,7 +231,7 @@ class RunsScreen(Screen):
         self.marked: list[str] = []  # runs marked for compare, in marking order
 
     @property
-    def sd_app(self) -> "SweepdeckApp":
+    def sd_app(self) -> SweepdeckApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
@@ -532,7 +532,7 @@ class RunsScreen(Screen):
             answer,
         )
 
-    async def _clean(self, row: "RunRow") -> None:
+    async def _clean(self, row: RunRow) -> None:
         from backends.supervisor.reconcile import clean
 
         try:

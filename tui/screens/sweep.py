@@ -18,6 +18,7 @@ version id, queue URL)``) the first time it is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -120,14 +121,16 @@ class FailureGroupScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="failure-group-dialog", classes="dialog"):
-            title = "✘ Failure group" + (f": {self.count:,} config" + ("s" if self.count != 1 else "") if self.count else "")
+            title = "✘ Failure group" + (f": {self.count:,} config" + ("s" if self.count != 1 else "")
+                                         if self.count else "")
             yield Label(title, classes="dialog-title", id="failure-group-title")
             yield Static(Text(self.error_message), id="failure-group-error")
             yield Static("◌ Reading the group's configs from the work queue…", id="failure-group-status")
             yield SweepTable(GROUP_COLUMNS, fill="error", id="failure-group-table")
             yield Static("", id="failure-group-detail")
             yield Static(
-                f"↑/↓ move · {_key('sweep_group_reload', self.app)} reload · {_key('sweep_group_close', self.app)} close",
+                f"↑/↓ move · {_key('sweep_group_reload', self.app)} reload · "
+                f"{_key('sweep_group_close', self.app)} close",
                 classes="dialog-help",
             )
 
@@ -286,10 +289,8 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
         close = getattr(reader, "aclose", None)
         if close is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # no loop any more: the process is ending
             asyncio.get_running_loop().create_task(close())
-        except RuntimeError:  # no loop any more: the process is ending
-            pass
 
     def _apply_sizes(self) -> None:
         super()._apply_sizes()
@@ -335,7 +336,11 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
         handle = dict(getattr(c.run, "handle", None) or {})
         meta = getattr(c.record, "meta", None) or {}
         sweep = getattr(c, "sweep", None)
-        mvid = handle.get("model_version_id") or meta.get("model_version_id") or (sweep.model_version_id if sweep else None)
+        mvid = (
+            handle.get("model_version_id")
+            or meta.get("model_version_id")
+            or (sweep.model_version_id if sweep else None)
+        )
         if mvid:
             about.append(f"model version {mvid}")
         extra = Text()
@@ -398,8 +403,10 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
         rule = (f"Every config of the work queue running for over {minutes:g} min goes back to pending "
                 "(retry count + 1); a config past its retry limit is marked failed instead.")
         if stale:
-            head = f"{stale:,} config" + ("s have" if stale != 1 else " has") + f" been running for over {minutes:g} min " \
-                   "(a worker was probably interrupted)."
+            head = (
+                f"{stale:,} config" + ("s have" if stale != 1 else " has") + f" been running for over {minutes:g} min "
+                "(a worker was probably interrupted)."
+            )
         else:
             head = "No config is shown as stale right now; the queue is checked again."
         self.app.push_screen(
@@ -418,7 +425,8 @@ class SweepMonitorScreen(RunMonitorScreen, inherit_bindings=False):
         try:
             result = await reader.reset_stale()
         except SweepdeckError as exc:
-            self.notify(exc.message + (f"\n{exc.hint}" if exc.hint else ""), title="Reset failed", severity="error", timeout=10)
+            self.notify(exc.message + (f"\n{exc.hint}" if exc.hint else ""), title="Reset failed",
+                        severity="error", timeout=10)
             return
         except Exception as exc:  # shown, not fatal: the monitor must stay usable
             log.exception("reset-stale failed")

@@ -129,7 +129,7 @@ def _candidates(screen: Any, essential: set[str]) -> list[tuple[Binding, bool, s
     app = screen.app
     try:
         chain = screen._modal_binding_chain
-    except Exception:  # noqa: BLE001 - a screen being torn down: what is active is enough
+    except Exception:  # a screen being torn down: what is active is enough
         return out
     for namespace, bindings_map in chain:
         for _key, bindings in bindings_map.key_to_bindings.items():

@@ -113,7 +113,7 @@ class LogView(ScrollView, can_focus=True):
     class StatusChanged(Message):
         """The follow / pause / search / filter state changed (the pane redraws its status line)."""
 
-        def __init__(self, view: "LogView") -> None:
+        def __init__(self, view: LogView) -> None:
             super().__init__()
             self.view = view
 
@@ -539,10 +539,6 @@ class LogView(ScrollView, can_focus=True):
         self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
         self._post_status()
 
-    def stop_following(self) -> None:
-        self.following = False
-        self._post_status()
-
     def pause(self) -> None:
         """Hold new lines (bounded by the cap) and freeze the view."""
         if not self.paused:
@@ -643,7 +639,8 @@ class LogView(ScrollView, can_focus=True):
                              if needle in ln.text.lower() or needle in line_prefix(ln).lower()]
         else:
             self._matches = [i for i in self._view[self._view_off:]
-                             if needle in lines[i - base].text.lower() or needle in line_prefix(lines[i - base]).lower()]
+                             if needle in lines[i - base].text.lower()
+                             or needle in line_prefix(lines[i - base]).lower()]
 
     def set_search(self, text: str) -> int:
         """Highlight ``text`` (case-insensitive) and go to its last match; returns the match count."""

@@ -97,7 +97,8 @@ class MetricsPanel(Vertical):
             self.move_child(bar, after=label)
         # nothing measured yet and progress to show: the empty measurement lines would only
         # say "no measurements" under it; they come back with the first Metrics
-        for widget in (numbers, self.query_one("#metrics-spark-label", Label), self.query_one("#metrics-spark", Sparkline)):
+        for widget in (numbers, self.query_one("#metrics-spark-label", Label),
+                       self.query_one("#metrics-spark", Sparkline)):
             widget.display = not first
         if self.compact:
             self.query_one("#metrics-spark-label", Label).display = False

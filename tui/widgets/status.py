@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.cache import LRUCache
@@ -26,8 +26,10 @@ from config.durations import format_elapsed
 
 #: state word (lower case) -> category
 _CATEGORIES = {
-    **dict.fromkeys(("pending", "queued", "created", "waiting", "configuring", "scheduled", "held", "new", "submitted"), "pending"),
-    **dict.fromkeys(("starting", "launching", "stopping", "completing", "cancelling", "initializing", "pulling"), "busy"),
+    **dict.fromkeys(("pending", "queued", "created", "waiting", "configuring", "scheduled", "held", "new", "submitted"),
+                    "pending"),
+    **dict.fromkeys(("starting", "launching", "stopping", "completing", "cancelling", "initializing", "pulling"),
+                    "busy"),
     **dict.fromkeys(("running", "ready", "serving", "started", "active", "in_progress", "workload", "up"), "running"),
     **dict.fromkeys(("succeeded", "completed", "complete", "done", "success", "finished", "ok"), "ok"),
     **dict.fromkeys(("failed", "error", "timeout", "oom", "node_fail", "out_of_memory", "crashloopbackoff",

@@ -25,8 +25,8 @@ section at once in a grid.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -36,9 +36,9 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import ColumnKey
 
+from backends.events import Phase, Sweep
 from config.durations import format_elapsed as fmt_duration
 from config.durations import parse_timestamp
-from backends.events import Phase, Sweep
 from tui import bindings as keys
 from tui.widgets.status import ICONS, TERMINAL, state_category
 
@@ -263,7 +263,7 @@ class SweepTable(DataTable):
 
     def _measure(self, cells: tuple) -> None:
         """Track the widest cell of each auto-width column (what DataTable will size it to)."""
-        for (key, label, width), cell in zip(self.column_spec, cells):
+        for (key, _label, width), cell in zip(self.column_spec, cells, strict=False):
             if width is None and key != self.fill:
                 n = cell.cell_len if isinstance(cell, Text) else len(str(cell))
                 if n > self._content.get(key, 0):
@@ -349,7 +349,7 @@ class SweepTable(DataTable):
         current = self._cells[key]
         if current == cells:
             return
-        for (col, _label, width), a, b in zip(self.column_spec, current, cells):
+        for (col, _label, width), a, b in zip(self.column_spec, current, cells, strict=False):
             if a != b:
                 self.update_cell(key, col, b, update_width=width is None and col != self.fill)
                 self.cell_updates += 1

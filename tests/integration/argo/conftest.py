@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.integration.queue.conftest import TOKEN_ENTRIES, ApiServer, auth
-from tests.support.fakekube import fake_kube  # noqa: F401
+from tests.support.fakekube import fake_kube  # noqa: F401 - a pytest fixture, found by its name
 from tests.support.fakekube.argo_controller import ArgoController, PodContext, install_argo_crds
 
 NS = "sweeps"
@@ -148,7 +148,7 @@ def api(tmp_path):
 
 
 @pytest.fixture
-def cluster(fake_kube):  # noqa: F811
+def cluster(fake_kube):  # noqa: F811 - the fake_kube fixture imported above
     """The fake API server with Argo's CRDs, the namespace and a running Argo test controller."""
     install_argo_crds(fake_kube)
     fake_kube.ensure_namespace(NS)
@@ -163,7 +163,7 @@ def cluster(fake_kube):  # noqa: F811
 
 
 @pytest.fixture
-def config_file(tmp_path, fake_kube, api):  # noqa: F811
+def config_file(tmp_path, fake_kube, api):  # noqa: F811 - the fake_kube fixture imported above
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         yaml.safe_dump(

@@ -7,10 +7,9 @@ import asyncio
 import httpx
 import pytest
 
-from backends.store import RunStore
-
 from backends.base import apply_remedy
 from backends.events import Alert, Finished, LogLine, Notice, Phase, Sweep
+from backends.store import RunStore
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress, with_options
 from tests.integration.queue.conftest import auth
 from tests.support.fakekube.argo_controller import remove_argo

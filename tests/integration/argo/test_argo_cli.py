@@ -14,10 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from backends.store import RunStore
 import yaml
 
+from backends.store import RunStore
 from tests.integration.argo.conftest import MVID, NS, SMALL_TOTAL, W, populate, progress
 from tests.integration.queue.conftest import ADMIN, auth
 from tui.cli import main

@@ -30,7 +30,8 @@ def test_discovery_and_version(api, fake_kube):
     core = {r.name for r in client.CoreV1Api(api).get_api_resources().resources}
     assert {"pods", "secrets", "persistentvolumeclaims", "nodes", "namespaces", "pods/log", "pods/exec"} <= core
     # trailing slash and unknown group
-    import urllib.request, json
+    import json
+    import urllib.request
     req = urllib.request.Request(fake_kube.url + "/apis/tekton.dev/v1/", headers={"Authorization": "Bearer fake-token"})
     assert json.load(urllib.request.urlopen(req))["groupVersion"] == "tekton.dev/v1"
     req = urllib.request.Request(fake_kube.url + "/apis/nosuch.io/v1", headers={"Authorization": "Bearer fake-token"})
@@ -68,13 +69,22 @@ def test_create_get_conflict_notfound(api, fake_kube):
 
 def test_custom_objects_crud_patch_apply(api, fake_kube):
     co = client.CustomObjectsApi(api)
-    body = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "pr1", "labels": {"a": "x"}}, "spec": {"params": []}}
+    body = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "pr1", "labels": {"a": "x"}},
+            "spec": {"params": []}}
     created = co.create_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", body)
     assert created["metadata"]["generation"] == 1
-    patched = co.patch_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", "pr1", {"spec": {"status": "CancelledRunFinally"}})
+    patched = co.patch_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", "pr1",
+                                                {"spec": {"status": "CancelledRunFinally"}})
     assert patched["spec"]["status"] == "CancelledRunFinally" and patched["spec"]["params"] == []
     assert patched["metadata"]["generation"] == 2
-    st = co.patch_namespaced_custom_object_status("tekton.dev", "v1", "default", "pipelineruns", "pr1", {"status": {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}})
+    st = co.patch_namespaced_custom_object_status(
+        "tekton.dev",
+        "v1",
+        "default",
+        "pipelineruns",
+        "pr1",
+        {"status": {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}},
+    )
     assert st["status"]["conditions"][0]["reason"] == "Running" and st["metadata"]["generation"] == 2
     # replace with a stale resourceVersion -> 409 Conflict
     stale = dict(created)
@@ -82,32 +92,59 @@ def test_custom_objects_crud_patch_apply(api, fake_kube):
         co.replace_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", "pr1", stale)
     assert err.value.status == 409
     # server-side apply creates when absent, merges when present
-    task = {"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "t1"}, "spec": {"steps": [{"name": "s", "image": "busybox"}]}}
+    task = {"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "t1"},
+            "spec": {"steps": [{"name": "s", "image": "busybox"}]}}
     co.patch_namespaced_custom_object("tekton.dev", "v1", "default", "tasks", "t1", task,
                                       field_manager="test", _content_type="application/apply-patch+yaml")
-    assert co.get_namespaced_custom_object("tekton.dev", "v1", "default", "tasks", "t1")["spec"]["steps"][0]["image"] == "busybox"
-    listed = co.list_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", label_selector="a in (x,y)")
+    assert (
+        co.get_namespaced_custom_object("tekton.dev", "v1", "default", "tasks", "t1")["spec"]["steps"][0]["image"]
+        == "busybox"
+    )
+    listed = co.list_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns",
+                                              label_selector="a in (x,y)")
     assert [i["metadata"]["name"] for i in listed["items"]] == ["pr1"]
-    assert co.list_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", label_selector="a!=x")["items"] == []
+    assert (
+        co.list_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", label_selector="a!=x")["items"]
+        == []
+    )
     co.delete_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", "pr1")
     with pytest.raises(ApiException) as err:
         co.get_namespaced_custom_object("tekton.dev", "v1", "default", "pipelineruns", "pr1")
     assert err.value.status == 404
     # argo and batch kinds are served too
-    co.create_namespaced_custom_object("argoproj.io", "v1alpha1", "default", "workflows", {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"generateName": "wf-"}})
+    co.create_namespaced_custom_object("argoproj.io", "v1alpha1", "default", "workflows",
+                                       {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                                        "metadata": {"generateName": "wf-"}})
     assert len(co.list_namespaced_custom_object("argoproj.io", "v1alpha1", "default", "workflows")["items"]) == 1
-    client.BatchV1Api(api).create_namespaced_cron_job("default", {"metadata": {"name": "cj"}, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}})
+    client.BatchV1Api(api).create_namespaced_cron_job(
+        "default",
+        {
+            "metadata": {"name": "cj"},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
+        },
+    )
 
 
 def test_selectors_and_metadata_only_secret_check(api, fake_kube):
-    fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-secret", "namespace": "default"}, "data": {"HF_TOKEN": "c2VjcmV0"}})
-    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "labels": {"app": "vllm"}}, "status": {"phase": "Running"}})
-    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p2", "labels": {"app": "other"}}, "status": {"phase": "Pending"}})
+    fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-secret", "namespace": "default"},
+                      "data": {"HF_TOKEN": "c2VjcmV0"}})
+    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "labels": {"app": "vllm"}},
+                      "status": {"phase": "Running"}})
+    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p2", "labels": {"app": "other"}},
+                      "status": {"phase": "Pending"}})
     core = client.CoreV1Api(api)
-    assert [p.metadata.name for p in core.list_namespaced_pod("default", field_selector="status.phase=Running").items] == ["p1"]
-    assert [p.metadata.name for p in core.list_namespaced_pod("default", label_selector="app,app!=vllm").items] == ["p2"]
-    assert [p.metadata.name for p in core.list_namespaced_pod("default", label_selector="!nosuch").items] == ["p1", "p2"]
-    names = [s.metadata.name for s in core.list_namespaced_secret("default", field_selector="metadata.name=hf-secret").items]
+    assert [
+        p.metadata.name for p in core.list_namespaced_pod("default", field_selector="status.phase=Running").items
+    ] == ["p1"]
+    assert [p.metadata.name for p in core.list_namespaced_pod("default", label_selector="app,app!=vllm").items] == [
+        "p2"
+    ]
+    assert [p.metadata.name for p in core.list_namespaced_pod("default", label_selector="!nosuch").items] == [
+        "p1",
+        "p2",
+    ]
+    names = [s.metadata.name
+             for s in core.list_namespaced_secret("default", field_selector="metadata.name=hf-secret").items]
     assert names == ["hf-secret"]
     page = core.list_namespaced_pod("default", limit=1)
     assert len(page.items) == 1 and page.metadata._continue
@@ -118,7 +155,8 @@ def test_selectors_and_metadata_only_secret_check(api, fake_kube):
 def test_watch_resume_bookmarks_and_410(api, fake_kube):
     co = client.CustomObjectsApi(api)
     fake_kube.bookmark_interval = 0.2
-    first = fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "tr1", "labels": {"tekton.dev/pipelineRun": "pr"}}})
+    first = fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                              "metadata": {"name": "tr1", "labels": {"tekton.dev/pipelineRun": "pr"}}})
     rv = first["metadata"]["resourceVersion"]
     fake_kube.patch("tekton.dev/v1", "TaskRun", "tr1", {"status": {"podName": "p"}}, "default")
     fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "other"}})
@@ -168,7 +206,8 @@ def test_watch_without_rv_lists_then_streams_and_selection_exit(api, fake_kube):
         time.sleep(0.2)
         fake_kube.patch("v1", "Pod", "p1", {"metadata": {"labels": {"llm-d.ai/model": "gone"}}}, "default")
     threading.Thread(target=change).start()
-    for ev in watch.Watch().stream(core.list_namespaced_pod, "default", label_selector="llm-d.ai/model=m", timeout_seconds=3):
+    for ev in watch.Watch().stream(core.list_namespaced_pod, "default", label_selector="llm-d.ai/model=m",
+                                   timeout_seconds=3):
         events.append((ev["type"], ev["object"].metadata.name))
         if len(events) == 2:
             break
@@ -177,7 +216,8 @@ def test_watch_without_rv_lists_then_streams_and_selection_exit(api, fake_kube):
 
 def test_pod_log_follow_streams_appended_lines(api, fake_kube):
     core = client.CoreV1Api(api)
-    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vllm-0"}, "spec": {"containers": [{"name": "vllm"}]}})
+    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vllm-0"},
+                      "spec": {"containers": [{"name": "vllm"}]}})
     fake_kube.append_log("default", "vllm-0", "INFO starting\nINFO loading", container="vllm")
     assert core.read_namespaced_pod_log("vllm-0", "default", tail_lines=1) == "INFO loading\n"
     got = []
@@ -195,13 +235,15 @@ def test_pod_log_follow_streams_appended_lines(api, fake_kube):
 
 def test_exec_tar_copy_over_websocket(api, fake_kube, tmp_path):
     core = client.CoreV1Api(api)
-    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"}, "spec": {"containers": [{"name": "c"}]}})
+    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+                      "spec": {"containers": [{"name": "c"}]}})
     local = tmp_path / "tree"
     (local / "exp1" / "sub").mkdir(parents=True)
     (local / "exp1" / "results.json").write_text('{"ok": true}')
     (local / "exp1" / "sub" / "big.bin").write_bytes(bytes(range(256)) * 4096)
     fake_kube.mount_dir("default", "reader", "/mnt/exp", local)
-    resp = stream(core.connect_get_namespaced_pod_exec, "reader", "default", command=["tar", "cf", "-", "/mnt/exp/exp1"],
+    resp = stream(core.connect_get_namespaced_pod_exec, "reader", "default",
+                  command=["tar", "cf", "-", "/mnt/exp/exp1"],
                   stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, binary=True)
     data = b""
     while resp.is_open():

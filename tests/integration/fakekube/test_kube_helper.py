@@ -40,20 +40,25 @@ async def test_paged_list_apply_exists(kube, fake_kube):
     task["spec"]["steps"] = [{"name": "s"}]
     action, obj = await kube.apply(task, "default")
     assert action == "updated" and obj["spec"]["steps"] == [{"name": "s"}]
-    fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-secret"}, "data": {"HF_TOKEN": "eA=="}})
-    assert await kube.exists("secrets", "hf-secret", "default") and not await kube.exists("secrets", "s3-secret", "default")
+    fake_kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-secret"},
+                      "data": {"HF_TOKEN": "eA=="}})
+    assert await kube.exists("secrets", "hf-secret", "default") and not await kube.exists(
+        "secrets", "s3-secret", "default"
+    )
     assert await kube.get("", "v1", "pods", "nope", "default") is None
     assert await kube.delete("", "v1", "configmaps", "c0", "default") is True
     assert await kube.delete("", "v1", "configmaps", "c0", "default") is False
 
 
 async def test_watch_stream_resumes_and_relists_on_410(kube, fake_kube):
-    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "a", "labels": {"p": "x"}}})
+    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                      "metadata": {"name": "a", "labels": {"p": "x"}}})
     stream = kube.watch("tekton.dev", "v1", "taskruns", "default", label_selector="p=x", timeout_seconds=30)
     it = stream.__aiter__()
     first = await asyncio.wait_for(it.__anext__(), 5)
     assert first.type == "SYNC" and [o["metadata"]["name"] for o in first.objects] == ["a"]
-    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "b", "labels": {"p": "x"}}})
+    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                      "metadata": {"name": "b", "labels": {"p": "x"}}})
     ev = await asyncio.wait_for(it.__anext__(), 5)
     assert (ev.type, ev.object["metadata"]["name"]) == ("ADDED", "b")
     # a plain end of the watch: it resumes from the last resourceVersion without a list
@@ -81,7 +86,8 @@ async def test_watch_reports_errors_and_retries(kube, fake_kube):
 
 
 async def test_follow_log_and_copy_from_pod(kube, fake_kube, tmp_path):
-    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "vllm"}]}})
+    fake_kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                      "spec": {"containers": [{"name": "vllm"}]}})
     fake_kube.append_log("default", "p", "one\ntwo", container="vllm")
     got = []
 
@@ -94,7 +100,8 @@ async def test_follow_log_and_copy_from_pod(kube, fake_kube, tmp_path):
 
     await asyncio.wait_for(follow(), 5)
     assert got == ["one", "two", "three"]
-    fake_kube.set_files("default", "p", {"/mnt/exp/run-1/a.json": "{}", "/mnt/exp/run-1/sub/b.txt": "b", "/mnt/exp/other/c": "c"})
+    fake_kube.set_files("default", "p",
+                        {"/mnt/exp/run-1/a.json": "{}", "/mnt/exp/run-1/sub/b.txt": "b", "/mnt/exp/other/c": "c"})
     files = await kube.copy_from_pod("default", "p", "/mnt/exp/run-1", tmp_path / "out")
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in files) == ["a.json", "sub/b.txt"]
     with pytest.raises(KubeError, match="No such file"):

@@ -130,7 +130,7 @@ class TestCluster:
         return argv
 
     # lifecycle ---------------------------------------------------------------
-    def start(self) -> "TestCluster":
+    def start(self) -> TestCluster:
         try:
             os.chmod(self.base, 0o755)  # munge and job users must traverse it
             for sub in ("etc", "state", "spool", "log", "nodelocal", "ssh", "munge", "home"):

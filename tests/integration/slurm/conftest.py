@@ -8,8 +8,8 @@ port, known_hosts file and models.json) so no test sees another's jobs.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path

@@ -47,7 +47,7 @@ class Follower:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def seq(self, marker: str) -> list[int]:

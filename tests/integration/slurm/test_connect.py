@@ -380,7 +380,7 @@ def test_existing_job_offers_attach_then_attach_and_cleanup(slurm_profile):
     # attach: tunnel again, logs again, Ctrl+C cleans up
     out3 = Output(prof.cli("--attach"))
     try:
-        out3.wait_for(f"[INFO] Attaching to run")
+        out3.wait_for("[INFO] Attaching to run")
         out3.wait_for("✓ Connection successful!")
         assert _served_models(prof.local_port) == ["openai/gpt-oss-20b"]
         _interrupt_and_check(out3, prof)

@@ -172,7 +172,7 @@ class Matrix:
                 self._tui(world, stage, phase, sig, outcome)
             else:
                 self._headless(world, client, stage, phase, sig, outcome)
-        except Exception as exc:  # noqa: BLE001 - the test reports it
+        except Exception as exc:  # the test reports it
             outcome.problems.append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}")
         finally:
             world.cancel_jobs()

@@ -35,7 +35,8 @@ pytestmark = pytest.mark.slow
 BASE = ["--model", "qwen-1.5b", "--yes", "--sim-arg=--startup-delay=0.05"]
 # phase -> (extra arguments, the client's line that says the run is in that phase)
 PHASES = {
-    "starting": (["--max-requests", "20000", "--rate", "20", "--sim-arg=--startup-delay=30"], "[INFO] server: starting"),
+    "starting": (["--max-requests", "20000", "--rate", "20", "--sim-arg=--startup-delay=30"],
+                 "[INFO] server: starting"),
     "server-up": (["--max-requests", "20000", "--rate", "20"], "[INFO] Endpoint ready"),
     "workload": (["--max-requests", "20000", "--rate", "20"], "[INFO] Progress:"),
     "finishing": (["--max-requests", "3", "--rate", "50", "--sim-arg=--shutdown-delay=6"], "[INFO] server: stopping"),

@@ -50,8 +50,8 @@ class App:
         self.state = Path(os.environ["SWEEPDECK_STATE_DIR"])
         config = tmp_path / "config.yaml"
         command = ["python", "-m", "backends.sim", "serve", "--startup-delay", "0.05", *(sim_args or [])]
-        config.write_text("local:\n  server: command\n  port: %d\n  command: [%s]\n" % (
-            self.port, ", ".join(f'"{c}"' if c != "python" else f'"{os.sys.executable}"' for c in command)))
+        quoted = ", ".join(f'"{c}"' if c != "python" else f'"{os.sys.executable}"' for c in command)
+        config.write_text(f"local:\n  server: command\n  port: {self.port}\n  command: [{quoted}]\n")
         env = {"SWEEPDECK_STATE_DIR": str(self.state), "HOME": os.environ["HOME"],
                "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "TERM": "xterm-256color", "PYTHONPATH": str(ROOT)}
         self.command = " ".join(["exec", "env"] + [f"{k}={v}" for k, v in env.items()]

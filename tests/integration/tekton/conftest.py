@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.fakekube import fake_kube  # noqa: F401
+from tests.support.fakekube import fake_kube  # noqa: F401 - a pytest fixture, found by its name
 from tests.support.fakekube.tekton_controller import TektonController
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "tekton"
@@ -28,7 +28,7 @@ def seed(fake, ns=NS, gpus=(8,), product="NVIDIA-H100-80GB-HBM3"):
 
 
 @pytest.fixture
-def cluster(fake_kube, tmp_path):  # noqa: F811
+def cluster(fake_kube, tmp_path):  # noqa: F811 - the fake_kube fixture imported above
     seed(fake_kube)
     results = tmp_path / "data-pvc"
     results.mkdir()
@@ -50,7 +50,7 @@ def user_files(tmp_path):
 
 
 @pytest.fixture
-def settings(tmp_path, user_files, fake_kube):  # noqa: F811
+def settings(tmp_path, user_files, fake_kube):  # noqa: F811 - the fake_kube fixture imported above
     from config.settings import load_settings
 
     cfg = tmp_path / "config.yaml"

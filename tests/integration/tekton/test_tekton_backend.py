@@ -6,11 +6,10 @@ import asyncio
 import json
 
 import pytest
-
-from backends.store import RunStore
 import yaml
 
 from backends.events import Alert, Finished, LogLine, Phase, Progress
+from backends.store import RunStore
 
 pytestmark = pytest.mark.fakeapi
 
@@ -46,10 +45,15 @@ async def test_preflight_failures_and_fixes(backend, spec, fake_kube):
     fake_kube.delete("v1", "Secret", "s3-secret", "mert")
     fake_kube.delete("v1", "PersistentVolumeClaim", "model-pvc", "mert")
     fake_kube.patch("v1", "PersistentVolumeClaim", "data-pvc", {"status": {"phase": "Lost"}}, "mert")
-    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "exp1", "namespace": "mert"}})
-    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "exp1-2", "namespace": "mert"}})
+    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+                      "metadata": {"name": "exp1", "namespace": "mert"}})
+    fake_kube.create({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+                      "metadata": {"name": "exp1-2", "namespace": "mert"}})
     by = {c.name: c for c in await backend.preflight(spec)}
-    assert by["Secret s3-secret"].status == "fail" and "kubectl create secret generic s3-secret" in by["Secret s3-secret"].fix
+    assert (
+        by["Secret s3-secret"].status == "fail"
+        and "kubectl create secret generic s3-secret" in by["Secret s3-secret"].fix
+    )
     assert by["PVC model-pvc"].status == "fail" and "kind: PersistentVolumeClaim" in by["PVC model-pvc"].fix
     assert by["PVC data-pvc"].status == "fail"
     assert by["GPUs"].status == "warn"  # 4 GPUs: TP4 fits, TP2+TP4 at once does not
@@ -62,10 +66,16 @@ async def test_preflight_missing_namespace_and_tekton(backend, spec, fake_kube):
     assert by["Tekton installed"].status == "fail"
     ns_check = by["Namespace mert"]
     assert ns_check.status == "fail" and ns_check.remedy is not None
-    assert (ns_check.remedy.id, ns_check.remedy.label, ns_check.remedy.args) == ("create_namespace", "Create namespace mert", {"namespace": "mert"})
+    assert (ns_check.remedy.id, ns_check.remedy.label, ns_check.remedy.args) == (
+        "create_namespace",
+        "Create namespace mert",
+        {"namespace": "mert"},
+    )
     assert "mert" in ns_check.remedy.question
     # what cannot be checked without the namespace says so (and is decided again after the remedy)
-    assert by["Secret hf-secret"].data == {"blocked_by": "Namespace mert"} and by["PVC data-pvc"].data == {"blocked_by": "Namespace mert"}
+    assert by["Secret hf-secret"].data == {"blocked_by": "Namespace mert"} and by["PVC data-pvc"].data == {
+        "blocked_by": "Namespace mert"
+    }
     assert by["GPUs"].status == "fail"
 
 
@@ -80,7 +90,8 @@ async def test_preflight_unreachable_cluster(settings, spec, tmp_path):
                                   "users": [{"name": "u", "user": {"token": "t"}}],
                                   "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
     prof = settings.profile("lab", "tekton")
-    b = TektonBackend(settings, Profile("lab", "tekton", {**prof.options, "kubeconfig": str(kc)}), registry=CleanupRegistry())
+    b = TektonBackend(settings, Profile("lab", "tekton", {**prof.options, "kubeconfig": str(kc)}),
+                      registry=CleanupRegistry())
     checks = await b.preflight(spec)
     assert checks[0].name == "Cluster reachable" and checks[0].status == "fail" and "cannot reach" in checks[0].detail
 
@@ -91,8 +102,12 @@ async def test_launch_watch_success_copies_results(backend, spec, cluster, user_
     run = await backend.launch(spec, RunStore().create(spec))
     assert backend.registry.pending() == ["cancel PipelineRun exp1 in mert"]
     pr = cluster.get("tekton.dev/v1", "PipelineRun", "exp1", "mert")
-    assert {p["name"]: p["value"] for p in pr["spec"]["params"]} == {"experimentId": "exp1", "model": "meta-llama/Llama-2-7b-hf", "namespace": "mert"}
-    assert {w["name"]: (w.get("persistentVolumeClaim") or w.get("secret")) for w in pr["spec"]["workspaces"]}["data"] == {"claimName": "data-pvc"}
+    assert {p["name"]: p["value"] for p in pr["spec"]["params"]} == {"experimentId": "exp1",
+                                                                     "model": "meta-llama/Llama-2-7b-hf",
+                                                                     "namespace": "mert"}
+    assert {w["name"]: (w.get("persistentVolumeClaim") or w.get("secret")) for w in pr["spec"]["workspaces"]}[
+        "data"
+    ] == {"claimName": "data-pvc"}
     assert pr["spec"]["timeouts"] == {"pipeline": "6h", "tasks": "5h30m"}
     assert cluster.exists("tekton.dev/v1", "Task", "deploy-model", "mert")
     assert cluster.exists("tekton.dev/v1beta1", "StepAction", "helm-upgrade", "mert")
@@ -138,7 +153,9 @@ async def test_scripted_vllm_failures_are_diagnosed(backend, spec, cluster, kind
     events = await collect(backend, run)
     assert events[-1].outcome == "failed"
     alerts = [e for e in events if isinstance(e, Alert) and e.diagnosis]
-    assert any(a.diagnosis.startswith(rule.split("-")[0]) and evidence in a.evidence for a in alerts), [(a.diagnosis, a.evidence) for a in alerts]
+    assert any(a.diagnosis.startswith(rule.split("-")[0]) and evidence in a.evidence for a in alerts), [
+        (a.diagnosis, a.evidence) for a in alerts
+    ]
     # the failing task's step log is shown
     assert any(isinstance(e, LogLine) and e.source == "task/deploy-model-tp4" for e in events)
     # finally still cleaned up both branches
@@ -202,7 +219,8 @@ async def test_cancel_now_skips_finally(backend, spec, cluster):
     assert isinstance(seen[-1], Finished) and seen[-1].outcome == "cancelled"
     pr = cluster.get("tekton.dev/v1", "PipelineRun", "exp1", "mert")
     assert pr["spec"]["status"] == "Cancelled"
-    taskruns = [t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in cluster.list("tekton.dev/v1", "TaskRun", "mert")]
+    taskruns = [t["metadata"]["labels"]["tekton.dev/pipelineTask"]
+                for t in cluster.list("tekton.dev/v1", "TaskRun", "mert")]
     assert "run-workload-tp2" in taskruns and not [t for t in taskruns if t.startswith("finally-")]
     assert not any(isinstance(e, Phase) and e.unit.startswith("finally-") for e in seen)
 
@@ -282,7 +300,8 @@ async def test_watch_survives_410_and_resumes(backend, spec, cluster):
 async def test_launch_refuses_taken_id(backend, spec, cluster):
     from config.errors import SweepdeckError
 
-    cluster.create({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "exp1", "namespace": "mert"}})
+    cluster.create({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+                    "metadata": {"name": "exp1", "namespace": "mert"}})
     with pytest.raises(SweepdeckError, match="already exists"):
         await backend.launch(spec, RunStore().create(spec))
     assert backend.registry.pending() == []

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backends.store import RunStore
 from backends.events import Finished, Phase, Progress
+from backends.store import RunStore
 from tests.integration.tekton.conftest import seed
 from tests.support.fakekube.tekton_controller import INFERENCE_PERF_REPORTS, TektonController
 
@@ -42,7 +42,7 @@ def _snapshot() -> dict[str, tuple[bytes, int]]:
 
 
 @pytest.fixture
-def campaign(fake_kube, tmp_path):  # noqa: F811 - fake_kube is the shared fixture
+def campaign(fake_kube, tmp_path):
     seed(fake_kube, ns=NS)
     results = tmp_path / "data-pvc"
     results.mkdir()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from backends.store import RunStore
 import yaml
 
+from backends.store import RunStore
 from tui.cli import main
 
 pytestmark = pytest.mark.fakeapi
@@ -50,13 +49,15 @@ def test_preflight_offers_namespace_then_run_succeeds(fake_kube, config_file, tm
     results.mkdir()
     ctl = TektonController(fake_kube, step=0.03, results_root=results).start()
     try:
-        code = main(["tekton", "run", "meta-llama/Llama-2-7b-hf", "--id", "cli1", "--tp", "4", "--yes", "--json", "--delete-after"])
+        code = main(["tekton", "run", "meta-llama/Llama-2-7b-hf", "--id", "cli1", "--tp", "4", "--yes", "--json",
+                     "--delete-after"])
     finally:
         ctl.stop()
     out = capsys.readouterr().out
     assert code == 0, out
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert any(e.get("type") == "Phase" and e.get("unit") == "run-workload-tp4" and e.get("state") == "Succeeded" for e in events)
+    assert any(e.get("type") == "Phase" and e.get("unit") == "run-workload-tp4" and e.get("state") == "Succeeded"
+               for e in events)
     assert not fake_kube.exists("tekton.dev/v1", "PipelineRun", "cli1", "newns")  # --delete-after
     pr_tasks = [t["name"] for t in fake_kube.get("tekton.dev/v1", "Pipeline", "cli1", "newns")["spec"]["tasks"]]
     assert "deploy-model-tp4" in pr_tasks and "deploy-model-tp2" not in pr_tasks  # --tp 4: a SUBSET of [2, 4]
@@ -129,12 +130,35 @@ def test_generic_run_and_attach_with_tekton_backend(fake_kube, config_file, tmp_
 def test_render_only_writes_files_and_applies_nothing(fake_kube, config_file, tmp_path, user_files):
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in user_files.iterdir()}
     out = tmp_path / "rendered"
-    assert main(["tekton", "run", "meta-llama/Llama-2-7b-hf", "--id", "r1", "--tp", "4", "--image", "ghcr.io/x/vllm:1", "--render-only", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"values.yaml", "pipeline.yaml", "pipelinerun.yaml", "resources.yaml", "changes.txt"}
+    assert (
+        main(
+            [
+                "tekton",
+                "run",
+                "meta-llama/Llama-2-7b-hf",
+                "--id",
+                "r1",
+                "--tp",
+                "4",
+                "--image",
+                "ghcr.io/x/vllm:1",
+                "--render-only",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert {p.name for p in out.iterdir()} == {"values.yaml", "pipeline.yaml", "pipelinerun.yaml", "resources.yaml",
+                                               "changes.txt"}
     values = yaml.safe_load((out / "values.yaml").read_text())
     assert values["stack"]["treatments"]["tensorParallelism"] == [4]
     changes = (out / "changes.txt").read_text()
-    assert "tp_sweep: [2, 4] -> [4]" in changes and "[SUBSET]" in changes and "engine.image" in changes and "[OVERRIDE]" in changes
+    assert (
+        "tp_sweep: [2, 4] -> [4]" in changes
+        and "[SUBSET]" in changes
+        and "engine.image" in changes
+        and "[OVERRIDE]" in changes
+    )
     assert fake_kube.list("tekton.dev/v1", "Pipeline") == [] and fake_kube.request_count() == 0
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in user_files.iterdir()} == before
 
@@ -145,7 +169,9 @@ def test_preflight_fix_creates_the_namespace(fake_kube, config_file, capsys):
     assert "created" not in capsys.readouterr().out and not fake_kube.exists("v1", "Namespace", "newns")
     # only the namespace (and what it blocks) fails: --fix creates it
     fake_kube.add_node("gpu-0", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8)
-    assert main(["tekton", "preflight", "meta-llama/Llama-2-7b-hf", "--id", "cli0", "--fix"]) == 3  # secrets etc. still missing
+    assert (
+        main(["tekton", "preflight", "meta-llama/Llama-2-7b-hf", "--id", "cli0", "--fix"]) == 3
+    )  # secrets etc. still missing
     out = capsys.readouterr().out
     assert "[INFO] Namespace newns created" in out and fake_kube.exists("v1", "Namespace", "newns")
     assert "✓ Namespace newns" in out or "ok Namespace newns" in out
@@ -180,13 +206,19 @@ def test_cancel_saved_run_now_and_gracefully(fake_kube, config_file, capsys):
 
         def reason(name):
             pr = fake_kube.get("tekton.dev/v1", "PipelineRun", name, "newns")
-            return next((c["reason"] for c in (pr.get("status") or {}).get("conditions") or [] if c["status"] == "False"), None)
+            return next((c["reason"] for c in (pr.get("status") or {}).get("conditions") or []
+                         if c["status"] == "False"), None)
 
         fake_kube.wait_for(lambda: reason("now1") == "Cancelled" and reason("soft1") == "Cancelled")
         assert fake_kube.get("tekton.dev/v1", "PipelineRun", "now1", "newns")["spec"]["status"] == "Cancelled"
-        assert fake_kube.get("tekton.dev/v1", "PipelineRun", "soft1", "newns")["spec"]["status"] == "CancelledRunFinally"
-        tasks = lambda pr: {t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in fake_kube.list(  # noqa: E731
-            "tekton.dev/v1", "TaskRun", "newns", label_selector=f"tekton.dev/pipelineRun={pr}")}
+        assert (
+            fake_kube.get("tekton.dev/v1", "PipelineRun", "soft1", "newns")["spec"]["status"] == "CancelledRunFinally"
+        )
+
+        def tasks(pr):
+            return {t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in fake_kube.list(
+                "tekton.dev/v1", "TaskRun", "newns", label_selector=f"tekton.dev/pipelineRun={pr}")}
+
         assert not [t for t in tasks("now1") if t.startswith("finally-")]  # --now: finally skipped
         assert "finally-delete-model-tp2" in tasks("soft1")  # graceful: the finally clean-ups ran
         # a finished run: nothing to do, said so
@@ -213,8 +245,10 @@ def test_run_pr_second_ctrl_c_stops_finally_at_once(fake_kube, config_file, tmp_
 
     fake_kube.ensure_namespace("newns")
     pr = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "sig1"}, "spec": {"pipelineSpec": {
-        "tasks": [{"name": "work", "taskSpec": {"steps": [{"name": "run", "image": "busybox", "script": "sleep 3600"}]}}],
-        "finally": [{"name": "cleanup", "taskSpec": {"steps": [{"name": "run", "image": "busybox", "script": "sleep 3600"}]}}],
+        "tasks": [{"name": "work",
+                   "taskSpec": {"steps": [{"name": "run", "image": "busybox", "script": "sleep 3600"}]}}],
+        "finally": [{"name": "cleanup",
+                     "taskSpec": {"steps": [{"name": "run", "image": "busybox", "script": "sleep 3600"}]}}],
     }}}
     src = tmp_path / "pr.yaml"
     src.write_text(yaml.safe_dump(pr))
@@ -222,7 +256,8 @@ def test_run_pr_second_ctrl_c_stops_finally_at_once(fake_kube, config_file, tmp_
     ctl.hang["work"] = ctl.hang["cleanup"] = True
     script = Path(sys.executable).parent / "sweepdeck"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "tui.cli"]
-    proc = subprocess.Popen(cmd + ["tekton", "run-pr", str(src)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd + ["tekton", "run-pr", str(src)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "NO_COLOR": "1"}, cwd=Path(__file__).resolve().parents[3])
     lines: queue.Queue = queue.Queue()
     seen: list[str] = []

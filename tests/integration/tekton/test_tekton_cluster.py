@@ -50,9 +50,15 @@ def _backend_and_spec(namespace):
     from config.spec import build_spec
 
     settings = load_settings()
-    opts = validate_profile("tekton", {"backend": "tekton", "namespace": namespace, "kubeconfig": KUBECONFIG.split(os.pathsep)[0]}, None, "cluster")
+    opts = validate_profile(
+        "tekton",
+        {"backend": "tekton", "namespace": namespace, "kubeconfig": KUBECONFIG.split(os.pathsep)[0]},
+        None,
+        "cluster",
+    )
     backend = TektonBackend(settings, Profile("cluster", "tekton", opts), registry=CleanupRegistry())
-    spec = build_spec(settings.catalogs, os.environ.get("SWEEPDECK_CLUSTER_MODEL", "Qwen/Qwen2.5-Math-1.5B"), backend="tekton",
+    spec = build_spec(settings.catalogs, os.environ.get("SWEEPDECK_CLUSTER_MODEL", "Qwen/Qwen2.5-Math-1.5B"),
+                      backend="tekton",
                       namespace=namespace, tp=1, experiment_id=os.environ.get("SWEEPDECK_CLUSTER_ID", "sweepdeck-ci"))
     return backend, spec
 
@@ -110,7 +116,8 @@ async def test_cancel_on_real_cluster(real_kube, graceful):
     ns = _namespace_or_skip()
     backend, _spec = _backend_and_spec(ns)
     name = f"sweepdeck-ci-cancel-{'soft' if graceful else 'now'}-{int(time.time()) % 100000}"
-    run = await backend.launch_pipelinerun(_tiny_pipelinerun(name), ns, RunStore().create(_spec.set("experiment_id", name)))
+    run = await backend.launch_pipelinerun(_tiny_pipelinerun(name), ns,
+                                           RunStore().create(_spec.set("experiment_id", name)))
     try:
         cancelled = False
         last = None

@@ -24,7 +24,7 @@ PR = "experiment-matrix-run"
 SOURCE = re.compile(r"^task/(run-experiment-\S+-\d+) question_len=(\d+),output_len=(\d+)$")
 
 
-def unrolled(limit: int = 2) -> "tuple[object, dict]":
+def unrolled(limit: int = 2) -> tuple[object, dict]:
     """The Tekton PoC matrix (4 × 3 × 3), gaiePluginConfig unrolled, at most ``limit`` tasks at once."""
     from backends.tekton.launch_matrix import MatrixFile, MatrixPlan
 

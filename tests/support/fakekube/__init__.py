@@ -70,7 +70,7 @@ Fixture
 :func:`fake_kube` starts a server, writes ``kubeconfig`` in the test's
 ``tmp_path``, points ``KUBECONFIG`` at it and yields the :class:`FakeKube`
 (with ``.kubeconfig`` set); the server stops at teardown. Use it from a
-conftest with ``from tests.support.fakekube import fake_kube  # noqa: F401``.
+conftest with ``from tests.support.fakekube import fake_kube  # noqa: F401 - a pytest fixture, found by its name``.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ __all__ = ["ApiError", "FakeKube", "ResourceType", "fake_kube", "start_fake_kube
 def start_fake_kube(kubeconfig_path, namespace: str = "default") -> FakeKube:
     """Start a server and write its kubeconfig (for benchmarks and scripts)."""
     fake = FakeKube().start()
-    fake.kubeconfig = fake.write_kubeconfig(kubeconfig_path, namespace=namespace)  # type: ignore[attr-defined]
+    fake.kubeconfig = fake.write_kubeconfig(kubeconfig_path, namespace=namespace)  # type: ignore[attr-defined]  # a test-only attribute
     return fake
 
 
@@ -93,7 +93,7 @@ def start_fake_kube(kubeconfig_path, namespace: str = "default") -> FakeKube:
 def fake_kube(tmp_path, monkeypatch):
     """A running :class:`FakeKube` with ``KUBECONFIG`` pointing at it."""
     fake = start_fake_kube(tmp_path / "kubeconfig")
-    monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig))  # type: ignore[attr-defined]
+    monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig))  # type: ignore[attr-defined]  # a test-only attribute
     try:
         yield fake
     finally:

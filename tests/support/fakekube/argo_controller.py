@@ -34,19 +34,22 @@ CustomResourceDefinitions and creates Argo's, as installing Argo does.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from tests.support.fakekube.controller import ControllerLoop
 from tests.support.fakekube.server import ApiError, FakeKube, ResourceType
 
 A = "argoproj.io/v1alpha1"
 WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
-CRD_TYPE = ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+CRD_TYPE = ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
+                        namespaced=False)
 _PARAM = re.compile(r"\{\{\s*workflow\.parameters\.([A-Za-z0-9_-]+)\s*\}\}")
 _ITEM = re.compile(r"\{\{\s*item\s*\}\}")
 _INPUT = re.compile(r"\{\{\s*inputs\.parameters\.([A-Za-z0-9_-]+)\s*\}\}")
@@ -60,7 +63,8 @@ def install_argo_crds(fake: FakeKube) -> list[str]:
     """Serve CRDs and create Argo's (workflows, cronworkflows, workflowtemplates)."""
     fake.register_resource(CRD_TYPE)
     names = []
-    for plural, kind in (("workflows", "Workflow"), ("cronworkflows", "CronWorkflow"), ("workflowtemplates", "WorkflowTemplate")):
+    for plural, kind in (("workflows", "Workflow"), ("cronworkflows", "CronWorkflow"),
+                         ("workflowtemplates", "WorkflowTemplate")):
         name = f"{plural}.argoproj.io"
         if not fake.exists("apiextensions.k8s.io/v1", "CustomResourceDefinition", name):
             fake.create({
@@ -116,7 +120,8 @@ class PodContext:
 class ArgoController(ControllerLoop):
     """Drives Argo Workflows in a fake API server from a background thread."""
 
-    def __init__(self, fake: FakeKube, *, step: float = 0.05, run_pod: Callable[[PodContext], Any] | None = None) -> None:
+    def __init__(self, fake: FakeKube, *, step: float = 0.05,
+                 run_pod: Callable[[PodContext], Any] | None = None) -> None:
         super().__init__(fake, "argo-controller")
         self.step = step
         self.run_pod = run_pod
@@ -164,10 +169,8 @@ class ArgoController(ControllerLoop):
                     ctx.stopped.set()
             # ownerReferences garbage collection: the workflow's pods go with it
             for pod in self.fake.list("v1", "Pod", key[0], label_selector=f"{WORKFLOW_LABEL}={key[1]}"):
-                try:
+                with contextlib.suppress(ApiError):
                     self.fake.delete("v1", "Pod", pod["metadata"]["name"], key[0])
-                except ApiError:
-                    pass
 
     # ------------------------------------------------------------------ workflows
 
@@ -188,7 +191,9 @@ class ArgoController(ControllerLoop):
         run = self._runs[key]
         if problem:
             run["done"] = True
-            self._patch_status(key, {"phase": "Failed", "startedAt": _now(), "finishedAt": _now(), "message": f"invalid spec: {problem}"})
+            self._patch_status(key,
+                               {"phase": "Failed", "startedAt": _now(), "finishedAt": _now(),
+                                "message": f"invalid spec: {problem}"})
             return
         run.update({
             "started": True, "params": {k: str(v) for k, v in params.items()}, "templates": templates,
@@ -213,7 +218,8 @@ class ArgoController(ControllerLoop):
         for group in templates[entry].get("steps") or []:
             for step in group:
                 if "withParam" in step and "withSequence" in step:
-                    return f"templates.{entry}.steps[{step.get('name')}] only one of withItems, withParam, withSequence can be specified"
+                    return (f"templates.{entry}.steps[{step.get('name')}] "
+                            "only one of withItems, withParam, withSequence can be specified")
                 if step.get("template") not in templates:
                     return f"templates.{entry}.steps[{step.get('name')}].template {step.get('template')!r} not found"
         return None
@@ -229,7 +235,8 @@ class ArgoController(ControllerLoop):
         run = self._runs[key]
         wf = key[1]
         node = {"id": name if name == wf else node_id(wf, name), "name": name, "displayName": display, "type": ntype,
-                "templateName": template, "phase": phase, "startedAt": _now(), "boundaryID": wf, "children": [], **extra}
+                "templateName": template, "phase": phase, "startedAt": _now(), "boundaryID": wf,
+                "children": [], **extra}
         run["nodes"][node["id"]] = node
         if parent_id:
             run["nodes"][parent_id].setdefault("children", []).append(node["id"])
@@ -277,13 +284,15 @@ class ArgoController(ControllerLoop):
                     inputs[p["name"]] = self._resolve(run, value, {})
                 self._start_step(key, group["id"], f"{wf}[{g}].{display}", display, step["template"], inputs)
 
-    def _start_step(self, key, parent: str, name: str, display: str, template_name: str, inputs: dict[str, str]) -> None:
+    def _start_step(self, key, parent: str, name: str, display: str, template_name: str,
+                    inputs: dict[str, str]) -> None:
         run = self._runs[key]
         tmpl = run["templates"][template_name]
         retry = tmpl.get("retryStrategy")
         if retry is not None:
             top = self._node(key, name, display, "Retry", template_name, parent, "Running")
-            step = {"top": top["id"], "retry_limit": int(self._resolve(run, str(retry.get("limit", "0")), {})), "attempts": 0,
+            step = {"top": top["id"], "retry_limit": int(self._resolve(run, str(retry.get("limit", "0")), {})),
+                    "attempts": 0,
                     "name": name, "display": display, "template": template_name, "inputs": inputs}
         else:
             step = {"top": None, "retry_limit": 0, "attempts": 0, "name": name, "display": display,
@@ -307,20 +316,21 @@ class ArgoController(ControllerLoop):
         run["pods"] += 1
         container = tmpl.get("container") or {}
         args = [str(self._resolve(run, a, step["inputs"])) for a in container.get("args") or []]
-        labels = {WORKFLOW_LABEL: wf, "workflows.argoproj.io/completed": "false", **((tmpl.get("metadata") or {}).get("labels") or {})}
-        try:
+        labels = {WORKFLOW_LABEL: wf, "workflows.argoproj.io/completed": "false",
+                  **((tmpl.get("metadata") or {}).get("labels") or {})}
+        with contextlib.suppress(ApiError):
             self.fake.create({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod, "namespace": ns, "labels": labels,
-                             "annotations": {"workflows.argoproj.io/node-name": name, "workflows.argoproj.io/node-id": node["id"]}},
+                             "annotations": {"workflows.argoproj.io/node-name": name,
+                                             "workflows.argoproj.io/node-id": node["id"]}},
                 "spec": {"containers": [{"name": "wait", "image": "quay.io/argoproj/argoexec"},
                                         {"name": "main", "image": self._resolve(run, container.get("image", ""), {}),
                                          "command": container.get("command") or [], "args": args}]},
                 "status": {"phase": "Running", "startTime": _now(),
-                           "containerStatuses": [{"name": "main", "ready": True, "state": {"running": {"startedAt": _now()}}}]},
+                           "containerStatuses": [{"name": "main", "ready": True,
+                                                  "state": {"running": {"startedAt": _now()}}}]},
             })
-        except ApiError:
-            pass
         self.pods_started.append(pod)
         ctx = PodContext(self.fake, ns, pod, wf, display, step["template"], dict(run["params"]), args, step["attempts"])
         run["ctx"][node["id"]] = ctx
@@ -329,7 +339,8 @@ class ArgoController(ControllerLoop):
         failure = self._match(self.failures, display) or self._match(self.failures, step["display"])
         if failure is not None and (failure[1] is None or step["attempts"] <= failure[1]):
             message = failure[0]
-            self._later(self.step, lambda: self._pod_done(key, step, node["id"], False, message, "error: scripted failure"))
+            self._later(self.step,
+                        lambda: self._pod_done(key, step, node["id"], False, message, "error: scripted failure"))
             return
         if self._match(self.hang, display) or self._match(self.hang, step["display"]):
             return
@@ -342,7 +353,7 @@ class ArgoController(ControllerLoop):
 
     def _hook(self, key, step: dict[str, Any], nid: str, ctx: PodContext) -> None:
         try:
-            result = self.run_pod(ctx)  # type: ignore[misc]
+            result = self.run_pod(ctx)  # type: ignore[misc]  # a callable stored as an attribute
         except Exception as exc:
             result = (False, f"{type(exc).__name__}: {exc}")
         if result is NotImplemented:
@@ -373,12 +384,32 @@ class ArgoController(ControllerLoop):
         if ok:
             run["pods_ok"] += 1
         code = 0 if ok else 1
-        try:
-            self.fake.patch("v1", "Pod", ctx.pod, {"metadata": {"labels": {"workflows.argoproj.io/completed": "true"}},
-                                                   "status": {"phase": phase, "containerStatuses": [{"name": "main", "ready": False, "state": {
-                                                       "terminated": {"exitCode": code, "reason": "Completed" if ok else "Error", "finishedAt": _now()}}}]}}, ns)
-        except ApiError:
-            pass
+        with contextlib.suppress(ApiError):
+            self.fake.patch(
+                "v1",
+                "Pod",
+                ctx.pod,
+                {
+                    "metadata": {"labels": {"workflows.argoproj.io/completed": "true"}},
+                    "status": {
+                        "phase": phase,
+                        "containerStatuses": [
+                            {
+                                "name": "main",
+                                "ready": False,
+                                "state": {
+                                    "terminated": {
+                                        "exitCode": code,
+                                        "reason": "Completed" if ok else "Error",
+                                        "finishedAt": _now(),
+                                    }
+                                },
+                            }
+                        ],
+                    },
+                },
+                ns,
+            )
         self._set_node(key, nid, phase, "" if ok else message)
         retry_again = (not ok and step["top"] and step["attempts"] <= step["retry_limit"] and not run.get("shutdown"))
         if retry_again:
@@ -386,7 +417,8 @@ class ArgoController(ControllerLoop):
             self._attempt(key, step)
             return
         if step["top"]:
-            self._set_node(key, step["top"], phase, "" if ok else ("No more retries left" if not run.get("shutdown") else message))
+            self._set_node(key, step["top"], phase,
+                           "" if ok else ("No more retries left" if not run.get("shutdown") else message))
         step["result"] = (phase, message)
         self._sync(key)
         self._maybe_group_done(key)
@@ -416,7 +448,8 @@ class ArgoController(ControllerLoop):
         run = self._runs[key]
         run["done"] = True
         self._set_node(key, run["root"], phase, message)
-        status: dict[str, Any] = {"phase": phase, "finishedAt": _now(), "nodes": run["nodes"], "progress": f"{run['pods_ok']}/{run['pods']}"}
+        status: dict[str, Any] = {"phase": phase, "finishedAt": _now(), "nodes": run["nodes"],
+                                  "progress": f"{run['pods_ok']}/{run['pods']}"}
         if message:
             status["message"] = message
         self._patch_status(key, status)

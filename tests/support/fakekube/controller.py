@@ -14,7 +14,8 @@ import itertools
 import queue as _queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.support.fakekube.server import ApiError, FakeKube
 

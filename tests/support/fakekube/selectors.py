@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -47,12 +48,15 @@ def label_selector(text: str | None) -> Predicate:
                 tests.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
         elif "!=" in term:
             key, _, value = term.partition("!=")
-            tests.append(lambda labels, k=key.strip(), v=value.strip(): labels.get(k) != v)
+            key, value = key.strip(), value.strip()
+            tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
         elif "==" in term or "=" in term:
             key, _, value = term.partition("==") if "==" in term else term.partition("=")
-            tests.append(lambda labels, k=key.strip(), v=value.strip(): labels.get(k) == v)
+            key, value = key.strip(), value.strip()
+            tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
         elif term.startswith("!"):
-            tests.append(lambda labels, k=term[1:].strip(): k not in labels)
+            key = term[1:].strip()
+            tests.append(lambda labels, k=key: k not in labels)
         elif re.fullmatch(r"[A-Za-z0-9_./-]+", term):
             tests.append(lambda labels, k=term: k in labels)
         else:
@@ -83,10 +87,12 @@ def field_selector(text: str | None) -> Predicate:
     for term in _split_top(text):
         if "!=" in term:
             path, _, value = term.partition("!=")
-            tests.append(lambda o, p=path.strip(), v=value.strip(): str(lookup(o, p) or "") != v)
+            path, value = path.strip(), value.strip()
+            tests.append(lambda o, p=path, v=value: str(lookup(o, p) or "") != v)
         elif "=" in term:
             path, _, value = term.partition("==") if "==" in term else term.partition("=")
-            tests.append(lambda o, p=path.strip(), v=value.strip(): str(lookup(o, p) or "") == v)
+            path, value = path.strip(), value.strip()
+            tests.append(lambda o, p=path, v=value: str(lookup(o, p) or "") == v)
         else:
             raise SelectorError(f"invalid field selector: {term!r}")
     return lambda obj: all(t(obj) for t in tests)

@@ -6,6 +6,7 @@ See the package docstring (:mod:`tests.support.fakekube`) for the Python API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import io
 import itertools
@@ -21,9 +22,10 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -250,7 +252,7 @@ class FakeKube:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeKube":
+    def start(self) -> FakeKube:
         """Serve on 127.0.0.1:<free port> from a background thread."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -288,10 +290,8 @@ class FakeKube:
             if self._runner:
                 await self._runner.cleanup()
 
-        try:
+        with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        except Exception:
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
@@ -378,7 +378,11 @@ class FakeKube:
             if not meta.get("name"):
                 prefix = meta.get("generateName")
                 if not prefix:
-                    raise ApiError(422, "Invalid", f"{rt.kind} is invalid: metadata.name: Required value: name or generateName is required")
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        f"{rt.kind} is invalid: metadata.name: Required value: name or generateName is required",
+                    )
                 while True:
                     name = prefix + "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
                     if (ns, name) not in self._objects[rt.key]:
@@ -410,7 +414,8 @@ class FakeKube:
         ns = (namespace or "default") if rt.namespaced else None
         obj = self._objects[rt.key].get((ns, name))
         if obj is None:
-            raise ApiError(404, "NotFound", f'{rt.qualified} "{name}" not found', {"name": name, "group": rt.group, "kind": rt.plural})
+            raise ApiError(404, "NotFound", f'{rt.qualified} "{name}" not found',
+                           {"name": name, "group": rt.group, "kind": rt.plural})
         return obj
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> JSON:
@@ -442,7 +447,8 @@ class FakeKube:
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return items
 
-    def replace(self, obj: JSON, namespace: str | None = None, *, rt: ResourceType | None = None, status_only: bool = False) -> JSON:
+    def replace(self, obj: JSON, namespace: str | None = None, *, rt: ResourceType | None = None,
+                status_only: bool = False) -> JSON:
         """PUT semantics: a stale ``metadata.resourceVersion`` gives 409 Conflict."""
         rt = rt or self.resource(obj.get("apiVersion", "v1"), obj.get("kind", ""))
         with self._lock:
@@ -578,7 +584,8 @@ class FakeKube:
             self.compact()
             return dropped
 
-    def fail_next(self, method: str, path_regex: str, code: int = 500, reason: str = "InternalError", times: int = 1) -> None:
+    def fail_next(self, method: str, path_regex: str, code: int = 500, reason: str = "InternalError",
+                  times: int = 1) -> None:
         """Answer the next ``times`` requests matching ``method`` and the path regex with an error Status."""
         with self._lock:
             self._failures.append((method.upper(), re.compile(path_regex), code, reason, times))
@@ -609,10 +616,8 @@ class FakeKube:
     def _close_stream(stream: _LogStream) -> None:
         stream.closed = True
         for loop, q in list(stream.followers):
-            try:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(q.put_nowait, None)
-            except RuntimeError:
-                pass
 
     # files served to ``tar cf -`` over exec
     def set_files(self, namespace: str, pod: str, files: dict[str, bytes | str]) -> None:
@@ -643,7 +648,8 @@ class FakeKube:
         with self._lock:
             self.requests.clear()
 
-    def request_count(self, method: str | None = None, path_contains: str | None = None, watch: bool | None = None) -> int:
+    def request_count(self, method: str | None = None, path_contains: str | None = None,
+                      watch: bool | None = None) -> int:
         with self._lock:
             reqs = list(self.requests)
         return sum(
@@ -718,7 +724,8 @@ class FakeKube:
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}],
             })
         if parts == ["apis"]:
-            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g) for g in self._groups()]})
+            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1",
+                                      "groups": [self._group(g) for g in self._groups()]})
         if parts and parts[0] == "api" and len(parts) >= 2:
             group, version, rest = "", parts[1], parts[2:]
         elif parts and parts[0] == "apis" and len(parts) >= 2:
@@ -753,13 +760,21 @@ class FakeKube:
                 "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
             })
             for sub in t.subresources:
-                resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+                resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
+                                  "kind": t.kind, "verbs": ["get", "patch", "update"]})
+        return {"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
-    async def _resource_request(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
+    async def _resource_request(self, request: web.Request, group: str, version: str,  # noqa: C901 - a test flow table / fake server dispatch; over 15 when lint was set up
+                                rest: list[str]) -> web.StreamResponse:
         namespace: str | None = None
         types = self._types
-        if rest[0] == "namespaces" and len(rest) >= 3 and (group, version, rest[2]) in types and types[(group, version, rest[2])].namespaced:
+        if (
+            rest[0] == "namespaces"
+            and len(rest) >= 3
+            and (group, version, rest[2]) in types
+            and types[(group, version, rest[2])].namespaced
+        ):
             namespace, rest = rest[1], rest[2:]
         rt = types.get((group, version, rest[0]))
         if rt is None:
@@ -803,12 +818,14 @@ class FakeKube:
                 import yaml
 
                 body = yaml.safe_load(raw) or {}
-                return web.json_response(self.patch(rt.api_version, rt.plural, name, body, namespace, status_only=status_only, create_if_absent=True))
+                return web.json_response(self.patch(rt.api_version, rt.plural, name, body, namespace,
+                                                    status_only=status_only, create_if_absent=True))
             body = json.loads(raw or b"null")
             ptype = "json" if ctype == "application/json-patch+json" else "merge"
             if ptype == "json" and not isinstance(body, list):
                 raise ApiError(400, "BadRequest", "json patch body must be a list")
-            return web.json_response(self.patch(rt.api_version, rt.plural, name, body, namespace, patch_type=ptype, status_only=status_only))
+            return web.json_response(self.patch(rt.api_version, rt.plural, name, body, namespace, patch_type=ptype,
+                                                status_only=status_only))
         if method == "DELETE":
             return web.json_response(self.delete(rt.api_version, rt.plural, name, namespace))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
@@ -828,7 +845,7 @@ class FakeKube:
             items = page
         return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta, "items": items}
 
-    async def _watch(self, request: web.Request, rt: ResourceType, namespace: str | None) -> web.StreamResponse:
+    async def _watch(self, request: web.Request, rt: ResourceType, namespace: str | None) -> web.StreamResponse:  # noqa: C901 - a test flow table / fake server dispatch; over 15 when lint was set up
         q = request.query
         lsel, fsel = label_selector(q.get("labelSelector")), field_selector(q.get("fieldSelector"))
         timeout = float(q.get("timeoutSeconds") or 1800)
@@ -856,7 +873,8 @@ class FakeKube:
                             initial.append((etype, obj))
             if not gone:
                 self._watchers.append(watcher)
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        resp = web.StreamResponse(status=200,
+                                  headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         await resp.prepare(request)
         try:
             if gone:
@@ -879,9 +897,10 @@ class FakeKube:
                     if item is None:  # drop_watches()
                         break
                     etype, obj = item
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if bookmarks and loop.time() >= next_bookmark:
-                        mark = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(self.resource_version)}}
+                        mark = {"kind": rt.kind, "apiVersion": rt.api_version,
+                                "metadata": {"resourceVersion": str(self.resource_version)}}
                         await resp.write(json.dumps({"type": "BOOKMARK", "object": mark}).encode() + b"\n")
                         next_bookmark = loop.time() + self.bookmark_interval
                     continue
@@ -963,7 +982,8 @@ class FakeKube:
             else:
                 status = {
                     "metadata": {}, "status": "Failure",
-                    "message": f"command terminated with non-zero exit code: error executing command [{' '.join(argv)}], exit code {rc}",
+                    "message": "command terminated with non-zero exit code: error executing command "
+                               f"[{' '.join(argv)}], exit code {rc}",
                     "reason": "NonZeroExitCode",
                     "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]},
                 }
@@ -991,7 +1011,8 @@ class FakeKube:
             return b"", b"", 0
         if argv[:1] == ["ls"]:
             target = "/" + (argv[-1] if len(argv) > 1 else "").strip("/")
-            names = sorted({p[len(target):].lstrip("/").split("/")[0] for p in files if p.startswith(target.rstrip("/") + "/")})
+            names = sorted({p[len(target):].lstrip("/").split("/")[0] for p in files
+                            if p.startswith(target.rstrip("/") + "/")})
             if not names:
                 return b"", f"ls: cannot access '{argv[-1]}': No such file or directory\n".encode(), 2
             return ("\n".join(names) + "\n").encode(), b"", 0
@@ -1002,7 +1023,8 @@ def _metadata_only_list(body: JSON) -> JSON:
     """The ``as=PartialObjectMetadataList`` form: metadata only, no spec/data/status."""
     return {
         "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": body["metadata"],
-        "items": [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": i["metadata"]} for i in body["items"]],
+        "items": [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": i["metadata"]}
+                  for i in body["items"]],
     }
 
 
@@ -1045,7 +1067,11 @@ def _tar(files: dict[str, bytes], args: list[str]) -> tuple[bytes, bytes, int]:
                 info.mode = 0o644
                 tar.addfile(info, io.BytesIO(data))
     if errors:
-        return buf.getvalue(), ("".join(errors) + "tar: Exiting with failure status due to previous errors\n").encode(), 2
+        return (
+            buf.getvalue(),
+            ("".join(errors) + "tar: Exiting with failure status due to previous errors\n").encode(),
+            2,
+        )
     return buf.getvalue(), b"", 0
 
 

@@ -27,6 +27,7 @@ seconds) makes a task's startTime older, for over-time alerts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -37,7 +38,9 @@ from tests.support.fakekube.controller import ControllerLoop
 from tests.support.fakekube.server import ApiError, FakeKube
 
 T = "tekton.dev/v1"
-GUIDELLM_REPORT = Path(__file__).resolve().parents[2] / "fixtures" / "tekton" / "reports" / "guidellm-0.3-benchmarks.json"
+GUIDELLM_REPORT = (
+    Path(__file__).resolve().parents[2] / "fixtures" / "tekton" / "reports" / "guidellm-0.3-benchmarks.json"
+)
 #: Real inference-perf 0.7 output (two constant-rate stages, shared_prefix data), read where the reference set keeps it.
 INFERENCE_PERF_REPORTS = Path("/work/shared/reference/benchmark-reports/inference-perf/shared-prefix-constant")
 INFERENCE_PERF_FILES = ("stage_0_lifecycle_metrics.json", "stage_1_lifecycle_metrics.json",
@@ -52,7 +55,8 @@ VLLM_START = [
 ]
 OOM_LINES = [
     "ERROR 01-01 00:00:25 [core.py:708] EngineCore failed to start.",
-    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.96 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.02 GiB is free.",
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.96 GiB. GPU 0 has a total capacity of 79.19 GiB "
+    "of which 1.02 GiB is free.",
 ]
 
 
@@ -63,7 +67,8 @@ def _now(offset: float = 0.0) -> str:
 class TektonController(ControllerLoop):
     """Drives Tekton objects in a fake API server from a background thread."""
 
-    def __init__(self, fake: FakeKube, *, step: float = 0.05, results_root: Path | None = None, vllm_logs: bool = True) -> None:
+    def __init__(self, fake: FakeKube, *, step: float = 0.05, results_root: Path | None = None,
+                 vllm_logs: bool = True) -> None:
         super().__init__(fake, "tekton-controller")
         self.step = step
         self.results_root = results_root
@@ -108,8 +113,21 @@ class TektonController(ControllerLoop):
         if self.results_root is not None:
             mounts = [m["mountPath"] for c in pod["spec"]["containers"] for m in c.get("volumeMounts") or []]
             self.fake.mount_dir(ns, name, mounts[0] if mounts else "/mnt/exp", self.results_root)
-        self.fake.patch("v1", "Pod", name, {"status": {"phase": "Running", "startTime": _now(),
-                        "containerStatuses": [{"name": "reader", "ready": True, "state": {"running": {"startedAt": _now()}}}]}}, ns)
+        self.fake.patch(
+            "v1",
+            "Pod",
+            name,
+            {
+                "status": {
+                    "phase": "Running",
+                    "startTime": _now(),
+                    "containerStatuses": [
+                        {"name": "reader", "ready": True, "state": {"running": {"startedAt": _now()}}}
+                    ],
+                }
+            },
+            ns,
+        )
 
     # ------------------------------------------------------------------ pipeline runs
 
@@ -123,12 +141,18 @@ class TektonController(ControllerLoop):
             try:
                 pipeline_spec = self.fake.get(T, "Pipeline", pipeline_name, ns)["spec"]
             except ApiError:
-                self._set_pr(key, "False", "CouldntGetPipeline", f"Error retrieving pipeline for pipelinerun {ns}/{name}: pipeline {pipeline_name} not found")
+                self._set_pr(
+                    key,
+                    "False",
+                    "CouldntGetPipeline",
+                    f"Error retrieving pipeline for pipelinerun {ns}/{name}: pipeline {pipeline_name} not found",
+                )
                 return
         params = {p["name"]: p.get("value") for p in spec.get("params") or []}
         run = {
             "params": params, "pipeline": pipeline_name, "cancel": None,
-            "tasks": {t["name"]: {"def": t, "state": "pending", "attempt": 0} for t in pipeline_spec.get("tasks") or []},
+            "tasks": {t["name"]: {"def": t, "state": "pending", "attempt": 0}
+                      for t in pipeline_spec.get("tasks") or []},
             "order": [t["name"] for t in pipeline_spec.get("tasks") or []],
             "finally": [t["name"] for t in pipeline_spec.get("finally") or []],
             "finally_started": False, "done": False,
@@ -137,7 +161,10 @@ class TektonController(ControllerLoop):
             run["tasks"][t["name"]] = {"def": t, "state": "pending", "attempt": 0, "finally": True}
         self._runs[key] = run
         self.fake.patch(T, "PipelineRun", name, {"status": {
-            "startTime": _now(), "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: %d, Skipped: 0" % len(run["order"])}],
+            "startTime": _now(),
+            "conditions": [{"type": "Succeeded", "status": "Unknown",
+                            "reason": "Running", "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: "
+                                                            f"{len(run['order'])}, Skipped: 0"}],
         }}, ns, status_only=True)
         self._advance(key)
 
@@ -184,7 +211,9 @@ class TektonController(ControllerLoop):
         if run["cancel"]:
             self._set_pr(key, "False", "Cancelled", f"PipelineRun \"{key[1]}\" was cancelled")
         elif failed or main.count("skipped"):
-            self._set_pr(key, "False", "Failed", f"Tasks Completed: {done + failed} (Failed: {failed}, Cancelled 0), Skipped: {main.count('skipped')}")
+            self._set_pr(key, "False", "Failed",
+                         f"Tasks Completed: {done + failed} (Failed: {failed}, Cancelled 0), Skipped: "
+                         f"{main.count('skipped')}")
         else:
             self._set_pr(key, "True", "Succeeded", f"Tasks Completed: {done} (Failed: 0, Cancelled 0), Skipped: 0")
 
@@ -193,7 +222,8 @@ class TektonController(ControllerLoop):
             if p.get("name") == name:
                 value = p.get("value")
                 if isinstance(value, str):
-                    return re.sub(r"\$\(params\.([\w-]+)\)", lambda m: str(run["params"].get(m.group(1), m.group(0))), value)
+                    return re.sub(r"\$\(params\.([\w-]+)\)",
+                                  lambda m: str(run["params"].get(m.group(1), m.group(0))), value)
                 return value
         return None
 
@@ -207,23 +237,27 @@ class TektonController(ControllerLoop):
         pod = f"{tr_name}-pod"[:63]
         t["tr"], t["pod"] = tr_name, pod
         task_ref = (t["def"].get("taskRef") or {}).get("name", name)
-        labels = {"tekton.dev/pipelineRun": pr_name, "tekton.dev/pipelineTask": name, "tekton.dev/pipeline": run["pipeline"], "tekton.dev/task": task_ref}
+        labels = {"tekton.dev/pipelineRun": pr_name, "tekton.dev/pipelineTask": name,
+                  "tekton.dev/pipeline": run["pipeline"], "tekton.dev/task": task_ref}
         if t["def"].get("matrix"):
             self._start_matrix(key, name, labels)
             return
         offset = self._match(self.backdate, name) or 0.0
         status = {"podName": pod, "startTime": _now(offset),
-                  "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running", "message": "Not all Steps in the Task have finished executing"}]}
+                  "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running",
+                                  "message": "Not all Steps in the Task have finished executing"}]}
         if t["attempt"] == 1:
-            self.fake.create({"apiVersion": T, "kind": "TaskRun", "metadata": {"name": tr_name, "namespace": ns, "labels": labels},
-                              "spec": {"taskRef": {"name": task_ref}, "params": t["def"].get("params") or []}, "status": status})
+            self.fake.create({"apiVersion": T, "kind": "TaskRun",
+                              "metadata": {"name": tr_name, "namespace": ns, "labels": labels},
+                              "spec": {"taskRef": {"name": task_ref}, "params": t["def"].get("params") or []},
+                              "status": status})
         else:
             self.fake.patch(T, "TaskRun", tr_name, {"status": status}, ns, status_only=True)
-        try:
-            self.fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"tekton.dev/taskRun": tr_name, **labels}},
+        with contextlib.suppress(ApiError):
+            self.fake.create({"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": pod, "namespace": ns,
+                                           "labels": {"tekton.dev/taskRun": tr_name, **labels}},
                               "spec": {"containers": [{"name": "step-run"}]}, "status": {"phase": "Running"}})
-        except ApiError:
-            pass
         self.fake.append_log(ns, pod, f"[{name}] starting (attempt {t['attempt']})", container="step-run")
         failure = self._match(self.failures, name)
         if task_ref == "deploy-model":
@@ -250,16 +284,19 @@ class TektonController(ControllerLoop):
             tr = f"{pr_name}-{name}-{i}"
             pod = f"{tr}-pod"[:63]
             t["children"].append((tr, pod, f"{name}-{i}"))
-            self.fake.create({"apiVersion": T, "kind": "TaskRun", "metadata": {"name": tr, "namespace": ns, "labels": labels},
+            self.fake.create({"apiVersion": T, "kind": "TaskRun",
+                              "metadata": {"name": tr, "namespace": ns, "labels": labels},
                               "spec": {"params": (t["def"].get("params") or []) + combo},
                               "status": {"podName": pod, "startTime": _now(),
-                                         "steps": [{"name": "run", "container": "step-run", "running": {"startedAt": _now()}}],
-                                         "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}})
-            try:
-                self.fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"tekton.dev/taskRun": tr, **labels}},
+                                         "steps": [{"name": "run", "container": "step-run",
+                                                    "running": {"startedAt": _now()}}],
+                                         "conditions": [{"type": "Succeeded", "status": "Unknown",
+                                                         "reason": "Running"}]}})
+            with contextlib.suppress(ApiError):
+                self.fake.create({"apiVersion": "v1", "kind": "Pod",
+                                  "metadata": {"name": pod, "namespace": ns,
+                                               "labels": {"tekton.dev/taskRun": tr, **labels}},
                                   "spec": {"containers": [{"name": "step-run"}]}, "status": {"phase": "Running"}})
-            except ApiError:
-                pass
             shown = " ".join(f"{c['name']}={c['value']}" for c in combo)
             self.fake.append_log(ns, pod, f"[{name}-{i}] starting {shown}", container="step-run")
 
@@ -270,11 +307,23 @@ class TektonController(ControllerLoop):
             for tr, pod, row in t["children"]:
                 bad = self.failures.get(row)
                 failed = failed or bad is not None
-                self.fake.append_log(ns, pod, f"error: {bad[1] or 'step failed'}" if bad else f"[{row}] done", container="step-run")
-                cond = ({"type": "Succeeded", "status": "False", "reason": "Failed", "message": '"step-run" exited with code 1'} if bad
-                        else {"type": "Succeeded", "status": "True", "reason": "Succeeded"})
-                step = {"name": "run", "container": "step-run", "terminated": {"exitCode": 1 if bad else 0, "reason": "Error" if bad else "Completed"}}
-                self.fake.patch(T, "TaskRun", tr, {"status": {"completionTime": _now(), "conditions": [cond], "steps": [step]}}, ns, status_only=True)
+                self.fake.append_log(ns, pod, f"error: {bad[1] or 'step failed'}" if bad else f"[{row}] done",
+                                     container="step-run")
+                cond = (
+                    {
+                        "type": "Succeeded",
+                        "status": "False",
+                        "reason": "Failed",
+                        "message": '"step-run" exited with code 1',
+                    }
+                    if bad
+                    else {"type": "Succeeded", "status": "True", "reason": "Succeeded"}
+                )
+                step = {"name": "run", "container": "step-run",
+                        "terminated": {"exitCode": 1 if bad else 0, "reason": "Error" if bad else "Completed"}}
+                self.fake.patch(T, "TaskRun", tr,
+                                {"status": {"completionTime": _now(), "conditions": [cond], "steps": [step]}}, ns,
+                                status_only=True)
                 self.fake.patch("v1", "Pod", pod, {"status": {"phase": "Failed" if bad else "Succeeded"}}, ns)
             t["state"] = "failed" if failed else "succeeded"
             self._advance(key)
@@ -294,27 +343,33 @@ class TektonController(ControllerLoop):
         status: dict[str, Any] = {"phase": "Pending"}
         if kind == "unschedulable":
             status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."}]
+                                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: "
+                                                "0/3 nodes are available."}]
         elif kind == "image-pull":
             status["containerStatuses"] = [{"name": "vllm", "ready": False, "state": {"waiting": {
                 "reason": "ImagePullBackOff", "message": 'Back-off pulling image "vllm/vllm-openai:nosuch"'}}}]
-        try:
-            self.fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"llm-d.ai/model": label, "llm-d.ai/inferenceServing": "true"}},
+        with contextlib.suppress(ApiError):
+            self.fake.create({"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": pod, "namespace": ns,
+                                           "labels": {"llm-d.ai/model": label, "llm-d.ai/inferenceServing": "true"}},
                               "spec": {"containers": [{"name": "vllm"}]}, "status": status})
-        except ApiError:
-            pass
         if kind in ("unschedulable", "image-pull"):
             return
 
         def running() -> None:
-            self.fake.patch("v1", "Pod", pod, {"status": {"phase": "Running", "startTime": _now(), "containerStatuses": [
+            self.fake.patch("v1", "Pod", pod,
+                            {"status": {"phase": "Running", "startTime": _now(), "containerStatuses": [
                 {"name": "vllm", "ready": kind != "oom", "state": {"running": {"startedAt": _now()}}}]}}, ns)
             if self.vllm_logs:
                 lines = VLLM_START[:3] + (OOM_LINES if kind == "oom" else VLLM_START[3:])
                 self.fake.append_log(ns, pod, "\n".join(lines), container="vllm")
             if kind == "oom":
-                self._later(self.step / 2, lambda: self.fake.patch("v1", "Pod", pod, {"status": {"phase": "Running", "containerStatuses": [
-                    {"name": "vllm", "ready": False, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}},
+                self._later(self.step / 2,
+                            lambda: self.fake.patch("v1", "Pod", pod,
+                                                    {"status": {"phase": "Running", "containerStatuses": [
+                    {"name": "vllm", "ready": False, "restartCount": 1,
+                     "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                           "message": "back-off 10s restarting failed container"}},
                      "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]}}, ns))
 
         self._later(self.step / 4, running)
@@ -332,7 +387,9 @@ class TektonController(ControllerLoop):
         if kind == "flaky" and t["attempt"] == 1 and (t["def"].get("retries") or 0) > 0:
             self.fake.append_log(ns, t["pod"], "error: connection refused (will retry)", container="step-run")
             tr = self.fake.get(T, "TaskRun", t["tr"], ns)
-            retries = list((tr.get("status") or {}).get("retriesStatus") or []) + [{"conditions": [{"type": "Succeeded", "status": "False", "reason": "Failed"}]}]
+            retries = list((tr.get("status") or {}).get("retriesStatus") or []) + [
+                {"conditions": [{"type": "Succeeded", "status": "False", "reason": "Failed"}]}
+            ]
             self.fake.patch(T, "TaskRun", t["tr"], {"status": {"retriesStatus": retries}}, ns, status_only=True)
             t["state"] = "pending"
             self._start_task(key, name)
@@ -348,8 +405,11 @@ class TektonController(ControllerLoop):
                 pod = f"{self._label(key, name)}-decode-0"[:63]
                 if self.fake.exists("v1", "Pod", pod, ns):
                     self.fake.delete("v1", "Pod", pod, ns)
-            status = {"completionTime": _now(), "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "All Steps have completed executing"}],
-                      "steps": [{"name": "run", "container": "step-run", "terminated": {"exitCode": 0, "reason": "Completed"}}]}
+            status = {"completionTime": _now(),
+                      "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded",
+                                      "message": "All Steps have completed executing"}],
+                      "steps": [{"name": "run", "container": "step-run",
+                                 "terminated": {"exitCode": 0, "reason": "Completed"}}]}
             t["state"] = "succeeded"
         else:
             reason, message, log = "Failed", failure[1] if failure else "", "error: step failed"
@@ -366,10 +426,12 @@ class TektonController(ControllerLoop):
                 message = message or "vLLM pod is not ready: Unschedulable"
                 log = "error: timed out waiting for the condition on pods"
             else:
-                message = message or f'"step-run" exited with code 1'
+                message = message or '"step-run" exited with code 1'
             self.fake.append_log(ns, t["pod"], log, container="step-run")
-            status = {"completionTime": _now(), "conditions": [{"type": "Succeeded", "status": "False", "reason": reason, "message": message}],
-                      "steps": [{"name": "run", "container": "step-run", "terminated": {"exitCode": 1, "reason": "Error"}}]}
+            status = {"completionTime": _now(),
+                      "conditions": [{"type": "Succeeded", "status": "False", "reason": reason, "message": message}],
+                      "steps": [{"name": "run", "container": "step-run",
+                                 "terminated": {"exitCode": 1, "reason": "Error"}}]}
             t["state"] = "failed"
         self.fake.patch(T, "TaskRun", t["tr"], {"status": status}, ns, status_only=True)
         self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Succeeded" if ok else "Failed"}}, ns)
@@ -386,7 +448,7 @@ class TektonController(ControllerLoop):
         label = self._label(key, name)
         out = self.results_root / label
         out.mkdir(parents=True, exist_ok=True)
-        (out / "exp-config.json").write_text('{"tp": "%s"}' % label.rsplit("-", 1)[-1])
+        (out / "exp-config.json").write_text(f'{{"tp": "{label.rsplit("-", 1)[-1]}"}}')
         if task_ref == "run-workload-inference-perf-blis":
             (out / "results").mkdir(exist_ok=True)
             for file in INFERENCE_PERF_FILES:
@@ -402,11 +464,29 @@ class TektonController(ControllerLoop):
         if run is None or run["done"]:
             return
         ns = key[0]
-        for name, t in run["tasks"].items():
+        for t in run["tasks"].values():
             if finally_too and t.get("finally") and t["state"] == "running" and not t.get("children"):
                 t["state"] = "cancelled"
-                self.fake.patch(T, "TaskRun", t["tr"], {"status": {"completionTime": _now(), "conditions": [
-                    {"type": "Succeeded", "status": "False", "reason": "TaskRunCancelled", "message": "TaskRun was cancelled"}]}}, ns, status_only=True)
+                self.fake.patch(
+                    T,
+                    "TaskRun",
+                    t["tr"],
+                    {
+                        "status": {
+                            "completionTime": _now(),
+                            "conditions": [
+                                {
+                                    "type": "Succeeded",
+                                    "status": "False",
+                                    "reason": "TaskRunCancelled",
+                                    "message": "TaskRun was cancelled",
+                                }
+                            ],
+                        }
+                    },
+                    ns,
+                    status_only=True,
+                )
                 self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Failed"}}, ns)
             elif t["state"] == "running" and not t.get("finally") and t.get("children"):
                 t["state"] = "cancelled"
@@ -416,8 +496,26 @@ class TektonController(ControllerLoop):
                     self.fake.patch("v1", "Pod", pod, {"status": {"phase": "Failed"}}, ns)
             elif t["state"] == "running" and not t.get("finally"):
                 t["state"] = "cancelled"
-                self.fake.patch(T, "TaskRun", t["tr"], {"status": {"completionTime": _now(), "conditions": [
-                    {"type": "Succeeded", "status": "False", "reason": "TaskRunCancelled", "message": "TaskRun was cancelled"}]}}, ns, status_only=True)
+                self.fake.patch(
+                    T,
+                    "TaskRun",
+                    t["tr"],
+                    {
+                        "status": {
+                            "completionTime": _now(),
+                            "conditions": [
+                                {
+                                    "type": "Succeeded",
+                                    "status": "False",
+                                    "reason": "TaskRunCancelled",
+                                    "message": "TaskRun was cancelled",
+                                }
+                            ],
+                        }
+                    },
+                    ns,
+                    status_only=True,
+                )
                 self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Failed"}}, ns)
             elif t["state"] == "pending" and not t.get("finally"):
                 t["state"] = "skipped"

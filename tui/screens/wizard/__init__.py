@@ -153,13 +153,13 @@ class WizardScreen(Screen):
                 app: Any = self.app
                 app.launch_spec(spec, backend=app.backend_for(spec.backend, spec.profile, demo=self.state.sim_fail))
             else:
-                self.app.launch_spec(spec)  # type: ignore[attr-defined]
+                self.app.launch_spec(spec)  # type: ignore[attr-defined]  # a SweepdeckApp
         except SweepdeckError as exc:
             # e.g. the experiment id was taken meanwhile: stay here, say why
             self.set_status(error_text(exc), error=True)
 
     @property
-    def spec(self) -> "ExperimentSpec | None":
+    def spec(self) -> ExperimentSpec | None:
         return self.state.spec
 
 

@@ -16,7 +16,7 @@ from config.catalog import Catalogs, ModelInfo, WorkloadProfile
 from config.errors import SweepdeckError
 from config.spec import USER_SOURCES, ExperimentSpec, Source, build_spec, check_limits, with_profile_gpu
 
-# The vLLM container's resources (Step 4 of the skill): field, label. GPUs follow TP.
+# The vLLM container's resources on the review step: field, label. GPUs follow TP.
 RESOURCES = (("engine.memory", "Memory"), ("engine.cpu", "CPU"))
 
 SOURCE_WORDS = {
@@ -99,7 +99,7 @@ class WizardState:
     sim_fail: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: ExperimentSpec, catalogs: Catalogs, **kw: Any) -> "WizardState":
+    def from_spec(cls, spec: ExperimentSpec, catalogs: Catalogs, **kw: Any) -> WizardState:
         """State for a ready spec (from the quick command)."""
         workload: str | WorkloadProfile = spec.workload if spec.workload.custom else spec.workload.app
         state = cls(catalogs, model=spec.model, workload=workload, backend=spec.backend, profile=spec.profile, **kw)
@@ -310,7 +310,7 @@ class WizardState:
     # --------------------------------------------------------------- review
 
     def review_rows(self) -> list[ReviewRow]:
-        """The vLLM configuration the way the BLIS skill shows it (Step 4)."""
+        """The vLLM configuration the review step shows, one row per setting."""
         spec = self.need_spec()
         rows: list[ReviewRow] = []
         image_status, image_base = _status(spec, "engine.image")
@@ -332,7 +332,11 @@ class WizardState:
             base_args = tuple(origin.base or ())
         for arg in spec.engine.extra_args:
             if arg in base_args:
-                src = _source_word(spec, "engine.extra_args") if origin is None or origin.source not in USER_SOURCES else "catalog"
+                src = (
+                    _source_word(spec, "engine.extra_args")
+                    if origin is None or origin.source not in USER_SOURCES
+                    else "catalog"
+                )
                 rows.append(ReviewRow(f"arg:{arg}", arg, "", src, "", "", None))
             else:
                 rows.append(ReviewRow(f"arg:{arg}", arg, "", "you", "NEW", "", None))
@@ -407,19 +411,21 @@ class WizardState:
             values = base_values_for(self.settings, spec.backend, spec.profile) or {}
             if not (values.get("stack") or {}).get("tracing"):
                 return []
-        return [ReviewRow("auto:--otlp-traces-endpoint", "--otlp-traces-endpoint", "(pipeline collector)", "auto-configured")]
+        return [ReviewRow("auto:--otlp-traces-endpoint", "--otlp-traces-endpoint", "(pipeline collector)",
+                          "auto-configured")]
 
     # -------------------------------------------------------------- summary
 
     def summary_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """The skill's Step 6 summary: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
+        """The summary before launch: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
         spec = self.need_spec()
         lines = dict(spec.summary_lines())
         if self.sim_fail and spec.backend == "local":
             lines["Backend"] += f" · DEMONSTRATION: {SIM_DEMOS[self.sim_fail]}"
         core = ["Experiment ID", "Backend", "Namespace", "Model"]
         work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens", "Load", "Data", "API"]
-        engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources", "Additional Args"]
+        engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources",
+                  "Additional Args"]
 
         def pick(names: list[str]) -> list[tuple[str, str]]:
             return [(n, lines[n]) for n in names if n in lines]

@@ -6,6 +6,7 @@ a step to :meth:`Step.commit` before moving on (commit says what blocks).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -91,11 +92,11 @@ class Step(Vertical):
     SCOPE = ""
 
     @property
-    def wizard(self) -> "WizardScreen":
-        return self.screen  # type: ignore[return-value]
+    def wizard(self) -> WizardScreen:
+        return self.screen  # type: ignore[return-value]  # steps live on the wizard screen
 
     @property
-    def state(self) -> "WizardState":
+    def state(self) -> WizardState:
         return self.wizard.state
 
     def activate(self) -> None:
@@ -106,7 +107,7 @@ class Step(Vertical):
         return True
 
     def key_for(self, binding_id: str) -> str:
-        return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], self.app.user_keys))  # type: ignore[attr-defined]
+        return keys.display_key(keys.effective_key(keys.BY_ID[binding_id], self.app.user_keys))  # type: ignore[attr-defined]  # a SweepdeckApp
 
 
 # ---------------------------------------------------------------------- model
@@ -125,7 +126,8 @@ class ModelStep(Step):
         self._rows: list[tuple[str, str]] = []  # (kind model|alias, name)
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: type part of a model id or alias (qwen, 70b, llama-7b…)", id="model-filter", compact=True)
+        yield Input(placeholder="filter: type part of a model id or alias (qwen, 70b, llama-7b…)", id="model-filter",
+                    compact=True)
         table: DataTable = DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("Model", "Aliases", "Size", "TP", "Context")
         yield table
@@ -147,7 +149,8 @@ class ModelStep(Step):
     def candidates(self) -> list[tuple[str, str, str]]:
         """``(kind, name, searchable text)`` for every model and ambiguous alias."""
         models = self.state.catalogs.models
-        out = [("model", mid, " ".join((mid,) + info.aliases)) for mid, info in sorted(models.models.items(), key=lambda kv: kv[0].lower())]
+        out = [("model", mid, " ".join((mid,) + info.aliases)) for mid,
+               info in sorted(models.models.items(), key=lambda kv: kv[0].lower())]
         out += [("alias", alias, alias) for alias in sorted(models.ambiguous)]
         return out
 
@@ -159,10 +162,7 @@ class ModelStep(Step):
         scored = []
         for kind, name, hay in items:
             low = hay.lower()
-            if query in low:
-                score = 1000.0 - low.index(query)
-            else:
-                score = self._fuzzy.match(query, low)[0]
+            score = 1000.0 - low.index(query) if query in low else self._fuzzy.match(query, low)[0]
             if score > 0:
                 scored.append((score, kind, name))
         scored.sort(key=lambda s: -s[0])
@@ -178,7 +178,8 @@ class ModelStep(Step):
         for kind, name in self._rows:
             if kind == "alias":
                 n = len(models.ambiguous[name]["options"])
-                table.add_row(Text(f"{name} ?", style="italic"), f"ambiguous: {n} models", "", "", "", key=f"alias:{name}")
+                table.add_row(Text(f"{name} ?", style="italic"), f"ambiguous: {n} models", "", "", "",
+                              key=f"alias:{name}")
             else:
                 info = models.models[name]
                 table.add_row(
@@ -212,7 +213,8 @@ class ModelStep(Step):
         detail = self.query_one("#model-detail", Static)
         item = self.highlighted()
         if item is None:
-            detail.update(Text(f"No model matches. Clear the filter (or add the model to {self.state.catalogs.models.path}).") if self._rows == [] else "")
+            detail.update(Text("No model matches. Clear the filter (or add the model to "
+                               f"{self.state.catalogs.models.path}).") if self._rows == [] else "")
             return
         kind, name = item
         models = self.state.catalogs.models
@@ -256,7 +258,8 @@ class ModelStep(Step):
         if box.has_focus and event.key in ("down", "up", "pagedown", "pageup"):
             event.stop()
             table = self.query_one("#model-table", DataTable)
-            getattr(table, f"action_{'cursor' if event.key in ('up', 'down') else 'page'}_{event.key.removeprefix('page')}")()
+            getattr(table,
+                    f"action_{'cursor' if event.key in ('up', 'down') else 'page'}_{event.key.removeprefix('page')}")()
 
     def action_focus_filter(self) -> None:
         self.query_one("#model-filter", Input).focus()
@@ -330,25 +333,25 @@ class WorkloadStep(Step):
                 table.add_columns("Preset", "Description", "Prompt", "Output", "Rate type", "Requests")
                 yield table
                 yield Static("", id="workload-detail")
-            with TabPane("Custom", id="custom-pane"):
-                with VerticalScroll(id="custom-form"):
-                    with Grid(id="custom-grid"):
-                        for name, label in CUSTOM_FIELDS:
-                            yield Label(label, classes="custom-label")
-                            yield Input(
-                                id=f"custom-{name}",
-                                classes="custom-input",
-                                compact=True,
-                                placeholder="2× mean" if name.endswith("_max") else "",
-                            )
-                    with Horizontal(id="custom-row"):
-                        yield Label("Max requests", classes="custom-label")
-                        yield Input(id="custom-max_requests", classes="custom-input", compact=True)
-                        yield Label("Rate", classes="custom-label")
-                        yield Input(id="custom-rate", classes="custom-input", compact=True)
-                        yield Label("Rate type", classes="custom-label")
-                        yield Select([(r, r) for r in RATE_TYPES], id="custom-rate_type", allow_blank=False, value="constant", compact=True)
-                    yield Static("", id="custom-error")
+            with TabPane("Custom", id="custom-pane"), VerticalScroll(id="custom-form"):
+                with Grid(id="custom-grid"):
+                    for name, label in CUSTOM_FIELDS:
+                        yield Label(label, classes="custom-label")
+                        yield Input(
+                            id=f"custom-{name}",
+                            classes="custom-input",
+                            compact=True,
+                            placeholder="2× mean" if name.endswith("_max") else "",
+                        )
+                with Horizontal(id="custom-row"):
+                    yield Label("Max requests", classes="custom-label")
+                    yield Input(id="custom-max_requests", classes="custom-input", compact=True)
+                    yield Label("Rate", classes="custom-label")
+                    yield Input(id="custom-rate", classes="custom-input", compact=True)
+                    yield Label("Rate type", classes="custom-label")
+                    yield Select([(r, r) for r in RATE_TYPES], id="custom-rate_type", allow_blank=False,
+                                 value="constant", compact=True)
+                yield Static("", id="custom-error")
 
     def on_mount(self) -> None:
         self.fill_presets()
@@ -413,10 +416,8 @@ class WorkloadStep(Step):
         if workload is None and VALUES_ROW in self._names:
             name = VALUES_ROW  # the values' own profile template (nothing chosen yet, or chosen before)
         if isinstance(workload, str):
-            try:
+            with contextlib.suppress(SweepdeckError):
                 name = self.state.catalogs.workloads.match(workload).name
-            except SweepdeckError:
-                pass
         if name in self._names:
             table.move_cursor(row=self._names.index(name))
         tabs.active = "presets-pane"
@@ -426,7 +427,9 @@ class WorkloadStep(Step):
     def load_custom(self, profile) -> None:
         for name, _ in CUSTOM_FIELDS + (("max_requests", ""), ("rate", "")):
             value = getattr(profile, name)
-            self.query_one(f"#custom-{name}", Input).value = "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            self.query_one(f"#custom-{name}", Input).value = (
+                "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            )
         if profile.rate_type in RATE_TYPES:
             self.query_one("#custom-rate_type", Select).value = profile.rate_type
 
@@ -493,7 +496,8 @@ class WorkloadStep(Step):
         preset = self.state.catalogs.workloads.presets[name]
         p = preset.profile
         detail.update(
-            f"{name}: prompt {p.prompt_tokens} (stdev {p.prompt_tokens_stdev}, {p.prompt_tokens_min}-{p.prompt_tokens_max}) · "
+            f"{name}: prompt {p.prompt_tokens} (stdev {p.prompt_tokens_stdev}, "
+            f"{p.prompt_tokens_min}-{p.prompt_tokens_max}) · "
             f"output {p.output_tokens} (stdev {p.output_tokens_stdev}, {p.output_tokens_min}-{p.output_tokens_max}) · "
             f"{rate_text(p, self.state.backend)} · {p.max_requests} requests"
             + (f" · prefix {p.prefix_tokens}" if p.prefix_tokens else "")
@@ -511,7 +515,7 @@ class WorkloadStep(Step):
         if self.query_one(TabbedContent).active == "custom-pane":
             profile = self.validate_custom()
             if profile is None:
-                self.wizard.set_status(error_text(self.custom_error), error=True)  # type: ignore[arg-type]
+                self.wizard.set_status(error_text(self.custom_error), error=True)  # type: ignore[arg-type]  # set just above when validation fails
                 return False
             choice: Any = profile
         else:
@@ -588,7 +592,8 @@ class ReviewStep(Step):
             if row.section != last:
                 last = row.section
                 if row.section != "image":
-                    table.add_row(Text(sections[row.section] + ":", style="bold underline"), "", "", "", key=f"hdr:{row.section}")
+                    table.add_row(Text(sections[row.section] + ":", style="bold underline"), "", "", "",
+                                  key=f"hdr:{row.section}")
                     self._rows.append(None)
             # Marked rows carry a word (CHANGED/NEW/REMOVED) *and* the theme's
             # warning/success colours, so they read in monochrome too.
@@ -657,7 +662,8 @@ class ReviewStep(Step):
             return
         box.display = True
         if self.state.needs_confirmation:
-            box.update(Text(f"[ ] NOT CONFIRMED: {changed} setting(s) CHANGED/NEW — press {confirm} to confirm", style="bold"))
+            box.update(Text(f"[ ] NOT CONFIRMED: {changed} setting(s) CHANGED/NEW — press {confirm} to confirm",
+                            style="bold"))
             box.set_class(True, "pending")
             hint.update(Text(
                 f"Check the CHANGED / NEW rows, then press {confirm}. "
@@ -691,7 +697,8 @@ class ReviewStep(Step):
             return
         if row.editable is None:
             if row.key.startswith(("arg:", "removed:")):
-                self.app.notify(f"{row.label}: {self.key_for('remove_arg')} removes/restores it; {self.key_for('add_arg')} adds another.")
+                self.app.notify(f"{row.label}: {self.key_for('remove_arg')} removes/restores it; "
+                                f"{self.key_for('add_arg')} adds another.")
             else:
                 self.app.notify(f"{row.label} is set by the backend, not here.")
             return
@@ -716,7 +723,8 @@ class ReviewStep(Step):
         return False
 
     def action_add_arg(self) -> None:
-        self.open_editor("add", "Add vLLM argument:", "", placeholder="--enable-prefix-caching or --gpu-memory-utilization=0.9")
+        self.open_editor("add", "Add vLLM argument:", "",
+                         placeholder="--enable-prefix-caching or --gpu-memory-utilization=0.9")
 
     def open_editor(self, what: str, label: str, value: str, placeholder: str = "") -> None:
         self._editing = what
@@ -786,7 +794,9 @@ class ReviewStep(Step):
             self.close_editor()
         if self.state.needs_confirmation:
             self.wizard.set_status(
-                Text(f"⚠ CONFIRM FIRST: press {self.key_for('confirm_changes')} to confirm the CHANGED / NEW settings."),
+                Text(
+                    f"⚠ CONFIRM FIRST: press {self.key_for('confirm_changes')} to confirm the CHANGED / NEW settings."
+                ),
                 error=True,
             )
             return False
@@ -842,8 +852,8 @@ class SummaryStep(Step):
             text.append(f"  {kind:<9}", style="bold" if kind != "MATCH" else "")
             text.append(f"{line}\n")
         text.append(
-            f"\n{self.key_for('edit_id')}: change the experiment id · {self.key_for('choose_backend')}: backend/profile · "
-            "enter: run the pre-flight checks"
+            f"\n{self.key_for('edit_id')}: change the experiment id · "
+            f"{self.key_for('choose_backend')}: backend/profile · enter: run the pre-flight checks"
         )
         return text
 
@@ -868,7 +878,8 @@ class SummaryStep(Step):
                 self.fill()
 
         self.app.push_screen(
-            TextInputDialog("Experiment id", spec.experiment_id, help="lower-case letters, digits and '-' (DNS-safe)", check=check),
+            TextInputDialog("Experiment id", spec.experiment_id,
+                            help="lower-case letters, digits and '-' (DNS-safe)", check=check),
             done,
         )
 
@@ -928,7 +939,7 @@ class PreflightStep(Step):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self.checks: list["Check"] | None = None
+        self.checks: list[Check] | None = None
         self.override = False
         self.running = False
         self._checked_spec = None
@@ -978,7 +989,7 @@ class PreflightStep(Step):
             return
         self.show_checks(checks)
 
-    def show_checks(self, checks: list["Check"]) -> None:
+    def show_checks(self, checks: list[Check]) -> None:
         self.checks = checks
         self.running = False
         self.query_one("#preflight-loading").display = False
@@ -1020,7 +1031,7 @@ class PreflightStep(Step):
         event.stop()
         await self.wizard.action_next_step()
 
-    def _ordered(self) -> list["Check"]:
+    def _ordered(self) -> list[Check]:
         """The checks, the highlighted one first."""
         if not self.checks:
             return []
@@ -1028,7 +1039,7 @@ class PreflightStep(Step):
         first = self.checks[min(max(table.cursor_row, 0), len(self.checks) - 1)]
         return [first] + [c for c in self.checks if c is not first]
 
-    def remedy_check(self) -> "Check | None":
+    def remedy_check(self) -> Check | None:
         """The check the remedy key acts on: the highlighted one if it offers a remedy, else the first that does."""
         if self.running:
             return None
@@ -1076,7 +1087,7 @@ class PreflightStep(Step):
                 text.append(f"  [{key}: change {setting.label} in the review]", style="bold")
         box.update(text)
 
-    def setting_check(self) -> "Check | None":
+    def setting_check(self) -> Check | None:
         """The check the edit key acts on: the highlighted one if its fix names a setting, else the first that does."""
         if self.running:
             return None
@@ -1094,11 +1105,11 @@ class PreflightStep(Step):
         wizard.query_one(ReviewStep).edit_path(setting.path, setting.value)
 
     @property
-    def failures(self) -> list["Check"]:
+    def failures(self) -> list[Check]:
         return [c for c in self.checks or [] if c.status == "fail"]
 
     @property
-    def warnings(self) -> list["Check"]:
+    def warnings(self) -> list[Check]:
         return [c for c in self.checks or [] if c.status == "warn"]
 
     def update_verdict(self) -> None:
@@ -1108,19 +1119,22 @@ class PreflightStep(Step):
             verdict.update("Running the pre-flight checks…")
         elif self.failures and self.remedy_check() is not None:
             verdict.update(Text(
-                f"✗ BLOCKED: {len(self.failures)} check(s) failed. Press {self.key_for('apply_remedy')} to let sweepdeck "
-                f"fix it, or fix them yourself and press {self.key_for('rerun_preflight')} to re-run.",
+                f"✗ BLOCKED: {len(self.failures)} check(s) failed. "
+                f"Press {self.key_for('apply_remedy')} to let sweepdeck fix it, "
+                f"or fix them yourself and press {self.key_for('rerun_preflight')} to re-run.",
                 style="bold",
             ))
         elif self.failures:
             verdict.update(Text(
-                f"✗ BLOCKED: {len(self.failures)} check(s) failed. Fix them and press {self.key_for('rerun_preflight')} "
+                f"✗ BLOCKED: {len(self.failures)} check(s) failed. Fix them and press "
+                f"{self.key_for('rerun_preflight')} "
                 "to re-run (or go back and change the experiment).",
                 style="bold",
             ))
         elif self.warnings and not self.override:
             verdict.update(Text(
-                f"! {len(self.warnings)} warning(s). Press {self.key_for('override_warnings')} to override them and launch, "
+                f"! {len(self.warnings)} warning(s). "
+                f"Press {self.key_for('override_warnings')} to override them and launch, "
                 f"or fix them and press {self.key_for('rerun_preflight')}.",
                 style="bold",
             ))
@@ -1146,7 +1160,7 @@ class PreflightStep(Step):
         self.app.push_screen(ConfirmDialog(remedy.label, remedy.question), answered)
 
     @work(exclusive=True, group="preflight-remedy", exit_on_error=False)
-    async def _apply_remedy(self, spec, remedy: "Remedy") -> None:
+    async def _apply_remedy(self, spec, remedy: Remedy) -> None:
         """Carry out a confirmed remedy, say what happened, then run the checks again."""
         from backends.base import apply_remedy
 
@@ -1154,13 +1168,14 @@ class PreflightStep(Step):
         self.refresh_bindings()
         self.query_one("#preflight-verdict", Static).update(Text(f"… {remedy.label}…", style="bold"))
         try:
-            backend = self.app.backend_for(spec.backend, spec.profile)  # type: ignore[attr-defined]
+            backend = self.app.backend_for(spec.backend, spec.profile)  # type: ignore[attr-defined]  # a SweepdeckApp
             message = await apply_remedy(backend, spec, remedy)
         except SweepdeckError as exc:
             self.app.notify(exc.message + (f"\n{exc.hint}" if exc.hint else ""), title=f"{remedy.label}: not done",
                             severity="error", timeout=10)
         except Exception as exc:  # a backend bug: say it, keep the wizard usable
-            self.app.notify(f"{type(exc).__name__}: {exc}", title=f"{remedy.label}: failed", severity="error", timeout=10)
+            self.app.notify(f"{type(exc).__name__}: {exc}", title=f"{remedy.label}: failed",
+                            severity="error", timeout=10)
         else:
             self.app.notify(message or f"{remedy.label}: done.", title=remedy.label)
         if spec is self.state.spec:
