@@ -187,7 +187,7 @@ class ModelCatalog:
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: Path) -> ModelCatalog:  # noqa: C901 - being split on the refactor branch (issue 12 item 3); allowlisted until it lands
+    def load(cls, path: Path) -> ModelCatalog:
         data = load_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(path, "", "a mapping with aliases, ambiguous_aliases, recommended_settings", data)

@@ -315,7 +315,7 @@ class QuickCommand:
             check_limits(new, info)
         return new
 
-    def _apply_settings(  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+    def _apply_settings(
         self, spec: ExperimentSpec, catalogs: Catalogs, source: Source, skip: tuple[str, ...]
     ) -> ExperimentSpec:
         """The line's settings, then its doublings/halvings, then the vLLM arguments it adds or removes."""

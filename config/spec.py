@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from collections.abc import Callable
 from typing import Any
 
 from config import inference_perf

@@ -454,10 +454,8 @@ class SweepdeckApp(App[int]):
     async def _after_key(self, chain: list[Any]) -> None:
         """Wait until ``chain`` (the focused widget up to its screen) has handled the key it was given,
         then let the app handle what bubbled up to it, then the next key."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_drained(chain), KEY_ORDER_WAIT)
-        except asyncio.TimeoutError:
-            pass
         if not self.call_later(self._release_keys):
             self._key_in_flight = False
 
