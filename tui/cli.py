@@ -82,6 +82,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl+C before a command has its own handling (while the modules load): no traceback
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from config.errors import SweepdeckError
 
     parser = build_parser()
