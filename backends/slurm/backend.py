@@ -936,7 +936,9 @@ class _RunSession:
         """The job left squeue: report how it ended and why."""
         from backends.diagnosis import alert_for, diagnose_state, primary
 
-        await asyncio.sleep(0.3)  # the last log bytes reach the tails
+        # the job is over, so its logs are complete: read what the followers have not delivered yet
+        # (the error that explains the end is often the last thing written)
+        await asyncio.gather(*(tail.finish() for tail in self.tails.values()))
         self._flush_buffer()
         st = self.job_state or jobs.JobState(self.run.handle["job_id"], "ENDED")
         job_id = self.run.handle["job_id"]

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import asyncssh
 
+from config.errors import SweepdeckError
+
 log = logging.getLogger(__name__)
 
 LineSink = Callable[[str, str], None]  # (stream, text)
@@ -59,6 +61,26 @@ class RemoteTail:
     async def stop(self) -> None:
         self._stopped = True
         await self._cancel()
+
+    async def finish(self, timeout: float = 15.0) -> None:
+        """The file is complete (the job ended): stop following and deliver whatever is left, at once.
+
+        A follower reads what ``tail -F`` has sent so far; on a busy login node the last lines
+        (often the error that explains the end) may not have come through yet.
+        """
+        await self.stop()
+        try:
+            res = await self.remote.run(["tail", "-c", f"+{self.offset + 1}", self.path], timeout=timeout)
+        except SweepdeckError as exc:
+            log.debug("last read of %s failed: %s", self.path, exc.message)
+            return
+        if not res.ok or not res.stdout:
+            return
+        body = res.stdout[:-1] if res.stdout.endswith("\n") else res.stdout  # the last line may lack its newline
+        for text in body.split("\n"):
+            self.offset += len(text.encode("utf-8", "replace")) + 1
+            self.lines += 1
+            self.sink(self.stream, text.rstrip("\r"))
 
     async def _cancel(self) -> None:
         proc, self._process = self._process, None
