@@ -16,8 +16,9 @@ run: $(STAMP)
 	$(VENV)/bin/sweepdeck
 
 ## Set up (venv + test services where we may install them) and run the whole test suite.
+TEST_WORKERS ?= 2
 test: $(STAMP) services
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 ## Lint (ruff, configured in pyproject.toml) and type-check config/ and backends/ (mypy).
 lint: $(STAMP)

@@ -45,3 +45,20 @@ def _stop_supervisors_under(root: str) -> None:
         if b"backends.supervisor" in argv and any(a.startswith(root.encode()) for a in argv):
             with contextlib.suppress(OSError):
                 os.kill(int(entry), signal.SIGKILL)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``make test`` runs two workers (pytest-xdist, ``--dist loadgroup``); tests that share one service
+    run on one worker: the SLURM cluster (slurmctld, slurmd, sshd, munged) is started once per worker
+    process, so every SLURM test goes to the same one; the supervisor kill tests, which time exits
+    against bounds, are kept on one worker too (one at a time, not two kill suites at once)."""
+    groups = {
+        "tests/integration/slurm/": "slurm",
+        "tests/integration/supervisor/": "supervisor",
+    }
+    for item in items:
+        path = str(item.path).replace(os.sep, "/")
+        for prefix, group in groups.items():
+            if f"/{prefix}" in path:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
