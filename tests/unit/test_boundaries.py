@@ -121,3 +121,31 @@ def test_probe_would_catch_a_leak(tmp_path):
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["leaks"] == ["importing leaky.inner loaded sqlite3"]
+
+
+#: The backends' own packages: the UI learns about a run from events and a backend's description,
+#: never from its implementation.
+BACKEND_PACKAGES = ("local", "slurm", "tekton", "argo", "kube", "queue", "sim", "loadgen")
+#: The UI's modules (tui/commands are headless per-backend commands and may use their backend).
+UI_MODULES = [*sorted((ROOT / "tui" / "screens").rglob("*.py")), *sorted((ROOT / "tui" / "widgets").rglob("*.py")),
+              ROOT / "tui" / "app.py", ROOT / "tui" / "controller.py"]
+#: Allowed, with the reason: the Tekton matrix screen edits a matrix PipelineRun file, a Tekton format.
+UI_ALLOWED = {("tui/screens/matrix.py", "backends.tekton.launch_matrix")}
+
+
+def test_the_ui_imports_only_the_public_surface_of_backends():
+    import ast
+
+    found = []
+    for path in UI_MODULES:
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "backends" and len(parts) > 1 and parts[1] in BACKEND_PACKAGES \
+                        and (rel, name) not in UI_ALLOWED:
+                    found.append(f"{rel}: {name}")
+    assert not found, "the UI imports a backend's implementation: " + "; ".join(found)
+    assert len(UI_MODULES) > 20  # the walk found the UI
