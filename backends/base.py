@@ -93,7 +93,7 @@ class Run:
         spec: The resolved spec it was launched with.
         store: Its run store directory.
         handle: Backend-specific, JSON-serialisable identifiers (pid, job id,
-            PipelineRun name...). Saved in the session file for attach.
+            PipelineRun name...). Saved in the run's handle file for attach.
         started: Epoch seconds.
     """
 

@@ -224,7 +224,7 @@ class Session:
             await self._run_registry()
             raise
         self.run = run
-        self._write_session(run)
+        self._write_handle(run)
         run.store.update_meta(state="running", launched=time.time())
         await self._emit(Notice(f"Launched {run.id} on {run.backend}; run directory {run.store.path}"))
         return run
@@ -246,7 +246,7 @@ class Session:
         await self._emit(Notice(f"Re-attached to {run.id} on {run.backend}"))
         return run
 
-    def _write_session(self, run: Run) -> None:
+    def _write_handle(self, run: Run) -> None:
         values: dict[str, Any] = {"RUN_ID": run.id, "BACKEND": run.backend, "STARTED": f"{run.started:.3f}"}
         for key, value in (run.handle or {}).items():
             name = re.sub(r"[^A-Z0-9_]", "_", str(key).upper())
@@ -255,9 +255,9 @@ class Session:
             text = "" if value is None else str(value)
             if "\n" not in text:
                 values[name] = text
-        existing = run.store.read_session()
+        existing = run.store.read_handle()
         existing.update({k: str(v) for k, v in values.items()})
-        run.store.write_session(existing)
+        run.store.write_handle(existing)
 
     # -------------------------------------------------------------- follow
 

@@ -31,6 +31,8 @@ from backends.events import EVENT_TYPES, Event, LogLine, from_dict, to_dict
 from config.errors import SweepdeckError
 
 #: Seconds a log line may wait in a batch before it is written (a SIGKILL loses at most this).
+#: The run directory's file of handle values (KEY=VALUE).
+HANDLE_FILE = "handle"
 FLUSH_AFTER = 0.04
 #: Lines that make a batch go out at once.
 BATCH_LINES = 2000
@@ -108,8 +110,9 @@ class RunRecord:
     def live(self) -> bool:
         return self.state not in TERMINAL_STATES
 
-    def session(self) -> dict[str, str]:
-        return RunDir(self.path).read_session()
+    def handle_values(self) -> dict[str, str]:
+        """What the run's backend saved to find it again (its handle file)."""
+        return RunDir(self.path).read_handle()
 
     def spec(self):
         from config.spec import ExperimentSpec
@@ -338,29 +341,32 @@ class RunDir:
         _atomic_write(target, text)
         return target
 
-    # session file (KEY=VALUE, 0600: it can name hosts and job ids)
-    def write_session(self, values: dict[str, Any]) -> Path:
+    # handle file (KEY=VALUE, 0600: it can name hosts and job ids): what a backend needs to find its run
+    # again (a SLURM job id, a PipelineRun's name); older run directories call it ``session``
+    def write_handle(self, values: dict[str, Any]) -> Path:
         lines = []
         for key, value in values.items():
             text = "" if value is None else str(value)
             if "\n" in text or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
-                raise ValueError(f"bad session entry {key!r}")
+                raise ValueError(f"bad handle entry {key!r}")
             lines.append(f"{key}={text}")
-        target = self.path / "session"
+        target = self.path / HANDLE_FILE
         _atomic_write(target, "\n".join(lines) + "\n")
         return target
 
-    def read_session(self) -> dict[str, str]:
-        try:
-            text = (self.path / "session").read_text()
-        except FileNotFoundError:
-            return {}
-        out = {}
-        for line in text.splitlines():
-            if "=" in line:
-                key, _, value = line.partition("=")
-                out[key.strip()] = value
-        return out
+    def read_handle(self) -> dict[str, str]:
+        for name in (HANDLE_FILE, "session"):  # "session": run directories written before the rename
+            try:
+                text = (self.path / name).read_text()
+            except FileNotFoundError:
+                continue
+            out = {}
+            for line in text.splitlines():
+                if "=" in line:
+                    key, _, value = line.partition("=")
+                    out[key.strip()] = value
+            return out
+        return {}
 
     # events
     def append_event(self, event: Event) -> None:

@@ -210,8 +210,9 @@ class HeadlessPrinter:
     def _line(self, text: str) -> None:
         try:
             self.out.write(text + "\n")
-            if self.out.isatty():
-                self.out.flush()
+            # every line as it comes, on a terminal and through a pipe alike (`| tee run.log`, CI):
+            # a block-buffered pipe showed nothing for a whole run
+            self.out.flush()
         except BrokenPipeError:  # `sweepdeck run ... | head`: keep running, stop printing
             self.out = open(os.devnull, "w")  # noqa: SIM115 - the printer's output from now on
 

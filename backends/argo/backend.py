@@ -637,7 +637,7 @@ class ArgoBackend(BackendBase):
         # Registered before anything else can fail: the Workflow's pods must not outlive the session.
         self._tokens[run.id] = self.registry.register(f"delete Workflow {name} in {ns}", lambda: self._delete(run),
                                                       resource={"kind": "workflow", "name": name, "namespace": ns})
-        store.write_session({
+        store.write_handle({
             "BACKEND": self.name, "NAMESPACE": ns, "WORKFLOW": name, "MODEL_VERSION_ID": mvid,
             "QUEUE_URL": handle["queue_url"], "CONTEXT": kube.context or "",
             "KUBECONFIG": self.profile.get("kubeconfig") or "",
@@ -970,7 +970,7 @@ class ArgoBackend(BackendBase):
         """Find a run's Workflow again (by name, else by its experiment label)."""
         from backends.store import RunDir
 
-        session = saved.session()
+        session = saved.handle_values()
         meta = saved.meta
         ns = session.get("NAMESPACE") or meta.get("namespace") or self.profile.get("namespace")
         if not ns:

@@ -182,16 +182,12 @@ def has_results(run_dir: Path, meta: dict[str, Any] | None = None) -> bool:
 
 
 def queue_of(run_dir: Path, meta: dict[str, Any]) -> tuple[str, str] | None:
-    """(queue URL, model version) of an Argo run, from its session file and meta."""
-    session: dict[str, str] = {}
-    try:
-        for line in (run_dir / "session").read_text().splitlines():
-            key, _, value = line.partition("=")
-            session[key.strip()] = value
-    except OSError:
-        pass
-    mvid = session.get("MODEL_VERSION_ID") or meta.get("model_version_id")
-    url = session.get("QUEUE_URL") or meta.get("queue_url")
+    """(queue URL, model version) of an Argo run, from its handle file and meta."""
+    from backends.store import RunDir
+
+    handle = RunDir(run_dir).read_handle()
+    mvid = handle.get("MODEL_VERSION_ID") or meta.get("model_version_id")
+    url = handle.get("QUEUE_URL") or meta.get("queue_url")
     return (str(url), str(mvid)) if url and mvid else None
 
 

@@ -178,8 +178,8 @@ def possible_leftovers(run_dir: RunDir) -> list[dict[str, Any]]:
     runs; anything remote is listed (checked by :func:`check_leftovers`).
     """
     resources = run_dir.read_json("resources.json", None)
-    if resources is None:  # a run from before supervisors recorded resources: what its session file names
-        resources = resources_from_session(run_dir.read_session(), run_dir.meta())
+    if resources is None:  # a run from before supervisors recorded resources: what its handle file names
+        resources = resources_from_session(run_dir.read_handle(), run_dir.meta())
     out = []
     for res in resources:
         if not isinstance(res, dict):
@@ -198,7 +198,7 @@ def possible_leftovers(run_dir: RunDir) -> list[dict[str, Any]]:
 
 
 def resources_from_session(session: dict[str, str], meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """What a run's session file says it created (for runs that have no ``resources.json``)."""
+    """What a run's handle file says it created (for runs that have no ``resources.json``)."""
     out: list[dict[str, Any]] = []
     if session.get("PID", "").isdigit():
         pgid = session.get("PGID", "")

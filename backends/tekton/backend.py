@@ -344,7 +344,7 @@ class TektonBackend(BackendBase):
         self._tokens[run.id] = self.registry.register(
             f"cancel PipelineRun {pr_name} in {ns}", lambda: self.cancel(run),
             resource={"kind": "pipelinerun", "name": pr_name, "namespace": ns})
-        store.write_session({
+        store.write_handle({
             "BACKEND": self.name, "NAMESPACE": ns, "PIPELINERUN": pr_name, "CONTEXT": kube.context or "",
             "KUBECONFIG": self.profile.get("kubeconfig") or "", "TPS": ",".join(map(str, b.tps)),
             "WORKLOAD_S": f"{b.workload_seconds:g}" if b.workload_seconds else "",
@@ -384,7 +384,7 @@ class TektonBackend(BackendBase):
         self._tokens[run.id] = self.registry.register(
             f"cancel PipelineRun {name} in {namespace}", lambda: self.cancel(run),
             resource={"kind": "pipelinerun", "name": name, "namespace": namespace})
-        run_dir.write_session({"BACKEND": self.name, "NAMESPACE": namespace, "PIPELINERUN": name,
+        run_dir.write_handle({"BACKEND": self.name, "NAMESPACE": namespace, "PIPELINERUN": name,
                                "CONTEXT": kube.context or ""})
         run_dir.update_meta(namespace=namespace, pipelinerun=name,
                             matrix={"tasks": shape["tasks"], "taskruns": shape["taskruns"]})
@@ -888,10 +888,10 @@ class TektonBackend(BackendBase):
         return None
 
     async def attach(self, saved: RunRecord) -> Run:
-        """Re-open a run from its session file (its supervisor is gone; the PipelineRun may not be)."""
+        """Re-open a run from its handle file (its supervisor is gone; the PipelineRun may not be)."""
         from backends.store import RunDir
 
-        session = saved.session()
+        session = saved.handle_values()
         if not session.get("PIPELINERUN"):
             raise SweepdeckError(f"Run {saved.id} has no saved Tekton session.")
         import yaml

@@ -61,7 +61,7 @@ def runs_dir() -> Path:
 
 
 def server_pid(run_id: str) -> int:
-    session = (runs_dir() / run_id / "session").read_text()
+    session = (runs_dir() / run_id / "handle").read_text()
     return int(dict(line.split("=", 1) for line in session.splitlines() if "=" in line)["PID"])
 
 
@@ -386,3 +386,28 @@ def test_busy_port_and_missing_command_change_no_user_file(private_dirs):
         assert res.returncode == 3 and "Traceback" not in res.stderr
     assert _snapshot(private_dirs) == before
     assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_lines_reach_a_pipe_as_they_come():
+    """A client whose output is a pipe (``| tee``, CI) printed nothing until the run ended (block buffering)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", "--model", "qwen-1.5b", "--yes",
+                             "--max-requests", "200", "--rate", "2", "--experiment-id", "piped"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        events = runs_dir() / "piped" / "events.jsonl"
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not (events.exists() and b'"Endpoint"' in events.read_bytes()):
+            time.sleep(0.05)
+        assert events.exists() and b'"Endpoint"' in events.read_bytes(), "the run never got its endpoint"
+        # the run saved its endpoint; its line reaches the pipe soon after (block-buffered, it waited for
+        # 8 KiB of output: tens of seconds at this rate)
+        seen = b""
+        end = time.monotonic() + 15
+        while b"Endpoint ready" not in seen and time.monotonic() < end and proc.poll() is None:
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                seen += os.read(proc.stdout.fileno(), 65536)
+        assert b"Endpoint ready" in seen and proc.poll() is None, seen[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(30)

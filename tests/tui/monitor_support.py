@@ -219,7 +219,7 @@ def slurm_spec(experiment_id: str = "alvis-1123-100000-gpt-oss-20b"):
 
 
 def slurm_script(gates: dict[str, Gate]) -> list:
-    """The events :class:`backends.slurm.backend._RunSession` emits, in its order and shapes.
+    """The events :class:`backends.slurm.watch.RunWatch` emits, in its order and shapes.
 
     Waits at ``gates[name]`` for each name given: ``pending`` (job PENDING on
     Resources), ``serving`` (tunnel up, endpoint, logs), ``broken`` (SSH lost),

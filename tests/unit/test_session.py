@@ -119,9 +119,9 @@ async def test_success_path_saves_events_and_meta(spec, store, registry):
     assert types == ["Notice", "Phase", "LogLine", "Progress", "Finished"]
     meta = store.get("exp-1").meta
     assert meta["state"] == "succeeded" and meta["summary"] == {"completed": 2} and meta["finished"]
-    session = store.get("exp-1").session()
+    session = store.get("exp-1").handle_values()
     assert session["JOB_ID"] == "42" and session["BACKEND"] == "local"
-    assert oct(os.stat(store.root / "exp-1" / "session").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(store.root / "exp-1" / "handle").st_mode & 0o777) == "0o600"
 
 
 async def test_one_alert_per_distinct_diagnosis_with_fixes(spec, store, registry):
@@ -409,3 +409,17 @@ async def test_a_cleanup_cancelled_mid_undo_forces_what_it_will_not_wait_for():
     assert forced == ["server", "tunnel"]
     assert [(r["id"], r["error"]) for r in registry.unresolved()] == [("9", "abandoned: the cleanup was cancelled")]
     assert not registry.live()
+
+
+def test_handle_file_is_written_as_handle_and_an_older_session_file_is_still_read(tmp_path):
+    from backends.store import RunDir
+
+    run_dir = RunDir(tmp_path / "new")
+    (tmp_path / "new").mkdir()
+    run_dir.write_handle({"JOB_ID": "42"})
+    assert (tmp_path / "new" / "handle").read_text() == "JOB_ID=42\n" and run_dir.read_handle() == {"JOB_ID": "42"}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "session").write_text("JOB_ID=7\nNODE=alvis7-07\n")  # a run directory from before the rename
+    assert RunDir(old).read_handle() == {"JOB_ID": "7", "NODE": "alvis7-07"}
+    assert RunDir(tmp_path / "none").read_handle() == {}

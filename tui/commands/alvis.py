@@ -477,7 +477,7 @@ async def _attach(args, backend, printer) -> int:
         record = runs[0]
     run_dir = RunDir(record.path)
     record = RunRecord(record.id, record.path, reconcile_dir(run_dir))
-    job = {"id": record.session().get("JOB_ID")}
+    job = {"id": record.handle_values().get("JOB_ID")}
     say(f"[INFO] Attaching to run {record.id} (job {job['id']})...")
     link = None
     if record.state in LIVE_STATES:

@@ -376,7 +376,7 @@ def _cancel(args: argparse.Namespace) -> int:
         raise SweepdeckError(f"Run {args.run_id} ran on the {record.backend} backend, not tekton.",
                              "Cancel it with: sweepdeck attach " + args.run_id + " (then Ctrl+C)")
     settings = load_settings(args.config, args.catalog_dir)
-    session = record.session()
+    session = record.handle_values()
     spec = None
     with contextlib.suppress(SweepdeckError, OSError, ValueError):
         spec = record.spec()  # a run-pr run has no spec; its PipelineRun is in the run's meta

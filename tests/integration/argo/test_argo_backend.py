@@ -212,7 +212,7 @@ async def test_submit_watch_success(backend, spec, cluster, api):
     assert wf["metadata"]["labels"]["sweepdeck.io/experiment"] == "sweep1"
     saved = (run.store.path / "rendered" / "workflow.yaml").read_text()
     assert "generateName: model-benchmark-pipeline-v2-" in saved and f"value: {api.url}" in saved
-    assert run.store.read_session()["WORKFLOW"] == name
+    assert run.store.read_handle()["WORKFLOW"] == name
 
     events = await collect(backend, run)
     fin = events[-1]
@@ -423,9 +423,9 @@ async def test_attach_finds_the_workflow_again(backend, spec, cluster, api, sett
     again = await ArgoBackend(settings, profile).attach(record)
     assert again.handle["workflow"] == run.handle["workflow"] and again.handle["model_version_id"] == MVID
     # without the name in the session, the experiment label finds it
-    session = RunDir(record.path).read_session()
+    session = RunDir(record.path).read_handle()
     del session["WORKFLOW"]
-    RunDir(record.path).write_session(session)
+    RunDir(record.path).write_handle(session)
     record.meta.pop("workflow", None)
     by_label = await ArgoBackend(settings, profile).attach(record)
     assert by_label.handle["workflow"] == run.handle["workflow"]

@@ -101,7 +101,7 @@ async def test_an_argo_run_reads_its_results_from_the_queue(api_db, sim, tmp_pat
     run.mkdir(parents=True)
     (run / "meta.json").write_text(json.dumps({"id": "sweep-run", "backend": "argo", "state": "succeeded",
                                                "model_version_id": "mv1"}))
-    (run / "session").write_text(f"QUEUE_URL={api_db.url}\nMODEL_VERSION_ID=mv1\n")
+    (run / "handle").write_text(f"QUEUE_URL={api_db.url}\nMODEL_VERSION_ID=mv1\n")
     result = await asyncio.to_thread(load_run, run, ADMIN)
     assert result.name == "sweep-run" and result.origin.harness == "argo-queue" and len(result.load_points) == 8
     assert result.spec["queue.model_version_id"].value == "mv1"

@@ -143,7 +143,7 @@ async def test_attach_after_the_supervisor_died_resumes_logs_without_repeats(slu
     # a new process: a new backend from the saved session
     backend2 = SlurmBackend(settings, profile)
     record = RunStore().get(run.id)
-    assert record.session()["JOB_ID"] == job_id and int(record.session()["OUT_OFFSET"]) > 0
+    assert record.handle_values()["JOB_ID"] == job_id and int(record.handle_values()["OUT_OFFSET"]) > 0
     run2 = await backend2.attach(record)
     f2 = Follower(backend2.events(run2))
     try:
@@ -213,7 +213,7 @@ async def test_model_names_and_paths_with_metacharacters_are_passed_safely(slurm
             listed = (await client.get(f"http://127.0.0.1:{run.handle['local_port']}/v1/models")).json()["data"][0]
         assert listed["root"] == evil_path
         assert list(marker_dir.iterdir()) == [], "a metacharacter was executed"
-        assert RunStore().get(run.id).session()["MODEL"] == evil_name
+        assert RunStore().get(run.id).handle_values()["MODEL"] == evil_name
     finally:
         await f.close()
         await backend.cleanup(run)
@@ -243,7 +243,7 @@ async def test_job_tmpdir_is_node_local_and_never_read(slurm_profile, fresh_regi
         assert job_tmp.startswith(str(slurm_profile.cluster.base / "nodelocal"))
         assert (run_dir / "server_address.txt").exists()
         assert not (Path(job_tmp) / "server_address.txt").exists()
-        assert RunStore().get(run.id).session()["TMPDIR"] == str(run_dir)
+        assert RunStore().get(run.id).handle_values()["TMPDIR"] == str(run_dir)
     finally:
         await f.close()
         await backend.cleanup(run)

@@ -224,12 +224,12 @@ def test_custom_model_and_duration(slurm_profile):
     assert prof.jobs() == [f"{job_id} RUNNING"]
     # rendered script in the run store
 
-    run = next(r for r in RunStore().list() if r.session().get("JOB_ID") == job_id)
+    run = next(r for r in RunStore().list() if r.handle_values().get("JOB_ID") == job_id)
     script = (run.path / "rendered" / "jobscript.sh").read_text()
     assert "#SBATCH --time 1-02:30:00" in script and "--max-model-len=8192" in script
     assert "#SBATCH --gpus-per-node=A40:1" in script
-    assert oct((run.path / "session").stat().st_mode & 0o777) == "0o600"
-    session = run.session()
+    assert oct((run.path / "handle").stat().st_mode & 0o777) == "0o600"
+    session = run.handle_values()
     for key in ("JOB_ID", "NODE", "PORT", "LOCAL_PORT", "TMPDIR", "MODEL", "STARTED"):
         assert session.get(key), key
     assert session["MODEL"] == "llama-3.1-8b" and session["NODE"] == prof.cluster.node

@@ -30,7 +30,7 @@ def meta(run_id: str) -> dict:
 
 def session(run_id: str) -> dict[str, str]:
     try:
-        text = (runs_dir() / run_id / "session").read_text()
+        text = (runs_dir() / run_id / "handle").read_text()
     except OSError:
         return {}
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

@@ -171,7 +171,7 @@ def test_state_dir_filling_up_stops_the_run_with_one_clear_line(tmp_path):
                         "--experiment-id", "full-run", env=env)
         try:
             client.wait_for("[INFO] Progress:", 60)
-            pid = int((state / "runs" / "full-run" / "session").read_text().split("PID=", 1)[1].split()[0])
+            pid = int((state / "runs" / "full-run" / "handle").read_text().split("PID=", 1)[1].split()[0])
             filler = state / "filler"
             subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=60"], capture_output=True)
             rc = client.finish(30)

@@ -102,7 +102,7 @@ def _meta(run_dir: Path) -> dict:
 
 
 def _pids(run_dir: Path) -> tuple[int, int]:
-    session = dict(line.split("=", 1) for line in (run_dir / "session").read_text().splitlines() if "=" in line)
+    session = dict(line.split("=", 1) for line in (run_dir / "handle").read_text().splitlines() if "=" in line)
     return int(session["PID"]), int((_meta(run_dir).get("supervisor") or {}).get("pid") or 0)
 
 

@@ -155,9 +155,9 @@ async def test_blis_attach_still_reads_the_rendered_pipeline(backend, spec, clus
     cluster.controller.hang["download-model"] = True
     run = await backend.launch(spec, RunStore().create(spec))
     # the session driver saves the handle into the session file as it is: TPS=[2, 4]
-    session = run.store.read_session()
+    session = run.store.read_handle()
     assert session["TPS"] == "2,4"
-    run.store.write_session({**session, "TPS": str(run.handle["tps"])})
+    run.store.write_handle({**session, "TPS": str(run.handle["tps"])})
     again = await TektonBackend(settings, backend.profile, registry=backend.registry).attach(RunStore().get(run.id))
     assert "matrix" not in again.handle and len(again.handle["tasks"]) == 20 and again.handle["tps"] == [2, 4]
     start = time.monotonic()
