@@ -8,8 +8,8 @@ Run by hand (not collected by pytest)::
 Real processes throughout, on the local backend with the built-in simulator,
 in a private state dir (``SWEEPDECK_STATE_DIR``) and config file. Every
 headless client is ``python -m tui.cli ...`` on its own pseudo-terminal (a
-user's terminal: the headless printer flushes each line on a tty, and only
-then), read by a thread of this script as fast as it comes.
+user's terminal; ``PYTHONUNBUFFERED`` is removed from its environment, as in a
+user's shell), read by a thread of this script as fast as it comes.
 
 1. **kill** — ``sweepdeck run`` (simulator, a workload at 20 req/s) until it
    prints ``Progress:`` (the workload is running), then SIGKILL (default 20
@@ -38,14 +38,20 @@ then), read by a thread of this script as fast as it comes.
    local backend gave it (profile ``server: command``); the ticks come from a
    child in the server's process group.
 3. **overhead** — :class:`tests.support.flood.FloodBackend` (the same lines,
-   2,000 per read) run (a) by its supervisor process
+   ``--chunk`` 450 per read: about one 64 KiB pipe read of the local backend)
+   run (a) by its supervisor process
    (:class:`backends.supervisor.launcher.ProcessLauncher`), the lines read back
    and decoded by a :class:`backends.supervisor.client.RunLink` in this process
    (what every client does), and (b) by :class:`backends.session.Session` in
    this process with no supervisor (the events handed to a callback). Both
    write the run's ``events.jsonl`` and feed the diagnosis. Best of 3
    alternating rounds; end to end (launch → result) and steady (first line →
-   last line).
+   last line); CPU seconds of every process involved. Then one more supervised
+   run with ``--burst`` 2,000 lines (~280 KiB) per read: the supervisor sends a
+   client at most about one socket buffer (212,992 bytes here) per turn of its
+   event loop, so a backend that hands over more than that per read leaves
+   every client behind, however fast it reads (it gets a snapshot instead of
+   the lines; the lines stay in ``events.jsonl``).
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ PY = sys.executable
 
 TICK = re.compile(rb"bench-tick (\d+) emitted=(\d+\.\d+)")
 TICK_EVERY = 0.02
+SKIPPED = "earlier log lines are in the run's events.jsonl"  # the notice of a snapshot (a client fell behind)
 KILL_ARGS = ["--model", "qwen-1.5b", "--yes", "--sim-arg=--startup-delay=0.05", "--max-requests", "20000",
              "--rate", "20"]
 
@@ -211,6 +218,7 @@ class PtyClient:
         self.live_after = live_after.encode() if live_after else None
         self.live: tuple[float, int, float] | None = None  # (seen at, tick number, emitted at, wall)
         self.bytes = 0
+        self.newlines = 0
         self.tail = b""
         self._after = b""  # output after live_after, not yet split into lines
         # a tick is fresh when emitted after this wall time (default: when live_after appeared)
@@ -235,6 +243,7 @@ class PtyClient:
     def _take(self, chunk: bytes, now: float) -> None:
         window = self.tail[-256:] + chunk
         self.bytes += len(chunk)
+        self.newlines += chunk.count(b"\n")
         self.tail = (self.tail + chunk)[-65536:]
         start = None
         for marker in self.markers:
@@ -475,12 +484,13 @@ def make_big_run(config: Path, n: int) -> str:
     client = PtyClient(sweepdeck(config, "run", "--model", "qwen-1.5b", "--yes", "--detach-on-exit",
                                  "--max-requests", "1000000", "--rate", "5", "--port", str(port),
                                  "--experiment-id", run_id),
-                       markers=("[INFO] Progress:", "bench-tick"))
+                       markers=("[INFO] Progress:", "bench-tick", SKIPPED))
     try:
         client.wait_for("bench-tick", 900)
         client.wait_for("[INFO] Progress:", 300)
-        print(f"  the run's own client showed {n:,} lines and the first tick after {time.monotonic() - began:.1f} s",
-              flush=True)
+        skipped = "; it fell behind and got a snapshot" if SKIPPED in client.seen else ", every one"
+        print(f"  the run's own client (sweepdeck run) printed {client.newlines:,} lines{skipped}; the first tick "
+              f"after {time.monotonic() - began:.1f} s", flush=True)
         client.proc.send_signal(signal.SIGINT)  # --detach-on-exit: detach, the run goes on
         code = client.finish(60)
     except BaseException:
@@ -644,7 +654,7 @@ def stop_run(config: Path, run_id: str) -> None:
 # --------------------------------------------------------------------- 3. overhead
 
 
-async def overhead_supervised(n: int) -> dict[str, Any]:
+async def overhead_supervised(n: int, chunk: int) -> dict[str, Any]:
     from backends.store import RunStore
     from backends.supervisor.client import start_run
     from backends.supervisor.launcher import ProcessLauncher
@@ -661,8 +671,10 @@ async def overhead_supervised(n: int) -> dict[str, Any]:
 
     cpu = time.process_time()
     began = time.perf_counter()
-    link = await start_run(FloodBackend(n, 2000), spec, store=RunStore(), launcher=ProcessLauncher(),
+    link = await start_run(FloodBackend(n, chunk), spec, store=RunStore(), launcher=ProcessLauncher(),
                            on_events=on_lines, on_event=lambda e: None)
+    resets: list[int] = []  # a snapshot instead of the records: the supervisor found this client behind
+    link.on_reset = lambda: resets.append(count[0])
     result = await asyncio.wait_for(link.result(), 900)
     ended = time.perf_counter()
     client_cpu = time.process_time() - cpu
@@ -671,10 +683,11 @@ async def overhead_supervised(n: int) -> dict[str, Any]:
     assert result["outcome"] == "succeeded", result
     return {"lines": count[0], "total": ended - began, "steady": count[2] - count[1],
             "size": (state_runs() / spec.experiment_id / "events.jsonl").stat().st_size,
-            "cpu": client_cpu + supervisor_cpu, "client_cpu": client_cpu, "supervisor_cpu": supervisor_cpu}
+            "cpu": client_cpu + supervisor_cpu, "client_cpu": client_cpu, "supervisor_cpu": supervisor_cpu,
+            "resets": resets}
 
 
-async def overhead_in_process(n: int) -> dict[str, Any]:
+async def overhead_in_process(n: int, chunk: int) -> dict[str, Any]:
     from backends.events import LogLine
     from backends.session import Session
     from backends.store import RunStore
@@ -692,7 +705,7 @@ async def overhead_in_process(n: int) -> dict[str, Any]:
 
     cpu = time.process_time()
     began = time.perf_counter()
-    session = Session(FloodBackend(n, 2000), spec, store=RunStore(), on_event=on_event)
+    session = Session(FloodBackend(n, chunk), spec, store=RunStore(), on_event=on_event)
     await session.launch()
     result = await session.follow()
     ended = time.perf_counter()
@@ -719,16 +732,25 @@ def flood_spec(tag: str) -> Any:
     return build_spec(load_catalogs(), "qwen-1.5b", experiment_id=f"bench-{tag}-{os.getpid()}-{time.monotonic_ns()}")
 
 
-async def bench_overhead(n: int, rounds: int) -> dict[str, Any]:
-    runs: dict[str, list[dict]] = {"supervised": [], "in_process": []}
+async def bench_overhead(n: int, rounds: int, chunk: int, burst: int) -> dict[str, Any]:
+    runs: dict[str, Any] = {"supervised": [], "in_process": [], "chunk": chunk}
     for i in range(rounds):
         for mode, fn in (("supervised", overhead_supervised), ("in_process", overhead_in_process)):
-            r = await fn(n)
+            r = await fn(n, chunk)
             runs[mode].append(r)
-            print(f"  round {i + 1} {mode:<10}: {r['lines']:,} lines, {n / r['total']:,.0f} lines/s end to end "
-                  f"({r['total']:.2f} s), {r['lines'] / max(r['steady'], 1e-9):,.0f} lines/s steady; "
-                  f"CPU {cpu_text(r)}; events.jsonl {r['size'] / 1e6:.0f} MB; load {load_average()}", flush=True)
+            print(f"  round {i + 1} {mode:<10}: {overhead_text(n, r)}; load {load_average()}", flush=True)
+    if burst:
+        r = await overhead_supervised(n, burst)
+        runs["burst"] = dict(r, chunk=burst)
+        print(f"  {burst:,} lines per read, supervised: {overhead_text(n, r)}; load {load_average()}", flush=True)
     return runs
+
+
+def overhead_text(n: int, r: dict) -> str:
+    behind = f", {len(r['resets'])} snapshot(s) instead (the client was found behind)" if r.get("resets") else ""
+    return (f"{r['lines']:,} lines received{behind}, {n / r['total']:,.0f} lines/s end to end ({r['total']:.2f} s), "
+            f"{r['lines'] / max(r['steady'], 1e-9):,.0f} lines/s steady; CPU {cpu_text(r)}; "
+            f"events.jsonl {r['size'] / 1e6:.0f} MB")
 
 
 # ------------------------------------------------------------------------- report
@@ -790,11 +812,12 @@ def report(kill: dict | None, attach: dict | None, overhead: dict | None, n: int
                 f"first lines {median(u, 'first_lines'):.2f} s; CPU {median(u, 'cpu'):.2f} s")
             row("  TUI peak RSS (max) / lines kept", f"{max(r['rss'] for r in u):.0f} MB / {u[0]['kept']:,}")
     if overhead:
-        best = {m: max(rows, key=lambda r: n / r["total"]) for m, rows in overhead.items()}
-        steady = {m: max(rows, key=lambda r: r["lines"] / max(r["steady"], 1e-9)) for m, rows in overhead.items()}
+        modes = {m: overhead[m] for m in ("supervised", "in_process")}
+        best = {m: max(rows, key=lambda r: n / r["total"]) for m, rows in modes.items()}
+        steady = {m: max(rows, key=lambda r: r["lines"] / max(r["steady"], 1e-9)) for m, rows in modes.items()}
         s, i = best["supervised"], best["in_process"]
         rate = {m: r["lines"] / max(r["steady"], 1e-9) for m, r in steady.items()}
-        row(f"event log, {n:,} lines: supervisor → socket → client decode",
+        row(f"event log, {n:,} lines, {overhead['chunk']} per read: supervisor → socket → client decode",
             f"{n / s['total']:,.0f} lines/s end to end, {rate['supervised']:,.0f} steady")
         row("  in-process Session, no supervisor",
             f"{n / i['total']:,.0f} lines/s end to end, {rate['in_process']:,.0f} steady")
@@ -806,7 +829,11 @@ def report(kill: dict | None, attach: dict | None, overhead: dict | None, n: int
             f"supervised {cpu_s:.2f} s, in-process {cpu_i:.2f} s: {cpu_s / cpu_i:.2f}×")
         skipped = [n - r["lines"] for r in overhead["supervised"] if r["lines"] != n]
         if skipped:
-            print(f"{'  lines the client did not get (it fell behind)':<68} {skipped}")
+            row("  lines the client did not get (found behind: a snapshot instead)", str(skipped))
+        burst = overhead.get("burst")
+        if burst:
+            row(f"  the same, supervised, {burst['chunk']:,} lines (~{burst['chunk'] * 141 // 1000} KB) per read",
+                f"{burst['lines']:,} of {n:,} lines received, {len(burst['resets'])} snapshot(s)")
 
 
 def main() -> int:
@@ -817,6 +844,10 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--attach-rounds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the overhead comparison")
+    parser.add_argument("--chunk", type=int, default=450,
+                        help="log lines the backend hands over per read (450 ≈ the local backend's 64 KiB pipe read)")
+    parser.add_argument("--burst", type=int, default=2000,
+                        help="one more supervised run with this many lines per read (0: none)")
     parser.add_argument("--no-tui", action="store_true", help="skip the TUI attach")
     parser.add_argument("--tui-attach", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
@@ -827,6 +858,7 @@ def main() -> int:
     if args.tui_attach:
         print(json.dumps(asyncio.run(tui_attach_child(args.tui_attach, args.config))))
         return 0
+    os.environ.pop("PYTHONUNBUFFERED", None)  # the clients get a user's environment (their stdout is a pty)
     work = Path(tempfile.mkdtemp(prefix="bench-supervisor-"))
     os.environ["SWEEPDECK_STATE_DIR"] = str(work / "state")
     path = os.environ.get("PYTHONPATH")
@@ -844,7 +876,7 @@ def main() -> int:
         attach = bench_attach(work, args.lines, args.attach_rounds, not args.no_tui)
     if "overhead" in only:
         print(f"3. event-log overhead, {args.lines:,} lines, {args.rounds} alternating rounds", flush=True)
-        overhead = asyncio.run(bench_overhead(args.lines, args.rounds))
+        overhead = asyncio.run(bench_overhead(args.lines, args.rounds, args.chunk, args.burst))
     report(kill, attach, overhead, args.lines)
     print(f"load average at the end: {load_average()}")
     return 0
