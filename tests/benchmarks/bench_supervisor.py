@@ -763,7 +763,7 @@ def cpu_text(r: dict) -> str:
 
 
 def row(label: str, value: str) -> None:
-    print(f"{label:<68} {value}")
+    print(f"{label:<76} {value}")
 
 
 def median(rows: list[dict], key: str) -> float:
@@ -776,16 +776,16 @@ def listed(rows: list[dict], key: str) -> str:
 
 def report(kill: dict | None, attach: dict | None, overhead: dict | None, n: int) -> None:
     print()
-    print(f"{'what':<68} {'figure':<52}")
-    print("-" * 121)
+    print(f"{'what':<76} figure")
+    print("-" * 140)
     if kill:
         for name, rows in kill.items():
             done = [r["all"] for r in rows if r["all"] is not None]
             failed = len(rows) - len(done)
             line = (f"p50 {pct(done, 50):.2f} s, p95 {pct(done, 95):.2f} s, max {max(done):.2f} s"
                     if done else "no run cleaned up")
-            print(f"{f'{name} of the client → nothing left ({len(rows)} runs)':<68} {line}"
-                  + (f"; {failed} NOT cleaned up in 60 s" if failed else ""))
+            row(f"{name} of the client → nothing left ({len(rows)} runs)",
+                line + (f"; {failed} NOT cleaned up in 60 s" if failed else ""))
             parts = []
             for key, label in (("noticed", "supervisor noticed"), ("server", "server group gone"),
                                ("port", "port closed"), ("supervisor", "supervisor gone"), ("final", "meta final"),
@@ -793,9 +793,9 @@ def report(kill: dict | None, attach: dict | None, overhead: dict | None, n: int
                 vals = [r[key] for r in rows if r.get(key) is not None]
                 if vals and not (name == "SIGKILL" and key == "client"):
                     parts.append(f"{label} p50 {statistics.median(vals):.2f} s")
-            print(f"{'  of which':<68} {'; '.join(parts)}")
+            row("  of which", "; ".join(parts))
             states = sorted({str(r["state"]) for r in rows})
-            print(f"{'  final states':<68} {', '.join(states)}")
+            row("  final states", ", ".join(states))
     if attach:
         h, t, u = attach["headless"], attach["tail"], attach["tui"]
         row(f"attach to a live run with {attach['saved_lines']:,} saved log lines",
