@@ -64,6 +64,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -849,6 +850,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=2000,
                         help="one more supervised run with this many lines per read (0: none)")
     parser.add_argument("--no-tui", action="store_true", help="skip the TUI attach")
+    parser.add_argument("--keep", action="store_true", help="keep the state dir (~1.3 GB of run logs) at the end")
     parser.add_argument("--tui-attach", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
     if sys.argv[1:2] == ["--flood-server"]:  # the attach benchmark's server (argv from the local backend follows)
@@ -866,6 +868,17 @@ def main() -> int:
     only = set(args.only.split(","))
     print(f"run supervisor benchmark: python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {load_average()} "
           f"(a shared machine); state dir {work / 'state'}", flush=True)
+    try:
+        results = run_parts(work, only, args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report(*results, args.lines)
+    print(f"load average at the end: {load_average()}")
+    return 0
+
+
+def run_parts(work: Path, only: set[str], args: argparse.Namespace) -> tuple[Any, Any, Any]:
     kill = attach = overhead = None
     if "kill" in only:
         print(f"1. client killed while the workload runs: {args.kills} × SIGKILL and {args.kills} × SIGTERM",
@@ -877,9 +890,7 @@ def main() -> int:
     if "overhead" in only:
         print(f"3. event-log overhead, {args.lines:,} lines, {args.rounds} alternating rounds", flush=True)
         overhead = asyncio.run(bench_overhead(args.lines, args.rounds, args.chunk, args.burst))
-    report(kill, attach, overhead, args.lines)
-    print(f"load average at the end: {load_average()}")
-    return 0
+    return kill, attach, overhead
 
 
 if __name__ == "__main__":
