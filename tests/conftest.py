@@ -47,6 +47,7 @@ def _stop_supervisors_under(root: str) -> None:
                 os.kill(int(entry), signal.SIGKILL)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups to schedule by them
 def pytest_collection_modifyitems(config, items):
     """``make test`` runs two workers (pytest-xdist, ``--dist loadgroup``); tests that share one service
     run on one worker: the SLURM cluster (slurmctld, slurmd, sshd, munged) is started once per worker

@@ -26,7 +26,21 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_id", metavar="RUN", help="run id (see `sweepdeck runs`)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.add_argument("--no-follow", action="store_true", help="only print the saved events")
+    p.add_argument("--lines", default="1000", metavar="N|all", type=_lines,
+                   help="start with the saved events that hold the last N log lines (default 1000; all: every one)")
     p.add_argument("--stop", action="store_true", help="stop a live run and wait until it is cleaned up")
+
+
+def _lines(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lines takes a number or 'all', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("--lines takes a number of 0 or more, or 'all'")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,8 +69,11 @@ async def _attach(args: argparse.Namespace) -> int:
     if not args.json:
         printer._line(f"[INFO] Run {record.id}: {record.backend}, {record.model or '?'}, {record.workload or '?'}, "
                       f"state {record.state}")
-    end = 0  # past the last record read: following resumes there
-    for offset, data in run_dir.records():
+    end = start = tail_offset(run_dir.path / "events.jsonl", args.lines)  # past the last record read
+    if start and not args.json:
+        printer._line(f"[INFO] Earlier events of {record.id} are not shown: the last {args.lines:,} log lines "
+                      f"and what came with them (--lines all: every one)")
+    for offset, data in run_dir.records(start):
         end = offset
         for event in _events(data):
             printer(event)
@@ -71,6 +88,48 @@ async def _attach(args: argparse.Namespace) -> int:
         else:
             return await _follow(link, record, printer, args, end)
     return await _ended(record, printer, args)
+
+
+def tail_offset(path, lines: int | None) -> int:
+    """Byte offset of the first record to print so that the last ``lines`` log lines are printed (0: all).
+
+    Reads the event log backwards, a MiB at a time, so a run with millions of lines is current at once
+    (the records before the offset are never parsed).
+    """
+    import json
+
+    if lines is None:
+        return 0
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the `with fh` below
+    except OSError:
+        return 0
+    count = 0
+    with fh:
+        pos = fh.seek(0, 2)
+        pending = b""  # the start of a record cut by the chunk boundary: completed by the next chunk
+        while pos > 0:
+            step = min(1 << 20, pos)
+            pos -= step
+            fh.seek(pos)
+            parts = (fh.read(step) + pending).split(b"\n")
+            pending = parts.pop(0) if pos > 0 else b""
+            start = pos + (len(pending) + 1 if pos > 0 else 0)
+            starts = []
+            for part in parts:
+                starts.append(start)
+                start += len(part) + 1
+            for part, begin in zip(reversed(parts), reversed(starts), strict=True):
+                if b'"LogBatch"' in part:
+                    try:
+                        count += len(json.loads(part).get("lines") or [])
+                    except ValueError:
+                        continue
+                elif b'"LogLine"' in part:
+                    count += 1
+                if count > lines:
+                    return begin + len(part) + 1  # this record is one too many: start after it
+    return 0
 
 
 def _events(data):
