@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint services bench screenshots clean
+.PHONY: run test test-under-load lint services bench screenshots clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP) services
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+## The whole suite three times with a CPU hog on every core (the suite must pass on a busy machine).
+test-under-load: $(STAMP) services
+	@bash scripts/test-under-load.sh 3 -- $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 ## Install the Debian packages the integration tests start (sshd, SLURM, PostgreSQL) when root.
 services:
