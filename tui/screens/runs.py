@@ -499,8 +499,8 @@ class RunsScreen(Screen):
         if text == self._detail:
             return
         width = detail.content_region.width
-        lines = 1 if cell_len(text) <= width else 2
-        layout = not width or lines != self._detail_lines or not text
+        lines = (1 if cell_len(text) <= width else 2) if width else 0  # 0: not laid out yet, not known
+        layout = not lines or lines != self._detail_lines or not text
         self._detail, self._detail_lines = text, lines
         detail.update(text, layout=layout)
 
