@@ -62,7 +62,8 @@ def test_a_lost_run_says_what_it_may_have_left(capsys):
 
 def test_no_runs_says_how_to_start_one(capsys):
     code, lines = run(capsys)
-    assert code == 0 and lines == ["No saved runs. Start one with: sweepdeck run --model qwen-1.5b --workload chatbot --yes"]
+    assert code == 0
+    assert lines == ["No saved runs. Start one with: sweepdeck run --model qwen-1.5b --workload chatbot --yes"]
 
 
 def test_ten_thousand_runs_are_all_listed_newest_first(capsys):
