@@ -659,6 +659,8 @@ class RunWatcher:
         self._last = 0.0
         self._sorted: list[RunRecord] | None = None
         self._loaded = False
+        self._changed: set[str] = set()  # runs added, changed or removed since take_changes()
+        self._reloaded = False  # everything was read again since take_changes()
 
     def records(self) -> list[RunRecord]:
         """Every run, newest first (the same list object until something changes)."""
@@ -668,6 +670,12 @@ class RunWatcher:
 
     def get(self, run_id: str) -> RunRecord | None:
         return self._records.get(run_id)
+
+    def take_changes(self) -> tuple[set[str], bool]:
+        """The runs added, changed or removed since the last call, and whether the whole store was read again."""
+        changed, reloaded = self._changed, self._reloaded
+        self._changed, self._reloaded = set(), False
+        return changed, reloaded
 
     def refresh(self, *, full: bool = False) -> bool:
         """Catch up with the store; True when something changed (``full``: stat every run now)."""
@@ -701,6 +709,7 @@ class RunWatcher:
             records[name] = old if old is not None and old.meta is meta else RunRecord(name, path, meta)
             keys[name] = key
         self._records, self._keys, self._loaded = records, keys, True
+        self._reloaded = True
         self._live = {name for name, r in records.items() if r.live}
         self._settle([r for r in records.values() if r.live or r.meta.get("leftovers")])
         self._sweep = []
@@ -722,6 +731,7 @@ class RunWatcher:
             del self._records[name]
             self._keys.pop(name, None)
             self._live.discard(name)
+            self._changed.add(name)
         added = []
         for name, path in present.items():
             if name not in self._records:
@@ -733,6 +743,7 @@ class RunWatcher:
         return bool(gone or added)
 
     def _put(self, record: RunRecord, key: list[int] | None) -> RunRecord:
+        self._changed.add(record.id)
         self._records[record.id] = record
         self._keys[record.id] = key
         if record.live:

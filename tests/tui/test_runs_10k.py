@@ -112,6 +112,16 @@ async def test_ten_thousand_runs_open_answer_keys_narrow_and_follow_the_store():
         assert table.coordinate_to_cell_key((0, 0)).row_key.value == "run-new"
         assert "run-new" in drawn(table)
 
+        # a fix run relaunched from an older run is listed right under it
+        fix = state_root() / "runs" / "run-00005-fix"
+        fix.mkdir()
+        (fix / "meta.json").write_text(json.dumps({"id": "run-00005-fix", "backend": "local", "model": MODELS[0],
+                                                   "workload": "chatbot", "state": "failed", "parent": "run-00005",
+                                                   "started": FIXED_NOW + 5, "finished": FIXED_NOW + 9}))
+        await until(pilot, lambda: table.row_count == RUNS + 2, "the fix run")
+        assert table.get_row_index("run-00005-fix") == table.get_row_index("run-00005") + 1
+        assert str(table.get_row("run-00005-fix")[1]) == "↳ run-00005-fix"
+
         # a live run that finishes changes on screen
         meta_path = state_root() / "runs" / "run-00001" / "meta.json"
         meta = json.loads(meta_path.read_text())

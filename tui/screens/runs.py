@@ -103,6 +103,7 @@ class RunRow:
     depth: int = 0  # how deep under its family's first run it is listed
     _started_text: str | None = field(default=None, repr=False, compare=False)
     _hay: str | None = field(default=None, repr=False, compare=False)
+    _widths: tuple[bool, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def live(self) -> bool:
@@ -143,6 +144,16 @@ class RunRow:
         icon, word = STATES.get(self.state, ("?", self.state or "unknown"))
         return (f"{icon} {word}", self.run_label(marked), self.model.rsplit("/", 1)[-1], self.workload, self.backend,
                 self.started_text, format_duration(self.duration(now)))
+
+    def widths(self, now: float, marked: bool = False) -> tuple[int, ...]:
+        """The terminal cells each of :meth:`texts` takes (kept while the run cannot change: it is finished)."""
+        cached = self._widths
+        if cached is not None and cached[0] == marked:
+            return cached[1]
+        widths = tuple(len(t) if t.isascii() else cell_len(t) for t in self.texts(now, marked))
+        if not self.live and self.controller is None:
+            self._widths = (marked, widths)
+        return widths
 
     def narrow_cells(self, now: float, app: Any = None, marked: bool = False) -> tuple:
         """The cells of the two-line layout (80 columns): the run and, under it, what it ran where and when."""
@@ -247,7 +258,7 @@ def collect_rows(store, controllers: list, records: list | None = None, cache: d
             parent=(old.parent if old else None) or getattr(spec, "parent", None),
             fix=(old.fix if old else "") or str(getattr(getattr(ctrl, "fix", None), "label", "") or ""),
         )
-    return in_families(sorted(rows.values(), key=lambda r: (r.started or 0), reverse=True))
+    return in_families(sorted(rows.values(), key=_start, reverse=True))
 
 
 def in_families(rows: list[RunRow]) -> list[RunRow]:
@@ -297,6 +308,9 @@ class RunsScreen(Screen):
         self._rows_key: tuple | None = None  # (store version, controllers) the rows were built from
         self._rows_version = 0
         self._children: dict[str, list[str]] = {}  # run id → the runs relaunched from it
+        self._positions: dict[str, int] = {}  # run id → its place in self.rows
+        self._order_version = 0  # bumped when the rows were ordered again (not when one changed in place)
+        self._newest = 0.0  # the latest start of a listed run
         self._filtered: tuple[tuple[int, str], list[RunRow], list[RunRow]] | None = None
         self._table_key: tuple | None = None  # what the table was last filled with
         self._finished_widths: tuple[int, ...] = ()
@@ -379,7 +393,9 @@ class RunsScreen(Screen):
         query = self.query_one("#runs-filter", Input).value.strip()
         shown = self._filter(query)
         table = self.query_one("#runs-table", VirtualTable)
-        table_key = (self._rows_version, query, len(self.marked), tuple(self.marked))
+        # without a filter a run changing in place keeps every row where it is: only its cells are drawn again
+        version = self._rows_version if query else self._order_version
+        table_key = (version, query, tuple(self.marked))
         if table_key != self._table_key:
             self._table_key = table_key
             self._shown = shown
@@ -400,12 +416,19 @@ class RunsScreen(Screen):
         controllers = tuple((id(c), getattr(c, "state", None), bool(getattr(c, "live", False)))
                             for c in app.controllers)
         key = (self._watch.version, controllers)
+        changed, reloaded = self._watch.take_changes()
         if key == self._rows_key:
             return
+        same_controllers = self._rows_key is not None and controllers == self._rows_key[1]
         self._rows_key = key
-        self.rows = collect_rows(app.store, app.controllers, self._watch.records(), cache=self._row_cache)
         self._rows_version += 1
         self._filtered = None
+        if same_controllers and not reloaded and self._patch_rows(changed):
+            return
+        self.rows = collect_rows(app.store, app.controllers, self._watch.records(), cache=self._row_cache)
+        self._order_version += 1
+        self._positions = {row.id: i for i, row in enumerate(self.rows)}
+        self._newest = max((_start(row) for row in self.rows), default=0.0)
         children: dict[str, list[str]] = {}
         for row in self.rows:
             if row.parent:
@@ -414,6 +437,54 @@ class RunsScreen(Screen):
         self._live_rows = [r for r in self.rows if r.controller is not None or r.live]
         if whole and getattr(app, "freeze_heap", False):
             gc.freeze()  # 10,000 runs' records and rows live long: spare them the full collections
+
+    def _patch_rows(self, changed: set[str]) -> bool:
+        """Put the rows of runs that changed in their places; False when the list must be ordered again.
+
+        A run's state changing (the usual change: a live run moving on) keeps
+        its place; a new run newer than every listed one, relaunched from
+        none, goes first. Anything else (a run removed, a start or parent
+        changed, a fix run added) needs :func:`collect_rows`.
+        """
+        placed, added = [], []
+        for run_id in changed:
+            record, at = self._watch.get(run_id), self._positions.get(run_id)
+            if record is None:
+                return False
+            row = row_of(record)
+            if at is None:
+                if row.parent or run_id in self._children or not _start(row) > self._newest:
+                    return False
+                added.append((record, row))
+                continue
+            old = self.rows[at]
+            if old.controller is not None or (row.parent, row.started) != (old.parent, old.started):
+                return False
+            row.depth = old.depth
+            placed.append((at, record, row))
+        for at, _record, row in placed:
+            self.rows[at] = row
+        if added:
+            added.sort(key=lambda rr: _start(rr[1]))  # the newest ends up first
+            for _record, row in added:
+                self.rows.insert(0, row)
+            self._newest = max(self._newest, *(_start(row) for _, row in added))
+            self._positions = {row.id: i for i, row in enumerate(self.rows)}
+            self._order_version += 1
+        self._fold_in([(record, row) for _, record, row in placed] + added, changed)
+        return True
+
+    def _fold_in(self, rows: list, changed: set[str]) -> None:
+        """Keep the row cache, the live rows and the finished runs' column widths up to date with ``rows``."""
+        marked = set(self.marked)
+        widths = self._finished_widths
+        for record, row in rows:
+            self._row_cache[row.id] = (record, row)
+            if widths and not row.live:  # the columns grow to fit it (they shrink when the list is ordered again)
+                widths = tuple(map(max, widths, row.widths(self.sd_app.clock(), row.id in marked)))
+        self._finished_widths = widths
+        self._live_rows = [r for r in self._live_rows if r.id not in changed]
+        self._live_rows += [row for _, row in rows if row.live]
 
     def _filter(self, query: str) -> list[RunRow]:
         """The rows matching ``query``; a longer query searches only what the shorter one matched."""
@@ -447,18 +518,18 @@ class RunsScreen(Screen):
         if self.narrow:
             return
         now = self.sd_app.clock()
-        key = (self._rows_version, tuple(self.marked))
+        key = (self._order_version, tuple(self.marked))
+        marked = set(self.marked)
         if key != self._widths_key:
             self._widths_key = key
-            widths = [cell_len(name) for name in self._cols]
             live = {id(r) for r in self._live_rows}
-            for row in self.rows:
-                if id(row) not in live:
-                    _widen(widths, row.texts(now, row.id in self.marked))
-            self._finished_widths = tuple(widths)
-        widths = list(self._finished_widths)
-        for row in self._live_rows:
-            _widen(widths, row.texts(now, row.id in self.marked))
+            every = [row.widths(now, row.id in marked) for row in self.rows if id(row) not in live]
+            self._finished_widths = tuple(map(max, zip(tuple(cell_len(name) for name in self._cols), *every,
+                                                       strict=True)))
+        widths = self._finished_widths
+        if self._live_rows:
+            widths = tuple(map(max, zip(widths, *(r.widths(now, r.id in marked) for r in self._live_rows),
+                                        strict=True)))
         table.set_widths(widths)
 
     def _update_empty(self, query: str) -> None:
@@ -740,12 +811,9 @@ class RunsScreen(Screen):
         self.app.push_screen(ResultsListScreen())
 
 
-def _widen(widths: list[int], texts: tuple[str, ...]) -> None:
-    """Grow ``widths`` to fit ``texts`` (terminal cells)."""
-    for i, text in enumerate(texts):
-        width = len(text) if text.isascii() else cell_len(text)
-        if width > widths[i]:
-            widths[i] = width
+def _start(row: RunRow) -> float:
+    """When the run started, for ordering (a missing or hand-edited non-number counts as the oldest)."""
+    return row.started if isinstance(row.started, (int, float)) else 0.0
 
 
 def _has_results(row: RunRow) -> bool:
