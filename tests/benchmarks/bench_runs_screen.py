@@ -201,8 +201,8 @@ def table_state(app) -> tuple:
     return (table.cursor_row, table.row_count, first, detail, filter_value)
 
 
-async def press_all(pilot, frames: Frames, keys: list[str], state=table_state) -> list[float]:
-    """Key posted → the first frame showing what it left, for each key that changed something."""
+async def press_all(pilot, frames: Frames, keys: list[str], state=table_state) -> list[tuple[str, float]]:
+    """(key, key posted → the first frame showing what it left) for each key that changed something."""
     out = []
     for key in keys:
         before = state(pilot.app)
@@ -210,7 +210,7 @@ async def press_all(pilot, frames: Frames, keys: list[str], state=table_state) -
         await pilot.press(key)
         after = state(pilot.app)
         if after != before:  # a key that changed nothing (↓ on the last row) draws nothing
-            out.append(await frames.until(t0, after))
+            out.append((key, await frames.until(t0, after)))
     return out
 
 
@@ -341,9 +341,9 @@ def bench_tui(env: dict[str, str], rounds: int, idle_s: float, state: Path) -> d
 def report_tui(res: dict[str, list], n: int) -> None:
     ms = 1000
     sd, dt = res["sweepdeck"], res["datatable"]
-    keys = [k for r in sd for k in r["keys"]]
-    dkeys = [k for r in dt for k in r["keys"]]
-    typed = [k for r in sd for k in r["filter"]]
+    keys = [t for r in sd for _, t in r["keys"]]
+    dkeys = [t for r in dt for _, t in r["keys"]]
+    typed = [t for r in sd for _, t in r["filter"]]
     print(f"TUI, {n} runs, headless 160x48, {len(sd)} rounds (fresh process each):")
     def each(values, scale=ms, fmt="{:.0f}"):
         return ", ".join(fmt.format(v * scale) for v in values)
@@ -358,6 +358,11 @@ def report_tui(res: dict[str, list], n: int) -> None:
           f" max {max(keys) * ms:.1f} ms ({len(keys)} presses)")
     print(f"  DataTable  keypress -> frame: p50 {pct(dkeys, 50) * ms:.1f} ms, p99 {pct(dkeys, 99) * ms:.1f} ms,"
           f" max {max(dkeys) * ms:.1f} ms ({len(dkeys)} presses)")
+    for name, res_ in (("sweepdeck", sd), ("DataTable", dt)):
+        by_kind = {kind: [t for r in res_ for k, t in r["keys"] if (k in ("up", "down")) == (kind == "up/down")]
+                   for kind in ("up/down", "pageup/pagedown")}
+        print(f"  {name:<9}  " + "; ".join(f"{kind}: p50 {pct(v, 50) * ms:.1f} ms, p99 {pct(v, 99) * ms:.1f} ms"
+                                            for kind, v in by_kind.items() if v))
     print(f"  sweepdeck  filter key -> frame ('llama', {n} rows -> {sd[0]['filtered_rows']}):"
           f" p50 {pct(typed, 50) * ms:.1f} ms, max {max(typed) * ms:.1f} ms ({len(typed)} keys)")
     print(f"  sweepdeck  idle CPU: {each([r['idle_cpu'] for r in sd], 100, '{:.1f} %')};"

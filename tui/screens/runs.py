@@ -281,6 +281,20 @@ def leftovers_of(row: RunRow) -> list[dict]:
     return list(row.record.meta.get("leftovers") or [])
 
 
+class RunsFilter(Input):
+    """The runs filter box: the list narrows while the key is handled.
+
+    Input lays the screen out again on every key; narrowing the list from the
+    ``Changed`` message (handled after that) would make it twice, and draw
+    the key and the rows in two frames.
+    """
+
+    def watch_value(self, value: str) -> None:
+        screen = self.screen
+        if isinstance(screen, RunsScreen):
+            screen.filter_changed()
+
+
 class RunsScreen(Screen):
     """Home: the runs table, a filter, and the keys to start or open runs."""
 
@@ -327,7 +341,7 @@ class RunsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="runs-body"):
-            yield Input(placeholder="filter runs (id, model, workload, state) — esc clears", id="runs-filter")
+            yield RunsFilter(placeholder="filter runs (id, model, workload, state) — esc clears", id="runs-filter")
             yield VirtualTable(id="runs-table", zebra_stripes=True, on_highlight=lambda _row: self._update_detail())
             yield Static("", id="runs-empty")
             yield Static("", id="runs-detail")
@@ -626,9 +640,10 @@ class RunsScreen(Screen):
         box.add_class("shown")
         box.focus()
 
-    @on(Input.Changed, "#runs-filter")
-    def _filter_changed(self) -> None:
-        self._show()  # the rows as they are: a key in the filter does not wait on the store
+    def filter_changed(self) -> None:
+        """A key in the filter: the rows as they are, narrowed (a key does not wait on the store)."""
+        if self._watch is not None:
+            self._show()
 
     @on(Input.Submitted, "#runs-filter")
     def _filter_done(self) -> None:
