@@ -307,8 +307,8 @@ class RunsScreen(Screen):
     WIDE = 118
     NARROW_COLUMNS = ("State", "Run", "Duration")
     REFRESH_SECONDS = 1.0
-    # The run store is re-read when its directory changes, and at least this often
-    # (a detached run's state changes inside its own directory).
+    # Each refresh looks at the runs directory and at the live runs; every other run's
+    # meta.json is looked at once in this many seconds (see backends.store.RunWatcher).
     STORE_SECONDS = 10.0
 
     def __init__(self) -> None:
