@@ -145,3 +145,20 @@ async def test_ten_thousand_runs_at_80_columns_take_two_lines_each_and_still_mov
         await pilot.press("end", "ctrl+end")
         await pilot.pause()
         assert table.cursor_key == "run-09999" and "run-09999" in drawn(table)
+
+
+def test_the_filter_puts_what_holds_the_words_first_then_letters_in_order():
+    from tui.screens.runs import RunRow, filter_rows
+
+    def row(run_id: str, model: str, workload: str = "chatbot") -> RunRow:
+        return RunRow(id=run_id, backend="local", model=model, workload=workload, state="succeeded",
+                      started=None, finished=None)
+
+    rows = [row("a-new", "meta-llama/Meta-Llama-3-8B-Instruct"), row("b", "Qwen/Qwen2.5-7B"),
+            row("c", "meta-llama/Llama-2-7b-hf", "summarization"), row("d-old", "mistralai/Mistral-7B")]
+    # as typed (any case) first, in list order; then "l…l…a…m…a" across local/mistralai/chatbot
+    assert [r.id for r in filter_rows("LLAMA", rows)] == ["a-new", "c", "d-old"]
+    assert [r.id for r in filter_rows("l3chat", rows)] == ["a-new"]  # letters in order: llama-3 … chatbot
+    fuzzy = filter_rows("mis7", rows)
+    assert fuzzy[0].id == "d-old"  # holds "mis" then "7" closest together
+    assert filter_rows("zzz", rows) == []
