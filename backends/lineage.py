@@ -125,6 +125,10 @@ def family_order(ids_started: Iterable[tuple[str, str | None, float | None]]) ->
         kids = [k for k in children.get(run_id, []) if k[0] not in seen]
         return max([start] + [newest(k, s, seen | {k}) for k, s in kids])
 
+    def family_start(root: tuple[str, float]) -> float:
+        # most runs have no relaunches: their own start, without the walk (10,000 runs are listed often)
+        return newest(root[0], root[1], frozenset({root[0]})) if root[0] in children else root[1]
+
     out: list[tuple[str, int]] = []
     placed: set[str] = set()
 
@@ -136,7 +140,7 @@ def family_order(ids_started: Iterable[tuple[str, str | None, float | None]]) ->
         for kid, _ in sorted(children.get(run_id, []), key=lambda k: k[1]):
             walk(kid, depth + 1)
 
-    for root, _ in sorted(roots, key=lambda r: newest(r[0], r[1], frozenset({r[0]})), reverse=True):
+    for root, _ in sorted(roots, key=family_start, reverse=True):
         walk(root, 0)
     for run_id, _, _ in rows:  # only in a cycle: no root leads to it
         walk(run_id, 0)

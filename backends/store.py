@@ -23,7 +23,6 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +73,39 @@ TERMINAL_STATES = ("succeeded", "failed", "cancelled", "lost")
 LIVE_STATES = ("created", "launching", "running", "submitted", "detached", "cancelling")
 
 
-@dataclass(slots=True)
 class RunRecord:
-    """What the store knows of one run, without opening its event log."""
+    """What the store knows of one run, without opening its event log.
 
-    id: str
-    path: Path
-    meta: dict[str, Any]
+    ``path`` may be given as a string: it becomes a :class:`Path` when first
+    asked for (listing 10,000 runs makes no 10,000 Paths nobody reads).
+    """
+
+    __slots__ = ("id", "_path", "meta")
+
+    def __init__(self, id: str, path: Path | str, meta: dict[str, Any]) -> None:
+        self.id = id
+        self._path = path
+        self.meta = meta
+
+    @property
+    def path(self) -> Path:
+        path = self._path
+        if not isinstance(path, Path):
+            path = self._path = Path(path)
+        return path
+
+    @property
+    def location(self) -> str:
+        """The run directory as a string (no Path made)."""
+        return os.fspath(self._path)
+
+    def __repr__(self) -> str:
+        return f"RunRecord(id={self.id!r}, path={self.location!r}, meta={self.meta!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunRecord):
+            return NotImplemented
+        return (self.id, self.location, self.meta) == (other.id, other.location, other.meta)
 
     @property
     def backend(self) -> str:
@@ -296,11 +321,7 @@ class RunDir:
 
     # meta
     def meta(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.path / "meta.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_meta(os.fspath(self.path))
 
     def update_meta(self, **values: Any) -> dict[str, Any]:
         """Merge ``values`` into ``meta.json`` (replaced atomically).
@@ -537,36 +558,37 @@ class RunStore:
         10,000 runs costs a directory scan and a ``stat`` per run, not 10,000
         JSON reads. The index is a cache — deleting it loses nothing.
         """
-        if not self.root.is_dir():
-            return []
+        out = [RunRecord(name, path, meta) for name, path, meta, _key in self.scan()]
+        out.sort(key=newest_first)
+        return out
+
+    def scan(self) -> builtins.list[tuple[str, str, dict[str, Any], builtins.list[int] | None]]:
+        """``(id, directory, meta, key)`` of every run, in directory order (see :meth:`list`).
+
+        ``key`` is ``[mtime_ns, size]`` of its ``meta.json`` (None when it has none yet).
+        """
         index = self._read_index()
-        fresh: dict[str, list[Any]] = {}
+        fresh: dict[str, builtins.list[Any]] = {}
         out = []
         changed = False
-        with os.scandir(self.root) as entries:
+        try:
+            entries = os.scandir(self.root)
+        except OSError:
+            return []
+        with entries:
             for entry in entries:
                 if not entry.is_dir(follow_symlinks=False):
                     continue
-                meta, key = self._meta_of(Path(entry.path), index.get(entry.name))
-                changed = changed or key != (index.get(entry.name) or [None])[0]
-                fresh[entry.name] = [key, meta]
-                out.append(RunRecord(entry.name, Path(entry.path), meta))
+                name, path = entry.name, entry.path
+                cached = index.get(name)
+                meta, key = meta_of(path, cached)
+                if not changed and (cached is None or key != cached[0]):
+                    changed = True
+                fresh[name] = [key, meta]
+                out.append((name, path, meta, key))
         if changed or len(fresh) != len(index):
             self._write_index(fresh)
-        out.sort(key=lambda r: r.started or 0, reverse=True)
         return out
-
-    def _meta_of(self, path: Path,
-                 cached: builtins.list[Any] | None) -> tuple[dict[str, Any], builtins.list[int] | None]:
-        """The run's meta (from the index when ``meta.json`` is unchanged) and its (mtime, size) key."""
-        try:
-            st = os.stat(path / "meta.json")
-        except OSError:
-            return {}, None
-        key = [st.st_mtime_ns, st.st_size]
-        if cached and cached[0] == key and isinstance(cached[1], dict):
-            return cached[1], key
-        return RunDir(path).meta(), key
 
     def _read_index(self) -> dict[str, builtins.list[Any]]:
         try:
@@ -592,6 +614,221 @@ class RunStore:
                 "Attach to it and clean it up first.",
             )
         shutil.rmtree(record.path)
+
+
+class RunWatcher:
+    """Every run of a store, kept current at a small cost per :meth:`refresh` (the runs screen calls it each second).
+
+    A refresh stats the runs directory (a run added or removed changes its
+    mtime; only then is the directory scanned), the ``meta.json`` of every
+    run that is still live (their state changes) and of a slice of the
+    others, so that each run is looked at once every ``sweep_seconds`` (a
+    finished run's meta changes rarely: a relaunch records ``relaunched_as``,
+    ``runs --clean`` its leftovers). A changed ``meta.json`` is re-read;
+    nothing else is. At 10,000 runs, 10 s sweeps and a refresh a second that
+    is ~1,000 stats a refresh instead of 10,000 stats and a 2 MB index.
+
+    Args:
+        store: The run store.
+        settle: Called with new, changed and live records; returns them
+            settled (the supervisor's reconciliation: a run whose supervisor
+            is gone is never listed as running). A settled record that is
+            a different object replaces the one read.
+        sweep_seconds: Every run's ``meta.json`` is stat-ed at least this often.
+        clock: Monotonic seconds (tests pass their own).
+    """
+
+    def __init__(self, store: RunStore, *, settle: Callable[[list[RunRecord]], list[RunRecord]] | None = None,
+                 sweep_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.settle = settle
+        self.sweep_seconds = sweep_seconds
+        self.clock = clock
+        #: Bumped whenever a run was added, removed or changed.
+        self.version = 0
+        self._records: dict[str, RunRecord] = {}
+        self._keys: dict[str, list[int] | None] = {}
+        self._live: set[str] = set()  # runs not finished (or without a meta yet): looked at every refresh
+        self._root_stamp: int | None = None
+        self._sweep: list[str] = []
+        self._sweep_at = 0
+        self._last = 0.0
+        self._sorted: list[RunRecord] | None = None
+        self._loaded = False
+        self._changed: set[str] = set()  # runs added, changed or removed since take_changes()
+        self._reloaded = False  # everything was read again since take_changes()
+
+    def records(self) -> list[RunRecord]:
+        """Every run, newest first (the same list object until something changes)."""
+        if self._sorted is None:
+            self._sorted = sorted(self._records.values(), key=newest_first)
+        return self._sorted
+
+    def get(self, run_id: str) -> RunRecord | None:
+        return self._records.get(run_id)
+
+    def take_changes(self) -> tuple[set[str], bool]:
+        """The runs added, changed or removed since the last call, and whether the whole store was read again."""
+        changed, reloaded = self._changed, self._reloaded
+        self._changed, self._reloaded = set(), False
+        return changed, reloaded
+
+    def refresh(self, *, full: bool = False) -> bool:
+        """Catch up with the store; True when something changed (``full``: stat every run now)."""
+        now = self.clock()
+        elapsed, self._last = now - self._last, now
+        if not self._loaded or full:
+            changed = self._load()
+        else:
+            changed = self._rescan_if_moved()
+            changed |= self._check(self._live_ids())
+            changed |= self._check(self._next_slice(elapsed))
+            changed |= self._settle_live()
+        if changed:
+            self.version += 1
+            self._sorted = None
+        return changed
+
+    def _root_mtime(self) -> int | None:
+        try:
+            return os.stat(self.store.root).st_mtime_ns
+        except OSError:
+            return None
+
+    def _load(self) -> bool:
+        """Everything from the store's listing (its index spares unchanged metas)."""
+        self._root_stamp = self._root_mtime()
+        before = self._records
+        records, keys = {}, {}
+        for name, path, meta, key in self.store.scan():
+            old = before.get(name)
+            records[name] = old if old is not None and old.meta is meta else RunRecord(name, path, meta)
+            keys[name] = key
+        self._records, self._keys, self._loaded = records, keys, True
+        self._reloaded = True
+        self._live = {name for name, r in records.items() if r.live}
+        self._settle([r for r in records.values() if r.live or r.meta.get("leftovers")])
+        self._sweep = []
+        return records.keys() != before.keys() or any(before.get(k) is not r for k, r in records.items())
+
+    def _rescan_if_moved(self) -> bool:
+        """Runs added or removed (the runs directory's mtime moved)."""
+        stamp = self._root_mtime()
+        if stamp == self._root_stamp:
+            return False
+        self._root_stamp = stamp
+        try:
+            with os.scandir(self.store.root) as entries:
+                present = {e.name: e.path for e in entries if e.is_dir(follow_symlinks=False)}
+        except OSError:
+            present = {}
+        gone = [name for name in self._records if name not in present]
+        for name in gone:
+            del self._records[name]
+            self._keys.pop(name, None)
+            self._live.discard(name)
+            self._changed.add(name)
+        added = []
+        for name, path in present.items():
+            if name not in self._records:
+                key = meta_key(path)
+                added.append(self._put(RunRecord(name, path, read_meta(path) if key else {}), key))
+        self._settle(added)
+        if gone or added:
+            self._sweep = []
+        return bool(gone or added)
+
+    def _put(self, record: RunRecord, key: list[int] | None) -> RunRecord:
+        self._changed.add(record.id)
+        self._records[record.id] = record
+        self._keys[record.id] = key
+        if record.live:
+            self._live.add(record.id)
+        else:
+            self._live.discard(record.id)
+        return record
+
+    def _live_ids(self) -> list[str]:
+        return list(self._live)
+
+    def _next_slice(self, elapsed: float) -> list[str]:
+        """The next runs of the round-robin sweep: enough that every run is seen each ``sweep_seconds``."""
+        if not self._sweep:
+            self._sweep = list(self._records)
+            self._sweep_at = 0
+        total = len(self._sweep)
+        if not total:
+            return []
+        count = min(total, max(1, int(-(-total * max(elapsed, 0.0) // self.sweep_seconds))))
+        start = self._sweep_at
+        chunk = self._sweep[start:start + count]
+        if len(chunk) < count:
+            chunk += self._sweep[: count - len(chunk)]
+        self._sweep_at = (start + count) % total
+        return chunk
+
+    def _check(self, names: list[str]) -> bool:
+        """Re-read the runs among ``names`` whose ``meta.json`` changed."""
+        changed = []
+        for name in names:
+            record = self._records.get(name)
+            if record is None:
+                continue
+            key = meta_key(record.location)
+            if key != self._keys.get(name):
+                changed.append(self._put(RunRecord(name, record.location, read_meta(record.location) if key else {}),
+                                         key))
+        self._settle(changed)
+        return bool(changed)
+
+    def _settle_live(self) -> bool:
+        """Live runs whose supervisor may have gone since (their meta says nothing of it)."""
+        return self._settle([r for name in self._live if (r := self._records[name]).meta])
+
+    def _settle(self, records: list[RunRecord]) -> bool:
+        if not records or self.settle is None:
+            return False
+        changed = False
+        for old, new in zip(records, self.settle(records), strict=True):
+            if new is not old:
+                self._put(new, meta_key(new.location))  # settling rewrote meta.json: not a change to re-read
+                changed = changed or new.meta != old.meta
+        return changed
+
+
+def newest_first(record: RunRecord) -> float:
+    """Sort key of the run list: the newest start first (a run without a start time last)."""
+    started = record.meta.get("started")
+    return -started if isinstance(started, (int, float)) else 0.0
+
+
+def meta_key(path: str) -> list[int] | None:
+    """``[mtime_ns, size]`` of a run's ``meta.json`` (None when it has none)."""
+    try:
+        st = os.stat(os.path.join(path, "meta.json"))
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+def meta_of(path: str, cached: list[Any] | None) -> tuple[dict[str, Any], list[int] | None]:
+    """A run's meta (``cached[1]`` when ``meta.json`` still has the key ``cached[0]``) and its key."""
+    key = meta_key(path)
+    if key is None:
+        return {}, None
+    if cached and cached[0] == key and isinstance(cached[1], dict):
+        return cached[1], key
+    return read_meta(path), key
+
+
+def read_meta(path: str) -> dict[str, Any]:
+    """The run's ``meta.json`` ({} when it is missing or not a JSON object)."""
+    try:
+        with open(os.path.join(path, "meta.json"), "rb") as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def tempfile_in(directory: Path) -> Path:

@@ -209,11 +209,10 @@ async def main_flow(shoot: Shooter, state: Path) -> None:
 
 async def recovery_flow(shoot: Shooter, state: Path) -> None:
     """A ``--fail oom`` run: the recovery dialog; a fix relaunched; the family on the runs list."""
-    from textual.widgets import DataTable
-
     from tui.screens.monitor import RunMonitorScreen
     from tui.screens.recovery import RecoveryDialog
     from tui.screens.runs import RunsScreen
+    from tui.widgets.virtual_table import VirtualTable
 
     app = make_app(state, sim_args=["--fail", "oom"], keep_server=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -240,7 +239,7 @@ async def recovery_flow(shoot: Shooter, state: Path) -> None:
         await wait_for(lambda: isinstance(pilot.app.screen, RunsScreen), 10, "the runs list")
         await pilot.pause()
         screen = pilot.app.screen
-        table = screen.query_one("#runs-table", DataTable)
+        table = screen.query_one("#runs-table", VirtualTable)
         table.move_cursor(row=table.get_row_index(failed.id))
         await shoot(pilot, "runs-family")
         await pilot.press("p")  # the failed run's replay: r lists what was relaunched from it
@@ -482,8 +481,6 @@ async def results_flow(shoot: Shooter, state: Path) -> None:
     user does (``sweepdeck results import``), next to any run the other flows
     left in the store.
     """
-    from textual.widgets import DataTable
-
     from backends.results import import_result
     from backends.store import RunStore
     from tests.support.reference import REPORTS
@@ -501,7 +498,7 @@ async def results_flow(shoot: Shooter, state: Path) -> None:
         return getattr(screen, "loaded", True) and not getattr(screen, "pending", None)
 
     def select(run_id: str, table: str) -> None:
-        t = pilot.app.screen.query_one(table, DataTable)
+        t = pilot.app.screen.query_one(table)  # the runs list (VirtualTable) or a DataTable
         t.move_cursor(row=t.get_row_index(run_id))
 
     async with app.run_test(size=SIZE) as pilot:

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Input
 from backends.base import Check
 from tests.snapshots import SIZES
 from tests.tui.app_fakes import make_app, seed_store
+from tui.widgets.virtual_table import VirtualTable
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ def flows():  # noqa: C901 - a test flow table / fake server dispatch; over 15 w
 
     async def confirm_delete(pilot):
         await pilot.pause()
-        table = pilot.app.screen.query_one("#runs-table", DataTable)
+        table = pilot.app.screen.query_one("#runs-table", VirtualTable)
         table.move_cursor(row=table.get_row_index("nov22-llama-2-7b-hf-summarization"))
         await pilot.press("d")
         await settle(pilot)

@@ -34,9 +34,9 @@ def seed_family(root: Path) -> None:
 
 
 def select(pilot, run_id: str) -> None:
-    from textual.widgets import DataTable
+    from tui.widgets.virtual_table import VirtualTable
 
-    table = pilot.app.screen.query_one("#runs-table", DataTable)
+    table = pilot.app.screen.query_one("#runs-table", VirtualTable)
     table.move_cursor(row=table.get_row_index(run_id))
 
 

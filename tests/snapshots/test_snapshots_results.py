@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable
 
 from tests.snapshots import SIZES
 from tests.tui.app_fakes import make_app
@@ -26,7 +25,7 @@ def seeded():
 
 
 def _select(pilot, run_id: str, table: str) -> None:
-    t = pilot.app.screen.query_one(table, DataTable)
+    t = pilot.app.screen.query_one(table)  # the runs list (VirtualTable) or a DataTable
     t.move_cursor(row=t.get_row_index(run_id))
 
 

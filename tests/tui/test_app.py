@@ -20,6 +20,7 @@ from tui import bindings as keys
 from tui.screens.dialogs import ConfirmDialog, HelpDialog, QuickCommandDialog, QuitDialog
 from tui.screens.runs import RunsScreen
 from tui.screens.wizard import WizardScreen
+from tui.widgets.virtual_table import VirtualTable
 
 SIZE = (100, 30)
 
@@ -33,12 +34,12 @@ def text_of(widget: Static) -> str:
 
 
 def row_ids(app) -> list[str]:
-    table = app.screen.query_one("#runs-table", DataTable)
+    table = app.screen.query_one("#runs-table", VirtualTable)
     return [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
 
 
 def select(app, run_id: str) -> None:
-    table = app.screen.query_one("#runs-table", DataTable)
+    table = app.screen.query_one("#runs-table", VirtualTable)
     table.move_cursor(row=table.get_row_index(run_id))
 
 
@@ -86,7 +87,7 @@ async def test_runs_list_shows_saved_runs_with_state_words():
         ids = row_ids(app)
         assert ids[0] == "nov23-qwen2-5-7b-instruct-train"  # newest first
         assert len(ids) == 5
-        table = app.screen.query_one("#runs-table", DataTable)
+        table = app.screen.query_one("#runs-table", VirtualTable)
         states = {rid: str(table.get_row(rid)[0]) for rid in ids}
         assert states["nov22-llama-2-7b-hf-summarization"] == "✗ failed"
         assert states["nov23-qwen2-5-math-1-5b-chatbot"] == "✓ succeeded"
@@ -105,7 +106,7 @@ async def test_runs_columns_fit_80_columns():
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        table = app.screen.query_one("#runs-table", DataTable)
+        table = app.screen.query_one("#runs-table", VirtualTable)
         assert [str(c.label) for c in table.ordered_columns] == ["State", "Run", "Duration"]
         assert sum(c.get_render_width(table) for c in table.ordered_columns) <= 80 - 2  # no sideways scrolling
         run = str(table.get_row("nov20-llama-3-8b-instruct-chatbot")[1])
@@ -145,7 +146,7 @@ async def test_a_run_whose_supervisor_is_gone_is_listed_lost_never_running():
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        table = app.screen.query_one("#runs-table", DataTable)
+        table = app.screen.query_one("#runs-table", VirtualTable)
         assert str(table.get_row("nov23-orphan")[0]) == "⚠ lost"
     assert json.loads((path / "meta.json").read_text())["state"] == "lost"
 
@@ -254,7 +255,7 @@ async def test_launched_run_appears_live_in_runs_list():
         await pilot.pause()
         ids = row_ids(app)
         assert ids == [ctrl.run.id]
-        assert str(app.screen.query_one("#runs-table", DataTable).get_row(ctrl.run.id)[0]) == "● running"
+        assert str(app.screen.query_one("#runs-table", VirtualTable).get_row(ctrl.run.id)[0]) == "● running"
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, FakeMonitor) and app.screen.controller is ctrl
@@ -697,7 +698,7 @@ async def test_detach_then_attach_in_a_new_session_on_simulator():
         async with app2.run_test(size=(120, 36)) as pilot:
             await pilot.pause()
             assert row_ids(app2) == [run_id]
-            table = app2.screen.query_one("#runs-table", DataTable)
+            table = app2.screen.query_one("#runs-table", VirtualTable)
             assert str(table.get_row(run_id)[0]) == "⏸ detached"
             await pilot.press("a")
             await pilot.pause()

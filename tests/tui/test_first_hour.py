@@ -20,6 +20,7 @@ from tui import bindings as keys
 from tui.screens.dialogs import ConfirmDialog, HelpDialog, QuickCommandDialog, SpellingDialog
 from tui.screens.runs import RunsScreen
 from tui.widgets.footer import KeyFooter, _candidates, essential_ids
+from tui.widgets.virtual_table import VirtualTable
 
 SMALL = (80, 24)
 
@@ -170,7 +171,7 @@ async def test_16_colours_the_cursor_row_differs_from_every_other_row_style(them
     async with app.run_test(size=SMALL) as pilot:
         await settle(pilot)
         assert "-c16" in app.classes
-        table = app.screen.query_one("#runs-table", DataTable)
+        table = app.screen.query_one("#runs-table", VirtualTable)
         for focused in (True, False):
             if not focused:
                 app.screen.set_focus(None)
@@ -219,7 +220,7 @@ async def test_runs_list_groups_a_fix_run_under_its_parent_and_names_the_family(
     app = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
-        table = app.screen.query_one("#runs-table", DataTable)
+        table = app.screen.query_one("#runs-table", VirtualTable)
         ids = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
         parent, child = "nov22-llama-2-7b-hf-summarization", "nov22-llama-2-7b-hf-summarization-fix"
         assert ids.index(child) == ids.index(parent) + 1  # right under it, though it started later

@@ -14,6 +14,7 @@ from tests.tui.results_support import LOCAL_RUN, needs_reference, seed_results, 
 from tui.screens.results import CompareScreen, ResultsListScreen, ResultsScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets.results import ResultPlot
+from tui.widgets.virtual_table import VirtualTable
 
 pytestmark = needs_reference
 SIZE = (120, 36)
@@ -29,7 +30,7 @@ def seeded():
 
 
 def select(app, run_id: str, table_id: str = "#runs-table") -> None:
-    table = app.screen.query_one(table_id, DataTable)
+    table = app.screen.query_one(table_id)  # the runs list (VirtualTable) or a DataTable
     table.move_cursor(row=table.get_row_index(run_id))
 
 
@@ -133,7 +134,7 @@ async def test_mark_three_runs_and_compare_them(seeded):
         for run_id in ("sweep-a", "const-b", "perf-c"):
             select(app, run_id)
             await pilot.press("space")
-        table = app.screen.query_one("#runs-table", DataTable)
+        table = app.screen.query_one("#runs-table", VirtualTable)
         assert str(table.get_cell("sweep-a", "Run")) == "◆ sweep-a"
         assert "3 marked · c: compare" in str(app.screen.query_one("#runs-detail", Static).render())
         select(app, "nov22-llama-2-7b-hf-summarization")

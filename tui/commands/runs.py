@@ -8,6 +8,7 @@ unless its supervisor is; ``lost`` runs name what may still exist.
 from __future__ import annotations
 
 import argparse
+import time
 
 from config.durations import format_elapsed
 
@@ -47,7 +48,7 @@ def rows(records) -> list[dict]:
                 "duration_s": (finished - started) if started and finished else None,
                 "parent": r.meta.get("parent"),
                 "leftovers": r.meta.get("leftovers") or [],
-                "path": str(r.path),
+                "path": r.location,
             }
         )
     return out
@@ -72,7 +73,6 @@ def table_text(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def main(args: argparse.Namespace) -> int:
     import json
     import sys
-    import time
 
     from backends.store import RunStore
     from backends.supervisor.reconcile import reconcile_records
@@ -84,31 +84,31 @@ def main(args: argparse.Namespace) -> int:
         records = [r for r in records if r.state == args.state]
     if args.limit and args.limit > 0:
         records = records[: args.limit]
-    data = rows(records)
     if args.json:
-        for row in data:
-            print(json.dumps(row))
+        sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows(records)))
         return 0
-    if not data:
+    if not records:
         print("No saved runs. Start one with: sweepdeck run --model qwen-1.5b --workload chatbot --yes")
         return 0
     columns = ("ID", "BACKEND", "MODEL", "WORKLOAD", "STATE", "STARTED", "DURATION")
-    cells = [
-        (row["id"], row["backend"], row["model"] or "-", row["workload"] or "-", row["state"],
-         time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"])) if row["started"] else "-",
-         format_duration(row["duration_s"]))
-        for row in data
-    ]
-    sys.stdout.write(table_text(columns, cells))
-    lost = [row for row in data if row["leftovers"]]
+    sys.stdout.write(table_text(columns, [_cells(r) for r in records]))
+    lost = [r for r in records if r.meta.get("leftovers")]
     if lost:
         from backends.supervisor.reconcile import describe
 
-        for row in lost:
-            print(f"[WARN] {row['id']} ({row['state']}) may have left: "
-                  + ", ".join(describe(x) for x in row["leftovers"]))
-        print("  Remove them with: sweepdeck runs --clean" + (f" {lost[0]['id']}" if len(lost) == 1 else ""))
+        for r in lost:
+            print(f"[WARN] {r.id} ({r.state}) may have left: "
+                  + ", ".join(describe(x) for x in r.meta["leftovers"]))
+        print("  Remove them with: sweepdeck runs --clean" + (f" {lost[0].id}" if len(lost) == 1 else ""))
     return 0
+
+
+def _cells(record) -> tuple[str, ...]:
+    """One line of the table: what :func:`rows` lists, as text."""
+    started, finished = record.started, record.finished
+    return (record.id, record.backend, record.model or "-", record.workload or "-", record.state,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "-",
+            format_duration((finished - started) if started and finished else None))
 
 
 def _clean(run_id: str) -> int:
