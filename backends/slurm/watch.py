@@ -469,15 +469,17 @@ class RunWatch:
         """The job left squeue: report how it ended and why."""
         from backends.diagnosis import alert_for, diagnose_state, primary
 
-        # the job is over, so its logs are complete: read what the followers have not delivered yet
-        # (the error that explains the end is often the last thing written)
-        await asyncio.gather(*(tail.finish() for tail in self.tails.values()))
-        self._flush_buffer()
         st = self.job_state or jobs.JobState(self.run.handle["job_id"], "ENDED")
         job_id = self.run.handle["job_id"]
-        if self.run.handle.get("cancelled") or st.state == "CANCELLED" and self.run.handle.get("cancelled"):
+        if self.run.handle.get("cancelled"):
+            # we stopped it: say so at once (the stop has a deadline; its last log lines do not matter)
+            self._flush_buffer()
             self.emit(Finished("cancelled", f"Job {job_id} cancelled"))
             return
+        # the job is over, so its logs are complete: read what the followers have not delivered yet
+        # (the error that explains the end is often the last thing written), within a few seconds
+        await asyncio.gather(*(tail.finish(timeout=5.0) for tail in self.tails.values()))
+        self._flush_buffer()
         found = primary(self.diagnoses)
         state_diag = diagnose_state("job", st.state, st.reason)
         diag = found or state_diag
