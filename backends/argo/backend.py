@@ -834,20 +834,25 @@ class ArgoBackend(BackendBase):
         """Follow one running pod's log; a worker when there is one (see module docs)."""
         if state.following is not None and not state.following[1].done():
             return []
-        running = [
-            p
-            for name, p in state.pods.items()
-            if name not in state.followed and (p.get("status") or {}).get("phase") == "Running"
-        ]
+        def is_worker(pod: dict[str, Any]) -> bool:
+            meta = pod.get("metadata") or {}
+            return (meta.get("labels") or {}).get(ROLE_LABEL) == "worker" or "worker" in (
+                meta.get("annotations") or {}
+            ).get("workflows.argoproj.io/node-name", "")
+
+        def candidate(pod: dict[str, Any]) -> bool:
+            phase = (pod.get("status") or {}).get("phase")
+            # a running pod; or a one-off step (populate, finalize) that ended before it was seen running:
+            # its log is still there and says what it did (or why it failed)
+            return phase == "Running" or (phase in ("Succeeded", "Failed") and not is_worker(pod))
+
+        running = [p for name, p in state.pods.items() if name not in state.followed and candidate(p)]
         if not running:
             return []
 
-        def rank(pod: dict[str, Any]) -> tuple[int, str]:
-            meta = pod.get("metadata") or {}
-            worker = (meta.get("labels") or {}).get(ROLE_LABEL) == "worker" or "worker" in (
-                meta.get("annotations") or {}
-            ).get("workflows.argoproj.io/node-name", "")
-            return (0 if worker else 1, meta.get("name", ""))
+        def rank(pod: dict[str, Any]) -> tuple[int, int, str]:
+            live = (pod.get("status") or {}).get("phase") == "Running"
+            return (0 if live else 1, 0 if is_worker(pod) else 1, (pod.get("metadata") or {}).get("name", ""))
 
         pod = min(running, key=rank)
         name = pod["metadata"]["name"]
