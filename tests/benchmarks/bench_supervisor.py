@@ -66,7 +66,6 @@ import pty
 import re
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -93,6 +92,9 @@ KILL_ARGS = ["--model", "qwen-1.5b", "--yes", "--sim-arg=--startup-delay=0.05", 
 
 
 # ------------------------------------------------------------------ shared helpers
+# the process and port checks are the supervisor tests' own (the same "nothing left" they assert)
+from backends.procs import free_port  # noqa: E402 - after the path is set
+from tests.integration.supervisor.support import gone, group_members, listening  # noqa: E402 - after the path is set
 
 
 def state_runs() -> Path:
@@ -123,37 +125,10 @@ def supervisor_pid(run_id: str) -> int:
     return int((meta(run_id).get("supervisor") or {}).get("pid") or 0)
 
 
-def gone(pid: int) -> bool:
-    """No such process, or a zombie (PID 1 reaps orphans late on this machine)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return True
 
 
-def group_members(pgid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                out.append(int(entry))
-    return out
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -168,10 +143,6 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
