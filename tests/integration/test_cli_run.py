@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procstate import gone
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "sweepdeck"
 CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "tui.cli"]
@@ -31,13 +33,6 @@ def sweepdeck(*args: str, env: dict | None = None, timeout: float = 60) -> subpr
         CMD + list(args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL, env=env
     )
 
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def processes_with(text: str) -> list[int]:

@@ -20,6 +20,7 @@ from backends.supervisor.drive import drive
 from config.errors import SweepdeckError
 from config.settings import Profile, load_settings
 from config.spec import build_spec
+from tests.support.procstate import gone
 
 FAST = ["--speed", "0", "--startup-delay", "0.05"]
 
@@ -29,14 +30,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def gone(pid: int) -> bool:
-    """No such process, or a zombie waiting to be reaped (PID 1 reaps slowly here)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def group_gone(pgid: int) -> bool:

@@ -15,6 +15,7 @@ import pytest
 from tests.snapshots import SIZES
 from tests.tui.app_fakes import make_app
 from tests.tui.results_support import needs_reference, seed_results, wait_loaded
+from tui.screens.results import CompareScreen, ResultsListScreen, ResultsScreen
 
 pytestmark = needs_reference
 
@@ -33,7 +34,7 @@ async def _open(pilot, run_id: str = "sweep-a") -> None:
     await pilot.pause()
     _select(pilot, run_id, "#runs-table")
     await pilot.press("enter")
-    await wait_loaded(pilot)
+    await wait_loaded(pilot, ResultsScreen)
 
 
 async def _compare(pilot) -> None:
@@ -42,7 +43,7 @@ async def _compare(pilot) -> None:
         _select(pilot, run_id, "#runs-table")
         await pilot.press("space")
     await pilot.press("c")
-    await wait_loaded(pilot)
+    await wait_loaded(pilot, CompareScreen)
 
 
 def flows():
@@ -75,7 +76,7 @@ def flows():
     async def results_list(pilot):
         await pilot.pause()
         await pilot.press("R")
-        await wait_loaded(pilot)
+        await wait_loaded(pilot, ResultsListScreen)
 
     return {name: fn for name, fn in locals().items() if callable(fn)}
 

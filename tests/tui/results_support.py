@@ -73,15 +73,28 @@ def seed_results(root: Path, *, local: bool = False) -> None:
         write_loadgen_run(root)
 
 
-async def wait_loaded(pilot, timeout: float = 30.0) -> None:
-    """Until the current results screen has read its results (and the list has every summary)."""
+async def wait_loaded(pilot, kind: type | None = None, timeout: float = 30.0) -> None:
+    """Until a results screen (of ``kind``, when given) is on top and has read its results (the list:
+    every summary, its table rebuilt).
+
+    The key that opens it may still be on its way when this is called (a busy machine), so the screen
+    that was on top before it — the runs list, or another results screen when ``kind`` says which one
+    is wanted — does not count.
+    """
+    from tui.screens.results import CompareScreen, ResultsListScreen, ResultsScreen
+
+    wanted = kind or (ResultsScreen, CompareScreen, ResultsListScreen)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         screen = pilot.app.screen
-        if getattr(screen, "loaded", True) and not getattr(screen, "pending", None):
-            break
-        assert loop.time() < deadline, f"{type(screen).__name__} did not finish loading"
+        if isinstance(screen, wanted):
+            if isinstance(screen, ResultsListScreen):
+                if screen.filled_at is not None and not screen.pending:
+                    break
+            elif screen.loaded:
+                break
+        assert loop.time() < deadline, f"{type(screen).__name__} is on top: the results screen did not open or load"
         await pilot.pause(0.02)
     # and the tables have measured their new rows (a DataTable does that when idle; under load that
     # can come after a few pauses — textual 8's private flags say when it has)

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 from backends.cleanup import CleanupRegistry
 from backends.store import RunStore
 from config.errors import SweepdeckError
+from tests.support.procstate import gone
 from tests.tui.app_fakes import FakeBackend, FakeController, FakeMonitor, make_app, seed_store
 from tui import bindings as keys
 from tui.screens.dialogs import ConfirmDialog, HelpDialog, QuickCommandDialog, QuitDialog
@@ -483,13 +484,6 @@ def test_run_app_reports_bad_config(tmp_path):
 # ------------------------------------------- real local backend + simulator
 
 
-def _proc_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] == "Z"  # PID 1 reaps zombies late
-    except FileNotFoundError:
-        return True
-
 
 async def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -612,13 +606,13 @@ async def test_launch_on_local_simulator_then_quit_cleans_up():
         assert isinstance(ctrl, RunController) and app.controllers == [ctrl]
         await _wait(lambda: ctrl.run is not None, 30, "the launch")
         pid = ctrl.run.handle["pid"]
-        assert not _proc_gone(pid)
+        assert not gone(pid)
         await _wait(lambda: ctrl.endpoint is not None, 60, "the Endpoint event")
         assert ctrl.endpoint.url.startswith("http://127.0.0.1:")
         await _wait(lambda: ctrl.log_total > 0, 10, "log lines")
         await _wait(lambda: ctrl.metrics is not None and ctrl.metrics.completed > 0, 60, "metrics")
         await pilot.pause()
-        assert ctrl.live and not _proc_gone(pid)  # the server lives in the run's supervisor, not in the app
+        assert ctrl.live and not gone(pid)  # the server lives in the run's supervisor, not in the app
         await pilot.press("question_mark")  # help lists the monitor's own keys too
         await pilot.pause()
         assert isinstance(app.screen, HelpDialog)
@@ -635,7 +629,7 @@ async def test_launch_on_local_simulator_then_quit_cleans_up():
         assert isinstance(app.screen, QuitDialog)
         await pilot.press("enter")  # clean up everything
         await _wait(lambda: app.return_code is not None, 20, "the app to exit")
-    await _wait(lambda: _proc_gone(pid), 5, f"simulator pid {pid} to be gone")
+    await _wait(lambda: gone(pid), 5, f"simulator pid {pid} to be gone")
     assert not registry.live()
 
 
@@ -670,7 +664,7 @@ async def test_oom_on_simulator_recovery_relaunch_succeeds():
         if isinstance(app.screen, QuitDialog):
             await pilot.press("enter")
         await _wait(lambda: app.return_code is not None, 20, "the app to exit")
-    await _wait(lambda: _proc_gone(first_pid) and _proc_gone(second_pid), 5, "both simulators to be gone")
+    await _wait(lambda: gone(first_pid) and gone(second_pid), 5, "both simulators to be gone")
     assert not registry.live()
 
 
@@ -690,7 +684,7 @@ async def test_detach_then_attach_in_a_new_session_on_simulator():
         await pilot.press("d")  # detach: keep running
         await _wait(lambda: app.return_code is not None, 20, "the app to exit")
     try:
-        assert not _proc_gone(pid), "detach must keep the simulator running"
+        assert not gone(pid), "detach must keep the simulator running"
         assert RunStore().get(run_id).state == "detached"
         # A new session: the run is listed as detached; 'a' attaches to it.
         registry2 = CleanupRegistry()
@@ -710,9 +704,9 @@ async def test_detach_then_attach_in_a_new_session_on_simulator():
             assert isinstance(app2.screen, QuitDialog)
             await pilot.press("enter")
             await _wait(lambda: app2.return_code is not None, 20, "the app to exit")
-        await _wait(lambda: _proc_gone(pid), 10, f"simulator pid {pid} to be gone")
+        await _wait(lambda: gone(pid), 10, f"simulator pid {pid} to be gone")
     finally:
-        if not _proc_gone(pid):
+        if not gone(pid):
             os.killpg(pid, signal.SIGKILL)
 
 
@@ -733,7 +727,7 @@ async def test_end_to_end_ambiguous_alias_preset_edit_launch_then_quit_cleans_up
         assert ctrl.spec.engine.max_num_seqs == 32
         await _wait(lambda: ctrl.run is not None, 30, "the launch")
         pid = ctrl.run.handle["pid"]
-        assert not _proc_gone(pid)
+        assert not gone(pid)
         # the simulator was started with the edited, confirmed value
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             argv = fh.read().split(b"\0")
@@ -751,5 +745,5 @@ async def test_end_to_end_ambiguous_alias_preset_edit_launch_then_quit_cleans_up
         assert isinstance(app.screen, QuitDialog)
         await pilot.press("enter")  # clean up everything (the default)
         await _wait(lambda: app.return_code is not None, 20, "the app to exit")
-    await _wait(lambda: _proc_gone(pid), 5, f"simulator pid {pid} to be gone")
+    await _wait(lambda: gone(pid), 5, f"simulator pid {pid} to be gone")
     assert not registry.live()

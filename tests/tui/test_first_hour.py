@@ -113,16 +113,17 @@ async def test_no_essential_footer_key_is_hidden_at_80x24_monitor():
 async def test_no_essential_footer_key_is_hidden_at_80x24_results_and_matrix():
     from tests.tui.results_support import seed_results, wait_loaded
     from tui.screens.matrix import MatrixScreen
+    from tui.screens.results import ResultsListScreen, ResultsScreen
 
     seed_results(state_root())
     app = make_app()
     async with app.run_test(size=SMALL) as pilot:
         await settle(pilot)
         await pilot.press("R")
-        await wait_loaded(pilot)
+        await wait_loaded(pilot, ResultsListScreen)
         assert_essentials_shown(app.screen)
         await pilot.press("enter")
-        await wait_loaded(pilot)
+        await wait_loaded(pilot, ResultsScreen)
         shown = assert_essentials_shown(app.screen)
         assert {"results_close", "results_next_tab", "help"} <= set(shown)
         await pilot.press("escape", "escape")

@@ -200,13 +200,13 @@ async def test_results_list_from_the_runs_list_and_the_palette(seeded):
         await pilot.press("space")
         select(app, "perf-c", "#results-list")
         await pilot.press("space", "c")
-        await wait_loaded(pilot)
+        await wait_loaded(pilot, CompareScreen)
         assert isinstance(app.screen, CompareScreen) and app.screen.comparison.names == ["const-b", "perf-c"]
         await pilot.press("escape")
         await pilot.pause()
         select(app, "perf-c", "#results-list")
         await pilot.press("enter")
-        await wait_loaded(pilot)
+        await wait_loaded(pilot, ResultsScreen)
         assert isinstance(app.screen, ResultsScreen) and app.screen.result.name == "perf-c"
         await pilot.press("escape", "escape")
         await pilot.pause()
@@ -237,7 +237,7 @@ async def test_a_broken_report_is_one_line_and_the_list_still_shows_the_rest(see
         assert head == (f"Cannot show these results: {stored}: is truncated (the JSON ends in the middle); "
                         "expected a guidellm report (0.3, 0.4+ or 0.8): a JSON object with a 'benchmarks' list.")
         await pilot.press("escape", "R")
-        await wait_loaded(pilot)
+        await wait_loaded(pilot, ResultsListScreen)
         table = app.screen.query_one("#results-list", DataTable)
         assert str(table.get_cell("const-b", "c2")) == "unreadable"
         assert str(table.get_cell("sweep-a", "c4")) == "6"

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.procstate import gone
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -35,19 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
 def _pid_alive(pid: int) -> bool:
     """True unless the process is gone or a zombie (PID 1 reaps slowly here)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return stat != "Z"
+    return not gone(pid)
 
 
 def _read_pid(path: Path) -> int | None:

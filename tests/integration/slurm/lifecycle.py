@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tests.integration.slurm.cluster import TestCluster
 from tests.integration.slurm.conftest import ProfileFactory
+from tests.support.procstate import eventually, gone, listening, session_members
 
 ROOT = Path(__file__).resolve().parents[3]
 SWEEPDECK = Path(sys.executable).parent / "sweepdeck"
@@ -47,51 +48,6 @@ SIM = f"{sys.executable} -m backends.sim serve --stats-interval 0"
 
 
 # ------------------------------------------------------------------ processes
-
-
-def gone(pid: int) -> bool:
-    """No such process, or a zombie (PID 1 reaps them late here)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return True
-
-
-def session_members(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (a supervisor runs in a session of its own)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if len(fields) > 3 and fields[3] == str(sid) and fields[0] not in ("Z", "X"):
-            out.append(int(entry))
-    return out
-
-
-def listening(port: int, host: str = "127.0.0.1") -> bool:
-    """Does something accept TCP connections on ``host:port``?"""
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        try:
-            sock.connect((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def eventually(predicate: Callable[[], bool], seconds: float, step: float = 0.1) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def quiet_port(host: str = "127.0.0.1") -> int:

@@ -16,6 +16,7 @@ import pytest
 
 from backends.slurm.backend import port_free
 from backends.store import RunStore
+from tests.support.procstate import gone
 
 pytestmark = pytest.mark.services
 
@@ -90,13 +91,6 @@ def _served_models(port: int) -> list[str]:
     r.raise_for_status()
     return [m["id"] for m in r.json()["data"]]
 
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return stat != "Z"
 
 
 def _job_id(out: Output) -> str:
@@ -198,9 +192,9 @@ def test_clean_run_default_model_and_ctrl_c_cleanup(slurm_profile):
         assert f"[INFO] Cancelling job {job_id}..." in out.text
         # the server process on the "node" is gone too (a zombie awaiting PID 1 counts as gone)
         deadline = time.monotonic() + 10
-        while _alive(server_pid) and time.monotonic() < deadline:
+        while not gone(server_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(server_pid)
+        assert gone(server_pid)
     finally:
         if out.proc.poll() is None:
             out.proc.kill()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from tests.support.procstate import eventually, gone, group_members, listening  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(sys.executable).parent / "sweepdeck"
@@ -34,48 +34,6 @@ def session(run_id: str) -> dict[str, str]:
     except OSError:
         return {}
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def gone(pid: int) -> bool:
-    """No such process, or a zombie (PID 1 reaps them late here)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        return True
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def group_members(pgid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                out.append(int(entry))
-    return out
-
-
-def eventually(predicate: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def saved_lines(run_id: str) -> list[str]:
