@@ -144,7 +144,39 @@ def model_details(info: ModelInfo) -> str:
     return " · ".join(parts) or "no recommended settings in the catalog"
 
 
-class DisambiguationDialog(ModalScreen["str | None"]):
+class _PickDialog(ModalScreen["str | None"]):
+    """A dialog that answers one of its options (or None on escape).
+
+    Subclasses compose an :class:`OptionList` whose options, in order, answer
+    :attr:`answers`; 1–9 pick by number when :attr:`NUMBERED`.
+    """
+
+    DEFAULT_CLASSES = "dialog-screen"
+    NUMBERED = True
+    answers: list[str]
+    initial = 0
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        options.highlighted = self.initial
+        options.focus()
+
+    def on_key(self, event) -> None:
+        if self.NUMBERED and event.character and event.character.isdigit():
+            n = int(event.character)
+            if 1 <= n <= len(self.answers):
+                event.stop()
+                self.dismiss(self.answers[n - 1])
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.answers[event.option_index])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class DisambiguationDialog(_PickDialog):
     """Ask which model an ambiguous alias means; answers the chosen model id.
 
     Args:
@@ -154,7 +186,6 @@ class DisambiguationDialog(ModalScreen["str | None"]):
         infos: The matching :class:`ModelInfo` per option id.
     """
 
-    DEFAULT_CLASSES = "dialog-screen"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="disambiguation_cancel")]
 
     def __init__(self, alias: str, prompt: str, options: list[dict], infos: dict[str, ModelInfo]) -> None:
@@ -163,6 +194,7 @@ class DisambiguationDialog(ModalScreen["str | None"]):
         self.prompt = prompt
         self.options = options
         self.infos = infos
+        self.answers = [opt["id"] for opt in options]
 
     @classmethod
     def for_alias(cls, catalogs: Catalogs, alias: str) -> DisambiguationDialog:
@@ -190,27 +222,9 @@ class DisambiguationDialog(ModalScreen["str | None"]):
             yield OptionList(*items, id="disambiguation-options")
             yield Static("↑/↓ choose · enter select · 1-9 pick by number · esc cancel", classes="dialog-help")
 
-    def on_mount(self) -> None:
-        options = self.query_one(OptionList)
-        options.highlighted = 0
-        options.focus()
-
-    def on_key(self, event) -> None:
-        if event.character and event.character.isdigit():
-            n = int(event.character)
-            if 1 <= n <= len(self.options):
-                event.stop()
-                self.dismiss(self.options[n - 1]["id"])
-
-    @on(OptionList.OptionSelected)
-    def _selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
-class SpellingDialog(ModalScreen["str | None"]):
+class SpellingDialog(_PickDialog):
     """Ask which word an unknown word of a quick command meant; answers the chosen word (never a guess).
 
     Args:
@@ -220,7 +234,6 @@ class SpellingDialog(ModalScreen["str | None"]):
         note: What the word looked like it meant (``no profile named 'alvis' is configured``).
     """
 
-    DEFAULT_CLASSES = "dialog-screen"
     BINDINGS = [Binding("escape", "cancel", "Edit the line", id="spelling_cancel")]
 
     def __init__(self, word: str, text: str, suggestions: list[tuple[str, str]] | tuple, note: str = "") -> None:
@@ -229,6 +242,7 @@ class SpellingDialog(ModalScreen["str | None"]):
         self.text = text
         self.suggestions = list(suggestions)
         self.note = note
+        self.answers = [word for word, _ in self.suggestions]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="spelling-dialog", classes="dialog"):
@@ -246,24 +260,6 @@ class SpellingDialog(ModalScreen["str | None"]):
             yield OptionList(*items, id="spelling-options")
             yield Static("↑/↓ choose · enter or 1-9 use it · esc: edit the line yourself", classes="dialog-help")
 
-    def on_mount(self) -> None:
-        options = self.query_one(OptionList)
-        options.highlighted = 0
-        options.focus()
-
-    def on_key(self, event) -> None:
-        if event.character and event.character.isdigit():
-            n = int(event.character)
-            if 1 <= n <= len(self.suggestions):
-                event.stop()
-                self.dismiss(self.suggestions[n - 1][0])
-
-    @on(OptionList.OptionSelected)
-    def _selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.suggestions[int(str(event.option.id)[1:])][0])
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 # -------------------------------------------------------------------- confirm
@@ -605,10 +601,10 @@ class TextInputDialog(TypeAhead, ModalScreen["str | None"]):
         self.dismiss(None)
 
 
-class ChoiceDialog(ModalScreen["str | None"]):
+class ChoiceDialog(_PickDialog):
     """Pick one of several ``(id, label)`` choices."""
 
-    DEFAULT_CLASSES = "dialog-screen"
+    NUMBERED = False  # its help line offers enter and esc only
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="choice_cancel")]
 
     def __init__(self, title: str, choices: list[tuple[str, str]], current: str | None = None) -> None:
@@ -616,6 +612,8 @@ class ChoiceDialog(ModalScreen["str | None"]):
         self.title_text = title
         self.choices = choices
         self.current = current
+        self.answers = [cid for cid, _ in choices]
+        self.initial = self.answers.index(current) if current in self.answers else 0
 
     def compose(self) -> ComposeResult:
         with Vertical(id="choice-dialog", classes="dialog"):
@@ -623,18 +621,6 @@ class ChoiceDialog(ModalScreen["str | None"]):
             yield OptionList(*(Option(label, id=cid) for cid, label in self.choices), id="choice-options")
             yield Static("enter select · esc cancel", classes="dialog-help")
 
-    def on_mount(self) -> None:
-        options = self.query_one(OptionList)
-        ids = [c for c, _ in self.choices]
-        options.highlighted = ids.index(self.current) if self.current in ids else 0
-        options.focus()
-
-    @on(OptionList.OptionSelected)
-    def _selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 __all__ = [
