@@ -37,29 +37,13 @@ from sqlalchemy import and_, select, text, update
 
 from backends.queue.models import COUNT_SHARDS
 from backends.queue.models import BenchmarkConfig as C
-from backends.queue.store import Matrix, QueueStore, _bump, _moves, _now
+from backends.queue.store import CONFIG_FIELDS, Matrix, QueueStore, _bump, _moves, _now
 from tests.support.postgres import postgres_cluster
 
 NINE_K = Matrix(hardware=tuple(f"hw{i}:1" for i in range(50)))  # 50*3*5*4*3 = 9,000
 CLAIMERS = 100
 TOKEN = "bench-worker-token-0123456789abcdef"
-LEGACY_FIELDS = (
-    "id",
-    "model_version_id",
-    "hardware_config_id",
-    "framework_id",
-    "workload_type",
-    "batch_size",
-    "sequence_length",
-    "status",
-    "priority",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "error_message",
-    "retry_count",
-    "worker",
-)
+LEGACY_FIELDS = CONFIG_FIELDS[: CONFIG_FIELDS.index("worker") + 1]  # the columns before leases existed
 
 
 class LegacyStore(QueueStore):

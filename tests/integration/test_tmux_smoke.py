@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,42 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.services import require_binary
+from tests.support.tmux import Tmux
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPDECK = Path(sys.executable).parent / "sweepdeck"
 
 pytestmark = [pytest.mark.slow]
-
-
-class Tmux:
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
-                              check=check, timeout=10)
-
-    def screen(self) -> str:
-        result = self("capture-pane", "-p", "-t", "s", check=False)
-        return result.stdout
-
-    def alive(self) -> bool:
-        return self("has-session", "-t", "s", check=False).returncode == 0
-
-    def keys(self, *keys: str, literal: bool = False) -> None:
-        self("send-keys", "-t", "s", *(["-l"] if literal else []), *keys)
-
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            if not self.alive():
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} did not appear; the screen was:\n{screen}")
 
 
 def sim_pids(port: int) -> list[int]:

@@ -16,8 +16,9 @@ import pytest
 
 from backends.procs import free_port
 from tests.integration.supervisor.support import ROOT, Client, eventually, gone, group_members, listening
-from tests.integration.test_tmux_smoke import SWEEPDECK, Tmux
+from tests.integration.test_tmux_smoke import SWEEPDECK
 from tests.support.services import require_binary
+from tests.support.tmux import Tmux
 
 pytestmark = pytest.mark.slow
 

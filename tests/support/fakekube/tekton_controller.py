@@ -459,6 +459,14 @@ class TektonController(ControllerLoop):
             return
         (out / "guidellm-results.json").write_bytes(GUIDELLM_REPORT.read_bytes())
 
+    def _cancel_task(self, t: dict, ns: str) -> None:
+        """Tekton's own cancel of one running TaskRun: its condition says so, its pod fails."""
+        cancelled = {"type": "Succeeded", "status": "False", "reason": "TaskRunCancelled",
+                     "message": "TaskRun was cancelled"}
+        self.fake.patch(T, "TaskRun", t["tr"], {"status": {"completionTime": _now(), "conditions": [cancelled]}},
+                        ns, status_only=True)
+        self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Failed"}}, ns)
+
     def _cancel(self, key: tuple[str, str], finally_too: bool = False) -> None:
         run = self._runs.get(key)
         if run is None or run["done"]:
@@ -467,27 +475,7 @@ class TektonController(ControllerLoop):
         for t in run["tasks"].values():
             if finally_too and t.get("finally") and t["state"] == "running" and not t.get("children"):
                 t["state"] = "cancelled"
-                self.fake.patch(
-                    T,
-                    "TaskRun",
-                    t["tr"],
-                    {
-                        "status": {
-                            "completionTime": _now(),
-                            "conditions": [
-                                {
-                                    "type": "Succeeded",
-                                    "status": "False",
-                                    "reason": "TaskRunCancelled",
-                                    "message": "TaskRun was cancelled",
-                                }
-                            ],
-                        }
-                    },
-                    ns,
-                    status_only=True,
-                )
-                self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Failed"}}, ns)
+                self._cancel_task(t, ns)
             elif t["state"] == "running" and not t.get("finally") and t.get("children"):
                 t["state"] = "cancelled"
                 for tr, pod, _row in t["children"]:
@@ -496,27 +484,7 @@ class TektonController(ControllerLoop):
                     self.fake.patch("v1", "Pod", pod, {"status": {"phase": "Failed"}}, ns)
             elif t["state"] == "running" and not t.get("finally"):
                 t["state"] = "cancelled"
-                self.fake.patch(
-                    T,
-                    "TaskRun",
-                    t["tr"],
-                    {
-                        "status": {
-                            "completionTime": _now(),
-                            "conditions": [
-                                {
-                                    "type": "Succeeded",
-                                    "status": "False",
-                                    "reason": "TaskRunCancelled",
-                                    "message": "TaskRun was cancelled",
-                                }
-                            ],
-                        }
-                    },
-                    ns,
-                    status_only=True,
-                )
-                self.fake.patch("v1", "Pod", t["pod"], {"status": {"phase": "Failed"}}, ns)
+                self._cancel_task(t, ns)
             elif t["state"] == "pending" and not t.get("finally"):
                 t["state"] = "skipped"
         self._advance(key)
