@@ -9,7 +9,7 @@
   the guard sets ``PR_SET_PDEATHSIG`` on itself and, when its parent dies or it
   is told to stop, ends its own process group);
 * :func:`set_pdeathsig` is the same promise for one process (a ``preexec_fn``);
-* :func:`port_free`, :func:`next_free_port`, :func:`free_port`, :func:`port_holder`
+* :func:`port_free`, :func:`next_free_port`, :func:`free_port`, :func:`port_holder`, :func:`holder_name`
   answer questions about local TCP ports.
 
 Linux only where it matters (``/proc``, ``prctl``); elsewhere the checks fall
@@ -334,6 +334,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def holder_name(port: int) -> str:
+    """``name (pid N)`` of the process listening on ``port`` (its ``comm``), or "" when /proc does not tell."""
+    found = port_holder(port)
+    if found is None:
+        return ""
+    pid, command = found
+    name = os.path.basename(command.split(" ", 1)[0]) if command else ""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as fh:  # it may have exited since
+        name = fh.read().strip() or name
+    return f"{name} (pid {pid})"
 
 
 def port_holder(port: int) -> tuple[int, str] | None:

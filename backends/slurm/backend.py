@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 from backends.base import BackendBase, Check, Run
 from backends.cleanup import CleanupRegistry
 from backends.events import Event
+from backends.procs import holder_name, next_free_port, port_free
 from backends.slurm import jobs
 from backends.slurm.catalog import ClusterCatalog, ClusterModel, ModelNotInCatalog, load_profile_catalog
-from backends.slurm.ports import next_free_port, port_free, port_holder
 from backends.slurm.preflight import profile_checks
 from backends.slurm.ssh import Remote, SshTarget
 from backends.slurm.watch import RunWatch
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Where the tunnel's local end listens (the run's endpoint on this machine).
+LOOPBACK = "127.0.0.1"
 SESSION_KEYS = ("JOB_ID", "NODE", "PORT", "LOCAL_PORT", "TMPDIR", "MODEL", "STARTED")
 
 
@@ -244,10 +246,10 @@ class SlurmBackend(BackendBase):
         """
         port = port or self.local_port()
         name = f"Local port {port} free"
-        if port_free(port):
+        if port_free(LOOPBACK, port):
             return Check(name, "pass")
-        holder = port_holder(port)
-        nxt = next_free_port(port)
+        holder = holder_name(port)
+        nxt = next_free_port(LOOPBACK, port)
         detail = f"port {port} is in use" + (f" by {holder}" if holder else "")
         if flag:
             way = f"the next free port: {flag} {nxt}" if nxt else f"another port with {flag}"

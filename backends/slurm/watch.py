@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from backends.base import Run
 from backends.events import Alert, Endpoint, Event, Finished, LogLine, Notice, Phase
+from backends.procs import holder_name
 from backends.slurm import jobs
 from backends.slurm.logs import RemoteTail
-from backends.slurm.ports import port_holder
 from backends.slurm.ssh import Remote
 from config.durations import format_slurm_duration
 from config.errors import SweepdeckError
@@ -269,7 +269,7 @@ class RunWatch:
                 "tunnel", f"Could not open the tunnel through {h['node']}: {exc.message}", exc.hint, cancel=not attached
             )
         except OSError as exc:
-            holder = port_holder(local_port)
+            holder = holder_name(local_port)
             return await self._fail_and_cancel(
                 "tunnel",
                 f"Could not open the tunnel on local port {local_port}: {exc.strerror or exc}"

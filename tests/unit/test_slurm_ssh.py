@@ -10,7 +10,7 @@ import sys
 import asyncssh
 import pytest
 
-from backends.slurm.backend import next_free_port, port_free, port_holder
+from backends.procs import holder_name, next_free_port, port_free
 from backends.slurm.ssh import HostKeys
 
 
@@ -39,12 +39,12 @@ def test_port_checks_name_the_holder():
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert not port_free(port)
-        holder = port_holder(port)
-        assert f"(pid {os.getpid()})" in holder
-        nxt = next_free_port(port)
-        assert nxt and nxt > port and port_free(nxt)
-    assert port_free(port)
+        assert not port_free("127.0.0.1", port)
+        holder = holder_name(port)
+        assert holder.endswith(f"(pid {os.getpid()})") and len(holder) > len(f"(pid {os.getpid()})") + 1
+        nxt = next_free_port("127.0.0.1", port)
+        assert nxt and nxt > port and port_free("127.0.0.1", nxt)
+    assert port_free("127.0.0.1", port)
 
 
 def test_alvis_help_and_import_light():
