@@ -19,6 +19,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.fuzzy import FuzzySearch
 from textual.widgets import DataTable, Input, Label, LoadingIndicator, Select, Static, TabbedContent, TabPane
 
+from backends.registry import backend_class
 from config import inference_perf
 from config.catalog import RATE_TYPES, ModelInfo
 from config.errors import SweepdeckError
@@ -754,7 +755,7 @@ class ReviewStep(Step):
                     self.app.notify(warning, severity="warning")
             elif self._editing:
                 spec = self.state.edit(self._editing, text)
-                if self._editing in ("engine.memory", "engine.cpu") and spec.backend != "tekton":
+                if backend_class(spec.backend).unapplied(self._editing) is not None:
                     # Recorded in the spec (and the run's record), but nothing applies it here.
                     self.app.notify(f"Recorded; the {spec.backend} backend does not enforce memory/CPU.")
         except SweepdeckError as exc:
@@ -884,14 +885,19 @@ class SummaryStep(Step):
         )
 
     def action_choose_backend(self) -> None:
+        from config.settings import Settings
         from tui.screens.wizard.state import SIM_DEMOS
 
         state = self.state
         settings = state.settings
-        choices = [("local:", "local — this machine (simulator or vLLM)")]
-        if self._simulator():
+        # the embedded profile first (the config's top-level one: "BACKEND:", no profile name)
+        embedded = (settings if settings is not None else Settings()).local
+        kind = backend_class(embedded.backend)
+        choices = [(f"{kind.name}:", f"{kind.name} — {kind.summary}" if kind.summary else kind.name)]
+        if kind.runs_simulator(embedded):
             # the simulator's failure modes, to see the diagnosis and the recovery dialog without a GPU
-            choices += [(f"local::{mode}", f"local · DEMONSTRATION: {what}") for mode, what in SIM_DEMOS.items()]
+            choices += [(f"{kind.name}::{mode}", f"{kind.name} · DEMONSTRATION: {what}")
+                        for mode, what in SIM_DEMOS.items()]
         if settings is not None:
             for name, prof in sorted(settings.profiles.items()):
                 desc = prof.get("description", "")
@@ -912,17 +918,6 @@ class SummaryStep(Step):
             self.fill()
 
         self.app.push_screen(ChoiceDialog("Backend / profile", choices, current), done)
-
-    def _simulator(self) -> bool:
-        """The local backend runs the built-in simulator (its failure demonstrations apply)."""
-        settings = self.state.settings
-        local = getattr(settings, "local", None)
-        server = local.get("server", "sim") if local is not None else "sim"
-        if server == "auto":
-            import shutil
-
-            return shutil.which("vllm") is None
-        return server == "sim"
 
 
 # ------------------------------------------------------------------ pre-flight
