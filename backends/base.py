@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 
 CheckStatus = Literal["pass", "warn", "fail"]
 
+#: Spec fields not every backend applies: the vLLM container's memory and CPU (limit = request). A backend
+#: lists the ones it enforces in :attr:`BackendBase.applies`; the others stay in the spec and the run's record.
+OPTIONAL_FIELDS: frozenset[str] = frozenset({"engine.memory", "engine.cpu"})
+
+#: The flag a pipeline backend's collector sets on vLLM (see :attr:`BackendBase.traces_collector`).
+OTLP_FLAG = "--otlp-traces-endpoint"
+
 
 @dataclass(slots=True)
 class Remedy:
@@ -161,8 +168,20 @@ class BackendBase:
     #: handler) and its events go on until they are done; False: the events end right after the cancel.
     graceful_cancel_drains: ClassVar[bool] = False
     #: What the UI may offer for this backend's runs, by name (the UI never asks a backend's name):
-    #: ``work_queue`` — its runs sweep a work queue (the sweep view; :meth:`reader` makes its reader).
+    #: ``work_queue`` — its runs sweep a work queue (the sweep view; :meth:`reader` makes its reader);
+    #: ``simulator`` — it can run the built-in simulator, which demonstrates a failure on request
+    #: (:meth:`runs_simulator` says whether a profile does; :meth:`demonstrating` makes that backend).
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: The :data:`OPTIONAL_FIELDS` this backend enforces (the others are recorded, not applied).
+    applies: ClassVar[frozenset[str]] = frozenset()
+    #: What the review says of an optional field this backend does not apply ("" → ``not applied by NAME``).
+    unapplied_word: ClassVar[str] = ""
+    #: Its runs start a trace collector that sets ``--otlp-traces-endpoint`` on vLLM (a pipeline's
+    #: collector; with an inference-perf values file only when the values ask for it, ``stack.tracing``).
+    traces_collector: ClassVar[bool] = False
+    #: Where its runs go, in a few words, for the backend chooser's line of the embedded profile
+    #: (the one it runs without a profile of the user's); "" when it has none.
+    summary: ClassVar[str] = ""
 
     def __init__(
         self, settings: Settings, profile: Profile, *, registry: CleanupRegistry | None = None, **options: Any
@@ -182,6 +201,47 @@ class BackendBase:
             "catalog_dir": str(self.settings.catalog_dir) if self.settings.catalog_dir else None,
             "options": dict(self.options),
         }
+
+    # ------------------------------------------------------------ description (class-level)
+
+    @classmethod
+    def unapplied(cls, path: str) -> str | None:
+        """What the review says of spec field ``path`` when this backend does not apply it; None when it does
+        (every field but the :data:`OPTIONAL_FIELDS` is applied by every backend)."""
+        if path not in OPTIONAL_FIELDS or path in cls.applies:
+            return None
+        return cls.unapplied_word or f"not applied by {cls.name}"
+
+    @classmethod
+    def auto_args(cls, spec: ExperimentSpec, settings: Settings | None) -> list[tuple[str, str]]:
+        """The vLLM arguments this backend sets itself for ``spec``: ``(flag, what the review shows)``.
+
+        Args:
+            spec: The experiment.
+            settings: The user settings (the profile's own options and values file), None when unknown.
+        """
+        if not cls.traces_collector:
+            return []
+        if spec.profile_template is not None:
+            values = (settings.base_values(spec.backend, spec.profile) if settings is not None else None) or {}
+            if not (values.get("stack") or {}).get("tracing"):
+                return []
+        return [(OTLP_FLAG, "(pipeline collector)")]
+
+    @classmethod
+    def runs_simulator(cls, profile: Profile) -> bool:
+        """Does a run with ``profile`` start the built-in simulator (so a failure can be demonstrated)?"""
+        return False
+
+    def demonstrating(self, failure: str) -> BackendBase:
+        """This backend again, its simulator told to show ``failure`` (``sim serve --fail FAILURE``).
+
+        Raises:
+            SweepdeckError: this backend runs no simulator.
+        """
+        raise _no_simulator(self.name)
+
+    # ------------------------------------------------------------ optional capabilities
 
     async def remedy(self, spec: ExperimentSpec, remedy: Remedy) -> str:
         """Carry out a pre-flight remedy; this backend offers none."""
@@ -226,3 +286,21 @@ async def apply_remedy(backend: Backend, spec: ExperimentSpec, remedy: Remedy) -
         raise SweepdeckError(f"The {backend.name} backend cannot {remedy.label.lower()}.",
                              "Do it by hand, then re-run pre-flight.")
     return await handler(spec, remedy)
+
+
+def demonstration(backend: Backend, failure: str) -> BackendBase:
+    """``backend`` again, its built-in simulator demonstrating ``failure`` (see :meth:`BackendBase.demonstrating`).
+
+    Raises:
+        SweepdeckError: the backend runs no simulator (a backend that is not a :class:`BackendBase` has none).
+    """
+    if not isinstance(backend, BackendBase):
+        raise _no_simulator(backend.name)
+    return backend.demonstrating(failure)
+
+
+def _no_simulator(name: str) -> Exception:
+    from config.errors import SweepdeckError
+
+    return SweepdeckError(f"The {name} backend has no simulator to demonstrate a failure with.",
+                          "Demonstrations run on the local backend with the built-in simulator.")

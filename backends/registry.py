@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
-    from backends.base import Backend
+    from backends.base import Backend, BackendBase
     from backends.cleanup import CleanupRegistry
     from config.settings import Profile, Settings
 
@@ -20,8 +20,8 @@ BACKENDS = {
 }
 
 
-def backend_class(name: str) -> type:
-    """The class of backend ``name``.
+def backend_class(name: str) -> type[BackendBase]:
+    """The class of backend ``name`` (its class attributes describe it: :class:`backends.base.BackendBase`).
 
     Raises:
         SweepdeckError: no such backend.
@@ -34,7 +34,8 @@ def backend_class(name: str) -> type:
 
 def create_backend(settings: Settings, name: str, profile: Profile, **options: Any) -> Backend:
     """Backend ``name`` for ``profile`` (every backend class takes ``(settings, profile, *, registry, **options)``)."""
-    return backend_class(name)(settings, profile, **options)
+    # every registered class derives from BackendBase and keeps the Backend protocol (test_backend_contract.py)
+    return cast("Backend", backend_class(name)(settings, profile, **options))
 
 
 def get_backend(settings: Settings, name: str | None = None, profile: str | None = None) -> Backend:

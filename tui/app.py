@@ -30,7 +30,7 @@ from textual import events
 from textual.app import App
 from textual.screen import Screen
 
-from backends.base import Backend
+from backends.base import Backend, demonstration
 from backends.cleanup import REGISTRY, CleanupRegistry
 from backends.store import RunStore
 from config.errors import SweepdeckError
@@ -210,8 +210,8 @@ class SweepdeckApp(App[int]):
         Args:
             name: Backend name.
             profile: Profile name (None: the backend's default).
-            demo: A failure the local backend's simulator demonstrates (``oom``...,
-                ``sweepdeck sim serve --fail``): the same backend with ``sim_args``.
+            demo: A failure the backend's built-in simulator demonstrates (``oom``...,
+                ``sweepdeck sim serve --fail``): :meth:`backends.base.BackendBase.demonstrating`.
 
         Raises:
             SweepdeckError: no such backend (or it cannot be created), or a demonstration
@@ -241,17 +241,12 @@ class SweepdeckApp(App[int]):
         return backend
 
     def _demo_backend(self, name: str, profile: str | None, demo: str) -> Backend:
-        """The local backend again, its simulator started with ``--fail DEMO`` (a labelled demonstration)."""
+        """The backend again, its simulator started with ``--fail DEMO`` (a labelled demonstration)."""
         key = (name, profile, demo)
         cached = self._backend_cache.get(key)
         if cached is not None:
             return cached
-        base: Any = self.backend_for(name, profile)
-        if name != "local" or not hasattr(base, "sim_args"):
-            raise SweepdeckError(f"The {name} backend has no simulator to demonstrate a failure with.",
-                                 "Demonstrations run on the local backend with the built-in simulator.")
-        backend = type(base)(base.settings, base.profile, registry=base.registry,
-                             sim_args=[*base.sim_args, "--fail", demo])
+        backend = demonstration(self.backend_for(name, profile), demo)
         self._backend_cache[key] = backend
         return backend
 
@@ -345,7 +340,8 @@ class SweepdeckApp(App[int]):
         from tui.screens.wizard import WizardScreen, WizardState
 
         state = WizardState(self.settings.catalogs, settings=self.settings, store=self.store, today=self.today,
-                            backend=self.settings.default_backend or "local", profile=self._default_profile())
+                            backend=self.settings.default_backend or self.settings.local.backend,
+                            profile=self._default_profile())
         self.push_screen(WizardScreen(state))
 
     def action_matrix_sweep(self, path: str = "") -> None:
@@ -358,7 +354,7 @@ class SweepdeckApp(App[int]):
 
     def _default_profile(self) -> str | None:
         default = self.settings.default_profile
-        if default and default != "local":
+        if default and default != self.settings.local.name:  # the embedded profile is the backend's default
             return default
         return None
 

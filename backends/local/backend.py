@@ -70,6 +70,14 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------- the backend
 
 
+def server_kind(profile: Profile) -> str:
+    """Which server a run with ``profile`` starts: ``sim``, ``vllm`` or ``command`` (``auto``: vLLM when on PATH)."""
+    kind = str(profile.get("server", "sim"))
+    if kind == "auto":
+        return "vllm" if shutil.which("vllm") else "sim"
+    return kind
+
+
 class LocalBackend(BackendBase):
     """Runs the experiment on this machine.
 
@@ -83,6 +91,9 @@ class LocalBackend(BackendBase):
     """
 
     name = "local"
+    capabilities = frozenset({"simulator"})  # server: sim runs the built-in simulator (it demonstrates failures)
+    unapplied_word = "not enforced"  # memory/CPU: the simulator and a local vLLM take what the machine has
+    summary = "this machine (simulator or vLLM)"
 
     def __init__(
         self,
@@ -99,14 +110,30 @@ class LocalBackend(BackendBase):
     def sim_args(self) -> list[str]:
         return list(self.options.get("sim_args") or [])
 
+    # ------------------------------------------------------------ description
+
+    @classmethod
+    def runs_simulator(cls, profile: Profile) -> bool:
+        return server_kind(profile) == "sim"
+
+    def demonstrating(self, failure: str) -> LocalBackend:
+        """This backend again, its simulator started with ``--fail FAILURE`` (a labelled demonstration)."""
+        return type(self)(self.settings, self.profile, registry=self.registry,
+                          sim_args=[*self.sim_args, "--fail", failure])
+
+    @classmethod
+    def auto_args(cls, spec: ExperimentSpec, settings: Settings | None) -> list[tuple[str, str]]:
+        """``--host`` and ``--port`` from the profile (the port moves on when it is taken)."""
+        prof = settings.profile(spec.profile, cls.name) if settings is not None else None
+        host = prof.get("host", "127.0.0.1") if prof is not None else "127.0.0.1"
+        port = prof.get("port", 8000) if prof is not None else 8000
+        return [("--host", str(host)), ("--port", f"{port} (or next free)")]
+
     # ---------------------------------------------------------- configuration
 
     @property
     def server_kind(self) -> str:
-        kind = self.profile.get("server", "sim")
-        if kind == "auto":
-            return "vllm" if shutil.which("vllm") else "sim"
-        return kind
+        return server_kind(self.profile)
 
     @property
     def host(self) -> str:

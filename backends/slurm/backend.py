@@ -91,6 +91,11 @@ class SlurmBackend(BackendBase):
         #: Cleanup-registry tokens of each run's job and tunnel (kept off Run.handle, which is saved).
         self._tokens: dict[tuple[str, str], int] = {}
 
+    @classmethod
+    def auto_args(cls, spec: ExperimentSpec, settings: Settings | None) -> list[tuple[str, str]]:
+        """``--port``: the job picks a free port on its node."""
+        return [("--port", "free port on the node")]
+
     # ------------------------------------------------------------ helpers
     @property
     def job_name(self) -> str:

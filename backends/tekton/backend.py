@@ -105,6 +105,8 @@ class TektonBackend(BackendBase):
 
     name = "tekton"
     graceful_cancel_drains = True  # finally tasks / the exit handler run after a graceful stop
+    applies = frozenset({"engine.memory", "engine.cpu"})  # the values file's vllm container resources
+    traces_collector = True  # the pipeline's OpenTelemetry collector (inference-perf values: when stack.tracing)
     #: How many TaskRun step logs a ready PipelineRun (a matrix sweep) follows at
     #: once, so a 36-way fan-out opens 2 log streams, not 36: a free place goes to
     #: the most recently started running TaskRun. A failing TaskRun's step log is

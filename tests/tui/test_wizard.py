@@ -562,6 +562,33 @@ def test_state_review_rows_mark_removed_catalog_args(tmp_path):
     assert not state.needs_confirmation
 
 
+def test_state_review_rows_follow_each_backends_description():
+    # what each backend sets itself and whether it applies memory/CPU come from the backend's own description
+    from config.settings import Settings
+
+    state = WizardState(load_catalogs(), settings=Settings(), today=_dt.date(2026, 11, 23))
+    state.choose_model("llama2-7b")
+    state.choose_workload("chatbot")
+    expected = {
+        "local": (["--host", "--port"], "not enforced"),
+        "slurm": (["--port"], "not applied by slurm"),
+        "tekton": (["--otlp-traces-endpoint"], "values.yaml"),
+        "argo": ([], "not applied by argo"),  # its workflow talks to a running server: no trace collector
+    }
+    for backend, (auto, memory) in expected.items():
+        state.choose_backend(backend, None)
+        rows = state.review_rows()
+        assert [r.label for r in rows if r.key.startswith("auto:")] == auto, backend
+        assert {r.key: r.source for r in rows}["res:Memory"] == memory, backend
+    state.choose_backend("slurm", None)
+    state.edit("engine.memory", "64Gi")
+    assert {r.key: r.source for r in state.review_rows()}["res:Memory"] == "you, not applied by slurm"
+    state.sim_fail = "oom"
+    assert state.demonstration() is None  # SLURM runs no simulator: nothing is demonstrated there
+    state.choose_backend("local", None)
+    assert state.demonstration() == "oom"
+
+
 async def test_launch_error_keeps_the_wizard_and_says_why():
     from config.errors import SweepdeckError
 

@@ -7,10 +7,12 @@ import inspect
 
 import pytest
 
-from backends.base import Backend, BackendBase
+from backends.base import OPTIONAL_FIELDS, OTLP_FLAG, Backend, BackendBase, demonstration
 from backends.cleanup import CleanupRegistry
 from backends.registry import BACKENDS, backend_class, create_backend, from_recipe, recipe_of
+from config.errors import SweepdeckError
 from config.settings import load_settings
+from config.spec import build_spec
 
 NAMES = sorted(BACKENDS)
 
@@ -44,3 +46,63 @@ def test_instance_is_a_backend_with_an_injected_registry_and_a_recipe(name):
     again = from_recipe(recipe, CleanupRegistry())  # what the run's supervisor does in its own process
     assert type(again) is type(backend) and again.name == name
     assert recipe_of(again) == recipe
+
+
+# ---------------------------------------------------------------- the description the UI reads
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_description_says_which_optional_fields_it_applies(name):
+    cls = backend_class(name)
+    assert cls.applies <= OPTIONAL_FIELDS, f"{name}.applies names fields that are not optional"
+    for path in OPTIONAL_FIELDS:
+        note = cls.unapplied(path)
+        if path in cls.applies:
+            assert note is None
+        else:
+            assert isinstance(note, str) and note, f"{name} must say how the review marks {path}"
+    assert cls.unapplied("engine.tp") is None  # every backend applies the rest of the spec
+    assert isinstance(cls.summary, str)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_description_lists_the_vllm_arguments_it_sets_itself(name):
+    cls = backend_class(name)
+    settings = load_settings()
+    spec = build_spec(settings.catalogs, "llama2-7b", backend=name)
+    assert spec.profile_template is None
+    rows = cls.auto_args(spec, settings)
+    assert all(flag.startswith("--") and shown for flag, shown in rows), rows
+    assert len({flag for flag, _ in rows}) == len(rows)
+    # a backend with a trace collector says so for a spec that has no inference-perf template
+    assert (OTLP_FLAG in dict(rows)) == cls.traces_collector
+    # the wizard may have no settings (a state built in a test): the description still answers
+    assert all(flag.startswith("--") for flag, _ in cls.auto_args(spec, None))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_simulator_backend_demonstrates_a_failure_and_the_others_refuse(name):
+    settings = load_settings()
+    registry = CleanupRegistry()
+    profile = settings.profile(None, name)
+    backend = create_backend(settings, name, profile, registry=registry)
+    simulator = "simulator" in type(backend).capabilities
+    assert type(backend).runs_simulator(profile) is (simulator and profile.get("server", "sim") == "sim")
+    if not simulator:
+        with pytest.raises(SweepdeckError, match="no simulator"):
+            demonstration(backend, "oom")
+        return
+    demo = demonstration(backend, "oom")
+    assert type(demo) is type(backend) and demo is not backend and demo.registry is registry
+    # the run's supervisor rebuilds the backend from its recipe: the demonstration must survive that
+    again = from_recipe(recipe_of(demo), CleanupRegistry())
+    assert recipe_of(again) == recipe_of(demo) != recipe_of(backend)
+    assert "oom" in str(recipe_of(again)["options"])
+
+
+def test_a_backend_that_is_not_a_backend_base_has_no_simulator():
+    class Double:
+        name = "double"
+
+    with pytest.raises(SweepdeckError, match="double backend has no simulator"):
+        demonstration(Double(), "oom")  # type: ignore[arg-type]  # a test double, not a Backend

@@ -149,9 +149,10 @@ class WizardScreen(Screen):
 
         spec = self.state.need_spec()
         try:
-            if self.state.sim_fail and spec.backend == "local":
+            demo = self.state.demonstration()
+            if demo:
                 app: Any = self.app
-                app.launch_spec(spec, backend=app.backend_for(spec.backend, spec.profile, demo=self.state.sim_fail))
+                app.launch_spec(spec, backend=app.backend_for(spec.backend, spec.profile, demo=demo))
             else:
                 self.app.launch_spec(spec)  # type: ignore[attr-defined]  # a SweepdeckApp
         except SweepdeckError as exc:

@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.registry import backend_class
 from config import inference_perf
 from config.catalog import Catalogs, ModelInfo, WorkloadProfile
 from config.errors import SweepdeckError
@@ -382,37 +383,28 @@ class WizardState:
         return rows
 
     def _resource_source(self, spec: ExperimentSpec, path: str) -> str:
-        """Where memory/CPU came from; only tekton applies them (the values file's vllm container).
+        """Where memory/CPU came from, and whether the backend applies them (:meth:`BackendBase.unapplied`).
 
-        The other backends record an edit (it shows as CHANGED and is kept in
-        the spec) but do not enforce it: the simulator and a local vLLM take
-        what the machine has, SLURM and Argo do not read these values.
+        A backend that does not apply them records an edit (it shows as
+        CHANGED and is kept in the spec) but nothing enforces it.
         """
         word = _source_word(spec, path)
-        if spec.backend == "tekton":
+        note = backend_class(spec.backend).unapplied(path)
+        if note is None:
             return word
-        note = "not enforced" if spec.backend == "local" else f"not applied by {spec.backend}"
         return f"{word}, {note}" if spec.source(path) in USER_SOURCES else note
 
     def _auto_rows(self, spec: ExperimentSpec) -> list[ReviewRow]:
         """Arguments the backend sets itself (shown, never editable here)."""
-        if spec.backend == "local":
-            prof = self.settings.profile(spec.profile, "local") if self.settings is not None else None
-            host = prof.get("host", "127.0.0.1") if prof is not None else "127.0.0.1"
-            port = prof.get("port", 8000) if prof is not None else 8000
-            return [
-                ReviewRow("auto:--host", "--host", str(host), "auto-configured"),
-                ReviewRow("auto:--port", "--port", f"{port} (or next free)", "auto-configured"),
-            ]
-        if spec.backend == "slurm":
-            return [ReviewRow("auto:--port", "--port", "free port on the node", "auto-configured")]
-        if spec.profile_template is not None:
-            # the inference-perf pipeline starts a trace collector only when the values ask (stack.tracing)
-            values = base_values_for(self.settings, spec.backend, spec.profile) or {}
-            if not (values.get("stack") or {}).get("tracing"):
-                return []
-        return [ReviewRow("auto:--otlp-traces-endpoint", "--otlp-traces-endpoint", "(pipeline collector)",
-                          "auto-configured")]
+        return [ReviewRow(f"auto:{flag}", flag, shown, "auto-configured")
+                for flag, shown in backend_class(spec.backend).auto_args(spec, self.settings)]
+
+    def demonstration(self) -> str | None:
+        """The failure the run demonstrates: :attr:`sim_fail`, when the chosen backend runs the simulator."""
+        spec = self.spec
+        if not self.sim_fail or spec is None or "simulator" not in backend_class(spec.backend).capabilities:
+            return None
+        return self.sim_fail
 
     # -------------------------------------------------------------- summary
 
@@ -420,8 +412,9 @@ class WizardState:
         """The summary before launch: CORE SETTINGS, WORKLOAD, vLLM ENGINE."""
         spec = self.need_spec()
         lines = dict(spec.summary_lines())
-        if self.sim_fail and spec.backend == "local":
-            lines["Backend"] += f" · DEMONSTRATION: {SIM_DEMOS[self.sim_fail]}"
+        demo = self.demonstration()
+        if demo:
+            lines["Backend"] += f" · DEMONSTRATION: {SIM_DEMOS[demo]}"
         core = ["Experiment ID", "Backend", "Namespace", "Model"]
         work = ["Workload", "Max Requests", "Rate", "Prompt Tokens", "Output Tokens", "Load", "Data", "API"]
         engine = ["Image", "Tensor Parallel", "Max Model Len", "Max Batch Tokens", "Max Num Seqs", "Resources",
