@@ -16,6 +16,7 @@ alive is listed and offered for cleanup (:mod:`backends.supervisor.reconcile`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import logging
@@ -233,9 +234,7 @@ def install_signal_handlers(
 
     def restore() -> None:
         for sig in installed:
-            try:
+            with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-            except Exception:
-                pass
 
     return restore

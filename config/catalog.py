@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -432,7 +433,7 @@ _INT_FIELDS = (
 )
 
 
-def make_workload(app: str, values: dict[str, Any], source: str = "workload") -> WorkloadProfile:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+def make_workload(app: str, values: dict[str, Any], source: str = "workload") -> WorkloadProfile:
     """Build and validate a profile from flat or preset-shaped values.
 
     ``values`` may be the preset's ``profile`` mapping (with a nested ``data``)
@@ -455,51 +456,72 @@ def make_workload(app: str, values: dict[str, Any], source: str = "workload") ->
             f"{source}: unknown workload field(s): {', '.join(unknown)}.",
             "Known fields: " + ", ".join(sorted(known)),
         )
-    clean: dict[str, Any] = {}
-    for key, value in flat.items():
-        if value is None:
-            clean[key] = None
-            continue
-        if key in _INT_FIELDS:
-            try:
-                num = int(value) if not isinstance(value, bool) else None
-                if num is None or (isinstance(value, float) and value != int(value)):
-                    raise ValueError
-                if isinstance(value, str) and not re.fullmatch(r"\s*\d+\s*", value):
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise SweepdeckError(f"{source}: {key} must be a whole number, got {value!r}.") from None
-            if num < 0:
-                raise SweepdeckError(f"{source}: {key} must not be negative, got {num}.")
-            clean[key] = num
-        elif key in ("rate", "max_seconds"):
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise SweepdeckError(f"{source}: {key} must be a number, got {value!r}.") from None
-            if number <= 0:
-                raise SweepdeckError(f"{source}: {key} must be positive, got {value!r}.")
-            clean[key] = number
-        elif key == "rate_type":
-            if value not in RATE_TYPES:
-                raise SweepdeckError(
-                    f"{source}: rate_type {value!r} is not one of {', '.join(RATE_TYPES)}."
-                )
-            clean[key] = value
+    # Every known field is a whole number, a positive number or the rate type (None keeps the default).
+    clean: dict[str, Any] = {
+        key: None if value is None else _WORKLOAD_FIELD_CHECKS[key](source, key, value)
+        for key, value in flat.items()
+    }
     for prefix in ("prompt_tokens", "output_tokens"):
-        mean = clean.get(prefix)
-        if mean is not None and mean <= 0:
-            raise SweepdeckError(f"{source}: {prefix} must be at least 1, got {mean}.")
-        if mean is not None:
-            clean.setdefault(f"{prefix}_min", 1)
-            if clean.get(f"{prefix}_max") is None:
-                clean[f"{prefix}_max"] = mean * 2
-        lo, hi = clean.get(f"{prefix}_min"), clean.get(f"{prefix}_max")
-        if lo is not None and hi is not None and lo > hi:
-            raise SweepdeckError(f"{source}: {prefix}_min ({lo}) is larger than {prefix}_max ({hi}).")
+        _fill_token_bounds(source, clean, prefix)
     if clean.get("max_requests") == 0:
         raise SweepdeckError(f"{source}: max_requests must be at least 1.")
     return WorkloadProfile(app=app, **clean)
+
+
+def _whole_number(source: str, key: str, value: Any) -> int:
+    """A non-negative integer: no bools, no fractions, no strings that only int() accepts ('+5', '1_000')."""
+    try:
+        num = int(value) if not isinstance(value, bool) else None
+        if num is None or (isinstance(value, float) and value != int(value)):
+            raise ValueError
+        if isinstance(value, str) and not re.fullmatch(r"\s*\d+\s*", value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SweepdeckError(f"{source}: {key} must be a whole number, got {value!r}.") from None
+    if num < 0:
+        raise SweepdeckError(f"{source}: {key} must not be negative, got {num}.")
+    return num
+
+
+def _positive_number(source: str, key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SweepdeckError(f"{source}: {key} must be a number, got {value!r}.") from None
+    if number <= 0:
+        raise SweepdeckError(f"{source}: {key} must be positive, got {value!r}.")
+    return number
+
+
+def _rate_type(source: str, key: str, value: Any) -> str:
+    if value not in RATE_TYPES:
+        raise SweepdeckError(
+            f"{source}: rate_type {value!r} is not one of {', '.join(RATE_TYPES)}."
+        )
+    return str(value)
+
+
+# How each WorkloadProfile field (but ``app``) is checked; a test holds it to the dataclass's fields.
+_WORKLOAD_FIELD_CHECKS: dict[str, Callable[[str, str, Any], Any]] = {
+    **dict.fromkeys(_INT_FIELDS, _whole_number),
+    "rate": _positive_number,
+    "max_seconds": _positive_number,
+    "rate_type": _rate_type,
+}
+
+
+def _fill_token_bounds(source: str, clean: dict[str, Any], prefix: str) -> None:
+    """Give a token distribution (``prompt_tokens``/``output_tokens``) its template min/max and check min <= max."""
+    mean = clean.get(prefix)
+    if mean is not None and mean <= 0:
+        raise SweepdeckError(f"{source}: {prefix} must be at least 1, got {mean}.")
+    if mean is not None:
+        clean.setdefault(f"{prefix}_min", 1)
+        if clean.get(f"{prefix}_max") is None:
+            clean[f"{prefix}_max"] = mean * 2
+    lo, hi = clean.get(f"{prefix}_min"), clean.get(f"{prefix}_max")
+    if lo is not None and hi is not None and lo > hi:
+        raise SweepdeckError(f"{source}: {prefix}_min ({lo}) is larger than {prefix}_max ({hi}).")
 
 
 @dataclass(frozen=True, slots=True)

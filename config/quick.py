@@ -729,19 +729,12 @@ def _put(cmd: QuickCommand, path: str, value: Any) -> None:
     cmd.sets.append((path, value))
 
 
-def _set_key(cmd: QuickCommand, catalogs: Catalogs, key: str, value: str, direction: str | None, shown: str) -> None:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+def _set_key(cmd: QuickCommand, catalogs: Catalogs, key: str, value: str, direction: str | None, shown: str) -> None:
     norm = _norm(key)
     path = _KEYS.get(norm)
     if path is None:
-        vllm_name = "--" + norm.replace("_", "-")
-        if vllm_name in catalogs.vllm_args.args:
-            _add_arg(cmd, catalogs, f"{vllm_name}={value}")
-            return
-        close = difflib.get_close_matches(norm, list(_KEYS), n=3, cutoff=0.6)
-        raise _UnknownSetting(
-            f"Unknown setting {key!r} in {shown!r}.",
-            ("Did you mean: " + ", ".join(close) + "? " if close else "") + SETTINGS_HINT,
-        )
+        _set_vllm_arg(cmd, catalogs, norm, key, value, shown)
+        return
     if path == "model":
         if not _try_model(cmd, catalogs, value, cmd.model_choice):
             catalogs.models.resolve(value)  # raises UnknownModel with suggestions
@@ -752,27 +745,50 @@ def _set_key(cmd: QuickCommand, catalogs: Catalogs, key: str, value: str, direct
         else:
             cmd.workload = catalogs.workloads.match(value).name
         return
-    if path == "backend":
-        value = value.lower()
     if path == "engine.tp":
         items = [v for v in value.strip("[]").split(",") if v]
         if len(items) > 1 or value.startswith("["):
             _put(cmd, "tp_sweep", tuple(items))
             return
-    if path in _K_PATHS and re.fullmatch(r"\d+[kK]", value):
-        value = str(int(value[:-1]) * 1024)
-    if path == "workload.rate_type":
-        value = _RATE_WORDS.get(value.lower(), value.lower())
+    value = _spelled_out(path, value)
     if path == "workload.max_concurrency" and cmd.value("workload.rate_type") is None:
         # "concurrency=8" means run 8 at a time.
         _put(cmd, "workload.rate_type", "concurrent")
+    _check_workload_number(path, value)
+    if direction:
+        cmd.directions[path] = direction
+    _put(cmd, path, value)
+
+
+def _set_vllm_arg(cmd: QuickCommand, catalogs: Catalogs, norm: str, key: str, value: str, shown: str) -> None:
+    """``key=value`` that is no sweepdeck setting: a vLLM argument when the reference knows it, else an error."""
+    vllm_name = "--" + norm.replace("_", "-")
+    if vllm_name in catalogs.vllm_args.args:
+        _add_arg(cmd, catalogs, f"{vllm_name}={value}")
+        return
+    close = difflib.get_close_matches(norm, list(_KEYS), n=3, cutoff=0.6)
+    raise _UnknownSetting(
+        f"Unknown setting {key!r} in {shown!r}.",
+        ("Did you mean: " + ", ".join(close) + "? " if close else "") + SETTINGS_HINT,
+    )
+
+
+def _spelled_out(path: str, value: str) -> str:
+    """The value in the form the spec takes: lower-case backend, ``4k`` as 4096, a rate-type word as the type."""
+    if path == "backend":
+        return value.lower()
+    if path in _K_PATHS and re.fullmatch(r"\d+[kK]", value):
+        return str(int(value[:-1]) * 1024)
+    if path == "workload.rate_type":
+        return _RATE_WORDS.get(value.lower(), value.lower())
+    return value
+
+
+def _check_workload_number(path: str, value: str) -> None:
     if path.startswith("workload.") and path.split(".", 1)[1] in _INT_INFO and not re.fullmatch(r"\d+", value):
         raise SweepdeckError(f"{_label(path)} must be a whole number, got {value!r}.", f"Example: {_example(path)}")
     if path in ("workload.rate", "workload.max_seconds") and not re.fullmatch(r"\d+(\.\d+)?", value):
         raise SweepdeckError(f"{_label(path)} must be a number, got {value!r}.", f"Example: {_label(path)}=5")
-    if direction:
-        cmd.directions[path] = direction
-    _put(cmd, path, value)
 
 
 _INT_INFO = {p.split(".", 1)[1] for p in _INT_PATHS if p.startswith("workload.")}

@@ -175,7 +175,7 @@ def validate_profile(backend: str, data: dict[str, Any], path: Path | str | None
     return validate(fields, data, path or "config", where)
 
 
-def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None = None) -> Settings:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None = None) -> Settings:
     """Read and validate the user config (a missing default file is fine).
 
     Args:
@@ -195,45 +195,16 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
         raise SweepdeckError(f"Config file {cfg} does not exist.", "Check the --config path (or $SWEEPDECK_CONFIG).")
     top = validate(TOP_FIELDS, data, cfg, "")
     local = Profile("local", "local", validate(fields_for("local"), top["local"], cfg, "local"))
-    profiles: dict[str, Profile] = {}
-    for name, body in (top["profiles"] or {}).items():
-        where = f"profiles.{name}"
-        if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
-            raise ConfigError(cfg, where, "a profile name of letters, digits, '-', '_' and '.'", name)
-        if name == "local":
-            raise ConfigError(
-                cfg, where, "a name other than 'local' (configure the local backend under the top-level 'local:' key)"
-            )
-        if not isinstance(body, dict):
-            raise ConfigError(cfg, where, "a mapping with at least 'backend'", body)
-        backend = body.get("backend")
-        if backend not in BACKENDS:
-            raise ConfigError(cfg, f"{where}.backend", "one of " + ", ".join(BACKENDS), backend)
-        profiles[str(name)] = Profile(str(name), backend, validate_profile(backend, body, cfg, where))
+    profiles = {str(name): _load_profile(cfg, name, body) for name, body in (top["profiles"] or {}).items()}
     for binding, key in (top["keys"] or {}).items():
         if not isinstance(key, str) or not key:
             raise ConfigError(cfg, f"keys.{binding}", "a key name such as ctrl+n or f5", key)
     default_profile = top["default_profile"]
     if default_profile and default_profile not in profiles and default_profile != "local":
         raise ConfigError(cfg, "default_profile", "the name of a profile under 'profiles'", default_profile)
-    if catalog_dir:
-        cat_dir: Path | None = Path(catalog_dir).expanduser()
-        if cat_dir is None or not cat_dir.is_dir():
-            raise SweepdeckError(
-                f"Catalog directory {cat_dir} does not exist.", "Pass an existing directory to --catalog-dir."
-            )
-    elif top["catalog_dir"]:
-        cat_dir = Path(top["catalog_dir"]).expanduser()
-        if not cat_dir.is_absolute():
-            # Relative to the config file, not to wherever sweepdeck is started.
-            cat_dir = cfg.parent / cat_dir
-        if not cat_dir.is_dir():
-            raise ConfigError(cfg, "catalog_dir", "an existing directory", top["catalog_dir"])
-    else:
-        cat_dir = None
     settings = Settings(
         path=cfg if cfg.exists() else None,
-        catalog_dir=cat_dir,
+        catalog_dir=_catalog_dir(cfg, catalog_dir, top["catalog_dir"]),
         default_backend=top["default_backend"],
         default_profile=default_profile,
         keys=dict(top["keys"] or {}),
@@ -243,3 +214,40 @@ def load_settings(path: str | Path | None = None, catalog_dir: str | Path | None
         profiles=profiles,
     )
     return settings
+
+
+def _load_profile(cfg: Path, name: Any, body: Any) -> Profile:
+    """One entry under ``profiles:``, checked (name, mapping, backend) before its fields are validated."""
+    where = f"profiles.{name}"
+    if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
+        raise ConfigError(cfg, where, "a profile name of letters, digits, '-', '_' and '.'", name)
+    if name == "local":
+        raise ConfigError(
+            cfg, where, "a name other than 'local' (configure the local backend under the top-level 'local:' key)"
+        )
+    if not isinstance(body, dict):
+        raise ConfigError(cfg, where, "a mapping with at least 'backend'", body)
+    backend = body.get("backend")
+    if backend not in BACKENDS:
+        raise ConfigError(cfg, f"{where}.backend", "one of " + ", ".join(BACKENDS), backend)
+    return Profile(str(name), backend, validate_profile(backend, body, cfg, where))
+
+
+def _catalog_dir(cfg: Path, given: str | Path | None, configured: Any) -> Path | None:
+    """The catalog directory: ``--catalog-dir`` (``given``) wins over the file's ``catalog_dir`` (``configured``)."""
+    if given:
+        cat_dir = Path(given).expanduser()
+        if not cat_dir.is_dir():
+            raise SweepdeckError(
+                f"Catalog directory {cat_dir} does not exist.", "Pass an existing directory to --catalog-dir."
+            )
+        return cat_dir
+    if not configured:
+        return None
+    cat_dir = Path(configured).expanduser()
+    if not cat_dir.is_absolute():
+        # Relative to the config file, not to wherever sweepdeck is started.
+        cat_dir = cfg.parent / cat_dir
+    if not cat_dir.is_dir():
+        raise ConfigError(cfg, "catalog_dir", "an existing directory", configured)
+    return cat_dir

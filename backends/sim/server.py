@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -32,6 +32,9 @@ from backends.sim import failures, logs, planned
 from backends.sim.engine import TOKEN_TEXTS, Engine, EngineDeadError, GenRequest, count_prompt_tokens
 from backends.sim.options import SimOptions, oom_budget_for
 from config.errors import SweepdeckError
+
+if TYPE_CHECKING:
+    from config.planner import Plan
 
 VLLM_VERSION = "0.11.0"
 # Chat requests without max_tokens would, in vLLM, run to the context limit unless the
@@ -600,7 +603,7 @@ def _stopped_during_startup() -> int:
     return 0
 
 
-async def serve(opts: SimOptions) -> int:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+async def serve(opts: SimOptions) -> int:
     """Run the simulator until a signal (0), a startup failure (1) or an engine crash (1)."""
     loop = asyncio.get_running_loop()
     stop = _Stop(loop)
@@ -613,9 +616,37 @@ async def serve(opts: SimOptions) -> int:  # noqa: C901 - over 15 when lint was 
             continue  # read by the memory plan (--gpu)
         logs.warning("sim.py:1", f"ignoring unsupported argument: {item} (sweepdeck sim)")
 
+    config = _uvicorn_config(opts)
+    try:
+        sock = _bind(opts.host, opts.port)
+    except OSError as exc:
+        _report_bind_error(opts, exc)
+        return failures.EXIT_STARTUP_FAILURE
+
+    try:
+        # Each stage returns an exit code when startup ends there (a failure, or a stop signal).
+        plan, code = _resolve_config(opts)
+        if code is not None:
+            return code
+        if await stop.sleep(0):
+            return _stopped_during_startup()
+        code = await _start_engine_core(opts, plan, stop)
+        if code is not None:
+            return code
+        _log_api_server(opts, sock.getsockname()[1])
+        if stop.event.is_set():
+            return _stopped_during_startup()
+        return await _run_server(opts, config, sock, stop, loop)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+        sys.stdout.flush()
+
+
+def _uvicorn_config(opts: SimOptions) -> uvicorn.Config:
     log_config = copy.deepcopy(LOGGING_CONFIG)
-    config = uvicorn.Config(
-        app=None,  # type: ignore[arg-type]  # set below, once the engine exists
+    return uvicorn.Config(
+        app=None,  # type: ignore[arg-type]  # set in _run_server, once the engine exists
         host=opts.host or "0.0.0.0",
         port=opts.port,
         log_config=log_config,
@@ -628,138 +659,144 @@ async def serve(opts: SimOptions) -> int:  # noqa: C901 - over 15 when lint was 
         loop="none",
         http=stamping_protocol(),
     )
-    try:
-        sock = _bind(opts.host, opts.port)
-    except OSError as exc:
-        import logging
 
-        logging.getLogger("uvicorn.error").error(
-            failures.PORT_IN_USE_TEMPLATE.format(host=opts.host or "0.0.0.0", port=opts.port)
-            if exc.errno == 98
-            else f"[Errno {exc.errno}] error while attempting to bind on address "
-            f"({(opts.host or '0.0.0.0')!r}, {opts.port}): {(exc.strerror or str(exc)).lower()}"
+
+def _report_bind_error(opts: SimOptions, exc: OSError) -> None:
+    """The line uvicorn prints when it cannot bind (vLLM's own text for a port in use)."""
+    import logging
+
+    logging.getLogger("uvicorn.error").error(
+        failures.PORT_IN_USE_TEMPLATE.format(host=opts.host or "0.0.0.0", port=opts.port)
+        if exc.errno == 98
+        else f"[Errno {exc.errno}] error while attempting to bind on address "
+        f"({(opts.host or '0.0.0.0')!r}, {opts.port}): {(exc.strerror or str(exc)).lower()}"
+    )
+
+
+def _resolve_config(opts: SimOptions) -> tuple[Plan | None, int | None]:
+    """vLLM's config resolution: the memory plan (with --gpu), or the exit code of a failure found here."""
+    if opts.fail == "model-not-found":
+        logs.stderr_lines(failures.model_not_found_lines(opts.model))
+        return None, failures.EXIT_STARTUP_FAILURE
+    if opts.fail == "trust-remote-code" and not opts.trust_remote_code:
+        logs.stderr_lines(failures.trust_remote_code_lines(opts.model))
+        return None, failures.EXIT_STARTUP_FAILURE
+    plan = None
+    if opts.gpu:  # startup sized like vLLM v0.19 on this GPU (backends/sim/planned.py)
+        try:
+            plan = planned.plan_for_options(opts)
+        except SweepdeckError as exc:
+            logs.stderr_lines([f"sweepdeck sim: {exc.message}", f"  {exc.hint}"])
+            return None, failures.EXIT_STARTUP_FAILURE
+        if planned.fails_early(plan):
+            return None, planned.print_failure(plan)
+        opts.kv_cache_tokens = plan.kv_cache_tokens or 1
+    logs.info("model.py:547", "Resolved architecture: LlamaForCausalLM")
+    logs.info("model.py:1510", f"Using max model len {opts.max_model_len}")
+    logs.info("scheduler.py:205",
+              f"Chunked prefill is enabled with max_num_batched_tokens={opts.max_num_batched_tokens}.")
+    return plan, None
+
+
+async def _start_engine_core(opts: SimOptions, plan: Plan | None, stop: _Stop) -> int | None:
+    """Engine core: load, profile, KV cache. None when it started, else the exit code."""
+    core = logs.CORE
+    logs.info("core.py:644", "Waiting for init message from front-end.", core)
+    logs.info("core.py:77", _engine_config_line(opts), core)
+    for rank in range(opts.tensor_parallel_size):
+        logs.info(
+            "parallel_state.py:1208",
+            f"rank {rank} in world size {opts.tensor_parallel_size} is assigned as DP rank 0, PP rank 0, "
+            f"TP rank {rank}, EP rank {rank}",
+            core,
         )
+    logs.info("gpu_model_runner.py:2602", f"Starting to load model {opts.model}...", core)
+    t0 = time.monotonic()
+    if await stop.sleep(opts.startup_delay * 0.7):
+        return _stopped_during_startup()
+    loaded = time.monotonic() - t0
+    weights = _weights_gib(opts.model) / opts.tensor_parallel_size
+    logs.info("default_loader.py:267", f"Loading weights took {loaded:.2f} seconds", core)
+    if plan is None:
+        logs.info("gpu_model_runner.py:2653",
+                  f"Loading model weights took {weights:.4f} GiB and {loaded + 0.01:.6f} seconds", core)
+    else:
+        logs.info(*planned.weights_line(plan, loaded + 0.01), core)
+    if await stop.sleep(opts.startup_delay * 0.3):
+        return _stopped_during_startup()
+    if opts.oom_fails():
+        logs.error("core.py:708", "EngineCore failed to start.", core)
+        lines = failures.oom_lines(opts.oom_load / oom_budget_for(opts.model, opts.oom_budget))
+        logs.stderr_lines(["Process EngineCore_DP0:", *lines])
+        logs.stderr_lines(failures.ENGINE_INIT_FAILED_TB)
         return failures.EXIT_STARTUP_FAILURE
-    port = sock.getsockname()[1]
+    if plan is not None and not plan.fits:
+        return planned.print_failure(plan)
+    _log_kv_cache(opts, plan)
+    logs.info("core.py:210", "init engine (profile, create kv cache, warmup model) took "
+                             f"{time.monotonic() - t0:.2f} seconds", core)
+    return None
 
-    try:
-        # --- config resolution ---------------------------------------------------------
-        if opts.fail == "model-not-found":
-            logs.stderr_lines(failures.model_not_found_lines(opts.model))
-            return failures.EXIT_STARTUP_FAILURE
-        if opts.fail == "trust-remote-code" and not opts.trust_remote_code:
-            logs.stderr_lines(failures.trust_remote_code_lines(opts.model))
-            return failures.EXIT_STARTUP_FAILURE
-        plan = None
-        if opts.gpu:  # startup sized like vLLM v0.19 on this GPU (backends/sim/planned.py)
-            try:
-                plan = planned.plan_for_options(opts)
-            except SweepdeckError as exc:
-                logs.stderr_lines([f"sweepdeck sim: {exc.message}", f"  {exc.hint}"])
-                return failures.EXIT_STARTUP_FAILURE
-            if planned.fails_early(plan):
-                return planned.print_failure(plan)
-            opts.kv_cache_tokens = plan.kv_cache_tokens or 1
-        logs.info("model.py:547", "Resolved architecture: LlamaForCausalLM")
-        logs.info("model.py:1510", f"Using max model len {opts.max_model_len}")
-        logs.info("scheduler.py:205",
-                  f"Chunked prefill is enabled with max_num_batched_tokens={opts.max_num_batched_tokens}.")
-        if await stop.sleep(0):
-            return _stopped_during_startup()
 
-        # --- engine core: load, profile, KV cache ----------------------------------------
-        core = logs.CORE
-        logs.info("core.py:644", "Waiting for init message from front-end.", core)
-        logs.info("core.py:77", _engine_config_line(opts), core)
-        for rank in range(opts.tensor_parallel_size):
-            logs.info(
-                "parallel_state.py:1208",
-                f"rank {rank} in world size {opts.tensor_parallel_size} is assigned as DP rank 0, PP rank 0, "
-                f"TP rank {rank}, EP rank {rank}",
-                core,
-            )
-        logs.info("gpu_model_runner.py:2602", f"Starting to load model {opts.model}...", core)
-        t0 = time.monotonic()
-        if await stop.sleep(opts.startup_delay * 0.7):
-            return _stopped_during_startup()
-        loaded = time.monotonic() - t0
-        weights = _weights_gib(opts.model) / opts.tensor_parallel_size
-        logs.info("default_loader.py:267", f"Loading weights took {loaded:.2f} seconds", core)
-        if plan is None:
-            logs.info("gpu_model_runner.py:2653",
-                      f"Loading model weights took {weights:.4f} GiB and {loaded + 0.01:.6f} seconds", core)
-        else:
-            logs.info(*planned.weights_line(plan, loaded + 0.01), core)
-        if await stop.sleep(opts.startup_delay * 0.3):
-            return _stopped_during_startup()
-        if opts.oom_fails():
-            logs.error("core.py:708", "EngineCore failed to start.", core)
-            lines = failures.oom_lines(opts.oom_load / oom_budget_for(opts.model, opts.oom_budget))
-            logs.stderr_lines(["Process EngineCore_DP0:", *lines])
-            logs.stderr_lines(failures.ENGINE_INIT_FAILED_TB)
-            return failures.EXIT_STARTUP_FAILURE
-        kv = opts.kv_tokens
-        if plan is not None:
-            if not plan.fits:
-                return planned.print_failure(plan)
-            for where, line in planned.kv_lines(plan):
-                logs.info(where, line, core)
-        else:
-            logs.info("gpu_worker.py:298",
-                      f"Available KV cache memory: {kv * 0.000125 / opts.tensor_parallel_size:.2f} GiB", core)
-            logs.info("kv_cache_utils.py:1087", f"GPU KV cache size: {kv:,} tokens", core)
-            logs.info("executor_base.py:112",
-                      f"# GPU blocks: {kv // 16}, # CPU blocks: {2048 * opts.tensor_parallel_size}", core)
-            logs.info(
-                "kv_cache_utils.py:1091",
-                f"Maximum concurrency for {opts.max_model_len:,} tokens per request: {kv / opts.max_model_len:.2f}x",
-                core,
-            )
-        logs.info("core.py:210", "init engine (profile, create kv cache, warmup model) took "
-                                 f"{time.monotonic() - t0:.2f} seconds", core)
+def _log_kv_cache(opts: SimOptions, plan: Plan | None) -> None:
+    core = logs.CORE
+    if plan is not None:
+        for where, line in planned.kv_lines(plan):
+            logs.info(where, line, core)
+        return
+    kv = opts.kv_tokens
+    logs.info("gpu_worker.py:298",
+              f"Available KV cache memory: {kv * 0.000125 / opts.tensor_parallel_size:.2f} GiB", core)
+    logs.info("kv_cache_utils.py:1087", f"GPU KV cache size: {kv:,} tokens", core)
+    logs.info("executor_base.py:112",
+              f"# GPU blocks: {kv // 16}, # CPU blocks: {2048 * opts.tensor_parallel_size}", core)
+    logs.info(
+        "kv_cache_utils.py:1091",
+        f"Maximum concurrency for {opts.max_model_len:,} tokens per request: {kv / opts.max_model_len:.2f}x",
+        core,
+    )
 
-        # --- API server ---------------------------------------------------------------
-        logs.info("loggers.py:147",
-                  f"Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: {kv // 16}")
-        logs.info("api_server.py:1634", "Supported_tasks: ['generate']")
-        shown = opts.host or "0.0.0.0"
-        logs.info("api_server.py:1912", f"Starting vLLM API server on http://{shown}:{port}")
-        logs.info("launcher.py:34", "Available routes are:")
-        for route, methods in (
-            ("/health", "GET"),
-            ("/metrics", "GET"),
-            ("/version", "GET"),
-            ("/v1/models", "GET"),
-            ("/v1/chat/completions", "POST"),
-            ("/v1/completions", "POST"),
-        ):
-            logs.info("launcher.py:42", f"Route: {route}, Methods: {methods}")
-        if stop.event.is_set():
-            return _stopped_during_startup()
 
-        server: SimServer | None = None
+def _log_api_server(opts: SimOptions, port: int) -> None:
+    logs.info("loggers.py:147",
+              f"Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: {opts.kv_tokens // 16}")
+    logs.info("api_server.py:1634", "Supported_tasks: ['generate']")
+    shown = opts.host or "0.0.0.0"
+    logs.info("api_server.py:1912", f"Starting vLLM API server on http://{shown}:{port}")
+    logs.info("launcher.py:34", "Available routes are:")
+    for route, methods in (
+        ("/health", "GET"),
+        ("/metrics", "GET"),
+        ("/version", "GET"),
+        ("/v1/models", "GET"),
+        ("/v1/chat/completions", "POST"),
+        ("/v1/completions", "POST"),
+    ):
+        logs.info("launcher.py:42", f"Route: {route}, Methods: {methods}")
 
-        def on_dead() -> None:
-            logs.error("core.py:710", "\n".join(failures.engine_crash_lines()), core)
-            logs.error("async_llm.py:480", "AsyncLLM output_handler failed.")
-            logs.stderr_lines(failures.ENGINE_DEAD_TB)
-            logs.vlog("CRITICAL", "launcher.py:116", failures.ENGINE_TERMINATING)
-            if server is not None:
-                server.exit_code = failures.EXIT_ENGINE_DEAD
-                server.should_exit = True
 
-        engine = Engine(opts, on_dead=on_dead)
-        app = SimApp(opts, engine)
-        if opts.fail == "crash-after" and opts.crash_after == 0:
-            app.on_startup = lambda: loop.call_soon(engine.die)
-        config.app = app
-        server = SimServer(config, engine)
-        # a stop signal that came in during startup still counts
-        if stop.event.is_set():
-            return _stopped_during_startup()
-        await server.serve(sockets=[sock])
-        return server.exit_code
-    finally:
-        with contextlib.suppress(OSError):
-            sock.close()
-        sys.stdout.flush()
+async def _run_server(opts: SimOptions, config: uvicorn.Config, sock: socket.socket, stop: _Stop,
+                      loop: asyncio.AbstractEventLoop) -> int:
+    """Build the engine and the app, then serve until a signal or an engine crash; the exit code."""
+    server: SimServer | None = None
+
+    def on_dead() -> None:
+        logs.error("core.py:710", "\n".join(failures.engine_crash_lines()), logs.CORE)
+        logs.error("async_llm.py:480", "AsyncLLM output_handler failed.")
+        logs.stderr_lines(failures.ENGINE_DEAD_TB)
+        logs.vlog("CRITICAL", "launcher.py:116", failures.ENGINE_TERMINATING)
+        if server is not None:
+            server.exit_code = failures.EXIT_ENGINE_DEAD
+            server.should_exit = True
+
+    engine = Engine(opts, on_dead=on_dead)
+    app = SimApp(opts, engine)
+    if opts.fail == "crash-after" and opts.crash_after == 0:
+        app.on_startup = lambda: loop.call_soon(engine.die)
+    config.app = app
+    server = SimServer(config, engine)
+    # a stop signal that came in during startup still counts
+    if stop.event.is_set():
+        return _stopped_during_startup()
+    await server.serve(sockets=[sock])
+    return server.exit_code

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from backends.base import BackendBase, Check, Remedy, Run
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Event, Finished, LogLine, Notice, Outcome, Phase, Progress
-from backends.kube import Kube, KubeError, WatchEvent
+from backends.kube import Kube, KubeError, WatchEvent, WatchStream
 from backends.tekton.build import Build, Sources, build, expected_seconds
 from backends.tekton.install import apply_all
 from backends.tekton.reports import summarize as summarize_report
@@ -394,21 +394,10 @@ class TektonBackend(BackendBase):
 
     # ------------------------------------------------------------------ events
 
-    async def events(self, run: Run) -> AsyncIterator[Event]:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+    async def events(self, run: Run) -> AsyncIterator[Event]:
         """Phase/LogLine/Progress/Alert events until one Finished."""
         kube = self.kube()
-        ns, pr_name = run.handle["namespace"], run.handle["pipelinerun"]
-        labels = ",".join(f"{run.id}-{tp}" for tp in run.handle.get("tps") or [])
-        timeout = int(self.profile.get("watch_timeout", 300))
-        streams = {
-            "pr": kube.watch(*TEKTON, "pipelineruns", ns, field_selector=f"metadata.name={pr_name}",
-                             timeout_seconds=timeout),
-            "tr": kube.watch(*TEKTON, "taskruns", ns, label_selector=f"tekton.dev/pipelineRun={pr_name}",
-                             timeout_seconds=timeout),
-        }
-        if labels:  # BLIS runs: the vLLM pods of each TP branch
-            streams["pod"] = kube.watch("", "v1", "pods", ns, label_selector=f"llm-d.ai/model in ({labels})",
-                                        timeout_seconds=timeout)
+        streams = self._watch_streams(kube, run)
         queue: asyncio.Queue = asyncio.Queue()
         state = _RunState(workload_s=run.handle.get("workload_s"))
         pumps = [asyncio.create_task(self._pump(tag, s, queue)) for tag, s in streams.items()]
@@ -423,41 +412,11 @@ class TektonBackend(BackendBase):
                     for ev in self._overtime_alerts(state):
                         yield self._record(run, ev)
                     continue
-                if isinstance(item, KubeError):
-                    yield self._record(run, Notice(f"{item.message} (retrying)", "warning"))
-                    continue
-                if tag == "log":
-                    for ev in item:
-                        yield self._record(run, ev)
-                    continue
-                if tag == "log-end":
-                    if run.handle.get("matrix") is not None:
-                        self._follow_tasks(run, state, queue)
-                    continue
-                events, finished_pr = await self._handle(run, state, tag, item, queue, total)
+                events, finished_pr = await self._on_item(run, state, tag, item, queue, total)
                 for ev in events:
                     yield self._record(run, ev)
                 if finished_pr is not None:
-                    # The TaskRun watch is a separate stream and may lag the PipelineRun's:
-                    # one final list gives every task's end state before Finished.
-                    try:
-                        final = await kube.list(*TEKTON, "taskruns", ns,
-                                                label_selector=f"tekton.dev/pipelineRun={pr_name}")
-                        tail, _ = await self._handle(run, state, "tr", WatchEvent("SYNC", objects=final), queue, total)
-                        for ev in tail:
-                            yield self._record(run, ev)
-                    except KubeError as exc:
-                        yield self._record(run, Notice(f"final TaskRun list failed: {exc.message}", "warning"))
-                    # let the log followers deliver what they have (they end with their pods)
-                    pending = [t for t in state.following.values() if not t.done()]
-                    if pending:
-                        await asyncio.wait(pending, timeout=1.0)
-                    while not queue.empty():
-                        tag, item = queue.get_nowait()
-                        if tag == "log":
-                            for ev in item:
-                                yield self._record(run, ev)
-                    async for ev in self._finish(run, state, finished_pr):
+                    async for ev in self._wind_up(kube, run, state, finished_pr, queue, total):
                         if isinstance(ev, Finished):
                             finished = ev
                         yield self._record(run, ev)
@@ -469,6 +428,60 @@ class TektonBackend(BackendBase):
             for t in state.following.values():
                 t.cancel()
             run.store.flush()
+
+    async def _on_item(self, run: Run, state: _RunState, tag: str, item: Any, queue: asyncio.Queue,
+                       total: int) -> tuple[list[Event], dict | None]:
+        """One queue item: a watch's error, a batch of log events, a log's end, or a watch event (see _handle)."""
+        if isinstance(item, KubeError):
+            return [Notice(f"{item.message} (retrying)", "warning")], None
+        if tag == "log":
+            return list(item), None
+        if tag == "log-end":
+            if run.handle.get("matrix") is not None:
+                self._follow_tasks(run, state, queue)
+            return [], None
+        return await self._handle(run, state, tag, item, queue, total)
+
+    def _watch_streams(self, kube: Kube, run: Run) -> dict[str, WatchStream]:
+        """The watches of one run by queue tag: its PipelineRun, its TaskRuns and (BLIS runs) its vLLM pods."""
+        ns, pr_name = run.handle["namespace"], run.handle["pipelinerun"]
+        labels = ",".join(f"{run.id}-{tp}" for tp in run.handle.get("tps") or [])
+        timeout = int(self.profile.get("watch_timeout", 300))
+        streams = {
+            "pr": kube.watch(*TEKTON, "pipelineruns", ns, field_selector=f"metadata.name={pr_name}",
+                             timeout_seconds=timeout),
+            "tr": kube.watch(*TEKTON, "taskruns", ns, label_selector=f"tekton.dev/pipelineRun={pr_name}",
+                             timeout_seconds=timeout),
+        }
+        if labels:  # BLIS runs: the vLLM pods of each TP branch
+            streams["pod"] = kube.watch("", "v1", "pods", ns, label_selector=f"llm-d.ai/model in ({labels})",
+                                        timeout_seconds=timeout)
+        return streams
+
+    async def _wind_up(self, kube: Kube, run: Run, state: _RunState, finished_pr: dict[str, Any],
+                       queue: asyncio.Queue, total: int) -> AsyncIterator[Event]:
+        """The PipelineRun has ended: the TaskRuns' end states and the logs still on their way, then Finished."""
+        ns, pr_name = run.handle["namespace"], run.handle["pipelinerun"]
+        # The TaskRun watch is a separate stream and may lag the PipelineRun's:
+        # one final list gives every task's end state before Finished.
+        try:
+            final = await kube.list(*TEKTON, "taskruns", ns, label_selector=f"tekton.dev/pipelineRun={pr_name}")
+            tail, _ = await self._handle(run, state, "tr", WatchEvent("SYNC", objects=final), queue, total)
+            for ev in tail:
+                yield ev
+        except KubeError as exc:
+            yield Notice(f"final TaskRun list failed: {exc.message}", "warning")
+        # let the log followers deliver what they have (they end with their pods)
+        pending = [t for t in state.following.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        while not queue.empty():
+            tag, item = queue.get_nowait()
+            if tag == "log":
+                for ev in item:
+                    yield ev
+        async for ev in self._finish(run, state, finished_pr):
+            yield ev
 
     @staticmethod
     def _record(run: Run, ev: Event) -> Event:
@@ -515,68 +528,81 @@ class TektonBackend(BackendBase):
                 )
         return out
 
-    async def _handle(self, run: Run, state: _RunState, tag: str, item: WatchEvent, queue: asyncio.Queue,  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+    async def _handle(self, run: Run, state: _RunState, tag: str, item: WatchEvent, queue: asyncio.Queue,
                       total: int) -> tuple[list[Event], dict | None]:
-        events: list[Event] = []
+        """The events of one watch event (``tag`` names its stream) and the PipelineRun if it has just ended."""
         objs = (item.objects or []) if item.type == "SYNC" else [item.object or {}]
         if tag == "pr":
-            if item.type == "SYNC" and not objs:
-                return [Notice(f"PipelineRun {run.handle['pipelinerun']} no longer exists", "warning")], {
-                    "deleted": True
-                }
-            for pr in objs:
-                if item.type == "DELETED":
-                    return [Notice(f"PipelineRun {run.handle['pipelinerun']} was deleted", "warning")], {
-                        "deleted": True
-                    }
-                state.pipelinerun = pr
-                status, reason, message = succeeded_condition(pr)
-                key = ("pr", reason)
-                if state.shown.get("__pr__") != key:
-                    state.shown["__pr__"] = key
-                    events.append(Phase(f"PipelineRun {run.handle['pipelinerun']}", task_state(pr), message,
-                                        kind="pipelinerun",
-                                        started=parse_timestamp((pr.get("status") or {}).get("startTime")),
-                                        finished=parse_timestamp((pr.get("status") or {}).get("completionTime"))))
-                if status in ("True", "False"):
-                    return events, pr
-            return events, None
+            return self._on_pipelinerun(run, state, item.type, objs)
         if tag == "tr":
-            if item.type == "SYNC":
-                state.tasks, state.outcome = {}, {}
-                state.deadlines.clear()
-            for tr in objs:
-                name = _unit_name(tr, run.handle["pipelinerun"])
-                if item.type == "DELETED":
-                    state.tasks.pop(name, None)
-                    state.outcome.pop(name, None)
-                    state.deadlines.pop(name, None)
-                    continue
-                state.tasks[name] = tr
-                st = succeeded_condition(tr)[0]
-                state.outcome[name] = "completed" if st == "True" else "failed" if st == "False" else "running"
-                self._track_deadline(state, name, tr)
-                events += await self._task_events(run, state, name, tr)
-            if run.handle.get("matrix") is not None:
-                self._follow_tasks(run, state, queue)
-            counts = Counter(state.outcome.values())  # O(tasks) in C; cheap even at 10,000 rows
-            total_now = max(total, len(state.tasks))
-            done = counts["running"] + counts["completed"] + counts["failed"]
-            events.append(Progress(total_now, pending=total_now - done, running=counts["running"],
-                                   completed=counts["completed"], failed=counts["failed"]))
-            return events, None
+            return await self._on_taskruns(run, state, item.type, objs, queue, total), None
         if tag == "pod":
-            if item.type == "SYNC":
-                state.pods = {}
-            for pod in objs:
-                pname = pod["metadata"]["name"]
-                if item.type == "DELETED":
-                    state.pods.pop(pname, None)
-                    events.append(Phase(f"pod/{pname}", "Deleted", kind="pod"))
-                    continue
-                state.pods[pname] = pod
-                events += self._pod_events(run, state, pod, queue)
+            return self._on_pods(run, state, item.type, objs, queue), None
+        return [], None
+
+    @staticmethod
+    def _on_pipelinerun(run: Run, state: _RunState, etype: str,
+                        objs: list[dict[str, Any]]) -> tuple[list[Event], dict | None]:
+        events: list[Event] = []
+        if etype == "SYNC" and not objs:
+            return [Notice(f"PipelineRun {run.handle['pipelinerun']} no longer exists", "warning")], {"deleted": True}
+        for pr in objs:
+            if etype == "DELETED":
+                return [Notice(f"PipelineRun {run.handle['pipelinerun']} was deleted", "warning")], {"deleted": True}
+            state.pipelinerun = pr
+            status, reason, message = succeeded_condition(pr)
+            key = ("pr", reason)
+            if state.shown.get("__pr__") != key:
+                state.shown["__pr__"] = key
+                events.append(Phase(f"PipelineRun {run.handle['pipelinerun']}", task_state(pr), message,
+                                    kind="pipelinerun",
+                                    started=parse_timestamp((pr.get("status") or {}).get("startTime")),
+                                    finished=parse_timestamp((pr.get("status") or {}).get("completionTime"))))
+            if status in ("True", "False"):
+                return events, pr
         return events, None
+
+    async def _on_taskruns(self, run: Run, state: _RunState, etype: str, objs: list[dict[str, Any]],
+                           queue: asyncio.Queue, total: int) -> list[Event]:
+        events: list[Event] = []
+        if etype == "SYNC":
+            state.tasks, state.outcome = {}, {}
+            state.deadlines.clear()
+        for tr in objs:
+            name = _unit_name(tr, run.handle["pipelinerun"])
+            if etype == "DELETED":
+                state.tasks.pop(name, None)
+                state.outcome.pop(name, None)
+                state.deadlines.pop(name, None)
+                continue
+            state.tasks[name] = tr
+            st = succeeded_condition(tr)[0]
+            state.outcome[name] = "completed" if st == "True" else "failed" if st == "False" else "running"
+            self._track_deadline(state, name, tr)
+            events += await self._task_events(run, state, name, tr)
+        if run.handle.get("matrix") is not None:
+            self._follow_tasks(run, state, queue)
+        counts = Counter(state.outcome.values())  # O(tasks) in C; cheap even at 10,000 rows
+        total_now = max(total, len(state.tasks))
+        done = counts["running"] + counts["completed"] + counts["failed"]
+        events.append(Progress(total_now, pending=total_now - done, running=counts["running"],
+                               completed=counts["completed"], failed=counts["failed"]))
+        return events
+
+    def _on_pods(self, run: Run, state: _RunState, etype: str, objs: list[dict[str, Any]],
+                 queue: asyncio.Queue) -> list[Event]:
+        events: list[Event] = []
+        if etype == "SYNC":
+            state.pods = {}
+        for pod in objs:
+            pname = pod["metadata"]["name"]
+            if etype == "DELETED":
+                state.pods.pop(pname, None)
+                events.append(Phase(f"pod/{pname}", "Deleted", kind="pod"))
+                continue
+            state.pods[pname] = pod
+            events += self._pod_events(run, state, pod, queue)
+        return events
 
     async def _task_events(self, run: Run, state: _RunState, name: str, tr: dict[str, Any]) -> list[Event]:
         status = tr.get("status") or {}

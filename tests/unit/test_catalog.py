@@ -237,7 +237,14 @@ def test_custom_workload_template(catalogs):
         ({"prompt_tokens": -1}, "must not be negative"),
         ({"prompt_tokens": "many"}, "whole number"),
         ({"prompt_tokens": 2.5}, "whole number"),
+        # int() takes these, the whole-number check does not.
+        ({"prompt_tokens": "1_000"}, "whole number"),
+        ({"max_requests": "+5"}, "whole number"),
+        ({"max_requests": True}, "whole number"),
+        ({"prompt_tokens": 0}, "prompt_tokens must be at least 1"),
         ({"rate": 0}, "positive"),
+        ({"rate": "fast"}, "rate must be a number"),
+        ({"max_seconds": [1]}, "max_seconds must be a number"),
         ({"rate_type": "bursty"}, "rate_type"),
         ({"prompt_tokens_min": 10, "prompt_tokens_max": 5}, "larger than"),
         ({"max_requests": 0}, "at least 1"),
@@ -437,3 +444,17 @@ def test_campaign_pipelinerun_model_is_known():
     run = blis_catalog_dir() / "blis-campaign-14-qwen3-14b-h100-codegen" / "pipelinerun.yaml"
     params = {p["name"]: p["value"] for p in yaml.safe_load(run.read_text())["spec"]["params"]}
     assert load_catalogs().models.resolve(params["model"]).context_limit == 40960
+
+
+def test_make_workload_none_means_default_and_preset_shape_is_flattened():
+    # A None max gets the template's 2 × mean; the preset's nested ``data`` reads like flat fields.
+    prof = make_workload("x", {"rate_type": "constant", "rate": "2.5", "data": {"prompt_tokens": "10",
+                                                                                  "prompt_tokens_max": None}})
+    assert (prof.rate_type, prof.rate, prof.prompt_tokens, prof.prompt_tokens_min, prof.prompt_tokens_max) == (
+        "constant", 2.5, 10, 1, 20)
+
+
+def test_every_workload_field_has_a_check():
+    from config.catalog import _WORKLOAD_FIELD_CHECKS, WorkloadProfile
+
+    assert set(_WORKLOAD_FIELD_CHECKS) == set(WorkloadProfile.__dataclass_fields__) - {"app"}

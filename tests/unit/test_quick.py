@@ -228,6 +228,21 @@ def test_unknown_model_suggests(cats):
     assert "llama2-7b" in err.value.hint
 
 
+def test_model_and_workload_as_settings(cats):
+    cmd = q("model=llama2-7b workload=custom prompt=500 output=100 rate_type=SYNC", cats)
+    assert cmd.custom_workload and cmd.workload is None
+    assert cmd.spec.model == q("llama2-7b chatbot", cats).spec.model
+    # "sync" is the rate-type word for synchronous, in any case.
+    assert cmd.value("workload.rate_type") == "synchronous"
+    assert q("llama2-7b workload=chat", cats).workload == "chatsweep"
+
+
+def test_unknown_model_as_a_setting_is_reported(cats):
+    with pytest.raises(SweepdeckError) as err:
+        q("model=nosuchmodel chatbot", cats)
+    assert "'nosuchmodel'" in err.value.message
+
+
 def test_unknown_setting_suggests(cats):
     with pytest.raises(SweepdeckError) as err:
         q("llama2-7b max_model_lenght=2048", cats)

@@ -59,3 +59,51 @@ def test_json_mode(capsys):
     p(Endpoint("http://localhost:58000"))
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [d["type"] for d in lines] == ["LogLine", "Endpoint"] and p.endpoint.url == "http://localhost:58000"
+
+
+def test_the_other_events(capsys):
+    from backends.events import Metrics, Progress, Sweep
+
+    p = Printer()
+    for ev in [
+        Notice("Job cancelled by the user", "error"),
+        Phase("job 5382685", "COMPLETING", kind="job"),
+        Phase("job 5382685", "TIMEOUT", "DueToTime", kind="job"),
+        Phase("ssh alvis2", "broken", "timed out", kind="ssh"),
+        Phase("ssh alvis2", "up", kind="ssh"),
+        Phase("ssh alvis2", "up", kind="ssh"),  # already up: nothing to say
+        Phase("server alvis7-07:41084", "STARTING", kind="server"),  # said by the Notice before it
+        Alert("hint", "Try a smaller model", "info", fixes=[Fix("Smaller model")]),
+        Alert("tunnel", "The tunnel is slow", "warning"),
+        Progress(10, completed=7, failed=1),
+        Metrics(completed=3),  # the live figures are the TUI's: nothing here
+        Sweep("mv1", total=3),  # an Argo sweep's counts: never from slurm, and nothing here
+        Finished("failed", "The tunnel is slow"),  # the alert just said it
+        Finished("succeeded", ""),
+        Finished("detached", "Left running: reattach with --attach"),
+        Finished("succeeded", "Cleaned up successfully"),
+        Finished("cancelled", "Cancelled"),
+    ]:
+        p(ev)
+    assert capsys.readouterr().out.splitlines() == [
+        "[ERROR] Job cancelled by the user",
+        "[INFO] Job 5382685: COMPLETING",
+        "[INFO] Job 5382685: TIMEOUT (DueToTime)",
+        "[WARN] SSH connection lost (timed out); reconnecting...",
+        "[INFO] SSH reconnected; connection restored",
+        "[INFO] Try a smaller model",
+        "  fix 1: Smaller model",
+        "[WARN] The tunnel is slow",
+        "[INFO] Workload: 8/10 requests (1 failed)",
+        "[INFO] Left running: reattach with --attach",
+        "[INFO] Cleaned up successfully",
+    ]
+    assert p.cleanup_problems == [] and p.last_alert == "The tunnel is slow"
+
+
+def test_json_mode_still_collects_cleanup_problems(capsys):
+    p = Printer(as_json=True)
+    p(Notice("cleanup scancel 5: timed out", "warning"))
+    p(Notice("cleanup done", "info"))  # info-level cleanup notices are no problem
+    assert p.cleanup_problems == ["scancel 5: timed out"]
+    assert len(capsys.readouterr().out.splitlines()) == 2

@@ -91,8 +91,8 @@ class Printer:
         self.cleanup_problems: list[str] = []
         self.last_alert = ""
 
-    def __call__(self, event) -> None:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
-        from backends.events import Alert, Endpoint, Finished, LogLine, Metrics, Notice, Phase, Progress, to_dict
+    def __call__(self, event) -> None:
+        from backends.events import Endpoint, Notice, to_dict
 
         if isinstance(event, Notice) and event.level != "info" and event.message.startswith("cleanup "):
             self.cleanup_problems.append(event.message.removeprefix("cleanup "))
@@ -103,34 +103,41 @@ class Printer:
             if isinstance(event, Endpoint):
                 self.endpoint = event
             return
-        if isinstance(event, LogLine):
-            say(f"[VLLM {'ERR' if event.stream == 'err' else 'OUT'}] {event.text}")
-        elif isinstance(event, Notice):
-            if event.message.startswith("Launched "):
-                return  # the job id line says it
-            tag = {"warning": "WARN", "error": "ERROR"}.get(event.level, "INFO")
-            say(f"[{tag}] {event.message}")
-        elif isinstance(event, Phase):
-            self._phase(event)
-        elif isinstance(event, Endpoint):
-            self.endpoint = event
-            say(f"✓ Connection successful! Server available at {event.url}")
-            say()
-        elif isinstance(event, Alert):
-            tag = {"warning": "WARN", "info": "INFO"}.get(event.severity, "ERROR")
-            self.last_alert = event.message
-            say(f"[{tag}] {event.message}")
-            for n, fix in enumerate(event.fixes, 1):
-                say(f"  fix {n}: {fix.label}" + (f" — {fix.description}" if fix.description else ""))
-        elif isinstance(event, Progress):
-            say(f"[INFO] Workload: {event.done}/{event.total} requests ({event.failed} failed)")
-        elif isinstance(event, Metrics):
-            return
-        elif isinstance(event, Finished):
-            if event.outcome == "failed" and not self.last_alert.startswith(event.message):
-                say(f"[ERROR] {event.message}")
-            elif event.outcome in ("succeeded", "detached") and event.message:
-                say(f"[INFO] {event.message}")
+        # Keyed by class name so that this module imports no backend code until it prints (see the module docs);
+        # events without a line (Metrics: the live figures are the TUI's; Sweep) have no entry.
+        handler = self._LINES.get(type(event).__name__)
+        if handler is not None:
+            handler(self, event)
+
+    def _log_line(self, event) -> None:
+        say(f"[VLLM {'ERR' if event.stream == 'err' else 'OUT'}] {event.text}")
+
+    def _notice(self, event) -> None:
+        if event.message.startswith("Launched "):
+            return  # the job id line says it
+        tag = {"warning": "WARN", "error": "ERROR"}.get(event.level, "INFO")
+        say(f"[{tag}] {event.message}")
+
+    def _endpoint(self, event) -> None:
+        self.endpoint = event
+        say(f"✓ Connection successful! Server available at {event.url}")
+        say()
+
+    def _alert(self, event) -> None:
+        tag = {"warning": "WARN", "info": "INFO"}.get(event.severity, "ERROR")
+        self.last_alert = event.message
+        say(f"[{tag}] {event.message}")
+        for n, fix in enumerate(event.fixes, 1):
+            say(f"  fix {n}: {fix.label}" + (f" — {fix.description}" if fix.description else ""))
+
+    def _progress(self, event) -> None:
+        say(f"[INFO] Workload: {event.done}/{event.total} requests ({event.failed} failed)")
+
+    def _finished(self, event) -> None:
+        if event.outcome == "failed" and not self.last_alert.startswith(event.message):
+            say(f"[ERROR] {event.message}")
+        elif event.outcome in ("succeeded", "detached") and event.message:
+            say(f"[INFO] {event.message}")
 
     def _phase(self, event) -> None:
         if event.kind == "job":
@@ -156,6 +163,17 @@ class Printer:
                     else "connection restored"
                 )
                 say(f"[INFO] SSH reconnected; {what}")
+
+    # How each event type is printed, by class name (the methods above, called with the printer).
+    _LINES = {
+        "LogLine": _log_line,
+        "Notice": _notice,
+        "Phase": _phase,
+        "Endpoint": _endpoint,
+        "Alert": _alert,
+        "Progress": _progress,
+        "Finished": _finished,
+    }
 
 
 # ------------------------------------------------------------------ connect
@@ -184,16 +202,33 @@ def _pick_profile(settings, name: str | None):
                          "Name one with --profile.")
 
 
-async def _connect(args: argparse.Namespace) -> int:  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+async def _connect(args: argparse.Namespace) -> int:
     from backends.cleanup import REGISTRY
     from backends.slurm import SlurmBackend
-    from backends.slurm.catalog import ModelNotInCatalog
-    from config.durations import format_slurm_duration, parse_slurm_duration
-    from config.errors import SweepdeckError
-    from config.settings import Profile, load_settings
+    from config.settings import load_settings
 
     settings = load_settings(args.config, args.catalog_dir)
-    profile = _pick_profile(settings, args.profile)
+    profile = _connect_profile(args, _pick_profile(settings, args.profile))
+    backend = SlurmBackend(settings, profile)
+    printer = Printer(args.json)
+
+    try:
+        if args.list_models:
+            return await _list_models(args, backend)
+        if args.attach is not None:
+            return await _attach(args, backend, printer)
+        return await _connect_new(args, backend, profile, printer)
+    finally:
+        await backend.close()
+        await REGISTRY.run(10)
+
+
+def _connect_profile(args: argparse.Namespace, profile):
+    """The profile with ``-t`` and ``--port`` applied (checked first: bad input changes nothing)."""
+    from config.durations import format_slurm_duration, parse_slurm_duration
+    from config.errors import SweepdeckError
+    from config.settings import Profile
+
     options = dict(profile.options)
     if args.time is not None:
         try:
@@ -204,66 +239,81 @@ async def _connect(args: argparse.Namespace) -> int:  # noqa: C901 - over 15 whe
         if not 1 <= args.port <= 65535:
             raise SweepdeckError(f"--port {args.port} is not a TCP port.", "Use a port between 1024 and 65535.")
         options["local_port"] = args.port
-    profile = Profile(profile.name, profile.backend, options)
-    backend = SlurmBackend(settings, profile)
-    printer = Printer(args.json)
+    return Profile(profile.name, profile.backend, options)
 
-    try:
-        if args.list_models:
-            return await _list_models(args, backend)
-        if args.attach is not None:
-            return await _attach(args, backend, printer)
-        say(f"[INFO] Checking SSH connection to {profile['ssh_host']}...")
-        check = await backend.check_ssh()
+
+async def _connect_new(args: argparse.Namespace, backend, profile, printer: Printer) -> int:
+    """A new job: SSH check, model, pre-flight, then submit and drive it (the original script's order)."""
+    say(f"[INFO] Checking SSH connection to {profile['ssh_host']}...")
+    check = await backend.check_ssh()
+    if not check.ok:
+        say(f"[ERROR] {check.detail}", err=True)
+        if check.fix:
+            say(f"  {check.fix}", err=True)
+        return 1
+    say("[INFO] SSH connection successful")
+    await _discover(backend, args.refresh_models, required=False)
+    model = choose_model(backend.catalog()) if args.interactive else args.model
+    model = model or profile.get("default_model", "gpt-oss-20b")
+    if not _say_model(backend, model):
+        return 1
+    code = await _preflight(args, backend, printer)
+    if code is not None:
+        return code
+    spec = backend.make_spec(model)
+    for check in _catalog_checks(backend, spec):
         if not check.ok:
-            say(f"[ERROR] {check.detail}", err=True)
-            if check.fix:
-                say(f"  {check.fix}", err=True)
-            return 1
-        say("[INFO] SSH connection successful")
-        await _discover(backend, args.refresh_models, required=False)
-        model = choose_model(backend.catalog()) if args.interactive else args.model
-        model = model or profile.get("default_model", "gpt-oss-20b")
-        say(f"[INFO] Loading model configuration for: {model}")
-        try:
-            entry = backend.resolve_model(model)
-        except ModelNotInCatalog as exc:
-            say(f"[ERROR] {exc.message}", err=True)
-            say("[INFO] Available models:")
-            for line in exc.available:
-                say(f"  - {line}")
-            return 1
-        say(f"[INFO] Model path: {entry.path}")
-        if entry.max_model_len:
-            say(f"[INFO] Max model length: {entry.max_model_len}")
-        # a job of this profile first: its detached supervisor holds the tunnel port, and attaching is the way out
-        for check in (backend.check_duration(), await backend.check_existing(), backend.check_port(flag="--port")):
-            if check.ok:
-                continue
-            offer = _offer(check)
-            if offer == "port":
-                nxt = check.data["next_free_port"]
-                profile = Profile(profile.name, profile.backend, {**profile.options, "local_port": nxt})
-                backend.profile = profile
-                say(f"[INFO] Using local port {nxt}")
-                continue
-            if offer == "attach":
-                args.attach = check.data.get("run_id") or ""
-                return await _attach(args, backend, printer)
             return _preflight_failed(check, backend)
-        spec = backend.make_spec(model)
-        for check in _catalog_checks(backend, spec):
-            if not check.ok:
-                return _preflight_failed(check, backend)
-            say(f"[WARN] {check.detail}")
-            if check.fix:
-                say(f"  {check.fix}")
-        say(f"[INFO] Submitting job (duration: {backend.duration()})...")
-        await backend.close()  # the run's supervisor opens its own connection
-        return await _drive(backend, spec, printer, args)
-    finally:
-        await backend.close()
-        await REGISTRY.run(10)
+        say(f"[WARN] {check.detail}")
+        if check.fix:
+            say(f"  {check.fix}")
+    say(f"[INFO] Submitting job (duration: {backend.duration()})...")
+    await backend.close()  # the run's supervisor opens its own connection
+    return await _drive(backend, spec, printer, args)
+
+
+def _say_model(backend, model: str) -> bool:
+    """Print the model's configuration; False (after listing the available ones) when the catalog lacks it."""
+    from backends.slurm.catalog import ModelNotInCatalog
+
+    say(f"[INFO] Loading model configuration for: {model}")
+    try:
+        entry = backend.resolve_model(model)
+    except ModelNotInCatalog as exc:
+        say(f"[ERROR] {exc.message}", err=True)
+        say("[INFO] Available models:")
+        for line in exc.available:
+            say(f"  - {line}")
+        return False
+    say(f"[INFO] Model path: {entry.path}")
+    if entry.max_model_len:
+        say(f"[INFO] Max model length: {entry.max_model_len}")
+    return True
+
+
+async def _preflight(args: argparse.Namespace, backend, printer: Printer) -> int | None:
+    """Duration, an existing job, the tunnel port: None when the job can be submitted, else the exit code.
+
+    A busy port moves to the next free one; an existing job of this profile is offered for attaching.
+    """
+    from config.settings import Profile
+
+    # a job of this profile first: its detached supervisor holds the tunnel port, and attaching is the way out
+    for check in (backend.check_duration(), await backend.check_existing(), backend.check_port(flag="--port")):
+        if check.ok:
+            continue
+        offer = _offer(check)
+        if offer == "port":
+            nxt = check.data["next_free_port"]
+            profile = backend.profile
+            backend.profile = Profile(profile.name, profile.backend, {**profile.options, "local_port": nxt})
+            say(f"[INFO] Using local port {nxt}")
+            continue
+        if offer == "attach":
+            args.attach = check.data.get("run_id") or ""
+            return await _attach(args, backend, printer)
+        return _preflight_failed(check, backend)
+    return None
 
 
 # ------------------------------------------------------------ models

@@ -138,7 +138,7 @@ def _workflow_finder(settings, profile, mvid: str):
     return find
 
 
-async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: float = 120.0, once: bool = False,  # noqa: C901 - over 15 when lint was set up; allowlisted until it is split (issue 12 item 3)
+async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: float = 120.0, once: bool = False,
                 json_mode: bool = False, out=None, find_workflow=None, token_file: str | None = None) -> int:
     """Print progress lines until the sweep has nothing pending or running (0), or once.
 
@@ -156,60 +156,11 @@ async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: 
         SweepdeckError: the queue API does not answer on the first read.
     """
     import asyncio
-    import json
-    import time
 
-    from backends.argo.backend import DETAIL_EVERY, node_phases, workflow_phase_event
-    from backends.argo.sweep import QueueUnavailable, SweepReader, detail_lines, node_lines, progress_line
-    from backends.events import to_dict
-    from backends.kube import KubeError
-    from config.errors import SweepdeckError
+    from backends.argo.backend import DETAIL_EVERY
+    from backends.argo.sweep import QueueUnavailable, SweepReader
 
-    wf_state = {"key": None, "warned": False, "missing": False}
-
-    async def workflow_lines(details: bool) -> list[str]:
-        """The Workflow's lines when they are due (details, or a node changed); JSON mode: its Phase events."""
-        if find_workflow is None:
-            return []
-        try:
-            wf = await find_workflow()
-        except (KubeError, SweepdeckError) as exc:
-            if wf_state["warned"]:
-                return []
-            wf_state["warned"] = True
-            return [f"[WARN] cannot read the sweep's Workflow: {exc.message} (showing the queue only)"]
-        wf_state["warned"] = False
-        if wf is None:
-            if wf_state["missing"]:
-                return []
-            wf_state["missing"] = True
-            return [f"[INFO] no Workflow is labelled with model version {mvid} (submitted with: sweepdeck argo submit)"]
-        wf_state["missing"] = False
-        top = workflow_phase_event(wf)
-        nodes = [p for _nid, p in node_phases(wf)]
-        key = (top.unit, top.state, top.detail,
-               tuple((p.unit, p.state, p.detail, p.retries, p.finished) for p in nodes))
-        if key == wf_state["key"] and not details:
-            return []
-        wf_state["key"] = key
-        if json_mode:
-            return [json.dumps(to_dict(p), default=str) for p in (top, *nodes)]
-        return node_lines(top, nodes)
-
-    async def show(snap, details: bool) -> None:
-        extra = await workflow_lines(details)
-        if json_mode:
-            _say(json.dumps(to_dict(snap), default=str), out)
-            for line in extra:
-                _say(line, out)
-            return
-        _say(f"[{time.strftime('%H:%M:%S')}] {snap.model_version_id} {progress_line(snap)}", out)
-        if details:
-            for line in detail_lines(snap):
-                _say(line, out)
-        for line in extra:
-            _say(line, out)
-
+    workflow = _WorkflowLines(find_workflow, mvid, json_mode)
     tick = 0
     down = False
     async with SweepReader(url, mvid, stale_after_min=stale_after_min, token_file=token_file) as reader:
@@ -233,22 +184,111 @@ async def watch(url: str, mvid: str, *, interval: float = 2.0, stale_after_min: 
             if finished and not details:
                 snap = await reader.snapshot(details=True)  # the end shows the failure groups
                 details = True
-            await show(snap, details)
-            if snap.total == 0:
-                if tick == 0 or once:
-                    _say(f"[WARN] model version {mvid} has no configs at {url} yet; "
-                         f"populate it with: sweepdeck queue populate {mvid}", out)
-                if once:
-                    return 1
-            elif finished:
-                if not json_mode:
-                    _say(f"[INFO] sweep of {mvid} finished: {snap.completed:,} completed, "
-                         f"{snap.failed:,} failed of {snap.total:,}", out)
-                return 0
-            if once:
-                return 0
+            _show(snap, details, await workflow.lines(details), json_mode, out)
+            code = _watch_result(snap, url, mvid, finished=finished, first=tick == 0, once=once, json_mode=json_mode,
+                                 out=out)
+            if code is not None:
+                return code
             tick += 1
             await asyncio.sleep(interval)
+
+
+def _show(snap, details: bool, extra: list[str], json_mode: bool, out) -> None:
+    """One reading: the progress line (with the detail lines when read), then the Workflow's lines (``extra``)."""
+    import json
+    import time
+
+    from backends.argo.sweep import detail_lines, progress_line
+    from backends.events import to_dict
+
+    if json_mode:
+        _say(json.dumps(to_dict(snap), default=str), out)
+        for line in extra:
+            _say(line, out)
+        return
+    _say(f"[{time.strftime('%H:%M:%S')}] {snap.model_version_id} {progress_line(snap)}", out)
+    if details:
+        for line in detail_lines(snap):
+            _say(line, out)
+    for line in extra:
+        _say(line, out)
+
+
+def _watch_result(snap, url: str, mvid: str, *, finished: bool, first: bool, once: bool, json_mode: bool,
+                  out) -> int | None:
+    """After a reading: ``watch``'s exit code when it is done, else None (read again).
+
+    ``finished`` is what the counts-only read said (the details read after it may already count new configs).
+    """
+    if snap.total == 0:
+        if first or once:
+            _say(f"[WARN] model version {mvid} has no configs at {url} yet; "
+                 f"populate it with: sweepdeck queue populate {mvid}", out)
+        return 1 if once else None
+    if finished:
+        if not json_mode:
+            _say(f"[INFO] sweep of {mvid} finished: {snap.completed:,} completed, "
+                 f"{snap.failed:,} failed of {snap.total:,}", out)
+        return 0
+    return 0 if once else None
+
+
+class _WorkflowLines:
+    """The sweep's Workflow as ``argo watch`` lines, only when due; each read problem is said once, not every read.
+
+    Args:
+        find_workflow: ``async () -> Workflow dict | None``, or None to show the queue only.
+    """
+
+    def __init__(self, find_workflow, mvid: str, json_mode: bool) -> None:
+        self.find_workflow = find_workflow
+        self.mvid = mvid
+        self.json_mode = json_mode
+        self.key: tuple | None = None  # what the last lines showed
+        self.warned = False  # the Workflow could not be read (said once until it can)
+        self.missing = False  # no Workflow has the label (said once until one has)
+
+    async def lines(self, details: bool) -> list[str]:
+        """The Workflow's lines when they are due (details, or a node changed); JSON mode: its Phase events."""
+        from backends.kube import KubeError
+        from config.errors import SweepdeckError
+
+        if self.find_workflow is None:
+            return []
+        try:
+            wf = await self.find_workflow()
+        except (KubeError, SweepdeckError) as exc:
+            if self.warned:
+                return []
+            self.warned = True
+            return [f"[WARN] cannot read the sweep's Workflow: {exc.message} (showing the queue only)"]
+        self.warned = False
+        if wf is None:
+            if self.missing:
+                return []
+            self.missing = True
+            return [f"[INFO] no Workflow is labelled with model version {self.mvid} "
+                    "(submitted with: sweepdeck argo submit)"]
+        self.missing = False
+        return self._node_lines(wf, details)
+
+    def _node_lines(self, wf, details: bool) -> list[str]:
+        import json
+
+        from backends.argo.backend import node_phases, workflow_phase_event
+        from backends.argo.sweep import node_lines
+        from backends.events import to_dict
+
+        top = workflow_phase_event(wf)
+        nodes = [p for _nid, p in node_phases(wf)]
+        key = (top.unit, top.state, top.detail,
+               tuple((p.unit, p.state, p.detail, p.retries, p.finished) for p in nodes))
+        if key == self.key and not details:
+            return []
+        self.key = key
+        if self.json_mode:
+            return [json.dumps(to_dict(p), default=str) for p in (top, *nodes)]
+        return node_lines(top, nodes)
 
 
 # ---------------------------------------------------------------------- submit

@@ -330,3 +330,85 @@ async def test_recovery_fix_relaunches_with_parent(backend, spec, cluster):
     assert fixed.experiment_id == "exp1-fix" and pr["metadata"]["annotations"]["sweepdeck.io/parent"] == "exp1"
     events2 = await collect(backend, run2)
     assert events2[-1].outcome == "succeeded"
+
+
+def _watching(cluster, plural):
+    return any(r.watch and r.path.endswith(f"/{plural}") for r in cluster.requests)
+
+
+async def test_a_failed_watch_list_is_retried_with_a_notice(backend, spec, cluster):
+    from backends.events import Notice
+
+    run = await backend.launch(spec, RunStore().create(spec))
+    cluster.fail_next("GET", r"/taskruns$", 503, "ServiceUnavailable")  # the TaskRun watch's first list
+    events = await collect(backend, run)
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("(retrying)" in m for m in notices), notices
+    assert events[-1].outcome == "succeeded"
+
+
+async def test_a_failed_final_taskrun_list_is_a_notice_not_the_end(backend, spec, cluster):
+    from backends.events import Notice
+
+    cluster.controller.durations["deploy-model"] = 0.6
+    run = await backend.launch(spec, RunStore().create(spec))
+    events = []
+    armed = False
+
+    async def go():
+        nonlocal armed
+        async for ev in backend.events(run):
+            events.append(ev)
+            # Once the TaskRun watch has listed and is watching, the next plain list is the final one.
+            if not armed and _watching(cluster, "taskruns"):
+                armed = True
+                cluster.fail_next("GET", r"/taskruns$", 503, "ServiceUnavailable")
+
+    await asyncio.wait_for(go(), 20)
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any(m.startswith("final TaskRun list failed: ") for m in notices), notices
+    assert events[-1].outcome == "succeeded"
+
+
+async def test_a_pipelinerun_deleted_while_watched_ends_the_watch(backend, spec, cluster):
+    from backends.events import Notice
+
+    cluster.controller.hang["download-model"] = True
+    run = await backend.launch(spec, RunStore().create(spec))
+    events = []
+
+    async def go():
+        deleted = False
+        async for ev in backend.events(run):
+            events.append(ev)
+            if not deleted and isinstance(ev, Phase) and ev.unit.startswith("download-model") and ev.state == "Running":
+                deleted = True
+                cluster.delete("tekton.dev/v1", "PipelineRun", "exp1", "mert")
+
+    await asyncio.wait_for(go(), 20)
+    assert any(isinstance(e, Notice) and e.message == "PipelineRun exp1 was deleted" for e in events)
+    assert events[-1].outcome == "failed" and "Deleted" in events[-1].message
+
+
+async def test_a_deleted_taskrun_leaves_the_progress_count(backend, spec, cluster):
+    cluster.controller.hang["download-model"] = True
+    run = await backend.launch(spec, RunStore().create(spec))
+    events = []
+
+    async def go():
+        deleted = ended = False
+        async for ev in backend.events(run):
+            events.append(ev)
+            if not deleted and isinstance(ev, Phase) and ev.unit.startswith("download-model") and ev.state == "Running":
+                deleted = True
+                tr = next(t for t in cluster.list("tekton.dev/v1", "TaskRun", "mert")
+                          if "download-model" in t["metadata"]["name"])
+                cluster.delete("tekton.dev/v1", "TaskRun", tr["metadata"]["name"], "mert")
+            elif deleted and not ended and isinstance(ev, Progress) and ev.running == 0:
+                ended = True  # the deleted TaskRun no longer counts as running: end the hung run
+                cluster.delete("tekton.dev/v1", "PipelineRun", "exp1", "mert")
+
+    await asyncio.wait_for(go(), 20)
+    running = [e.running for e in events if isinstance(e, Progress)]
+    assert 1 in running and running[-1] == 0, running
+    assert events[-1].outcome == "failed"
