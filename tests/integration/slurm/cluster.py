@@ -15,6 +15,7 @@ an implementation that reads the job's ``$TMPDIR`` from the login side fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -61,10 +62,8 @@ def _kill(pid: int | None, timeout: float = 5.0) -> None:
     while _pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     if _pid_alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 TASK_PROLOG = """#!/bin/sh
@@ -223,7 +222,8 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
     def _start_sshd(self) -> None:
         sdir = self.base / "ssh"
         for key in (self.host_key, self.client_key):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, capture_output=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                           capture_output=True)
         shutil.copy(f"{self.client_key}.pub", sdir / "authorized_keys")
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self.ssh_port = free_port()
@@ -270,7 +270,8 @@ LogLevel ERROR
         sdir = self.base / "ssh"
         key = sdir / "other_host_key"
         if not key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, capture_output=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                           capture_output=True)
         text = (sdir / "sshd_config").read_text().replace(f"HostKey {self.host_key}", f"HostKey {key}")
         (sdir / "sshd_config.other").write_text(text)
         self.stop_sshd()
@@ -303,10 +304,8 @@ LogLevel ERROR
         """Drop every open SSH connection (a network hiccup); the listener stays."""
         pids = self.ssh_session_pids()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return len(pids)
 
     def stop(self) -> None:

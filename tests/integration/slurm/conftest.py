@@ -26,12 +26,14 @@ MODELS = {
     "_comment": "keys starting with _ are ignored",
     "_info": {"format": "name -> path, max_model_len, description"},
     "gpt-oss-20b": {
-        "path": "/mimer/NOBACKUP/Datasets/LLM/huggingface/hub/models--openai--gpt-oss-20b/snapshots/cbf31f62664d4b1360b3a78427f7b3c3ed8f0fa8/",
+        "path": "/mimer/NOBACKUP/Datasets/LLM/huggingface/hub/models--openai--gpt-oss-20b/snapshots/"
+                "cbf31f62664d4b1360b3a78427f7b3c3ed8f0fa8/",
         "max_model_len": 10000,
         "description": "GPT OSS 20B model",
     },
     "llama-3.1-8b": {
-        "path": "/mimer/NOBACKUP/Datasets/LLM/huggingface/hub/models--meta-llama--Llama-3.1-8B-Instruct/snapshots/0e9e39f/",
+        "path": "/mimer/NOBACKUP/Datasets/LLM/huggingface/hub/models--meta-llama--Llama-3.1-8B-Instruct/"
+                "snapshots/0e9e39f/",
         "max_model_len": 8192,
         "description": "Llama 3.1 8B Instruct",
     },
@@ -45,7 +47,8 @@ def cluster():
     require_binary("slurmd", "slurmd")
     require_binary("sbatch", "slurm-client")
     require_binary("/usr/sbin/munged", "munge")
-    require(os.geteuid() == 0, "the SLURM/sshd test cluster needs root (munged runs as user munge, sshd needs privilege separation)")
+    require(os.geteuid() == 0,
+            "the SLURM/sshd test cluster needs root (munged runs as user munge, sshd needs privilege separation)")
     c = TestCluster()
     c.start()
     try:
@@ -113,7 +116,8 @@ class ProfileFactory:
         deadline = time.monotonic() + timeout
         while True:
             jobs = self.jobs()
-            if not jobs or time.monotonic() > deadline or any("COMPLETING" not in j and "CANCELLED" not in j for j in jobs):
+            settling = all("COMPLETING" in j or "CANCELLED" in j for j in jobs)
+            if not jobs or time.monotonic() > deadline or not settling:
                 return jobs
             time.sleep(0.2)
 

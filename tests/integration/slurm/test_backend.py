@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -11,8 +12,9 @@ import httpx
 import pytest
 
 from backends.events import Endpoint, Finished, LogLine, Notice, Phase
+from backends.procs import port_free
 from backends.slurm import SlurmBackend
-from backends.slurm.backend import port_free
+from backends.slurm.backend import LOOPBACK
 from backends.store import RunStore
 from config.errors import SweepdeckError
 
@@ -45,20 +47,16 @@ class Follower:
             if left <= 0:
                 raise AssertionError(f"condition not met in {timeout}s; last events: {self.events[-8:]}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
 
     def seq(self, marker: str) -> list[int]:
         return [int(ev.text.split(marker, 1)[1]) for ev in self.events if isinstance(ev, LogLine) and marker in ev.text]
 
     async def close(self) -> None:
         self.task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        except (asyncio.CancelledError, Exception):
-            pass
         await self.agen.aclose()
 
 
@@ -95,7 +93,8 @@ async def test_ssh_drop_mid_run_keeps_tunnel_port_and_log_continuity(slurm_profi
         assert slurm_profile.cluster.kill_ssh_sessions() >= 1
         await f.until(lambda e: isinstance(e, Phase) and e.kind == "tunnel" and e.state == "broken", 10)
         _append(out, [f"seq-{i}" for i in range(51, 101)])  # written while we are disconnected
-        await f.until(lambda e: isinstance(e, Phase) and e.kind == "tunnel" and e.state == "up" and "reconnected" in e.detail, 20)
+        await f.until(lambda e: isinstance(e, Phase) and e.kind == "tunnel" and e.state == "up"
+                      and "reconnected" in e.detail, 20)
         _append(out, [f"seq-{i}" for i in range(101, 151)])
         await f.until(lambda e: isinstance(e, LogLine) and e.text == "seq-150", 20)
         assert f.seq("seq-") == list(range(1, 151)), "a line was lost or repeated across the reconnect"
@@ -132,10 +131,10 @@ async def test_attach_after_the_supervisor_died_resumes_logs_without_repeats(slu
     await backend.close()  # the SSH connection (and the tunnel through it) die with the supervisor
     local_port = int(run.handle["local_port"])
     for _ in range(100):
-        if port_free(local_port):
+        if port_free(LOOPBACK, local_port):
             break
         await asyncio.sleep(0.05)
-    assert port_free(local_port), "the tunnel died with its connection"
+    assert port_free(LOOPBACK, local_port), "the tunnel died with its connection"
     job_id = run.handle["job_id"]
     assert slurm_profile.jobs() == [f"{job_id} RUNNING"], "the job is not touched"
     _append(out, [f"part-{i}" for i in range(21, 41)])  # while nobody watches
@@ -275,7 +274,10 @@ async def test_profile_without_gpu_lines_and_job_end_is_reported(slurm_profile, 
 async def test_one_squeue_call_per_interval_for_many_watchers(slurm_profile, fresh_registry):
     settings, profile = slurm_profile.profile(poll_interval=0.5, sbatch_args=["--hold"])
     backend = SlurmBackend(settings, profile)
-    runs = [await backend.launch(backend.make_spec("gpt-oss-20b"), RunStore().create(backend.make_spec("gpt-oss-20b"))) for _ in range(2)]
+    runs = []
+    for _ in range(2):  # each with an id of its own
+        spec = backend.make_spec("gpt-oss-20b")
+        runs.append(await backend.launch(spec, RunStore().create(spec)))
     poller = await backend.poller()
     subs = [poller.watch(r.handle["job_id"]) for r in runs for _ in range(5)]  # ten watchers
     try:
@@ -295,7 +297,10 @@ async def test_one_squeue_call_per_interval_for_many_watchers(slurm_profile, fre
 
 
 async def test_first_connection_to_a_new_compute_node_accepts_its_key(slurm_profile, fresh_registry):
-    """node_ssh: the tunnel hops to the node (ssh -J login NODE); a new node's key is accepted, a changed one refused."""
+    """node_ssh: the tunnel hops to the node (ssh -J login NODE).
+
+    A new node's key is accepted, a changed one refused.
+    """
     port = slurm_profile.cluster.ssh_port
     node = slurm_profile.cluster.node
     settings, profile = slurm_profile.profile(node_ssh=True, node_ssh_port=port)
@@ -338,7 +343,8 @@ async def test_optional_workload_runs_through_the_tunnel(slurm_profile, fresh_re
     from backends.events import Metrics, Progress
 
     settings, profile = slurm_profile.profile(
-        run_workload=True, container=f"{sys.executable} -m backends.sim serve --startup-delay 0.1 --speed 0 --stats-interval 0")
+        run_workload=True,
+        container=f"{sys.executable} -m backends.sim serve --startup-delay 0.1 --speed 0 --stats-interval 0")
     backend = SlurmBackend(settings, profile)
     spec = backend.make_spec("gpt-oss-20b").set("workload.max_requests", 6).set("workload.rate_type", "synchronous")
     run = await backend.launch(spec, RunStore().create(spec))

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends.slurm.backend import port_free
+from backends.procs import port_free
+from backends.slurm.backend import LOOPBACK
 from backends.store import RunStore
 from tests.support.procstate import gone
 
@@ -107,14 +108,15 @@ def _interrupt_and_check(out: Output, prof, sig=signal.SIGINT) -> None:
     if sig == signal.SIGHUP:
         # the terminal is gone: the client hangs up at once; the run's supervisor cancels the job and cleans up
         assert rc == 128 + signal.SIGHUP, out.text
-        assert _eventually(lambda: prof.jobs_left() == [] and port_free(prof.local_port), 15), "job or tunnel left"
+        left = _eventually(lambda: prof.jobs_left() == [] and port_free(LOOPBACK, prof.local_port), 15)
+        assert left, "job or tunnel left"
         return
     assert rc == 0, out.text
     assert f"[INFO] Cancelling job {job_id}..." in out.text
     assert f"[INFO] Cleaned up job {job_id}" in out.text
     assert "[INFO] Cleaned up successfully" in out.text
     assert prof.jobs_left() == [], "job left in squeue"
-    assert port_free(prof.local_port), "tunnel listener left on the local port"
+    assert port_free(LOOPBACK, prof.local_port), "tunnel listener left on the local port"
 
 
 def _eventually(predicate, seconds: float) -> bool:
@@ -130,7 +132,7 @@ def _stop(prof, run_id: str) -> None:
     """Stop a detached run (its supervisor holds the job and the tunnel) and wait for its cleanup."""
     stop = Output(prof.sweepdeck("attach", run_id, "--stop"))
     assert stop.finish(60) == 0, stop.text
-    assert prof.jobs_left() == [] and port_free(prof.local_port)
+    assert prof.jobs_left() == [] and port_free(LOOPBACK, prof.local_port)
 
 
 def _listeners(port: int) -> list[str]:
@@ -138,7 +140,8 @@ def _listeners(port: int) -> list[str]:
     found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            rows = open(table).read().splitlines()[1:]
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
         except OSError:
             continue
         for row in rows:
@@ -178,7 +181,8 @@ def test_clean_run_default_model_and_ctrl_c_cleanup(slurm_profile):
         # order of the original script's messages
         order = ["Checking SSH", "SSH connection successful", "Loading model", "Model path", "Submitting job",
                  "Job submitted", "Waiting for job to start", "Job is running on node", "Waiting for server address",
-                 "Server address:", "Establishing SSH tunnel", "Testing connection", "Connection successful", "Streaming logs"]
+                 "Server address:", "Establishing SSH tunnel", "Testing connection", "Connection successful",
+                 "Streaming logs"]
         positions = [next(i for i, ln in enumerate(out.lines) if key in ln) for key in order]
         assert positions == sorted(positions), out.text
         # a network hiccup mid-run is shown, and the tunnel comes back on the same port
@@ -327,7 +331,7 @@ def test_job_never_starts_is_cancelled(slurm_profile):
     assert "is pending (JobHeldUser)" in out.text
     assert "did not start within 0:00:02" in out.text and "was cancelled" in out.text
     assert prof.jobs_left() == []
-    assert port_free(prof.local_port)
+    assert port_free(LOOPBACK, prof.local_port)
 
 
 def test_vllm_startup_failure_is_diagnosed(slurm_profile):
@@ -343,7 +347,7 @@ def test_vllm_startup_failure_is_diagnosed(slurm_profile):
     assert "fix 1:" in out.text  # suggested fixes from the diagnosis table
     assert "ended during server startup" in out.text
     assert "Connection successful" not in out.text
-    assert prof.jobs_left() == [] and port_free(prof.local_port)
+    assert prof.jobs_left() == [] and port_free(LOOPBACK, prof.local_port)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -384,24 +388,26 @@ def test_existing_job_offers_attach_then_attach_and_cleanup(slurm_profile):
 
 
 def test_sweepdeck_run_with_the_slurm_backend(slurm_profile):
-    """`sweepdeck run --backend slurm --profile P`: a catalog model found in models.json by its HF id, workload through the tunnel."""
+    """`sweepdeck run --backend slurm --profile P`: a catalog model found in models.json by its HF id,
+    workload through the tunnel."""
     import os
     import sys
 
     prof = slurm_profile
-    models = {"llama2-7b": {"path": "/mimer/hub/models--meta-llama--Llama-2-7b-hf/snapshots/01c7f73/", "max_model_len": 4096,
-                            "description": "Llama 2 7B"}}
+    models = {"llama2-7b": {"path": "/mimer/hub/models--meta-llama--Llama-2-7b-hf/snapshots/01c7f73/",
+                            "max_model_len": 4096, "description": "Llama 2 7B"}}
     prof.write(models, run_workload=True,
                container=f"{sys.executable} -m backends.sim serve --startup-delay 0.1 --speed 0 --stats-interval 0")
     r = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--config", str(prof.config_path), "run", "--backend", "slurm", "--profile", prof.name,
-         "--model", "meta-llama/Llama-2-7b-hf", "--workload", "chatbot", "--max-requests", "5", "--yes"],
+        [sys.executable, "-m", "tui.cli", "--config", str(prof.config_path), "run", "--backend", "slurm",
+         "--profile", prof.name, "--model", "meta-llama/Llama-2-7b-hf", "--workload", "chatbot",
+         "--max-requests", "5", "--yes"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     text = r.stdout + r.stderr
     assert r.returncode == 0, text
     assert "[VLLM" in text and "Progress: 5/5" in text
-    assert prof.jobs_left() == [] and port_free(prof.local_port)
+    assert prof.jobs_left() == [] and port_free(LOOPBACK, prof.local_port)
 
 
 def test_server_ready_timeout_cancels_and_shows_stderr_tail(slurm_profile):
@@ -417,7 +423,7 @@ def test_server_ready_timeout_cancels_and_shows_stderr_tail(slurm_profile):
     # the simulator logs its loading to stdout; with no stderr the tail of vllm.out is shown
     assert "Last lines of vllm.out:" in out.text and "vLLM API server" in out.text.split("Last lines of vllm.out:")[1]
     assert "Connection successful" not in out.text
-    assert prof.jobs_left() == [] and port_free(prof.local_port)
+    assert prof.jobs_left() == [] and port_free(LOOPBACK, prof.local_port)
 
 
 def test_ctrl_c_while_pending_cancels_the_job(slurm_profile):
@@ -500,6 +506,6 @@ def test_sweepdeck_attach_a_detached_run_then_stop(slurm_profile):
     assert prof.jobs_left() == [], "job left in squeue after --stop"
     r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=prof.cluster.env, capture_output=True, text=True)
     assert r.stdout.strip() in ("", "CANCELLED", "COMPLETING") or "Invalid job id" in r.stderr
-    assert port_free(prof.local_port), "tunnel listener left on the local port"
+    assert port_free(LOOPBACK, prof.local_port), "tunnel listener left on the local port"
 
     assert RunStore().get(run_id).state == "cancelled"

@@ -65,8 +65,8 @@ async def test_proxyjump_hop_with_changed_host_key_is_refused(cluster, tmp_path)
     other = tmp_path / "other_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     # known_hosts already has another key for the jump host: it must not be trusted blindly
-    (tmp_path / "known_hosts").write_text(f"[localhost]:{cluster.ssh_port} {(tmp_path / 'other_host_key.pub').read_text().split(' ', 2)[0]} "
-                                          f"{(tmp_path / 'other_host_key.pub').read_text().split(' ', 2)[1]}\n")
+    kind, key = (tmp_path / "other_host_key.pub").read_text().split(" ", 2)[:2]
+    (tmp_path / "known_hosts").write_text(f"[localhost]:{cluster.ssh_port} {kind} {key}\n")
     keys = HostKeys(tmp_path / "known_hosts")
     with pytest.raises(SweepdeckError) as info:
         await connect(target, keys)
