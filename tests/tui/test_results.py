@@ -146,7 +146,7 @@ async def test_mark_three_runs_and_compare_them(seeded):
         assert isinstance(screen, CompareScreen) and screen.comparison.names == ["sweep-a", "const-b", "perf-c"]
         head = str(screen.query_one("#results-head", Static).render())
         assert "Baseline: sweep-a · 3 runs · load points matched by position" in head
-        cmp_table = screen.query_one("#compare-table", DataTable)
+        cmp_table = screen.query_one("#compare-table", VirtualTable)
         assert [str(c.label) for c in cmp_table.columns.values()] == [
             "Load point", "Metric", "sweep-a", "const-b (Δ)", "perf-c (Δ)"]
         tok = next(cell_texts(cmp_table, i) for i in range(cmp_table.row_count)
@@ -155,9 +155,10 @@ async def test_mark_three_runs_and_compare_them(seeded):
         ttft = next(cell_texts(cmp_table, i) for i in range(cmp_table.row_count)
                     if cell_texts(cmp_table, i)[1] == "TTFT p50")
         assert ttft[4].endswith("▲") and ttft[3].endswith("=")  # 38 ms vs 46 ms is better; 45.87 vs 45.92 same
-        # curves: one series per run on the throughput plot
-        plot = screen.query_one(ResultPlot)
+        # curves and settings are made the first time they are shown: one series per run on the throughput plot
+        assert not screen.query(ResultPlot) and not screen.query("#compare-diff")
         await pilot.press("g")
+        plot = screen.query_one(ResultPlot)
         assert screen.query_one(TabbedContent).active == "tab-curves" and len(plot.results) == 3
         await pilot.press("right_square_bracket")
         diff = screen.query_one("#compare-diff", DataTable)
