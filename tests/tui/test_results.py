@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -223,6 +224,24 @@ async def test_results_list_from_the_runs_list_and_the_palette(seeded):
         await pilot.press("enter")
         await wait_loaded(pilot)
         assert isinstance(app.screen, ResultsListScreen)
+
+
+async def test_a_queue_sweep_is_listed_to_be_read_when_opened_not_summarised(seeded):
+    run = state_root() / "runs" / "argo-sweep"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text(json.dumps({"id": "argo-sweep", "backend": "argo", "model": "org/Qwen2.5-7B",
+                                               "state": "succeeded", "started": 1.0, "finished": 2.0}))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("R")
+        await wait_loaded(pilot, ResultsListScreen)
+        table = app.screen.query_one("#results-list", DataTable)
+        assert cell_texts(table, table.get_row_index("argo-sweep"))[2:8] == [
+            "argo-queue", "Qwen2.5-7B", "", "", "", "open to read the queue"]
+        assert str(table.get_cell("sweep-a", "c4")) == "6"  # the others are summarised
+    index = json.loads((state_root() / "results-index.json").read_text())
+    assert "argo-sweep" not in json.dumps(index) and "sweep-a" in json.dumps(index)
 
 
 async def test_a_broken_report_is_one_line_and_the_list_still_shows_the_rest(seeded):

@@ -31,7 +31,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from backends.results.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
-from backends.results.model import Result, fmt
+from backends.results.model import QUEUE_HARNESS, Result, fmt
 from config.errors import SweepdeckError
 from tui import bindings as keys
 from tui.widgets.footer import KeyFooter
@@ -397,6 +397,7 @@ class ResultsListScreen(Screen):
         self.pending: list[Path] = []
         self.filled_at: float | None = None
         self._rows: dict[str, Any] = {}
+        self._queued: set[str] = set()  # runs whose results live in a work queue
         self._summaries: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
@@ -416,19 +417,22 @@ class ResultsListScreen(Screen):
     def fill(self) -> None:
         """Rows from the run store and the summary index; what is not summarised yet is read in a thread."""
         from backends.results.index import ResultsIndex, stamp
-        from backends.results.library import has_results
+        from backends.results.library import IN_QUEUE, results_place
 
         store = self.app.store  # type: ignore[attr-defined]  # SweepdeckApp
         self.index = ResultsIndex.open(store.root.parent)
         table = self.query_one(DataTable)
         table.clear()
         self.pending = []
-        records = [r for r in store.list() if not r.live and has_results(r.path, r.meta)]
+        places = {r.id: (r, results_place(r.path, r.meta)) for r in store.list() if not r.live}
+        records = [r for r, place in places.values() if place is not None]
         self._rows = {r.id: r for r in records}
+        self._queued = {r.id for r, place in places.values() if place == IN_QUEUE}
         self._summaries = {}
         for record in records:
-            summary = None if record.backend == "argo" else self.index.get(record.id, stamp(record.path))
-            if summary is None and record.backend != "argo":
+            # results in a queue are read when opened (they change without a file here changing): no summary
+            summary = None if record.id in self._queued else self.index.get(record.id, stamp(record.path))
+            if summary is None and record.id not in self._queued:
                 self.pending.append(record.path)
             elif summary is not None:
                 self._summaries[record.id] = summary
@@ -443,8 +447,8 @@ class ResultsListScreen(Screen):
         mark = "◆" if record.id in self.marked else ""
         finished = time.strftime("%b %d %H:%M", time.localtime(record.finished)) if record.finished else "—"
         model = (record.model or "").rsplit("/", 1)[-1]
-        if record.backend == "argo":
-            return (mark, record.id, "argo-queue", model, "", "", "", "open to read the queue", "", "", finished)
+        if record.id in self._queued:
+            return (mark, record.id, QUEUE_HARNESS, model, "", "", "", "open to read the queue", "", "", finished)
         if summary is None:
             return (mark, record.id, "…", model, "", "", "", "", "", "", finished)
         if "error" in summary:

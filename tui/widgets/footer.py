@@ -234,10 +234,10 @@ class KeyFooter(Footer):
         (Textual recomposes its footer each time); opening a screen did it four
         times, each unmounting and mounting every key and restyling it.
         """
-        if self._bindings_ready and self.is_attached and self._composed is not None and self.children:
-            if self._signature(self._plan()) == self._composed:
-                return
-        await super().recompose()
+        unchanged = (self._bindings_ready and self.is_attached and self._composed is not None and self.children
+                     and self._signature(self._plan()) == self._composed)
+        if not unchanged:
+            await super().recompose()
 
     def compose(self) -> ComposeResult:
         if not self._bindings_ready:
