@@ -171,6 +171,53 @@ async def test_mark_three_runs_and_compare_them(seeded):
         assert isinstance(app.screen, RunsScreen)
 
 
+async def test_a_click_on_a_tab_not_made_yet_makes_it(seeded):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for run_id in ("sweep-a", "const-b"):
+            select(app, run_id)
+            await pilot.press("space")
+        await pilot.press("c")
+        await wait_loaded(pilot, CompareScreen)
+        screen = app.screen
+        assert not screen.query("#compare-diff")
+        await pilot.click("#--content-tab-tab-diff")
+        await pilot.pause()
+        assert screen.query_one(TabbedContent).active == "tab-diff"
+        rows = screen.query_one("#compare-diff", DataTable)
+        assert {cell_texts(rows, i)[0] for i in range(rows.row_count)} >= {"workload.rate_type"}
+        await pilot.press("g")  # the curves: made by the key that shows them
+        assert screen.query_one(TabbedContent).active == "tab-curves" and len(screen.query_one(ResultPlot).results) == 2
+
+
+async def test_a_tab_shown_while_the_runs_are_read_is_made_when_they_are_there(seeded):
+    import threading
+
+    from tui.screens.results import store_loader
+
+    release = threading.Event()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        read = store_loader(app)
+
+        def slow(run_id: str):
+            release.wait(60)
+            return read(run_id)
+
+        app.push_screen(CompareScreen(["sweep-a", "const-b"], loader=slow))
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("g")
+        assert screen.query_one(TabbedContent).active == "tab-curves" and not screen.loaded
+        assert not screen.query(ResultPlot)  # nothing to draw yet
+        release.set()
+        await wait_loaded(pilot, CompareScreen)
+        await pilot.pause()
+        assert [r.name for r in screen.query_one(ResultPlot).results] == ["sweep-a", "const-b"]
+
+
 async def test_compare_needs_two_to_eight(seeded):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
