@@ -218,6 +218,28 @@ async def test_a_tab_shown_while_the_runs_are_read_is_made_when_they_are_there(s
         assert [r.name for r in screen.query_one(ResultPlot).results] == ["sweep-a", "const-b"]
 
 
+async def test_the_compare_footer_has_its_keys_when_the_screen_mounts(seeded):
+    from textual.widgets._footer import FooterKey
+
+    from tui.widgets.footer import KeyFooter
+
+    seen: list[int] = []
+
+    class Watched(CompareScreen):
+        def on_mount(self) -> None:  # before the first frame (and before the "bindings changed" signal)
+            seen.append(len(self.query_one(KeyFooter).query(FooterKey)))
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.push_screen(Watched(["sweep-a", "const-b"]))
+        await wait_loaded(pilot, CompareScreen)
+        await pilot.pause()
+        footer = app.screen.query_one(KeyFooter)
+        assert seen and seen[0] == len(footer.query(FooterKey)) > 0  # the same keys as after the signal
+        assert "esc Back" in footer.rendered_text()
+
+
 async def test_compare_needs_two_to_eight(seeded):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

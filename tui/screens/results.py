@@ -254,7 +254,7 @@ class ResultsScreen(_TabbedResults):
                 yield ResultPlot(id="results-plot")
             with TabPane("Files", id="tab-files"):
                 yield Static("", id="results-files")
-        yield KeyFooter()
+        yield KeyFooter(at_once=True)  # its keys in the first frame, not in two more
 
     def on_mount(self) -> None:
         # No super().on_mount(): Textual calls each class's handler in the MRO (_TabbedResults.on_mount next);
@@ -321,7 +321,7 @@ class CompareScreen(_TabbedResults):
                 yield CompareTable(id="compare-table")
             yield TabPane("Curves", id="tab-curves")
             yield TabPane("Settings that differ", id="tab-diff")
-        yield KeyFooter()
+        yield KeyFooter(at_once=True)  # its keys in the first frame, not in two more
 
     def on_mount(self) -> None:
         self.sub_title = f"Compare · {len(self.run_ids)} runs"  # then _TabbedResults.on_mount (Textual's MRO)
@@ -409,7 +409,7 @@ class ResultsListScreen(Screen):
         yield Header()
         yield Static("", id="results-list-head")
         yield DataTable(id="results-list", cursor_type="row", zebra_stripes=True)
-        yield KeyFooter()
+        yield KeyFooter(at_once=True)  # its keys in the first frame, not in two more
 
     def on_mount(self) -> None:
         self.sub_title = "Results"

@@ -172,8 +172,10 @@ class KeyFooter(Footer):
     }
     """
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, *, at_once: bool = False, **kw: Any) -> None:
+        """A footer; ``at_once``: with its keys from the first frame (see :meth:`compose`)."""
         super().__init__(**kw)
+        self.at_once = at_once
         self.shown_ids: list[str] = []
         self.hidden_ids: list[str] = []
         self._width = 0
@@ -240,8 +242,18 @@ class KeyFooter(Footer):
             await super().recompose()
 
     def compose(self) -> ComposeResult:
+        """The keys that fit.
+
+        Textual's footer is empty until the screen's first "bindings changed"
+        signal, which comes after the screen's first frame: then every key is
+        mounted, laid out and drawn in frames of their own. With ``at_once``
+        the keys the screen has now are made with the screen; the signal still
+        comes, and :meth:`recompose` makes them again only if they changed.
+        """
         if not self._bindings_ready:
-            return
+            if not self.at_once:
+                return
+            self.set_reactive(Footer._bindings_ready, True)
         plan = self._plan()
         width, narrow, shown, left_out, palette = plan
         self._width = width
