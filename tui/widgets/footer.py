@@ -225,9 +225,9 @@ class KeyFooter(Footer):
     @staticmethod
     def _signature(plan: tuple) -> tuple:
         width, narrow, shown, left_out, palette = plan
-        return (width, narrow, tuple((i.binding.key, i.binding.action, i.key, i.description, i.enabled, i.tooltip)
-                                     for i in shown),
-                tuple(i.id for i in left_out), palette and (palette[0].key, palette[1], palette[2]))
+        keys = tuple((i.binding.id, i.binding.key, i.binding.action, i.key, i.description, i.enabled, i.tooltip)
+                     for i in shown)
+        return width, narrow, keys, tuple(i.id for i in left_out), palette and (palette[0].key, palette[1], palette[2])
 
     async def recompose(self) -> None:
         """Make the keys again, unless they would come out the same.
