@@ -12,7 +12,12 @@
   yet are read in a thread and filled in as they come).
 
 Results are read in a thread (a large report, a queue over the network), so
-the screen is drawn at once and says "Loading…" until they are there.
+the screen is drawn at once and says "Loading…" until they are there. Runs
+marked for compare are read while the next is marked (:func:`prefetch`);
+when every one is cached, the compare screen is given them and its first
+frame has the table. Whether a run's results live in a work queue (read
+again each time, never summarised) is asked of ``backends.results``
+(``results_place``, ``Origin.live``): this module knows no backend's name.
 """
 
 from __future__ import annotations
