@@ -240,6 +240,28 @@ async def test_the_compare_footer_has_its_keys_when_the_screen_mounts(seeded):
         assert "esc Back" in footer.rendered_text()
 
 
+async def test_a_comparison_wider_than_the_terminal_scrolls_sideways_by_keys(seeded):
+    app = make_app()
+    async with app.run_test(size=(64, 24)) as pilot:
+        await pilot.pause()
+        for run_id in ("sweep-a", "const-b", "perf-c"):
+            select(app, run_id)
+            await pilot.press("space")
+        await pilot.press("c")
+        await wait_loaded(pilot, CompareScreen)
+        table = app.screen.query_one("#compare-table", VirtualTable)
+        assert app.focused is table and table.max_scroll_x > 0
+        await pilot.press("right", "right")
+        await pilot.pause()
+        assert table.scroll_x > 0
+        await pilot.press("end")
+        await pilot.pause()
+        assert table.scroll_x == table.max_scroll_x
+        await pilot.press("home")
+        await pilot.pause()
+        assert table.scroll_x == 0 and table.cursor_row == 0
+
+
 async def test_compare_needs_two_to_eight(seeded):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
