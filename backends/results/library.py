@@ -175,10 +175,33 @@ def results_files(run_dir: Path) -> list[Path]:
         return []
 
 
+#: Where a run's results live (:func:`results_place`): files of its own, read once and summarised...
+IN_FILES = "files"
+#: ...or a work queue: read over the network each time they are opened, never summarised or cached.
+IN_QUEUE = "queue"
+
+
+def _queue_sweep(meta: dict[str, Any]) -> bool:
+    """The run is a sweep whose workers post their results to the Argo work queue."""
+    return meta.get("backend") == "argo"
+
+
+def results_place(run_dir: Path, meta: dict[str, Any] | None = None) -> str | None:
+    """Where the run's results live: :data:`IN_FILES`, :data:`IN_QUEUE`, or None (no results (yet)).
+
+    What the screens need to know of a run's kind (whether there is a
+    summary to show or "open to read the queue"), so they never test a
+    backend's name.
+    """
+    if results_files(run_dir):
+        return IN_FILES
+    meta = meta if meta is not None else _meta(run_dir)
+    return IN_QUEUE if _queue_sweep(meta) else None
+
+
 def has_results(run_dir: Path, meta: dict[str, Any] | None = None) -> bool:
     """True when the run has something to show (a queue sweep always may)."""
-    meta = meta if meta is not None else _meta(run_dir)
-    return meta.get("backend") == "argo" or bool(results_files(run_dir))
+    return results_place(run_dir, meta) is not None
 
 
 def queue_of(run_dir: Path, meta: dict[str, Any]) -> tuple[str, str] | None:
@@ -200,7 +223,7 @@ def load_run(run_dir: Path, token: str | None = None, spec: bool = True) -> Resu
     meta = _meta(run_dir)
     run_id = str(meta.get("id") or run_dir.name)
     files = results_files(run_dir)
-    if meta.get("backend") == "argo" and not files:
+    if _queue_sweep(meta) and not files:
         where = queue_of(run_dir, meta)
         if where is None:
             raise SweepdeckError(f"Run {run_id} does not say which work queue holds its results.",

@@ -157,6 +157,11 @@ class Failure:
     sample: str = ""
 
 
+#: The harness of results read from the Argo work queue (:mod:`backends.results.queue`, which imports httpx:
+#: the name lives here so that knowing it costs nothing).
+QUEUE_HARNESS = "argo-queue"
+
+
 @dataclass(slots=True)
 class Origin:
     """Where a result was read from."""
@@ -171,6 +176,14 @@ class Origin:
 
     def describe(self) -> str:
         return self.harness + (f" {self.version}" if self.version else "")
+
+    @property
+    def live(self) -> bool:
+        """Read from a service whose results change without any file of the run changing (the work queue).
+
+        Such a result is read again each time it is asked for: never cached, never summarised.
+        """
+        return self.harness == QUEUE_HARNESS
 
 
 @dataclass(slots=True)

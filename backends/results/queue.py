@@ -21,10 +21,10 @@ import httpx
 
 from backends.results import loadgen
 from backends.results.failures import Breakdown, reason_of
-from backends.results.model import LoadPoint, Origin, Result, Setting
+from backends.results.model import QUEUE_HARNESS, LoadPoint, Origin, Result, Setting
 from config.errors import SweepdeckError
 
-HARNESS = "argo-queue"
+HARNESS = QUEUE_HARNESS
 PREFIX = "/api/v1/workflow"
 PAGE = 10_000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -146,7 +147,7 @@ async def test_mark_three_runs_and_compare_them(seeded):
         assert isinstance(screen, CompareScreen) and screen.comparison.names == ["sweep-a", "const-b", "perf-c"]
         head = str(screen.query_one("#results-head", Static).render())
         assert "Baseline: sweep-a · 3 runs · load points matched by position" in head
-        cmp_table = screen.query_one("#compare-table", DataTable)
+        cmp_table = screen.query_one("#compare-table", VirtualTable)
         assert [str(c.label) for c in cmp_table.columns.values()] == [
             "Load point", "Metric", "sweep-a", "const-b (Δ)", "perf-c (Δ)"]
         tok = next(cell_texts(cmp_table, i) for i in range(cmp_table.row_count)
@@ -155,9 +156,10 @@ async def test_mark_three_runs_and_compare_them(seeded):
         ttft = next(cell_texts(cmp_table, i) for i in range(cmp_table.row_count)
                     if cell_texts(cmp_table, i)[1] == "TTFT p50")
         assert ttft[4].endswith("▲") and ttft[3].endswith("=")  # 38 ms vs 46 ms is better; 45.87 vs 45.92 same
-        # curves: one series per run on the throughput plot
-        plot = screen.query_one(ResultPlot)
+        # curves and settings are made the first time they are shown: one series per run on the throughput plot
+        assert not screen.query(ResultPlot) and not screen.query("#compare-diff")
         await pilot.press("g")
+        plot = screen.query_one(ResultPlot)
         assert screen.query_one(TabbedContent).active == "tab-curves" and len(plot.results) == 3
         await pilot.press("right_square_bracket")
         diff = screen.query_one("#compare-diff", DataTable)
@@ -167,6 +169,97 @@ async def test_mark_three_runs_and_compare_them(seeded):
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, RunsScreen)
+
+
+async def test_a_click_on_a_tab_not_made_yet_makes_it(seeded):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for run_id in ("sweep-a", "const-b"):
+            select(app, run_id)
+            await pilot.press("space")
+        await pilot.press("c")
+        await wait_loaded(pilot, CompareScreen)
+        screen = app.screen
+        assert not screen.query("#compare-diff")
+        await pilot.click("#--content-tab-tab-diff")
+        await pilot.pause()
+        assert screen.query_one(TabbedContent).active == "tab-diff"
+        rows = screen.query_one("#compare-diff", DataTable)
+        assert {cell_texts(rows, i)[0] for i in range(rows.row_count)} >= {"workload.rate_type"}
+        await pilot.press("g")  # the curves: made by the key that shows them
+        assert screen.query_one(TabbedContent).active == "tab-curves" and len(screen.query_one(ResultPlot).results) == 2
+
+
+async def test_a_tab_shown_while_the_runs_are_read_is_made_when_they_are_there(seeded):
+    import threading
+
+    from tui.screens.results import store_loader
+
+    release = threading.Event()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        read = store_loader(app)
+
+        def slow(run_id: str):
+            release.wait(60)
+            return read(run_id)
+
+        app.push_screen(CompareScreen(["sweep-a", "const-b"], loader=slow))
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("g")
+        assert screen.query_one(TabbedContent).active == "tab-curves" and not screen.loaded
+        assert not screen.query(ResultPlot)  # nothing to draw yet
+        release.set()
+        await wait_loaded(pilot, CompareScreen)
+        await pilot.pause()
+        assert [r.name for r in screen.query_one(ResultPlot).results] == ["sweep-a", "const-b"]
+
+
+async def test_the_compare_footer_has_its_keys_when_the_screen_mounts(seeded):
+    from textual.widgets._footer import FooterKey
+
+    from tui.widgets.footer import KeyFooter
+
+    seen: list[int] = []
+
+    class Watched(CompareScreen):
+        def on_mount(self) -> None:  # before the first frame (and before the "bindings changed" signal)
+            seen.append(len(self.query_one(KeyFooter).query(FooterKey)))
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.push_screen(Watched(["sweep-a", "const-b"]))
+        await wait_loaded(pilot, CompareScreen)
+        await pilot.pause()
+        footer = app.screen.query_one(KeyFooter)
+        assert seen and seen[0] == len(footer.query(FooterKey)) > 0  # the same keys as after the signal
+        assert "esc Back" in footer.rendered_text()
+
+
+async def test_a_comparison_wider_than_the_terminal_scrolls_sideways_by_keys(seeded):
+    app = make_app()
+    async with app.run_test(size=(64, 24)) as pilot:
+        await pilot.pause()
+        for run_id in ("sweep-a", "const-b", "perf-c"):
+            select(app, run_id)
+            await pilot.press("space")
+        await pilot.press("c")
+        await wait_loaded(pilot, CompareScreen)
+        table = app.screen.query_one("#compare-table", VirtualTable)
+        assert app.focused is table and table.max_scroll_x > 0
+        await pilot.press("right", "right")
+        await pilot.pause()
+        assert table.scroll_x > 0
+        await pilot.press("end")
+        await pilot.pause()
+        assert table.scroll_x == table.max_scroll_x
+        await pilot.press("home")
+        await pilot.pause()
+        assert table.scroll_x == 0 and table.cursor_row == 0
 
 
 async def test_compare_needs_two_to_eight(seeded):
@@ -222,6 +315,24 @@ async def test_results_list_from_the_runs_list_and_the_palette(seeded):
         await pilot.press("enter")
         await wait_loaded(pilot)
         assert isinstance(app.screen, ResultsListScreen)
+
+
+async def test_a_queue_sweep_is_listed_to_be_read_when_opened_not_summarised(seeded):
+    run = state_root() / "runs" / "argo-sweep"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text(json.dumps({"id": "argo-sweep", "backend": "argo", "model": "org/Qwen2.5-7B",
+                                               "state": "succeeded", "started": 1.0, "finished": 2.0}))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("R")
+        await wait_loaded(pilot, ResultsListScreen)
+        table = app.screen.query_one("#results-list", DataTable)
+        assert cell_texts(table, table.get_row_index("argo-sweep"))[2:8] == [
+            "argo-queue", "Qwen2.5-7B", "", "", "", "open to read the queue"]
+        assert str(table.get_cell("sweep-a", "c4")) == "6"  # the others are summarised
+    index = json.loads((state_root() / "results-index.json").read_text())
+    assert "argo-sweep" not in json.dumps(index) and "sweep-a" in json.dumps(index)
 
 
 async def test_a_broken_report_is_one_line_and_the_list_still_shows_the_rest(seeded):

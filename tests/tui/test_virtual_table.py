@@ -18,6 +18,9 @@ CELLS = [
     (Text("✓ succeeded"), "↳ ◆ run-2", "", "—"),
     ("⚠ lost", "run-3", "a-name-much-too-long-for-it", "12s"),  # cut to its column, as DataTable does
     ("x", "漢字-run", "wide", "0s"),
+    # right-justified (the results tables' figures), styled or not; an empty one; one Rich strips
+    (Text("1.50 +3.0% ▲", style=Style(color="green", bold=True), justify="right"), Text("12", justify="right"),
+     Text("", justify="right"), Text("7 ", justify="right")),
 ] * 5
 
 
@@ -84,7 +87,7 @@ async def test_the_quick_path_for_plain_cells_gives_what_rich_gives(monkeypatch)
         await pilot.pause()
         v = app.query_one(VirtualTable)
         cursor_style = Style(color="white", bgcolor="blue", bold=True)
-        for index, cells in enumerate(CELLS[:4]):
+        for index, cells in enumerate(CELLS[:5]):
             for style, post in ((Style(bgcolor="grey11"), Style()), (cursor_style, Style(color="white"))):
                 quick = [list(s) for s in v._render_row(index, cells, style, style, 1, 70, post)]
                 monkeypatch.setattr(vt, "_plain_cell", lambda *_: None)

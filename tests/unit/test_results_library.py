@@ -208,6 +208,29 @@ def test_run_without_results_says_so(tmp_path):
         load_run(run)
 
 
+def test_where_a_runs_results_live_comes_from_its_data(tmp_path):
+    """The screens ask results_place (and Origin.live), never a backend's name."""
+    from backends.results.library import IN_FILES, IN_QUEUE, has_results, results_place
+    from backends.results.model import QUEUE_HARNESS
+
+    def run(name: str, backend: str, files: bool) -> Path:
+        path = tmp_path / "runs" / name
+        path.mkdir(parents=True)
+        (path / "meta.json").write_text(json.dumps({"id": name, "backend": backend, "state": "succeeded"}))
+        if files:
+            (path / "results").mkdir()
+            (path / "results" / "results.json").write_text("{}")
+        return path
+
+    queue_sweep, copied, local, empty = (run("q", "argo", False), run("c", "argo", True), run("l", "local", True),
+                                         run("e", "local", False))
+    assert results_place(queue_sweep) == IN_QUEUE and has_results(queue_sweep)
+    assert results_place(copied) == IN_FILES  # its results were copied here: read (and summarised) like any files
+    assert results_place(local, {"backend": "local"}) == IN_FILES
+    assert results_place(empty) is None and not has_results(empty)
+    assert Origin(QUEUE_HARNESS).live and not Origin("guidellm", "0.8.1").live
+
+
 def test_resolve_unknown_and_bad_queue_address(tmp_path):
     store = RunStore(tmp_path / "state")
     with pytest.raises(SweepdeckError, match="No saved run or file 'nope'"):

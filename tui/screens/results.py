@@ -12,7 +12,12 @@
   yet are read in a thread and filled in as they come).
 
 Results are read in a thread (a large report, a queue over the network), so
-the screen is drawn at once and says "Loading…" until they are there.
+the screen is drawn at once and says "Loading…" until they are there. Runs
+marked for compare are read while the next is marked (:func:`prefetch`);
+when every one is cached, the compare screen is given them and its first
+frame has the table. Whether a run's results live in a work queue (read
+again each time, never summarised) is asked of ``backends.results``
+(``results_place``, ``Origin.live``): this module knows no backend's name.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from backends.results.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
-from backends.results.model import Result, fmt
+from backends.results.model import QUEUE_HARNESS, Result, fmt
 from config.errors import SweepdeckError
 from tui import bindings as keys
 from tui.widgets.footer import KeyFooter
@@ -46,6 +51,11 @@ from tui.widgets.results import (
 )
 
 Loader = Callable[[str], Result]
+
+#: The results screens' rules (styles/results.tcss) as their default CSS, not a ``CSS_PATH``: the first time a
+#: screen with a ``CSS_PATH`` opens, Textual parses every stylesheet of the app again from scratch and restyles
+#: every widget of every screen (~25 ms of the compare view's first open); default CSS is parsed on its own.
+RESULTS_CSS = (Path(__file__).resolve().parent.parent / "styles" / "results.tcss").read_text(encoding="utf-8")
 
 
 def _key(app: Any, binding_id: str) -> str:
@@ -64,11 +74,20 @@ def _run_dir(app: Any, run_id: str) -> Path | None:
     return path if path is not None and (path / "meta.json").is_file() else None
 
 
+def cached_only(app: Any, run_id: str) -> Result | None:
+    """A run's result when the cache holds it and its files have not changed since; None otherwise (nothing read)."""
+    from backends.results.index import stamp
+
+    path = _run_dir(app, run_id)
+    hit = _CACHE.get(path) if path is not None else None
+    return hit[1] if hit is not None and path is not None and hit[0] == stamp(path) else None
+
+
 def cached_result(app: Any, run_id: str) -> Result:
     """A run's result from the cache when its files have not changed since, else read (and cached).
 
-    An Argo sweep (results in the queue, which changes without a file here
-    changing) is always read again.
+    A result that changes without a file of the run changing (a queue
+    sweep's: ``origin.live``) is read again every time.
     """
     from backends.results import resolve
     from backends.results.index import stamp
@@ -81,7 +100,7 @@ def cached_result(app: Any, run_id: str) -> Result:
     if hit is not None and hit[0] == current:
         return hit[1]
     result = resolve(run_id, app.store)
-    if result.origin.harness != "argo-queue":
+    if not result.origin.live:
         _CACHE.pop(path, None)
         _CACHE[path] = (current, result)
         while len(_CACHE) > CACHE_SIZE:
@@ -110,8 +129,10 @@ class _TabbedResults(Screen):
     SCOPE = "results"
     FOOTER = ("results",)
     BINDINGS = keys.bindings("results")
-    CSS_PATH = "../styles/results.tcss"
+    DEFAULT_CSS = RESULTS_CSS
     TABS: tuple[str, ...] = ()
+    #: Tabs whose content is made the first time they are shown (with results to show), not when the screen opens.
+    LAZY: tuple[str, ...] = ()
 
     def __init__(self, run_ids: list[str], results: list[Result] | None = None, loader: Loader | None = None) -> None:
         super().__init__()
@@ -120,6 +141,7 @@ class _TabbedResults(Screen):
         self.errors: list[str] = []
         self._loader = loader
         self.loaded = bool(results)
+        self.built: set[str] = set()
 
     def on_mount(self) -> None:
         if self.loaded:
@@ -145,18 +167,43 @@ class _TabbedResults(Screen):
     def show_results(self) -> None:  # pragma: no cover - each screen draws its own
         raise NotImplementedError
 
+    def show_tab(self, tab: str) -> None:
+        """Make ``tab`` the active tab, its content first (a lazy tab shown for the first time)."""
+        self.build_tab(tab)
+        self.query_one(TabbedContent).active = tab
+
+    def build_tab(self, tab: str) -> None:
+        """Make a lazy tab's content once, when there are results to put in it."""
+        if tab in self.LAZY and tab not in self.built and self.ready():
+            self.built.add(tab)
+            self.make_tab(tab)
+
+    def ready(self) -> bool:
+        """The results are read (and, for a comparison, compared): lazy tabs can be made."""
+        return self.loaded and bool(self.results)
+
+    def make_tab(self, tab: str) -> None:  # pragma: no cover - screens with lazy tabs make their own
+        raise NotImplementedError
+
+    @on(TabbedContent.TabActivated, "#results-tabs")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id:  # a click on a tab: the keys build it before they switch
+            self.build_tab(event.pane.id)
+
     def action_tab(self, step: int) -> None:
         tabs = self.query_one(TabbedContent)
         current = self.TABS.index(tabs.active) if tabs.active in self.TABS else 0
-        tabs.active = self.TABS[(current + step) % len(self.TABS)]
+        self.show_tab(self.TABS[(current + step) % len(self.TABS)])
 
     def action_next_plot(self) -> None:
         """Show the plots; once they show, the next plot."""
         tabs = self.query_one(TabbedContent)
         if tabs.active != self.PLOT_TAB:
-            tabs.active = self.PLOT_TAB
+            self.show_tab(self.PLOT_TAB)
             return
-        self.query_one(ResultPlot).next_kind()
+        plots = self.query(ResultPlot)
+        if plots:
+            plots.first().next_kind()
 
     PLOT_TAB = ""
 
@@ -212,11 +259,12 @@ class ResultsScreen(_TabbedResults):
                 yield ResultPlot(id="results-plot")
             with TabPane("Files", id="tab-files"):
                 yield Static("", id="results-files")
-        yield KeyFooter()
+        yield KeyFooter(at_once=True)  # its keys in the first frame, not in two more
 
     def on_mount(self) -> None:
+        # No super().on_mount(): Textual calls each class's handler in the MRO (_TabbedResults.on_mount next);
+        # calling it here too read and drew the results twice.
         self.sub_title = f"Results · {self.run_ids[0]}"
-        super().on_mount()
 
     def show_results(self) -> None:
         head = self.query_one("#results-head", Static)
@@ -254,11 +302,16 @@ class ResultsScreen(_TabbedResults):
 
 
 class CompareScreen(_TabbedResults):
-    """2–8 runs side by side."""
+    """2–8 runs side by side.
+
+    Only the metrics tab is made when the screen opens; the curves and the
+    settings that differ are made the first time they are shown.
+    """
 
     AUTO_FOCUS = "#compare-table"
 
     TABS = ("tab-metrics", "tab-curves", "tab-diff")
+    LAZY = ("tab-curves", "tab-diff")
     PLOT_TAB = "tab-curves"
 
     def __init__(self, run_ids: list[str], results: list[Result] | None = None, loader: Loader | None = None) -> None:
@@ -271,16 +324,15 @@ class CompareScreen(_TabbedResults):
         with TabbedContent(id="results-tabs", initial="tab-metrics"):
             with TabPane("Metrics", id="tab-metrics"):
                 yield CompareTable(id="compare-table")
-            with TabPane("Curves", id="tab-curves"):
-                yield ResultPlot(id="compare-plot")
-            with TabPane("Settings that differ", id="tab-diff"):
-                yield Static("", id="compare-no-diff")
-                yield ConfigDiffTable(id="compare-diff")
-        yield KeyFooter()
+            yield TabPane("Curves", id="tab-curves")
+            yield TabPane("Settings that differ", id="tab-diff")
+        yield KeyFooter(at_once=True)  # its keys in the first frame, not in two more
 
     def on_mount(self) -> None:
-        self.sub_title = f"Compare · {len(self.run_ids)} runs"
-        super().on_mount()
+        self.sub_title = f"Compare · {len(self.run_ids)} runs"  # then _TabbedResults.on_mount (Textual's MRO)
+
+    def ready(self) -> bool:
+        return self.comparison is not None
 
     def show_results(self) -> None:
         head = self.query_one("#results-head", Static)
@@ -295,14 +347,26 @@ class CompareScreen(_TabbedResults):
         lines += [f"⚠ {e}" for e in self.errors]
         head.update("\n".join(lines))
         self.query_one(CompareTable).show(cmp)
-        self.query_one(ResultPlot).show(self.results)
-        self.query_one(ConfigDiffTable).show(cmp)
-        self.query_one("#compare-no-diff", Static).update(
-            "Every run ran with the same settings (as far as their sources say)." if not cmp.config_diff
-            else f"{len(cmp.config_diff)} setting(s) differ (settings only one run reports are left out):")
-        self.query_one(ConfigDiffTable).display = bool(cmp.config_diff)
-        self.query_one(TabbedContent).get_tab("tab-diff").label = (  # type: ignore[assignment]  # str → Content
+        tabs = self.query_one(TabbedContent)
+        tabs.get_tab("tab-diff").label = (  # type: ignore[assignment]  # str → Content
             f"Settings that differ ({len(cmp.config_diff)})")
+        self.build_tab(tabs.active)  # a lazy tab shown before the results were read
+
+    def make_tab(self, tab: str) -> None:
+        cmp = self.comparison
+        assert cmp is not None
+        pane = self.query_one(f"#{tab}", TabPane)
+        if tab == "tab-curves":
+            plot = ResultPlot(id="compare-plot")
+            pane.mount(plot)
+            plot.show(self.results)
+            return
+        note = ("Every run ran with the same settings (as far as their sources say)." if not cmp.config_diff
+                else f"{len(cmp.config_diff)} setting(s) differ (settings only one run reports are left out):")
+        diff = ConfigDiffTable(id="compare-diff")
+        pane.mount(Static(note, id="compare-no-diff"), diff)
+        diff.show(cmp)
+        diff.display = bool(cmp.config_diff)
 
     def markdown(self) -> tuple[str, str]:
         from backends.results.export import compare_markdown
@@ -317,7 +381,11 @@ def open_compare(app: Any, run_ids: list[str]) -> bool:
         app.notify(f"Mark {MIN_RUNS} to {MAX_RUNS} runs to compare ({len(run_ids)} marked; "
                    f"{_key(app, 'mark_run')} marks the selected run).", severity="warning")
         return False
-    app.push_screen(CompareScreen(run_ids))
+    # Runs marked with space were read while the next was marked: then the view is drawn with its table in
+    # the first frame (no "Loading…" frame, no thread to wait for); else they are read in a thread.
+    cached = [cached_only(app, run_id) for run_id in run_ids]
+    ready = [r for r in cached if r is not None]
+    app.push_screen(CompareScreen(run_ids, ready if len(ready) == len(run_ids) else None))
     return True
 
 
@@ -330,7 +398,7 @@ class ResultsListScreen(Screen):
     SCOPE = "results_list"
     FOOTER = ("results_list",)
     BINDINGS = keys.bindings("results_list")
-    CSS_PATH = "../styles/results.tcss"
+    DEFAULT_CSS = RESULTS_CSS
     COLUMNS = ("", "Run", "Source", "Model", "Points", "OK", "Failed", "Best tok/s", "TTFT p50", "E2E p50", "Finished")
 
     def __init__(self) -> None:
@@ -339,13 +407,14 @@ class ResultsListScreen(Screen):
         self.pending: list[Path] = []
         self.filled_at: float | None = None
         self._rows: dict[str, Any] = {}
+        self._queued: set[str] = set()  # runs whose results live in a work queue
         self._summaries: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="results-list-head")
         yield DataTable(id="results-list", cursor_type="row", zebra_stripes=True)
-        yield KeyFooter()
+        yield KeyFooter(at_once=True)  # its keys in the first frame, not in two more
 
     def on_mount(self) -> None:
         self.sub_title = "Results"
@@ -358,19 +427,22 @@ class ResultsListScreen(Screen):
     def fill(self) -> None:
         """Rows from the run store and the summary index; what is not summarised yet is read in a thread."""
         from backends.results.index import ResultsIndex, stamp
-        from backends.results.library import has_results
+        from backends.results.library import IN_QUEUE, results_place
 
         store = self.app.store  # type: ignore[attr-defined]  # SweepdeckApp
         self.index = ResultsIndex.open(store.root.parent)
         table = self.query_one(DataTable)
         table.clear()
         self.pending = []
-        records = [r for r in store.list() if not r.live and has_results(r.path, r.meta)]
+        places = {r.id: (r, results_place(r.path, r.meta)) for r in store.list() if not r.live}
+        records = [r for r, place in places.values() if place is not None]
         self._rows = {r.id: r for r in records}
+        self._queued = {r.id for r, place in places.values() if place == IN_QUEUE}
         self._summaries = {}
         for record in records:
-            summary = None if record.backend == "argo" else self.index.get(record.id, stamp(record.path))
-            if summary is None and record.backend != "argo":
+            # results in a queue are read when opened (they change without a file here changing): no summary
+            summary = None if record.id in self._queued else self.index.get(record.id, stamp(record.path))
+            if summary is None and record.id not in self._queued:
                 self.pending.append(record.path)
             elif summary is not None:
                 self._summaries[record.id] = summary
@@ -385,8 +457,8 @@ class ResultsListScreen(Screen):
         mark = "◆" if record.id in self.marked else ""
         finished = time.strftime("%b %d %H:%M", time.localtime(record.finished)) if record.finished else "—"
         model = (record.model or "").rsplit("/", 1)[-1]
-        if record.backend == "argo":
-            return (mark, record.id, "argo-queue", model, "", "", "", "open to read the queue", "", "", finished)
+        if record.id in self._queued:
+            return (mark, record.id, QUEUE_HARNESS, model, "", "", "", "open to read the queue", "", "", finished)
         if summary is None:
             return (mark, record.id, "…", model, "", "", "", "", "", "", finished)
         if "error" in summary:

@@ -172,11 +172,14 @@ class KeyFooter(Footer):
     }
     """
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, *, at_once: bool = False, **kw: Any) -> None:
+        """A footer; ``at_once``: with its keys from the first frame (see :meth:`compose`)."""
         super().__init__(**kw)
+        self.at_once = at_once
         self.shown_ids: list[str] = []
         self.hidden_ids: list[str] = []
         self._width = 0
+        self._composed: tuple | None = None  # what the keys were made from (recompose skips an unchanged set)
 
     def items(self) -> list[FooterItem]:
         """Every binding the screen shows now, one per action, in the screen's order."""
@@ -202,13 +205,10 @@ class KeyFooter(Footer):
             by_action[binding.action] = FooterItem(binding, shown_key, description, enabled, tooltip)
         return list(by_action.values())
 
-    def compose(self) -> ComposeResult:
-        if not self._bindings_ready:
-            return
+    def _plan(self) -> tuple[int, bool, list[FooterItem], list[FooterItem], tuple[Binding, bool, str] | None]:
+        """(width, compact, shown, left out, the palette key docked on the right) for the bindings now."""
         width = self.size.width or self.app.size.width
-        self._width = width
         narrow = width < NARROW
-        self.compact = narrow
         items = self.items()
         palette = self._palette_binding()
         room = width
@@ -220,6 +220,45 @@ class KeyFooter(Footer):
         elif palette is not None:
             room -= PALETTE_WIDTH
         shown, left_out = choose(items, essential_ids(self.screen), room, compact=narrow)
+        return width, narrow, shown, left_out, palette
+
+    @staticmethod
+    def _signature(plan: tuple) -> tuple:
+        width, narrow, shown, left_out, palette = plan
+        keys = tuple((i.binding.id, i.binding.key, i.binding.action, i.key, i.description, i.enabled, i.tooltip)
+                     for i in shown)
+        return width, narrow, keys, tuple(i.id for i in left_out), palette and (palette[0].key, palette[1], palette[2])
+
+    async def recompose(self) -> None:
+        """Make the keys again, unless they would come out the same.
+
+        The screen's bindings "change" on every focus move and tab switch
+        (Textual recomposes its footer each time); opening a screen did it four
+        times, each unmounting and mounting every key and restyling it.
+        """
+        unchanged = (self._bindings_ready and self.is_attached and self._composed is not None and self.children
+                     and self._signature(self._plan()) == self._composed)
+        if not unchanged:
+            await super().recompose()
+
+    def compose(self) -> ComposeResult:
+        """The keys that fit.
+
+        Textual's footer is empty until the screen's first "bindings changed"
+        signal, which comes after the screen's first frame: then every key is
+        mounted, laid out and drawn in frames of their own. With ``at_once``
+        the keys the screen has now are made with the screen; the signal still
+        comes, and :meth:`recompose` makes them again only if they changed.
+        """
+        if not self._bindings_ready:
+            if not self.at_once:
+                return
+            self.set_reactive(Footer._bindings_ready, True)
+        plan = self._plan()
+        width, narrow, shown, left_out, palette = plan
+        self._width = width
+        self.compact = narrow
+        self._composed = self._signature(plan)
         self.shown_ids = [item.id or item.binding.action for item in shown]
         self.hidden_ids = [item.id or item.binding.action for item in left_out]
         for item in shown:

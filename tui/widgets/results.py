@@ -20,6 +20,7 @@ from backends.results.export import pct
 from backends.results.model import Result, fmt
 from backends.results.series import AXES, PLOT_TITLES, PLOTS, series
 from tui.screens import themed
+from tui.widgets.virtual_table import VirtualTable, text_width
 
 # Column → (header, getter, unit). The first columns matter most on a narrow terminal.
 _POINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -138,26 +139,37 @@ class ResultPlot(PlotextPlot):
         return self.kind
 
 
-class CompareTable(DataTable):
-    """The comparison: load point, metric, the baseline's value, then each run's value and delta."""
+class CompareTable(VirtualTable):
+    """The comparison: load point, metric, the baseline's value, then each run's value and delta.
+
+    A :class:`VirtualTable`: 8 runs × 10 load points are 110 rows of 10
+    cells, and a ``DataTable`` measures and renders every one of them before
+    the first frame; here the widths come from the cells' text and only the
+    rows on screen are drawn.
+    """
 
     def __init__(self, **kw: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kw)
+        super().__init__(zebra_stripes=True, **kw)
+        self.rows: list[list[Any]] = []
 
     def show(self, cmp: Comparison) -> None:
-        self.clear(columns=True)
-        self.add_column("Load point", key="point")
-        self.add_column("Metric", key="metric")
-        for i, name in enumerate(cmp.names):
-            self.add_column(name if i == 0 else f"{name} (Δ)", key=f"run-{i}")
+        labels = ["Load point", "Metric"] + [name if i == 0 else f"{name} (Δ)" for i, name in enumerate(cmp.names)]
+        keys = ["point", "metric"] + [f"run-{i}" for i in range(len(cmp.names))]
+        rows: list[list[Any]] = []
         last = None
-        for n, r in enumerate(cmp.rows):
+        for r in cmp.rows:
             cells: list[Any] = [r.point if r.point != last else "", r.metric.label,
                                 _right(fmt(r.values[0], r.metric.unit))]
             last = r.point
             for i in range(1, len(r.values)):
                 cells.append(self._cell(r.values[i], r.deltas[i], r.verdicts[i], r.metric.unit))
-            self.add_row(*cells, key=f"row-{n}")
+            rows.append(cells)
+        self.rows = rows
+        widths = [text_width([c.plain if isinstance(c, Text) else c for c in column], label)
+                  for label, column in zip(labels, zip(*rows, strict=True) if rows else [()] * len(labels),
+                                           strict=True)]
+        self.set_columns(list(zip(labels, keys, widths, strict=True)))
+        self.set_rows([f"row-{n}" for n in range(len(rows))], rows.__getitem__)
 
     def _cell(self, value: float | None, delta: float | None, verdict: str | None, unit: str) -> Text:
         text = fmt(value, unit)

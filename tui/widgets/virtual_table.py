@@ -54,33 +54,51 @@ class Column:
         return self.width + 2 * table.cell_padding
 
 
-def _plain_cell(value: Any, width: int) -> tuple[str, Style | None] | None:
-    """(text, its style) of a cell that is one line of unstyled-span text fitting ``width``; else None."""
+def _plain_cell(value: Any, width: int) -> tuple[str, Style | None, bool] | None:
+    """(text, its style, right-justified) of a one-line cell of unstyled-span text fitting ``width``; else None.
+
+    Left (the default) and right justification are put together directly;
+    any other (centre, full) goes through Rich.
+    """
+    right = False
     if isinstance(value, str):
         text, style = value, None
     elif isinstance(value, Text) and not value.spans and (isinstance(value.style, Style) or not value.style):
         text, style = value.plain, value.style or None
+        if value.justify == "right":
+            right = True
+            if text != text.rstrip():  # Rich strips what a right-justified line ends with
+                return None
+        elif value.justify not in (None, "default"):
+            return None
     else:
         return None
     if not text.isprintable() or cell_len(text) > width:
         return None
-    return text, style
+    return text, style, right
 
 
-def _simple_segments(cell: tuple[str, Style | None], width: int, pad: int, pre: Style,
+def _simple_segments(cell: tuple[str, Style | None, bool], width: int, pad: int, pre: Style,
                      post: Style) -> list[Segment]:
     """The segments Rich makes of ``Styled(Padding(Text(text, style), (0, pad)), pre, post)`` at ``width``.
 
     Padding takes ``pre`` (and ``post`` when it has a colour); the text takes
-    ``pre + style`` (then ``post``). ``tests/tui/test_virtual_table.py`` checks
-    that the lines come out as Rich's.
+    ``pre + style`` (then ``post``). Right-justified, the text is padded on
+    its left with spaces of its own style (Rich's ``pad_left``).
+    ``tests/tui/test_virtual_table.py`` checks that the lines come out as Rich's.
     """
-    text, style = cell
+    text, style, right = cell
     blank = pre + post if post else pre
     inner = pre + style if style else pre
     if post:
         inner = inner + post
     segments = [Segment(" " * pad, blank)]
+    if right:
+        body = " " * (width - cell_len(text)) + text
+        if body:
+            segments.append(Segment(body, inner))
+        segments.append(Segment(" " * pad, blank))
+        return segments
     if text:
         segments.append(Segment(text, inner))
     segments.append(Segment(" " * (width - cell_len(text) + pad), blank))
@@ -314,6 +332,11 @@ class VirtualTable(ScrollView, can_focus=True):
     @property
     def ordered_columns(self) -> list[Column]:
         return list(self._columns)
+
+    @property
+    def columns(self) -> dict[ColumnKey, Column]:
+        """The columns by key, in order (as ``DataTable.columns``)."""
+        return {c.key: c for c in self._columns}
 
     @property
     def row_keys(self) -> list[str]:
