@@ -155,9 +155,6 @@ def test_the_ui_imports_only_the_public_surface_of_backends():
 NAME_ALLOWED = {
     # the Tekton matrix screen is about one backend: it offers Tekton profiles and launches on Tekton
     "tui/screens/matrix.py": {"tekton"},
-    # TODO(issue 12 item 2): the results list treats Argo's queue runs apart; this file was owned by another
-    # change when the check was added. A ``work_queue`` capability check would replace the name.
-    "tui/screens/results.py": {"argo"},
 }
 
 
