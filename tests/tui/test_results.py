@@ -283,7 +283,7 @@ async def test_results_list_from_the_runs_list_and_the_palette(seeded):
         await wait_loaded(pilot)
         screen = app.screen
         assert isinstance(screen, ResultsListScreen)
-        table = screen.query_one("#results-list", DataTable)
+        table = screen.query_one("#results-list", VirtualTable)
         ids = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
         assert ids == [LOCAL_RUN, "perf-c", "const-b", "sweep-a"]  # runs with results only, newest first
         sweep = cell_texts(table, ids.index("sweep-a"))
@@ -327,7 +327,7 @@ async def test_a_queue_sweep_is_listed_to_be_read_when_opened_not_summarised(see
         await pilot.pause()
         await pilot.press("R")
         await wait_loaded(pilot, ResultsListScreen)
-        table = app.screen.query_one("#results-list", DataTable)
+        table = app.screen.query_one("#results-list", VirtualTable)
         assert cell_texts(table, table.get_row_index("argo-sweep"))[2:8] == [
             "argo-queue", "Qwen2.5-7B", "", "", "", "open to read the queue"]
         assert str(table.get_cell("sweep-a", "c4")) == "6"  # the others are summarised
@@ -349,7 +349,7 @@ async def test_a_broken_report_is_one_line_and_the_list_still_shows_the_rest(see
                         "expected a guidellm report (0.3, 0.4+ or 0.8): a JSON object with a 'benchmarks' list.")
         await pilot.press("escape", "R")
         await wait_loaded(pilot, ResultsListScreen)
-        table = app.screen.query_one("#results-list", DataTable)
+        table = app.screen.query_one("#results-list", VirtualTable)
         assert str(table.get_cell("const-b", "c2")) == "unreadable"
         assert str(table.get_cell("sweep-a", "c4")) == "6"
 

@@ -33,7 +33,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
+from textual.widgets import Header, Static, TabbedContent, TabPane
 
 from backends.results.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
 from backends.results.model import QUEUE_HARNESS, Result, fmt
@@ -49,6 +49,7 @@ from tui.widgets.results import (
     LoadPointTable,
     ResultPlot,
 )
+from tui.widgets.virtual_table import VirtualTable, text_width
 
 Loader = Callable[[str], Result]
 
@@ -409,20 +410,19 @@ class ResultsListScreen(Screen):
         self._rows: dict[str, Any] = {}
         self._queued: set[str] = set()  # runs whose results live in a work queue
         self._summaries: dict[str, dict[str, Any]] = {}
+        self._keys: list[str] = []  # the rows' run ids, in order
+        self._lines: list[tuple] = []  # their cells
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="results-list-head")
-        yield DataTable(id="results-list", cursor_type="row", zebra_stripes=True)
+        yield VirtualTable(id="results-list", zebra_stripes=True)
         yield KeyFooter(at_once=True)  # its keys in the first frame, not in two more
 
     def on_mount(self) -> None:
         self.sub_title = "Results"
-        table = self.query_one(DataTable)
-        for i, col in enumerate(self.COLUMNS):
-            table.add_column(col, key=f"c{i}")
         self.fill()
-        table.focus()
+        self.query_one("#results-list", VirtualTable).focus()
 
     def fill(self) -> None:
         """Rows from the run store and the summary index; what is not summarised yet is read in a thread."""
@@ -431,8 +431,6 @@ class ResultsListScreen(Screen):
 
         store = self.app.store  # type: ignore[attr-defined]  # SweepdeckApp
         self.index = ResultsIndex.open(store.root.parent)
-        table = self.query_one(DataTable)
-        table.clear()
         self.pending = []
         places = {r.id: (r, results_place(r.path, r.meta)) for r in store.list() if not r.live}
         records = [r for r, place in places.values() if place is not None]
@@ -446,12 +444,31 @@ class ResultsListScreen(Screen):
                 self.pending.append(record.path)
             elif summary is not None:
                 self._summaries[record.id] = summary
-            table.add_row(*self._cells(record, summary), key=record.id)
+        self._show()
         self._head()
         if self.pending:
             self._summarize(list(self.pending))
         else:
             self.filled_at = time.monotonic()
+
+    def _show(self) -> None:
+        """Every row drawn again from what is known now.
+
+        The columns are as wide as their widest cell, measured here from the
+        cells' text: a ``DataTable`` measured rows on a later idle and could draw
+        rows it had not measured yet with the widths of the rows before them
+        (truncated sources, once, in a snapshot).
+        """
+        table = self.query_one("#results-list", VirtualTable)
+        self._keys = list(self._rows)
+        self._lines = [self._cells(self._rows[k], self._summaries.get(k)) for k in self._keys]
+        columns = list(zip(*self._lines, strict=True)) if self._lines else [()] * len(self.COLUMNS)
+        widths = [text_width([c.plain if isinstance(c, Text) else str(c) for c in column], label)
+                  for label, column in zip(self.COLUMNS, columns, strict=True)]
+        if [c.width for c in table.ordered_columns] != widths:
+            table.set_columns([(label, f"c{i}", w) for i, (label, w) in enumerate(zip(self.COLUMNS, widths,
+                                                                                            strict=True))])
+        table.set_rows(self._keys, self._lines.__getitem__)
 
     def _cells(self, record: Any, summary: dict[str, Any] | None) -> tuple:
         mark = "◆" if record.id in self.marked else ""
@@ -472,7 +489,7 @@ class ResultsListScreen(Screen):
                 Text(fmt(summary.get("e2e_p50"), "ms"), justify="right"), finished)
 
     def _head(self) -> None:
-        n = self.query_one(DataTable).row_count
+        n = self.query_one("#results-list", VirtualTable).row_count
         marked = f" · {len(self.marked)} marked" if self.marked else ""
         reading = f" · reading {len(self.pending)}…" if self.pending else ""
         self.query_one("#results-list-head", Static).update(
@@ -499,31 +516,17 @@ class ResultsListScreen(Screen):
         self._head()
 
     def _filled(self, summaries: dict[str, dict[str, Any]]) -> None:
-        """Every summary is there: the table is rebuilt once.
-
-        (Updating cells one by one costs more: each update drops the table's
-        render caches, and ``update_width`` with a narrower cell re-measures
-        the whole column.)
-        """
-        table = self.query_one(DataTable)
-        cursor = table.cursor_row
+        """Every summary is there: the rows are drawn again once (the cursor stays on its run)."""
         self._summaries.update(summaries)
-        table.clear()
-        for run_id, record in self._rows.items():
-            table.add_row(*self._cells(record, self._summaries.get(run_id)), key=run_id)
-        if table.row_count:
-            table.move_cursor(row=min(max(cursor, 0), table.row_count - 1))
+        self._show()
         self.pending = []
         self.filled_at = time.monotonic()
         self._head()
 
     def selected_id(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.query_one("#results-list", VirtualTable).cursor_key
 
-    @on(DataTable.RowSelected, "#results-list")
+    @on(VirtualTable.RowSelected, "#results-list")
     def _selected(self) -> None:
         self.action_open_result()
 
@@ -546,7 +549,10 @@ class ResultsListScreen(Screen):
         else:
             self.marked.append(run_id)
             prefetch(self.app, run_id)
-        self.query_one(DataTable).update_cell(run_id, "c0", "◆" if run_id in self.marked else "")
+        table = self.query_one("#results-list", VirtualTable)
+        index = table.get_row_index(run_id)
+        self._lines[index] = ("◆" if run_id in self.marked else "", *self._lines[index][1:])
+        table.redraw_changed()
         self._head()
 
     def action_compare_marked(self) -> None:
