@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import socket
+import struct
+import sys
+import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: ioctl that tells the bytes a socket has sent but its peer not yet read (Linux; None elsewhere).
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") else None
+
 #: Seconds from the last client's disappearance to a finished cleanup (the issue's bound is 5 s).
 LOST_CLIENT_CLEANUP = 4.0
 #: Bytes a client may have unread before it is sent a fresh snapshot instead of every record.
@@ -55,8 +62,8 @@ LAG_HIGH = 32 * 1024 * 1024
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: Bytes queued for a reading client above which the backend is held (at most :data:`PACE_WAIT`).
 PACE_HIGH = 4 * 1024 * 1024
-#: Longest the backend is held for one client; one that has not read by then is not waited for
-#: again until it has caught up (it can still fall :data:`LAG_HIGH` behind and get a snapshot).
+#: Longest the backend is held for one client at a time; one that has read nothing in that time is
+#: not waited for again until it has caught up (it can still fall :data:`LAG_HIGH` behind and get a snapshot).
 PACE_WAIT = 0.25
 #: Seconds the supervisor waits for its clients to read the result before it exits.
 LINGER = 2.0
@@ -87,6 +94,16 @@ class _Client:
         """Bytes queued in this process for the client."""
         transport = self.writer.transport
         return transport.get_write_buffer_size() if transport is not None else 0
+
+    def unread(self) -> int:
+        """Bytes the client has not read: :meth:`backlog` and what waits in the kernel's socket
+        (the process's share moves only when the client has read half the kernel's buffer)."""
+        queued = 0
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+        return self.backlog() + queued
 
     def send(self, data: bytes) -> bool:
         """Queue bytes; False when the client fell too far behind (it gets a snapshot later)."""
@@ -270,10 +287,12 @@ class Supervisor:
     async def _pace(self) -> None:
         """Back-pressure: hold the backend while a reading client's socket is full.
 
-        The backend is held at most :data:`PACE_WAIT` per client; a client that
-        has not read by then is not waited for again until its backlog is below
-        :data:`PACE_HIGH` (a stopped terminal must not stall the run). A client
-        that keeps reading thus gets every record instead of a catch-up snapshot.
+        The backend is held at most :data:`PACE_WAIT` at a time per client, and
+        only for a client that reads: one that read nothing in that time (a
+        stopped terminal, a blocked loop) is not waited for again until its
+        backlog is below :data:`PACE_HIGH`, so it cannot stall the run. A client
+        that keeps reading, however slowly, gets every record instead of a
+        catch-up snapshot; the backend goes at that client's pace meanwhile.
         """
         for client in list(self.clients):
             if not client.follows or client.lagging or client.closed:
@@ -282,10 +301,11 @@ class Supervisor:
             if backlog <= PACE_HIGH:
                 client.unpaced = False
             elif not client.unpaced:
+                unread = client.unread()
                 try:
                     await asyncio.wait_for(client.writer.drain(), PACE_WAIT)
                 except TimeoutError:
-                    client.unpaced = True
+                    client.unpaced = client.unread() >= unread  # it read nothing meanwhile
                 except (ConnectionError, RuntimeError):
                     client.closed = True
 

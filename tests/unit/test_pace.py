@@ -80,3 +80,31 @@ async def test_a_client_behind_a_snapshot_or_not_following_is_not_waited_for(mon
         assert time.monotonic() - began < 5.0
     client.writer.close()
     theirs.close()
+
+
+async def test_a_client_that_reads_slowly_is_still_waited_for(monkeypatch):
+    monkeypatch.setattr(sv, "PACE_WAIT", 0.3)
+    client, theirs = await _client(monkeypatch)
+    owner = SimpleNamespace(clients={client})
+    stop = threading.Event()
+
+    def trickle() -> None:  # 16 KB every 50 ms: far too slow to drain it within PACE_WAIT
+        theirs.settimeout(0.2)
+        while not stop.wait(0.05):
+            try:
+                theirs.recv(16384)
+            except OSError:
+                return
+
+    reader = threading.Thread(target=trickle, daemon=True)
+    reader.start()
+    try:
+        before = client.unread()
+        await sv.Supervisor._pace(owner)
+        assert client.backlog() > sv.PACE_HIGH // 4  # it timed out before the drain…
+        assert client.unread() < before and not client.unpaced  # …but the client read: it is waited for again
+    finally:
+        stop.set()
+        reader.join(5)
+        client.writer.close()
+        theirs.close()
