@@ -65,3 +65,35 @@ async def test_the_event_log_writes_what_it_sends_to_its_clients(tmp_path):
     data = (tmp_path / "events.jsonl").read_bytes()
     assert b"".join(sent) == data and data.count(b"\n") == 1  # one batch, the same bytes both ways
     assert [ln.text for ln in RunDir(tmp_path).events()] == [f"line {i} é" for i in range(5)]
+
+
+# ---------------------------------------------------------------- the diagnosis prefilter
+
+
+def test_the_batch_prefilter_lets_no_attention_word_through():
+    from backends import diagnosis as dg
+
+    ordinary = [f"INFO 11-23 10:00:{i % 60:02d} [engine.py:{i}] Avg prompt throughput: {i} tok/s" for i in range(300)]
+    assert not dg._needs_attention(ordinary)
+    for word in dg._ATTENTION:
+        for shown in (word, word.upper()):
+            batch = [*ordinary[:150], f"(EngineCore pid=7) something {shown} happened", *ordinary[150:]]
+            assert dg._needs_attention(batch), word
+
+
+def test_reading_a_real_log_in_batches_finds_what_reading_it_line_by_line_finds():
+    import pytest
+
+    from backends.diagnosis import LogDiagnoser
+    from tests.support.reference import REFERENCE
+
+    logs = sorted((REFERENCE / "vllm-capacity" / "logs").glob("*.log"))
+    if not logs:
+        pytest.skip(f"no reference logs in {REFERENCE}")
+    for path in logs:
+        lines = path.read_text(errors="replace").splitlines()
+        one, many = LogDiagnoser(), LogDiagnoser()
+        by_line = [found for found in map(one.feed, lines) if found is not None]
+        by_batch = [found for start in range(0, len(lines), 512) for found in many.feed_many(lines[start:start + 512])]
+        assert [(f.rule_id, f.evidence) for f in by_batch] == [(f.rule_id, f.evidence) for f in by_line], path.name
+        assert many.line_no == one.line_no and many.settings == one.settings and many.version == one.version
