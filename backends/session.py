@@ -327,11 +327,6 @@ class Session:
         append = log.append if isinstance(log, EventLog) else run.store.append_event
         try:
             async for event in agen:
-                if isinstance(event, Finished):
-                    await self._diagnose_pending()
-                    await self._flush_held()
-                    await self._finish(self._explain(event))
-                    return
                 if type(event) is LogLine:
                     # the hot path, inline (no coroutine per line): saved, folded, queued for the diagnosis
                     try:
@@ -353,6 +348,11 @@ class Session:
                         self._diagnose_timer = asyncio.get_running_loop().call_later(
                             DIAGNOSE_AFTER, lambda: asyncio.ensure_future(self._diagnose_pending()))
                     continue
+                if isinstance(event, Finished):
+                    await self._diagnose_pending()
+                    await self._flush_held()
+                    await self._finish(self._explain(event))
+                    return
                 await self._diagnose_pending()  # the lines before this event are read first
                 await self._emit(event)
                 if isinstance(event, Alert) and event.diagnosis:
