@@ -120,11 +120,17 @@ async def run_monitor(n: int, mode: str) -> dict:
         else:
             asyncio.ensure_future(controller.start())
         deadline = time.monotonic() + 900
+        supervisor_mb: float | None = None
+        sampled = 0.0
         # the last line is on screen (or, for a client that fell behind, the run has finished with it)
         while not done.is_set() and not (controller.finished is not None and view.line_count and
                                          view.line(view.total - 1).text == last):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise TimeoutError(f"{mode}: {view.total:,} of {n:,} lines after 900 s")
+            if mode == "supervised" and now - sampled > 0.25:  # the supervisor may be gone by the end
+                sampled = now
+                supervisor_mb = _supervisor_peak_rss(controller) or supervisor_mb
             await asyncio.sleep(0.005)
         await _refreshed(app)  # timed until the last line is on screen
         elapsed = time.perf_counter() - began
@@ -140,7 +146,7 @@ async def run_monitor(n: int, mode: str) -> dict:
             "last": view.visible_text()[-1][:60],
         }
         if mode == "supervised":
-            result["supervisor_rss_mb"] = _supervisor_peak_rss(controller)
+            result["supervisor_rss_mb"] = _supervisor_peak_rss(controller) or supervisor_mb
             await controller.cleanup(10.0)
     return result
 
