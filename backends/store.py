@@ -22,14 +22,14 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from backends.events import EVENT_TYPES, Event, LogLine, from_dict, to_dict
+from backends.events import EVENT_TYPES, Event, LogLine, Stream, from_dict, to_dict
 from config.errors import SweepdeckError
 
 #: Seconds a log line may wait in a batch before it is written (a SIGKILL loses at most this).
@@ -295,15 +295,17 @@ def expand_record(data: dict[str, Any]) -> list[Event]:
     n = len(texts)
     stamps = _stamps(data, ts, n)
     streams = data.get("streams")
+    words: Iterable[Stream]
     if isinstance(streams, str) and len(streams) == n:
         words = [_STREAM_WORDS.get(st, "out") for st in streams]
     else:
         words = repeat(stream, n)
+    times: Iterable[float] = stamps if stamps is not None else repeat(ts, n)
     # map() over the columns: the per-line work is LogLine's own __init__ and nothing else
-    return list(map(LogLine, texts, words, repeat(source, n), stamps if stamps is not None else repeat(ts, n)))
+    return list(map(LogLine, texts, words, repeat(source, n), times))
 
 
-_STREAM_WORDS = {"e": "err", "o": "out"}
+_STREAM_WORDS: dict[str, Stream] = {"e": "err", "o": "out"}
 
 
 def _stamps(data: dict[str, Any], ts: float, n: int) -> list[float] | None:
