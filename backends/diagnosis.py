@@ -662,12 +662,28 @@ def _keywords() -> Any:
     return ahocorasick_rs.AhoCorasick(list(_KEYWORDS))
 
 
+#: Patterns per automaton of the batch prefilter: the Aho-Corasick crate's SIMD prefilter (Teddy)
+#: takes at most 64, and only for leftmost matching; without it the scan is ~2x slower.
+_PREFILTER_GROUP = 48
+
+
 @functools.cache
-def _attention() -> Any:
-    """:data:`_ATTENTION` as one automaton (see :meth:`LogDiagnoser.feed_many`)."""
+def _attention_bytes() -> tuple[Any, ...]:
+    """:data:`_ATTENTION` as automata over UTF-8 bytes, each small enough for the SIMD prefilter
+    (see :meth:`LogDiagnoser.feed_many`; leftmost-first: any match will do). On ordinary vLLM
+    lines two automata of 43 words scan in ~0.1 µs a line where one of 86 takes ~0.25 µs."""
     import ahocorasick_rs
 
-    return ahocorasick_rs.AhoCorasick(list(_ATTENTION))
+    words = sorted(word.encode() for word in _ATTENTION)
+    groups = -(-len(words) // _PREFILTER_GROUP)
+    return tuple(ahocorasick_rs.BytesAhoCorasick(words[i::groups], matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_FIRST)
+                 for i in range(groups))
+
+
+def _needs_attention(texts: list[str]) -> bool:
+    """Whether any of ``texts`` holds a word of :data:`_ATTENTION` (one pass over the batch per automaton)."""
+    data = "\n".join(texts).lower().encode("utf-8", "replace")  # a lone surrogate becomes "?"
+    return any(automaton.find_matches_as_indexes(data) for automaton in _attention_bytes())
 
 
 def _make(rule: Rule, evidence: str, facts: Facts | None = None) -> Diagnosis:
@@ -791,12 +807,12 @@ class LogDiagnoser:
 
         The same as :meth:`feed` line by line, but a batch in which no line can
         matter — no keyword of any rule, no start-up marker, no exception — is
-        let through after one pass over the joined text (~0.3 µs a line instead
+        let through after one pass over the joined text (~0.2 µs a line instead
         of ~5 µs): the live path of a run reads its log in batches.
         """
         if not texts:
             return []
-        if not _attention().find_matches_as_indexes("\n".join(texts).lower()):
+        if not _needs_attention(texts):
             self.line_no += len(texts)
             return []
         out = []

@@ -28,7 +28,7 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from backends import diagnosis as dg
 from backends.base import Check, Run, blocking
 from backends.cleanup import CleanupRegistry
 from backends.events import Alert, Event, Finished, Fix, LogLine, Notice
-from backends.store import StoreWriteError
+from backends.store import EventLog, StoreWriteError
 from config.errors import SweepdeckError
 
 if TYPE_CHECKING:
@@ -144,6 +144,8 @@ class Session:
         registry: Cleanup registry (a new one by default: one run, one registry).
         cleanup_timeout: Bound on cleanup in seconds.
         default_image: Catalog default image, for image-pull fixes.
+        pace: Awaited every :data:`DIAGNOSE_BATCH` log lines: the supervisor holds the backend
+            there for a bounded moment while a client's socket is full (see ``Supervisor._pace``).
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class Session:
         registry: CleanupRegistry | None = None,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
         default_image: str | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if store is None:
             from backends.store import RunStore
@@ -170,6 +173,7 @@ class Session:
         self.registry = registry if registry is not None else CleanupRegistry()
         self.cleanup_timeout = cleanup_timeout
         self.default_image = default_image
+        self.pace = pace
         self.run: Run | None = None
         self.checks: list[Check] = []
         self.alerts: list[Alert] = []
@@ -318,22 +322,37 @@ class Session:
 
     async def _pump_events(self, run: Run) -> None:
         agen = self.backend.events(run)
+        # the event log's own append when the run's store is a RunDir (one call less per line)
+        log = getattr(run.store, "log", None)
+        append = log.append if isinstance(log, EventLog) else run.store.append_event
         try:
             async for event in agen:
+                if type(event) is LogLine:
+                    # the hot path, inline (no coroutine per line): saved, folded, queued for the diagnosis
+                    try:
+                        append(event)
+                    except StoreWriteError as exc:
+                        await self._store_failed(exc)
+                    on_event = self.on_event
+                    if on_event is not None:
+                        result = on_event(event)
+                        if result is not None and inspect.isawaitable(result):
+                            await result
+                    pending = self._to_diagnose
+                    pending.append(event.text)
+                    if len(pending) >= DIAGNOSE_BATCH:
+                        await self._diagnose_pending()
+                        if self.pace is not None:
+                            await self.pace()
+                    elif self._diagnose_timer is None:
+                        self._diagnose_timer = asyncio.get_running_loop().call_later(
+                            DIAGNOSE_AFTER, lambda: asyncio.ensure_future(self._diagnose_pending()))
+                    continue
                 if isinstance(event, Finished):
                     await self._diagnose_pending()
                     await self._flush_held()
                     await self._finish(self._explain(event))
                     return
-                if type(event) is LogLine:
-                    await self._emit(event)
-                    self._to_diagnose.append(event.text)
-                    if len(self._to_diagnose) >= DIAGNOSE_BATCH:
-                        await self._diagnose_pending()
-                    elif self._diagnose_timer is None:
-                        self._diagnose_timer = asyncio.get_running_loop().call_later(
-                            DIAGNOSE_AFTER, lambda: asyncio.ensure_future(self._diagnose_pending()))
-                    continue
                 await self._diagnose_pending()  # the lines before this event are read first
                 await self._emit(event)
                 if isinstance(event, Alert) and event.diagnosis:

@@ -22,11 +22,14 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from backends.events import EVENT_TYPES, Event, LogLine, from_dict, to_dict
+import msgspec
+
+from backends.events import EVENT_TYPES, Event, LogLine, Stream, from_dict, to_dict
 from config.errors import SweepdeckError
 
 #: Seconds a log line may wait in a batch before it is written (a SIGKILL loses at most this).
@@ -37,6 +40,7 @@ FLUSH_AFTER = 0.04
 BATCH_LINES = 2000
 #: What a line of ``events.jsonl`` may be.
 RECORD_TYPES = frozenset(EVENT_TYPES) | {"LogBatch"}
+_MSGSPEC_ENCODE = msgspec.json.Encoder().encode
 #: The run store's cache of every run's meta (see :meth:`RunStore.list`).
 INDEX_NAME = ".index.json"
 #: Free space the state dir must have before a launch (events, results, rendered files).
@@ -205,7 +209,7 @@ class EventLog:
                 self._arm()
             return
         self.flush()
-        self._write(_encode(to_dict(event)))
+        self._write(encode_record(to_dict(event)))
 
     def _arm(self) -> None:
         try:
@@ -228,7 +232,7 @@ class EventLog:
         if not self._lines:
             return
         lines, self._lines = self._lines, []
-        self._write(_encode(batch_record(lines)))
+        self._write(encode_record(batch_record(lines)))
 
     def _write(self, data: bytes) -> None:
         if self.failed is None:
@@ -265,17 +269,20 @@ def batch_record(lines: list[LogLine]) -> dict[str, Any]:
 
     ``stream`` is the first line's stream; when the batch mixes stdout and
     stderr, ``streams`` spells each line's (``o`` / ``e``). ``ts`` is the first
-    line's time; ``ts_each`` lists every line's when they differ.
+    line's time; when the lines' times differ, ``dt_us`` lists each line's
+    offset from it in whole microseconds (integers encode ~5x faster than the
+    floats of the older ``ts_each``, which :func:`expand_record` still reads).
     """
     first = lines[0]
-    record: dict[str, Any] = {"type": "LogBatch", "source": first.source, "stream": first.stream, "ts": first.ts,
+    ts = first.ts
+    record: dict[str, Any] = {"type": "LogBatch", "source": first.source, "stream": first.stream, "ts": ts,
                               "lines": [line.text for line in lines]}
-    streams = "".join("e" if line.stream == "err" else "o" for line in lines)
+    streams = "".join(["e" if line.stream == "err" else "o" for line in lines])
     if "e" in streams and "o" in streams:
         record["streams"] = streams
-    stamps = [line.ts for line in lines]
-    if any(ts != first.ts for ts in stamps):
-        record["ts_each"] = stamps
+    last = lines[-1].ts
+    if last != ts or any(line.ts != ts for line in lines):
+        record["dt_us"] = [round((line.ts - ts) * 1e6) for line in lines]
     return record
 
 
@@ -285,19 +292,41 @@ def expand_record(data: dict[str, Any]) -> list[Event]:
         return [from_dict(data)]
     source, stream, ts = data.get("source", "vllm"), data.get("stream", "out"), data.get("ts") or 0.0
     texts = data.get("lines") or []
-    stamps = data.get("ts_each")
-    if not (isinstance(stamps, list) and len(stamps) == len(texts)):
-        stamps = None
+    n = len(texts)
+    stamps = _stamps(data, ts, n)
     streams = data.get("streams")
-    if isinstance(streams, str) and len(streams) == len(texts):
-        return [LogLine(text, "err" if st == "e" else "out", source, stamps[i] if stamps else ts)
-                for i, (text, st) in enumerate(zip(texts, streams, strict=True))]
-    if stamps:
-        return [LogLine(text, stream, source, stamp) for text, stamp in zip(texts, stamps, strict=True)]
-    return [LogLine(text, stream, source, ts) for text in texts]
+    words: Iterable[Stream]
+    if isinstance(streams, str) and len(streams) == n:
+        words = [_STREAM_WORDS.get(st, "out") for st in streams]
+    else:
+        words = repeat(stream, n)
+    times: Iterable[float] = stamps if stamps is not None else repeat(ts, n)
+    # map() over the columns: the per-line work is LogLine's own __init__ and nothing else
+    return list(map(LogLine, texts, words, repeat(source, n), times))
 
 
-def _encode(data: dict[str, Any]) -> bytes:
+_STREAM_WORDS: dict[str, Stream] = {"e": "err", "o": "out"}
+
+
+def _stamps(data: dict[str, Any], ts: float, n: int) -> list[float] | None:
+    """Each line's time from ``dt_us`` (or the older ``ts_each``), None when they all have ``ts``."""
+    offsets = data.get("dt_us")
+    if isinstance(offsets, list) and len(offsets) == n:
+        return [ts + dt / 1e6 for dt in offsets]
+    stamps = data.get("ts_each")
+    if isinstance(stamps, list) and len(stamps) == n:
+        return stamps
+    return None
+
+
+def encode_record(data: dict[str, Any]) -> bytes:
+    """One ``events.jsonl`` line (newline included) for a record."""
+    if data.get("type") == "LogBatch":
+        try:
+            # msgspec writes a batch of strings ~3x faster than json.dumps; the same JSON
+            return _MSGSPEC_ENCODE(data) + b"\n"
+        except (UnicodeEncodeError, TypeError, OverflowError):
+            pass  # a lone surrogate in a line: json.dumps below replaces it
     return (json.dumps(data, default=str, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "replace")
 
 

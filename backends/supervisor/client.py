@@ -358,8 +358,15 @@ def _fail(fut: asyncio.Future, exc: BaseException) -> None:
         fut.exception()  # retrieved: nobody may be waiting for a launch that already happened
 
 
+#: Bytes one read of the supervisor's socket may take (asyncio's default is 256 KiB a turn of the loop:
+#: a client whose turns are long — a screen being drawn — then reads less than a busy run sends).
+READ_CHUNK = 4 * 1024 * 1024
+
+
 async def _open(sock: socket.socket, **kwargs: Any) -> RunLink:
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_LINE)
+    with contextlib.suppress(AttributeError):  # asyncio's selector transport reads max_size bytes a turn
+        writer.transport.max_size = READ_CHUNK  # type: ignore[attr-defined] # absent on other loops (uvloop)
     link = RunLink(reader, writer, **kwargs)
     link.start()
     return link

@@ -40,6 +40,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 SOCKET_NAME = "control.sock"
 #: Longest line either side accepts (a snapshot record of 10,000 log lines fits easily).
 MAX_LINE = 64 * 1024 * 1024
@@ -55,10 +57,16 @@ def encode(message: dict[str, Any]) -> bytes:
 def decode(line: bytes) -> dict[str, Any] | None:
     """A protocol line as a dict (None for a line that is not a JSON object)."""
     try:
-        data = json.loads(line)
-    except ValueError:
-        return None
+        data = _decode(line)  # ~2x faster than json.loads on a batch of log lines
+    except msgspec.DecodeError:
+        try:  # what msgspec refuses and json takes (an escaped lone surrogate)
+            data = json.loads(line)
+        except ValueError:
+            return None
     return data if isinstance(data, dict) else None
+
+
+_decode = msgspec.json.Decoder().decode
 
 
 def socket_path(run_dir: Path) -> Path:

@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import socket
+import struct
+import sys
+import termios
 import time
 from typing import TYPE_CHECKING, Any
 
-from backends.events import Event, Finished, Notice, to_dict
+from backends.events import Finished, Notice, to_dict
 from backends.procs import start_time
 from backends.session import CLEANUP_TIMEOUT, Session, SessionResult
-from backends.store import StoreWriteError
+from backends.store import StoreWriteError, encode_record
 from backends.supervisor.protocol import MAX_LINE, bind_socket, decode, encode, peer_uid, socket_path
 from backends.supervisor.state import SNAPSHOT_LINES, RunState
 from config.errors import SweepdeckError
@@ -46,10 +50,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: ioctl that tells the bytes a socket has sent but its peer not yet read (Linux; None elsewhere).
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") else None
+
 #: Seconds from the last client's disappearance to a finished cleanup (the issue's bound is 5 s).
 LOST_CLIENT_CLEANUP = 4.0
 #: Bytes a client may have unread before it is sent a fresh snapshot instead of every record.
 LAG_HIGH = 32 * 1024 * 1024
+#: Kernel send buffer asked for each client's socket (the kernel may grant less: ``net.core.wmem_max``).
+#: The default (~200 KB) is less than a busy backend logs between two turns of the loop.
+SOCKET_BUFFER = 4 * 1024 * 1024
+#: Bytes queued for a reading client above which the backend is held (at most :data:`PACE_WAIT`).
+PACE_HIGH = 4 * 1024 * 1024
+#: Longest the backend is held for one client at a time; one that has read nothing in that time is
+#: not waited for again until it has caught up (it can still fall :data:`LAG_HIGH` behind and get a snapshot).
+PACE_WAIT = 0.25
 #: Seconds the supervisor waits for its clients to read the result before it exits.
 LINGER = 2.0
 
@@ -65,6 +80,30 @@ class _Client:
         self.follows = False
         self.lagging = False
         self.closed = False
+        self.unpaced = False  # it did not read for PACE_WAIT: the backend does not wait for it
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        transport = writer.transport
+        if transport is not None:
+            # drain() waits while more than PACE_HIGH is queued, until a quarter of it is left
+            transport.set_write_buffer_limits(high=PACE_HIGH, low=PACE_HIGH // 4)
+
+    def backlog(self) -> int:
+        """Bytes queued in this process for the client."""
+        transport = self.writer.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def unread(self) -> int:
+        """Bytes the client has not read: :meth:`backlog` and what waits in the kernel's socket
+        (the process's share moves only when the client has read half the kernel's buffer)."""
+        queued = 0
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+        return self.backlog() + queued
 
     def send(self, data: bytes) -> bool:
         """Queue bytes; False when the client fell too far behind (it gets a snapshot later)."""
@@ -137,8 +176,8 @@ class Supervisor:
         self._launched = asyncio.Event()
         self._all_gone = asyncio.Event()
         self.session = Session(
-            backend, spec, store=store, run_dir=run_dir, on_event=self._on_event, registry=registry,
-            cleanup_timeout=cleanup_timeout, default_image=default_image,
+            backend, spec, store=store, run_dir=run_dir, on_event=self.state.apply, registry=registry,
+            cleanup_timeout=cleanup_timeout, default_image=default_image, pace=self._pace,
         )
         run_dir.log.on_record = self._broadcast
         registry.on_change = self._save_resources
@@ -240,13 +279,35 @@ class Supervisor:
 
     # ---------------------------------------------------------- events out
 
-    def _on_event(self, event: Event) -> None:
-        self.state.apply(event)
-
     def _broadcast(self, data: bytes) -> None:
         for client in list(self.clients):
             if client.follows and not client.send(data) and client.lagging and not client.closed:
                 self._spawn(self._resync(client))
+
+    async def _pace(self) -> None:
+        """Back-pressure: hold the backend while a reading client's socket is full.
+
+        The backend is held at most :data:`PACE_WAIT` at a time per client, and
+        only for a client that reads: one that read nothing in that time (a
+        stopped terminal, a blocked loop) is not waited for again until its
+        backlog is below :data:`PACE_HIGH`, so it cannot stall the run. A client
+        that keeps reading, however slowly, gets every record instead of a
+        catch-up snapshot; the backend goes at that client's pace meanwhile.
+        """
+        for client in list(self.clients):
+            if not client.follows or client.lagging or client.closed:
+                continue
+            backlog = client.backlog()
+            if backlog <= PACE_HIGH:
+                client.unpaced = False
+            elif not client.unpaced:
+                unread = client.unread()
+                try:
+                    await asyncio.wait_for(client.writer.drain(), PACE_WAIT)
+                except TimeoutError:
+                    client.unpaced = client.unread() >= unread  # it read nothing meanwhile
+                except (ConnectionError, RuntimeError):
+                    client.closed = True
 
     async def _resync(self, client: _Client) -> None:
         """A client that fell behind gets a fresh snapshot once it has read what it was sent."""
@@ -268,7 +329,7 @@ class Supervisor:
         with contextlib.suppress(StoreWriteError):
             self.run_dir.log.flush()  # everything folded so far has gone to the other clients
         parts = [encode({"type": "_snapshot", "offset": self.run_dir.log.size})]
-        parts.extend(encode(record) for record in self.state.records(lines))
+        parts.extend(encode_record(record) for record in self.state.records(lines))
         parts.append(encode({"type": "_live"}))
         client.send(b"".join(parts))
 

@@ -252,3 +252,23 @@ def test_a_long_source_is_shortened_on_screen_and_kept_whole_when_saved():
     assert len(shown) <= 40 and shown.startswith("[TASK/RUN-EXP") and "…" in shown and shown.endswith("=1000 OUT] ")
     assert plain_line(line) == f"[{source.upper()} OUT] step 3/7 done"
     assert line_prefix(LogLine("x", "err", "vllm")) == "[VLLM ERR] "
+
+
+async def test_a_log_pane_makes_young_collections_rarer_and_never_more_frequent():
+    import gc
+
+    from tui.widgets import logview
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        logview.relax_gc()
+        assert gc.get_threshold() == (logview.GC_YOUNG_THRESHOLD, 10, 10)
+        gc.set_threshold(100_000, 5, 5)
+        logview.relax_gc()
+        assert gc.get_threshold() == (100_000, 5, 5)  # an app that chose rarer ones keeps them
+        gc.set_threshold(0, 10, 10)
+        logview.relax_gc()
+        assert gc.get_threshold() == (0, 10, 10)  # a collector switched off stays off
+    finally:
+        gc.set_threshold(*saved)

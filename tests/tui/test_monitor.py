@@ -139,7 +139,8 @@ async def test_search_filter_wrap_pause_keys():
         gate.open()
         await wait_for(pilot, lambda: len(view._held) == 20)
         assert view.line_count == 40
-        assert "PAUSED — 20 new lines held" in str(screen.query_one("#log-status").render())
+        # the status line redraws on the view's StatusChanged message: wait for it (a busy machine)
+        await wait_for(pilot, lambda: "PAUSED — 20 new lines held" in str(screen.query_one("#log-status").render()))
         await pilot.press("p")
         assert not view.paused and view.line_count == 60
         await ctrl.cleanup(2.0)

@@ -1,0 +1,110 @@
+"""The supervisor's back-pressure: it holds the backend for a client whose socket is full, but not for long."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+from backends.supervisor import supervisor as sv
+
+
+async def _client(monkeypatch) -> tuple[sv._Client, socket.socket]:
+    monkeypatch.setattr(sv, "PACE_HIGH", 256 * 1024)
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    client = sv._Client(reader, writer, "test")
+    client.follows = True
+    writer.transport.set_write_buffer_limits(high=sv.PACE_HIGH, low=sv.PACE_HIGH // 4)
+    chunk = b"x" * 65536 + b"\n"
+    while client.backlog() <= 2 * sv.PACE_HIGH:  # past what the kernel takes, then past PACE_HIGH
+        assert client.send(chunk)
+        await asyncio.sleep(0)
+    return client, theirs
+
+
+async def test_a_client_that_does_not_read_holds_the_backend_once_and_for_at_most_pace_wait(monkeypatch):
+    monkeypatch.setattr(sv, "PACE_WAIT", 0.2)
+    client, theirs = await _client(monkeypatch)
+    owner = SimpleNamespace(clients={client})
+    began = time.monotonic()
+    await sv.Supervisor._pace(owner)
+    first = time.monotonic() - began
+    assert 0.15 <= first < 5.0 and client.unpaced and not client.closed
+    began = time.monotonic()
+    await sv.Supervisor._pace(owner)  # not waited for again while it has not caught up
+    assert time.monotonic() - began < 0.1
+    client.writer.close()
+    theirs.close()
+
+
+async def test_a_client_that_reads_is_waited_for_until_it_has_caught_up(monkeypatch):
+    monkeypatch.setattr(sv, "PACE_WAIT", 30.0)  # generous: it only has to read, however busy the machine
+    client, theirs = await _client(monkeypatch)
+    owner = SimpleNamespace(clients={client})
+    stop = threading.Event()
+
+    def read() -> None:
+        theirs.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                if not theirs.recv(65536):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        await sv.Supervisor._pace(owner)
+        assert client.backlog() <= sv.PACE_HIGH and not client.unpaced  # it waited for the drain
+    finally:
+        stop.set()
+        reader.join(5)
+        client.writer.close()
+        theirs.close()
+
+
+async def test_a_client_behind_a_snapshot_or_not_following_is_not_waited_for(monkeypatch):
+    monkeypatch.setattr(sv, "PACE_WAIT", 30.0)
+    client, theirs = await _client(monkeypatch)
+    owner = SimpleNamespace(clients={client})
+    for follows, lagging in ((False, False), (True, True)):
+        client.follows, client.lagging = follows, lagging
+        began = time.monotonic()
+        await sv.Supervisor._pace(owner)
+        assert time.monotonic() - began < 5.0
+    client.writer.close()
+    theirs.close()
+
+
+async def test_a_client_that_reads_slowly_is_still_waited_for(monkeypatch):
+    monkeypatch.setattr(sv, "PACE_WAIT", 0.3)
+    client, theirs = await _client(monkeypatch)
+    owner = SimpleNamespace(clients={client})
+    stop = threading.Event()
+
+    def trickle() -> None:  # 16 KB every 50 ms: far too slow to drain it within PACE_WAIT
+        theirs.settimeout(0.2)
+        while not stop.wait(0.05):
+            try:
+                theirs.recv(16384)
+            except OSError:
+                return
+
+    reader = threading.Thread(target=trickle, daemon=True)
+    reader.start()
+    try:
+        before = client.unread()
+        await sv.Supervisor._pace(owner)
+        assert client.backlog() > sv.PACE_HIGH // 4  # it timed out before the drain…
+        assert client.unread() < before and not client.unpaced  # …but the client read: it is waited for again
+    finally:
+        stop.set()
+        reader.join(5)
+        client.writer.close()
+        theirs.close()
