@@ -100,7 +100,7 @@ def plain_loop(state: Path) -> float:
     from backends.results.index import summarize
 
     t0 = time.perf_counter()
-    for path in sorted((state / "runs").iterdir()):
+    for path in sorted(p for p in (state / "runs").iterdir() if p.is_dir()):  # not the store's .index.json
         with open(path / "results" / "results.json") as fh:
             doc = json.load(fh)
         summarize(loadgen.from_document(doc, str(path), path.name))
