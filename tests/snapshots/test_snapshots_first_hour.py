@@ -10,7 +10,6 @@ Update with ``pytest tests/snapshots/test_snapshots_first_hour.py --snapshot-upd
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,17 +19,7 @@ from backends.base import Check
 from backends.events import Alert, Fix
 from tests.snapshots import SIZES
 from tests.snapshots.test_snapshots_app import settle
-from tests.tui.app_fakes import FIXED_NOW, RemedyBackend, make_app, seed_store, write_record
-
-
-def seed_family(root: Path) -> None:
-    seed_store(root)
-    path = write_record(root, "nov22-llama-2-7b-hf-summarization-fix", state="succeeded", started=FIXED_NOW - 80000,
-                        finished=FIXED_NOW - 79000, model="meta-llama/Llama-2-7b-hf", workload="summarization")
-    meta = json.loads((path / "meta.json").read_text())
-    meta["parent"] = "nov22-llama-2-7b-hf-summarization"
-    meta["fix"] = {"label": "Reduce context", "changes": {"engine.max_model_len": 2048}}
-    (path / "meta.json").write_text(json.dumps(meta))
+from tests.tui.app_fakes import RemedyBackend, make_app, seed_family
 
 
 def select(pilot, run_id: str) -> None:

@@ -232,6 +232,17 @@ def seed_store(root: Path) -> None:
     )
 
 
+def seed_family(root: Path) -> None:
+    """The seeded store plus a fix run of the failed llama-2 run (as the app records one)."""
+    seed_store(root)
+    path = write_record(root, "nov22-llama-2-7b-hf-summarization-fix", state="succeeded", started=FIXED_NOW - 80000,
+                        finished=FIXED_NOW - 79000, model="meta-llama/Llama-2-7b-hf", workload="summarization")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["parent"] = "nov22-llama-2-7b-hf-summarization"
+    meta["fix"] = {"label": "Reduce context", "changes": {"engine.max_model_len": 2048}}
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
 def clock() -> float:
     return FIXED_NOW
 

@@ -5,7 +5,6 @@ Pilot tests on the real app (fake backends where a run is not the point).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from textual.widgets import DataTable, Input, OptionList, Static
 
 from backends.base import Check
 from backends.events import Fix
-from tests.tui.app_fakes import FIXED_NOW, FakeMonitor, make_app, seed_store, write_record
+from tests.tui.app_fakes import FakeMonitor, make_app, seed_family, seed_store
 from tui import bindings as keys
 from tui.screens.dialogs import ConfirmDialog, HelpDialog, QuickCommandDialog, SpellingDialog
 from tui.screens.runs import RunsScreen
@@ -36,17 +35,6 @@ def text_of(widget: Static) -> str:
 async def settle(pilot, n: int = 3) -> None:
     for _ in range(n):
         await pilot.pause()
-
-
-def seed_family(root: Path) -> None:
-    """The seeded store plus a fix run of the failed llama-2 run (as the app records one)."""
-    seed_store(root)
-    path = write_record(root, "nov22-llama-2-7b-hf-summarization-fix", state="succeeded", started=FIXED_NOW - 80000,
-                        finished=FIXED_NOW - 79000, model="meta-llama/Llama-2-7b-hf", workload="summarization")
-    meta = json.loads((path / "meta.json").read_text())
-    meta["parent"] = "nov22-llama-2-7b-hf-summarization"
-    meta["fix"] = {"label": "Reduce context", "changes": {"engine.max_model_len": 2048}}
-    (path / "meta.json").write_text(json.dumps(meta))
 
 
 # ------------------------------------------------------------------ the footer

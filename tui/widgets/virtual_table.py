@@ -114,6 +114,20 @@ def _cell(value: Any, height: int) -> Any:
     return Text(str(value), no_wrap=height == 1, end="")
 
 
+class _RowMessage(Message):
+    """A message about one row, with DataTable's attributes (``data_table``, ``cursor_row``, ``row_key``)."""
+
+    def __init__(self, table: VirtualTable, cursor_row: int, row_key: RowKey) -> None:
+        self.data_table = table
+        self.cursor_row = cursor_row
+        self.row_key = row_key
+        super().__init__()
+
+    @property
+    def control(self) -> VirtualTable:
+        return self.data_table
+
+
 class VirtualTable(ScrollView, can_focus=True):
     """A row-cursor table whose rows are keys and whose cells come from a callback when drawn."""
 
@@ -190,31 +204,11 @@ class VirtualTable(ScrollView, can_focus=True):
     }
     """
 
-    class RowHighlighted(Message):
+    class RowHighlighted(_RowMessage):
         """The cursor moved to another row (or the rows under it changed)."""
 
-        def __init__(self, table: VirtualTable, cursor_row: int, row_key: RowKey) -> None:
-            self.data_table = table
-            self.cursor_row = cursor_row
-            self.row_key = row_key
-            super().__init__()
-
-        @property
-        def control(self) -> VirtualTable:
-            return self.data_table
-
-    class RowSelected(Message):
+    class RowSelected(_RowMessage):
         """Enter (or a click on the cursor row) chose the row."""
-
-        def __init__(self, table: VirtualTable, cursor_row: int, row_key: RowKey) -> None:
-            self.data_table = table
-            self.cursor_row = cursor_row
-            self.row_key = row_key
-            super().__init__()
-
-        @property
-        def control(self) -> VirtualTable:
-            return self.data_table
 
     def __init__(self, *, zebra_stripes: bool = False, cell_padding: int = 1,
                  on_highlight: Callable[[int], None] | None = None, name: str | None = None,
