@@ -58,6 +58,38 @@ def client_signals() -> tuple[signal.Signals, ...]:
     return tuple(sigs)
 
 
+class _EarlyInterrupt:
+    """Ctrl+C during pre-flight, before anything exists: stop there, as a KeyboardInterrupt.
+
+    Without this, SIGINT in that window is ``asyncio.run``'s: it cancels the main task, and a
+    cancellation that an await swallows (Python 3.11's ``wait_for`` can, when its inner future
+    finishes at the same moment) was lost — the launch went on and the run to its end (seen
+    under load, Ctrl+C 0.25–0.6 s after starting ``sweepdeck run``). Here the signal is also
+    remembered, and :meth:`check` raises it after pre-flight whatever became of the cancel.
+    """
+
+    def __init__(self, install: bool) -> None:
+        self.signal: int | None = None
+        self._task = asyncio.current_task()
+        self._restore: Callable[[], None] = (
+            install_signal_handlers(asyncio.get_running_loop(), self._on_signal, (signal.SIGINT,)) if install
+            else (lambda: None))
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.signal = int(sig)
+        if self._task is not None:
+            self._task.cancel()
+
+    def check(self) -> None:
+        if self.signal is not None:
+            self.restore()
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        self._restore()
+        self._restore = lambda: None
+
+
 class _SignalPolicy:
     """What a headless client does with each signal (see module docs)."""
 
@@ -196,16 +228,25 @@ async def drive(
 
     store = store or RunStore()
     if not skip_preflight:
-        checks = await run_preflight(backend, spec, store)
-        if on_checks is not None:
-            on_checks(checks)
-        check_preflight(checks, allow_warnings=True)  # blocking failures first
-        accepted = assume_yes
-        if not assume_yes and confirm is not None:
-            accepted = bool(confirm(checks))
-            if not accepted:
-                raise SweepdeckError("Not started.", "Nothing was created.")
-        check_preflight(checks, allow_warnings=accepted)
+        interrupted = _EarlyInterrupt(install_signals)
+        try:
+            checks = await run_preflight(backend, spec, store)
+            interrupted.check()
+            if on_checks is not None:
+                on_checks(checks)
+            check_preflight(checks, allow_warnings=True)  # blocking failures first
+            accepted = assume_yes
+            if not assume_yes and confirm is not None:
+                interrupted.restore()  # the prompt reads the terminal: Ctrl+C there is a KeyboardInterrupt
+                accepted = bool(confirm(checks))
+                if not accepted:
+                    raise SweepdeckError("Not started.", "Nothing was created.")
+            check_preflight(checks, allow_warnings=accepted)
+        except asyncio.CancelledError:
+            interrupted.check()  # our own cancel: a KeyboardInterrupt
+            raise
+        finally:
+            interrupted.restore()
     if launcher is None:
         launcher = InProcessLauncher(registry) if recipe_of(backend) is None else default_launcher(backend)
     follower = _Follower(on_event, detach_when)

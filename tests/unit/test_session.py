@@ -423,3 +423,63 @@ def test_handle_file_is_written_as_handle_and_an_older_session_file_is_still_rea
     (old / "session").write_text("JOB_ID=7\nNODE=alvis7-07\n")  # a run directory from before the rename
     assert RunDir(old).read_handle() == {"JOB_ID": "7", "NODE": "alvis7-07"}
     assert RunDir(tmp_path / "none").read_handle() == {}
+
+
+EARLY_INT = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from backends.cleanup import CleanupRegistry
+from backends.events import Finished, LogLine
+from backends.store import RunStore
+from backends.supervisor.drive import drive
+from config.catalog import load_catalogs
+from config.spec import build_spec
+from tests.unit.test_session import FakeBackend
+
+
+class SwallowsTheCancel(FakeBackend):
+    async def preflight(self, spec):
+        self.calls.append("preflight")
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGINT)
+        try:
+            await asyncio.sleep(2)
+        except asyncio.CancelledError:
+            pass  # as Python 3.11's wait_for can when its inner future finishes at the same moment
+        return self.checks
+
+
+async def main():
+    spec = build_spec(load_catalogs(), "llama2-7b", workload="chatbot", experiment_id="exp-1")
+    backend = SwallowsTheCancel([LogLine("working"), Finished("succeeded", "done")], registry=CleanupRegistry())
+    try:
+        await drive(backend, spec, store=RunStore(Path(sys.argv[1])), assume_yes=True, registry=backend.registry)
+    finally:
+        print("calls", backend.calls, flush=True)
+
+try:
+    asyncio.run(main())  # the real runner: its SIGINT handler cancels the main task
+except KeyboardInterrupt:
+    sys.exit(130)
+print("the run went on")
+"""
+
+
+def test_ctrl_c_during_preflight_stops_there_even_when_the_cancel_is_swallowed(tmp_path):
+    """Issue 11: a Ctrl+C in the first moments of ``sweepdeck run`` was once ignored and the run went on.
+
+    In pre-flight the SIGINT was asyncio.run's: it cancels the main task, and an await that swallows
+    the cancellation lost it. Now it is also remembered and raised after pre-flight (a real process:
+    a SIGINT to the test process itself would stop pytest if the handling ever broke).
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    state = tmp_path / "state"
+    proc = subprocess.run([sys.executable, "-c", EARLY_INT, str(state)], cwd=root, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "calls ['preflight']" in proc.stdout and "the run went on" not in proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert not RunStore(state).exists("exp-1")
