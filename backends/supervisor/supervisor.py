@@ -81,6 +81,8 @@ class _Client:
         self.lagging = False
         self.closed = False
         self.unpaced = False  # it did not read for PACE_WAIT: the backend does not wait for it
+        self.sent = 0  # bytes queued for it so far
+        self.read_mark = 0  # what it had read when it was last found not reading
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -105,6 +107,10 @@ class _Client:
                 queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
         return self.backlog() + queued
 
+    def consumed(self) -> int:
+        """Bytes the client has read so far."""
+        return self.sent - self.unread()
+
     def send(self, data: bytes) -> bool:
         """Queue bytes; False when the client fell too far behind (it gets a snapshot later)."""
         if self.closed or self.lagging:
@@ -114,6 +120,7 @@ class _Client:
         except (ConnectionError, RuntimeError):
             self.closed = True
             return False
+        self.sent += len(data)
         transport = self.writer.transport
         if transport is not None and transport.get_write_buffer_size() > LAG_HIGH:
             self.lagging = True
@@ -289,25 +296,32 @@ class Supervisor:
 
         The backend is held at most :data:`PACE_WAIT` at a time per client, and
         only for a client that reads: one that read nothing in that time (a
-        stopped terminal, a blocked loop) is not waited for again until its
-        backlog is below :data:`PACE_HIGH`, so it cannot stall the run. A client
-        that keeps reading, however slowly, gets every record instead of a
-        catch-up snapshot; the backend goes at that client's pace meanwhile.
+        stopped terminal, a blocked loop) is not waited for again until it reads
+        again or its backlog is below :data:`PACE_HIGH`, so it cannot stall the
+        run. A client that keeps reading, however slowly, gets every record
+        instead of a catch-up snapshot; the backend goes at that client's pace
+        meanwhile. (One that only paused — a process starved of CPU on a busy
+        machine — is waited for again once it reads: each pause costs the run at
+        most :data:`PACE_WAIT`.)
         """
         for client in list(self.clients):
             if not client.follows or client.lagging or client.closed:
                 continue
-            backlog = client.backlog()
-            if backlog <= PACE_HIGH:
+            if client.backlog() <= PACE_HIGH:
                 client.unpaced = False
-            elif not client.unpaced:
-                unread = client.unread()
-                try:
-                    await asyncio.wait_for(client.writer.drain(), PACE_WAIT)
-                except TimeoutError:
-                    client.unpaced = client.unread() >= unread  # it read nothing meanwhile
-                except (ConnectionError, RuntimeError):
-                    client.closed = True
+                continue
+            if client.unpaced:
+                if client.consumed() <= client.read_mark:
+                    continue  # still not reading
+                client.unpaced = False  # it reads again
+            before = client.consumed()
+            try:
+                await asyncio.wait_for(client.writer.drain(), PACE_WAIT)
+            except TimeoutError:
+                if client.consumed() <= before:  # it read nothing meanwhile
+                    client.unpaced, client.read_mark = True, before
+            except (ConnectionError, RuntimeError):
+                client.closed = True
 
     async def _resync(self, client: _Client) -> None:
         """A client that fell behind gets a fresh snapshot once it has read what it was sent."""

@@ -108,3 +108,25 @@ async def test_a_client_that_reads_slowly_is_still_waited_for(monkeypatch):
         reader.join(5)
         client.writer.close()
         theirs.close()
+
+
+async def test_a_client_that_paused_is_waited_for_again_once_it_reads_again(monkeypatch):
+    """A client starved of CPU for a moment (a busy machine) is not given up on for good."""
+    monkeypatch.setattr(sv, "PACE_WAIT", 0.2)
+    client, theirs = await _client(monkeypatch)
+    owner = SimpleNamespace(clients={client})
+    await sv.Supervisor._pace(owner)  # it reads nothing: given up on, for now
+    assert client.unpaced
+    began = time.monotonic()
+    await sv.Supervisor._pace(owner)
+    assert time.monotonic() - began < 0.1 and client.unpaced  # not waited for while it still reads nothing
+    theirs.settimeout(5)
+    assert theirs.recv(65536)  # it reads again (a little)
+    await asyncio.sleep(0)
+    before = client.consumed()
+    assert before > client.read_mark
+    began = time.monotonic()
+    await sv.Supervisor._pace(owner)  # waited for again (it reads nothing more: for PACE_WAIT, then given up on)
+    assert time.monotonic() - began >= 0.15 and client.unpaced and client.read_mark == before
+    client.writer.close()
+    theirs.close()
