@@ -204,8 +204,9 @@ def test_ctrl_c_is_honoured_from_the_first_moment_of_a_launch(delay):
         rc = client.finish(30)
     finally:
         client.kill()
-    assert rc != 0, client.text[-2000:]
-    assert "Traceback" not in client.text, client.text[-2000:]
+    shown = client.text if len(client.text) < 4000 else f"{client.text[:2000]}\n[…]\n{client.text[-2000:]}"
+    assert rc != 0, f"the SIGINT {delay} s after starting was not honoured:\n{shown}"
+    assert "Traceback" not in client.text, shown
     if not (runs_dir() / run_id).exists():
         return  # stopped in pre-flight: nothing was created
     # never run to the end: stopped. A client stopped while its supervisor was still starting leaves the
