@@ -188,6 +188,18 @@ def test_state_dir_filling_up_stops_the_run_with_one_clear_line(tmp_path):
     assert not runs_dir().exists() or not (runs_dir() / "full-run").exists()
 
 
+def _signal_masks(pid: int) -> str:
+    """Whether SIGINT is ignored, caught or blocked in process ``pid`` now (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
+    except OSError:
+        return "process gone"
+    bit = 1 << (signal.SIGINT - 1)
+    return ", ".join(f"SIGINT {word}: {bool(int(fields[key].strip(), 16) & bit)}"
+                     for key, word in (("SigIgn", "ignored"), ("SigCgt", "caught"), ("SigBlk", "blocked")))
+
+
 @pytest.mark.parametrize("delay", [0.25, 0.33, 0.6, 1.0, 1.6])
 def test_ctrl_c_is_honoured_from_the_first_moment_of_a_launch(delay):
     """Issue 11: a Ctrl+C 0.33 s after launch was once ignored and the run went on to completion. The run here
@@ -200,12 +212,13 @@ def test_ctrl_c_is_honoured_from_the_first_moment_of_a_launch(delay):
         while time.monotonic() < end and client.proc.poll() is None:
             client.read(max(0.0, end - time.monotonic()))
         assert client.proc.poll() is None, client.text[-2000:]
+        masks = _signal_masks(client.proc.pid)  # for the failure message: was SIGINT ignored or caught then?
         client.proc.send_signal(signal.SIGINT)
         rc = client.finish(30)
     finally:
         client.kill()
     shown = client.text if len(client.text) < 4000 else f"{client.text[:2000]}\n[…]\n{client.text[-2000:]}"
-    assert rc != 0, f"the SIGINT {delay} s after starting was not honoured:\n{shown}"
+    assert rc != 0, f"the SIGINT {delay} s after starting was not honoured ({masks}):\n{shown}"
     assert "Traceback" not in client.text, shown
     if not (runs_dir() / run_id).exists():
         return  # stopped in pre-flight: nothing was created
