@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 from backends.supervisor import supervisor as sv
@@ -23,6 +25,31 @@ async def _client(monkeypatch) -> tuple[sv._Client, socket.socket]:
         assert client.send(chunk)
         await asyncio.sleep(0)
     return client, theirs
+
+
+@contextlib.contextmanager
+def _reading(sock: socket.socket, size: int, *, every: float) -> Iterator[None]:
+    """A thread that reads up to ``size`` bytes from ``sock`` every ``every`` seconds while the block runs."""
+    stop = threading.Event()
+
+    def read() -> None:
+        sock.settimeout(0.2)
+        while not stop.wait(every):
+            try:
+                if not sock.recv(size):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reader.join(5)
 
 
 async def test_a_client_that_does_not_read_holds_the_backend_once_and_for_at_most_pace_wait(monkeypatch):
@@ -44,27 +71,11 @@ async def test_a_client_that_reads_is_waited_for_until_it_has_caught_up(monkeypa
     monkeypatch.setattr(sv, "PACE_WAIT", 30.0)  # generous: it only has to read, however busy the machine
     client, theirs = await _client(monkeypatch)
     owner = SimpleNamespace(clients={client})
-    stop = threading.Event()
-
-    def read() -> None:
-        theirs.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                if not theirs.recv(65536):
-                    return
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
     try:
-        await sv.Supervisor._pace(owner)
-        assert client.backlog() <= sv.PACE_HIGH and not client.unpaced  # it waited for the drain
+        with _reading(theirs, 65536, every=0.0):
+            await sv.Supervisor._pace(owner)
+            assert client.backlog() <= sv.PACE_HIGH and not client.unpaced  # it waited for the drain
     finally:
-        stop.set()
-        reader.join(5)
         client.writer.close()
         theirs.close()
 
@@ -86,26 +97,13 @@ async def test_a_client_that_reads_slowly_is_still_waited_for(monkeypatch):
     monkeypatch.setattr(sv, "PACE_WAIT", 0.3)
     client, theirs = await _client(monkeypatch)
     owner = SimpleNamespace(clients={client})
-    stop = threading.Event()
-
-    def trickle() -> None:  # 16 KB every 50 ms: far too slow to drain it within PACE_WAIT
-        theirs.settimeout(0.2)
-        while not stop.wait(0.05):
-            try:
-                theirs.recv(16384)
-            except OSError:
-                return
-
-    reader = threading.Thread(target=trickle, daemon=True)
-    reader.start()
     try:
-        before = client.unread()
-        await sv.Supervisor._pace(owner)
-        assert client.backlog() > sv.PACE_HIGH // 4  # it timed out before the drain…
-        assert client.unread() < before and not client.unpaced  # …but the client read: it is waited for again
+        with _reading(theirs, 16384, every=0.05):  # far too slow to drain it within PACE_WAIT
+            before = client.unread()
+            await sv.Supervisor._pace(owner)
+            assert client.backlog() > sv.PACE_HIGH // 4  # it timed out before the drain…
+            assert client.unread() < before and not client.unpaced  # …but the client read: it is waited for again
     finally:
-        stop.set()
-        reader.join(5)
         client.writer.close()
         theirs.close()
 
