@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Input
 from backends.base import Check
 from tests.snapshots import SIZES
 from tests.tui.app_fakes import make_app, seed_store
+from tests.tui.monitor_support import wait_for
 from tui.widgets.virtual_table import VirtualTable
 
 
@@ -186,10 +187,7 @@ def flows():  # noqa: C901 - a test flow table / fake server dispatch; over 15 w
         await pilot.pause()
         await pilot.press(*"run")
         # the palette searches in a worker; wait until its hits are listed
-        for _ in range(40):
-            await pilot.pause(0.05)
-            if pilot.app.screen.query("CommandList") and pilot.app.screen.query_one("CommandList").option_count:
-                break
+        await wait_for(pilot, lambda: pilot.app.screen.query_one("CommandList").option_count)
         await settle(pilot)
 
     return {name: fn for name, fn in locals().items() if callable(fn)}

@@ -58,8 +58,10 @@ async def preflight_long_detail(pilot):
     await pilot.press(*"qwen-1.5b", "enter")
     await pilot.pause()
     await pilot.press("enter", "enter", "enter")
-    for _ in range(20):
-        await pilot.pause()
+    from tests.tui.monitor_support import wait_for
+    from tui.screens.wizard.steps import PreflightStep
+
+    await wait_for(pilot, lambda: pilot.app.screen.query_one(PreflightStep).checks is not None)
     await settle(pilot)
 
 

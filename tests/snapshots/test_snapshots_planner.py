@@ -12,6 +12,7 @@ from backends.base import Check
 from tests.snapshots import SIZES
 from tests.snapshots.test_snapshots_app import settle, to_model
 from tests.tui.app_fakes import make_app
+from tests.tui.monitor_support import wait_for
 
 CHECKS = [Check("Simulator available", "pass", "python -m backends.sim")]
 
@@ -54,10 +55,7 @@ async def preflight_does_not_fit(pilot):
     await pilot.press("y", "f8")
     await pilot.pause()
     await pilot.press("f8")
-    for _ in range(100):
-        await pilot.pause(0.02)
-        if pilot.app.screen.query_one("#preflight-table", DataTable).row_count:
-            break
+    await wait_for(pilot, lambda: pilot.app.screen.query_one("#preflight-table", DataTable).row_count)
     await settle(pilot)
 
 

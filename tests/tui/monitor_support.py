@@ -184,15 +184,31 @@ def make_app(backend, *, registry=None, store=None, log_line_cap: int | None = N
     return app
 
 
-async def wait_for(pilot, predicate, timeout: float = 5.0, step: float = 0.02) -> None:
-    """Let the app run until ``predicate()`` is true (fails the test after ``timeout``)."""
+async def wait_for(pilot, predicate, timeout: float = 20.0, step: float = 0.02) -> None:
+    """Let the app run until ``predicate()`` is true and the screen on top has mounted its widgets.
+
+    A screen is on top (``app.screen``) as soon as it is pushed, but it composes and mounts its
+    children in its own task; on a busy machine a test that queries it right away finds nothing.
+    So the wait also asks for ``app.screen.is_mounted``, and a predicate that queries a widget
+    not mounted yet (``NoMatches``) counts as not true yet. The timeout is generous because it
+    only matters when the test fails; a passing test waits only as long as the app takes.
+    """
+    from textual.css.query import NoMatches
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    last: Exception | None = None
+    while True:
+        try:
+            if predicate() and pilot.app.screen.is_mounted:
+                return
+        except NoMatches as error:
+            last = error
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {getattr(predicate, '__name__', predicate)}")
+            what = getattr(predicate, "__name__", predicate)
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; on top: {pilot.app.screen!r}"
+                                 + (f"; last query: {last}" if last else ""))
         await pilot.pause(step)
-
 
 
 # ---------------------------------------------------------------- slurm runs

@@ -17,6 +17,7 @@ from backends.store import RunStore
 from config.errors import SweepdeckError
 from tests.support.procstate import gone
 from tests.tui.app_fakes import FakeBackend, FakeController, FakeMonitor, make_app, seed_store
+from tests.tui.monitor_support import wait_for
 from tui import bindings as keys
 from tui.screens.dialogs import ConfirmDialog, HelpDialog, QuickCommandDialog, QuitDialog
 from tui.screens.runs import RunsScreen
@@ -174,10 +175,7 @@ async def test_clean_key_asks_then_removes_what_a_lost_run_left(monkeypatch):
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("y")
-        for _ in range(50):
-            if cleaned:
-                break
-            await pilot.pause(0.05)
+        await wait_for(pilot, lambda: cleaned)
     assert cleaned == ["nov20-llama-3-8b-instruct-chatbot"]
 
 

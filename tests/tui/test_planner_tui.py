@@ -6,6 +6,7 @@ from textual.widgets import DataTable, Static
 
 from backends.base import Check
 from tests.tui.app_fakes import make_app
+from tests.tui.monitor_support import wait_for
 from tests.tui.test_wizard import SIZE, text_of, to_review
 from tui.screens.wizard.steps import PreflightStep
 
@@ -64,11 +65,7 @@ async def test_preflight_lists_the_memory_plan_check():
         await pilot.pause()
         await pilot.press("f8")  # pre-flight
         step = wizard.query_one(PreflightStep)
-        for _ in range(100):
-            await pilot.pause(0.02)
-            if step.checks is not None:
-                break
-        assert step.checks is not None
+        await wait_for(pilot, lambda: step.checks is not None)
         names = [c.name for c in step.checks]
         assert names[:2] == ["Simulator available", "Memory plan"]  # then the shared checks (run store)
         memory = step.checks[1]

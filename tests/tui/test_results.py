@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Static, TabbedContent
 
 from backends.results.series import PLOTS
 from tests.tui.app_fakes import FakeMonitor, make_app
+from tests.tui.monitor_support import wait_for
 from tests.tui.results_support import LOCAL_RUN, needs_reference, seed_results, wait_loaded
 from tui.screens.results import CompareScreen, ResultsListScreen, ResultsScreen
 from tui.screens.runs import RunsScreen
@@ -308,10 +309,7 @@ async def test_results_list_from_the_runs_list_and_the_palette(seeded):
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"every run's results")
-        for _ in range(60):
-            await pilot.pause(0.05)
-            if app.screen.query("CommandList") and app.screen.query_one("CommandList").option_count:
-                break
+        await wait_for(pilot, lambda: app.screen.query_one("CommandList").option_count)
         await pilot.press("enter")
         await wait_loaded(pilot)
         assert isinstance(app.screen, ResultsListScreen)

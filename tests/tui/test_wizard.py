@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Input, Static
 from backends.base import Check
 from config.catalog import load_catalogs
 from tests.tui.app_fakes import FakeMonitor, make_app
+from tests.tui.monitor_support import wait_for
 from tui.screens.dialogs import ChoiceDialog, DisambiguationDialog, TextInputDialog
 from tui.screens.wizard import WizardScreen
 from tui.screens.wizard.state import WizardState
@@ -615,11 +616,7 @@ async def to_preflight(pilot, app) -> tuple[WizardScreen, PreflightStep]:
     wizard = await to_review(pilot)
     await pilot.press("f8", "f8")
     step = wizard.query_one(PreflightStep)
-    for _ in range(50):
-        await pilot.pause()
-        if step.checks is not None:
-            break
-    assert step.checks is not None
+    await wait_for(pilot, lambda: step.checks is not None)
     return wizard, step
 
 
@@ -643,10 +640,7 @@ async def test_preflight_remedy_runs_once_after_confirming_then_checks_rerun():
         assert "Create the namespace mert on the cluster?" in text_of(dialog.query_one("#confirm-message", Static))
         assert backend.remedied == []  # asked, not done
         await pilot.press("y")
-        for _ in range(50):
-            await pilot.pause()
-            if step.checks is not None and len(backend.preflighted) > runs_before:
-                break
+        await wait_for(pilot, lambda: step.checks is not None and len(backend.preflighted) > runs_before)
         assert app.screen is wizard
         assert backend.remedied == [(wizard.state.spec.experiment_id, "create_namespace", {"namespace": "mert"})]
         assert len(backend.preflighted) == runs_before + 1  # pre-flight ran again
@@ -694,10 +688,7 @@ async def test_preflight_remedy_error_is_a_readable_notification():
         await pilot.press("f")
         await pilot.pause()
         await pilot.press("y")
-        for _ in range(50):
-            await pilot.pause()
-            if step.checks is not None and len(backend.preflighted) > runs_before:
-                break
+        await wait_for(pilot, lambda: step.checks is not None and len(backend.preflighted) > runs_before)
         assert len(backend.remedied) == 1
         errors = [n for n in app._notifications if n.severity == "error"]
         assert errors and "Forbidden: cannot create namespaces." in errors[-1].message
