@@ -47,6 +47,19 @@ def _stop_supervisors_under(root: str) -> None:
                 os.kill(int(entry), signal.SIGKILL)
 
 
+def pytest_configure(config):
+    """Give this process (the main one, and each xdist worker) the SIGINT a terminal's foreground process has.
+
+    A non-interactive shell starts its background jobs with SIGINT ignored (``make test &`` in a script, a
+    CI runner), the workers inherit that, and so does every client a test starts — and ``sweepdeck run``
+    keeps an inherited ignore, as a background job should. The tests that press Ctrl+C on a client would
+    then test how the suite was started. (This is why the early Ctrl+C test failed only in such runs.)
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        with contextlib.suppress(ValueError):  # not the main thread: leave it
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups to schedule by them
 def pytest_collection_modifyitems(config, items):
     """``make test`` runs two workers (pytest-xdist, ``--dist loadgroup``); tests that share one service

@@ -12,6 +12,9 @@ first instant of a launch is held and sent as soon as the link exists:
   (nothing more can be shown); the supervisor stops it and cleans up. An
   inherited SIG_IGN (``nohup``) is kept: the signal then never comes and the
   run goes on.
+* An inherited SIG_IGN for SIGINT is kept the same way, from the first
+  instant (a background job of a script, ``sweepdeck run … &``, starts so:
+  a Ctrl+C in that terminal is not meant for it); SIGTERM still stops it.
 * With ``detach_on_signal`` every one of them detaches instead: the run goes
   on and ``sweepdeck attach RUN`` follows it again.
 """
@@ -50,9 +53,21 @@ def hangup_ignored() -> bool:
     return signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
 
 
+def interrupt_ignored() -> bool:
+    """Was SIGINT ignored when this process started? Then it stays ignored.
+
+    A non-interactive shell starts its background jobs so (``sweepdeck run … &`` in a script), and
+    Python then installs no KeyboardInterrupt handler either. Before this was kept, such a client
+    ignored a SIGINT in its first moments and honoured one that came after its handlers were in.
+    """
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
 def client_signals() -> tuple[signal.Signals, ...]:
-    """The signals a client handles: SIGINT, SIGTERM, and SIGHUP unless it was ignored at start."""
-    sigs = [signal.SIGINT, signal.SIGTERM]
+    """The signals a client handles: SIGTERM, and SIGINT and SIGHUP unless each was ignored at start."""
+    sigs = [signal.SIGTERM]
+    if not interrupt_ignored():
+        sigs.insert(0, signal.SIGINT)
     if not hangup_ignored():
         sigs.append(signal.SIGHUP)
     return tuple(sigs)
@@ -228,7 +243,8 @@ async def drive(
 
     store = store or RunStore()
     if not skip_preflight:
-        interrupted = _EarlyInterrupt(install_signals)
+        # installed only where SIGINT is not ignored: its restore would put the default back
+        interrupted = _EarlyInterrupt(install_signals and not interrupt_ignored())
         try:
             checks = await run_preflight(backend, spec, store)
             interrupted.check()
@@ -340,4 +356,4 @@ async def _until_end(link: RunLink, run: Run, policy: _SignalPolicy, follower: _
     return SessionResult("cancelled", HUNG_UP, run, Finished("cancelled", HUNG_UP), alerts, policy.signal)
 
 
-__all__ = ["HUNG_UP", "client_signals", "drive", "follow_run", "hangup_ignored"]
+__all__ = ["HUNG_UP", "client_signals", "drive", "follow_run", "hangup_ignored", "interrupt_ignored"]

@@ -135,6 +135,32 @@ def test_nohup_keeps_the_run_going_through_a_hangup():
     assert "30 requests completed" in meta(run_id)["message"]
 
 
+def test_an_inherited_sigint_ignore_is_kept_from_the_first_moment():
+    """A client started with SIGINT ignored (a script's background job) ignores it throughout: before
+    this, a SIGINT in its first moments was ignored and one after its handlers were in stopped the run."""
+    port = free_port()
+    run_id = "ignored-int-run"
+
+    def ignore_interrupt() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    client = Client("run", *BASE, "--max-requests", "30", "--rate", "20", "--port", str(port),
+                    "--experiment-id", run_id, preexec=ignore_interrupt)
+    try:
+        end = time.monotonic() + 0.25
+        while time.monotonic() < end and client.proc.poll() is None:
+            client.read(max(0.0, end - time.monotonic()))
+        client.proc.send_signal(signal.SIGINT)  # pre-flight, or the supervisor starting
+        client.wait_for("[INFO] Progress:", 60)
+        client.proc.send_signal(signal.SIGINT)  # the run under way
+        assert client.finish(60) == 0, client.text[-2000:]
+    finally:
+        client.kill()
+    assert "Stopping the run" not in client.text
+    assert meta(run_id)["state"] == "succeeded"
+    assert "30 requests completed" in meta(run_id)["message"]
+
+
 @contextlib.contextmanager
 def _tmpfs(path, size: str, *options: str):
     path.mkdir(parents=True, exist_ok=True)
