@@ -7,7 +7,8 @@ shift
 [ "${1:-}" = "--" ] && shift
 hogs=()
 cleanup() { for pid in "${hogs[@]}"; do kill "$pid" 2>/dev/null; done; }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'echo "== stopped"; exit 130' INT TERM  # Ctrl+C stops every run, not just the current one
 for _ in $(seq "$(nproc)"); do
   ( while :; do :; done ) &
   hogs+=("$!")
