@@ -412,6 +412,10 @@ class TektonBackend(BackendBase):
                     for ev in self._overtime_alerts(state):
                         yield self._record(run, ev)
                     continue
+                if tag == "log":  # the hot path: a batch of log lines (a list, never an error)
+                    for ev in item:
+                        yield self._record(run, ev)
+                    continue
                 events, finished_pr = await self._on_item(run, state, tag, item, queue, total)
                 for ev in events:
                     yield self._record(run, ev)
@@ -431,11 +435,9 @@ class TektonBackend(BackendBase):
 
     async def _on_item(self, run: Run, state: _RunState, tag: str, item: Any, queue: asyncio.Queue,
                        total: int) -> tuple[list[Event], dict | None]:
-        """One queue item: a watch's error, a batch of log events, a log's end, or a watch event (see _handle)."""
+        """One queue item other than a batch of log events: a watch's error, a log's end, or a watch event."""
         if isinstance(item, KubeError):
             return [Notice(f"{item.message} (retrying)", "warning")], None
-        if tag == "log":
-            return list(item), None
         if tag == "log-end":
             if run.handle.get("matrix") is not None:
                 self._follow_tasks(run, state, queue)
