@@ -101,21 +101,7 @@ async def wait_loaded(pilot, kind: type | None = None, timeout: float = 30.0) ->
     from textual.widgets import DataTable
 
     for table in pilot.app.screen.query(DataTable):
-        while table._new_rows or table._updated_cells or table._require_update_dimensions or _narrow(table):
-            assert loop.time() < deadline, f"a table did not measure its rows: {_narrow(table)}"
+        while table._new_rows or table._updated_cells or table._require_update_dimensions:
+            assert loop.time() < deadline, "a table did not measure its rows"
             await pilot.pause(0.02)
     await pilot.pause()
-
-
-def _narrow(table) -> list[str]:
-    """Columns narrower than their widest cell (once, under heavy load, a snapshot caught the results list
-    with the widths of its placeholder rows and the cells of the read ones)."""
-    from rich.cells import cell_len
-
-    narrow = []
-    for i, column in enumerate(table.ordered_columns):
-        widest = max((cell_len(str(table.get_row_at(r)[i])) for r in range(table.row_count)), default=0)
-        if not column.auto_width or column.content_width >= widest:
-            continue
-        narrow.append(f"{column.label}: {column.content_width} < {widest}")
-    return narrow
