@@ -114,7 +114,7 @@ class PreflightStep(Step):
 
         try:
             app: Any = self.app
-            backend = app.backend_for(spec.backend, spec.profile, demo=self.state.sim_fail)
+            backend = app.backend_for(spec.backend, spec.profile, demo=self.state.demonstration())
             checks = await run_preflight(backend, spec, app.store)
         except SweepdeckError as exc:
             checks = [Check("Backend ready", "fail", exc.message, exc.hint)]
