@@ -14,15 +14,23 @@ from backends.store import RunStore
 pytestmark = pytest.mark.fakeapi
 
 
-async def collect(backend, run, timeout=20):
+async def collect(backend, run, timeout=20, on_event=None):
+    """The run's events until it ends; ``on_event(ev)``, if given, is called after each one is appended."""
     events = []
 
     async def go():
         async for ev in backend.events(run):
             events.append(ev)
+            if on_event is not None:
+                on_event(ev)
 
     await asyncio.wait_for(go(), timeout)
     return events
+
+
+def _running(ev, unit_prefix: str) -> bool:
+    """``ev`` says a task whose unit starts with ``unit_prefix`` is running."""
+    return isinstance(ev, Phase) and ev.unit.startswith(unit_prefix) and ev.state == "Running"
 
 
 async def test_preflight_all_pass(backend, spec, cluster):
@@ -277,19 +285,17 @@ async def test_cleanup_registry_cancels_and_attach(backend, spec, cluster, setti
 async def test_watch_survives_410_and_resumes(backend, spec, cluster):
     cluster.controller.durations["deploy-model"] = 0.6
     run = await backend.launch(spec, RunStore().create(spec))
-    events = []
+    compacted = False
 
-    async def go():
-        compacted = False
-        async for ev in backend.events(run):
-            events.append(ev)
-            if not compacted and isinstance(ev, Phase) and ev.unit.startswith("deploy-model") and ev.state == "Running":
-                compacted = True
-                cluster.reset_requests()
-                # end every open watch: they resume from a resourceVersion the server no longer has
-                assert cluster.expire_watches() >= 3
+    def compact(ev):
+        nonlocal compacted
+        if not compacted and _running(ev, "deploy-model"):
+            compacted = True
+            cluster.reset_requests()
+            # end every open watch: they resume from a resourceVersion the server no longer has
+            assert cluster.expire_watches() >= 3
 
-    await asyncio.wait_for(go(), 20)
+    events = await collect(backend, run, on_event=compact)
     assert events[-1].outcome == "succeeded"
     gone = [r for r in cluster.requests if r.watch and "/taskruns" in r.path]
     relists = [r for r in cluster.requests if not r.watch and r.path.endswith("/taskruns")]
@@ -352,19 +358,16 @@ async def test_a_failed_final_taskrun_list_is_a_notice_not_the_end(backend, spec
 
     cluster.controller.durations["deploy-model"] = 0.6
     run = await backend.launch(spec, RunStore().create(spec))
-    events = []
     armed = False
 
-    async def go():
+    def arm(ev):
         nonlocal armed
-        async for ev in backend.events(run):
-            events.append(ev)
-            # Once the TaskRun watch has listed and is watching, the next plain list is the final one.
-            if not armed and _watching(cluster, "taskruns"):
-                armed = True
-                cluster.fail_next("GET", r"/taskruns$", 503, "ServiceUnavailable")
+        # Once the TaskRun watch has listed and is watching, the next plain list is the final one.
+        if not armed and _watching(cluster, "taskruns"):
+            armed = True
+            cluster.fail_next("GET", r"/taskruns$", 503, "ServiceUnavailable")
 
-    await asyncio.wait_for(go(), 20)
+    events = await collect(backend, run, on_event=arm)
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert any(m.startswith("final TaskRun list failed: ") for m in notices), notices
     assert events[-1].outcome == "succeeded"
@@ -375,17 +378,15 @@ async def test_a_pipelinerun_deleted_while_watched_ends_the_watch(backend, spec,
 
     cluster.controller.hang["download-model"] = True
     run = await backend.launch(spec, RunStore().create(spec))
-    events = []
+    deleted = False
 
-    async def go():
-        deleted = False
-        async for ev in backend.events(run):
-            events.append(ev)
-            if not deleted and isinstance(ev, Phase) and ev.unit.startswith("download-model") and ev.state == "Running":
-                deleted = True
-                cluster.delete("tekton.dev/v1", "PipelineRun", "exp1", "mert")
+    def delete(ev):
+        nonlocal deleted
+        if not deleted and _running(ev, "download-model"):
+            deleted = True
+            cluster.delete("tekton.dev/v1", "PipelineRun", "exp1", "mert")
 
-    await asyncio.wait_for(go(), 20)
+    events = await collect(backend, run, on_event=delete)
     assert any(isinstance(e, Notice) and e.message == "PipelineRun exp1 was deleted" for e in events)
     assert events[-1].outcome == "failed" and "Deleted" in events[-1].message
 
@@ -393,22 +394,20 @@ async def test_a_pipelinerun_deleted_while_watched_ends_the_watch(backend, spec,
 async def test_a_deleted_taskrun_leaves_the_progress_count(backend, spec, cluster):
     cluster.controller.hang["download-model"] = True
     run = await backend.launch(spec, RunStore().create(spec))
-    events = []
+    deleted = ended = False
 
-    async def go():
-        deleted = ended = False
-        async for ev in backend.events(run):
-            events.append(ev)
-            if not deleted and isinstance(ev, Phase) and ev.unit.startswith("download-model") and ev.state == "Running":
-                deleted = True
-                tr = next(t for t in cluster.list("tekton.dev/v1", "TaskRun", "mert")
-                          if "download-model" in t["metadata"]["name"])
-                cluster.delete("tekton.dev/v1", "TaskRun", tr["metadata"]["name"], "mert")
-            elif deleted and not ended and isinstance(ev, Progress) and ev.running == 0:
-                ended = True  # the deleted TaskRun no longer counts as running: end the hung run
-                cluster.delete("tekton.dev/v1", "PipelineRun", "exp1", "mert")
+    def delete(ev):
+        nonlocal deleted, ended
+        if not deleted and _running(ev, "download-model"):
+            deleted = True
+            tr = next(t for t in cluster.list("tekton.dev/v1", "TaskRun", "mert")
+                      if "download-model" in t["metadata"]["name"])
+            cluster.delete("tekton.dev/v1", "TaskRun", tr["metadata"]["name"], "mert")
+        elif deleted and not ended and isinstance(ev, Progress) and ev.running == 0:
+            ended = True  # the deleted TaskRun no longer counts as running: end the hung run
+            cluster.delete("tekton.dev/v1", "PipelineRun", "exp1", "mert")
 
-    await asyncio.wait_for(go(), 20)
+    events = await collect(backend, run, on_event=delete)
     running = [e.running for e in events if isinstance(e, Progress)]
     assert 1 in running and running[-1] == 0, running
     assert events[-1].outcome == "failed"
