@@ -53,7 +53,7 @@ def tmux(tmp_path):
     socket = f"sweepdeck-smoke-{os.getpid()}"
     t = Tmux(socket)
     yield t
-    t("kill-server", check=False)
+    t.kill()
 
 
 def start_app(tmux: Tmux, tmp_path: Path) -> tuple[int, Path]:

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from backends.procs import free_port
-from tests.integration.supervisor.support import ROOT, Client, eventually, gone, group_members, listening
-from tests.integration.test_tmux_smoke import SWEEPDECK
+from tests.integration.supervisor.support import ROOT, SCRIPT, Client, eventually, gone, group_members, listening
 from tests.support.services import require_binary
 from tests.support.tmux import Tmux
 
@@ -35,11 +34,11 @@ SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
 @pytest.fixture
 def tmux(tmp_path):
     require_binary("/usr/bin/tmux", "tmux")
-    if not SWEEPDECK.exists():
-        pytest.skip(f"{SWEEPDECK} is not installed (pip install -e .)")
+    if not SCRIPT.exists():
+        pytest.skip(f"{SCRIPT} is not installed (pip install -e .)")
     t = Tmux(f"sweepdeck-kill-{os.getpid()}-{time.monotonic_ns()}")
     yield t
-    t("kill-server", check=False)
+    t.kill()
 
 
 class App:
@@ -56,7 +55,7 @@ class App:
         env = {"SWEEPDECK_STATE_DIR": str(self.state), "HOME": os.environ["HOME"],
                "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "TERM": "xterm-256color", "PYTHONPATH": str(ROOT)}
         self.command = " ".join(["exec", "env"] + [f"{k}={v}" for k, v in env.items()]
-                                + [str(SWEEPDECK), "--config", str(config)])
+                                + [str(SCRIPT), "--config", str(config)])
 
     def start(self) -> int:
         self.tmux("new-session", "-d", "-s", "s", "-x", "120", "-y", "36", self.command)
