@@ -57,10 +57,11 @@ from backends.procs import (
     stop_group,
 )
 from config.errors import SweepdeckError
+from config.settings import Profile
 
 if TYPE_CHECKING:
     from backends.store import RunDir, RunRecord
-    from config.settings import Profile, Settings
+    from config.settings import Settings
     from config.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,17 @@ def server_kind(profile: Profile) -> str:
     if kind == "auto":
         return "vllm" if shutil.which("vllm") else "sim"
     return kind
+
+
+def host_of(profile: Profile) -> str:
+    """The address a run with ``profile`` binds its server to."""
+    return str(profile.get("host", "127.0.0.1"))
+
+
+def port_of(profile: Profile) -> int:
+    """The port a run with ``profile`` asks for first (the next free one is taken when it is busy)."""
+    value = profile.options.get("port")
+    return 8000 if value is None else int(value)
 
 
 class LocalBackend(BackendBase):
@@ -124,10 +136,9 @@ class LocalBackend(BackendBase):
     @classmethod
     def auto_args(cls, spec: ExperimentSpec, settings: Settings | None) -> list[tuple[str, str]]:
         """``--host`` and ``--port`` from the profile (the port moves on when it is taken)."""
-        prof = settings.profile(spec.profile, cls.name) if settings is not None else None
-        host = prof.get("host", "127.0.0.1") if prof is not None else "127.0.0.1"
-        port = prof.get("port", 8000) if prof is not None else 8000
-        return [("--host", str(host)), ("--port", f"{port} (or next free)")]
+        prof = (settings.profile(spec.profile, cls.name) if settings is not None else None) \
+            or Profile(cls.name, cls.name, {})  # no settings: the defaults
+        return [("--host", host_of(prof)), ("--port", f"{port_of(prof)} (or next free)")]
 
     # ---------------------------------------------------------- configuration
 
@@ -137,12 +148,11 @@ class LocalBackend(BackendBase):
 
     @property
     def host(self) -> str:
-        return str(self.profile.get("host", "127.0.0.1"))
+        return host_of(self.profile)
 
     @property
     def port(self) -> int:
-        value = self.profile.options.get("port")
-        return 8000 if value is None else int(value)
+        return port_of(self.profile)
 
     def base_command(self) -> list[str]:
         """The server command without the model and settings."""
