@@ -62,6 +62,12 @@ class Client:
             chunk = os.read(self.proc.stdout.fileno(), 65536)
             self.buf += chunk
 
+    def read_for(self, seconds: float) -> None:
+        """Read the output as it comes for ``seconds``, or until the process exits."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and self.proc.poll() is None:
+            self.read(max(0.0, end - time.monotonic()))
+
     def wait_for(self, text: str, seconds: float = 30) -> None:
         end = time.monotonic() + seconds
         while text.encode() not in self.buf:

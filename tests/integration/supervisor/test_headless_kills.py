@@ -147,9 +147,7 @@ def test_an_inherited_sigint_ignore_is_kept_from_the_first_moment():
     client = Client("run", *BASE, "--max-requests", "30", "--rate", "20", "--port", str(port),
                     "--experiment-id", run_id, preexec=ignore_interrupt)
     try:
-        end = time.monotonic() + 0.25
-        while time.monotonic() < end and client.proc.poll() is None:
-            client.read(max(0.0, end - time.monotonic()))
+        client.read_for(0.25)
         client.proc.send_signal(signal.SIGINT)  # pre-flight, or the supervisor starting
         client.wait_for("[INFO] Progress:", 60)
         client.proc.send_signal(signal.SIGINT)  # the run under way
@@ -234,9 +232,7 @@ def test_ctrl_c_is_honoured_from_the_first_moment_of_a_launch(delay):
     run_id = f"early-int-{int(delay * 1000)}"
     client = Client("run", *BASE, "--max-requests", "3", "--rate", "50", "--port", str(port), "--experiment-id", run_id)
     try:
-        end = time.monotonic() + delay
-        while time.monotonic() < end and client.proc.poll() is None:
-            client.read(max(0.0, end - time.monotonic()))
+        client.read_for(delay)
         assert client.proc.poll() is None, client.text[-2000:]
         masks = _signal_masks(client.proc.pid)  # for the failure message: was SIGINT ignored or caught then?
         client.proc.send_signal(signal.SIGINT)
