@@ -17,7 +17,7 @@ import pytest
 from backends.procs import port_free
 from backends.slurm.backend import LOOPBACK
 from backends.store import RunStore
-from tests.support.procstate import gone
+from tests.support.procstate import eventually, gone
 
 pytestmark = pytest.mark.services
 
@@ -108,7 +108,7 @@ def _interrupt_and_check(out: Output, prof, sig=signal.SIGINT) -> None:
     if sig == signal.SIGHUP:
         # the terminal is gone: the client hangs up at once; the run's supervisor cancels the job and cleans up
         assert rc == 128 + signal.SIGHUP, out.text
-        left = _eventually(lambda: prof.jobs_left() == [] and port_free(LOOPBACK, prof.local_port), 15)
+        left = eventually(lambda: prof.jobs_left() == [] and port_free(LOOPBACK, prof.local_port), 15)
         assert left, "job or tunnel left"
         return
     assert rc == 0, out.text
@@ -117,15 +117,6 @@ def _interrupt_and_check(out: Output, prof, sig=signal.SIGINT) -> None:
     assert "[INFO] Cleaned up successfully" in out.text
     assert prof.jobs_left() == [], "job left in squeue"
     assert port_free(LOOPBACK, prof.local_port), "tunnel listener left on the local port"
-
-
-def _eventually(predicate, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _stop(prof, run_id: str) -> None:
@@ -195,10 +186,7 @@ def test_clean_run_default_model_and_ctrl_c_cleanup(slurm_profile):
         _interrupt_and_check(out, prof)
         assert f"[INFO] Cancelling job {job_id}..." in out.text
         # the server process on the "node" is gone too (a zombie awaiting PID 1 counts as gone)
-        deadline = time.monotonic() + 10
-        while not gone(server_pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert gone(server_pid)
+        assert eventually(lambda: gone(server_pid), 10)
     finally:
         if out.proc.poll() is None:
             out.proc.kill()
