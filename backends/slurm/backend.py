@@ -41,7 +41,7 @@ from backends.procs import holder_name, next_free_port, port_free
 from backends.slurm import jobs
 from backends.slurm.catalog import ClusterCatalog, ClusterModel, ModelNotInCatalog, load_profile_catalog
 from backends.slurm.preflight import profile_checks
-from backends.slurm.ssh import Remote, SshTarget
+from backends.slurm.ssh import LOOPBACK, Remote, SshTarget
 from backends.slurm.watch import RunWatch
 from backends.store import RunDir, RunRecord, RunStore
 from config.durations import format_slurm_duration, parse_slurm_duration
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Where the tunnel's local end listens (the run's endpoint on this machine).
-LOOPBACK = "127.0.0.1"
 SESSION_KEYS = ("JOB_ID", "NODE", "PORT", "LOCAL_PORT", "TMPDIR", "MODEL", "STARTED")
 
 

@@ -33,6 +33,9 @@ from config.errors import SweepdeckError
 
 log = logging.getLogger(__name__)
 
+#: Where a tunnel's local end listens (the run's endpoint on this machine).
+LOOPBACK = "127.0.0.1"
+
 #: Seconds between reconnect attempts (the last one repeats).
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -524,7 +527,7 @@ class Remote:
             fwd.node_conn = await connect(hop, self.host_keys, tunnel=conn, config=[])
             conn = fwd.node_conn
         try:
-            fwd.listener = await conn.forward_local_port("127.0.0.1", fwd.local_port, fwd.host, fwd.port)
+            fwd.listener = await conn.forward_local_port(LOOPBACK, fwd.local_port, fwd.host, fwd.port)
         except BaseException:
             if fwd.node_conn is not None:
                 fwd.node_conn.close()

@@ -22,7 +22,7 @@ from backends.events import Alert, Endpoint, Event, Finished, LogLine, Notice, P
 from backends.procs import holder_name
 from backends.slurm import jobs
 from backends.slurm.logs import RemoteTail
-from backends.slurm.ssh import Remote
+from backends.slurm.ssh import LOOPBACK, Remote
 from config.durations import format_slurm_duration
 from config.errors import SweepdeckError
 
@@ -167,7 +167,7 @@ class RunWatch:
 
     def _on_ssh_state(self, state: str, detail: str) -> None:
         unit = (
-            f"tunnel 127.0.0.1:{self.run.handle['local_port']}"
+            f"tunnel {LOOPBACK}:{self.run.handle['local_port']}"
             if self.tunnel_open
             else f"ssh {self.backend.target.host}"
         )
@@ -285,9 +285,9 @@ class RunWatch:
             remote.close_forward(local_port)
 
         self.backend._tokens[(self.run.id, "tunnel")] = self.backend.registry.register(
-            f"close tunnel 127.0.0.1:{local_port}", close_tunnel, resource={"kind": "listener", "port": local_port}
+            f"close tunnel {LOOPBACK}:{local_port}", close_tunnel, resource={"kind": "listener", "port": local_port}
         )
-        self.emit(Phase(f"tunnel 127.0.0.1:{local_port}", "up", f"{target_host}:{h['port']}", kind="tunnel"))
+        self.emit(Phase(f"tunnel {LOOPBACK}:{local_port}", "up", f"{target_host}:{h['port']}", kind="tunnel"))
         self.info("Testing connection...")
         url = f"http://localhost:{local_port}"
         # An attached server may still be loading: give it the ready timeout.
@@ -403,7 +403,7 @@ class RunWatch:
         async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
             while time.monotonic() < deadline:
                 try:
-                    r = await client.get(f"http://127.0.0.1:{local_port}/v1/models")
+                    r = await client.get(f"http://{LOOPBACK}:{local_port}/v1/models")
                     if r.status_code == 200:
                         return True, ""
                     detail = f"HTTP {r.status_code}"
