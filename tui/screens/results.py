@@ -49,7 +49,7 @@ from tui.widgets.results import (
     LoadPointTable,
     ResultPlot,
 )
-from tui.widgets.virtual_table import VirtualTable, text_width
+from tui.widgets.virtual_table import VirtualTable, column_widths
 
 Loader = Callable[[str], Result]
 
@@ -75,13 +75,20 @@ def _run_dir(app: Any, run_id: str) -> Path | None:
     return path if path is not None and (path / "meta.json").is_file() else None
 
 
-def cached_only(app: Any, run_id: str) -> Result | None:
-    """A run's result when the cache holds it and its files have not changed since; None otherwise (nothing read)."""
+def _fresh(path: Path, current: list | None = None) -> Result | None:
+    """The run's cached result when its files' stamp (``current``, else taken now) is still the cached one."""
     from backends.results.index import stamp
 
+    hit = _CACHE.get(path)
+    if hit is None:
+        return None
+    return hit[1] if hit[0] == (stamp(path) if current is None else current) else None
+
+
+def cached_only(app: Any, run_id: str) -> Result | None:
+    """A run's result when the cache holds it and its files have not changed since; None otherwise (nothing read)."""
     path = _run_dir(app, run_id)
-    hit = _CACHE.get(path) if path is not None else None
-    return hit[1] if hit is not None and path is not None and hit[0] == stamp(path) else None
+    return _fresh(path) if path is not None else None
 
 
 def cached_result(app: Any, run_id: str) -> Result:
@@ -97,9 +104,9 @@ def cached_result(app: Any, run_id: str) -> Result:
     if path is None:
         return resolve(run_id, getattr(app, "store", None))
     current = stamp(path)
-    hit = _CACHE.get(path)
-    if hit is not None and hit[0] == current:
-        return hit[1]
+    hit = _fresh(path, current)
+    if hit is not None:
+        return hit
     result = resolve(run_id, app.store)
     if not result.origin.live:
         _CACHE.pop(path, None)
@@ -410,8 +417,7 @@ class ResultsListScreen(Screen):
         self._rows: dict[str, Any] = {}
         self._queued: set[str] = set()  # runs whose results live in a work queue
         self._summaries: dict[str, dict[str, Any]] = {}
-        self._keys: list[str] = []  # the rows' run ids, in order
-        self._lines: list[tuple] = []  # their cells
+        self._lines: list[tuple] = []  # the rows' cells, in the order of self._rows
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -438,11 +444,12 @@ class ResultsListScreen(Screen):
         self._queued = {r.id for r, place in places.values() if place == IN_QUEUE}
         self._summaries = {}
         for record in records:
-            # results in a queue are read when opened (they change without a file here changing): no summary
-            summary = None if record.id in self._queued else self.index.get(record.id, stamp(record.path))
-            if summary is None and record.id not in self._queued:
+            if record.id in self._queued:
+                continue  # results in a queue are read when opened (they change without a file here changing)
+            summary = self.index.get(record.id, stamp(record.path))
+            if summary is None:
                 self.pending.append(record.path)
-            elif summary is not None:
+            else:
                 self._summaries[record.id] = summary
         self._show()
         self._head()
@@ -460,15 +467,15 @@ class ResultsListScreen(Screen):
         (truncated sources, once, in a snapshot).
         """
         table = self.query_one("#results-list", VirtualTable)
-        self._keys = list(self._rows)
-        self._lines = [self._cells(self._rows[k], self._summaries.get(k)) for k in self._keys]
-        columns = list(zip(*self._lines, strict=True)) if self._lines else [()] * len(self.COLUMNS)
-        widths = [text_width([c.plain if isinstance(c, Text) else str(c) for c in column], label)
-                  for label, column in zip(self.COLUMNS, columns, strict=True)]
-        if [c.width for c in table.ordered_columns] != widths:
+        run_ids = list(self._rows)
+        self._lines = [self._cells(self._rows[k], self._summaries.get(k)) for k in run_ids]
+        widths = column_widths(self.COLUMNS, self._lines)
+        if table.ordered_columns:
+            table.set_widths(widths)
+        else:
             table.set_columns([(label, f"c{i}", w) for i, (label, w) in enumerate(zip(self.COLUMNS, widths,
                                                                                             strict=True))])
-        table.set_rows(self._keys, self._lines.__getitem__)
+        table.set_rows(run_ids, self._lines.__getitem__)
 
     def _cells(self, record: Any, summary: dict[str, Any] | None) -> tuple:
         mark = "◆" if record.id in self.marked else ""

@@ -20,7 +20,7 @@ from backends.results.export import pct
 from backends.results.model import Result, fmt
 from backends.results.series import AXES, PLOT_TITLES, PLOTS, series
 from tui.screens import themed
-from tui.widgets.virtual_table import VirtualTable, text_width
+from tui.widgets.virtual_table import VirtualTable, column_widths
 
 # Column → (header, getter, unit). The first columns matter most on a narrow terminal.
 _POINT_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -150,7 +150,6 @@ class CompareTable(VirtualTable):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(zebra_stripes=True, **kw)
-        self.rows: list[list[Any]] = []
 
     def show(self, cmp: Comparison) -> None:
         labels = ["Load point", "Metric"] + [name if i == 0 else f"{name} (Δ)" for i, name in enumerate(cmp.names)]
@@ -164,11 +163,7 @@ class CompareTable(VirtualTable):
             for i in range(1, len(r.values)):
                 cells.append(self._cell(r.values[i], r.deltas[i], r.verdicts[i], r.metric.unit))
             rows.append(cells)
-        self.rows = rows
-        widths = [text_width([c.plain if isinstance(c, Text) else c for c in column], label)
-                  for label, column in zip(labels, zip(*rows, strict=True) if rows else [()] * len(labels),
-                                           strict=True)]
-        self.set_columns(list(zip(labels, keys, widths, strict=True)))
+        self.set_columns(list(zip(labels, keys, column_widths(labels, rows), strict=True)))
         self.set_rows([f"row-{n}" for n in range(len(rows))], rows.__getitem__)
 
     def _cell(self, value: float | None, delta: float | None, verdict: str | None, unit: str) -> Text:

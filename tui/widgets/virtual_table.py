@@ -613,3 +613,10 @@ class VirtualTable(ScrollView, can_focus=True):
 def text_width(values: Sequence[str] | set[str], label: str = "") -> int:
     """The widest of ``values`` (and ``label``) in terminal cells."""
     return max([cell_len(label), *(cell_len(v) for v in values)])
+
+
+def column_widths(labels: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[int]:
+    """Each column's content width: its widest cell's text (a ``Text``'s plain text) or its label."""
+    columns = zip(*rows, strict=True) if rows else [()] * len(labels)
+    return [text_width(VirtualTable._signature(column), label)
+            for label, column in zip(labels, columns, strict=True)]
