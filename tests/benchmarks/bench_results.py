@@ -148,12 +148,15 @@ class Frames:
     Headless, a frame is rendered (the compositor's update is built) but not
     written: what writing ~160 × 48 cells to a real terminal costs is not in
     these figures. The table counts as drawn once it rendered a line with rows to show.
+
+    It patches ``table_class.render_line`` for every instance: use it as a context
+    manager, so the patch is undone (``stop()``) even when the benchmark fails.
     """
 
     def __init__(self, app, table_class: type) -> None:
         self.t0 = 0.0
         self.on = False
-        self.drawn_at: list[float] = []  # every frame after start()
+        self.drawn_at: float | None = None  # the last frame after start()
         self.table_at: float | None = None  # the first frame the table had rendered lines for
         self._table_lines = False
         display = app._display  # Textual's one place a frame leaves the app
@@ -163,7 +166,7 @@ class Frames:
             display(screen, renderable)
             if self.on and renderable is not None:
                 now = time.perf_counter() - self.t0
-                self.drawn_at.append(now)
+                self.drawn_at = now
                 if self._table_lines and self.table_at is None:
                     self.table_at = now
 
@@ -179,9 +182,16 @@ class Frames:
         self.t0, self.on = time.perf_counter(), True
 
     def stop(self) -> None:
+        """Stop timing and undo the ``render_line`` patch (twice is harmless)."""
         self.on = False
         table_class, render_line = self._restore
         table_class.render_line = render_line
+
+    def __enter__(self) -> Frames:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 async def compare_view(ids: list[str], prefetched: bool) -> tuple[float, ...]:
@@ -208,17 +218,16 @@ async def compare_view(ids: list[str], prefetched: bool) -> tuple[float, ...]:
         await app.workers.wait_for_complete()  # the marked runs' prefetch
         if not prefetched:
             results_screens._CACHE.clear()
-        frames = Frames(app, CompareTable)
-        frames.start()
-        t0, c0 = frames.t0, time.process_time()
-        await pilot.press("c")
-        screen = app.screen
-        assert isinstance(screen, CompareScreen)
-        while not screen.loaded:
-            await asyncio.sleep(0.001)
-        await pilot.pause()
-        drawn, cpu = time.perf_counter() - t0, time.process_time() - c0
-        frames.stop()
+        with Frames(app, CompareTable) as frames:
+            frames.start()
+            t0, c0 = frames.t0, time.process_time()
+            await pilot.press("c")
+            screen = app.screen
+            assert isinstance(screen, CompareScreen)
+            while not screen.loaded:
+                await asyncio.sleep(0.001)
+            await pilot.pause()
+            drawn, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert screen.query_one("#compare-table").row_count == 10 * 11
         assert frames.table_at is not None
         t0 = time.perf_counter()
@@ -229,7 +238,7 @@ async def compare_view(ids: list[str], prefetched: bool) -> tuple[float, ...]:
         await pilot.press("g")
         await pilot.pause()
         next_plot = time.perf_counter() - t0
-    return drawn, cpu, curves, next_plot, frames.table_at, frames.drawn_at[-1]
+    return drawn, cpu, curves, next_plot, frames.table_at, frames.drawn_at
 
 
 async def bare_table(rows: list[list[str]]) -> tuple[float, ...]:
@@ -256,15 +265,14 @@ async def bare_table(rows: list[list[str]]) -> tuple[float, ...]:
     app = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
-        frames = Frames(app, DataTable)
-        frames.start()
-        t0, c0 = frames.t0, time.process_time()
-        app.push_screen(Bare())
-        await pilot.pause()
-        out = time.perf_counter() - t0, time.process_time() - c0
-        frames.stop()
+        with Frames(app, DataTable) as frames:
+            frames.start()
+            t0, c0 = frames.t0, time.process_time()
+            app.push_screen(Bare())
+            await pilot.pause()
+            out = time.perf_counter() - t0, time.process_time() - c0
         assert frames.table_at is not None
-        return (*out, frames.table_at, frames.drawn_at[-1])
+        return (*out, frames.table_at, frames.drawn_at)
 
 
 def bench_compare() -> None:
