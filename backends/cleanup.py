@@ -214,6 +214,11 @@ REGISTRY = CleanupRegistry()
 
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+#: The signals a terminal sends. A process started with one of them ignored keeps ignoring it:
+#: ``nohup`` ignores SIGHUP, and a non-interactive shell starts its background jobs (``sweepdeck run
+#: … &`` in a script) with SIGINT ignored — a Ctrl+C in that terminal is not meant for them.
+KEPT_IF_IGNORED = (signal.SIGINT, signal.SIGHUP)
+
 
 def install_signal_handlers(
     loop: asyncio.AbstractEventLoop,
@@ -222,10 +227,15 @@ def install_signal_handlers(
 ) -> Callable[[], None]:
     """Route terminating signals to ``on_signal`` inside the loop.
 
+    A signal of :data:`KEPT_IF_IGNORED` that is ignored now is left ignored (and ``restore`` leaves it
+    so too: removing a loop's handler puts the default back, not the ignore).
+
     Returns a function that restores the default handlers.
     """
     installed = []
     for sig in signals:
+        if sig in KEPT_IF_IGNORED and signal.getsignal(sig) == signal.SIG_IGN:
+            continue
         try:
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)

@@ -15,6 +15,7 @@ first instant of a launch is held and sent as soon as the link exists:
 * An inherited SIG_IGN for SIGINT is kept the same way, from the first
   instant (a background job of a script, ``sweepdeck run … &``, starts so:
   a Ctrl+C in that terminal is not meant for it); SIGTERM still stops it.
+  Both are kept by :func:`backends.cleanup.install_signal_handlers`.
 * With ``detach_on_signal`` every one of them detaches instead: the run goes
   on and ``sweepdeck attach RUN`` follows it again.
 """
@@ -46,31 +47,6 @@ if TYPE_CHECKING:
 
 #: The result message of a client that hung up (SIGHUP): the supervisor stops the run without it.
 HUNG_UP = "the client hung up; the run's supervisor stops it and cleans up"
-
-
-def hangup_ignored() -> bool:
-    """Was SIGHUP ignored when this process started (``nohup``)? Then it stays ignored."""
-    return signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
-
-
-def interrupt_ignored() -> bool:
-    """Was SIGINT ignored when this process started? Then it stays ignored.
-
-    A non-interactive shell starts its background jobs so (``sweepdeck run … &`` in a script), and
-    Python then installs no KeyboardInterrupt handler either. Before this was kept, such a client
-    ignored a SIGINT in its first moments and honoured one that came after its handlers were in.
-    """
-    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-
-
-def client_signals() -> tuple[signal.Signals, ...]:
-    """The signals a client handles: SIGTERM, and SIGINT and SIGHUP unless each was ignored at start."""
-    sigs = [signal.SIGTERM]
-    if not interrupt_ignored():
-        sigs.insert(0, signal.SIGINT)
-    if not hangup_ignored():
-        sigs.append(signal.SIGHUP)
-    return tuple(sigs)
 
 
 class _EarlyInterrupt:
@@ -243,8 +219,7 @@ async def drive(
 
     store = store or RunStore()
     if not skip_preflight:
-        # installed only where SIGINT is not ignored: its restore would put the default back
-        interrupted = _EarlyInterrupt(install_signals and not interrupt_ignored())
+        interrupted = _EarlyInterrupt(install_signals)
         try:
             checks = await run_preflight(backend, spec, store)
             interrupted.check()
@@ -268,7 +243,7 @@ async def drive(
     follower = _Follower(on_event, detach_when)
     policy = _SignalPolicy(follower, detach=detach_on_signal, on_stop=on_stop)
     follower.policy = policy
-    restore = install_signal_handlers(asyncio.get_running_loop(), policy, client_signals()) if install_signals \
+    restore = install_signal_handlers(asyncio.get_running_loop(), policy) if install_signals \
         else (lambda: None)
     try:
         link = await start_run(backend, spec, store=store, launcher=launcher, on_event=follower,
@@ -306,7 +281,7 @@ async def follow_run(
     policy = _SignalPolicy(follower, leave=leave_on_signal, on_stop=on_stop)
     follower.policy = policy
     policy.attach(link)
-    restore = install_signal_handlers(asyncio.get_running_loop(), policy, client_signals()) if install_signals \
+    restore = install_signal_handlers(asyncio.get_running_loop(), policy) if install_signals \
         else (lambda: None)
     try:
         return await _until_end(link, run, policy, follower)
@@ -356,4 +331,4 @@ async def _until_end(link: RunLink, run: Run, policy: _SignalPolicy, follower: _
     return SessionResult("cancelled", HUNG_UP, run, Finished("cancelled", HUNG_UP), alerts, policy.signal)
 
 
-__all__ = ["HUNG_UP", "client_signals", "drive", "follow_run", "hangup_ignored", "interrupt_ignored"]
+__all__ = ["HUNG_UP", "drive", "follow_run"]

@@ -147,7 +147,6 @@ async def _follow(link, record, printer, args, offset: int | None) -> int:
     import contextlib
 
     from backends.cleanup import install_signal_handlers
-    from backends.supervisor.drive import client_signals
 
     left = asyncio.get_running_loop().create_future()
 
@@ -155,7 +154,7 @@ async def _follow(link, record, printer, args, offset: int | None) -> int:
         if not left.done():
             left.set_result(sig)
 
-    restore = install_signal_handlers(asyncio.get_running_loop(), on_signal, client_signals())
+    restore = install_signal_handlers(asyncio.get_running_loop(), on_signal)
     try:
         if offset is not None:  # (a link that started the supervisor follows from the first event already)
             await link.follow(offset=offset)
