@@ -12,12 +12,15 @@ def test_handlers_are_installed_and_restored():
     async def go():
         loop = asyncio.get_running_loop()
         seen: list = []
-        restore = install_signal_handlers(loop, seen.append, (signal.SIGUSR1,))
+        fired = asyncio.Event()
+
+        def on_signal(sig) -> None:
+            seen.append(sig)
+            fired.set()
+
+        restore = install_signal_handlers(loop, on_signal, (signal.SIGUSR1,))
         signal.raise_signal(signal.SIGUSR1)
-        for _ in range(100):  # the handler runs on a later loop iteration
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(fired.wait(), 5)  # the handler runs on a later loop iteration
         restore()
         assert seen == [signal.SIGUSR1]
         assert not loop.remove_signal_handler(signal.SIGUSR1)  # restore() removed it already

@@ -130,9 +130,9 @@ async def test_attach_after_the_supervisor_died_resumes_logs_without_repeats(slu
     await f.close()  # the event stream saves the byte offsets shown so far
     await backend.close()  # the SSH connection (and the tunnel through it) die with the supervisor
     local_port = int(run.handle["local_port"])
-    for _ in range(100):
-        if port_free(LOOPBACK, local_port):
-            break
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not port_free(LOOPBACK, local_port) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     assert port_free(LOOPBACK, local_port), "the tunnel died with its connection"
     job_id = run.handle["job_id"]
