@@ -180,6 +180,7 @@ class KeyFooter(Footer):
         self.hidden_ids: list[str] = []
         self._width = 0
         self._composed: tuple | None = None  # what the keys were made from (recompose skips an unchanged set)
+        self._planned: tuple | None = None  # the plan recompose worked out, for compose to use
 
     def items(self) -> list[FooterItem]:
         """Every binding the screen shows now, one per action, in the screen's order."""
@@ -236,10 +237,15 @@ class KeyFooter(Footer):
         (Textual recomposes its footer each time); opening a screen did it four
         times, each unmounting and mounting every key and restyling it.
         """
-        unchanged = (self._bindings_ready and self.is_attached and self._composed is not None and self.children
-                     and self._signature(self._plan()) == self._composed)
-        if not unchanged:
+        plan = self._plan() if (self._bindings_ready and self.is_attached and self._composed is not None
+                                and self.children) else None
+        if plan is not None and self._signature(plan) == self._composed:
+            return
+        self._planned = plan
+        try:
             await super().recompose()
+        finally:
+            self._planned = None
 
     def compose(self) -> ComposeResult:
         """The keys that fit.
@@ -254,7 +260,8 @@ class KeyFooter(Footer):
             if not self.at_once:
                 return
             self.set_reactive(Footer._bindings_ready, True)
-        plan = self._plan()
+        plan = self._planned or self._plan()
+        self._planned = None
         width, narrow, shown, left_out, palette = plan
         self._width = width
         self.compact = narrow
