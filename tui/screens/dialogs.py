@@ -35,7 +35,6 @@ QUIT_DETACH = "detach"
 QUIT_CANCEL = "cancel"
 
 
-
 class TypeAhead:
     """For dialogs whose first job is a text box: keys typed while the dialog was still opening are kept.
 
@@ -218,10 +217,9 @@ class DisambiguationDialog(_PickDialog):
                     text.append(f"   {model_details(info)}")
                     if info.large:
                         text.append(f"\n   ⚠ WARNING: {info.download_warning()}", style="bold")
-                items.append(Option(text, id=opt["id"]))
+                items.append(Option(text))
             yield OptionList(*items, id="disambiguation-options")
             yield Static("↑/↓ choose · enter select · 1-9 pick by number · esc cancel", classes="dialog-help")
-
 
 
 class SpellingDialog(_PickDialog):
@@ -256,10 +254,9 @@ class SpellingDialog(_PickDialog):
                 text = Text()
                 text.append(f"{n}. {word}", style="bold")
                 text.append(f" — {what}")
-                items.append(Option(text, id=f"s{n - 1}"))
+                items.append(Option(text))
             yield OptionList(*items, id="spelling-options")
             yield Static("↑/↓ choose · enter or 1-9 use it · esc: edit the line yourself", classes="dialog-help")
-
 
 
 # -------------------------------------------------------------------- confirm
@@ -620,7 +617,6 @@ class ChoiceDialog(_PickDialog):
             yield Label(self.title_text, classes="dialog-title")
             yield OptionList(*(Option(label, id=cid) for cid, label in self.choices), id="choice-options")
             yield Static("enter select · esc cancel", classes="dialog-help")
-
 
 
 __all__ = [
