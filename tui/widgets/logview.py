@@ -82,35 +82,6 @@ def relax_gc() -> None:
         gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-#: Log panes mounted now, and the thresholds before the first of them relaxed them.
-_panes = 0
-_gc_before: tuple[int, ...] | None = None
-_gc_relaxed: tuple[int, ...] | None = None
-
-
-def _pane_mounted() -> None:
-    """A log pane is mounted: the first one relaxes the collector (:func:`relax_gc`)."""
-    global _panes, _gc_before, _gc_relaxed
-    _panes += 1
-    if _panes == 1:
-        _gc_before = gc.get_threshold()
-        relax_gc()
-        _gc_relaxed = gc.get_threshold()
-
-
-def _pane_unmounted() -> None:
-    """A log pane is gone: the last one restores the thresholds :func:`_pane_mounted` found.
-
-    Thresholds someone else changed in the meantime are left as they are.
-    """
-    global _panes, _gc_before, _gc_relaxed
-    _panes = max(0, _panes - 1)
-    if _panes == 0 and _gc_before is not None:
-        if gc.get_threshold() == _gc_relaxed:
-            gc.set_threshold(*_gc_before)
-        _gc_before = _gc_relaxed = None
-
-
 def line_prefix(line: LogLine, *, full: bool = False) -> str:
     """``[VLLM OUT] `` / ``[VLLM ERR] `` (the source, upper-cased, and the stream).
 
@@ -198,7 +169,6 @@ class LogView(ScrollView, can_focus=True):
         self._cache: LRUCache[tuple, Strip | list[Strip]] = LRUCache(2048)
         self._seen_base = 0
         self._cum_shift = 0
-        self._gc_held = False  # this pane counts in _pane_mounted (between mount and unmount)
         self._held_skipped = 0
         self._status_key: tuple | None = None
 
@@ -491,14 +461,7 @@ class LogView(ScrollView, can_focus=True):
         return max(1, width - self.styles.scrollbar_size_vertical)
 
     def on_mount(self) -> None:
-        if not self._gc_held:
-            self._gc_held = True
-            _pane_mounted()  # many lines live long here: see relax_gc
-
-    def on_unmount(self) -> None:
-        if self._gc_held:
-            self._gc_held = False
-            _pane_unmounted()
+        relax_gc()  # many lines live long here: see relax_gc
 
     def on_resize(self) -> None:
         if self._wrap:
