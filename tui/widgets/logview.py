@@ -61,7 +61,7 @@ def _shown_source(source: str, full: bool = False) -> str:
     return source[: keep // 2] + "…" + source[-(keep - keep // 2):]
 
 
-#: Allocations between two young collections while a log pane exists (Python's default: 700).
+#: Allocations between two young collections once a log pane has been shown (Python's default: 700).
 GC_YOUNG_THRESHOLD = 20_000
 
 
@@ -76,6 +76,9 @@ def relax_gc() -> None:
     young collection, a full one comes every ~2 million allocations. Log lines
     hold no reference cycles: they are freed when the cap drops them, whatever
     the collector does.
+
+    It stays so for the rest of the process (a client shows runs until it exits;
+    counting panes to undo it would buy nothing there).
     """
     young, middle, old = gc.get_threshold()
     if 0 < young < GC_YOUNG_THRESHOLD:  # 0: the collector is off, leave it so
