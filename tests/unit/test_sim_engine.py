@@ -86,9 +86,9 @@ def test_histogram_buckets_are_cumulative_with_le_bounds():
 
 
 # --- the engine, in real (scaled) time --------------------------------------------------
-async def run(engine: Engine, req: GenRequest) -> tuple[list[str], list[float]]:
-    """Tokens and their arrival times (relative to the call)."""
-    t0 = time.monotonic()
+async def run(engine: Engine, req: GenRequest, t0: float | None = None) -> tuple[list[str], list[float]]:
+    """Tokens and their arrival times, relative to ``t0`` (default: the call)."""
+    t0 = time.monotonic() if t0 is None else t0
     tokens, times = [], []
     async with contextlib.aclosing(engine.generate(req)) as gen:
         async for token in gen:
@@ -120,8 +120,11 @@ async def test_max_num_seqs_queues_requests_and_queueing_adds_to_ttft():
         seen["running"], seen["waiting"] = engine.running, len(engine.waiting)
         seen["page"] = "vllm:num_requests_waiting" in engine.render_metrics()
 
+    # one reference for all four: a request's own task may start late on a busy machine,
+    # and its times would then be counted from later than the others'
+    t0 = time.monotonic()
     results, _ = await asyncio.gather(
-        asyncio.gather(*(run(engine, GenRequest(1, 3)) for _ in range(4))), probe()
+        asyncio.gather(*(run(engine, GenRequest(1, 3), t0) for _ in range(4))), probe()
     )
     assert seen["running"] == 2 and seen["waiting"] == 2
     first = sorted(times[0] for _, times in results)
