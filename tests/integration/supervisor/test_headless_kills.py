@@ -115,37 +115,39 @@ def test_sigkill_of_the_supervisor_leaves_no_local_process_and_the_run_shows_los
     assert rows[run_id]["leftovers"] == []  # its server died with it: nothing local is left to clean
 
 
+def _client_ignoring(sig: signal.Signals, run_id: str) -> Client:
+    """A 30-request run started as a process that inherits ``sig`` ignored (``nohup``, a script's ``&``)."""
+
+    def ignore() -> None:
+        signal.signal(sig, signal.SIG_IGN)
+
+    return Client("run", *BASE, "--max-requests", "30", "--rate", "20", "--port", str(free_port()),
+                  "--experiment-id", run_id, preexec=ignore)
+
+
+def _assert_all_thirty_completed(run_id: str) -> None:
+    assert meta(run_id)["state"] == "succeeded"
+    assert "30 requests completed" in meta(run_id)["message"]
+
+
 def test_nohup_keeps_the_run_going_through_a_hangup():
     """An inherited SIG_IGN for SIGHUP (``nohup``) is respected: the hangup does nothing."""
-    port = free_port()
     run_id = "nohup-run"
-
-    def ignore_hangup() -> None:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-    client = Client("run", *BASE, "--max-requests", "30", "--rate", "20", "--port", str(port),
-                    "--experiment-id", run_id, preexec=ignore_hangup)
+    client = _client_ignoring(signal.SIGHUP, run_id)
     try:
         client.wait_for("[INFO] Progress:", 60)
         client.proc.send_signal(signal.SIGHUP)
         assert client.finish(60) == 0, client.text[-2000:]
     finally:
         client.kill()
-    assert meta(run_id)["state"] == "succeeded"
-    assert "30 requests completed" in meta(run_id)["message"]
+    _assert_all_thirty_completed(run_id)
 
 
 def test_an_inherited_sigint_ignore_is_kept_from_the_first_moment():
     """A client started with SIGINT ignored (a script's background job) ignores it throughout: before
     this, a SIGINT in its first moments was ignored and one after its handlers were in stopped the run."""
-    port = free_port()
     run_id = "ignored-int-run"
-
-    def ignore_interrupt() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    client = Client("run", *BASE, "--max-requests", "30", "--rate", "20", "--port", str(port),
-                    "--experiment-id", run_id, preexec=ignore_interrupt)
+    client = _client_ignoring(signal.SIGINT, run_id)
     try:
         client.read_for(0.25)
         client.proc.send_signal(signal.SIGINT)  # pre-flight, or the supervisor starting
@@ -155,8 +157,7 @@ def test_an_inherited_sigint_ignore_is_kept_from_the_first_moment():
     finally:
         client.kill()
     assert "Stopping the run" not in client.text
-    assert meta(run_id)["state"] == "succeeded"
-    assert "30 requests completed" in meta(run_id)["message"]
+    _assert_all_thirty_completed(run_id)
 
 
 @contextlib.contextmanager
