@@ -14,7 +14,7 @@ import pytest
 from backends.events import Endpoint, Finished, LogLine, Notice, Phase
 from backends.procs import port_free
 from backends.slurm import SlurmBackend
-from backends.slurm.backend import LOOPBACK
+from backends.slurm.ssh import LOOPBACK
 from backends.store import RunStore
 from config.errors import SweepdeckError
 

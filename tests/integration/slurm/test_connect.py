@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from backends.procs import port_free
-from backends.slurm.backend import LOOPBACK
+from backends.slurm.ssh import LOOPBACK
 from backends.store import RunStore
 from tests.support.procstate import eventually, gone
 
