@@ -260,8 +260,7 @@ class KeyFooter(Footer):
             if not self.at_once:
                 return
             self.set_reactive(Footer._bindings_ready, True)
-        plan = self._planned or self._plan()
-        self._planned = None
+        plan = self._planned or self._plan()  # (recompose clears _planned once it has composed)
         width, narrow, shown, left_out, palette = plan
         self._width = width
         self.compact = narrow
